@@ -1,0 +1,119 @@
+#include "sandbox/frame_io.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace safemodel::sandbox {
+
+void EncodeFrameHeader(FrameType type, uint64_t length, uint8_t* out) {
+  auto put = [](uint8_t* p, uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+  };
+  put(out, kFrameMagic, 4);
+  put(out + 4, static_cast<uint32_t>(type), 4);
+  put(out + 8, length, 8);
+}
+
+namespace {
+bool WriteAll(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+}  // namespace
+
+bool WriteFrame(int fd, FrameType type, const void* payload, size_t length) {
+  uint8_t header[kFrameHeaderBytes];
+  EncodeFrameHeader(type, length, header);
+  return WriteAll(fd, header, sizeof header) &&
+         WriteAll(fd, static_cast<const uint8_t*>(payload), length);
+}
+
+FrameReader::Result FrameReader::ReadSome(void* buf, size_t n, size_t* got) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
+    if (left.count() <= 0) return Result::kTimeout;
+    struct pollfd pfd = {fd_, POLLIN, 0};
+    int timeout_ms = left.count() > 60'000 ? 60'000 : static_cast<int>(left.count());
+    int r = poll(&pfd, 1, timeout_ms);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      error_ = std::string("poll on the worker channel failed: ") + std::strerror(errno);
+      return Result::kError;
+    }
+    if (r == 0) continue;  // re-check the deadline
+    ssize_t k = read(fd_, buf, n);
+    if (k < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      error_ = std::string("reading the worker channel failed: ") + std::strerror(errno);
+      return Result::kError;
+    }
+    *got = static_cast<size_t>(k);
+    bytes_read_ += *got;
+    return Result::kOk;
+  }
+}
+
+FrameReader::Result FrameReader::ReadExact(void* buf, size_t n) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (n > 0) {
+    size_t got = 0;
+    Result r = ReadSome(p, n, &got);
+    if (r != Result::kOk) return r;
+    if (got == 0) {
+      error_ = "the worker channel ended in the middle of a frame";
+      return Result::kError;
+    }
+    p += got;
+    n -= got;
+  }
+  return Result::kOk;
+}
+
+FrameReader::Result FrameReader::Next(FrameHeader* out,
+                                      const uint64_t (&max_length)[kMaxFrameType + 1]) {
+  uint8_t h[kFrameHeaderBytes];
+  size_t got = 0;
+  Result r = ReadSome(h, sizeof h, &got);
+  if (r != Result::kOk) return r;
+  if (got == 0) return Result::kEof;
+  if (got < sizeof h) {
+    r = ReadExact(h + got, sizeof h - got);
+    if (r != Result::kOk) return r;
+  }
+  auto get = [&](int off, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(h[off + i]) << (8 * i);
+    return v;
+  };
+  if (get(0, 4) != kFrameMagic) {
+    error_ = "bad frame magic from the worker";
+    return Result::kError;
+  }
+  uint64_t type = get(4, 4);
+  uint64_t length = get(8, 8);
+  if (type == 0 || type > kMaxFrameType) {
+    error_ = "unknown frame type " + std::to_string(type) + " from the worker";
+    return Result::kError;
+  }
+  if (length > max_length[type]) {
+    error_ = "frame of type " + std::to_string(type) + " declares " + std::to_string(length) +
+             " bytes, over its limit of " + std::to_string(max_length[type]);
+    return Result::kError;
+  }
+  out->type = static_cast<FrameType>(type);
+  out->length = length;
+  return Result::kOk;
+}
+
+}  // namespace safemodel::sandbox

@@ -1,0 +1,167 @@
+#include "sandbox/lockdown.h"
+
+#include <linux/landlock.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "sandbox/frame_io.h"
+#include "sandbox/policy.h"
+
+namespace safemodel::sandbox {
+
+namespace {
+
+std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+// Reports the trapped syscall to the parent, then dies by SIGSYS.
+//
+// The handler runs with SIGSYS blocked (no SA_NODEFER). Its last act is a
+// syscall the policy denies; the kernel cannot deliver a blocked trap signal,
+// so it resets SIGSYS to its default action and the process is killed by
+// SIGSYS. rt_sigreturn is not allowed either, so the handler cannot return.
+void OnSigsys(int /*sig*/, siginfo_t* info, void* /*ucontext*/) {
+  uint8_t frame[kFrameHeaderBytes + kViolationPayloadBytes] = {};
+  EncodeFrameHeader(FrameType::kViolation, kViolationPayloadBytes, frame);
+  auto nr = static_cast<uint32_t>(info->si_syscall);
+  uint32_t arch = info->si_arch;
+  auto ip = reinterpret_cast<uint64_t>(info->si_call_addr);
+  for (size_t i = 0; i < 4; ++i) frame[kFrameHeaderBytes + i] = static_cast<uint8_t>(nr >> (8 * i));
+  for (size_t i = 0; i < 4; ++i) frame[kFrameHeaderBytes + 4 + i] = static_cast<uint8_t>(arch >> (8 * i));
+  for (size_t i = 0; i < 8; ++i) frame[kFrameHeaderBytes + 8 + i] = static_cast<uint8_t>(ip >> (8 * i));
+  size_t off = 0;
+  while (off < sizeof frame) {
+    long w = syscall(SYS_write, kOutputFd, frame + off, sizeof frame - off);
+    if (w <= 0) break;
+    off += static_cast<size_t>(w);
+  }
+  syscall(SYS_tkill, 0, SIGSYS);     // denied: the kernel forces a fatal SIGSYS
+  syscall(SYS_exit_group, 159);      // unreachable unless tkill were ever allowed
+}
+
+constexpr size_t kAltStackBytes = 64 * 1024;
+
+// Landlock with every filesystem access right handled and no rule: no path
+// can be opened, even if seccomp had a hole. Best effort (ABI-dependent).
+bool RestrictWithLandlock() {
+#ifdef SYS_landlock_create_ruleset
+  long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  if (abi < 1) return false;
+  struct {
+    uint64_t handled_access_fs;
+    uint64_t handled_access_net;
+  } attr = {};
+  attr.handled_access_fs = (1ull << 13) - 1;     // ABI 1: execute .. make_sym
+  if (abi >= 2) attr.handled_access_fs |= 1ull << 13;  // refer
+  if (abi >= 3) attr.handled_access_fs |= 1ull << 14;  // truncate
+  if (abi >= 5) attr.handled_access_fs |= 1ull << 15;  // ioctl_dev
+  size_t size = sizeof(uint64_t);
+  if (abi >= 4) {
+    attr.handled_access_net = 3;  // bind_tcp | connect_tcp
+    size = sizeof attr;
+  }
+  long fd = syscall(SYS_landlock_create_ruleset, &attr, size, 0);
+  if (fd < 0) return false;
+  long rc = syscall(SYS_landlock_restrict_self, static_cast<int>(fd), 0);
+  close(static_cast<int>(fd));
+  return rc == 0;
+#else
+  return false;
+#endif
+}
+
+bool SetLimit(int resource, rlim_t soft, rlim_t hard) {
+  struct rlimit rl = {soft, hard};
+  return setrlimit(resource, &rl) == 0;
+}
+
+}  // namespace
+
+bool PrepareWorkerProcess(pid_t expected_parent, std::string* error) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    *error = Errno("prctl(PR_SET_PDEATHSIG)");
+    return false;
+  }
+  // The parent may have died before PDEATHSIG was armed.
+  if (getppid() != expected_parent) {
+    *error = "the parent process is gone";
+    return false;
+  }
+  // Only the result channel and the input may stay open, whatever the host
+  // process leaked into us.
+  if (syscall(SYS_close_range, kInputFd + 1, ~0U, 0) != 0) {
+    *error = Errno("close_range");
+    return false;
+  }
+  for (int fd = 0; fd < kOutputFd; ++fd) close(fd);
+  if (prctl(PR_SET_DUMPABLE, 0) != 0 || !SetLimit(RLIMIT_CORE, 0, 0)) {
+    *error = Errno("disabling core dumps");
+    return false;
+  }
+  return true;
+}
+
+bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
+              std::string* error) {
+  // Namespaces (best effort): no network, no IPC, a private mount table, and
+  // no privilege over the host's user namespace.
+  if (unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) == 0) {
+    layers->insert(layers->end(), {"userns", "netns", "mntns", "ipcns", "utsns"});
+  } else if (unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) == 0) {
+    layers->insert(layers->end(), {"netns", "mntns", "ipcns", "utsns"});
+  }
+
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    *error = Errno("prctl(PR_SET_NO_NEW_PRIVS)");
+    return false;
+  }
+  layers->push_back("no_new_privs");
+  if (RestrictWithLandlock()) layers->push_back("landlock");
+
+  bool limits_ok = SetLimit(RLIMIT_FSIZE, 0, 0) && SetLimit(RLIMIT_NOFILE, 0, 0) &&
+                   SetLimit(RLIMIT_MEMLOCK, 0, 0);
+  if (limits_ok && options.address_space_bytes > 0) {
+    limits_ok = SetLimit(RLIMIT_AS, options.address_space_bytes, options.address_space_bytes);
+  }
+  if (limits_ok && options.cpu_seconds > 0) {
+    limits_ok = SetLimit(RLIMIT_CPU, options.cpu_seconds, options.cpu_seconds + 1);
+  }
+  if (!limits_ok) {
+    *error = Errno("setrlimit");
+    return false;
+  }
+  layers->push_back("rlimits");
+
+  // The violation reporter runs on its own stack, so that it works even if
+  // the fault came with a corrupt stack pointer.
+  static void* alt_stack = std::malloc(kAltStackBytes);
+  stack_t ss = {};
+  ss.ss_sp = alt_stack;
+  ss.ss_size = kAltStackBytes;
+  struct sigaction sa = {};
+  sa.sa_sigaction = OnSigsys;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  if (alt_stack == nullptr || sigaltstack(&ss, nullptr) != 0 ||
+      sigaction(SIGSYS, &sa, nullptr) != 0) {
+    *error = Errno("installing the SIGSYS reporter");
+    return false;
+  }
+  sigset_t unblock;
+  sigemptyset(&unblock);
+  sigaddset(&unblock, SIGSYS);
+  sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
+
+  if (!InstallPolicy(error)) return false;
+  layers->push_back("seccomp");
+  return true;
+}
+
+}  // namespace safemodel::sandbox

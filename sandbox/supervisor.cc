@@ -1,0 +1,199 @@
+#include "sandbox/supervisor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "sandbox/frame_io.h"
+
+namespace safemodel::sandbox {
+
+namespace {
+
+// A pipe buffer of 1 MiB doubles hand-off throughput over the 64 KiB default
+// (docs: SANDBOX.md 3.6); it is the system maximum for unprivileged users.
+constexpr int kPipeBytes = 1 << 20;
+// Source fds are moved above this before the child's dup2s, so that none of
+// them can be clobbered by another's target number.
+constexpr int kHighFd = 100;
+
+std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+}  // namespace
+
+Worker::Worker(Worker&& o) noexcept { *this = std::move(o); }
+
+Worker& Worker::operator=(Worker&& o) noexcept {
+  if (this != &o) {
+    Close();
+    pid_ = o.pid_;
+    pidfd_ = o.pidfd_;
+    channel_fd_ = o.channel_fd_;
+    reaped_ = o.reaped_;
+    killed_ = o.killed_;
+    o.pid_ = -1;
+    o.pidfd_ = -1;
+    o.channel_fd_ = -1;
+    o.reaped_ = true;
+  }
+  return *this;
+}
+
+Worker::~Worker() { Close(); }
+
+void Worker::Close() {
+  if (pid_ > 0 && !reaped_) {
+    Kill();
+    int status;
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    reaped_ = true;
+  }
+  if (pidfd_ >= 0) close(pidfd_);
+  if (channel_fd_ >= 0) close(channel_fd_);
+  pidfd_ = channel_fd_ = -1;
+  pid_ = -1;
+}
+
+void Worker::Kill() {
+  if (pid_ <= 0 || reaped_) return;
+  killed_ = true;
+  if (pidfd_ >= 0) {
+    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+  } else {
+    kill(pid_, SIGKILL);
+  }
+}
+
+Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
+  Exit out;
+  if (pid_ <= 0 || reaped_) {
+    out.error = "no worker to wait for";
+    return out;
+  }
+  bool timed_out = false;
+  if (pidfd_ >= 0) {
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        timed_out = true;
+        Kill();
+        break;
+      }
+      struct pollfd pfd = {pidfd_, POLLIN, 0};
+      int r = poll(&pfd, 1, left.count() > 60'000 ? 60'000 : static_cast<int>(left.count()));
+      if (r > 0) break;
+      if (r < 0 && errno != EINTR) break;
+    }
+  }
+  int status = 0;
+  struct rusage usage = {};
+  pid_t r;
+  while ((r = wait4(pid_, &status, 0, &usage)) < 0 && errno == EINTR) {
+  }
+  reaped_ = true;
+  if (r != pid_) {
+    out.error = Errno("wait4 on the worker (did the host reap it?)");
+    return out;
+  }
+  out.max_rss_bytes = static_cast<uint64_t>(usage.ru_maxrss) * 1024;
+  out.cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                    static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  out.killed_by_us = killed_;
+  if (timed_out) {
+    out.kind = Exit::Kind::kTimeout;
+  } else if (WIFEXITED(status)) {
+    out.kind = Exit::Kind::kExited;
+    out.exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    out.kind = Exit::Kind::kSignaled;
+    out.signal = WTERMSIG(status);
+  }
+  return out;
+}
+
+bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    *error = Errno("pipe2");
+    return false;
+  }
+  fcntl(pipe_fds[0], F_SETPIPE_SZ, kPipeBytes);  // best effort
+  int high_out = fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, kHighFd);
+  int high_in = fcntl(options.input_fd, F_DUPFD_CLOEXEC, kHighFd);
+  close(pipe_fds[1]);
+  auto cleanup = [&] {
+    if (high_out >= 0) close(high_out);
+    if (high_in >= 0) close(high_in);
+  };
+  if (high_out < 0 || high_in < 0) {
+    *error = Errno("dup of the worker's descriptors");
+    cleanup();
+    close(pipe_fds[0]);
+    return false;
+  }
+
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  // dup2 clears close-on-exec on the target, so exactly 3 and 4 survive exec.
+  posix_spawn_file_actions_adddup2(&actions, high_out, kOutputFd);
+  posix_spawn_file_actions_adddup2(&actions, high_in, kInputFd);
+  posix_spawn_file_actions_addclose(&actions, 0);
+  posix_spawn_file_actions_addclose(&actions, 1);
+  if (!options.inherit_stderr) posix_spawn_file_actions_addclose(&actions, 2);
+  posix_spawn_file_actions_addclosefrom_np(&actions, kInputFd + 1);
+
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);  // undo the host's SIG_IGN dispositions
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSID);
+
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(options.worker_path.c_str()));
+  for (const std::string& a : options.args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  char* envp[] = {nullptr};
+
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, options.worker_path.c_str(), &actions, &attr, argv.data(), envp);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  cleanup();
+  if (rc != 0) {
+    close(pipe_fds[0]);
+    *error = "cannot start the worker '" + options.worker_path + "': " + std::strerror(rc);
+    return false;
+  }
+  *worker = Worker();
+  worker->pid_ = pid;
+  worker->reaped_ = false;
+  worker->channel_fd_ = pipe_fds[0];
+  worker->pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  return true;
+}
+
+std::string SyscallName(int nr) {
+  char* name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+  if (name == nullptr) return "";
+  std::string out(name);
+  std::free(name);
+  return out;
+}
+
+}  // namespace safemodel::sandbox

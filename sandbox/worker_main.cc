@@ -1,0 +1,275 @@
+// safemodel-worker: the sandboxed half of a conversion. The only file that
+// joins the sandbox and the parsers.
+//
+// Started by the parent (converter/pipeline.cc) with fd 3 = result channel
+// and fd 4 = input. Order matters: confine the process, map the input,
+// prepare libraries, lock down, and only then parse. Results go out as frames
+// (sandbox/frame_io.h); the process ends with _exit, so no atexit handler
+// (HDF5's, protobuf's) runs inside the sandbox.
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "converter/format.h"
+#include "loader/model.h"
+#include "loader/parser.h"
+#include "loader/registry.h"
+#include "loader/stream.h"
+#include "proto/worker.pb.h"
+#include "safemodel/limits.h"
+#include "sandbox/frame_io.h"
+#include "sandbox/lockdown.h"
+
+namespace safemodel {
+namespace {
+
+struct Args {
+  pid_t parent_pid = 0;
+  uint64_t input_size = 0;
+  uint64_t address_space = 0;
+  uint64_t memory_limit = 0;
+  uint64_t cpu_seconds = 0;
+  bool weights_only = false;
+  bool keep_optimizer = false;
+};
+
+bool ParseU64(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 20) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9' || !CheckedMul(v, 10, &v) || !CheckedAdd(v, static_cast<uint64_t>(c - '0'), &v)) {
+      return false;
+    }
+  }
+  *out = v;
+  return true;
+}
+
+bool ParseArgs(int argc, char** argv, Args* a) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg(argv[i]);
+    auto value = [&](std::string_view key, uint64_t* out) {
+      return arg.substr(0, key.size()) == key && ParseU64(arg.substr(key.size()), out);
+    };
+    uint64_t pid = 0;
+    if (value("--parent-pid=", &pid)) {
+      a->parent_pid = static_cast<pid_t>(pid);
+    } else if (value("--input-size=", &a->input_size) || value("--address-space=", &a->address_space) ||
+               value("--memory-limit=", &a->memory_limit) || value("--cpu-seconds=", &a->cpu_seconds)) {
+    } else if (arg == "--weights_only") {
+      a->weights_only = true;
+    } else if (arg == "--keep_optimizer") {
+      a->keep_optimizer = true;
+    } else {
+      return false;
+    }
+  }
+  return a->parent_pid > 0 && a->input_size > 0;
+}
+
+void ToProto(const Finding& f, v1::Finding* out) {
+  out->set_severity(SeverityName(f.severity));
+  out->set_rule(f.rule);
+  out->set_location(f.location);
+  out->set_message(f.message);
+  for (const std::string& r : f.references) out->add_references(r);
+}
+
+// Error frames are best effort: if the parent is gone there is nobody to tell.
+void SendError(const Status& status, const std::vector<Finding>& findings,
+               const std::vector<std::string>& layers) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(status.code()));
+  std::string msg = status.message();
+  if (msg.size() > format::kMaxFindingTextBytes) msg.resize(format::kMaxFindingTextBytes);
+  if (!IsValidUtf8(msg)) msg = Printable(msg, format::kMaxFindingTextBytes / 4);
+  e.set_message(msg);
+  for (size_t i = 0; i < findings.size() && i < format::kMaxFindings; ++i) {
+    ToProto(findings[i], e.add_findings());
+  }
+  for (const std::string& l : layers) e.add_isolation(l);
+  std::string bytes = format::SerializeDeterministic(e);
+  sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
+}
+
+class FrameSink final : public loader::ChunkSink {
+ public:
+  Status Write(ByteView chunk) override {
+    if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorData, chunk.data(),
+                             chunk.size())) {
+      return Status::IoError("the parent closed the result channel");
+    }
+    bytes_ += chunk.size();
+    return Status::Ok();
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  uint64_t bytes_ = 0;
+};
+
+Status Convert(ByteView input, const Args& args, const std::vector<std::string>& layers,
+               loader::ParseContext& ctx) {
+  loader::ParsedModel model;
+  SAFEMODEL_RETURN_IF_ERROR(loader::ParseModel(input, ctx, &model));
+  if (ctx.refused()) return ctx.RefusedStatus();
+
+  // Canonical order: bytewise by name. Names must be unique.
+  std::sort(model.tensors.begin(), model.tensors.end(),
+            [](const loader::Tensor& a, const loader::Tensor& b) { return a.name < b.name; });
+  for (size_t i = 1; i < model.tensors.size(); ++i) {
+    if (model.tensors[i].name == model.tensors[i - 1].name) {
+      return Status::Malformed("two tensors are named '" + Printable(model.tensors[i].name) + "'");
+    }
+  }
+  if (model.tensors.size() > kMaxTensorCount) {
+    return Status::LimitExceeded(std::to_string(model.tensors.size()) +
+                                 " tensors exceed the limit of " + std::to_string(kMaxTensorCount));
+  }
+
+  worker::WorkerHeader header;
+  header.set_source_format(model.source_format);
+  for (const loader::Tensor& t : model.tensors) {
+    v1::TensorInfo* o = header.add_tensors();
+    o->set_name(t.name);
+    o->set_dtype(static_cast<v1::DType>(t.dtype));
+    for (uint64_t d : t.shape) o->add_shape(d);
+    o->set_alias_of(t.alias_of);
+  }
+  if (!model.architecture.is_null()) {
+    SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.architecture, "architecture"));
+    format::ValueToProto(model.architecture, header.mutable_architecture());
+  }
+  if (!model.metadata.is_null()) {
+    SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.metadata, "metadata"));
+    format::ValueToProto(model.metadata, header.mutable_metadata());
+  }
+  for (const Finding& f : ctx.findings()) ToProto(f, header.add_findings());
+  for (const Finding& f : model.findings) ToProto(f, header.add_findings());
+  for (const std::string& l : layers) header.add_isolation(l);
+  if (args.weights_only) header.add_options("weights_only");
+  if (args.keep_optimizer) header.add_options("keep_optimizer");
+  std::string bytes = format::SerializeDeterministic(header);
+  if (bytes.size() > kMaxHeaderBytes) {
+    return Status::LimitExceeded("the model's header would be " + std::to_string(bytes.size()) +
+                                 " bytes, over the limit of " + std::to_string(kMaxHeaderBytes));
+  }
+  if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kHeader, bytes.data(),
+                           bytes.size())) {
+    return Status::IoError("the parent closed the result channel");
+  }
+  header.Clear();
+
+  FrameSink sink;
+  uint64_t sent = 0;
+  for (loader::Tensor& t : model.tensors) {
+    if (!t.alias_of.empty()) continue;
+    if (!t.source) return Status::Internal("tensor '" + Printable(t.name) + "' has no source");
+    SAFEMODEL_ASSIGN_OR_RETURN(loader::Elements elements, t.source());
+    SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape,
+                                                     t.origin.empty() ? t.name : t.origin, sink));
+    t.source = nullptr;  // frees produced buffers and whatever the source held
+    // Pages of the input already converted leave our resident set (they stay
+    // in the page cache): memory does not grow with the input size.
+    madvise(const_cast<uint8_t*>(input.data()), input.size(), MADV_DONTNEED);
+    ++sent;
+  }
+  worker::WorkerDone done;
+  done.set_tensors_sent(sent);
+  done.set_bytes_sent(sink.bytes());
+  std::string done_bytes = format::SerializeDeterministic(done);
+  if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kDone, done_bytes.data(),
+                           done_bytes.size())) {
+    return Status::IoError("the parent closed the result channel");
+  }
+  return Status::Ok();
+}
+
+// The C++ runtime initialises its unwinder on the first throw; do that while
+// every system call is still allowed.
+void WarmUpExceptions() {
+  try {
+    throw std::bad_alloc();
+  } catch (const std::bad_alloc&) {
+  }
+}
+
+int WorkerMain(int argc, char** argv) {
+  Args args;
+  std::vector<std::string> layers;
+  if (!ParseArgs(argc, argv, &args)) {
+    SendError(Status::InvalidArgument("bad worker arguments"), {}, layers);
+    return 1;
+  }
+  std::string error;
+  if (!sandbox::PrepareWorkerProcess(args.parent_pid, &error)) {
+    SendError(Status(StatusCode::kSandboxSetupFailed, error), {}, layers);
+    return 1;
+  }
+  struct stat st;
+  if (fstat(sandbox::kInputFd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<uint64_t>(st.st_size) != args.input_size) {
+    SendError(Status(StatusCode::kSandboxSetupFailed, "the input is not the file the parent opened"), {},
+              layers);
+    return 1;
+  }
+  void* map = mmap(nullptr, args.input_size, PROT_READ, MAP_PRIVATE, sandbox::kInputFd, 0);
+  if (map == MAP_FAILED) {
+    SendError(Status::IoError(std::string("cannot map the input: ") + std::strerror(errno)), {}, layers);
+    return 1;
+  }
+  close(sandbox::kInputFd);
+  ByteView input(static_cast<const uint8_t*>(map), args.input_size);
+
+  WarmUpExceptions();
+  Status prep = loader::PrepareLibraries();
+  if (!prep.ok()) {
+    SendError(Status(StatusCode::kSandboxSetupFailed, prep.message()), {}, layers);
+    return 1;
+  }
+  sandbox::LockdownOptions lock;
+#if !defined(SAFEMODEL_SANITIZER_BUILD)
+  lock.address_space_bytes = args.address_space;
+#endif
+  lock.cpu_seconds = args.cpu_seconds;
+  if (!sandbox::LockDown(lock, &layers, &error)) {
+    SendError(Status(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error), {}, layers);
+    return 1;
+  }
+
+  // From here on: untrusted bytes, and only the sandbox's system calls.
+  loader::ParseOptions options;
+  options.memory_limit = args.memory_limit;
+  options.weights_only = args.weights_only;
+  options.keep_optimizer = args.keep_optimizer;
+  loader::ParseContext ctx(options);
+  Status status;
+  try {
+    status = Convert(input, args, layers, ctx);
+  } catch (const std::bad_alloc&) {
+    status = Status::LimitExceeded("the worker ran out of memory (limit " +
+                                   std::to_string(args.memory_limit) + " bytes)");
+  } catch (const std::exception& e) {
+    status = Status::Internal(std::string("unexpected exception in the worker: ") + e.what());
+  }
+  if (status.ok()) return 0;
+  try {
+    SendError(status, ctx.findings(), layers);
+  } catch (...) {
+    return 4;  // out of memory even for the error report
+  }
+  return 1;
+}
+
+}  // namespace
+}  // namespace safemodel
+
+int main(int argc, char** argv) { _exit(safemodel::WorkerMain(argc, argv)); }
