@@ -1,0 +1,104 @@
+#include "safemodel/inspect.h"
+
+#include <nlohmann/json.hpp>
+
+#include <sstream>
+
+#include "converter/digest.h"
+
+namespace safemodel {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+std::string ShapeText(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+ByteView Bytes(const Model& m, const TensorInfo& t) {
+  auto s = m.Data(t);
+  return ByteView(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+Json FindingsJson(const std::vector<Finding>& findings) {
+  Json out = Json::array();
+  for (const Finding& f : findings) {
+    out.push_back({{"severity", SeverityName(f.severity)},
+                   {"rule", f.rule},
+                   {"location", f.location},
+                   {"message", f.message},
+                   {"references", f.references}});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string InspectText(const Model& m) {
+  std::ostringstream o;
+  const Provenance& p = m.provenance();
+  o << "format:        .safemodel " << m.format_major() << "." << m.format_minor() << " ("
+    << m.file_size() << " bytes)\n";
+  o << "source:        " << p.source_format << ", " << p.input_size << " bytes, sha256 "
+    << p.input_sha256 << "\n";
+  o << "converter:     " << p.converter_version << "\n";
+  o << "digests:       " << DigestAlgorithmName(m.digest_algorithm()) << "\n";
+  if (!p.options.empty()) {
+    o << "options:      ";
+    for (const auto& opt : p.options) o << " " << opt;
+    o << "\n";
+  }
+  for (const Finding& f : p.findings) {
+    o << SeverityName(f.severity) << ":       " << f.rule << " at " << f.location << ": " << f.message
+      << "\n";
+  }
+  o << "architecture:  " << (m.architecture().is_null() ? "(none)" : ValueToJson(m.architecture()))
+    << "\n";
+  if (!m.metadata().is_null()) o << "metadata:      " << ValueToJson(m.metadata()) << "\n";
+  o << "tensors:       " << m.tensors().size() << "\n";
+  for (const TensorInfo& t : m.tensors()) {
+    o << "  " << t.name << "  " << DTypeName(t.dtype) << " " << ShapeText(t.shape);
+    if (t.alias_of.empty()) {
+      o << "  " << t.nbytes << " bytes @ " << t.offset;
+    } else {
+      o << "  alias of " << t.alias_of;
+    }
+    o << "\n";
+  }
+  return o.str();
+}
+
+std::string InspectJson(const Model& m) {
+  const Provenance& p = m.provenance();
+  Json j;
+  j["format_version"] = std::to_string(m.format_major()) + "." + std::to_string(m.format_minor());
+  j["file_size"] = m.file_size();
+  j["provenance"] = {{"source_format", p.source_format},
+                     {"input_sha256", p.input_sha256},
+                     {"input_size", p.input_size},
+                     {"converter_version", p.converter_version},
+                     {"options", p.options},
+                     {"findings", FindingsJson(p.findings)}};
+  j["digest_algorithm"] = DigestAlgorithmName(m.digest_algorithm());
+  j["architecture"] = Json::parse(ValueToJson(m.architecture()));
+  j["metadata"] = Json::parse(ValueToJson(m.metadata()));
+  Json tensors = Json::array();
+  for (const TensorInfo& t : m.tensors()) {
+    Json tj = {{"name", t.name},
+               {"dtype", DTypeName(t.dtype)},
+               {"shape", t.shape},
+               {"offset", t.offset},
+               {"nbytes", t.nbytes}};
+    if (!t.alias_of.empty()) tj["alias_of"] = t.alias_of;
+    tj["sha256"] = ToHex(Sha256(Bytes(m, t)));
+    if (t.alias_of.empty()) tj["digest"] = ToHex(t.digest);
+    tensors.push_back(std::move(tj));
+  }
+  j["tensors"] = std::move(tensors);
+  return j.dump(2, ' ', false, Json::error_handler_t::replace);
+}
+
+}  // namespace safemodel

@@ -1,0 +1,46 @@
+// ConvertReport::ToJson: the machine-readable report (README "Report format").
+#include <nlohmann/json.hpp>
+
+#include "safemodel/convert.h"
+
+namespace safemodel {
+
+std::string ConvertReport::ToJson() const {
+  nlohmann::ordered_json j;
+  j["status"] = std::string(StatusCodeName(status.code()));
+  j["exit_code"] = ExitCodeFor(status.code());
+  j["message"] = status.message();
+  j["input"] = {{"path", input_path}, {"bytes", input_bytes}, {"sha256", input_sha256},
+                {"format", source_format}};
+  j["output"] = {{"path", status.ok() ? output_path : ""},
+                 {"bytes", output_bytes},
+                 {"tensors", tensor_count},
+                 {"tensor_bytes", tensor_bytes}};
+  nlohmann::ordered_json findings_json = nlohmann::ordered_json::array();
+  for (const Finding& f : findings) {
+    findings_json.push_back({{"severity", SeverityName(f.severity)},
+                             {"rule", f.rule},
+                             {"location", f.location},
+                             {"message", f.message},
+                             {"references", f.references}});
+  }
+  j["findings"] = std::move(findings_json);
+  nlohmann::ordered_json w = {{"outcome", worker.kind},
+                              {"exit_code", worker.exit_code},
+                              {"signal", worker.signal},
+                              {"max_rss_bytes", worker.max_rss_bytes},
+                              {"cpu_seconds", worker.cpu_seconds},
+                              {"isolation", worker.isolation}};
+  if (worker.syscall_nr >= 0) {
+    w["syscall"] = {{"number", worker.syscall_nr}, {"name", worker.syscall_name}};
+  }
+  j["worker"] = std::move(w);
+  j["options"] = options;
+  j["converter"] = ConverterVersion();
+  j["wall_seconds"] = wall_seconds;
+  j["parent_max_rss_bytes"] = parent_max_rss_bytes;
+  // Replace invalid UTF-8 (e.g. from a path) rather than fail to report.
+  return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+}  // namespace safemodel

@@ -1,0 +1,197 @@
+// safe-convert: the command-line front end. All the work is in the library
+// (safemodel/convert.h, safemodel/reader.h, safemodel/inspect.h); this file
+// parses flags, prints, and maps statuses to the documented exit codes.
+#include <google/protobuf/stubs/logging.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "safemodel/convert.h"
+#include "safemodel/inspect.h"
+#include "safemodel/reader.h"
+
+namespace {
+
+constexpr int kUsageExit = 2;
+
+const char kUsage[] =
+    "usage: safe-convert [convert] IN OUT [options]   convert a model file to .safemodel\n"
+    "       safe-convert inspect [--json] FILE        describe a .safemodel\n"
+    "       safe-convert verify FILE                  check every digest of a .safemodel\n"
+    "\n"
+    "convert options:\n"
+    "  --report FILE         write the JSON report to FILE\n"
+    "  --json                print the JSON report on stdout\n"
+    "  --timeout SECONDS     wall-clock limit (default 600)\n"
+    "  --memory-limit SIZE   worker memory limit, e.g. 4G, 512M (default 4G)\n"
+    "  --cpu-limit SECONDS   worker CPU limit (default: the timeout)\n"
+    "  --max-input-size SIZE refuse larger inputs (default 256G)\n"
+    "  --digest ALGO         xxh3 (default) or sha256 per-tensor digests\n"
+    "  --weights-only        Keras: tensors only when the architecture cannot be kept\n"
+    "  --keep-optimizer      Keras: keep optimizer state tensors\n"
+    "  --no-sync             do not fsync the output\n"
+    "  --worker PATH         safemodel-worker to use\n"
+    "\n"
+    "exit codes: 0 converted, 1 refused (code found), 2 usage, 3 malformed or\n"
+    "unsupported input, 4 resource limit, 5 sandbox stopped the worker,\n"
+    "6 output I/O error, 70 internal error\n";
+
+int Usage(const std::string& msg) {
+  if (!msg.empty()) std::cerr << "safe-convert: " << msg << "\n";
+  std::cerr << kUsage;
+  return kUsageExit;
+}
+
+bool ParseSize(std::string_view s, uint64_t* out) {
+  if (s.empty()) return false;
+  uint64_t mult = 1;
+  char last = s.back();
+  if (last == 'K' || last == 'k') mult = 1ull << 10;
+  if (last == 'M' || last == 'm') mult = 1ull << 20;
+  if (last == 'G' || last == 'g') mult = 1ull << 30;
+  if (last == 'T' || last == 't') mult = 1ull << 40;
+  if (mult != 1) s.remove_suffix(1);
+  if (s.empty() || s.size() > 19) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (v != 0 && mult > UINT64_MAX / v) return false;
+  *out = v * mult;
+  return true;
+}
+
+int Inspect(const std::vector<std::string>& args) {
+  bool json = false;
+  std::string path;
+  for (const std::string& a : args) {
+    if (a == "--json") {
+      json = true;
+    } else if (path.empty() && a.rfind("--", 0) != 0) {
+      path = a;
+    } else {
+      return Usage("inspect: unexpected argument '" + a + "'");
+    }
+  }
+  if (path.empty()) return Usage("inspect: missing FILE");
+  auto model = safemodel::Model::Open(path);
+  if (!model.ok()) {
+    std::cerr << "safe-convert: " << model.status().ToString() << "\n";
+    return safemodel::ExitCodeFor(model.status().code());
+  }
+  std::cout << (json ? safemodel::InspectJson(*model) + "\n" : safemodel::InspectText(*model));
+  return 0;
+}
+
+int Verify(const std::vector<std::string>& args) {
+  if (args.size() != 1) return Usage("verify: expected exactly one FILE");
+  auto model = safemodel::Model::Open(args[0]);
+  safemodel::Status s = model.ok() ? model->Verify() : model.status();
+  if (!s.ok()) {
+    std::cerr << "safe-convert: " << args[0] << ": " << s.ToString() << "\n";
+    return safemodel::ExitCodeFor(s.code());
+  }
+  std::cout << args[0] << ": OK (" << model->tensors().size() << " tensors, "
+            << safemodel::DigestAlgorithmName(model->digest_algorithm()) << " digests verified)\n";
+  return 0;
+}
+
+int Convert(const std::vector<std::string>& args) {
+  safemodel::ConvertOptions opt;
+  std::vector<std::string> paths;
+  std::string report_path;
+  bool json = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto next = [&](std::string* out) {
+      if (i + 1 >= args.size()) return false;
+      *out = args[++i];
+      return true;
+    };
+    std::string v;
+    uint64_t n = 0;
+    if (a == "--json") {
+      json = true;
+    } else if (a == "--weights-only") {
+      opt.weights_only = true;
+    } else if (a == "--keep-optimizer") {
+      opt.keep_optimizer = true;
+    } else if (a == "--no-sync") {
+      opt.sync_output = false;
+    } else if (a == "--report") {
+      if (!next(&report_path)) return Usage("--report needs a FILE");
+    } else if (a == "--worker") {
+      if (!next(&opt.worker_path)) return Usage("--worker needs a PATH");
+    } else if (a == "--timeout" || a == "--cpu-limit") {
+      if (!next(&v) || !ParseSize(v, &n) || n == 0 || n > 86400ull * 365) {
+        return Usage(a + " needs a positive number of seconds");
+      }
+      (a == "--timeout" ? opt.timeout_ms : opt.cpu_limit_seconds) = a == "--timeout" ? n * 1000 : n;
+    } else if (a == "--memory-limit" || a == "--max-input-size") {
+      if (!next(&v) || !ParseSize(v, &n) || n == 0) return Usage(a + " needs a SIZE like 512M or 4G");
+      (a == "--memory-limit" ? opt.memory_limit_bytes : opt.max_input_bytes) = n;
+    } else if (a == "--digest") {
+      if (!next(&v) || (v != "xxh3" && v != "sha256")) return Usage("--digest is xxh3 or sha256");
+      opt.digest = v == "sha256" ? safemodel::DigestAlgorithm::kSha256
+                                 : safemodel::DigestAlgorithm::kXxh3_128;
+    } else if (a.rfind("--", 0) == 0) {
+      return Usage("unknown option '" + a + "'");
+    } else {
+      paths.push_back(a);
+    }
+  }
+  if (paths.size() != 2) return Usage("expected IN and OUT");
+
+  safemodel::ConvertReport r = safemodel::ConvertFile(paths[0], paths[1], opt);
+  const std::string report = r.ToJson();
+  if (!report_path.empty()) {
+    std::ofstream f(report_path, std::ios::trunc);
+    f << report << "\n";
+    if (!f) std::cerr << "safe-convert: cannot write the report to '" << report_path << "'\n";
+  }
+  if (json) std::cout << report << "\n";
+  for (const safemodel::Finding& f : r.findings) {
+    std::cerr << safemodel::SeverityName(f.severity) << ": " << f.rule << " at " << f.location
+              << ": " << f.message;
+    for (size_t k = 0; k < f.references.size(); ++k) std::cerr << (k ? ", " : " [") << f.references[k];
+    std::cerr << (f.references.empty() ? "" : "]") << "\n";
+  }
+  if (!r.status.ok()) {
+    std::cerr << "safe-convert: " << paths[0] << ": " << r.status.ToString() << "\n";
+    return safemodel::ExitCodeFor(r.status.code());
+  }
+  if (!json) {
+    std::cout << "converted " << paths[0] << " (" << r.source_format << ") -> " << paths[1] << ": "
+              << r.tensor_count << " tensors, " << r.output_bytes << " bytes\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Protobuf would log parse failures of hostile input to stderr; the
+  // library reports them as statuses instead.
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int,
+                                     const std::string&) {});
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? kUsageExit : 0;
+  }
+  if (args[0] == "--version") {
+    std::cout << safemodel::ConverterVersion() << "\n";
+    return 0;
+  }
+  const std::string cmd = args[0];
+  if (cmd == "inspect") return Inspect({args.begin() + 1, args.end()});
+  if (cmd == "verify") return Verify({args.begin() + 1, args.end()});
+  if (cmd == "convert") return Convert({args.begin() + 1, args.end()});
+  return Convert(args);
+}
