@@ -1,0 +1,55 @@
+// NumPy .npy (versions 1.0, 2.0, 3.0) and .npz (a zip of .npy members).
+//
+// The .npy header is a Python dict literal ({'descr': '<f4', 'fortran_order':
+// False, 'shape': (3, 4), }). numpy reads it with ast.literal_eval; here a
+// small parser accepts exactly that grammar (strings, bools, non-negative
+// integers, tuples, the three keys once each) and nothing else. Nothing is
+// evaluated.
+#ifndef SAFEMODEL_LOADER_NUMPY_NPY_H_
+#define SAFEMODEL_LOADER_NUMPY_NPY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "converter/byte_reader.h"
+#include "loader/parser.h"
+#include "safemodel/dtype.h"
+
+namespace safemodel::loader {
+
+// numpy itself refuses headers over 10000 bytes by default; 64 KiB leaves
+// room for rank-32 shapes with huge dimensions and still bounds the parse.
+inline constexpr uint64_t kMaxNpyHeaderBytes = 64 * 1024;
+
+struct NpyHeader {
+  std::string descr;          // as written, e.g. "<f4"
+  DType dtype = DType::kInvalid;
+  uint32_t swap_unit = 0;     // > 1 for big-endian multi-byte data
+  bool is_object = false;     // descr 'O': the data is a pickle
+  bool fortran_order = false;
+  std::vector<uint64_t> shape;
+  uint64_t data_offset = 0;   // bytes from the start of the .npy to the data
+  uint64_t data_bytes = 0;    // product(shape) * itemsize (0 for object arrays)
+};
+
+// Parses the magic, version, header length and header dict of a .npy image
+// (only the leading bytes are needed). Object arrays parse successfully with
+// is_object set: refusing them is the caller's decision.
+Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where);
+
+// Element layout of an array's data: swap unit and strides for Fortran order.
+Elements NpyElements(const NpyHeader& header, ByteView data);
+
+class ZipArchive;
+
+// Parses an already opened (and validated) zip archive as an .npz.
+Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, ParseContext& ctx, ParsedModel* out);
+
+std::unique_ptr<Parser> NewNpyParser();
+std::unique_ptr<Parser> NewNpzParser();
+
+}  // namespace safemodel::loader
+
+#endif  // SAFEMODEL_LOADER_NUMPY_NPY_H_

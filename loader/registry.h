@@ -1,0 +1,32 @@
+// Format detection and dispatch: the one entry point the worker calls.
+//
+// The format is detected from the content (magic bytes, and for zip archives
+// the member names), never from a file name.
+#ifndef SAFEMODEL_LOADER_REGISTRY_H_
+#define SAFEMODEL_LOADER_REGISTRY_H_
+
+#include <string>
+
+#include "converter/byte_reader.h"
+#include "loader/model.h"
+#include "loader/parser.h"
+#include "safemodel/status.h"
+
+namespace safemodel::loader {
+
+// Puts the format libraries into their safe state before the worker locks
+// itself down (e.g. HDF5 plugin loading off, error printing off) and does
+// their one-time initialisation, which may need system calls the sandbox
+// forbids later. Reads no input.
+Status PrepareLibraries();
+
+// Detects the format of `input` and parses it.
+// Trust: `input` is untrusted. Runs only in the sandboxed worker.
+Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out);
+
+// A short description of what the leading bytes look like, for messages.
+std::string DescribeLeadingBytes(ByteView input);
+
+}  // namespace safemodel::loader
+
+#endif  // SAFEMODEL_LOADER_REGISTRY_H_

@@ -1,0 +1,191 @@
+#include "loader/stream.h"
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace safemodel::loader {
+
+namespace {
+
+// Wide enough for any sum of rank x (dimension x stride) terms.
+__extension__ using Int128 = __int128;
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+void SwapUnits(uint8_t* p, uint64_t n_bytes, uint32_t unit) {
+  switch (unit) {
+    case 2:
+      for (uint64_t i = 0; i + 2 <= n_bytes; i += 2) {
+        uint16_t v;
+        std::memcpy(&v, p + i, 2);
+        v = __builtin_bswap16(v);
+        std::memcpy(p + i, &v, 2);
+      }
+      break;
+    case 4:
+      for (uint64_t i = 0; i + 4 <= n_bytes; i += 4) {
+        uint32_t v;
+        std::memcpy(&v, p + i, 4);
+        v = __builtin_bswap32(v);
+        std::memcpy(p + i, &v, 4);
+      }
+      break;
+    case 8:
+      for (uint64_t i = 0; i + 8 <= n_bytes; i += 8) {
+        uint64_t v;
+        std::memcpy(&v, p + i, 8);
+        v = __builtin_bswap64(v);
+        std::memcpy(p + i, &v, 8);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+bool IsCContiguous(const std::vector<int64_t>& strides, std::span<const uint64_t> shape) {
+  if (strides.empty()) return true;
+  int64_t expect = 1;
+  for (size_t d = shape.size(); d-- > 0;) {
+    if (shape[d] != 1 && strides[d] != expect) return false;
+    expect *= static_cast<int64_t>(shape[d]);
+  }
+  return true;
+}
+
+// Collects bytes into a chunk buffer and hands full chunks to the sink.
+class ChunkBuffer {
+ public:
+  explicit ChunkBuffer(ChunkSink& sink) : sink_(sink), buf_(new uint8_t[kChunkBytes]) {}
+  // Appends n bytes from p (n <= kChunkBytes).
+  Status Append(const uint8_t* p, uint64_t n, uint32_t swap) {
+    if (used_ + n > kChunkBytes) SAFEMODEL_RETURN_IF_ERROR(Flush());
+    std::memcpy(buf_.get() + used_, p, n);
+    if (swap > 1) SwapUnits(buf_.get() + used_, n, swap);
+    used_ += n;
+    return Status::Ok();
+  }
+  Status Flush() {
+    if (used_ == 0) return Status::Ok();
+    Status s = sink_.Write(ByteView(buf_.get(), used_));
+    used_ = 0;
+    return s;
+  }
+
+ private:
+  ChunkSink& sink_;
+  std::unique_ptr<uint8_t[]> buf_;
+  uint64_t used_ = 0;
+};
+
+}  // namespace
+
+Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> shape,
+                     std::string_view what) {
+  const std::string w(what);
+  const uint64_t elem = DTypeSize(dtype);
+  if (elem == 0) return Status::Internal(w + ": invalid dtype");
+  if (e.swap_unit > 1 &&
+      ((e.swap_unit != 2 && e.swap_unit != 4 && e.swap_unit != 8) || elem % e.swap_unit != 0)) {
+    return Status::Internal(w + ": swap unit " + Num(e.swap_unit) + " does not fit the dtype");
+  }
+  if (!e.strides.empty() && e.strides.size() != shape.size()) {
+    return Status::Malformed(w + ": " + Num(e.strides.size()) + " strides for rank " +
+                             Num(shape.size()));
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(shape, w));
+  if (count == 0) return Status::Ok();
+  const uint64_t capacity = e.view.size() / elem;
+  if (e.strides.empty()) {
+    uint64_t end;
+    if (!CheckedAdd(e.offset, count, &end) || end > capacity) {
+      return Status::Malformed(w + ": needs " + Num(count) + " elements from element " +
+                               Num(e.offset) + " but the data holds only " + Num(capacity));
+    }
+    return Status::Ok();
+  }
+  // The lowest and highest element index any multi-index can reach.
+  Int128 lo = e.offset, hi = e.offset;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    Int128 span = static_cast<Int128>(shape[d] - 1) * e.strides[d];
+    if (span > static_cast<Int128>(capacity) || -span > static_cast<Int128>(capacity)) {
+      return Status::Malformed(w + ": stride " + std::to_string(e.strides[d]) + " of dimension " +
+                               Num(d) + " reaches outside the data");
+    }
+    (span > 0 ? hi : lo) += span;
+  }
+  if (lo < 0 || hi >= static_cast<Int128>(capacity)) {
+    return Status::Malformed(w + ": offset and strides reach outside the " + Num(capacity) +
+                             " elements of the data");
+  }
+  return Status::Ok();
+}
+
+Status StreamElements(const Elements& e, DType dtype, std::span<const uint64_t> shape,
+                      std::string_view what, ChunkSink& sink) {
+  SAFEMODEL_RETURN_IF_ERROR(CheckElements(e, dtype, shape, what));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(shape, what));
+  if (count == 0) return Status::Ok();
+  const uint64_t elem = DTypeSize(dtype);
+  const uint32_t swap = e.swap_unit > 1 ? e.swap_unit : 0;
+
+  if (IsCContiguous(e.strides, shape)) {
+    const uint8_t* p = e.view.data() + e.offset * elem;
+    const uint64_t total = count * elem;
+    if (swap == 0) {
+      for (uint64_t done = 0; done < total;) {
+        uint64_t n = std::min(kChunkBytes, total - done);
+        SAFEMODEL_RETURN_IF_ERROR(sink.Write(ByteView(p + done, n)));
+        done += n;
+      }
+      return Status::Ok();
+    }
+    ChunkBuffer out(sink);
+    const uint64_t step = kChunkBytes - kChunkBytes % elem;
+    for (uint64_t done = 0; done < total;) {
+      uint64_t n = std::min(step, total - done);
+      SAFEMODEL_RETURN_IF_ERROR(out.Append(p + done, n, swap));
+      done += n;
+    }
+    return out.Flush();
+  }
+
+  // Strided: walk the outer dimensions with a counter, copy inner rows.
+  ChunkBuffer out(sink);
+  const size_t rank = shape.size();
+  const uint64_t inner = shape[rank - 1];
+  const int64_t inner_stride = e.strides[rank - 1];
+  std::vector<uint64_t> idx(rank - 1, 0);
+  const uint8_t* base = e.view.data();
+  for (;;) {
+    int64_t start = static_cast<int64_t>(e.offset);
+    for (size_t d = 0; d + 1 < rank; ++d) start += static_cast<int64_t>(idx[d]) * e.strides[d];
+    if (inner_stride == 1) {
+      const uint8_t* row = base + static_cast<uint64_t>(start) * elem;
+      const uint64_t row_bytes = inner * elem;
+      const uint64_t step = kChunkBytes - kChunkBytes % elem;
+      for (uint64_t done = 0; done < row_bytes;) {
+        uint64_t n = std::min(step, row_bytes - done);
+        SAFEMODEL_RETURN_IF_ERROR(out.Append(row + done, n, swap));
+        done += n;
+      }
+    } else {
+      int64_t pos = start;
+      for (uint64_t i = 0; i < inner; ++i, pos += inner_stride) {
+        SAFEMODEL_RETURN_IF_ERROR(out.Append(base + static_cast<uint64_t>(pos) * elem, elem, swap));
+      }
+    }
+    // Next outer multi-index, last dimension fastest.
+    size_t d = rank - 1;
+    while (d > 0) {
+      --d;
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+      if (d == 0) return out.Flush();
+    }
+    if (rank == 1) return out.Flush();
+  }
+}
+
+}  // namespace safemodel::loader

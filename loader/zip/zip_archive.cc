@@ -1,0 +1,488 @@
+#include "loader/zip/zip_archive.h"
+
+#include <zip.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_set>
+
+namespace safemodel::loader {
+
+namespace {
+
+constexpr uint32_t kLocalSig = 0x04034b50;
+constexpr uint32_t kCentralSig = 0x02014b50;
+constexpr uint32_t kEndSig = 0x06054b50;
+constexpr uint32_t kZip64EndSig = 0x06064b50;
+constexpr uint32_t kZip64LocatorSig = 0x07064b50;
+constexpr uint32_t kDescriptorSig = 0x08074b50;
+constexpr uint64_t kEndBytes = 22;
+constexpr uint64_t kLocatorBytes = 20;
+constexpr uint16_t kFlagEncrypted = 0x0001;
+constexpr uint16_t kFlagDescriptor = 0x0008;
+constexpr uint16_t kFlagUtf8 = 0x0800;
+// Deflate option bits (1, 2), data descriptor, UTF-8 names: all else is
+// encryption or features we do not read.
+constexpr uint16_t kAllowedFlags = 0x0002 | 0x0004 | kFlagDescriptor | kFlagUtf8;
+constexpr uint16_t kZip64ExtraId = 0x0001;
+constexpr uint8_t kMadeByUnix = 3;
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+uint32_t Crc32(ByteView bytes) {
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  return static_cast<uint32_t>(crc32_z(crc, bytes.data(), bytes.size()));
+}
+
+Status CheckName(const std::string& name, uint16_t flags) {
+  const std::string where = "zip entry '" + Printable(name) + "'";
+  if (name.empty() || name.size() > kMaxZipNameBytes) {
+    return Status::Malformed(where + ": name length " + Num(name.size()) + " is outside 1.." +
+                             Num(kMaxZipNameBytes));
+  }
+  bool ascii = std::all_of(name.begin(), name.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x80;
+  });
+  if (!ascii && (!(flags & kFlagUtf8) || !IsValidUtf8(name))) {
+    return Status::Unsupported(where + ": non-ASCII name without valid UTF-8 marking");
+  }
+  if (name.find('\0') != std::string::npos || name.find('\\') != std::string::npos) {
+    return Status::Malformed(where + ": name contains NUL or a backslash");
+  }
+  if (name[0] == '/' || (name.size() >= 2 && name[1] == ':')) {
+    return Status::Malformed(where + ": absolute name");
+  }
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t end = name.find('/', start);
+    if (end == std::string::npos) end = name.size();
+    std::string_view part(name.data() + start, end - start);
+    if (part == ".." || part == ".") return Status::Malformed(where + ": '.' or '..' component");
+    if (part.empty() && end != name.size()) return Status::Malformed(where + ": empty component");
+    start = end + 1;
+  }
+  return Status::Ok();
+}
+
+struct Zip64Values {
+  bool present = false;
+  ByteView data;
+};
+
+// Finds the zip64 extended-information field in an extra block; the TLVs
+// must fill the block exactly.
+Result<Zip64Values> ParseExtra(ByteView extra, const std::string& where) {
+  Zip64Values out;
+  ByteReader r(extra);
+  while (!r.at_end()) {
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t id, r.U16LE(where + " extra field id"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t len, r.U16LE(where + " extra field length"));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView body, r.Bytes(len, where + " extra field"));
+    if (id == kZip64ExtraId) {
+      if (out.present) return Status::Malformed(where + ": two zip64 extra fields");
+      out.present = true;
+      out.data = body;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+struct ZipArchive::LibzipHandle {
+  zip_t* za = nullptr;
+  ~LibzipHandle() {
+    if (za != nullptr) zip_discard(za);
+  }
+};
+
+ZipArchive::~ZipArchive() = default;
+
+Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image) {
+  std::shared_ptr<ZipArchive> a(new ZipArchive());
+  a->image_ = image;
+  SAFEMODEL_RETURN_IF_ERROR(a->ParseStructure());
+  SAFEMODEL_RETURN_IF_ERROR(a->CrossCheckWithLibzip());
+  a->crc_checked_.assign(a->entries_.size(), false);
+  return a;
+}
+
+Status ZipArchive::ParseStructure() {
+  const uint64_t size = image_.size();
+  if (size < kEndBytes) return Status::Malformed("zip: file too short for an end record");
+  // The end record: its comment must reach exactly the end of the file, and
+  // exactly one candidate may satisfy that.
+  uint64_t eocd = UINT64_MAX;
+  uint64_t lowest = size - kEndBytes > 0xFFFF ? size - kEndBytes - 0xFFFF : 0;
+  for (uint64_t off = size - kEndBytes + 1; off-- > lowest;) {
+    ByteReader r(image_.subspan(off, kEndBytes), off);
+    if (*r.U32LE("sig") != kEndSig) continue;
+    (void)r.Skip(16, "end record");
+    uint16_t comment = *r.U16LE("comment length");
+    if (off + kEndBytes + comment != size) continue;
+    if (eocd != UINT64_MAX) return Status::Malformed("zip: two candidate end records (ambiguous)");
+    eocd = off;
+  }
+  if (eocd == UINT64_MAX) return Status::Malformed("zip: no end-of-central-directory record");
+
+  ByteReader er(image_.subspan(eocd, kEndBytes), eocd);
+  (void)er.Skip(4, "sig");
+  uint16_t disk = *er.U16LE("disk");
+  uint16_t cd_disk = *er.U16LE("cd disk");
+  uint64_t n_disk = *er.U16LE("entries on disk");
+  uint64_t n_total = *er.U16LE("entries");
+  uint64_t cd_size = *er.U32LE("cd size");
+  uint64_t cd_offset = *er.U32LE("cd offset");
+  if (disk != 0 || cd_disk != 0 || n_disk != n_total) {
+    return Status::Unsupported("zip: multi-disk archives are not supported");
+  }
+  uint64_t cd_end = eocd;  // where the central directory must end
+  bool zip64 = eocd >= kLocatorBytes &&
+               *ByteReader(image_.subspan(eocd - kLocatorBytes, 4)).U32LE("sig") == kZip64LocatorSig;
+  if (zip64) {
+    ByteReader lr(image_.subspan(eocd - kLocatorBytes, kLocatorBytes), eocd - kLocatorBytes);
+    (void)lr.Skip(4, "sig");
+    uint32_t z_disk = *lr.U32LE("zip64 end disk");
+    uint64_t rec = *lr.U64LE("zip64 end offset");
+    uint32_t disks = *lr.U32LE("disks");
+    if (z_disk != 0 || disks != 1) return Status::Unsupported("zip: multi-disk zip64 archive");
+    if (rec >= eocd - kLocatorBytes) return Status::Malformed("zip: zip64 end record out of place");
+    ByteReader zr(image_.subspan(rec, eocd - kLocatorBytes - rec), rec);
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, zr.U32LE("zip64 end signature"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t rec_size, zr.U64LE("zip64 end size"));
+    if (sig != kZip64EndSig || rec_size < 44 || rec_size != zr.remaining()) {
+      return Status::Malformed("zip: bad zip64 end record");
+    }
+    SAFEMODEL_RETURN_IF_ERROR(zr.Skip(4, "versions"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t zd, zr.U32LE("disk"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t zcd, zr.U32LE("cd disk"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zn_disk, zr.U64LE("entries on disk"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zn_total, zr.U64LE("entries"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zcd_size, zr.U64LE("cd size"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zcd_offset, zr.U64LE("cd offset"));
+    if (zd != 0 || zcd != 0 || zn_disk != zn_total) {
+      return Status::Unsupported("zip: multi-disk zip64 archive");
+    }
+    auto agree = [](uint64_t v32, uint64_t v64, uint64_t marker) {
+      return v32 == marker || v32 == v64;
+    };
+    if (!agree(n_total, zn_total, 0xFFFF) || !agree(cd_size, zcd_size, 0xFFFFFFFF) ||
+        !agree(cd_offset, zcd_offset, 0xFFFFFFFF)) {
+      return Status::Malformed("zip: end record and zip64 end record disagree");
+    }
+    n_total = zn_total;
+    cd_size = zcd_size;
+    cd_offset = zcd_offset;
+    cd_end = rec;
+  } else if (n_total == 0xFFFF || cd_size == 0xFFFFFFFF || cd_offset == 0xFFFFFFFF) {
+    return Status::Malformed("zip: zip64 markers without a zip64 end record");
+  }
+  if (n_total > kMaxZipEntries) {
+    return Status::LimitExceeded("zip: " + Num(n_total) + " entries exceed the limit of " +
+                                 Num(kMaxZipEntries));
+  }
+  if (cd_offset > cd_end || cd_size != cd_end - cd_offset) {
+    return Status::Malformed("zip: central directory [" + Num(cd_offset) + ", +" + Num(cd_size) +
+                             ") does not end at the end records (" + Num(cd_end) + ")");
+  }
+
+  // Central directory, then each local header.
+  ByteReader cr(image_.subspan(cd_offset, cd_size), cd_offset);
+  entries_.reserve(static_cast<size_t>(std::min<uint64_t>(n_total, cd_size / 46 + 1)));
+  std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
+  std::unordered_set<std::string> names;
+  for (uint64_t i = 0; i < n_total; ++i) {
+    const std::string where = "zip central entry #" + Num(i);
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, cr.U32LE(where));
+    if (sig != kCentralSig) return Status::Malformed(where + ": bad signature");
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t made_by, cr.U16LE(where));
+    SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // version needed
+    ZipEntry e;
+    SAFEMODEL_ASSIGN_OR_RETURN(e.flags, cr.U16LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(e.method, cr.U16LE(where));
+    SAFEMODEL_RETURN_IF_ERROR(cr.Skip(4, where));  // time, date
+    SAFEMODEL_ASSIGN_OR_RETURN(e.crc32, cr.U32LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t csize32, cr.U32LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t usize32, cr.U32LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, cr.U16LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, cr.U16LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t comment_len, cr.U16LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t disk_start, cr.U16LE(where));
+    SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // internal attributes
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t external, cr.U32LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lho32, cr.U32LE(where));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView name, cr.Bytes(name_len, where + " name"));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView extra, cr.Bytes(extra_len, where + " extra"));
+    SAFEMODEL_RETURN_IF_ERROR(cr.Skip(comment_len, where + " comment"));
+    e.name.assign(AsChars(name));
+    SAFEMODEL_RETURN_IF_ERROR(CheckName(e.name, e.flags));
+    const std::string ewhere = "zip entry '" + Printable(e.name) + "'";
+    if (e.flags & kFlagEncrypted) return Status::Unsupported(ewhere + " is encrypted");
+    if (const auto unknown = static_cast<uint16_t>(e.flags & ~kAllowedFlags); unknown != 0) {
+      return Status::Unsupported(ewhere + " uses unsupported flag bits (" + Num(unknown) + ")");
+    }
+    if (e.method != 0 && e.method != 8) {
+      return Status::Unsupported(ewhere + " uses compression method " + Num(e.method) +
+                                 " (only stored and deflate are read)");
+    }
+    if ((made_by >> 8) == kMadeByUnix && ((external >> 16) & 0170000) == 0120000) {
+      return Status::Malformed(ewhere + " is a symbolic link");
+    }
+    if (!names.insert(e.name).second) return Status::Malformed(ewhere + " appears twice");
+
+    // zip64 extended information: present values replace saturated fields,
+    // in the order uncompressed, compressed, local header offset, disk.
+    SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values z, ParseExtra(extra, ewhere));
+    ByteReader zr(z.data);
+    e.uncompressed_size = usize32;
+    e.compressed_size = csize32;
+    e.local_header_offset = lho32;
+    if (usize32 == 0xFFFFFFFF) {
+      SAFEMODEL_ASSIGN_OR_RETURN(e.uncompressed_size, zr.U64LE(ewhere + " zip64 size"));
+    }
+    if (csize32 == 0xFFFFFFFF) {
+      SAFEMODEL_ASSIGN_OR_RETURN(e.compressed_size, zr.U64LE(ewhere + " zip64 compressed size"));
+    }
+    if (lho32 == 0xFFFFFFFF) {
+      SAFEMODEL_ASSIGN_OR_RETURN(e.local_header_offset, zr.U64LE(ewhere + " zip64 offset"));
+    }
+    if (disk_start == 0xFFFF) {
+      SAFEMODEL_ASSIGN_OR_RETURN(uint32_t d, zr.U32LE(ewhere + " zip64 disk"));
+      if (d != 0) return Status::Unsupported(ewhere + " starts on another disk");
+    } else if (disk_start != 0) {
+      return Status::Unsupported(ewhere + " starts on another disk");
+    }
+    if (!zr.at_end()) return Status::Malformed(ewhere + ": zip64 extra field has extra bytes");
+    if (e.method == 0 && e.compressed_size != e.uncompressed_size) {
+      return Status::Malformed(ewhere + ": stored entry with different compressed and real sizes");
+    }
+    if (e.method == 8) {
+      uint64_t cap;
+      if (!CheckedMul(e.compressed_size + 16, kMaxDeflateRatio, &cap) || e.uncompressed_size > cap) {
+        return Status::Malformed(ewhere + " claims to inflate " + Num(e.compressed_size) +
+                                 " bytes into " + Num(e.uncompressed_size) +
+                                 ", beyond what deflate can do (zip bomb)");
+      }
+    }
+
+    // The local header must agree with the central entry.
+    const uint64_t lho = e.local_header_offset;
+    if (lho >= cd_offset) return Status::Malformed(ewhere + ": local header is not before the central directory");
+    ByteReader lr(image_.subspan(lho, cd_offset - lho), lho);
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lsig, lr.U32LE(ewhere + " local header"));
+    if (lsig != kLocalSig) return Status::Malformed(ewhere + ": bad local header signature");
+    SAFEMODEL_RETURN_IF_ERROR(lr.Skip(2, ewhere));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lflags, lr.U16LE(ewhere));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lmethod, lr.U16LE(ewhere));
+    SAFEMODEL_RETURN_IF_ERROR(lr.Skip(4, ewhere));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lcrc, lr.U32LE(ewhere));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lcsize, lr.U32LE(ewhere));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lusize, lr.U32LE(ewhere));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lname_len, lr.U16LE(ewhere));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lextra_len, lr.U16LE(ewhere));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView lname, lr.Bytes(lname_len, ewhere + " local name"));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView lextra, lr.Bytes(lextra_len, ewhere + " local extra"));
+    if (AsChars(lname) != e.name) {
+      return Status::Malformed(ewhere + ": local header names it '" + Printable(AsChars(lname)) +
+                               "' (central and local names differ)");
+    }
+    if (lflags != e.flags || lmethod != e.method) {
+      return Status::Malformed(ewhere + ": local header flags or method differ from the central entry");
+    }
+    SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values lz, ParseExtra(lextra, ewhere + " local"));
+    uint64_t lu = lusize, lc = lcsize;
+    if (lz.present) {
+      ByteReader lzr(lz.data);
+      SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zu, lzr.U64LE(ewhere + " local zip64 size"));
+      SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zc, lzr.U64LE(ewhere + " local zip64 compressed size"));
+      if (lu == 0xFFFFFFFF || lu == zu) lu = zu;
+      if (lc == 0xFFFFFFFF || lc == zc) lc = zc;
+    }
+    const bool descriptor = e.flags & kFlagDescriptor;
+    // With a data descriptor the local values may be zero placeholders.
+    bool placeholders = descriptor && lcrc == 0 && lc == 0 && lu == 0;
+    if (!placeholders && (lcrc != e.crc32 || lc != e.compressed_size || lu != e.uncompressed_size)) {
+      return Status::Malformed(ewhere + ": local header CRC or sizes differ from the central entry");
+    }
+    e.data_offset = lr.absolute_position();
+    uint64_t end;
+    if (!CheckedAdd(e.data_offset, e.compressed_size, &end) || end > cd_offset) {
+      return Status::Malformed(ewhere + ": data runs past the central directory");
+    }
+    if (descriptor) {
+      ByteReader dr(image_.subspan(end, cd_offset - end), end);
+      SAFEMODEL_ASSIGN_OR_RETURN(uint32_t first, dr.U32LE(ewhere + " data descriptor"));
+      uint32_t dcrc = first;
+      if (first == kDescriptorSig) {
+        SAFEMODEL_ASSIGN_OR_RETURN(dcrc, dr.U32LE(ewhere + " data descriptor"));
+      }
+      uint64_t dc, du;
+      if (lz.present) {
+        SAFEMODEL_ASSIGN_OR_RETURN(dc, dr.U64LE(ewhere + " data descriptor"));
+        SAFEMODEL_ASSIGN_OR_RETURN(du, dr.U64LE(ewhere + " data descriptor"));
+      } else {
+        SAFEMODEL_ASSIGN_OR_RETURN(dc, dr.U32LE(ewhere + " data descriptor"));
+        SAFEMODEL_ASSIGN_OR_RETURN(du, dr.U32LE(ewhere + " data descriptor"));
+      }
+      if (dcrc != e.crc32 || dc != e.compressed_size || du != e.uncompressed_size) {
+        return Status::Malformed(ewhere + ": data descriptor differs from the central entry");
+      }
+      end = dr.absolute_position();
+    }
+    spans.emplace_back(lho, end);
+    entries_.push_back(std::move(e));
+  }
+  if (!cr.at_end()) {
+    return Status::Malformed("zip: " + Num(cr.remaining()) + " bytes after the last central entry");
+  }
+  // Entries must tile [0, cd_offset) exactly: no prefix, gap or overlap.
+  std::sort(spans.begin(), spans.end());
+  uint64_t cursor = 0;
+  for (const auto& [begin, end] : spans) {
+    if (begin != cursor) {
+      return Status::Malformed("zip: " + std::string(begin > cursor ? "unaccounted bytes" : "overlapping entries") +
+                               " at offset " + Num(std::min(begin, cursor)) +
+                               " (hidden data or a crafted archive)");
+    }
+    cursor = end;
+  }
+  if (cursor != cd_offset) {
+    return Status::Malformed("zip: unaccounted bytes at offset " + Num(cursor) +
+                             " before the central directory");
+  }
+  return Status::Ok();
+}
+
+Status ZipArchive::CrossCheckWithLibzip() {
+  libzip_ = std::make_unique<LibzipHandle>();
+  zip_error_t err;
+  zip_error_init(&err);
+  zip_source_t* src = zip_source_buffer_create(image_.data(), image_.size(), 0, &err);
+  if (src == nullptr) {
+    zip_error_fini(&err);
+    return Status::LimitExceeded("libzip could not allocate a source");
+  }
+  libzip_->za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &err);
+  if (libzip_->za == nullptr) {
+    std::string msg = zip_error_strerror(&err);
+    zip_source_free(src);
+    zip_error_fini(&err);
+    return Status::Malformed("libzip rejects the archive: " + msg);
+  }
+  zip_error_fini(&err);
+  zip_int64_t n = zip_get_num_entries(libzip_->za, 0);
+  if (n < 0 || static_cast<uint64_t>(n) != entries_.size()) {
+    return Status::Malformed("libzip sees " + Num(static_cast<uint64_t>(n)) +
+                             " entries where the central directory has " + Num(entries_.size()));
+  }
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const ZipEntry& e = entries_[i];
+    zip_stat_t sb;
+    zip_stat_init(&sb);
+    if (zip_stat_index(libzip_->za, i, ZIP_FL_ENC_RAW, &sb) != 0 || sb.name == nullptr ||
+        e.name != sb.name || sb.size != e.uncompressed_size || sb.comp_size != e.compressed_size ||
+        sb.crc != e.crc32 || sb.comp_method != static_cast<int32_t>(e.method)) {
+      return Status::Malformed("zip entry '" + Printable(e.name) +
+                               "': libzip's view differs from the central directory");
+    }
+  }
+  return Status::Ok();
+}
+
+const ZipEntry* ZipArchive::Find(std::string_view name) const {
+  for (const ZipEntry& e : entries_) {
+    if (e.name == name) return &e;
+  }
+  return nullptr;
+}
+
+size_t ZipArchive::IndexOf(const ZipEntry& entry) const {
+  return static_cast<size_t>(&entry - entries_.data());
+}
+
+Result<ByteView> ZipArchive::StoredData(const ZipEntry& entry) {
+  if (entry.method != 0) return Status::Internal("StoredData on a deflated entry");
+  ByteView data = image_.subspan(entry.data_offset, entry.compressed_size);
+  size_t idx = IndexOf(entry);
+  if (!crc_checked_[idx]) {
+    uint32_t crc = Crc32(data);
+    if (crc != entry.crc32) {
+      return Status::Malformed("zip entry '" + Printable(entry.name) + "': CRC mismatch (stored " +
+                               Num(entry.crc32) + ", computed " + Num(crc) + ")");
+    }
+    crc_checked_[idx] = true;
+  }
+  return data;
+}
+
+Result<OwnedBuffer> ZipArchive::ReadAll(const ZipEntry& entry, uint64_t max_bytes) {
+  const std::string where = "zip entry '" + Printable(entry.name) + "'";
+  if (entry.uncompressed_size > max_bytes) {
+    return Status::LimitExceeded(where + " is " + Num(entry.uncompressed_size) +
+                                 " bytes uncompressed, over the memory limit of " + Num(max_bytes));
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(OwnedBuffer buf, OwnedBuffer::Allocate(entry.uncompressed_size, where));
+  if (entry.method == 0) {
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView data, StoredData(entry));
+    if (!data.empty()) std::memcpy(buf.data(), data.data(), data.size());
+    return buf;
+  }
+  zip_file_t* f = zip_fopen_index(libzip_->za, IndexOf(entry), 0);
+  if (f == nullptr) return Status::Malformed(where + ": libzip cannot open it");
+  uint64_t got = 0;
+  Status status;
+  while (got < entry.uncompressed_size) {
+    uint64_t want = std::min<uint64_t>(entry.uncompressed_size - got, 16u << 20);
+    zip_int64_t n = zip_fread(f, buf.data() + got, want);
+    if (n <= 0) {
+      status = Status::Malformed(where + ": inflating failed after " + Num(got) + " of " +
+                                 Num(entry.uncompressed_size) + " bytes (" +
+                                 zip_error_strerror(zip_file_get_error(f)) + ")");
+      break;
+    }
+    got += static_cast<uint64_t>(n);
+  }
+  if (status.ok()) {
+    uint8_t extra;
+    if (zip_fread(f, &extra, 1) != 0) {
+      status = Status::Malformed(where + ": inflates to more than its declared size");
+    }
+  }
+  zip_fclose(f);
+  SAFEMODEL_RETURN_IF_ERROR(status);
+  uint32_t crc = Crc32(buf.view());
+  if (crc != entry.crc32) {
+    return Status::Malformed(where + ": CRC mismatch after inflating");
+  }
+  return buf;
+}
+
+Result<ByteView> ZipArchive::Contents(const ZipEntry& entry, uint64_t max_bytes,
+                                      OwnedBuffer* holder) {
+  if (entry.method == 0) return StoredData(entry);
+  SAFEMODEL_ASSIGN_OR_RETURN(*holder, ReadAll(entry, max_bytes));
+  return holder->view();
+}
+
+Result<std::string> ZipArchive::ReadPrefix(const ZipEntry& entry, uint64_t n) {
+  uint64_t want = std::min(n, entry.uncompressed_size);
+  if (entry.method == 0) {
+    return std::string(AsChars(image_.subspan(entry.data_offset, want)));
+  }
+  const std::string where = "zip entry '" + Printable(entry.name) + "'";
+  std::string out(want, '\0');
+  zip_file_t* f = zip_fopen_index(libzip_->za, IndexOf(entry), 0);
+  if (f == nullptr) return Status::Malformed(where + ": libzip cannot open it");
+  uint64_t got = 0;
+  while (got < want) {
+    zip_int64_t k = zip_fread(f, out.data() + got, want - got);
+    if (k <= 0) break;
+    got += static_cast<uint64_t>(k);
+  }
+  zip_fclose(f);
+  if (got != want) return Status::Malformed(where + ": inflating its first bytes failed");
+  return out;
+}
+
+}  // namespace safemodel::loader

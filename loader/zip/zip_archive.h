@@ -1,0 +1,94 @@
+// A strict zip reader over an in-memory image (the worker's input map).
+//
+// The archive structure is parsed and checked here, byte by byte, before
+// anything is read: the end records, every central-directory entry and the
+// local header it points at. Rejected (the zip parser differentials scanners
+// and loaders have been fooled by):
+//   - data before the first local header, gaps or overlaps between entries,
+//     anything after the end record's comment (hidden bytes, polyglots);
+//   - a local header that disagrees with its central entry (name, method,
+//     flags, sizes, CRC);
+//   - encryption, multi-disk archives, compression other than stored and
+//     deflate, unknown flag bits;
+//   - duplicate names, absolute names, "..", backslashes, NUL, non-UTF-8;
+//   - symbolic-link entries; sizes over the caps; deflate ratios no deflate
+//     stream can reach.
+// libzip (from memory, never from a path) inflates deflated entries; its view
+// of the archive must match ours entry for entry. CRCs are verified on every
+// read.
+//
+// Trust: the image is untrusted; all offsets are checked here.
+#ifndef SAFEMODEL_LOADER_ZIP_ZIP_ARCHIVE_H_
+#define SAFEMODEL_LOADER_ZIP_ZIP_ARCHIVE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "converter/byte_reader.h"
+#include "loader/model.h"
+#include "safemodel/status.h"
+
+namespace safemodel::loader {
+
+// More entries than the format's tensor cap plus room for metadata members.
+inline constexpr uint64_t kMaxZipEntries = 2'100'000;
+inline constexpr uint64_t kMaxZipNameBytes = 4096;
+// Deflate cannot expand data by more than 1032:1 (RFC 1951, 258-byte matches
+// in 2-bit codes); a member claiming more is lying about its size.
+inline constexpr uint64_t kMaxDeflateRatio = 1100;
+
+struct ZipEntry {
+  std::string name;
+  uint16_t method = 0;  // 0 stored, 8 deflated
+  uint16_t flags = 0;
+  uint32_t crc32 = 0;
+  uint64_t compressed_size = 0;
+  uint64_t uncompressed_size = 0;
+  uint64_t local_header_offset = 0;
+  uint64_t data_offset = 0;  // first byte of the (compressed) data
+  bool is_directory() const { return !name.empty() && name.back() == '/'; }
+};
+
+class ZipArchive {
+ public:
+  // Parses and validates the whole structure of `image` (which must outlive
+  // the archive). Reads no member data.
+  static Result<std::shared_ptr<ZipArchive>> Open(ByteView image);
+  ~ZipArchive();
+  ZipArchive(const ZipArchive&) = delete;
+  ZipArchive& operator=(const ZipArchive&) = delete;
+
+  // In central-directory order.
+  const std::vector<ZipEntry>& entries() const { return entries_; }
+  const ZipEntry* Find(std::string_view name) const;
+
+  // The bytes of a stored entry, in place, after checking its CRC.
+  Result<ByteView> StoredData(const ZipEntry& entry);
+  // The whole decompressed member (stored: a copy) in a new buffer of at most
+  // `max_bytes`, CRC checked.
+  Result<OwnedBuffer> ReadAll(const ZipEntry& entry, uint64_t max_bytes);
+  // The member's bytes: in place when stored, else inflated into *holder.
+  Result<ByteView> Contents(const ZipEntry& entry, uint64_t max_bytes, OwnedBuffer* holder);
+  // The first min(n, size) decompressed bytes, for reading a member's header
+  // without inflating all of it.
+  Result<std::string> ReadPrefix(const ZipEntry& entry, uint64_t n);
+
+ private:
+  struct LibzipHandle;
+  ZipArchive() = default;
+  Status ParseStructure();
+  Status CrossCheckWithLibzip();
+  size_t IndexOf(const ZipEntry& entry) const;
+
+  ByteView image_;
+  std::vector<ZipEntry> entries_;
+  std::vector<bool> crc_checked_;
+  std::unique_ptr<LibzipHandle> libzip_;
+};
+
+}  // namespace safemodel::loader
+
+#endif  // SAFEMODEL_LOADER_ZIP_ZIP_ARCHIVE_H_
