@@ -1,0 +1,385 @@
+// The .safemodel container: writer/reader round trip, determinism, and every
+// validation rule of proto/FORMAT.md, each on a crafted file.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "converter/digest.h"
+#include "converter/format.h"
+#include "converter/writer.h"
+#include "safemodel/limits.h"
+#include "safemodel/reader.h"
+#include "tests/testing/test_util.h"
+
+namespace safemodel::testing {
+namespace {
+
+struct TensorSpec {
+  std::string name;
+  v1::DType dtype;
+  std::vector<uint64_t> shape;
+  std::string alias_of;
+};
+
+// Deterministic contents for a tensor of n bytes.
+std::string Pattern(uint64_t n, char seed) {
+  std::string s(n, '\0');
+  for (uint64_t i = 0; i < n; ++i) s[i] = static_cast<char>(static_cast<uint64_t>(seed) + 31 * i);
+  return s;
+}
+
+v1::Header MakeHeader(const std::vector<TensorSpec>& specs) {
+  v1::Header h;
+  for (const auto& s : specs) {
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(s.name);
+    t->set_dtype(s.dtype);
+    for (uint64_t d : s.shape) t->add_shape(d);
+    t->set_alias_of(s.alias_of);
+  }
+  Value arch = Value::Map();
+  arch.Set("class_name", Value::String("Sequential"));
+  Value layers = Value::List();
+  Value layer = Value::Map();
+  layer.Set("units", Value::Int(-7));
+  layer.Set("rate", Value::Double(0.25));
+  layer.Set("use_bias", Value::Bool(true));
+  layer.Set("blob", Value::Bytes(std::string("\x00\xff", 2)));
+  layer.Set("nothing", Value());
+  layers.Append(std::move(layer));
+  arch.Set("layers", std::move(layers));
+  format::ValueToProto(arch, h.mutable_architecture());
+  h.mutable_provenance()->set_source_format("npz");
+  h.mutable_provenance()->set_input_size(1234);
+  h.mutable_provenance()->set_converter_version("safemodel test");
+  return h;
+}
+
+// Writes a valid file with SafemodelWriter; returns its bytes.
+std::string WriteValid(const std::vector<TensorSpec>& specs,
+                       v1::DigestAlgorithm algo = v1::XXH3_128) {
+  TempDir dir;
+  std::string path = dir.File("m.safemodel");
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  EXPECT_GE(fd, 0);
+  v1::Header h = MakeHeader(specs);
+  h.set_digest_algorithm(algo);
+  auto w = SafemodelWriter::Begin(fd, h);
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  char seed = 'a';
+  while (!(*w)->complete()) {
+    std::string bytes = Pattern((*w)->current_remaining(), seed++);
+    // Feed in two pieces to exercise partial appends.
+    size_t half = bytes.size() / 2;
+    EXPECT_TRUE((*w)->Append(AsBytes(std::string_view(bytes).substr(0, half))).ok());
+    EXPECT_TRUE((*w)->Append(AsBytes(std::string_view(bytes).substr(half))).ok());
+  }
+  EXPECT_TRUE((*w)->Finish(std::string(32, '\x5a')).ok());
+  close(fd);
+  return ReadFile(path);
+}
+
+const std::vector<TensorSpec> kSpecs = {
+    {"a.bias", v1::F32, {3}, ""},
+    {"b.big", v1::U8, {1 << 20}, ""},
+    {"c.empty", v1::F64, {0, 5}, ""},
+    {"d.scalar", v1::I64, {}, ""},
+    {"e.tied", v1::F32, {3}, "a.bias"},
+    {"f.half", v1::BF16, {2, 3}, ""},
+};
+
+Result<Model> FromBytes(const std::string& bytes) {
+  return Model::FromBuffer(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())));
+}
+
+// Splits a valid file into its parts, so tests can alter one and reassemble.
+struct Parts {
+  v1::Header header;
+  std::string data;
+  v1::Trailer trailer;
+};
+
+Parts Split(const std::string& file) {
+  auto p = format::DecodePrefix(AsBytes(file), file.size());
+  EXPECT_TRUE(p.ok());
+  Parts parts;
+  EXPECT_TRUE(parts.header.ParseFromString(file.substr(64, p->header_len)));
+  parts.data = file.substr(p->data_off, p->data_len);
+  EXPECT_TRUE(parts.trailer.ParseFromString(file.substr(p->trailer_off, p->trailer_len)));
+  return parts;
+}
+
+// Reassembles without any validation (the prefix is made consistent).
+std::string Assemble(const Parts& parts) {
+  std::string header = format::SerializeDeterministic(parts.header);
+  std::string trailer = format::SerializeDeterministic(parts.trailer);
+  format::Prefix p;
+  p.header_len = header.size();
+  p.data_off = *format::DataOffsetFor(p.header_len);
+  p.data_len = parts.data.size();
+  p.trailer_off = p.data_off + p.data_len;
+  p.trailer_len = trailer.size();
+  uint8_t prefix[64];
+  format::EncodePrefix(p, prefix);
+  std::string out(reinterpret_cast<char*>(prefix), 64);
+  out += header;
+  out.resize(p.data_off, '\0');
+  return out + parts.data + trailer;
+}
+
+void ExpectRejected(const std::string& file, StatusCode code, const std::string& part) {
+  auto m = FromBytes(file);
+  ASSERT_FALSE(m.ok()) << "expected: " << part;
+  EXPECT_EQ(m.status().code(), code) << m.status().ToString();
+  EXPECT_NE(m.status().message().find(part), std::string::npos) << m.status().ToString();
+}
+
+TEST(Format, RoundTripsTensorsValuesAndProvenance) {
+  const std::string file = WriteValid(kSpecs);
+  auto m = FromBytes(file);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->format_major(), 1u);
+  ASSERT_EQ(m->tensors().size(), kSpecs.size());
+  char seed = 'a';
+  for (const TensorInfo& t : m->tensors()) {
+    if (!t.alias_of.empty()) continue;
+    auto data = m->Data(t);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(data.data()), data.size()),
+              Pattern(t.nbytes, seed))
+        << t.name;
+    if (t.nbytes > 0) ++seed;
+    EXPECT_EQ(t.offset % (t.nbytes >= (1 << 20) ? 4096 : 64), 0u) << t.name;
+  }
+  const TensorInfo* tied = m->Find("e.tied");
+  ASSERT_NE(tied, nullptr);
+  EXPECT_EQ(tied->alias_of, "a.bias");
+  EXPECT_EQ(tied->offset, m->Find("a.bias")->offset);
+  EXPECT_EQ(m->Find("d.scalar")->nbytes, 8u);
+  EXPECT_EQ(m->Find("c.empty")->nbytes, 0u);
+  EXPECT_EQ(m->Find("nope"), nullptr);
+  EXPECT_EQ(m->architecture(), *format::ValueFromProto(MakeHeader(kSpecs).architecture(), "a"));
+  EXPECT_EQ(m->provenance().source_format, "npz");
+  std::string want_sha;
+  for (int i = 0; i < 32; ++i) want_sha += "5a";  // WriteValid's stand-in input digest
+  EXPECT_EQ(m->provenance().input_sha256, want_sha);
+  EXPECT_TRUE(m->Verify().ok());
+  EXPECT_TRUE(m->VerifyTensor("b.big").ok());
+}
+
+TEST(Format, WriterIsDeterministicAndSupportsSha256) {
+  EXPECT_EQ(WriteValid(kSpecs), WriteValid(kSpecs));
+  const std::string sha = WriteValid(kSpecs, v1::SHA256);
+  auto m = FromBytes(sha);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->digest_algorithm(), DigestAlgorithm::kSha256);
+  const TensorInfo* t = m->Find("a.bias");
+  auto d = m->Data(*t);
+  EXPECT_EQ(t->digest, Sha256(ByteView(reinterpret_cast<const uint8_t*>(d.data()), d.size())));
+  EXPECT_TRUE(m->Verify().ok());
+}
+
+TEST(Format, WriterRefusesBytesATensorDoesNotNeed) {
+  TempDir dir;
+  int fd = open(dir.File("x").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  auto w = SafemodelWriter::Begin(fd, MakeHeader({{"a", v1::F32, {2}, ""}}));
+  ASSERT_TRUE(w.ok());
+  EXPECT_FALSE((*w)->Append(AsBytes(std::string(9, 'x'))).ok());
+  EXPECT_FALSE((*w)->Finish(std::string(32, '\0')).ok()) << "incomplete tensor";
+  EXPECT_TRUE((*w)->Append(AsBytes(std::string(8, 'x'))).ok());
+  EXPECT_FALSE((*w)->Append(AsBytes(std::string(1, 'x'))).ok()) << "after the last tensor";
+  EXPECT_TRUE((*w)->Finish(std::string(32, '\0')).ok());
+  close(fd);
+}
+
+TEST(Format, RejectsBadPrefixes) {
+  const std::string file = WriteValid(kSpecs);
+  std::string bad = file;
+  bad[1] = 'X';
+  ExpectRejected(bad, StatusCode::kMalformed, "bad magic");
+  ExpectRejected("version https://git-lfs.github.com/spec/v1\noid sha256:" + std::string(64, 'a'),
+                 StatusCode::kMalformed, "Git LFS");
+  bad = file;
+  bad[8] = 2;  // major 2
+  ExpectRejected(bad, StatusCode::kUnsupported, "major version 2");
+  bad = file;
+  bad[12] = 1;  // flags
+  ExpectRejected(bad, StatusCode::kUnsupported, "flags");
+  bad = file;
+  bad[16] = 65;  // header_off
+  ExpectRejected(bad, StatusCode::kMalformed, "header_off");
+  bad = file;
+  bad[31] = 0x7f;  // header_len huge
+  ExpectRejected(bad, StatusCode::kLimitExceeded, "header_len");
+  bad = file;
+  bad[33] ^= 0x20;  // data_off not canonical
+  ExpectRejected(bad, StatusCode::kMalformed, "data_off");
+  bad = file;
+  bad[48] ^= 1;  // trailer_off
+  ExpectRejected(bad, StatusCode::kMalformed, "trailer_off");
+  ExpectRejected(file.substr(0, 40), StatusCode::kMalformed, "shorter than the 64-byte");
+}
+
+TEST(Format, RejectsTruncationAndTrailingBytes) {
+  const std::string file = WriteValid(kSpecs);
+  ExpectRejected(file.substr(0, file.size() - 1), StatusCode::kMalformed, "truncated");
+  ExpectRejected(file + "polyglot", StatusCode::kMalformed, "trailing bytes");
+}
+
+TEST(Format, RejectsUnsortedDuplicateAndBadNames) {
+  Parts parts = Split(WriteValid(kSpecs));
+  auto with_name = [&](int index, const std::string& name) {
+    Parts p = parts;
+    p.header.mutable_tensors(index)->set_name(name);
+    return Assemble(p);
+  };
+  ExpectRejected(with_name(1, "a.bias"), StatusCode::kMalformed, "sorted and unique");
+  ExpectRejected(with_name(0, "z"), StatusCode::kMalformed, "sorted and unique");
+  ExpectRejected(with_name(0, ""), StatusCode::kMalformed, "name length");
+  ExpectRejected(with_name(0, std::string("a\0b", 3)), StatusCode::kMalformed, "NUL-free");
+  ExpectRejected(with_name(0, std::string(kMaxNameBytes + 1, 'a')), StatusCode::kMalformed,
+                 "name length");
+}
+
+TEST(Format, RejectsBadDtypesRanksAndSizes) {
+  Parts parts = Split(WriteValid(kSpecs));
+  Parts p = parts;
+  p.header.mutable_tensors(0)->set_dtype(static_cast<v1::DType>(99));
+  ExpectRejected(Assemble(p), StatusCode::kUnsupported, "unknown dtype");
+  p = parts;
+  for (uint32_t i = 0; i < kMaxRank; ++i) p.header.mutable_tensors(0)->add_shape(1);
+  ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "rank");
+  p = parts;
+  p.header.mutable_tensors(0)->set_nbytes(13);
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "nbytes");
+  p = parts;  // a shape whose byte size overflows 64 bits
+  p.header.mutable_tensors(0)->clear_shape();
+  p.header.mutable_tensors(0)->add_shape(1ull << 40);
+  p.header.mutable_tensors(0)->add_shape(1ull << 40);
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "overflows");
+}
+
+TEST(Format, RejectsOverlapsHolesAndMisalignment) {
+  Parts parts = Split(WriteValid(kSpecs));
+  // b.big starts on a page after a.bias; move it onto a.bias (overlap).
+  Parts p = parts;
+  p.header.mutable_tensors(1)->set_offset(parts.header.tensors(0).offset());
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "canonical offset");
+  p = parts;  // a hole: one page further
+  p.header.mutable_tensors(1)->set_offset(parts.header.tensors(1).offset() + 4096);
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "canonical offset");
+  p = parts;  // misaligned by 8
+  p.header.mutable_tensors(3)->set_offset(parts.header.tensors(3).offset() + 8);
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "canonical offset");
+  p = parts;  // data region longer than the layout
+  p.data += std::string(64, '\0');
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "data_len");
+}
+
+TEST(Format, RejectsBadAliases) {
+  Parts parts = Split(WriteValid(kSpecs));
+  Parts p = parts;
+  p.header.mutable_tensors(4)->set_alias_of("missing");
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "names no tensor");
+  p = parts;
+  p.header.mutable_tensors(4)->set_alias_of("f.half");
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "differs in dtype or shape");
+  p = parts;
+  p.header.mutable_tensors(4)->set_offset(64);
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "offset 0 and nbytes 0");
+  p = parts;  // alias of an alias
+  p.header.mutable_tensors(3)->set_alias_of("e.tied");
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "");
+}
+
+TEST(Format, RejectsHugeCountsBeforeAllocating) {
+  Parts p = Split(WriteValid({{"a", v1::F32, {1}, ""}}));
+  p.header.clear_tensors();
+  p.trailer.clear_tensor_digests();
+  char name[16];
+  for (uint64_t i = 0; i <= kMaxTensorCount; ++i) {
+    std::snprintf(name, sizeof name, "t%08llu", static_cast<unsigned long long>(i));
+    v1::TensorInfo* t = p.header.add_tensors();
+    t->set_name(name);
+    t->set_dtype(v1::U8);
+  }
+  ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "tensors exceed");
+}
+
+TEST(Format, RejectsDeepOrInconsistentValues) {
+  Parts parts = Split(WriteValid(kSpecs));
+  Parts p = parts;
+  v1::Value* v = p.header.mutable_architecture();
+  v->Clear();
+  for (uint32_t i = 0; i < kMaxValueDepth + 1; ++i) v = v->mutable_list_value()->add_items();
+  v->set_int_value(1);
+  ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "architecture");
+  p = parts;
+  v1::MapValue* map = p.header.mutable_metadata()->mutable_map_value();
+  map->add_entries()->set_key("k");
+  map->add_entries()->set_key("k");
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "duplicate key");
+}
+
+TEST(Format, RejectsInconsistentTrailers) {
+  Parts parts = Split(WriteValid(kSpecs));
+  Parts p = parts;
+  p.trailer.mutable_tensor_digests()->RemoveLast();
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "digests for");
+  p = parts;
+  p.trailer.set_tensor_digests(0, "short");
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "digest of 5 bytes");
+  p = parts;
+  p.trailer.set_digest_algorithm(v1::SHA256);
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "algorithm");
+  p = parts;
+  p.header.mutable_provenance()->set_input_sha256("abc");
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "input_sha256");
+}
+
+TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
+  const std::string file = WriteValid(kSpecs);
+  auto m = FromBytes(file);
+  ASSERT_TRUE(m.ok());
+  const uint64_t off = m->Find("f.half")->offset;
+  std::string flipped = file;
+  flipped[off] ^= 1;
+  auto fm = FromBytes(flipped);
+  ASSERT_TRUE(fm.ok()) << "Open is O(header): it does not read tensor bytes";
+  Status s = fm->Verify();
+  EXPECT_EQ(s.code(), StatusCode::kMalformed);
+  EXPECT_NE(s.message().find("f.half"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(fm->VerifyTensor("f.half").ok());
+  EXPECT_TRUE(fm->VerifyTensor("a.bias").ok());
+
+  std::string padded = file;
+  padded[m->Find("a.bias")->offset + 12 + 1] = 'p';  // the gap after a.bias
+  auto pm = FromBytes(padded);
+  ASSERT_TRUE(pm.ok());
+  EXPECT_NE(pm->Verify().message().find("padding"), std::string::npos);
+
+  // Header padding is checked at open; a changed header byte by Verify.
+  Parts parts = Split(file);
+  std::string hp = file;
+  hp[64 + format::SerializeDeterministic(parts.header).size()] = 'x';
+  ExpectRejected(hp, StatusCode::kMalformed, "padding");
+  parts.header.mutable_provenance()->set_input_size(999);
+  auto hm = FromBytes(Assemble(parts));
+  ASSERT_TRUE(hm.ok());
+  EXPECT_NE(hm->Verify().message().find("header digest"), std::string::npos);
+}
+
+TEST(Format, OpenMapsFilesAndReportsMissingOnes) {
+  TempDir dir;
+  WriteFile(dir.File("m.safemodel"), WriteValid(kSpecs));
+  auto m = Model::Open(dir.File("m.safemodel"));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE(m->Verify().ok());
+  EXPECT_EQ(Model::Open(dir.File("missing")).status().code(), StatusCode::kIoError);
+  EXPECT_EQ(Model::Open(dir.path()).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace safemodel::testing

@@ -1,0 +1,179 @@
+// ConvertFile end to end through the real sandboxed worker: success reports,
+// determinism, atomic output, and every failure leaving nothing behind.
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
+#include "converter/digest.h"
+#include "safemodel/convert.h"
+#include "safemodel/reader.h"
+#include "tests/testing/test_util.h"
+#include "tests/testing/zip_builder.h"
+
+namespace safemodel::testing {
+namespace {
+
+std::string Sha256Hex(const std::string& bytes) { return ToHex(Sha256(AsBytes(bytes))); }
+
+bool Contains(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+TEST(Pipeline, ConvertsAndReportsWhatHappened) {
+  TempDir dir;
+  const std::string in = Fixture("numpy/stored.npz");
+  ConvertReport r = Convert(in, dir.File("m.safemodel"));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.source_format, "npz");
+  EXPECT_EQ(r.tensor_count, 5u);
+  EXPECT_EQ(r.input_sha256, Sha256Hex(ReadFile(in)));
+  EXPECT_EQ(r.output_bytes, ReadFile(dir.File("m.safemodel")).size());
+  EXPECT_EQ(r.worker.kind, "exited");
+  EXPECT_EQ(r.worker.exit_code, 0);
+  EXPECT_TRUE(Contains(r.worker.isolation, "seccomp"));
+  EXPECT_TRUE(Contains(r.worker.isolation, "no_new_privs"));
+  EXPECT_TRUE(Contains(r.worker.isolation, "rlimits"));
+  EXPECT_GT(r.worker.max_rss_bytes, 0u);
+  // Notes about what changed travel with the report and the file.
+  ASSERT_FALSE(r.findings.empty());
+  auto m = Model::Open(dir.File("m.safemodel"));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->provenance().input_sha256, r.input_sha256);
+  EXPECT_EQ(m->provenance().input_size, ReadFile(in).size());
+  EXPECT_EQ(m->provenance().converter_version, ConverterVersion());
+  EXPECT_EQ(m->provenance().findings.size(), r.findings.size());
+  EXPECT_EQ(dir.List(), std::vector<std::string>{"m.safemodel"}) << "no temp file left";
+
+  auto json = nlohmann::json::parse(r.ToJson());
+  EXPECT_EQ(json["status"], "ok");
+  EXPECT_EQ(json["exit_code"], 0);
+  EXPECT_EQ(json["input"]["sha256"], r.input_sha256);
+  EXPECT_EQ(json["output"]["tensors"], 5);
+  EXPECT_TRUE(json["worker"]["isolation"].is_array());
+}
+
+TEST(Pipeline, IsDeterministicAndIndependentOfPaths) {
+  TempDir dir;
+  const std::string in = Fixture("numpy/deflated.npz");
+  WriteFile(dir.File("renamed-copy.bin"), ReadFile(in));
+  ASSERT_TRUE(Convert(in, dir.File("one.safemodel")).status.ok());
+  ASSERT_TRUE(Convert(in, dir.File("two.safemodel")).status.ok());
+  ASSERT_TRUE(Convert(dir.File("renamed-copy.bin"), dir.File("three.safemodel")).status.ok());
+  const std::string one = ReadFile(dir.File("one.safemodel"));
+  EXPECT_EQ(one, ReadFile(dir.File("two.safemodel")));
+  EXPECT_EQ(one, ReadFile(dir.File("three.safemodel")));
+}
+
+TEST(Pipeline, RecordsOptionsAndTheRequestedDigest) {
+  TempDir dir;
+  ConvertOptions opt;
+  opt.digest = DigestAlgorithm::kSha256;
+  ASSERT_TRUE(Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel"), opt).status.ok());
+  auto m = Model::Open(dir.File("m.safemodel"));
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->digest_algorithm(), DigestAlgorithm::kSha256);
+  EXPECT_TRUE(m->Verify().ok());
+}
+
+TEST(Pipeline, ARefusalLeavesNoFileAndKeepsAnExistingOutput) {
+  TempDir dir;
+  WriteFile(dir.File("m.safemodel"), "previous contents");
+  ConvertReport r = Convert(Fixture("numpy/object_malicious.npy"), dir.File("m.safemodel"));
+  EXPECT_EQ(r.status.code(), StatusCode::kRefused) << r.status.ToString();
+  EXPECT_EQ(ExitCodeFor(r.status.code()), 1);
+  ASSERT_FALSE(r.findings.empty());
+  EXPECT_EQ(r.findings[0].severity, Finding::Severity::kRefused);
+  EXPECT_EQ(dir.List(), std::vector<std::string>{"m.safemodel"});
+  EXPECT_EQ(ReadFile(dir.File("m.safemodel")), "previous contents");
+  // A later success replaces it atomically.
+  ASSERT_TRUE(Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel")).status.ok());
+  EXPECT_TRUE(Model::Open(dir.File("m.safemodel")).ok());
+}
+
+TEST(Pipeline, RefusesBadInputPathsBeforeStartingAWorker) {
+  TempDir dir;
+  const std::string out = dir.File("out.safemodel");
+  ASSERT_EQ(symlink(Fixture("numpy/f32.npy").c_str(), dir.File("link.npy").c_str()), 0);
+  ConvertReport r = Convert(dir.File("link.npy"), out);
+  EXPECT_EQ(ExitCodeFor(r.status.code()), 2) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("symbolic link"), std::string::npos);
+  EXPECT_EQ(r.worker.kind, "not_started");
+  EXPECT_EQ(ExitCodeFor(Convert(dir.File("missing.npy"), out).status.code()), 2);
+  EXPECT_EQ(ExitCodeFor(Convert(dir.path(), out).status.code()), 2);
+  WriteFile(dir.File("empty.npy"), "");
+  EXPECT_EQ(ExitCodeFor(Convert(dir.File("empty.npy"), out).status.code()), 3);
+  ConvertOptions small;
+  small.max_input_bytes = 100;
+  EXPECT_EQ(ExitCodeFor(Convert(Fixture("numpy/f32.npy"), out, small).status.code()), 4);
+  WriteFile(dir.File("same.npy"), ReadFile(Fixture("numpy/f32.npy")));
+  EXPECT_EQ(ExitCodeFor(Convert(dir.File("same.npy"), dir.File("same.npy")).status.code()), 2);
+  EXPECT_EQ(ReadFile(dir.File("same.npy")), ReadFile(Fixture("numpy/f32.npy")));
+  EXPECT_EQ(ExitCodeFor(Convert(Fixture("numpy/f32.npy"), dir.File("no/such/dir/out")).status.code()), 6);
+  std::vector<std::string> left = dir.List();
+  EXPECT_EQ(left, (std::vector<std::string>{"empty.npy", "link.npy", "same.npy"}));
+}
+
+TEST(Pipeline, UnknownFormatsAreUnsupported) {
+  TempDir dir;
+  WriteFile(dir.File("x.bin"), "\x7f" "ELF this is not a model");
+  ConvertReport r = Convert(dir.File("x.bin"), dir.File("out"));
+  EXPECT_EQ(r.status.code(), StatusCode::kUnsupported) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("unrecognised input format"), std::string::npos);
+  WriteFile(dir.File("lfs"), "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n");
+  EXPECT_NE(Convert(dir.File("lfs"), dir.File("out")).status.message().find("Git LFS"), std::string::npos);
+}
+
+TEST(Pipeline, TheWorkerMemoryLimitIsEnforcedCleanly) {
+  // A 64 MiB member that deflates to ~64 KiB, converted with a 16 MiB limit.
+  TempDir dir;
+  // Built in a child process: posix_spawn shares this process's memory until
+  // exec, and the kernel counts that in the worker's peak RSS, so this test
+  // process must stay small.
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (67108864,), }";
+    std::string padded = header;
+    while ((10 + padded.size() + 1) % 64 != 0) padded += ' ';
+    padded += '\n';
+    std::string image = "\x93NUMPY\x01";
+    image += '\0';
+    image += static_cast<char>(padded.size() & 0xff);
+    image += static_cast<char>(padded.size() >> 8);
+    image += padded + std::string(64 << 20, '\0');
+    WriteFile(dir.File("big.npz"), BuildZip({{.name = "w.npy", .data = image, .deflate = true}}));
+    _exit(0);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(child, &wstatus, 0), child);
+  ASSERT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+  ConvertOptions opt;
+  opt.memory_limit_bytes = 16 << 20;
+  ConvertReport r = Convert(dir.File("big.npz"), dir.File("out.safemodel"), opt);
+  EXPECT_EQ(r.status.code(), StatusCode::kLimitExceeded) << r.status.ToString();
+  EXPECT_EQ(ExitCodeFor(r.status.code()), 4);
+  EXPECT_FALSE(Exists(dir.File("out.safemodel")));
+  // With room it converts, and the worker's peak memory is about one tensor.
+  opt.memory_limit_bytes = 256 << 20;
+  r = Convert(dir.File("big.npz"), dir.File("out.safemodel"), opt);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_LT(r.worker.max_rss_bytes, (64u << 20) + (48u << 20)) << "tensor + constant";
+}
+
+TEST(Pipeline, AMissingWorkerIsASetupFailure) {
+  TempDir dir;
+  ConvertOptions opt;
+  opt.worker_path = dir.File("no-worker");
+  ConvertReport r = Convert(Fixture("numpy/f32.npy"), dir.File("out"), opt);
+  EXPECT_EQ(r.status.code(), StatusCode::kSandboxSetupFailed) << r.status.ToString();
+  EXPECT_EQ(ExitCodeFor(r.status.code()), 70);
+  EXPECT_EQ(dir.List(), std::vector<std::string>{});
+}
+
+}  // namespace
+}  // namespace safemodel::testing

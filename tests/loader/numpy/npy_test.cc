@@ -1,0 +1,254 @@
+// .npy/.npz: header grammar, dtypes, byte and memory order, refusals, and
+// bit-exact fidelity against numpy through the real sandboxed pipeline.
+#include "loader/numpy/npy.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "converter/digest.h"
+#include "safemodel/reader.h"
+#include "tests/testing/loader_util.h"
+#include "tests/testing/test_util.h"
+
+namespace safemodel::testing {
+namespace {
+
+// A v1.0 .npy image with the given header dict text and data.
+std::string Npy(const std::string& dict, const std::string& data, uint8_t major = 1) {
+  std::string header = dict;
+  size_t prefix = major == 1 ? 10 : 12;
+  while ((prefix + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::string out = "\x93NUMPY";
+  out += static_cast<char>(major);
+  out += '\0';
+  uint32_t len = static_cast<uint32_t>(header.size());
+  out += static_cast<char>(len & 0xff);
+  out += static_cast<char>((len >> 8) & 0xff);
+  if (major != 1) {
+    out += static_cast<char>((len >> 16) & 0xff);
+    out += static_cast<char>(len >> 24);
+  }
+  return out + header + data;
+}
+
+Result<loader::NpyHeader> Header(const std::string& dict) {
+  std::string image = Npy(dict, "");
+  return loader::ParseNpyHeader(AsBytes(image), "test");
+}
+
+TEST(NpyHeader, ParsesTheDictNumpyWrites) {
+  auto h = Header("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->dtype, DType::kF32);
+  EXPECT_EQ(h->shape, (std::vector<uint64_t>{3, 4}));
+  EXPECT_FALSE(h->fortran_order);
+  EXPECT_EQ(h->data_offset % 64, 0u);
+  EXPECT_EQ(h->data_bytes, 48u);
+}
+
+TEST(NpyHeader, AcceptsScalarsOneTuplesPython2LongsAndAnyKeyOrder) {
+  auto scalar = Header("{'descr': '<f8', 'fortran_order': False, 'shape': (), }");
+  ASSERT_TRUE(scalar.ok());
+  EXPECT_TRUE(scalar->shape.empty());
+  EXPECT_EQ(scalar->data_bytes, 8u);
+  auto one = Header("{\"shape\": (5,), \"fortran_order\": True, \"descr\": \"|u1\"}");
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->shape, (std::vector<uint64_t>{5}));
+  auto py2 = Header("{'descr': '>i8', 'fortran_order': False, 'shape': (2L, 3L), }");
+  ASSERT_TRUE(py2.ok()) << py2.status().ToString();
+  EXPECT_EQ(py2->shape, (std::vector<uint64_t>{2, 3}));
+  EXPECT_EQ(py2->swap_unit, 8u);
+}
+
+TEST(NpyHeader, MapsEveryNumericDtype) {
+  const std::pair<const char*, DType> cases[] = {
+      {"|b1", DType::kBool}, {"|i1", DType::kI8},   {"|u1", DType::kU8},  {"<i2", DType::kI16},
+      {"<u2", DType::kU16},  {"<i4", DType::kI32},  {"<u4", DType::kU32}, {"<i8", DType::kI64},
+      {"<u8", DType::kU64},  {"<f2", DType::kF16},  {"<f4", DType::kF32}, {"<f8", DType::kF64},
+      {"<c8", DType::kC64},  {"<c16", DType::kC128}};
+  for (const auto& [descr, dtype] : cases) {
+    auto h = Header(std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (1,), }");
+    ASSERT_TRUE(h.ok()) << descr << ": " << h.status().ToString();
+    EXPECT_EQ(h->dtype, dtype) << descr;
+    EXPECT_EQ(h->swap_unit, 0u) << descr;
+  }
+  auto big_complex = Header("{'descr': '>c8', 'fortran_order': False, 'shape': (1,), }");
+  ASSERT_TRUE(big_complex.ok());
+  EXPECT_EQ(big_complex->swap_unit, 4u) << "complex swaps each component";
+}
+
+TEST(NpyHeader, RejectsAnythingButTheLiteralGrammar) {
+  const char* bad[] = {
+      "{'descr': '<f4', 'fortran_order': __import__('os'), 'shape': (3,), }",  // code
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'x': 1, }",     // extra key
+      "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (3,)}",  // repeated key
+      "{'descr': '<f4', 'fortran_order': False}",                                  // missing key
+      "{'descr': <f4, 'fortran_order': False, 'shape': (3,), }",                  // unquoted
+      "{'descr': '<f\\x34', 'fortran_order': False, 'shape': (3,), }",            // escapes
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (3), }",                 // not a tuple
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (-3,), }",               // negative
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (03,), }",               // leading zero
+      "{'descr': '<f4', 'fortran_order': 0, 'shape': (3,), }",                    // not a bool
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), } x",              // trailing text
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }",  // overflow
+  };
+  for (const char* dict : bad) {
+    auto h = Header(dict);
+    EXPECT_FALSE(h.ok()) << dict;
+  }
+}
+
+TEST(NpyHeader, RefusesAmbiguousOrUnsupportedDtypes) {
+  for (const char* descr : {"=f4", "f4", "|f4", "<V2", "<M8[D]", "<U5", "|S3", "<f16"}) {
+    auto h = Header(std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (1,), }");
+    EXPECT_FALSE(h.ok()) << descr;
+  }
+  auto structured = Header("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }");
+  ASSERT_FALSE(structured.ok());
+  EXPECT_EQ(structured.status().code(), StatusCode::kUnsupported);
+  auto object = Header("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }");
+  ASSERT_TRUE(object.ok());
+  EXPECT_TRUE(object->is_object);
+}
+
+TEST(NpyHeader, RejectsBadMagicVersionsAndOversizedHeaders) {
+  std::string good = Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", "abcd");
+  std::string bad_magic = good;
+  bad_magic[1] = 'M';
+  EXPECT_FALSE(loader::ParseNpyHeader(AsBytes(bad_magic), "t").ok());
+  std::string v4 = good;
+  v4[6] = 4;
+  EXPECT_EQ(loader::ParseNpyHeader(AsBytes(v4), "t").status().code(), StatusCode::kUnsupported);
+  std::string huge = "\x93NUMPY\x02";
+  huge += '\0';
+  huge += std::string("\xff\xff\xff\x7f", 4);
+  EXPECT_EQ(loader::ParseNpyHeader(AsBytes(huge), "t").status().code(), StatusCode::kLimitExceeded);
+}
+
+TEST(NpyParse, ConvertsBigEndianAndFortranOrderInProcess) {
+  // 2x3 Fortran-order big-endian int16: memory order is column by column.
+  std::string data;
+  const int16_t col_major[6] = {1, 4, 2, 5, 3, 6};  // element (r, c) = 1 + c + 3r
+  for (int16_t v : col_major) {
+    data += static_cast<char>((v >> 8) & 0xff);
+    data += static_cast<char>(v & 0xff);
+  }
+  auto r = ParseInProcess(Npy("{'descr': '>i2', 'fortran_order': True, 'shape': (2, 3), }", data));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  const ParsedTensor& t = r.tensors.at("array");
+  EXPECT_EQ(t.dtype, DType::kI16);
+  std::string want;
+  for (int16_t v = 1; v <= 6; ++v) {
+    want += static_cast<char>(v & 0xff);
+    want += static_cast<char>(v >> 8);
+  }
+  EXPECT_EQ(t.bytes, want);
+  auto notes = Rules(r.findings, Finding::Severity::kNote);
+  EXPECT_EQ(notes, (std::vector<std::string>{"numpy.byte_order", "numpy.fortran_order"}));
+}
+
+TEST(NpyParse, RejectsShapesLargerThanTheDataAndTrailingBytes) {
+  const std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }";
+  auto short_data = ParseInProcess(Npy(dict, std::string(12, 'x')));
+  EXPECT_EQ(short_data.status.code(), StatusCode::kMalformed) << short_data.status.ToString();
+  auto trailing = ParseInProcess(Npy(dict, std::string(20, 'x')));
+  EXPECT_EQ(trailing.status.code(), StatusCode::kMalformed) << trailing.status.ToString();
+  // A shape bomb: 2^62 elements declared in a tiny file.
+  auto bomb = ParseInProcess(
+      Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,), }", "x"));
+  EXPECT_FALSE(bomb.status.ok());
+  auto overflow = ParseInProcess(Npy(
+      "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }", ""));
+  EXPECT_EQ(overflow.status.code(), StatusCode::kMalformed) << overflow.status.ToString();
+}
+
+// ---- Through the sandbox, against numpy -------------------------------------
+
+class NumpyFidelity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(NumpyFidelity, EveryTensorIsBitExactAgainstNumpy) {
+  if (!PythonHas({"numpy"})) GTEST_SKIP() << "needs /usr/bin/python3 with numpy";
+  const std::string input = Fixture("numpy/" + GetParam());
+  TempDir dir;
+  ConvertReport r = Convert(input, dir.File("out.safemodel"));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  std::string expected_json;
+  ASSERT_EQ(RunPython(std::string(SAFEMODEL_SOURCE_DIR) + "/tests/tools/expected_tensors.py", {input},
+                      &expected_json),
+            0)
+      << expected_json;
+  auto expected = nlohmann::json::parse(expected_json);
+  auto model = Model::Open(dir.File("out.safemodel"));
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  ASSERT_EQ(model->tensors().size(), expected.size());
+  for (const TensorInfo& t : model->tensors()) {
+    ASSERT_TRUE(expected.contains(t.name)) << t.name;
+    const auto& e = expected[t.name];
+    EXPECT_EQ(DTypeName(t.dtype), e["dtype"].get<std::string>()) << t.name;
+    EXPECT_EQ(t.shape, e["shape"].get<std::vector<uint64_t>>()) << t.name;
+    auto data = model->Data(t);
+    std::string sha = ToHex(Sha256(ByteView(reinterpret_cast<const uint8_t*>(data.data()), data.size())));
+    EXPECT_EQ(sha, e["sha256"].get<std::string>()) << t.name;
+  }
+  EXPECT_TRUE(model->Verify().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, NumpyFidelity,
+    ::testing::Values("f16.npy", "f32.npy", "f64.npy", "i8.npy", "u8.npy", "i16.npy", "u16.npy",
+                      "i32.npy", "u32.npy", "i64.npy", "u64.npy", "bool.npy", "c64.npy", "c128.npy",
+                      "big_f32.npy", "big_i64.npy", "big_c64.npy", "fortran_f32.npy",
+                      "fortran_big_f64.npy", "scalar.npy", "empty.npy", "v2_header.npy",
+                      "v3_header.npy", "stored.npz", "deflated.npz"),
+    [](const ::testing::TestParamInfo<std::string>& p) {
+      std::string name = p.param;
+      for (char& c : name) {
+        if (c == '.') c = '_';
+      }
+      return name;
+    });
+
+struct Rejection {
+  std::string file;
+  int exit_code;
+  std::string message_part;
+};
+
+void PrintTo(const Rejection& r, std::ostream* os) { *os << r.file; }
+
+class NumpyRejection : public ::testing::TestWithParam<Rejection> {};
+
+TEST_P(NumpyRejection, IsRefusedWithTheRightExitCodeAndNoOutput) {
+  TempDir dir;
+  ConvertReport r = Convert(Fixture("numpy/" + GetParam().file), dir.File("out.safemodel"));
+  EXPECT_EQ(ExitCodeFor(r.status.code()), GetParam().exit_code) << r.status.ToString();
+  EXPECT_NE(r.status.message().find(GetParam().message_part), std::string::npos)
+      << r.status.ToString();
+  EXPECT_TRUE(dir.List().empty()) << "a failed conversion must leave nothing behind";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, NumpyRejection,
+    ::testing::Values(Rejection{"object_malicious.npy", 1, "numpy.object_array"},
+                      Rejection{"object_member.npz", 1, "obj.npy"},
+                      Rejection{"truncated.npy", 3, "declares"},
+                      Rejection{"trailing.npy", 3, "after the array data"},
+                      Rejection{"structured.npy", 3, "structured"},
+                      Rejection{"datetime.npy", 3, "not supported"},
+                      Rejection{"code_in_header.npy", 3, "True or False"},
+                      Rejection{"not_npy_member.npz", 3, "notes.txt"},
+                      Rejection{"dotdot_member.npz", 3, ".."},
+                      Rejection{"duplicate_member.npz", 3, "twice"}),
+    [](const ::testing::TestParamInfo<Rejection>& p) {
+      std::string name = p.param.file;
+      for (char& c : name) {
+        if (c == '.') c = '_';
+      }
+      return name;
+    });
+
+}  // namespace
+}  // namespace safemodel::testing

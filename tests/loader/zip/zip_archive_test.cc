@@ -1,0 +1,142 @@
+// The strict zip reader: every structural rule, on archives built byte by
+// byte (tests/testing/zip_builder.h).
+#include "loader/zip/zip_archive.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/testing/zip_builder.h"
+
+namespace safemodel::testing {
+namespace {
+
+using loader::ZipArchive;
+
+Result<std::shared_ptr<ZipArchive>> Open(const std::string& image) {
+  return ZipArchive::Open(AsBytes(image));
+}
+
+void ExpectRejected(const std::string& image, StatusCode code, const std::string& part) {
+  auto z = Open(image);
+  ASSERT_FALSE(z.ok()) << "expected rejection containing '" << part << "'";
+  EXPECT_EQ(z.status().code(), code) << z.status().ToString();
+  EXPECT_NE(z.status().message().find(part), std::string::npos) << z.status().ToString();
+}
+
+TEST(ZipArchive, ReadsStoredDeflatedDescriptorAndZip64Entries) {
+  const std::string big(100000, 'z');
+  std::string image = BuildZip({{.name = "a.bin", .data = "hello"},
+                                {.name = "dir/b.bin", .data = big, .deflate = true},
+                                {.name = "c.bin", .data = "world", .descriptor = true},
+                                {.name = "d.bin", .data = "sixty-four", .zip64_extra = true}},
+                               {.zip64_end = true});
+  auto z = Open(image);
+  ASSERT_TRUE(z.ok()) << z.status().ToString();
+  ASSERT_EQ((*z)->entries().size(), 4u);
+  auto a = (*z)->StoredData(*(*z)->Find("a.bin"));
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(AsChars(*a), "hello");
+  auto b = (*z)->ReadAll(*(*z)->Find("dir/b.bin"), 1 << 20);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(AsChars(b->view()), big);
+  auto prefix = (*z)->ReadPrefix(*(*z)->Find("dir/b.bin"), 10);
+  ASSERT_TRUE(prefix.ok());
+  EXPECT_EQ(*prefix, big.substr(0, 10));
+  EXPECT_EQ(AsChars(*(*z)->StoredData(*(*z)->Find("c.bin"))), "world");
+  EXPECT_EQ(AsChars(*(*z)->StoredData(*(*z)->Find("d.bin"))), "sixty-four");
+}
+
+TEST(ZipArchive, RejectsDuplicateNames) {
+  ExpectRejected(BuildZip({{.name = "a", .data = "1"}, {.name = "a", .data = "2"}}),
+                 StatusCode::kMalformed, "appears twice");
+}
+
+TEST(ZipArchive, RejectsPathTraversalAndOddNames) {
+  for (const char* name : {"../a", "a/../../b", "/etc/passwd", "a\\b", "C:x", "a//b", "./a", "a/./b"}) {
+    auto z = Open(BuildZip({{.name = name, .data = "x"}}));
+    EXPECT_FALSE(z.ok()) << name;
+  }
+  // Non-ASCII needs the UTF-8 flag, and then must be valid UTF-8.
+  EXPECT_FALSE(Open(BuildZip({{.name = "caf\xc3\xa9", .data = "x"}})).ok());
+  EXPECT_TRUE(Open(BuildZip({{.name = "caf\xc3\xa9", .data = "x", .extra_flags = 0x0800}})).ok());
+  EXPECT_FALSE(Open(BuildZip({{.name = "caf\xe9", .data = "x", .extra_flags = 0x0800}})).ok());
+}
+
+TEST(ZipArchive, RejectsEncryptionUnknownFlagsAndMethods) {
+  ExpectRejected(BuildZip({{.name = "a", .data = "x", .extra_flags = 0x0001}}),
+                 StatusCode::kUnsupported, "encrypted");
+  ExpectRejected(BuildZip({{.name = "a", .data = "x", .extra_flags = 0x0040}}),
+                 StatusCode::kUnsupported, "flag bits");
+  ExpectRejected(BuildZip({{.name = "a", .data = "x", .method = 12}}), StatusCode::kUnsupported,
+                 "compression method 12");
+}
+
+TEST(ZipArchive, RejectsLocalHeadersThatDisagreeWithTheCentralDirectory) {
+  // The CVE-2025-1944 class: scanners read one name, loaders the other.
+  ExpectRejected(BuildZip({{.name = "base/data.pkl", .data = "x", .local_name = "base/datX.pkl"}}),
+                 StatusCode::kMalformed, "names differ");
+}
+
+TEST(ZipArchive, RejectsPrefixedJunkGapsAndTrailingBytes) {
+  ExpectRejected(BuildZip({{.name = "a", .data = "x"}}, {.prefix = "JUNK"}), StatusCode::kMalformed,
+                 "unaccounted bytes at offset 0");
+  ExpectRejected(BuildZip({{.name = "a", .data = "x"}, {.name = "b", .data = "y"}}, {.gap = "hidden"}),
+                 StatusCode::kMalformed, "unaccounted bytes");
+  std::string trailing = BuildZip({{.name = "a", .data = "x"}}) + "payload";
+  ExpectRejected(trailing, StatusCode::kMalformed, "end-of-central-directory");
+}
+
+TEST(ZipArchive, RejectsAmbiguousEndRecords) {
+  // A comment that holds a second, equally valid end record.
+  std::string fake_end = std::string("PK\x05\x06", 4) + std::string(18, '\0');
+  ExpectRejected(BuildZip({{.name = "a", .data = "x"}}, {.comment = fake_end}),
+                 StatusCode::kMalformed, "ambiguous");
+}
+
+TEST(ZipArchive, RejectsSymlinksAndMultiDiskArchives) {
+  ExpectRejected(BuildZip({{.name = "link", .data = "/etc/passwd", .external_attr = 0120777u << 16}}),
+                 StatusCode::kMalformed, "symbolic link");
+  ExpectRejected(BuildZip({{.name = "a", .data = "x"}}, {.disk = 1}), StatusCode::kUnsupported,
+                 "multi-disk");
+}
+
+TEST(ZipArchive, RejectsZipBombsBeforeInflating) {
+  // Claims 10 GB from a few compressed bytes: impossible for deflate.
+  ExpectRejected(BuildZip({{.name = "bomb", .data = "tiny", .deflate = true, .zip64_extra = true,
+                            .uncompressed_size = 10'000'000'000ull}}),
+                 StatusCode::kMalformed, "zip bomb");
+  // Claims more entries than the cap: refused before any allocation.
+  ExpectRejected(BuildZip({{.name = "a", .data = "x"}}, {.zip64_end = true, .entry_count = 3'000'000}),
+                 StatusCode::kLimitExceeded, "entries exceed");
+}
+
+TEST(ZipArchive, ReadingChecksCrcsSizesAndTheMemoryLimit) {
+  auto bad_crc = Open(BuildZip({{.name = "a", .data = "hello", .crc = 1234}}));
+  ASSERT_TRUE(bad_crc.ok());
+  auto data = (*bad_crc)->StoredData((*bad_crc)->entries()[0]);
+  ASSERT_FALSE(data.ok());
+  EXPECT_NE(data.status().message().find("CRC mismatch"), std::string::npos);
+
+  // Inflates to more than it declares: caught while reading, bounded work.
+  const std::string zeros(1 << 20, '\0');
+  auto liar = Open(BuildZip({{.name = "z", .data = zeros, .deflate = true, .uncompressed_size = 1000}}));
+  ASSERT_TRUE(liar.ok()) << liar.status().ToString();
+  auto all = (*liar)->ReadAll((*liar)->entries()[0], 1 << 30);
+  ASSERT_FALSE(all.ok());
+  EXPECT_EQ(all.status().code(), StatusCode::kMalformed) << all.status().ToString();
+  // Larger than the memory the caller allows.
+  auto big = Open(BuildZip({{.name = "z", .data = zeros, .deflate = true}}));
+  ASSERT_TRUE(big.ok());
+  auto capped = (*big)->ReadAll((*big)->entries()[0], 1000);
+  ASSERT_FALSE(capped.ok());
+  EXPECT_EQ(capped.status().code(), StatusCode::kLimitExceeded);
+}
+
+TEST(ZipArchive, RejectsTruncatedAndEmptyInput) {
+  std::string image = BuildZip({{.name = "a", .data = "hello"}});
+  for (size_t cut : {size_t{0}, size_t{10}, image.size() / 2, image.size() - 1}) {
+    EXPECT_FALSE(Open(image.substr(0, cut)).ok()) << cut;
+  }
+}
+
+}  // namespace
+}  // namespace safemodel::testing

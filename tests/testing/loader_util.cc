@@ -1,0 +1,66 @@
+#include "tests/testing/loader_util.h"
+
+#include "loader/registry.h"
+#include "loader/stream.h"
+
+namespace safemodel::testing {
+
+namespace {
+class StringSink final : public loader::ChunkSink {
+ public:
+  explicit StringSink(std::string* out) : out_(out) {}
+  Status Write(ByteView chunk) override {
+    out_->append(AsChars(chunk));
+    return Status::Ok();
+  }
+
+ private:
+  std::string* out_;
+};
+}  // namespace
+
+InProcessResult ParseInProcess(const std::string& input, loader::ParseOptions options) {
+  InProcessResult r;
+  static const Status prepared = loader::PrepareLibraries();
+  if (!prepared.ok()) {
+    r.status = prepared;
+    return r;
+  }
+  loader::ParseContext ctx(options);
+  loader::ParsedModel model;
+  r.status = loader::ParseModel(AsBytes(input), ctx, &model);
+  r.findings = ctx.findings();
+  r.source_format = model.source_format;
+  if (!r.status.ok()) return r;
+  for (const Finding& f : model.findings) r.findings.push_back(f);
+  r.architecture = model.architecture;
+  r.metadata = model.metadata;
+  for (loader::Tensor& t : model.tensors) {
+    ParsedTensor pt{t.dtype, t.shape, t.alias_of, {}};
+    if (t.alias_of.empty()) {
+      auto elements = t.source();
+      if (!elements.ok()) {
+        r.status = elements.status();
+        return r;
+      }
+      StringSink sink(&pt.bytes);
+      r.status = loader::StreamElements(*elements, t.dtype, t.shape, t.name, sink);
+      if (!r.status.ok()) return r;
+    }
+    if (!r.tensors.emplace(t.name, std::move(pt)).second) {
+      r.status = Status::Internal("duplicate tensor name " + t.name);
+      return r;
+    }
+  }
+  return r;
+}
+
+std::vector<std::string> Rules(const std::vector<Finding>& findings, Finding::Severity severity) {
+  std::vector<std::string> out;
+  for (const Finding& f : findings) {
+    if (f.severity == severity) out.push_back(f.rule);
+  }
+  return out;
+}
+
+}  // namespace safemodel::testing
