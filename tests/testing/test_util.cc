@@ -65,8 +65,8 @@ ConvertReport Convert(const std::string& in, const std::string& out, ConvertOpti
   return ConvertFile(in, out, options);
 }
 
-int RunCommand(const std::string& command, std::string* output) {
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
+int RunCommand(const std::string& command, std::string* output, bool stderr_too) {
+  FILE* p = popen((command + (stderr_too ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
   if (p == nullptr) return -1;
   std::string out;
   char buf[4096];

@@ -49,8 +49,9 @@ int RunPython(const std::string& script, const std::vector<std::string>& args,
 // True if /usr/bin/python3 can import all of the given modules.
 bool PythonHas(const std::vector<std::string>& modules);
 
-// Runs a command line through /bin/sh; returns its exit code, output in *output.
-int RunCommand(const std::string& command, std::string* output = nullptr);
+// Runs a command line through /bin/sh; returns its exit code. Its stdout (and
+// stderr too, unless `stderr_too` is false) goes to *output.
+int RunCommand(const std::string& command, std::string* output = nullptr, bool stderr_too = true);
 
 }  // namespace safemodel::testing
 

@@ -1,0 +1,100 @@
+// safe-convert, the binary: commands, flags, exit codes and JSON output.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/test_util.h"
+
+namespace safemodel::testing {
+namespace {
+
+int SafeConvert(const std::string& args, std::string* out = nullptr, bool stderr_too = true) {
+  return RunCommand(BinDir() + "/safe-convert " + args, out, stderr_too);
+}
+
+TEST(Cli, UsageErrorsExitWithTwo) {
+  std::string out;
+  EXPECT_EQ(SafeConvert("", &out), 2);
+  EXPECT_NE(out.find("usage"), std::string::npos);
+  EXPECT_EQ(SafeConvert("--help"), 0);
+  EXPECT_EQ(SafeConvert("only-one-path"), 2);
+  EXPECT_EQ(SafeConvert("a b --bogus-flag"), 2);
+  EXPECT_EQ(SafeConvert("a b --timeout"), 2);
+  EXPECT_EQ(SafeConvert("a b --memory-limit lots"), 2);
+  EXPECT_EQ(SafeConvert("a b --digest md5"), 2);
+  EXPECT_EQ(SafeConvert("inspect"), 2);
+  EXPECT_EQ(SafeConvert("verify"), 2);
+}
+
+TEST(Cli, ConvertInspectVerify) {
+  TempDir dir;
+  const std::string out_file = dir.File("m.safemodel");
+  std::string out;
+  ASSERT_EQ(SafeConvert(Fixture("numpy/stored.npz") + " " + out_file + " --no-sync", &out), 0) << out;
+  EXPECT_NE(out.find("converted"), std::string::npos) << out;
+  // The explicit subcommand form does the same.
+  ASSERT_EQ(SafeConvert("convert " + Fixture("numpy/stored.npz") + " " + dir.File("n.safemodel"), &out), 0) << out;
+  EXPECT_EQ(ReadFile(out_file), ReadFile(dir.File("n.safemodel")));
+
+  ASSERT_EQ(SafeConvert("inspect " + out_file, &out), 0) << out;
+  EXPECT_NE(out.find("source:        npz"), std::string::npos) << out;
+  EXPECT_NE(out.find("f32 [4, 3]"), std::string::npos) << out;
+
+  ASSERT_EQ(SafeConvert("inspect --json " + out_file, &out), 0) << out;
+  auto j = nlohmann::json::parse(out);
+  ASSERT_EQ(j["tensors"].size(), 5u);
+  for (const auto& t : j["tensors"]) {
+    for (const char* key : {"name", "dtype", "shape", "sha256", "digest", "offset", "nbytes"}) {
+      EXPECT_TRUE(t.contains(key)) << key;
+    }
+    EXPECT_EQ(t["sha256"].get<std::string>().size(), 64u);
+  }
+  EXPECT_EQ(j["provenance"]["source_format"], "npz");
+
+  ASSERT_EQ(SafeConvert("verify " + out_file, &out), 0) << out;
+  EXPECT_NE(out.find("OK"), std::string::npos);
+  std::string bytes = ReadFile(out_file);
+  bytes[4096] ^= 0x40;  // first tensor byte
+  WriteFile(dir.File("bad.safemodel"), bytes);
+  EXPECT_EQ(SafeConvert("verify " + dir.File("bad.safemodel"), &out), 3) << out;
+  EXPECT_NE(out.find("digest mismatch"), std::string::npos) << out;
+  EXPECT_EQ(SafeConvert("inspect " + Fixture("numpy/f32.npy"), &out), 3) << out;
+}
+
+TEST(Cli, JsonReportOnStdoutAndInAFile) {
+  TempDir dir;
+  std::string out;
+  ASSERT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + dir.File("m.safemodel") + " --json --report " +
+                    dir.File("r.json"),
+                &out, false),
+            0);
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["status"], "ok");
+  EXPECT_EQ(j["input"]["format"], "npy");
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(dir.File("r.json")))["output"]["tensors"], 1);
+}
+
+TEST(Cli, ExitCodesFollowTheTable) {
+  TempDir dir;
+  const std::string out = dir.File("o.safemodel");
+  std::string text;
+  EXPECT_EQ(SafeConvert(Fixture("numpy/object_malicious.npy") + " " + out, &text), 1) << text;
+  EXPECT_NE(text.find("refused: numpy.object_array"), std::string::npos) << text;
+  EXPECT_EQ(SafeConvert(Fixture("numpy/truncated.npy") + " " + out), 3);
+  EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + out + " --max-input-size 10"), 4);
+  EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + dir.File("missing/o")), 6);
+  EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + out + " --worker /nonexistent"), 70);
+  EXPECT_EQ(dir.List(), std::vector<std::string>{});
+
+  // A refusal's JSON report lists the finding with its rule and location.
+  EXPECT_EQ(SafeConvert(Fixture("numpy/object_member.npz") + " " + out + " --json", &text, false), 1);
+  auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["status"], "refused");
+  EXPECT_EQ(j["exit_code"], 1);
+  ASSERT_EQ(j["findings"].size(), 1u);
+  EXPECT_EQ(j["findings"][0]["rule"], "numpy.object_array");
+  EXPECT_EQ(j["findings"][0]["location"], "npz member 'obj.npy'");
+  EXPECT_EQ(j["output"]["path"], "");
+}
+
+}  // namespace
+}  // namespace safemodel::testing
