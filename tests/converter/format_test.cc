@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cstring>
 
@@ -379,6 +380,74 @@ TEST(Format, OpenMapsFilesAndReportsMissingOnes) {
   EXPECT_TRUE(m->Verify().ok());
   EXPECT_EQ(Model::Open(dir.File("missing")).status().code(), StatusCode::kIoError);
   EXPECT_EQ(Model::Open(dir.path()).status().code(), StatusCode::kInvalidArgument);
+}
+
+
+// The independent reader in tests/tools/safemodel_reader.py was written from
+// proto/FORMAT.md alone. It must accept what we write, agree on every tensor,
+// and reject what the C++ reader rejects.
+class SpecReader : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!PythonHas({"json"})) GTEST_SKIP() << "needs /usr/bin/python3";
+  }
+  static int Read(const std::string& bytes, std::string* out) {
+    static int counter = 0;
+    TempDir dir;
+    std::string path = dir.File("f" + std::to_string(counter++) + ".safemodel");
+    WriteFile(path, bytes);
+    return RunPython(std::string(SAFEMODEL_SOURCE_DIR) + "/tests/tools/safemodel_reader.py", {path},
+                     out);
+  }
+};
+
+TEST_F(SpecReader, AgreesWithTheCppReaderOnEveryTensor) {
+  for (auto algo : {v1::XXH3_128, v1::SHA256}) {
+    const std::string file = WriteValid(kSpecs, algo);
+    std::string out;
+    ASSERT_EQ(Read(file, &out), 0) << out;
+    auto j = nlohmann::json::parse(out);
+    auto m = FromBytes(file);
+    ASSERT_TRUE(m.ok());
+    ASSERT_EQ(j["tensors"].size(), m->tensors().size());
+    for (const TensorInfo& t : m->tensors()) {
+      const auto& pt = j["tensors"][t.name];
+      EXPECT_EQ(pt["dtype"], std::string(DTypeName(t.dtype))) << t.name;
+      EXPECT_EQ(pt["shape"].get<std::vector<uint64_t>>(), t.shape) << t.name;
+      EXPECT_EQ(pt["alias_of"], t.alias_of) << t.name;
+      auto d = m->Data(t);
+      EXPECT_EQ(pt["sha256"], ToHex(Sha256(ByteView(reinterpret_cast<const uint8_t*>(d.data()), d.size()))))
+          << t.name;
+    }
+    EXPECT_EQ(nlohmann::json::parse(ValueToJson(m->architecture())), j["architecture"]);
+  }
+}
+
+TEST_F(SpecReader, RejectsWhatTheCppReaderRejects) {
+  const std::string file = WriteValid(kSpecs, v1::SHA256);
+  Parts parts = Split(file);
+  std::vector<std::string> bad;
+  bad.push_back(file + "x");
+  bad.push_back(file.substr(0, file.size() - 1));
+  Parts p = parts;
+  p.header.mutable_tensors(1)->set_offset(parts.header.tensors(0).offset());
+  bad.push_back(Assemble(p));
+  p = parts;
+  p.header.mutable_tensors(1)->set_name("a.bias");
+  bad.push_back(Assemble(p));
+  p = parts;
+  p.header.mutable_tensors(4)->set_alias_of("f.half");
+  bad.push_back(Assemble(p));
+  std::string corrupt = file;
+  corrupt[FromBytes(file)->Find("f.half")->offset] ^= 1;  // caught by digests (SHA-256)
+  bad.push_back(corrupt);
+  for (size_t i = 0; i < bad.size(); ++i) {
+    std::string out;
+    EXPECT_EQ(Read(bad[i], &out), 1) << "case " << i << ": " << out;
+    EXPECT_EQ(out.rfind("invalid: ", 0), 0u) << "a rule violation, not a crash: " << out;
+    auto m = FromBytes(bad[i]);
+    EXPECT_TRUE(!m.ok() || !m->Verify().ok()) << "case " << i;
+  }
 }
 
 }  // namespace
