@@ -1,8 +1,12 @@
 #include "converter/format.h"
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/message.h>
+#include <google/protobuf/wire_format_lite.h>
 
+#include <climits>
 #include <cstring>
 #include <vector>
 
@@ -325,12 +329,76 @@ Result<Value> ValueFromProto(const v1::Value& proto, std::string_view what) {
   return root;
 }
 
+namespace {
+
+// Message levels a parse may nest: each Value level costs up to three
+// (Value, MapValue, MapEntry); the envelope adds a few more.
+constexpr int kMaxMessageNesting = static_cast<int>(3 * kMaxValueDepth + 8);
+
+// Objects a parse may allocate: one per submessage, repeated string element
+// or unknown field. Protobuf spends ~100 bytes on an object that costs two
+// bytes on the wire (an empty TensorInfo), so without this cap a header of
+// kMaxHeaderBytes could make the parser allocate ~27 GB. The cap admits every
+// header within the format's limits: kMaxTensorCount tensors, two Value trees
+// of kMaxValueNodes nodes at up to three messages per node, and findings.
+constexpr uint64_t kMaxParsedObjects = kMaxTensorCount + 6 * kMaxValueNodes + 1'000'000;
+
+// Walks the wire format of `bytes` as message `type` without allocating, and
+// counts what parsing it would allocate. False if over kMaxParsedObjects or
+// not well-formed (parsing would fail too).
+bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes) {
+  using google::protobuf::FieldDescriptor;
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
+  struct Level {
+    const google::protobuf::Descriptor* type;
+    google::protobuf::io::CodedInputStream::Limit limit;
+  };
+  std::vector<Level> stack;  // explicit: nesting is attacker-controlled
+  stack.push_back({type, in.PushLimit(static_cast<int>(bytes.size()))});
+  uint64_t objects = 0;
+  while (!stack.empty()) {
+    uint32_t tag = in.ReadTag();
+    if (tag == 0) {  // end of this message, or malformed
+      if (in.BytesUntilLimit() != 0) return false;
+      in.PopLimit(stack.back().limit);
+      stack.pop_back();
+      continue;
+    }
+    const FieldDescriptor* f = stack.back().type->FindFieldByNumber(static_cast<int>(tag >> 3));
+    bool counts = f == nullptr ||  // kept as an unknown field
+                  (f->is_repeated() && (f->type() == FieldDescriptor::TYPE_STRING ||
+                                        f->type() == FieldDescriptor::TYPE_BYTES));
+    if (WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      if (counts && ++objects > kMaxParsedObjects) return false;
+      if (!WireFormatLite::SkipField(&in, tag)) return false;
+      continue;
+    }
+    uint32_t length;
+    if (!in.ReadVarint32(&length) || length > static_cast<uint32_t>(INT32_MAX)) return false;
+    if (f != nullptr && f->type() == FieldDescriptor::TYPE_MESSAGE) {
+      if (++objects > kMaxParsedObjects) return false;
+      if (stack.size() > static_cast<size_t>(kMaxMessageNesting)) return false;
+      stack.push_back({f->message_type(), in.PushLimit(static_cast<int>(length))});
+      continue;
+    }
+    if (counts && ++objects > kMaxParsedObjects) return false;
+    if (!in.Skip(static_cast<int>(length))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out) {
   if (bytes.size() > kMaxHeaderBytes) return false;
+  // Bound what the parse allocates before it allocates (full runtime only;
+  // every message of this project is).
+  if (auto* message = dynamic_cast<google::protobuf::Message*>(out)) {
+    if (!WithinObjectBudget(message->GetDescriptor(), bytes)) return false;
+  }
   google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
-  // Each Value level costs up to three message levels (Value, MapValue,
-  // MapEntry); the envelope adds a few more.
-  in.SetRecursionLimit(static_cast<int>(3 * kMaxValueDepth + 8));
+  in.SetRecursionLimit(kMaxMessageNesting);
   return out->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
 }
 
