@@ -249,6 +249,26 @@ Status CheckOptions(const google::protobuf::RepeatedPtrField<std::string>& optio
   return Status::Ok();
 }
 
+void FindingToProto(const Finding& f, v1::Finding* out) {
+  out->set_severity(SeverityName(f.severity));
+  out->set_rule(f.rule);
+  out->set_location(f.location);
+  out->set_message(f.message);
+  for (const std::string& r : f.references) out->add_references(r);
+}
+
+Finding FindingFromProto(const v1::Finding& f) {
+  Finding out;
+  out.severity = f.severity() == "refused"   ? Finding::Severity::kRefused
+                 : f.severity() == "dropped" ? Finding::Severity::kDropped
+                                             : Finding::Severity::kNote;
+  out.rule = f.rule();
+  out.location = f.location();
+  out.message = f.message();
+  out.references.assign(f.references().begin(), f.references().end());
+  return out;
+}
+
 void ValueToProto(const Value& value, v1::Value* out) {
   std::vector<std::pair<const Value*, v1::Value*>> work{{&value, out}};
   while (!work.empty()) {

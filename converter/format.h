@@ -11,6 +11,7 @@
 
 #include "converter/byte_reader.h"
 #include "proto/safemodel.pb.h"
+#include "safemodel/finding.h"
 #include "safemodel/status.h"
 #include "safemodel/value.h"
 
@@ -73,6 +74,11 @@ Result<uint64_t> LayoutTensors(google::protobuf::RepeatedPtrField<v1::TensorInfo
 // Checks the findings and options lists (counts, text sizes, UTF-8).
 Status CheckFindings(const google::protobuf::RepeatedPtrField<v1::Finding>& findings);
 Status CheckOptions(const google::protobuf::RepeatedPtrField<std::string>& options);
+
+// Finding <-> protobuf. FindingToProto copies field by field, so a finding
+// that went through it carries no unknown fields.
+void FindingToProto(const Finding& finding, v1::Finding* out);
+Finding FindingFromProto(const v1::Finding& proto);
 
 // Value <-> protobuf, iteratively and depth-checked (kMaxValueDepth).
 void ValueToProto(const Value& value, v1::Value* out);

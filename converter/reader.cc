@@ -32,18 +32,6 @@ namespace {
 
 size_t DigestSize(DigestAlgorithm a) { return a == DigestAlgorithm::kSha256 ? 32 : 16; }
 
-Finding FindingFromProto(const v1::Finding& f) {
-  Finding out;
-  out.severity = f.severity() == "refused"   ? Finding::Severity::kRefused
-                 : f.severity() == "dropped" ? Finding::Severity::kDropped
-                                             : Finding::Severity::kNote;
-  out.rule = f.rule();
-  out.location = f.location();
-  out.message = f.message();
-  out.references.assign(f.references().begin(), f.references().end());
-  return out;
-}
-
 bool AllZero(ByteView bytes) {
   return std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0; });
 }
@@ -111,7 +99,7 @@ Status Model::Impl::Load() {
   provenance.input_sha256 = ToHex(p.input_sha256());
   provenance.input_size = p.input_size();
   provenance.converter_version = p.converter_version();
-  for (const auto& f : p.findings()) provenance.findings.push_back(FindingFromProto(f));
+  for (const auto& f : p.findings()) provenance.findings.push_back(format::FindingFromProto(f));
   provenance.options.assign(p.options().begin(), p.options().end());
 
   v1::Trailer trailer;

@@ -22,26 +22,6 @@ Status CheckIdentifier(const std::string& s, std::string_view what) {
   return Status::Ok();
 }
 
-Finding FindingFromProto(const v1::Finding& f) {
-  Finding out;
-  out.severity = f.severity() == "refused"   ? Finding::Severity::kRefused
-                 : f.severity() == "dropped" ? Finding::Severity::kDropped
-                                             : Finding::Severity::kNote;
-  out.rule = f.rule();
-  out.location = f.location();
-  out.message = f.message();
-  out.references.assign(f.references().begin(), f.references().end());
-  return out;
-}
-
-void CopyFinding(const v1::Finding& in, v1::Finding* out) {
-  out->set_severity(in.severity());
-  out->set_rule(in.rule());
-  out->set_location(in.location());
-  out->set_message(in.message());
-  for (const auto& r : in.references()) out->add_references(r);
-}
-
 Status CopyValue(const v1::Value& in, v1::Value* out, std::string_view what) {
   SAFEMODEL_ASSIGN_OR_RETURN(Value v, format::ValueFromProto(in, what));
   format::ValueToProto(v, out);
@@ -96,8 +76,9 @@ Result<v1::Header> BuildHeader(const worker::WorkerHeader& in, uint64_t input_si
     if (f.severity() == "refused") {
       return Status::Malformed("the worker reported a refusal in a successful conversion");
     }
-    CopyFinding(f, p->add_findings());
-    report->findings.push_back(FindingFromProto(f));
+    Finding finding = format::FindingFromProto(f);
+    format::FindingToProto(finding, p->add_findings());
+    report->findings.push_back(std::move(finding));
   }
   for (const std::string& o : options) p->add_options(o);
   return out;
@@ -214,7 +195,7 @@ void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_s
         if (we.message().size() > format::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
           return protocol("the worker's error message is too long or not UTF-8");
         }
-        for (const auto& f : we.findings()) report->findings.push_back(FindingFromProto(f));
+        for (const auto& f : we.findings()) report->findings.push_back(format::FindingFromProto(f));
         if (report->worker.isolation.empty()) {
           s = CheckIsolation(we.isolation(), &report->worker.isolation);
           if (!s.ok()) return protocol(s.message());

@@ -75,14 +75,6 @@ bool ParseArgs(int argc, char** argv, Args* a) {
   return a->parent_pid > 0 && a->input_size > 0;
 }
 
-void ToProto(const Finding& f, v1::Finding* out) {
-  out->set_severity(SeverityName(f.severity));
-  out->set_rule(f.rule);
-  out->set_location(f.location);
-  out->set_message(f.message);
-  for (const std::string& r : f.references) out->add_references(r);
-}
-
 // Error frames are best effort: if the parent is gone there is nobody to tell.
 void SendError(const Status& status, const std::vector<Finding>& findings,
                const std::vector<std::string>& layers) {
@@ -93,7 +85,7 @@ void SendError(const Status& status, const std::vector<Finding>& findings,
   if (!IsValidUtf8(msg)) msg = Printable(msg, format::kMaxFindingTextBytes / 4);
   e.set_message(msg);
   for (size_t i = 0; i < findings.size() && i < format::kMaxFindings; ++i) {
-    ToProto(findings[i], e.add_findings());
+    format::FindingToProto(findings[i], e.add_findings());
   }
   for (const std::string& l : layers) e.add_isolation(l);
   std::string bytes = format::SerializeDeterministic(e);
@@ -152,8 +144,8 @@ Status Convert(ByteView input, const Args& args, const std::vector<std::string>&
     SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.metadata, "metadata"));
     format::ValueToProto(model.metadata, header.mutable_metadata());
   }
-  for (const Finding& f : ctx.findings()) ToProto(f, header.add_findings());
-  for (const Finding& f : model.findings) ToProto(f, header.add_findings());
+  for (const Finding& f : ctx.findings()) format::FindingToProto(f, header.add_findings());
+  for (const Finding& f : model.findings) format::FindingToProto(f, header.add_findings());
   for (const std::string& l : layers) header.add_isolation(l);
   if (args.weights_only) header.add_options("weights_only");
   if (args.keep_optimizer) header.add_options("keep_optimizer");
