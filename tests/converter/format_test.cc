@@ -367,7 +367,8 @@ TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
   hp[64 + format::SerializeDeterministic(parts.header).size()] = 'x';
   ExpectRejected(hp, StatusCode::kMalformed, "padding");
   parts.header.mutable_provenance()->set_input_size(999);
-  auto hm = FromBytes(Assemble(parts));
+  const std::string changed_header = Assemble(parts);  // must outlive the Model
+  auto hm = FromBytes(changed_header);
   ASSERT_TRUE(hm.ok());
   EXPECT_NE(hm->Verify().message().find("header digest"), std::string::npos);
 }
