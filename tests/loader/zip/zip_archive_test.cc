@@ -110,7 +110,9 @@ TEST(ZipArchive, RejectsZipBombsBeforeInflating) {
 }
 
 TEST(ZipArchive, ReadingChecksCrcsSizesAndTheMemoryLimit) {
-  auto bad_crc = Open(BuildZip({{.name = "a", .data = "hello", .crc = 1234}}));
+  // Each image must outlive the archive that views it.
+  const std::string bad_crc_image = BuildZip({{.name = "a", .data = "hello", .crc = 1234}});
+  auto bad_crc = Open(bad_crc_image);
   ASSERT_TRUE(bad_crc.ok());
   auto data = (*bad_crc)->StoredData((*bad_crc)->entries()[0]);
   ASSERT_FALSE(data.ok());
@@ -118,13 +120,16 @@ TEST(ZipArchive, ReadingChecksCrcsSizesAndTheMemoryLimit) {
 
   // Inflates to more than it declares: caught while reading, bounded work.
   const std::string zeros(1 << 20, '\0');
-  auto liar = Open(BuildZip({{.name = "z", .data = zeros, .deflate = true, .uncompressed_size = 1000}}));
+  const std::string liar_image =
+      BuildZip({{.name = "z", .data = zeros, .deflate = true, .uncompressed_size = 1000}});
+  auto liar = Open(liar_image);
   ASSERT_TRUE(liar.ok()) << liar.status().ToString();
   auto all = (*liar)->ReadAll((*liar)->entries()[0], 1 << 30);
   ASSERT_FALSE(all.ok());
   EXPECT_EQ(all.status().code(), StatusCode::kMalformed) << all.status().ToString();
   // Larger than the memory the caller allows.
-  auto big = Open(BuildZip({{.name = "z", .data = zeros, .deflate = true}}));
+  const std::string big_image = BuildZip({{.name = "z", .data = zeros, .deflate = true}});
+  auto big = Open(big_image);
   ASSERT_TRUE(big.ok());
   auto capped = (*big)->ReadAll((*big)->entries()[0], 1000);
   ASSERT_FALSE(capped.ok());
