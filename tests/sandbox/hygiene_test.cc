@@ -1,0 +1,283 @@
+// Process hygiene of the worker: what it inherits (two fds, no environment,
+// default signals, its own session), what the kernel says about it once it is
+// locked down (no-new-privs, one seccomp filter, not dumpable), no core files,
+// death with its parent, and no zombies or leaked fds in the parent.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "proto/worker.pb.h"
+#include "safemodel/convert.h"
+#include "tests/sandbox/probe_util.h"
+
+namespace safemodel::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The value of "key=" in a space-separated report.
+std::string Field(const std::string& report, const std::string& key) {
+  size_t at = report.find(key + "=");
+  if (at == std::string::npos) return "<missing>";
+  at += key.size() + 1;
+  return report.substr(at, report.find(' ', at) - at);
+}
+
+TEST(Inheritance, ExactlyTwoFdsNoEnvironmentDefaultSignals) {
+  // Descriptors a careless host leaks: 50 without close-on-exec.
+  std::vector<int> leaked;
+  for (int i = 0; i < 50; ++i) {
+    int fd = open("/dev/null", O_RDONLY);  // deliberately not O_CLOEXEC
+    ASSERT_GE(fd, 0);
+    leaked.push_back(fd);
+  }
+  ASSERT_EQ(setenv("SAFEMODEL_TEST_SECRET", "do-not-pass-me", 1), 0);
+  sigset_t block, old_mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+  struct sigaction ignore = {}, old_usr2 = {};
+  ignore.sa_handler = SIG_IGN;
+  sigaction(SIGUSR2, &ignore, &old_usr2);
+
+  TempDir out;
+  ConvertReport r = ConvertWithProbe("inventory", out);
+  ProbeRun direct = RunProbe("inventory");
+
+  sigaction(SIGUSR2, &old_usr2, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  unsetenv("SAFEMODEL_TEST_SECRET");
+  for (int fd : leaked) close(fd);
+
+  ASSERT_EQ(r.status.code(), StatusCode::kUnsupported) << r.status.ToString();
+  for (const std::string& report : {r.status.message(), direct.error_message}) {
+    SCOPED_TRACE(report);
+    // At exec (what Spawn delivered) and after PrepareWorkerProcess.
+    EXPECT_EQ(Field(report, "entry_fds"), "3,4");
+    EXPECT_EQ(Field(report, "prepared_fds"), "3,4");
+    EXPECT_EQ(Field(report, "env_count"), "0");
+    EXPECT_EQ(Field(report, "sid_is_pid"), "1") << "own session: no controlling terminal";
+    EXPECT_EQ(Field(report, "blocked_signals"), "0");
+    EXPECT_EQ(Field(report, "ignored_signals"), "0");
+    EXPECT_EQ(Field(report, "dumpable"), "0");
+  }
+  EXPECT_TRUE(Leftovers(out).empty());
+}
+
+// Starts a probe that parks after lockdown; returns once it said so.
+// `input` is a "probe:park" file (made by the caller, so that a helper
+// process that is SIGKILLed leaves no temporary directory behind).
+struct ParkedProbe {
+  sandbox::Worker worker;
+  worker::WorkerError ready;
+  std::string error;
+
+  bool Start(const std::string& input, pid_t parent) {
+    int fd = open(input.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    sandbox::SpawnOptions spawn;
+    spawn.worker_path = ProbePath();
+    spawn.input_fd = fd;
+    spawn.args = {"--parent-pid=" + std::to_string(parent)};
+    bool ok = sandbox::Spawn(spawn, &worker, &error);
+    close(fd);
+    if (!ok) return false;
+    sandbox::FrameReader reader(worker.channel_fd(), Clock::now() + std::chrono::seconds(20));
+    const uint64_t caps[sandbox::kMaxFrameType + 1] = {0, 0, 0, 0, 1 << 20, 0};
+    sandbox::FrameHeader h;
+    if (reader.Next(&h, caps) != sandbox::FrameReader::Result::kOk) {
+      error = "no ready frame: " + reader.error();
+      return false;
+    }
+    std::string payload(h.length, '\0');
+    if (reader.ReadExact(payload.data(), payload.size()) != sandbox::FrameReader::Result::kOk ||
+        !ready.ParseFromString(payload)) {
+      error = "bad ready frame";
+      return false;
+    }
+    return true;
+  }
+};
+
+std::string NamespaceOf(pid_t pid, const char* ns) {
+  char buf[64] = {};
+  std::string link = "/proc/" + (pid == 0 ? std::string("self") : std::to_string(pid)) + "/ns/" + ns;
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+TEST(LockedDown, KernelConfirmsNoNewPrivsSeccompAndNotDumpable) {
+  TempDir dir;
+  ParkedProbe probe;
+  ASSERT_TRUE(probe.Start(WriteProbeInput(dir, "park"), getpid())) << probe.error;
+  EXPECT_EQ(probe.ready.message(), "parked dumpable=0");
+  std::string status = ProcStatus(probe.worker.pid());
+  EXPECT_NE(status.find("NoNewPrivs:\t1\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("Seccomp:\t2\n"), std::string::npos) << status;  // filter mode
+  EXPECT_NE(status.find("Seccomp_filters:\t1\n"), std::string::npos) << status;
+  // Namespaces are best effort; those the worker reports must be real.
+  std::vector<std::string> layers(probe.ready.isolation().begin(), probe.ready.isolation().end());
+  for (const char* layer : {"seccomp", "no_new_privs", "rlimits"}) {
+    EXPECT_NE(std::find(layers.begin(), layers.end(), layer), layers.end()) << layer;
+  }
+  const std::pair<const char*, const char*> kNamespaces[] = {
+      {"userns", "user"}, {"netns", "net"}, {"mntns", "mnt"}, {"ipcns", "ipc"}, {"utsns", "uts"}};
+  for (const auto& [layer, ns] : kNamespaces) {
+    if (std::find(layers.begin(), layers.end(), layer) == layers.end()) continue;
+    EXPECT_NE(NamespaceOf(probe.worker.pid(), ns), NamespaceOf(0, ns)) << layer;
+  }
+  // Its rlimits, as the kernel holds them.
+  std::ifstream limits("/proc/" + std::to_string(probe.worker.pid()) + "/limits");
+  std::string text((std::istreambuf_iterator<char>(limits)), std::istreambuf_iterator<char>());
+  auto row = [&](const std::string& name) {
+    size_t at = text.find(name);
+    return at == std::string::npos ? std::string() : text.substr(at, text.find('\n', at) - at);
+  };
+  EXPECT_NE(row("Max core file size").find(" 0 "), std::string::npos) << row("Max core file size");
+  EXPECT_NE(row("Max open files").find(" 0 "), std::string::npos) << row("Max open files");
+  EXPECT_NE(row("Max file size").find(" 0 "), std::string::npos) << row("Max file size");
+  probe.worker.Kill();
+  auto exit = probe.worker.Wait(Clock::now() + std::chrono::seconds(10));
+  EXPECT_EQ(exit.signal, SIGKILL);
+}
+
+// A forked helper runs `body` in `dir` with RLIMIT_CORE unlimited and exits
+// with its return value.
+int InHelper(const std::string& dir, int (*body)()) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+    if (chdir(dir.c_str()) != 0 || setrlimit(RLIMIT_CORE, &unlimited) != 0) _exit(100);
+    _exit(body());
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
+}
+
+bool HasCoreFile(const TempDir& dir) {
+  for (const std::string& name : dir.List()) {
+    if (name.rfind("core", 0) == 0) return true;
+  }
+  return false;
+}
+
+TEST(CoreDump, NoCoreFileEvenWithCoreDumpsEnabled) {
+  TempDir cwd;
+  int rc = InHelper(cwd.path(), [] { return RunProbe("segv").SignaledWith(SIGSEGV) ? 0 : 1; });
+  ASSERT_EQ(rc, 0) << "the confined probe did not crash with SIGSEGV";
+  EXPECT_FALSE(HasCoreFile(cwd)) << ::testing::PrintToString(cwd.List());
+
+  // Control: the same crash unconfined does dump core here, when this
+  // machine's core_pattern writes cores into the working directory.
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+  std::cout << "note: ASan disables core dumps itself; no control run\n";
+  return;
+#endif
+  TempDir control;
+  rc = InHelper(control.path(), [] {
+    return RunProbe("segv", {.extra_args = {"--unconfined"}}).SignaledWith(SIGSEGV) ? 0 : 1;
+  });
+  ASSERT_EQ(rc, 0);
+  std::ifstream pattern_file("/proc/sys/kernel/core_pattern");
+  std::string pattern;
+  std::getline(pattern_file, pattern);
+  if (!pattern.empty() && pattern[0] != '|' && pattern[0] != '/') {
+    EXPECT_TRUE(HasCoreFile(control)) << "core_pattern '" << pattern
+                                      << "' but the unconfined crash left no core";
+  } else {
+    std::cout << "note: core_pattern '" << pattern << "' does not write into the cwd; "
+              << "the control is inconclusive\n";
+  }
+}
+
+// PDEATHSIG: when the process that started the worker dies (SIGKILL: no
+// cleanup code runs), the kernel kills the worker.
+TEST(ParentDeath, WorkerDiesWithinASecond) {
+  // Become the orphaned worker's reaper, so that it can be waited for here.
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  TempDir dir;
+  const std::string input = WriteProbeInput(dir, "park");
+  int pipe_fds[2];
+  ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
+  pid_t helper = fork();
+  if (helper == 0) {
+    close(pipe_fds[0]);
+    ParkedProbe probe;
+    if (!probe.Start(input, getpid())) _exit(1);
+    pid_t worker = probe.worker.pid();
+    if (write(pipe_fds[1], &worker, sizeof worker) != sizeof worker) _exit(1);
+    for (;;) pause();
+  }
+  close(pipe_fds[1]);
+  pid_t worker = -1;
+  struct pollfd wait_pipe = {pipe_fds[0], POLLIN, 0};
+  ASSERT_EQ(poll(&wait_pipe, 1, 20'000), 1);
+  ASSERT_EQ(read(pipe_fds[0], &worker, sizeof worker), static_cast<ssize_t>(sizeof worker));
+  close(pipe_fds[0]);
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, worker, 0));
+  ASSERT_GE(pidfd, 0) << std::strerror(errno);
+
+  ASSERT_EQ(kill(helper, SIGKILL), 0);
+  ASSERT_EQ(waitpid(helper, nullptr, 0), helper);
+  auto t0 = Clock::now();
+  struct pollfd gone = {pidfd, POLLIN, 0};
+  int ready = poll(&gone, 1, 1000);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  EXPECT_EQ(ready, 1) << "the worker outlived its parent by more than 1 s";
+  if (ready != 1) kill(worker, SIGKILL);
+  siginfo_t info = {};
+  EXPECT_EQ(waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED), 0);
+  EXPECT_EQ(info.si_code, CLD_KILLED);
+  EXPECT_EQ(info.si_status, SIGKILL);
+  close(pidfd);
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+  std::cout << "worker gone " << ms << " ms after its parent\n";
+}
+
+// A parent that died before the worker armed PDEATHSIG: the worker notices
+// (getppid is not the parent it was told about) and stops before reading.
+TEST(ParentDeath, WorkerRefusesToRunForAnotherParent) {
+  ProbeRun run = RunProbe("ok", {.parent_pid = 1});
+  EXPECT_TRUE(run.error_frame) << run.Describe();
+  EXPECT_EQ(run.error_code, static_cast<uint32_t>(StatusCode::kSandboxSetupFailed));
+  EXPECT_NE(run.error_message.find("parent process is gone"), std::string::npos)
+      << run.error_message;
+}
+
+TEST(ManyRuns, NoZombiesNoLeakedFds) {
+  const char* kModes[] = {"ok", "openat", "segv", "garbage", "exit3", "flood", "int80"};
+  int fds_before = CountOpenFds();
+  TempDir out;
+  for (size_t i = 0; i < 105; ++i) {
+    const char* mode = kModes[i % std::size(kModes)];
+    ConvertReport r = ConvertWithProbe(mode, out);
+    ASSERT_EQ(r.status.ok(), std::string(mode) == "ok") << mode << ": " << r.status.ToString();
+    std::remove(out.File("out.safemodel").c_str());
+  }
+  EXPECT_TRUE(Leftovers(out).empty());
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  // No child of this process is left, not even a zombie (waitpid would reap
+  // and return it; ECHILD means there is none).
+  errno = 0;
+  EXPECT_EQ(waitpid(-1, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
+}
+
+}  // namespace
+}  // namespace safemodel::testing

@@ -1,0 +1,122 @@
+#include "tests/sandbox/probe_util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "proto/worker.pb.h"
+
+namespace safemodel::testing {
+
+std::string ProbePath() { return BinDir() + "/sandbox-probe"; }
+
+std::string WriteProbeInput(const TempDir& dir, const std::string& mode_line) {
+  std::string path = dir.File("probe-input");
+  WriteFile(path, "probe:" + mode_line + "\n");
+  return path;
+}
+
+std::string ProbeRun::Describe() const {
+  std::ostringstream s;
+  s << "spawned=" << spawned << " " << spawn_error << " exit.kind=" << static_cast<int>(exit.kind)
+    << " exit_code=" << exit.exit_code << " signal=" << exit.signal
+    << " killed_by_us=" << exit.killed_by_us << " frames=" << frames.size()
+    << " end=" << static_cast<int>(end) << " reader_error='" << reader_error << "'"
+    << " violation=" << violation << " nr=" << syscall_nr << " error_frame=" << error_frame
+    << " code=" << error_code << " message='" << error_message << "'";
+  return s.str();
+}
+
+ProbeRun RunProbe(const std::string& mode_line, const ProbeOptions& options) {
+  ProbeRun run;
+  TempDir dir;
+  std::string input = WriteProbeInput(dir, mode_line);
+  int fd = open(input.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    run.spawn_error = "cannot open the probe input";
+    return run;
+  }
+  off_t size = lseek(fd, 0, SEEK_END);
+  sandbox::SpawnOptions spawn;
+  spawn.worker_path = ProbePath();
+  spawn.input_fd = fd;
+  pid_t parent = options.parent_pid != 0 ? options.parent_pid : getpid();
+  spawn.args = {"--parent-pid=" + std::to_string(parent), "--input-size=" + std::to_string(size)};
+  spawn.args.insert(spawn.args.end(), options.extra_args.begin(), options.extra_args.end());
+  sandbox::Worker worker;
+  run.spawned = sandbox::Spawn(spawn, &worker, &run.spawn_error);
+  close(fd);
+  if (!run.spawned) return run;
+
+  const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+  sandbox::FrameReader reader(worker.channel_fd(), deadline);
+  const uint64_t caps[sandbox::kMaxFrameType + 1] = {0, 1 << 20, 1 << 20, 1 << 20, 1 << 20,
+                                                     sandbox::kViolationPayloadBytes};
+  for (;;) {
+    sandbox::FrameHeader h;
+    run.end = reader.Next(&h, caps);
+    if (run.end != sandbox::FrameReader::Result::kOk) break;
+    ProbeFrame f{h.type, std::string(h.length, '\0')};
+    run.end = reader.ReadExact(f.payload.data(), f.payload.size());
+    if (run.end != sandbox::FrameReader::Result::kOk) break;
+    if (f.type == sandbox::FrameType::kViolation && f.payload.size() == 16 && !run.violation) {
+      auto u32 = [&](size_t off) {
+        uint32_t v = 0;
+        for (size_t i = 0; i < 4; ++i) {
+          v |= static_cast<uint32_t>(static_cast<uint8_t>(f.payload[off + i])) << (8 * i);
+        }
+        return v;
+      };
+      run.violation = true;
+      run.syscall_nr = u32(0);
+      run.arch = u32(4);
+    }
+    if (f.type == sandbox::FrameType::kError && !run.error_frame) {
+      worker::WorkerError e;
+      if (e.ParseFromString(f.payload)) {
+        run.error_frame = true;
+        run.error_code = e.code();
+        run.error_message = e.message();
+      }
+    }
+    run.frames.push_back(std::move(f));
+  }
+  run.reader_error = reader.error();
+  if (run.end != sandbox::FrameReader::Result::kEof) worker.Kill();
+  run.exit = worker.Wait(deadline);
+  return run;
+}
+
+ConvertReport ConvertWithProbe(const std::string& mode_line, const TempDir& out_dir,
+                               ConvertOptions options) {
+  TempDir in_dir;
+  std::string input = WriteProbeInput(in_dir, mode_line);
+  options.worker_path = ProbePath();
+  return Convert(input, out_dir.File("out.safemodel"), options);
+}
+
+std::vector<std::string> Leftovers(const TempDir& dir) { return dir.List(); }
+
+int CountOpenFds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  closedir(d);
+  return n - 1;  // the directory stream itself
+}
+
+std::string ProcStatus(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+}  // namespace safemodel::testing

@@ -1,0 +1,876 @@
+// sandbox-probe: a stand-in for safemodel-worker that misbehaves on purpose.
+//
+// It honours the worker's contract (fd 3 = result channel, fd 4 = input, the
+// same arguments the pipeline passes) and confines itself with the PRODUCTION
+// code: sandbox::PrepareWorkerProcess and sandbox::LockDown, so the tests
+// exercise the policy that ships, not a copy of it. Then it does what its
+// input file asks. The input is one line of text:
+//
+//   probe:<mode>[ <argument>]
+//
+// so a test selects the behaviour through ConvertFile (worker_path = this
+// binary) exactly as well as through the supervisor API. Modes are listed in
+// kModes below: forbidden system calls (each must end in SIGSYS), allowed
+// operations (must work), resource hogs, protocol violations and hygiene
+// reports.
+//
+// Flags besides the worker's own:
+//   --unconfined        skip PrepareWorkerProcess and LockDown (test controls:
+//                       proves the misbehaviour would have had an effect)
+//   --print-policy-pfc  print sandbox::ExportPolicyPfc and exit; regenerates
+//                       tests/sandbox/policy.pfc (see tests/sandbox/CMakeLists.txt).
+//
+// Reports go to the parent as ERROR frames (WorkerError); a probe whose
+// forbidden call returned reports "SURVIVED" with code kInternal.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/futex.h>
+#include <linux/io_uring.h>
+#include <linux/openat2.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "safemodel/status.h"
+#include "converter/format.h"
+#include "proto/worker.pb.h"
+#include "sandbox/frame_io.h"
+#include "sandbox/lockdown.h"
+#include "sandbox/policy.h"
+
+extern char** environ;
+
+namespace safemodel::probe {
+namespace {
+
+using sandbox::FrameType;
+using sandbox::kOutputFd;
+
+struct Args {
+  pid_t parent_pid = 0;
+  uint64_t input_size = 0;
+  uint64_t address_space = 0;
+  uint64_t memory_limit = 0;
+  uint64_t cpu_seconds = 0;
+  bool unconfined = false;
+  bool print_pfc = false;
+};
+
+// What the probe knows when it runs its mode.
+struct Context {
+  Args args;
+  std::string argument;             // text after the mode name
+  const uint8_t* input = nullptr;   // read-only map of fd 4
+  uint64_t input_size = 0;
+  std::vector<std::string> layers;  // isolation layers LockDown reported
+  std::string entry_report;         // fds, environment, signals at exec
+  std::string prepared_fds;         // fds after PrepareWorkerProcess
+  int dumpable_before_lockdown = -1;
+};
+
+bool ParseU64(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+bool ParseArgs(int argc, char** argv, Args* a) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg(argv[i]);
+    auto value = [&](std::string_view key, uint64_t* out) {
+      return arg.substr(0, key.size()) == key && ParseU64(arg.substr(key.size()), out);
+    };
+    uint64_t pid = 0;
+    if (value("--parent-pid=", &pid)) {
+      a->parent_pid = static_cast<pid_t>(pid);
+    } else if (value("--input-size=", &a->input_size) ||
+               value("--address-space=", &a->address_space) ||
+               value("--memory-limit=", &a->memory_limit) ||
+               value("--cpu-seconds=", &a->cpu_seconds)) {
+    } else if (arg == "--unconfined") {
+      a->unconfined = true;
+    } else if (arg == "--print-policy-pfc") {
+      a->print_pfc = true;
+    } else if (arg == "--weights_only" || arg == "--keep_optimizer") {
+      // Accepted like the worker does; meaningless here.
+    } else {
+      return false;
+    }
+  }
+  return a->print_pfc || a->parent_pid > 0;
+}
+
+// ---------------------------------------------------------------------------
+// Reporting
+
+void SendError(StatusCode code, const std::string& message, const Context& ctx) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(code));
+  e.set_message(message);
+  for (const std::string& l : ctx.layers) e.add_isolation(l);
+  std::string bytes = format::SerializeDeterministic(e);
+  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
+}
+
+// A forbidden call came back: the sandbox failed. Exit code 70 on top.
+int Survived(const char* what, long ret, const Context& ctx) {
+  int err = errno;
+  SendError(StatusCode::kInternal,
+            std::string("SURVIVED: ") + what + " returned " + std::to_string(ret) +
+                (ret < 0 ? std::string(" (") + std::strerror(err) + ")" : ""),
+            ctx);
+  return 70;
+}
+
+// Open fds, excluding the directory stream used to list them.
+std::string ListFds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) return "unavailable";
+  int self = dirfd(d);
+  std::vector<int> fds;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    int fd = std::atoi(e->d_name);
+    if (fd != self) fds.push_back(fd);
+  }
+  closedir(d);
+  std::sort(fds.begin(), fds.end());
+  std::string out;
+  for (int fd : fds) out += (out.empty() ? "" : ",") + std::to_string(fd);
+  return out;
+}
+
+// The process as exec left it, before any of our own code ran.
+std::string EntryReport() {
+  size_t env = 0;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) ++env;
+  sigset_t mask;
+  sigprocmask(SIG_SETMASK, nullptr, &mask);
+  int blocked = 0, ignored = 0;
+  for (int s = 1; s < NSIG; ++s) {
+    if (sigismember(&mask, s) == 1) ++blocked;
+    struct sigaction sa;
+    if (sigaction(s, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN) ++ignored;
+  }
+  return "entry_fds=" + ListFds() + " env_count=" + std::to_string(env) +
+         " sid_is_pid=" + std::to_string(getsid(0) == getpid() ? 1 : 0) +
+         " blocked_signals=" + std::to_string(blocked) +
+         " ignored_signals=" + std::to_string(ignored);
+}
+
+// ---------------------------------------------------------------------------
+// A valid result: one f32 tensor "t" of shape [4] = {1, 2, 3, 4}.
+
+constexpr float kTensor[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+
+std::string HeaderBytes(const Context& ctx, const std::vector<std::string>& names,
+                        int dtype = v1::F32, std::vector<uint64_t> shape = {4}) {
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  for (const std::string& n : names) {
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(n);
+    t->set_dtype(static_cast<v1::DType>(dtype));
+    for (uint64_t d : shape) t->add_shape(d);
+  }
+  for (const std::string& l : ctx.layers) h.add_isolation(l);
+  return format::SerializeDeterministic(h);
+}
+
+bool SendHeader(const std::string& bytes) {
+  return sandbox::WriteFrame(kOutputFd, FrameType::kHeader, bytes.data(), bytes.size());
+}
+
+bool SendData(const void* p, size_t n) {
+  return sandbox::WriteFrame(kOutputFd, FrameType::kTensorData, p, n);
+}
+
+bool SendDone(uint64_t tensors, uint64_t bytes) {
+  worker::WorkerDone d;
+  d.set_tensors_sent(tensors);
+  d.set_bytes_sent(bytes);
+  std::string b = format::SerializeDeterministic(d);
+  return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size());
+}
+
+int SendValidResult(const Context& ctx) {
+  if (!SendHeader(HeaderBytes(ctx, {"t"})) || !SendData(kTensor, sizeof kTensor) ||
+      !SendDone(1, sizeof kTensor)) {
+    return 1;
+  }
+  return 0;
+}
+
+// Sleeps forever without a forbidden call (FUTEX_WAIT_PRIVATE is allowed).
+[[noreturn]] void Park() {
+  static int word = 0;
+  for (;;) syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
+}
+
+[[noreturn]] void Spin() {
+  volatile uint64_t n = 0;
+  for (;;) n = n + 1;
+}
+
+// An address the compiler cannot prove invalid, so it emits a real store.
+volatile uintptr_t segv_address = 16;
+
+void Segfault() { *reinterpret_cast<volatile int*>(segv_address) = 1; }
+
+// ---------------------------------------------------------------------------
+// Forbidden system calls. Each returns what the call returned, which it must
+// never do: the filter traps (or kills) first. Arguments are harmless even if
+// a call did run (signal 0, nonexistent paths, queries).
+
+char* const kTrueArgv[] = {const_cast<char*>("/bin/true"), nullptr};
+char* const kNoEnv[] = {nullptr};
+constexpr const char* kNowhere = "/nonexistent-safemodel-probe";
+
+void* PageRw() {
+  return mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+long DoOpenat(const Context& c) {
+  const char* path = c.argument.empty() ? kNowhere : c.argument.c_str();
+  return syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+}
+long DoOpen(const Context&) { return syscall(SYS_open, "/etc/passwd", O_RDONLY | O_CLOEXEC); }
+long DoOpenat2(const Context&) {
+  struct open_how how = {};
+  how.flags = O_RDONLY | O_CLOEXEC;
+  return syscall(SYS_openat2, AT_FDCWD, "/etc/passwd", &how, sizeof how);
+}
+long DoExecve(const Context&) { return syscall(SYS_execve, "/bin/true", kTrueArgv, kNoEnv); }
+long DoExecveat(const Context&) {
+  return syscall(SYS_execveat, AT_FDCWD, "/bin/true", kTrueArgv, kNoEnv, 0);
+}
+long DoSocket(const Context&) { return syscall(SYS_socket, AF_INET, SOCK_STREAM, 0); }
+long DoConnect(const Context&) {
+  struct sockaddr_un a = {};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, kNowhere, sizeof a.sun_path - 1);
+  return syscall(SYS_connect, kOutputFd, &a, sizeof a);
+}
+long DoBind(const Context&) {
+  struct sockaddr_un a = {};
+  a.sun_family = AF_UNIX;
+  return syscall(SYS_bind, kOutputFd, &a, sizeof(sa_family_t));
+}
+long DoFork(const Context&) { return syscall(SYS_fork); }
+long DoVfork(const Context&) { return syscall(SYS_vfork); }
+long DoClone(const Context&) { return syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0); }
+long DoCloneNewuser(const Context&) {
+  return syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+}
+long DoClone3(const Context&) {
+  struct clone_args a = {};
+  a.exit_signal = SIGCHLD;
+  return syscall(SYS_clone3, &a, sizeof a);
+}
+long DoPtrace(const Context&) { return syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0); }
+long DoProcessVmReadv(const Context& c) {
+  char buf[16];
+  struct iovec local = {buf, sizeof buf};
+  struct iovec remote = {reinterpret_cast<void*>(static_cast<uintptr_t>(0x400000)), sizeof buf};
+  return syscall(SYS_process_vm_readv, c.args.parent_pid, &local, 1, &remote, 1, 0);
+}
+long DoKill(const Context& c) { return syscall(SYS_kill, c.args.parent_pid, 0); }
+long DoTgkill(const Context& c) {
+  return syscall(SYS_tgkill, c.args.parent_pid, c.args.parent_pid, 0);
+}
+long DoIoctlTiocsti(const Context&) {
+  char ch = 'x';
+  return syscall(SYS_ioctl, kOutputFd, TIOCSTI, &ch);
+}
+long DoIoctlTiocstiHigh(const Context&) {
+  char ch = 'x';
+  return syscall(SYS_ioctl, kOutputFd, (1ul << 32) | TIOCSTI, &ch);
+}
+long DoMmapExec(const Context&) {
+  return syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+long DoMprotectExec(const Context&) {
+  void* p = PageRw();
+  return syscall(SYS_mprotect, p, 4096, PROT_READ | PROT_EXEC);
+}
+long DoPkeyMprotectExec(const Context&) {
+  void* p = PageRw();
+  return syscall(SYS_pkey_mprotect, p, 4096, PROT_READ | PROT_EXEC, -1);
+}
+long DoWriteStdout(const Context&) { return syscall(SYS_write, 1, "x", 1); }
+long DoWriteStderr(const Context&) { return syscall(SYS_write, 2, "x", 1); }
+// The kernel would truncate the fd to 32 bits and write to fd 3; the filter
+// compares all 64 bits.
+long DoWriteFd3High(const Context&) {
+  return syscall(SYS_write, (1ul << 32) | static_cast<unsigned long>(kOutputFd), "x", 1);
+}
+long DoPrctl(const Context&) { return syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0); }
+long DoSeccomp(const Context&) {
+  struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  struct sock_fprog prog = {1, &allow};
+  return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+long DoUnshare(const Context&) { return syscall(SYS_unshare, CLONE_NEWUSER); }
+long DoSetns(const Context&) { return syscall(SYS_setns, kOutputFd, 0); }
+long DoMount(const Context&) { return syscall(SYS_mount, "none", kNowhere, "tmpfs", 0, nullptr); }
+long DoChroot(const Context&) { return syscall(SYS_chroot, kNowhere); }
+long DoSetuid(const Context&) { return syscall(SYS_setuid, 0); }
+long DoPersonality(const Context&) { return syscall(SYS_personality, 0xffffffffUL); }
+long DoIoUringSetup(const Context&) {
+  struct io_uring_params p = {};
+  return syscall(SYS_io_uring_setup, 1, &p);
+}
+long DoBpf(const Context&) {
+  uint8_t attr[128] = {};
+  return syscall(SYS_bpf, 0, attr, sizeof attr);
+}
+long DoUserfaultfd(const Context&) { return syscall(SYS_userfaultfd, O_CLOEXEC); }
+long DoMemfdCreate(const Context&) { return syscall(SYS_memfd_create, "probe", MFD_CLOEXEC); }
+long DoMadviseWillneed(const Context&) {
+  void* p = PageRw();
+  return syscall(SYS_madvise, p, 4096, MADV_WILLNEED);
+}
+long DoFutexShared(const Context&) {
+  static int word = 0;
+  return syscall(SYS_futex, &word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+long DoFutexLockPi(const Context&) {
+  static int word = 0;
+  return syscall(SYS_futex, &word, FUTEX_LOCK_PI_PRIVATE, 0, nullptr, nullptr, 0);
+}
+long DoMremapNoMove(const Context&) {
+  void* p = PageRw();
+  return syscall(SYS_mremap, p, 4096, 8192, 0);
+}
+long DoMremapFixed(const Context&) {
+  void* p = PageRw();
+  void* q = PageRw();
+  return syscall(SYS_mremap, p, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, q);
+}
+long DoGetcwd(const Context&) {
+  char buf[256];
+  return syscall(SYS_getcwd, buf, sizeof buf);
+}
+long DoGetpid(const Context&) { return syscall(SYS_getpid); }
+long DoExitThread(const Context&) { return syscall(SYS_exit, 0); }
+// i386 getpid (20) through the 32-bit entry point: a foreign architecture for
+// the filter, which kills the process without a trap.
+long DoInt80(const Context&) {
+  long ret = 20;
+  asm volatile("int $0x80" : "+a"(ret) : : "memory");
+  return ret;
+}
+// x32 getpid: native architecture, syscall number with bit 30 set.
+long DoX32(const Context&) { return syscall(0x40000000L | SYS_getpid); }
+
+// ---------------------------------------------------------------------------
+// Allowed operations: must all work after lockdown.
+
+int DoAllowed(const Context& ctx) {
+  // Big blocks: mmap + munmap.
+  constexpr size_t kBig = 64u << 20;
+  auto* big = static_cast<uint8_t*>(std::malloc(kBig));
+  if (big == nullptr) return Survived("malloc(64 MiB) failed;", 0, ctx);
+  std::memset(big, 0x5a, kBig);
+  std::free(big);
+  // Many small blocks: brk.
+  std::vector<void*> small;
+  for (int i = 0; i < 20000; ++i) small.push_back(std::malloc(64 + static_cast<size_t>(i % 512)));
+  for (void* p : small) std::free(p);
+  // realloc of an mmapped block: mremap(MREMAP_MAYMOVE).
+  auto* r = static_cast<uint8_t*>(std::malloc(1u << 20));
+  if (r == nullptr) return Survived("malloc(1 MiB) failed;", 0, ctx);
+  std::memset(r, 0x33, 1u << 20);
+  for (size_t size : {16u << 20, 64u << 20, 128u << 20}) {
+    auto* g = static_cast<uint8_t*>(std::realloc(r, size));
+    if (g == nullptr) return Survived("realloc failed;", 0, ctx);
+    r = g;
+  }
+  bool kept = r[0] == 0x33 && r[(1u << 20) - 1] == 0x33;
+  std::free(r);
+  if (!kept) return Survived("realloc lost data;", 0, ctx);
+  // C++ exceptions, of a type not thrown before lockdown.
+  std::string caught;
+  try {
+    throw std::runtime_error("thrown after lockdown");
+  } catch (const std::exception& e) {
+    caught = e.what();
+  }
+  if (caught != "thrown after lockdown") return Survived("throw/catch failed;", 0, ctx);
+  // Dropping converted input pages, and process-private futexes.
+  if (madvise(const_cast<uint8_t*>(ctx.input), ctx.input_size, MADV_DONTNEED) != 0) {
+    return Survived("madvise(MADV_DONTNEED) failed;", -1, ctx);
+  }
+  int word = 1;
+  syscall(SYS_futex, &word, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);  // EAGAIN: 1 != 0
+  return SendValidResult(ctx);
+}
+
+// ---------------------------------------------------------------------------
+// Resources
+
+// Allocates address space in `step` blocks (untouched: RLIMIT_AS counts
+// mappings, not resident pages) until the allocator fails, then reports it
+// the way the worker does.
+char* volatile sink = nullptr;
+
+int DoAllocate(const Context& ctx, uint64_t step) {
+  uint64_t total = 0;
+  try {
+    for (;;) {
+      // Deliberately leaked; the volatile store keeps the compiler from
+      // eliding the allocation.
+      sink = new char[step];
+      total += step;
+      if (total > (1ull << 46)) return Survived("64 TiB allocated;", 0, ctx);
+    }
+  } catch (const std::bad_alloc&) {
+    SendError(StatusCode::kLimitExceeded,
+              "the worker ran out of memory after " + std::to_string(total) +
+                  " bytes (address space " + std::to_string(ctx.args.address_space) + ")",
+              ctx);
+    return 1;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Protocol violations: hostile byte streams on the result channel.
+
+int DoGarbage(const Context&) {
+  uint8_t junk[256];
+  for (size_t i = 0; i < sizeof junk; ++i) junk[i] = static_cast<uint8_t>(i * 37 + 11);
+  syscall(SYS_write, kOutputFd, junk, sizeof junk);
+  return 0;
+}
+
+// A frame header declaring `length` bytes of `type`, and nothing after it.
+int DoOversized(const Context& ctx, FrameType type, uint64_t length, bool header_first) {
+  if (header_first) SendHeader(HeaderBytes(ctx, {"t"}));
+  uint8_t h[sandbox::kFrameHeaderBytes];
+  sandbox::EncodeFrameHeader(type, length, h);
+  syscall(SYS_write, kOutputFd, h, sizeof h);
+  Park();
+}
+
+// Half a frame, then silence: the parent must not wait past its deadline.
+int DoPartialFrame(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  uint8_t h[sandbox::kFrameHeaderBytes];
+  sandbox::EncodeFrameHeader(FrameType::kTensorData, sizeof kTensor, h);
+  syscall(SYS_write, kOutputFd, h, sizeof h);
+  syscall(SYS_write, kOutputFd, kTensor, 4);
+  Park();
+}
+
+int DoFlood(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  // The declared tensor holds 16 bytes; keep sending until the parent hangs up.
+  for (int i = 0; i < 1'000'000; ++i) {
+    if (!SendData(kTensor, sizeof kTensor)) return 1;
+  }
+  return SendDone(1, sizeof kTensor) ? 0 : 1;
+}
+
+int DoEmptyData(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  SendData(kTensor, 0);
+  SendData(kTensor, sizeof kTensor);
+  return SendDone(1, sizeof kTensor) ? 0 : 1;
+}
+
+int DoHeaderThenCrash(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  SendData(kTensor, 8);
+  Segfault();
+  return 0;
+}
+
+int DoHeaderThenExit(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  SendData(kTensor, sizeof kTensor);
+  return 0;  // no DONE frame
+}
+
+int DoDoneEarly(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  SendData(kTensor, 8);
+  return SendDone(1, 8) ? 0 : 1;
+}
+
+int DoAfterDone(const Context& ctx) {
+  if (SendValidResult(ctx) != 0) return 1;
+  SendData(kTensor, sizeof kTensor);
+  return 0;
+}
+
+int DoSecondHeader(const Context& ctx) {
+  std::string h = HeaderBytes(ctx, {"t"});
+  SendHeader(h);
+  SendHeader(h);
+  return 0;
+}
+
+int DoDataBeforeHeader(const Context&) {
+  SendData(kTensor, sizeof kTensor);
+  return 0;
+}
+
+int DoErrorCode(const Context& ctx) {
+  uint64_t code = 99;
+  ParseU64(ctx.argument, &code);
+  SendError(static_cast<StatusCode>(code), "an error with code " + std::to_string(code), ctx);
+  return 1;
+}
+
+int DoErrorThenData(const Context& ctx) {
+  SendError(StatusCode::kMalformed, "malformed, allegedly", ctx);
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  return 1;
+}
+
+// A refusal reported with exit code 0: the parent must still refuse.
+int DoErrorExit0(const Context& ctx) {
+  SendError(StatusCode::kRefused, "refused, but exiting 0", ctx);
+  return 0;
+}
+
+int DoHeaderNames(const Context& ctx, std::vector<std::string> names) {
+  if (!SendHeader(HeaderBytes(ctx, names))) return 1;
+  for (size_t i = 0; i < names.size(); ++i) SendData(kTensor, sizeof kTensor);
+  return SendDone(names.size(), names.size() * sizeof kTensor) ? 0 : 1;
+}
+
+int DoHeaderDtype(const Context& ctx) {
+  uint64_t dtype = 999;
+  ParseU64(ctx.argument, &dtype);
+  if (!SendHeader(HeaderBytes(ctx, {"t"}, static_cast<int>(dtype)))) return 1;
+  SendData(kTensor, sizeof kTensor);
+  return SendDone(1, sizeof kTensor) ? 0 : 1;
+}
+
+// shape [2^32, 2^32, 2^32] f32: the element count overflows 64 bits.
+int DoHeaderOverflowShape(const Context& ctx) {
+  if (!SendHeader(HeaderBytes(ctx, {"t"}, v1::F32, {1ull << 32, 1ull << 32, 1ull << 32}))) {
+    return 1;
+  }
+  return SendDone(1, 0) ? 0 : 1;
+}
+
+// A 4 TiB tensor (representable) and then almost nothing: the parent must not
+// allocate or write anything near the declared size.
+int DoHeaderHugeTensor(const Context& ctx) {
+  if (!SendHeader(HeaderBytes(ctx, {"t"}, v1::F32, {1ull << 40}))) return 1;
+  SendData(kTensor, sizeof kTensor);
+  return SendDone(1, sizeof kTensor) ? 0 : 1;
+}
+
+// kMaxTensorCount + 1 tensors in one header, written on the wire directly
+// (field 2, length 0 each: two bytes per tensor).
+int DoHeaderTooManyTensors(const Context& ctx) {
+  uint64_t count = 2'000'001;
+  ParseU64(ctx.argument, &count);
+  std::string bytes = HeaderBytes(ctx, {});
+  bytes.reserve(bytes.size() + 2 * count);
+  for (uint64_t i = 0; i < count; ++i) bytes.append("\x12\x00", 2);
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// An architecture Value that is a list of N empty Values (two bytes each).
+int DoHeaderValueBomb(const Context& ctx) {
+  uint64_t count = 20'000'000;
+  ParseU64(ctx.argument, &count);
+  std::string items;
+  items.reserve(2 * count);
+  for (uint64_t i = 0; i < count; ++i) items.append("\x0a\x00", 2);
+  std::string value = "\x3a";  // Value.list_value
+  AppendVarint(&value, items.size());
+  value += items;
+  std::string bytes = HeaderBytes(ctx, {});
+  bytes += "\x1a";  // WorkerHeader.architecture
+  AppendVarint(&bytes, value.size());
+  bytes += value;
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// N unknown varint fields (number 100), which protobuf would keep.
+int DoHeaderUnknownFields(const Context& ctx) {
+  uint64_t count = 20'000'000;
+  ParseU64(ctx.argument, &count);
+  std::string bytes = HeaderBytes(ctx, {});
+  bytes.reserve(bytes.size() + 3 * count);
+  for (uint64_t i = 0; i < count; ++i) bytes.append("\xa0\x06\x00", 3);
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------
+// Hygiene
+
+int DoInventory(const Context& ctx) {
+  SendError(StatusCode::kUnsupported,
+            ctx.entry_report + " prepared_fds=" + ctx.prepared_fds +
+                " dumpable=" + std::to_string(ctx.dumpable_before_lockdown),
+            ctx);
+  return 1;
+}
+
+// Tells the parent it is locked down, then sleeps until killed.
+int DoPark(const Context& ctx) {
+  SendError(StatusCode::kUnsupported,
+            "parked dumpable=" + std::to_string(ctx.dumpable_before_lockdown), ctx);
+  Park();
+}
+
+// ---------------------------------------------------------------------------
+
+struct Mode {
+  const char* name;
+  long (*forbidden)(const Context&);  // a forbidden call, or
+  int (*run)(const Context&);         // anything else
+};
+
+const Mode kModes[] = {
+    {"openat", DoOpenat, nullptr},
+    {"open", DoOpen, nullptr},
+    {"openat2", DoOpenat2, nullptr},
+    {"execve", DoExecve, nullptr},
+    {"execveat", DoExecveat, nullptr},
+    {"socket", DoSocket, nullptr},
+    {"connect", DoConnect, nullptr},
+    {"bind", DoBind, nullptr},
+    {"fork", DoFork, nullptr},
+    {"vfork", DoVfork, nullptr},
+    {"clone", DoClone, nullptr},
+    {"clone-newuser", DoCloneNewuser, nullptr},
+    {"clone3", DoClone3, nullptr},
+    {"ptrace", DoPtrace, nullptr},
+    {"process_vm_readv", DoProcessVmReadv, nullptr},
+    {"kill", DoKill, nullptr},
+    {"tgkill", DoTgkill, nullptr},
+    {"ioctl-tiocsti", DoIoctlTiocsti, nullptr},
+    {"ioctl-tiocsti-high", DoIoctlTiocstiHigh, nullptr},
+    {"mmap-exec", DoMmapExec, nullptr},
+    {"mprotect-exec", DoMprotectExec, nullptr},
+    {"pkey_mprotect-exec", DoPkeyMprotectExec, nullptr},
+    {"write-stdout", DoWriteStdout, nullptr},
+    {"write-stderr", DoWriteStderr, nullptr},
+    {"write-fd3-high", DoWriteFd3High, nullptr},
+    {"prctl", DoPrctl, nullptr},
+    {"seccomp", DoSeccomp, nullptr},
+    {"unshare", DoUnshare, nullptr},
+    {"setns", DoSetns, nullptr},
+    {"mount", DoMount, nullptr},
+    {"chroot", DoChroot, nullptr},
+    {"setuid", DoSetuid, nullptr},
+    {"personality", DoPersonality, nullptr},
+    {"io_uring_setup", DoIoUringSetup, nullptr},
+    {"bpf", DoBpf, nullptr},
+    {"userfaultfd", DoUserfaultfd, nullptr},
+    {"memfd_create", DoMemfdCreate, nullptr},
+    {"madvise-willneed", DoMadviseWillneed, nullptr},
+    {"futex-shared", DoFutexShared, nullptr},
+    {"futex-lock-pi", DoFutexLockPi, nullptr},
+    {"mremap-nomove", DoMremapNoMove, nullptr},
+    {"mremap-fixed", DoMremapFixed, nullptr},
+    {"getcwd", DoGetcwd, nullptr},
+    {"getpid", DoGetpid, nullptr},
+    {"exit-thread", DoExitThread, nullptr},
+    {"int80", DoInt80, nullptr},
+    {"x32", DoX32, nullptr},
+
+    {"allowed", nullptr, DoAllowed},
+    {"allowed-cold", nullptr, DoAllowed},  // without the exception warm-up
+    {"ok", nullptr, SendValidResult},
+
+    {"spin", nullptr, [](const Context&) -> int { Spin(); }},
+    {"park", nullptr, DoPark},
+    {"silent", nullptr, [](const Context&) -> int { Park(); }},
+    {"alloc-loop", nullptr, [](const Context& c) { return DoAllocate(c, 32ull << 20); }},
+    {"alloc-huge", nullptr, [](const Context& c) { return DoAllocate(c, 8ull << 30); }},
+    {"segv", nullptr, [](const Context&) { Segfault(); return 0; }},
+    {"abort", nullptr, [](const Context&) -> int { std::abort(); }},
+    {"exit3", nullptr, [](const Context&) { return 3; }},
+
+    {"garbage", nullptr, DoGarbage},
+    {"oversized-data", nullptr,
+     [](const Context& c) { return DoOversized(c, FrameType::kTensorData, (16ull << 20) + 1, true); }},
+    {"oversized-header", nullptr,
+     [](const Context& c) { return DoOversized(c, FrameType::kHeader, (512ull << 20) + 1, false); }},
+    {"oversized-error", nullptr,
+     [](const Context& c) { return DoOversized(c, FrameType::kError, (64ull << 20) + 1, false); }},
+    {"oversized-done", nullptr,
+     [](const Context& c) { return DoOversized(c, FrameType::kDone, 4097, true); }},
+    {"oversized-violation", nullptr,
+     [](const Context& c) { return DoOversized(c, FrameType::kViolation, 17, false); }},
+    {"unknown-frame-type", nullptr,
+     [](const Context& c) { return DoOversized(c, static_cast<FrameType>(6), 0, false); }},
+    {"flood", nullptr, DoFlood},
+    {"partial-frame", nullptr, DoPartialFrame},
+    {"empty-data", nullptr, DoEmptyData},
+    {"header-then-crash", nullptr, DoHeaderThenCrash},
+    {"header-then-exit", nullptr, DoHeaderThenExit},
+    {"done-early", nullptr, DoDoneEarly},
+    {"after-done", nullptr, DoAfterDone},
+    {"second-header", nullptr, DoSecondHeader},
+    {"data-before-header", nullptr, DoDataBeforeHeader},
+    {"error-code", nullptr, DoErrorCode},
+    {"error-then-data", nullptr, DoErrorThenData},
+    {"error-exit0", nullptr, DoErrorExit0},
+    {"header-unsorted", nullptr, [](const Context& c) { return DoHeaderNames(c, {"b", "a"}); }},
+    {"header-duplicate", nullptr, [](const Context& c) { return DoHeaderNames(c, {"a", "a"}); }},
+    {"header-empty-name", nullptr, [](const Context& c) { return DoHeaderNames(c, {""}); }},
+    {"header-dtype", nullptr, DoHeaderDtype},
+    {"header-overflow-shape", nullptr, DoHeaderOverflowShape},
+    {"header-huge-tensor", nullptr, DoHeaderHugeTensor},
+    {"header-too-many-tensors", nullptr, DoHeaderTooManyTensors},
+    {"header-value-bomb", nullptr, DoHeaderValueBomb},
+    {"header-unknown-fields", nullptr, DoHeaderUnknownFields},
+
+    {"inventory", nullptr, DoInventory},
+};
+
+const Mode* FindMode(std::string_view name) {
+  for (const Mode& m : kModes) {
+    if (name == m.name) return &m;
+  }
+  return nullptr;
+}
+
+// The C++ runtime initialises its unwinder on the first throw; the worker
+// does this before lockdown (worker_main.cc), so the probe does too.
+void WarmUpExceptions() {
+  try {
+    throw std::bad_alloc();
+  } catch (const std::bad_alloc&) {
+  }
+}
+
+int Main(int argc, char** argv) {
+  Context ctx;
+  ctx.entry_report = EntryReport();  // first, before anything opens a file
+  if (!ParseArgs(argc, argv, &ctx.args)) {
+    SendError(StatusCode::kInvalidArgument, "bad probe arguments", ctx);
+    return 2;
+  }
+  if (ctx.args.print_pfc) {
+    std::string pfc, error;
+    if (!sandbox::ExportPolicyPfc(&pfc, &error)) {
+      std::fprintf(stderr, "sandbox-probe: %s\n", error.c_str());
+      return 1;
+    }
+    std::fwrite(pfc.data(), 1, pfc.size(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;  // _exit skips stdio flushing
+  }
+  std::string error;
+  if (!ctx.args.unconfined && !sandbox::PrepareWorkerProcess(ctx.args.parent_pid, &error)) {
+    SendError(StatusCode::kSandboxSetupFailed, error, ctx);
+    return 1;
+  }
+  ctx.prepared_fds = ListFds();
+
+  struct stat st;
+  if (fstat(sandbox::kInputFd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+      (ctx.args.input_size != 0 && static_cast<uint64_t>(st.st_size) != ctx.args.input_size)) {
+    SendError(StatusCode::kSandboxSetupFailed, "fd 4 is not the input", ctx);
+    return 1;
+  }
+  ctx.input_size = static_cast<uint64_t>(st.st_size);
+  void* map = mmap(nullptr, ctx.input_size, PROT_READ, MAP_PRIVATE, sandbox::kInputFd, 0);
+  if (map == MAP_FAILED) {
+    SendError(StatusCode::kSandboxSetupFailed, "cannot map the input", ctx);
+    return 1;
+  }
+  close(sandbox::kInputFd);
+  ctx.input = static_cast<const uint8_t*>(map);
+
+  // "probe:<mode>[ <argument>]\n"
+  std::string_view text(reinterpret_cast<const char*>(ctx.input), ctx.input_size);
+  text = text.substr(0, text.find('\n'));
+  constexpr std::string_view kPrefix = "probe:";
+  if (text.substr(0, kPrefix.size()) != kPrefix) {
+    SendError(StatusCode::kMalformed, "not a probe input", ctx);
+    return 1;
+  }
+  text.remove_prefix(kPrefix.size());
+  size_t space = text.find(' ');
+  std::string_view name = text.substr(0, space);
+  if (space != std::string_view::npos) ctx.argument = std::string(text.substr(space + 1));
+  const Mode* mode = FindMode(name);
+  if (mode == nullptr) {
+    SendError(StatusCode::kMalformed, "unknown probe mode '" + std::string(name) + "'", ctx);
+    return 1;
+  }
+
+  if (name != "allowed-cold") WarmUpExceptions();
+  ctx.dumpable_before_lockdown = prctl(PR_GET_DUMPABLE);
+  if (!ctx.args.unconfined) {
+    sandbox::LockdownOptions lock;
+#if !defined(SAFEMODEL_SANITIZER_BUILD)
+    lock.address_space_bytes = ctx.args.address_space;
+#endif
+    lock.cpu_seconds = ctx.args.cpu_seconds;
+    if (!sandbox::LockDown(lock, &ctx.layers, &error)) {
+      SendError(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error, ctx);
+      return 1;
+    }
+  }
+
+  // From here on only the sandbox's system calls.
+  if (mode->forbidden != nullptr) {
+    long ret = mode->forbidden(ctx);
+    if (ctx.args.unconfined) return 0;
+    return Survived(mode->name, ret, ctx);
+  }
+  return mode->run(ctx);
+}
+
+}  // namespace
+}  // namespace safemodel::probe
+
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+// The worker has no environment, so ASAN_OPTIONS cannot reach it. ASan's own
+// SIGSEGV/SIGABRT handlers would try to print a report after lockdown and be
+// killed for that (ioctl, ...); the crash tests want the plain signal.
+extern "C" const char* __asan_default_options() { return "handle_segv=0:handle_abort=0"; }
+#endif
+
+// _exit, like the worker: no atexit handlers inside the sandbox.
+int main(int argc, char** argv) { _exit(safemodel::probe::Main(argc, argv)); }
