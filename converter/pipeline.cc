@@ -268,8 +268,11 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
 
   sandbox::FrameReader reader(worker.channel_fd(), deadline);
   WorkerStream stream;
-  ReadWorkerStream(reader, out.fd(), input_size, options, opt.digest, report, &stream);
-  if (stream.timed_out || !stream.protocol.ok() || !stream.io.ok()) worker.Kill();
+  ReadWorkerStream(reader, out.fd(), input_size, options, opt.digest, opt.max_output_bytes, report,
+                   &stream);
+  if (stream.timed_out || !stream.protocol.ok() || !stream.io.ok() || !stream.limit.ok()) {
+    worker.Kill();
+  }
   sandbox::Worker::Exit exit = worker.Wait(deadline);
   report->worker.max_rss_bytes = exit.max_rss_bytes;
   report->worker.cpu_seconds = exit.cpu_seconds;
@@ -303,9 +306,9 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
                   "the sandbox killed the worker (SIGSYS: a system call of a foreign "
                   "architecture or ABI)");
   }
-  if (!stream.io.ok()) {
+  if (!stream.io.ok() || !stream.limit.ok()) {
     report->worker.kind = "killed";
-    return stream.io;
+    return !stream.io.ok() ? stream.io : stream.limit;
   }
   if (!stream.protocol.ok()) {
     report->worker.kind = exit.kind == sandbox::Worker::Exit::Kind::kSignaled ? "signaled" : "exited";

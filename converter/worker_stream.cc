@@ -1,5 +1,7 @@
 #include "converter/worker_stream.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 
 #include "converter/format.h"
@@ -98,11 +100,29 @@ Status ReadMessage(sandbox::FrameReader& reader, uint64_t length,
   return Status::Ok();
 }
 
+// The declared output must fit the caller's cap and the free space.
+Status CheckOutputSize(int out_fd, uint64_t planned, uint64_t max_output_bytes) {
+  if (max_output_bytes != 0 && planned > max_output_bytes) {
+    return Status::LimitExceeded("the output would be " + Num(planned) +
+                                 " bytes, over the limit of " + Num(max_output_bytes));
+  }
+  struct statvfs fs;
+  if (fstatvfs(out_fd, &fs) == 0) {
+    uint64_t free_bytes = 0;
+    if (CheckedMul(fs.f_bavail, fs.f_frsize, &free_bytes) && planned > free_bytes) {
+      return Status::LimitExceeded("the output would be " + Num(planned) +
+                                   " bytes but its file system has only " + Num(free_bytes) +
+                                   " bytes free");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
-                      ConvertReport* report, WorkerStream* st) {
+                      uint64_t max_output_bytes, ConvertReport* report, WorkerStream* st) {
   const uint64_t caps[sandbox::kMaxFrameType + 1] = {
       0, kMaxHeaderBytes, kMaxDataFrameBytes, kMaxDoneFrameBytes, kMaxErrorFrameBytes,
       sandbox::kViolationPayloadBytes};
@@ -141,6 +161,8 @@ void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_s
           return protocol("invalid header from the worker: " + writer.status().ToString());
         }
         st->writer = std::move(*writer);
+        st->limit = CheckOutputSize(out_fd, st->writer->planned_file_size(), max_output_bytes);
+        if (!st->limit.ok()) return;
         break;
       }
       case FrameType::kTensorData: {

@@ -40,15 +40,19 @@ struct WorkerStream {
   bool timed_out = false;
   Status protocol;  // set when the worker broke the protocol
   Status io;        // set when writing the output failed
+  Status limit;     // set when the output would exceed a limit or the free space
   uint64_t data_bytes = 0;
 };
 
 // Reads frames until EOF, a protocol error, a timeout or an I/O error on the
 // output (each recorded in *st), writing a valid result to `out_fd` through
 // SafemodelWriter. Findings, source format and isolation layers go to *report.
+// `max_output_bytes` (0: none) caps the output file; independently, the
+// output must fit in the free space of the file system `out_fd` is on, so a
+// worker that declares terabytes is stopped before it writes them.
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
-                      ConvertReport* report, WorkerStream* st);
+                      uint64_t max_output_bytes, ConvertReport* report, WorkerStream* st);
 
 }  // namespace safemodel
 

@@ -71,6 +71,13 @@ Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Begin(int fd, v1::Head
   return w;
 }
 
+uint64_t SafemodelWriter::planned_file_size() const {
+  // A trailer entry is a tag, a length and at most a 32-byte digest.
+  constexpr uint64_t kTrailerBytesPerTensor = 2 + 1 + 32;
+  return prefix_.trailer_off + 64 +
+         kTrailerBytesPerTensor * static_cast<uint64_t>(header_.tensors_size());
+}
+
 Status SafemodelWriter::Advance() {
   // Close the current tensor, then skip aliases and open the next one.
   if (current_ >= 0 && current_ < header_.tensors_size()) {

@@ -39,6 +39,9 @@ class SafemodelWriter {
   Status Finish(std::string_view input_sha256);
 
   const v1::Header& header() const { return header_; }
+  // The size the finished file will have at most (the trailer's exact size
+  // is known only at Finish).
+  uint64_t planned_file_size() const;
   uint64_t file_size() const { return written_; }
 
  private:

@@ -31,6 +31,7 @@ const char kUsage[] =
     "  --memory-limit SIZE   worker memory limit, e.g. 4G, 512M (default 4G)\n"
     "  --cpu-limit SECONDS   worker CPU limit (default: the timeout)\n"
     "  --max-input-size SIZE refuse larger inputs (default 256G)\n"
+    "  --max-output-size SIZE refuse outputs larger than this (default: the free space)\n"
     "  --digest ALGO         xxh3 (default) or sha256 per-tensor digests\n"
     "  --weights-only        Keras: tensors only when the architecture cannot be kept\n"
     "  --keep-optimizer      Keras: keep optimizer state tensors\n"
@@ -133,9 +134,11 @@ int Convert(const std::vector<std::string>& args) {
         return Usage(a + " needs a positive number of seconds");
       }
       (a == "--timeout" ? opt.timeout_ms : opt.cpu_limit_seconds) = a == "--timeout" ? n * 1000 : n;
-    } else if (a == "--memory-limit" || a == "--max-input-size") {
+    } else if (a == "--memory-limit" || a == "--max-input-size" || a == "--max-output-size") {
       if (!next(&v) || !ParseSize(v, &n) || n == 0) return Usage(a + " needs a SIZE like 512M or 4G");
-      (a == "--memory-limit" ? opt.memory_limit_bytes : opt.max_input_bytes) = n;
+      (a == "--memory-limit"     ? opt.memory_limit_bytes
+       : a == "--max-input-size" ? opt.max_input_bytes
+                                 : opt.max_output_bytes) = n;
     } else if (a == "--digest") {
       if (!next(&v) || (v != "xxh3" && v != "sha256")) return Usage("--digest is xxh3 or sha256");
       opt.digest = v == "sha256" ? safemodel::DigestAlgorithm::kSha256

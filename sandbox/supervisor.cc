@@ -82,7 +82,20 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
     return out;
   }
   bool timed_out = false;
-  if (pidfd_ >= 0) {
+  int status = 0;
+  struct rusage usage = {};
+  pid_t r = 0;
+  if (pidfd_ < 0) {
+    // No pidfd (kernel < 5.3): poll for the exit, still bounded by the deadline.
+    while ((r = wait4(pid_, &status, WNOHANG, &usage)) == 0) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        timed_out = true;
+        Kill();
+        break;
+      }
+      usleep(2000);
+    }
+  } else {
     for (;;) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
@@ -92,15 +105,14 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
         break;
       }
       struct pollfd pfd = {pidfd_, POLLIN, 0};
-      int r = poll(&pfd, 1, left.count() > 60'000 ? 60'000 : static_cast<int>(left.count()));
-      if (r > 0) break;
-      if (r < 0 && errno != EINTR) break;
+      int ready = poll(&pfd, 1, left.count() > 60'000 ? 60'000 : static_cast<int>(left.count()));
+      if (ready > 0) break;
+      if (ready < 0 && errno != EINTR) break;
     }
   }
-  int status = 0;
-  struct rusage usage = {};
-  pid_t r;
-  while ((r = wait4(pid_, &status, 0, &usage)) < 0 && errno == EINTR) {
+  if (r <= 0) {
+    while ((r = wait4(pid_, &status, 0, &usage)) < 0 && errno == EINTR) {
+    }
   }
   reaped_ = true;
   if (r != pid_) {

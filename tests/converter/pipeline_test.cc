@@ -165,6 +165,18 @@ TEST(Pipeline, TheWorkerMemoryLimitIsEnforcedCleanly) {
   EXPECT_LT(r.worker.max_rss_bytes, (64u << 20) + (48u << 20)) << "tensor + constant";
 }
 
+TEST(Pipeline, TheOutputSizeCapIsCheckedBeforeWriting) {
+  TempDir dir;
+  ConvertOptions opt;
+  opt.max_output_bytes = 4096;  // less than the 4 KiB-aligned data region needs
+  ConvertReport r = Convert(Fixture("numpy/f32.npy"), dir.File("out.safemodel"), opt);
+  EXPECT_EQ(r.status.code(), StatusCode::kLimitExceeded) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("over the limit of 4096"), std::string::npos);
+  EXPECT_EQ(dir.List(), std::vector<std::string>{});
+  opt.max_output_bytes = 1 << 20;
+  EXPECT_TRUE(Convert(Fixture("numpy/f32.npy"), dir.File("out.safemodel"), opt).status.ok());
+}
+
 TEST(Pipeline, AMissingWorkerIsASetupFailure) {
   TempDir dir;
   ConvertOptions opt;

@@ -20,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     safemodel::ConvertReport report;
     safemodel::WorkerStream stream;
     safemodel::ReadWorkerStream(reader, out, size, {}, safemodel::DigestAlgorithm::kXxh3_128,
-                                &report, &stream);
+                                1ull << 30, &report, &stream);
     if (stream.done && stream.writer && stream.writer->complete()) {
       (void)stream.writer->Finish(std::string(32, '\0'));
     }

@@ -201,7 +201,7 @@ const Hostile kHostile[] = {
     {"header-dtype 999", StatusCode::kWorkerCrashed, "unknown dtype value 999"},
     {"header-dtype 0", StatusCode::kWorkerCrashed, "unknown dtype value 0"},
     {"header-overflow-shape", StatusCode::kWorkerCrashed, "invalid header"},
-    {"header-huge-tensor", StatusCode::kWorkerCrashed, "misses 4398046511088 bytes"},
+    {"header-huge-tensor", StatusCode::kLimitExceeded, "bytes free"},
     {"header-too-many-tensors", StatusCode::kWorkerCrashed,
      "2000001 tensors exceed the limit of 2000000"},
 };
@@ -231,12 +231,14 @@ INSTANTIATE_TEST_SUITE_P(Worker, HostileStream, ::testing::ValuesIn(kHostile),
                            return n;
                          });
 
-// The parent does not grow with what a header declares: a 4 TiB tensor costs
-// nothing until its bytes arrive (and none do).
-TEST(HostileHeader, HugeDeclaredTensorAllocatesNothing) {
+// The parent does not grow with what a header declares, and a 4 TiB tensor
+// (more than this file system has free) is refused before any of it is
+// written: a worker cannot fill the disk.
+TEST(HostileHeader, HugeDeclaredTensorAllocatesAndWritesNothing) {
   TempDir out;
   ConvertReport r = ConvertWithProbe("header-huge-tensor", out);
-  EXPECT_EQ(r.status.code(), StatusCode::kWorkerCrashed);
+  EXPECT_EQ(r.status.code(), StatusCode::kLimitExceeded) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("bytes free"), std::string::npos) << r.status.message();
   EXPECT_LT(r.parent_max_rss_bytes, 512ull << 20);
   EXPECT_TRUE(Leftovers(out).empty());
 }

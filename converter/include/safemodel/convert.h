@@ -42,6 +42,10 @@ struct ConvertOptions {
   uint64_t cpu_limit_seconds = 0;
   // Inputs larger than this are refused before a worker starts.
   uint64_t max_input_bytes = 256ull << 30;
+  // Cap on the output file's size; 0 = none. Independently of it, the output
+  // must fit in the free space of its file system (checked against the size
+  // the worker declares, before any tensor byte is written).
+  uint64_t max_output_bytes = 0;
   DigestAlgorithm digest = DigestAlgorithm::kXxh3_128;
   // Keras: convert tensors only when the architecture cannot be represented
   // (recorded in the output and the report). Never copies code.
