@@ -249,12 +249,22 @@ Status CheckOptions(const google::protobuf::RepeatedPtrField<std::string>& optio
   return Status::Ok();
 }
 
+namespace {
+// Findings describe untrusted input; a field that is not UTF-8 or too long is
+// escaped and cut rather than sent as is (protobuf would log the bad UTF-8 to
+// stderr, which the worker's sandbox forbids, and the parent would reject it).
+std::string FindingText(const std::string& s) {
+  if (s.size() <= kMaxFindingTextBytes && IsValidUtf8(s)) return s;
+  return Printable(s, kMaxFindingTextBytes - 8);
+}
+}  // namespace
+
 void FindingToProto(const Finding& f, v1::Finding* out) {
   out->set_severity(SeverityName(f.severity));
-  out->set_rule(f.rule);
-  out->set_location(f.location);
-  out->set_message(f.message);
-  for (const std::string& r : f.references) out->add_references(r);
+  out->set_rule(FindingText(f.rule));
+  out->set_location(FindingText(f.location));
+  out->set_message(FindingText(f.message));
+  for (const std::string& r : f.references) out->add_references(FindingText(r));
 }
 
 Finding FindingFromProto(const v1::Finding& f) {

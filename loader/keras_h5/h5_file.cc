@@ -1,0 +1,870 @@
+#include "loader/keras_h5/h5_file.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_set>
+
+#include "safemodel/limits.h"
+
+#include "loader/keras_h5/h5_memory_driver.h"
+
+namespace safemodel::loader::h5 {
+
+namespace {
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+// Link values (soft-link targets, external-link file and path) larger than
+// this are not read; the finding then gives only their size.
+constexpr size_t kMaxLinkValueBytes = 64 * 1024;
+// References listed in one finding (virtual-dataset sources, external files).
+constexpr size_t kMaxReferencesPerFinding = 16;
+// Refusals listed before the walk stops (the file is refused either way; the
+// report and the .safemodel format bound the number of findings).
+constexpr uint64_t kMaxRefusals = 1000;
+
+// Filters libhdf5 implements itself and Keras-era writers could use.
+constexpr H5Z_filter_t kAllowedFilters[] = {H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE,
+                                            H5Z_FILTER_FLETCHER32};
+
+// The deepest (most specific) message on libhdf5's error stack, which is
+// then cleared. Errors are never printed (PrepareHdf5 turns that off).
+std::string TakeHdf5Error() {
+  std::string message;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
+        if (n == 0 && e != nullptr && e->desc != nullptr) {
+          *static_cast<std::string*>(out) = e->desc;
+        }
+        return 0;
+      },
+      &message);
+  H5Eclear2(H5E_DEFAULT);
+  return message.empty() ? std::string("libhdf5 reported an error")
+                         : "libhdf5: " + Printable(message, 200);
+}
+
+Status Hdf5Malformed(const std::string& what) {
+  return Status::Malformed(what + " (" + TakeHdf5Error() + ")");
+}
+
+// External links are refused before libhdf5 would open another file; this
+// callback makes any traversal we missed fail as well.
+herr_t RefuseExternalLink(const char*, const char*, const char*, const char*, unsigned*, hid_t,
+                          void*) {
+  return -1;
+}
+
+std::string JoinPath(const std::string& parent, std::string_view name) {
+  return (parent == "/" ? std::string() : parent) + "/" + std::string(name);
+}
+
+struct LinkEntry {
+  std::string name;
+  H5L_type_t type;
+  haddr_t address;    // hard links
+  size_t value_size;  // soft and external links
+};
+
+struct LinkCollector {
+  std::vector<LinkEntry> links;
+  uint64_t budget;  // objects the file may still have
+  bool over_budget = false;
+};
+
+herr_t CollectLink(hid_t, const char* name, const H5L_info_t* info, void* data) {
+  auto* c = static_cast<LinkCollector*>(data);
+  if (c->links.size() >= c->budget) {
+    c->over_budget = true;
+    return 1;  // stop iterating
+  }
+  LinkEntry e;
+  e.name = name;
+  e.type = info->type;
+  e.address = info->type == H5L_TYPE_HARD ? info->u.address : HADDR_UNDEF;
+  e.value_size = info->type == H5L_TYPE_HARD ? 0 : info->u.val_size;
+  c->links.push_back(std::move(e));
+  return 0;
+}
+
+// Findings travel as protobuf strings, which must be UTF-8; names taken from
+// the file are escaped when they are not.
+std::string Text(const std::string& s) {
+  return IsValidUtf8(s) ? s : Printable(s, kMaxLinkValueBytes);
+}
+
+Status CheckLinkName(const std::string& group, const std::string& name) {
+  if (!IsValidUtf8(name)) {
+    return Status::Malformed("group '" + Printable(group) + "' has a link named '" +
+                             Printable(name) + "', which is not UTF-8");
+  }
+  if (name.empty() || name == "." || name.find('/') != std::string::npos) {
+    return Status::Malformed("group '" + Printable(group) + "' has a link named '" +
+                             Printable(name) +
+                             "', which no HDF5 writer produces (empty, '.', or containing '/')");
+  }
+  if (name.size() > kMaxLinkNameBytes) {
+    return Status::LimitExceeded("group '" + Printable(group) + "' has a " + Num(name.size()) +
+                                 "-byte link name, over the limit of " + Num(kMaxLinkNameBytes));
+  }
+  return Status::Ok();
+}
+
+// IEEE 754 binary layouts (sign position, exponent position and size,
+// mantissa position and size, exponent bias) by element size.
+struct FloatLayout {
+  size_t size, spos, epos, esize, mpos, msize, ebias;
+  DType dtype;
+};
+constexpr FloatLayout kFloatLayouts[] = {
+    {2, 15, 10, 5, 0, 10, 15, DType::kF16},
+    {2, 15, 7, 8, 0, 7, 127, DType::kBF16},
+    {4, 31, 23, 8, 0, 23, 127, DType::kF32},
+    {8, 63, 52, 11, 0, 52, 1023, DType::kF64},
+};
+
+const char* TypeClassName(H5T_class_t c) {
+  switch (c) {
+    case H5T_INTEGER:
+      return "integer";
+    case H5T_FLOAT:
+      return "floating-point";
+    case H5T_TIME:
+      return "time";
+    case H5T_STRING:
+      return "string";
+    case H5T_BITFIELD:
+      return "bitfield";
+    case H5T_OPAQUE:
+      return "opaque";
+    case H5T_COMPOUND:
+      return "compound";
+    case H5T_REFERENCE:
+      return "reference";
+    case H5T_ENUM:
+      return "enum";
+    case H5T_VLEN:
+      return "variable-length";
+    case H5T_ARRAY:
+      return "array";
+    default:
+      return "unknown";
+  }
+}
+
+// Byte order of a multi-byte atomic type: swap unit (0 = little-endian).
+Result<uint32_t> SwapUnit(hid_t type, size_t size, const std::string& where) {
+  if (size == 1) return 0u;
+  H5T_order_t order = H5Tget_order(type);
+  if (order == H5T_ORDER_LE) return 0u;
+  if (order == H5T_ORDER_BE) return static_cast<uint32_t>(size);
+  return Status::Unsupported(where + ": byte order " + Num(static_cast<uint64_t>(order)) +
+                             " is neither little- nor big-endian");
+}
+
+// Maps a dataset's file datatype to a safemodel dtype, or says why not.
+// `bfloat16_attr`: the dataset carries Keras's dtype="bfloat16" attribute.
+Status ClassifyType(hid_t type, bool bfloat16_attr, const std::string& where, DatasetInfo* info) {
+  H5T_class_t cls = H5Tget_class(type);
+  size_t size = H5Tget_size(type);
+  auto unsupported = [&](const std::string& why) {
+    return Status::Unsupported(where + ": " + why + "; weights must be numeric");
+  };
+  switch (cls) {
+    case H5T_INTEGER: {
+      if (size != 1 && size != 2 && size != 4 && size != 8) {
+        return unsupported(Num(size) + "-byte integers are not supported");
+      }
+      if (H5Tget_precision(type) != size * 8 || H5Tget_offset(type) != 0) {
+        return unsupported("integers with padding bits are not supported");
+      }
+      bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
+      static constexpr DType kSigned[] = {DType::kI8,      DType::kI16,     DType::kInvalid,
+                                          DType::kI32,     DType::kInvalid, DType::kInvalid,
+                                          DType::kInvalid, DType::kI64};
+      static constexpr DType kUnsigned[] = {DType::kU8,      DType::kU16,     DType::kInvalid,
+                                            DType::kU32,     DType::kInvalid, DType::kInvalid,
+                                            DType::kInvalid, DType::kU64};
+      info->dtype = is_signed ? kSigned[size - 1] : kUnsigned[size - 1];
+      SAFEMODEL_ASSIGN_OR_RETURN(info->swap_unit, SwapUnit(type, size, where));
+      return Status::Ok();
+    }
+    case H5T_FLOAT: {
+      size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+      if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) {
+        return Hdf5Malformed(where + ": unreadable floating-point type");
+      }
+      size_t ebias = H5Tget_ebias(type);
+      H5T_pad_t lsb = H5T_PAD_ERROR, msb = H5T_PAD_ERROR;
+      H5Tget_pad(type, &lsb, &msb);
+      bool plain = H5Tget_precision(type) == size * 8 && H5Tget_offset(type) == 0 &&
+                   H5Tget_norm(type) == H5T_NORM_IMPLIED && H5Tget_inpad(type) == H5T_PAD_ZERO &&
+                   lsb == H5T_PAD_ZERO && msb == H5T_PAD_ZERO;
+      for (const FloatLayout& f : kFloatLayouts) {
+        if (plain && f.size == size && f.spos == spos && f.epos == epos && f.esize == esize &&
+            f.mpos == mpos && f.msize == msize && f.ebias == ebias) {
+          info->dtype = f.dtype;
+          SAFEMODEL_ASSIGN_OR_RETURN(info->swap_unit, SwapUnit(type, size, where));
+          return Status::Ok();
+        }
+      }
+      return unsupported("a " + Num(size) + "-byte floating-point type that is not IEEE 754 " +
+                         "binary16/32/64 or bfloat16");
+    }
+    case H5T_ENUM: {
+      // h5py's bool: an enum over a 1-byte integer with FALSE = 0, TRUE = 1.
+      bool is_bool = size == 1 && H5Tget_nmembers(type) == 2;
+      for (unsigned i = 0; is_bool && i < 2; ++i) {
+        char* name = H5Tget_member_name(type, i);
+        int8_t value = -1;
+        is_bool = name != nullptr && H5Tget_member_value(type, i, &value) >= 0 &&
+                  std::strcmp(name, i == 0 ? "FALSE" : "TRUE") == 0 &&
+                  value == static_cast<int8_t>(i);
+        H5free_memory(name);
+      }
+      if (!is_bool) return unsupported("an enum type other than h5py's bool");
+      info->dtype = DType::kBool;
+      return Status::Ok();
+    }
+    case H5T_OPAQUE:
+      if (size == 2 && bfloat16_attr) {
+        // Keras 3 writes bfloat16 as 2-byte opaque elements (little-endian,
+        // as numpy holds them) marked by the dataset attribute dtype.
+        info->dtype = DType::kBF16;
+        return Status::Ok();
+      }
+      return unsupported("opaque elements without Keras's dtype=\"bfloat16\" marker");
+    default:
+      return unsupported("the datatype is " + std::string(TypeClassName(cls)));
+  }
+}
+
+}  // namespace
+
+Handle& Handle::operator=(Handle&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    id_ = o.id_;
+    o.id_ = -1;
+  }
+  return *this;
+}
+
+void Handle::Reset() {
+  if (id_ < 0) return;
+  switch (H5Iget_type(id_)) {
+    case H5I_FILE:
+      H5Fclose(id_);
+      break;
+    case H5I_GROUP:
+      H5Gclose(id_);
+      break;
+    case H5I_DATASET:
+      H5Dclose(id_);
+      break;
+    case H5I_DATATYPE:
+      H5Tclose(id_);
+      break;
+    case H5I_DATASPACE:
+      H5Sclose(id_);
+      break;
+    case H5I_ATTR:
+      H5Aclose(id_);
+      break;
+    case H5I_GENPROP_LST:
+      H5Pclose(id_);
+      break;
+    default:
+      H5Idec_ref(id_);
+      break;
+  }
+  H5Eclear2(H5E_DEFAULT);
+  id_ = -1;
+}
+
+Result<std::shared_ptr<File>> File::Open(ByteView image, ParseContext& ctx) {
+  std::shared_ptr<File> f(new File());
+  f->self_ = f;
+  f->image_ = image;
+  f->fapl_ = Handle(H5Pcreate(H5P_FILE_ACCESS));
+  f->lapl_ = Handle(H5Pcreate(H5P_LINK_ACCESS));
+  if (!f->fapl_.valid() || !f->lapl_.valid()) {
+    return Status::Internal("cannot create HDF5 property lists (" + TakeHdf5Error() + ")");
+  }
+  SAFEMODEL_RETURN_IF_ERROR(SetMemoryDriver(f->fapl_.get(), image));
+  // Belt and braces for links: never traverse an external link, and allow
+  // the smallest soft-link budget libhdf5 accepts.
+  if (H5Pset_elink_cb(f->lapl_.get(), RefuseExternalLink, nullptr) < 0 ||
+      H5Pset_nlinks(f->lapl_.get(), 1) < 0) {
+    return Status::Internal("cannot restrict HDF5 link traversal (" + TakeHdf5Error() + ")");
+  }
+  f->file_ = Handle(H5Fopen(kMemoryImageName, H5F_ACC_RDONLY, f->fapl_.get()));
+  if (!f->file_.valid()) return Hdf5Malformed("not a readable HDF5 file");
+  SAFEMODEL_ASSIGN_OR_RETURN(f->base_address_, MemoryFileBaseAddress(f->file_.get()));
+  SAFEMODEL_RETURN_IF_ERROR(f->Walk(ctx));
+  return f;
+}
+
+Status File::Walk(ParseContext& ctx) {
+  H5O_info_t info;
+  if (H5Oget_info2(file_.get(), &info, H5O_INFO_BASIC) < 0) {
+    return Hdf5Malformed("cannot read the HDF5 root group");
+  }
+  Node root;
+  root.path = "/";
+  root.address = info.addr;
+  nodes_.push_back(std::move(root));
+  by_path_.emplace("/", 0);
+  std::unordered_map<haddr_t, size_t> seen{{info.addr, 0}};
+
+  // Breadth-first over the growing node list: no recursion, no stack.
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i].kind != Node::Kind::kGroup) continue;
+    const std::string group_path = nodes_[i].path;
+    const uint32_t depth = nodes_[i].depth;
+    SAFEMODEL_ASSIGN_OR_RETURN(Handle group, OpenObject(nodes_[i]));
+    LinkCollector links{{}, kMaxObjects - nodes_.size()};
+    hsize_t idx = 0;
+    if (H5Literate(group.get(), H5_INDEX_NAME, H5_ITER_INC, &idx, CollectLink, &links) < 0) {
+      return Hdf5Malformed("cannot list the links of group '" + Printable(group_path) + "'");
+    }
+    if (links.over_budget) {
+      return Status::LimitExceeded("the file has more than " + Num(kMaxObjects) + " objects");
+    }
+    for (LinkEntry& link : links.links) {
+      if (refusals_ >= kMaxRefusals) return Status::Ok();  // refused anyway; enough listed
+      SAFEMODEL_RETURN_IF_ERROR(CheckLinkName(group_path, link.name));
+      const std::string path = JoinPath(group_path, link.name);
+      std::string value;
+      if (link.type != H5L_TYPE_HARD && link.value_size > 0 &&
+          link.value_size <= kMaxLinkValueBytes) {
+        value.resize(link.value_size);
+        if (H5Lget_val(group.get(), link.name.c_str(), value.data(), value.size(), lapl_.get()) <
+            0) {
+          value.clear();
+          H5Eclear2(H5E_DEFAULT);
+        }
+      }
+      if (link.type == H5L_TYPE_SOFT) {
+        std::string target(value.c_str());
+        Refuse(ctx, "hdf5.soft_link", path,
+               "soft link to '" + Printable(target) +
+                   "': only hard links are followed (a soft link can stand for any object)",
+               {target.empty() ? "<unreadable soft-link target>" : Text(target)});
+        continue;
+      }
+      if (link.type == H5L_TYPE_EXTERNAL) {
+        unsigned flags = 0;
+        const char* file_name = nullptr;
+        const char* object = nullptr;
+        std::string reference = "<unreadable external link>";
+        if (!value.empty() &&
+            H5Lunpack_elink_val(value.data(), value.size(), &flags, &file_name, &object) >= 0 &&
+            file_name != nullptr && object != nullptr) {
+          reference = std::string(file_name) + ":" + object;
+        }
+        H5Eclear2(H5E_DEFAULT);
+        Refuse(ctx, "hdf5.external_link", path,
+               "external link to '" + Printable(reference) + "': the model would read another file",
+               {Text(reference)});
+        continue;
+      }
+      if (link.type != H5L_TYPE_HARD) {
+        Refuse(ctx, "hdf5.user_defined_link", path,
+               "user-defined link of class " + Num(static_cast<uint64_t>(link.type)) +
+                   ": resolving it runs code registered with libhdf5",
+               {"link class " + Num(static_cast<uint64_t>(link.type))});
+        continue;
+      }
+      auto [it, fresh] = seen.emplace(link.address, nodes_.size());
+      if (!fresh) {
+        return Status::Malformed("'" + Printable(path) + "' leads to the same object as '" +
+                                 Printable(nodes_[it->second].path) +
+                                 "' (a hard-link cycle or alias); every object must be reached "
+                                 "exactly once");
+      }
+      if (depth + 1 > kMaxGroupDepth) {
+        return Status::LimitExceeded("'" + Printable(path) + "' is nested deeper than " +
+                                     Num(kMaxGroupDepth) + " groups");
+      }
+      Node node;
+      node.path = path;
+      node.address = link.address;
+      node.depth = depth + 1;
+      Handle object(H5Oopen_by_addr(file_.get(), link.address));
+      if (!object.valid())
+        return Hdf5Malformed("cannot open the object at '" + Printable(path) + "'");
+      switch (H5Iget_type(object.get())) {
+        case H5I_GROUP:
+          node.kind = Node::Kind::kGroup;
+          break;
+        case H5I_DATASET:
+          node.kind = Node::Kind::kDataset;
+          SAFEMODEL_RETURN_IF_ERROR(InspectDataset(object.get(), &node, ctx));
+          break;
+        case H5I_DATATYPE:
+          node.kind = Node::Kind::kDatatype;
+          break;
+        default:
+          return Status::Malformed("'" + Printable(path) + "' is not a group, dataset or datatype");
+      }
+      nodes_[i].children.emplace_back(link.name, nodes_.size());
+      by_path_.emplace(path, nodes_.size());
+      nodes_.push_back(std::move(node));
+    }
+  }
+  return Status::Ok();
+}
+
+Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
+  const std::string where = "dataset '" + Printable(node->path) + "'";
+  DatasetInfo& info = node->dataset;
+  Handle dcpl(H5Dget_create_plist(dataset));
+  if (!dcpl.valid()) return Hdf5Malformed(where + ": unreadable creation properties");
+
+  // What would make a reader leave the file or load code: refused, here,
+  // whether or not the dataset is used.
+  bool refused = false;
+  H5D_layout_t layout = H5Pget_layout(dcpl.get());
+  if (layout == H5D_VIRTUAL) {
+    size_t count = 0;
+    H5Pget_virtual_count(dcpl.get(), &count);
+    std::vector<std::string> sources;
+    for (size_t k = 0; k < count && sources.size() < kMaxReferencesPerFinding; ++k) {
+      ssize_t len = H5Pget_virtual_filename(dcpl.get(), k, nullptr, 0);
+      if (len <= 0 || static_cast<size_t>(len) > kMaxLinkValueBytes) continue;
+      std::string name(static_cast<size_t>(len) + 1, '\0');
+      if (H5Pget_virtual_filename(dcpl.get(), k, name.data(), name.size()) < 0) continue;
+      name.resize(static_cast<size_t>(len));
+      name = Text(name);
+      if (std::find(sources.begin(), sources.end(), name) == sources.end()) sources.push_back(name);
+    }
+    H5Eclear2(H5E_DEFAULT);
+    Refuse(ctx, "hdf5.virtual_dataset", node->path,
+           "virtual dataset: its elements are read from " + Num(count) +
+               " mapping(s) onto source datasets (other files, e.g. '" +
+               Printable(sources.empty() ? std::string("?") : sources[0]) + "')",
+           sources);
+    info.usable = Status::Refused(where + " is a virtual dataset");
+    return Status::Ok();
+  }
+  int externals = H5Pget_external_count(dcpl.get());
+  if (externals > 0) {
+    std::vector<std::string> files;
+    for (int k = 0; k < externals && files.size() < kMaxReferencesPerFinding; ++k) {
+      std::string name(kMaxLinkValueBytes, '\0');
+      off_t offset = 0;
+      hsize_t size = 0;
+      if (H5Pget_external(dcpl.get(), static_cast<unsigned>(k), name.size(), name.data(), &offset,
+                          &size) < 0) {
+        continue;
+      }
+      files.push_back(Text(name.c_str()));
+    }
+    H5Eclear2(H5E_DEFAULT);
+    Refuse(ctx, "hdf5.external_storage", node->path,
+           "the elements are stored in " + Num(static_cast<uint64_t>(externals)) +
+               " external file(s) (e.g. '" +
+               Printable(files.empty() ? std::string("?") : files[0]) +
+               "'): the model would read another file",
+           files);
+    refused = true;
+  }
+  int nfilters = H5Pget_nfilters(dcpl.get());
+  if (nfilters < 0) return Hdf5Malformed(where + ": unreadable filter pipeline");
+  Status filter_status;
+  for (int k = 0; k < nfilters; ++k) {
+    unsigned flags = 0, config = 0;
+    size_t nelmts = 0;
+    char name[256] = {0};
+    H5Z_filter_t id = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(k), &flags, &nelmts, nullptr,
+                                     sizeof(name), name, &config);
+    if (id < 0)
+      return Hdf5Malformed(where + ": unreadable filter " + Num(static_cast<uint64_t>(k)));
+    if (std::find(std::begin(kAllowedFilters), std::end(kAllowedFilters), id) !=
+        std::end(kAllowedFilters)) {
+      continue;
+    }
+    std::string label = "filter " + Num(static_cast<uint64_t>(id)) +
+                        (name[0] != '\0' ? " ('" + Printable(name) + "')" : std::string());
+    if (id >= H5Z_FILTER_RESERVED) {
+      // Ids from 256 up are third-party filters, which only plugins implement.
+      Refuse(ctx, "hdf5.filter_plugin", node->path,
+             label + " is not built into libhdf5: reading the dataset would load a plugin",
+             {"hdf5 filter " + Num(static_cast<uint64_t>(id))});
+      refused = true;
+    } else if (filter_status.ok()) {
+      filter_status = Status::Unsupported(
+          where + ": " + label + " is not supported (only deflate, shuffle and fletcher32)");
+    }
+  }
+  H5Eclear2(H5E_DEFAULT);
+  if (refused) {
+    info.usable = Status::Refused(where + " refers outside the file");
+    return Status::Ok();
+  }
+  if (!filter_status.ok()) {
+    info.usable = filter_status;
+    return Status::Ok();
+  }
+  if (layout == H5D_CONTIGUOUS) {
+    info.layout = "contiguous";
+  } else if (layout == H5D_COMPACT) {
+    info.layout = "compact";
+  } else if (layout == H5D_CHUNKED) {
+    info.layout = "chunked";
+  } else {
+    info.usable = Status::Unsupported(where + ": unknown storage layout " +
+                                      Num(static_cast<uint64_t>(layout)));
+    return Status::Ok();
+  }
+
+  // Datatype (Keras marks bfloat16 with a dataset attribute).
+  Handle type(H5Dget_type(dataset));
+  if (!type.valid()) return Hdf5Malformed(where + ": unreadable datatype");
+  bool bfloat16_attr = false;
+  if (H5Tget_class(type.get()) == H5T_OPAQUE &&
+      H5Aexists_by_name(dataset, ".", "dtype", lapl_.get()) > 0) {
+    Result<std::optional<std::string>> marker = ReadAttributeString(dataset, "dtype", node->path);
+    bfloat16_attr = marker.ok() && marker->has_value() && **marker == "bfloat16";
+  }
+  H5Eclear2(H5E_DEFAULT);
+  Status type_status = ClassifyType(type.get(), bfloat16_attr, where, &info);
+  if (!type_status.ok()) {
+    info.usable = type_status;
+    return Status::Ok();
+  }
+
+  // Dataspace.
+  Handle space(H5Dget_space(dataset));
+  if (!space.valid()) return Hdf5Malformed(where + ": unreadable dataspace");
+  H5S_class_t space_class = H5Sget_simple_extent_type(space.get());
+  if (space_class == H5S_SIMPLE) {
+    int rank = H5Sget_simple_extent_ndims(space.get());
+    if (rank < 0 || static_cast<uint32_t>(rank) > kMaxRank) {
+      info.usable = Status::Unsupported(where + ": rank " + std::to_string(rank) +
+                                        " is outside 0.." + Num(kMaxRank));
+      return Status::Ok();
+    }
+    std::vector<hsize_t> dims(static_cast<size_t>(rank));
+    if (rank > 0 && H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0) {
+      return Hdf5Malformed(where + ": unreadable dimensions");
+    }
+    info.shape.assign(dims.begin(), dims.end());
+  } else if (space_class != H5S_SCALAR) {
+    info.usable = Status::Unsupported(where + ": has no elements (null dataspace)");
+    return Status::Ok();
+  }
+  Result<uint64_t> bytes = TensorByteSize(info.shape, info.dtype, where);
+  if (!bytes.ok()) {
+    info.usable = bytes.status();
+    return Status::Ok();
+  }
+  info.byte_size = *bytes;
+
+  // Declared bytes against stored bytes.
+  const uint64_t stored = H5Dget_storage_size(dataset);
+  H5Eclear2(H5E_DEFAULT);
+  const std::string declared = Num(info.byte_size) + " bytes (" + Num(stored) + " stored)";
+  if (layout == H5D_CONTIGUOUS) {
+    haddr_t offset = H5Dget_offset(dataset);
+    H5Eclear2(H5E_DEFAULT);
+    if (offset != HADDR_UNDEF) {
+      uint64_t start = 0;
+      if (stored != info.byte_size) {
+        info.usable = Status::Malformed(where + ": declares " + declared +
+                                        "; contiguous storage must match the declared size");
+      } else if (!CheckedAdd(base_address_, offset, &start) || start > image_.size() ||
+                 info.byte_size > image_.size() - start) {
+        info.usable = Status::Malformed(where + ": its " + Num(info.byte_size) +
+                                        " bytes at offset " + Num(offset) + " lie outside the " +
+                                        Num(image_.size()) + "-byte file");
+      } else {
+        info.in_place = true;
+        info.image_offset = start;
+      }
+      return Status::Ok();
+    }
+    // Never written: reads produce fill values. Only small ones pass.
+  } else if (layout == H5D_COMPACT) {
+    if (stored != info.byte_size) {
+      info.usable = Status::Malformed(where + ": declares " + declared +
+                                      "; compact storage must match the declared size");
+    }
+    return Status::Ok();
+  }
+  uint64_t allowed = 0;
+  if (!CheckedMul(stored, kMaxExpansion, &allowed)) allowed = UINT64_MAX;
+  allowed = std::max(allowed, kSmallDatasetBytes);
+  if (info.byte_size > allowed) {
+    info.usable =
+        Status::LimitExceeded(where + ": declares " + declared + ", more than " +
+                              Num(kMaxExpansion) + " times what it stores (a shape bomb)");
+  }
+  return Status::Ok();
+}
+
+void File::Refuse(ParseContext& ctx, std::string rule, std::string location, std::string message,
+                  std::vector<std::string> references) {
+  ++refusals_;
+  ctx.Refuse(std::move(rule), std::move(location), std::move(message), std::move(references));
+}
+
+Result<Handle> File::OpenObject(const Node& node) const {
+  Handle h(H5Oopen_by_addr(file_.get(), node.address));
+  if (!h.valid()) return Hdf5Malformed("cannot open '" + Printable(node.path) + "'");
+  return h;
+}
+
+const Node* File::Find(std::string_view path) const {
+  auto it = by_path_.find(std::string(path));
+  return it == by_path_.end() ? nullptr : &nodes_[it->second];
+}
+
+const Node* File::Child(const Node& group, std::string_view name) const {
+  for (const auto& [child_name, index] : group.children) {
+    if (child_name == name) return &nodes_[index];
+  }
+  return nullptr;
+}
+
+Result<const Node*> File::Resolve(const Node& base, std::string_view relative) const {
+  const Node* node = &base;
+  size_t start = 0;
+  while (true) {
+    size_t end = relative.find('/', start);
+    std::string_view part =
+        relative.substr(start, end == std::string_view::npos ? end : end - start);
+    if (part.empty() || part == "." || part == "..") {
+      return Status::Malformed("path '" + Printable(relative) + "' (under '" +
+                               Printable(base.path) + "') has an empty, '.' or '..' component");
+    }
+    if (node->kind != Node::Kind::kGroup) return static_cast<const Node*>(nullptr);
+    node = Child(*node, part);
+    if (node == nullptr) return static_cast<const Node*>(nullptr);
+    if (end == std::string_view::npos) return node;
+    start = end + 1;
+  }
+}
+
+bool File::HasAttribute(const Node& node, std::string_view name) const {
+  Result<Handle> object = OpenObject(node);
+  if (!object.ok()) return false;
+  htri_t exists = H5Aexists_by_name(object->get(), ".", std::string(name).c_str(), lapl_.get());
+  H5Eclear2(H5E_DEFAULT);
+  return exists > 0;
+}
+
+Result<std::optional<std::vector<std::string>>> File::ReadStrings(const Node& node,
+                                                                  std::string_view name) const {
+  SAFEMODEL_ASSIGN_OR_RETURN(Handle object, OpenObject(node));
+  return ReadAttributeStrings(object.get(), name, node.path);
+}
+
+Result<std::optional<std::vector<std::string>>> File::ReadChunkedStrings(
+    const Node& node, std::string_view name) const {
+  SAFEMODEL_ASSIGN_OR_RETURN(Handle object, OpenObject(node));
+  SAFEMODEL_ASSIGN_OR_RETURN(auto whole, ReadAttributeStrings(object.get(), name, node.path));
+  if (whole.has_value()) return whole;
+  std::vector<std::string> all;
+  uint64_t bytes = 0;
+  for (uint64_t k = 0;; ++k) {
+    if (k >= kMaxAttributeChunks) {
+      return Status::LimitExceeded("'" + Printable(node.path) + "' has more than " +
+                                   Num(kMaxAttributeChunks) + " chunks of attribute '" +
+                                   Printable(name) + "'");
+    }
+    std::string chunk_name = std::string(name) + Num(k);
+    SAFEMODEL_ASSIGN_OR_RETURN(auto chunk,
+                               ReadAttributeStrings(object.get(), chunk_name, node.path));
+    if (!chunk.has_value()) {
+      if (k == 0) return std::optional<std::vector<std::string>>();
+      break;
+    }
+    for (std::string& s : *chunk) {
+      bytes += s.size();
+      if (all.size() >= kMaxAttributeElements || bytes > kMaxAttributeBytes) {
+        return Status::LimitExceeded(
+            "attribute '" + Printable(name) + "' of '" + Printable(node.path) + "' exceeds " +
+            Num(kMaxAttributeElements) + " strings or " + Num(kMaxAttributeBytes) + " bytes");
+      }
+      all.push_back(std::move(s));
+    }
+  }
+  return std::optional<std::vector<std::string>>(std::move(all));
+}
+
+Result<std::optional<std::string>> File::ReadString(const Node& node, std::string_view name) const {
+  SAFEMODEL_ASSIGN_OR_RETURN(Handle object, OpenObject(node));
+  return ReadAttributeString(object.get(), name, node.path);
+}
+
+Result<std::optional<std::string>> File::ReadAttributeString(hid_t object, std::string_view name,
+                                                             const std::string& path) const {
+  SAFEMODEL_ASSIGN_OR_RETURN(auto list, ReadAttributeStrings(object, name, path));
+  if (!list.has_value()) return std::optional<std::string>();
+  if (list->size() != 1) {
+    return Status::Malformed("attribute '" + Printable(name) + "' of '" + Printable(path) +
+                             "' holds " + Num(list->size()) + " strings, expected one");
+  }
+  return std::optional<std::string>(std::move((*list)[0]));
+}
+
+Result<std::optional<std::vector<std::string>>> File::ReadAttributeStrings(
+    hid_t object, std::string_view name, const std::string& path) const {
+  const std::string attr_name(name);
+  const std::string where = "attribute '" + Printable(attr_name) + "' of '" + Printable(path) + "'";
+  htri_t exists = H5Aexists_by_name(object, ".", attr_name.c_str(), lapl_.get());
+  if (exists < 0) return Hdf5Malformed("cannot look up " + where);
+  if (exists == 0) return std::optional<std::vector<std::string>>();
+  Handle attr(H5Aopen_by_name(object, ".", attr_name.c_str(), H5P_DEFAULT, lapl_.get()));
+  if (!attr.valid()) return Hdf5Malformed("cannot open " + where);
+  Handle type(H5Aget_type(attr.get()));
+  Handle space(H5Aget_space(attr.get()));
+  if (!type.valid() || !space.valid()) return Hdf5Malformed("cannot read the type of " + where);
+
+  uint64_t count = 0;
+  switch (H5Sget_simple_extent_type(space.get())) {
+    case H5S_SCALAR:
+      count = 1;
+      break;
+    case H5S_NULL:
+      count = 0;
+      break;
+    case H5S_SIMPLE: {
+      int rank = H5Sget_simple_extent_ndims(space.get());
+      hsize_t dims[1] = {0};
+      if (rank != 1 || H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) {
+        return Status::Malformed(where + " is not a scalar or a list (rank " +
+                                 std::to_string(rank) + ")");
+      }
+      count = dims[0];
+      break;
+    }
+    default:
+      return Hdf5Malformed(where + ": unreadable dataspace");
+  }
+  std::vector<std::string> out;
+  if (count == 0) return std::optional<std::vector<std::string>>(std::move(out));
+  if (count > kMaxAttributeElements) {
+    return Status::LimitExceeded(where + " holds " + Num(count) + " elements, over the limit of " +
+                                 Num(kMaxAttributeElements));
+  }
+  if (H5Tget_class(type.get()) != H5T_STRING) {
+    return Status::Malformed(where + " holds " + TypeClassName(H5Tget_class(type.get())) +
+                             " values, not strings");
+  }
+  H5T_cset_t cset = H5Tget_cset(type.get());
+  if (cset != H5T_CSET_ASCII && cset != H5T_CSET_UTF8) {
+    return Status::Malformed(where + " has an unknown character set");
+  }
+  htri_t variable = H5Tis_variable_str(type.get());
+  if (variable < 0) return Hdf5Malformed(where + ": unreadable string type");
+  out.reserve(count);
+  if (variable == 0) {
+    const size_t size = H5Tget_size(type.get());
+    uint64_t total = 0;
+    if (size == 0 || !CheckedMul(count, size, &total) || total > kMaxAttributeBytes) {
+      return Status::LimitExceeded(where + " holds " + Num(count) + " strings of " + Num(size) +
+                                   " bytes, over the limit of " + Num(kMaxAttributeBytes) +
+                                   " bytes");
+    }
+    std::string buffer(total, '\0');
+    if (H5Aread(attr.get(), type.get(), buffer.data()) < 0)
+      return Hdf5Malformed("cannot read " + where);
+    const H5T_str_t pad = H5Tget_strpad(type.get());
+    for (uint64_t k = 0; k < count; ++k) {
+      std::string s = buffer.substr(k * size, size);
+      if (pad == H5T_STR_SPACEPAD) {
+        s.erase(s.find_last_not_of(' ') + 1);
+      } else {
+        // NULLTERM and NULLPAD: the string ends at the first NUL (numpy's
+        // fixed-width bytes drop trailing NULs the same way).
+        s.resize(std::strlen(s.c_str()));
+      }
+      out.push_back(std::move(s));
+    }
+  } else {
+    Handle memtype(H5Tcopy(H5T_C_S1));
+    if (!memtype.valid() || H5Tset_size(memtype.get(), H5T_VARIABLE) < 0 ||
+        H5Tset_cset(memtype.get(), cset) < 0) {
+      return Status::Internal("cannot build a string type (" + TakeHdf5Error() + ")");
+    }
+    std::vector<char*> strings(count, nullptr);
+    if (H5Aread(attr.get(), memtype.get(), strings.data()) < 0) {
+      return Hdf5Malformed("cannot read " + where);
+    }
+    uint64_t total = 0;
+    Status status;
+    for (char* p : strings) {
+      if (!status.ok()) break;
+      size_t len = p == nullptr ? 0 : strnlen(p, kMaxAttributeBytes - total + 1);
+      total += len;
+      if (total > kMaxAttributeBytes) {
+        status =
+            Status::LimitExceeded(where + " holds more than " + Num(kMaxAttributeBytes) + " bytes");
+        break;
+      }
+      out.emplace_back(p == nullptr ? "" : std::string(p, len));
+    }
+    H5Dvlen_reclaim(memtype.get(), space.get(), H5P_DEFAULT, strings.data());
+    SAFEMODEL_RETURN_IF_ERROR(status);
+  }
+  for (const std::string& s : out) {
+    if (!IsValidUtf8(s))
+      return Status::Malformed(where + " holds a string that is not valid UTF-8");
+  }
+  return std::optional<std::vector<std::string>>(std::move(out));
+}
+
+Result<Tensor> File::MakeTensor(const Node& node, std::string name, uint64_t memory_limit) const {
+  if (node.kind != Node::Kind::kDataset) {
+    return Status::Malformed("'" + Printable(node.path) + "' is a group, not a dataset");
+  }
+  const DatasetInfo& info = node.dataset;
+  SAFEMODEL_RETURN_IF_ERROR(info.usable);
+  Tensor t;
+  t.name = std::move(name);
+  t.dtype = info.dtype;
+  t.shape = info.shape;
+  t.origin = "HDF5 dataset '" + Printable(node.path) + "'";
+  if (info.in_place || info.byte_size == 0) {
+    SAFEMODEL_ASSIGN_OR_RETURN(
+        ByteView bytes,
+        SubView(image_, info.in_place ? info.image_offset : 0, info.byte_size, t.origin));
+    t.source = ViewSource(bytes, info.swap_unit);
+    return t;
+  }
+  if (info.byte_size > memory_limit) {
+    return Status::LimitExceeded(t.origin + " needs " + Num(info.byte_size) +
+                                 " bytes to read, over the memory limit of " + Num(memory_limit));
+  }
+  // Filtered, chunked or compact: libhdf5 reads (and inflates) it when the
+  // tensor is streamed, into a buffer of exactly the declared size. The
+  // memory type is the file type itself, so libhdf5 converts nothing.
+  std::shared_ptr<const File> self = self_.lock();
+  if (self == nullptr) return Status::Internal("HDF5 file is not owned by a shared_ptr");
+  const haddr_t address = node.address;
+  const std::string origin = t.origin;
+  const uint64_t byte_size = info.byte_size;
+  const uint32_t swap_unit = info.swap_unit;
+  t.source = [self, address, origin, byte_size, swap_unit]() -> Result<Elements> {
+    Handle dataset(H5Oopen_by_addr(self->file_.get(), address));
+    if (!dataset.valid()) return Hdf5Malformed("cannot open " + origin);
+    Handle type(H5Dget_type(dataset.get()));
+    if (!type.valid()) return Hdf5Malformed("cannot read the datatype of " + origin);
+    SAFEMODEL_ASSIGN_OR_RETURN(OwnedBuffer buffer, OwnedBuffer::Allocate(byte_size, origin));
+    if (H5Dread(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer.data()) < 0) {
+      return Hdf5Malformed("cannot read " + origin);
+    }
+    Elements e;
+    e.view = buffer.view();
+    e.owned = std::move(buffer);
+    e.swap_unit = swap_unit;
+    return e;
+  };
+  return t;
+}
+
+}  // namespace safemodel::loader::h5
