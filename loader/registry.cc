@@ -23,17 +23,26 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 
 // A zip archive: which container is it? Decided by member names only.
 Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
-  SAFEMODEL_ASSIGN_OR_RETURN(std::shared_ptr<ZipArchive> zip, ZipArchive::Open(input));
+  Result<std::shared_ptr<ZipArchive>> opened = ZipArchive::Open(input);
+  if (!opened.ok()) {
+    // Rejected archives are still scanned for pickles, so that a payload
+    // hidden behind a zip trick is named (refused) rather than only called
+    // malformed.
+    ScanDamagedZip(input, ctx);
+    if (ctx.refused()) {
+      ctx.Note("zip.also_rejected", "zip archive",
+               "besides what it refers to, the archive is rejected: " + opened.status().ToString());
+      return ctx.RefusedStatus();
+    }
+    return opened.status();
+  }
+  std::shared_ptr<ZipArchive> zip = std::move(*opened);
   bool all_npy = !zip->entries().empty();
   for (const ZipEntry& e : zip->entries()) all_npy = all_npy && EndsWith(e.name, ".npy");
   if (all_npy) return ParseNpzArchive(std::move(zip), ctx, out);
-  if (LooksLikeTorchZip(*zip)) return ParseTorchZipArchive(std::move(zip), ctx, out);
-  std::string names;
-  for (size_t i = 0; i < zip->entries().size() && i < 5; ++i) {
-    names += (i ? ", '" : "'") + Printable(zip->entries()[i].name) + "'";
-  }
-  return Status::Unsupported("zip archive is not a recognised model container (members: " +
-                             names + (zip->entries().size() > 5 ? ", ..." : "") + ")");
+  // PyTorch checkpoints; any other archive is scanned for pickles and then
+  // reported as not a model container.
+  return ParseTorchZipArchive(input, std::move(zip), ctx, out);
 }
 
 }  // namespace
@@ -56,7 +65,10 @@ Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
   if (StartsWith(input, "PK\x03\x04")) return ParseZip(input, ctx, out);
   if (StartsWith(input, "PK\x05\x06")) return Status::Unsupported("empty zip archive");
   if (StartsWith(input, "\x89HDF\r\n\x1a\n")) return NewKerasH5Parser()->Parse(input, ctx, out);
-  if (LooksLikePickle(input)) return NewPickleParser()->Parse(input, ctx, out);
+  if (LooksLikeSevenZip(input)) return ParseSevenZip(input, ctx);
+  if (LooksLikePickle(input) || LooksLikeCompressedPickle(input)) {
+    return NewPickleParser()->Parse(input, ctx, out);
+  }
   if (StartsWith(input, "version https://git-lfs")) {
     return Status::Malformed("this is a Git LFS pointer file, not the model: fetch the real file");
   }

@@ -1,0 +1,883 @@
+#include "loader/pickle/pickle_convert.h"
+
+#include <algorithm>
+#include <bit>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "safemodel/limits.h"
+
+#include "loader/pickle/pickle_internal.h"
+#include "loader/stream.h"
+
+namespace safemodel::loader::pickle {
+
+namespace {
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+// Bytes values larger than this are not scanned for an embedded pickle: the
+// note is advice, and large blobs are data (images, buffers), not payloads.
+constexpr uint64_t kMaxEmbeddedScanBytes = 16 << 20;
+
+// Decimal text of a little-endian two's complement integer.
+std::string BigIntDecimal(ByteView le) {
+  std::vector<uint8_t> mag(le.begin(), le.end());
+  const bool negative = !mag.empty() && (mag.back() & 0x80);
+  if (negative) {
+    unsigned carry = 1;
+    for (uint8_t& b : mag) {
+      unsigned v = static_cast<uint8_t>(~b) + carry;
+      b = static_cast<uint8_t>(v & 0xFF);
+      carry = v >> 8;
+    }
+  }
+  std::string digits;
+  for (;;) {
+    bool zero = std::all_of(mag.begin(), mag.end(), [](uint8_t b) { return b == 0; });
+    if (zero) break;
+    unsigned rem = 0;
+    for (size_t i = mag.size(); i-- > 0;) {
+      unsigned cur = (rem << 8) | mag[i];
+      mag[i] = static_cast<uint8_t>(cur / 10);
+      rem = cur % 10;
+    }
+    digits.push_back(static_cast<char>('0' + rem));
+  }
+  if (digits.empty()) digits = "0";
+  if (negative) digits.push_back('-');
+  std::reverse(digits.begin(), digits.end());
+  return digits;
+}
+
+std::string FloatRepr(double f) {
+  if (std::isnan(f)) return "nan";
+  if (std::isinf(f)) return f > 0 ? "inf" : "-inf";
+  char buf[64];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, f);
+  std::string s(buf, p);
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";
+  return s;
+}
+
+double HalfToDouble(uint16_t h) {
+  int exp = (h >> 10) & 0x1F;
+  int mant = h & 0x3FF;
+  double v;
+  if (exp == 0) {
+    v = std::ldexp(mant, -24);
+  } else if (exp == 31) {
+    v = mant ? std::nan("") : INFINITY;
+  } else {
+    v = std::ldexp(mant + 1024, exp - 25);
+  }
+  return (h & 0x8000) ? -v : v;
+}
+
+// A cheap bounds proof for a strided view (element units), done at parse
+// time so that a bad view is reported before anything is streamed
+// (StreamElements repeats it on the real bytes).
+Status CheckView(const std::vector<uint64_t>& shape, const std::vector<int64_t>& strides,
+                 uint64_t offset, uint64_t capacity, const std::string& what) {
+  uint64_t count = 1;
+  for (uint64_t d : shape) {
+    if (!CheckedMul(count, d, &count)) return Status::Malformed(what + ": element count overflows");
+  }
+  if (count == 0) return Status::Ok();
+  __extension__ using Int128 = __int128;
+  Int128 hi = offset;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    Int128 span = static_cast<Int128>(shape[d] - 1) * strides[d];
+    if (span > static_cast<Int128>(capacity)) {
+      return Status::Malformed(what + ": stride " + std::to_string(strides[d]) + " of dimension " +
+                               Num(d) + " reaches outside its storage");
+    }
+    hi += span;
+  }
+  if (hi >= static_cast<Int128>(capacity)) {
+    return Status::Malformed(what + ": offset " + Num(offset) + " and strides reach element " +
+                             std::to_string(static_cast<int64_t>(hi)) + " of a storage of " +
+                             Num(capacity) + " elements");
+  }
+  return Status::Ok();
+}
+
+class Converter {
+ public:
+  Converter(std::shared_ptr<Graph> graph, const ConvertSettings& settings, ParseContext& ctx,
+            ParsedModel* out)
+      : keep_(std::move(graph)),
+        g_(*keep_),
+        s_(settings),
+        ctx_(ctx),
+        out_(out),
+        on_path_(g_.objects.size(), 0) {}
+
+  Result<Converted> Run(Ref root);
+
+ private:
+  struct Work {
+    Ref ref;
+    Value* slot;
+    std::string name;  // tensor-name path
+    uint32_t depth;
+    bool exit = false;  // leaving a container: clear its on-path mark
+  };
+
+  std::string JoinName(const std::string& base, std::string_view part) const {
+    if (base.empty()) return std::string(part);
+    return base + "." + std::string(part);
+  }
+  Status Count(uint32_t depth) {
+    if (++nodes_ > kMaxValueNodes) {
+      return Status::LimitExceeded(s_.where + ": the data expands to more than " +
+                                   Num(kMaxValueNodes) +
+                                   " values (shared objects are expanded each time they are used)");
+    }
+    if (depth > kMaxValueDepth) {
+      return Status::LimitExceeded(s_.where + ": the data nests deeper than " +
+                                   Num(kMaxValueDepth) + " levels");
+    }
+    return Status::Ok();
+  }
+  Result<std::string> KeyString(Ref key);
+  void NoteEmbeddedPickle(ByteView bytes, const std::string& name);
+  Status Visit(const Work& w);
+  Status EnterContainer(ObjId id, const Work& w);
+  Status AddMapChildren(Value* slot, const std::vector<Ref>& items, const Work& w,
+                        bool module_state, size_t reserved);
+  Status VisitRecord(const Work& w);
+  Result<std::string> RegisterTensor(ObjId id, const std::string& name);
+  Result<Value> ScalarValue(const ArrayInfo& a);
+  std::string UniqueName(std::string name);
+  Status EmitTensors();
+  Value Architecture(const Value& module);
+
+  std::shared_ptr<Graph> keep_;
+  Graph& g_;
+  const ConvertSettings& s_;
+  ParseContext& ctx_;
+  ParsedModel* out_;
+  std::vector<uint8_t> on_path_;
+  std::vector<Work> work_;
+  uint64_t nodes_ = 0;
+  // Tensor-like objects (tensor, storage and numpy array records) in the
+  // order they were first reached, with their names.
+  std::vector<std::pair<ObjId, std::string>> tensors_;
+  std::unordered_map<ObjId, std::string> tensor_names_;
+  std::unordered_set<std::string> used_names_;
+  std::set<std::string> noted_user_classes_;
+};
+
+Result<std::string> Converter::KeyString(Ref key) {
+  switch (key.kind) {
+    case Kind::kStr:
+      return std::string(g_.text(key));
+    case Kind::kNone:
+      return std::string("None");
+    case Kind::kBool:
+      return std::string(key.i ? "True" : "False");
+    case Kind::kInt:
+      return std::to_string(key.i);
+    case Kind::kFloat:
+      return FloatRepr(key.f);
+    case Kind::kBigInt:
+      return BigIntDecimal(g_.at(key).data);
+    case Kind::kBytes:
+      return "b'" + Printable(g_.text(key), 4096) + "'";
+    case Kind::kTuple: {
+      std::string s = "(";
+      const auto& items = g_.at(key).items;
+      for (size_t i = 0; i < items.size(); ++i) {
+        Ref item = items[i];
+        if (item.kind == Kind::kTuple)
+          return Status::Unsupported(s_.where + ": nested tuples as dict keys");
+        SAFEMODEL_ASSIGN_OR_RETURN(std::string part, KeyString(item));
+        if (item.kind == Kind::kStr) part = "'" + part + "'";
+        s += (i ? ", " : "") + part;
+      }
+      return s + (items.size() == 1 ? ",)" : ")");
+    }
+    case Kind::kGlobal:
+      return g_.at(key).name;
+    default:
+      return Status::Unsupported(s_.where + ": a dict key that is " + KindName(g_, key));
+  }
+}
+
+// Bytes that are themselves a binary pickle stay inert data in the output,
+// but a program that unpickles them later would run what they name: say so.
+void Converter::NoteEmbeddedPickle(ByteView bytes, const std::string& name) {
+  if (bytes.size() < 4 || bytes.size() > kMaxEmbeddedScanBytes || bytes[0] != 0x80 ||
+      bytes[1] < 2 || bytes[1] > 5) {
+    return;
+  }
+  ParseContext scratch(ctx_.options());
+  ScanForFindings(bytes, 0, "embedded pickle", scratch);
+  std::vector<std::string> names;
+  for (const Finding& f : scratch.findings()) {
+    for (const std::string& ref : f.references) {
+      if (std::find(names.begin(), names.end(), ref) == names.end()) names.push_back(ref);
+    }
+  }
+  if (names.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < names.size() && i < 8; ++i) list += (i ? ", " : "") + names[i];
+  ctx_.Note("pickle.embedded_pickle", s_.where + " value '" + Printable(name) + "'",
+            "these bytes are a pickle that names " + list +
+                "; they are kept as inert bytes, but a program that unpickles them would run it");
+}
+
+std::string Converter::UniqueName(std::string name) {
+  if (name.empty()) name = s_.root_name;
+  std::string clean;
+  for (char c : name) {
+    if (c == '\0') {
+      clean += "\\x00";
+    } else {
+      clean.push_back(c);
+    }
+  }
+  if (used_names_.insert(clean).second) return clean;
+  for (uint64_t i = 2;; ++i) {
+    std::string candidate = clean + "#" + Num(i);
+    if (used_names_.insert(candidate).second) {
+      ctx_.Note("pickle.name_collision", s_.where,
+                "two tensors map to the name '" + Printable(clean) + "'; the second is named '" +
+                    Printable(candidate) + "'");
+      return candidate;
+    }
+  }
+}
+
+Result<std::string> Converter::RegisterTensor(ObjId id, const std::string& name) {
+  auto it = tensor_names_.find(id);
+  if (it != tensor_names_.end()) return it->second;
+  std::string full = UniqueName(
+      s_.prefix.empty() ? name : JoinName(s_.prefix, name.empty() ? s_.root_name : name));
+  if (full.size() > kMaxNameBytes) {
+    return Status::LimitExceeded(s_.where + ": tensor name of " + Num(full.size()) +
+                                 " bytes exceeds " + Num(kMaxNameBytes));
+  }
+  tensor_names_.emplace(id, full);
+  tensors_.emplace_back(id, full);
+  return full;
+}
+
+Result<Value> Converter::ScalarValue(const ArrayInfo& a) {
+  const NpDtypeInfo& dt = g_.dtypes[g_.objects[a.dtype].aux];
+  std::vector<uint8_t> b(a.data.begin(), a.data.end());
+  if (dt.byteorder == '>' && b.size() > 1) {
+    const size_t unit = DTypeSwapUnit(dt.dtype);
+    for (size_t i = 0; unit > 1 && i + unit <= b.size(); i += unit) {
+      std::reverse(b.begin() + static_cast<std::ptrdiff_t>(i),
+                   b.begin() + static_cast<std::ptrdiff_t>(i + unit));
+    }
+  }
+  auto load = [&](size_t off, size_t n) {
+    uint64_t v = 0;
+    for (size_t i = n; i-- > 0;) v = (v << 8) | b[off + i];
+    return v;
+  };
+  switch (dt.dtype) {
+    case DType::kBool:
+      return Value::Bool(b[0] != 0);
+    case DType::kI8:
+      return Value::Int(static_cast<int8_t>(b[0]));
+    case DType::kU8:
+      return Value::Int(b[0]);
+    case DType::kI16:
+      return Value::Int(static_cast<int16_t>(load(0, 2)));
+    case DType::kU16:
+      return Value::Int(static_cast<int64_t>(load(0, 2)));
+    case DType::kI32:
+      return Value::Int(static_cast<int32_t>(load(0, 4)));
+    case DType::kU32:
+      return Value::Int(static_cast<int64_t>(load(0, 4)));
+    case DType::kI64:
+      return Value::Int(static_cast<int64_t>(load(0, 8)));
+    case DType::kU64: {
+      uint64_t v = load(0, 8);
+      if (v <= static_cast<uint64_t>(INT64_MAX)) return Value::Int(static_cast<int64_t>(v));
+      Value m = Value::Map();
+      m.mutable_entries().emplace_back("$int", Value::String(std::to_string(v)));
+      return m;
+    }
+    case DType::kF16:
+      return Value::Double(HalfToDouble(static_cast<uint16_t>(load(0, 2))));
+    case DType::kF32:
+      return Value::Double(std::bit_cast<float>(static_cast<uint32_t>(load(0, 4))));
+    case DType::kF64:
+      return Value::Double(std::bit_cast<double>(load(0, 8)));
+    case DType::kC64:
+    case DType::kC128: {
+      const size_t half = b.size() / 2;
+      double re = half == 4 ? std::bit_cast<float>(static_cast<uint32_t>(load(0, 4)))
+                            : std::bit_cast<double>(load(0, 8));
+      double im = half == 4 ? std::bit_cast<float>(static_cast<uint32_t>(load(4, 4)))
+                            : std::bit_cast<double>(load(8, 8));
+      Value m = Value::Map();
+      m.mutable_entries().emplace_back("$complex",
+                                       Value::List({Value::Double(re), Value::Double(im)}));
+      return m;
+    }
+    default:
+      return Status::Unsupported(s_.where + ": numpy scalar of dtype '" + Printable(dt.descr) +
+                                 "'");
+  }
+}
+
+Status Converter::EnterContainer(ObjId id, const Work& w) {
+  if (on_path_[id]) {
+    return Status::Unsupported(s_.where +
+                               ": the data contains a cycle (an object that contains itself, at '" +
+                               Printable(w.name.empty() ? "<root>" : w.name) + "')");
+  }
+  on_path_[id] = 1;
+  Work exit = w;
+  exit.exit = true;
+  work_.push_back(std::move(exit));
+  return Status::Ok();
+}
+
+// Fills `slot` (already a map with `reserved` leading entries) with the
+// entries of a dict's items (k0, v0, k1, v1, ...) and queues the values.
+// For a module's state, the _parameters/_buffers/_modules entries do not add
+// a component to tensor names (state_dict naming).
+Status Converter::AddMapChildren(Value* slot, const std::vector<Ref>& items, const Work& w,
+                                 bool module_state, size_t reserved) {
+  auto& entries = slot->mutable_entries();
+  std::unordered_set<std::string> keys;
+  for (size_t i = 0; i < reserved; ++i) keys.insert(entries[i].first);
+  std::vector<std::string> names;
+  for (size_t i = 0; i + 1 < items.size(); i += 2) {
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string key, KeyString(items[i]));
+    if (!keys.insert(key).second) {
+      return Status::Unsupported(s_.where + ": two dict keys render as '" + Printable(key) +
+                                 "' at '" + Printable(w.name) + "'");
+    }
+    const bool transparent =
+        module_state && (key == "_parameters" || key == "_buffers" || key == "_modules");
+    names.push_back(transparent ? w.name : JoinName(w.name, key));
+    entries.emplace_back(std::move(key), Value());
+  }
+  // Queue in reverse so that children are visited in order (names are
+  // assigned in file order).
+  for (size_t i = names.size(); i-- > 0;) {
+    work_.push_back(
+        {items[2 * i + 1], &entries[reserved + i].second, std::move(names[i]), w.depth + 1});
+  }
+  return Status::Ok();
+}
+
+Status Converter::VisitRecord(const Work& w) {
+  Object& o = g_.at(w.ref);
+  Value& slot = *w.slot;
+  switch (o.record) {
+    case RecordKind::kTensor:
+    case RecordKind::kStorage: {
+      const bool tensor = o.record == RecordKind::kTensor;
+      if (tensor && g_.tensors[o.aux].layout == TensorInfo::Layout::kSparse) {
+        const TensorInfo& t = g_.tensors[o.aux];
+        slot = Value::Map();
+        slot.mutable_entries().emplace_back("$sparse", Value::String(t.sparse_layout));
+        std::vector<Value> size;
+        for (uint64_t d : t.shape) size.push_back(Value::Int(static_cast<int64_t>(d)));
+        slot.mutable_entries().emplace_back("size", Value::List(std::move(size)));
+        for (const auto& [role, part] : t.components) {
+          SAFEMODEL_ASSIGN_OR_RETURN(std::string name,
+                                     RegisterTensor(part.id, JoinName(w.name, role)));
+          Value ref = Value::Map();
+          ref.mutable_entries().emplace_back("$tensor", Value::String(name));
+          slot.mutable_entries().emplace_back(role, std::move(ref));
+        }
+        nodes_ += 2 + 2 * t.components.size();
+        ctx_.Note(
+            "pickle.sparse", s_.where,
+            "sparse tensor '" + Printable(w.name) + "' (" + t.sparse_layout +
+                ") is stored as its component tensors; its layout and size are in the metadata");
+        return Status::Ok();
+      }
+      SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(w.ref.id, w.name));
+      slot = Value::Map();
+      slot.mutable_entries().emplace_back("$tensor", Value::String(name));
+      ++nodes_;
+      if (tensor && g_.tensors[o.aux].layout == TensorInfo::Layout::kQuantized) {
+        const TensorInfo& t = g_.tensors[o.aux];
+        Value q = Value::Map();
+        q.mutable_entries().emplace_back("dtype", Value::String(t.qdtype));
+        q.mutable_entries().emplace_back("scheme", Value::String(t.qscheme));
+        if (t.scales.kind == Kind::kRecord) {
+          SAFEMODEL_ASSIGN_OR_RETURN(std::string sn,
+                                     RegisterTensor(t.scales.id, JoinName(w.name, "q_scales")));
+          SAFEMODEL_ASSIGN_OR_RETURN(
+              std::string zn, RegisterTensor(t.zero_points.id, JoinName(w.name, "q_zero_points")));
+          Value sr = Value::Map(), zr = Value::Map();
+          sr.mutable_entries().emplace_back("$tensor", Value::String(sn));
+          zr.mutable_entries().emplace_back("$tensor", Value::String(zn));
+          q.mutable_entries().emplace_back("scales", std::move(sr));
+          q.mutable_entries().emplace_back("zero_points", std::move(zr));
+          q.mutable_entries().emplace_back("axis", Value::Int(t.axis));
+        } else {
+          q.mutable_entries().emplace_back("scale", Value::Double(t.scale));
+          q.mutable_entries().emplace_back("zero_point", Value::Int(t.zero_point));
+        }
+        slot.mutable_entries().emplace_back("$quantized", std::move(q));
+        nodes_ += 8;
+        ctx_.Note("pickle.quantized", s_.where,
+                  "quantized tensor '" + Printable(name) +
+                      "' is stored as its integer representation (" + t.qdtype + " as " +
+                      std::string(DTypeName(t.dtype)) +
+                      "); scheme, scale and zero point are in the metadata");
+      }
+      return Status::Ok();
+    }
+    case RecordKind::kNdArray: {
+      const ArrayInfo& a = g_.arrays[o.aux];
+      if (!a.built)
+        return Status::Malformed(s_.where + ": numpy array at '" + Printable(w.name) +
+                                 "' has no data");
+      if (a.items.kind != Kind::kList) {
+        SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(w.ref.id, w.name));
+        slot = Value::Map();
+        slot.mutable_entries().emplace_back("$tensor", Value::String(name));
+        ++nodes_;
+        return Status::Ok();
+      }
+      // An object array: nested lists in C order, elements queued.
+      SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
+      const std::vector<Ref>& elems = g_.at(a.items).items;
+      if (a.shape.empty()) {
+        work_.push_back({elems.at(0), w.slot, w.name, w.depth});
+        return Status::Ok();
+      }
+      if (a.shape.size() + w.depth > kMaxValueDepth) {
+        return Status::LimitExceeded(s_.where + ": object array nests deeper than " +
+                                     Num(kMaxValueDepth));
+      }
+      // Build the nested list skeleton level by level, then queue leaves.
+      std::vector<Value*> level{w.slot};
+      std::vector<std::string> level_names{w.name};
+      for (size_t d = 0; d < a.shape.size(); ++d) {
+        std::vector<Value*> next;
+        std::vector<std::string> next_names;
+        for (size_t k = 0; k < level.size(); ++k) {
+          *level[k] = Value::List(std::vector<Value>(a.shape[d]));
+          nodes_ += a.shape[d];
+          if (nodes_ > kMaxValueNodes) return Count(0);
+          for (uint64_t i = 0; i < a.shape[d]; ++i) {
+            next.push_back(&level[k]->mutable_list()[i]);
+            next_names.push_back(JoinName(level_names[k], Num(i)));
+          }
+        }
+        level = std::move(next);
+        level_names = std::move(next_names);
+      }
+      // Fortran order lists the first index fastest.
+      std::vector<uint64_t> idx(a.shape.size(), 0);
+      for (uint64_t flat = 0; flat < level.size(); ++flat) {
+        uint64_t src = flat;
+        if (a.fortran) {
+          uint64_t rem = flat, mul = 1;
+          src = 0;
+          std::vector<uint64_t> multi(a.shape.size());
+          for (size_t d = a.shape.size(); d-- > 0;) {
+            multi[d] = rem % a.shape[d];
+            rem /= a.shape[d];
+          }
+          for (size_t d = 0; d < a.shape.size(); ++d) {
+            src += multi[d] * mul;
+            mul *= a.shape[d];
+          }
+        }
+        work_.push_back({elems[src], level[flat], level_names[flat],
+                         static_cast<uint32_t>(w.depth + a.shape.size())});
+      }
+      return Status::Ok();
+    }
+    case RecordKind::kNpScalar: {
+      SAFEMODEL_ASSIGN_OR_RETURN(slot, ScalarValue(g_.arrays[o.aux]));
+      return Status::Ok();
+    }
+    case RecordKind::kNpDtype: {
+      const NpDtypeInfo& d = g_.dtypes[o.aux];
+      slot = Value::Map();
+      slot.mutable_entries().emplace_back(
+          "$dtype",
+          Value::String((d.byteorder ? std::string(1, d.byteorder) : std::string()) + d.descr));
+      return Status::Ok();
+    }
+    case RecordKind::kComplex: {
+      slot = Value::Map();
+      slot.mutable_entries().emplace_back(
+          "$complex", Value::List({Value::Double(o.items[0].f), Value::Double(o.items[1].f)}));
+      nodes_ += 3;
+      return Status::Ok();
+    }
+    case RecordKind::kDevice:
+    case RecordKind::kLayout: {
+      slot = Value::Map();
+      slot.mutable_entries().emplace_back(o.record == RecordKind::kDevice ? "$device" : "$layout",
+                                          Value::String(o.name));
+      return Status::Ok();
+    }
+    case RecordKind::kInstance: {
+      const InstanceInfo& inst = g_.instances[o.aux];
+      const Object& cls = g_.objects[inst.cls];
+      const bool user = cls.global.kind == GlobalKind::kUnknown;
+      const bool module = cls.global.kind == GlobalKind::kNnModule || user;
+      if (user && noted_user_classes_.insert(cls.name).second) {
+        ctx_.Note(
+            "pickle.user_class", s_.where + " byte " + Num(cls.offset),
+            "instance of " + cls.name +
+                ", a class defined by the program that saved the file: recorded by name only; "
+                "its code is not in the file and is not part of the output");
+      }
+      SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
+      slot = Value::Map();
+      slot.mutable_entries().emplace_back("$class", Value::String(cls.name));
+      size_t reserved = 1;
+      if (user) {
+        slot.mutable_entries().emplace_back("$user_class", Value::Bool(true));
+        ++reserved;
+      }
+      if (inst.slots.kind == Kind::kDict) {
+        slot.mutable_entries().emplace_back("$slots", Value());
+        ++reserved;
+        work_.push_back({inst.slots, &slot.mutable_entries().back().second, w.name, w.depth + 1});
+      }
+      if (inst.state.kind == Kind::kDict) {
+        // Reserve all entries before taking pointers into the vector.
+        slot.mutable_entries().reserve(reserved + g_.at(inst.state).items.size() / 2);
+        if (inst.slots.kind == Kind::kDict)
+          work_.back().slot = &slot.mutable_entries()[reserved - 1].second;
+        const bool module_state =
+            module && (std::find_if(g_.at(inst.state).items.begin(), g_.at(inst.state).items.end(),
+                                    [&](Ref k) {
+                                      return k.kind == Kind::kStr && g_.text(k) == "_modules";
+                                    }) != g_.at(inst.state).items.end());
+        SAFEMODEL_RETURN_IF_ERROR(
+            AddMapChildren(&slot, g_.at(inst.state).items, w, module_state, reserved));
+      }
+      return Status::Ok();
+    }
+    case RecordKind::kJoblibArray:
+      return Status::Unsupported(s_.where +
+                                 ": a joblib NumpyArrayWrapper whose data was not read (inside a "
+                                 "nested pickle)");
+  }
+  return Status::Internal("unknown record");
+}
+
+Status Converter::Visit(const Work& w) {
+  SAFEMODEL_RETURN_IF_ERROR(Count(w.depth));
+  Ref r = w.ref;
+  Value& slot = *w.slot;
+  switch (r.kind) {
+    case Kind::kNone:
+      slot = Value::Null();
+      return Status::Ok();
+    case Kind::kBool:
+      slot = Value::Bool(r.i != 0);
+      return Status::Ok();
+    case Kind::kInt:
+      slot = Value::Int(r.i);
+      return Status::Ok();
+    case Kind::kFloat:
+      slot = Value::Double(r.f);
+      return Status::Ok();
+    case Kind::kBigInt:
+      slot = Value::Map();
+      slot.mutable_entries().emplace_back("$int", Value::String(BigIntDecimal(g_.at(r).data)));
+      return Status::Ok();
+    case Kind::kStr:
+      slot = Value::String(std::string(g_.text(r)));
+      return Status::Ok();
+    case Kind::kBytes:
+    case Kind::kByteArray:
+      slot = Value::Bytes(std::string(g_.text(r)));
+      NoteEmbeddedPickle(g_.at(r).data, w.name);
+      return Status::Ok();
+    case Kind::kGlobal:
+      slot = Value::Map();
+      slot.mutable_entries().emplace_back("$global", Value::String(g_.at(r).name));
+      return Status::Ok();
+    case Kind::kOpaque:
+      return Status::Internal(s_.where + ": converting the result of a refused call");
+    case Kind::kRecord:
+      return VisitRecord(w);
+    case Kind::kTuple:
+    case Kind::kList:
+    case Kind::kSet:
+    case Kind::kFrozenSet: {
+      SAFEMODEL_RETURN_IF_ERROR(EnterContainer(r.id, w));
+      const std::vector<Ref>& items = g_.at(r).items;
+      Value list = Value::List(std::vector<Value>(items.size()));
+      Value* target;
+      if (r.kind == Kind::kSet || r.kind == Kind::kFrozenSet) {
+        slot = Value::Map();
+        slot.mutable_entries().emplace_back("$set", std::move(list));
+        target = &slot.mutable_entries().back().second;
+      } else {
+        slot = std::move(list);
+        target = &slot;
+      }
+      for (size_t i = items.size(); i-- > 0;) {
+        work_.push_back(
+            {items[i], &target->mutable_list()[i], JoinName(w.name, Num(i)), w.depth + 1});
+      }
+      return Status::Ok();
+    }
+    case Kind::kDict: {
+      SAFEMODEL_RETURN_IF_ERROR(EnterContainer(r.id, w));
+      const Object& d = g_.at(r);
+      slot = Value::Map();
+      size_t reserved = 0;
+      if (d.attrs.kind == Kind::kDict && !g_.at(d.attrs).items.empty()) {
+        // OrderedDict attributes (a torch state_dict's _metadata).
+        slot.mutable_entries().reserve(1 + d.items.size() / 2);
+        slot.mutable_entries().emplace_back("$attrs", Value());
+        reserved = 1;
+        work_.push_back(
+            {d.attrs, &slot.mutable_entries()[0].second, JoinName(w.name, "$attrs"), w.depth + 1});
+      } else {
+        slot.mutable_entries().reserve(d.items.size() / 2);
+      }
+      return AddMapChildren(&slot, d.items, w, false, reserved);
+    }
+  }
+  return Status::Internal("unknown kind");
+}
+
+// Turns every registered tensor-like object into a Tensor with a lazy source.
+Status Converter::EmitTensors() {
+  // Views of a storage already emitted, for tied weights.
+  struct ViewKey {
+    ObjId storage;
+    DType dtype;
+    uint64_t offset;
+    std::vector<uint64_t> shape;
+    std::vector<int64_t> strides;
+    bool operator<(const ViewKey& o) const {
+      return std::tie(storage, dtype, offset, shape, strides) <
+             std::tie(o.storage, o.dtype, o.offset, o.shape, o.strides);
+    }
+  };
+  std::map<ViewKey, std::vector<size_t>> views;  // -> indices into out_->tensors
+  std::unordered_map<ObjId, StorageData> storage_data;
+  auto storage_for = [&](ObjId sid) -> Result<const StorageData*> {
+    auto it = storage_data.find(sid);
+    if (it != storage_data.end()) return &it->second;
+    if (!s_.storages)
+      return Status::Malformed(s_.where + ": a torch storage in a file that has none");
+    SAFEMODEL_ASSIGN_OR_RETURN(StorageData d, s_.storages(g_.storages[g_.objects[sid].aux]));
+    return &storage_data.emplace(sid, std::move(d)).first->second;
+  };
+  bool big_endian_noted = false;
+  for (const auto& [id, name] : tensors_) {
+    const Object& o = g_.objects[id];
+    Tensor t;
+    t.name = name;
+    if (o.record == RecordKind::kNdArray) {
+      const ArrayInfo& a = g_.arrays[o.aux];
+      const NpDtypeInfo& dt = g_.dtypes[g_.objects[a.dtype].aux];
+      t.dtype = dt.dtype;
+      t.shape = a.shape;
+      t.origin = s_.where + " numpy array '" + name + "'";
+      std::vector<int64_t> strides;
+      if (a.fortran && a.shape.size() > 1) {
+        int64_t stride = 1;
+        for (uint64_t d : a.shape) {
+          strides.push_back(stride);
+          stride *= static_cast<int64_t>(d == 0 ? 1 : d);
+        }
+      }
+      const uint32_t swap = dt.byteorder == '>' ? DTypeSwapUnit(dt.dtype) : 0;
+      t.source = ViewSource(a.data, swap, std::move(strides), 0);
+      out_->tensors.push_back(std::move(t));
+      continue;
+    }
+    // A torch tensor (strided or quantized) or a bare storage.
+    ObjId sid;
+    std::vector<int64_t> strides;
+    uint64_t offset = 0;
+    if (o.record == RecordKind::kStorage) {
+      sid = id;
+      const StorageInfo& s = g_.storages[o.aux];
+      t.dtype = s.dtype == DType::kInvalid ? DType::kU8 : s.dtype;
+      t.shape = {s.numel};
+    } else {
+      const TensorInfo& ti = g_.tensors[o.aux];
+      sid = ti.storage;
+      t.dtype = ti.dtype;
+      t.shape = ti.shape;
+      strides = ti.strides;
+      offset = ti.offset;
+    }
+    SAFEMODEL_ASSIGN_OR_RETURN(const StorageData* sd, storage_for(sid));
+    const uint64_t elem = DTypeSize(t.dtype);
+    t.origin = s_.where + " tensor '" + name + "' (" + sd->origin + ")";
+    if (strides.empty() && !t.shape.empty()) {
+      int64_t stride = 1;
+      strides.resize(t.shape.size());
+      for (size_t d = t.shape.size(); d-- > 0;) {
+        strides[d] = stride;
+        stride *= static_cast<int64_t>(t.shape[d] == 0 ? 1 : t.shape[d]);
+      }
+    }
+    SAFEMODEL_RETURN_IF_ERROR(CheckView(t.shape, strides, offset, sd->nbytes / elem, t.origin));
+    const uint32_t swap = sd->big_endian ? DTypeSwapUnit(t.dtype) : 0;
+    if (swap > 1 && !big_endian_noted) {
+      big_endian_noted = true;
+      ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
+    }
+    ViewKey key{sid, t.dtype, offset, t.shape, strides};
+    auto& group = views[key];
+    group.push_back(out_->tensors.size());
+    auto fetch = sd->fetch;
+    t.source = [fetch, strides, offset, swap]() -> Result<Elements> {
+      SAFEMODEL_ASSIGN_OR_RETURN(Elements e, fetch());
+      e.strides = strides;
+      e.offset = offset;
+      e.swap_unit = swap;
+      return e;
+    };
+    out_->tensors.push_back(std::move(t));
+  }
+  // Identical views of one storage are one tensor (tied weights): the
+  // bytewise-smallest name keeps the bytes, the others are aliases of it.
+  for (auto& [key, members] : views) {
+    if (members.size() < 2) continue;
+    size_t keep = members[0];
+    for (size_t i : members) {
+      if (out_->tensors[i].name < out_->tensors[keep].name) keep = i;
+    }
+    for (size_t i : members) {
+      if (i == keep) continue;
+      out_->tensors[i].alias_of = out_->tensors[keep].name;
+      out_->tensors[i].source = nullptr;
+    }
+    ctx_.Note("torch.shared_storage", s_.where,
+              Num(members.size()) +
+                  " tensors are the same view of one storage (tied weights): stored once "
+                  "as '" +
+                  Printable(out_->tensors[keep].name) + "', the others are aliases");
+  }
+  return Status::Ok();
+}
+
+// The architecture of a module tree: {class, training, config, parameters,
+// buffers, children}. Works on the metadata Value (iteratively).
+Value Converter::Architecture(const Value& root) {
+  struct Item {
+    const Value* module;
+    Value* out;
+  };
+  Value result;
+  std::vector<Item> work{{&root, &result}};
+  while (!work.empty()) {
+    Item it = work.back();
+    work.pop_back();
+    const Value& m = *it.module;
+    Value a = Value::Map();
+    Value config = Value::Map(), params = Value::Map(), buffers = Value::Map(),
+          children = Value::Map();
+    std::vector<std::pair<std::string, const Value*>> child_modules;
+    for (const auto& [k, v] : m.entries()) {
+      if (k == "$class") {
+        a.mutable_entries().emplace_back("class", v);
+      } else if (k == "$user_class") {
+        a.mutable_entries().emplace_back("user_class", v);
+      } else if (k == "training") {
+        a.mutable_entries().emplace_back("training", v);
+      } else if ((k == "_parameters" || k == "_buffers") && v.is_map()) {
+        Value& dst = k == "_parameters" ? params : buffers;
+        for (const auto& [pk, pv] : v.entries()) {
+          if (pk == "$attrs") continue;
+          const Value* ref = pv.is_map() ? pv.Find("$tensor") : nullptr;
+          dst.mutable_entries().emplace_back(pk, ref ? *ref : Value::Null());
+        }
+      } else if (k == "_modules" && v.is_map()) {
+        for (const auto& [ck, cv] : v.entries()) {
+          if (ck == "$attrs") continue;
+          if (cv.is_map() && cv.Find("$class")) {
+            child_modules.emplace_back(ck, &cv);
+          } else {
+            children.mutable_entries().emplace_back(ck, Value::Null());
+          }
+        }
+      } else if (!k.empty() && k[0] != '_' && k[0] != '$') {
+        config.mutable_entries().emplace_back(k, v);
+      }
+    }
+    a.mutable_entries().emplace_back("config", std::move(config));
+    a.mutable_entries().emplace_back("parameters", std::move(params));
+    a.mutable_entries().emplace_back("buffers", std::move(buffers));
+    children.mutable_entries().reserve(children.entries().size() + child_modules.size());
+    for (const auto& [ck, cv] : child_modules) children.mutable_entries().emplace_back(ck, Value());
+    a.mutable_entries().emplace_back("children", std::move(children));
+    *it.out = std::move(a);
+    Value& kids = it.out->mutable_entries().back().second;
+    size_t base = kids.entries().size() - child_modules.size();
+    for (size_t i = 0; i < child_modules.size(); ++i) {
+      work.push_back({child_modules[i].second, &kids.mutable_entries()[base + i].second});
+    }
+  }
+  return result;
+}
+
+Result<Converted> Converter::Run(Ref root) {
+  Converted result;
+  Value tree;
+  work_.push_back({root, &tree, "", 1});
+  while (!work_.empty()) {
+    Work w = std::move(work_.back());
+    work_.pop_back();
+    if (w.exit) {
+      on_path_[w.ref.id] = 0;
+      continue;
+    }
+    SAFEMODEL_RETURN_IF_ERROR(Visit(w));
+  }
+  SAFEMODEL_RETURN_IF_ERROR(EmitTensors());
+  out_->keepalive.push_back(keep_);
+  const bool root_module = root.kind == Kind::kRecord &&
+                           g_.at(root).record == RecordKind::kInstance && tree.is_map() &&
+                           tree.Find("_modules") != nullptr;
+  if (root_module && s_.architecture_from_root_module) {
+    result.architecture = Architecture(tree);
+    return result;
+  }
+  // A root that is just a tensor, or a map of tensors with nothing else,
+  // carries no metadata beyond the tensor list.
+  // The tree says nothing the tensor list does not when it is a tensor, or
+  // a map whose every entry is the tensor of that name (a state_dict).
+  auto is_ref = [](const Value& v, std::string_view name) {
+    const Value* t = v.is_map() && v.entries().size() == 1 ? v.Find("$tensor") : nullptr;
+    return t != nullptr && t->is_string() && t->string_value() == name;
+  };
+  if (tree.is_map() && tree.entries().size() == 1 && tree.Find("$tensor") != nullptr) return result;
+  bool only_tensors = tree.is_map() && !tree.entries().empty() && s_.prefix.empty();
+  if (tree.is_map()) {
+    for (const auto& entry : tree.entries())
+      only_tensors = only_tensors && is_ref(entry.second, entry.first);
+  }
+  if (!only_tensors) result.metadata = std::move(tree);
+  return result;
+}
+
+}  // namespace
+
+Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
+                               const ConvertSettings& settings, ParseContext& ctx,
+                               ParsedModel* out) {
+  Converter c(std::move(graph), settings, ctx, out);
+  return c.Run(root);
+}
+
+}  // namespace safemodel::loader::pickle

@@ -1,0 +1,67 @@
+// From the pickle machine's object graph to a ParsedModel: tensors with
+// dotted path names, the metadata tree, and (for whole nn.Module pickles) the
+// architecture tree.
+//
+// The graph is a DAG (the memo shares objects) and may have cycles (a list
+// appended to itself). The walk is iterative, refuses cycles, and bounds the
+// expansion of shared objects by the Value limits (kMaxValueNodes,
+// kMaxValueDepth). A tensor object reached twice is one tensor; distinct
+// tensor objects that are the same view of the same storage (tied weights)
+// become aliases; every other view is materialised on its own, so output
+// byte ranges never overlap.
+//
+// Representation (README "Pickle-based inputs"): scalars, strings and bytes
+// are Values; tuples and lists are lists; dicts are maps (non-string keys
+// rendered like Python's repr); sets are {"$set": [...]}; a tensor is
+// {"$tensor": "<name>"}; class instances (argparse.Namespace, nn modules,
+// user classes) are {"$class": "<module.Class>", <attributes>}.
+#ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_
+#define SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "loader/model.h"
+#include "loader/parser.h"
+#include "loader/pickle/pickle_machine.h"
+
+namespace safemodel::loader::pickle {
+
+// Where a torch storage's bytes are (decided by the container).
+struct StorageData {
+  uint64_t nbytes = 0;  // bytes the storage holds
+  bool big_endian = false;
+  std::string origin;  // e.g. "zip entry 'archive/data/0'"
+  // Produces the storage's bytes (Elements.view = all of them); called
+  // lazily when a tensor is streamed.
+  std::function<Result<Elements>()> fetch;
+};
+using StorageResolver = std::function<Result<StorageData>(const StorageInfo& storage)>;
+
+struct ConvertSettings {
+  std::string where = "pickle";  // for messages
+  // The name of a tensor that is the root object itself (a pickled tensor,
+  // a .npy array).
+  std::string root_name = "tensor";
+  // Prefix for every tensor name (an .npz member), joined with ".".
+  std::string prefix;
+  StorageResolver storages;  // null when the input has no torch storages
+  // A root nn.Module becomes the architecture tree (and no metadata).
+  bool architecture_from_root_module = true;
+};
+
+struct Converted {
+  Value metadata;      // null when nothing besides tensors was found
+  Value architecture;  // null unless the root is a module
+};
+
+// Adds the tensors of the graph under `root` to out->tensors (keeping `graph`
+// alive through out->keepalive) and returns the trees.
+Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
+                               const ConvertSettings& settings, ParseContext& ctx,
+                               ParsedModel* out);
+
+}  // namespace safemodel::loader::pickle
+
+#endif  // SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_

@@ -1,0 +1,498 @@
+// PyTorch checkpoints: the zip layout (torch >= 1.6) and the legacy stream
+// (torch < 1.6, or _use_new_zipfile_serialization=False). Layouts:
+// ../shared/docs/PICKLE.md sections 3.3 and 3.4.
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "loader/pickle/pickle_formats.h"
+#include "loader/pickle/pickle_internal.h"
+
+namespace safemodel::loader {
+
+using pickle::GlobalKind;
+using pickle::Graph;
+using pickle::Kind;
+using pickle::Machine;
+using pickle::MachineOptions;
+using pickle::ObjId;
+using pickle::RecordKind;
+using pickle::Ref;
+using pickle::StorageInfo;
+
+namespace {
+
+std::string Num(uint64_t v) { return std::to_string(v); }
+
+// torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION.
+constexpr uint8_t kLegacyMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+constexpr int64_t kLegacyProtocolVersion = 1001;
+// Storage keys are decimal numbers (zip: 0, 1, ...; legacy: a pointer
+// value); anything longer is not a key torch writes.
+constexpr size_t kMaxStorageKeyBytes = 64;
+// version and byteorder records are a few ASCII characters.
+constexpr uint64_t kMaxSmallRecordBytes = 64;
+// Highest zip format version torch writes today is 3 (records "version"
+// and ".data/version"); newer ones may change the layout.
+constexpr int64_t kMaxTorchZipVersion = 10;
+
+bool ValidKey(std::string_view key) {
+  return !key.empty() && key.size() <= kMaxStorageKeyBytes &&
+         std::all_of(key.begin(), key.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  c == '_';
+         });
+}
+
+// The storages of one checkpoint, by key.
+struct StorageTable {
+  std::map<std::string, ObjId> by_key;
+};
+
+// Resolves a persistent id ('storage', type, key, location, numel[, view]).
+// Legacy ids have the sixth field (None unless the file is from torch 0.x);
+// legacy files may also hold ('module', cls, file, source) ids, which carry
+// the source code of a module class.
+Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, StorageTable* table) {
+  Graph& g = m.graph();
+  const std::string where = "persistent id at " + m.Location(offset);
+  if (pid.kind != Kind::kTuple || g.at(pid).items.empty() ||
+      g.at(pid).items[0].kind != Kind::kStr) {
+    return Status::Malformed(where + " is " + pickle::KindName(g, pid) +
+                             ", not a ('storage', ...) tuple");
+  }
+  const std::vector<Ref> f = g.at(pid).items;
+  const std::string_view tag = g.text(f[0]);
+  if (legacy && tag == "module") {
+    std::string cls = f.size() > 1 && f[1].kind == Kind::kGlobal ? g.at(f[1]).name : "a class";
+    m.Refuse("torch.module_source", offset,
+             "persistent id at byte " + Num(m.options().base + offset) +
+                 " carries the source code of " + cls + " (a whole-module legacy save)",
+             {cls});
+    return m.New(Kind::kOpaque, offset);
+  }
+  if (tag != "storage" || f.size() != (legacy ? 6u : 5u)) {
+    return Status::Malformed(where + ": expected ('storage', type, key, location, size" +
+                             std::string(legacy ? ", view)" : ")"));
+  }
+  for (Ref r : f) {
+    if (r.kind == Kind::kOpaque) return m.New(Kind::kOpaque, offset);
+  }
+  if (f[1].kind != Kind::kGlobal || (g.at(f[1]).global.kind != GlobalKind::kStorageType &&
+                                     g.at(f[1]).global.kind != GlobalKind::kUntypedStorage)) {
+    return Status::Malformed(where + ": storage type is " + pickle::KindName(g, f[1]));
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, f[2], "storage key"));
+  SAFEMODEL_ASSIGN_OR_RETURN(std::string_view location, pickle::AsStr(g, f[3], "storage location"));
+  SAFEMODEL_ASSIGN_OR_RETURN(int64_t numel, pickle::AsInt(g, f[4], "storage size"));
+  if (!ValidKey(key))
+    return Status::Malformed(where + ": storage key '" + Printable(key) + "' is not a key");
+  if (numel < 0) return Status::Malformed(where + ": negative storage size");
+  if (legacy && f[5].kind != Kind::kNone) {
+    return Status::Unsupported(where + ": storage views of torch 0.x files are not supported");
+  }
+  // Copies: m.New() below may move every object.
+  const pickle::GlobalEntry type = g.at(f[1]).global;
+  const std::string type_name = g.at(f[1]).name;
+  if (type.kind == GlobalKind::kStorageType && type.dtype == DType::kInvalid) {
+    return Status::Unsupported(where + ": storage type " + type_name +
+                               " (packed sub-byte elements)");
+  }
+  const DType dtype = type.kind == GlobalKind::kUntypedStorage ? DType::kInvalid : type.dtype;
+  auto it = table->by_key.find(std::string(key));
+  if (it != table->by_key.end()) {
+    const StorageInfo& s = g.storages[g.objects[it->second].aux];
+    if (s.dtype != dtype || s.numel != static_cast<uint64_t>(numel)) {
+      return Status::Malformed(where + ": storage '" + std::string(key) + "' was " + s.type_name +
+                               " of size " + Num(s.numel) + " before, now " + type_name +
+                               " of size " + Num(static_cast<uint64_t>(numel)));
+    }
+    return Ref::Heap(Kind::kRecord, it->second);
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, offset));
+  g.at(r).record = RecordKind::kStorage;
+  g.at(r).aux = static_cast<uint32_t>(g.storages.size());
+  StorageInfo info;
+  info.key = std::string(key);
+  info.location = std::string(location);
+  info.dtype = dtype;
+  info.quantized = type.quantized;
+  info.type_name = type_name;
+  info.numel = static_cast<uint64_t>(numel);
+  info.offset = offset;
+  g.storages.push_back(std::move(info));
+  table->by_key.emplace(std::string(key), r.id);
+  return r;
+}
+
+Result<uint64_t> StorageBytes(const StorageInfo& s) {
+  uint64_t n = s.numel;
+  if (s.dtype != DType::kInvalid && !CheckedMul(n, DTypeSize(s.dtype), &n)) {
+    return Status::Malformed("storage '" + s.key + "' size overflows");
+  }
+  return n;
+}
+
+// ---- Zip ----------------------------------------------------------------------------
+
+struct TorchLayout {
+  std::string prefix;  // "archive/"
+  const ZipEntry* data_pkl = nullptr;
+  const ZipEntry* version = nullptr;
+  const ZipEntry* byteorder = nullptr;
+  std::map<std::string, const ZipEntry*> storages;  // key -> data/<key>
+  std::vector<std::string> torchscript;             // members that are code
+  std::vector<std::string> unknown;
+  std::string problem;  // why this is not a torch layout (empty if it is)
+};
+
+bool IsTorchScriptRecord(std::string_view rel) {
+  auto ends_with = [&](std::string_view s) {
+    return rel.size() >= s.size() && rel.substr(rel.size() - s.size()) == s;
+  };
+  return rel == "constants.pkl" || rel == "attributes.pkl" || rel == "bytecode.pkl" ||
+         rel.substr(0, 5) == "code/" || rel.substr(0, 6) == "extra/" ||
+         rel.substr(0, 14) == ".data/ts_code/" || ends_with(".debug_pkl");
+}
+
+TorchLayout ReadLayout(const ZipArchive& zip) {
+  TorchLayout l;
+  const auto& entries = zip.entries();
+  if (entries.empty()) {
+    l.problem = "the archive is empty";
+    return l;
+  }
+  size_t slash = entries[0].name.find('/');
+  if (slash == std::string::npos || slash == 0) {
+    l.problem = "member '" + Printable(entries[0].name) + "' is not in the archive's directory";
+    return l;
+  }
+  l.prefix = entries[0].name.substr(0, slash + 1);
+  for (const ZipEntry& e : entries) {
+    if (e.name.compare(0, l.prefix.size(), l.prefix) != 0) {
+      l.problem = "member '" + Printable(e.name) + "' is not under '" + Printable(l.prefix) + "'";
+      return l;
+    }
+    std::string_view rel = std::string_view(e.name).substr(l.prefix.size());
+    if (rel == "data.pkl") {
+      l.data_pkl = &e;
+    } else if (rel == "version" || rel == ".data/version") {
+      if (l.version == nullptr || rel == "version") l.version = &e;
+    } else if (rel == "byteorder") {
+      l.byteorder = &e;
+    } else if (rel == ".data/serialization_id" || rel == ".format_version" ||
+               rel == ".storage_alignment") {
+      // Informational records of newer torch versions.
+    } else if (rel.substr(0, 5) == "data/" && ValidKey(rel.substr(5))) {
+      l.storages.emplace(std::string(rel.substr(5)), &e);
+    } else if (IsTorchScriptRecord(rel)) {
+      l.torchscript.push_back(e.name);
+    } else {
+      l.unknown.push_back(e.name);
+    }
+  }
+  if (l.data_pkl == nullptr && l.torchscript.empty()) l.problem = "there is no data.pkl";
+  return l;
+}
+
+// Contents of a small text record (version, byteorder).
+Result<std::string> SmallRecord(ZipArchive& zip, const ZipEntry& e) {
+  if (e.uncompressed_size > kMaxSmallRecordBytes) {
+    return Status::Malformed("record '" + Printable(e.name) + "' is " + Num(e.uncompressed_size) +
+                             " bytes");
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(OwnedBuffer b, zip.ReadAll(e, kMaxSmallRecordBytes));
+  return std::string(AsChars(b.view()));
+}
+
+Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& layout,
+                     ParseContext& ctx, ParsedModel* out) {
+  out->source_format = "pytorch";
+  // version: ASCII decimal, optionally newline-terminated.
+  if (layout.version == nullptr)
+    return Status::Malformed("PyTorch archive has no 'version' record");
+  SAFEMODEL_ASSIGN_OR_RETURN(std::string version_text, SmallRecord(*zip, *layout.version));
+  if (!version_text.empty() && version_text.back() == '\n') version_text.pop_back();
+  int64_t version = 0;
+  bool digits = !version_text.empty() && version_text.size() <= 4 &&
+                std::all_of(version_text.begin(), version_text.end(),
+                            [](char c) { return c >= '0' && c <= '9'; });
+  if (digits) version = std::stoll(version_text);
+  if (!digits || version < 1 || version > kMaxTorchZipVersion) {
+    return Status::Unsupported("PyTorch archive version '" + Printable(version_text) + "' (1.." +
+                               Num(kMaxTorchZipVersion) + " are read)");
+  }
+  bool big_endian = false;
+  if (layout.byteorder != nullptr) {
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string order, SmallRecord(*zip, *layout.byteorder));
+    if (order == "big") {
+      big_endian = true;
+    } else if (order != "little") {
+      return Status::Malformed("PyTorch archive byteorder is '" + Printable(order) + "'");
+    }
+  }
+  if (!layout.unknown.empty()) {
+    return Status::Unsupported("PyTorch archive has a member safemodel does not know: '" +
+                               Printable(layout.unknown[0]) + "'");
+  }
+  const std::string where = "zip member '" + Printable(layout.data_pkl->name) + "'";
+  OwnedBuffer holder;
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView pkl,
+                             zip->Contents(*layout.data_pkl, ctx.options().memory_limit, &holder));
+  auto graph = std::make_shared<Graph>();
+  auto table = std::make_shared<StorageTable>();
+  MachineOptions opts;
+  opts.where = where;
+  opts.persistent_load = [table](Machine& m, Ref pid, uint64_t offset) {
+    return LoadStorage(m, pid, offset, /*legacy=*/false, table.get());
+  };
+  Machine machine(ctx, *graph, opts);
+  uint64_t end = 0;
+  Result<Ref> root = machine.Run(pkl, 0, &end);
+  if (root.ok() && end != pkl.size()) {
+    pickle::ScanForFindings(pkl, end, where, ctx);
+    if (ctx.refused()) return ctx.RefusedStatus();
+    return Status::Malformed(where + ": " + Num(pkl.size() - end) +
+                             " bytes after the pickle's STOP");
+  }
+  if (ctx.refused()) return pickle::RefusedStatus(ctx, root.status(), where);
+  SAFEMODEL_RETURN_IF_ERROR(root.status());
+  // Every storage record must be one data.pkl refers to.
+  for (const auto& [key, entry] : layout.storages) {
+    if (table->by_key.count(key) == 0) {
+      return Status::Malformed("PyTorch archive member '" + Printable(entry->name) +
+                               "' is not referred to by data.pkl (hidden data)");
+    }
+  }
+  if (holder.size() > 0) out->keepalive.push_back(std::make_shared<OwnedBuffer>(std::move(holder)));
+  const uint64_t memory_limit = ctx.options().memory_limit;
+  pickle::ConvertSettings settings;
+  settings.where = where;
+  settings.storages = [zip, layout_storages = layout.storages, big_endian,
+                       memory_limit](const StorageInfo& s) -> Result<pickle::StorageData> {
+    auto it = layout_storages.find(s.key);
+    if (it == layout_storages.end()) {
+      return Status::Malformed("storage '" + s.key + "' (" + s.type_name + ") has no record data/" +
+                               s.key);
+    }
+    const ZipEntry* e = it->second;
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, StorageBytes(s));
+    if (e->uncompressed_size != bytes) {
+      return Status::Malformed("zip member '" + Printable(e->name) + "' holds " +
+                               Num(e->uncompressed_size) + " bytes but its storage (" +
+                               s.type_name + " of " + Num(s.numel) + ") needs " + Num(bytes));
+    }
+    pickle::StorageData d;
+    d.nbytes = bytes;
+    d.big_endian = big_endian;
+    d.origin = "zip member '" + Printable(e->name) + "'";
+    d.fetch = [zip, e, memory_limit]() -> Result<Elements> {
+      Elements el;
+      if (e->method == 0) {
+        SAFEMODEL_ASSIGN_OR_RETURN(el.view, zip->StoredData(*e));
+        return el;
+      }
+      SAFEMODEL_ASSIGN_OR_RETURN(el.owned, zip->ReadAll(*e, memory_limit));
+      el.view = el.owned.view();
+      return el;
+    };
+    return d;
+  };
+  SAFEMODEL_ASSIGN_OR_RETURN(pickle::Converted c,
+                             pickle::ConvertGraph(graph, *root, settings, ctx, out));
+  out->keepalive.push_back(zip);
+  pickle::StoreTrees(std::move(c), out);
+  return Status::Ok();
+}
+
+// ---- Legacy stream ------------------------------------------------------------------
+
+Status CheckSysInfo(const Graph& g, Ref info, bool* little_endian) {
+  if (info.kind != Kind::kDict || g.at(info).ordered) {
+    return Status::Malformed("legacy torch sys_info is " + pickle::KindName(g, info) +
+                             ", not a literal dict");
+  }
+  bool have_endian = false;
+  const auto& items = g.at(info).items;
+  for (size_t i = 0; i + 1 < items.size(); i += 2) {
+    if (items[i].kind != Kind::kStr)
+      return Status::Malformed("legacy torch sys_info has a non-str key");
+    std::string_view k = g.text(items[i]);
+    Ref v = items[i + 1];
+    if (k == "little_endian") {
+      if (v.kind != Kind::kBool)
+        return Status::Malformed("legacy torch sys_info little_endian is not a bool");
+      *little_endian = v.i != 0;
+      have_endian = true;
+    } else if (k == "protocol_version") {
+      if (v.kind != Kind::kInt || v.i != kLegacyProtocolVersion) {
+        return Status::Unsupported("legacy torch sys_info protocol_version is not 1001");
+      }
+    } else if (k == "type_sizes") {
+      if (v.kind != Kind::kDict)
+        return Status::Malformed("legacy torch sys_info type_sizes is not a dict");
+    } else {
+      return Status::Malformed("legacy torch sys_info has the unknown key '" + Printable(k) + "'");
+    }
+  }
+  if (!have_endian) return Status::Malformed("legacy torch sys_info lacks little_endian");
+  return Status::Ok();
+}
+
+}  // namespace
+
+namespace pickle {
+
+bool IsLegacyTorchMagic(const Graph& graph, Ref root) {
+  if (root.kind != Kind::kBigInt) return false;
+  ByteView b = graph.at(root).data;
+  return b.size() == sizeof kLegacyMagic && std::equal(b.begin(), b.end(), kLegacyMagic);
+}
+
+Status ParseLegacyTorch(ByteView input, uint64_t pos, std::shared_ptr<Graph> graph,
+                        ParseContext& ctx, ParsedModel* out) {
+  const std::string where = "legacy torch stream";
+  auto table = std::make_shared<StorageTable>();
+  // The rest of the file after a failure is scanned for findings, so that a
+  // payload placed after a broken or refused pickle is still named.
+  auto fail = [&](Status s, uint64_t scan_from) -> Status {
+    if (scan_from < input.size()) ScanForFindings(input, scan_from, where, ctx);
+    if (ctx.refused()) return RefusedStatus(ctx, s, where);
+    return s;
+  };
+  auto run = [&](bool main, Ref* result) -> Status {
+    MachineOptions opts;
+    opts.where = where;
+    if (main) {
+      opts.persistent_load = [table](Machine& m, Ref pid, uint64_t offset) {
+        return LoadStorage(m, pid, offset, /*legacy=*/true, table.get());
+      };
+    }
+    Machine machine(ctx, *graph, opts);
+    uint64_t end = 0;
+    Result<Ref> r = machine.Run(input, pos, &end);
+    if (!r.ok()) {
+      // A semantic error still read its stream up to STOP.
+      return fail(r.status(), end > pos ? end : input.size());
+    }
+    pos = end;
+    if (machine.tainted()) return fail(ctx.RefusedStatus(), pos);
+    *result = *r;
+    return Status::Ok();
+  };
+  Ref version, sys_info, root, keys;
+  SAFEMODEL_RETURN_IF_ERROR(run(false, &version));
+  if (version.kind != Kind::kInt || version.i != kLegacyProtocolVersion) {
+    return fail(Status::Unsupported(where + ": protocol version is not 1001"), pos);
+  }
+  SAFEMODEL_RETURN_IF_ERROR(run(false, &sys_info));
+  bool little_endian = true;
+  Status s = CheckSysInfo(*graph, sys_info, &little_endian);
+  if (!s.ok()) return fail(s, pos);
+  SAFEMODEL_RETURN_IF_ERROR(run(true, &root));
+  SAFEMODEL_RETURN_IF_ERROR(run(false, &keys));
+  const Graph& g = *graph;
+  if (keys.kind != Kind::kList)
+    return Status::Malformed(where + ": the storage key list is " + KindName(g, keys));
+
+  // Raw storages, in the key list's order: int64 element count, then data.
+  std::map<std::string, ByteView> data;
+  ByteReader r(input.subspan(pos), pos);
+  for (Ref k : g.at(keys).items) {
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, AsStr(g, k, "storage key"));
+    auto it = table->by_key.find(std::string(key));
+    if (it == table->by_key.end()) {
+      return Status::Malformed(where + ": storage '" + Printable(key) +
+                               "' in the key list is not used");
+    }
+    if (data.count(std::string(key))) {
+      return Status::Malformed(where + ": storage '" + Printable(key) + "' is listed twice");
+    }
+    const StorageInfo& st = g.storages[g.objects[it->second].aux];
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count_le, r.U64LE(where + " storage size"));
+    uint64_t count = little_endian ? count_le : __builtin_bswap64(count_le);
+    if (count != st.numel) {
+      return Status::Malformed(where + ": storage '" + Printable(key) + "' holds " + Num(count) +
+                               " elements, its persistent id says " + Num(st.numel));
+    }
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, StorageBytes(st));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView b,
+                               r.Bytes(bytes, where + " storage '" + std::string(key) + "'"));
+    data.emplace(std::string(key), b);
+  }
+  if (data.size() != table->by_key.size()) {
+    return Status::Malformed(where + ": " + Num(table->by_key.size() - data.size()) +
+                             " storages used by the pickle are not in the key list");
+  }
+  if (!r.at_end()) {
+    return Status::Malformed(where + ": " + Num(r.remaining()) + " bytes after the last storage");
+  }
+  ConvertSettings settings;
+  settings.where = where;
+  settings.storages = [data, little_endian](const StorageInfo& st) -> Result<StorageData> {
+    auto it = data.find(st.key);
+    if (it == data.end()) return Status::Malformed("storage '" + st.key + "' has no data");
+    StorageData d;
+    d.nbytes = it->second.size();
+    d.big_endian = !little_endian;
+    d.origin = "storage '" + st.key + "'";
+    ByteView view = it->second;
+    d.fetch = [view]() -> Result<Elements> {
+      Elements e;
+      e.view = view;
+      return e;
+    };
+    return d;
+  };
+  SAFEMODEL_ASSIGN_OR_RETURN(Converted c, ConvertGraph(graph, root, settings, ctx, out));
+  StoreTrees(std::move(c), out);
+  return Status::Ok();
+}
+
+}  // namespace pickle
+
+bool LooksLikeTorchZip(const ZipArchive& zip) {
+  for (const ZipEntry& e : zip.entries()) {
+    std::string_view n = e.name;
+    size_t slash = n.find('/');
+    std::string_view rel = slash == std::string_view::npos ? n : n.substr(slash + 1);
+    if (rel == "data.pkl" || rel == "constants.pkl" || rel == "version") return true;
+  }
+  return false;
+}
+
+Status ParseTorchZipArchive(ByteView image, std::shared_ptr<ZipArchive> zip, ParseContext& ctx,
+                            ParsedModel* out) {
+  TorchLayout layout = ReadLayout(*zip);
+  if (layout.problem.empty() && !layout.torchscript.empty()) {
+    ctx.Refuse("torch.torchscript", "zip member '" + Printable(layout.torchscript[0]) + "'",
+               "TorchScript archive: its code/ and constants.pkl records are Python source and a "
+               "program that torch.jit.load compiles and runs",
+               {layout.torchscript[0]});
+    return ctx.RefusedStatus();
+  }
+  if (layout.problem.empty()) {
+    Status s = ParseTorchZip(zip, layout, ctx, out);
+    if (s.ok() || s.code() == StatusCode::kRefused) return s;
+    // A checkpoint we could not read: still name anything it calls.
+    ScanDamagedZip(image, ctx);
+    if (ctx.refused()) return pickle::RefusedStatus(ctx, s, "zip archive");
+    return s;
+  }
+  // Not a PyTorch checkpoint: any pickle inside (whatever its member name)
+  // is scanned, so that code hidden in an arbitrary zip is refused.
+  ScanDamagedZip(image, ctx);
+  if (ctx.refused()) return ctx.RefusedStatus();
+  std::string names;
+  for (size_t i = 0; i < zip->entries().size() && i < 5; ++i) {
+    names += (i ? ", '" : "'") + Printable(zip->entries()[i].name) + "'";
+  }
+  if (LooksLikeTorchZip(*zip)) {
+    return Status::Malformed("not a valid PyTorch archive: " + layout.problem + " (members: " +
+                             names + (zip->entries().size() > 5 ? ", ..." : "") + ")");
+  }
+  return Status::Unsupported("zip archive is not a recognised model container (members: " + names +
+                             (zip->entries().size() > 5 ? ", ..." : "") + ")");
+}
+
+}  // namespace safemodel::loader
