@@ -184,15 +184,28 @@ std::string FindWorker(const ConvertOptions& options) {
   return "";
 }
 
+}  // namespace
+
+uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes) {
+  if (options.timeout_ms != 0) return options.timeout_ms;
+  // Conversion runs at ~1 GB/s here; 20 s per GiB is a floor of ~50 MB/s
+  // (a cold, slow disk). The fixed part covers small files, whose parse
+  // takes milliseconds: a parser stuck in a loop (libhdf5 1.10 has such
+  // bugs on crafted files) is stopped after two minutes, not ten.
+  constexpr uint64_t kBaseMs = 120'000;
+  constexpr uint64_t kPerGiBMs = 20'000;
+  return kBaseMs + (input_bytes >> 30) * kPerGiBMs + ((input_bytes & ((1u << 30) - 1)) != 0 ? kPerGiBMs : 0);
+}
+
+namespace {
+
 Status Convert(const std::string& in_path, const std::string& out_path, const ConvertOptions& opt,
                ConvertReport* report) {
-  if (opt.timeout_ms == 0) return Status::InvalidArgument("the timeout must be positive");
+  const auto start = Clock::now();
   if (opt.memory_limit_bytes < kMinMemoryLimit) {
     return Status::InvalidArgument("the memory limit must be at least " + Num(kMinMemoryLimit) +
                                    " bytes");
   }
-  const auto deadline = Clock::now() + std::chrono::milliseconds(opt.timeout_ms);
-
   int in_fd = open(in_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (in_fd < 0) {
     if (errno == ELOOP) {
@@ -244,8 +257,10 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   InputHasher hasher;
   hasher.Start(in_fd, input_size);
 
+  const uint64_t timeout_ms = EffectiveTimeoutMs(opt, input_size);
+  const auto deadline = start + std::chrono::milliseconds(timeout_ms);
   uint64_t cpu_seconds = opt.cpu_limit_seconds;
-  if (cpu_seconds == 0) cpu_seconds = opt.timeout_ms / 1000 + 1;
+  if (cpu_seconds == 0) cpu_seconds = timeout_ms / 1000 + 1;
   uint64_t address_space = 0;
   if (!CheckedAdd(input_size, opt.memory_limit_bytes, &address_space) ||
       !CheckedAdd(address_space, kAddressSpaceSlack, &address_space)) {
@@ -283,7 +298,7 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   if (stream.timed_out || exit.kind == sandbox::Worker::Exit::Kind::kTimeout) {
     report->worker.kind = "timeout";
     return Status(StatusCode::kTimeout, "the conversion exceeded its time limit of " +
-                                            Num(opt.timeout_ms) + " ms; the worker was killed");
+                                            Num(timeout_ms) + " ms; the worker was killed");
   }
   if (exit.kind == sandbox::Worker::Exit::Kind::kWaitFailed) {
     report->worker.kind = "unknown";

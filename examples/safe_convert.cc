@@ -27,7 +27,7 @@ const char kUsage[] =
     "convert options:\n"
     "  --report FILE         write the JSON report to FILE\n"
     "  --json                print the JSON report on stdout\n"
-    "  --timeout SECONDS     wall-clock limit (default 600)\n"
+    "  --timeout SECONDS     wall-clock limit (default 120 + 20 per GiB of input)\n"
     "  --memory-limit SIZE   worker memory limit, e.g. 4G, 512M (default 4G)\n"
     "  --cpu-limit SECONDS   worker CPU limit (default: the timeout)\n"
     "  --max-input-size SIZE refuse larger inputs (default 256G)\n"

@@ -177,6 +177,29 @@ TEST(Pipeline, TheOutputSizeCapIsCheckedBeforeWriting) {
   EXPECT_TRUE(Convert(Fixture("numpy/f32.npy"), dir.File("out.safemodel"), opt).status.ok());
 }
 
+TEST(Pipeline, TheDefaultTimeoutGrowsWithTheInput) {
+  ConvertOptions opt;
+  EXPECT_EQ(EffectiveTimeoutMs(opt, 1000), 140'000u);
+  EXPECT_EQ(EffectiveTimeoutMs(opt, 3ull << 30), 180'000u);
+  EXPECT_EQ(EffectiveTimeoutMs(opt, (3ull << 30) + 1), 200'000u);
+  opt.timeout_ms = 5;
+  EXPECT_EQ(EffectiveTimeoutMs(opt, 3ull << 30), 5u);
+}
+
+// libhdf5 1.10.8 loops forever reading this crafted global heap (a mutated
+// Keras file). The timeout contains it: exit 4, nothing written.
+TEST(Pipeline, ALibraryStuckInALoopIsStoppedByTheTimeout) {
+  TempDir dir;
+  ConvertOptions opt;
+  opt.timeout_ms = 2000;
+  ConvertReport r = Convert(Fixture("library_hangs/hang_global_heap.h5"), dir.File("out"), opt);
+  EXPECT_EQ(r.status.code(), StatusCode::kTimeout) << r.status.ToString();
+  EXPECT_EQ(ExitCodeFor(r.status.code()), 4);
+  EXPECT_EQ(r.worker.kind, "timeout");
+  EXPECT_LT(r.wall_seconds, 10.0);
+  EXPECT_EQ(dir.List(), std::vector<std::string>{});
+}
+
 TEST(Pipeline, AMissingWorkerIsASetupFailure) {
   TempDir dir;
   ConvertOptions opt;

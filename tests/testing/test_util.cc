@@ -61,7 +61,7 @@ bool Exists(const std::string& path) { return fs::exists(path); }
 
 ConvertReport Convert(const std::string& in, const std::string& out, ConvertOptions options) {
   options.sync_output = false;
-  if (options.timeout_ms == ConvertOptions().timeout_ms) options.timeout_ms = 60'000;
+  if (options.timeout_ms == 0) options.timeout_ms = 60'000;
   return ConvertFile(in, out, options);
 }
 

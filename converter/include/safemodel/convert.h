@@ -34,7 +34,8 @@ namespace safemodel {
 
 struct ConvertOptions {
   // Wall-clock limit for the whole conversion; the worker is killed after it.
-  uint64_t timeout_ms = 10 * 60 * 1000;
+  // 0 = automatic: 120 s plus 20 s per GiB of input (EffectiveTimeoutMs).
+  uint64_t timeout_ms = 0;
   // Memory the worker may allocate beyond its read-only map of the input.
   // Converting needs about the largest tensor plus a few MiB.
   uint64_t memory_limit_bytes = 4ull << 30;
@@ -94,6 +95,9 @@ struct ConvertReport {
 
 ConvertReport ConvertFile(const std::string& input_path, const std::string& output_path,
                           const ConvertOptions& options = {});
+
+// The wall-clock limit a conversion of `input_bytes` gets with `options`.
+uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes);
 
 // The converter version recorded in every output ("safemodel 0.1.0").
 const char* ConverterVersion();
