@@ -35,6 +35,19 @@ Json FindingsJson(const std::vector<Finding>& findings) {
   return out;
 }
 
+// Trees can be large (a MobileNet is ~100 KB of JSON): the text view shows the
+// start; `inspect --json` has the whole tree.
+std::string Shorten(const Value& v) {
+  constexpr size_t kMaxChars = 400;
+  if (v.is_null()) return "(none)";
+  std::string json = ValueToJson(v);
+  if (json.size() <= kMaxChars) return json;
+  size_t cut = kMaxChars;
+  while (cut > 0 && (static_cast<unsigned char>(json[cut]) & 0xC0) == 0x80) --cut;  // UTF-8 boundary
+  return json.substr(0, cut) + " ... (" + std::to_string(json.size()) +
+         " characters; inspect --json shows all)";
+}
+
 }  // namespace
 
 std::string InspectText(const Model& m) {
@@ -55,9 +68,8 @@ std::string InspectText(const Model& m) {
     o << SeverityName(f.severity) << ":       " << f.rule << " at " << f.location << ": " << f.message
       << "\n";
   }
-  o << "architecture:  " << (m.architecture().is_null() ? "(none)" : ValueToJson(m.architecture()))
-    << "\n";
-  if (!m.metadata().is_null()) o << "metadata:      " << ValueToJson(m.metadata()) << "\n";
+  o << "architecture:  " << Shorten(m.architecture()) << "\n";
+  if (!m.metadata().is_null()) o << "metadata:      " << Shorten(m.metadata()) << "\n";
   o << "tensors:       " << m.tensors().size() << "\n";
   for (const TensorInfo& t : m.tensors()) {
     o << "  " << t.name << "  " << DTypeName(t.dtype) << " " << ShapeText(t.shape);
