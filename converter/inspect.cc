@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "converter/digest.h"
+#include "converter/json_util.h"
 
 namespace safemodel {
 
@@ -23,17 +24,6 @@ ByteView Bytes(const Model& m, const TensorInfo& t) {
   return ByteView(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
-Json FindingsJson(const std::vector<Finding>& findings) {
-  Json out = Json::array();
-  for (const Finding& f : findings) {
-    out.push_back({{"severity", SeverityName(f.severity)},
-                   {"rule", f.rule},
-                   {"location", f.location},
-                   {"message", f.message},
-                   {"references", f.references}});
-  }
-  return out;
-}
 
 // Trees can be large (a MobileNet is ~100 KB of JSON): the text view shows the
 // start; `inspect --json` has the whole tree.
@@ -93,7 +83,7 @@ std::string InspectJson(const Model& m) {
                      {"input_size", p.input_size},
                      {"converter_version", p.converter_version},
                      {"options", p.options},
-                     {"findings", FindingsJson(p.findings)}};
+                     {"findings", FindingsToJson(p.findings)}};
   j["digest_algorithm"] = DigestAlgorithmName(m.digest_algorithm());
   j["architecture"] = Json::parse(ValueToJson(m.architecture()));
   j["metadata"] = Json::parse(ValueToJson(m.metadata()));

@@ -30,12 +30,7 @@ std::string BigIntDecimal(ByteView le) {
   std::vector<uint8_t> mag(le.begin(), le.end());
   const bool negative = !mag.empty() && (mag.back() & 0x80);
   if (negative) {
-    unsigned carry = 1;
-    for (uint8_t& b : mag) {
-      unsigned v = static_cast<uint8_t>(~b) + carry;
-      b = static_cast<uint8_t>(v & 0xFF);
-      carry = v >> 8;
-    }
+    NegateTwosComplement(&mag);
   }
   std::string digits;
   for (;;) {

@@ -522,12 +522,7 @@ Result<Ref> MachineImpl::ParseDecimal(std::string_view s, const char* what) {
   }
   mag.push_back(0);  // room for the sign bit
   if (negative) {
-    unsigned carry = 1;
-    for (uint8_t& b : mag) {
-      unsigned v = static_cast<uint8_t>(~b) + carry;
-      b = static_cast<uint8_t>(v & 0xFF);
-      carry = v >> 8;
-    }
+    NegateTwosComplement(&mag);
   }
   ByteView t = TrimTwosComplement(ByteView(mag.data(), mag.size()));
   if (t.size() <= 8) return MakeInt(t);

@@ -48,6 +48,16 @@
 
 namespace safemodel::loader::pickle {
 
+// Negates a little-endian two's complement integer in place (invert, add 1).
+inline void NegateTwosComplement(std::vector<uint8_t>* bytes) {
+  unsigned carry = 1;
+  for (uint8_t& b : *bytes) {
+    unsigned v = static_cast<uint8_t>(~b) + carry;
+    b = static_cast<uint8_t>(v & 0xFF);
+    carry = v >> 8;
+  }
+}
+
 // Items on the stack at once. Real pickles stay below a few thousand (the
 // pickler batches containers by 1000); 4M bounds the stack to 64 MiB.
 inline constexpr uint64_t kMaxStackDepth = 1u << 22;

@@ -162,7 +162,9 @@ TEST(Pipeline, TheWorkerMemoryLimitIsEnforcedCleanly) {
   opt.memory_limit_bytes = 256 << 20;
   r = Convert(dir.File("big.npz"), dir.File("out.safemodel"), opt);
   ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+#if !defined(SAFEMODEL_SANITIZER_BUILD)  // shadow memory adds tens of MiB
   EXPECT_LT(r.worker.max_rss_bytes, (64u << 20) + (48u << 20)) << "tensor + constant";
+#endif
 }
 
 TEST(Pipeline, TheOutputSizeCapIsCheckedBeforeWriting) {
