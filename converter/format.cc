@@ -345,11 +345,12 @@ Result<Value> ValueFromProto(const v1::Value& proto, std::string_view what) {
       case v1::Value::kMapValue: {
         *item.v = Value::Map();
         auto& entries = item.v->mutable_entries();
-        entries.resize(static_cast<size_t>(p.map_value().entries_size()));
+        // Fill first, then take addresses: the vector must not move meanwhile.
+        entries.reserve(static_cast<size_t>(p.map_value().entries_size()));
+        for (const v1::MapEntry& e : p.map_value().entries()) entries.emplace_back(e.key(), Value());
         for (int i = 0; i < p.map_value().entries_size(); ++i) {
-          const v1::MapEntry& e = p.map_value().entries(i);
-          entries[static_cast<size_t>(i)].first = e.key();
-          work.push_back({&e.value(), &entries[static_cast<size_t>(i)].second, item.depth + 1});
+          work.push_back({&p.map_value().entries(i).value(), &entries[static_cast<size_t>(i)].second,
+                          item.depth + 1});
         }
         break;
       }
