@@ -38,9 +38,14 @@ def make_inputs(workdir, size_mib):
     try:
         import h5py
         path = os.path.join(workdir, "big.h5")
+        # The layout Keras's save_weights writes: layer groups listed in
+        # layer_names, each with its weight_names.
         with h5py.File(path, "w") as f:
+            f.attrs["layer_names"] = [k.encode() for k in parts]
             for k, v in parts.items():
-                f.create_dataset(k, data=v)
+                g = f.create_group(k)
+                g.attrs["weight_names"] = [b"kernel:0"]
+                g.create_dataset("kernel:0", data=v)
         extra["h5_contiguous_8x"] = (path, "h5py")
     except ImportError:
         pass
@@ -86,7 +91,7 @@ def peer_read(kind, path):
         import h5py
         with h5py.File(path, "r") as f:
             for k in f:
-                f[k][()].sum()
+                f[k]["kernel:0"][()].sum()
     elif kind == "torch":
         import torch
         for v in torch.load(path, weights_only=True).values():
@@ -99,15 +104,19 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--workdir", default="/tmp/safemodel-bench")
+    ap.add_argument("--outdir", default=None,
+                    help="where outputs go (default: workdir); /dev/shm takes disk writeback out")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
+    if a.outdir:
+        os.makedirs(a.outdir, exist_ok=True)
     inputs, extra = make_inputs(a.workdir, a.size_mib)
     rows = []
     cases = [(name, path, "npz" if path.endswith(".npz") else "npy") for name, path in inputs.items()]
     cases += [(name, path, kind) for name, (path, kind) in extra.items()]
     for name, path, kind in cases:
         size = os.path.getsize(path)
-        dst = os.path.join(a.workdir, name + ".safemodel")
+        dst = os.path.join(a.outdir or a.workdir, name + ".safemodel")
         for sync in (False, True):
             walls, rss_w, rss_p, ok = [], [], [], True
             for _ in range(a.runs):
@@ -124,6 +133,7 @@ def main():
         rows.append(("  cp (same file)", size, cp, size / cp / 1e9, 0, 0, True))
         rows.append(("  %s read all (Python)" % kind, size, peer, size / peer / 1e9, 0, 0, True))
         os.unlink(dst + ".cp")
+        os.unlink(dst)
     print("%-32s %10s %9s %8s %12s %12s %s" % ("case", "MiB", "median s", "GB/s", "worker MiB", "parent MiB", "ok"))
     for r in rows:
         print("%-32s %10.0f %9.3f %8.2f %12.0f %12.0f %s" % (r[0], r[1] / 2**20, r[2], r[3], r[4], r[5], r[6]))
