@@ -17,10 +17,6 @@ namespace safemodel::loader {
 
 namespace {
 
-constexpr uint32_t kLocalSig = 0x04034b50;
-constexpr uint32_t kCentralSig = 0x02014b50;
-constexpr uint32_t kEndSig = 0x06054b50;
-constexpr uint32_t kZip64LocatorSig = 0x07064b50;
 // Members looked at in one archive; a real checkpoint has a few thousand.
 constexpr uint64_t kMaxScannedMembers = 100'000;
 
@@ -37,7 +33,7 @@ bool LocalHeader(ByteView image, uint64_t lho, uint64_t* data_offset, uint16_t* 
   if (lho >= image.size()) return false;
   ByteReader r(image.subspan(lho));
   auto sig = r.U32LE("sig");
-  if (!sig.ok() || *sig != kLocalSig) return false;
+  if (!sig.ok() || *sig != kZipLocalSig) return false;
   if (!r.Skip(2, "").ok()) return false;
   auto f = r.U16LE("");
   auto m = r.U16LE("");
@@ -64,7 +60,7 @@ std::vector<Member> FromCentralDirectory(ByteView image) {
   uint64_t lowest = image.size() - 22 > 0xFFFF ? image.size() - 22 - 0xFFFF : 0;
   for (uint64_t off = image.size() - 22 + 1; off-- > lowest;) {
     ByteReader r(image.subspan(off, 4));
-    if (*r.U32LE("sig") == kEndSig) {
+    if (*r.U32LE("sig") == kZipEndSig) {
       eocd = off;
       break;
     }
@@ -100,7 +96,7 @@ std::vector<Member> FromCentralDirectory(ByteView image) {
   ByteReader cr(image.subspan(cd_offset, std::min<uint64_t>(cd_size, image.size() - cd_offset)));
   for (uint64_t i = 0; i < n && i < kMaxScannedMembers; ++i) {
     auto sig = cr.U32LE("");
-    if (!sig.ok() || *sig != kCentralSig || !cr.Skip(6, "").ok()) break;
+    if (!sig.ok() || *sig != kZipCentralSig || !cr.Skip(6, "").ok()) break;
     auto method = cr.U16LE("");
     if (!method.ok() || !cr.Skip(8, "").ok()) break;
     auto cs = cr.U32LE("");

@@ -11,12 +11,6 @@ namespace safemodel::loader {
 
 namespace {
 
-constexpr uint32_t kLocalSig = 0x04034b50;
-constexpr uint32_t kCentralSig = 0x02014b50;
-constexpr uint32_t kEndSig = 0x06054b50;
-constexpr uint32_t kZip64EndSig = 0x06064b50;
-constexpr uint32_t kZip64LocatorSig = 0x07064b50;
-constexpr uint32_t kDescriptorSig = 0x08074b50;
 constexpr uint64_t kEndBytes = 22;
 constexpr uint64_t kLocatorBytes = 20;
 constexpr uint16_t kFlagEncrypted = 0x0001;
@@ -116,7 +110,7 @@ Status ZipArchive::ParseStructure() {
   uint64_t lowest = size - kEndBytes > 0xFFFF ? size - kEndBytes - 0xFFFF : 0;
   for (uint64_t off = size - kEndBytes + 1; off-- > lowest;) {
     ByteReader r(image_.subspan(off, kEndBytes), off);
-    if (*r.U32LE("sig") != kEndSig) continue;
+    if (*r.U32LE("sig") != kZipEndSig) continue;
     (void)r.Skip(16, "end record");
     uint16_t comment = *r.U16LE("comment length");
     if (off + kEndBytes + comment != size) continue;
@@ -194,7 +188,7 @@ Status ZipArchive::ParseStructure() {
   for (uint64_t i = 0; i < n_total; ++i) {
     const std::string where = "zip central entry #" + Num(i);
     SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, cr.U32LE(where));
-    if (sig != kCentralSig) return Status::Malformed(where + ": bad signature");
+    if (sig != kZipCentralSig) return Status::Malformed(where + ": bad signature");
     SAFEMODEL_ASSIGN_OR_RETURN(uint16_t made_by, cr.U16LE(where));
     SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // version needed
     ZipEntry e;
@@ -270,7 +264,7 @@ Status ZipArchive::ParseStructure() {
     if (lho >= cd_offset) return Status::Malformed(ewhere + ": local header is not before the central directory");
     ByteReader lr(image_.subspan(lho, cd_offset - lho), lho);
     SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lsig, lr.U32LE(ewhere + " local header"));
-    if (lsig != kLocalSig) return Status::Malformed(ewhere + ": bad local header signature");
+    if (lsig != kZipLocalSig) return Status::Malformed(ewhere + ": bad local header signature");
     SAFEMODEL_RETURN_IF_ERROR(lr.Skip(2, ewhere));
     SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lflags, lr.U16LE(ewhere));
     SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lmethod, lr.U16LE(ewhere));
@@ -313,7 +307,7 @@ Status ZipArchive::ParseStructure() {
       ByteReader dr(image_.subspan(end, cd_offset - end), end);
       SAFEMODEL_ASSIGN_OR_RETURN(uint32_t first, dr.U32LE(ewhere + " data descriptor"));
       uint32_t dcrc = first;
-      if (first == kDescriptorSig) {
+      if (first == kZipDescriptorSig) {
         SAFEMODEL_ASSIGN_OR_RETURN(dcrc, dr.U32LE(ewhere + " data descriptor"));
       }
       uint64_t dc, du;

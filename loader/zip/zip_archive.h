@@ -33,6 +33,14 @@
 
 namespace safemodel::loader {
 
+// Record signatures (PKWARE APPNOTE 4.3).
+inline constexpr uint32_t kZipLocalSig = 0x04034b50;
+inline constexpr uint32_t kZipCentralSig = 0x02014b50;
+inline constexpr uint32_t kZipEndSig = 0x06054b50;
+inline constexpr uint32_t kZip64EndSig = 0x06064b50;
+inline constexpr uint32_t kZip64LocatorSig = 0x07064b50;
+inline constexpr uint32_t kZipDescriptorSig = 0x08074b50;
+
 // More entries than the format's tensor cap plus room for metadata members.
 inline constexpr uint64_t kMaxZipEntries = 2'100'000;
 inline constexpr uint64_t kMaxZipNameBytes = 4096;
