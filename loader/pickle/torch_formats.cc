@@ -136,7 +136,8 @@ Result<uint64_t> StorageBytes(const StorageInfo& s) {
 // ---- Zip ----------------------------------------------------------------------------
 
 struct TorchLayout {
-  std::string prefix;  // "archive/"
+  std::string prefix;  // "archive/", or "" when the records are at the root
+  bool root_layout = false;
   const ZipEntry* data_pkl = nullptr;
   const ZipEntry* version = nullptr;
   const ZipEntry* byteorder = nullptr;
@@ -163,11 +164,16 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
     return l;
   }
   size_t slash = entries[0].name.find('/');
-  if (slash == std::string::npos || slash == 0) {
-    l.problem = "member '" + Printable(entries[0].name) + "' is not in the archive's directory";
+  if (slash == 0) {
+    l.problem = "member '" + Printable(entries[0].name) + "' has an absolute name";
     return l;
   }
-  l.prefix = entries[0].name.substr(0, slash + 1);
+  // torch.save puts every record under one directory; some tools write the
+  // same records at the archive root. That is the same layout with an empty
+  // prefix (torch.load refuses it; the records mean the same thing), so it
+  // is read, and the report notes it.
+  l.root_layout = slash == std::string::npos;
+  if (!l.root_layout) l.prefix = entries[0].name.substr(0, slash + 1);
   for (const ZipEntry& e : entries) {
     if (e.name.compare(0, l.prefix.size(), l.prefix) != 0) {
       l.problem = "member '" + Printable(e.name) + "' is not under '" + Printable(l.prefix) + "'";
@@ -472,6 +478,11 @@ Status ParseTorchZipArchive(ByteView image, std::shared_ptr<ZipArchive> zip, Par
     return ctx.RefusedStatus();
   }
   if (layout.problem.empty()) {
+    if (layout.root_layout) {
+      ctx.Note("torch.root_layout", "zip archive",
+               "the records are at the archive root, not under one directory as torch.save "
+               "writes them; read as the same layout with an empty prefix");
+    }
     Status s = ParseTorchZip(zip, layout, ctx, out);
     if (s.ok() || s.code() == StatusCode::kRefused) return s;
     // A checkpoint we could not read: still name anything it calls.
