@@ -4,7 +4,11 @@
 // architecture reproduces the source's layer graph.
 #include <gtest/gtest.h>
 
+#include <lzma.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -21,15 +25,52 @@ namespace {
 
 const std::string kScripts = std::string(SAFEMODEL_SOURCE_DIR) + "/tests/loader/keras_h5/";
 
-// A corpus HDF5 file: the copy committed under tests/fixtures/keras_h5/corpus
-// (files up to ~1 MB), else the shared corpus; "" when neither exists.
-std::string CorpusH5(const std::string& relative) {
+std::string Flat(const std::string& relative) {
   std::string flat = relative;
   for (size_t p = flat.find('/'); p != std::string::npos; p = flat.find('/', p + 2))
     flat.replace(p, 1, "__");
-  std::string committed = Fixture("keras_h5/corpus/" + flat);
+  return flat;
+}
+
+// The slim copy of a large corpus file (make_slim_corpus.py: the real file
+// with each dataset's raw data replaced by a counter), decompressed once into
+// the build tree; "" when there is none.
+std::string SlimCorpusH5(const std::string& relative) {
+  const std::string xz = Fixture("keras_h5/corpus_slim/" + Flat(relative) + ".xz");
+  if (!Exists(xz)) return "";
+  const std::string out = std::string(KERAS_SLIM_DIR) + "/" + Flat(relative);
+  if (Exists(out)) return out;
+  constexpr uint64_t kMaxSlimBytes = 64 << 20;  // the originals are under 4 MB
+  const std::string packed = ReadFile(xz);
+  std::string plain(kMaxSlimBytes, '\0');
+  uint64_t memlimit = 256 << 20;
+  size_t in_pos = 0, out_pos = 0;
+  lzma_ret r = lzma_stream_buffer_decode(&memlimit, 0, nullptr,
+                                         reinterpret_cast<const uint8_t*>(packed.data()), &in_pos,
+                                         packed.size(), reinterpret_cast<uint8_t*>(plain.data()),
+                                         &out_pos, plain.size());
+  if (r != LZMA_OK) {
+    ADD_FAILURE() << xz << ": xz decode failed (" << r << ")";
+    return "";
+  }
+  plain.resize(out_pos);
+  // Parallel ctest runs may race here: write a private file, then rename.
+  std::filesystem::create_directories(KERAS_SLIM_DIR);
+  const std::string tmp = out + "." + std::to_string(getpid()) + ".tmp";
+  WriteFile(tmp, plain);
+  std::filesystem::rename(tmp, out);
+  return out;
+}
+
+// A corpus HDF5 file: the copy committed under tests/fixtures/keras_h5/corpus
+// (files up to ~1 MB), else the shared corpus, else the slim copy of a larger
+// file; "" when none exists.
+std::string CorpusH5(const std::string& relative) {
+  std::string committed = Fixture("keras_h5/corpus/" + Flat(relative));
   if (Exists(committed)) return committed;
-  return CorpusFile("keras/" + relative);
+  std::string shared = CorpusFile("keras/" + relative);
+  if (!shared.empty() && Exists(shared)) return shared;
+  return SlimCorpusH5(relative);
 }
 
 std::string Label(std::string s) {
@@ -40,14 +81,16 @@ std::string Label(std::string s) {
 }
 
 struct Input {
-  // A fixture name, "corpus:<relative path>", or "example:<file>" (the
-  // README's bundled model under examples/models/).
+  // A fixture name, "corpus:<relative path>", "slim:<relative path>" (the
+  // slim copy of a large corpus file, whether or not ../shared is present),
+  // or "example:<file>" (the README's bundled model under examples/models/).
   std::string name;
   bool weights_only = false;
   bool keep_optimizer = false;
 
   std::string Path() const {
     if (name.rfind("corpus:", 0) == 0) return CorpusH5(name.substr(7));
+    if (name.rfind("slim:", 0) == 0) return SlimCorpusH5(name.substr(5));
     if (name.rfind("example:", 0) == 0) {
       return std::string(SAFEMODEL_SOURCE_DIR) + "/examples/models/" + name.substr(8);
     }
@@ -154,6 +197,29 @@ INSTANTIATE_TEST_SUITE_P(
         Input{"corpus:MaximChuikov__kosenko/malicious_model.h5", true}),
     InputName);
 
+// The large corpus files again, as their committed slim copies: the same
+// HDF5 structure and model_config, counter bytes as weights. They run whether
+// or not ../shared is present, so a clean clone checks all 20 corpus files.
+INSTANTIATE_TEST_SUITE_P(
+    SlimCorpus, KerasH5Fidelity,
+    ::testing::Values(
+        Input{"slim:0xRajvardhan__StockPredictionLSTM/keras_model.h5"},
+        Input{"slim:2nithing__streamlit_teachable_machine/keras_model.h5"},
+        Input{"slim:AdamVenroy__sentiment-classifer/model.keras"},
+        Input{"slim:ionut-girla__change_detection/siamese_model.h5"},
+        Input{"slim:wolfapple__CarND-Behavioral-Cloning-Project/model.h5"},
+        Input{"slim:jeremy-shannon__CarND-Behavioral-Cloning-Project/model.h5", true}),
+    InputName);
+
+TEST(KerasH5, SlimCopiesDifferFromTheirOriginalsOnlyInTensorBytes) {
+  const std::string corpus = CorpusFile("keras");
+  if (corpus.empty()) GTEST_SKIP() << "../shared/corpus/keras not available";
+  if (!PythonHas({"h5py"})) GTEST_SKIP() << "no h5py";
+  std::string output;
+  EXPECT_EQ(RunPython(Fixture("keras_h5/make_slim_corpus.py"), {"--check", corpus}, &output), 0)
+      << output;
+}
+
 // ---- Refusals ---------------------------------------------------------------
 
 struct Refusal {
@@ -246,6 +312,8 @@ INSTANTIATE_TEST_SUITE_P(
                 StatusCode::kRefused, "keras.lambda", "model_config layer 'malicious_model/[0]'",
                 ""},
         Refusal{"corpus:jeremy-shannon__CarND-Behavioral-Cloning-Project/model.h5",
+                StatusCode::kRefused, "keras.lambda", "model_config layer '(model)/lambda_1'", ""},
+        Refusal{"slim:jeremy-shannon__CarND-Behavioral-Cloning-Project/model.h5",
                 StatusCode::kRefused, "keras.lambda", "model_config layer '(model)/lambda_1'", ""},
         Refusal{"corpus:mehrshadshams__CarND-Behavioral-Cloning-P3/model.h5", StatusCode::kRefused,
                 "keras.lambda", "model_config layer '(model)/lambda_3'", ""},
@@ -384,7 +452,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Input{"corpus:ionut-girla__change_detection/siamese_model.h5"},
                       Input{"corpus:2nithing__streamlit_teachable_machine/keras_model.h5"},
                       Input{"corpus:0xRajvardhan__StockPredictionLSTM/keras_model.h5"},
-                      Input{"corpus:404error-010__ANN-Churn-Classification/model.h5"}),
+                      Input{"corpus:404error-010__ANN-Churn-Classification/model.h5"},
+                      Input{"slim:ionut-girla__change_detection/siamese_model.h5"},
+                      Input{"slim:2nithing__streamlit_teachable_machine/keras_model.h5"},
+                      Input{"slim:0xRajvardhan__StockPredictionLSTM/keras_model.h5"}),
     InputName);
 
 }  // namespace
