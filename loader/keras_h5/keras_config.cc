@@ -67,10 +67,17 @@ class Converter {
  public:
   Result<ConfigResult> Run(const Value& root, const std::vector<WeightGroup>* groups,
                            const std::vector<std::string>& model_weights) {
-    SAFEMODEL_RETURN_IF_ERROR(BuildTree(root));
+    // Code is looked for in every layer reached, also when the tree cannot
+    // be built or represented: a file that is both broken and carrying code
+    // is refused for the code (findings win over breakage).
+    Status built = BuildTree(root);
     for (size_t i = 0; i < layers_.size(); ++i) {
       CheckLayer(static_cast<int>(i));
       ScanConfig(static_cast<int>(i));
+    }
+    if (refusals_.empty()) {
+      SAFEMODEL_RETURN_IF_ERROR(built);
+      SAFEMODEL_RETURN_IF_ERROR(unsupported_);
     }
     ConfigResult result;
     if (unlisted_refusals_ > 0) {
@@ -166,8 +173,14 @@ class Converter {
         // Keras builds the backward layer from the forward one's config.
         Layer derived = layers_.back();
         if (derived.kind != LayerKind::kLeaf) {
-          return Status::Unsupported("model_config " + where +
-                                     ": a Bidirectional wrapper around a non-leaf layer");
+          // Not representable, but its subtree is still walked for code.
+          if (unsupported_.ok()) {
+            unsupported_ = Status::Unsupported(
+                "model_config " + where + ": a Bidirectional wrapper around '" +
+                Printable(derived.class_name) +
+                "' without a backward_layer (only a plain layer's backward copy is derived)");
+          }
+          continue;
         }
         derived.derived = true;
         derived.name = "backward_" + derived.name;
@@ -213,8 +226,10 @@ class Converter {
                  "' from '" + Printable(scan.file_name) + "'" +
                  (used.empty() ? std::string("; it names no globals") : "; it uses " + used) + ")";
       } else {
-        detail = " (not decodable marshal data: " + scan.error + "; text begins '" +
-                 Printable(code->string_value(), 60) + "')";
+        // The text itself is not quoted: findings are copied into reports
+        // and (with weights only) into the output, and code must not be.
+        detail = " (not decodable marshal data: " + scan.error + "; " +
+                 Num(code->string_value().size()) + " bytes of text)";
       }
     } else {
       detail = " (the code field is missing or not a string)";
@@ -552,10 +567,18 @@ class Converter {
     return out;
   }
 
-  // Copies a Keras 3 args/kwargs value, turning __keras_tensor__ objects into
-  // references (collected in order into *inputs when given).
+  // How a tensor passed inside call arguments is written.
+  enum class RefForm {
+    kKeras3,  // {"class_name": "__keras_tensor__", "config": {"keras_history": [...]}}
+    kKeras2,  // [layer, node, tensor] or [layer, node, tensor, kwargs]: tf.keras
+              // treats every 3- or 4-item list that starts with a string as one
+  };
+
+  // Copies an args/kwargs value, turning tensor references into
+  // {"layer", "node", "tensor"} maps, collected in order into *refs.
   Result<Value> ConvertCallValue(const Value& v, const std::unordered_set<std::string>& names,
-                                 const std::string& where, std::vector<Value>* inputs) {
+                                 const std::string& where, RefForm form,
+                                 std::vector<Value>* refs) {
     // Iterative copy: a stack of (source, destination) pairs.
     Value out;
     struct Item {
@@ -574,7 +597,13 @@ class Converter {
           return Status::Malformed("model_config " + item.where + " has no keras_history");
         SAFEMODEL_ASSIGN_OR_RETURN(*item.dst,
                                    Ref(*history, names, item.where + ".config.keras_history"));
-        if (inputs != nullptr) inputs->push_back(*item.dst);
+        refs->push_back(*item.dst);
+        continue;
+      }
+      if (form == RefForm::kKeras2 && s.is_list() &&
+          (s.list().size() == 3 || s.list().size() == 4) && s.list()[0].is_string()) {
+        SAFEMODEL_ASSIGN_OR_RETURN(*item.dst, Ref(s, names, item.where));
+        refs->push_back(*item.dst);
         continue;
       }
       if (s.is_list()) {
@@ -615,19 +644,22 @@ class Converter {
       const std::string nwhere = where + "[" + Num(n) + "]";
       Value out = Value::Map();
       std::vector<Value> inputs;
+      std::vector<Value> kwarg_inputs;  // tensors passed by keyword: edges too
       if (node.is_map()) {  // Keras 3: {"args": [...], "kwargs": {...}}
         const Value* args = Field(&node, "args");
         const Value* kwargs = Field(&node, "kwargs");
         Value args_out = Value::List(), kwargs_out = Value::Map();
         if (args != nullptr) {
-          SAFEMODEL_ASSIGN_OR_RETURN(args_out,
-                                     ConvertCallValue(*args, names, nwhere + ".args", &inputs));
+          SAFEMODEL_ASSIGN_OR_RETURN(
+              args_out, ConvertCallValue(*args, names, nwhere + ".args", RefForm::kKeras3, &inputs));
         }
         if (kwargs != nullptr) {
           SAFEMODEL_ASSIGN_OR_RETURN(kwargs_out,
-                                     ConvertCallValue(*kwargs, names, nwhere + ".kwargs", nullptr));
+                                     ConvertCallValue(*kwargs, names, nwhere + ".kwargs",
+                                                      RefForm::kKeras3, &kwarg_inputs));
         }
         out.Set("inputs", Value::List(std::move(inputs)));
+        out.Set("kwarg_inputs", Value::List(std::move(kwarg_inputs)));
         out.Set("args", std::move(args_out));
         out.Set("kwargs", std::move(kwargs_out));
       } else if (node.is_list()) {
@@ -646,11 +678,14 @@ class Converter {
           inputs.push_back(std::move(ref));
           if (entries[k]->list().size() > 3) {
             // Keras keeps the last entry's call arguments.
-            SAFEMODEL_ASSIGN_OR_RETURN(
-                kwargs, ConvertCallValue(entries[k]->list()[3], names, ewhere + "[3]", nullptr));
+            kwarg_inputs.clear();
+            SAFEMODEL_ASSIGN_OR_RETURN(kwargs,
+                                       ConvertCallValue(entries[k]->list()[3], names, ewhere + "[3]",
+                                                        RefForm::kKeras2, &kwarg_inputs));
           }
         }
         out.Set("inputs", Value::List(std::move(inputs)));
+        out.Set("kwarg_inputs", Value::List(std::move(kwarg_inputs)));
         out.Set("kwargs", std::move(kwargs));
       } else {
         return Status::Malformed("model_config " + nwhere + " is not a call node");
@@ -877,6 +912,7 @@ class Converter {
   }
 
   std::vector<Layer> layers_;
+  Status unsupported_;  // the first structure safemodel cannot represent
   std::vector<Finding> refusals_;
   uint64_t unlisted_refusals_ = 0;
   std::vector<Finding> notes_;

@@ -84,10 +84,12 @@ class KerasH5Reader {
       if (has_config) (void)ReadArchitecture(false);
       return ctx_.RefusedStatus();
     }
-    if (file_.HasAttribute(root, "layer_names") || file_.HasAttribute(root, "layer_names0")) {
-      kind_ = "weights_only";
-      SAFEMODEL_RETURN_IF_ERROR(ReadLegacyWeights(root));
-    } else if (has_config || model_weights != nullptr) {
+    // A model_config or model_weights makes the file a full model, whatever
+    // else is at the root: that is what keras.models.load_model reads, so its
+    // configuration must be checked even if a root layer_names (what
+    // load_weights would read) is present too. Root layer groups that the
+    // model does not use are then reported as unreferenced datasets.
+    if (has_config || model_weights != nullptr) {
       kind_ = "full_model";
       if (model_weights != nullptr) {
         if (model_weights->kind != h5::Node::Kind::kGroup) {
@@ -109,6 +111,10 @@ class KerasH5Reader {
             "the training configuration (loss, metrics, optimizer settings) is not converted");
       }
       if (has_config) SAFEMODEL_RETURN_IF_ERROR(ReadArchitecture(model_weights != nullptr));
+    } else if (file_.HasAttribute(root, "layer_names") ||
+               file_.HasAttribute(root, "layer_names0")) {
+      kind_ = "weights_only";
+      SAFEMODEL_RETURN_IF_ERROR(ReadLegacyWeights(root));
     } else if (file_.Child(root, "layers") != nullptr || file_.Child(root, "vars") != nullptr ||
                file_.Child(root, "optimizer") != nullptr ||
                file_.Child(root, "_layer_checkpoint_dependencies") != nullptr) {
@@ -230,9 +236,18 @@ class KerasH5Reader {
     SAFEMODEL_ASSIGN_OR_RETURN(std::optional<std::string> text,
                                file_.ReadString(file_.root(), "model_config"));
     SAFEMODEL_ASSIGN_OR_RETURN(Value config, ParseJson(*text, "model_config"));
-    SAFEMODEL_ASSIGN_OR_RETURN(
-        keras::ConfigResult result,
-        keras::ConvertModelConfig(config, file_has_weights ? &groups_ : nullptr, model_weights_));
+    Result<keras::ConfigResult> converted =
+        keras::ConvertModelConfig(config, file_has_weights ? &groups_ : nullptr, model_weights_);
+    if (!converted.ok() && converted.status().code() == StatusCode::kUnsupported &&
+        ctx_.options().weights_only) {
+      // A structure safemodel cannot represent, with no code in it (code
+      // would have been refused above): weights only, as documented.
+      ctx_.Drop("keras.architecture", "model_config",
+                "the architecture is left out (weights only): " + converted.status().message());
+      return Status::Ok();
+    }
+    SAFEMODEL_RETURN_IF_ERROR(converted.status());
+    keras::ConfigResult result = std::move(*converted);
     for (Finding& f : result.notes) ctx_.Note(f.rule, f.location, f.message);
     if (result.refusals.empty()) {
       model_ = std::move(result.model);

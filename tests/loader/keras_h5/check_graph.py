@@ -6,8 +6,9 @@ usage: check_graph.py MODEL.h5 ARCHITECTURE.json
 Reads the source's model_config and weights with h5py + json and verifies,
 independently of the converter, that the architecture tree has
   - the same layers (class and name, in order, nested models included),
-  - the same edges (every call node's inputs, Keras 2 and Keras 3 forms,
-    and each Functional model's inputs and outputs),
+  - the same edges (every call node's inputs, positional and passed by
+    keyword, Keras 2 and Keras 3 forms, and each Functional model's inputs
+    and outputs),
   - the same weight assignment: each top-level layer owns exactly its group's
     weight_names, in order; inside nested models every weight lands on the
     sublayer its Keras name belongs to, in that layer's saved order
@@ -49,6 +50,32 @@ def members(entry):
 
 def name_of(entry):
     return entry.get("name") or (entry.get("config") or {}).get("name")
+
+
+def kwarg_refs(node):
+    """Tensors passed by keyword in one inbound node, as (layer, node, tensor).
+
+    Keras 3 writes them as __keras_tensor__ objects; tf.keras 2 as a 3- or
+    4-item list starting with a layer name inside the call kwargs."""
+    if isinstance(node, dict):
+        stack, keras2 = [node.get("kwargs", {})], False
+    else:
+        entries = [node] if node and isinstance(node[0], str) else node
+        last = [e for e in entries if len(e) > 3]
+        stack, keras2 = [last[-1][3]] if last else [], True
+    out = []
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict) and v.get("class_name") == "__keras_tensor__":
+            h = v["config"]["keras_history"]
+            out.append((h[0], h[1], h[2]))
+        elif keras2 and isinstance(v, list) and len(v) in (3, 4) and isinstance(v[0], str):
+            out.append((v[0], v[1], v[2]))
+        elif isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
+        elif isinstance(v, list):
+            stack.extend(reversed(v))
+    return out
 
 
 def source_refs(node):
@@ -94,11 +121,12 @@ def compare_layers(src, out, path, stats):
             continue
         stats["layers"] += 1
         if functional:
-            src_nodes = [source_refs(n) for n in s.get("inbound_nodes", [])]
-            out_nodes = [converted_refs(n["inputs"]) for n in o.get("inbound_nodes", [])]
+            src_nodes = [(source_refs(n), kwarg_refs(n)) for n in s.get("inbound_nodes", [])]
+            out_nodes = [(converted_refs(n["inputs"]), converted_refs(n.get("kwarg_inputs", [])))
+                         for n in o.get("inbound_nodes", [])]
             if src_nodes != out_nodes:
                 fail("%s: edges %s != %s" % (p, src_nodes, out_nodes))
-            stats["edges"] += sum(len(n) for n in src_nodes)
+            stats["edges"] += sum(len(a) + len(k) for a, k in src_nodes)
         if s["class_name"] in MODELS:
             sm, om = members(s), o.get("layers", [])
             if len(sm) != len(om):

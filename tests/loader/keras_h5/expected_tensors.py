@@ -61,10 +61,12 @@ def main(path, keep_optimizer):
         return name
 
     with h5py.File(path, "r") as f:
-        if "layer_names" in f.attrs or "layer_names0" in f.attrs:
-            roots = [f]
-        elif "model_config" in f.attrs or "model_weights" in f:
+        # keras.models.load_model reads model_config + model_weights when
+        # they exist, whatever else is at the root.
+        if "model_config" in f.attrs or "model_weights" in f:
             roots = [f["model_weights"]] if "model_weights" in f else []
+        elif "layer_names" in f.attrs or "layer_names0" in f.attrs:
+            roots = [f]
         else:
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset) and (keep_optimizer or not name.startswith("optimizer/")):

@@ -1,8 +1,10 @@
 // The strict HDF5 walk and attribute reader, in process, on h5py fixtures.
 #include "loader/keras_h5/h5_file.h"
 
+#include <H5PLpublic.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,28 @@ class H5FileTest : public ::testing::Test {
   std::string image_;
   ParseContext ctx_{ParseOptions{}};
 };
+
+// libhdf5 finds plugins, external files and drivers through these
+// variables and loads filter plugins on demand: PrepareHdf5 clears the first
+// and switches the second off (the walk refuses plugin filters before any
+// read; this is the layer beneath).
+TEST(PrepareHdf5, ClearsHdf5EnvironmentAndDisablesPlugins) {
+  for (const char* var : {"HDF5_PLUGIN_PATH", "HDF5_PLUGIN_PRELOAD", "HDF5_EXT_PREFIX",
+                          "HDF5_VDS_PREFIX", "HDF5_EXTFILE_PREFIX", "HDF5_DRIVER",
+                          "HDF5_VOL_CONNECTOR"}) {
+    ASSERT_EQ(setenv(var, "/tmp/evil", 1), 0);
+  }
+  ASSERT_GE(H5PLset_loading_state(H5PL_ALL_PLUGIN), 0);
+  ASSERT_TRUE(PrepareHdf5().ok());
+  for (const char* var : {"HDF5_PLUGIN_PATH", "HDF5_PLUGIN_PRELOAD", "HDF5_EXT_PREFIX",
+                          "HDF5_VDS_PREFIX", "HDF5_EXTFILE_PREFIX", "HDF5_DRIVER",
+                          "HDF5_VOL_CONNECTOR"}) {
+    EXPECT_EQ(getenv(var), nullptr) << var;
+  }
+  unsigned int state = 1;
+  ASSERT_GE(H5PLget_loading_state(&state), 0);
+  EXPECT_EQ(state, 0u) << "filter plugins can still be loaded";
+}
 
 TEST_F(H5FileTest, WalksEveryObjectByPath) {
   auto file = Open("functional_graph.h5");

@@ -165,7 +165,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Input{"strings_scalar.h5"}, Input{"strings_utf8_names.h5"},
                       Input{"chunked_attributes.h5"}, Input{"duplicate_weight_names.h5"},
                       Input{"keras3_weights.h5"}, Input{"keras3_weights.h5", false, true},
-                      Input{"custom_class.h5", true}, Input{"example:keras_cnn.h5"},
+                      Input{"custom_class.h5", true}, Input{"big_endian_f16.h5"},
+                      Input{"kwargs_edges.h5"}, Input{"bidi_nested_model.h5", true},
+                      Input{"config_and_root_layer_names.h5", true},
+                      Input{"example:keras_cnn.h5"},
                       Input{"example:keras_cnn.h5", false, true}),
     InputName);
 
@@ -294,7 +297,19 @@ INSTANTIATE_TEST_SUITE_P(
         Refusal{"gadgets.h5", StatusCode::kRefused, "keras.function_reference",
                 "model_config layer 'gadgets/getter'", "keras.utils.get_file"},
         Refusal{"custom_class.h5", StatusCode::kRefused, "keras.class_not_allowed",
-                "model_config layer 'sequential/my_attention'", "my_package>MyAttention"}),
+                "model_config layer 'sequential/my_attention'", "my_package>MyAttention"},
+        // Keras derives the backward copy from the forward layer: the code in
+        // it is found even though the copy is not represented.
+        Refusal{"bidi_lambda.h5", StatusCode::kRefused, "keras.lambda",
+                "model_config layer 'seq/bidi/fwd'", "system"},
+        Refusal{"bidi_nested_model.h5", StatusCode::kUnsupported, "",
+                "a Bidirectional wrapper around 'Sequential' without a backward_layer", ""},
+        // load_model reads model_config + model_weights even when a root
+        // layer_names (what load_weights reads) is there too.
+        Refusal{"config_and_root_layer_names.h5", StatusCode::kRefused, "keras.lambda",
+                "model_config layer 'sequential/lambda'", "system"},
+        Refusal{"lambda_truncated.h5", StatusCode::kRefused, "keras.lambda",
+                "model_config layer 'sequential/cut'", ""}),
     RefusalName);
 
 // Every malicious HDF5 file of the shared corpus, and the benign ones whose
@@ -414,6 +429,33 @@ TEST(KerasH5, WeightsOnlyNeverCopiesBytecode) {
   EXPECT_TRUE(lambda_dropped);
 }
 
+// Code that cannot be decoded (truncated marshal data, or Python source
+// text) is described by its size, never quoted: findings are copied into the
+// output with --weights-only.
+TEST(KerasH5, WeightsOnlyNeverQuotesUndecodableCode) {
+  struct Case {
+    std::string path;
+    std::string code_fragment;
+  };
+  std::vector<Case> cases{{Fixture("keras_h5/lambda_truncated.h5"), "YwEAAAAAAAAA"}};
+  const std::string source_text =
+      CorpusH5("promptfoo__modelaudit/tests/assets/samples/keras/malicious_lambda.h5");
+  if (!source_text.empty()) cases.push_back({source_text, "eval("});
+  for (const Case& c : cases) {
+    TempDir dir;
+    ConvertOptions options;
+    options.weights_only = true;
+    ConvertReport report = Convert(c.path, dir.File("out.safemodel"), options);
+    ASSERT_TRUE(report.status.ok()) << c.path << ": " << report.status.ToString();
+    EXPECT_EQ(ReadFile(dir.File("out.safemodel")).find(c.code_fragment), std::string::npos)
+        << c.path;
+    EXPECT_EQ(report.ToJson().find(c.code_fragment), std::string::npos) << c.path;
+  }
+  // The fragment really is in the source: the check above can fail.
+  EXPECT_NE(ReadFile(Fixture("keras_h5/lambda_truncated.h5")).find("YwEAAAAAAAAA"),
+            std::string::npos);
+}
+
 TEST(KerasH5, ConversionIsDeterministic) {
   TempDir dir;
   ConvertOptions options;
@@ -448,7 +490,8 @@ TEST_P(KerasH5Graph, ArchitectureReproducesTheSourceGraph) {
 INSTANTIATE_TEST_SUITE_P(
     All, KerasH5Graph,
     ::testing::Values(Input{"functional_graph.h5"}, Input{"keras3_functional.h5"},
-                      Input{"wrappers.h5"}, Input{"example:keras_cnn.h5"},
+                      Input{"wrappers.h5"}, Input{"kwargs_edges.h5"},
+                      Input{"example:keras_cnn.h5"},
                       Input{"corpus:ionut-girla__change_detection/siamese_model.h5"},
                       Input{"corpus:2nithing__streamlit_teachable_machine/keras_model.h5"},
                       Input{"corpus:0xRajvardhan__StockPredictionLSTM/keras_model.h5"},
