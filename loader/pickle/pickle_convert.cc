@@ -598,10 +598,26 @@ Status Converter::Visit(const Work& w) {
       slot = Value::Bytes(std::string(g_.text(r)));
       NoteEmbeddedPickle(g_.at(r).data, w.name);
       return Status::Ok();
-    case Kind::kGlobal:
+    case Kind::kGlobal: {
+      const Object& g = g_.at(r);
+      if (g.global.kind == GlobalKind::kUnknown) {
+        // A user-script name kept as a value (a hook, a callback), not only
+        // instantiated as a class: the loaded object would hold and could
+        // call the user's code. The machine has let it through because the
+        // same name is instantiated elsewhere; as a value it is refused.
+        ctx_.Refuse("pickle.global", s_.where + " byte " + Num(g.offset),
+                    g.name + " at byte " + Num(g.offset) + " of " + s_.where +
+                        ": a name from the user's script is kept as a value (at '" +
+                        Printable(w.name) + "'), not only instantiated; loading would resolve it "
+                        "and the object would hold it",
+                    {g.name});
+        return ctx_.RefusedStatus();
+      }
+      // A table name kept as a value (a dtype such as torch.float32).
       slot = Value::Map();
-      slot.mutable_entries().emplace_back("$global", Value::String(g_.at(r).name));
+      slot.mutable_entries().emplace_back("$global", Value::String(g.name));
       return Status::Ok();
+    }
     case Kind::kOpaque:
       return Status::Internal(s_.where + ": converting the result of a refused call");
     case Kind::kRecord:

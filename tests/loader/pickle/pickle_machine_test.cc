@@ -269,6 +269,13 @@ TEST(PickleOpcodes, UserClassesAreRecordedByNameOnly) {
   InProcessResult bare = Parse(P2(Global("__main__", "helper")));
   EXPECT_REFUSED(bare, "pickle.global");
   EXPECT_EQ(Refs(bare), (std::vector<std::string>{"__main__.helper"}));
+  // Instantiated once and also kept as a value through the memo
+  // ({'obj': Evil(), 'cls': <Evil>}): the value is refused, not rendered.
+  InProcessResult memo = Parse(P2("}(" + Short("obj") + Global("__main__", "Evil") + "q" +
+                                  B({0x01}) + ")" + B({0x81}) + Short("cls") + "h" + B({0x01}) +
+                                  "u"));
+  EXPECT_REFUSED(memo, "pickle.global");
+  EXPECT_EQ(Refs(memo), (std::vector<std::string>{"__main__.Evil"}));
 }
 
 // ---- Refusal rules ------------------------------------------------------------------
