@@ -153,6 +153,16 @@ Status Model::Impl::CheckDigest(const TensorInfo& t) const {
                              DigestAlgorithmName(algorithm) + " digest mismatch (stored " +
                              ToHex(t.digest) + ", computed " + ToHex(got) + ")");
   }
+  if (t.dtype == DType::kBool) {
+    // A writer that stored other bytes (and digested them) is still wrong.
+    for (uint64_t i = 0; i < t.nbytes; ++i) {
+      if (bytes[t.offset + i] > 1) {
+        return Status::Malformed("tensor '" + Printable(t.name) + "': bool element " +
+                                 std::to_string(i) + " is " + std::to_string(bytes[t.offset + i]) +
+                                 " (a bool is 0 or 1)");
+      }
+    }
+  }
   return Status::Ok();
 }
 

@@ -122,8 +122,50 @@ Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> s
   return Status::Ok();
 }
 
+namespace {
+
+// A bool element is one byte, 0 or 1 (FORMAT.md). numpy, torch and h5py
+// store other bytes if asked to, and readers disagree on what they mean, so
+// such a tensor is refused rather than normalised or passed on.
+class BoolCheckSink final : public ChunkSink {
+ public:
+  BoolCheckSink(ChunkSink& next, std::string_view what) : next_(next), what_(what) {}
+  Status Write(ByteView chunk) override {
+    for (size_t i = 0; i < chunk.size(); ++i) {
+      if (chunk[i] > 1) {
+        return Status::Malformed(std::string(what_) + ": bool element " +
+                                 std::to_string(seen_ + i) + " holds the byte " +
+                                 std::to_string(chunk[i]) + " (a bool is 0 or 1)");
+      }
+    }
+    seen_ += chunk.size();
+    return next_.Write(chunk);
+  }
+
+ private:
+  ChunkSink& next_;
+  std::string_view what_;
+  uint64_t seen_ = 0;
+};
+
+Status StreamChecked(const Elements& e, DType dtype, std::span<const uint64_t> shape,
+                     std::string_view what, ChunkSink& sink);
+
+}  // namespace
+
 Status StreamElements(const Elements& e, DType dtype, std::span<const uint64_t> shape,
                       std::string_view what, ChunkSink& sink) {
+  if (dtype == DType::kBool) {
+    BoolCheckSink checked(sink, what);
+    return StreamChecked(e, dtype, shape, what, checked);
+  }
+  return StreamChecked(e, dtype, shape, what, sink);
+}
+
+namespace {
+
+Status StreamChecked(const Elements& e, DType dtype, std::span<const uint64_t> shape,
+                     std::string_view what, ChunkSink& sink) {
   SAFEMODEL_RETURN_IF_ERROR(CheckElements(e, dtype, shape, what));
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(shape, what));
   if (count == 0) return Status::Ok();
@@ -187,5 +229,7 @@ Status StreamElements(const Elements& e, DType dtype, std::span<const uint64_t> 
     if (rank == 1) return out.Flush();
   }
 }
+
+}  // namespace
 
 }  // namespace safemodel::loader

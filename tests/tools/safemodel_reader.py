@@ -230,6 +230,9 @@ def read(path):
         if not t["alias_of"]:
             check(data[cursor:start] == b"\0" * (start - cursor), "padding not zero")
             cursor = start + len(body)
+            if t["dtype"] == 1:
+                check(body.strip(b"\0\1") == b"" and max(body, default=0) <= 1,
+                      "bool tensor %s holds a byte other than 0 or 1" % t["name"])
             if algo == 2:
                 check(hashlib.sha256(body).digest() == d, "digest mismatch for %s" % t["name"])
         out[t["name"]] = {"dtype": DTYPES[t["dtype"]][0], "shape": t["shape"],

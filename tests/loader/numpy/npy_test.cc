@@ -165,6 +165,23 @@ TEST(NpyParse, RejectsShapesLargerThanTheDataAndTrailingBytes) {
   EXPECT_EQ(overflow.status.code(), StatusCode::kMalformed) << overflow.status.ToString();
 }
 
+// A bool is stored as 0 or 1 (FORMAT.md); numpy keeps whatever byte a file
+// holds. Such a byte is refused, also in a strided (Fortran-order) array.
+TEST(NpyParse, RejectsBoolBytesOtherThanZeroAndOne) {
+  auto ok = ParseInProcess(Npy("{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }",
+                               std::string("\x01\x00\x01", 3)));
+  ASSERT_TRUE(ok.status.ok()) << ok.status.ToString();
+  EXPECT_EQ(ok.tensors.at("array").bytes, std::string("\x01\x00\x01", 3));
+  auto two = ParseInProcess(Npy("{'descr': '|b1', 'fortran_order': False, 'shape': (3,), }",
+                                std::string("\x01\x00\x02", 3)));
+  EXPECT_EQ(two.status.code(), StatusCode::kMalformed) << two.status.ToString();
+  EXPECT_NE(two.status.message().find("bool element 2 holds the byte 2"), std::string::npos)
+      << two.status.ToString();
+  auto fortran = ParseInProcess(Npy("{'descr': '|b1', 'fortran_order': True, 'shape': (2, 2), }",
+                                    std::string("\x00\x01\xff\x00", 4)));
+  EXPECT_EQ(fortran.status.code(), StatusCode::kMalformed) << fortran.status.ToString();
+}
+
 // ---- Through the sandbox, against numpy -------------------------------------
 
 class NumpyFidelity : public ::testing::TestWithParam<std::string> {};
