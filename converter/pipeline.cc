@@ -104,6 +104,14 @@ class InputHasher {
 };
 
 // An output file that exists only after Commit().
+//
+// The data goes to an anonymous file (O_TMPFILE) in the output directory:
+// if this process is killed (SIGKILL, Ctrl-C, a batch scheduler), the
+// kernel frees it and nothing is left behind. Commit links it under a
+// hidden temporary name and renames that over the final path (rename is
+// the atomic step; linkat cannot replace an existing file). Filesystems
+// without O_TMPFILE get a named hidden temporary file from the start,
+// removed on every failure path; only a kill can leave that one behind.
 class TempOutput {
  public:
   ~TempOutput() { Discard(); }
@@ -111,24 +119,25 @@ class TempOutput {
     final_ = final_path;
     std::filesystem::path p(final_path);
     dir_ = p.has_parent_path() ? p.parent_path().string() : ".";
-    std::string name = p.filename().string();
-    if (name.empty() || name == "." || name == "..") {
+    name_ = p.filename().string();
+    if (name_.empty() || name_ == "." || name_ == "..") {
       return Status::InvalidArgument("output path '" + final_path + "' names no file");
     }
-    std::string tmpl = dir_ + "/." + name + ".tmp-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    fd_ = mkostemp(buf.data(), O_CLOEXEC);
-    if (fd_ < 0) {
+    fd_ = open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+    if (fd_ >= 0) {
+      anonymous_ = true;
+    } else if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
+      SAFEMODEL_ASSIGN_OR_RETURN(fd_, MakeNamed(&tmp_));
+    } else {
       return Status::IoError("cannot create a temporary file in '" + dir_ + "': " + ErrnoText());
     }
-    tmp_.assign(buf.data());
     fchmod(fd_, 0644);
     return Status::Ok();
   }
   int fd() const { return fd_; }
   Status Commit(bool sync) {
     if (sync && fsync(fd_) != 0) return Status::IoError("fsync of the output failed: " + ErrnoText());
+    if (anonymous_) SAFEMODEL_RETURN_IF_ERROR(LinkAnonymous());
     if (close(fd_) != 0) {
       fd_ = -1;
       return Status::IoError("closing the output failed: " + ErrnoText());
@@ -155,8 +164,46 @@ class TempOutput {
   }
 
  private:
-  std::string final_, dir_, tmp_;
+  std::string Template() const { return dir_ + "/." + name_ + ".tmp-XXXXXX"; }
+
+  Result<int> MakeNamed(std::string* path) const {
+    std::string tmpl = Template();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    int fd = mkostemp(buf.data(), O_CLOEXEC);
+    if (fd < 0) {
+      return Status::IoError("cannot create a temporary file in '" + dir_ + "': " + ErrnoText());
+    }
+    path->assign(buf.data());
+    return fd;
+  }
+
+  // Gives the anonymous file a hidden name next to the final path.
+  Status LinkAnonymous() {
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      // A fresh unique name: mkstemp's, then freed for linkat.
+      std::string name;
+      SAFEMODEL_ASSIGN_OR_RETURN(int probe, MakeNamed(&name));
+      close(probe);
+      unlink(name.c_str());
+      int r = linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW);
+      if (r != 0 && errno == ENOENT) {
+        // No /proc: the same, by descriptor (needs CAP_DAC_READ_SEARCH).
+        r = linkat(fd_, "", AT_FDCWD, name.c_str(), AT_EMPTY_PATH);
+      }
+      if (r == 0) {
+        tmp_ = std::move(name);
+        return Status::Ok();
+      }
+      if (errno != EEXIST) break;
+    }
+    return Status::IoError("cannot give the output a name in '" + dir_ + "': " + ErrnoText());
+  }
+
+  std::string final_, dir_, name_, tmp_;
   int fd_ = -1;
+  bool anonymous_ = false;
 };
 
 std::string SignalName(int sig) {

@@ -173,7 +173,12 @@ Model::~Model() = default;
 
 Result<Model> Model::Open(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::IoError("cannot open '" + path + "': " + std::strerror(errno));
+  if (fd < 0) {
+    // A path that names nothing is the caller's mistake (exit 2, as for a
+    // conversion's input); other failures are I/O errors.
+    if (errno == ENOENT) return Status::InvalidArgument("'" + path + "' does not exist");
+    return Status::IoError("cannot open '" + path + "': " + std::strerror(errno));
+  }
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);

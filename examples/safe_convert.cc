@@ -2,6 +2,7 @@
 // (safemodel/convert.h, safemodel/reader.h, safemodel/inspect.h); this file
 // parses flags, prints, and maps statuses to the documented exit codes.
 #include <google/protobuf/stubs/logging.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -150,13 +151,27 @@ int Convert(const std::vector<std::string>& args) {
     }
   }
   if (paths.size() != 2) return Usage("expected IN and OUT");
+  // The report is part of what was asked for: a path it cannot be written
+  // to is a usage error found before any work, not a warning after it.
+  std::ofstream report_file;
+  if (!report_path.empty()) {
+    report_file.open(report_path, std::ios::trunc);
+    if (!report_file) return Usage("cannot write the report to '" + report_path + "'");
+  }
 
   safemodel::ConvertReport r = safemodel::ConvertFile(paths[0], paths[1], opt);
   const std::string report = r.ToJson();
-  if (!report_path.empty()) {
-    std::ofstream f(report_path, std::ios::trunc);
-    f << report << "\n";
-    if (!f) std::cerr << "safe-convert: cannot write the report to '" << report_path << "'\n";
+  if (report_file.is_open()) {
+    report_file << report << "\n";
+    report_file.close();
+    if (!report_file) {
+      // Rare (disk full): the conversion is not reported, so it does not
+      // stand either; no output is left behind with a failing exit code.
+      if (r.status.ok()) unlink(paths[1].c_str());
+      std::cerr << "safe-convert: cannot write the report to '" << report_path
+                << "'; the output was removed\n";
+      return 6;
+    }
   }
   if (json) std::cout << report << "\n";
   for (const safemodel::Finding& f : r.findings) {

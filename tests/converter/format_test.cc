@@ -401,7 +401,7 @@ TEST(Format, OpenMapsFilesAndReportsMissingOnes) {
   auto m = Model::Open(dir.File("m.safemodel"));
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_TRUE(m->Verify().ok());
-  EXPECT_EQ(Model::Open(dir.File("missing")).status().code(), StatusCode::kIoError);
+  EXPECT_EQ(Model::Open(dir.File("missing")).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Model::Open(dir.path()).status().code(), StatusCode::kInvalidArgument);
 }
 

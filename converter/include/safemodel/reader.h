@@ -62,7 +62,8 @@ struct Provenance {
 
 class Model {
  public:
-  // Maps and validates `path`. O(header + trailer).
+  // Maps and validates `path`. O(header + trailer). A path that does not
+  // exist is kInvalidArgument; other open/map failures are kIoError.
   static Result<Model> Open(const std::string& path);
   // Validates a file image already in memory; `bytes` must outlive the Model.
   static Result<Model> FromBuffer(std::span<const std::byte> bytes);
