@@ -223,6 +223,25 @@ TEST(Format, RejectsBadPrefixes) {
   ExpectRejected(file.substr(0, 40), StatusCode::kMalformed, "shorter than the 64-byte");
 }
 
+TEST(Format, CapsTrailerLenAt128MiB) {
+  const std::string file = WriteValid(kSpecs);
+  auto prefix = format::DecodePrefix(AsBytes(file), file.size());
+  ASSERT_TRUE(prefix.ok());
+  auto with_trailer_len = [&](uint64_t trailer_len) {
+    format::Prefix p = *prefix;
+    p.trailer_len = trailer_len;
+    uint8_t bytes[64];
+    format::EncodePrefix(p, bytes);
+    return std::string(reinterpret_cast<char*>(bytes), 64) + file.substr(64);
+  };
+  // Over the cap: refused as a limit before the length is compared with the
+  // file size (a reader must not trust it enough to map or parse that much).
+  ExpectRejected(with_trailer_len(kMaxTrailerBytes + 1), StatusCode::kLimitExceeded,
+                 "trailer_len 134217729 exceeds the limit of 134217728");
+  // At the cap the length is allowed; this file is then merely truncated.
+  ExpectRejected(with_trailer_len(kMaxTrailerBytes), StatusCode::kMalformed, "truncated");
+}
+
 TEST(Format, RejectsTruncationAndTrailingBytes) {
   const std::string file = WriteValid(kSpecs);
   ExpectRejected(file.substr(0, file.size() - 1), StatusCode::kMalformed, "truncated");
