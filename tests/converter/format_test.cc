@@ -268,6 +268,13 @@ TEST(Format, RejectsBadDtypesRanksAndSizes) {
   Parts p = parts;
   p.header.mutable_tensors(0)->set_dtype(static_cast<v1::DType>(99));
   ExpectRejected(Assemble(p), StatusCode::kUnsupported, "unknown dtype");
+  p = parts;  // DTYPE_INVALID: the proto3 default, i.e. a dtype that was never set
+  p.header.mutable_tensors(0)->set_dtype(v1::DTYPE_INVALID);
+  ExpectRejected(Assemble(p), StatusCode::kUnsupported, "unknown dtype value 0");
+  p = parts;  // one past the last known dtype
+  p.header.mutable_tensors(0)->set_dtype(static_cast<v1::DType>(kMaxDType + 1));
+  ExpectRejected(Assemble(p), StatusCode::kUnsupported,
+                 "unknown dtype value " + std::to_string(kMaxDType + 1));
   p = parts;
   for (uint32_t i = 0; i < kMaxRank; ++i) p.header.mutable_tensors(0)->add_shape(1);
   ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "rank");
