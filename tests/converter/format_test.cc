@@ -372,6 +372,26 @@ TEST(Format, RejectsDeepOrInconsistentValues) {
   ExpectRejected(Assemble(p), StatusCode::kMalformed, "duplicate key");
 }
 
+TEST(Format, RejectsValueTreesOverTheNodeCap) {
+  // A flat list (depth 2, far under the depth cap) of kMaxValueNodes items:
+  // with the list itself, one node over kMaxValueNodes. ValueFromProto must
+  // stop while building the tree; CheckValue, run on the finished tree, has a
+  // different message ("has more than"), so the message tells which caught it.
+  Parts p = Split(WriteValid(kSpecs));
+  v1::ListValue* list = p.header.mutable_architecture()->mutable_list_value();
+  list->Clear();
+  list->mutable_items()->Reserve(static_cast<int>(kMaxValueNodes));
+  for (uint64_t i = 0; i < kMaxValueNodes; ++i) list->add_items()->set_int_value(1);
+  ExpectRejected(Assemble(p), StatusCode::kLimitExceeded,
+                 "architecture exceeds the node or depth limit");
+  // One node fewer is accepted: the cap is exactly kMaxValueNodes.
+  list->mutable_items()->RemoveLast();
+  const std::string at_cap = Assemble(p);
+  auto m = FromBytes(at_cap);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->architecture().list().size(), kMaxValueNodes - 1);
+}
+
 TEST(Format, RejectsInconsistentTrailers) {
   Parts parts = Split(WriteValid(kSpecs));
   Parts p = parts;
