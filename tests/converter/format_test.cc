@@ -408,6 +408,18 @@ TEST(Format, RejectsInconsistentTrailers) {
   ExpectRejected(Assemble(p), StatusCode::kMalformed, "input_sha256");
 }
 
+TEST(Format, RejectsHeaderVersionsThatDifferFromThePrefix) {
+  Parts parts = Split(WriteValid(kSpecs));
+  ASSERT_EQ(parts.header.format_major(), 1u);
+  ASSERT_EQ(parts.header.format_minor(), 0u);
+  Parts p = parts;  // the prefix says 1.0 (Assemble), the header 1.1
+  p.header.set_format_minor(1);
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "header version differs from the prefix");
+  p = parts;
+  p.header.set_format_major(2);
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "header version differs from the prefix");
+}
+
 TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
   const std::string file = WriteValid(kSpecs);
   auto m = FromBytes(file);
