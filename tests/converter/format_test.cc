@@ -420,6 +420,19 @@ TEST(Format, RejectsHeaderVersionsThatDifferFromThePrefix) {
   ExpectRejected(Assemble(p), StatusCode::kMalformed, "header version differs from the prefix");
 }
 
+TEST(Format, RejectsUnknownDigestAlgorithms) {
+  Parts parts = Split(WriteValid(kSpecs));
+  // Header and trailer agree, and the digests have XXH3's 16 bytes, so only
+  // the rule on known algorithms stands between these files and a reader.
+  for (int algo : {0, 3, 7}) {
+    Parts p = parts;
+    p.header.set_digest_algorithm(static_cast<v1::DigestAlgorithm>(algo));
+    p.trailer.set_digest_algorithm(static_cast<v1::DigestAlgorithm>(algo));
+    ExpectRejected(Assemble(p), StatusCode::kUnsupported,
+                   "unknown digest algorithm " + std::to_string(algo));
+  }
+}
+
 TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
   const std::string file = WriteValid(kSpecs);
   auto m = FromBytes(file);
