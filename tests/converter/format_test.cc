@@ -433,6 +433,24 @@ TEST(Format, RejectsUnknownDigestAlgorithms) {
   }
 }
 
+TEST(Format, RejectsHeaderDigestsOfTheWrongSize) {
+  Parts parts = Split(WriteValid(kSpecs));
+  ASSERT_EQ(parts.trailer.header_digest().size(), 16u);
+  Parts p = parts;
+  p.trailer.set_header_digest(std::string(15, '\x11'));
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "bad header digest size");
+  p = parts;
+  p.trailer.clear_header_digest();
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "bad header digest size");
+  p = parts;  // SHA-256's size in an XXH3 file
+  p.trailer.set_header_digest(std::string(32, '\x11'));
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "bad header digest size");
+  Parts sha = Split(WriteValid(kSpecs, v1::SHA256));
+  ASSERT_EQ(sha.trailer.header_digest().size(), 32u);
+  sha.trailer.set_header_digest(std::string(16, '\x11'));
+  ExpectRejected(Assemble(sha), StatusCode::kMalformed, "bad header digest size");
+}
+
 TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
   const std::string file = WriteValid(kSpecs);
   auto m = FromBytes(file);
