@@ -451,6 +451,120 @@ TEST(Format, RejectsHeaderDigestsOfTheWrongSize) {
   ExpectRejected(Assemble(sha), StatusCode::kMalformed, "bad header digest size");
 }
 
+v1::Finding MakeFinding(const std::string& severity) {
+  v1::Finding f;
+  f.set_severity(severity);
+  f.set_rule("keras.lambda");
+  f.set_location("model_config/layers[3]");
+  f.set_message("dropped");
+  f.add_references("os.system");
+  return f;
+}
+
+TEST(Format, RejectsMalformedFindings) {
+  Parts parts = Split(WriteValid(kSpecs));
+  v1::Provenance* prov = parts.header.mutable_provenance();
+  for (const char* severity : {"refused", "dropped", "note"}) {
+    *prov->add_findings() = MakeFinding(severity);
+  }
+  {
+    const std::string ok_file = Assemble(parts);
+    auto m = FromBytes(ok_file);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    ASSERT_EQ(m->provenance().findings.size(), 3u);
+  }
+  Parts p = parts;
+  *p.header.mutable_provenance()->add_findings() = MakeFinding("fatal");
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "unknown severity 'fatal'");
+  p = parts;
+  *p.header.mutable_provenance()->add_findings() = MakeFinding("");
+  ExpectRejected(Assemble(p), StatusCode::kMalformed, "unknown severity ''");
+
+  // Every text field is capped at 64 KiB (exactly 64 KiB is allowed).
+  const std::string at_cap(format::kMaxFindingTextBytes, 'x');
+  const std::string over_cap(format::kMaxFindingTextBytes + 1, 'x');
+  const std::vector<std::pair<std::string, void (*)(v1::Finding*, const std::string&)>> fields = {
+      {"finding rule", [](v1::Finding* f, const std::string& s) { f->set_rule(s); }},
+      {"finding location", [](v1::Finding* f, const std::string& s) { f->set_location(s); }},
+      {"finding message", [](v1::Finding* f, const std::string& s) { f->set_message(s); }},
+      {"finding reference", [](v1::Finding* f, const std::string& s) { f->set_references(0, s); }},
+  };
+  for (const auto& [what, set] : fields) {
+    p = parts;
+    set(p.header.mutable_provenance()->mutable_findings(1), at_cap);
+    const std::string ok_file = Assemble(p);
+    EXPECT_TRUE(FromBytes(ok_file).ok()) << what;
+    set(p.header.mutable_provenance()->mutable_findings(1), over_cap);
+    ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, what + " is longer than 65536 bytes");
+  }
+  p = parts;
+  for (uint64_t i = 0; i < format::kMaxFindings; ++i) {
+    p.header.mutable_provenance()->mutable_findings(0)->add_references("r");
+  }
+  ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "too many references");
+}
+
+TEST(Format, CapsFindingsAt10000) {
+  Parts p = Split(WriteValid(kSpecs));
+  auto* findings = p.header.mutable_provenance()->mutable_findings();
+  for (uint64_t i = 0; i < format::kMaxFindings; ++i) *findings->Add() = MakeFinding("note");
+  {
+    const std::string at_cap = Assemble(p);
+    auto m = FromBytes(at_cap);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ(m->provenance().findings.size(), format::kMaxFindings);
+  }
+  *findings->Add() = MakeFinding("note");
+  ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "10001 findings exceed the limit of 10000");
+}
+
+TEST(Format, RejectsMalformedOptions) {
+  Parts parts = Split(WriteValid(kSpecs));
+  Parts p = parts;
+  auto* options = p.header.mutable_provenance()->mutable_options();
+  for (uint64_t i = 0; i < format::kMaxOptions; ++i) options->Add("--opt" + std::to_string(i));
+  {
+    const std::string at_cap = Assemble(p);
+    auto m = FromBytes(at_cap);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ(m->provenance().options.size(), format::kMaxOptions);
+  }
+  options->Add("--one-too-many");
+  ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "too many options");
+  p = parts;
+  p.header.mutable_provenance()->add_options(std::string(format::kMaxFindingTextBytes + 1, 'o'));
+  ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "option is longer than 65536 bytes");
+}
+
+TEST(Format, FindingAndOptionTextMustBeUtf8) {
+  // proto3 parsing already refuses non-UTF-8 in these string fields, so the
+  // reader's own check is reached only through the function itself (the
+  // parent also runs it on the worker's proposal).
+  const std::string bad("ok\xff\xfe", 4);
+  v1::Provenance prov;
+  *prov.add_findings() = MakeFinding("note");
+  EXPECT_TRUE(format::CheckFindings(prov.findings()).ok());
+  const std::vector<std::pair<std::string, void (*)(v1::Finding*, const std::string&)>> fields = {
+      {"finding rule", [](v1::Finding* f, const std::string& s) { f->set_rule(s); }},
+      {"finding location", [](v1::Finding* f, const std::string& s) { f->set_location(s); }},
+      {"finding message", [](v1::Finding* f, const std::string& s) { f->set_message(s); }},
+      {"finding reference", [](v1::Finding* f, const std::string& s) { f->set_references(0, s); }},
+  };
+  for (const auto& [what, set] : fields) {
+    v1::Provenance copy = prov;
+    set(copy.mutable_findings(0), bad);
+    Status s = format::CheckFindings(copy.findings());
+    EXPECT_EQ(s.code(), StatusCode::kMalformed) << what << ": " << s.ToString();
+    EXPECT_NE(s.message().find(what + " is not valid UTF-8"), std::string::npos) << s.ToString();
+  }
+  prov.add_options("--digest sha256");
+  EXPECT_TRUE(format::CheckOptions(prov.options()).ok());
+  prov.add_options(bad);
+  Status s = format::CheckOptions(prov.options());
+  EXPECT_EQ(s.code(), StatusCode::kMalformed) << s.ToString();
+  EXPECT_NE(s.message().find("option is not valid UTF-8"), std::string::npos) << s.ToString();
+}
+
 TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
   const std::string file = WriteValid(kSpecs);
   auto m = FromBytes(file);
