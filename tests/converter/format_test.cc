@@ -565,6 +565,28 @@ TEST(Format, FindingAndOptionTextMustBeUtf8) {
   EXPECT_NE(s.message().find("option is not valid UTF-8"), std::string::npos) << s.ToString();
 }
 
+TEST(Format, RejectsNonUtf8ProvenanceText) {
+  // proto3 parsing refuses non-UTF-8 in string fields before the reader's own
+  // "provenance text is not valid UTF-8" check runs (protobuf logs an error
+  // here), so that check cannot be reached through a file with this protobuf.
+  // This pins the outcome: should the fields ever become `bytes`, the
+  // reader's check must take over.
+  const std::string bad("np\xff", 3);
+  Parts parts = Split(WriteValid(kSpecs));
+  for (int field = 0; field < 2; ++field) {
+    Parts p = parts;
+    if (field == 0) p.header.mutable_provenance()->set_source_format(bad);
+    if (field == 1) p.header.mutable_provenance()->set_converter_version(bad);
+    auto m = FromBytes(Assemble(p));
+    ASSERT_FALSE(m.ok()) << "field " << field;
+    EXPECT_EQ(m.status().code(), StatusCode::kMalformed) << m.status().ToString();
+    const std::string& msg = m.status().message();
+    EXPECT_TRUE(msg.find("not a valid protobuf Header message") != std::string::npos ||
+                msg.find("provenance text is not valid UTF-8") != std::string::npos)
+        << m.status().ToString();
+  }
+}
+
 TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
   const std::string file = WriteValid(kSpecs);
   auto m = FromBytes(file);
