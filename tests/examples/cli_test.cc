@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "converter/digest.h"
+#include "proto/safemodel.pb.h"
+#include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
 
 namespace safemodel::testing {
@@ -58,6 +61,64 @@ TEST(Cli, ConvertInspectVerify) {
   EXPECT_EQ(SafeConvert("verify " + dir.File("bad.safemodel"), &out), 3) << out;
   EXPECT_NE(out.find("digest mismatch"), std::string::npos) << out;
   EXPECT_EQ(SafeConvert("inspect " + Fixture("numpy/f32.npy"), &out), 3) << out;
+}
+
+// Reads the trailer straight from the file's bytes (prefix fields 48 and 56,
+// little-endian), independently of the reader that inspect uses.
+v1::Trailer TrailerOf(const std::string& file) {
+  auto u64 = [&](size_t at) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(file[at + static_cast<size_t>(i)]);
+    return v;
+  };
+  v1::Trailer trailer;
+  EXPECT_TRUE(trailer.ParseFromString(file.substr(u64(48), u64(56))));
+  return trailer;
+}
+
+TEST(Cli, InspectJsonDigestsAreThoseOfTheStoredBytes) {
+  TempDir dir;
+  for (const char* algo : {"xxh3", "sha256"}) {
+    SCOPED_TRACE(algo);
+    const std::string file = dir.File(std::string(algo) + ".safemodel");
+    std::string out;
+    ASSERT_EQ(SafeConvert(Fixture("numpy/stored.npz") + " " + file + " --no-sync --digest " + algo, &out),
+              0)
+        << out;
+    ASSERT_EQ(SafeConvert("inspect --json " + file, &out, false), 0) << out;
+    auto j = nlohmann::json::parse(out);
+    const std::string bytes = ReadFile(file);
+    const v1::Trailer trailer = TrailerOf(bytes);
+    auto model = Model::Open(file);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    ASSERT_EQ(j["tensors"].size(), model->tensors().size());
+    ASSERT_EQ(trailer.tensor_digests_size(), static_cast<int>(model->tensors().size()));
+    const DigestAlgorithm algorithm =
+        std::string(algo) == "sha256" ? DigestAlgorithm::kSha256 : DigestAlgorithm::kXxh3_128;
+    EXPECT_EQ(j["digest_algorithm"], DigestAlgorithmName(algorithm));
+    for (size_t i = 0; i < model->tensors().size(); ++i) {
+      const TensorInfo& t = model->tensors()[i];
+      const auto& jt = j["tensors"][i];
+      ASSERT_EQ(jt["name"], t.name);
+      ASSERT_TRUE(t.alias_of.empty()) << "stored.npz has no aliases";
+      // The tensor's stored bytes, cut from the file by the offset and size
+      // inspect printed, and checked against the reader's view of them.
+      const uint64_t offset = jt["offset"].get<uint64_t>();
+      const uint64_t nbytes = jt["nbytes"].get<uint64_t>();
+      ASSERT_EQ(offset, t.offset);
+      ASSERT_EQ(nbytes, t.nbytes);
+      ASSERT_LE(offset + nbytes, bytes.size());
+      const ByteView stored(reinterpret_cast<const uint8_t*>(bytes.data()) + offset, nbytes);
+      auto data = model->Data(t);
+      ASSERT_EQ(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
+                std::string_view(bytes).substr(offset, nbytes));
+      EXPECT_EQ(jt["sha256"], ToHex(Sha256(stored))) << t.name;
+      // "digest" is the trailer's digest of this tensor, which is the
+      // configured algorithm's digest of the same bytes.
+      EXPECT_EQ(jt["digest"], ToHex(trailer.tensor_digests(static_cast<int>(i)))) << t.name;
+      EXPECT_EQ(jt["digest"], ToHex(Digest(algorithm, stored))) << t.name;
+    }
+  }
 }
 
 TEST(Cli, JsonReportOnStdoutAndInAFile) {
