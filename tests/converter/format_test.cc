@@ -587,6 +587,45 @@ TEST(Format, RejectsNonUtf8ProvenanceText) {
   }
 }
 
+// A bool is one byte, 0 or 1 (FORMAT.md). The writer (the parent, fed by a
+// worker it does not trust) refuses anything else, and Verify catches a file
+// that holds it with consistent digests.
+TEST(Format, BoolBytesAreZeroOrOne) {
+  TempDir dir;
+  int fd = open(dir.File("b.safemodel").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  auto w = SafemodelWriter::Begin(fd, MakeHeader({{"flags", v1::BOOL, {3}, ""}}));
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  Status s = (*w)->Append(AsBytes(std::string_view("\x01\x00\x02", 3)));
+  close(fd);
+  EXPECT_EQ(s.code(), StatusCode::kMalformed) << s.ToString();
+  EXPECT_NE(s.message().find("a bool byte is 2"), std::string::npos) << s.ToString();
+
+  // The same bytes as u8 are fine; relabelled bool with every digest
+  // recomputed, the file opens (O(header)) and Verify refuses it.
+  const std::string file = WriteValid({{"flags", v1::U8, {3}, ""}});
+  Parts parts = Split(file);
+  auto m = FromBytes(file);
+  ASSERT_TRUE(m.ok());
+  const uint64_t off = m->Find("flags")->offset;  // in the file
+  const std::string_view bad("\x01\x00\x02", 3);
+  const uint64_t data_off = format::DecodePrefix(AsBytes(file), file.size())->data_off;
+  parts.data.replace(off - data_off, 3, bad);
+  parts.header.mutable_tensors(0)->set_dtype(v1::BOOL);
+  parts.trailer.set_tensor_digests(0, Digest(DigestAlgorithm::kXxh3_128, AsBytes(bad)));
+  std::string relabelled = Assemble(parts);
+  const uint64_t header_end = 64 + format::SerializeDeterministic(parts.header).size();
+  parts.trailer.set_header_digest(Digest(
+      DigestAlgorithm::kXxh3_128, AsBytes(std::string_view(relabelled).substr(0, header_end))));
+  relabelled = Assemble(parts);
+  auto bm = FromBytes(relabelled);
+  ASSERT_TRUE(bm.ok()) << bm.status().ToString();
+  Status v = bm->Verify();
+  EXPECT_EQ(v.code(), StatusCode::kMalformed) << v.ToString();
+  EXPECT_NE(v.message().find("bool element 2 is 2"), std::string::npos) << v.ToString();
+  EXPECT_FALSE(bm->VerifyTensor("flags").ok());
+}
+
 TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
   const std::string file = WriteValid(kSpecs);
   auto m = FromBytes(file);

@@ -1,4 +1,8 @@
 // safe-convert, the binary: commands, flags, exit codes and JSON output.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -158,6 +162,52 @@ TEST(Cli, ExitCodesFollowTheTable) {
   EXPECT_EQ(j["findings"][0]["location"], "npz member 'obj.npy' byte 275");
   EXPECT_EQ(j["findings"][0]["references"][0], "posix.system");
   EXPECT_EQ(j["output"]["path"], "");
+}
+
+TEST(Cli, UnwritableReportAndMissingFilesAreUsageErrors) {
+  TempDir dir;
+  const std::string out = dir.File("o.safemodel");
+  std::string text;
+  // Found before any work: no output, exit 2.
+  EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + out + " --report " +
+                            dir.File("no/such/dir/r.json"),
+                        &text),
+            2)
+      << text;
+  EXPECT_NE(text.find("cannot write the report"), std::string::npos) << text;
+  EXPECT_EQ(dir.List(), std::vector<std::string>{});
+  EXPECT_EQ(SafeConvert("verify " + dir.File("missing.safemodel"), &text), 2) << text;
+  EXPECT_EQ(SafeConvert("inspect " + dir.File("missing.safemodel"), &text), 2) << text;
+  EXPECT_NE(text.find("does not exist"), std::string::npos) << text;
+}
+
+// A converter killed mid-conversion (Ctrl-C, a batch scheduler's SIGKILL)
+// leaves nothing in the output directory: the output is an anonymous file
+// until the final rename, and the worker dies with its parent.
+TEST(Cli, AKilledConversionLeavesNoFileBehind) {
+  for (int sig : {SIGTERM, SIGKILL}) {
+    TempDir in_dir, out_dir;
+    const std::string input = in_dir.File("probe-input");
+    WriteFile(input, "probe:park\n");  // sandbox-probe parks after lockdown
+    const std::string probe = BinDir() + "/sandbox-probe";
+    if (access(probe.c_str(), X_OK) != 0) GTEST_SKIP() << "no sandbox-probe";
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const std::string cli = BinDir() + "/safe-convert";
+      const std::string out = out_dir.File("o.safemodel");
+      execl(cli.c_str(), cli.c_str(), input.c_str(), out.c_str(), "--worker", probe.c_str(),
+            "--timeout", "30", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    usleep(700 * 1000);  // the output is created before the worker starts
+    ASSERT_EQ(kill(pid, sig), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the converter ended on its own: " << status;
+    EXPECT_EQ(WTERMSIG(status), sig);
+    EXPECT_EQ(out_dir.List(), std::vector<std::string>{}) << "signal " << sig;
+  }
 }
 
 }  // namespace
