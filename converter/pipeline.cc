@@ -123,13 +123,18 @@ class TempOutput {
     if (name_.empty() || name_ == "." || name_ == "..") {
       return Status::InvalidArgument("output path '" + final_path + "' names no file");
     }
-    fd_ = open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+    // Naming an anonymous file later goes through /proc/self/fd (linkat
+    // by descriptor alone needs a capability on older kernels): without
+    // /proc, or if O_TMPFILE fails for any reason (filesystem, seccomp
+    // filter of a container runtime), a named temporary file is used; a
+    // real problem (permissions, no directory) is reported by mkostemp.
+    if (access("/proc/self/fd", X_OK) == 0) {
+      fd_ = open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+    }
     if (fd_ >= 0) {
       anonymous_ = true;
-    } else if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) {
-      SAFEMODEL_ASSIGN_OR_RETURN(fd_, MakeNamed(&tmp_));
     } else {
-      return Status::IoError("cannot create a temporary file in '" + dir_ + "': " + ErrnoText());
+      SAFEMODEL_ASSIGN_OR_RETURN(fd_, MakeNamed(&tmp_));
     }
     fchmod(fd_, 0644);
     return Status::Ok();
@@ -188,10 +193,6 @@ class TempOutput {
       close(probe);
       unlink(name.c_str());
       int r = linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW);
-      if (r != 0 && errno == ENOENT) {
-        // No /proc: the same, by descriptor (needs CAP_DAC_READ_SEARCH).
-        r = linkat(fd_, "", AT_FDCWD, name.c_str(), AT_EMPTY_PATH);
-      }
       if (r == 0) {
         tmp_ = std::move(name);
         return Status::Ok();

@@ -154,6 +154,7 @@ int Convert(const std::vector<std::string>& args) {
   // The report is part of what was asked for: a path it cannot be written
   // to is a usage error found before any work, not a warning after it.
   std::ofstream report_file;
+  bool report_failed = false;
   if (!report_path.empty()) {
     report_file.open(report_path, std::ios::trunc);
     if (!report_file) return Usage("cannot write the report to '" + report_path + "'");
@@ -165,12 +166,11 @@ int Convert(const std::vector<std::string>& args) {
     report_file << report << "\n";
     report_file.close();
     if (!report_file) {
-      // Rare (disk full): the conversion is not reported, so it does not
-      // stand either; no output is left behind with a failing exit code.
-      if (r.status.ok()) unlink(paths[1].c_str());
-      std::cerr << "safe-convert: cannot write the report to '" << report_path
-                << "'; the output was removed\n";
-      return 6;
+      // Rare (disk full after the check above). A refusal or an error keeps
+      // its own exit code below (1 must keep meaning "code found"); a
+      // converted output stays, and exit 6 says the report is missing.
+      std::cerr << "safe-convert: cannot write the report to '" << report_path << "'\n";
+      report_failed = true;
     }
   }
   if (json) std::cout << report << "\n";
@@ -188,7 +188,7 @@ int Convert(const std::vector<std::string>& args) {
     std::cout << "converted " << paths[0] << " (" << r.source_format << ") -> " << paths[1] << ": "
               << r.tensor_count << " tensors, " << r.output_bytes << " bytes\n";
   }
-  return 0;
+  return report_failed ? 6 : 0;
 }
 
 }  // namespace

@@ -567,6 +567,9 @@ class Converter {
     return out;
   }
 
+  // tf.keras's marker for a constant call argument in place of a layer name.
+  static constexpr std::string_view kKerasConstantValue = "_CONSTANT_VALUE";
+
   // How a tensor passed inside call arguments is written.
   enum class RefForm {
     kKeras3,  // {"class_name": "__keras_tensor__", "config": {"keras_history": [...]}}
@@ -674,13 +677,29 @@ class Converter {
         Value kwargs = Value::Map();
         for (size_t k = 0; k < entries.size(); ++k) {
           const std::string ewhere = nwhere + "[" + Num(k) + "]";
-          SAFEMODEL_ASSIGN_OR_RETURN(Value ref, Ref(*entries[k], names, ewhere));
-          inputs.push_back(std::move(ref));
-          if (entries[k]->list().size() > 3) {
-            // Keras keeps the last entry's call arguments.
-            kwarg_inputs.clear();
+          const Value& entry = *entries[k];
+          if (!entry.is_list() || (entry.list().size() != 3 && entry.list().size() != 4)) {
+            return Status::Malformed("model_config " + ewhere +
+                                     " is not a [layer, node, tensor(, kwargs)] entry");
+          }
+          if (entry.list()[0].is_string() &&
+              entry.list()[0].string_value() == kKerasConstantValue) {
+            // tf.keras >= 2.4: a constant argument, [_CONSTANT_VALUE, -1,
+            // value, kwargs]; the value is data, not an edge.
+            Value constant = Value::Map();
+            constant.Set("constant", entry.list()[2]);
+            inputs.push_back(std::move(constant));
+          } else {
+            SAFEMODEL_ASSIGN_OR_RETURN(Value ref, Ref(entry, names, ewhere));
+            inputs.push_back(std::move(ref));
+          }
+          // As tf.keras: the call arguments are the last entry's, and an
+          // entry of three items has none.
+          kwargs = Value::Map();
+          kwarg_inputs.clear();
+          if (entry.list().size() == 4) {
             SAFEMODEL_ASSIGN_OR_RETURN(kwargs,
-                                       ConvertCallValue(entries[k]->list()[3], names, ewhere + "[3]",
+                                       ConvertCallValue(entry.list()[3], names, ewhere + "[3]",
                                                         RefForm::kKeras2, &kwarg_inputs));
           }
         }

@@ -91,6 +91,12 @@ class KerasH5Reader {
     // model does not use are then reported as unreferenced datasets.
     if (has_config || model_weights != nullptr) {
       kind_ = "full_model";
+      if (file_.HasAttribute(root, "layer_names") || file_.HasAttribute(root, "layer_names0")) {
+        ctx_.Drop("keras.root_layer_names", "/ (attribute layer_names)",
+                  "the file is a full model (model_config/model_weights), read as load_model "
+                  "reads it; the root layer_names, which load_weights would read instead, is not "
+                  "used, and the datasets only it names are listed as unreferenced");
+      }
       if (model_weights != nullptr) {
         if (model_weights->kind != h5::Node::Kind::kGroup) {
           return Status::Malformed("/model_weights is not a group");

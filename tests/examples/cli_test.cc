@@ -176,6 +176,19 @@ TEST(Cli, UnwritableReportAndMissingFilesAreUsageErrors) {
       << text;
   EXPECT_NE(text.find("cannot write the report"), std::string::npos) << text;
   EXPECT_EQ(dir.List(), std::vector<std::string>{});
+  // Written after the conversion but failing (a full disk): a refusal keeps
+  // exit 1; a conversion keeps its output and exits 6.
+  if (access("/dev/full", W_OK) == 0) {
+    EXPECT_EQ(SafeConvert(Fixture("numpy/object_malicious.npy") + " " + out +
+                              " --report /dev/full",
+                          &text),
+              1)
+        << text;
+    EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + out + " --report /dev/full", &text), 6)
+        << text;
+    EXPECT_TRUE(Exists(out));
+    unlink(out.c_str());
+  }
   EXPECT_EQ(SafeConvert("verify " + dir.File("missing.safemodel"), &text), 2) << text;
   EXPECT_EQ(SafeConvert("inspect " + dir.File("missing.safemodel"), &text), 2) << text;
   EXPECT_NE(text.find("does not exist"), std::string::npos) << text;

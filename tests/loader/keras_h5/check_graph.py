@@ -60,9 +60,10 @@ def kwarg_refs(node):
     if isinstance(node, dict):
         stack, keras2 = [node.get("kwargs", {})], False
     else:
+        # tf.keras keeps the last entry's kwargs; an entry of 3 items has none.
         entries = [node] if node and isinstance(node[0], str) else node
-        last = [e for e in entries if len(e) > 3]
-        stack, keras2 = [last[-1][3]] if last else [], True
+        last = entries[-1] if entries else []
+        stack, keras2 = [last[3]] if len(last) == 4 else [], True
     out = []
     while stack:
         v = stack.pop()
@@ -95,7 +96,9 @@ def source_refs(node):
         return out
     if node and isinstance(node[0], str):
         node = [node]
-    return [(e[0], e[1], e[2]) for e in node]
+    # tf.keras >= 2.4 writes a constant argument as [_CONSTANT_VALUE, -1, value, ...].
+    return [("$constant", json.dumps(e[2])) if e[0] == "_CONSTANT_VALUE" else (e[0], e[1], e[2])
+            for e in node]
 
 
 def endpoints(v):
@@ -107,7 +110,8 @@ def endpoints(v):
 
 
 def converted_refs(refs):
-    return [(r["layer"], r["node"], r["tensor"]) for r in refs]
+    return [("$constant", json.dumps(r["constant"])) if "constant" in r
+            else (r["layer"], r["node"], r["tensor"]) for r in refs]
 
 
 def compare_layers(src, out, path, stats):

@@ -380,6 +380,21 @@ TEST(KerasH5, ReportsWhatIsDroppedAndRecordsTheSource) {
   EXPECT_EQ(kept->architecture().Find("optimizer_weights")->list().size(), 2u);
 }
 
+TEST(KerasH5, AFullModelWithARootLayerNamesSaysWhichOneIsRead) {
+  TempDir dir;
+  ConvertOptions options;
+  options.weights_only = true;
+  ConvertReport report;
+  auto model = ConvertAndOpen(dir, "config_and_root_layer_names.h5", options, &report);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  std::vector<std::string> dropped = Rules(report.findings, Finding::Severity::kDropped);
+  EXPECT_NE(std::find(dropped.begin(), dropped.end(), "keras.root_layer_names"), dropped.end());
+  EXPECT_NE(std::find(dropped.begin(), dropped.end(), "keras.unreferenced_dataset"),
+            dropped.end());
+  EXPECT_NE(model->Find("d/kernel:0"), nullptr);
+  EXPECT_EQ(model->metadata().Find("kind")->string_value(), "full_model");
+}
+
 TEST(KerasH5, RepeatedWeightNamesAreMadeUniqueInFileOrder) {
   TempDir dir;
   ConvertReport report;
@@ -456,6 +471,24 @@ TEST(KerasH5, WeightsOnlyNeverQuotesUndecodableCode) {
             std::string::npos);
 }
 
+// tf.keras 2 call nodes, as tf.keras reads them: a constant first argument
+// is data (not an edge), and only the last entry's kwargs count.
+TEST(KerasH5, Keras2ConstantsAndKwargsAreReadAsTfKerasReadsThem) {
+  TempDir dir;
+  ConvertReport report;
+  auto model = ConvertAndOpen(dir, "keras2_call_forms.h5", {}, &report);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const Value& layers = *model->architecture().Find("model")->Find("layers");
+  const Value& mul = *layers.list()[2].Find("inbound_nodes");
+  const Value& cat = *layers.list()[3].Find("inbound_nodes");
+  EXPECT_EQ(ValueToJson(mul.list()[0]),
+            R"({"inputs":[{"constant":2.0}],"kwarg_inputs":[{"layer":"a","node":0,"tensor":0}],)"
+            R"("kwargs":{"y":{"layer":"a","node":0,"tensor":0},"name":null}})");
+  EXPECT_EQ(ValueToJson(cat.list()[0]),
+            R"({"inputs":[{"layer":"tf.math.multiply","node":0,"tensor":0},)"
+            R"({"layer":"b","node":0,"tensor":0}],"kwarg_inputs":[],"kwargs":{}})");
+}
+
 TEST(KerasH5, ConversionIsDeterministic) {
   TempDir dir;
   ConvertOptions options;
@@ -491,7 +524,7 @@ INSTANTIATE_TEST_SUITE_P(
     All, KerasH5Graph,
     ::testing::Values(Input{"functional_graph.h5"}, Input{"keras3_functional.h5"},
                       Input{"wrappers.h5"}, Input{"kwargs_edges.h5"},
-                      Input{"example:keras_cnn.h5"},
+                      Input{"keras2_call_forms.h5"}, Input{"example:keras_cnn.h5"},
                       Input{"corpus:ionut-girla__change_detection/siamese_model.h5"},
                       Input{"corpus:2nithing__streamlit_teachable_machine/keras_model.h5"},
                       Input{"corpus:0xRajvardhan__StockPredictionLSTM/keras_model.h5"},
