@@ -53,6 +53,16 @@ Result<ByteView> SubView(ByteView data, uint64_t offset, uint64_t length, std::s
 // True if `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
 bool IsValidUtf8(std::string_view s);
 
+// Index of the first byte of `v` that is neither 0 nor 1 (a bool element is
+// one of those), or v.size() if there is none. The worker, the parent's
+// writer and the reader's Verify all apply it.
+inline size_t FirstNonBool(ByteView v) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] > 1) return i;
+  }
+  return v.size();
+}
+
 // Renders a string for an error message: printable ASCII kept, the rest
 // escaped, cut to `max` bytes.
 std::string Printable(std::string_view s, size_t max = 80);

@@ -169,10 +169,10 @@ class TempOutput {
   }
 
  private:
-  std::string Template() const { return dir_ + "/." + name_ + ".tmp-XXXXXX"; }
-
+  // A new hidden file next to the output, named by mkostemp (which fills in
+  // the template's last six characters).
   Result<int> MakeNamed(std::string* path) const {
-    std::string tmpl = Template();
+    const std::string tmpl = dir_ + "/." + name_ + ".tmp-XXXXXX";
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
     int fd = mkostemp(buf.data(), O_CLOEXEC);

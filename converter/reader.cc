@@ -155,12 +155,11 @@ Status Model::Impl::CheckDigest(const TensorInfo& t) const {
   }
   if (t.dtype == DType::kBool) {
     // A writer that stored other bytes (and digested them) is still wrong.
-    for (uint64_t i = 0; i < t.nbytes; ++i) {
-      if (bytes[t.offset + i] > 1) {
-        return Status::Malformed("tensor '" + Printable(t.name) + "': bool element " +
-                                 std::to_string(i) + " is " + std::to_string(bytes[t.offset + i]) +
-                                 " (a bool is 0 or 1)");
-      }
+    const auto data = bytes.subspan(t.offset, t.nbytes);
+    if (size_t i = FirstNonBool(data); i < data.size()) {
+      return Status::Malformed("tensor '" + Printable(t.name) + "': bool element " +
+                               std::to_string(i) + " is " + std::to_string(data[i]) +
+                               " (a bool is 0 or 1)");
     }
   }
   return Status::Ok();

@@ -107,12 +107,10 @@ Status SafemodelWriter::Append(ByteView bytes) {
   }
   if (header_.tensors(current_).dtype() == v1::BOOL) {
     // The worker checks this too; the parent does not rely on it.
-    for (size_t i = 0; i < bytes.size(); ++i) {
-      if (bytes[i] > 1) {
-        return Status::Malformed("tensor '" + Printable(header_.tensors(current_).name()) +
-                                 "': a bool byte is " + std::to_string(bytes[i]) +
-                                 " (a bool is 0 or 1)");
-      }
+    if (size_t i = FirstNonBool(bytes); i < bytes.size()) {
+      return Status::Malformed("tensor '" + Printable(header_.tensors(current_).name()) +
+                               "': a bool byte is " + std::to_string(bytes[i]) +
+                               " (a bool is 0 or 1)");
     }
   }
   hasher_->Update(bytes);

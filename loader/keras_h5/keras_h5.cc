@@ -78,6 +78,8 @@ class KerasH5Reader {
     SAFEMODEL_ASSIGN_OR_RETURN(backend_, file_.ReadString(root, "backend"));
     const h5::Node* model_weights = file_.Child(root, "model_weights");
     const bool has_config = file_.HasAttribute(root, "model_config");
+    const bool root_layer_names =
+        file_.HasAttribute(root, "layer_names") || file_.HasAttribute(root, "layer_names0");
     if (ctx_.refused()) {
       // The file reaches outside itself (the walk has said where). Add what
       // its configuration would have had refused, then stop.
@@ -91,7 +93,7 @@ class KerasH5Reader {
     // model does not use are then reported as unreferenced datasets.
     if (has_config || model_weights != nullptr) {
       kind_ = "full_model";
-      if (file_.HasAttribute(root, "layer_names") || file_.HasAttribute(root, "layer_names0")) {
+      if (root_layer_names) {
         ctx_.Drop("keras.root_layer_names", "/ (attribute layer_names)",
                   "the file is a full model (model_config/model_weights), read as load_model "
                   "reads it; the root layer_names, which load_weights would read instead, is not "
@@ -117,8 +119,7 @@ class KerasH5Reader {
             "the training configuration (loss, metrics, optimizer settings) is not converted");
       }
       if (has_config) SAFEMODEL_RETURN_IF_ERROR(ReadArchitecture(model_weights != nullptr));
-    } else if (file_.HasAttribute(root, "layer_names") ||
-               file_.HasAttribute(root, "layer_names0")) {
+    } else if (root_layer_names) {
       kind_ = "weights_only";
       SAFEMODEL_RETURN_IF_ERROR(ReadLegacyWeights(root));
     } else if (file_.Child(root, "layers") != nullptr || file_.Child(root, "vars") != nullptr ||

@@ -461,6 +461,20 @@ v1::Finding MakeFinding(const std::string& severity) {
   return f;
 }
 
+
+// Every text field of a Finding, by the name the reader's errors use, with a
+// setter (a finding made by MakeFinding has one reference).
+using FindingTextSetter = void (*)(v1::Finding*, const std::string&);
+const std::vector<std::pair<std::string, FindingTextSetter>>& FindingTextFields() {
+  static const std::vector<std::pair<std::string, FindingTextSetter>> fields = {
+      {"finding rule", [](v1::Finding* f, const std::string& s) { f->set_rule(s); }},
+      {"finding location", [](v1::Finding* f, const std::string& s) { f->set_location(s); }},
+      {"finding message", [](v1::Finding* f, const std::string& s) { f->set_message(s); }},
+      {"finding reference", [](v1::Finding* f, const std::string& s) { f->set_references(0, s); }},
+  };
+  return fields;
+}
+
 TEST(Format, RejectsMalformedFindings) {
   Parts parts = Split(WriteValid(kSpecs));
   v1::Provenance* prov = parts.header.mutable_provenance();
@@ -483,12 +497,7 @@ TEST(Format, RejectsMalformedFindings) {
   // Every text field is capped at 64 KiB (exactly 64 KiB is allowed).
   const std::string at_cap(format::kMaxFindingTextBytes, 'x');
   const std::string over_cap(format::kMaxFindingTextBytes + 1, 'x');
-  const std::vector<std::pair<std::string, void (*)(v1::Finding*, const std::string&)>> fields = {
-      {"finding rule", [](v1::Finding* f, const std::string& s) { f->set_rule(s); }},
-      {"finding location", [](v1::Finding* f, const std::string& s) { f->set_location(s); }},
-      {"finding message", [](v1::Finding* f, const std::string& s) { f->set_message(s); }},
-      {"finding reference", [](v1::Finding* f, const std::string& s) { f->set_references(0, s); }},
-  };
+  const auto& fields = FindingTextFields();
   for (const auto& [what, set] : fields) {
     p = parts;
     set(p.header.mutable_provenance()->mutable_findings(1), at_cap);
@@ -544,12 +553,7 @@ TEST(Format, FindingAndOptionTextMustBeUtf8) {
   v1::Provenance prov;
   *prov.add_findings() = MakeFinding("note");
   EXPECT_TRUE(format::CheckFindings(prov.findings()).ok());
-  const std::vector<std::pair<std::string, void (*)(v1::Finding*, const std::string&)>> fields = {
-      {"finding rule", [](v1::Finding* f, const std::string& s) { f->set_rule(s); }},
-      {"finding location", [](v1::Finding* f, const std::string& s) { f->set_location(s); }},
-      {"finding message", [](v1::Finding* f, const std::string& s) { f->set_message(s); }},
-      {"finding reference", [](v1::Finding* f, const std::string& s) { f->set_references(0, s); }},
-  };
+  const auto& fields = FindingTextFields();
   for (const auto& [what, set] : fields) {
     v1::Provenance copy = prov;
     set(copy.mutable_findings(0), bad);

@@ -52,19 +52,12 @@ def name_of(entry):
     return entry.get("name") or (entry.get("config") or {}).get("name")
 
 
-def kwarg_refs(node):
-    """Tensors passed by keyword in one inbound node, as (layer, node, tensor).
+def refs_in(value, keras2):
+    """Tensor references inside call arguments, in order, as (layer, node, tensor).
 
-    Keras 3 writes them as __keras_tensor__ objects; tf.keras 2 as a 3- or
-    4-item list starting with a layer name inside the call kwargs."""
-    if isinstance(node, dict):
-        stack, keras2 = [node.get("kwargs", {})], False
-    else:
-        # tf.keras keeps the last entry's kwargs; an entry of 3 items has none.
-        entries = [node] if node and isinstance(node[0], str) else node
-        last = entries[-1] if entries else []
-        stack, keras2 = [last[3]] if len(last) == 4 else [], True
-    out = []
+    Keras 3 writes them as __keras_tensor__ objects; tf.keras 2 (in kwargs)
+    as any 3- or 4-item list that starts with a layer name."""
+    out, stack = [], [value]
     while stack:
         v = stack.pop()
         if isinstance(v, dict) and v.get("class_name") == "__keras_tensor__":
@@ -79,21 +72,20 @@ def kwarg_refs(node):
     return out
 
 
+def kwarg_refs(node):
+    """Tensors passed by keyword in one inbound node."""
+    if isinstance(node, dict):  # Keras 3
+        return refs_in(node.get("kwargs", {}), False)
+    # tf.keras keeps the last entry's kwargs; an entry of 3 items has none.
+    entries = [node] if node and isinstance(node[0], str) else node
+    last = entries[-1] if entries else []
+    return refs_in(last[3], True) if len(last) == 4 else []
+
+
 def source_refs(node):
     """The inputs of one inbound node, as (layer, node, tensor) tuples."""
     if isinstance(node, dict):  # Keras 3
-        out = []
-        stack = [node.get("args", [])]
-        while stack:
-            v = stack.pop()
-            if isinstance(v, dict) and v.get("class_name") == "__keras_tensor__":
-                h = v["config"]["keras_history"]
-                out.append((h[0], h[1], h[2]))
-            elif isinstance(v, dict):
-                stack.extend(reversed(list(v.values())))
-            elif isinstance(v, list):
-                stack.extend(reversed(v))
-        return out
+        return refs_in(node.get("args", []), False)
     if node and isinstance(node[0], str):
         node = [node]
     # tf.keras >= 2.4 writes a constant argument as [_CONSTANT_VALUE, -1, value, ...].
