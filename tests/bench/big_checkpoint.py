@@ -24,9 +24,9 @@ Every file is written under --workdir and deleted at the end (unless
 (generation scratch, checkpoint, output).
 """
 import argparse
-import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -60,18 +60,27 @@ def timed(fn):
     return time.perf_counter() - t
 
 
+def children_cpu():
+    """User + system CPU seconds of the waited-for children (and theirs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def convert(bin_dir, src, dst, sync):
     # Through a forking shell: a process started straight from this (large)
     # Python process would inherit its peak RSS in the kernel's accounting.
     args = ["/bin/sh", "-c", '"$0" "$@"; exit $?', os.path.join(bin_dir, "safe-convert"), src, dst,
             "--json"] + ([] if sync else ["--no-sync"])
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), children_cpu()
     p = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - t
     report = json.loads(p.stdout) if p.stdout.strip().startswith("{") else {}
     if p.returncode != 0:
         sys.exit("safe-convert %s failed (exit %d): %s %s" % (src, p.returncode, p.stderr.strip(),
                                                              report.get("message", "")))
+    # CPU of the whole conversion (parent, its hashing thread, the worker):
+    # unlike the wall time, it does not depend on what else the machine runs.
+    report["cpu_total_seconds"] = children_cpu() - cpu
     return wall, report
 
 
@@ -80,9 +89,11 @@ def copy_time(src, dst, sync):
         subprocess.run(["cp", src, dst], check=True)
         if sync:
             subprocess.run(["sync", dst], check=True)
+    cpu = children_cpu()
     wall = timed(run)
+    cpu = children_cpu() - cpu
     os.unlink(dst)
-    return wall
+    return wall, cpu
 
 
 LOADER_DIGESTS = r"""
@@ -129,18 +140,20 @@ def measure(bin_dir, src, out, runs):
     """Median wall times of safe-convert and cp (with and without fsync)."""
     rows = {}
     for sync in (False, True):
-        walls, rss_w, rss_p, cpu = [], [], [], []
+        walls, rss_w, rss_p, cpu, worker_cpu = [], [], [], [], []
         for _ in range(runs):
             w, rep = convert(bin_dir, src, out, sync)
             walls.append(w)
             rss_w.append(rep["worker"]["max_rss_bytes"])
             rss_p.append(rep["parent_max_rss_bytes"])
-            cpu.append(rep["worker"]["cpu_seconds"])
+            cpu.append(rep["cpu_total_seconds"])
+            worker_cpu.append(rep["worker"]["cpu_seconds"])
         cps = [copy_time(src, out + ".cp", sync) for _ in range(runs)]
         rows["fsync" if sync else "no-sync"] = {
-            "safe_convert_s": statistics.median(walls), "cp_s": statistics.median(cps),
-            "worker_max_rss_mib": max(rss_w) / MIB, "parent_max_rss_mib": max(rss_p) / MIB,
-            "worker_cpu_s": statistics.median(cpu)}
+            "safe_convert_s": statistics.median(walls), "cp_s": statistics.median(c[0] for c in cps),
+            "safe_convert_cpu_s": statistics.median(cpu), "worker_cpu_s": statistics.median(worker_cpu),
+            "cp_cpu_s": statistics.median(c[1] for c in cps),
+            "worker_max_rss_mib": max(rss_w) / MIB, "parent_max_rss_mib": max(rss_p) / MIB}
     return rows
 
 
@@ -151,13 +164,15 @@ def torch_case(a):
     scratch = os.path.join(a.workdir, "scratch.f32")
     src = os.path.join(a.workdir, "big.pt")
     out = os.path.join(a.workdir, "big.safemodel")
-    t = time.perf_counter()
-    mm = fill_scratch(scratch, a.tensors, elems, seed=1000)
-    model = {"layers.%02d.weight" % i: torch.from_numpy(mm[i]) for i in range(a.tensors)}
-    gen = time.perf_counter() - t
-    save = timed(lambda: torch.save(model, src))
-    del model, mm
-    os.unlink(scratch)
+    gen = save = None
+    if not (a.reuse and os.path.exists(src)):
+        t = time.perf_counter()
+        mm = fill_scratch(scratch, a.tensors, elems, seed=1000)
+        model = {"layers.%02d.weight" % i: torch.from_numpy(mm[i]) for i in range(a.tensors)}
+        gen = time.perf_counter() - t
+        save = timed(lambda: torch.save(model, src))
+        del model, mm
+        os.unlink(scratch)
     size = os.path.getsize(src)
     rows = measure(a.bin_dir, src, out, a.runs)
     n = check_tensors(out, loader_digests("torch", src))
@@ -176,7 +191,9 @@ def npz_case(a):
     src = os.path.join(a.workdir, "big.npz")
     out = os.path.join(a.workdir, "big_npz.safemodel")
     mm = fill_scratch(scratch, count, chunk // 4, seed=2000)
-    save = timed(lambda: np.savez(src, **{"a%02d" % i: mm[i] for i in range(count)}))
+    t = time.perf_counter()
+    np.savez(src, **{"a%02d" % i: mm[i] for i in range(count)})
+    save = time.perf_counter() - t
     del mm
     os.unlink(scratch)
     size = os.path.getsize(src)
@@ -184,6 +201,7 @@ def npz_case(a):
     n = check_tensors(out, loader_digests("npz", src))
     result = {"case": "np.savez", "bytes": size, "tensors": n, "np_savez_s": save,
               "all_tensors_match_np_load": True, "safe_convert_no_sync_s": w,
+              "safe_convert_cpu_s": rep["cpu_total_seconds"],
               "worker_max_rss_mib": rep["worker"]["max_rss_bytes"] / MIB,
               "parent_max_rss_mib": rep["parent_max_rss_bytes"] / MIB}
     if not a.keep:
@@ -201,6 +219,8 @@ def main():
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--npz-mib", type=int, default=4608)
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--reuse", action="store_true",
+                    help="use WORKDIR/big.pt from an earlier --keep run instead of generating it")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     need = 3 * a.tensors * a.tensor_mib * MIB
@@ -218,10 +238,11 @@ def main():
         if r["case"] == "torch.save":
             for mode in ("no-sync", "fsync"):
                 m = r[mode]
-                print("| %.1f GiB `torch.save`, %d tensors (%s) | %.1f s | %.2f GB/s | %.0f MiB | %.0f MiB | %.1f s |" %
-                      (r["bytes"] / 2**30, r["tensors"], mode, m["safe_convert_s"],
+                print("| %.1f GiB `torch.save`, %d tensors (%s) | %.1f s (%.1f s CPU) | %.2f GB/s | "
+                      "%.0f MiB | %.0f MiB | %.1f s (%.1f s CPU) |" %
+                      (r["bytes"] / 2**30, r["tensors"], mode, m["safe_convert_s"], m["safe_convert_cpu_s"],
                        r["bytes"] / m["safe_convert_s"] / 1e9, m["worker_max_rss_mib"],
-                       m["parent_max_rss_mib"], m["cp_s"]))
+                       m["parent_max_rss_mib"], m["cp_s"], m["cp_cpu_s"]))
 
 
 if __name__ == "__main__":
