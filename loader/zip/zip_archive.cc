@@ -21,6 +21,8 @@ constexpr uint16_t kFlagUtf8 = 0x0800;
 constexpr uint16_t kAllowedFlags = 0x0002 | 0x0004 | kFlagDescriptor | kFlagUtf8;
 constexpr uint16_t kZip64ExtraId = 0x0001;
 constexpr uint8_t kMadeByUnix = 3;
+// A 32-bit size or offset of this value means "in the zip64 extra field".
+constexpr uint64_t kMax32 = 0xFFFFFFFF;
 
 std::string Num(uint64_t v) { return std::to_string(v); }
 
@@ -81,6 +83,364 @@ Result<Zip64Values> ParseExtra(ByteView extra, const std::string& where) {
   return out;
 }
 
+// Where the central directory is, from the end record (and the zip64 end
+// record when its locator is there).
+struct Directory {
+  uint64_t entries = 0;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+Result<Directory> ParseEndRecords(ByteView image) {
+  const uint64_t size = image.size();
+  if (size < kEndBytes) return Status::Malformed("zip: file too short for an end record");
+  // The end record: its comment must reach exactly the end of the file, and
+  // exactly one candidate may satisfy that.
+  uint64_t eocd = UINT64_MAX;
+  uint64_t lowest = size - kEndBytes > 0xFFFF ? size - kEndBytes - 0xFFFF : 0;
+  for (uint64_t off = size - kEndBytes + 1; off-- > lowest;) {
+    ByteReader r(image.subspan(off, kEndBytes), off);
+    if (*r.U32LE("sig") != kZipEndSig) continue;
+    (void)r.Skip(16, "end record");
+    uint16_t comment = *r.U16LE("comment length");
+    if (off + kEndBytes + comment != size) continue;
+    if (eocd != UINT64_MAX) return Status::Malformed("zip: two candidate end records (ambiguous)");
+    eocd = off;
+  }
+  if (eocd == UINT64_MAX) return Status::Malformed("zip: no end-of-central-directory record");
+
+  ByteReader er(image.subspan(eocd, kEndBytes), eocd);
+  (void)er.Skip(4, "sig");
+  uint16_t disk = *er.U16LE("disk");
+  uint16_t cd_disk = *er.U16LE("cd disk");
+  uint64_t n_disk = *er.U16LE("entries on disk");
+  uint64_t n_total = *er.U16LE("entries");
+  uint64_t cd_size = *er.U32LE("cd size");
+  uint64_t cd_offset = *er.U32LE("cd offset");
+  if (disk != 0 || cd_disk != 0 || n_disk != n_total) {
+    return Status::Unsupported("zip: multi-disk archives are not supported");
+  }
+  uint64_t cd_end = eocd;  // where the central directory must end
+  bool zip64 = eocd >= kLocatorBytes &&
+               *ByteReader(image.subspan(eocd - kLocatorBytes, 4)).U32LE("sig") == kZip64LocatorSig;
+  if (zip64) {
+    ByteReader lr(image.subspan(eocd - kLocatorBytes, kLocatorBytes), eocd - kLocatorBytes);
+    (void)lr.Skip(4, "sig");
+    uint32_t z_disk = *lr.U32LE("zip64 end disk");
+    uint64_t rec = *lr.U64LE("zip64 end offset");
+    uint32_t disks = *lr.U32LE("disks");
+    if (z_disk != 0 || disks != 1) return Status::Unsupported("zip: multi-disk zip64 archive");
+    if (rec >= eocd - kLocatorBytes) return Status::Malformed("zip: zip64 end record out of place");
+    ByteReader zr(image.subspan(rec, eocd - kLocatorBytes - rec), rec);
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, zr.U32LE("zip64 end signature"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t rec_size, zr.U64LE("zip64 end size"));
+    if (sig != kZip64EndSig || rec_size < 44 || rec_size != zr.remaining()) {
+      return Status::Malformed("zip: bad zip64 end record");
+    }
+    SAFEMODEL_RETURN_IF_ERROR(zr.Skip(4, "versions"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t zd, zr.U32LE("disk"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t zcd, zr.U32LE("cd disk"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zn_disk, zr.U64LE("entries on disk"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zn_total, zr.U64LE("entries"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zcd_size, zr.U64LE("cd size"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zcd_offset, zr.U64LE("cd offset"));
+    if (zd != 0 || zcd != 0 || zn_disk != zn_total) {
+      return Status::Unsupported("zip: multi-disk zip64 archive");
+    }
+    auto agree = [](uint64_t v32, uint64_t v64, uint64_t marker) {
+      return v32 == marker || v32 == v64;
+    };
+    if (!agree(n_total, zn_total, 0xFFFF) || !agree(cd_size, zcd_size, kMax32) ||
+        !agree(cd_offset, zcd_offset, kMax32)) {
+      return Status::Malformed("zip: end record and zip64 end record disagree");
+    }
+    n_total = zn_total;
+    cd_size = zcd_size;
+    cd_offset = zcd_offset;
+    cd_end = rec;
+  } else if (n_total == 0xFFFF || cd_size == kMax32 || cd_offset == kMax32) {
+    return Status::Malformed("zip: zip64 markers without a zip64 end record");
+  }
+  if (n_total > kMaxZipEntries) {
+    return Status::LimitExceeded("zip: " + Num(n_total) + " entries exceed the limit of " +
+                                 Num(kMaxZipEntries));
+  }
+  if (cd_offset > cd_end || cd_size != cd_end - cd_offset) {
+    return Status::Malformed("zip: central directory [" + Num(cd_offset) + ", +" + Num(cd_size) +
+                             ") does not end at the end records (" + Num(cd_end) + ")");
+  }
+  return Directory{n_total, cd_offset, cd_size};
+}
+
+// One central-directory entry, checked on its own: name, flags, method, zip64
+// fields, symbolic links, the deflate ratio. The local header comes later.
+Result<ZipEntry> ParseCentralEntry(ByteReader& cr, uint64_t index) {
+  const std::string where = "zip central entry #" + Num(index);
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, cr.U32LE(where));
+  if (sig != kZipCentralSig) return Status::Malformed(where + ": bad signature");
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t made_by, cr.U16LE(where));
+  SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // version needed
+  ZipEntry e;
+  SAFEMODEL_ASSIGN_OR_RETURN(e.flags, cr.U16LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(e.method, cr.U16LE(where));
+  SAFEMODEL_RETURN_IF_ERROR(cr.Skip(4, where));  // time, date
+  SAFEMODEL_ASSIGN_OR_RETURN(e.crc32, cr.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t csize32, cr.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t usize32, cr.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, cr.U16LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, cr.U16LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t comment_len, cr.U16LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t disk_start, cr.U16LE(where));
+  SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // internal attributes
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t external, cr.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lho32, cr.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView name, cr.Bytes(name_len, where + " name"));
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView extra, cr.Bytes(extra_len, where + " extra"));
+  SAFEMODEL_RETURN_IF_ERROR(cr.Skip(comment_len, where + " comment"));
+  e.name.assign(AsChars(name));
+  SAFEMODEL_RETURN_IF_ERROR(CheckName(e.name, e.flags));
+  const std::string ewhere = "zip entry '" + Printable(e.name) + "'";
+  if (e.flags & kFlagEncrypted) return Status::Unsupported(ewhere + " is encrypted");
+  if (const auto unknown = static_cast<uint16_t>(e.flags & ~kAllowedFlags); unknown != 0) {
+    return Status::Unsupported(ewhere + " uses unsupported flag bits (" + Num(unknown) + ")");
+  }
+  if (e.method != 0 && e.method != 8) {
+    return Status::Unsupported(ewhere + " uses compression method " + Num(e.method) +
+                               " (only stored and deflate are read)");
+  }
+  if ((made_by >> 8) == kMadeByUnix && ((external >> 16) & 0170000) == 0120000) {
+    return Status::Malformed(ewhere + " is a symbolic link");
+  }
+
+  // zip64 extended information: present values replace saturated fields,
+  // in the order uncompressed, compressed, local header offset, disk.
+  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values z, ParseExtra(extra, ewhere));
+  ByteReader zr(z.data);
+  e.uncompressed_size = usize32;
+  e.compressed_size = csize32;
+  e.local_header_offset = lho32;
+  if (usize32 == kMax32) {
+    SAFEMODEL_ASSIGN_OR_RETURN(e.uncompressed_size, zr.U64LE(ewhere + " zip64 size"));
+  }
+  if (csize32 == kMax32) {
+    SAFEMODEL_ASSIGN_OR_RETURN(e.compressed_size, zr.U64LE(ewhere + " zip64 compressed size"));
+  }
+  if (lho32 == kMax32) {
+    SAFEMODEL_ASSIGN_OR_RETURN(e.local_header_offset, zr.U64LE(ewhere + " zip64 offset"));
+  }
+  if (disk_start == 0xFFFF) {
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t d, zr.U32LE(ewhere + " zip64 disk"));
+    if (d != 0) return Status::Unsupported(ewhere + " starts on another disk");
+  } else if (disk_start != 0) {
+    return Status::Unsupported(ewhere + " starts on another disk");
+  }
+  if (!zr.at_end()) return Status::Malformed(ewhere + ": zip64 extra field has extra bytes");
+  if (e.method == 0 && e.compressed_size != e.uncompressed_size) {
+    return Status::Malformed(ewhere + ": stored entry with different compressed and real sizes");
+  }
+  if (e.method == 8) {
+    uint64_t cap;
+    if (!CheckedMul(e.compressed_size + 16, kMaxDeflateRatio, &cap) || e.uncompressed_size > cap) {
+      return Status::Malformed(ewhere + " claims to inflate " + Num(e.compressed_size) +
+                               " bytes into " + Num(e.uncompressed_size) +
+                               ", beyond what deflate can do (zip bomb)");
+    }
+  }
+  return e;
+}
+
+// The local header's zip64 field, as the writers lay it out (the central
+// entry is the authority; this only says which values the local field holds,
+// so that each can be checked against it).
+//
+// What each writer puts in a local header (observed in the bytes of archives
+// each one wrote, up to 8.2 GiB as sparse files; tests/fixtures/zip/ holds
+// their headers):
+//   - torch.save (PyTorchStreamWriter over miniz 2.0.8 in torch 1.13; miniz
+//     3.0.2's mz_zip_writer_add_mem_ex_v2 in torch 2.x has the same code):
+//     every member stored, flags 0x0808 (descriptor, UTF-8), local CRC and
+//     sizes 0. A zip64 field is added only when the member is 4 GiB or more
+//     (uncompressed size >= 0xFFFFFFFF) or its local header starts at or
+//     beyond 0xFFFFFFFF, and holds, in order, [uncompressed size, compressed
+//     size = 0] for the first reason and [this header's own offset] for the
+//     second: 16, 8 or 24 bytes. The data descriptor (with signature) has
+//     8-byte sizes exactly when that field is there. An empty member has no
+//     descriptor flag, no descriptor and sizes 0. The central entry carries
+//     the same values, real ones, under 0xFFFFFFFF markers; a zip64 end
+//     record is always written.
+//   - Python's zipfile (3.11), seekable output: no descriptor; the local
+//     header is rewritten after the data with the real CRC and sizes. With
+//     force_zip64, or a size over 2 GiB - 1 known in advance, a 16-byte zip64
+//     field [uncompressed, compressed] with the real sizes; the 32-bit
+//     fields hold the real sizes, or 0xFFFFFFFF over 2 GiB - 1. No offset in
+//     a local field, whatever the offset.
+//   - zipfile to an unseekable stream: descriptor flag (0x0008), local CRC
+//     and sizes 0; with zip64 the 16-byte field holds [0, 0]; the
+//     descriptor has a signature and 8-byte sizes exactly when that field
+//     is there.
+//   - numpy.savez/savez_compressed (1.24): zipfile with force_zip64=True for
+//     every member, so always the 16-byte field.
+// So: 16 bytes are the two sizes (APPNOTE 4.5.3); 8 bytes are miniz's header
+// offset, only for a header at or beyond 0xFFFFFFFF of a member under 4 GiB;
+// 24 bytes are both, only for a member of 4 GiB or more at or beyond that
+// offset. Anything else matches no writer and is refused.
+struct LocalZip64 {
+  bool present = false;     // the field is there: the descriptor has 8-byte sizes
+  bool has_sizes = false;   // [uncompressed, compressed]
+  bool has_offset = false;  // [local header offset]
+  uint64_t uncompressed_size = 0;
+  uint64_t compressed_size = 0;
+  uint64_t offset = 0;
+};
+
+Result<LocalZip64> ReadLocalZip64(const Zip64Values& field, const ZipEntry& e,
+                                  const std::string& where) {
+  LocalZip64 z;
+  if (!field.present) return z;
+  z.present = true;
+  const bool big = e.uncompressed_size >= kMax32;
+  const bool far = e.local_header_offset >= kMax32;
+  const uint64_t n = field.data.size();
+  if (n == 16) {
+    z.has_sizes = true;
+  } else if (n == 24 && big && far) {
+    z.has_sizes = z.has_offset = true;
+  } else if (n == 8 && far && !big) {
+    z.has_offset = true;
+  } else {
+    return Status::Malformed(
+        where + ": local zip64 extra field of " + Num(n) +
+        " bytes matches no writer's layout (16: both sizes; 8: the header offset, for a header at "
+        "or beyond 4 GiB; 24: sizes and offset, for a member of 4 GiB or more beyond 4 GiB)");
+  }
+  ByteReader r(field.data);
+  if (z.has_sizes) {
+    z.uncompressed_size = *r.U64LE("local zip64 size");
+    z.compressed_size = *r.U64LE("local zip64 compressed size");
+  }
+  if (z.has_offset) z.offset = *r.U64LE("local zip64 offset");
+  return z;
+}
+
+// The local header's CRC and sizes (32-bit fields and zip64 field) against
+// the central entry. With a data descriptor (flag 0x0008) a streaming writer
+// leaves 0 for what it does not know yet: the 32-bit CRC and sizes all 0
+// together, and each zip64 size 0 or the real value (miniz writes the real
+// uncompressed size and a compressed size of 0). Without one, every value
+// present must be the central one; 0xFFFFFFFF in a 32-bit size only says the
+// zip64 field holds it.
+Status CheckLocalValues(const ZipEntry& e, const LocalZip64& z, uint32_t crc, uint32_t csize32,
+                        uint32_t usize32, const std::string& where) {
+  const bool descriptor = e.flags & kFlagDescriptor;
+  if (z.has_offset && z.offset != e.local_header_offset) {
+    return Status::Malformed(where + ": local zip64 extra field gives header offset " +
+                             Num(z.offset) + " but the header is at " +
+                             Num(e.local_header_offset));
+  }
+  auto agrees = [&](uint64_t local, uint64_t central) {
+    return local == central || (descriptor && local == 0);
+  };
+  if (z.has_sizes &&
+      (!agrees(z.uncompressed_size, e.uncompressed_size) || !agrees(z.compressed_size, e.compressed_size))) {
+    return Status::Malformed(where + ": local zip64 sizes (" + Num(z.uncompressed_size) + ", " +
+                             Num(z.compressed_size) + ") differ from the central entry's (" +
+                             Num(e.uncompressed_size) + ", " + Num(e.compressed_size) + ")");
+  }
+  if (descriptor && crc == 0 && csize32 == 0 && usize32 == 0) return Status::Ok();
+  auto fits = [&](uint32_t v32, uint64_t central) {
+    return v32 == kMax32 ? z.has_sizes : v32 == central;
+  };
+  if (crc != e.crc32 || !fits(csize32, e.compressed_size) || !fits(usize32, e.uncompressed_size)) {
+    return Status::Malformed(where + ": local header CRC or sizes differ from the central entry");
+  }
+  return Status::Ok();
+}
+
+// The data descriptor at `at`: optional signature, CRC, then 8-byte sizes if
+// the local header has a zip64 field, else 4-byte ones. Returns its end.
+Result<uint64_t> CheckDescriptor(ByteView image, uint64_t at, uint64_t cd_offset, const ZipEntry& e,
+                                 bool zip64, const std::string& where) {
+  const std::string what = where + " data descriptor";
+  ByteReader dr(image.subspan(at, cd_offset - at), at);
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t first, dr.U32LE(what));
+  uint32_t dcrc = first;
+  if (first == kZipDescriptorSig) {
+    SAFEMODEL_ASSIGN_OR_RETURN(dcrc, dr.U32LE(what));
+  }
+  uint64_t dc, du;
+  if (zip64) {
+    SAFEMODEL_ASSIGN_OR_RETURN(dc, dr.U64LE(what));
+    SAFEMODEL_ASSIGN_OR_RETURN(du, dr.U64LE(what));
+  } else {
+    SAFEMODEL_ASSIGN_OR_RETURN(dc, dr.U32LE(what));
+    SAFEMODEL_ASSIGN_OR_RETURN(du, dr.U32LE(what));
+  }
+  if (dcrc != e.crc32 || dc != e.compressed_size || du != e.uncompressed_size) {
+    return Status::Malformed(where + ": data descriptor differs from the central entry");
+  }
+  return dr.absolute_position();
+}
+
+// The local header of `*e` (which must agree with the central entry) and
+// its data and descriptor, all before the central directory. Sets
+// e->data_offset; returns the end of the entry.
+Result<uint64_t> CheckLocalEntry(ByteView image, uint64_t cd_offset, ZipEntry* e) {
+  const std::string where = "zip entry '" + Printable(e->name) + "'";
+  const uint64_t lho = e->local_header_offset;
+  if (lho >= cd_offset) return Status::Malformed(where + ": local header is not before the central directory");
+  ByteReader lr(image.subspan(lho, cd_offset - lho), lho);
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lsig, lr.U32LE(where + " local header"));
+  if (lsig != kZipLocalSig) return Status::Malformed(where + ": bad local header signature");
+  SAFEMODEL_RETURN_IF_ERROR(lr.Skip(2, where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lflags, lr.U16LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lmethod, lr.U16LE(where));
+  SAFEMODEL_RETURN_IF_ERROR(lr.Skip(4, where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lcrc, lr.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lcsize, lr.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lusize, lr.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lname_len, lr.U16LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lextra_len, lr.U16LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView lname, lr.Bytes(lname_len, where + " local name"));
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView lextra, lr.Bytes(lextra_len, where + " local extra"));
+  if (AsChars(lname) != e->name) {
+    return Status::Malformed(where + ": local header names it '" + Printable(AsChars(lname)) +
+                             "' (central and local names differ)");
+  }
+  if (lflags != e->flags || lmethod != e->method) {
+    return Status::Malformed(where + ": local header flags or method differ from the central entry");
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values field, ParseExtra(lextra, where + " local"));
+  SAFEMODEL_ASSIGN_OR_RETURN(LocalZip64 z, ReadLocalZip64(field, *e, where));
+  SAFEMODEL_RETURN_IF_ERROR(CheckLocalValues(*e, z, lcrc, lcsize, lusize, where));
+  e->data_offset = lr.absolute_position();
+  uint64_t end;
+  if (!CheckedAdd(e->data_offset, e->compressed_size, &end) || end > cd_offset) {
+    return Status::Malformed(where + ": data runs past the central directory");
+  }
+  if (!(e->flags & kFlagDescriptor)) return end;
+  return CheckDescriptor(image, end, cd_offset, *e, z.present, where);
+}
+
+// Entries (local header to end of data or descriptor) must tile
+// [0, cd_offset) exactly: no prefix, gap or overlap.
+Status CheckTiling(std::vector<std::pair<uint64_t, uint64_t>> spans, uint64_t cd_offset) {
+  std::sort(spans.begin(), spans.end());
+  uint64_t cursor = 0;
+  for (const auto& [begin, end] : spans) {
+    if (begin != cursor) {
+      return Status::Malformed("zip: " + std::string(begin > cursor ? "unaccounted bytes" : "overlapping entries") +
+                               " at offset " + Num(std::min(begin, cursor)) +
+                               " (hidden data or a crafted archive)");
+    }
+    cursor = end;
+  }
+  if (cursor != cd_offset) {
+    return Status::Malformed("zip: unaccounted bytes at offset " + Num(cursor) +
+                             " before the central directory");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 struct ZipArchive::LibzipHandle {
@@ -102,249 +462,25 @@ Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image) {
 }
 
 Status ZipArchive::ParseStructure() {
-  const uint64_t size = image_.size();
-  if (size < kEndBytes) return Status::Malformed("zip: file too short for an end record");
-  // The end record: its comment must reach exactly the end of the file, and
-  // exactly one candidate may satisfy that.
-  uint64_t eocd = UINT64_MAX;
-  uint64_t lowest = size - kEndBytes > 0xFFFF ? size - kEndBytes - 0xFFFF : 0;
-  for (uint64_t off = size - kEndBytes + 1; off-- > lowest;) {
-    ByteReader r(image_.subspan(off, kEndBytes), off);
-    if (*r.U32LE("sig") != kZipEndSig) continue;
-    (void)r.Skip(16, "end record");
-    uint16_t comment = *r.U16LE("comment length");
-    if (off + kEndBytes + comment != size) continue;
-    if (eocd != UINT64_MAX) return Status::Malformed("zip: two candidate end records (ambiguous)");
-    eocd = off;
-  }
-  if (eocd == UINT64_MAX) return Status::Malformed("zip: no end-of-central-directory record");
-
-  ByteReader er(image_.subspan(eocd, kEndBytes), eocd);
-  (void)er.Skip(4, "sig");
-  uint16_t disk = *er.U16LE("disk");
-  uint16_t cd_disk = *er.U16LE("cd disk");
-  uint64_t n_disk = *er.U16LE("entries on disk");
-  uint64_t n_total = *er.U16LE("entries");
-  uint64_t cd_size = *er.U32LE("cd size");
-  uint64_t cd_offset = *er.U32LE("cd offset");
-  if (disk != 0 || cd_disk != 0 || n_disk != n_total) {
-    return Status::Unsupported("zip: multi-disk archives are not supported");
-  }
-  uint64_t cd_end = eocd;  // where the central directory must end
-  bool zip64 = eocd >= kLocatorBytes &&
-               *ByteReader(image_.subspan(eocd - kLocatorBytes, 4)).U32LE("sig") == kZip64LocatorSig;
-  if (zip64) {
-    ByteReader lr(image_.subspan(eocd - kLocatorBytes, kLocatorBytes), eocd - kLocatorBytes);
-    (void)lr.Skip(4, "sig");
-    uint32_t z_disk = *lr.U32LE("zip64 end disk");
-    uint64_t rec = *lr.U64LE("zip64 end offset");
-    uint32_t disks = *lr.U32LE("disks");
-    if (z_disk != 0 || disks != 1) return Status::Unsupported("zip: multi-disk zip64 archive");
-    if (rec >= eocd - kLocatorBytes) return Status::Malformed("zip: zip64 end record out of place");
-    ByteReader zr(image_.subspan(rec, eocd - kLocatorBytes - rec), rec);
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, zr.U32LE("zip64 end signature"));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t rec_size, zr.U64LE("zip64 end size"));
-    if (sig != kZip64EndSig || rec_size < 44 || rec_size != zr.remaining()) {
-      return Status::Malformed("zip: bad zip64 end record");
-    }
-    SAFEMODEL_RETURN_IF_ERROR(zr.Skip(4, "versions"));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t zd, zr.U32LE("disk"));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t zcd, zr.U32LE("cd disk"));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zn_disk, zr.U64LE("entries on disk"));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zn_total, zr.U64LE("entries"));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zcd_size, zr.U64LE("cd size"));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zcd_offset, zr.U64LE("cd offset"));
-    if (zd != 0 || zcd != 0 || zn_disk != zn_total) {
-      return Status::Unsupported("zip: multi-disk zip64 archive");
-    }
-    auto agree = [](uint64_t v32, uint64_t v64, uint64_t marker) {
-      return v32 == marker || v32 == v64;
-    };
-    if (!agree(n_total, zn_total, 0xFFFF) || !agree(cd_size, zcd_size, 0xFFFFFFFF) ||
-        !agree(cd_offset, zcd_offset, 0xFFFFFFFF)) {
-      return Status::Malformed("zip: end record and zip64 end record disagree");
-    }
-    n_total = zn_total;
-    cd_size = zcd_size;
-    cd_offset = zcd_offset;
-    cd_end = rec;
-  } else if (n_total == 0xFFFF || cd_size == 0xFFFFFFFF || cd_offset == 0xFFFFFFFF) {
-    return Status::Malformed("zip: zip64 markers without a zip64 end record");
-  }
-  if (n_total > kMaxZipEntries) {
-    return Status::LimitExceeded("zip: " + Num(n_total) + " entries exceed the limit of " +
-                                 Num(kMaxZipEntries));
-  }
-  if (cd_offset > cd_end || cd_size != cd_end - cd_offset) {
-    return Status::Malformed("zip: central directory [" + Num(cd_offset) + ", +" + Num(cd_size) +
-                             ") does not end at the end records (" + Num(cd_end) + ")");
-  }
-
+  SAFEMODEL_ASSIGN_OR_RETURN(Directory dir, ParseEndRecords(image_));
   // Central directory, then each local header.
-  ByteReader cr(image_.subspan(cd_offset, cd_size), cd_offset);
-  entries_.reserve(static_cast<size_t>(std::min<uint64_t>(n_total, cd_size / 46 + 1)));
+  ByteReader cr(image_.subspan(dir.offset, dir.size), dir.offset);
+  entries_.reserve(static_cast<size_t>(std::min<uint64_t>(dir.entries, dir.size / 46 + 1)));
   std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
   std::unordered_set<std::string> names;
-  for (uint64_t i = 0; i < n_total; ++i) {
-    const std::string where = "zip central entry #" + Num(i);
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, cr.U32LE(where));
-    if (sig != kZipCentralSig) return Status::Malformed(where + ": bad signature");
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t made_by, cr.U16LE(where));
-    SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // version needed
-    ZipEntry e;
-    SAFEMODEL_ASSIGN_OR_RETURN(e.flags, cr.U16LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(e.method, cr.U16LE(where));
-    SAFEMODEL_RETURN_IF_ERROR(cr.Skip(4, where));  // time, date
-    SAFEMODEL_ASSIGN_OR_RETURN(e.crc32, cr.U32LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t csize32, cr.U32LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t usize32, cr.U32LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, cr.U16LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, cr.U16LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t comment_len, cr.U16LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t disk_start, cr.U16LE(where));
-    SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // internal attributes
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t external, cr.U32LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lho32, cr.U32LE(where));
-    SAFEMODEL_ASSIGN_OR_RETURN(ByteView name, cr.Bytes(name_len, where + " name"));
-    SAFEMODEL_ASSIGN_OR_RETURN(ByteView extra, cr.Bytes(extra_len, where + " extra"));
-    SAFEMODEL_RETURN_IF_ERROR(cr.Skip(comment_len, where + " comment"));
-    e.name.assign(AsChars(name));
-    SAFEMODEL_RETURN_IF_ERROR(CheckName(e.name, e.flags));
-    const std::string ewhere = "zip entry '" + Printable(e.name) + "'";
-    if (e.flags & kFlagEncrypted) return Status::Unsupported(ewhere + " is encrypted");
-    if (const auto unknown = static_cast<uint16_t>(e.flags & ~kAllowedFlags); unknown != 0) {
-      return Status::Unsupported(ewhere + " uses unsupported flag bits (" + Num(unknown) + ")");
+  for (uint64_t i = 0; i < dir.entries; ++i) {
+    SAFEMODEL_ASSIGN_OR_RETURN(ZipEntry e, ParseCentralEntry(cr, i));
+    if (!names.insert(e.name).second) {
+      return Status::Malformed("zip entry '" + Printable(e.name) + "' appears twice");
     }
-    if (e.method != 0 && e.method != 8) {
-      return Status::Unsupported(ewhere + " uses compression method " + Num(e.method) +
-                                 " (only stored and deflate are read)");
-    }
-    if ((made_by >> 8) == kMadeByUnix && ((external >> 16) & 0170000) == 0120000) {
-      return Status::Malformed(ewhere + " is a symbolic link");
-    }
-    if (!names.insert(e.name).second) return Status::Malformed(ewhere + " appears twice");
-
-    // zip64 extended information: present values replace saturated fields,
-    // in the order uncompressed, compressed, local header offset, disk.
-    SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values z, ParseExtra(extra, ewhere));
-    ByteReader zr(z.data);
-    e.uncompressed_size = usize32;
-    e.compressed_size = csize32;
-    e.local_header_offset = lho32;
-    if (usize32 == 0xFFFFFFFF) {
-      SAFEMODEL_ASSIGN_OR_RETURN(e.uncompressed_size, zr.U64LE(ewhere + " zip64 size"));
-    }
-    if (csize32 == 0xFFFFFFFF) {
-      SAFEMODEL_ASSIGN_OR_RETURN(e.compressed_size, zr.U64LE(ewhere + " zip64 compressed size"));
-    }
-    if (lho32 == 0xFFFFFFFF) {
-      SAFEMODEL_ASSIGN_OR_RETURN(e.local_header_offset, zr.U64LE(ewhere + " zip64 offset"));
-    }
-    if (disk_start == 0xFFFF) {
-      SAFEMODEL_ASSIGN_OR_RETURN(uint32_t d, zr.U32LE(ewhere + " zip64 disk"));
-      if (d != 0) return Status::Unsupported(ewhere + " starts on another disk");
-    } else if (disk_start != 0) {
-      return Status::Unsupported(ewhere + " starts on another disk");
-    }
-    if (!zr.at_end()) return Status::Malformed(ewhere + ": zip64 extra field has extra bytes");
-    if (e.method == 0 && e.compressed_size != e.uncompressed_size) {
-      return Status::Malformed(ewhere + ": stored entry with different compressed and real sizes");
-    }
-    if (e.method == 8) {
-      uint64_t cap;
-      if (!CheckedMul(e.compressed_size + 16, kMaxDeflateRatio, &cap) || e.uncompressed_size > cap) {
-        return Status::Malformed(ewhere + " claims to inflate " + Num(e.compressed_size) +
-                                 " bytes into " + Num(e.uncompressed_size) +
-                                 ", beyond what deflate can do (zip bomb)");
-      }
-    }
-
-    // The local header must agree with the central entry.
-    const uint64_t lho = e.local_header_offset;
-    if (lho >= cd_offset) return Status::Malformed(ewhere + ": local header is not before the central directory");
-    ByteReader lr(image_.subspan(lho, cd_offset - lho), lho);
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lsig, lr.U32LE(ewhere + " local header"));
-    if (lsig != kZipLocalSig) return Status::Malformed(ewhere + ": bad local header signature");
-    SAFEMODEL_RETURN_IF_ERROR(lr.Skip(2, ewhere));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lflags, lr.U16LE(ewhere));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lmethod, lr.U16LE(ewhere));
-    SAFEMODEL_RETURN_IF_ERROR(lr.Skip(4, ewhere));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lcrc, lr.U32LE(ewhere));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lcsize, lr.U32LE(ewhere));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lusize, lr.U32LE(ewhere));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lname_len, lr.U16LE(ewhere));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lextra_len, lr.U16LE(ewhere));
-    SAFEMODEL_ASSIGN_OR_RETURN(ByteView lname, lr.Bytes(lname_len, ewhere + " local name"));
-    SAFEMODEL_ASSIGN_OR_RETURN(ByteView lextra, lr.Bytes(lextra_len, ewhere + " local extra"));
-    if (AsChars(lname) != e.name) {
-      return Status::Malformed(ewhere + ": local header names it '" + Printable(AsChars(lname)) +
-                               "' (central and local names differ)");
-    }
-    if (lflags != e.flags || lmethod != e.method) {
-      return Status::Malformed(ewhere + ": local header flags or method differ from the central entry");
-    }
-    SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values lz, ParseExtra(lextra, ewhere + " local"));
-    uint64_t lu = lusize, lc = lcsize;
-    if (lz.present) {
-      ByteReader lzr(lz.data);
-      SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zu, lzr.U64LE(ewhere + " local zip64 size"));
-      SAFEMODEL_ASSIGN_OR_RETURN(uint64_t zc, lzr.U64LE(ewhere + " local zip64 compressed size"));
-      if (lu == 0xFFFFFFFF || lu == zu) lu = zu;
-      if (lc == 0xFFFFFFFF || lc == zc) lc = zc;
-    }
-    const bool descriptor = e.flags & kFlagDescriptor;
-    // With a data descriptor the local values may be zero placeholders.
-    bool placeholders = descriptor && lcrc == 0 && lc == 0 && lu == 0;
-    if (!placeholders && (lcrc != e.crc32 || lc != e.compressed_size || lu != e.uncompressed_size)) {
-      return Status::Malformed(ewhere + ": local header CRC or sizes differ from the central entry");
-    }
-    e.data_offset = lr.absolute_position();
-    uint64_t end;
-    if (!CheckedAdd(e.data_offset, e.compressed_size, &end) || end > cd_offset) {
-      return Status::Malformed(ewhere + ": data runs past the central directory");
-    }
-    if (descriptor) {
-      ByteReader dr(image_.subspan(end, cd_offset - end), end);
-      SAFEMODEL_ASSIGN_OR_RETURN(uint32_t first, dr.U32LE(ewhere + " data descriptor"));
-      uint32_t dcrc = first;
-      if (first == kZipDescriptorSig) {
-        SAFEMODEL_ASSIGN_OR_RETURN(dcrc, dr.U32LE(ewhere + " data descriptor"));
-      }
-      uint64_t dc, du;
-      if (lz.present) {
-        SAFEMODEL_ASSIGN_OR_RETURN(dc, dr.U64LE(ewhere + " data descriptor"));
-        SAFEMODEL_ASSIGN_OR_RETURN(du, dr.U64LE(ewhere + " data descriptor"));
-      } else {
-        SAFEMODEL_ASSIGN_OR_RETURN(dc, dr.U32LE(ewhere + " data descriptor"));
-        SAFEMODEL_ASSIGN_OR_RETURN(du, dr.U32LE(ewhere + " data descriptor"));
-      }
-      if (dcrc != e.crc32 || dc != e.compressed_size || du != e.uncompressed_size) {
-        return Status::Malformed(ewhere + ": data descriptor differs from the central entry");
-      }
-      end = dr.absolute_position();
-    }
-    spans.emplace_back(lho, end);
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t end, CheckLocalEntry(image_, dir.offset, &e));
+    spans.emplace_back(e.local_header_offset, end);
     entries_.push_back(std::move(e));
   }
   if (!cr.at_end()) {
     return Status::Malformed("zip: " + Num(cr.remaining()) + " bytes after the last central entry");
   }
-  // Entries must tile [0, cd_offset) exactly: no prefix, gap or overlap.
-  std::sort(spans.begin(), spans.end());
-  uint64_t cursor = 0;
-  for (const auto& [begin, end] : spans) {
-    if (begin != cursor) {
-      return Status::Malformed("zip: " + std::string(begin > cursor ? "unaccounted bytes" : "overlapping entries") +
-                               " at offset " + Num(std::min(begin, cursor)) +
-                               " (hidden data or a crafted archive)");
-    }
-    cursor = end;
-  }
-  if (cursor != cd_offset) {
-    return Status::Malformed("zip: unaccounted bytes at offset " + Num(cursor) +
-                             " before the central directory");
-  }
-  return Status::Ok();
+  return CheckTiling(std::move(spans), dir.offset);
 }
 
 Status ZipArchive::CrossCheckWithLibzip() {

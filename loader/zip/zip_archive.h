@@ -2,12 +2,18 @@
 //
 // The archive structure is parsed and checked here, byte by byte, before
 // anything is read: the end records, every central-directory entry and the
-// local header it points at. Rejected (the zip parser differentials scanners
+// local header it points at. The central directory is the authority for
+// every size and offset; each local value present is checked against it
+// (a streaming writer's zero placeholders excepted). Rejected (the zip parser differentials scanners
 // and loaders have been fooled by):
 //   - data before the first local header, gaps or overlaps between entries,
 //     anything after the end record's comment (hidden bytes, polyglots);
 //   - a local header that disagrees with its central entry (name, method,
-//     flags, sizes, CRC);
+//     flags, sizes, CRC, the zip64 field's sizes and header offset, the data
+//     descriptor);
+//   - a local zip64 field laid out as no known writer lays it out (the
+//     layouts of torch/miniz, zipfile and numpy are listed in
+//     zip_archive.cc, where they are checked);
 //   - encryption, multi-disk archives, compression other than stored and
 //     deflate, unknown flag bits;
 //   - duplicate names, absolute names, "..", backslashes, NUL, non-UTF-8;

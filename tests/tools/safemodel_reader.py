@@ -9,6 +9,7 @@ digest), then prints JSON: {"tensors": {name: {dtype, shape, sha256}},
 message on the first violated rule."""
 import hashlib
 import json
+import mmap
 import struct
 import sys
 
@@ -147,7 +148,9 @@ def align_up(v, a):
 
 
 def read(path):
-    data = open(path, "rb").read()
+    # Mapped, not read: a model of many GiB is hashed one tensor at a time.
+    with open(path, "rb") as f:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if f.seek(0, 2) else b""
     size = len(data)
     check(size >= 64, "shorter than the prefix")
     check(data[:8] == MAGIC, "bad magic")
