@@ -589,6 +589,13 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
     }
   }
 
+  CheckStoredBytes(dataset, layout, where, &info);
+  return Status::Ok();
+}
+
+void File::CheckStoredBytes(hid_t dataset, H5D_layout_t layout, const std::string& where,
+                            DatasetInfo* out) const {
+  DatasetInfo& info = *out;
   // Declared bytes against stored bytes.
   const uint64_t stored = H5Dget_storage_size(dataset);
   H5Eclear2(H5E_DEFAULT);
@@ -610,7 +617,7 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
         info.in_place = true;
         info.image_offset = start;
       }
-      return Status::Ok();
+      return;
     }
     // Never written: reads produce fill values. Only small ones pass.
   } else if (layout == H5D_COMPACT) {
@@ -618,7 +625,7 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
       info.usable = Status::Malformed(where + ": declares " + declared +
                                       "; compact storage must match the declared size");
     }
-    return Status::Ok();
+    return;
   }
   uint64_t allowed = 0;
   if (!CheckedMul(stored, kMaxExpansion, &allowed)) allowed = UINT64_MAX;
@@ -628,7 +635,6 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
         Status::LimitExceeded(where + ": declares " + declared + ", more than " +
                               Num(kMaxExpansion) + " times what it stores (a shape bomb)");
   }
-  return Status::Ok();
 }
 
 Result<File::FilterPipeline> File::InspectFilters(hid_t dcpl, const Node& node,

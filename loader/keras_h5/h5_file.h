@@ -178,6 +178,10 @@ class File {
     bool lzf = false;
     uint64_t lzf_chunk_bytes = 0;  // LZF's client value: the decoded chunk size
   };
+  // Declared against stored bytes: sets info.in_place for contiguous data
+  // inside the image, or info.usable to why the dataset cannot be read.
+  void CheckStoredBytes(hid_t dataset, H5D_layout_t layout, const std::string& where,
+                        DatasetInfo* info) const;
   Result<FilterPipeline> InspectFilters(hid_t dcpl, const Node& node, ParseContext& ctx);
   static Status CheckLzfChunkBytes(hid_t dcpl, uint64_t chunk_element_bytes, uint64_t declared,
                                    const std::string& where);
