@@ -38,8 +38,7 @@ Result<uint64_t> NonZeroProduct(std::span<const uint64_t> shape, uint64_t unit,
       continue;
     }
     if (!CheckedMul(product, shape[d], &product) || product > kMaxSigned) {
-      return Status::Malformed(std::string(what) +
-                               (unit == 1 ? ": element count" : ": byte size") +
+      return Status::Malformed(std::string(what) + (unit == 1 ? ": element count" : ": byte size") +
                                " overflows signed 64 bits (zero dimensions aside)");
     }
   }

@@ -89,8 +89,8 @@ Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
   // "malformed input" here, not an invalid worker result there.
   for (const Tensor& t : out->tensors) {
     SAFEMODEL_RETURN_IF_ERROR(
-        TensorByteSize(t.shape, t.dtype, t.origin.empty() ? "tensor '" + Printable(t.name) + "'"
-                                                          : t.origin)
+        TensorByteSize(t.shape, t.dtype,
+                       t.origin.empty() ? "tensor '" + Printable(t.name) + "'" : t.origin)
             .status());
   }
   return Status::Ok();

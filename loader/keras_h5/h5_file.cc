@@ -222,9 +222,10 @@ Status ClassifyType(hid_t type, bool bfloat16_attr, const std::string& where, Da
       if (matches(kBfloat16Layout)) {
         if (bfloat16_attr) {
           return Status::Unsupported(
-              where + ": a 2-byte float with bfloat16's layout marked dtype=\"bfloat16\": h5py "
-                      "returns it as float32 and Keras 3 as bfloat16 (Keras 3 writes bfloat16 as "
-                      "2-byte opaque elements)");
+              where +
+              ": a 2-byte float with bfloat16's layout marked dtype=\"bfloat16\": h5py "
+              "returns it as float32 and Keras 3 as bfloat16 (Keras 3 writes bfloat16 as "
+              "2-byte opaque elements)");
         }
         SAFEMODEL_RETURN_IF_ERROR(SwapUnit(type, size, where).status());
         info->dtype = kBfloat16Layout.dtype;
@@ -581,8 +582,8 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
   }
   info.byte_size = *bytes;
   if (filters.lzf) {
-    Status lzf = CheckLzfChunkBytes(dcpl.get(), H5Tget_size(type.get()), filters.lzf_chunk_bytes,
-                                    where);
+    Status lzf =
+        CheckLzfChunkBytes(dcpl.get(), H5Tget_size(type.get()), filters.lzf_chunk_bytes, where);
     if (!lzf.ok()) {
       info.usable = lzf;
       return Status::Ok();
@@ -637,8 +638,7 @@ void File::CheckStoredBytes(hid_t dataset, H5D_layout_t layout, const std::strin
   }
 }
 
-Result<File::FilterPipeline> File::InspectFilters(hid_t dcpl, const Node& node,
-                                                  ParseContext& ctx) {
+Result<File::FilterPipeline> File::InspectFilters(hid_t dcpl, const Node& node, ParseContext& ctx) {
   const std::string where = "dataset '" + Printable(node.path) + "'";
   FilterPipeline out;
   int nfilters = H5Pget_nfilters(dcpl);
@@ -805,8 +805,10 @@ Result<std::optional<std::string>> File::ReadAttributeString(hid_t object, std::
   return std::optional<std::string>(std::move((*list)[0]));
 }
 
-Result<std::optional<std::vector<std::string>>> File::ReadAttributeStrings(
-    hid_t object, std::string_view name, const std::string& path, bool name_list) const {
+Result<std::optional<std::vector<std::string>>> File::ReadAttributeStrings(hid_t object,
+                                                                           std::string_view name,
+                                                                           const std::string& path,
+                                                                           bool name_list) const {
   const std::string attr_name(name);
   const std::string where = "attribute '" + Printable(attr_name) + "' of '" + Printable(path) + "'";
   htri_t exists = H5Aexists_by_name(object, ".", attr_name.c_str(), lapl_.get());
@@ -826,10 +828,10 @@ Result<std::optional<std::vector<std::string>>> File::ReadAttributeStrings(
     // (iterated as byte values), and an empty dataspace as h5py.Empty (not
     // iterable). Reading it as one name would convert other datasets than
     // Keras loads, so it is refused.
-    return Status::Malformed(
-        where + " is a " + (space_class == H5S_SCALAR ? "scalar string" : "empty dataspace") +
-        ", not a list of names: Keras would iterate it " +
-        (space_class == H5S_SCALAR ? "character by character" : "and fail"));
+    return Status::Malformed(where + " is a " +
+                             (space_class == H5S_SCALAR ? "scalar string" : "empty dataspace") +
+                             ", not a list of names: Keras would iterate it " +
+                             (space_class == H5S_SCALAR ? "character by character" : "and fail"));
   }
   switch (space_class) {
     case H5S_SCALAR:

@@ -190,8 +190,10 @@ class File {
   Result<Handle> OpenObject(const Node& node) const;
   // `name_list`: a Keras name list, which Keras iterates; a scalar or an
   // empty dataspace is refused.
-  Result<std::optional<std::vector<std::string>>> ReadAttributeStrings(
-      hid_t object, std::string_view name, const std::string& path, bool name_list) const;
+  Result<std::optional<std::vector<std::string>>> ReadAttributeStrings(hid_t object,
+                                                                       std::string_view name,
+                                                                       const std::string& path,
+                                                                       bool name_list) const;
   Result<std::optional<std::string>> ReadAttributeString(hid_t object, std::string_view name,
                                                          const std::string& path) const;
 

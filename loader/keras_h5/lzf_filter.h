@@ -24,8 +24,9 @@
 #include <cstdint>
 #include <string>
 
-#include "converter/byte_reader.h"
 #include "safemodel/status.h"
+
+#include "converter/byte_reader.h"
 
 namespace safemodel::loader::h5 {
 

@@ -5,9 +5,10 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "safemodel/limits.h"
+
 #include "loader/pickle/pickle_formats.h"
 #include "loader/zip/zip_archive.h"
-#include "safemodel/limits.h"
 
 namespace safemodel::loader {
 
@@ -177,9 +178,8 @@ class LiteralParser {
 // (bytes other than continuation bytes) for valid UTF-8.
 uint64_t HeaderChars(std::string_view s, bool utf8) {
   if (!utf8) return s.size();
-  return static_cast<uint64_t>(std::count_if(s.begin(), s.end(), [](char c) {
-    return (static_cast<unsigned char>(c) & 0xC0) != 0x80;
-  }));
+  return static_cast<uint64_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
 
 Status ParseDescr(const std::string& descr, NpyHeader* h, const std::string& where) {
@@ -356,8 +356,9 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, ParseContext& ctx, Parse
     if (prefix.compare(0, kMagicBytes, kMagic) != 0) {
       // numpy decides by content, not name: it returns these bytes as raw
       // bytes, not an array.
-      return Status::Malformed(where + " does not start with the .npy magic: np.load returns "
-                                       "its raw bytes, not an array");
+      return Status::Malformed(where +
+                               " does not start with the .npy magic: np.load returns "
+                               "its raw bytes, not an array");
     }
     SAFEMODEL_ASSIGN_OR_RETURN(NpyHeader h, ParseNpyHeader(AsBytes(prefix), where));
     if (h.is_object) {

@@ -2,7 +2,6 @@
 // name lists) returns it, never a byte of the worker's memory. Fixtures:
 // tests/fixtures/keras_h5/fidelity/ (make_fixtures.py says what each holds).
 #include <gtest/gtest.h>
-
 #include <lzma.h>
 
 #include <map>
@@ -24,13 +23,15 @@ namespace {
 const std::string kExpectedScript =
     std::string(SAFEMODEL_SOURCE_DIR) + "/tests/loader/keras_h5/expected_tensors.py";
 
-std::string FidelityFixture(const std::string& name) { return Fixture("keras_h5/fidelity/" + name); }
+std::string FidelityFixture(const std::string& name) {
+  return Fixture("keras_h5/fidelity/" + name);
+}
 
 // A committed .xz fixture, unpacked into `dir`.
 std::string Unpack(const std::string& name, const TempDir& dir) {
   const std::string packed = ReadFile(FidelityFixture(name + ".xz"));
   std::string plain(4 << 20, '\0');  // the fixtures are ~200-400 KB
-  uint64_t memlimit = 256 << 20;  // preset 9 decodes with a 64 MiB dictionary
+  uint64_t memlimit = 256 << 20;     // preset 9 decodes with a 64 MiB dictionary
   size_t in_pos = 0, out_pos = 0;
   lzma_ret r = lzma_stream_buffer_decode(
       &memlimit, 0, nullptr, reinterpret_cast<const uint8_t*>(packed.data()), &in_pos,
@@ -135,7 +136,8 @@ TEST(H5Fidelity, Issue16FillModesMatchH5pyInAnyWorkerState) {
     EXPECT_EQ(value, c.by_name[name]) << name << " differs after a pattern-filled heap";
   }
   nlohmann::json expected = H5pyTensors(plain);
-  if (expected.is_null()) GTEST_SKIP() << "no h5py: identical in both states, not checked against h5py";
+  if (expected.is_null())
+    GTEST_SKIP() << "no h5py: identical in both states, not checked against h5py";
   ExpectEqualsH5py(a, expected, "fill_modes.h5");
   ExpectEqualsH5py(c, H5pyTensors(pattern), "fill_modes_pattern.h5");
 }
@@ -190,13 +192,14 @@ TEST(H5Fidelity, Issue16LzfBadChunksAreMalformedNotPlugins) {
   }
 }
 
-std::string Lzf(std::initializer_list<int> bytes) { return std::string(bytes.begin(), bytes.end()); }
+std::string Lzf(std::initializer_list<int> bytes) {
+  return std::string(bytes.begin(), bytes.end());
+}
 
 Status Decode(const std::string& in, std::string* out, size_t size) {
   out->assign(size, '\x55');
-  return loader::h5::LzfDecompress(
-      ByteView(reinterpret_cast<const uint8_t*>(in.data()), in.size()),
-      reinterpret_cast<uint8_t*>(out->data()), size);
+  return loader::h5::LzfDecompress(ByteView(reinterpret_cast<const uint8_t*>(in.data()), in.size()),
+                                   reinterpret_cast<uint8_t*>(out->data()), size);
 }
 
 TEST(H5Fidelity, Issue16LzfDecoderIsBounded) {

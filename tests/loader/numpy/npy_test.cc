@@ -3,15 +3,17 @@
 #include "loader/numpy/npy.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <string>
 
-#include "converter/digest.h"
-#include "safemodel/reader.h"
 #include "tests/testing/loader_util.h"
 #include "tests/testing/test_util.h"
 #include "tests/testing/zip_builder.h"
+#include <nlohmann/json.hpp>
+
+#include "safemodel/reader.h"
+
+#include "converter/digest.h"
 
 namespace safemodel::testing {
 namespace {
@@ -259,10 +261,9 @@ TEST(NpyHeader, Issue16HeaderOverNumpysTenThousandCharactersIsRefused) {
   EXPECT_EQ(grammar.status.code(), StatusCode::kMalformed) << grammar.status.ToString();
   EXPECT_NE(grammar.status.message().find("unexpected or repeated header key"), std::string::npos)
       << grammar.status.message();
-  auto over = ParseInProcess(
-      NpyOfChars("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': '" + wide + wide +
-                     "'}",
-                 18200, 3, "abcd"));
+  auto over = ParseInProcess(NpyOfChars(
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': '" + wide + wide + "'}", 18200,
+      3, "abcd"));
   EXPECT_EQ(over.status.code(), StatusCode::kUnsupported) << over.status.ToString();
 }
 
@@ -291,9 +292,11 @@ TEST(NpyHeader, Issue16Python2LongSuffixOnlyInVersions1And2) {
 // np.load(f)[key] on an archive: the exact member first, then key + ".npy".
 std::string NumpyAnswers(const std::string& zip_path, const std::string& key) {
   std::string out;
-  RunCommand("/usr/bin/python3 -c 'import sys, numpy; print(numpy.load(sys.argv[1])[sys.argv[2]]"
-             ".tolist())' " + zip_path + " '" + key + "'",
-             &out, false);
+  RunCommand(
+      "/usr/bin/python3 -c 'import sys, numpy; print(numpy.load(sys.argv[1])[sys.argv[2]]"
+      ".tolist())' " +
+          zip_path + " '" + key + "'",
+      &out, false);
   return out;
 }
 

@@ -133,10 +133,10 @@ TEST(TorchRebuild, Issue16RequiresGradAndOffsetAreTypeCheckedAsTorchDoes) {
 // like every parser's shapes, not an invalid worker result (exit 5).
 TEST(TorchRebuild, Issue16ShapeOverflowingInt64IsMalformedEvenWhenEmpty) {
   const std::string big = B({0x8a, 8}) + LE(uint64_t{1} << 62, 8);  // LONG1 2**62
-  const std::string tensor = Global("torch._utils", "_rebuild_tensor_v2") + "((" +
-                             Str("storage") + Global("torch", "FloatStorage") + Str("k") +
-                             Str("cpu") + Int1(2) + "NtQ" + Int1(0) + "(" + Int1(0) + big + "t(" +
-                             Int1(1) + Int1(1) + "t" + kFalse + kHooks + "tR";
+  const std::string tensor = Global("torch._utils", "_rebuild_tensor_v2") + "((" + Str("storage") +
+                             Global("torch", "FloatStorage") + Str("k") + Str("cpu") + Int1(2) +
+                             "NtQ" + Int1(0) + "(" + Int1(0) + big + "t(" + Int1(1) + Int1(1) +
+                             "t" + kFalse + kHooks + "tR";
   const std::string file = Legacy(tensor, 4);
   InProcessResult r = ParseInProcess(file);
   EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << r.status.ToString();
