@@ -6,10 +6,10 @@
 // other files), and an object reached twice (a cycle or an alias) is a
 // malformed file. Every dataset is checked for what would make a reader leave
 // the file or load code: virtual layouts (source files), external raw storage
-// and filters that are not built in (plugins). Those are refused wherever
-// they are, used or not. Whether a dataset can become a tensor (datatype,
-// dataspace, declared versus stored bytes) is recorded and reported when a
-// caller asks for it as a tensor.
+// and filters that are not built in (plugins; h5py's LZF is ours, see
+// lzf_filter.h). Those are refused wherever they are, used or not. Whether a
+// dataset can become a tensor (datatype, dataspace, declared versus stored
+// bytes) is recorded and reported when a caller asks for it as a tensor.
 //
 // Usage:
 //   SAFEMODEL_ASSIGN_OR_RETURN(std::shared_ptr<h5::File> file,
