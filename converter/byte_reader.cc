@@ -1,5 +1,6 @@
 #include "converter/byte_reader.h"
 
+#include <cstdint>
 #include <cstring>
 
 namespace safemodel {
@@ -11,26 +12,54 @@ bool AlignUp(uint64_t v, uint64_t align, uint64_t* out) {
   return true;
 }
 
-Result<uint64_t> ElementCount(std::span<const uint64_t> shape, std::string_view what) {
-  uint64_t count = 1;
-  for (uint64_t dim : shape) {
-    if (!CheckedMul(count, dim, &count)) {
-      return Status::Malformed(std::string(what) + ": element count overflows 64 bits");
+namespace {
+
+// Consumers hold dimensions and sizes as signed 64-bit integers (numpy's
+// npy_intp, torch's int64_t sizes, the .safemodel readers). A dimension over
+// INT64_MAX, or a product of the non-zero dimensions (times the element
+// size) over it, is malformed even when another dimension is 0: numpy
+// refuses such a shape ("maximum allowed dimension exceeded", "array is too
+// big"), and a consumer would read the dimensions as negative numbers.
+constexpr uint64_t kMaxSigned = static_cast<uint64_t>(INT64_MAX);
+
+// The product of the non-zero dimensions and `unit`, checked against
+// kMaxSigned; *empty is set when a dimension is 0.
+Result<uint64_t> NonZeroProduct(std::span<const uint64_t> shape, uint64_t unit,
+                                std::string_view what, bool* empty) {
+  uint64_t product = unit;
+  *empty = false;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] > kMaxSigned) {
+      return Status::Malformed(std::string(what) + ": dimension " + std::to_string(d) + " (" +
+                               std::to_string(shape[d]) + ") does not fit a signed 64-bit size");
+    }
+    if (shape[d] == 0) {
+      *empty = true;
+      continue;
+    }
+    if (!CheckedMul(product, shape[d], &product) || product > kMaxSigned) {
+      return Status::Malformed(std::string(what) + (unit == 1 ? ": element count" : ": byte size") +
+                               " overflows signed 64 bits (zero dimensions aside)");
     }
   }
-  return count;
+  return product;
+}
+
+}  // namespace
+
+Result<uint64_t> ElementCount(std::span<const uint64_t> shape, std::string_view what) {
+  bool empty = false;
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, NonZeroProduct(shape, 1, what, &empty));
+  return empty ? 0 : count;
 }
 
 Result<uint64_t> TensorByteSize(std::span<const uint64_t> shape, DType dtype,
                                 std::string_view what) {
   uint32_t size = DTypeSize(dtype);
   if (size == 0) return Status::Malformed(std::string(what) + ": invalid dtype");
-  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(shape, what));
-  uint64_t bytes;
-  if (!CheckedMul(count, size, &bytes)) {
-    return Status::Malformed(std::string(what) + ": byte size overflows 64 bits");
-  }
-  return bytes;
+  bool empty = false;
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, NonZeroProduct(shape, size, what, &empty));
+  return empty ? 0 : bytes;
 }
 
 Result<ByteView> SubView(ByteView data, uint64_t offset, uint64_t length, std::string_view what) {

@@ -40,10 +40,13 @@ inline bool CheckedMul(uint64_t a, uint64_t b, uint64_t* out) {
 // Rounds `v` up to a multiple of `align` (a power of two); false on overflow.
 bool AlignUp(uint64_t v, uint64_t align, uint64_t* out);
 
-// Number of elements of `shape` (1 for a scalar), overflow-checked.
+// Number of elements of `shape` (1 for a scalar). Malformed if a dimension,
+// or the product of the non-zero dimensions, exceeds INT64_MAX, even when
+// another dimension is 0 (consumers hold sizes as signed 64-bit integers).
 Result<uint64_t> ElementCount(std::span<const uint64_t> shape, std::string_view what);
 
-// ElementCount(shape) * DTypeSize(dtype), overflow-checked.
+// ElementCount(shape) * DTypeSize(dtype); malformed, as above, when the
+// non-zero dimensions times the element size exceed INT64_MAX.
 Result<uint64_t> TensorByteSize(std::span<const uint64_t> shape, DType dtype,
                                 std::string_view what);
 

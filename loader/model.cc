@@ -1,14 +1,16 @@
 #include "loader/model.h"
 
-#include <new>
+#include <cstdlib>
 
 namespace safemodel::loader {
+
+void OwnedBuffer::Free::operator()(uint8_t* p) const { std::free(p); }
 
 Result<OwnedBuffer> OwnedBuffer::Allocate(uint64_t size, std::string_view what) {
   OwnedBuffer b;
   if (size == 0) return b;
-  // new (nothrow) of uint8_t[] default-initialises: no zero fill.
-  b.data_.reset(new (std::nothrow) uint8_t[size]);
+  // Zero-filled: see the rule in model.h.
+  b.data_.reset(static_cast<uint8_t*>(std::calloc(size, 1)));
   if (b.data_ == nullptr) {
     return Status::LimitExceeded(std::string(what) + ": cannot allocate " + std::to_string(size) +
                                  " bytes (memory limit)");

@@ -24,8 +24,17 @@
 
 namespace safemodel::loader {
 
-// A heap buffer that is not zero-filled on allocation (a std::vector would
-// touch every page twice). Allocation failure is a LimitExceeded status.
+// A heap buffer for tensor bytes, zero-filled on allocation.
+//
+// The rule for every buffer a tensor is written into: its bytes are fully
+// defined before the tensor is streamed, so that no byte of the worker's
+// memory (heap pointers, an earlier tensor) can reach the output. Buffers
+// that a library fills are zeroed here, because a library may leave parts
+// untouched on purpose: libhdf5 writes nothing for storage that was never
+// allocated when the fill time is "never" (h5py returns zeros there, from its
+// np.zeros buffer). calloc costs nothing for large buffers (fresh mmap pages
+// are zero) and one memset for reused heap memory. Allocation failure is a
+// LimitExceeded status.
 class OwnedBuffer {
  public:
   static Result<OwnedBuffer> Allocate(uint64_t size, std::string_view what);
@@ -36,7 +45,10 @@ class OwnedBuffer {
   ByteView view() const { return ByteView(data_.get(), size_); }
 
  private:
-  std::unique_ptr<uint8_t[]> data_;
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t, Free> data_;
   uint64_t size_ = 0;
 };
 

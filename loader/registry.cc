@@ -60,7 +60,9 @@ Status PrepareLibraries() {
   return PrepareHdf5();
 }
 
-Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
+namespace {
+
+Status ParseByFormat(ByteView input, ParseContext& ctx, ParsedModel* out) {
   if (StartsWith(input, "\x93NUMPY")) return NewNpyParser()->Parse(input, ctx, out);
   if (StartsWith(input, "PK\x03\x04")) return ParseZip(input, ctx, out);
   if (StartsWith(input, "PK\x05\x06")) return Status::Unsupported("empty zip archive");
@@ -74,6 +76,24 @@ Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
   }
   return Status::Unsupported("unrecognised input format (leading bytes " +
                              DescribeLeadingBytes(input) + ")");
+}
+
+}  // namespace
+
+Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
+  SAFEMODEL_RETURN_IF_ERROR(ParseByFormat(input, ctx, out));
+  // The shape rule of every format, checked once for all parsers: each
+  // dimension, and the non-zero dimensions times the element size, fit
+  // signed 64 bits (TensorByteSize), whatever the element count. The parent
+  // checks it again; a parser that let such a shape through is then still
+  // "malformed input" here, not an invalid worker result there.
+  for (const Tensor& t : out->tensors) {
+    SAFEMODEL_RETURN_IF_ERROR(
+        TensorByteSize(t.shape, t.dtype,
+                       t.origin.empty() ? "tensor '" + Printable(t.name) + "'" : t.origin)
+            .status());
+  }
+  return Status::Ok();
 }
 
 }  // namespace safemodel::loader

@@ -56,6 +56,8 @@ bool IsCContiguous(const std::vector<int64_t>& strides, std::span<const uint64_t
 }
 
 // Collects bytes into a chunk buffer and hands full chunks to the sink.
+// The buffer is not zeroed: only its first used_ bytes, each copied in by
+// Append, ever reach the sink (the rule in model.h).
 class ChunkBuffer {
  public:
   explicit ChunkBuffer(ChunkSink& sink) : sink_(sink), buf_(new uint8_t[kChunkBytes]) {}
@@ -213,6 +215,8 @@ Status StreamTiled(const Elements& e, uint64_t elem, uint32_t swap,
   const int64_t sr = e.strides[rank - 2], sc = e.strides[rank - 1];
   const uint64_t row_bytes = cols_total * elem;
   const uint64_t tile_rows = std::clamp<uint64_t>(kTileBytes / row_bytes, 1, kTileRows);
+  // Not zeroed: each tile's rows x cols_total elements are all gathered
+  // (column blocks cover [0, cols_total)) before its `rows` rows are sent.
   std::unique_ptr<uint8_t[]> tile(new uint8_t[tile_rows * row_bytes]);
   const uint64_t step = kChunkBytes - kChunkBytes % elem;
   std::vector<uint64_t> idx(rank - 2, 0);

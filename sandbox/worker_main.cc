@@ -165,6 +165,8 @@ Status Convert(ByteView input, const Args& args, const std::vector<std::string>&
   for (loader::Tensor& t : model.tensors) {
     if (!t.alias_of.empty()) continue;
     if (!t.source) return Status::Internal("tensor '" + Printable(t.name) + "' has no source");
+    // The elements are the input map or a buffer zero-filled before any
+    // library wrote into it (loader/model.h): no other worker memory is sent.
     SAFEMODEL_ASSIGN_OR_RETURN(loader::Elements elements, t.source());
     SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape,
                                                      t.origin.empty() ? t.name : t.origin, sink));

@@ -7,6 +7,7 @@
 #include "safemodel/limits.h"
 
 #include "loader/keras_h5/h5_memory_driver.h"
+#include "loader/keras_h5/lzf_filter.h"
 
 namespace safemodel::loader::h5 {
 
@@ -23,9 +24,12 @@ constexpr size_t kMaxReferencesPerFinding = 16;
 // report and the .safemodel format bound the number of findings).
 constexpr uint64_t kMaxRefusals = 1000;
 
-// Filters libhdf5 implements itself and Keras-era writers could use.
+// Filters libhdf5 implements itself and Keras-era writers could use, and
+// h5py's LZF, which h5py registers itself (our decoder: lzf_filter.h).
 constexpr H5Z_filter_t kAllowedFilters[] = {H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE,
-                                            H5Z_FILTER_FLETCHER32};
+                                            H5Z_FILTER_FLETCHER32, kLzfFilterId};
+// Client values read from a filter (LZF has 3).
+constexpr size_t kMaxFilterValues = 8;
 
 // The deepest (most specific) message on libhdf5's error stack, which is
 // then cleared. Errors are never printed (PrepareHdf5 turns that off).
@@ -119,10 +123,13 @@ struct FloatLayout {
 };
 constexpr FloatLayout kFloatLayouts[] = {
     {2, 15, 10, 5, 0, 10, 15, DType::kF16},
-    {2, 15, 7, 8, 0, 7, 127, DType::kBF16},
     {4, 31, 23, 8, 0, 23, 127, DType::kF32},
     {8, 63, 52, 11, 0, 52, 1023, DType::kF64},
 };
+// A 2-byte float with bfloat16's layout. h5py has no bfloat16 and returns
+// the smallest numpy float that holds it, float32, converted by libhdf5; the
+// tensor is that float32 (DatasetInfo::widen_bf16).
+constexpr FloatLayout kBfloat16Layout = {2, 15, 7, 8, 0, 7, 127, DType::kF32};
 
 const char* TypeClassName(H5T_class_t c) {
   switch (c) {
@@ -201,13 +208,29 @@ Status ClassifyType(hid_t type, bool bfloat16_attr, const std::string& where, Da
       bool plain = H5Tget_precision(type) == size * 8 && H5Tget_offset(type) == 0 &&
                    H5Tget_norm(type) == H5T_NORM_IMPLIED && H5Tget_inpad(type) == H5T_PAD_ZERO &&
                    lsb == H5T_PAD_ZERO && msb == H5T_PAD_ZERO;
+      auto matches = [&](const FloatLayout& f) {
+        return plain && f.size == size && f.spos == spos && f.epos == epos && f.esize == esize &&
+               f.mpos == mpos && f.msize == msize && f.ebias == ebias;
+      };
       for (const FloatLayout& f : kFloatLayouts) {
-        if (plain && f.size == size && f.spos == spos && f.epos == epos && f.esize == esize &&
-            f.mpos == mpos && f.msize == msize && f.ebias == ebias) {
+        if (matches(f)) {
           info->dtype = f.dtype;
           SAFEMODEL_ASSIGN_OR_RETURN(info->swap_unit, SwapUnit(type, size, where));
           return Status::Ok();
         }
+      }
+      if (matches(kBfloat16Layout)) {
+        if (bfloat16_attr) {
+          return Status::Unsupported(
+              where +
+              ": a 2-byte float with bfloat16's layout marked dtype=\"bfloat16\": h5py "
+              "returns it as float32 and Keras 3 as bfloat16 (Keras 3 writes bfloat16 as "
+              "2-byte opaque elements)");
+        }
+        SAFEMODEL_RETURN_IF_ERROR(SwapUnit(type, size, where).status());
+        info->dtype = kBfloat16Layout.dtype;
+        info->widen_bf16 = true;  // libhdf5 converts, to little-endian float32
+        return Status::Ok();
       }
       return unsupported("a " + Num(size) + "-byte floating-point type that is not IEEE 754 " +
                          "binary16/32/64 or bfloat16");
@@ -238,6 +261,27 @@ Status ClassifyType(hid_t type, bool bfloat16_attr, const std::string& where, Da
     default:
       return unsupported("the datatype is " + std::string(TypeClassName(cls)));
   }
+}
+
+// One fixed-length string as h5py returns it. h5py reads into a NULLPAD
+// numpy 'S' type, so libhdf5 converts: a NULLTERM string ends at its first
+// NUL, SPACEPAD loses its trailing spaces; numpy then drops trailing NULs.
+// A NUL left inside (NULLPAD or SPACEPAD 'k\0junk') stays in what h5py and
+// Keras see ('k\x00junk'), while libhdf5's own name lookups stop at it ('k'):
+// such a string is refused.
+Result<std::string> FixedString(std::string s, H5T_str_t pad, const std::string& where) {
+  if (pad == H5T_STR_NULLTERM) {
+    s.resize(std::strlen(s.c_str()));
+    return s;
+  }
+  if (pad == H5T_STR_SPACEPAD) s.erase(s.find_last_not_of(' ') + 1);
+  s.erase(s.find_last_not_of('\0') + 1);
+  if (s.find('\0') != std::string::npos) {
+    return Status::Malformed(where + " ('" + Printable(s) +
+                             "') holds a NUL before other bytes: Keras reads the whole string, "
+                             "libhdf5 names end at the NUL");
+  }
+  return s;
 }
 
 }  // namespace
@@ -471,41 +515,13 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
            files);
     refused = true;
   }
-  int nfilters = H5Pget_nfilters(dcpl.get());
-  if (nfilters < 0) return Hdf5Malformed(where + ": unreadable filter pipeline");
-  Status filter_status;
-  for (int k = 0; k < nfilters; ++k) {
-    unsigned flags = 0, config = 0;
-    size_t nelmts = 0;
-    char name[256] = {0};
-    H5Z_filter_t id = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(k), &flags, &nelmts, nullptr,
-                                     sizeof(name), name, &config);
-    if (id < 0)
-      return Hdf5Malformed(where + ": unreadable filter " + Num(static_cast<uint64_t>(k)));
-    if (std::find(std::begin(kAllowedFilters), std::end(kAllowedFilters), id) !=
-        std::end(kAllowedFilters)) {
-      continue;
-    }
-    std::string label = "filter " + Num(static_cast<uint64_t>(id)) +
-                        (name[0] != '\0' ? " ('" + Printable(name) + "')" : std::string());
-    if (id >= H5Z_FILTER_RESERVED) {
-      // Ids from 256 up are third-party filters, which only plugins implement.
-      Refuse(ctx, "hdf5.filter_plugin", node->path,
-             label + " is not built into libhdf5: reading the dataset would load a plugin",
-             {"hdf5 filter " + Num(static_cast<uint64_t>(id))});
-      refused = true;
-    } else if (filter_status.ok()) {
-      filter_status = Status::Unsupported(
-          where + ": " + label + " is not supported (only deflate, shuffle and fletcher32)");
-    }
-  }
-  H5Eclear2(H5E_DEFAULT);
-  if (refused) {
+  SAFEMODEL_ASSIGN_OR_RETURN(FilterPipeline filters, InspectFilters(dcpl.get(), *node, ctx));
+  if (refused || filters.refused) {
     info.usable = Status::Refused(where + " refers outside the file");
     return Status::Ok();
   }
-  if (!filter_status.ok()) {
-    info.usable = filter_status;
+  if (!filters.unsupported.ok()) {
+    info.usable = filters.unsupported;
     return Status::Ok();
   }
   if (layout == H5D_CONTIGUOUS) {
@@ -524,7 +540,8 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
   Handle type(H5Dget_type(dataset));
   if (!type.valid()) return Hdf5Malformed(where + ": unreadable datatype");
   bool bfloat16_attr = false;
-  if (H5Tget_class(type.get()) == H5T_OPAQUE &&
+  const H5T_class_t type_class = H5Tget_class(type.get());
+  if ((type_class == H5T_OPAQUE || (type_class == H5T_FLOAT && H5Tget_size(type.get()) == 2)) &&
       H5Aexists_by_name(dataset, ".", "dtype", lapl_.get()) > 0) {
     Result<std::optional<std::string>> marker = ReadAttributeString(dataset, "dtype", node->path);
     bfloat16_attr = marker.ok() && marker->has_value() && **marker == "bfloat16";
@@ -556,13 +573,30 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
     info.usable = Status::Unsupported(where + ": has no elements (null dataspace)");
     return Status::Ok();
   }
-  Result<uint64_t> bytes = TensorByteSize(info.shape, info.dtype, where);
+  // Stored bytes: a widened bfloat16 layout stores 2 bytes per element.
+  Result<uint64_t> bytes =
+      TensorByteSize(info.shape, info.widen_bf16 ? DType::kBF16 : info.dtype, where);
   if (!bytes.ok()) {
     info.usable = bytes.status();
     return Status::Ok();
   }
   info.byte_size = *bytes;
+  if (filters.lzf) {
+    Status lzf =
+        CheckLzfChunkBytes(dcpl.get(), H5Tget_size(type.get()), filters.lzf_chunk_bytes, where);
+    if (!lzf.ok()) {
+      info.usable = lzf;
+      return Status::Ok();
+    }
+  }
 
+  CheckStoredBytes(dataset, layout, where, &info);
+  return Status::Ok();
+}
+
+void File::CheckStoredBytes(hid_t dataset, H5D_layout_t layout, const std::string& where,
+                            DatasetInfo* out) const {
+  DatasetInfo& info = *out;
   // Declared bytes against stored bytes.
   const uint64_t stored = H5Dget_storage_size(dataset);
   H5Eclear2(H5E_DEFAULT);
@@ -584,7 +618,7 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
         info.in_place = true;
         info.image_offset = start;
       }
-      return Status::Ok();
+      return;
     }
     // Never written: reads produce fill values. Only small ones pass.
   } else if (layout == H5D_COMPACT) {
@@ -592,7 +626,7 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
       info.usable = Status::Malformed(where + ": declares " + declared +
                                       "; compact storage must match the declared size");
     }
-    return Status::Ok();
+    return;
   }
   uint64_t allowed = 0;
   if (!CheckedMul(stored, kMaxExpansion, &allowed)) allowed = UINT64_MAX;
@@ -601,6 +635,66 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
     info.usable =
         Status::LimitExceeded(where + ": declares " + declared + ", more than " +
                               Num(kMaxExpansion) + " times what it stores (a shape bomb)");
+  }
+}
+
+Result<File::FilterPipeline> File::InspectFilters(hid_t dcpl, const Node& node, ParseContext& ctx) {
+  const std::string where = "dataset '" + Printable(node.path) + "'";
+  FilterPipeline out;
+  int nfilters = H5Pget_nfilters(dcpl);
+  if (nfilters < 0) return Hdf5Malformed(where + ": unreadable filter pipeline");
+  for (int k = 0; k < nfilters; ++k) {
+    unsigned flags = 0, config = 0;
+    unsigned values[kMaxFilterValues] = {0};
+    size_t nelmts = kMaxFilterValues;
+    char name[256] = {0};
+    H5Z_filter_t id = H5Pget_filter2(dcpl, static_cast<unsigned>(k), &flags, &nelmts, values,
+                                     sizeof(name), name, &config);
+    if (id < 0)
+      return Hdf5Malformed(where + ": unreadable filter " + Num(static_cast<uint64_t>(k)));
+    if (id == kLzfFilterId) {
+      // The decoder's output size (lzf_filter.h); checked against the chunk
+      // size once the datatype is known.
+      out.lzf = true;
+      out.lzf_chunk_bytes = nelmts > kLzfChunkBytesValue ? values[kLzfChunkBytesValue] : 0;
+    }
+    if (std::find(std::begin(kAllowedFilters), std::end(kAllowedFilters), id) !=
+        std::end(kAllowedFilters)) {
+      continue;
+    }
+    std::string label = "filter " + Num(static_cast<uint64_t>(id)) +
+                        (name[0] != '\0' ? " ('" + Printable(name) + "')" : std::string());
+    if (id >= H5Z_FILTER_RESERVED) {
+      // Ids from 256 up are third-party filters, which only plugins implement
+      // (except h5py's LZF, allowed above).
+      Refuse(ctx, "hdf5.filter_plugin", node.path,
+             label + " is not built into libhdf5: reading the dataset would load a plugin",
+             {"hdf5 filter " + Num(static_cast<uint64_t>(id))});
+      out.refused = true;
+    } else if (out.unsupported.ok()) {
+      out.unsupported = Status::Unsupported(
+          where + ": " + label + " is not supported (only deflate, shuffle, fletcher32 and LZF)");
+    }
+  }
+  H5Eclear2(H5E_DEFAULT);
+  return out;
+}
+
+Status File::CheckLzfChunkBytes(hid_t dcpl, uint64_t chunk_element_bytes, uint64_t declared,
+                                const std::string& where) {
+  hsize_t dims[H5S_MAX_RANK] = {0};
+  const int rank = H5Pget_chunk(dcpl, H5S_MAX_RANK, dims);
+  H5Eclear2(H5E_DEFAULT);
+  uint64_t bytes = chunk_element_bytes;
+  for (int d = 0; d < rank; ++d) {
+    if (!CheckedMul(bytes, dims[d], &bytes)) bytes = 0;
+  }
+  if (rank <= 0 || declared != bytes) {
+    // h5py's writer stores the chunk size; other values make h5py size its
+    // output buffer differently (and libhdf5 then reads past the decoded
+    // bytes), so they are not read.
+    return Status::Unsupported(where + ": the LZF filter's chunk size parameter " + Num(declared) +
+                               " is not the chunk's " + Num(bytes) + " bytes");
   }
   return Status::Ok();
 }
@@ -659,13 +753,13 @@ bool File::HasAttribute(const Node& node, std::string_view name) const {
 Result<std::optional<std::vector<std::string>>> File::ReadStrings(const Node& node,
                                                                   std::string_view name) const {
   SAFEMODEL_ASSIGN_OR_RETURN(Handle object, OpenObject(node));
-  return ReadAttributeStrings(object.get(), name, node.path);
+  return ReadAttributeStrings(object.get(), name, node.path, false);
 }
 
 Result<std::optional<std::vector<std::string>>> File::ReadChunkedStrings(
     const Node& node, std::string_view name) const {
   SAFEMODEL_ASSIGN_OR_RETURN(Handle object, OpenObject(node));
-  SAFEMODEL_ASSIGN_OR_RETURN(auto whole, ReadAttributeStrings(object.get(), name, node.path));
+  SAFEMODEL_ASSIGN_OR_RETURN(auto whole, ReadAttributeStrings(object.get(), name, node.path, true));
   if (whole.has_value()) return whole;
   std::vector<std::string> all;
   uint64_t bytes = 0;
@@ -677,7 +771,7 @@ Result<std::optional<std::vector<std::string>>> File::ReadChunkedStrings(
     }
     std::string chunk_name = std::string(name) + Num(k);
     SAFEMODEL_ASSIGN_OR_RETURN(auto chunk,
-                               ReadAttributeStrings(object.get(), chunk_name, node.path));
+                               ReadAttributeStrings(object.get(), chunk_name, node.path, true));
     if (!chunk.has_value()) {
       if (k == 0) return std::optional<std::vector<std::string>>();
       break;
@@ -702,7 +796,7 @@ Result<std::optional<std::string>> File::ReadString(const Node& node, std::strin
 
 Result<std::optional<std::string>> File::ReadAttributeString(hid_t object, std::string_view name,
                                                              const std::string& path) const {
-  SAFEMODEL_ASSIGN_OR_RETURN(auto list, ReadAttributeStrings(object, name, path));
+  SAFEMODEL_ASSIGN_OR_RETURN(auto list, ReadAttributeStrings(object, name, path, false));
   if (!list.has_value()) return std::optional<std::string>();
   if (list->size() != 1) {
     return Status::Malformed("attribute '" + Printable(name) + "' of '" + Printable(path) +
@@ -711,8 +805,10 @@ Result<std::optional<std::string>> File::ReadAttributeString(hid_t object, std::
   return std::optional<std::string>(std::move((*list)[0]));
 }
 
-Result<std::optional<std::vector<std::string>>> File::ReadAttributeStrings(
-    hid_t object, std::string_view name, const std::string& path) const {
+Result<std::optional<std::vector<std::string>>> File::ReadAttributeStrings(hid_t object,
+                                                                           std::string_view name,
+                                                                           const std::string& path,
+                                                                           bool name_list) const {
   const std::string attr_name(name);
   const std::string where = "attribute '" + Printable(attr_name) + "' of '" + Printable(path) + "'";
   htri_t exists = H5Aexists_by_name(object, ".", attr_name.c_str(), lapl_.get());
@@ -725,7 +821,19 @@ Result<std::optional<std::vector<std::string>>> File::ReadAttributeStrings(
   if (!type.valid() || !space.valid()) return Hdf5Malformed("cannot read the type of " + where);
 
   uint64_t count = 0;
-  switch (H5Sget_simple_extent_type(space.get())) {
+  const H5S_class_t space_class = H5Sget_simple_extent_type(space.get());
+  if (name_list && (space_class == H5S_SCALAR || space_class == H5S_NULL)) {
+    // Keras reads a name list with `for n in attrs[name]`: h5py returns a
+    // scalar string as str (iterated character by character) or bytes_
+    // (iterated as byte values), and an empty dataspace as h5py.Empty (not
+    // iterable). Reading it as one name would convert other datasets than
+    // Keras loads, so it is refused.
+    return Status::Malformed(where + " is a " +
+                             (space_class == H5S_SCALAR ? "scalar string" : "empty dataspace") +
+                             ", not a list of names: Keras would iterate it " +
+                             (space_class == H5S_SCALAR ? "character by character" : "and fail"));
+  }
+  switch (space_class) {
     case H5S_SCALAR:
       count = 1;
       break;
@@ -775,14 +883,8 @@ Result<std::optional<std::vector<std::string>>> File::ReadAttributeStrings(
       return Hdf5Malformed("cannot read " + where);
     const H5T_str_t pad = H5Tget_strpad(type.get());
     for (uint64_t k = 0; k < count; ++k) {
-      std::string s = buffer.substr(k * size, size);
-      if (pad == H5T_STR_SPACEPAD) {
-        s.erase(s.find_last_not_of(' ') + 1);
-      } else {
-        // NULLTERM and NULLPAD: the string ends at the first NUL (numpy's
-        // fixed-width bytes drop trailing NULs the same way).
-        s.resize(std::strlen(s.c_str()));
-      }
+      SAFEMODEL_ASSIGN_OR_RETURN(std::string s, FixedString(buffer.substr(k * size, size), pad,
+                                                            where + " item " + Num(k)));
       out.push_back(std::move(s));
     }
   } else {
@@ -829,33 +931,47 @@ Result<Tensor> File::MakeTensor(const Node& node, std::string name, uint64_t mem
   t.dtype = info.dtype;
   t.shape = info.shape;
   t.origin = "HDF5 dataset '" + Printable(node.path) + "'";
-  if (info.in_place || info.byte_size == 0) {
+  if ((info.in_place && !info.widen_bf16) || info.byte_size == 0) {
     SAFEMODEL_ASSIGN_OR_RETURN(
         ByteView bytes,
         SubView(image_, info.in_place ? info.image_offset : 0, info.byte_size, t.origin));
     t.source = ViewSource(bytes, info.swap_unit);
     return t;
   }
-  if (info.byte_size > memory_limit) {
-    return Status::LimitExceeded(t.origin + " needs " + Num(info.byte_size) +
+  // The bytes of the tensor as h5py returns it: the stored elements, or
+  // float32 for a widened bfloat16 layout.
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t out_bytes, TensorByteSize(info.shape, info.dtype, t.origin));
+  if (out_bytes > memory_limit) {
+    return Status::LimitExceeded(t.origin + " needs " + Num(out_bytes) +
                                  " bytes to read, over the memory limit of " + Num(memory_limit));
   }
-  // Filtered, chunked or compact: libhdf5 reads (and inflates) it when the
-  // tensor is streamed, into a buffer of exactly the declared size. The
-  // memory type is the file type itself, so libhdf5 converts nothing.
+  // Filtered, chunked, compact, unallocated or widened: libhdf5 reads (and
+  // inflates, fills, converts) it when the tensor is streamed, into a
+  // buffer of exactly the output size. The memory type is the file type
+  // itself, so libhdf5 converts nothing, except a bfloat16 layout, which it
+  // converts to little-endian float32 as h5py asks it to.
   std::shared_ptr<const File> self = self_.lock();
   if (self == nullptr) return Status::Internal("HDF5 file is not owned by a shared_ptr");
   const haddr_t address = node.address;
   const std::string origin = t.origin;
-  const uint64_t byte_size = info.byte_size;
-  const uint32_t swap_unit = info.swap_unit;
-  t.source = [self, address, origin, byte_size, swap_unit]() -> Result<Elements> {
+  const uint32_t swap_unit = info.widen_bf16 ? 0 : info.swap_unit;
+  const bool widen = info.widen_bf16;
+  t.source = [self, address, origin, out_bytes, swap_unit, widen]() -> Result<Elements> {
     Handle dataset(H5Oopen_by_addr(self->file_.get(), address));
     if (!dataset.valid()) return Hdf5Malformed("cannot open " + origin);
-    Handle type(H5Dget_type(dataset.get()));
+    Handle type(widen ? H5Tcopy(H5T_IEEE_F32LE) : H5Dget_type(dataset.get()));
     if (!type.valid()) return Hdf5Malformed("cannot read the datatype of " + origin);
-    SAFEMODEL_ASSIGN_OR_RETURN(OwnedBuffer buffer, OwnedBuffer::Allocate(byte_size, origin));
+    // Zero-filled (loader/model.h): libhdf5 leaves storage that was never
+    // allocated untouched when the fill time is "never" (or "ifset" without
+    // a fill value), where h5py, reading into np.zeros, returns zeros.
+    SAFEMODEL_ASSIGN_OR_RETURN(OwnedBuffer buffer, OwnedBuffer::Allocate(out_bytes, origin));
+    (void)TakeLzfError();  // only this read's decoder errors count
     if (H5Dread(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer.data()) < 0) {
+      const std::string lzf = TakeLzfError();
+      if (!lzf.empty()) {
+        H5Eclear2(H5E_DEFAULT);
+        return Status::Malformed("cannot read " + origin + ": " + lzf);
+      }
       return Hdf5Malformed("cannot read " + origin);
     }
     Elements e;

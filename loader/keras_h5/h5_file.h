@@ -6,10 +6,10 @@
 // other files), and an object reached twice (a cycle or an alias) is a
 // malformed file. Every dataset is checked for what would make a reader leave
 // the file or load code: virtual layouts (source files), external raw storage
-// and filters that are not built in (plugins). Those are refused wherever
-// they are, used or not. Whether a dataset can become a tensor (datatype,
-// dataspace, declared versus stored bytes) is recorded and reported when a
-// caller asks for it as a tensor.
+// and filters that are not built in (plugins; h5py's LZF is ours, see
+// lzf_filter.h). Those are refused wherever they are, used or not. Whether a
+// dataset can become a tensor (datatype, dataspace, declared versus stored
+// bytes) is recorded and reported when a caller asks for it as a tensor.
 //
 // Usage:
 //   SAFEMODEL_ASSIGN_OR_RETURN(std::shared_ptr<h5::File> file,
@@ -89,7 +89,11 @@ struct DatasetInfo {
   DType dtype = DType::kInvalid;
   std::vector<uint64_t> shape;
   uint32_t swap_unit = 0;  // > 1: stored big-endian
-  uint64_t byte_size = 0;  // declared: elements x element size
+  uint64_t byte_size = 0;  // declared: elements x stored element size
+  // A 2-byte float with bfloat16's layout: dtype is kF32 (what h5py
+  // returns), read through libhdf5's conversion; byte_size is the stored 2
+  // bytes per element.
+  bool widen_bf16 = false;
   // Contiguous, allocated and unfiltered: the elements are bytes
   // [image_offset, image_offset + byte_size) of the image, read in place.
   bool in_place = false;
@@ -137,13 +141,18 @@ class File {
   // allocation and strings must be valid UTF-8.
   //
   // A string-valued attribute: a scalar or 1-D array of fixed-length
-  // (NULLTERM, NULLPAD, SPACEPAD) or variable-length strings, ASCII or UTF-8.
-  // An empty array of any type is an empty list (Keras writes [] as float64).
-  // nullopt if the attribute does not exist.
+  // (NULLTERM, NULLPAD, SPACEPAD) or variable-length strings, ASCII or UTF-8,
+  // each read as h5py returns it (a NUL inside a NULLPAD or SPACEPAD string
+  // is refused). An empty array of any type is an empty list (Keras writes
+  // [] as float64). nullopt if the attribute does not exist.
   Result<std::optional<std::vector<std::string>>> ReadStrings(const Node& node,
                                                               std::string_view name) const;
-  // Keras's chunked form: `name` if present, else `name0`, `name1`, ...
-  // concatenated until one is missing. nullopt if neither exists.
+  // A Keras name list (layer_names, weight_names), as Keras's
+  // load_attributes_from_hdf5_group iterates it: `name` if present, else
+  // `name0`, `name1`, ... concatenated until one is missing. nullopt if
+  // neither exists. Only 1-D arrays are lists: a scalar string (which Keras
+  // would iterate character by character) or an empty dataspace is
+  // malformed.
   Result<std::optional<std::vector<std::string>>> ReadChunkedStrings(const Node& node,
                                                                      std::string_view name) const;
   // Exactly one string (scalar, or a 1-element array). nullopt if absent.
@@ -163,11 +172,28 @@ class File {
   File() = default;
   Status Walk(ParseContext& ctx);
   Status InspectDataset(hid_t dataset, Node* node, ParseContext& ctx);
+  struct FilterPipeline {
+    bool refused = false;  // a plugin filter (findings in ctx)
+    Status unsupported;    // a built-in filter safemodel does not read
+    bool lzf = false;
+    uint64_t lzf_chunk_bytes = 0;  // LZF's client value: the decoded chunk size
+  };
+  // Declared against stored bytes: sets info.in_place for contiguous data
+  // inside the image, or info.usable to why the dataset cannot be read.
+  void CheckStoredBytes(hid_t dataset, H5D_layout_t layout, const std::string& where,
+                        DatasetInfo* info) const;
+  Result<FilterPipeline> InspectFilters(hid_t dcpl, const Node& node, ParseContext& ctx);
+  static Status CheckLzfChunkBytes(hid_t dcpl, uint64_t chunk_element_bytes, uint64_t declared,
+                                   const std::string& where);
   void Refuse(ParseContext& ctx, std::string rule, std::string location, std::string message,
               std::vector<std::string> references);
   Result<Handle> OpenObject(const Node& node) const;
-  Result<std::optional<std::vector<std::string>>> ReadAttributeStrings(
-      hid_t object, std::string_view name, const std::string& path) const;
+  // `name_list`: a Keras name list, which Keras iterates; a scalar or an
+  // empty dataspace is refused.
+  Result<std::optional<std::vector<std::string>>> ReadAttributeStrings(hid_t object,
+                                                                       std::string_view name,
+                                                                       const std::string& path,
+                                                                       bool name_list) const;
   Result<std::optional<std::string>> ReadAttributeString(hid_t object, std::string_view name,
                                                          const std::string& path) const;
 

@@ -11,6 +11,7 @@
 #include "loader/keras_h5/h5_memory_driver.h"
 #include "loader/keras_h5/json_value.h"
 #include "loader/keras_h5/keras_config.h"
+#include "loader/keras_h5/lzf_filter.h"
 
 namespace safemodel::loader {
 
@@ -23,12 +24,25 @@ Status PrepareHdf5() {
     unsetenv(var);
   }
   if (H5open() < 0) return Status::Internal("libhdf5 failed to initialise");
+  // libhdf5 sorts the link table of a dense (HDF5 1.8-format) group with
+  // qsort. glibc's qsort asks for the physical memory size (sysinfo, which
+  // the sandbox forbids) the first time it sorts more than 1 KiB, then
+  // keeps the answer: sort that much once now, before lockdown.
+  {
+    std::vector<uint64_t> warm(256);
+    std::qsort(warm.data(), warm.size(), sizeof(uint64_t), [](const void* a, const void* b) {
+      const uint64_t x = *static_cast<const uint64_t*>(a), y = *static_cast<const uint64_t*>(b);
+      return (x > y) - (x < y);
+    });
+  }
   // Errors are read from the error stack; printing them would write to
   // stderr, which the sandbox forbids.
   if (H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) < 0) {
     return Status::Internal("cannot turn off libhdf5 error printing");
   }
   if (H5PLset_loading_state(0) < 0) return Status::Internal("cannot disable libhdf5 plugins");
+  // h5py's LZF (filter 32000) is part of h5py, not a plugin: our decoder.
+  SAFEMODEL_RETURN_IF_ERROR(h5::RegisterLzfFilter());
   return h5::RegisterMemoryDriver().status();
 }
 
@@ -143,11 +157,21 @@ class KerasH5Reader {
       Result<Tensor> t = file_.MakeTensor(*p.node, p.name, limit);
       if (!t.ok()) return t.status().WithContext(p.where);
       out->tensors.push_back(std::move(*t));
-      if (p.node->dataset.swap_unit > 1) ++big_endian_;
+      if (p.node->dataset.widen_bf16) {
+        ++widened_bf16_;
+      } else if (p.node->dataset.swap_unit > 1) {
+        ++big_endian_;
+      }
     }
     if (big_endian_ > 0) {
       ctx_.Note("hdf5.byte_order", "/",
                 Num(big_endian_) + " big-endian dataset(s) converted to little-endian");
+    }
+    if (widened_bf16_ > 0) {
+      ctx_.Note("hdf5.bfloat16_layout", "/",
+                Num(widened_bf16_) +
+                    " dataset(s) of 2-byte floats with bfloat16's layout converted to float32, "
+                    "as h5py returns them");
     }
     out->architecture = BuildArchitecture();
     out->metadata = Value::Map();
@@ -408,6 +432,7 @@ class KerasH5Reader {
   std::unordered_set<const h5::Node*> used_;
   std::vector<Pending> pending_;
   uint64_t big_endian_ = 0;
+  uint64_t widened_bf16_ = 0;
 };
 
 class KerasH5Parser final : public Parser {

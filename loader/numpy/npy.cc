@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
+#include <unordered_set>
+
+#include "safemodel/limits.h"
 
 #include "loader/pickle/pickle_formats.h"
 #include "loader/zip/zip_archive.h"
-#include "safemodel/limits.h"
 
 namespace safemodel::loader {
 
@@ -20,7 +23,10 @@ constexpr size_t kMagicBytes = 6;
 // numpy writes. Anything else is an error; nothing is evaluated.
 class LiteralParser {
  public:
-  LiteralParser(std::string_view text, std::string where) : s_(text), where_(std::move(where)) {}
+  // `python2_longs`: accept an `L` after a shape integer (versions 1.0 and
+  // 2.0, where numpy's _filter_header drops it).
+  LiteralParser(std::string_view text, std::string where, bool python2_longs)
+      : s_(text), where_(std::move(where)), python2_longs_(python2_longs) {}
 
   Status Parse(NpyHeader* h) {
     bool seen_descr = false, seen_fortran = false, seen_shape = false;
@@ -119,7 +125,14 @@ class LiteralParser {
     }
     if (pos_ == start) return Error("a non-negative integer");
     if (pos_ - start > 1 && s_[start] == '0') return Error("an integer without leading zeros");
-    if (Peek() == 'L') ++pos_;  // Python 2 long suffix, written by old numpy
+    if (Peek() == 'L') {
+      // Python 2's long suffix, written by old numpy; numpy 1.24 filters it
+      // out of 1.0/2.0 headers only and literal_eval rejects it in 3.0.
+      if (!python2_longs_) {
+        return Status::Malformed(where_ + ": a Python 2 'L' suffix in a version 3.0 header");
+      }
+      ++pos_;
+    }
     *out = v;
     return Status::Ok();
   }
@@ -157,8 +170,17 @@ class LiteralParser {
 
   std::string_view s_;
   std::string where_;
+  bool python2_longs_;
   size_t pos_ = 0;
 };
+
+// Characters of a header as numpy decodes it: bytes for latin1, code points
+// (bytes other than continuation bytes) for valid UTF-8.
+uint64_t HeaderChars(std::string_view s, bool utf8) {
+  if (!utf8) return s.size();
+  return static_cast<uint64_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
 
 Status ParseDescr(const std::string& descr, NpyHeader* h, const std::string& where) {
   if (descr.size() < 2) return Status::Unsupported(where + ": dtype '" + Printable(descr) + "' is not supported");
@@ -259,21 +281,25 @@ Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where_view) {
   } else {
     SAFEMODEL_ASSIGN_OR_RETURN(header_len, r.U32LE(where + " header length"));
   }
-  if (header_len > kMaxNpyHeaderBytes) {
-    return Status::LimitExceeded(where + ": header of " + Num(header_len) +
-                                 " bytes exceeds the limit of " + Num(kMaxNpyHeaderBytes));
-  }
+  const std::string too_long = where + ": header longer than numpy's limit of " +
+                               Num(kMaxNpyHeaderChars) +
+                               " characters (np.load refuses it without allow_pickle)";
+  if (header_len > kMaxNpyHeaderBytes) return Status::Unsupported(too_long);
   SAFEMODEL_ASSIGN_OR_RETURN(ByteView text, r.Bytes(header_len, where + " header"));
   std::string_view s = AsChars(text);
   bool ok_text = major == 3 ? IsValidUtf8(s)
                             : std::all_of(s.begin(), s.end(),
                                           [](char c) { return static_cast<unsigned char>(c) < 0x80; });
   if (!ok_text) return Status::Malformed(where + ": header text is not " + (major == 3 ? "UTF-8" : "ASCII"));
+  if (HeaderChars(s, major == 3) > kMaxNpyHeaderChars) return Status::Unsupported(too_long);
   NpyHeader h;
-  SAFEMODEL_RETURN_IF_ERROR(LiteralParser(s, where).Parse(&h));
+  SAFEMODEL_RETURN_IF_ERROR(LiteralParser(s, where, major < 3).Parse(&h));
   SAFEMODEL_RETURN_IF_ERROR(ParseDescr(h.descr, &h, where));
   h.data_offset = r.position();
-  if (!h.is_object) {
+  if (h.is_object) {
+    // numpy computes the int64 element count first, for object arrays too.
+    SAFEMODEL_RETURN_IF_ERROR(ElementCount(h.shape, where).status());
+  } else {
     SAFEMODEL_ASSIGN_OR_RETURN(h.data_bytes, TensorByteSize(h.shape, h.dtype, where));
   }
   return h;
@@ -299,15 +325,41 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, ParseContext& ctx, Parse
   out->source_format = "npz";
   out->keepalive.push_back(zip);
   const uint64_t memory_limit = ctx.options().memory_limit;
+  constexpr std::string_view kSuffix = ".npy";
+  std::unordered_set<std::string_view> names;
+  for (const ZipEntry& entry : zip->entries()) names.insert(entry.name);
   for (const ZipEntry& entry : zip->entries()) {
     const std::string where = "npz member '" + Printable(entry.name) + "'";
-    constexpr std::string_view kSuffix = ".npy";
     if (entry.is_directory() || entry.name.size() <= kSuffix.size() ||
         entry.name.compare(entry.name.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) {
       return Status::Unsupported(where + " is not a .npy array");
     }
+    // A member's tensor is named by its key, its name without ".npy". numpy
+    // (NpzFile.__getitem__) answers a key with the member of exactly that
+    // name first and only then with key + ".npy": members 'a.npy' and
+    // 'a.npy.npy' both answer the key 'a.npy', and numpy gives 'a.npy'. Such
+    // an archive is refused rather than named one way or the other.
+    // (Duplicate names, where zipfile takes the last, are refused by
+    // ZipArchive.)
+    const std::string_view key =
+        std::string_view(entry.name).substr(0, entry.name.size() - kSuffix.size());
+    if (names.count(key) > 0) {
+      return Status::Malformed(where + " would be the array '" + Printable(key) +
+                               "', but np.load answers that key with the member named exactly '" +
+                               Printable(key) + "' (two members answer one key)");
+    }
+  }
+  for (const ZipEntry& entry : zip->entries()) {
+    const std::string where = "npz member '" + Printable(entry.name) + "'";
     SAFEMODEL_ASSIGN_OR_RETURN(std::string prefix,
                                zip->ReadPrefix(entry, kMaxNpyHeaderBytes + 12));
+    if (prefix.compare(0, kMagicBytes, kMagic) != 0) {
+      // numpy decides by content, not name: it returns these bytes as raw
+      // bytes, not an array.
+      return Status::Malformed(where +
+                               " does not start with the .npy magic: np.load returns "
+                               "its raw bytes, not an array");
+    }
     SAFEMODEL_ASSIGN_OR_RETURN(NpyHeader h, ParseNpyHeader(AsBytes(prefix), where));
     if (h.is_object) {
       // The pickle machine needs the whole member; it is bounded by the memory limit.

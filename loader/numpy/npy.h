@@ -4,7 +4,10 @@
 // False, 'shape': (3, 4), }). numpy reads it with ast.literal_eval; here a
 // small parser accepts exactly that grammar (strings, bools, non-negative
 // integers, tuples, the three keys once each) and nothing else. Nothing is
-// evaluated.
+// evaluated. Acceptance is never looser than numpy's: at most
+// kMaxNpyHeaderChars characters, Python 2 `2L` suffixes only in 1.0/2.0
+// headers (numpy filters them there and nowhere else), and shapes whose
+// dimensions fit signed 64-bit sizes (ElementCount).
 #ifndef SAFEMODEL_LOADER_NUMPY_NPY_H_
 #define SAFEMODEL_LOADER_NUMPY_NPY_H_
 
@@ -19,9 +22,12 @@
 
 namespace safemodel::loader {
 
-// numpy itself refuses headers over 10000 bytes by default; 64 KiB leaves
-// room for rank-32 shapes with huge dimensions and still bounds the parse.
-inline constexpr uint64_t kMaxNpyHeaderBytes = 64 * 1024;
+// numpy refuses headers longer than 10,000 characters (decoded: latin1 for
+// versions 1.0 and 2.0, UTF-8 for 3.0) unless allow_pickle is given, so no
+// file np.load reads by default has more; neither do we.
+inline constexpr uint64_t kMaxNpyHeaderChars = 10'000;
+// The most bytes such a header can take (4-byte UTF-8 characters).
+inline constexpr uint64_t kMaxNpyHeaderBytes = 4 * kMaxNpyHeaderChars;
 
 struct NpyHeader {
   std::string descr;          // as written, e.g. "<f4"

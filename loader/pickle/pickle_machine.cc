@@ -464,6 +464,7 @@ class MachineImpl {
   Result<std::vector<int64_t>> Strides(Ref r, const char* what);
   Result<ByteView> BytesLike(Ref r, const char* what);
   Status CheckEmptyHooks(Ref r);
+  Result<bool> RequiresGrad(Ref r, DType dtype, const char* function);
   Status CheckNumericDtype(const NpDtypeInfo& info) const;
   Status ContainerOp(uint8_t op, Ref target, const std::vector<Ref>& items);
 
@@ -827,6 +828,29 @@ Status MachineImpl::CheckEmptyHooks(Ref r) {
   return Status::Unsupported("tensor backward hooks must be empty (found " + KindName(g_, r) + ")");
 }
 
+// requires_grad as torch checks it (torch/_utils.py): `tensor.requires_grad
+// = x` and Parameter's `_make_subclass` take only a bool ("requires_grad
+// must be a bool"), and True only for floating-point and complex dtypes.
+Result<bool> MachineImpl::RequiresGrad(Ref r, DType dtype, const char* function) {
+  if (r.kind != Kind::kBool) {
+    return Status::Malformed(std::string(function) + ": requires_grad must be a bool, not " +
+                             KindName(g_, r) + " (torch refuses it)" + At());
+  }
+  const bool floating = dtype == DType::kF16 || dtype == DType::kBF16 || dtype == DType::kF32 ||
+                        dtype == DType::kF64 || dtype == DType::kC64 || dtype == DType::kC128 ||
+                        dtype == DType::kF8E4M3FN || dtype == DType::kF8E5M2 ||
+                        dtype == DType::kF8E4M3FNUZ || dtype == DType::kF8E5M2FNUZ ||
+                        dtype == DType::kF8E8M0FNU;
+  if (r.i != 0 && !floating) {
+    return Status::Malformed(std::string(function) + ": requires_grad=True on a " +
+                             std::string(DTypeName(dtype)) +
+                             " tensor (torch: only floating point and complex tensors can "
+                             "require gradients)" +
+                             At());
+  }
+  return r.i != 0;
+}
+
 // A dtype numeric data can be read with: a safemodel dtype, and a byte
 // order from BUILD (numpy always writes one) unless elements are one byte.
 Status MachineImpl::CheckNumericDtype(const NpDtypeInfo& info) const {
@@ -1016,7 +1040,8 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
       }
       TensorInfo& info = g_.tensors[g_.at(t).aux];
       info.parameter = true;
-      if (args[1].kind == Kind::kBool) info.requires_grad = args[1].i != 0;
+      SAFEMODEL_ASSIGN_OR_RETURN(info.requires_grad,
+                                 RequiresGrad(args[1], info.dtype, name.c_str()));
       return t;
     }
     case GlobalKind::kRebuildQTensor:
@@ -1227,6 +1252,11 @@ Result<Ref> MachineImpl::RebuildTensor(GlobalKind kind, const std::vector<Ref>& 
   TensorInfo t;
   t.storage = storage.id;
   const StorageInfo& s = g_.storages[g_.at(storage).aux];
+  // torch's set_() takes an int offset; a bool (an int to pickle) is refused.
+  if (args[1].kind != Kind::kInt) {
+    return Status::Malformed(std::string(name) + ": storage offset must be an int, not " +
+                             KindName(g_, args[1]) + At());
+  }
   SAFEMODEL_ASSIGN_OR_RETURN(int64_t offset, AsInt(g_, args[1], "storage offset"));
   if (offset < 0) return Status::Malformed("negative storage offset" + At());
   t.offset = static_cast<uint64_t>(offset);
@@ -1235,10 +1265,6 @@ Result<Ref> MachineImpl::RebuildTensor(GlobalKind kind, const std::vector<Ref>& 
   if (t.strides.size() != t.shape.size()) {
     return Status::Malformed("tensor has " + Num(t.shape.size()) + " sizes but " +
                              Num(t.strides.size()) + " strides" + At());
-  }
-  if (kind != GlobalKind::kRebuildTensor) {
-    if (args[4].kind == Kind::kBool) t.requires_grad = args[4].i != 0;
-    SAFEMODEL_RETURN_IF_ERROR(CheckEmptyHooks(args[5]));
   }
   size_t meta_index = kind == GlobalKind::kRebuildTensorV2 ? 6 : 7;
   if (args.size() > meta_index) {
@@ -1272,6 +1298,10 @@ Result<Ref> MachineImpl::RebuildTensor(GlobalKind kind, const std::vector<Ref>& 
     }
     t.dtype = s.dtype;
   }
+  if (kind != GlobalKind::kRebuildTensor) {
+    SAFEMODEL_ASSIGN_OR_RETURN(t.requires_grad, RequiresGrad(args[4], t.dtype, name));
+    SAFEMODEL_RETURN_IF_ERROR(CheckEmptyHooks(args[5]));
+  }
   SAFEMODEL_ASSIGN_OR_RETURN(Ref r, NewRecord(RecordKind::kTensor));
   g_.at(r).aux = static_cast<uint32_t>(g_.tensors.size());
   g_.tensors.push_back(std::move(t));
@@ -1297,6 +1327,10 @@ Result<Ref> MachineImpl::RebuildQTensor(const std::vector<Ref>& args) {
   t.storage = storage.id;
   t.dtype = s.dtype;
   t.qdtype = s.dtype == DType::kU8 ? "quint8" : s.dtype == DType::kI8 ? "qint8" : "qint32";
+  if (args[1].kind != Kind::kInt) {
+    return Status::Malformed("torch._utils._rebuild_qtensor: storage offset must be an int, not " +
+                             KindName(g_, args[1]) + At());
+  }
   SAFEMODEL_ASSIGN_OR_RETURN(int64_t offset, AsInt(g_, args[1], "storage offset"));
   if (offset < 0) return Status::Malformed("negative storage offset" + At());
   t.offset = static_cast<uint64_t>(offset);
@@ -1334,7 +1368,9 @@ Result<Ref> MachineImpl::RebuildQTensor(const std::vector<Ref>& args) {
   } else {
     return Status::Unsupported("quantization scheme " + scheme + At());
   }
-  if (args[5].kind == Kind::kBool) t.requires_grad = args[5].i != 0;
+  // Quantized dtypes are integers to torch: requires_grad must be False.
+  SAFEMODEL_ASSIGN_OR_RETURN(t.requires_grad,
+                             RequiresGrad(args[5], DType::kI8, "torch._utils._rebuild_qtensor"));
   SAFEMODEL_RETURN_IF_ERROR(CheckEmptyHooks(args[6]));
   SAFEMODEL_ASSIGN_OR_RETURN(Ref r, NewRecord(RecordKind::kTensor));
   g_.at(r).aux = static_cast<uint32_t>(g_.tensors.size());

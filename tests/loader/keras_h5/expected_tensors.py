@@ -23,14 +23,13 @@ DTYPES = {"b": "bool", "i1": "i8", "u1": "u8", "i2": "i16", "u2": "u16", "i4": "
 
 
 def strings(attrs, name):
-    """Keras's load_attributes_from_hdf5_group, plus scalar attributes."""
+    """Keras's load_attributes_from_hdf5_group: iterates the attribute, so a
+    scalar str gives its characters and a scalar bytes_ its byte values (and
+    h5py.Empty raises), exactly as in Keras."""
     def listify(value):
-        arr = np.asarray(value)
-        items = [arr.item()] if arr.ndim == 0 else list(arr)
-        return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in items]
+        return [x.decode("utf-8") if hasattr(x, "decode") else x for x in value]
     if name in attrs:
-        value = attrs[name]
-        return [] if np.asarray(value).size == 0 else listify(value)
+        return listify(attrs[name])
     out, k = [], 0
     while "%s%d" % (name, k) in attrs:
         out += listify(attrs["%s%d" % (name, k)])

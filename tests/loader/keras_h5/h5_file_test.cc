@@ -98,9 +98,13 @@ TEST_F(H5FileTest, ReadsStringAttributesInEveryEncoding) {
 TEST_F(H5FileTest, ReadsScalarsUtf8AndChunkedLists) {
   auto scalar = Open("strings_scalar.h5");
   ASSERT_TRUE(scalar.ok());
-  auto solo = (*scalar)->ReadChunkedStrings((*scalar)->root(), "layer_names");
+  // A scalar string is one string, but never a name list: Keras iterates a
+  // name list, so "solo" would be the layers 's', 'o', 'l', 'o' (issue 16).
+  auto solo = (*scalar)->ReadStrings((*scalar)->root(), "layer_names");
   ASSERT_TRUE(solo.ok() && solo->has_value());
   EXPECT_EQ(**solo, std::vector<std::string>{"solo"});
+  auto as_list = (*scalar)->ReadChunkedStrings((*scalar)->root(), "layer_names");
+  EXPECT_EQ(as_list.status().code(), StatusCode::kMalformed);
 
   auto utf8 = Open("strings_utf8_names.h5");
   ASSERT_TRUE(utf8.ok());

@@ -3,14 +3,17 @@
 #include "loader/numpy/npy.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <string>
 
-#include "converter/digest.h"
-#include "safemodel/reader.h"
 #include "tests/testing/loader_util.h"
 #include "tests/testing/test_util.h"
+#include "tests/testing/zip_builder.h"
+#include <nlohmann/json.hpp>
+
+#include "safemodel/reader.h"
+
+#include "converter/digest.h"
 
 namespace safemodel::testing {
 namespace {
@@ -125,7 +128,7 @@ TEST(NpyHeader, RejectsBadMagicVersionsAndOversizedHeaders) {
   std::string huge = "\x93NUMPY\x02";
   huge += '\0';
   huge += std::string("\xff\xff\xff\x7f", 4);
-  EXPECT_EQ(loader::ParseNpyHeader(AsBytes(huge), "t").status().code(), StatusCode::kLimitExceeded);
+  EXPECT_EQ(loader::ParseNpyHeader(AsBytes(huge), "t").status().code(), StatusCode::kUnsupported);
 }
 
 TEST(NpyParse, ConvertsBigEndianAndFortranOrderInProcess) {
@@ -180,6 +183,165 @@ TEST(NpyParse, RejectsBoolBytesOtherThanZeroAndOne) {
   auto fortran = ParseInProcess(Npy("{'descr': '|b1', 'fortran_order': True, 'shape': (2, 2), }",
                                     std::string("\x00\x01\xff\x00", 4)));
   EXPECT_EQ(fortran.status.code(), StatusCode::kMalformed) << fortran.status.ToString();
+}
+
+// ---- Issue 16: acceptance no looser than np.load's ---------------------------
+
+// A .npy image whose header text is exactly `chars` characters: `dict`,
+// spaces, then '\n' (plus `tail` appended to the dict, e.g. multi-byte text).
+std::string NpyOfChars(const std::string& dict, size_t chars, uint8_t major,
+                       const std::string& data = "") {
+  std::string header = dict;
+  size_t have = 0;
+  for (char c : header) have += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  header += std::string(chars - have - 1, ' ') + "\n";
+  std::string out = "\x93NUMPY";
+  out += static_cast<char>(major);
+  out += '\0';
+  uint32_t len = static_cast<uint32_t>(header.size());
+  for (int k = 0; k < (major == 1 ? 2 : 4); ++k) out += static_cast<char>((len >> (8 * k)) & 0xff);
+  return out + header + data;
+}
+
+// Exit code of np.load on `image` in a throwaway process (-1: no numpy).
+int NumpyLoads(const std::string& image, const TempDir& dir) {
+  if (!PythonHas({"numpy"})) return -1;
+  const std::string path = dir.File("probe.npy");
+  WriteFile(path, image);
+  return RunCommand("/usr/bin/python3 -c 'import sys, numpy; numpy.load(sys.argv[1])' " + path);
+}
+
+TEST(NpyHeader, Issue16ShapeDimensionsMustFitSignedInt64EvenWithAZero) {
+  TempDir dir;
+  // numpy: "maximum allowed dimension exceeded" / "array is too big".
+  for (const char* shape : {"(0, 18446744073709551615)", "(0, 9223372036854775808)",
+                            "(0, 2305843009213693952)", "(2305843009213693952, 0, 4)"}) {
+    const std::string image =
+        Npy(std::string("{'descr': '<f8', 'fortran_order': False, 'shape': ") + shape + ", }", "");
+    auto r = ParseInProcess(image);
+    EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << shape << ": " << r.status.ToString();
+    EXPECT_NE(NumpyLoads(image, dir), 0) << shape << ": numpy loads it";
+  }
+  // Within int64 (non-zero dimensions times 8 bytes): numpy and we accept.
+  const std::string ok =
+      Npy("{'descr': '<f8', 'fortran_order': False, 'shape': (0, 1152921504606846975), }", "");
+  auto r = ParseInProcess(ok);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.tensors.at("array").shape, (std::vector<uint64_t>{0, 1152921504606846975ull}));
+  int numpy = NumpyLoads(ok, dir);
+  if (numpy >= 0) {
+    EXPECT_EQ(numpy, 0);
+  }
+}
+
+TEST(NpyHeader, Issue16HeaderOverNumpysTenThousandCharactersIsRefused) {
+  TempDir dir;
+  const std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }";
+  for (uint8_t major : {uint8_t{1}, uint8_t{2}, uint8_t{3}}) {
+    const std::string at_limit = NpyOfChars(dict, 10000, major, "abcd");
+    EXPECT_TRUE(ParseInProcess(at_limit).status.ok()) << "v" << int(major);
+    int numpy = NumpyLoads(at_limit, dir);
+    if (numpy >= 0) {
+      EXPECT_EQ(numpy, 0) << "v" << int(major);
+    }
+    const std::string over = NpyOfChars(dict, 10001, major, "abcd");
+    auto r = ParseInProcess(over);
+    EXPECT_EQ(r.status.code(), StatusCode::kUnsupported) << "v" << int(major);
+    EXPECT_NE(r.status.message().find("numpy's limit of 10000 characters"), std::string::npos)
+        << r.status.message();
+    EXPECT_NE(NumpyLoads(over, dir), 0) << "v" << int(major) << ": numpy loads it";
+  }
+  // Version 3.0 counts UTF-8 characters, not bytes: 9,000 three-byte
+  // characters (27,000 bytes) are within the limit and reach the grammar.
+  std::string wide;
+  for (int k = 0; k < 9000; ++k) wide += "\xe2\x82\xac";
+  auto grammar = ParseInProcess(
+      NpyOfChars("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': '" + wide + "'}",
+                 9200, 3, "abcd"));
+  EXPECT_EQ(grammar.status.code(), StatusCode::kMalformed) << grammar.status.ToString();
+  EXPECT_NE(grammar.status.message().find("unexpected or repeated header key"), std::string::npos)
+      << grammar.status.message();
+  auto over = ParseInProcess(NpyOfChars(
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'x': '" + wide + wide + "'}", 18200,
+      3, "abcd"));
+  EXPECT_EQ(over.status.code(), StatusCode::kUnsupported) << over.status.ToString();
+}
+
+TEST(NpyHeader, Issue16Python2LongSuffixOnlyInVersions1And2) {
+  TempDir dir;
+  const std::string dict = "{'descr': '<i2', 'fortran_order': False, 'shape': (2L, 1L), }";
+  for (uint8_t major : {uint8_t{1}, uint8_t{2}, uint8_t{3}}) {
+    const std::string image = Npy(dict, "abcd", major);
+    auto r = ParseInProcess(image);
+    const int numpy = NumpyLoads(image, dir);
+    if (major < 3) {
+      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+      EXPECT_EQ(r.tensors.at("array").shape, (std::vector<uint64_t>{2, 1}));
+      if (numpy >= 0) {
+        EXPECT_EQ(numpy, 0) << "v" << int(major);
+      }
+    } else {
+      EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << r.status.ToString();
+      EXPECT_NE(r.status.message().find("'L' suffix in a version 3.0 header"), std::string::npos)
+          << r.status.message();
+      EXPECT_NE(numpy, 0) << "numpy loads a 3.0 header with 2L";
+    }
+  }
+}
+
+// np.load(f)[key] on an archive: the exact member first, then key + ".npy".
+std::string NumpyAnswers(const std::string& zip_path, const std::string& key) {
+  std::string out;
+  RunCommand(
+      "/usr/bin/python3 -c 'import sys, numpy; print(numpy.load(sys.argv[1])[sys.argv[2]]"
+      ".tolist())' " +
+          zip_path + " '" + key + "'",
+      &out, false);
+  return out;
+}
+
+TEST(NpzArchive, Issue16KeyThatTwoMembersAnswerIsMalformed) {
+  TempDir dir;
+  const std::string one = Npy("{'descr': '|u1', 'fortran_order': False, 'shape': (1,), }", "\x01");
+  const std::string two =
+      Npy("{'descr': '|u1', 'fortran_order': False, 'shape': (2,), }", std::string("\x02\x02", 2));
+  for (bool shadow_first : {true, false}) {
+    std::vector<ZipMember> members = {{"a.npy", one}, {"a.npy.npy", two}};
+    if (!shadow_first) std::swap(members[0], members[1]);
+    const std::string zip = BuildZip(members);
+    auto r = ParseInProcess(zip);
+    EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << r.status.ToString();
+    EXPECT_NE(r.status.message().find("npz member 'a.npy.npy' would be the array 'a.npy', but "
+                                      "np.load answers that key with the member named exactly "
+                                      "'a.npy'"),
+              std::string::npos)
+        << r.status.message();
+    if (PythonHas({"numpy"})) {
+      WriteFile(dir.File("s.npz"), zip);
+      EXPECT_EQ(NumpyAnswers(dir.File("s.npz"), "a.npy"), "[1]\n") << "numpy: exact name wins";
+    }
+  }
+  // Keys that only one member answers are fine: 'a' and 'a.np'.
+  auto fine = ParseInProcess(BuildZip({{"a.npy", one}, {"a.np.npy", two}}));
+  ASSERT_TRUE(fine.status.ok()) << fine.status.ToString();
+  EXPECT_EQ(fine.tensors.size(), 2u);
+  EXPECT_EQ(fine.tensors.at("a.np").bytes, std::string("\x02\x02", 2));
+}
+
+TEST(NpzArchive, Issue16MemberContentNotNameDecides) {
+  const std::string arr = Npy("{'descr': '|u1', 'fortran_order': False, 'shape': (1,), }", "\x01");
+  // 'w.npy' without the magic: numpy returns its raw bytes.
+  auto raw = ParseInProcess(BuildZip({{"a.npy", arr}, {"w.npy", "PK not an array"}}));
+  EXPECT_EQ(raw.status.code(), StatusCode::kMalformed) << raw.status.ToString();
+  EXPECT_NE(raw.status.message().find("npz member 'w.npy' does not start with the .npy magic: "
+                                      "np.load returns its raw bytes"),
+            std::string::npos)
+      << raw.status.message();
+  // 'v.bin' with the magic: numpy returns an array under the key 'v.bin';
+  // only archives of *.npy members are read as npz, so this one is refused.
+  auto bin = ParseInProcess(BuildZip({{"a.npy", arr}, {"v.bin", arr}}));
+  EXPECT_FALSE(bin.status.ok());
+  EXPECT_EQ(ExitCodeFor(bin.status.code()), 3) << bin.status.ToString();
 }
 
 // ---- Through the sandbox, against numpy -------------------------------------
