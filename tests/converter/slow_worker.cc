@@ -190,5 +190,12 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace safemodel
 
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+// The worker has no environment, so ASAN_OPTIONS cannot reach it. ASan's own
+// SIGBUS handler would try to print a report after lockdown and be killed for
+// that (SIGSYS); the input-change tests want the plain SIGBUS.
+extern "C" const char* __asan_default_options() { return "handle_segv=0:handle_sigbus=0:handle_abort=0"; }
+#endif
+
 // _exit, like the worker: no atexit handlers inside the sandbox.
 int main(int argc, char** argv) { _exit(safemodel::Main(argc, argv)); }
