@@ -154,6 +154,10 @@ TEST(PipelineFaults, AnInputThatChangesDuringTheConversionIsExitSix) {
     TempDir dir, in_dir;  // apart: the parent holds the input open too
     const std::string in = in_dir.File("in");
     WriteFile(in, SlowInput(line, kSize));
+    // An hour-old modification time: a change made within the same tick of
+    // the kernel's coarse file clock must still show (README, "Limits").
+    const struct timespec an_hour_ago[2] = {{time(nullptr) - 3600, 0}, {time(nullptr) - 3600, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, in.c_str(), an_hour_ago, 0), 0);
     ConvertOptions opt;
     opt.worker_path = SlowWorker();
     Background conversion(in, dir.File("out"), opt);
