@@ -6,6 +6,7 @@
 // change underneath, and every check passed.
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -110,6 +111,12 @@ class InputHasher {
 std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+// Whether every write end of the worker's channel is closed.
+bool ChannelClosed(int fd) {
+  struct pollfd pfd = {fd, POLLIN, 0};
+  return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP) != 0;
 }
 
 const char* WorkerKind(const sandbox::Worker::Exit& exit) {
@@ -263,7 +270,12 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   WorkerStream stream;
   ReadWorkerStream(reader, out->fd(), input_size, options, opt.digest, opt.max_output_bytes, report,
                    &stream);
-  if (stream.timed_out || !stream.protocol.ok() || !stream.io.ok() || !stream.limit.ok()) {
+  // A worker whose channel is closed is already exiting (after lockdown it
+  // cannot close fd 3): it is left to end, so that a signal from outside
+  // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
+  // stream it left behind (its exit shows in Wait within microseconds).
+  const bool exiting = !stream.protocol.ok() && ChannelClosed(worker.channel_fd());
+  if (stream.timed_out || (!stream.protocol.ok() && !exiting) || !stream.io.ok() || !stream.limit.ok()) {
     worker.Kill();
   }
   sandbox::Worker::Exit exit = worker.Wait(deadline);
