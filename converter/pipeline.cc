@@ -1,10 +1,12 @@
 // ConvertFile: the parent side of a conversion. Everything the worker sends is
 // hostile: each frame is capped before it is read, the proposed header is
 // rebuilt from validated values (nothing is copied through), every tensor's
-// byte count is enforced by the writer, and the output only appears, by an
-// atomic rename, when the worker exited cleanly and every check passed.
+// byte count is enforced by the writer, and the output only appears
+// (converter/output_file.h) when the worker exited cleanly, the input did not
+// change underneath, and every check passed.
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -21,6 +23,9 @@
 
 #include "converter/digest.h"
 #include "converter/format.h"
+#include "converter/input_file.h"
+#include "converter/output_file.h"
+#include "converter/worker_limits.h"
 #include "converter/worker_stream.h"
 #include "converter/writer.h"
 #include "proto/worker.pb.h"
@@ -44,11 +49,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using sandbox::FrameType;
-
-// Address space the worker needs besides its input map and its data: shared
-// libraries, stacks, HDF5 and protobuf caches.
-constexpr uint64_t kAddressSpaceSlack = 1ull << 30;
-constexpr uint64_t kMinMemoryLimit = 16ull << 20;
 
 std::string Num(uint64_t v) { return std::to_string(v); }
 
@@ -75,6 +75,11 @@ class InputHasher {
 
  private:
   void Run(int fd, uint64_t size) {
+    // The host's (or safe-convert's) signal handlers run on its own threads,
+    // never on this one.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
     constexpr size_t kBuf = 4 << 20;
     std::unique_ptr<uint8_t[]> buf(new uint8_t[kBuf]);
     auto hasher = MakeHasher(DigestAlgorithm::kSha256);
@@ -103,113 +108,64 @@ class InputHasher {
   std::string digest_;
 };
 
-// An output file that exists only after Commit().
-//
-// The data goes to an anonymous file (O_TMPFILE) in the output directory:
-// if this process is killed (SIGKILL, Ctrl-C, a batch scheduler), the
-// kernel frees it and nothing is left behind. Commit links it under a
-// hidden temporary name and renames that over the final path (rename is
-// the atomic step; linkat cannot replace an existing file). Filesystems
-// without O_TMPFILE get a named hidden temporary file from the start,
-// removed on every failure path; only a kill can leave that one behind.
-class TempOutput {
- public:
-  ~TempOutput() { Discard(); }
-  Status Create(const std::string& final_path) {
-    final_ = final_path;
-    std::filesystem::path p(final_path);
-    dir_ = p.has_parent_path() ? p.parent_path().string() : ".";
-    name_ = p.filename().string();
-    if (name_.empty() || name_ == "." || name_ == "..") {
-      return Status::InvalidArgument("output path '" + final_path + "' names no file");
-    }
-    // Naming an anonymous file later goes through /proc/self/fd (linkat
-    // by descriptor alone needs a capability on older kernels): without
-    // /proc, or if O_TMPFILE fails for any reason (filesystem, seccomp
-    // filter of a container runtime), a named temporary file is used; a
-    // real problem (permissions, no directory) is reported by mkostemp.
-    if (access("/proc/self/fd", X_OK) == 0) {
-      fd_ = open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
-    }
-    if (fd_ >= 0) {
-      anonymous_ = true;
-    } else {
-      SAFEMODEL_ASSIGN_OR_RETURN(fd_, MakeNamed(&tmp_));
-    }
-    fchmod(fd_, 0644);
-    return Status::Ok();
-  }
-  int fd() const { return fd_; }
-  Status Commit(bool sync) {
-    if (sync && fsync(fd_) != 0) return Status::IoError("fsync of the output failed: " + ErrnoText());
-    if (anonymous_) SAFEMODEL_RETURN_IF_ERROR(LinkAnonymous());
-    if (close(fd_) != 0) {
-      fd_ = -1;
-      return Status::IoError("closing the output failed: " + ErrnoText());
-    }
-    fd_ = -1;
-    if (rename(tmp_.c_str(), final_.c_str()) != 0) {
-      return Status::IoError("renaming the output into place failed: " + ErrnoText());
-    }
-    tmp_.clear();
-    if (sync) {
-      int dfd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-      }
-    }
-    return Status::Ok();
-  }
-  void Discard() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-    if (!tmp_.empty()) unlink(tmp_.c_str());
-    tmp_.clear();
-  }
-
- private:
-  // A new hidden file next to the output, named by mkostemp (which fills in
-  // the template's last six characters).
-  Result<int> MakeNamed(std::string* path) const {
-    const std::string tmpl = dir_ + "/." + name_ + ".tmp-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    int fd = mkostemp(buf.data(), O_CLOEXEC);
-    if (fd < 0) {
-      return Status::IoError("cannot create a temporary file in '" + dir_ + "': " + ErrnoText());
-    }
-    path->assign(buf.data());
-    return fd;
-  }
-
-  // Gives the anonymous file a hidden name next to the final path.
-  Status LinkAnonymous() {
-    const std::string proc = "/proc/self/fd/" + std::to_string(fd_);
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      // A fresh unique name: mkstemp's, then freed for linkat.
-      std::string name;
-      SAFEMODEL_ASSIGN_OR_RETURN(int probe, MakeNamed(&name));
-      close(probe);
-      unlink(name.c_str());
-      int r = linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW);
-      if (r == 0) {
-        tmp_ = std::move(name);
-        return Status::Ok();
-      }
-      if (errno != EEXIST) break;
-    }
-    return Status::IoError("cannot give the output a name in '" + dir_ + "': " + ErrnoText());
-  }
-
-  std::string final_, dir_, name_, tmp_;
-  int fd_ = -1;
-  bool anonymous_ = false;
-};
-
 std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+// Whether every write end of the worker's channel is closed.
+bool ChannelClosed(int fd) {
+  struct pollfd pfd = {fd, POLLIN, 0};
+  return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP) != 0;
+}
+
+const char* WorkerKind(const sandbox::Worker::Exit& exit) {
+  switch (exit.kind) {
+    case sandbox::Worker::Exit::Kind::kExited: return "exited";
+    case sandbox::Worker::Exit::Kind::kSignaled: return "signaled";
+    case sandbox::Worker::Exit::Kind::kTimeout: return "timeout";
+    case sandbox::Worker::Exit::Kind::kWaitFailed: return "unknown";
+  }
+  return "unknown";
+}
+
+// How a worker that died by a signal is reported. The seccomp policy denies
+// kill and tkill, so the worker cannot send itself a signal: a fault
+// (SIGSEGV, SIGBUS, SIGILL, SIGFPE), abort() (SIGABRT), the kernel enforcing
+// an rlimit (SIGXCPU; SIGKILL at the hard CPU limit) or the out-of-memory
+// killer (SIGKILL), or another process.
+Status SignalVerdict(const sandbox::Worker::Exit& exit, const WorkerLimits& limits) {
+  const std::string name = SignalName(exit.signal);
+  if (exit.signal == SIGXCPU ||
+      (exit.signal == SIGKILL && exit.cpu_seconds >= static_cast<double>(limits.cpu_seconds))) {
+    return Status::LimitExceeded("the worker exceeded its CPU time limit of " + Num(limits.cpu_seconds) +
+                                 " s" + (limits.cpu_lowered ? " (lowered to fit `ulimit -t`)" : ""));
+  }
+  if (exit.signal == SIGBUS) {
+    // The worker reads the input through a map; the input is unchanged (checked
+    // first), so the storage failed under it.
+    return Status::IoError("the worker could not read the input (SIGBUS in its map of the file: an "
+                           "I/O error of the storage)");
+  }
+  if (exit.signal == SIGKILL) {
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker was killed by SIGKILL, which it cannot send itself: most likely the "
+                  "kernel's out-of-memory killer (the worker may use " + Num(limits.memory_limit) +
+                      " bytes, --memory-limit; a lower limit makes it fail cleanly instead), or "
+                      "another process");
+  }
+  switch (exit.signal) {
+    case SIGSEGV:
+    case SIGILL:
+    case SIGFPE:
+    case SIGABRT:
+    case SIGTRAP:
+      return Status(StatusCode::kWorkerCrashed, "the worker crashed with " + name);
+    default:
+      return Status(StatusCode::kWorkerCrashed,
+                    "the worker was killed by " + name +
+                        ", which it cannot send itself (another process sent it)");
+  }
 }
 
 std::string FindWorker(const ConvertOptions& options) {
@@ -254,36 +210,29 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
     return Status::InvalidArgument("the memory limit must be at least " + Num(kMinMemoryLimit) +
                                    " bytes");
   }
-  int in_fd = open(in_path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (in_fd < 0) {
-    if (errno == ELOOP) {
-      return Status::InvalidArgument("input '" + in_path +
-                                     "' is a symbolic link; pass the path of the file itself");
-    }
-    if (errno == ENOENT) return Status::InvalidArgument("input '" + in_path + "' does not exist");
-    return Status::IoError("cannot open input '" + in_path + "': " + ErrnoText());
-  }
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { close(fd); }
-  } in_closer{in_fd};
-  struct stat st_before;
-  if (fstat(in_fd, &st_before) != 0) return Status::IoError("fstat of the input: " + ErrnoText());
-  if (!S_ISREG(st_before.st_mode)) {
-    return Status::InvalidArgument("input '" + in_path + "' is not a regular file");
-  }
-  fcntl(in_fd, F_SETFL, fcntl(in_fd, F_GETFL) & ~O_NONBLOCK);
-  const auto input_size = static_cast<uint64_t>(st_before.st_size);
+  SAFEMODEL_ASSIGN_OR_RETURN(InputFile input, InputFile::Open(in_path));
+  const int in_fd = input.fd();
+  const uint64_t input_size = input.size();
   report->input_bytes = input_size;
   if (input_size == 0) return Status::Malformed("input '" + in_path + "' is empty");
   if (input_size > opt.max_input_bytes) {
     return Status::LimitExceeded("input is " + Num(input_size) + " bytes, over the limit of " +
                                  Num(opt.max_input_bytes));
   }
-  struct stat st_out;
-  if (stat(out_path.c_str(), &st_out) == 0 && st_out.st_dev == st_before.st_dev &&
-      st_out.st_ino == st_before.st_ino) {
-    return Status::InvalidArgument("the output path is the input file");
+  SAFEMODEL_RETURN_IF_ERROR(CheckSpareDescriptors(in_fd));
+  const uint64_t timeout_ms = EffectiveTimeoutMs(opt, input_size);
+  const auto deadline = start + std::chrono::milliseconds(timeout_ms);
+  uint64_t cpu_seconds = opt.cpu_limit_seconds;
+  if (cpu_seconds == 0) cpu_seconds = timeout_ms / 1000 + 1;
+  SAFEMODEL_ASSIGN_OR_RETURN(WorkerLimits limits,
+                             FitWorkerLimits(input_size, opt.memory_limit_bytes, cpu_seconds));
+  for (Finding& note : limits.notes) report->findings.push_back(std::move(note));
+  // OUT's rules are checked before any work (and again at commit).
+  std::unique_ptr<OutputFile> out;
+  if (opt.output_fd >= 0) {
+    SAFEMODEL_ASSIGN_OR_RETURN(out, OutputFile::OpenDescriptor(opt.output_fd));
+  } else {
+    SAFEMODEL_ASSIGN_OR_RETURN(out, OutputFile::OpenPath(out_path, opt.force, input.stat()));
   }
 
   std::vector<std::string> options;
@@ -299,29 +248,17 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
                       std::string(SAFEMODEL_INSTALL_WORKER));
   }
 
-  TempOutput out;
-  SAFEMODEL_RETURN_IF_ERROR(out.Create(out_path));
-
   InputHasher hasher;
   hasher.Start(in_fd, input_size);
 
-  const uint64_t timeout_ms = EffectiveTimeoutMs(opt, input_size);
-  const auto deadline = start + std::chrono::milliseconds(timeout_ms);
-  uint64_t cpu_seconds = opt.cpu_limit_seconds;
-  if (cpu_seconds == 0) cpu_seconds = timeout_ms / 1000 + 1;
-  uint64_t address_space = 0;
-  if (!CheckedAdd(input_size, opt.memory_limit_bytes, &address_space) ||
-      !CheckedAdd(address_space, kAddressSpaceSlack, &address_space)) {
-    return Status::InvalidArgument("memory limit overflows");
-  }
   sandbox::SpawnOptions spawn;
   spawn.worker_path = worker_path;
   spawn.input_fd = in_fd;
   spawn.args = {"--parent-pid=" + Num(static_cast<uint64_t>(getpid())),
                 "--input-size=" + Num(input_size),
-                "--address-space=" + Num(address_space),
-                "--memory-limit=" + Num(opt.memory_limit_bytes),
-                "--cpu-seconds=" + Num(cpu_seconds)};
+                "--address-space=" + Num(limits.address_space),
+                "--memory-limit=" + Num(limits.memory_limit),
+                "--cpu-seconds=" + Num(limits.cpu_seconds)};
   for (const std::string& o : options) spawn.args.push_back("--" + o);
   sandbox::Worker worker;
   std::string spawn_error;
@@ -331,9 +268,14 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
 
   sandbox::FrameReader reader(worker.channel_fd(), deadline);
   WorkerStream stream;
-  ReadWorkerStream(reader, out.fd(), input_size, options, opt.digest, opt.max_output_bytes, report,
+  ReadWorkerStream(reader, out->fd(), input_size, options, opt.digest, opt.max_output_bytes, report,
                    &stream);
-  if (stream.timed_out || !stream.protocol.ok() || !stream.io.ok() || !stream.limit.ok()) {
+  // A worker whose channel is closed is already exiting (after lockdown it
+  // cannot close fd 3): it is left to end, so that a signal from outside
+  // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
+  // stream it left behind (its exit shows in Wait within microseconds).
+  const bool exiting = !stream.protocol.ok() && ChannelClosed(worker.channel_fd());
+  if (stream.timed_out || (!stream.protocol.ok() && !exiting) || !stream.io.ok() || !stream.limit.ok()) {
     worker.Kill();
   }
   sandbox::Worker::Exit exit = worker.Wait(deadline);
@@ -342,7 +284,13 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   report->worker.exit_code = exit.exit_code;
   report->worker.signal = exit.signal;
 
-  // Verdict, most specific cause first.
+  // Verdict, most specific cause first. An input that changed underneath
+  // explains whatever the worker did (a SIGBUS in its map, odd bytes, a
+  // refusal of bytes that are no longer there): nothing it said counts.
+  if (Status changed = input.CheckUnchanged(); !changed.ok()) {
+    report->worker.kind = WorkerKind(exit);
+    return changed;
+  }
   if (stream.timed_out || exit.kind == sandbox::Worker::Exit::Kind::kTimeout) {
     report->worker.kind = "timeout";
     return Status(StatusCode::kTimeout, "the conversion exceeded its time limit of " +
@@ -373,22 +321,21 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
     report->worker.kind = "killed";
     return !stream.io.ok() ? stream.io : stream.limit;
   }
+  // A signal the worker did not get from us comes before what it sent: a
+  // stream cut short is the signal's effect, not a lie.
+  if (exit.kind == sandbox::Worker::Exit::Kind::kSignaled && !exit.killed_by_us) {
+    report->worker.kind = "signaled";
+    return SignalVerdict(exit, limits);
+  }
   if (!stream.protocol.ok()) {
-    report->worker.kind = exit.kind == sandbox::Worker::Exit::Kind::kSignaled ? "signaled" : "exited";
+    report->worker.kind = WorkerKind(exit);
     return Status(StatusCode::kWorkerCrashed,
                   "the worker sent an invalid result (" + stream.protocol.message() +
                       "); nothing was written");
   }
   if (exit.kind == sandbox::Worker::Exit::Kind::kSignaled) {
     report->worker.kind = "signaled";
-    if (exit.signal == SIGXCPU ||
-        (exit.signal == SIGKILL && exit.cpu_seconds >= static_cast<double>(cpu_seconds))) {
-      return Status::LimitExceeded("the worker exceeded its CPU time limit of " + Num(cpu_seconds) +
-                                   " s");
-    }
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker crashed with " + SignalName(exit.signal) +
-                      (exit.signal == SIGKILL ? " (possibly the kernel's out-of-memory killer)" : ""));
+    return SignalVerdict(exit, limits);
   }
   report->worker.kind = "exited";
   if (stream.error_frame) return stream.worker_error;
@@ -401,22 +348,17 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
     return Status(StatusCode::kWorkerCrashed, "the worker ended without completing its result");
   }
 
-  SAFEMODEL_ASSIGN_OR_RETURN(std::string sha, hasher.Join());
-  struct stat st_after;
-  if (fstat(in_fd, &st_after) != 0 || st_after.st_size != st_before.st_size ||
-      st_after.st_mtim.tv_sec != st_before.st_mtim.tv_sec ||
-      st_after.st_mtim.tv_nsec != st_before.st_mtim.tv_nsec ||
-      st_after.st_ctim.tv_sec != st_before.st_ctim.tv_sec ||
-      st_after.st_ctim.tv_nsec != st_before.st_ctim.tv_nsec) {
-    return Status::IoError("the input file changed during the conversion");
-  }
+  // A short read of the hasher is the input changing, if it did.
+  Result<std::string> hashed = hasher.Join();
+  SAFEMODEL_RETURN_IF_ERROR(input.CheckUnchanged());
+  SAFEMODEL_ASSIGN_OR_RETURN(std::string sha, std::move(hashed));
   report->input_sha256 = ToHex(sha);
   SAFEMODEL_RETURN_IF_ERROR(stream.writer->Finish(sha));
   const v1::Header& h = stream.writer->header();
   report->tensor_count = static_cast<uint64_t>(h.tensors_size());
   report->tensor_bytes = stream.data_bytes;
   report->output_bytes = stream.writer->file_size();
-  SAFEMODEL_RETURN_IF_ERROR(out.Commit(opt.sync_output));
+  SAFEMODEL_RETURN_IF_ERROR(out->Commit(stream.writer->file_size(), opt.sync_output));
   return Status::Ok();
 }
 

@@ -1,10 +1,9 @@
 #include "converter/worker_stream.h"
 
-#include <sys/statvfs.h>
-
 #include <algorithm>
 
 #include "converter/format.h"
+#include "converter/output_file.h"
 #include "proto/worker.pb.h"
 #include "safemodel/limits.h"
 
@@ -100,24 +99,6 @@ Status ReadMessage(sandbox::FrameReader& reader, uint64_t length,
   return Status::Ok();
 }
 
-// The declared output must fit the caller's cap and the free space.
-Status CheckOutputSize(int out_fd, uint64_t planned, uint64_t max_output_bytes) {
-  if (max_output_bytes != 0 && planned > max_output_bytes) {
-    return Status::LimitExceeded("the output would be " + Num(planned) +
-                                 " bytes, over the limit of " + Num(max_output_bytes));
-  }
-  struct statvfs fs;
-  if (fstatvfs(out_fd, &fs) == 0) {
-    uint64_t free_bytes = 0;
-    if (CheckedMul(fs.f_bavail, fs.f_frsize, &free_bytes) && planned > free_bytes) {
-      return Status::LimitExceeded("the output would be " + Num(planned) +
-                                   " bytes but its file system has only " + Num(free_bytes) +
-                                   " bytes free");
-    }
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
@@ -152,17 +133,15 @@ void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_s
         if (!s.ok()) return protocol(s.message());
         auto header = BuildHeader(wh, input_size, options, digest, report);
         if (!header.ok()) return protocol("invalid header from the worker: " + header.status().ToString());
-        auto writer = SafemodelWriter::Begin(out_fd, std::move(*header));
-        if (!writer.ok()) {
-          if (writer.status().code() == StatusCode::kIoError) {
-            st->io = writer.status();
-            return;
-          }
-          return protocol("invalid header from the worker: " + writer.status().ToString());
-        }
+        // The whole output's space is reserved before its first byte, so
+        // that a full file system fails here, as a limit (exit 4).
+        auto writer = SafemodelWriter::Plan(out_fd, std::move(*header));
+        if (!writer.ok()) return protocol("invalid header from the worker: " + writer.status().ToString());
         st->writer = std::move(*writer);
-        st->limit = CheckOutputSize(out_fd, st->writer->planned_file_size(), max_output_bytes);
+        st->limit = ReserveOutputSpace(out_fd, st->writer->planned_file_size(), max_output_bytes);
         if (!st->limit.ok()) return;
+        st->io = st->writer->WriteHeader();
+        if (!st->io.ok()) return;
         break;
       }
       case FrameType::kTensorData: {

@@ -48,8 +48,9 @@ struct WorkerStream {
 // output (each recorded in *st), writing a valid result to `out_fd` through
 // SafemodelWriter. Findings, source format and isolation layers go to *report.
 // `max_output_bytes` (0: none) caps the output file; independently, the
-// output must fit in the free space of the file system `out_fd` is on, so a
-// worker that declares terabytes is stopped before it writes them.
+// output's declared size is reserved on the file system `out_fd` is on
+// (ReserveOutputSpace), so a worker that declares terabytes is stopped before
+// it writes them.
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, ConvertReport* report, WorkerStream* st);

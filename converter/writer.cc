@@ -40,6 +40,12 @@ Status SafemodelWriter::WriteZeros(uint64_t n) {
 }
 
 Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Begin(int fd, v1::Header header) {
+  SAFEMODEL_ASSIGN_OR_RETURN(std::unique_ptr<SafemodelWriter> w, Plan(fd, std::move(header)));
+  SAFEMODEL_RETURN_IF_ERROR(w->WriteHeader());
+  return w;
+}
+
+Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, v1::Header header) {
   header.set_format_major(format::kMajorVersion);
   header.set_format_minor(format::kMinorVersion);
   if (header.digest_algorithm() == v1::DIGEST_INVALID) header.set_digest_algorithm(v1::XXH3_128);
@@ -59,16 +65,20 @@ Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Begin(int fd, v1::Head
   SAFEMODEL_ASSIGN_OR_RETURN(p.data_off, format::DataOffsetFor(p.header_len));
   p.data_len = data_len;
   p.trailer_off = p.data_off + data_len;
-  // trailer_len is known only at Finish(); the prefix is rewritten then.
-  uint8_t prefix_bytes[format::kPrefixBytes];
-  format::EncodePrefix(p, prefix_bytes);
-  SAFEMODEL_RETURN_IF_ERROR(w->WriteAll(ByteView(prefix_bytes, sizeof prefix_bytes)));
-  SAFEMODEL_RETURN_IF_ERROR(w->WriteAll(AsBytes(w->header_bytes_)));
-  SAFEMODEL_RETURN_IF_ERROR(w->WriteZeros(p.data_off - w->written_));
   w->hasher_ = MakeHasher(static_cast<DigestAlgorithm>(w->header_.digest_algorithm()));
   w->digests_.resize(static_cast<size_t>(w->header_.tensors_size()));
-  SAFEMODEL_RETURN_IF_ERROR(w->Advance());
   return w;
+}
+
+Status SafemodelWriter::WriteHeader() {
+  if (current_ != -1 || written_ != 0) return Status::Internal("the header was already written");
+  // trailer_len is known only at Finish(); the prefix is rewritten then.
+  uint8_t prefix_bytes[format::kPrefixBytes];
+  format::EncodePrefix(prefix_, prefix_bytes);
+  SAFEMODEL_RETURN_IF_ERROR(WriteAll(ByteView(prefix_bytes, sizeof prefix_bytes)));
+  SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(header_bytes_)));
+  SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off - written_));
+  return Advance();
 }
 
 uint64_t SafemodelWriter::planned_file_size() const {

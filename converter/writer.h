@@ -22,7 +22,15 @@ class SafemodelWriter {
  public:
   // `header` holds sorted tensors, architecture, metadata and provenance
   // (input_sha256 is filled in by Finish). Offsets are assigned here.
+  // Begin is Plan followed by WriteHeader.
   static Result<std::unique_ptr<SafemodelWriter>> Begin(int fd, v1::Header header);
+
+  // Lays the file out without writing anything, so that its size
+  // (planned_file_size) can be reserved before the first byte; errors are
+  // about the header only, never I/O.
+  static Result<std::unique_ptr<SafemodelWriter>> Plan(int fd, v1::Header header);
+  // Writes the prefix, the header and the padding before the first tensor.
+  Status WriteHeader();
 
   // Appends bytes of the current tensor. Fails if they are more than the
   // tensor still needs, or if every tensor is complete.

@@ -2,10 +2,13 @@
 // (safemodel/convert.h, safemodel/reader.h, safemodel/inspect.h); this file
 // parses flags, prints, and maps statuses to the documented exit codes.
 #include <google/protobuf/stubs/logging.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -22,10 +25,12 @@ constexpr int kUsageExit = 2;
 
 const char kUsage[] =
     "usage: safe-convert [convert] IN OUT [options]   convert a model file to .safemodel\n"
+    "                                                 (OUT '-': standard output)\n"
     "       safe-convert inspect [--json] FILE        describe a .safemodel\n"
     "       safe-convert verify FILE                  check every digest of a .safemodel\n"
     "\n"
     "convert options:\n"
+    "  -f, --force           replace an existing OUT (only ever a regular file)\n"
     "  --report FILE         write the JSON report to FILE\n"
     "  --json                print the JSON report on stdout\n"
     "  --timeout SECONDS     wall-clock limit (default 120 + 20 per GiB of input)\n"
@@ -39,9 +44,10 @@ const char kUsage[] =
     "  --no-sync             do not fsync the output\n"
     "  --worker PATH         safemodel-worker to use\n"
     "\n"
-    "exit codes: 0 converted, 1 refused (code found), 2 usage, 3 malformed or\n"
-    "unsupported input, 4 resource limit, 5 sandbox stopped the worker,\n"
-    "6 output I/O error, 70 internal error\n";
+    "exit codes: 0 converted, 1 refused (code found), 2 usage or unusable\n"
+    "IN/OUT, 3 malformed or unsupported input, 4 resource limit, 5 the worker\n"
+    "was stopped or crashed, 6 I/O error (output, report, or the input changed),\n"
+    "70 internal error\n";
 
 int Usage(const std::string& msg) {
   if (!msg.empty()) std::cerr << "safe-convert: " << msg << "\n";
@@ -104,6 +110,78 @@ int Verify(const std::vector<std::string>& args) {
   return 0;
 }
 
+// Temporary output files are anonymous where the kernel allows; elsewhere
+// they are named `.sm-XXXXXX` next to OUT, and these handlers remove them
+// when the user or a scheduler stops the conversion.
+void OnTerminatingSignal(int sig) {
+  safemodel::RemoveTemporaryOutputs();
+  // SA_RESETHAND restored the default action: dying by the same signal tells
+  // the caller what happened (128 + N in a shell).
+  raise(sig);
+}
+
+void InstallSignalHandlers() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+    struct sigaction old = {};
+    if (sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;  // nohup: stays ignored
+    struct sigaction sa = {};
+    sa.sa_handler = OnTerminatingSignal;
+    sa.sa_flags = static_cast<int>(SA_RESETHAND);
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, nullptr);
+  }
+  // Errors instead of deaths: a closed pipe on standard output is EPIPE
+  // (exit 6), and RLIMIT_FSIZE is checked before writing (exit 4) rather
+  // than killing the converter with SIGXFSZ.
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGXFSZ, SIG_IGN);
+}
+
+bool SameFile(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+bool SamePath(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code ec1, ec2;
+  const fs::path x = fs::weakly_canonical(fs::absolute(a, ec1), ec1);
+  const fs::path y = fs::weakly_canonical(fs::absolute(b, ec2), ec2);
+  if (ec1 || ec2) return fs::path(a).lexically_normal() == fs::path(b).lexically_normal();
+  return x == y;
+}
+
+// The report file is opened, and truncated, before the conversion: it must
+// be neither the output nor the input (compared by path, and by identity
+// when the file exists). "" if fine, else the usage error.
+std::string CheckReportPath(const std::string& report, const std::string& in, const std::string& out) {
+  const bool to_stdout = out == "-";
+  if (!to_stdout && SamePath(report, out)) return "the report path is the output path '" + out + "'";
+  struct stat rs, other;
+  if (stat(report.c_str(), &rs) != 0) return "";
+  if ((to_stdout ? fstat(STDOUT_FILENO, &other) : stat(out.c_str(), &other)) == 0 && SameFile(rs, other)) {
+    return "the report file '" + report + "' is the output";
+  }
+  if (stat(in.c_str(), &other) == 0 && SameFile(rs, other)) {
+    return "the report file '" + report + "' is the input";
+  }
+  return "";
+}
+
+// IN, OUT and the report path, before any work: "" if fine, else the usage
+// error. OUT "-" sets opt->output_fd to standard output.
+std::string CheckPaths(const std::vector<std::string>& paths, const std::string& report_path, bool json,
+                       safemodel::ConvertOptions* opt) {
+  if (paths[0] == "-") return "IN must be a file: the worker maps it, so standard input cannot be read";
+  if (paths[1] == "-") {
+    if (json) return "--json prints on standard output, which OUT '-' uses; use --report FILE";
+    if (isatty(STDOUT_FILENO) && !opt->force) {
+      return "standard output is a terminal; redirect it (or pass --force to write there anyway)";
+    }
+    opt->output_fd = STDOUT_FILENO;
+  }
+  return report_path.empty() ? "" : CheckReportPath(report_path, paths[0], paths[1]);
+}
+
 int Convert(const std::vector<std::string>& args) {
   safemodel::ConvertOptions opt;
   std::vector<std::string> paths;
@@ -126,6 +204,8 @@ int Convert(const std::vector<std::string>& args) {
       opt.keep_optimizer = true;
     } else if (a == "--no-sync") {
       opt.sync_output = false;
+    } else if (a == "--force" || a == "-f") {
+      opt.force = true;
     } else if (a == "--report") {
       if (!next(&report_path)) return Usage("--report needs a FILE");
     } else if (a == "--worker") {
@@ -151,6 +231,9 @@ int Convert(const std::vector<std::string>& args) {
     }
   }
   if (paths.size() != 2) return Usage("expected IN and OUT");
+  if (std::string why = CheckPaths(paths, report_path, json, &opt); !why.empty()) return Usage(why);
+  const bool to_stdout = opt.output_fd == STDOUT_FILENO;
+  InstallSignalHandlers();
   // The report is part of what was asked for: a path it cannot be written
   // to is a usage error found before any work, not a warning after it.
   std::ofstream report_file;
@@ -185,8 +268,10 @@ int Convert(const std::vector<std::string>& args) {
     return safemodel::ExitCodeFor(r.status.code());
   }
   if (!json) {
-    std::cout << "converted " << paths[0] << " (" << r.source_format << ") -> " << paths[1] << ": "
-              << r.tensor_count << " tensors, " << r.output_bytes << " bytes\n";
+    // With OUT "-", standard output carries the model and nothing else.
+    (to_stdout ? std::cerr : std::cout) << "converted " << paths[0] << " (" << r.source_format
+                                        << ") -> " << paths[1] << ": " << r.tensor_count
+                                        << " tensors, " << r.output_bytes << " bytes\n";
   }
   return report_failed ? 6 : 0;
 }

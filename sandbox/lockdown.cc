@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -77,7 +78,17 @@ bool RestrictWithLandlock() {
 #endif
 }
 
+// Sets a limit no higher than the inherited hard limit: lowering is always
+// permitted, raising above it never is. The parent already fitted the values
+// it passes to its own hard limits (converter/worker_limits.cc) and reports
+// that; clamping here as well keeps a host that changed its limits in between
+// from turning a stricter limit into a failed lockdown.
 bool SetLimit(int resource, rlim_t soft, rlim_t hard) {
+  struct rlimit current;
+  if (getrlimit(resource, &current) == 0 && current.rlim_max != RLIM_INFINITY) {
+    hard = std::min(hard, current.rlim_max);
+    soft = std::min(soft, hard);
+  }
   struct rlimit rl = {soft, hard};
   return setrlimit(resource, &rl) == 0;
 }
@@ -104,6 +115,14 @@ bool PrepareWorkerProcess(pid_t expected_parent, std::string* error) {
   if (prctl(PR_SET_DUMPABLE, 0) != 0 || !SetLimit(RLIMIT_CORE, 0, 0)) {
     *error = Errno("disabling core dumps");
     return false;
+  }
+  // The map of the input is made before LockDown sets the real address-space
+  // limit: an inherited soft limit below the hard one (which the parent
+  // fitted the worker's limits to) must not make that map fail.
+  struct rlimit as;
+  if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != as.rlim_max) {
+    as.rlim_cur = as.rlim_max;
+    setrlimit(RLIMIT_AS, &as);
   }
   return true;
 }

@@ -62,8 +62,9 @@ def make_inputs(workdir, size_mib):
 def convert(bin_dir, src, dst, sync):
     # Through a forking shell: a process started straight from this (large)
     # Python process would inherit its peak RSS in the kernel's accounting.
+    # --force: every run after the first replaces the previous output.
     args = ["/bin/sh", "-c", '"$0" "$@"; exit $?', os.path.join(bin_dir, "safe-convert"), src, dst,
-            "--json"] + ([] if sync else ["--no-sync"])
+            "--json", "--force"] + ([] if sync else ["--no-sync"])
     t = time.perf_counter()
     p = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - t

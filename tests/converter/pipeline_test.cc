@@ -83,15 +83,22 @@ TEST(Pipeline, RecordsOptionsAndTheRequestedDigest) {
 TEST(Pipeline, ARefusalLeavesNoFileAndKeepsAnExistingOutput) {
   TempDir dir;
   WriteFile(dir.File("m.safemodel"), "previous contents");
-  ConvertReport r = Convert(Fixture("numpy/object_malicious.npy"), dir.File("m.safemodel"));
+  ConvertOptions force;
+  force.force = true;
+  ConvertReport r = Convert(Fixture("numpy/object_malicious.npy"), dir.File("m.safemodel"), force);
   EXPECT_EQ(r.status.code(), StatusCode::kRefused) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 1);
   ASSERT_FALSE(r.findings.empty());
   EXPECT_EQ(r.findings[0].severity, Finding::Severity::kRefused);
   EXPECT_EQ(dir.List(), std::vector<std::string>{"m.safemodel"});
   EXPECT_EQ(ReadFile(dir.File("m.safemodel")), "previous contents");
-  // A later success replaces it atomically.
-  ASSERT_TRUE(Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel")).status.ok());
+  // A later success replaces it atomically, with force only.
+  r = Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel"));
+  EXPECT_EQ(ExitCodeFor(r.status.code()), 2) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("exists; pass --force"), std::string::npos) << r.status.ToString();
+  EXPECT_EQ(r.worker.kind, "not_started") << "refused before any work";
+  EXPECT_EQ(ReadFile(dir.File("m.safemodel")), "previous contents");
+  ASSERT_TRUE(Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel"), force).status.ok());
   EXPECT_TRUE(Model::Open(dir.File("m.safemodel")).ok());
 }
 
@@ -104,7 +111,10 @@ TEST(Pipeline, RefusesBadInputPathsBeforeStartingAWorker) {
   EXPECT_NE(r.status.message().find("symbolic link"), std::string::npos);
   EXPECT_EQ(r.worker.kind, "not_started");
   EXPECT_EQ(ExitCodeFor(Convert(dir.File("missing.npy"), out).status.code()), 2);
-  EXPECT_EQ(ExitCodeFor(Convert(dir.path(), out).status.code()), 2);
+  r = Convert(dir.path(), out);
+  EXPECT_EQ(ExitCodeFor(r.status.code()), 2);
+  EXPECT_NE(r.status.message().find("is a directory, not a regular file"), std::string::npos)
+      << r.status.ToString();
   WriteFile(dir.File("empty.npy"), "");
   EXPECT_EQ(ExitCodeFor(Convert(dir.File("empty.npy"), out).status.code()), 3);
   ConvertOptions small;

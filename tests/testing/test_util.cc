@@ -1,14 +1,21 @@
 #include "tests/testing/test_util.h"
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace safemodel::testing {
 
@@ -75,6 +82,105 @@ int RunCommand(const std::string& command, std::string* output, bool stderr_too)
   int status = pclose(p);
   if (output != nullptr) *output = out;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+pid_t StartChild(const std::vector<std::string>& argv, const ChildOptions& options) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  // Child: only async-signal-safe calls from here on.
+  for (const auto& [resource, value] : options.rlimits) {
+    struct rlimit rl = {value, value};
+    if (setrlimit(resource, &rl) != 0) _exit(125);
+  }
+  for (const std::string& e : options.env) putenv(const_cast<char*>(e.c_str()));
+  if (options.umask >= 0) umask(static_cast<mode_t>(options.umask));
+  auto redirect = [](const std::string& file, int target) {
+    int fd = open(file.empty() ? "/dev/null" : file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || dup2(fd, target) < 0) _exit(126);
+    close(fd);
+  };
+  redirect(options.stdout_file, 1);
+  redirect(options.stderr_file, 2);
+  // Only the three standard descriptors, as a shell would start it.
+  syscall(SYS_close_range, 3, ~0U, 0);
+  execv(args[0], args.data());
+  _exit(127);
+}
+
+int WaitChild(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+}
+
+int RunChild(const std::vector<std::string>& argv, const ChildOptions& options) {
+  return WaitChild(StartChild(argv, options));
+}
+
+bool WaitFor(const std::function<bool()>& ready, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+int64_t OpenOutputSize(pid_t pid, const std::string& dir) {
+  int64_t largest = -1;
+  const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fd_dir, ec)) {
+    std::error_code link_ec;
+    const std::string target = fs::read_symlink(e.path(), link_ec).string();
+    if (link_ec || target.compare(0, dir.size() + 1, dir + "/") != 0) continue;
+    struct stat st;
+    if (stat(e.path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      largest = std::max<int64_t>(largest, st.st_size);
+    }
+  }
+  return largest;
+}
+
+std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& comm) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+    const std::string stat = ReadFile(e.path().string() + "/stat");
+    const size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent && stat.substr(open + 1, close - open - 1) == comm) {
+      out.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+  }
+  return out;
+}
+
+std::string NpyBytes(uint64_t n) {
+  std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (" + std::to_string(n) + ",), }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::string out = "\x93NUMPY\x01";
+  out += '\0';
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>(header.size() >> 8);
+  out += header;
+  out.reserve(out.size() + n);
+  for (uint64_t i = 0; i < n; ++i) out += static_cast<char>(i % 251);
+  return out;
 }
 
 namespace {

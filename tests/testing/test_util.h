@@ -3,8 +3,12 @@
 #ifndef SAFEMODEL_TESTS_TESTING_TEST_UTIL_H_
 #define SAFEMODEL_TESTS_TESTING_TEST_UTIL_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "safemodel/convert.h"
@@ -48,6 +52,38 @@ int RunPython(const std::string& script, const std::vector<std::string>& args,
               std::string* output = nullptr);
 // True if /usr/bin/python3 can import all of the given modules.
 bool PythonHas(const std::vector<std::string>& modules);
+
+// A child process started by fork + exec, with resource limits (soft = hard,
+// as `prlimit` would set them), extra environment variables ("K=V"), a umask
+// and its output in files ("" = /dev/null).
+struct ChildOptions {
+  std::vector<std::pair<int, uint64_t>> rlimits;
+  std::vector<std::string> env;
+  int umask = -1;
+  std::string stdout_file;
+  std::string stderr_file;
+};
+pid_t StartChild(const std::vector<std::string>& argv, const ChildOptions& options = {});
+// Waits for it; returns its exit code, or 128 + N if signal N ended it.
+int WaitChild(pid_t pid);
+// StartChild + WaitChild.
+int RunChild(const std::vector<std::string>& argv, const ChildOptions& options = {});
+
+// Polls `ready` every millisecond until it is true (true) or `seconds`
+// passed (false). For waiting on a real state, never as a sleep.
+bool WaitFor(const std::function<bool()>& ready, double seconds = 30);
+
+// The size of the largest regular file under `dir` that process `pid` holds
+// open, anonymous (O_TMPFILE) or named, or -1 if none: the sign that a
+// conversion into `dir` is in progress (the output's space is reserved, so
+// the size is the planned one, right after the worker's header).
+int64_t OpenOutputSize(pid_t pid, const std::string& dir);
+
+// The pids of the processes whose parent is `parent` and whose name is `comm`.
+std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& comm);
+
+// A NumPy .npy file holding `n` u8 values i % 251.
+std::string NpyBytes(uint64_t n);
 
 // Runs a command line through /bin/sh; returns its exit code. Its stdout (and
 // stderr too, unless `stderr_too` is false) goes to *output.

@@ -7,8 +7,23 @@
 // exec, confined by seccomp before it reads the input, and streams its result
 // back over a pipe. This process re-validates everything the worker sends,
 // computes every digest itself, and writes the output to a temporary file in
-// the output directory that is renamed into place only when the worker ended
-// cleanly and every check passed. On any failure no output file exists.
+// the output directory that gets the output's name only when the worker ended
+// cleanly, the input did not change meanwhile, and every check passed. On any
+// failure the output path is as it was before the call.
+//
+// The output path (README "Output files"):
+//  * must not exist, or be a regular file and `force` be set; a symbolic
+//    link, FIFO, socket, device or directory there is refused (exit 2), with
+//    or without `force`. Checked before any work and again at the end; a file
+//    that appears there during the conversion is never replaced silently.
+//  * A new file's mode is 0666 & ~umask (or the directory's default ACL);
+//    a replaced file's permission bits (without set-ID and sticky bits) and,
+//    where this process may set them, its owner and group carry over.
+//  * Temporary files are anonymous where the kernel allows (O_TMPFILE) and
+//    otherwise named `.sm-XXXXXX` in the output directory. The library never
+//    installs signal handlers: a host that wants such files removed when it
+//    is interrupted calls RemoveTemporaryOutputs() from its own handler
+//    (safe-convert does, for SIGINT, SIGTERM, SIGHUP and SIGQUIT).
 //
 // Safe to call from a multithreaded host; each call spawns its own worker.
 //
@@ -55,6 +70,18 @@ struct ConvertOptions {
   bool keep_optimizer = false;
   // fsync the output and its directory before reporting success.
   bool sync_output = true;
+  // Replace an existing output file (only ever a regular file); without it an
+  // existing output is refused (kInvalidArgument, exit 2), as zstd and gzip do.
+  bool force = false;
+  // >= 0: write the output to this open descriptor (safe-convert's `-` is
+  // standard output) instead of a file at the output path, which is then
+  // only a label for the report. The output is spooled in an anonymous file
+  // in $TMPDIR (or /tmp), which needs room for it, and copied to the
+  // descriptor in one pass after every check passed: a failed conversion
+  // writes nothing to it. If that final copy fails part-way (a closed pipe,
+  // a full disk), the bytes already written are incomplete and the status is
+  // kIoError: a reader must check the exit status.
+  int output_fd = -1;
   // Path of safemodel-worker; empty = next to this library or executable,
   // then the installed libexec location.
   std::string worker_path;
@@ -95,6 +122,13 @@ struct ConvertReport {
 
 ConvertReport ConvertFile(const std::string& input_path, const std::string& output_path,
                           const ConvertOptions& options = {});
+
+// Removes the named temporary files (`.sm-XXXXXX`) of every conversion in
+// progress in this process; those conversions then fail with kIoError.
+// Async-signal-safe: meant for a host's SIGINT/SIGTERM/SIGHUP handler just
+// before it ends the process (anonymous temporary files need nothing: the
+// kernel frees them with the process).
+void RemoveTemporaryOutputs();
 
 // The wall-clock limit a conversion of `input_bytes` gets with `options`.
 uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes);
