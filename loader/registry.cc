@@ -4,6 +4,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "converter/keyed_hash.h"
 #include "loader/keras_h5/keras_h5.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/pickle_formats.h"
@@ -52,6 +53,9 @@ std::string DescribeLeadingBytes(ByteView input) {
 }
 
 Status PrepareLibraries() {
+  // The key of every hash table over file contents comes from getrandom(),
+  // which the lockdown forbids: draw it now.
+  if (!SeedKeyedHash()) return Status::Internal("no randomness for the hash-table key");
   // libzip converts DOS timestamps with mktime(), which loads the time zone
   // from /etc/localtime on first use. A fixed POSIX zone spec needs no file,
   // and tzset() now does the one-time setup while opening is still allowed.

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "converter/keyed_hash.h"
 #include "safemodel/limits.h"
 
 namespace safemodel::loader::pickle {
@@ -129,22 +130,29 @@ const char* OpName(uint8_t op) {
   }
 }
 
-uint64_t Mix(uint64_t h) {
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ULL;
-  h ^= h >> 33;
-  return h;
-}
+// Hash domains: values of different kinds that Python never calls equal
+// hash apart; bool, int and integral float share kNumber (True == 1 == 1.0).
+enum HashDomain : uint64_t {
+  kHashNumber = 1,
+  kHashFloat,
+  kHashStr,
+  kHashBytes,
+  kHashBigInt,
+  kHashGlobal,
+  kHashIdentity,
+  kHashTuple,
+};
 
-uint64_t HashBytes(char tag, ByteView b) {
-  uint64_t h = 0xcbf29ce484222325ULL ^ static_cast<uint8_t>(tag);
-  for (uint8_t c : b) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return Mix(h) | 1;  // never 0: 0 means "not computed"
+// Never 0: 0 marks a hash that is not computed yet.
+uint64_t NonZero(uint64_t h) { return h | 1; }
+
+// True if `f` is an integer that fits int64 (then *out is it): the floats
+// Python calls equal to an int. NaN and infinities are not.
+bool IntegralFloat(double f, int64_t* out) {
+  if (!(f >= -9223372036854775808.0 && f < 9223372036854775808.0)) return false;
+  if (f != std::floor(f)) return false;
+  *out = static_cast<int64_t>(f);
+  return true;
 }
 
 // Appends code point `cp` (not a surrogate, <= 0x10FFFF) as UTF-8.
@@ -296,15 +304,17 @@ Result<Ref> Machine::New(Kind kind, uint64_t offset) {
 class MachineImpl {
  public:
   MachineImpl(Machine& m, ByteView data, uint64_t start)
-      : m_(m), g_(m.graph()), data_(data), pos_(start) {}
+      : m_(m), g_(m.graph()), data_(data), pos_(start), start_(start) {}
 
   Result<Ref> Run(uint64_t* end);
+  // Bytes of the stream read so far.
+  uint64_t bytes_read() const { return pos_ - start_; }
 
  private:
   struct Context {
     std::vector<Ref> stack;
     std::vector<size_t> marks;
-    std::unordered_map<uint64_t, Ref> memo;
+    KeyedIntMap<uint64_t, Ref> memo;  // keys chosen by the file: keyed hash
     uint8_t proto = 0;
     // A nested pickle (a joblib object array): the outer wrapper it feeds.
     ObjId wrapper = kNoObj;
@@ -420,6 +430,24 @@ class MachineImpl {
   }
   bool IsOpaque(Ref r) const { return r.kind == Kind::kOpaque; }
 
+  // Charges work that could grow faster than the input (hash operations,
+  // key comparisons, copies of containers) to the file's budget.
+  Status Spend(uint64_t units) {
+    return m_.ctx_.Spend(units, kWorkPerByte * bytes_read(), m_.options().where);
+  }
+  // The items of a container, copied (the caller may allocate, which moves
+  // objects); the copy is charged as work.
+  Result<std::vector<Ref>> CopyItems(Ref r) {
+    SAFEMODEL_RETURN_IF_ERROR(Spend(g_.at(r).items.size()));
+    return g_.at(r).items;
+  }
+  // A container about to hold `size` items.
+  Status CheckGrowth(uint64_t size, const char* what) const {
+    if (size <= kMaxContainerItems) return Status::Ok();
+    return Status::LimitExceeded(m_.options().where + ": a " + what + " of more than " +
+                                 Num(kMaxContainerItems) + " items" + At());
+  }
+
   Result<Ref> MakeInt(ByteView le) {
     if (le.empty()) return Ref::Int(0);
     ByteView t = TrimTwosComplement(le);
@@ -480,6 +508,7 @@ class MachineImpl {
   Graph& g_;
   ByteView data_;
   uint64_t pos_;
+  uint64_t start_;
   uint64_t op_offset_ = 0;
   uint64_t limit_ = 0;
   bool in_frame_ = false;
@@ -536,62 +565,67 @@ Result<Ref> MachineImpl::ParseDecimal(std::string_view s, const char* what) {
 // Python's hash/eq rules for the key types pickles use: None, bool, int and
 // float compare numerically (True == 1 == 1.0), str and bytes by content,
 // tuples element-wise; names by their name; other records by identity.
+// Hashes are SipHash-2-4 under the process key (converter/keyed_hash.h), so a
+// file cannot choose keys that collide: each lookup is O(1) expected.
 Result<uint64_t> MachineImpl::KeyHash(Ref root) {
   auto scalar = [](Ref r) -> std::optional<uint64_t> {
     switch (r.kind) {
       case Kind::kNone:
-        return 0x51ed270b27a4d5e3ULL;
+        return NonZero(KeyedHashU64(0, kHashIdentity));
       case Kind::kBool:
       case Kind::kInt:
-        return Mix(static_cast<uint64_t>(r.i)) | 1;
+        return NonZero(KeyedHashU64(static_cast<uint64_t>(r.i), kHashNumber));
       case Kind::kFloat: {
-        double f = r.f;
-        if (f == std::floor(f) && f >= -9.2e18 && f <= 9.2e18) {
-          return Mix(static_cast<uint64_t>(static_cast<int64_t>(f))) | 1;
+        int64_t as_int;
+        if (IntegralFloat(r.f, &as_int)) {
+          return NonZero(KeyedHashU64(static_cast<uint64_t>(as_int), kHashNumber));
         }
-        return Mix(std::bit_cast<uint64_t>(f)) | 1;
+        return NonZero(KeyedHashU64(std::bit_cast<uint64_t>(r.f), kHashFloat));
       }
       default:
         return std::nullopt;
     }
   };
   if (auto h = scalar(root)) return *h;
-  // Iterative post-order over tuples; every heap object caches its hash.
+  // Iterative post-order over tuples; every heap object caches its hash, so
+  // hashing costs O(objects) over the whole run, however keys share parts.
   std::vector<std::pair<Ref, bool>> work{{root, false}};
+  uint64_t steps = 0;
   while (!work.empty()) {
     auto [r, expanded] = work.back();
     work.pop_back();
+    ++steps;
     if (!r.is_heap()) continue;
     Object& o = g_.at(r);
     if (o.hash != 0) continue;
     switch (r.kind) {
       case Kind::kStr:
-        o.hash = HashBytes('S', o.data);
+        o.hash = NonZero(KeyedHash(o.data.data(), o.data.size(), kHashStr));
         break;
       case Kind::kBytes:
-        o.hash = HashBytes('B', o.data);
+        o.hash = NonZero(KeyedHash(o.data.data(), o.data.size(), kHashBytes));
         break;
       case Kind::kBigInt:
-        o.hash = HashBytes('I', o.data);
+        o.hash = NonZero(KeyedHash(o.data.data(), o.data.size(), kHashBigInt));
         break;
       case Kind::kGlobal:
-        o.hash = HashBytes('G', AsBytes(o.name));
+        o.hash = NonZero(KeyedHash(o.name, kHashGlobal));
         break;
       case Kind::kRecord:
       case Kind::kOpaque:
-        o.hash = Mix(r.id + 0x9e3779b97f4a7c15ULL) | 1;
+        o.hash = NonZero(KeyedHashU64(r.id, kHashIdentity));
         break;
       case Kind::kTuple:
         if (!expanded) {
           work.push_back({r, true});
           for (Ref item : o.items) work.push_back({item, false});
         } else {
-          uint64_t h = 0x345678;
-          for (Ref item : o.items) {
-            uint64_t ih = item.is_heap() ? g_.at(item).hash : *scalar(item);
-            h = Mix(h ^ ih) + 0x9e3779b97f4a7c15ULL;
-          }
-          o.hash = h | 1;
+          // The item hashes, in order, hashed again: a tuple's hash is as
+          // unpredictable as its items'.
+          std::vector<uint64_t> hashes;
+          hashes.reserve(o.items.size());
+          for (Ref item : o.items) hashes.push_back(item.is_heap() ? g_.at(item).hash : *scalar(item));
+          o.hash = NonZero(KeyedHash(hashes.data(), hashes.size() * sizeof(uint64_t), kHashTuple));
         }
         break;
       default:
@@ -599,6 +633,7 @@ Result<uint64_t> MachineImpl::KeyHash(Ref root) {
                                  At());
     }
   }
+  SAFEMODEL_RETURN_IF_ERROR(Spend(steps));
   return g_.at(root).hash;
 }
 
@@ -606,6 +641,7 @@ Result<bool> MachineImpl::KeysEqual(Ref a0, Ref b0) {
   std::vector<std::pair<Ref, Ref>> work{{a0, b0}};
   uint64_t steps = 0;
   auto is_number = [](Kind k) { return k == Kind::kBool || k == Kind::kInt || k == Kind::kFloat; };
+  bool equal = true;
   while (!work.empty()) {
     if (++steps > kMaxKeyCompareSteps) {
       return Status::LimitExceeded("comparing dict keys took more than " +
@@ -614,40 +650,63 @@ Result<bool> MachineImpl::KeysEqual(Ref a0, Ref b0) {
     auto [a, b] = work.back();
     work.pop_back();
     if (is_number(a.kind) && is_number(b.kind)) {
-      bool eq = (a.kind == Kind::kFloat || b.kind == Kind::kFloat)
-                    ? (a.kind == Kind::kFloat ? a.f : static_cast<double>(a.i)) ==
-                          (b.kind == Kind::kFloat ? b.f : static_cast<double>(b.i))
-                    : a.i == b.i;
-      if (!eq) return false;
+      // Exact comparison, as Python's int == float: 2**53 + 1 != 2.0**53.
+      bool eq;
+      if (a.kind == Kind::kFloat && b.kind == Kind::kFloat) {
+        eq = a.f == b.f;
+      } else if (a.kind == Kind::kFloat || b.kind == Kind::kFloat) {
+        const double f = a.kind == Kind::kFloat ? a.f : b.f;
+        const int64_t i = a.kind == Kind::kFloat ? b.i : a.i;
+        int64_t as_int;
+        eq = IntegralFloat(f, &as_int) && as_int == i;
+      } else {
+        eq = a.i == b.i;
+      }
+      if (!eq) {
+        equal = false;
+        break;
+      }
       continue;
     }
-    if (a.kind != b.kind) return false;
+    if (a.kind != b.kind) {
+      equal = false;
+      break;
+    }
     if (!a.is_heap()) continue;  // None
     if (a.id == b.id) continue;
     const Object& x = g_.at(a);
     const Object& y = g_.at(b);
-    if (x.hash != 0 && y.hash != 0 && x.hash != y.hash) return false;
+    if (x.hash != 0 && y.hash != 0 && x.hash != y.hash) {
+      equal = false;
+      break;
+    }
+    bool same = true;
     switch (a.kind) {
       case Kind::kStr:
       case Kind::kBytes:
       case Kind::kBigInt:
-        if (x.data.size() != y.data.size() ||
-            (!x.data.empty() && std::memcmp(x.data.data(), y.data.data(), x.data.size()) != 0)) {
-          return false;
-        }
+        same = x.data.size() == y.data.size() &&
+               (x.data.empty() || std::memcmp(x.data.data(), y.data.data(), x.data.size()) == 0);
         break;
       case Kind::kGlobal:
-        if (x.name != y.name) return false;
+        same = x.name == y.name;
         break;
       case Kind::kTuple:
-        if (x.items.size() != y.items.size()) return false;
-        for (size_t i = 0; i < x.items.size(); ++i) work.push_back({x.items[i], y.items[i]});
+        same = x.items.size() == y.items.size();
+        if (same) {
+          for (size_t i = 0; i < x.items.size(); ++i) work.push_back({x.items[i], y.items[i]});
+        }
         break;
       default:
-        return false;  // identity, and the ids differ
+        same = false;  // identity, and the ids differ
+    }
+    if (!same) {
+      equal = false;
+      break;
     }
   }
-  return true;
+  SAFEMODEL_RETURN_IF_ERROR(Spend(steps));
+  return equal;
 }
 
 Result<std::optional<size_t>> MachineImpl::FindKey(Object& c, Ref key, size_t stride) {
@@ -676,6 +735,7 @@ Result<std::optional<size_t>> MachineImpl::FindKey(Object& c, Ref key, size_t st
 }
 
 Status MachineImpl::SetItem(Ref dict, Ref key, Ref value) {
+  SAFEMODEL_RETURN_IF_ERROR(Spend(1));
   // FindKey may add heap objects (hash caches only), never new objects, so
   // the reference stays valid.
   SAFEMODEL_ASSIGN_OR_RETURN(std::optional<size_t> pos, FindKey(g_.at(dict), key, 2));
@@ -684,6 +744,7 @@ Status MachineImpl::SetItem(Ref dict, Ref key, Ref value) {
     d.items[*pos * 2 + 1] = value;  // Python keeps the first key object
     return Status::Ok();
   }
+  SAFEMODEL_RETURN_IF_ERROR(CheckGrowth(d.items.size() / 2 + 1, "dict"));
   d.items.push_back(key);
   d.items.push_back(value);
   if (d.index) {
@@ -694,9 +755,11 @@ Status MachineImpl::SetItem(Ref dict, Ref key, Ref value) {
 }
 
 Status MachineImpl::AddItem(Ref set, Ref item) {
+  SAFEMODEL_RETURN_IF_ERROR(Spend(1));
   SAFEMODEL_ASSIGN_OR_RETURN(std::optional<size_t> pos, FindKey(g_.at(set), item, 1));
   if (pos) return Status::Ok();
   Object& s = g_.at(set);
+  SAFEMODEL_RETURN_IF_ERROR(CheckGrowth(s.items.size() + 1, "set"));
   s.items.push_back(item);
   if (s.index) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(item));
@@ -757,7 +820,7 @@ Result<Ref> MachineImpl::Call(Ref callable, Ref args, uint8_t op) {
       return Semantic(Bad(std::string(OpName(op)) + " of " + g.name +
                           ": arguments must be a tuple, not " + KindName(g_, args)));
     }
-    std::vector<Ref> items = g_.at(args).items;
+    SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(args));
     for (Ref a : items) {
       if (IsOpaque(a)) return Opaque();
     }
@@ -896,7 +959,7 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
       if (args.empty()) return d;
       Ref src = args[0];
       if (src.kind == Kind::kDict) {
-        std::vector<Ref> items = g_.at(src).items;
+        SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(src));
         for (size_t i = 0; i + 1 < items.size(); i += 2) {
           SAFEMODEL_RETURN_IF_ERROR(SetItem(d, items[i], items[i + 1]));
         }
@@ -905,7 +968,7 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
       if (src.kind != Kind::kList && src.kind != Kind::kTuple) {
         return Status::Malformed(name + " argument must be a list of pairs" + At());
       }
-      std::vector<Ref> pairs = g_.at(src).items;
+      SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> pairs, CopyItems(src));
       for (Ref p : pairs) {
         if ((p.kind != Kind::kList && p.kind != Kind::kTuple) || g_.at(p).items.size() != 2) {
           return Status::Malformed(name + " argument must be a list of pairs" + At());
@@ -926,7 +989,7 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
           src.kind != Kind::kFrozenSet) {
         return Status::Malformed(name + " argument must be a list" + At());
       }
-      std::vector<Ref> items = g_.at(src).items;
+      SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(src));
       for (Ref item : items) SAFEMODEL_RETURN_IF_ERROR(AddItem(s, item));
       return s;
     }
@@ -1042,7 +1105,7 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
           fk != GlobalKind::kRebuildQTensor && fk != GlobalKind::kRebuildSparseTensor) {
         return Status::Unsupported(name + " with function " + g_.at(func).name + At());
       }
-      std::vector<Ref> inner = g_.at(fargs).items;
+      SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> inner, CopyItems(fargs));
       SAFEMODEL_ASSIGN_OR_RETURN(Ref t, Reduce(func, inner));
       if (tk == GlobalKind::kParameterType && t.kind == Kind::kRecord) {
         g_.tensors[g_.at(t).aux].parameter = true;
@@ -1309,7 +1372,7 @@ Result<Ref> MachineImpl::RebuildQTensor(const std::vector<Ref>& args) {
       g_.at(g_.at(q).items[0]).global.kind != GlobalKind::kQScheme) {
     return Status::Malformed("quantizer parameters must start with a qscheme" + At());
   }
-  const std::vector<Ref> qp = g_.at(q).items;
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> qp, CopyItems(q));
   const std::string scheme = g_.at(qp[0]).name.substr(std::string_view("torch.").size());
   t.qscheme = scheme;
   if (scheme == "per_tensor_affine" || scheme == "per_tensor_symmetric") {
@@ -1348,7 +1411,7 @@ Result<Ref> MachineImpl::RebuildSparse(const std::vector<Ref>& args) {
     return Status::Malformed("a sparse tensor rebuild expects (layout, data)" + At());
   }
   const std::string layout = g_.at(args[0]).name;
-  const std::vector<Ref> data = g_.at(args[1]).items;
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> data, CopyItems(args[1]));
   std::vector<std::string> roles;
   if (layout == "torch.sparse_coo") {
     roles = {"indices", "values"};
@@ -1388,7 +1451,7 @@ Result<Ref> MachineImpl::RebuildSparse(const std::vector<Ref>& args) {
 Status MachineImpl::BuildDtype(Object& obj, Ref state) {
   if (state.kind != Kind::kTuple)
     return Status::Malformed("numpy dtype state must be a tuple" + At());
-  const std::vector<Ref> s = g_.at(state).items;
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> s, CopyItems(state));
   // (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
   if (s.size() != 8 && s.size() != 9) {
     return Status::Unsupported("numpy dtype state of " + Num(s.size()) + " items" + At());
@@ -1413,7 +1476,7 @@ Status MachineImpl::BuildArray(Object& obj, Ref state) {
   if (a.built) return Status::Malformed("numpy array built twice" + At());
   if (state.kind != Kind::kTuple)
     return Status::Malformed("numpy array state must be a tuple" + At());
-  std::vector<Ref> s = g_.at(state).items;
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> s, CopyItems(state));
   if (s.size() == 5) {
     SAFEMODEL_ASSIGN_OR_RETURN(int64_t version, AsInt(g_, s[0], "numpy state version"));
     if (version != 1)
@@ -1664,6 +1727,7 @@ Status MachineImpl::ContainerOp(uint8_t op, Ref target, const std::vector<Ref>& 
       return Status::Ok();
     }
     auto& list = g_.at(target).items;
+    SAFEMODEL_RETURN_IF_ERROR(CheckGrowth(list.size() + items.size(), "list"));
     list.insert(list.end(), items.begin(), items.end());
     return Status::Ok();
   }
@@ -2304,8 +2368,8 @@ Result<Ref> MachineImpl::StepName(uint8_t op) {
             r, Semantic(
                    Bad(std::string(OpName(op)) + " arguments must be a tuple (and no keywords)")));
       } else {
-        const std::vector<Ref> items = g_.at(args).items;  // NewObject may move objects
-        Result<Ref> obj = NewObject(cls, items, op);
+        Result<std::vector<Ref>> items = CopyItems(args);  // NewObject may move objects
+        Result<Ref> obj = items.ok() ? NewObject(cls, *items, op) : Result<Ref>(items.status());
         SAFEMODEL_ASSIGN_OR_RETURN(r, obj.ok() ? obj : Semantic(obj.status()));
       }
       SAFEMODEL_RETURN_IF_ERROR(Push(r));
@@ -2456,7 +2520,9 @@ Result<Ref> MachineImpl::Step(uint8_t op, bool* stop) {
 
 Result<Ref> Machine::Run(ByteView data, uint64_t start, uint64_t* end) {
   MachineImpl impl(*this, data, start);
-  return impl.Run(end);
+  Result<Ref> r = impl.Run(end);
+  ctx_.AddBytesRead(impl.bytes_read());
+  return r;
 }
 
 }  // namespace safemodel::loader::pickle

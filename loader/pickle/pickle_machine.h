@@ -76,6 +76,10 @@ inline constexpr uint64_t kMaxObjects = 1u << 23;
 inline constexpr uint64_t kMaxBigIntBytes = 64;
 // Findings listed per file; a stream with more is refused all the same.
 inline constexpr uint64_t kMaxFindingsListed = 256;
+// Items in one list, tuple, dict or set: 16 M items is 256 MiB of
+// references; the largest real containers (vocabularies, index lists) hold
+// a few million.
+inline constexpr uint64_t kMaxContainerItems = 1u << 24;
 // joblib object arrays hold one nested pickle; nothing nests deeper.
 inline constexpr uint32_t kMaxNestedPickles = 1;
 
