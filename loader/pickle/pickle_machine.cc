@@ -481,7 +481,11 @@ class MachineImpl {
   Status Build(Ref* target, Ref state);
   Status BuildArray(Object& obj, Ref state);
   Status BuildDtype(Object& obj, Ref state);
-  Status BuildInstance(Object& obj, Ref state);
+  Status BuildInstance(Ref obj, Ref state);
+  Status BuildOrderedDict(Ref obj, Ref state);
+  Result<Ref> Snapshot(Ref dict);
+  Status Merge(Ref dst, Ref src);
+  Status CheckState(Ref dict, const std::string& cls, bool setattr, bool module);
   Status BuildJoblibWrapper(Ref* target, Ref state);
   Status FinishNested(Ref result);
   Result<Ref> RebuildTensor(GlobalKind kind, const std::vector<Ref>& args);
@@ -517,6 +521,7 @@ class MachineImpl {
   Status semantic_;
   Ref opaque_;
   std::vector<ObjId> user_globals_;
+  bool noted_mmap_ = false;
 };
 
 Result<Ref> MachineImpl::ParseDecimal(std::string_view s, const char* what) {
@@ -1464,6 +1469,18 @@ Status MachineImpl::BuildDtype(Object& obj, Ref state) {
     return Status::Unsupported("structured or sub-array numpy dtypes are not supported" + At());
   }
   NpDtypeInfo& info = g_.dtypes[obj.aux];
+  // numpy writes flags 0 for numeric types and 63 (NPY_OBJECT_DTYPE_FLAGS)
+  // for object; setstate applies whatever the file says, and a numeric dtype
+  // with NPY_ITEM_HASOBJECT/NPY_LIST_PICKLE makes numpy read the array's data
+  // as a list of objects (or its bytes as object pointers).
+  SAFEMODEL_ASSIGN_OR_RETURN(int64_t flags, AsInt(g_, s[7], "numpy dtype flags"));
+  const int64_t want_flags = info.object ? 63 : 0;
+  if (flags != want_flags) {
+    return Status::Unsupported("numpy dtype '" + Printable(info.descr) + "' with flags " +
+                               std::to_string(flags) + " (numpy writes " +
+                               std::to_string(want_flags) + "; other flags change how numpy reads "
+                               "the array's data)" + At());
+  }
   info.byteorder = order[0];
   if (info.byteorder == '|' && info.itemsize > 1 && info.dtype != DType::kInvalid) {
     return Status::Malformed("numpy dtype '" + info.descr + "' needs a byte order" + At());
@@ -1516,10 +1533,89 @@ Status MachineImpl::BuildArray(Object& obj, Ref state) {
   return Status::Ok();
 }
 
-Status MachineImpl::BuildInstance(Object& obj, Ref state) {
-  InstanceInfo& inst = g_.instances[obj.aux];
+// A copy of dict `d` as it is now. Python copies a BUILD state into the
+// instance's __dict__ item by item, so later changes to the state dict (a
+// SETITEM through the memo) do not reach the instance: neither may they here.
+Result<Ref> MachineImpl::Snapshot(Ref d) {
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(d));
+  SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, New(Kind::kDict));
+  g_.at(copy).items = std::move(items);
+  return copy;
+}
+
+// Attribute names that are instructions, not data, once set on an object:
+// __class__ and __dict__ (set through the setattr half of a BUILD state they
+// replace the object's class - joblib then reads raw array bytes from the
+// stream where the converter saw opcodes - or all its attributes), and
+// __setstate__/__reduce__/__reduce_ex__/__getstate__ and every other special
+// name (a later BUILD calls inst.__setstate__ found on the instance; copy and
+// pickle call __reduce_ex__ found there). Every dunder name is refused, so a
+// hook added to Python later is refused too.
+static bool IsSpecialName(std::string_view k) {
+  return k.size() >= 4 && k.substr(0, 2) == "__" && k.substr(k.size() - 2) == "__";
+}
+
+// Checks the keys of one half of a BUILD state for an object of class `cls`.
+// `setattr`: the slot-state half, applied with setattr (str keys only).
+// Non-str keys in the __dict__ half are stored by the C unpickler (torch,
+// numpy) and rejected by the Python one (joblib): two loaders, two objects.
+Status MachineImpl::CheckState(Ref dict, const std::string& cls, bool setattr, bool module) {
+  if (dict.kind != Kind::kDict) return Status::Ok();
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(dict));
+  for (size_t i = 0; i + 1 < items.size(); i += 2) {
+    Ref k = items[i], v = items[i + 1];
+    if (k.kind != Kind::kStr) {
+      return Status::Unsupported(
+          "BUILD state of " + cls + " has a key that is " + KindName(g_, k) +
+          ", not a str (the C unpickler stores it, the Python one used by joblib rejects it)" +
+          At());
+    }
+    const std::string_view name = g_.text(k);
+    if (IsSpecialName(name)) {
+      m_.Refuse("pickle.state", op_offset_,
+                "BUILD at byte " + Num(m_.options().base + op_offset_) + " sets '" +
+                    Printable(name) + "' on an instance of " + cls + " (" +
+                    (setattr ? "through setattr" : "in its __dict__") +
+                    "): a special name is an instruction to the loader (a class change, a hook "
+                    "that later opcodes or loaders call), not data",
+                {cls + "." + std::string(name)});
+      continue;
+    }
+    // nn.Module hooks are callables torch calls when the module runs or its
+    // state dict is saved or loaded; a saved module has none.
+    const bool hooks = name.size() > 6 && name.substr(name.size() - 6) == "_hooks";
+    const bool empty = v.kind == Kind::kNone || (v.kind == Kind::kDict && g_.at(v).items.empty());
+    if (module && hooks && !empty && !IsOpaque(v)) {
+      m_.Refuse("pickle.state", op_offset_,
+                "BUILD at byte " + Num(m_.options().base + op_offset_) + " gives " + cls + " '" +
+                    Printable(name) + "' (" + KindName(g_, v) +
+                    "): hooks are called by torch when the module runs, saves or loads",
+                {cls + "." + std::string(name)});
+    }
+  }
+  return Status::Ok();
+}
+
+// Merges the items of dict `src` into dict `dst` (a __dict__ update).
+Status MachineImpl::Merge(Ref dst, Ref src) {
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(src));
+  for (size_t i = 0; i + 1 < items.size(); i += 2) {
+    SAFEMODEL_RETURN_IF_ERROR(SetItem(dst, items[i], items[i + 1]));
+  }
+  return Status::Ok();
+}
+
+Status MachineImpl::BuildInstance(Ref obj, Ref state) {
+  const uint32_t aux = g_.at(obj).aux;
+  const std::string cls = g_.objects[g_.instances[aux].cls].name;
+  const bool module = g_.objects[g_.instances[aux].cls].global.kind == GlobalKind::kNnModule;
   Ref dict = state, slots = Ref::None();
   if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) {
+    if (module) {
+      // Module.__setstate__ does self.__dict__.update(state): a tuple fails.
+      return Status::Malformed("BUILD state of " + cls +
+                               " is a tuple; torch.nn.Module.__setstate__ takes a dict" + At());
+    }
     dict = g_.at(state).items[0];
     slots = g_.at(state).items[1];
     if (slots.kind != Kind::kNone && slots.kind != Kind::kDict) {
@@ -1527,24 +1623,49 @@ Status MachineImpl::BuildInstance(Object& obj, Ref state) {
     }
   }
   if (dict.kind != Kind::kDict && dict.kind != Kind::kNone) {
-    return Status::Unsupported("instance state of " + g_.objects[inst.cls].name + " is " +
-                               KindName(g_, dict) + ", not a dict" + At());
+    return Status::Unsupported("instance state of " + cls + " is " + KindName(g_, dict) +
+                               ", not a dict" + At());
   }
-  if (!inst.built || inst.state.kind == Kind::kNone) {
-    inst.state = dict;
-    inst.slots = slots;
-  } else {
-    // A second BUILD updates the attributes, as __dict__.update() would.
-    if (dict.kind == Kind::kDict) {
-      std::vector<Ref> items = g_.at(dict).items;
-      for (size_t i = 0; i + 1 < items.size(); i += 2) {
-        SAFEMODEL_RETURN_IF_ERROR(SetItem(inst.state, items[i], items[i + 1]));
-      }
+  SAFEMODEL_RETURN_IF_ERROR(CheckState(dict, cls, /*setattr=*/false, module));
+  SAFEMODEL_RETURN_IF_ERROR(CheckState(slots, cls, /*setattr=*/true, module));
+  // Both halves update what the instance already has (a second BUILD, as
+  // __dict__.update and setattr do); the instance keeps its own copies.
+  for (auto [part, is_slots] : {std::pair{dict, false}, std::pair{slots, true}}) {
+    if (part.kind != Kind::kDict) continue;
+    Ref current = is_slots ? g_.instances[aux].slots : g_.instances[aux].state;
+    if (current.kind != Kind::kDict) {
+      SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, Snapshot(part));
+      (is_slots ? g_.instances[aux].slots : g_.instances[aux].state) = copy;
+    } else {
+      SAFEMODEL_RETURN_IF_ERROR(Merge(current, part));
     }
-    if (slots.kind == Kind::kDict) inst.slots = slots;
   }
-  inst.built = true;
+  g_.instances[aux].built = true;
   return Status::Ok();
+}
+
+// OrderedDict attributes (a torch state_dict's _metadata), kept as attrs.
+// OrderedDict has no __setstate__: the dict half updates its __dict__.
+Status MachineImpl::BuildOrderedDict(Ref obj, Ref state) {
+  Ref dict = state;
+  if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) {
+    dict = g_.at(state).items[0];
+    Ref slots = g_.at(state).items[1];
+    if (slots.kind != Kind::kNone && !(slots.kind == Kind::kDict && g_.at(slots).items.empty())) {
+      return Status::Unsupported("OrderedDict BUILD with slot state (setattr on the dict)" + At());
+    }
+  }
+  if (dict.kind != Kind::kDict && dict.kind != Kind::kNone) {
+    return Status::Malformed("OrderedDict state must be a dict" + At());
+  }
+  if (dict.kind != Kind::kDict) return Status::Ok();
+  SAFEMODEL_RETURN_IF_ERROR(CheckState(dict, "collections.OrderedDict", false, false));
+  if (g_.at(obj).attrs.kind != Kind::kDict) {
+    SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, Snapshot(dict));
+    g_.at(obj).attrs = copy;
+    return Status::Ok();
+  }
+  return Merge(g_.at(obj).attrs, dict);
 }
 
 Status MachineImpl::Build(Ref* target, Ref state) {
@@ -1560,23 +1681,14 @@ Status MachineImpl::Build(Ref* target, Ref state) {
     *target = Opaque().value();
     return Status::Ok();
   }
-  if (obj.kind == Kind::kDict && g_.at(obj).ordered) {
-    // OrderedDict attributes (torch state_dict _metadata); kept as attrs.
-    Ref dict = state;
-    if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) dict = g_.at(state).items[0];
-    if (dict.kind != Kind::kDict && dict.kind != Kind::kNone) {
-      return Status::Malformed("OrderedDict state must be a dict" + At());
-    }
-    if (dict.kind == Kind::kDict) g_.at(obj).attrs = dict;
-    return Status::Ok();
-  }
+  if (obj.kind == Kind::kDict && g_.at(obj).ordered) return BuildOrderedDict(obj, state);
   if (obj.kind != Kind::kRecord) {
     return Status::Malformed("BUILD on " + KindName(g_, obj) + At());
   }
   Object& o = g_.at(obj);
   switch (o.record) {
     case RecordKind::kInstance:
-      return BuildInstance(o, state);
+      return BuildInstance(obj, state);
     case RecordKind::kNdArray:
       return BuildArray(o, state);
     case RecordKind::kNpDtype:
@@ -1593,15 +1705,25 @@ Status MachineImpl::Build(Ref* target, Ref state) {
 // alignment, then the elements (or, for object arrays, a nested pickle).
 // Reading them is part of the stream syntax, so errors here are structural.
 Status MachineImpl::BuildJoblibWrapper(Ref* target, Ref state) {
-  Object& w = g_.at(*target);
+  const uint32_t aux = g_.at(*target).aux;
+  const std::string cls = g_.objects[g_.instances[aux].cls].name;
   if (contexts_.size() > 1 || !m_.options().joblib) {
     // A plain unpickler only sets the wrapper's attributes; nothing follows.
-    InstanceInfo& inst = g_.instances[w.aux];
-    inst.state = state;
-    inst.built = true;
+    Ref dict = state;
+    if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) {
+      dict = g_.at(state).items[0];
+      SAFEMODEL_RETURN_IF_ERROR(CheckState(g_.at(state).items[1], cls, true, false));
+    }
+    SAFEMODEL_RETURN_IF_ERROR(CheckState(dict, cls, false, false));
+    if (dict.kind == Kind::kDict) {
+      SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, Snapshot(dict));
+      g_.instances[aux].state = copy;
+    }
+    g_.instances[aux].built = true;
     return Status::Ok();
   }
   if (state.kind != Kind::kDict) return Bad("joblib NumpyArrayWrapper state must be a dict");
+  SAFEMODEL_RETURN_IF_ERROR(CheckState(state, cls, false, false));
   auto field = [&](std::string_view key) -> std::optional<Ref> {
     const auto& items = g_.at(state).items;
     for (size_t i = 0; i + 1 < items.size(); i += 2) {
@@ -1610,7 +1732,18 @@ Status MachineImpl::BuildJoblibWrapper(Ref* target, Ref state) {
     return std::nullopt;
   };
   auto subclass = field("subclass"), shape_ref = field("shape"), order_ref = field("order"),
-       dtype_ref = field("dtype"), align = field("numpy_array_alignment_bytes");
+       dtype_ref = field("dtype"), align = field("numpy_array_alignment_bytes"),
+       allow_mmap = field("allow_mmap");
+  if (m_.options().compressed && allow_mmap && allow_mmap->kind == Kind::kBool && allow_mmap->i &&
+      !noted_mmap_) {
+    // joblib 1.2 writes this itself; only a caller passing mmap_mode reads
+    // the array differently (joblib's own bug), so it is noted, not refused.
+    noted_mmap_ = true;
+    m_.ctx_.Note("joblib.mmap_compressed", m_.Location(op_offset_),
+                 "a wrapper in this compressed file allows mmap: joblib.load(mmap_mode=...) maps "
+                 "the compressed file at the decompressed offset and returns other bytes; the "
+                 "arrays converted are those joblib.load returns without mmap_mode");
+  }
   if (!subclass || !shape_ref || !order_ref || !dtype_ref) {
     return Bad("joblib NumpyArrayWrapper state lacks subclass, shape, order or dtype");
   }

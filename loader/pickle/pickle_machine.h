@@ -274,6 +274,10 @@ struct MachineOptions {
   PersistentLoad persistent_load;
   // joblib: NumpyArrayWrapper BUILD is followed by the array's bytes.
   bool joblib = true;
+  // The stream was decompressed (a zlib/gzip joblib file): a wrapper that
+  // allows mmap is noted, since joblib.load(mmap_mode=...) would map the
+  // compressed file at the decompressed offset.
+  bool compressed = false;
 };
 
 class Machine {
