@@ -570,6 +570,16 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
   if (layout == H5D_CONTIGUOUS) {
     haddr_t offset = H5Dget_offset(dataset);
     H5Eclear2(H5E_DEFAULT);
+    // For storage never allocated, libhdf5 returns HADDR_UNDEF plus the base
+    // address, which is not HADDR_UNDEF when the file has a user block: the
+    // allocation status says it.
+    H5D_space_status_t allocation = H5D_SPACE_STATUS_ERROR;
+    if (H5Dget_space_status(dataset, &allocation) < 0 || allocation == H5D_SPACE_STATUS_ERROR) {
+      H5Eclear2(H5E_DEFAULT);
+      info.usable = Status::Malformed(where + ": its storage allocation status cannot be read");
+      return Status::Ok();
+    }
+    if (allocation == H5D_SPACE_STATUS_NOT_ALLOCATED) offset = HADDR_UNDEF;
     if (offset != HADDR_UNDEF) {
       uint64_t start = 0;
       if (stored != info.byte_size) {
