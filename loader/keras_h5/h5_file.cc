@@ -581,11 +581,13 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
     }
     if (allocation == H5D_SPACE_STATUS_NOT_ALLOCATED) offset = HADDR_UNDEF;
     if (offset != HADDR_UNDEF) {
-      uint64_t start = 0;
+      // H5Dget_offset is the absolute file offset: libhdf5 has already added
+      // the base address (the user block); the data cannot lie before it.
+      const uint64_t start = offset;
       if (stored != info.byte_size) {
         info.usable = Status::Malformed(where + ": declares " + declared +
                                         "; contiguous storage must match the declared size");
-      } else if (!CheckedAdd(base_address_, offset, &start) || start > image_.size() ||
+      } else if (start < base_address_ || start > image_.size() ||
                  info.byte_size > image_.size() - start) {
         info.usable = Status::Malformed(where + ": its " + Num(info.byte_size) +
                                         " bytes at offset " + Num(offset) + " lie outside the " +

@@ -48,6 +48,10 @@ class Uncomparable(Exception):
     pass
 
 
+class Tensors(list):
+    """Tensors already flattened by a loader: [[dtype, shape, sha256], ...]."""
+
+
 def np_tensor(a):
     name = NP_DTYPES.get(a.dtype.name)
     if name is None:
@@ -83,7 +87,9 @@ def flatten(root):
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        if isinstance(obj, torch.Tensor):
+        if isinstance(obj, Tensors):
+            out.extend(obj)
+        elif isinstance(obj, torch.Tensor):
             out.append(torch_tensor(obj))
         elif isinstance(obj, np.ndarray):
             if obj.dtype.hasobject:
@@ -155,9 +161,18 @@ def load(loader, path):
         return out, False
     if loader == "h5py":
         with h5py.File(path, "r") as f:
-            arrays = []
-            f.visititems(lambda name, obj: arrays.append(obj[()])
-                         if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biufc" else None)
+            arrays = Tensors()
+
+            def visit(name, obj):
+                if not isinstance(obj, h5py.Dataset):
+                    return
+                if obj.dtype.kind in "biufc":
+                    arrays.append(np_tensor(obj[()]))
+                elif obj.dtype.kind == "V" and obj.dtype.itemsize == 2:
+                    # Keras writes bfloat16 as a 2-byte opaque type.
+                    data = np.ascontiguousarray(obj[()]).tobytes()
+                    arrays.append(["bf16", list(obj.shape), hashlib.sha256(data).hexdigest()])
+            f.visititems(visit)
             return arrays, keras_code(f)
     raise ValueError("unknown loader " + loader)
 
