@@ -316,7 +316,7 @@ Status File::Walk(ParseContext& ctx) {
   root.address = info.addr;
   nodes_.push_back(std::move(root));
   by_path_.emplace("/", 0);
-  std::unordered_map<haddr_t, size_t> seen{{info.addr, 0}};
+  KeyedIntMap<haddr_t, size_t> seen{{info.addr, 0}};
 
   // Breadth-first over the growing node list: no recursion, no stack.
   for (size_t i = 0; i < nodes_.size(); ++i) {

@@ -33,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "converter/keyed_hash.h"
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
@@ -179,7 +180,7 @@ class File {
   Handle file_;
   uint64_t refusals_ = 0;
   std::vector<Node> nodes_;
-  std::unordered_map<std::string, size_t> by_path_;
+  KeyedStringMap<size_t> by_path_;  // paths come from the file: keyed hash
 };
 
 }  // namespace safemodel::loader::h5

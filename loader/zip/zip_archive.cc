@@ -7,6 +7,8 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "converter/keyed_hash.h"
+
 namespace safemodel::loader {
 
 namespace {
@@ -184,7 +186,7 @@ Status ZipArchive::ParseStructure() {
   ByteReader cr(image_.subspan(cd_offset, cd_size), cd_offset);
   entries_.reserve(static_cast<size_t>(std::min<uint64_t>(n_total, cd_size / 46 + 1)));
   std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
-  std::unordered_set<std::string> names;
+  KeyedStringSet names;  // names come from the file: keyed hash
   for (uint64_t i = 0; i < n_total; ++i) {
     const std::string where = "zip central entry #" + Num(i);
     SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, cr.U32LE(where));

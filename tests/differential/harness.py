@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+import sys
+sys.dont_write_bytecode = True
 """Differential test harness: safe-convert against the real loaders.
 
 Every module tests/differential/variants_*.py is imported; each exports
