@@ -1,6 +1,4 @@
 #!/usr/bin/python3
-import sys
-sys.dont_write_bytecode = True
 """Differential test harness: safe-convert against the real loaders.
 
 Every module tests/differential/variants_*.py is imported; each exports
@@ -30,17 +28,20 @@ Usage:
 choices (rounds) until N are collected. The default runs one round. Exit 0
 when no variant failed, 1 otherwise, 77 (skipped) when a loader library is
 missing."""
-import argparse
-import glob
-import importlib.util
-import json
-import os
-import random
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
