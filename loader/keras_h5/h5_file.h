@@ -18,6 +18,9 @@
 //   const h5::Node* w = file->Find("/model_weights");
 //   SAFEMODEL_ASSIGN_OR_RETURN(auto names, file->ReadChunkedStrings(*w, "layer_names"));
 //
+// Worst case: O(o) for o objects (each visited once; hard links and cycles
+// found through a keyed table of object addresses), plus libhdf5's own work.
+//
 // Trust: the file is untrusted. libhdf5 parses it (inside the sandbox only);
 // this code bounds what it asks libhdf5 for and checks what comes back.
 #ifndef SAFEMODEL_LOADER_KERAS_H5_H5_FILE_H_

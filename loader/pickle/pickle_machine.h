@@ -26,6 +26,14 @@
 // placeholder and reads on, so that later callables are still found; Run()
 // then returns the error (after any findings).
 //
+// Worst case: O(n) for a stream of n bytes. Each opcode is O(1) amortized,
+// dict/set/memo operations are O(1) expected (SipHash-2-4 under a per-process
+// key: a file cannot choose colliding keys), hashes are cached per object,
+// and everything that could grow faster than the input (copies of
+// containers, key comparisons, hash operations) is charged to the file's
+// work budget of kWorkBase + kWorkPerByte per byte read (loader/parser.h).
+// Memory: O(n) objects and at most kMaxContainerItems per container.
+//
 // Trust: the stream is untrusted; all offsets are checked here.
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_MACHINE_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_MACHINE_H_
