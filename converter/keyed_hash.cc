@@ -5,9 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+#include <chrono>
+#include <cstdint>
 
 namespace safemodel {
 
@@ -98,26 +97,40 @@ bool FillRandom(uint8_t* buf, size_t n) {
   return got == n;
 }
 
+// Without a kernel source of randomness (a host process confined so that
+// neither getrandom nor /dev/urandom works): the clock and the addresses
+// ASLR chose, mixed. A file's author cannot observe them, so keys stay
+// unpredictable to it; the worker does not settle for this (SeedKeyedHash()
+// reports it and PrepareLibraries fails).
+void FallbackKey(uint8_t out[16]) {
+  const int on_stack = 0;
+  const uint64_t parts[4] = {
+      static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()),
+      static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()),
+      static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&on_stack)),
+      static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&FallbackKey))};
+  const uint8_t fixed[16] = {0x73, 0x61, 0x66, 0x65, 0x6d, 0x6f, 0x64, 0x65,
+                             0x6c, 0x2d, 0x6b, 0x65, 0x79, 0x2d, 0x30, 0x31};
+  const uint64_t a = Sip(Load64(fixed), Load64(fixed + 8), reinterpret_cast<const uint8_t*>(parts),
+                         sizeof parts);
+  const uint64_t b = Sip(a, ~a, reinterpret_cast<const uint8_t*>(parts), sizeof parts);
+  for (int i = 0; i < 8; ++i) {
+    out[i] = static_cast<uint8_t>(a >> (8 * i));
+    out[8 + i] = static_cast<uint8_t>(b >> (8 * i));
+  }
+}
+
 const ProcessKey& Key() {
   static const ProcessKey key = [] {
     ProcessKey k;
     uint8_t buf[16];
     k.ok = FillRandom(buf, sizeof buf);
+    if (!k.ok) FallbackKey(buf);
     k.k0 = Load64(buf);
     k.k1 = Load64(buf + 8);
     return k;
   }();
   return key;
-}
-
-const ProcessKey& UsableKey() {
-  const ProcessKey& k = Key();
-  if (!k.ok) {
-    // Hashing with a guessable key would reopen hash flooding: fail closed.
-    std::fputs("safemodel: no randomness for the hash key\n", stderr);
-    std::abort();
-  }
-  return k;
 }
 
 }  // namespace
@@ -129,7 +142,7 @@ uint64_t SipHash24(const uint8_t key[16], const void* data, size_t n) {
 }
 
 uint64_t KeyedHash(const void* data, size_t n, uint64_t domain) {
-  const ProcessKey& k = UsableKey();
+  const ProcessKey& k = Key();
   return Sip(k.k0, k.k1 ^ domain, static_cast<const uint8_t*>(data), n);
 }
 

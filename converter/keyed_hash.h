@@ -7,9 +7,10 @@
 // drawn once per process makes collisions unpredictable to whoever wrote the
 // file, so every table stays O(1) per operation in expectation.
 //
-// The key comes from getrandom(). SeedKeyedHash() draws it; the sandboxed
-// worker calls it (through loader::PrepareLibraries) before its seccomp
-// lockdown, which forbids getrandom. Elsewhere the key is drawn on first use.
+// The key comes from getrandom() (or /dev/urandom). SeedKeyedHash() draws it;
+// the sandboxed worker calls it (through loader::PrepareLibraries) before its
+// seccomp lockdown, which forbids getrandom. Elsewhere the key is drawn on
+// first use.
 // Hash values differ from process to process, so nothing may depend on the
 // iteration order of a keyed table (outputs are deterministic regardless).
 #ifndef SAFEMODEL_CONVERTER_KEYED_HASH_H_
@@ -26,7 +27,8 @@
 namespace safemodel {
 
 // Draws the process key if it was not drawn yet. False if the kernel gave no
-// randomness (the key is then unusable and hashing aborts the process).
+// randomness: the key then comes from the clock and ASLR addresses (still
+// unknown to a file's author), which the sandboxed worker refuses to use.
 bool SeedKeyedHash();
 
 // SipHash-2-4 (Aumasson and Bernstein, 2012) of `n` bytes under `key`
