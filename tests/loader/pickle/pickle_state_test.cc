@@ -328,6 +328,29 @@ TEST(Regression, Issue8HashFloodingStringTables) {
   EXPECT_LT(ctx.work_spent(), 8 * kNames);
 }
 
+TEST(PickleState, MemoKeysDenseAndSparse) {
+  // Keys the pickler's way (0, 1, 2) and far apart (2000 before there are
+  // enough entries to make it dense, 2^40): each found again, and a key
+  // stored twice keeps its last value wherever it lives.
+  std::string p = B({0x80, 2}) + "(";
+  auto put = [&](uint64_t key, int value) {
+    p += Int1(value) + "p" + std::to_string(key) + "\n" + "0";
+  };
+  put(0, 10);
+  put(2000, 11);
+  put(uint64_t{1} << 40, 12);
+  for (uint64_t k = 1; k <= 1500; ++k) put(k, static_cast<int>(k % 7));
+  put(2000, 13);  // now below 2 * entries + 1024: must still replace, not duplicate
+  put(1, 14);
+  for (uint64_t key : {uint64_t{0}, uint64_t{2000}, uint64_t{1} << 40, uint64_t{1}, uint64_t{1500}}) {
+    p += "g" + std::to_string(key) + "\n";
+  }
+  p += "l.";
+  InProcessResult r = ParseInProcess(p);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(ValueToJson(r.metadata), "[10,13,12,14," + std::to_string(1500 % 7) + "]");
+}
+
 TEST(PickleCost, AmplifyingCopiesHitTheWorkLimit) {
   // A 100,000-item list turned into a set by every 6-byte REDUCE: each
   // copy costs 100,000 units; the budget is linear in the bytes read.
