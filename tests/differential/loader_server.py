@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pickle
+import select
 import signal
 import sys
 import tempfile
@@ -197,6 +198,32 @@ def child(req, result_path, marker):
         json.dump(ans, fh)
 
 
+def wait_child(pid, timeout):
+    """Waits for the child; kills it after `timeout` seconds. True if it
+    exited by itself."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        os.close(fd)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return bool(ready)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return True
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.005)
+
+
 def serve():
     work = tempfile.mkdtemp(prefix="loader_server_")
     for line in sys.stdin:
@@ -214,18 +241,7 @@ def serve():
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()
             os._exit(0)
-        deadline = time.monotonic() + req.get("timeout", 10)
-        timed_out = False
-        while True:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                timed_out = True
-                break
-            time.sleep(0.005)
+        timed_out = not wait_child(pid, req.get("timeout", 10))
         ans = {"ok": False, "code": False, "tensors": [], "comparable": True,
                "error": "timed out" if timed_out else "the loader process died"}
         if os.path.exists(result_path):

@@ -151,6 +151,20 @@ def generate(rng, outdir):
                                                    proto(2) + flagged + STOP),
                        "pickle", "refuse"))
 
+    # A random special name in a random half of a BUILD state on a random
+    # class that allows BUILD.
+    name = rng.choice(["__class__", "__dict__", "__setstate__", "__reduce_ex__", "__reduce__",
+                       "__getstate__", "__getattr__", "__init__", "__eq__", "__hash__"])
+    target = rng.choice([namespace(), glob("types", "SimpleNamespace") + EMPTY_TUPLE + NEWOBJ,
+                         glob("collections", "OrderedDict") + EMPTY_TUPLE + REDUCE])
+    value = rng.choice([glob("builtins", "set"), glob("joblib.numpy_pickle", "NumpyArrayWrapper"),
+                        EMPTY_DICT, binint(1)])
+    half = EMPTY_DICT + sbu(name) + value + SETITEM
+    state = half if rng.random() < 0.5 else NONE + half + TUPLE2
+    out.append(variant("special_state_" + name.strip("_"),
+                       write(outdir, "special.pkl", proto(2) + target + state + BUILD + STOP),
+                       "pickle", "refuse"))
+
     # A second PROTO partway through makes dotted names resolve (case 25).
     data = proto(2) + EMPTY_LIST + proto(4) + sglob("safemodel_canary", "fire") + EMPTY_TUPLE + \
         REDUCE + APPEND + STOP

@@ -28,10 +28,12 @@ def swallow(head, body, tail=b"."):
     return head + proto(2) + b"B" + struct.pack("<I", len(body)) + body + tail
 
 
-def tar_pickle_polyglot():
+def tar_pickle_polyglot(checksum=None):
     """Issue 8 #1: a tar archive whose first member name starts a pickle
     that swallows the rest of the file as one bytes object. pickle.load:
-    inert bytes; torch.load(path): the tar's `storages` member, a canary."""
+    inert bytes; torch.load(path): the tar's `storages` member, a canary.
+    `checksum(sum) -> 8 bytes` writes the checksum field another way
+    tarfile also accepts."""
     tar = torch_legacy_tar(canary_pickle())
     # A first member whose name field holds the pickle's opening bytes.
     head = bytearray(tar_bytes([("x", b"")])[:512])
@@ -39,6 +41,11 @@ def tar_pickle_polyglot():
     opening = proto(2) + b"B" + struct.pack("<I", total - 7 - 1)
     head[0:100] = opening + b"n" * (100 - len(opening))
     block = set_tar_checksum(bytes(head))
+    if checksum is not None:
+        b = bytearray(block)
+        b[148:156] = b" " * 8
+        b[148:156] = checksum(sum(b))
+        block = bytes(b)
     data = bytearray(block + tar)
     data[-1:] = STOP  # the last (zero) block is never read by tarfile
     return bytes(data)
@@ -48,6 +55,16 @@ def generate(rng, outdir):
     out = []
 
     out.append(variant("tar_pickle_polyglot", write(outdir, "tar_pickle.pkl", tar_pickle_polyglot()),
+                       "any", "refuse", "issue 8 #1"))
+    # The checksum field as tarfile's int(s, 8) also reads it.
+    forms = {"spaces": lambda v: (b"  %o" % v).ljust(8, b" "),
+             "0o": lambda v: (b"0o%o" % v).ljust(8, b"\0"),
+             "underscore": lambda v: (lambda o: (o[:2] + b"_" + o[2:]).ljust(8, b"\0"))(b"%o" % v),
+             "plus": lambda v: (b"+%o" % v).ljust(8, b"\0"),
+             "base256": lambda v: b"\x80" + v.to_bytes(7, "big")}
+    form = rng.choice(sorted(forms))
+    out.append(variant("tar_pickle_polyglot_checksum_" + form,
+                       write(outdir, "tar_pickle_%s.pkl" % form, tar_pickle_polyglot(forms[form])),
                        "any", "refuse", "issue 8 #1"))
 
     # Issue 8 #2: a pickle in a user block of 512 * 2^k bytes, a Keras model
