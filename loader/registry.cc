@@ -42,8 +42,19 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
     return opened.status();
   }
   std::shared_ptr<ZipArchive> zip = std::move(*opened);
-  // Python's zipfile (np.load, Keras) must see this same archive.
-  SAFEMODEL_RETURN_IF_ERROR(CheckZipfileAgrees(input));
+  // Python's zipfile (np.load, Keras) must see this same archive. If it
+  // reads another one, both are scanned: code in either is refused.
+  if (Status agree = CheckZipfileAgrees(input); !agree.ok()) {
+    ScanDamagedZip(input, ctx);
+    if (std::optional<ZipfileView> view = FindZipfileArchive(input)) {
+      ScanZipfileReading(input, *view, ctx);
+    }
+    if (!ctx.refused()) return agree;
+    ctx.Refuse("format.polyglot", "zip archive",
+               agree.message() + "; a reading carries the code above",
+               {"torch.load (miniz)", "Python's zipfile"});
+    return ctx.RefusedStatus();
+  }
   bool all_npy = !zip->entries().empty();
   for (const ZipEntry& e : zip->entries()) all_npy = all_npy && EndsWith(e.name, ".npy");
   if (all_npy) return ParseNpzArchive(std::move(zip), ctx, out);

@@ -193,9 +193,19 @@ TEST(Regression, Issue8TorchRecordNamesDifferInCase) {
 
 TEST(Polyglot, ZipWholeArchiveInCommentIsRefused) {
   // zipfile (np.load, Keras) reads the inner archive, torch the outer.
+  // Its data.pkl calls a name: refused (exit 1), naming both readings.
   InProcessResult r = ParseFixture("zip_in_comment.pt");
-  EXPECT_NE(r.status.code(), StatusCode::kOk);
-  EXPECT_NE(r.status.message().find("Python's zipfile"), std::string::npos) << r.status.ToString();
+  EXPECT_EQ(r.status.code(), StatusCode::kRefused) << r.status.ToString();
+  EXPECT_TRUE(Has(RefusedRules(r), "format.polyglot"));
+  EXPECT_TRUE(Has(RefusedRules(r), "pickle.global"));
+  // The same without code: malformed.
+  ZipLayout layout;
+  const std::string inner = BuildZip({{"w.npy", ReadFile(Fixture("numpy/f32.npy"))}});
+  layout.comment = inner + "xy";
+  InProcessResult clean =
+      ParseInProcess(BuildZip({{"v.npy", ReadFile(Fixture("numpy/i8.npy"))}}, layout));
+  EXPECT_EQ(clean.status.code(), StatusCode::kMalformed) << clean.status.ToString();
+  EXPECT_NE(clean.status.message().find("Python's zipfile"), std::string::npos);
 }
 
 TEST(Polyglot, LegacyTarWithALinkIsRefused) {
