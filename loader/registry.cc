@@ -75,6 +75,8 @@ Primary Detect(ByteView input) {
   if (LooksLikeSevenZip(input)) return Primary::kSevenZip;
   if (LooksLikePickle(input) || LooksLikeCompressedPickle(input)) return Primary::kPickle;
   if (StartsWith(input, "version https://git-lfs")) return Primary::kLfsPointer;
+  // pickle.load has no magic: any opcode may come first.
+  if (ReadsAsPickle(input)) return Primary::kPickle;
   return Primary::kUnknown;
 }
 

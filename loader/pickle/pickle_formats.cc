@@ -237,6 +237,27 @@ bool LooksLikePickle(ByteView input) {
   return kFirstOps.find(static_cast<char>(input[0])) != std::string_view::npos;
 }
 
+bool ReadsAsPickle(ByteView input) {
+  ParseContext scratch(ParseOptions{});
+  Graph graph;
+  MachineOptions opts;
+  Machine machine(scratch, graph, opts);
+  uint64_t end = 0;
+  Result<Ref> root = machine.Run(input, 0, &end);
+  // Findings come in stream order. pickle.load raises at a persistent id,
+  // an extension code or an out-of-band buffer (none of its callers supply
+  // them for a file's first pickle): nothing after one runs. A name or a call
+  // before it would have run; a STOP reached without one is a pickle.
+  for (const Finding& f : scratch.findings()) {
+    if (f.rule == "pickle.persistent_id" || f.rule == "pickle.extension_code" ||
+        f.rule == "pickle.out_of_band_buffer") {
+      return false;
+    }
+    if (f.severity == Finding::Severity::kRefused) return true;
+  }
+  return end > 0;
+}
+
 bool LooksLikeCompressedPickle(ByteView input) {
   if (input.size() < 3) return false;
   if (input[0] == 0x1f && input[1] == 0x8b && input[2] == 8) return true;  // gzip, deflate

@@ -34,6 +34,13 @@ namespace safemodel::loader {
 // torch stream is a pickle).
 bool LooksLikePickle(ByteView input);
 
+// True if pickle.load would read a pickle from `input` although its first
+// opcode is not one a pickler writes first (LooksLikePickle): the machine
+// reaches STOP, or meets a name or call before anything pickle.load raises
+// at (a file that starts with BINBYTES and then calls os.system; not a PNG,
+// whose 0x89 'P' is NEWFALSE and a persistent id pickle.load rejects).
+bool ReadsAsPickle(ByteView input);
+
 // True if `input` is a zlib or gzip stream (compressed joblib files).
 bool LooksLikeCompressedPickle(ByteView input);
 

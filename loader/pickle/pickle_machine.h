@@ -2,7 +2,8 @@
 // inert object graph. It never resolves a name and never calls anything.
 //
 // Every opcode is parsed byte-exactly with an explicit, bounded stack, a
-// bounded memo (a hash map: PUT does not pop, MEMOIZE uses the memo's size),
+// bounded memo (keys 0, 1, 2, ... in a vector, any other key in a keyed hash
+// map: PUT does not pop, MEMOIZE uses the memo's size),
 // bounded marks, and every length checked against the remaining input before
 // it is used. FRAME is honoured strictly: an opcode and its argument must lie
 // inside the frame they start in, and a frame must be used up before the next

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 
-from common import (binbytes, canary_pickle, fixture, proto, read_fixture, set_tar_checksum,
+from common import (binbytes, canary_call, canary_pickle, fixture, proto, read_fixture, set_tar_checksum,
                     tar_bytes, torch_legacy_tar, variant, with_user_block, write, zip_bytes, STOP)
 
 TORCH_FIXTURES = ["state_dict_zip_p2.pt", "single_tensor.pt", "dtypes_zip.pt"]
@@ -77,6 +77,19 @@ def generate(rng, outdir):
         out.append(variant("pickle_hdf5_userblock_%s_%d" % ("lambda" if lam else "clean", block),
                            write(outdir, "pickle_h5_%d_%d.pkl" % (lam, block), data), "any",
                            "refuse", "issue 8 #2"))
+
+    # The same with a pickle whose first opcode is not one picklers write
+    # first (SHORT_BINBYTES, or INST, which imports before it fails).
+    h5 = read_fixture("keras_h5", rng.choice(KERAS_CLEAN))
+    first = rng.choice([b"C\x00", b"\x88", b"\x8c\x00"])
+    block = first + canary_call() + b"0" + b"N" + STOP
+    out.append(variant("pickle_odd_first_opcode_hdf5_userblock",
+                       write(outdir, "odd_first.pkl", with_user_block(block, h5, 512)), "any",
+                       "refuse"))
+    block = b"i" + b"safemodel_canary\nfire\n"
+    out.append(variant("inst_first_hdf5_userblock",
+                       write(outdir, "inst_first.pkl", with_user_block(block, h5, 512)), "any",
+                       "refuse"))
 
     # An .npy whose array data is an HDF5 file at 1024 (np.load: u1 array;
     # h5py: the Keras model).

@@ -228,5 +228,22 @@ TEST(Polyglot, ZipAfterOtherBytesIsNotConverted) {
   EXPECT_TRUE(HasNote(both, "format.polyglot"));
 }
 
+TEST(Polyglot, PickleReadingWhateverTheFirstOpcode) {
+  // pickle.load has no magic: SHORT_BINBYTES first, then a call.
+  const std::string odd = std::string("C\x00", 2) + "cos\nsystem\n)R0N.";
+  InProcessResult alone = ParseInProcess(odd);
+  EXPECT_EQ(alone.status.code(), StatusCode::kRefused) << alone.status.ToString();
+  EXPECT_TRUE(Has(RefusedRules(alone), "pickle.global"));
+  // In front of an HDF5 file (a user block): two readings, one with code.
+  std::string block = odd + std::string(512 - odd.size(), '\0');
+  InProcessResult both =
+      ParseInProcess(block + ReadFile(Fixture("keras_h5/keras3_weights.h5")));
+  EXPECT_EQ(both.status.code(), StatusCode::kRefused) << both.status.ToString();
+  EXPECT_TRUE(Has(RefusedRules(both), "format.polyglot"));
+  // A PNG starts with NEWFALSE and a persistent id, where pickle.load stops.
+  InProcessResult png = ParseInProcess(std::string("\x89PNG\r\n\x1a\n", 8) + "IHDR");
+  EXPECT_EQ(png.status.code(), StatusCode::kUnsupported) << png.status.ToString();
+}
+
 }  // namespace
 }  // namespace safemodel::testing
