@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "converter/byte_reader.h"
+#include "converter/keyed_hash.h"
 
 namespace safemodel {
 
@@ -139,7 +140,7 @@ Status CheckValue(const Value& value, std::string_view what) {
         for (const Value& child : v.list()) work.push_back({&child, item.depth + 1});
         break;
       case Value::Kind::kMap: {
-        std::unordered_set<std::string_view> keys;
+        KeyedStringViewSet keys;
         keys.reserve(v.entries().size());
         for (const auto& [k, child] : v.entries()) {
           if (!IsValidUtf8(k)) {

@@ -26,6 +26,15 @@ struct ParseOptions {
   bool keep_optimizer = false;
 };
 
+// Work a parser may spend beyond reading its input once: hash-table
+// operations, key comparisons and copies of containers, which a crafted file
+// could otherwise make grow faster than its size (a set rebuilt from the same
+// million-item list by every three-byte REDUCE). A file gets kWorkBase units
+// plus kWorkPerByte for every byte its parsers have read, so the worst case
+// stays linear in the bytes read. Real files use well under one unit per byte.
+inline constexpr uint64_t kWorkBase = 1ull << 24;
+inline constexpr uint64_t kWorkPerByte = 32;
+
 // Collects findings while a parser works. A parser that finds code or a
 // reference to code calls Refuse() for each occurrence (so that all of them
 // are reported, not just the first) and then returns Status::Refused().
@@ -45,10 +54,20 @@ class ParseContext {
   const std::vector<Finding>& findings() const { return findings_; }
   std::vector<Finding> TakeFindings() { return std::move(findings_); }
 
+  // Charges `units` of work. `reading` is the allowance of a stream still
+  // being read (kWorkPerByte per byte read so far); LimitExceeded, naming
+  // `where`, once the file's work exceeds its allowance.
+  Status Spend(uint64_t units, uint64_t reading, std::string_view where);
+  // A finished stream read `bytes` bytes: they add to the allowance.
+  void AddBytesRead(uint64_t bytes);
+  uint64_t work_spent() const { return work_; }
+
  private:
   ParseOptions options_;
   std::vector<Finding> findings_;
   uint64_t refusals_ = 0;
+  uint64_t work_ = 0;
+  uint64_t allowance_ = kWorkBase;
 };
 
 class Parser {

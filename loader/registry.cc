@@ -3,10 +3,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
+#include <optional>
+#include <vector>
 
+#include "converter/keyed_hash.h"
 #include "loader/keras_h5/keras_h5.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/pickle_formats.h"
+#include "loader/polyglot.h"
 #include "loader/zip/zip_archive.h"
 
 namespace safemodel::loader {
@@ -37,12 +42,170 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
     return opened.status();
   }
   std::shared_ptr<ZipArchive> zip = std::move(*opened);
+  // Python's zipfile (np.load, Keras) must see this same archive. If it
+  // reads another one, both are scanned: code in either is refused.
+  if (Status agree = CheckZipfileAgrees(input); !agree.ok()) {
+    ScanDamagedZip(input, ctx);
+    if (std::optional<ZipfileView> view = FindZipfileArchive(input)) {
+      ScanZipfileReading(input, *view, ctx);
+    }
+    if (!ctx.refused()) return agree;
+    ctx.Refuse("format.polyglot", "zip archive",
+               agree.message() + "; a reading carries the code above",
+               {"torch.load (miniz)", "Python's zipfile"});
+    return ctx.RefusedStatus();
+  }
   bool all_npy = !zip->entries().empty();
   for (const ZipEntry& e : zip->entries()) all_npy = all_npy && EndsWith(e.name, ".npy");
   if (all_npy) return ParseNpzArchive(std::move(zip), ctx, out);
   // PyTorch checkpoints; any other archive is scanned for pickles and then
   // reported as not a model container.
   return ParseTorchZipArchive(input, std::move(zip), ctx, out);
+}
+
+// What the first bytes say the input is (the decision torch.load, np.load
+// and joblib.load make first).
+enum class Primary { kNpy, kZip, kEmptyZip, kHdf5, kSevenZip, kPickle, kLfsPointer, kUnknown };
+
+Primary Detect(ByteView input) {
+  if (StartsWith(input, "\x93NUMPY")) return Primary::kNpy;
+  if (StartsWith(input, "PK\x03\x04")) return Primary::kZip;
+  if (StartsWith(input, "PK\x05\x06")) return Primary::kEmptyZip;
+  if (StartsWith(input, "\x89HDF\r\n\x1a\n")) return Primary::kHdf5;
+  if (LooksLikeSevenZip(input)) return Primary::kSevenZip;
+  if (LooksLikePickle(input) || LooksLikeCompressedPickle(input)) return Primary::kPickle;
+  if (StartsWith(input, "version https://git-lfs")) return Primary::kLfsPointer;
+  // pickle.load has no magic: any opcode may come first.
+  if (ReadsAsPickle(input)) return Primary::kPickle;
+  return Primary::kUnknown;
+}
+
+const char* PrimaryName(Primary p) {
+  switch (p) {
+    case Primary::kNpy:
+      return "a .npy array (np.load)";
+    case Primary::kZip:
+    case Primary::kEmptyZip:
+      return "a zip archive (torch.load, np.load)";
+    case Primary::kHdf5:
+      return "an HDF5 file (h5py, Keras)";
+    case Primary::kSevenZip:
+      return "a 7z archive";
+    case Primary::kPickle:
+      return "a pickle (pickle.load, joblib.load, torch.load, np.load with allow_pickle)";
+    case Primary::kLfsPointer:
+      return "a Git LFS pointer";
+    case Primary::kUnknown:
+      break;
+  }
+  return "unrecognised data";
+}
+
+Status ParsePrimary(Primary p, ByteView input, ParseContext& ctx, ParsedModel* out) {
+  switch (p) {
+    case Primary::kNpy:
+      return NewNpyParser()->Parse(input, ctx, out);
+    case Primary::kZip:
+      return ParseZip(input, ctx, out);
+    case Primary::kEmptyZip:
+      return Status::Unsupported("empty zip archive");
+    case Primary::kHdf5:
+      return NewKerasH5Parser()->Parse(input, ctx, out);
+    case Primary::kSevenZip:
+      return ParseSevenZip(input, ctx);
+    case Primary::kPickle:
+      return NewPickleParser()->Parse(input, ctx, out);
+    case Primary::kLfsPointer:
+      return Status::Malformed("this is a Git LFS pointer file, not the model: fetch the real file");
+    case Primary::kUnknown:
+      break;
+  }
+  return Status::Unsupported("unrecognised input format (leading bytes " +
+                             DescribeLeadingBytes(input) + ")");
+}
+
+// One way a loader reads the bytes, and how to look for code in it.
+struct Reading {
+  std::string name;  // for messages: what the bytes are, to which loaders
+  std::function<Status(ParseContext&)> read;
+};
+
+// The readings other than the first-bytes one (polyglot.h).
+std::vector<Reading> SecondReadings(ByteView input, Primary primary) {
+  std::vector<Reading> out;
+  if (primary != Primary::kZip && TorchReadsAsTar(input)) {
+    out.push_back({"a tar archive (torch.load's legacy tar format, from a path)",
+                   [input](ParseContext& c) {
+                     ScanTarReading(input, c);
+                     return c.refused() ? c.RefusedStatus() : Status::Ok();
+                   }});
+  }
+  std::optional<uint64_t> hdf5 = FindHdf5Signature(input);
+  if (hdf5 && *hdf5 > 0) {
+    out.push_back({"an HDF5 file after a user block of " + std::to_string(*hdf5) +
+                       " bytes (h5py, Keras)",
+                   [input](ParseContext& c) {
+                     ParsedModel scratch;
+                     return NewKerasH5Parser()->Parse(input, c, &scratch);
+                   }});
+  }
+  if (primary != Primary::kZip && primary != Primary::kEmptyZip) {
+    std::optional<ZipfileView> zip = FindZipfileArchive(input);
+    if (zip && zip->has_entries) {
+      ZipfileView view = *zip;
+      out.push_back({"a zip archive at byte " + std::to_string(view.cd_start) +
+                         "'s central directory (Python's zipfile: Keras .keras, np.load)",
+                     [input, view](ParseContext& c) {
+                       ScanZipfileReading(input, view, c);
+                       return c.refused() ? c.RefusedStatus() : Status::Ok();
+                     }});
+    }
+  }
+  return out;
+}
+
+// The same bytes are several things to several loaders. Each reading is
+// read on its own (its own findings); the file is refused for code found in
+// any of them (exit 1), and otherwise as malformed (exit 3), with a finding
+// that names every reading.
+Status RefusePolyglot(Primary primary, ByteView input, std::vector<Reading> readings,
+                      ParseContext& ctx) {
+  if (primary != Primary::kUnknown && primary != Primary::kLfsPointer) {
+    readings.insert(readings.begin(), {PrimaryName(primary), [primary, input](ParseContext& c) {
+                                         ParsedModel scratch;
+                                         return ParsePrimary(primary, input, c, &scratch);
+                                       }});
+  }
+  std::string names;
+  std::vector<std::string> refs;
+  for (size_t i = 0; i < readings.size(); ++i) {
+    names += (i == 0 ? "" : i + 1 == readings.size() ? " and " : ", ") + readings[i].name;
+    refs.push_back(readings[i].name);
+  }
+  bool code = false;
+  for (const Reading& r : readings) {
+    ParseContext c(ctx.options());
+    Status s = r.read(c);
+    for (const Finding& f : c.findings()) {
+      if (f.severity != Finding::Severity::kRefused) continue;
+      code = true;
+      ctx.Refuse(f.rule, f.location + " (read as " + r.name + ")", f.message, f.references);
+    }
+    if (!s.ok() && s.code() != StatusCode::kRefused) {
+      ctx.Note("format.polyglot_reading", "file",
+               "read as " + r.name + ": " + s.ToString());
+    }
+  }
+  const std::string message = "the same bytes are " + names +
+                              "; a file must be one thing to every loader that could be "
+                              "pointed at it";
+  if (code) {
+    ctx.Refuse("format.polyglot", "file", message + ", and a reading carries the code above",
+               refs);
+    return ctx.RefusedStatus();
+  }
+  ctx.Note("format.polyglot", "file", message);
+  return Status::Malformed("two readings of the same bytes: " + message);
 }
 
 }  // namespace
@@ -52,6 +215,9 @@ std::string DescribeLeadingBytes(ByteView input) {
 }
 
 Status PrepareLibraries() {
+  // The key of every hash table over file contents comes from getrandom(),
+  // which the lockdown forbids: draw it now.
+  if (!SeedKeyedHash()) return Status::Internal("no randomness for the hash-table key");
   // libzip converts DOS timestamps with mktime(), which loads the time zone
   // from /etc/localtime on first use. A fixed POSIX zone spec needs no file,
   // and tzset() now does the one-time setup while opening is still allowed.
@@ -63,19 +229,33 @@ Status PrepareLibraries() {
 namespace {
 
 Status ParseByFormat(ByteView input, ParseContext& ctx, ParsedModel* out) {
-  if (StartsWith(input, "\x93NUMPY")) return NewNpyParser()->Parse(input, ctx, out);
-  if (StartsWith(input, "PK\x03\x04")) return ParseZip(input, ctx, out);
-  if (StartsWith(input, "PK\x05\x06")) return Status::Unsupported("empty zip archive");
-  if (StartsWith(input, "\x89HDF\r\n\x1a\n")) return NewKerasH5Parser()->Parse(input, ctx, out);
-  if (LooksLikeSevenZip(input)) return ParseSevenZip(input, ctx);
-  if (LooksLikePickle(input) || LooksLikeCompressedPickle(input)) {
-    return NewPickleParser()->Parse(input, ctx, out);
+  const Primary primary = Detect(input);
+  std::vector<Reading> second = SecondReadings(input, primary);
+  if (second.empty()) return ParsePrimary(primary, input, ctx, out);
+  // An HDF5 file with a user block that is nothing else: h5py reads it, and
+  // so does the Keras parser (libhdf5 finds the same superblock).
+  std::optional<uint64_t> hdf5 = FindHdf5Signature(input);
+  if (primary == Primary::kUnknown && second.size() == 1 && hdf5 && *hdf5 > 0) {
+    ctx.Note("hdf5.user_block", "file",
+             "the HDF5 superblock is at byte " + std::to_string(*hdf5) +
+                 " after a user block, which libhdf5 skips; the user block is not read");
+    return NewKerasH5Parser()->Parse(input, ctx, out);
   }
-  if (StartsWith(input, "version https://git-lfs")) {
-    return Status::Malformed("this is a Git LFS pointer file, not the model: fetch the real file");
+  if (primary == Primary::kUnknown && second.size() == 1) {
+    // One reading, by a loader whose format is not converted: a torch
+    // legacy tar archive, or a zip archive after other data.
+    ParseContext c(ctx.options());
+    Status s = second[0].read(c);
+    for (const Finding& f : c.findings()) {
+      if (f.severity == Finding::Severity::kRefused) {
+        ctx.Refuse(f.rule, f.location, f.message, f.references);
+      }
+    }
+    if (ctx.refused()) return ctx.RefusedStatus();
+    return Status::Unsupported("the input is " + second[0].name +
+                               ", a layout safemodel does not convert");
   }
-  return Status::Unsupported("unrecognised input format (leading bytes " +
-                             DescribeLeadingBytes(input) + ")");
+  return RefusePolyglot(primary, input, std::move(second), ctx);
 }
 
 }  // namespace

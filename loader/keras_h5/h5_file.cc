@@ -360,7 +360,7 @@ Status File::Walk(ParseContext& ctx) {
   root.address = info.addr;
   nodes_.push_back(std::move(root));
   by_path_.emplace("/", 0);
-  std::unordered_map<haddr_t, size_t> seen{{info.addr, 0}};
+  KeyedIntMap<haddr_t, size_t> seen{{info.addr, 0}};
 
   // Breadth-first over the growing node list: no recursion, no stack.
   for (size_t i = 0; i < nodes_.size(); ++i) {
@@ -604,12 +604,24 @@ void File::CheckStoredBytes(hid_t dataset, H5D_layout_t layout, const std::strin
   if (layout == H5D_CONTIGUOUS) {
     haddr_t offset = H5Dget_offset(dataset);
     H5Eclear2(H5E_DEFAULT);
+    // For storage never allocated, libhdf5 returns HADDR_UNDEF plus the base
+    // address, which is not HADDR_UNDEF when the file has a user block: the
+    // allocation status says it.
+    H5D_space_status_t allocation = H5D_SPACE_STATUS_ERROR;
+    if (H5Dget_space_status(dataset, &allocation) < 0 || allocation == H5D_SPACE_STATUS_ERROR) {
+      H5Eclear2(H5E_DEFAULT);
+      info.usable = Status::Malformed(where + ": its storage allocation status cannot be read");
+      return Status::Ok();
+    }
+    if (allocation == H5D_SPACE_STATUS_NOT_ALLOCATED) offset = HADDR_UNDEF;
     if (offset != HADDR_UNDEF) {
-      uint64_t start = 0;
+      // H5Dget_offset is the absolute file offset: libhdf5 has already added
+      // the base address (the user block); the data cannot lie before it.
+      const uint64_t start = offset;
       if (stored != info.byte_size) {
         info.usable = Status::Malformed(where + ": declares " + declared +
                                         "; contiguous storage must match the declared size");
-      } else if (!CheckedAdd(base_address_, offset, &start) || start > image_.size() ||
+      } else if (start < base_address_ || start > image_.size() ||
                  info.byte_size > image_.size() - start) {
         info.usable = Status::Malformed(where + ": its " + Num(info.byte_size) +
                                         " bytes at offset " + Num(offset) + " lie outside the " +

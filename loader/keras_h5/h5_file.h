@@ -18,6 +18,9 @@
 //   const h5::Node* w = file->Find("/model_weights");
 //   SAFEMODEL_ASSIGN_OR_RETURN(auto names, file->ReadChunkedStrings(*w, "layer_names"));
 //
+// Worst case: O(o) for o objects (each visited once; hard links and cycles
+// found through a keyed table of object addresses), plus libhdf5's own work.
+//
 // Trust: the file is untrusted. libhdf5 parses it (inside the sandbox only);
 // this code bounds what it asks libhdf5 for and checks what comes back.
 #ifndef SAFEMODEL_LOADER_KERAS_H5_H5_FILE_H_
@@ -33,6 +36,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "converter/keyed_hash.h"
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
@@ -205,7 +209,7 @@ class File {
   Handle file_;
   uint64_t refusals_ = 0;
   std::vector<Node> nodes_;
-  std::unordered_map<std::string, size_t> by_path_;
+  KeyedStringMap<size_t> by_path_;  // paths come from the file: keyed hash
 };
 
 }  // namespace safemodel::loader::h5

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "converter/byte_reader.h"
+#include "converter/keyed_hash.h"
 
 namespace safemodel::loader {
 
@@ -125,7 +126,7 @@ class Builder {
   struct Frame {
     Value value;
     std::string key;
-    std::unordered_set<std::string> keys;
+    KeyedStringSet keys;
   };
 
   bool Count() {

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "converter/byte_reader.h"
+#include "converter/keyed_hash.h"
 #include "loader/keras_h5/keras_layers.h"
 #include "loader/keras_h5/marshal_scan.h"
 
@@ -529,7 +530,7 @@ class Converter {
   Status CheckNames() {
     for (const Layer& model : layers_) {
       if (model.kind != LayerKind::kModel) continue;
-      std::unordered_set<std::string> names;
+      KeyedStringSet names;
       for (int c : model.children) {
         const Layer& m = layers_[static_cast<size_t>(c)];
         if (m.name.empty() && model.functional) {
@@ -546,7 +547,7 @@ class Converter {
   }
 
   // A graph reference [name, node, tensor] (or Keras 3 keras_history).
-  Result<Value> Ref(const Value& ref, const std::unordered_set<std::string>& names,
+  Result<Value> Ref(const Value& ref, const KeyedStringSet& names,
                     const std::string& where) {
     const auto& items = ref.list();
     if (!ref.is_list() || items.size() < 3 || !items[0].is_string() ||
@@ -579,7 +580,7 @@ class Converter {
 
   // Copies an args/kwargs value, turning tensor references into
   // {"layer", "node", "tensor"} maps, collected in order into *refs.
-  Result<Value> ConvertCallValue(const Value& v, const std::unordered_set<std::string>& names,
+  Result<Value> ConvertCallValue(const Value& v, const KeyedStringSet& names,
                                  const std::string& where, RefForm form,
                                  std::vector<Value>* refs) {
     // Iterative copy: a stack of (source, destination) pairs.
@@ -636,7 +637,7 @@ class Converter {
 
   // inbound_nodes in both forms, as [{"inputs": [refs], "kwargs": {...}
   // [, "args": [...]]}, ...].
-  Result<Value> ConvertInboundNodes(const Layer& l, const std::unordered_set<std::string>& names) {
+  Result<Value> ConvertInboundNodes(const Layer& l, const KeyedStringSet& names) {
     Value nodes = Value::List();
     const Value* inbound = Field(l.entry, "inbound_nodes");
     const std::string where = Sub(l.where, "inbound_nodes");
@@ -716,7 +717,7 @@ class Converter {
 
   // input_layers / output_layers: a list of references, or a single one.
   Result<Value> ConvertEndpoints(const Layer& model, std::string_view key,
-                                 const std::unordered_set<std::string>& names) {
+                                 const KeyedStringSet& names) {
     Value out = Value::List();
     const Value* v = Field(model.config, key);
     const std::string where = Sub(model.where, "config." + std::string(key));
@@ -905,7 +906,7 @@ class Converter {
         for (int c : l.children) members.Append(std::move(built[static_cast<size_t>(c)]));
         node.Set("layers", std::move(members));
         if (l.functional) {
-          const std::unordered_set<std::string>& names = MemberNames(l);
+          const KeyedStringSet& names = MemberNames(l);
           SAFEMODEL_ASSIGN_OR_RETURN(Value inputs, ConvertEndpoints(l, "input_layers", names));
           SAFEMODEL_ASSIGN_OR_RETURN(Value outputs, ConvertEndpoints(l, "output_layers", names));
           node.Set("inputs", std::move(inputs));
@@ -922,7 +923,7 @@ class Converter {
   }
 
   // Names of a model's members (cached: every member's edges need them).
-  const std::unordered_set<std::string>& MemberNames(const Layer& model) {
+  const KeyedStringSet& MemberNames(const Layer& model) {
     auto [it, fresh] = member_names_.try_emplace(&model);
     if (fresh) {
       for (int c : model.children) it->second.insert(layers_[static_cast<size_t>(c)].name);
@@ -935,7 +936,7 @@ class Converter {
   std::vector<Finding> refusals_;
   uint64_t unlisted_refusals_ = 0;
   std::vector<Finding> notes_;
-  std::unordered_map<const Layer*, std::unordered_set<std::string>> member_names_;
+  std::unordered_map<const Layer*, KeyedStringSet> member_names_;
 };
 
 }  // namespace

@@ -30,6 +30,9 @@
 //    (wrappers)}
 // with weights referenced by tensor name.
 //
+// Worst case: O(n·d) for n configuration nodes and d <= 64 levels of nested
+// models; name lookups use keyed hash sets.
+//
 // Trust: the configuration is untrusted. It is walked with explicit
 // worklists (no recursion on its structure).
 #ifndef SAFEMODEL_LOADER_KERAS_H5_KERAS_CONFIG_H_

@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "converter/keyed_hash.h"
 #include "loader/keras_h5/h5_file.h"
 #include "loader/keras_h5/h5_memory_driver.h"
 #include "loader/keras_h5/json_value.h"
@@ -72,7 +73,7 @@ class UniqueNames {
   }
 
  private:
-  std::unordered_set<std::string> used_;
+  KeyedStringSet used_;
 };
 
 // A dataset chosen to become a tensor.

@@ -48,6 +48,12 @@
 // (keras.unreferenced_dataset). With weights_only, configuration refusals
 // become dropped findings and the architecture's "model" is left out
 // (keras.architecture); HDF5 refusals stay refusals.
+//
+// Worst case: O(o + n·d) for o HDF5 objects, n configuration nodes (at most
+// 1 M, json_value.h) and d <= 64 levels of nested models (weight lists are
+// gathered up each level), plus libhdf5's own work on the file, which this
+// code cannot bound: a crafted file can make libhdf5 loop, and the worker's
+// time limit stops it (README, "Known limit").
 #ifndef SAFEMODEL_LOADER_KERAS_H5_KERAS_H5_H_
 #define SAFEMODEL_LOADER_KERAS_H5_KERAS_H5_H_
 

@@ -8,6 +8,8 @@
 // is used). Containers are walked with an explicit stack, never recursion.
 // Nothing is executed, imported or evaluated.
 //
+// Worst case: O(n·k) for n bytes and k known code-object layouts tried.
+//
 // Trust: the bytes are untrusted; every length is checked against the data.
 #ifndef SAFEMODEL_LOADER_KERAS_H5_MARSHAL_SCAN_H_
 #define SAFEMODEL_LOADER_KERAS_H5_MARSHAL_SCAN_H_

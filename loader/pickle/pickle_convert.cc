@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "converter/keyed_hash.h"
 #include "safemodel/limits.h"
 
 #include "loader/pickle/pickle_internal.h"
@@ -165,7 +166,7 @@ class Converter {
   // order they were first reached, with their names.
   std::vector<std::pair<ObjId, std::string>> tensors_;
   std::unordered_map<ObjId, std::string> tensor_names_;
-  std::unordered_set<std::string> used_names_;
+  KeyedStringSet used_names_;
   std::set<std::string> noted_user_classes_;
 };
 
@@ -347,7 +348,7 @@ Status Converter::EnterContainer(ObjId id, const Work& w) {
 Status Converter::AddMapChildren(Value* slot, const std::vector<Ref>& items, const Work& w,
                                  bool module_state, size_t reserved) {
   auto& entries = slot->mutable_entries();
-  std::unordered_set<std::string> keys;
+  KeyedStringSet keys;
   for (size_t i = 0; i < reserved; ++i) keys.insert(entries[i].first);
   std::vector<std::string> names;
   for (size_t i = 0; i + 1 < items.size(); i += 2) {

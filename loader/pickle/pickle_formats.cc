@@ -76,12 +76,54 @@ Result<std::shared_ptr<std::string>> Inflate(ByteView input, bool gzip, uint64_t
   return out;
 }
 
+// A stream with joblib wrappers is read by joblib.load with the array bytes
+// after each wrapper BUILD, and by pickle.load (and np.load with
+// allow_pickle=True, which calls it) as opcodes all the way. The second
+// reading must not exist: if those bytes are opcodes that call something, the
+// file is refused for it (exit 1); if they make a complete pickle, the file is
+// two different objects to two loaders (exit 3). Real joblib files fail that
+// reading at once: the alignment byte before each array (0..15) is no opcode.
+Status CheckPlainPickleReading(ByteView input, const std::string& where, ParseContext& ctx) {
+  ParseContext plain(ctx.options());
+  Graph graph;
+  MachineOptions opts;
+  opts.where = where + " read by pickle.load";
+  opts.joblib = false;
+  Machine machine(plain, graph, opts);
+  uint64_t end = 0;
+  Result<Ref> root = machine.Run(input, 0, &end);
+  if (plain.refused()) {
+    for (const Finding& f : plain.findings()) {
+      if (f.severity == Finding::Severity::kRefused) {
+        ctx.Refuse(f.rule, f.location, f.message, f.references);
+      }
+    }
+    ctx.Refuse("format.polyglot", where,
+               "two readings of the same bytes: joblib.load reads the array data after each "
+               "NumpyArrayWrapper, pickle.load and np.load(allow_pickle=True) read those bytes "
+               "as opcodes, and that reading calls the names above",
+               {"joblib.load", "pickle.load"});
+    return ctx.RefusedStatus();
+  }
+  if (root.ok()) {
+    ctx.Note("format.polyglot", where,
+             "pickle.load reads this joblib stream as a complete pickle of a different object "
+             "(the array bytes after a NumpyArrayWrapper are opcodes to it)");
+    return Status::Malformed(where + ": two readings of the same bytes: joblib.load reads "
+                             "arrays after its wrappers, pickle.load reads those bytes as a "
+                             "complete pickle of a different object (stops at byte " +
+                             Num(end - 1) + ")");
+  }
+  return Status::Ok();
+}
+
 // A plain pickle, a joblib file, or a legacy torch stream.
 Status ParsePickleStream(ByteView input, const std::string& format, ParseContext& ctx,
-                         ParsedModel* out) {
+                         ParsedModel* out, bool compressed = false) {
   auto graph = std::make_shared<Graph>();
   MachineOptions opts;
   opts.where = format == "joblib" ? "joblib pickle" : "pickle";
+  opts.compressed = compressed;
   Machine machine(ctx, *graph, opts);
   uint64_t end = 0;
   Result<Ref> root = machine.Run(input, 0, &end);
@@ -100,6 +142,11 @@ Status ParsePickleStream(ByteView input, const std::string& format, ParseContext
   }
   if (ctx.refused()) return pickle::RefusedStatus(ctx, root.status(), opts.where);
   SAFEMODEL_RETURN_IF_ERROR(root.status());
+  if (graph->joblib && !compressed) {
+    // (A compressed stream is not a pickle to pickle.load: it starts with
+    // the zlib or gzip header.)
+    SAFEMODEL_RETURN_IF_ERROR(CheckPlainPickleReading(input, opts.where, ctx));
+  }
   out->source_format = graph->joblib ? "joblib" : format;
   pickle::ConvertSettings settings;
   settings.where = opts.where;
@@ -122,7 +169,7 @@ class PickleParser final : public Parser {
                                    Printable(data->substr(0, 16), 64) + "')");
       }
       out->keepalive.push_back(data);
-      Status s = ParsePickleStream(AsBytes(*data), "joblib", ctx, out);
+      Status s = ParsePickleStream(AsBytes(*data), "joblib", ctx, out, /*compressed=*/true);
       if (!s.ok()) return s.WithContext(std::string(gzip ? "gzip" : "zlib") + "-compressed joblib");
       return s;
     }
@@ -188,6 +235,27 @@ bool LooksLikePickle(ByteView input) {
   // The first opcode a protocol 0/1 pickler writes for any object.
   static constexpr std::string_view kFirstOps = "()]}NIJKLMFGSTUVXcP";
   return kFirstOps.find(static_cast<char>(input[0])) != std::string_view::npos;
+}
+
+bool ReadsAsPickle(ByteView input) {
+  ParseContext scratch(ParseOptions{});
+  Graph graph;
+  MachineOptions opts;
+  Machine machine(scratch, graph, opts);
+  uint64_t end = 0;
+  Result<Ref> root = machine.Run(input, 0, &end);
+  // Findings come in stream order. pickle.load raises at a persistent id,
+  // an extension code or an out-of-band buffer (none of its callers supply
+  // them for a file's first pickle): nothing after one runs. A name or a call
+  // before it would have run; a STOP reached without one is a pickle.
+  for (const Finding& f : scratch.findings()) {
+    if (f.rule == "pickle.persistent_id" || f.rule == "pickle.extension_code" ||
+        f.rule == "pickle.out_of_band_buffer") {
+      return false;
+    }
+    if (f.severity == Finding::Severity::kRefused) return true;
+  }
+  return end > 0;
 }
 
 bool LooksLikeCompressedPickle(ByteView input) {

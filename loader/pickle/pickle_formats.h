@@ -10,6 +10,14 @@
 // safemodel does not represent is Unsupported. Findings take precedence:
 // where a container or a stream is also broken, whatever could be read is
 // still scanned, so that the report names the callables.
+//
+// Worst case: O(n) in the bytes read, with the pickle machine's constant:
+// a legacy stream reads its five pickles and storages once; scanning after a
+// refusal reads each following byte at most once (at most 64 streams); a zip
+// or 7z archive is O(members + inflated bytes), the inflated bytes bounded by
+// the memory limit; a joblib stream is read twice (as joblib.load and as
+// pickle.load read it). Turning the graph into values visits at most
+// kMaxValueNodes nodes.
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_FORMATS_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_FORMATS_H_
 
@@ -25,6 +33,13 @@ namespace safemodel::loader {
 // True if `input` starts like a pickle stream (any protocol; the legacy
 // torch stream is a pickle).
 bool LooksLikePickle(ByteView input);
+
+// True if pickle.load would read a pickle from `input` although its first
+// opcode is not one a pickler writes first (LooksLikePickle): the machine
+// reaches STOP, or meets a name or call before anything pickle.load raises
+// at (a file that starts with BINBYTES and then calls os.system; not a PNG,
+// whose 0x89 'P' is NEWFALSE and a persistent id pickle.load rejects).
+bool ReadsAsPickle(ByteView input);
 
 // True if `input` is a zlib or gzip stream (compressed joblib files).
 bool LooksLikeCompressedPickle(ByteView input);

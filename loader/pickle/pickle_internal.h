@@ -26,6 +26,10 @@ void ScanForFindings(ByteView data, uint64_t start, const std::string& where, Pa
 // (whatever its name says).
 void ScanMember(ByteView bytes, const std::string& where, ParseContext& ctx);
 
+// Inflates raw deflate data as far as it inflates cleanly (a truncated
+// member can still hold a complete payload), to at most `cap` bytes.
+std::string InflateRaw(ByteView in, uint64_t cap);
+
 // A persistent_load for scanning only: accepts any id as an opaque value.
 PersistentLoad ScanPersistentLoad();
 

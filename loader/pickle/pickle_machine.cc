@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "converter/keyed_hash.h"
 #include "safemodel/limits.h"
 
 namespace safemodel::loader::pickle {
@@ -129,22 +130,29 @@ const char* OpName(uint8_t op) {
   }
 }
 
-uint64_t Mix(uint64_t h) {
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ULL;
-  h ^= h >> 33;
-  return h;
-}
+// Hash domains: values of different kinds that Python never calls equal
+// hash apart; bool, int and integral float share kNumber (True == 1 == 1.0).
+enum HashDomain : uint64_t {
+  kHashNumber = 1,
+  kHashFloat,
+  kHashStr,
+  kHashBytes,
+  kHashBigInt,
+  kHashGlobal,
+  kHashIdentity,
+  kHashTuple,
+};
 
-uint64_t HashBytes(char tag, ByteView b) {
-  uint64_t h = 0xcbf29ce484222325ULL ^ static_cast<uint8_t>(tag);
-  for (uint8_t c : b) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return Mix(h) | 1;  // never 0: 0 means "not computed"
+// Never 0: 0 marks a hash that is not computed yet.
+uint64_t NonZero(uint64_t h) { return h | 1; }
+
+// True if `f` is an integer that fits int64 (then *out is it): the floats
+// Python calls equal to an int. NaN and infinities are not.
+bool IntegralFloat(double f, int64_t* out) {
+  if (!(f >= -9223372036854775808.0 && f < 9223372036854775808.0)) return false;
+  if (f != std::floor(f)) return false;
+  *out = static_cast<int64_t>(f);
+  return true;
 }
 
 // Appends code point `cp` (not a surrogate, <= 0x10FFFF) as UTF-8.
@@ -291,20 +299,71 @@ Result<Ref> Machine::New(Kind kind, uint64_t offset) {
   return Ref::Heap(kind, static_cast<ObjId>(graph_.objects.size() - 1));
 }
 
+// The memo. Picklers number entries 0, 1, 2, ...: those keys live in a
+// vector (no hashing, good locality; 2x faster on memo-heavy pickles than a
+// hash map). Any other key goes to a keyed hash map. A key joins the vector
+// only while it is below twice the entry count plus kDenseSlack, so one large
+// key cannot make the vector large; each key lives in exactly one of the two.
+class Memo {
+ public:
+  const Ref* Find(uint64_t key) const {
+    if (key < dense_.size() && present_[key]) return &dense_[key];
+    auto it = sparse_.find(key);
+    return it == sparse_.end() ? nullptr : &it->second;
+  }
+  // Stores or replaces; false if a new key would exceed kMaxMemoEntries.
+  bool Put(uint64_t key, Ref r) {
+    if (key < dense_.size() && present_[key]) {
+      dense_[key] = r;
+      return true;
+    }
+    auto it = sparse_.find(key);
+    if (it != sparse_.end()) {
+      it->second = r;
+      return true;
+    }
+    if (count_ >= kMaxMemoEntries) return false;
+    ++count_;
+    if (key < dense_.size() || key < 2 * count_ + kDenseSlack) {
+      if (key >= dense_.size()) {
+        const uint64_t grown = std::max<uint64_t>(key + 1, dense_.size() * 2);
+        const uint64_t cap = std::max<uint64_t>(key + 1, 2 * count_ + kDenseSlack);
+        dense_.resize(std::min(grown, cap));
+        present_.resize(dense_.size(), false);
+      }
+      dense_[key] = r;
+      present_[key] = true;
+    } else {
+      sparse_.emplace(key, r);  // keys chosen by the file: keyed hash
+    }
+    return true;
+  }
+  uint64_t size() const { return count_; }
+
+ private:
+  static constexpr uint64_t kDenseSlack = 1024;
+  std::vector<Ref> dense_;
+  std::vector<bool> present_;
+  KeyedIntMap<uint64_t, Ref> sparse_;
+  uint64_t count_ = 0;
+};
+
 // The interpreter for one Run(). Kept out of the header: it is the only
 // code that touches the stream.
 class MachineImpl {
  public:
   MachineImpl(Machine& m, ByteView data, uint64_t start)
-      : m_(m), g_(m.graph()), data_(data), pos_(start) {}
+      : m_(m), g_(m.graph()), data_(data), pos_(start), start_(start) {}
 
   Result<Ref> Run(uint64_t* end);
+  // Bytes of the stream read so far.
+  uint64_t bytes_read() const { return pos_ - start_; }
 
  private:
   struct Context {
     std::vector<Ref> stack;
     std::vector<size_t> marks;
-    std::unordered_map<uint64_t, Ref> memo;
+    Memo memo;
     uint8_t proto = 0;
     // A nested pickle (a joblib object array): the outer wrapper it feeds.
     ObjId wrapper = kNoObj;
@@ -420,6 +479,24 @@ class MachineImpl {
   }
   bool IsOpaque(Ref r) const { return r.kind == Kind::kOpaque; }
 
+  // Charges work that could grow faster than the input (hash operations,
+  // key comparisons, copies of containers) to the file's budget.
+  Status Spend(uint64_t units) {
+    return m_.ctx_.Spend(units, kWorkPerByte * bytes_read(), m_.options().where);
+  }
+  // The items of a container, copied (the caller may allocate, which moves
+  // objects); the copy is charged as work.
+  Result<std::vector<Ref>> CopyItems(Ref r) {
+    SAFEMODEL_RETURN_IF_ERROR(Spend(g_.at(r).items.size()));
+    return g_.at(r).items;
+  }
+  // A container about to hold `size` items.
+  Status CheckGrowth(uint64_t size, const char* what) const {
+    if (size <= kMaxContainerItems) return Status::Ok();
+    return Status::LimitExceeded(m_.options().where + ": a " + what + " of more than " +
+                                 Num(kMaxContainerItems) + " items" + At());
+  }
+
   Result<Ref> MakeInt(ByteView le) {
     if (le.empty()) return Ref::Int(0);
     ByteView t = TrimTwosComplement(le);
@@ -453,7 +530,11 @@ class MachineImpl {
   Status Build(Ref* target, Ref state);
   Status BuildArray(Object& obj, Ref state);
   Status BuildDtype(Object& obj, Ref state);
-  Status BuildInstance(Object& obj, Ref state);
+  Status BuildInstance(Ref obj, Ref state);
+  Status BuildOrderedDict(Ref obj, Ref state);
+  Result<Ref> Snapshot(Ref dict);
+  Status Merge(Ref dst, Ref src);
+  Status CheckState(Ref dict, const std::string& cls, bool setattr, bool module);
   Status BuildJoblibWrapper(Ref* target, Ref state);
   Status FinishNested(Ref result);
   Result<Ref> RebuildTensor(GlobalKind kind, const std::vector<Ref>& args);
@@ -481,6 +562,7 @@ class MachineImpl {
   Graph& g_;
   ByteView data_;
   uint64_t pos_;
+  uint64_t start_;
   uint64_t op_offset_ = 0;
   uint64_t limit_ = 0;
   bool in_frame_ = false;
@@ -489,6 +571,7 @@ class MachineImpl {
   Status semantic_;
   Ref opaque_;
   std::vector<ObjId> user_globals_;
+  bool noted_mmap_ = false;
 };
 
 Result<Ref> MachineImpl::ParseDecimal(std::string_view s, const char* what) {
@@ -537,62 +620,67 @@ Result<Ref> MachineImpl::ParseDecimal(std::string_view s, const char* what) {
 // Python's hash/eq rules for the key types pickles use: None, bool, int and
 // float compare numerically (True == 1 == 1.0), str and bytes by content,
 // tuples element-wise; names by their name; other records by identity.
+// Hashes are SipHash-2-4 under the process key (converter/keyed_hash.h), so a
+// file cannot choose keys that collide: each lookup is O(1) expected.
 Result<uint64_t> MachineImpl::KeyHash(Ref root) {
   auto scalar = [](Ref r) -> std::optional<uint64_t> {
     switch (r.kind) {
       case Kind::kNone:
-        return 0x51ed270b27a4d5e3ULL;
+        return NonZero(KeyedHashU64(0, kHashIdentity));
       case Kind::kBool:
       case Kind::kInt:
-        return Mix(static_cast<uint64_t>(r.i)) | 1;
+        return NonZero(KeyedHashU64(static_cast<uint64_t>(r.i), kHashNumber));
       case Kind::kFloat: {
-        double f = r.f;
-        if (f == std::floor(f) && f >= -9.2e18 && f <= 9.2e18) {
-          return Mix(static_cast<uint64_t>(static_cast<int64_t>(f))) | 1;
+        int64_t as_int;
+        if (IntegralFloat(r.f, &as_int)) {
+          return NonZero(KeyedHashU64(static_cast<uint64_t>(as_int), kHashNumber));
         }
-        return Mix(std::bit_cast<uint64_t>(f)) | 1;
+        return NonZero(KeyedHashU64(std::bit_cast<uint64_t>(r.f), kHashFloat));
       }
       default:
         return std::nullopt;
     }
   };
   if (auto h = scalar(root)) return *h;
-  // Iterative post-order over tuples; every heap object caches its hash.
+  // Iterative post-order over tuples; every heap object caches its hash, so
+  // hashing costs O(objects) over the whole run, however keys share parts.
   std::vector<std::pair<Ref, bool>> work{{root, false}};
+  uint64_t steps = 0;
   while (!work.empty()) {
     auto [r, expanded] = work.back();
     work.pop_back();
+    ++steps;
     if (!r.is_heap()) continue;
     Object& o = g_.at(r);
     if (o.hash != 0) continue;
     switch (r.kind) {
       case Kind::kStr:
-        o.hash = HashBytes('S', o.data);
+        o.hash = NonZero(KeyedHash(o.data.data(), o.data.size(), kHashStr));
         break;
       case Kind::kBytes:
-        o.hash = HashBytes('B', o.data);
+        o.hash = NonZero(KeyedHash(o.data.data(), o.data.size(), kHashBytes));
         break;
       case Kind::kBigInt:
-        o.hash = HashBytes('I', o.data);
+        o.hash = NonZero(KeyedHash(o.data.data(), o.data.size(), kHashBigInt));
         break;
       case Kind::kGlobal:
-        o.hash = HashBytes('G', AsBytes(o.name));
+        o.hash = NonZero(KeyedHash(o.name, kHashGlobal));
         break;
       case Kind::kRecord:
       case Kind::kOpaque:
-        o.hash = Mix(r.id + 0x9e3779b97f4a7c15ULL) | 1;
+        o.hash = NonZero(KeyedHashU64(r.id, kHashIdentity));
         break;
       case Kind::kTuple:
         if (!expanded) {
           work.push_back({r, true});
           for (Ref item : o.items) work.push_back({item, false});
         } else {
-          uint64_t h = 0x345678;
-          for (Ref item : o.items) {
-            uint64_t ih = item.is_heap() ? g_.at(item).hash : *scalar(item);
-            h = Mix(h ^ ih) + 0x9e3779b97f4a7c15ULL;
-          }
-          o.hash = h | 1;
+          // The item hashes, in order, hashed again: a tuple's hash is as
+          // unpredictable as its items'.
+          std::vector<uint64_t> hashes;
+          hashes.reserve(o.items.size());
+          for (Ref item : o.items) hashes.push_back(item.is_heap() ? g_.at(item).hash : *scalar(item));
+          o.hash = NonZero(KeyedHash(hashes.data(), hashes.size() * sizeof(uint64_t), kHashTuple));
         }
         break;
       default:
@@ -600,6 +688,7 @@ Result<uint64_t> MachineImpl::KeyHash(Ref root) {
                                  At());
     }
   }
+  SAFEMODEL_RETURN_IF_ERROR(Spend(steps));
   return g_.at(root).hash;
 }
 
@@ -607,6 +696,7 @@ Result<bool> MachineImpl::KeysEqual(Ref a0, Ref b0) {
   std::vector<std::pair<Ref, Ref>> work{{a0, b0}};
   uint64_t steps = 0;
   auto is_number = [](Kind k) { return k == Kind::kBool || k == Kind::kInt || k == Kind::kFloat; };
+  bool equal = true;
   while (!work.empty()) {
     if (++steps > kMaxKeyCompareSteps) {
       return Status::LimitExceeded("comparing dict keys took more than " +
@@ -615,40 +705,63 @@ Result<bool> MachineImpl::KeysEqual(Ref a0, Ref b0) {
     auto [a, b] = work.back();
     work.pop_back();
     if (is_number(a.kind) && is_number(b.kind)) {
-      bool eq = (a.kind == Kind::kFloat || b.kind == Kind::kFloat)
-                    ? (a.kind == Kind::kFloat ? a.f : static_cast<double>(a.i)) ==
-                          (b.kind == Kind::kFloat ? b.f : static_cast<double>(b.i))
-                    : a.i == b.i;
-      if (!eq) return false;
+      // Exact comparison, as Python's int == float: 2**53 + 1 != 2.0**53.
+      bool eq;
+      if (a.kind == Kind::kFloat && b.kind == Kind::kFloat) {
+        eq = a.f == b.f;
+      } else if (a.kind == Kind::kFloat || b.kind == Kind::kFloat) {
+        const double f = a.kind == Kind::kFloat ? a.f : b.f;
+        const int64_t i = a.kind == Kind::kFloat ? b.i : a.i;
+        int64_t as_int;
+        eq = IntegralFloat(f, &as_int) && as_int == i;
+      } else {
+        eq = a.i == b.i;
+      }
+      if (!eq) {
+        equal = false;
+        break;
+      }
       continue;
     }
-    if (a.kind != b.kind) return false;
+    if (a.kind != b.kind) {
+      equal = false;
+      break;
+    }
     if (!a.is_heap()) continue;  // None
     if (a.id == b.id) continue;
     const Object& x = g_.at(a);
     const Object& y = g_.at(b);
-    if (x.hash != 0 && y.hash != 0 && x.hash != y.hash) return false;
+    if (x.hash != 0 && y.hash != 0 && x.hash != y.hash) {
+      equal = false;
+      break;
+    }
+    bool same = true;
     switch (a.kind) {
       case Kind::kStr:
       case Kind::kBytes:
       case Kind::kBigInt:
-        if (x.data.size() != y.data.size() ||
-            (!x.data.empty() && std::memcmp(x.data.data(), y.data.data(), x.data.size()) != 0)) {
-          return false;
-        }
+        same = x.data.size() == y.data.size() &&
+               (x.data.empty() || std::memcmp(x.data.data(), y.data.data(), x.data.size()) == 0);
         break;
       case Kind::kGlobal:
-        if (x.name != y.name) return false;
+        same = x.name == y.name;
         break;
       case Kind::kTuple:
-        if (x.items.size() != y.items.size()) return false;
-        for (size_t i = 0; i < x.items.size(); ++i) work.push_back({x.items[i], y.items[i]});
+        same = x.items.size() == y.items.size();
+        if (same) {
+          for (size_t i = 0; i < x.items.size(); ++i) work.push_back({x.items[i], y.items[i]});
+        }
         break;
       default:
-        return false;  // identity, and the ids differ
+        same = false;  // identity, and the ids differ
+    }
+    if (!same) {
+      equal = false;
+      break;
     }
   }
-  return true;
+  SAFEMODEL_RETURN_IF_ERROR(Spend(steps));
+  return equal;
 }
 
 Result<std::optional<size_t>> MachineImpl::FindKey(Object& c, Ref key, size_t stride) {
@@ -677,6 +790,7 @@ Result<std::optional<size_t>> MachineImpl::FindKey(Object& c, Ref key, size_t st
 }
 
 Status MachineImpl::SetItem(Ref dict, Ref key, Ref value) {
+  SAFEMODEL_RETURN_IF_ERROR(Spend(1));
   // FindKey may add heap objects (hash caches only), never new objects, so
   // the reference stays valid.
   SAFEMODEL_ASSIGN_OR_RETURN(std::optional<size_t> pos, FindKey(g_.at(dict), key, 2));
@@ -685,6 +799,7 @@ Status MachineImpl::SetItem(Ref dict, Ref key, Ref value) {
     d.items[*pos * 2 + 1] = value;  // Python keeps the first key object
     return Status::Ok();
   }
+  SAFEMODEL_RETURN_IF_ERROR(CheckGrowth(d.items.size() / 2 + 1, "dict"));
   d.items.push_back(key);
   d.items.push_back(value);
   if (d.index) {
@@ -695,9 +810,11 @@ Status MachineImpl::SetItem(Ref dict, Ref key, Ref value) {
 }
 
 Status MachineImpl::AddItem(Ref set, Ref item) {
+  SAFEMODEL_RETURN_IF_ERROR(Spend(1));
   SAFEMODEL_ASSIGN_OR_RETURN(std::optional<size_t> pos, FindKey(g_.at(set), item, 1));
   if (pos) return Status::Ok();
   Object& s = g_.at(set);
+  SAFEMODEL_RETURN_IF_ERROR(CheckGrowth(s.items.size() + 1, "set"));
   s.items.push_back(item);
   if (s.index) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(item));
@@ -758,7 +875,7 @@ Result<Ref> MachineImpl::Call(Ref callable, Ref args, uint8_t op) {
       return Semantic(Bad(std::string(OpName(op)) + " of " + g.name +
                           ": arguments must be a tuple, not " + KindName(g_, args)));
     }
-    std::vector<Ref> items = g_.at(args).items;
+    SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(args));
     for (Ref a : items) {
       if (IsOpaque(a)) return Opaque();
     }
@@ -920,7 +1037,7 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
       if (args.empty()) return d;
       Ref src = args[0];
       if (src.kind == Kind::kDict) {
-        std::vector<Ref> items = g_.at(src).items;
+        SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(src));
         for (size_t i = 0; i + 1 < items.size(); i += 2) {
           SAFEMODEL_RETURN_IF_ERROR(SetItem(d, items[i], items[i + 1]));
         }
@@ -929,7 +1046,7 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
       if (src.kind != Kind::kList && src.kind != Kind::kTuple) {
         return Status::Malformed(name + " argument must be a list of pairs" + At());
       }
-      std::vector<Ref> pairs = g_.at(src).items;
+      SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> pairs, CopyItems(src));
       for (Ref p : pairs) {
         if ((p.kind != Kind::kList && p.kind != Kind::kTuple) || g_.at(p).items.size() != 2) {
           return Status::Malformed(name + " argument must be a list of pairs" + At());
@@ -950,7 +1067,7 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
           src.kind != Kind::kFrozenSet) {
         return Status::Malformed(name + " argument must be a list" + At());
       }
-      std::vector<Ref> items = g_.at(src).items;
+      SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(src));
       for (Ref item : items) SAFEMODEL_RETURN_IF_ERROR(AddItem(s, item));
       return s;
     }
@@ -1067,7 +1184,7 @@ Result<Ref> MachineImpl::Reduce(Ref callable, const std::vector<Ref>& args) {
           fk != GlobalKind::kRebuildQTensor && fk != GlobalKind::kRebuildSparseTensor) {
         return Status::Unsupported(name + " with function " + g_.at(func).name + At());
       }
-      std::vector<Ref> inner = g_.at(fargs).items;
+      SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> inner, CopyItems(fargs));
       SAFEMODEL_ASSIGN_OR_RETURN(Ref t, Reduce(func, inner));
       if (tk == GlobalKind::kParameterType && t.kind == Kind::kRecord) {
         g_.tensors[g_.at(t).aux].parameter = true;
@@ -1343,7 +1460,7 @@ Result<Ref> MachineImpl::RebuildQTensor(const std::vector<Ref>& args) {
       g_.at(g_.at(q).items[0]).global.kind != GlobalKind::kQScheme) {
     return Status::Malformed("quantizer parameters must start with a qscheme" + At());
   }
-  const std::vector<Ref> qp = g_.at(q).items;
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> qp, CopyItems(q));
   const std::string scheme = g_.at(qp[0]).name.substr(std::string_view("torch.").size());
   t.qscheme = scheme;
   if (scheme == "per_tensor_affine" || scheme == "per_tensor_symmetric") {
@@ -1384,7 +1501,7 @@ Result<Ref> MachineImpl::RebuildSparse(const std::vector<Ref>& args) {
     return Status::Malformed("a sparse tensor rebuild expects (layout, data)" + At());
   }
   const std::string layout = g_.at(args[0]).name;
-  const std::vector<Ref> data = g_.at(args[1]).items;
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> data, CopyItems(args[1]));
   std::vector<std::string> roles;
   if (layout == "torch.sparse_coo") {
     roles = {"indices", "values"};
@@ -1424,7 +1541,7 @@ Result<Ref> MachineImpl::RebuildSparse(const std::vector<Ref>& args) {
 Status MachineImpl::BuildDtype(Object& obj, Ref state) {
   if (state.kind != Kind::kTuple)
     return Status::Malformed("numpy dtype state must be a tuple" + At());
-  const std::vector<Ref> s = g_.at(state).items;
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> s, CopyItems(state));
   // (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata])
   if (s.size() != 8 && s.size() != 9) {
     return Status::Unsupported("numpy dtype state of " + Num(s.size()) + " items" + At());
@@ -1437,6 +1554,18 @@ Status MachineImpl::BuildDtype(Object& obj, Ref state) {
     return Status::Unsupported("structured or sub-array numpy dtypes are not supported" + At());
   }
   NpDtypeInfo& info = g_.dtypes[obj.aux];
+  // numpy writes flags 0 for numeric types and 63 (NPY_OBJECT_DTYPE_FLAGS)
+  // for object; setstate applies whatever the file says, and a numeric dtype
+  // with NPY_ITEM_HASOBJECT/NPY_LIST_PICKLE makes numpy read the array's data
+  // as a list of objects (or its bytes as object pointers).
+  SAFEMODEL_ASSIGN_OR_RETURN(int64_t flags, AsInt(g_, s[7], "numpy dtype flags"));
+  const int64_t want_flags = info.object ? 63 : 0;
+  if (flags != want_flags) {
+    return Status::Unsupported("numpy dtype '" + Printable(info.descr) + "' with flags " +
+                               std::to_string(flags) + " (numpy writes " +
+                               std::to_string(want_flags) + "; other flags change how numpy reads "
+                               "the array's data)" + At());
+  }
   info.byteorder = order[0];
   if (info.byteorder == '|' && info.itemsize > 1 && info.dtype != DType::kInvalid) {
     return Status::Malformed("numpy dtype '" + info.descr + "' needs a byte order" + At());
@@ -1449,7 +1578,7 @@ Status MachineImpl::BuildArray(Object& obj, Ref state) {
   if (a.built) return Status::Malformed("numpy array built twice" + At());
   if (state.kind != Kind::kTuple)
     return Status::Malformed("numpy array state must be a tuple" + At());
-  std::vector<Ref> s = g_.at(state).items;
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> s, CopyItems(state));
   if (s.size() == 5) {
     SAFEMODEL_ASSIGN_OR_RETURN(int64_t version, AsInt(g_, s[0], "numpy state version"));
     if (version != 1)
@@ -1489,10 +1618,89 @@ Status MachineImpl::BuildArray(Object& obj, Ref state) {
   return Status::Ok();
 }
 
-Status MachineImpl::BuildInstance(Object& obj, Ref state) {
-  InstanceInfo& inst = g_.instances[obj.aux];
+// A copy of dict `d` as it is now. Python copies a BUILD state into the
+// instance's __dict__ item by item, so later changes to the state dict (a
+// SETITEM through the memo) do not reach the instance: neither may they here.
+Result<Ref> MachineImpl::Snapshot(Ref d) {
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(d));
+  SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, New(Kind::kDict));
+  g_.at(copy).items = std::move(items);
+  return copy;
+}
+
+// Attribute names that are instructions, not data, once set on an object:
+// __class__ and __dict__ (set through the setattr half of a BUILD state they
+// replace the object's class - joblib then reads raw array bytes from the
+// stream where the converter saw opcodes - or all its attributes), and
+// __setstate__/__reduce__/__reduce_ex__/__getstate__ and every other special
+// name (a later BUILD calls inst.__setstate__ found on the instance; copy and
+// pickle call __reduce_ex__ found there). Every dunder name is refused, so a
+// hook added to Python later is refused too.
+static bool IsSpecialName(std::string_view k) {
+  return k.size() >= 4 && k.substr(0, 2) == "__" && k.substr(k.size() - 2) == "__";
+}
+
+// Checks the keys of one half of a BUILD state for an object of class `cls`.
+// `setattr`: the slot-state half, applied with setattr (str keys only).
+// Non-str keys in the __dict__ half are stored by the C unpickler (torch,
+// numpy) and rejected by the Python one (joblib): two loaders, two objects.
+Status MachineImpl::CheckState(Ref dict, const std::string& cls, bool setattr, bool module) {
+  if (dict.kind != Kind::kDict) return Status::Ok();
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(dict));
+  for (size_t i = 0; i + 1 < items.size(); i += 2) {
+    Ref k = items[i], v = items[i + 1];
+    if (k.kind != Kind::kStr) {
+      return Status::Unsupported(
+          "BUILD state of " + cls + " has a key that is " + KindName(g_, k) +
+          ", not a str (the C unpickler stores it, the Python one used by joblib rejects it)" +
+          At());
+    }
+    const std::string_view name = g_.text(k);
+    if (IsSpecialName(name)) {
+      m_.Refuse("pickle.state", op_offset_,
+                "BUILD at byte " + Num(m_.options().base + op_offset_) + " sets '" +
+                    Printable(name) + "' on an instance of " + cls + " (" +
+                    (setattr ? "through setattr" : "in its __dict__") +
+                    "): a special name is an instruction to the loader (a class change, a hook "
+                    "that later opcodes or loaders call), not data",
+                {cls + "." + std::string(name)});
+      continue;
+    }
+    // nn.Module hooks are callables torch calls when the module runs or its
+    // state dict is saved or loaded; a saved module has none.
+    const bool hooks = name.size() > 6 && name.substr(name.size() - 6) == "_hooks";
+    const bool empty = v.kind == Kind::kNone || (v.kind == Kind::kDict && g_.at(v).items.empty());
+    if (module && hooks && !empty && !IsOpaque(v)) {
+      m_.Refuse("pickle.state", op_offset_,
+                "BUILD at byte " + Num(m_.options().base + op_offset_) + " gives " + cls + " '" +
+                    Printable(name) + "' (" + KindName(g_, v) +
+                    "): hooks are called by torch when the module runs, saves or loads",
+                {cls + "." + std::string(name)});
+    }
+  }
+  return Status::Ok();
+}
+
+// Merges the items of dict `src` into dict `dst` (a __dict__ update).
+Status MachineImpl::Merge(Ref dst, Ref src) {
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, CopyItems(src));
+  for (size_t i = 0; i + 1 < items.size(); i += 2) {
+    SAFEMODEL_RETURN_IF_ERROR(SetItem(dst, items[i], items[i + 1]));
+  }
+  return Status::Ok();
+}
+
+Status MachineImpl::BuildInstance(Ref obj, Ref state) {
+  const uint32_t aux = g_.at(obj).aux;
+  const std::string cls = g_.objects[g_.instances[aux].cls].name;
+  const bool module = g_.objects[g_.instances[aux].cls].global.kind == GlobalKind::kNnModule;
   Ref dict = state, slots = Ref::None();
   if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) {
+    if (module) {
+      // Module.__setstate__ does self.__dict__.update(state): a tuple fails.
+      return Status::Malformed("BUILD state of " + cls +
+                               " is a tuple; torch.nn.Module.__setstate__ takes a dict" + At());
+    }
     dict = g_.at(state).items[0];
     slots = g_.at(state).items[1];
     if (slots.kind != Kind::kNone && slots.kind != Kind::kDict) {
@@ -1500,24 +1708,49 @@ Status MachineImpl::BuildInstance(Object& obj, Ref state) {
     }
   }
   if (dict.kind != Kind::kDict && dict.kind != Kind::kNone) {
-    return Status::Unsupported("instance state of " + g_.objects[inst.cls].name + " is " +
-                               KindName(g_, dict) + ", not a dict" + At());
+    return Status::Unsupported("instance state of " + cls + " is " + KindName(g_, dict) +
+                               ", not a dict" + At());
   }
-  if (!inst.built || inst.state.kind == Kind::kNone) {
-    inst.state = dict;
-    inst.slots = slots;
-  } else {
-    // A second BUILD updates the attributes, as __dict__.update() would.
-    if (dict.kind == Kind::kDict) {
-      std::vector<Ref> items = g_.at(dict).items;
-      for (size_t i = 0; i + 1 < items.size(); i += 2) {
-        SAFEMODEL_RETURN_IF_ERROR(SetItem(inst.state, items[i], items[i + 1]));
-      }
+  SAFEMODEL_RETURN_IF_ERROR(CheckState(dict, cls, /*setattr=*/false, module));
+  SAFEMODEL_RETURN_IF_ERROR(CheckState(slots, cls, /*setattr=*/true, module));
+  // Both halves update what the instance already has (a second BUILD, as
+  // __dict__.update and setattr do); the instance keeps its own copies.
+  for (auto [part, is_slots] : {std::pair{dict, false}, std::pair{slots, true}}) {
+    if (part.kind != Kind::kDict) continue;
+    Ref current = is_slots ? g_.instances[aux].slots : g_.instances[aux].state;
+    if (current.kind != Kind::kDict) {
+      SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, Snapshot(part));
+      (is_slots ? g_.instances[aux].slots : g_.instances[aux].state) = copy;
+    } else {
+      SAFEMODEL_RETURN_IF_ERROR(Merge(current, part));
     }
-    if (slots.kind == Kind::kDict) inst.slots = slots;
   }
-  inst.built = true;
+  g_.instances[aux].built = true;
   return Status::Ok();
+}
+
+// OrderedDict attributes (a torch state_dict's _metadata), kept as attrs.
+// OrderedDict has no __setstate__: the dict half updates its __dict__.
+Status MachineImpl::BuildOrderedDict(Ref obj, Ref state) {
+  Ref dict = state;
+  if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) {
+    dict = g_.at(state).items[0];
+    Ref slots = g_.at(state).items[1];
+    if (slots.kind != Kind::kNone && !(slots.kind == Kind::kDict && g_.at(slots).items.empty())) {
+      return Status::Unsupported("OrderedDict BUILD with slot state (setattr on the dict)" + At());
+    }
+  }
+  if (dict.kind != Kind::kDict && dict.kind != Kind::kNone) {
+    return Status::Malformed("OrderedDict state must be a dict" + At());
+  }
+  if (dict.kind != Kind::kDict) return Status::Ok();
+  SAFEMODEL_RETURN_IF_ERROR(CheckState(dict, "collections.OrderedDict", false, false));
+  if (g_.at(obj).attrs.kind != Kind::kDict) {
+    SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, Snapshot(dict));
+    g_.at(obj).attrs = copy;
+    return Status::Ok();
+  }
+  return Merge(g_.at(obj).attrs, dict);
 }
 
 Status MachineImpl::Build(Ref* target, Ref state) {
@@ -1533,23 +1766,14 @@ Status MachineImpl::Build(Ref* target, Ref state) {
     *target = Opaque().value();
     return Status::Ok();
   }
-  if (obj.kind == Kind::kDict && g_.at(obj).ordered) {
-    // OrderedDict attributes (torch state_dict _metadata); kept as attrs.
-    Ref dict = state;
-    if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) dict = g_.at(state).items[0];
-    if (dict.kind != Kind::kDict && dict.kind != Kind::kNone) {
-      return Status::Malformed("OrderedDict state must be a dict" + At());
-    }
-    if (dict.kind == Kind::kDict) g_.at(obj).attrs = dict;
-    return Status::Ok();
-  }
+  if (obj.kind == Kind::kDict && g_.at(obj).ordered) return BuildOrderedDict(obj, state);
   if (obj.kind != Kind::kRecord) {
     return Status::Malformed("BUILD on " + KindName(g_, obj) + At());
   }
   Object& o = g_.at(obj);
   switch (o.record) {
     case RecordKind::kInstance:
-      return BuildInstance(o, state);
+      return BuildInstance(obj, state);
     case RecordKind::kNdArray:
       return BuildArray(o, state);
     case RecordKind::kNpDtype:
@@ -1566,15 +1790,25 @@ Status MachineImpl::Build(Ref* target, Ref state) {
 // alignment, then the elements (or, for object arrays, a nested pickle).
 // Reading them is part of the stream syntax, so errors here are structural.
 Status MachineImpl::BuildJoblibWrapper(Ref* target, Ref state) {
-  Object& w = g_.at(*target);
+  const uint32_t aux = g_.at(*target).aux;
+  const std::string cls = g_.objects[g_.instances[aux].cls].name;
   if (contexts_.size() > 1 || !m_.options().joblib) {
     // A plain unpickler only sets the wrapper's attributes; nothing follows.
-    InstanceInfo& inst = g_.instances[w.aux];
-    inst.state = state;
-    inst.built = true;
+    Ref dict = state;
+    if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) {
+      dict = g_.at(state).items[0];
+      SAFEMODEL_RETURN_IF_ERROR(CheckState(g_.at(state).items[1], cls, true, false));
+    }
+    SAFEMODEL_RETURN_IF_ERROR(CheckState(dict, cls, false, false));
+    if (dict.kind == Kind::kDict) {
+      SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, Snapshot(dict));
+      g_.instances[aux].state = copy;
+    }
+    g_.instances[aux].built = true;
     return Status::Ok();
   }
   if (state.kind != Kind::kDict) return Bad("joblib NumpyArrayWrapper state must be a dict");
+  SAFEMODEL_RETURN_IF_ERROR(CheckState(state, cls, false, false));
   auto field = [&](std::string_view key) -> std::optional<Ref> {
     const auto& items = g_.at(state).items;
     for (size_t i = 0; i + 1 < items.size(); i += 2) {
@@ -1583,7 +1817,18 @@ Status MachineImpl::BuildJoblibWrapper(Ref* target, Ref state) {
     return std::nullopt;
   };
   auto subclass = field("subclass"), shape_ref = field("shape"), order_ref = field("order"),
-       dtype_ref = field("dtype"), align = field("numpy_array_alignment_bytes");
+       dtype_ref = field("dtype"), align = field("numpy_array_alignment_bytes"),
+       allow_mmap = field("allow_mmap");
+  if (m_.options().compressed && allow_mmap && allow_mmap->kind == Kind::kBool && allow_mmap->i &&
+      !noted_mmap_) {
+    // joblib 1.2 writes this itself; only a caller passing mmap_mode reads
+    // the array differently (joblib's own bug), so it is noted, not refused.
+    noted_mmap_ = true;
+    m_.ctx_.Note("joblib.mmap_compressed", m_.Location(op_offset_),
+                 "a wrapper in this compressed file allows mmap: joblib.load(mmap_mode=...) maps "
+                 "the compressed file at the decompressed offset and returns other bytes; the "
+                 "arrays converted are those joblib.load returns without mmap_mode");
+  }
   if (!subclass || !shape_ref || !order_ref || !dtype_ref) {
     return Bad("joblib NumpyArrayWrapper state lacks subclass, shape, order or dtype");
   }
@@ -1700,6 +1945,7 @@ Status MachineImpl::ContainerOp(uint8_t op, Ref target, const std::vector<Ref>& 
       return Status::Ok();
     }
     auto& list = g_.at(target).items;
+    SAFEMODEL_RETURN_IF_ERROR(CheckGrowth(list.size() + items.size(), "list"));
     list.insert(list.end(), items.begin(), items.end());
     return Status::Ok();
   }
@@ -2205,9 +2451,9 @@ Result<Ref> MachineImpl::StepMemo(uint8_t op) {
       } else {
         SAFEMODEL_ASSIGN_OR_RETURN(key, ReadUInt(op == kBinGet ? 1 : 4, "BINGET"));
       }
-      auto it = c.memo.find(key);
-      if (it == c.memo.end()) return Bad("memo key " + Num(key) + " was never stored");
-      SAFEMODEL_RETURN_IF_ERROR(Push(it->second));
+      const Ref* found = c.memo.Find(key);
+      if (found == nullptr) return Bad("memo key " + Num(key) + " was never stored");
+      SAFEMODEL_RETURN_IF_ERROR(Push(*found));
       break;
     }
     case kPut:
@@ -2226,15 +2472,9 @@ Result<Ref> MachineImpl::StepMemo(uint8_t op) {
         SAFEMODEL_ASSIGN_OR_RETURN(key, ReadUInt(op == kBinPut ? 1 : 4, "BINPUT"));
       }
       SAFEMODEL_ASSIGN_OR_RETURN(Ref * t, Top(op == kMemoize ? "MEMOIZE" : "PUT"));
-      auto it = c.memo.find(key);
-      if (it != c.memo.end()) {
-        it->second = *t;
-      } else {
-        if (c.memo.size() >= kMaxMemoEntries) {
-          return Status::LimitExceeded(m_.options().where + ": more than " + Num(kMaxMemoEntries) +
-                                       " memo entries" + At());
-        }
-        c.memo.emplace(key, *t);
+      if (!c.memo.Put(key, *t)) {
+        return Status::LimitExceeded(m_.options().where + ": more than " + Num(kMaxMemoEntries) +
+                                     " memo entries" + At());
       }
       break;
     }
@@ -2340,8 +2580,8 @@ Result<Ref> MachineImpl::StepName(uint8_t op) {
             r, Semantic(
                    Bad(std::string(OpName(op)) + " arguments must be a tuple (and no keywords)")));
       } else {
-        const std::vector<Ref> items = g_.at(args).items;  // NewObject may move objects
-        Result<Ref> obj = NewObject(cls, items, op);
+        Result<std::vector<Ref>> items = CopyItems(args);  // NewObject may move objects
+        Result<Ref> obj = items.ok() ? NewObject(cls, *items, op) : Result<Ref>(items.status());
         SAFEMODEL_ASSIGN_OR_RETURN(r, obj.ok() ? obj : Semantic(obj.status()));
       }
       SAFEMODEL_RETURN_IF_ERROR(Push(r));
@@ -2492,7 +2732,9 @@ Result<Ref> MachineImpl::Step(uint8_t op, bool* stop) {
 
 Result<Ref> Machine::Run(ByteView data, uint64_t start, uint64_t* end) {
   MachineImpl impl(*this, data, start);
-  return impl.Run(end);
+  Result<Ref> r = impl.Run(end);
+  ctx_.AddBytesRead(impl.bytes_read());
+  return r;
 }
 
 }  // namespace safemodel::loader::pickle

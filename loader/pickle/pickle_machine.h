@@ -2,7 +2,8 @@
 // inert object graph. It never resolves a name and never calls anything.
 //
 // Every opcode is parsed byte-exactly with an explicit, bounded stack, a
-// bounded memo (a hash map: PUT does not pop, MEMOIZE uses the memo's size),
+// bounded memo (keys 0, 1, 2, ... in a vector, any other key in a keyed hash
+// map: PUT does not pop, MEMOIZE uses the memo's size),
 // bounded marks, and every length checked against the remaining input before
 // it is used. FRAME is honoured strictly: an opcode and its argument must lie
 // inside the frame they start in, and a frame must be used up before the next
@@ -25,6 +26,14 @@
 // error: the machine records the first one, replaces the value by an opaque
 // placeholder and reads on, so that later callables are still found; Run()
 // then returns the error (after any findings).
+//
+// Worst case: O(n) for a stream of n bytes. Each opcode is O(1) amortized,
+// dict/set/memo operations are O(1) expected (SipHash-2-4 under a per-process
+// key: a file cannot choose colliding keys), hashes are cached per object,
+// and everything that could grow faster than the input (copies of
+// containers, key comparisons, hash operations) is charged to the file's
+// work budget of kWorkBase + kWorkPerByte per byte read (loader/parser.h).
+// Memory: O(n) objects and at most kMaxContainerItems per container.
 //
 // Trust: the stream is untrusted; all offsets are checked here.
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_MACHINE_H_
@@ -76,6 +85,10 @@ inline constexpr uint64_t kMaxObjects = 1u << 23;
 inline constexpr uint64_t kMaxBigIntBytes = 64;
 // Findings listed per file; a stream with more is refused all the same.
 inline constexpr uint64_t kMaxFindingsListed = 256;
+// Items in one list, tuple, dict or set: 16 M items is 256 MiB of
+// references; the largest real containers (vocabularies, index lists) hold
+// a few million.
+inline constexpr uint64_t kMaxContainerItems = 1u << 24;
 // joblib object arrays hold one nested pickle; nothing nests deeper.
 inline constexpr uint32_t kMaxNestedPickles = 1;
 
@@ -270,6 +283,10 @@ struct MachineOptions {
   PersistentLoad persistent_load;
   // joblib: NumpyArrayWrapper BUILD is followed by the array's bytes.
   bool joblib = true;
+  // The stream was decompressed (a zlib/gzip joblib file): a wrapper that
+  // allows mmap is noted, since joblib.load(mmap_mode=...) would map the
+  // compressed file at the decompressed offset.
+  bool compressed = false;
 };
 
 class Machine {

@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 
+#include "converter/keyed_hash.h"
 #include "loader/pickle/pickle_formats.h"
 #include "loader/pickle/pickle_internal.h"
 
@@ -145,6 +146,7 @@ struct TorchLayout {
   std::vector<std::string> torchscript;             // members that are code
   std::vector<std::string> unknown;
   std::string problem;  // why this is not a torch layout (empty if it is)
+  bool case_collision = false;  // the problem is two names torch confuses
 };
 
 bool IsTorchScriptRecord(std::string_view rel) {
@@ -174,6 +176,22 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
   // is read, and the report notes it.
   l.root_layout = slash == std::string::npos;
   if (!l.root_layout) l.prefix = entries[0].name.substr(0, slash + 1);
+  // torch finds records with miniz's case-insensitive lookup (ASCII): two
+  // members whose names differ only in case are one record to torch, and
+  // which one it reads depends on their number and order.
+  KeyedStringMap<const ZipEntry*> folded;
+  for (const ZipEntry& e : entries) {
+    std::string key = e.name;
+    for (char& c : key) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    auto [it, fresh] = folded.emplace(std::move(key), &e);
+    if (!fresh) {
+      l.problem = "members '" + Printable(it->second->name) + "' and '" + Printable(e.name) +
+                  "' differ only in case, and torch's record lookup ignores case (it would read "
+                  "one of them for both)";
+      l.case_collision = true;
+      return l;
+    }
+  }
   for (const ZipEntry& e : entries) {
     if (e.name.compare(0, l.prefix.size(), l.prefix) != 0) {
       l.problem = "member '" + Printable(e.name) + "' is not under '" + Printable(l.prefix) + "'";
@@ -498,7 +516,7 @@ Status ParseTorchZipArchive(ByteView image, std::shared_ptr<ZipArchive> zip, Par
   for (size_t i = 0; i < zip->entries().size() && i < 5; ++i) {
     names += (i ? ", '" : "'") + Printable(zip->entries()[i].name) + "'";
   }
-  if (LooksLikeTorchZip(*zip)) {
+  if (layout.case_collision || LooksLikeTorchZip(*zip)) {
     return Status::Malformed("not a valid PyTorch archive: " + layout.problem + " (members: " +
                              names + (zip->entries().size() > 5 ? ", ..." : "") + ")");
   }

@@ -160,6 +160,10 @@ std::vector<Member> FromLocalHeaders(ByteView image) {
   return out;
 }
 
+}  // namespace
+
+namespace pickle {
+
 // Raw deflate, as much as inflates cleanly (a truncated member can still
 // hold a complete payload), at most `cap` bytes.
 std::string InflateRaw(ByteView in, uint64_t cap) {
@@ -184,11 +188,10 @@ std::string InflateRaw(ByteView in, uint64_t cap) {
   return out;
 }
 
-}  // namespace
-
-namespace pickle {
-
 void ScanMember(ByteView bytes, const std::string& where, ParseContext& ctx) {
+  // A zip inside the member ("PK" is the PERSID opcode to a pickle reader,
+  // which no loader without a persistent_load accepts): not a pickle.
+  if (bytes.size() >= 4 && std::memcmp(bytes.data(), "PK\x03\x04", 4) == 0) return;
   if (LooksLikePickle(bytes)) {
     ScanForFindings(bytes, 0, where, ctx);
     return;
@@ -213,7 +216,7 @@ void ScanDamagedZip(ByteView image, ParseContext& ctx) {
     if (m.method == 0) {
       pickle::ScanMember(data, where, ctx);
     } else if (m.method == 8 && budget > 0) {
-      std::string inflated = InflateRaw(data, budget);
+      std::string inflated = pickle::InflateRaw(data, budget);
       budget -= std::min<uint64_t>(budget, inflated.size());
       pickle::ScanMember(AsBytes(inflated), where, ctx);
     }

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "converter/keyed_hash.h"
+
 namespace safemodel::loader {
 
 namespace {
@@ -467,7 +469,7 @@ Status ZipArchive::ParseStructure() {
   ByteReader cr(image_.subspan(dir.offset, dir.size), dir.offset);
   entries_.reserve(static_cast<size_t>(std::min<uint64_t>(dir.entries, dir.size / 46 + 1)));
   std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
-  std::unordered_set<std::string> names;
+  KeyedStringSet names;  // names come from the file: keyed hash
   for (uint64_t i = 0; i < dir.entries; ++i) {
     SAFEMODEL_ASSIGN_OR_RETURN(ZipEntry e, ParseCentralEntry(cr, i));
     if (!names.insert(e.name).second) {

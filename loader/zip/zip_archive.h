@@ -23,6 +23,11 @@
 // of the archive must match ours entry for entry. CRCs are verified on every
 // read.
 //
+// Worst case: O(e log e + t) for e entries (spans are sorted to find gaps
+// and overlaps; names go through a keyed hash set) and a tail of t <= 64 KiB
+// searched for the end record; reading a member is O(its bytes) and checks
+// its CRC once.
+//
 // Trust: the image is untrusted; all offsets are checked here.
 #ifndef SAFEMODEL_LOADER_ZIP_ZIP_ARCHIVE_H_
 #define SAFEMODEL_LOADER_ZIP_ZIP_ARCHIVE_H_
