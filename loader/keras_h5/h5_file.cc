@@ -611,7 +611,7 @@ void File::CheckStoredBytes(hid_t dataset, H5D_layout_t layout, const std::strin
     if (H5Dget_space_status(dataset, &allocation) < 0 || allocation == H5D_SPACE_STATUS_ERROR) {
       H5Eclear2(H5E_DEFAULT);
       info.usable = Status::Malformed(where + ": its storage allocation status cannot be read");
-      return Status::Ok();
+      return;
     }
     if (allocation == H5D_SPACE_STATUS_NOT_ALLOCATED) offset = HADDR_UNDEF;
     if (offset != HADDR_UNDEF) {
