@@ -5,6 +5,7 @@
 // atomic rename, when the worker exited cleanly and every check passed.
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@
 #include "safemodel/convert.h"
 #include "safemodel/limits.h"
 #include "sandbox/frame_io.h"
+#include "sandbox/observe.h"
 #include "sandbox/supervisor.h"
 
 #ifndef SAFEMODEL_VERSION
@@ -232,6 +234,65 @@ std::string FindWorker(const ConvertOptions& options) {
   return "";
 }
 
+// The layers the parent must observe: the mandatory ones and those the
+// caller asked for, or an error naming one that cannot be observed.
+Result<std::vector<std::string>> RequiredLayers(const ConvertOptions& opt) {
+  std::vector<std::string> required = sandbox::MandatoryLayers();
+  const auto& known = sandbox::ObservableLayers();
+  for (const std::string& layer : opt.required_isolation) {
+    if (std::find(known.begin(), known.end(), layer) == known.end()) {
+      std::string names;
+      for (const std::string& k : known) names += (names.empty() ? "" : ", ") + k;
+      return Status::InvalidArgument(
+          "unknown isolation layer '" + layer + "' (the parent can verify: " + names +
+          (layer == "landlock" ? "; Landlock is not visible in /proc" : "") + ")");
+    }
+    if (std::find(required.begin(), required.end(), layer) == required.end()) {
+      required.push_back(layer);
+    }
+  }
+  return required;
+}
+
+// Checks the locked-down worker in /proc (sandbox/observe.h), records what
+// was seen, and lets the worker go on only if every required layer is there.
+Status VerifyIsolation(sandbox::Worker& worker, const std::vector<std::string>& required,
+                       ConvertReport* report) {
+  sandbox::IsolationObservation obs = sandbox::ObserveIsolation(worker.pid());
+  report->worker.isolation = obs.layers;
+  report->worker.observed = std::move(obs.facts);
+  std::string missing;
+  for (const std::string& layer : required) {
+    if (!obs.Has(layer)) missing += (missing.empty() ? "" : ", ") + layer;
+  }
+  if (!missing.empty()) {
+    return Status(StatusCode::kSandboxSetupFailed,
+                  "the worker lacks required isolation: " + missing +
+                      " (checked in /proc/<pid> before it read its input" +
+                      (obs.error.empty() ? "" : "; " + obs.error) + ")");
+  }
+  if (!worker.Release()) {
+    return Status(StatusCode::kSandboxSetupFailed, "the worker ended before it was released");
+  }
+  return Status::Ok();
+}
+
+// After a worker exited with its result channel still open: wait briefly for
+// the processes holding it to die (the process group was killed) and say
+// which case it was.
+std::string HeldOpenOutcome(int channel_fd) {
+  constexpr int kGraceMs = 1000;  // SIGKILLed processes close their fds at once
+  struct pollfd pfd = {channel_fd, POLLIN, 0};
+  const auto until = Clock::now() + std::chrono::milliseconds(kGraceMs);
+  while (Clock::now() < until) {
+    char buf[4096];
+    if (poll(&pfd, 1, 50) > 0 && read(channel_fd, buf, sizeof buf) == 0) {
+      return "it was killed with the worker's process group";
+    }
+  }
+  return "it has left the worker's process group and could not be stopped";
+}
+
 }  // namespace
 
 uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes) {
@@ -292,6 +353,7 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   std::sort(options.begin(), options.end());
   report->options = options;
 
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
   std::string worker_path = FindWorker(opt);
   if (worker_path.empty()) {
     return Status(StatusCode::kSandboxSetupFailed,
@@ -329,11 +391,17 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
     return Status(StatusCode::kSandboxSetupFailed, spawn_error);
   }
 
-  sandbox::FrameReader reader(worker.channel_fd(), deadline);
+  // The reader also watches the worker's exit, so that a process it left
+  // behind holding the channel cannot keep the parent waiting.
+  sandbox::FrameReader reader(worker.channel_fd(), deadline, worker.exit_fd());
   WorkerStream stream;
-  ReadWorkerStream(reader, out.fd(), input_size, options, opt.digest, opt.max_output_bytes, report,
-                   &stream);
-  if (stream.timed_out || !stream.protocol.ok() || !stream.io.ok() || !stream.limit.ok()) {
+  const LockedHook on_locked = [&](const std::vector<std::string>&) {
+    return VerifyIsolation(worker, required_layers, report);
+  };
+  ReadWorkerStream(reader, out.fd(), input_size, options, opt.digest, opt.max_output_bytes,
+                   on_locked, report, &stream);
+  if (stream.timed_out || stream.held_open || !stream.isolation.ok() || !stream.protocol.ok() ||
+      !stream.io.ok() || !stream.limit.ok()) {
     worker.Kill();
   }
   sandbox::Worker::Exit exit = worker.Wait(deadline);
@@ -368,6 +436,16 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
     return Status(StatusCode::kSandboxViolation,
                   "the sandbox killed the worker (SIGSYS: a system call of a foreign "
                   "architecture or ABI)");
+  }
+  if (!stream.isolation.ok()) {
+    report->worker.kind = "killed";
+    return stream.isolation;
+  }
+  if (stream.held_open) {
+    report->worker.kind = exit.kind == sandbox::Worker::Exit::Kind::kSignaled ? "signaled" : "exited";
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker exited, but a process it started still held the result channel "
+                  "open; " + HeldOpenOutcome(worker.channel_fd()) + "; nothing was written");
   }
   if (!stream.io.ok() || !stream.limit.ok()) {
     report->worker.kind = "killed";

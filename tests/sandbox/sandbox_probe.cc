@@ -34,6 +34,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
@@ -46,6 +47,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -56,12 +58,14 @@
 #include <string_view>
 #include <vector>
 
-#include "safemodel/status.h"
 #include "converter/format.h"
+#include "converter/stream_limits.h"
 #include "proto/worker.pb.h"
+#include "safemodel/status.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
 #include "sandbox/policy.h"
+#include "sandbox/privileges.h"
 
 extern char** environ;
 
@@ -79,6 +83,7 @@ struct Args {
   uint64_t cpu_seconds = 0;
   bool unconfined = false;
   bool print_pfc = false;
+  bool reexecuted = false;
 };
 
 // What the probe knows when it runs its mode.
@@ -121,6 +126,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->unconfined = true;
     } else if (arg == "--print-policy-pfc") {
       a->print_pfc = true;
+    } else if (arg == sandbox::kReexecutedFlag) {
+      a->reexecuted = true;
     } else if (arg == "--weights_only" || arg == "--keep_optimizer") {
       // Accepted like the worker does; meaningless here.
     } else {
@@ -133,11 +140,10 @@ bool ParseArgs(int argc, char** argv, Args* a) {
 // ---------------------------------------------------------------------------
 // Reporting
 
-void SendError(StatusCode code, const std::string& message, const Context& ctx) {
+void SendError(StatusCode code, const std::string& message, const Context& /*ctx*/) {
   worker::WorkerError e;
   e.set_code(static_cast<uint32_t>(code));
   e.set_message(message);
-  for (const std::string& l : ctx.layers) e.add_isolation(l);
   std::string bytes = format::SerializeDeterministic(e);
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
 }
@@ -182,7 +188,12 @@ std::string EntryReport() {
     struct sigaction sa;
     if (sigaction(s, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN) ++ignored;
   }
-  return "entry_fds=" + ListFds() + " env_count=" + std::to_string(env) +
+  char cwd[512] = "?";
+  if (getcwd(cwd, sizeof cwd) == nullptr) std::strcpy(cwd, "?");
+  char persona[32];
+  std::snprintf(persona, sizeof persona, "%#x", static_cast<unsigned>(personality(0xffffffff)));
+  return "entry_fds=" + ListFds() + " env_count=" + std::to_string(env) + " cwd=" + cwd +
+         " personality=" + persona +
          " sid_is_pid=" + std::to_string(getsid(0) == getpid() ? 1 : 0) +
          " blocked_signals=" + std::to_string(blocked) +
          " ignored_signals=" + std::to_string(ignored);
@@ -193,7 +204,7 @@ std::string EntryReport() {
 
 constexpr float kTensor[4] = {1.0f, 2.0f, 3.0f, 4.0f};
 
-std::string HeaderBytes(const Context& ctx, const std::vector<std::string>& names,
+std::string HeaderBytes(const Context& /*ctx*/, const std::vector<std::string>& names,
                         int dtype = v1::F32, std::vector<uint64_t> shape = {4}) {
   worker::WorkerHeader h;
   h.set_source_format("probe");
@@ -203,7 +214,6 @@ std::string HeaderBytes(const Context& ctx, const std::vector<std::string>& name
     t->set_dtype(static_cast<v1::DType>(dtype));
     for (uint64_t d : shape) t->add_shape(d);
   }
-  for (const std::string& l : ctx.layers) h.add_isolation(l);
   return format::SerializeDeterministic(h);
 }
 
@@ -319,6 +329,28 @@ long DoIoctlTiocstiHigh(const Context&) {
 long DoMmapExec(const Context&) {
   return syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 }
+// MAP_FIXED over the probe's own code: would replace it with writable
+// memory. The filter allows private anonymous mappings only.
+long DoMmapFixed(const Context&) {
+  auto code = reinterpret_cast<uintptr_t>(&DoMmapExec) & ~static_cast<uintptr_t>(4095);
+  return syscall(SYS_mmap, code, 4096, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+}
+long DoMmapFixedNoreplace(const Context&) {
+  return syscall(SYS_mmap, 0x200000000000ul, 4096, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+}
+long DoMmapShared(const Context&) {
+  return syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+}
+long DoMmapGrowsdown(const Context&) {
+  return syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0);
+}
+long DoReadFd3(const Context&) {
+  char c;
+  return syscall(SYS_read, kOutputFd, &c, 1);
+}
 long DoMprotectExec(const Context&) {
   void* p = PageRw();
   return syscall(SYS_mprotect, p, 4096, PROT_READ | PROT_EXEC);
@@ -335,6 +367,7 @@ long DoWriteFd3High(const Context&) {
   return syscall(SYS_write, (1ul << 32) | static_cast<unsigned long>(kOutputFd), "x", 1);
 }
 long DoPrctl(const Context&) { return syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0); }
+long DoPrctlSetName(const Context&) { return syscall(SYS_prctl, PR_SET_NAME, "probe", 0, 0, 0); }
 long DoSeccomp(const Context&) {
   struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
   struct sock_fprog prog = {1, &allow};
@@ -647,7 +680,8 @@ int DoHeaderUnknownFields(const Context& ctx) {
 int DoInventory(const Context& ctx) {
   SendError(StatusCode::kUnsupported,
             ctx.entry_report + " prepared_fds=" + ctx.prepared_fds +
-                " dumpable=" + std::to_string(ctx.dumpable_before_lockdown),
+                " dumpable=" + std::to_string(ctx.dumpable_before_lockdown) +
+                " reexecuted=" + (ctx.args.reexecuted ? "1" : "0"),
             ctx);
   return 1;
 }
@@ -660,11 +694,218 @@ int DoPark(const Context& ctx) {
 }
 
 // ---------------------------------------------------------------------------
+// A worker that lies and one that leaves processes behind. These stand for a
+// replaced worker binary (--worker): the parent must not rely on them.
+
+// Claims every layer in a LOCKED frame without locking down, then, if the
+// parent lets it, sends a valid result.
+int DoLie(const Context& ctx) {
+  const std::string claim =
+      "userns,netns,mntns,ipcns,utsns,non_root,no_capabilities,no_new_privs,landlock,rlimits,seccomp";
+  sandbox::WriteFrame(kOutputFd, FrameType::kLocked, claim.data(), claim.size());
+  char go = 0;
+  if (read(sandbox::kControlFd, &go, 1) != 1) return 1;
+  return SendValidResult(ctx);
+}
+
+// Before lockdown: a filter that makes unshare and Landlock fail with EPERM,
+// as a container runtime's seccomp profile or a sysctl would.
+void DenyNamespacesAndLandlock(Context&) {
+  struct sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unshare, 3, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_landlock_create_ruleset, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_landlock_restrict_self, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+  };
+  struct sock_fprog prog = {static_cast<unsigned short>(std::size(filter)), filter};
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+// Before lockdown: a child that holds the result channel and outlives the
+// probe (a worker binary that forks). `escape` makes it leave the process
+// group first. Either way it ends by itself after a while (SIGALRM).
+void ForkHolder(bool escape) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (escape) setsid();
+    alarm(escape ? 8 : 30);
+    for (;;) pause();
+  }
+}
+
+// A valid result whose names and findings hold terminal control sequences
+// and bidirectional overrides.
+int DoHostileText(const Context&) {
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  for (const char* name : {"a\x1b]0;pwned\x07\x1b[2Jverify: OK", "b\xe2\x80\xae" "evil\xe2\x80\xac",
+                           "c\xc2\x9b" "31mred"}) {
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(name);
+    t->set_dtype(v1::F32);
+    t->add_shape(4);
+  }
+  v1::Finding* f = h.add_findings();
+  f->set_severity("note");
+  f->set_rule("probe.hostile\x1b[2J");
+  f->set_location("at \x1b]0;title\x07");
+  f->set_message("ALL CLEAN\r\x1b[1A\xe2\x81\xa6 hidden");
+  f->add_references("ref\x1b[0m");
+  std::string bytes = format::SerializeDeterministic(h);
+  if (!SendHeader(bytes)) return 1;
+  for (int i = 0; i < 3; ++i) SendData(kTensor, sizeof kTensor);
+  return SendDone(3, 3 * sizeof kTensor) ? 0 : 1;
+}
+
+int DoHostileError(const Context& ctx) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(StatusCode::kRefused));
+  e.set_message("refused\x1b[2J\x1b]0;pwned\x07 verify: OK \xe2\x80\xae");
+  v1::Finding* f = e.add_findings();
+  f->set_severity("refused");
+  f->set_rule("probe.hostile");
+  f->set_location("member '\x1b[31mevil\x1b[0m'");
+  f->set_message("calls \xe2\x80\xaemetsys.so\xe2\x80\xac");
+  f->add_references("os.system\x07");
+  std::string bytes = format::SerializeDeterministic(e);
+  (void)ctx;
+  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
+  return 1;
+}
+
+// ---------------------------------------------------------------------------
+// Memory: the most each frame kind may carry for this input (stream_limits.h)
+// and, with the argument "over", a little more. The parent's peak memory is
+// measured around these (tests/sandbox/parent_memory_test.cc).
+
+bool Over(const Context& c) { return c.argument == "over"; }
+
+// As many tensors as allowed: empty f32 tensors (shape [0], no data) with
+// 8-character names, the cheapest entry on the wire and the dearest parsed.
+int DoMaxTensors(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  const uint64_t n = limits.tensors + (Over(ctx) ? 1 : 0);
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  h.mutable_tensors()->Reserve(static_cast<int>(n));
+  char name[24];
+  for (uint64_t i = 0; i < n; ++i) {
+    std::snprintf(name, sizeof name, "%08llx", static_cast<unsigned long long>(i));
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(name);
+    t->set_dtype(v1::F32);
+    t->add_shape(0);
+  }
+  std::string bytes = format::SerializeDeterministic(h);
+  h.Clear();
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// An architecture of as many empty Values as the object budget allows, in
+// lists of 1000 (so no single list is huge).
+int DoMaxObjects(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  // One object per list item, one per ListValue and per Value holding it.
+  const uint64_t target = limits.header_objects - 16 + (Over(ctx) ? 32 : 0);
+  std::string inner;  // ListValue with 1000 empty Value items
+  for (int i = 0; i < 1000; ++i) inner.append("\x0a\x00", 2);
+  std::string item = "\x0a";  // ListValue.items: a Value holding list_value
+  std::string value = "\x3a";  // Value.list_value
+  AppendVarint(&value, inner.size());
+  value += inner;
+  AppendVarint(&item, value.size());
+  item += value;
+  std::string outer;
+  uint64_t objects = 2;  // the root Value and its ListValue
+  while (objects + 1002 <= target) {
+    outer += item;
+    objects += 1002;
+  }
+  for (; objects < target; ++objects) outer.append("\x0a\x00", 2);
+  std::string root = "\x3a";
+  AppendVarint(&root, outer.size());
+  root += outer;
+  std::string bytes = HeaderBytes(ctx, {});
+  bytes += "\x1a";  // WorkerHeader.architecture
+  AppendVarint(&bytes, root.size());
+  bytes += root;
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// One string as long as the header's byte limit allows, in the metadata.
+int DoMaxHeaderBytes(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  std::string bytes = HeaderBytes(ctx, {});
+  const uint64_t room = limits.header_bytes - bytes.size() - 32 + (Over(ctx) ? 64 : 0);
+  std::string value = "\x2a";  // Value.string_value
+  AppendVarint(&value, room);
+  value.append(room, 'x');
+  bytes += "\x22";  // WorkerHeader.metadata
+  AppendVarint(&bytes, value.size());
+  bytes += value;
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// As many findings as allowed, their text filling the total budget.
+void FillFindings(const Context& ctx, google::protobuf::RepeatedPtrField<v1::Finding>* out,
+                  const char* severity) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  const uint64_t n = limits.findings;
+  uint64_t per = limits.findings_bytes / n;
+  if (per > format::kMaxFindingTextBytes) per = format::kMaxFindingTextBytes;
+  for (uint64_t i = 0; i < n; ++i) {
+    v1::Finding* f = out->Add();
+    f->set_severity(severity);
+    f->set_rule("r");
+    f->set_location("l");
+    f->set_message(std::string(per - 2, 'm'));
+  }
+  if (Over(ctx)) out->Mutable(0)->mutable_message()->append(per, 'm');
+}
+
+int DoMaxFindings(const Context& ctx) {
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  FillFindings(ctx, h.mutable_findings(), "note");
+  std::string bytes = format::SerializeDeterministic(h);
+  h.Clear();
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+int DoMaxErrorFindings(const Context& ctx) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(StatusCode::kRefused));
+  e.set_message(std::string(format::kMaxFindingTextBytes, 'e'));
+  FillFindings(ctx, e.mutable_findings(), "refused");
+  std::string bytes = format::SerializeDeterministic(e);
+  e.Clear();
+  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
+  return 1;
+}
+
+// One tensor of 64 MiB in data frames of the largest size allowed.
+int DoMaxDataFrames(const Context& ctx) {
+  constexpr uint64_t kFrame = 16ull << 20;
+  constexpr uint64_t kTotal = 64ull << 20;
+  if (!SendHeader(HeaderBytes(ctx, {"t"}, v1::U8, {kTotal + (Over(ctx) ? 1 : 0)}))) return 1;
+  std::string frame(kFrame, '\x5a');
+  for (uint64_t sent = 0; sent < kTotal; sent += kFrame) {
+    if (!SendData(frame.data(), frame.size())) return 1;
+  }
+  return SendDone(1, kTotal) ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------
 
 struct Mode {
   const char* name;
   long (*forbidden)(const Context&);  // a forbidden call, or
   int (*run)(const Context&);         // anything else
+  void (*before_lockdown)(Context&) = nullptr;
+  bool skip_lockdown = false;         // the mode does its own (or none)
 };
 
 const Mode kModes[] = {
@@ -733,15 +974,22 @@ const Mode kModes[] = {
     {"oversized-data", nullptr,
      [](const Context& c) { return DoOversized(c, FrameType::kTensorData, (16ull << 20) + 1, true); }},
     {"oversized-header", nullptr,
-     [](const Context& c) { return DoOversized(c, FrameType::kHeader, (512ull << 20) + 1, false); }},
+     [](const Context& c) {
+       return DoOversized(c, FrameType::kHeader, StreamLimitsFor(c.input_size).header_bytes + 1,
+                          false);
+     }},
     {"oversized-error", nullptr,
-     [](const Context& c) { return DoOversized(c, FrameType::kError, (64ull << 20) + 1, false); }},
+     [](const Context& c) { return DoOversized(c, FrameType::kError, kMaxErrorFrameBytes + 1, false); }},
     {"oversized-done", nullptr,
      [](const Context& c) { return DoOversized(c, FrameType::kDone, 4097, true); }},
+    {"oversized-locked", nullptr,
+     [](const Context& c) {
+       return DoOversized(c, FrameType::kLocked, sandbox::kMaxLockedPayloadBytes + 1, false);
+     }},
     {"oversized-violation", nullptr,
      [](const Context& c) { return DoOversized(c, FrameType::kViolation, 17, false); }},
     {"unknown-frame-type", nullptr,
-     [](const Context& c) { return DoOversized(c, static_cast<FrameType>(6), 0, false); }},
+     [](const Context& c) { return DoOversized(c, static_cast<FrameType>(7), 0, false); }},
     {"flood", nullptr, DoFlood},
     {"partial-frame", nullptr, DoPartialFrame},
     {"empty-data", nullptr, DoEmptyData},
@@ -765,6 +1013,26 @@ const Mode kModes[] = {
     {"header-unknown-fields", nullptr, DoHeaderUnknownFields},
 
     {"inventory", nullptr, DoInventory},
+
+    {"lie", nullptr, DoLie, nullptr, /*skip_lockdown=*/true},
+    {"no-namespaces", nullptr, SendValidResult, DenyNamespacesAndLandlock},
+    {"grandchild", nullptr, SendValidResult, [](Context&) { ForkHolder(false); }},
+    {"grandchild-escaped", nullptr, SendValidResult, [](Context&) { ForkHolder(true); }},
+    {"hostile-text", nullptr, DoHostileText},
+    {"hostile-error", nullptr, DoHostileError},
+    {"mmap-fixed", DoMmapFixed, nullptr},
+    {"mmap-fixed-noreplace", DoMmapFixedNoreplace, nullptr},
+    {"mmap-shared", DoMmapShared, nullptr},
+    {"mmap-growsdown", DoMmapGrowsdown, nullptr},
+    {"read-fd3", DoReadFd3, nullptr},
+    {"prctl-set-name", DoPrctlSetName, nullptr},
+
+    {"max-tensors", nullptr, DoMaxTensors},
+    {"max-objects", nullptr, DoMaxObjects},
+    {"max-header-bytes", nullptr, DoMaxHeaderBytes},
+    {"max-findings", nullptr, DoMaxFindings},
+    {"max-error-findings", nullptr, DoMaxErrorFindings},
+    {"max-data-frames", nullptr, DoMaxDataFrames},
 };
 
 const Mode* FindMode(std::string_view name) {
@@ -790,16 +1058,23 @@ int Main(int argc, char** argv) {
     SendError(StatusCode::kInvalidArgument, "bad probe arguments", ctx);
     return 2;
   }
+  std::string error;
+  // As the worker does, first (--unconfined: a control that leaves ASLR as
+  // inherited).
+  if (!ctx.args.unconfined && !ctx.args.print_pfc &&
+      !sandbox::EnsureAddressRandomization(argc, argv, &error)) {
+    SendError(StatusCode::kSandboxSetupFailed, error, ctx);
+    return 1;
+  }
   if (ctx.args.print_pfc) {
-    std::string pfc, error;
-    if (!sandbox::ExportPolicyPfc(&pfc, &error)) {
-      std::fprintf(stderr, "sandbox-probe: %s\n", error.c_str());
+    std::string pfc, pfc_error;
+    if (!sandbox::ExportPolicyPfc(&pfc, &pfc_error)) {
+      std::fprintf(stderr, "sandbox-probe: %s\n", pfc_error.c_str());
       return 1;
     }
     std::fwrite(pfc.data(), 1, pfc.size(), stdout);
     return std::fflush(stdout) == 0 ? 0 : 1;  // _exit skips stdio flushing
   }
-  std::string error;
   if (!ctx.args.unconfined && !sandbox::PrepareWorkerProcess(ctx.args.parent_pid, &error)) {
     SendError(StatusCode::kSandboxSetupFailed, error, ctx);
     return 1;
@@ -841,12 +1116,14 @@ int Main(int argc, char** argv) {
 
   if (name != "allowed-cold") WarmUpExceptions();
   ctx.dumpable_before_lockdown = prctl(PR_GET_DUMPABLE);
-  if (!ctx.args.unconfined) {
+  if (mode->before_lockdown != nullptr) mode->before_lockdown(ctx);
+  if (!ctx.args.unconfined && !mode->skip_lockdown) {
     sandbox::LockdownOptions lock;
 #if !defined(SAFEMODEL_SANITIZER_BUILD)
     lock.address_space_bytes = ctx.args.address_space;
 #endif
     lock.cpu_seconds = ctx.args.cpu_seconds;
+    lock.parent_pid = ctx.args.parent_pid;
     if (!sandbox::LockDown(lock, &ctx.layers, &error)) {
       SendError(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error, ctx);
       return 1;
