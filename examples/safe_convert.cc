@@ -47,10 +47,15 @@ const char kUsage[] =
     "  --keep-optimizer      Keras: keep optimizer state tensors\n"
     "  --no-sync             do not fsync the output\n"
     "  --worker PATH         safemodel-worker to use\n"
+    "  --require-isolation LIST  comma-separated layers the worker must be seen to\n"
+    "                        have before it reads the input, besides seccomp,\n"
+    "                        no_new_privs, no_capabilities and rlimits: non_root,\n"
+    "                        userns, netns, mntns, ipcns, utsns, aslr (exit 70 if one\n"
+    "                        is missing)\n"
     "\n"
     "exit codes: 0 converted, 1 refused (code found), 2 usage, 3 malformed or\n"
     "unsupported input, 4 resource limit, 5 sandbox stopped the worker,\n"
-    "6 output I/O error, 70 internal error\n";
+    "6 output I/O error, 70 internal error or the sandbox could not be set up as required\n";
 
 int Usage(const std::string& msg) {
   if (!msg.empty()) std::cerr << "safe-convert: " << E(msg) << "\n";
@@ -139,6 +144,16 @@ int Convert(const std::vector<std::string>& args) {
       if (!next(&report_path)) return Usage("--report needs a FILE");
     } else if (a == "--worker") {
       if (!next(&opt.worker_path)) return Usage("--worker needs a PATH");
+    } else if (a == "--require-isolation") {
+      if (!next(&v) || v.empty()) return Usage("--require-isolation needs a LIST like netns,userns");
+      for (size_t start = 0; start <= v.size();) {
+        size_t comma = v.find(',', start);
+        std::string layer = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (layer.empty()) return Usage("--require-isolation: empty layer name in '" + v + "'");
+        opt.required_isolation.push_back(layer);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
     } else if (a == "--timeout" || a == "--cpu-limit") {
       if (!next(&v) || !ParseSize(v, &n) || n == 0 || n > 86400ull * 365) {
         return Usage(a + " needs a positive number of seconds");
