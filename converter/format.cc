@@ -503,12 +503,14 @@ Status SanitizeValue(v1::Value* value, std::string_view what) {
 }
 
 std::string SerializeDeterministic(const google::protobuf::MessageLite& message) {
-  std::string out;
+  // Sized exactly up front: a string grown while serialising would double
+  // its capacity (and touch every page of it) for a large header.
+  std::string out(message.ByteSizeLong(), '\0');
   {
-    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::ArrayOutputStream stream(out.data(), static_cast<int>(out.size()));
     google::protobuf::io::CodedOutputStream coded(&stream);
     coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
+    message.SerializeWithCachedSizes(&coded);
   }
   return out;
 }

@@ -490,8 +490,7 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   }
   report->input_sha256 = ToHex(sha);
   SAFEMODEL_RETURN_IF_ERROR(stream.writer->Finish(sha));
-  const v1::Header& h = stream.writer->header();
-  report->tensor_count = static_cast<uint64_t>(h.tensors_size());
+  report->tensor_count = stream.writer->tensor_count();
   report->tensor_bytes = stream.data_bytes;
   report->output_bytes = stream.writer->file_size();
   SAFEMODEL_RETURN_IF_ERROR(out.Commit(opt.sync_output));

@@ -22,8 +22,8 @@ StreamLimits StreamLimitsFor(uint64_t input_size) {
   l.header_objects = Scaled(kBaseObjectCount, input_size, kMinInputBytesPerObject,
                             format::kMaxParsedObjects);
   l.header_bytes = std::min(kMaxHeaderBytes,
-                            kBaseHeaderBytes + std::min(input_size, kMaxHeaderBytes) *
-                                                   kHeaderBytesPerInputByte);
+                            kBaseHeaderBytes + std::min(input_size, 2 * kMaxHeaderBytes) /
+                                                   kInputBytesPerHeaderByte);
   l.findings = Scaled(kBaseFindingCount, input_size, kMinInputBytesPerFinding, format::kMaxFindings);
   l.findings_bytes = kMaxFindingsTotalBytes;
   return l;

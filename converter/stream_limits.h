@@ -7,8 +7,11 @@
 // its input is a compromised worker trying to exhaust the parent. Bounding
 // every header quantity by a small constant plus a fraction of N bounds the
 // parent's memory by the input, not by the format's absolute caps (limits.h),
-// which stay in force as well. Each constant below says why it has its value;
-// the parent's resulting peak is measured in tests/sandbox/parent_memory_test.cc.
+// which stay in force as well. Each constant below says why it has its value.
+//
+// The resulting bound, measured for the worst stream of each frame kind in
+// tests/sandbox/parent_memory_test.cc: the parent's peak resident memory
+// stays below kParentBaseBytes + kParentBytesPerInputByte x the input size.
 #ifndef SAFEMODEL_CONVERTER_STREAM_LIMITS_H_
 #define SAFEMODEL_CONVERTER_STREAM_LIMITS_H_
 
@@ -25,26 +28,29 @@ namespace safemodel {
 // Every format spends at least this many input bytes on a tensor: a stored
 // npz member ~140 (two zip headers, an npy header of 64), an HDF5 dataset
 // ~300 (object header and link), a torch zip storage member ~110, and the
-// leanest case, a pickled view of a shared storage, ~50 plus its name. Half
-// the leanest leaves a margin.
-inline constexpr uint64_t kMinInputBytesPerTensor = 32;
+// leanest, a legacy pickle's view of a shared storage, ~75 plus its name
+// (the leanest file in the corpus: 112 bytes per tensor). 64 stays below
+// all of them.
+inline constexpr uint64_t kMinInputBytesPerTensor = 64;
 // Small inputs may always have this many: covers every real small model.
 inline constexpr uint64_t kBaseTensorCount = 4096;
 
 // A parsed protobuf object (a tensor entry, a Value, a map entry, a finding,
-// a repeated string) costs the parent ~100-200 bytes for as little as two
+// a repeated string) costs the parent ~50-180 bytes for as little as two
 // bytes on the wire; their number, not the frame's size, drives the parse's
-// memory. One object per 32 input bytes matches the tensor rule; a Keras
-// architecture costs ~2 objects per node and a node ~10 bytes of JSON, so the
-// base admits a config of ~100,000 nodes (20x MobileNetV2) for any input.
-inline constexpr uint64_t kMinInputBytesPerObject = 32;
-inline constexpr uint64_t kBaseObjectCount = 256 * 1024;
+// memory. One object per 64 input bytes matches the tensor rule (a tensor
+// entry is one object); a Keras architecture costs ~2 objects per node and
+// a node ~10 bytes of JSON, which is a small part of any real file, and the
+// base admits a config of ~50,000 nodes (5x MobileNetV2) for any input.
+inline constexpr uint64_t kMinInputBytesPerObject = 64;
+inline constexpr uint64_t kBaseObjectCount = 128 * 1024;
 
-// Header frame bytes: names, strings and numbers are copied from the input
-// (the architecture JSON re-encoded as Value is ~1.5x its JSON, and that is
-// a part of the input). The base admits ~8 MiB headers whatever the input.
+// Header frame bytes: names, strings and numbers come from the input (an
+// architecture re-encoded as Value is ~1.5x its JSON, a part of the input),
+// so beyond the base a header is at most half its input; the largest ratio
+// in the corpus is 3.4 for a 23-byte pickle, well inside the base.
 inline constexpr uint64_t kBaseHeaderBytes = 8ull << 20;
-inline constexpr uint64_t kHeaderBytesPerInputByte = 1;
+inline constexpr uint64_t kInputBytesPerHeaderByte = 2;
 
 // Findings: each comes from something in the input (a refused call, a
 // dropped group); a worker reports at most kMaxFindings (format.h). Their
@@ -58,6 +64,9 @@ inline constexpr uint64_t kMaxFindingsTotalBytes = 2ull << 20;
 // An ERROR frame is a status message (<= 64 KiB), findings within the total
 // above, and protobuf framing (a few bytes per finding and reference).
 inline constexpr uint64_t kMaxErrorFrameBytes = 4ull << 20;
+
+inline constexpr uint64_t kParentBaseBytes = 64ull << 20;
+inline constexpr uint64_t kParentBytesPerInputByte = 4;
 
 struct StreamLimits {
   uint64_t header_bytes = 0;

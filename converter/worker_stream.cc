@@ -40,13 +40,13 @@ Status ParseClaim(const std::string& payload, std::vector<std::string>* out) {
   return Status::Ok();
 }
 
-// Rebuilds the output header from the worker's proposal. Nothing
-// unvalidated reaches the file: each tensor entry is a fresh message that
-// takes only name, dtype, shape and alias (unknown fields stay behind), the
-// trees are checked and canonicalised in place (format::SanitizeValue), and
-// findings are re-encoded field by field. Strings and trees are moved, not
-// copied, and each tensor entry of the proposal is freed as soon as it has
-// been taken, so the parent holds one copy of the header at a time.
+// Builds the output header from the worker's proposal. Nothing unvalidated
+// reaches the file: tensor entries keep name, dtype, shape and alias only
+// (no unknown fields; the writer checks them all and lays them out), the
+// trees are checked and canonicalised (format::SanitizeValue), findings are
+// re-encoded field by field, and the envelope (source format, options,
+// provenance) is the parent's own. Entries and trees are handed over, not
+// copied, so the parent holds one copy of the header at a time.
 Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
                                const StreamLimits& limits, const std::vector<std::string>& options,
                                DigestAlgorithm digest, ConvertReport* report) {
@@ -64,18 +64,15 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
   SAFEMODEL_RETURN_IF_ERROR(CheckFindingsBudget(in.findings(), limits));
   v1::Header out;
   out.set_digest_algorithm(static_cast<v1::DigestAlgorithm>(digest));
-  auto* src = in.mutable_tensors();
-  auto* dst = out.mutable_tensors();
-  dst->Reserve(src->size());
-  while (!src->empty()) {  // from the back: RepeatedPtrField releases only its last element
-    std::unique_ptr<v1::TensorInfo> t(src->ReleaseLast());
-    v1::TensorInfo* o = dst->Add();
-    o->set_name(std::move(*t->mutable_name()));
-    o->set_dtype(t->dtype());
-    o->mutable_shape()->Swap(t->mutable_shape());
-    o->set_alias_of(std::move(*t->mutable_alias_of()));
+  // Each entry keeps name, dtype, shape and alias; offset and size are the
+  // writer's to assign, and unknown fields go. Done in place and the list
+  // handed over whole: the entries are the bulk of a header.
+  for (v1::TensorInfo& t : *in.mutable_tensors()) {
+    t.clear_offset();
+    t.clear_nbytes();
+    t.GetReflection()->MutableUnknownFields(&t)->Clear();
   }
-  for (int i = 0, j = dst->size() - 1; i < j; ++i, --j) dst->SwapElements(i, j);
+  out.mutable_tensors()->Swap(in.mutable_tensors());
   if (in.has_architecture()) {
     out.set_allocated_architecture(in.release_architecture());
     SAFEMODEL_RETURN_IF_ERROR(format::SanitizeValue(out.mutable_architecture(), "architecture"));

@@ -8,6 +8,7 @@
 #ifndef SAFEMODEL_CONVERTER_WRITER_H_
 #define SAFEMODEL_CONVERTER_WRITER_H_
 
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -21,7 +22,10 @@ namespace safemodel {
 class SafemodelWriter {
  public:
   // `header` holds sorted tensors, architecture, metadata and provenance
-  // (input_sha256 is filled in by Finish). Offsets are assigned here.
+  // (input_sha256 is filled in by Finish). Offsets are assigned here. The
+  // header is streamed into the file, and only what the data stream needs is
+  // kept of it (per tensor: offset, size, kind, name and digest; ~40 bytes
+  // plus the name): its parsed form is freed before Begin returns.
   static Result<std::unique_ptr<SafemodelWriter>> Begin(int fd, v1::Header header);
 
   // Appends bytes of the current tensor. Fails if they are more than the
@@ -32,34 +36,52 @@ class SafemodelWriter {
   // many bytes it still needs; index == tensor count when all are complete.
   int current_tensor() const { return current_; }
   uint64_t current_remaining() const { return remaining_; }
-  bool complete() const { return current_ == header_.tensors_size(); }
+  bool complete() const { return static_cast<size_t>(current_) == tensors_.size(); }
+  size_t tensor_count() const { return tensors_.size(); }
 
-  // Sets provenance.input_sha256 (32 bytes), rewrites the header in place,
-  // and writes the trailer. Fails unless every tensor is complete.
+  // Writes provenance.input_sha256 (32 bytes) into the header in the file,
+  // digests the header as written (reading it back), writes the trailer and
+  // the final prefix. Fails unless every tensor is complete. The file must
+  // be open for reading as well.
   Status Finish(std::string_view input_sha256);
 
-  const v1::Header& header() const { return header_; }
   // The size the finished file will have at most (the trailer's exact size
   // is known only at Finish).
   uint64_t planned_file_size() const;
   uint64_t file_size() const { return written_; }
 
  private:
-  SafemodelWriter(int fd, v1::Header header) : fd_(fd), header_(std::move(header)) {}
+  struct Tensor {
+    uint64_t offset;
+    uint64_t nbytes;
+    uint32_t name_len;  // names_ holds the names one after the other
+    bool alias;
+    bool is_bool;
+  };
+  SafemodelWriter(int fd, DigestAlgorithm algorithm) : fd_(fd), algorithm_(algorithm) {}
   Status WriteAll(ByteView bytes);
   Status WriteZeros(uint64_t n);
+  Status WriteHeader(const v1::Header& header, uint64_t header_len);
+  Status PwriteAll(ByteView bytes, uint64_t offset);
+  Status PreadAll(uint8_t* out, uint64_t n, uint64_t offset);
   // Moves to the next tensor that needs bytes, writing padding for it.
   Status Advance();
+  std::string Name(size_t i) const;
 
   int fd_;
-  v1::Header header_;
+  DigestAlgorithm algorithm_;
+  size_t digest_size_ = 0;
+  // Deques: allocated in small blocks, which reuse what the parsed header
+  // freed instead of adding fresh pages (writer.cc, Begin).
+  std::deque<Tensor> tensors_;
+  std::deque<char> names_;
+  std::deque<char> digests_;  // digest_size_ bytes per tensor (unused for aliases)
   format::Prefix prefix_;
   std::unique_ptr<Hasher> hasher_;
-  std::string header_bytes_;
+  uint64_t sha_at_ = 0;       // where provenance.input_sha256's bytes are in the header
   uint64_t written_ = 0;      // bytes written so far (file position)
   int current_ = -1;
   uint64_t remaining_ = 0;
-  std::vector<std::string> digests_;
 };
 
 }  // namespace safemodel

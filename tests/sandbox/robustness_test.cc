@@ -205,9 +205,9 @@ const Hostile kHostile[] = {
     {"header-dtype 0", StatusCode::kWorkerCrashed, "unknown dtype value 0"},
     {"header-overflow-shape", StatusCode::kWorkerCrashed, "invalid header"},
     {"header-huge-tensor", StatusCode::kLimitExceeded, "bytes free"},
-    // 4096 + 35/32 tensors for this 35-byte input (stream_limits.h).
+    // 4096 + 35/64 tensors for this 35-byte input (stream_limits.h).
     {"header-too-many-tensors 5000", StatusCode::kWorkerCrashed,
-     "5000 tensors exceed the limit of 4097 for an input of 35 bytes"},
+     "5000 tensors exceed the limit of 4096 for an input of 35 bytes"},
 };
 
 class HostileStream : public ::testing::TestWithParam<Hostile> {};
@@ -250,7 +250,7 @@ TEST(HostileHeader, HugeDeclaredTensorAllocatesAndWritesNothing) {
 // Header bombs: a few bytes per protobuf object. Parsing them unchecked would
 // cost the (trusted) parent ~50 bytes of memory per byte received, ~27 GB for
 // a header at its 512 MiB frame cap; the parse is refused before it allocates
-// (format::ParseBounded's object budget, 256 Ki objects plus one per 32 input
+// (format::ParseBounded's object budget, 128 Ki objects plus one per 64 input
 // bytes; stream_limits.h). 300,000 objects fit the frame's byte cap (8 MiB
 // for this input) and exceed the object budget.
 class HeaderBomb : public ::testing::TestWithParam<const char*> {};

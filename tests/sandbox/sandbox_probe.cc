@@ -804,12 +804,10 @@ int DoMaxTensors(const Context& ctx) {
   return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
 }
 
-// An architecture of as many empty Values as the object budget allows, in
-// lists of 1000 (so no single list is huge).
-int DoMaxObjects(const Context& ctx) {
-  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
-  // One object per list item, one per ListValue and per Value holding it.
-  const uint64_t target = limits.header_objects - 16 + (Over(ctx) ? 32 : 0);
+// A list Value of `count` objects, in lists of 1000 (so that no single list
+// is huge): each inner list costs 1002 objects (its items, its ListValue and
+// the Value holding it).
+std::string ListOfObjects(uint64_t count) {
   std::string inner;  // ListValue with 1000 empty Value items
   for (int i = 0; i < 1000; ++i) inner.append("\x0a\x00", 2);
   std::string item = "\x0a";  // ListValue.items: a Value holding list_value
@@ -820,18 +818,31 @@ int DoMaxObjects(const Context& ctx) {
   item += value;
   std::string outer;
   uint64_t objects = 2;  // the root Value and its ListValue
-  while (objects + 1002 <= target) {
+  while (objects + 1002 <= count) {
     outer += item;
     objects += 1002;
   }
-  for (; objects < target; ++objects) outer.append("\x0a\x00", 2);
+  for (; objects < count; ++objects) outer.append("\x0a\x00", 2);
   std::string root = "\x3a";
   AppendVarint(&root, outer.size());
   root += outer;
+  return root;
+}
+
+// An architecture and metadata of as many empty Values as the object budget
+// allows, split between the two trees (each may have 1,000,000 nodes).
+int DoMaxObjects(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  const uint64_t target = limits.header_objects - 16 + (Over(ctx) ? 32 : 0);
   std::string bytes = HeaderBytes(ctx, {});
+  const std::string architecture = ListOfObjects(target / 2);
   bytes += "\x1a";  // WorkerHeader.architecture
-  AppendVarint(&bytes, root.size());
-  bytes += root;
+  AppendVarint(&bytes, architecture.size());
+  bytes += architecture;
+  const std::string metadata = ListOfObjects(target - target / 2);
+  bytes += "\x22";  // WorkerHeader.metadata
+  AppendVarint(&bytes, metadata.size());
+  bytes += metadata;
   return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
 }
 
@@ -863,7 +874,8 @@ void FillFindings(const Context& ctx, google::protobuf::RepeatedPtrField<v1::Fin
     f->set_location("l");
     f->set_message(std::string(per - 2, 'm'));
   }
-  if (Over(ctx)) out->Mutable(0)->mutable_message()->append(per, 'm');
+  // Over: one byte of text more than the total allows.
+  if (Over(ctx)) out->Mutable(0)->mutable_message()->append(limits.findings_bytes - n * per + 1, 'm');
 }
 
 int DoMaxFindings(const Context& ctx) {
@@ -884,6 +896,37 @@ int DoMaxErrorFindings(const Context& ctx) {
   e.Clear();
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
   return 1;
+}
+
+// Everything at once: as many tensors and findings as allowed, and the rest
+// of the header's byte budget in one metadata string.
+int DoMaxAll(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  FillFindings(ctx, h.mutable_findings(), "note");
+  const uint64_t tensors =
+      std::min(limits.tensors, limits.header_objects - static_cast<uint64_t>(h.findings_size()) - 8);
+  char name[24];
+  for (uint64_t i = 0; i < tensors; ++i) {
+    std::snprintf(name, sizeof name, "%08llx", static_cast<unsigned long long>(i));
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(name);
+    t->set_dtype(v1::F32);
+    t->add_shape(0);
+  }
+  std::string bytes = format::SerializeDeterministic(h);
+  h.Clear();
+  if (bytes.size() + 64 < limits.header_bytes) {
+    const uint64_t room = limits.header_bytes - bytes.size() - 32 + (Over(ctx) ? 64 : 0);
+    std::string value = "\x2a";  // Value.string_value
+    AppendVarint(&value, room);
+    value.append(room, 'x');
+    bytes += "\x22";  // WorkerHeader.metadata
+    AppendVarint(&bytes, value.size());
+    bytes += value;
+  }
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
 }
 
 // One tensor of 64 MiB in data frames of the largest size allowed.
@@ -1033,6 +1076,7 @@ const Mode kModes[] = {
     {"max-findings", nullptr, DoMaxFindings},
     {"max-error-findings", nullptr, DoMaxErrorFindings},
     {"max-data-frames", nullptr, DoMaxDataFrames},
+    {"max-all", nullptr, DoMaxAll},
 };
 
 const Mode* FindMode(std::string_view name) {
