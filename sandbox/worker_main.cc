@@ -1,9 +1,10 @@
 // safemodel-worker: the sandboxed half of a conversion. The only file that
 // joins the sandbox and the parsers.
 //
-// Started by the parent (converter/pipeline.cc) with fd 3 = result channel
-// and fd 4 = input. Order matters: confine the process, map the input,
-// prepare libraries, lock down, and only then parse. Results go out as frames
+// Started by the parent (converter/pipeline.cc) with fd 3 = result channel,
+// fd 4 = input and fd 5 = control channel. Order matters: confine the
+// process, map the input, prepare libraries, lock down (and wait for the
+// parent's go-ahead), and only then parse. Results go out as frames
 // (sandbox/frame_io.h); the process ends with _exit, so no atexit handler
 // (HDF5's, protobuf's) runs inside the sandbox.
 #include <sys/mman.h>

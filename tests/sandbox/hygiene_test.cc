@@ -1,7 +1,8 @@
-// Process hygiene of the worker: what it inherits (two fds, no environment,
-// default signals, its own session), what the kernel says about it once it is
-// locked down (no-new-privs, one seccomp filter, not dumpable), no core files,
-// death with its parent, and no zombies or leaked fds in the parent.
+// Process hygiene of the worker: what it inherits (three fds, no environment,
+// `/` as its directory, default signals, its own session), what the kernel
+// says about it once it is locked down (no-new-privs, one seccomp filter, no
+// capabilities, not root, not dumpable), no core files, death with its
+// parent, and no zombies or leaked fds in the parent.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -40,7 +41,7 @@ std::string Field(const std::string& report, const std::string& key) {
   return report.substr(at, report.find(' ', at) - at);
 }
 
-TEST(Inheritance, ExactlyTwoFdsNoEnvironmentDefaultSignals) {
+TEST(Inheritance, ExactlyThreeFdsNoEnvironmentDefaultSignals) {
   // Descriptors a careless host leaks: 50 without close-on-exec.
   std::vector<int> leaked;
   for (int i = 0; i < 50; ++i) {

@@ -1,8 +1,9 @@
 // sandbox-probe: a stand-in for safemodel-worker that misbehaves on purpose.
 //
-// It honours the worker's contract (fd 3 = result channel, fd 4 = input, the
-// same arguments the pipeline passes) and confines itself with the PRODUCTION
-// code: sandbox::PrepareWorkerProcess and sandbox::LockDown, so the tests
+// It honours the worker's contract (fd 3 = result channel, fd 4 = input,
+// fd 5 = control, the same arguments the pipeline passes) and confines itself
+// with the PRODUCTION code: sandbox::EnsureAddressRandomization,
+// sandbox::PrepareWorkerProcess and sandbox::LockDown, so the tests
 // exercise the policy that ships, not a copy of it. Then it does what its
 // input file asks. The input is one line of text:
 //
