@@ -67,37 +67,64 @@
 #include "sandbox/lockdown.h"
 #include "sandbox/policy.h"
 #include "sandbox/privileges.h"
+#include "tests/sandbox/probe.h"
 
 extern char** environ;
 
 namespace safemodel::probe {
-namespace {
 
 using sandbox::FrameType;
 using sandbox::kOutputFd;
 
-struct Args {
-  pid_t parent_pid = 0;
-  uint64_t input_size = 0;
-  uint64_t address_space = 0;
-  uint64_t memory_limit = 0;
-  uint64_t cpu_seconds = 0;
-  bool unconfined = false;
-  bool print_pfc = false;
-  bool reexecuted = false;
-};
+// ---------------------------------------------------------------------------
+// Shared with probe_streams.cc (probe.h)
 
-// What the probe knows when it runs its mode.
-struct Context {
-  Args args;
-  std::string argument;             // text after the mode name
-  const uint8_t* input = nullptr;   // read-only map of fd 4
-  uint64_t input_size = 0;
-  std::vector<std::string> layers;  // isolation layers LockDown reported
-  std::string entry_report;         // fds, environment, signals at exec
-  std::string prepared_fds;         // fds after PrepareWorkerProcess
-  int dumpable_before_lockdown = -1;
-};
+void SendError(StatusCode code, const std::string& message, const Context& /*ctx*/) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(code));
+  e.set_message(message);
+  std::string bytes = format::SerializeDeterministic(e);
+  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
+}
+
+std::string HeaderBytes(const Context& /*ctx*/, const std::vector<std::string>& names, int dtype,
+                        std::vector<uint64_t> shape) {
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  for (const std::string& n : names) {
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(n);
+    t->set_dtype(static_cast<v1::DType>(dtype));
+    for (uint64_t d : shape) t->add_shape(d);
+  }
+  return format::SerializeDeterministic(h);
+}
+
+bool SendHeader(const std::string& bytes) {
+  return sandbox::WriteFrame(kOutputFd, FrameType::kHeader, bytes.data(), bytes.size());
+}
+
+bool SendData(const void* p, size_t n) {
+  return sandbox::WriteFrame(kOutputFd, FrameType::kTensorData, p, n);
+}
+
+bool SendDone(uint64_t tensors, uint64_t bytes) {
+  worker::WorkerDone d;
+  d.set_tensors_sent(tensors);
+  d.set_bytes_sent(bytes);
+  std::string b = format::SerializeDeterministic(d);
+  return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size());
+}
+
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+namespace {
 
 bool ParseU64(std::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 19) return false;
@@ -140,14 +167,6 @@ bool ParseArgs(int argc, char** argv, Args* a) {
 
 // ---------------------------------------------------------------------------
 // Reporting
-
-void SendError(StatusCode code, const std::string& message, const Context& /*ctx*/) {
-  worker::WorkerError e;
-  e.set_code(static_cast<uint32_t>(code));
-  e.set_message(message);
-  std::string bytes = format::SerializeDeterministic(e);
-  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
-}
 
 // A forbidden call came back: the sandbox failed. Exit code 70 on top.
 int Survived(const char* what, long ret, const Context& ctx) {
@@ -202,37 +221,6 @@ std::string EntryReport() {
 
 // ---------------------------------------------------------------------------
 // A valid result: one f32 tensor "t" of shape [4] = {1, 2, 3, 4}.
-
-constexpr float kTensor[4] = {1.0f, 2.0f, 3.0f, 4.0f};
-
-std::string HeaderBytes(const Context& /*ctx*/, const std::vector<std::string>& names,
-                        int dtype = v1::F32, std::vector<uint64_t> shape = {4}) {
-  worker::WorkerHeader h;
-  h.set_source_format("probe");
-  for (const std::string& n : names) {
-    v1::TensorInfo* t = h.add_tensors();
-    t->set_name(n);
-    t->set_dtype(static_cast<v1::DType>(dtype));
-    for (uint64_t d : shape) t->add_shape(d);
-  }
-  return format::SerializeDeterministic(h);
-}
-
-bool SendHeader(const std::string& bytes) {
-  return sandbox::WriteFrame(kOutputFd, FrameType::kHeader, bytes.data(), bytes.size());
-}
-
-bool SendData(const void* p, size_t n) {
-  return sandbox::WriteFrame(kOutputFd, FrameType::kTensorData, p, n);
-}
-
-bool SendDone(uint64_t tensors, uint64_t bytes) {
-  worker::WorkerDone d;
-  d.set_tensors_sent(tensors);
-  d.set_bytes_sent(bytes);
-  std::string b = format::SerializeDeterministic(d);
-  return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size());
-}
 
 int SendValidResult(const Context& ctx) {
   if (!SendHeader(HeaderBytes(ctx, {"t"})) || !SendData(kTensor, sizeof kTensor) ||
@@ -640,14 +628,6 @@ int DoHeaderTooManyTensors(const Context& ctx) {
   return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
 }
 
-void AppendVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
 // An architecture Value that is a list of N empty Values (two bytes each).
 int DoHeaderValueBomb(const Context& ctx) {
   uint64_t count = 20'000'000;
@@ -735,211 +715,6 @@ void ForkHolder(bool escape) {
     alarm(escape ? 8 : 30);
     for (;;) pause();
   }
-}
-
-// A valid result whose names and findings hold terminal control sequences
-// and bidirectional overrides.
-int DoHostileText(const Context&) {
-  worker::WorkerHeader h;
-  h.set_source_format("probe");
-  for (const char* name : {"a\x1b]0;pwned\x07\x1b[2Jverify: OK", "b\xe2\x80\xae" "evil\xe2\x80\xac",
-                           "c\xc2\x9b" "31mred"}) {
-    v1::TensorInfo* t = h.add_tensors();
-    t->set_name(name);
-    t->set_dtype(v1::F32);
-    t->add_shape(4);
-  }
-  v1::Finding* f = h.add_findings();
-  f->set_severity("note");
-  f->set_rule("probe.hostile\x1b[2J");
-  f->set_location("at \x1b]0;title\x07");
-  f->set_message("ALL CLEAN\r\x1b[1A\xe2\x81\xa6 hidden");
-  f->add_references("ref\x1b[0m");
-  std::string bytes = format::SerializeDeterministic(h);
-  if (!SendHeader(bytes)) return 1;
-  for (int i = 0; i < 3; ++i) SendData(kTensor, sizeof kTensor);
-  return SendDone(3, 3 * sizeof kTensor) ? 0 : 1;
-}
-
-int DoHostileError(const Context& ctx) {
-  worker::WorkerError e;
-  e.set_code(static_cast<uint32_t>(StatusCode::kRefused));
-  e.set_message("refused\x1b[2J\x1b]0;pwned\x07 verify: OK \xe2\x80\xae");
-  v1::Finding* f = e.add_findings();
-  f->set_severity("refused");
-  f->set_rule("probe.hostile");
-  f->set_location("member '\x1b[31mevil\x1b[0m'");
-  f->set_message("calls \xe2\x80\xaemetsys.so\xe2\x80\xac");
-  f->add_references("os.system\x07");
-  std::string bytes = format::SerializeDeterministic(e);
-  (void)ctx;
-  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
-  return 1;
-}
-
-// ---------------------------------------------------------------------------
-// Memory: the most each frame kind may carry for this input (stream_limits.h)
-// and, with the argument "over", a little more. The parent's peak memory is
-// measured around these (tests/sandbox/parent_memory_test.cc).
-
-bool Over(const Context& c) { return c.argument == "over"; }
-
-// As many tensors as allowed: empty f32 tensors (shape [0], no data) with
-// 8-character names, the cheapest entry on the wire and the dearest parsed.
-int DoMaxTensors(const Context& ctx) {
-  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
-  const uint64_t n = limits.tensors + (Over(ctx) ? 1 : 0);
-  worker::WorkerHeader h;
-  h.set_source_format("probe");
-  h.mutable_tensors()->Reserve(static_cast<int>(n));
-  char name[24];
-  for (uint64_t i = 0; i < n; ++i) {
-    std::snprintf(name, sizeof name, "%08llx", static_cast<unsigned long long>(i));
-    v1::TensorInfo* t = h.add_tensors();
-    t->set_name(name);
-    t->set_dtype(v1::F32);
-    t->add_shape(0);
-  }
-  std::string bytes = format::SerializeDeterministic(h);
-  h.Clear();
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
-}
-
-// A list Value of `count` objects, in lists of 1000 (so that no single list
-// is huge): each inner list costs 1002 objects (its items, its ListValue and
-// the Value holding it).
-std::string ListOfObjects(uint64_t count) {
-  std::string inner;  // ListValue with 1000 empty Value items
-  for (int i = 0; i < 1000; ++i) inner.append("\x0a\x00", 2);
-  std::string item = "\x0a";  // ListValue.items: a Value holding list_value
-  std::string value = "\x3a";  // Value.list_value
-  AppendVarint(&value, inner.size());
-  value += inner;
-  AppendVarint(&item, value.size());
-  item += value;
-  std::string outer;
-  uint64_t objects = 2;  // the root Value and its ListValue
-  while (objects + 1002 <= count) {
-    outer += item;
-    objects += 1002;
-  }
-  for (; objects < count; ++objects) outer.append("\x0a\x00", 2);
-  std::string root = "\x3a";
-  AppendVarint(&root, outer.size());
-  root += outer;
-  return root;
-}
-
-// An architecture and metadata of as many empty Values as the object budget
-// allows, split between the two trees (each may have 1,000,000 nodes).
-int DoMaxObjects(const Context& ctx) {
-  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
-  const uint64_t target = limits.header_objects - 16 + (Over(ctx) ? 32 : 0);
-  std::string bytes = HeaderBytes(ctx, {});
-  const std::string architecture = ListOfObjects(target / 2);
-  bytes += "\x1a";  // WorkerHeader.architecture
-  AppendVarint(&bytes, architecture.size());
-  bytes += architecture;
-  const std::string metadata = ListOfObjects(target - target / 2);
-  bytes += "\x22";  // WorkerHeader.metadata
-  AppendVarint(&bytes, metadata.size());
-  bytes += metadata;
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
-}
-
-// One string as long as the header's byte limit allows, in the metadata.
-int DoMaxHeaderBytes(const Context& ctx) {
-  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
-  std::string bytes = HeaderBytes(ctx, {});
-  const uint64_t room = limits.header_bytes - bytes.size() - 32 + (Over(ctx) ? 64 : 0);
-  std::string value = "\x2a";  // Value.string_value
-  AppendVarint(&value, room);
-  value.append(room, 'x');
-  bytes += "\x22";  // WorkerHeader.metadata
-  AppendVarint(&bytes, value.size());
-  bytes += value;
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
-}
-
-// As many findings as allowed, their text filling the total budget.
-void FillFindings(const Context& ctx, google::protobuf::RepeatedPtrField<v1::Finding>* out,
-                  const char* severity) {
-  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
-  const uint64_t n = limits.findings;
-  uint64_t per = limits.findings_bytes / n;
-  if (per > format::kMaxFindingTextBytes) per = format::kMaxFindingTextBytes;
-  for (uint64_t i = 0; i < n; ++i) {
-    v1::Finding* f = out->Add();
-    f->set_severity(severity);
-    f->set_rule("r");
-    f->set_location("l");
-    f->set_message(std::string(per - 2, 'm'));
-  }
-  // Over: one byte of text more than the total allows.
-  if (Over(ctx)) out->Mutable(0)->mutable_message()->append(limits.findings_bytes - n * per + 1, 'm');
-}
-
-int DoMaxFindings(const Context& ctx) {
-  worker::WorkerHeader h;
-  h.set_source_format("probe");
-  FillFindings(ctx, h.mutable_findings(), "note");
-  std::string bytes = format::SerializeDeterministic(h);
-  h.Clear();
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
-}
-
-int DoMaxErrorFindings(const Context& ctx) {
-  worker::WorkerError e;
-  e.set_code(static_cast<uint32_t>(StatusCode::kRefused));
-  e.set_message(std::string(format::kMaxFindingTextBytes, 'e'));
-  FillFindings(ctx, e.mutable_findings(), "refused");
-  std::string bytes = format::SerializeDeterministic(e);
-  e.Clear();
-  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
-  return 1;
-}
-
-// Everything at once: as many tensors and findings as allowed, and the rest
-// of the header's byte budget in one metadata string.
-int DoMaxAll(const Context& ctx) {
-  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
-  worker::WorkerHeader h;
-  h.set_source_format("probe");
-  FillFindings(ctx, h.mutable_findings(), "note");
-  const uint64_t tensors =
-      std::min(limits.tensors, limits.header_objects - static_cast<uint64_t>(h.findings_size()) - 8);
-  char name[24];
-  for (uint64_t i = 0; i < tensors; ++i) {
-    std::snprintf(name, sizeof name, "%08llx", static_cast<unsigned long long>(i));
-    v1::TensorInfo* t = h.add_tensors();
-    t->set_name(name);
-    t->set_dtype(v1::F32);
-    t->add_shape(0);
-  }
-  std::string bytes = format::SerializeDeterministic(h);
-  h.Clear();
-  if (bytes.size() + 64 < limits.header_bytes) {
-    const uint64_t room = limits.header_bytes - bytes.size() - 32 + (Over(ctx) ? 64 : 0);
-    std::string value = "\x2a";  // Value.string_value
-    AppendVarint(&value, room);
-    value.append(room, 'x');
-    bytes += "\x22";  // WorkerHeader.metadata
-    AppendVarint(&bytes, value.size());
-    bytes += value;
-  }
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
-}
-
-// One tensor of 64 MiB in data frames of the largest size allowed.
-int DoMaxDataFrames(const Context& ctx) {
-  constexpr uint64_t kFrame = 16ull << 20;
-  constexpr uint64_t kTotal = 64ull << 20;
-  if (!SendHeader(HeaderBytes(ctx, {"t"}, v1::U8, {kTotal + (Over(ctx) ? 1 : 0)}))) return 1;
-  std::string frame(kFrame, '\x5a');
-  for (uint64_t sent = 0; sent < kTotal; sent += kFrame) {
-    if (!SendData(frame.data(), frame.size())) return 1;
-  }
-  return SendDone(1, kTotal) ? 0 : 1;
 }
 
 // ---------------------------------------------------------------------------
