@@ -293,6 +293,83 @@ std::string HeldOpenOutcome(int channel_fd) {
   return "it has left the worker's process group and could not be stopped";
 }
 
+// How the worker's run ended, most specific cause first (README "Sandbox"):
+// timeout > seccomp violation > missing isolation > a channel held open
+// after the worker's exit > output I/O error or limit > invalid result >
+// crash > the worker's own error report > non-zero exit > incomplete result.
+// OK only for a complete result from a worker that exited 0.
+Status Verdict(const WorkerStream& stream, const sandbox::Worker::Exit& exit, int channel_fd,
+               uint64_t timeout_ms, uint64_t cpu_seconds, WorkerOutcome* w) {
+  if (stream.timed_out || exit.kind == sandbox::Worker::Exit::Kind::kTimeout) {
+    w->kind = "timeout";
+    return Status(StatusCode::kTimeout, "the conversion exceeded its time limit of " +
+                                            Num(timeout_ms) + " ms; the worker was killed");
+  }
+  if (exit.kind == sandbox::Worker::Exit::Kind::kWaitFailed) {
+    w->kind = "unknown";
+    return Status::Internal(exit.error);
+  }
+  if (stream.violation || (exit.kind == sandbox::Worker::Exit::Kind::kSignaled &&
+                           exit.signal == SIGSYS && !exit.killed_by_us)) {
+    w->kind = "seccomp";
+    if (stream.violation) {
+      w->syscall_nr = static_cast<int>(stream.violation_nr);
+      w->syscall_name = sandbox::SyscallName(static_cast<int>(stream.violation_nr));
+      return Status(StatusCode::kSandboxViolation,
+                    "the sandbox stopped the worker: it attempted the forbidden system call " +
+                        Num(stream.violation_nr) + " (" +
+                        (w->syscall_name.empty() ? "unknown"
+                                                             : w->syscall_name) +
+                        ")");
+    }
+    return Status(StatusCode::kSandboxViolation,
+                  "the sandbox killed the worker (SIGSYS: a system call of a foreign "
+                  "architecture or ABI)");
+  }
+  if (!stream.isolation.ok()) {
+    w->kind = "killed";
+    return stream.isolation;
+  }
+  if (stream.held_open) {
+    w->kind = exit.kind == sandbox::Worker::Exit::Kind::kSignaled ? "signaled" : "exited";
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker exited, but a process it started still held the result channel "
+                  "open; " + HeldOpenOutcome(channel_fd) + "; nothing was written");
+  }
+  if (!stream.io.ok() || !stream.limit.ok()) {
+    w->kind = "killed";
+    return !stream.io.ok() ? stream.io : stream.limit;
+  }
+  if (!stream.protocol.ok()) {
+    w->kind = exit.kind == sandbox::Worker::Exit::Kind::kSignaled ? "signaled" : "exited";
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker sent an invalid result (" + stream.protocol.message() +
+                      "); nothing was written");
+  }
+  if (exit.kind == sandbox::Worker::Exit::Kind::kSignaled) {
+    w->kind = "signaled";
+    if (exit.signal == SIGXCPU ||
+        (exit.signal == SIGKILL && exit.cpu_seconds >= static_cast<double>(cpu_seconds))) {
+      return Status::LimitExceeded("the worker exceeded its CPU time limit of " + Num(cpu_seconds) +
+                                   " s");
+    }
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker crashed with " + SignalName(exit.signal) +
+                      (exit.signal == SIGKILL ? " (possibly the kernel's out-of-memory killer)" : ""));
+  }
+  w->kind = "exited";
+  if (stream.error_frame) return stream.worker_error;
+  if (exit.exit_code != 0) {
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker exited with code " + Num(static_cast<uint64_t>(exit.exit_code)) +
+                      " without reporting a result");
+  }
+  if (!stream.done) {
+    return Status(StatusCode::kWorkerCrashed, "the worker ended without completing its result");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes) {
@@ -410,74 +487,9 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   report->worker.exit_code = exit.exit_code;
   report->worker.signal = exit.signal;
 
-  // Verdict, most specific cause first.
-  if (stream.timed_out || exit.kind == sandbox::Worker::Exit::Kind::kTimeout) {
-    report->worker.kind = "timeout";
-    return Status(StatusCode::kTimeout, "the conversion exceeded its time limit of " +
-                                            Num(timeout_ms) + " ms; the worker was killed");
-  }
-  if (exit.kind == sandbox::Worker::Exit::Kind::kWaitFailed) {
-    report->worker.kind = "unknown";
-    return Status::Internal(exit.error);
-  }
-  if (stream.violation || (exit.kind == sandbox::Worker::Exit::Kind::kSignaled &&
-                           exit.signal == SIGSYS && !exit.killed_by_us)) {
-    report->worker.kind = "seccomp";
-    if (stream.violation) {
-      report->worker.syscall_nr = static_cast<int>(stream.violation_nr);
-      report->worker.syscall_name = sandbox::SyscallName(static_cast<int>(stream.violation_nr));
-      return Status(StatusCode::kSandboxViolation,
-                    "the sandbox stopped the worker: it attempted the forbidden system call " +
-                        Num(stream.violation_nr) + " (" +
-                        (report->worker.syscall_name.empty() ? "unknown"
-                                                             : report->worker.syscall_name) +
-                        ")");
-    }
-    return Status(StatusCode::kSandboxViolation,
-                  "the sandbox killed the worker (SIGSYS: a system call of a foreign "
-                  "architecture or ABI)");
-  }
-  if (!stream.isolation.ok()) {
-    report->worker.kind = "killed";
-    return stream.isolation;
-  }
-  if (stream.held_open) {
-    report->worker.kind = exit.kind == sandbox::Worker::Exit::Kind::kSignaled ? "signaled" : "exited";
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker exited, but a process it started still held the result channel "
-                  "open; " + HeldOpenOutcome(worker.channel_fd()) + "; nothing was written");
-  }
-  if (!stream.io.ok() || !stream.limit.ok()) {
-    report->worker.kind = "killed";
-    return !stream.io.ok() ? stream.io : stream.limit;
-  }
-  if (!stream.protocol.ok()) {
-    report->worker.kind = exit.kind == sandbox::Worker::Exit::Kind::kSignaled ? "signaled" : "exited";
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker sent an invalid result (" + stream.protocol.message() +
-                      "); nothing was written");
-  }
-  if (exit.kind == sandbox::Worker::Exit::Kind::kSignaled) {
-    report->worker.kind = "signaled";
-    if (exit.signal == SIGXCPU ||
-        (exit.signal == SIGKILL && exit.cpu_seconds >= static_cast<double>(cpu_seconds))) {
-      return Status::LimitExceeded("the worker exceeded its CPU time limit of " + Num(cpu_seconds) +
-                                   " s");
-    }
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker crashed with " + SignalName(exit.signal) +
-                      (exit.signal == SIGKILL ? " (possibly the kernel's out-of-memory killer)" : ""));
-  }
-  report->worker.kind = "exited";
-  if (stream.error_frame) return stream.worker_error;
-  if (exit.exit_code != 0) {
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker exited with code " + Num(static_cast<uint64_t>(exit.exit_code)) +
-                      " without reporting a result");
-  }
-  if (!stream.done) {
-    return Status(StatusCode::kWorkerCrashed, "the worker ended without completing its result");
-  }
+  // Verdict, most specific cause first; OK means the result may be committed.
+  SAFEMODEL_RETURN_IF_ERROR(
+      Verdict(stream, exit, worker.channel_fd(), timeout_ms, cpu_seconds, &report->worker));
 
   SAFEMODEL_ASSIGN_OR_RETURN(std::string sha, hasher.Join());
   struct stat st_after;
