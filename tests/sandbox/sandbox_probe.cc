@@ -709,12 +709,21 @@ void DenyNamespacesAndLandlock(Context&) {
 // probe (a worker binary that forks). `escape` makes it leave the process
 // group first. Either way it ends by itself after a while (SIGALRM).
 void ForkHolder(bool escape) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return;
   pid_t pid = fork();
   if (pid == 0) {
     if (escape) setsid();
     alarm(escape ? 8 : 30);
+    close(ready[0]);
+    close(ready[1]);  // tells the probe the child is set up
     for (;;) pause();
   }
+  close(ready[1]);
+  char c;
+  while (read(ready[0], &c, 1) < 0 && errno == EINTR) {
+  }
+  close(ready[0]);
 }
 
 // ---------------------------------------------------------------------------
