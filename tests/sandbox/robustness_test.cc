@@ -68,7 +68,10 @@ TEST(Limits, CpuHogHitsTheCpuLimit) {
   EXPECT_NE(r.status.message().find("CPU time limit"), std::string::npos) << r.status.message();
   EXPECT_EQ(r.worker.kind, "signaled");
   EXPECT_EQ(r.worker.signal, SIGXCPU);
-  EXPECT_GE(r.worker.cpu_seconds, 0.9);
+  // The kernel checks RLIMIT_CPU against the scheduler's exact runtime, but
+  // getrusage splits it into user and system time by tick samples, which
+  // trail it under load (0.898 s was seen): "about a second", not >= 1.
+  EXPECT_GE(r.worker.cpu_seconds, 0.7);
   EXPECT_LT(r.wall_seconds, 20.0);
   EXPECT_TRUE(Leftovers(out).empty());
 }
