@@ -595,10 +595,10 @@ TEST(Cli, AHandfulOfDescriptorsIsEnough) {
   TempDir dir;
   ChildOptions o;
   o.stderr_file = dir.File("err");
-  o.rlimits = {{RLIMIT_NOFILE, 12}};
+  o.rlimits = {{RLIMIT_NOFILE, 14}};
   EXPECT_EQ(RunChild({Cli(), Fixture("numpy/f32.npy"), dir.File("m"), "--no-sync"}, o), 0)
       << ReadFile(dir.File("err"));
-  o.rlimits = {{RLIMIT_NOFILE, 8}};
+  o.rlimits = {{RLIMIT_NOFILE, 10}};
   EXPECT_EQ(RunChild({Cli(), Fixture("numpy/f32.npy"), dir.File("n"), "--no-sync"}, o), 4);
   EXPECT_NE(ReadFile(dir.File("err")).find("raise it with `ulimit -n`"), std::string::npos)
       << ReadFile(dir.File("err"));
