@@ -25,10 +25,10 @@ namespace {
 // A pipe buffer of 1 MiB doubles hand-off throughput over the 64 KiB default
 // (docs: SANDBOX.md 3.6); it is the system maximum for unprivileged users.
 constexpr int kPipeBytes = 1 << 20;
-// Source fds are moved above the targets (3, 4) before the child's dup2s, so
-// that none of them can be clobbered by another's target number. Just above
-// is enough, and works under a small `ulimit -n`.
-constexpr int kHighFd = kInputFd + 1;
+// Source fds are moved above the targets (3, 4, 5) before the child's dup2s,
+// so that none of them can be clobbered by another's target number. Just
+// above is enough, and works under a small `ulimit -n`.
+constexpr int kHighFd = kControlFd + 1;
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
@@ -92,17 +92,19 @@ void Worker::Kill() {
   if (pid_ <= 0 || reaped_) return;
   // A worker that already died (killed by someone else, crashed) was not
   // killed by us, whatever we send now: killed_by_us must stay false for the
-  // verdict to name the real cause.
+  // verdict to name the real cause. What it left in its group is killed
+  // either way (the unreaped worker still reserves the group id).
   siginfo_t info = {};
-  if (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-      info.si_pid == pid_) {
-    return;
-  }
-  killed_ = true;
-  if (pidfd_ >= 0) {
-    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
-  } else {
-    kill(pid_, SIGKILL);
+  const bool already_dead =
+      waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+      info.si_pid == pid_;
+  if (!already_dead) {
+    killed_ = true;
+    if (pidfd_ >= 0) {
+      syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+    } else {
+      kill(pid_, SIGKILL);
+    }
   }
   KillGroup();
 }
