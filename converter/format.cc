@@ -8,6 +8,7 @@
 
 #include <climits>
 #include <cstring>
+#include <unordered_set>
 #include <vector>
 
 #include "safemodel/dtype.h"
@@ -366,18 +367,11 @@ namespace {
 // (Value, MapValue, MapEntry); the envelope adds a few more.
 constexpr int kMaxMessageNesting = static_cast<int>(3 * kMaxValueDepth + 8);
 
-// Objects a parse may allocate: one per submessage, repeated string element
-// or unknown field. Protobuf spends ~100 bytes on an object that costs two
-// bytes on the wire (an empty TensorInfo), so without this cap a header of
-// kMaxHeaderBytes could make the parser allocate ~27 GB. The cap admits every
-// header within the format's limits: kMaxTensorCount tensors, two Value trees
-// of kMaxValueNodes nodes at up to three messages per node, and findings.
-constexpr uint64_t kMaxParsedObjects = kMaxTensorCount + 6 * kMaxValueNodes + 1'000'000;
-
 // Walks the wire format of `bytes` as message `type` without allocating, and
-// counts what parsing it would allocate. False if over kMaxParsedObjects or
-// not well-formed (parsing would fail too).
-bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes) {
+// counts what parsing it would allocate. False if over `max_objects` or not
+// well-formed (parsing would fail too).
+bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes,
+                        uint64_t max_objects, uint64_t* counted = nullptr) {
   using google::protobuf::FieldDescriptor;
   using google::protobuf::internal::WireFormatLite;
   google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
@@ -401,45 +395,122 @@ bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes
                   (f->is_repeated() && (f->type() == FieldDescriptor::TYPE_STRING ||
                                         f->type() == FieldDescriptor::TYPE_BYTES));
     if (WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
-      if (counts && ++objects > kMaxParsedObjects) return false;
+      if (counts && ++objects > max_objects) return false;
       if (!WireFormatLite::SkipField(&in, tag)) return false;
       continue;
     }
     uint32_t length;
     if (!in.ReadVarint32(&length) || length > static_cast<uint32_t>(INT32_MAX)) return false;
     if (f != nullptr && f->type() == FieldDescriptor::TYPE_MESSAGE) {
-      if (++objects > kMaxParsedObjects) return false;
+      if (++objects > max_objects) return false;
       if (stack.size() > static_cast<size_t>(kMaxMessageNesting)) return false;
       stack.push_back({f->message_type(), in.PushLimit(static_cast<int>(length))});
       continue;
     }
-    if (counts && ++objects > kMaxParsedObjects) return false;
+    if (counts && ++objects > max_objects) return false;
     if (!in.Skip(static_cast<int>(length))) return false;
   }
+  if (counted != nullptr) *counted = objects;
   return true;
 }
 
 }  // namespace
 
-bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out) {
+bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t max_objects) {
   if (bytes.size() > kMaxHeaderBytes) return false;
   // Bound what the parse allocates before it allocates (full runtime only;
   // every message of this project is).
   if (auto* message = dynamic_cast<google::protobuf::Message*>(out)) {
-    if (!WithinObjectBudget(message->GetDescriptor(), bytes)) return false;
+    if (!WithinObjectBudget(message->GetDescriptor(), bytes, max_objects)) return false;
   }
   google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
   in.SetRecursionLimit(kMaxMessageNesting);
   return out->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
 }
 
+uint64_t CountParsedObjects(const google::protobuf::Message& message, ByteView bytes) {
+  uint64_t n = 0;
+  if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
+      !WithinObjectBudget(message.GetDescriptor(), bytes, UINT64_MAX, &n)) {
+    return UINT64_MAX;
+  }
+  return n;
+}
+
+Status SanitizeValue(v1::Value* value, std::string_view what) {
+  struct Item {
+    v1::Value* v;
+    uint32_t depth;
+  };
+  auto drop_unknown = [](google::protobuf::Message* m) {
+    m->GetReflection()->MutableUnknownFields(m)->Clear();
+  };
+  std::vector<Item> work{{value, 1}};
+  uint64_t nodes = 0;
+  std::unordered_set<std::string_view> keys;
+  while (!work.empty()) {
+    Item item = work.back();
+    work.pop_back();
+    if (++nodes > kMaxValueNodes || item.depth > kMaxValueDepth) {
+      return Status::LimitExceeded(std::string(what) + " exceeds the node or depth limit");
+    }
+    v1::Value& p = *item.v;
+    drop_unknown(&p);
+    switch (p.kind_case()) {
+      case v1::Value::KIND_NOT_SET:
+      case v1::Value::kNullValue: p.set_null_value(true); break;
+      case v1::Value::kBoolValue:
+      case v1::Value::kIntValue:
+      case v1::Value::kDoubleValue:
+      case v1::Value::kBytesValue: break;
+      case v1::Value::kStringValue:
+        if (!IsValidUtf8(p.string_value())) {
+          return Status::Malformed(std::string(what) + " holds a string that is not valid UTF-8");
+        }
+        break;
+      case v1::Value::kListValue: {
+        v1::ListValue* list = p.mutable_list_value();
+        drop_unknown(list);
+        // Children are pushed in reverse so that they are visited in order,
+        // as ValueFromProto does; the result does not depend on it.
+        for (int i = list->items_size() - 1; i >= 0; --i) {
+          work.push_back({list->mutable_items(i), item.depth + 1});
+        }
+        break;
+      }
+      case v1::Value::kMapValue: {
+        v1::MapValue* map = p.mutable_map_value();
+        drop_unknown(map);
+        keys.clear();
+        keys.reserve(static_cast<size_t>(map->entries_size()));
+        for (int i = map->entries_size() - 1; i >= 0; --i) {
+          v1::MapEntry* e = map->mutable_entries(i);
+          drop_unknown(e);
+          if (!IsValidUtf8(e->key())) {
+            return Status::Malformed(std::string(what) + " holds a map key that is not valid UTF-8");
+          }
+          if (!keys.insert(e->key()).second) {
+            return Status::Malformed(std::string(what) + " holds a map with duplicate key '" +
+                                     Printable(e->key()) + "'");
+          }
+          work.push_back({e->mutable_value(), item.depth + 1});
+        }
+        break;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 std::string SerializeDeterministic(const google::protobuf::MessageLite& message) {
-  std::string out;
+  // Sized exactly up front: a string grown while serialising would double
+  // its capacity (and touch every page of it) for a large header.
+  std::string out(message.ByteSizeLong(), '\0');
   {
-    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::ArrayOutputStream stream(out.data(), static_cast<int>(out.size()));
     google::protobuf::io::CodedOutputStream coded(&stream);
     coded.SetSerializationDeterministic(true);
-    message.SerializeToCodedStream(&coded);
+    message.SerializeWithCachedSizes(&coded);
   }
   return out;
 }

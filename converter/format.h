@@ -12,6 +12,7 @@
 #include "converter/byte_reader.h"
 #include "proto/safemodel.pb.h"
 #include "safemodel/finding.h"
+#include "safemodel/limits.h"
 #include "safemodel/status.h"
 #include "safemodel/value.h"
 
@@ -84,9 +85,31 @@ Finding FindingFromProto(const v1::Finding& proto);
 void ValueToProto(const Value& value, v1::Value* out);
 Result<Value> ValueFromProto(const v1::Value& proto, std::string_view what);
 
-// Parses a protobuf message with a byte cap and a recursion limit deep enough
-// for kMaxValueDepth Value levels and no deeper.
-bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out);
+// Objects a parse may allocate: one per submessage, repeated string element
+// or unknown field. Protobuf spends ~100 bytes on an object that costs two
+// bytes on the wire (an empty TensorInfo), so without this cap a header of
+// kMaxHeaderBytes could make the parser allocate ~27 GB. The cap admits every
+// header within the format's limits: kMaxTensorCount tensors, two Value trees
+// of kMaxValueNodes nodes at up to three messages per node, and findings.
+inline constexpr uint64_t kMaxParsedObjects = kMaxTensorCount + 6 * kMaxValueNodes + 1'000'000;
+
+// Parses a protobuf message with a byte cap, a recursion limit deep enough
+// for kMaxValueDepth Value levels and no deeper, and at most `max_objects`
+// allocated objects (counted on the wire before anything is allocated).
+bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out,
+                  uint64_t max_objects = kMaxParsedObjects);
+
+// The number of objects parsing `bytes` as `message`'s type would allocate
+// (as ParseBounded counts them), or UINT64_MAX if the bytes are not
+// well-formed or nest too deeply.
+uint64_t CountParsedObjects(const google::protobuf::Message& message, ByteView bytes);
+
+// Checks a Value tree in place, as ValueFromProto would (depth, node count,
+// UTF-8 strings and keys, unique keys), and canonicalises it to what
+// ValueToProto(ValueFromProto(v)) would give: null for an unset kind, a
+// value for every map entry, no unknown fields. No copy of the tree is made,
+// so a hostile tree costs the parent one parse, not three.
+Status SanitizeValue(v1::Value* value, std::string_view what);
 
 // Deterministic serialization (fixed field order, no map reordering).
 std::string SerializeDeterministic(const google::protobuf::MessageLite& message);

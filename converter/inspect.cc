@@ -6,6 +6,7 @@
 
 #include "converter/digest.h"
 #include "converter/json_util.h"
+#include "safemodel/display.h"
 
 namespace safemodel {
 
@@ -26,47 +27,54 @@ ByteView Bytes(const Model& m, const TensorInfo& t) {
 
 
 // Trees can be large (a MobileNet is ~100 KB of JSON): the text view shows the
-// start; `inspect --json` has the whole tree.
+// start; `inspect --json` has the whole tree. JSON escapes C0 controls but
+// keeps C1 and bidirectional characters raw, so the text is escaped too.
 std::string Shorten(const Value& v) {
   constexpr size_t kMaxChars = 400;
   if (v.is_null()) return "(none)";
   std::string json = ValueToJson(v);
-  if (json.size() <= kMaxChars) return json;
+  if (json.size() <= kMaxChars) return EscapeForDisplay(json);
   size_t cut = kMaxChars;
   while (cut > 0 && (static_cast<unsigned char>(json[cut]) & 0xC0) == 0x80) --cut;  // UTF-8 boundary
-  return json.substr(0, cut) + " ... (" + std::to_string(json.size()) +
+  return EscapeForDisplay(json.substr(0, cut)) + " ... (" + std::to_string(json.size()) +
          " characters; inspect --json shows all)";
 }
 
 }  // namespace
 
+// Everything printed here that came from the file (names, findings,
+// provenance text, trees) goes through EscapeForDisplay: a .safemodel is
+// built from an untrusted model, and its text must not drive the terminal.
 std::string InspectText(const Model& m) {
+  const auto& E = EscapeForDisplay;
   std::ostringstream o;
   const Provenance& p = m.provenance();
   o << "format:        .safemodel " << m.format_major() << "." << m.format_minor() << " ("
     << m.file_size() << " bytes)\n";
-  o << "source:        " << p.source_format << ", " << p.input_size << " bytes, sha256 "
+  o << "source:        " << E(p.source_format) << ", " << p.input_size << " bytes, sha256 "
     << p.input_sha256 << "\n";
-  o << "converter:     " << p.converter_version << "\n";
+  o << "converter:     " << E(p.converter_version) << "\n";
   o << "digests:       " << DigestAlgorithmName(m.digest_algorithm()) << "\n";
   if (!p.options.empty()) {
     o << "options:      ";
-    for (const auto& opt : p.options) o << " " << opt;
+    for (const auto& opt : p.options) o << " " << E(opt);
     o << "\n";
   }
   for (const Finding& f : p.findings) {
-    o << SeverityName(f.severity) << ":       " << f.rule << " at " << f.location << ": " << f.message
-      << "\n";
+    o << SeverityName(f.severity) << ":       " << E(f.rule) << " at " << E(f.location) << ": "
+      << E(f.message);
+    for (size_t k = 0; k < f.references.size(); ++k) o << (k ? ", " : " [") << E(f.references[k]);
+    o << (f.references.empty() ? "" : "]") << "\n";
   }
   o << "architecture:  " << Shorten(m.architecture()) << "\n";
   if (!m.metadata().is_null()) o << "metadata:      " << Shorten(m.metadata()) << "\n";
   o << "tensors:       " << m.tensors().size() << "\n";
   for (const TensorInfo& t : m.tensors()) {
-    o << "  " << t.name << "  " << DTypeName(t.dtype) << " " << ShapeText(t.shape);
+    o << "  " << E(t.name) << "  " << DTypeName(t.dtype) << " " << ShapeText(t.shape);
     if (t.alias_of.empty()) {
       o << "  " << t.nbytes << " bytes @ " << t.offset;
     } else {
-      o << "  alias of " << t.alias_of;
+      o << "  alias of " << E(t.alias_of);
     }
     o << "\n";
   }

@@ -32,6 +32,7 @@
 #include "safemodel/convert.h"
 #include "safemodel/limits.h"
 #include "sandbox/frame_io.h"
+#include "sandbox/observe.h"
 #include "sandbox/supervisor.h"
 
 #ifndef SAFEMODEL_VERSION
@@ -188,6 +189,160 @@ std::string FindWorker(const ConvertOptions& options) {
   return "";
 }
 
+// The layers the parent must observe: the mandatory ones and those the
+// caller asked for, or an error naming one that cannot be observed.
+Result<std::vector<std::string>> RequiredLayers(const ConvertOptions& opt) {
+  std::vector<std::string> required = sandbox::MandatoryLayers();
+  const auto& known = sandbox::ObservableLayers();
+  for (const std::string& layer : opt.required_isolation) {
+    if (std::find(known.begin(), known.end(), layer) == known.end()) {
+      std::string names;
+      for (const std::string& k : known) names += (names.empty() ? "" : ", ") + k;
+      return Status::InvalidArgument(
+          "unknown isolation layer '" + layer + "' (the parent can verify: " + names +
+          (layer == "landlock" ? "; Landlock is not visible in /proc" : "") + ")");
+    }
+    if (std::find(required.begin(), required.end(), layer) == required.end()) {
+      required.push_back(layer);
+    }
+  }
+  return required;
+}
+
+// Checks the locked-down worker in /proc (sandbox/observe.h), records what
+// was seen, and lets the worker go on only if every required layer is there.
+Status VerifyIsolation(sandbox::Worker& worker, const std::vector<std::string>& required,
+                       ConvertReport* report) {
+  sandbox::IsolationObservation obs = sandbox::ObserveIsolation(worker.pid());
+  report->worker.isolation = obs.layers;
+  report->worker.observed = std::move(obs.facts);
+  std::string missing;
+  for (const std::string& layer : required) {
+    if (!obs.Has(layer)) missing += (missing.empty() ? "" : ", ") + layer;
+  }
+  if (!missing.empty()) {
+    return Status(StatusCode::kSandboxSetupFailed,
+                  "the worker lacks required isolation: " + missing +
+                      " (checked in /proc/<pid> before it read its input" +
+                      (obs.error.empty() ? "" : "; " + obs.error) + ")");
+  }
+  if (!worker.Release()) {
+    return Status(StatusCode::kSandboxSetupFailed, "the worker ended before it was released");
+  }
+  return Status::Ok();
+}
+
+// After a worker exited with its result channel still open: wait briefly for
+// the processes holding it to die (the process group was killed) and say
+// which case it was.
+std::string HeldOpenOutcome(int channel_fd) {
+  constexpr int kGraceMs = 1000;  // SIGKILLed processes close their fds at once
+  struct pollfd pfd = {channel_fd, POLLIN, 0};
+  const auto until = Clock::now() + std::chrono::milliseconds(kGraceMs);
+  while (Clock::now() < until) {
+    char buf[4096];
+    if (poll(&pfd, 1, 50) > 0 && read(channel_fd, buf, sizeof buf) == 0) {
+      return "it was killed with the worker's process group";
+    }
+  }
+  return "it has left the worker's process group and could not be stopped";
+}
+
+// Starts the worker on the input (fd 4) with the fitted limits.
+Status StartWorker(const std::string& worker_path, int in_fd, uint64_t input_size,
+                   const WorkerLimits& limits, const std::vector<std::string>& options,
+                   sandbox::Worker* worker) {
+  sandbox::SpawnOptions spawn;
+  spawn.worker_path = worker_path;
+  spawn.input_fd = in_fd;
+  spawn.args = {"--parent-pid=" + Num(static_cast<uint64_t>(getpid())),
+                "--input-size=" + Num(input_size),
+                "--address-space=" + Num(limits.address_space),
+                "--memory-limit=" + Num(limits.memory_limit),
+                "--cpu-seconds=" + Num(limits.cpu_seconds)};
+  for (const std::string& o : options) spawn.args.push_back("--" + o);
+  std::string spawn_error;
+  if (!sandbox::Spawn(spawn, worker, &spawn_error)) {
+    return Status(StatusCode::kSandboxSetupFailed, spawn_error);
+  }
+  return Status::Ok();
+}
+
+// What the verdict needs besides the stream and the exit.
+struct VerdictContext {
+  const InputFile* input;
+  int channel_fd;
+  uint64_t timeout_ms;
+  const WorkerLimits* limits;
+};
+
+// How the worker's run ended, most specific cause first (README "Sandbox"):
+// input changed > timeout > seccomp violation > a channel held open after
+// the worker's exit > output I/O error or limit > a signal the worker did
+// not get from us > missing isolation > invalid result > crash > the
+// worker's own error report > non-zero exit > incomplete result. An input
+// that changed underneath explains whatever the worker did (a SIGBUS in its
+// map, odd bytes, a refusal of bytes that are no longer there); a signal
+// from outside explains a stream cut short or a worker gone before its
+// release. OK only for a complete result from a worker that exited 0.
+Status Verdict(const WorkerStream& stream, const sandbox::Worker::Exit& exit,
+               const VerdictContext& ctx, WorkerOutcome* w) {
+  using Kind = sandbox::Worker::Exit::Kind;
+  w->kind = WorkerKind(exit);
+  if (Status changed = ctx.input->CheckUnchanged(); !changed.ok()) return changed;
+  if (stream.timed_out || exit.kind == Kind::kTimeout) {
+    w->kind = "timeout";
+    return Status(StatusCode::kTimeout, "the conversion exceeded its time limit of " +
+                                            Num(ctx.timeout_ms) + " ms; the worker was killed");
+  }
+  if (exit.kind == Kind::kWaitFailed) return Status::Internal(exit.error);
+  if (stream.violation ||
+      (exit.kind == Kind::kSignaled && exit.signal == SIGSYS && !exit.killed_by_us)) {
+    w->kind = "seccomp";
+    if (!stream.violation) {
+      return Status(StatusCode::kSandboxViolation,
+                    "the sandbox killed the worker (SIGSYS: a system call of a foreign "
+                    "architecture or ABI)");
+    }
+    w->syscall_nr = static_cast<int>(stream.violation_nr);
+    w->syscall_name = sandbox::SyscallName(static_cast<int>(stream.violation_nr));
+    return Status(StatusCode::kSandboxViolation,
+                  "the sandbox stopped the worker: it attempted the forbidden system call " +
+                      Num(stream.violation_nr) + " (" +
+                      (w->syscall_name.empty() ? "unknown" : w->syscall_name) + ")");
+  }
+  if (stream.held_open) {
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker exited, but a process it started still held the result channel "
+                  "open; " + HeldOpenOutcome(ctx.channel_fd) + "; nothing was written");
+  }
+  if (!stream.io.ok() || !stream.limit.ok()) {
+    w->kind = "killed";
+    return !stream.io.ok() ? stream.io : stream.limit;
+  }
+  if (exit.kind == Kind::kSignaled && !exit.killed_by_us) return SignalVerdict(exit, *ctx.limits);
+  if (!stream.isolation.ok()) {
+    w->kind = "killed";
+    return stream.isolation;
+  }
+  if (!stream.protocol.ok()) {
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker sent an invalid result (" + stream.protocol.message() +
+                      "); nothing was written");
+  }
+  if (exit.kind == Kind::kSignaled) return SignalVerdict(exit, *ctx.limits);
+  if (stream.error_frame) return stream.worker_error;
+  if (exit.exit_code != 0) {
+    return Status(StatusCode::kWorkerCrashed,
+                  "the worker exited with code " + Num(static_cast<uint64_t>(exit.exit_code)) +
+                      " without reporting a result");
+  }
+  if (!stream.done) {
+    return Status(StatusCode::kWorkerCrashed, "the worker ended without completing its result");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes) {
@@ -241,7 +396,8 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   std::sort(options.begin(), options.end());
   report->options = options;
 
-  std::string worker_path = FindWorker(opt);
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
+  const std::string worker_path = FindWorker(opt);
   if (worker_path.empty()) {
     return Status(StatusCode::kSandboxSetupFailed,
                   "cannot find the safemodel-worker executable next to the library or in " +
@@ -250,32 +406,25 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
 
   InputHasher hasher;
   hasher.Start(in_fd, input_size);
-
-  sandbox::SpawnOptions spawn;
-  spawn.worker_path = worker_path;
-  spawn.input_fd = in_fd;
-  spawn.args = {"--parent-pid=" + Num(static_cast<uint64_t>(getpid())),
-                "--input-size=" + Num(input_size),
-                "--address-space=" + Num(limits.address_space),
-                "--memory-limit=" + Num(limits.memory_limit),
-                "--cpu-seconds=" + Num(limits.cpu_seconds)};
-  for (const std::string& o : options) spawn.args.push_back("--" + o);
   sandbox::Worker worker;
-  std::string spawn_error;
-  if (!sandbox::Spawn(spawn, &worker, &spawn_error)) {
-    return Status(StatusCode::kSandboxSetupFailed, spawn_error);
-  }
+  SAFEMODEL_RETURN_IF_ERROR(StartWorker(worker_path, in_fd, input_size, limits, options, &worker));
 
-  sandbox::FrameReader reader(worker.channel_fd(), deadline);
+  // The reader also watches the worker's exit, so that a process it left
+  // behind holding the channel cannot keep the parent waiting.
+  sandbox::FrameReader reader(worker.channel_fd(), deadline, worker.exit_fd());
   WorkerStream stream;
-  ReadWorkerStream(reader, out->fd(), input_size, options, opt.digest, opt.max_output_bytes, report,
-                   &stream);
+  const LockedHook on_locked = [&](const std::vector<std::string>&) {
+    return VerifyIsolation(worker, required_layers, report);
+  };
+  ReadWorkerStream(reader, out->fd(), input_size, options, opt.digest, opt.max_output_bytes,
+                   on_locked, report, &stream);
   // A worker whose channel is closed is already exiting (after lockdown it
   // cannot close fd 3): it is left to end, so that a signal from outside
   // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
   // stream it left behind (its exit shows in Wait within microseconds).
   const bool exiting = !stream.protocol.ok() && ChannelClosed(worker.channel_fd());
-  if (stream.timed_out || (!stream.protocol.ok() && !exiting) || !stream.io.ok() || !stream.limit.ok()) {
+  if (stream.timed_out || stream.held_open || !stream.isolation.ok() ||
+      (!stream.protocol.ok() && !exiting) || !stream.io.ok() || !stream.limit.ok()) {
     worker.Kill();
   }
   sandbox::Worker::Exit exit = worker.Wait(deadline);
@@ -284,69 +433,9 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   report->worker.exit_code = exit.exit_code;
   report->worker.signal = exit.signal;
 
-  // Verdict, most specific cause first. An input that changed underneath
-  // explains whatever the worker did (a SIGBUS in its map, odd bytes, a
-  // refusal of bytes that are no longer there): nothing it said counts.
-  if (Status changed = input.CheckUnchanged(); !changed.ok()) {
-    report->worker.kind = WorkerKind(exit);
-    return changed;
-  }
-  if (stream.timed_out || exit.kind == sandbox::Worker::Exit::Kind::kTimeout) {
-    report->worker.kind = "timeout";
-    return Status(StatusCode::kTimeout, "the conversion exceeded its time limit of " +
-                                            Num(timeout_ms) + " ms; the worker was killed");
-  }
-  if (exit.kind == sandbox::Worker::Exit::Kind::kWaitFailed) {
-    report->worker.kind = "unknown";
-    return Status::Internal(exit.error);
-  }
-  if (stream.violation || (exit.kind == sandbox::Worker::Exit::Kind::kSignaled &&
-                           exit.signal == SIGSYS && !exit.killed_by_us)) {
-    report->worker.kind = "seccomp";
-    if (stream.violation) {
-      report->worker.syscall_nr = static_cast<int>(stream.violation_nr);
-      report->worker.syscall_name = sandbox::SyscallName(static_cast<int>(stream.violation_nr));
-      return Status(StatusCode::kSandboxViolation,
-                    "the sandbox stopped the worker: it attempted the forbidden system call " +
-                        Num(stream.violation_nr) + " (" +
-                        (report->worker.syscall_name.empty() ? "unknown"
-                                                             : report->worker.syscall_name) +
-                        ")");
-    }
-    return Status(StatusCode::kSandboxViolation,
-                  "the sandbox killed the worker (SIGSYS: a system call of a foreign "
-                  "architecture or ABI)");
-  }
-  if (!stream.io.ok() || !stream.limit.ok()) {
-    report->worker.kind = "killed";
-    return !stream.io.ok() ? stream.io : stream.limit;
-  }
-  // A signal the worker did not get from us comes before what it sent: a
-  // stream cut short is the signal's effect, not a lie.
-  if (exit.kind == sandbox::Worker::Exit::Kind::kSignaled && !exit.killed_by_us) {
-    report->worker.kind = "signaled";
-    return SignalVerdict(exit, limits);
-  }
-  if (!stream.protocol.ok()) {
-    report->worker.kind = WorkerKind(exit);
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker sent an invalid result (" + stream.protocol.message() +
-                      "); nothing was written");
-  }
-  if (exit.kind == sandbox::Worker::Exit::Kind::kSignaled) {
-    report->worker.kind = "signaled";
-    return SignalVerdict(exit, limits);
-  }
-  report->worker.kind = "exited";
-  if (stream.error_frame) return stream.worker_error;
-  if (exit.exit_code != 0) {
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker exited with code " + Num(static_cast<uint64_t>(exit.exit_code)) +
-                      " without reporting a result");
-  }
-  if (!stream.done) {
-    return Status(StatusCode::kWorkerCrashed, "the worker ended without completing its result");
-  }
+  // Verdict, most specific cause first; OK means the result may be committed.
+  SAFEMODEL_RETURN_IF_ERROR(Verdict(stream, exit, {&input, worker.channel_fd(), timeout_ms, &limits},
+                                    &report->worker));
 
   // A short read of the hasher is the input changing, if it did.
   Result<std::string> hashed = hasher.Join();
@@ -354,8 +443,7 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   SAFEMODEL_ASSIGN_OR_RETURN(std::string sha, std::move(hashed));
   report->input_sha256 = ToHex(sha);
   SAFEMODEL_RETURN_IF_ERROR(stream.writer->Finish(sha));
-  const v1::Header& h = stream.writer->header();
-  report->tensor_count = static_cast<uint64_t>(h.tensors_size());
+  report->tensor_count = stream.writer->tensor_count();
   report->tensor_bytes = stream.data_bytes;
   report->output_bytes = stream.writer->file_size();
   SAFEMODEL_RETURN_IF_ERROR(out->Commit(stream.writer->file_size(), opt.sync_output));

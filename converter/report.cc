@@ -23,7 +23,11 @@ std::string ConvertReport::ToJson() const {
                               {"signal", worker.signal},
                               {"max_rss_bytes", worker.max_rss_bytes},
                               {"cpu_seconds", worker.cpu_seconds},
-                              {"isolation", worker.isolation}};
+                              {"isolation", worker.isolation},
+                              {"claimed_isolation", worker.claimed_isolation}};
+  nlohmann::ordered_json observed = nlohmann::ordered_json::object();
+  for (const auto& [key, value] : worker.observed) observed[key] = value;
+  w["observed"] = std::move(observed);
   if (worker.syscall_nr >= 0) {
     w["syscall"] = {{"number", worker.syscall_nr}, {"name", worker.syscall_name}};
   }

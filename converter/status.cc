@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "safemodel/display.h"
+
 namespace safemodel {
 
 std::string_view StatusCodeName(StatusCode code) {
@@ -60,7 +62,7 @@ Status Status::WithContext(std::string_view context) const {
 namespace internal {
 void DieOnBadResultAccess(const Status& status) {
   std::fprintf(stderr, "safemodel: value() called on an error Result: %s\n",
-               status.ToString().c_str());
+               EscapeForDisplay(status.ToString()).c_str());
   std::abort();
 }
 }  // namespace internal

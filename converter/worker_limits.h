@@ -27,10 +27,11 @@ inline constexpr uint64_t kAddressSpaceSlack = 1ull << 30;
 // The least of that the worker can live with when an inherited limit forces
 // it (measured: ~100-150 MiB of libraries and stacks before parsing).
 inline constexpr uint64_t kAddressSpaceFloor = 256ull << 20;
-// Descriptors a conversion opens besides the input: the output directory,
-// the output, the result pipe (2), two transient copies for the spawn, the
-// worker's pidfd, and one to spare.
-inline constexpr int kConversionDescriptors = 8;
+// Descriptors a conversion opens besides the input, at its peak (the spawn):
+// the output directory, the output, the result pipe (2), the control socket
+// pair (2), three transient copies for the worker's fds 3, 4 and 5; and one
+// to spare. (Afterwards: the pidfd and one /proc file at a time, fewer.)
+inline constexpr int kConversionDescriptors = 10;
 
 struct WorkerLimits {
   uint64_t address_space = 0;  // RLIMIT_AS for the worker

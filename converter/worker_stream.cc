@@ -1,6 +1,7 @@
 #include "converter/worker_stream.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "converter/format.h"
 #include "converter/output_file.h"
@@ -23,51 +24,61 @@ Status CheckIdentifier(const std::string& s, std::string_view what) {
   return Status::Ok();
 }
 
-Status CopyValue(const v1::Value& in, v1::Value* out, std::string_view what) {
-  SAFEMODEL_ASSIGN_OR_RETURN(Value v, format::ValueFromProto(in, what));
-  format::ValueToProto(v, out);
-  return Status::Ok();
-}
-
-Status CheckIsolation(const google::protobuf::RepeatedPtrField<std::string>& layers,
-                      std::vector<std::string>* out) {
-  if (static_cast<size_t>(layers.size()) > kMaxIsolationLayers) {
-    return Status::Malformed("too many isolation layers reported");
-  }
-  for (const std::string& l : layers) {
-    SAFEMODEL_RETURN_IF_ERROR(CheckIdentifier(l, "isolation layer"));
-    out->push_back(l);
+// The LOCKED frame's payload: layer names, comma-separated.
+Status ParseClaim(const std::string& payload, std::vector<std::string>* out) {
+  size_t start = 0;
+  while (!payload.empty() && start <= payload.size()) {
+    size_t comma = payload.find(',', start);
+    std::string layer = payload.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    SAFEMODEL_RETURN_IF_ERROR(CheckIdentifier(layer, "isolation layer"));
+    if (out->size() >= kMaxIsolationLayers) return Status::Malformed("too many isolation layers claimed");
+    out->push_back(std::move(layer));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
   }
   return Status::Ok();
 }
 
-// Rebuilds the output header from the worker's proposal, field by field, so
-// that nothing unvalidated (unknown fields included) reaches the file.
-Result<v1::Header> BuildHeader(const worker::WorkerHeader& in, uint64_t input_size,
-                               const std::vector<std::string>& options, DigestAlgorithm digest,
-                               ConvertReport* report) {
+// Builds the output header from the worker's proposal. Nothing unvalidated
+// reaches the file: tensor entries keep name, dtype, shape and alias only
+// (no unknown fields; the writer checks them all and lays them out), the
+// trees are checked and canonicalised (format::SanitizeValue), findings are
+// re-encoded field by field, and the envelope (source format, options,
+// provenance) is the parent's own. Entries and trees are handed over, not
+// copied, so the parent holds one copy of the header at a time.
+Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
+                               const StreamLimits& limits, const std::vector<std::string>& options,
+                               DigestAlgorithm digest, ConvertReport* report) {
   SAFEMODEL_RETURN_IF_ERROR(CheckIdentifier(in.source_format(), "source format"));
   report->source_format = in.source_format();
-  if (static_cast<uint64_t>(in.tensors_size()) > kMaxTensorCount) {
-    return Status::LimitExceeded(Num(static_cast<uint64_t>(in.tensors_size())) + " tensors exceed the limit of " +
-                                 Num(kMaxTensorCount));
+  const auto count = static_cast<uint64_t>(in.tensors_size());
+  if (count > kMaxTensorCount) {
+    return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " + Num(kMaxTensorCount));
+  }
+  if (count > limits.tensors) {
+    return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " + Num(limits.tensors) +
+                                 " for an input of " + Num(input_size) + " bytes");
   }
   SAFEMODEL_RETURN_IF_ERROR(format::CheckFindings(in.findings()));
+  SAFEMODEL_RETURN_IF_ERROR(CheckFindingsBudget(in.findings(), limits));
   v1::Header out;
   out.set_digest_algorithm(static_cast<v1::DigestAlgorithm>(digest));
-  out.mutable_tensors()->Reserve(in.tensors_size());
-  for (const v1::TensorInfo& t : in.tensors()) {
-    v1::TensorInfo* o = out.add_tensors();
-    o->set_name(t.name());
-    o->set_dtype(t.dtype());
-    *o->mutable_shape() = t.shape();
-    o->set_alias_of(t.alias_of());
+  // Each entry keeps name, dtype, shape and alias; offset and size are the
+  // writer's to assign, and unknown fields go. Done in place and the list
+  // handed over whole: the entries are the bulk of a header.
+  for (v1::TensorInfo& t : *in.mutable_tensors()) {
+    t.clear_offset();
+    t.clear_nbytes();
+    t.GetReflection()->MutableUnknownFields(&t)->Clear();
   }
+  out.mutable_tensors()->Swap(in.mutable_tensors());
   if (in.has_architecture()) {
-    SAFEMODEL_RETURN_IF_ERROR(CopyValue(in.architecture(), out.mutable_architecture(), "architecture"));
+    out.set_allocated_architecture(in.release_architecture());
+    SAFEMODEL_RETURN_IF_ERROR(format::SanitizeValue(out.mutable_architecture(), "architecture"));
   }
   if (in.has_metadata()) {
-    SAFEMODEL_RETURN_IF_ERROR(CopyValue(in.metadata(), out.mutable_metadata(), "metadata"));
+    out.set_allocated_metadata(in.release_metadata());
+    SAFEMODEL_RETURN_IF_ERROR(format::SanitizeValue(out.mutable_metadata(), "metadata"));
   }
   v1::Provenance* p = out.mutable_provenance();
   p->set_source_format(in.source_format());
@@ -85,139 +96,216 @@ Result<v1::Header> BuildHeader(const worker::WorkerHeader& in, uint64_t input_si
   return out;
 }
 
-
-
-Status ReadMessage(sandbox::FrameReader& reader, uint64_t length,
-                   google::protobuf::MessageLite* msg, const char* what) {
+// Reads a control frame's payload into a transient buffer and parses it with
+// an object budget; the raw bytes are freed on return, before the caller
+// builds anything from the message.
+Status ReadMessage(sandbox::FrameReader& reader, uint64_t length, google::protobuf::MessageLite* msg,
+                   const char* what, uint64_t max_objects) {
   std::string buf(length, '\0');
   if (reader.ReadExact(buf.data(), length) != sandbox::FrameReader::Result::kOk) {
     return Status::Malformed(std::string("reading the ") + what + " frame: " + reader.error());
   }
-  if (!format::ParseBounded(AsBytes(buf), msg)) {
+  if (!format::ParseBounded(AsBytes(buf), msg, max_objects)) {
     return Status::Malformed(std::string("the worker's ") + what + " frame is not valid");
   }
   return Status::Ok();
 }
 
+// One stream's state and the handling of each frame kind. Each handler
+// returns false to end the stream (the reason is recorded in *st).
+class StreamReader {
+ public:
+  StreamReader(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
+               const std::vector<std::string>& options, DigestAlgorithm digest,
+               uint64_t max_output_bytes, const LockedHook& on_locked, ConvertReport* report,
+               WorkerStream* st)
+      : reader_(reader), out_fd_(out_fd), input_size_(input_size), options_(options),
+        digest_(digest), max_output_bytes_(max_output_bytes), on_locked_(on_locked),
+        report_(report), st_(st), limits_(StreamLimitsFor(input_size)) {}
+
+  void Run() {
+    const uint64_t caps[sandbox::kMaxFrameType + 1] = {
+        0, limits_.header_bytes, kMaxDataFrameBytes, kMaxDoneFrameBytes, kMaxErrorFrameBytes,
+        sandbox::kViolationPayloadBytes, sandbox::kMaxLockedPayloadBytes};
+    for (;;) {
+      sandbox::FrameHeader fh;
+      auto r = reader_.Next(&fh, caps);
+      if (r == sandbox::FrameReader::Result::kTimeout) {
+        st_->timed_out = true;
+        return;
+      }
+      if (r == sandbox::FrameReader::Result::kHeldOpen) {
+        st_->held_open = true;
+        return;
+      }
+      if (r == sandbox::FrameReader::Result::kEof) return;
+      if (r == sandbox::FrameReader::Result::kError) return Protocol(reader_.error());
+      if (!st_->locked && fh.type != FrameType::kLocked && fh.type != FrameType::kError) {
+        return Protocol("a frame of type " + Num(static_cast<uint32_t>(fh.type)) +
+                        " before the worker reported its lockdown");
+      }
+      if (fh.type != FrameType::kViolation && (st_->done || st_->error_frame)) {
+        return Protocol("frame after the end of the result");
+      }
+      bool go_on = false;
+      switch (fh.type) {
+        case FrameType::kLocked: go_on = OnLocked(fh.length); break;
+        case FrameType::kHeader: go_on = OnHeader(fh.length); break;
+        case FrameType::kTensorData: go_on = OnData(fh.length); break;
+        case FrameType::kDone: go_on = OnDone(fh.length); break;
+        case FrameType::kError: go_on = OnError(fh.length); break;
+        case FrameType::kViolation: go_on = OnViolation(); break;
+      }
+      if (!go_on) return;
+    }
+  }
+
+ private:
+  void Protocol(std::string msg) { st_->protocol = Status::Malformed(std::move(msg)); }
+  bool Fail(std::string msg) {
+    Protocol(std::move(msg));
+    return false;
+  }
+
+  bool OnLocked(uint64_t length) {
+    if (st_->locked) return Fail("second lockdown frame");
+    std::string payload(length, '\0');
+    if (reader_.ReadExact(payload.data(), length) != sandbox::FrameReader::Result::kOk) {
+      return Fail("reading the lockdown frame: " + reader_.error());
+    }
+    std::vector<std::string> claimed;
+    Status s = ParseClaim(payload, &claimed);
+    if (!s.ok()) return Fail(s.message());
+    report_->worker.claimed_isolation = claimed;
+    st_->isolation = on_locked_ ? on_locked_(claimed) : Status::Ok();
+    if (!st_->isolation.ok()) return false;
+    st_->locked = true;
+    return true;
+  }
+
+  bool OnHeader(uint64_t length) {
+    if (st_->header_seen) return Fail("second header frame");
+    st_->header_seen = true;
+    std::optional<v1::Header> header;
+    {
+      worker::WorkerHeader wh;
+      Status s = ReadMessage(reader_, length, &wh, "header", limits_.header_objects);
+      if (!s.ok()) return Fail(s.message());
+      auto built = BuildHeader(std::move(wh), input_size_, limits_, options_, digest_, report_);
+      if (!built.ok()) return Fail("invalid header from the worker: " + built.status().ToString());
+      header.emplace(std::move(*built));
+    }  // what is left of the proposal is freed here, before the writer serialises
+    auto writer = SafemodelWriter::Plan(out_fd_, std::move(*header));
+    header.reset();
+    if (!writer.ok()) return Fail("invalid header from the worker: " + writer.status().ToString());
+    st_->writer = std::move(*writer);
+    // The whole output's space is reserved before its first byte, so that a
+    // full file system fails here, as a limit (exit 4).
+    st_->limit = ReserveOutputSpace(out_fd_, st_->writer->planned_file_size(), max_output_bytes_);
+    if (!st_->limit.ok()) return false;
+    Status written = st_->writer->WriteHeader();
+    if (written.code() == StatusCode::kIoError) {
+      st_->io = std::move(written);
+      return false;
+    }
+    if (!written.ok()) return Fail("invalid header from the worker: " + written.ToString());
+    return true;
+  }
+
+  bool OnData(uint64_t length) {
+    if (!st_->writer) return Fail("tensor data before the header");
+    if (length == 0) return Fail("empty tensor data frame");
+    if (length > st_->writer->current_remaining()) {
+      return Fail("tensor data frame of " + Num(length) + " bytes exceeds what the " +
+                  "current tensor still needs (" + Num(st_->writer->current_remaining()) + ")");
+    }
+    if (length > data_buf_size_) {
+      data_buf_.reset(new uint8_t[length]);
+      data_buf_size_ = length;
+    }
+    if (reader_.ReadExact(data_buf_.get(), length) != sandbox::FrameReader::Result::kOk) {
+      return Fail("reading tensor data: " + reader_.error());
+    }
+    Status s = st_->writer->Append(ByteView(data_buf_.get(), length));
+    if (!s.ok()) {
+      if (s.code() == StatusCode::kIoError) {
+        st_->io = s;
+        return false;
+      }
+      return Fail(s.message());
+    }
+    st_->data_bytes += length;
+    return true;
+  }
+
+  bool OnDone(uint64_t length) {
+    if (!st_->writer) return Fail("done before the header");
+    if (!st_->writer->complete()) {
+      return Fail("done while tensor #" + Num(static_cast<uint64_t>(st_->writer->current_tensor())) +
+                  " misses " + Num(st_->writer->current_remaining()) + " bytes");
+    }
+    worker::WorkerDone done;
+    Status s = ReadMessage(reader_, length, &done, "done", 16);
+    if (!s.ok()) return Fail(s.message());
+    st_->done = true;
+    return true;
+  }
+
+  bool OnError(uint64_t length) {
+    worker::WorkerError we;
+    Status s = ReadMessage(reader_, length, &we, "error", limits_.header_objects);
+    if (!s.ok()) return Fail(s.message());
+    auto code = static_cast<StatusCode>(we.code());
+    bool reportable = code == StatusCode::kRefused || code == StatusCode::kMalformed ||
+                      code == StatusCode::kUnsupported || code == StatusCode::kLimitExceeded ||
+                      code == StatusCode::kInternal || code == StatusCode::kSandboxSetupFailed ||
+                      code == StatusCode::kInvalidArgument;
+    if (!reportable) return Fail("the worker reported status code " + Num(we.code()));
+    s = format::CheckFindings(we.findings());
+    if (s.ok()) s = CheckFindingsBudget(we.findings(), limits_);
+    if (!s.ok()) return Fail(s.message());
+    if (we.message().size() > format::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
+      return Fail("the worker's error message is too long or not UTF-8");
+    }
+    for (const auto& f : we.findings()) report_->findings.push_back(format::FindingFromProto(f));
+    st_->worker_error = Status(code, std::move(*we.mutable_message()));
+    st_->error_frame = true;
+    return true;
+  }
+
+  bool OnViolation() {
+    uint8_t v[sandbox::kViolationPayloadBytes];
+    if (reader_.ReadExact(v, sizeof v) != sandbox::FrameReader::Result::kOk) {
+      return Fail("reading a violation frame: " + reader_.error());
+    }
+    st_->violation = true;
+    st_->violation_nr = static_cast<uint32_t>(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24);
+    st_->violation_arch = static_cast<uint32_t>(v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
+    return true;
+  }
+
+  sandbox::FrameReader& reader_;
+  const int out_fd_;
+  const uint64_t input_size_;
+  const std::vector<std::string>& options_;
+  const DigestAlgorithm digest_;
+  const uint64_t max_output_bytes_;
+  const LockedHook& on_locked_;
+  ConvertReport* const report_;
+  WorkerStream* const st_;
+  const StreamLimits limits_;
+  std::unique_ptr<uint8_t[]> data_buf_;
+  uint64_t data_buf_size_ = 0;
+};
+
 }  // namespace
 
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
-                      uint64_t max_output_bytes, ConvertReport* report, WorkerStream* st) {
-  const uint64_t caps[sandbox::kMaxFrameType + 1] = {
-      0, kMaxHeaderBytes, kMaxDataFrameBytes, kMaxDoneFrameBytes, kMaxErrorFrameBytes,
-      sandbox::kViolationPayloadBytes};
-  std::unique_ptr<uint8_t[]> data_buf;
-  uint64_t data_buf_size = 0;
-  auto protocol = [&](std::string msg) { st->protocol = Status::Malformed(std::move(msg)); };
-  for (;;) {
-    sandbox::FrameHeader fh;
-    auto r = reader.Next(&fh, caps);
-    if (r == sandbox::FrameReader::Result::kTimeout) {
-      st->timed_out = true;
-      return;
-    }
-    if (r == sandbox::FrameReader::Result::kEof) return;
-    if (r == sandbox::FrameReader::Result::kError) return protocol(reader.error());
-    if (fh.type != FrameType::kViolation && (st->done || st->error_frame)) {
-      return protocol("frame after the end of the result");
-    }
-    switch (fh.type) {
-      case FrameType::kHeader: {
-        if (st->header_seen) return protocol("second header frame");
-        st->header_seen = true;
-        worker::WorkerHeader wh;
-        Status s = ReadMessage(reader, fh.length, &wh, "header");
-        if (!s.ok()) return protocol(s.message());
-        s = CheckIsolation(wh.isolation(), &report->worker.isolation);
-        if (!s.ok()) return protocol(s.message());
-        auto header = BuildHeader(wh, input_size, options, digest, report);
-        if (!header.ok()) return protocol("invalid header from the worker: " + header.status().ToString());
-        // The whole output's space is reserved before its first byte, so
-        // that a full file system fails here, as a limit (exit 4).
-        auto writer = SafemodelWriter::Plan(out_fd, std::move(*header));
-        if (!writer.ok()) return protocol("invalid header from the worker: " + writer.status().ToString());
-        st->writer = std::move(*writer);
-        st->limit = ReserveOutputSpace(out_fd, st->writer->planned_file_size(), max_output_bytes);
-        if (!st->limit.ok()) return;
-        st->io = st->writer->WriteHeader();
-        if (!st->io.ok()) return;
-        break;
-      }
-      case FrameType::kTensorData: {
-        if (!st->writer) return protocol("tensor data before the header");
-        if (fh.length == 0) return protocol("empty tensor data frame");
-        if (fh.length > st->writer->current_remaining()) {
-          return protocol("tensor data frame of " + Num(fh.length) + " bytes exceeds what the " +
-                          "current tensor still needs (" + Num(st->writer->current_remaining()) + ")");
-        }
-        if (fh.length > data_buf_size) {
-          data_buf.reset(new uint8_t[fh.length]);
-          data_buf_size = fh.length;
-        }
-        if (reader.ReadExact(data_buf.get(), fh.length) != sandbox::FrameReader::Result::kOk) {
-          return protocol("reading tensor data: " + reader.error());
-        }
-        Status s = st->writer->Append(ByteView(data_buf.get(), fh.length));
-        if (!s.ok()) {
-          if (s.code() == StatusCode::kIoError) {
-            st->io = s;
-            return;
-          }
-          return protocol(s.message());
-        }
-        st->data_bytes += fh.length;
-        break;
-      }
-      case FrameType::kDone: {
-        if (!st->writer) return protocol("done before the header");
-        if (!st->writer->complete()) {
-          return protocol("done while tensor #" + Num(static_cast<uint64_t>(st->writer->current_tensor())) + " misses " +
-                          Num(st->writer->current_remaining()) + " bytes");
-        }
-        worker::WorkerDone done;
-        Status s = ReadMessage(reader, fh.length, &done, "done");
-        if (!s.ok()) return protocol(s.message());
-        st->done = true;
-        break;
-      }
-      case FrameType::kError: {
-        worker::WorkerError we;
-        Status s = ReadMessage(reader, fh.length, &we, "error");
-        if (!s.ok()) return protocol(s.message());
-        auto code = static_cast<StatusCode>(we.code());
-        bool reportable = code == StatusCode::kRefused || code == StatusCode::kMalformed ||
-                          code == StatusCode::kUnsupported || code == StatusCode::kLimitExceeded ||
-                          code == StatusCode::kInternal || code == StatusCode::kSandboxSetupFailed ||
-                          code == StatusCode::kInvalidArgument;
-        if (!reportable) return protocol("the worker reported status code " + Num(we.code()));
-        s = format::CheckFindings(we.findings());
-        if (!s.ok()) return protocol(s.message());
-        if (we.message().size() > format::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
-          return protocol("the worker's error message is too long or not UTF-8");
-        }
-        for (const auto& f : we.findings()) report->findings.push_back(format::FindingFromProto(f));
-        if (report->worker.isolation.empty()) {
-          s = CheckIsolation(we.isolation(), &report->worker.isolation);
-          if (!s.ok()) return protocol(s.message());
-        }
-        st->worker_error = Status(code, we.message());
-        st->error_frame = true;
-        break;
-      }
-      case FrameType::kViolation: {
-        uint8_t v[sandbox::kViolationPayloadBytes];
-        if (reader.ReadExact(v, sizeof v) != sandbox::FrameReader::Result::kOk) {
-          return protocol("reading a violation frame: " + reader.error());
-        }
-        st->violation = true;
-        st->violation_nr = static_cast<uint32_t>(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24);
-        st->violation_arch = static_cast<uint32_t>(v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
-        break;
-      }
-    }
-  }
+                      uint64_t max_output_bytes, const LockedHook& on_locked,
+                      ConvertReport* report, WorkerStream* st) {
+  StreamReader(reader, out_fd, input_size, options, digest, max_output_bytes, on_locked, report, st)
+      .Run();
 }
-
 
 }  // namespace safemodel

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "safemodel/convert.h"
+#include "safemodel/display.h"
 #include "safemodel/reader.h"
 
 int main(int argc, char** argv) {
@@ -21,10 +22,12 @@ int main(int argc, char** argv) {
   if (argc > 4) options.worker_path = argv[4];
   safemodel::ConvertReport report = safemodel::ConvertFile(argv[1], argv[2], options);
   if (!report.status.ok()) {
-    std::fprintf(stderr, "refused: %s\n", report.status.ToString().c_str());
+    // Text from the model is escaped before it reaches a terminal.
+    using safemodel::EscapeForDisplay;
+    std::fprintf(stderr, "refused: %s\n", EscapeForDisplay(report.status.ToString()).c_str());
     for (const safemodel::Finding& f : report.findings) {
-      std::fprintf(stderr, "  %s %s at %s\n", safemodel::SeverityName(f.severity), f.rule.c_str(),
-                   f.location.c_str());
+      std::fprintf(stderr, "  %s %s at %s\n", safemodel::SeverityName(f.severity),
+                   EscapeForDisplay(f.rule).c_str(), EscapeForDisplay(f.location).c_str());
     }
     return safemodel::ExitCodeFor(report.status.code());
   }
@@ -32,11 +35,11 @@ int main(int argc, char** argv) {
   // 2. Open the result: O(header), no tensor bytes read yet.
   auto model = safemodel::Model::Open(argv[2]);
   if (!model.ok()) {
-    std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
+    std::fprintf(stderr, "%s\n", safemodel::EscapeForDisplay(model.status().ToString()).c_str());
     return 3;
   }
   for (const safemodel::TensorInfo& t : model->tensors()) {
-    std::printf("%-24s %-5s %8llu bytes\n", t.name.c_str(),
+    std::printf("%-24s %-5s %8llu bytes\n", safemodel::EscapeForDisplay(t.name).c_str(),
                 std::string(safemodel::DTypeName(t.dtype)).c_str(),
                 static_cast<unsigned long long>(t.nbytes));
   }
@@ -49,7 +52,7 @@ int main(int argc, char** argv) {
     std::span<const std::byte> bytes = model->Data(*t);
     if (t->dtype == safemodel::DType::kF32 && bytes.size() >= sizeof(float)) {
       const auto* values = reinterpret_cast<const float*>(bytes.data());  // 64-byte aligned
-      std::printf("%s[0] = %g\n", t->name.c_str(), static_cast<double>(values[0]));
+      std::printf("%s[0] = %g\n", safemodel::EscapeForDisplay(t->name).c_str(), static_cast<double>(values[0]));
     }
   }
   return 0;

@@ -1,6 +1,12 @@
 // safe-convert: the command-line front end. All the work is in the library
 // (safemodel/convert.h, safemodel/reader.h, safemodel/inspect.h); this file
 // parses flags, prints, and maps statuses to the documented exit codes.
+//
+// Every piece of text printed for a person that did not come from this file
+// (paths, names, findings, status messages: all of them can be chosen by
+// whoever made the model or named the file) goes through E(), which escapes
+// terminal control and bidirectional characters. The JSON report is escaped
+// by the JSON encoder instead.
 #include <google/protobuf/stubs/logging.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -16,12 +22,15 @@
 #include <vector>
 
 #include "safemodel/convert.h"
+#include "safemodel/display.h"
 #include "safemodel/inspect.h"
 #include "safemodel/reader.h"
 
 namespace {
 
 constexpr int kUsageExit = 2;
+
+std::string E(std::string_view text) { return safemodel::EscapeForDisplay(text); }
 
 const char kUsage[] =
     "usage: safe-convert [convert] IN OUT [options]   convert a model file to .safemodel\n"
@@ -43,14 +52,19 @@ const char kUsage[] =
     "  --keep-optimizer      Keras: keep optimizer state tensors\n"
     "  --no-sync             do not fsync the output\n"
     "  --worker PATH         safemodel-worker to use\n"
+    "  --require-isolation LIST  comma-separated layers the worker must be seen to\n"
+    "                        have before it reads the input, besides seccomp,\n"
+    "                        no_new_privs, no_capabilities and rlimits: non_root,\n"
+    "                        userns, netns, mntns, ipcns, utsns, aslr (exit 70 if one\n"
+    "                        is missing)\n"
     "\n"
     "exit codes: 0 converted, 1 refused (code found), 2 usage or unusable\n"
     "IN/OUT, 3 malformed or unsupported input, 4 resource limit, 5 the worker\n"
     "was stopped or crashed, 6 I/O error (output, report, or the input changed),\n"
-    "70 internal error\n";
+    "70 internal error or the sandbox could not be set up as required\n";
 
 int Usage(const std::string& msg) {
-  if (!msg.empty()) std::cerr << "safe-convert: " << msg << "\n";
+  if (!msg.empty()) std::cerr << "safe-convert: " << E(msg) << "\n";
   std::cerr << kUsage;
   return kUsageExit;
 }
@@ -90,7 +104,7 @@ int Inspect(const std::vector<std::string>& args) {
   if (path.empty()) return Usage("inspect: missing FILE");
   auto model = safemodel::Model::Open(path);
   if (!model.ok()) {
-    std::cerr << "safe-convert: " << model.status().ToString() << "\n";
+    std::cerr << "safe-convert: " << E(model.status().ToString()) << "\n";
     return safemodel::ExitCodeFor(model.status().code());
   }
   std::cout << (json ? safemodel::InspectJson(*model) + "\n" : safemodel::InspectText(*model));
@@ -102,10 +116,10 @@ int Verify(const std::vector<std::string>& args) {
   auto model = safemodel::Model::Open(args[0]);
   safemodel::Status s = model.ok() ? model->Verify() : model.status();
   if (!s.ok()) {
-    std::cerr << "safe-convert: " << args[0] << ": " << s.ToString() << "\n";
+    std::cerr << "safe-convert: " << E(args[0]) << ": " << E(s.ToString()) << "\n";
     return safemodel::ExitCodeFor(s.code());
   }
-  std::cout << args[0] << ": OK (" << model->tensors().size() << " tensors, "
+  std::cout << E(args[0]) << ": OK (" << model->tensors().size() << " tensors, "
             << safemodel::DigestAlgorithmName(model->digest_algorithm()) << " digests verified)\n";
   return 0;
 }
@@ -210,6 +224,16 @@ int Convert(const std::vector<std::string>& args) {
       if (!next(&report_path)) return Usage("--report needs a FILE");
     } else if (a == "--worker") {
       if (!next(&opt.worker_path)) return Usage("--worker needs a PATH");
+    } else if (a == "--require-isolation") {
+      if (!next(&v) || v.empty()) return Usage("--require-isolation needs a LIST like netns,userns");
+      for (size_t start = 0; start <= v.size();) {
+        size_t comma = v.find(',', start);
+        std::string layer = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (layer.empty()) return Usage("--require-isolation: empty layer name in '" + v + "'");
+        opt.required_isolation.push_back(layer);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
     } else if (a == "--timeout" || a == "--cpu-limit") {
       if (!next(&v) || !ParseSize(v, &n) || n == 0 || n > 86400ull * 365) {
         return Usage(a + " needs a positive number of seconds");
@@ -252,25 +276,25 @@ int Convert(const std::vector<std::string>& args) {
       // Rare (disk full after the check above). A refusal or an error keeps
       // its own exit code below (1 must keep meaning "code found"); a
       // converted output stays, and exit 6 says the report is missing.
-      std::cerr << "safe-convert: cannot write the report to '" << report_path << "'\n";
+      std::cerr << "safe-convert: cannot write the report to '" << E(report_path) << "'\n";
       report_failed = true;
     }
   }
   if (json) std::cout << report << "\n";
   for (const safemodel::Finding& f : r.findings) {
-    std::cerr << safemodel::SeverityName(f.severity) << ": " << f.rule << " at " << f.location
-              << ": " << f.message;
-    for (size_t k = 0; k < f.references.size(); ++k) std::cerr << (k ? ", " : " [") << f.references[k];
+    std::cerr << safemodel::SeverityName(f.severity) << ": " << E(f.rule) << " at " << E(f.location)
+              << ": " << E(f.message);
+    for (size_t k = 0; k < f.references.size(); ++k) std::cerr << (k ? ", " : " [") << E(f.references[k]);
     std::cerr << (f.references.empty() ? "" : "]") << "\n";
   }
   if (!r.status.ok()) {
-    std::cerr << "safe-convert: " << paths[0] << ": " << r.status.ToString() << "\n";
+    std::cerr << "safe-convert: " << E(paths[0]) << ": " << E(r.status.ToString()) << "\n";
     return safemodel::ExitCodeFor(r.status.code());
   }
   if (!json) {
     // With OUT "-", standard output carries the model and nothing else.
-    (to_stdout ? std::cerr : std::cout) << "converted " << paths[0] << " (" << r.source_format
-                                        << ") -> " << paths[1] << ": " << r.tensor_count
+    (to_stdout ? std::cerr : std::cout) << "converted " << E(paths[0]) << " (" << E(r.source_format)
+                                        << ") -> " << E(paths[1]) << ": " << r.tensor_count
                                         << " tensors, " << r.output_bytes << " bytes\n";
   }
   return report_failed ? 6 : 0;

@@ -43,15 +43,25 @@ FrameReader::Result FrameReader::ReadSome(void* buf, size_t n, size_t* got) {
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
     if (left.count() <= 0) return Result::kTimeout;
-    struct pollfd pfd = {fd_, POLLIN, 0};
+    struct pollfd pfd[2] = {{fd_, POLLIN, 0}, {exit_fd_, POLLIN, 0}};
     int timeout_ms = left.count() > 60'000 ? 60'000 : static_cast<int>(left.count());
-    int r = poll(&pfd, 1, timeout_ms);
+    int r = poll(pfd, exit_fd_ >= 0 ? 2 : 1, timeout_ms);
     if (r < 0) {
       if (errno == EINTR) continue;
       error_ = std::string("poll on the worker channel failed: ") + std::strerror(errno);
       return Result::kError;
     }
     if (r == 0) continue;  // re-check the deadline
+    if (pfd[0].revents == 0) {
+      // Only the exit is signalled. The worker's writes all reached the pipe
+      // before it exited; look once more without waiting, in case they
+      // arrived between the two checks, then it is over.
+      struct pollfd again = {fd_, POLLIN, 0};
+      if (poll(&again, 1, 0) == 0) {
+        error_ = "the worker has exited but the result channel is still held open by another process";
+        return Result::kHeldOpen;
+      }
+    }
     ssize_t k = read(fd_, buf, n);
     if (k < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;

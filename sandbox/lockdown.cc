@@ -15,6 +15,7 @@
 
 #include "sandbox/frame_io.h"
 #include "sandbox/policy.h"
+#include "sandbox/privileges.h"
 
 namespace safemodel::sandbox {
 
@@ -78,6 +79,77 @@ bool RestrictWithLandlock() {
 #endif
 }
 
+bool ArmParentDeathSignal(pid_t expected_parent, std::string* error) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    *error = Errno("prctl(PR_SET_PDEATHSIG)");
+    return false;
+  }
+  // The parent may have died before the signal was armed.
+  if (expected_parent != 0 && getppid() != expected_parent) {
+    *error = "the parent process is gone";
+    return false;
+  }
+  return true;
+}
+
+// Namespaces (best effort), then identity and capabilities. A root worker
+// creates the namespaces it can create as root first, then becomes nobody
+// (a root-owned file stays readable to a kuid-0 process even inside a new
+// user namespace), then enters a user namespace as nobody. A non-root worker
+// enters all of them at once (a user namespace grants the rest). Either way
+// every capability, including those of the new user namespace, is dropped.
+bool IsolateIdentity(pid_t parent, std::vector<std::string>* layers, std::string* error) {
+  constexpr int kOtherNamespaces = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
+  const std::vector<std::string> kOtherLayers = {"netns", "mntns", "ipcns", "utsns"};
+  uid_t ruid, euid, suid;
+  gid_t rgid, egid, sgid;
+  getresuid(&ruid, &euid, &suid);
+  getresgid(&rgid, &egid, &sgid);
+  const bool root = ruid == 0 || euid == 0 || suid == 0 || rgid == 0 || egid == 0 || sgid == 0;
+  bool non_root = !root;
+  if (root) {
+    if (unshare(kOtherNamespaces) == 0) layers->insert(layers->end(), kOtherLayers.begin(), kOtherLayers.end());
+    // Fails where uid 65534 is not mapped (some containers): then only the
+    // empty capability set protects, and the parent sees a uid of 0.
+    std::string ignored;
+    non_root = DropRootIdentity(&ignored);
+    if (non_root && unshare(CLONE_NEWUSER) == 0) layers->insert(layers->begin(), "userns");
+  } else if (unshare(CLONE_NEWUSER | kOtherNamespaces) == 0) {
+    layers->push_back("userns");
+    layers->insert(layers->end(), kOtherLayers.begin(), kOtherLayers.end());
+  } else if (unshare(kOtherNamespaces) == 0) {
+    layers->insert(layers->end(), kOtherLayers.begin(), kOtherLayers.end());
+  }
+  if (non_root) layers->push_back("non_root");
+  if (!DropAllCapabilities(error)) return false;
+  layers->push_back("no_capabilities");
+  // A credential change clears the parent-death signal.
+  return ArmParentDeathSignal(parent, error);
+}
+
+// Tells the parent the worker is locked down and waits for its go-ahead: the
+// parent reads /proc/<pid> (seccomp, no-new-privs, ids, capabilities,
+// namespaces, limits) while the worker is alive and idle, and writes one byte
+// on fd 5 only if that is what it requires. Without it the worker stops.
+bool AwaitApproval(const std::vector<std::string>& layers, std::string* error) {
+  std::string claim;
+  for (const std::string& l : layers) claim += (claim.empty() ? "" : ",") + l;
+  if (claim.size() > kMaxLockedPayloadBytes) claim.resize(kMaxLockedPayloadBytes);
+  if (!WriteFrame(kOutputFd, FrameType::kLocked, claim.data(), claim.size())) {
+    *error = "the parent closed the result channel";
+    return false;
+  }
+  char go = 0;
+  ssize_t n;
+  while ((n = read(kControlFd, &go, 1)) < 0 && errno == EINTR) {
+  }
+  if (n != 1 || go != kGoAhead) {
+    *error = "the parent did not accept the worker's isolation";
+    return false;
+  }
+  return true;
+}
+
 // Sets a limit no higher than the inherited hard limit: lowering is always
 // permitted, raising above it never is. The parent already fitted the values
 // it passes to its own hard limits (converter/worker_limits.cc) and reports
@@ -96,18 +168,10 @@ bool SetLimit(int resource, rlim_t soft, rlim_t hard) {
 }  // namespace
 
 bool PrepareWorkerProcess(pid_t expected_parent, std::string* error) {
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
-    *error = Errno("prctl(PR_SET_PDEATHSIG)");
-    return false;
-  }
-  // The parent may have died before PDEATHSIG was armed.
-  if (getppid() != expected_parent) {
-    *error = "the parent process is gone";
-    return false;
-  }
-  // Only the result channel and the input may stay open, whatever the host
-  // process leaked into us.
-  if (syscall(SYS_close_range, kInputFd + 1, ~0U, 0) != 0) {
+  if (!ArmParentDeathSignal(expected_parent, error)) return false;
+  // Only the result channel, the input and the control channel may stay
+  // open, whatever the host process leaked into us.
+  if (syscall(SYS_close_range, kControlFd + 1, ~0U, 0) != 0) {
     *error = Errno("close_range");
     return false;
   }
@@ -124,18 +188,16 @@ bool PrepareWorkerProcess(pid_t expected_parent, std::string* error) {
     as.rlim_cur = as.rlim_max;
     setrlimit(RLIMIT_AS, &as);
   }
+  RequestSpeculationMitigations();
   return true;
 }
 
 bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
               std::string* error) {
   // Namespaces (best effort): no network, no IPC, a private mount table, and
-  // no privilege over the host's user namespace.
-  if (unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) == 0) {
-    layers->insert(layers->end(), {"userns", "netns", "mntns", "ipcns", "utsns"});
-  } else if (unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) == 0) {
-    layers->insert(layers->end(), {"netns", "mntns", "ipcns", "utsns"});
-  }
+  // no privilege over the host's user namespace; then no root, no
+  // capabilities.
+  if (!IsolateIdentity(options.parent_pid, layers, error)) return false;
 
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     *error = Errno("prctl(PR_SET_NO_NEW_PRIVS)");
@@ -178,8 +240,20 @@ bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
   sigaddset(&unblock, SIGSYS);
   sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
 
+  // Dumpable until the parent has looked: a non-dumpable process's
+  // /proc/<pid>/ns links are closed to an unprivileged parent. Core dumps
+  // stay off (RLIMIT_CORE 0); the policy allows setting it back to 0 only.
+  if (prctl(PR_SET_DUMPABLE, 1) != 0) {
+    *error = Errno("prctl(PR_SET_DUMPABLE)");
+    return false;
+  }
   if (!InstallPolicy(error)) return false;
   layers->push_back("seccomp");
+  if (!AwaitApproval(*layers, error)) return false;
+  if (prctl(PR_SET_DUMPABLE, 0) != 0) {
+    *error = Errno("prctl(PR_SET_DUMPABLE, 0)");
+    return false;
+  }
   return true;
 }
 

@@ -1,13 +1,20 @@
 // Worker-side confinement, applied by the worker to itself before it looks at
 // a single untrusted byte (the "sandbox me here" order):
 //
-//   PrepareWorkerProcess()   first thing in main(): die with the parent, keep
-//                            only fds 3 (result channel) and 4 (input), not
-//                            dumpable, no core files.
+//   EnsureAddressRandomization()  first thing in main() (privileges.h):
+//                            re-executes once if ASLR was off.
+//   PrepareWorkerProcess()   die with the parent, keep only fds 3 (result
+//                            channel), 4 (input) and 5 (control), not
+//                            dumpable, no core files, speculation
+//                            mitigations requested.
 //   ... the caller maps the input and initialises its libraries ...
-//   LockDown()               namespaces and Landlock (best effort, reported),
-//                            no-new-privs, rlimits, the SIGSYS reporter, and
-//                            the seccomp allowlist (mandatory).
+//   LockDown()               namespaces (best effort), root identity and
+//                            every capability dropped, Landlock (best
+//                            effort), no-new-privs, rlimits, the SIGSYS
+//                            reporter, the seccomp allowlist; then a LOCKED
+//                            frame to the parent and a wait on fd 5 until the
+//                            parent, having checked /proc/<pid> itself,
+//                            allows the worker to go on.
 //
 // After LockDown() returns true the process can write to fd 3, manage its own
 // memory and exit; nothing else (sandbox/policy.cc).
@@ -28,16 +35,23 @@ struct LockdownOptions {
   uint64_t address_space_bytes = 0;
   // RLIMIT_CPU soft limit in seconds (SIGXCPU); the hard limit is one more.
   uint64_t cpu_seconds = 0;
+  // The process that started the worker; the parent-death signal is re-armed
+  // after the credential change and the parent checked again.
+  pid_t parent_pid = 0;
 };
 
 // Returns false (with *error set) if the process cannot be made safe to
 // continue: then the caller must exit without reading its input.
 bool PrepareWorkerProcess(pid_t expected_parent, std::string* error);
 
-// `layers` receives the isolation layers in force, e.g. "seccomp",
-// "no_new_privs", "rlimits", "userns", "netns", "mntns", "landlock".
-// Namespaces and Landlock are best effort; seccomp, no-new-privs and rlimits
-// are mandatory: if any of them fails, this returns false.
+// `layers` receives the isolation layers the worker believes are in force,
+// e.g. "userns", "netns", "mntns", "ipcns", "utsns", "non_root",
+// "no_capabilities", "no_new_privs", "landlock", "rlimits", "seccomp"; they
+// are also the payload of the LOCKED frame (the worker's claim; the parent
+// reports what it observes in /proc instead). Namespaces, the root-identity
+// drop and Landlock are best effort; an empty capability set, no-new-privs,
+// rlimits and seccomp are mandatory: if any of them fails, or the parent does
+// not give the go-ahead on fd 5, this returns false.
 bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
               std::string* error);
 

@@ -3,6 +3,7 @@
 #include <linux/futex.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,8 +21,15 @@ const std::vector<PolicyRule>& Allowlist() {
   static const std::vector<PolicyRule> kRules = {
       {"write", {{0, Op::kEqual, 0, static_cast<uint64_t>(kOutputFd)}},
        "frames to the parent on the result channel; no other fd may be written"},
-      {"mmap", {{2, Op::kMaskedEqual, PROT_EXEC, 0}},
-       "malloc of large blocks and parser buffers; never executable memory"},
+      // Flags as measured (strace of every fixture and corpus file, 20 MiB
+      // inputs of each format): glibc malloc maps MAP_PRIVATE|MAP_ANONYMOUS
+      // only. No MAP_FIXED (it could overwrite the worker's own text or
+      // RELRO), no MAP_SHARED, no file mappings that need other flags.
+      {"mmap",
+       {{2, Op::kMaskedEqual, PROT_EXEC, 0},
+        {3, Op::kMaskedEqual, ~static_cast<uint64_t>(MAP_PRIVATE | MAP_ANONYMOUS), 0}},
+       "malloc of large blocks and parser buffers; private anonymous memory only, never "
+       "executable, never at a fixed address"},
       {"munmap", {}, "free of large blocks"},
       {"brk", {}, "malloc growing and trimming the main arena"},
       {"mremap", {{3, Op::kEqual, 0, MREMAP_MAYMOVE}},
@@ -32,6 +40,11 @@ const std::vector<PolicyRule>& Allowlist() {
        "C++ runtime one-time initialisation (pthread_once), process-private only"},
       {"futex", {{1, Op::kEqual, 0, FUTEX_WAKE_PRIVATE}},
        "C++ runtime one-time initialisation (pthread_once), process-private only"},
+      {"read", {{0, Op::kEqual, 0, static_cast<uint64_t>(kControlFd)}},
+       "the parent's one-byte go-ahead after it checked the locked-down worker in /proc; "
+       "no other fd may be read (the input is mapped before lockdown)"},
+      {"prctl", {{0, Op::kEqual, 0, PR_SET_DUMPABLE}, {1, Op::kEqual, 0, 0}},
+       "becoming non-dumpable again once the parent has read /proc/<pid>/ns; only the value 0"},
       {"exit_group", {}, "the worker's normal end"},
 #if defined(SAFEMODEL_SANITIZER_BUILD)
       // Sanitizer runtimes make these calls to report errors and to manage
@@ -42,6 +55,8 @@ const std::vector<PolicyRule>& Allowlist() {
       {"sched_yield", {}, "sanitizer runtime (sanitizer builds only)"},
       {"madvise", {}, "sanitizer shadow memory (sanitizer builds only)"},
       {"mprotect", {{2, Op::kMaskedEqual, PROT_EXEC, 0}}, "sanitizer allocator (sanitizer builds only)"},
+      {"mmap", {{2, Op::kMaskedEqual, PROT_EXEC, 0}},
+       "sanitizer allocator: fixed and no-reserve mappings (sanitizer builds only)"},
       {"rt_sigprocmask", {}, "sanitizer runtime (sanitizer builds only)"},
       {"sigaltstack", {}, "sanitizer runtime (sanitizer builds only)"},
 #endif

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "sandbox/frame_io.h"
 
@@ -23,10 +25,10 @@ namespace {
 // A pipe buffer of 1 MiB doubles hand-off throughput over the 64 KiB default
 // (docs: SANDBOX.md 3.6); it is the system maximum for unprivileged users.
 constexpr int kPipeBytes = 1 << 20;
-// Source fds are moved above the targets (3, 4) before the child's dup2s, so
-// that none of them can be clobbered by another's target number. Just above
-// is enough, and works under a small `ulimit -n`.
-constexpr int kHighFd = kInputFd + 1;
+// Source fds are moved above the targets (3, 4, 5) before the child's dup2s,
+// so that none of them can be clobbered by another's target number. Just
+// above is enough, and works under a small `ulimit -n`.
+constexpr int kHighFd = kControlFd + 1;
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
@@ -40,11 +42,13 @@ Worker& Worker::operator=(Worker&& o) noexcept {
     pid_ = o.pid_;
     pidfd_ = o.pidfd_;
     channel_fd_ = o.channel_fd_;
+    control_fd_ = o.control_fd_;
     reaped_ = o.reaped_;
     killed_ = o.killed_;
     o.pid_ = -1;
     o.pidfd_ = -1;
     o.channel_fd_ = -1;
+    o.control_fd_ = -1;
     o.reaped_ = true;
   }
   return *this;
@@ -62,26 +66,47 @@ void Worker::Close() {
   }
   if (pidfd_ >= 0) close(pidfd_);
   if (channel_fd_ >= 0) close(channel_fd_);
-  pidfd_ = channel_fd_ = -1;
+  if (control_fd_ >= 0) close(control_fd_);
+  pidfd_ = channel_fd_ = control_fd_ = -1;
   pid_ = -1;
+}
+
+bool Worker::Release() {
+  if (control_fd_ < 0 || reaped_) return false;
+  const char go = kGoAhead;
+  ssize_t n;
+  while ((n = send(control_fd_, &go, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  close(control_fd_);
+  control_fd_ = -1;
+  return n == 1;
+}
+
+void Worker::KillGroup() {
+  // The worker leads its own session and group (POSIX_SPAWN_SETSID), so the
+  // group id is its pid, reserved for it until it is reaped.
+  if (pid_ > 0 && !reaped_) kill(-pid_, SIGKILL);
 }
 
 void Worker::Kill() {
   if (pid_ <= 0 || reaped_) return;
   // A worker that already died (killed by someone else, crashed) was not
   // killed by us, whatever we send now: killed_by_us must stay false for the
-  // verdict to name the real cause.
+  // verdict to name the real cause. What it left in its group is killed
+  // either way (the unreaped worker still reserves the group id).
   siginfo_t info = {};
-  if (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-      info.si_pid == pid_) {
-    return;
+  const bool already_dead =
+      waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+      info.si_pid == pid_;
+  if (!already_dead) {
+    killed_ = true;
+    if (pidfd_ >= 0) {
+      syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+    } else {
+      kill(pid_, SIGKILL);
+    }
   }
-  killed_ = true;
-  if (pidfd_ >= 0) {
-    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
-  } else {
-    kill(pid_, SIGKILL);
-  }
+  KillGroup();
 }
 
 Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
@@ -120,6 +145,9 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
     }
   }
   if (r <= 0) {
+    // Exited (or killed): take down whatever it left in its process group
+    // before the reap frees the group id.
+    KillGroup();
     while ((r = wait4(pid_, &status, 0, &usage)) < 0 && errno == EINTR) {
     }
   }
@@ -145,23 +173,43 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
 }
 
 bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
+  // The worker starts in `/`: a relative path must be resolved here.
+  std::error_code ec;
+  const std::string worker_path = std::filesystem::absolute(options.worker_path, ec).string();
+  if (ec || options.worker_path.empty()) {
+    *error = "cannot resolve the worker path '" + options.worker_path + "'";
+    return false;
+  }
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
     *error = Errno("pipe2");
     return false;
   }
+  // The control channel is a socket so that the go-ahead can be sent with
+  // MSG_NOSIGNAL: a worker that died first must not raise SIGPIPE in the host.
+  int control[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, control) != 0) {
+    *error = Errno("socketpair");
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    return false;
+  }
   fcntl(pipe_fds[0], F_SETPIPE_SZ, kPipeBytes);  // best effort
   int high_out = fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, kHighFd);
   int high_in = fcntl(options.input_fd, F_DUPFD_CLOEXEC, kHighFd);
+  int high_control = fcntl(control[0], F_DUPFD_CLOEXEC, kHighFd);
   close(pipe_fds[1]);
+  close(control[0]);
   auto cleanup = [&] {
-    if (high_out >= 0) close(high_out);
-    if (high_in >= 0) close(high_in);
+    for (int fd : {high_out, high_in, high_control}) {
+      if (fd >= 0) close(fd);
+    }
   };
-  if (high_out < 0 || high_in < 0) {
+  if (high_out < 0 || high_in < 0 || high_control < 0) {
     *error = Errno("dup of the worker's descriptors");
     cleanup();
     close(pipe_fds[0]);
+    close(control[1]);
     return false;
   }
 
@@ -169,13 +217,17 @@ bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
-  // dup2 clears close-on-exec on the target, so exactly 3 and 4 survive exec.
+  // dup2 clears close-on-exec on the target, so exactly 3, 4 and 5 survive exec.
   posix_spawn_file_actions_adddup2(&actions, high_out, kOutputFd);
   posix_spawn_file_actions_adddup2(&actions, high_in, kInputFd);
+  posix_spawn_file_actions_adddup2(&actions, high_control, kControlFd);
   posix_spawn_file_actions_addclose(&actions, 0);
   posix_spawn_file_actions_addclose(&actions, 1);
   if (!options.inherit_stderr) posix_spawn_file_actions_addclose(&actions, 2);
-  posix_spawn_file_actions_addclosefrom_np(&actions, kInputFd + 1);
+  posix_spawn_file_actions_addclosefrom_np(&actions, kControlFd + 1);
+  // Nothing is looked up relative to the caller's directory: not the
+  // libraries (an empty or relative RUNPATH entry), not anything else.
+  posix_spawn_file_actions_addchdir_np(&actions, "/");
 
   sigset_t all, none;
   sigfillset(&all);
@@ -186,18 +238,19 @@ bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
                                       POSIX_SPAWN_SETSID);
 
   std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(options.worker_path.c_str()));
+  argv.push_back(const_cast<char*>(worker_path.c_str()));
   for (const std::string& a : options.args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   char* envp[] = {nullptr};
 
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, options.worker_path.c_str(), &actions, &attr, argv.data(), envp);
+  int rc = posix_spawn(&pid, worker_path.c_str(), &actions, &attr, argv.data(), envp);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   cleanup();
   if (rc != 0) {
     close(pipe_fds[0]);
+    close(control[1]);
     *error = "cannot start the worker '" + options.worker_path + "': " + std::strerror(rc);
     return false;
   }
@@ -205,6 +258,7 @@ bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
   worker->pid_ = pid;
   worker->reaped_ = false;
   worker->channel_fd_ = pipe_fds[0];
+  worker->control_fd_ = control[1];
   worker->pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   return true;
 }

@@ -2,9 +2,12 @@
 // (posix_spawn, never a bare fork, so that it is safe and cheap from a large
 // multithreaded host), and reports how it ended.
 //
-// The worker gets exactly two file descriptors (3: the write end of the result
-// pipe, 4: the input, read-only), an empty environment, its own session (no
-// controlling terminal) and default signal dispositions.
+// The worker gets exactly three file descriptors (3: the write end of the
+// result pipe, 4: the input, read-only, 5: the read end of the control pipe),
+// an empty environment, `/` as its working directory (a relative library
+// search path can find nothing planted beside a model), its own session and
+// process group (no controlling terminal; one signal reaches every process
+// it may have left behind) and default signal dispositions.
 #ifndef SAFEMODEL_SANDBOX_SUPERVISOR_H_
 #define SAFEMODEL_SANDBOX_SUPERVISOR_H_
 
@@ -18,7 +21,7 @@
 namespace safemodel::sandbox {
 
 struct SpawnOptions {
-  std::string worker_path;         // absolute path of the worker executable
+  std::string worker_path;         // the worker executable (made absolute before the spawn)
   std::vector<std::string> args;   // argv[1..]
   int input_fd = -1;               // becomes fd 4 in the worker
   // Keep the parent's stderr as the worker's fd 2. For debugging sanitizer
@@ -38,8 +41,17 @@ class Worker {
 
   pid_t pid() const { return pid_; }
   int channel_fd() const { return channel_fd_; }
+  // Readable once the worker has exited (a pidfd), or -1 on kernels < 5.3.
+  int exit_fd() const { return pidfd_; }
 
-  // SIGKILL through the pidfd (no PID-reuse race). Idempotent.
+  // Lets a locked-down worker go on (writes the go-ahead byte on the control
+  // channel, then closes it). Call only after checking the worker in /proc
+  // (observe.h). Returns false if the worker is gone.
+  bool Release();
+
+  // SIGKILL to the worker through the pidfd (no PID-reuse race) and to its
+  // whole process group, while the worker is not yet reaped (so its pid,
+  // which is the group's id, cannot have been reused). Idempotent.
   void Kill();
 
   struct Exit {
@@ -53,15 +65,19 @@ class Worker {
     std::string error;   // kWaitFailed
   };
   // Waits for the worker to end until `deadline`; past it, kills the worker
-  // and reports kTimeout. Reaps it either way.
+  // and reports kTimeout. Either way it then sends SIGKILL to the worker's
+  // process group, so no process the worker started outlives it there, and
+  // reaps the worker.
   Exit Wait(std::chrono::steady_clock::time_point deadline);
 
  private:
   friend bool Spawn(const SpawnOptions&, Worker*, std::string*);
   void Close();
+  void KillGroup();
   pid_t pid_ = -1;
   int pidfd_ = -1;
   int channel_fd_ = -1;
+  int control_fd_ = -1;
   bool reaped_ = false;
   bool killed_ = false;
 };

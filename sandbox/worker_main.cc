@@ -1,9 +1,10 @@
 // safemodel-worker: the sandboxed half of a conversion. The only file that
 // joins the sandbox and the parsers.
 //
-// Started by the parent (converter/pipeline.cc) with fd 3 = result channel
-// and fd 4 = input. Order matters: confine the process, map the input,
-// prepare libraries, lock down, and only then parse. Results go out as frames
+// Started by the parent (converter/pipeline.cc) with fd 3 = result channel,
+// fd 4 = input and fd 5 = control channel. Order matters: confine the
+// process, map the input, prepare libraries, lock down (and wait for the
+// parent's go-ahead), and only then parse. Results go out as frames
 // (sandbox/frame_io.h); the process ends with _exit, so no atexit handler
 // (HDF5's, protobuf's) runs inside the sandbox.
 #include <sys/mman.h>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "converter/format.h"
+#include "converter/stream_limits.h"
 #include "loader/model.h"
 #include "loader/parser.h"
 #include "loader/registry.h"
@@ -27,6 +29,7 @@
 #include "safemodel/limits.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
+#include "sandbox/privileges.h"
 
 namespace safemodel {
 namespace {
@@ -68,6 +71,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->weights_only = true;
     } else if (arg == "--keep_optimizer") {
       a->keep_optimizer = true;
+    } else if (arg == sandbox::kReexecutedFlag) {
+      // EnsureAddressRandomization's marker; nothing to do.
     } else {
       return false;
     }
@@ -75,19 +80,22 @@ bool ParseArgs(int argc, char** argv, Args* a) {
   return a->parent_pid > 0 && a->input_size > 0;
 }
 
+// The size of the input, for the stream limits (converter/stream_limits.h);
+// 0 until the arguments are parsed (then the base limits apply).
+uint64_t g_input_size = 0;
+
 // Error frames are best effort: if the parent is gone there is nobody to tell.
-void SendError(const Status& status, const std::vector<Finding>& findings,
-               const std::vector<std::string>& layers) {
+void SendError(const Status& status, std::vector<Finding> findings) {
   worker::WorkerError e;
   e.set_code(static_cast<uint32_t>(status.code()));
   std::string msg = status.message();
   if (msg.size() > format::kMaxFindingTextBytes) msg.resize(format::kMaxFindingTextBytes);
   if (!IsValidUtf8(msg)) msg = Printable(msg, format::kMaxFindingTextBytes / 4);
   e.set_message(msg);
-  for (size_t i = 0; i < findings.size() && i < format::kMaxFindings; ++i) {
-    format::FindingToProto(findings[i], e.add_findings());
-  }
-  for (const std::string& l : layers) e.add_isolation(l);
+  // Within what the parent accepts for this input: the first findings and a
+  // note on how many more there were.
+  TrimFindings(&findings, StreamLimitsFor(g_input_size));
+  for (const Finding& f : findings) format::FindingToProto(f, e.add_findings());
   std::string bytes = format::SerializeDeterministic(e);
   sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
 }
@@ -108,8 +116,7 @@ class FrameSink final : public loader::ChunkSink {
   uint64_t bytes_ = 0;
 };
 
-Status Convert(ByteView input, const Args& args, const std::vector<std::string>& layers,
-               loader::ParseContext& ctx) {
+Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
   loader::ParsedModel model;
   SAFEMODEL_RETURN_IF_ERROR(loader::ParseModel(input, ctx, &model));
   if (ctx.refused()) return ctx.RefusedStatus();
@@ -122,9 +129,13 @@ Status Convert(ByteView input, const Args& args, const std::vector<std::string>&
       return Status::Malformed("two tensors are named '" + Printable(model.tensors[i].name) + "'");
     }
   }
-  if (model.tensors.size() > kMaxTensorCount) {
-    return Status::LimitExceeded(std::to_string(model.tensors.size()) +
-                                 " tensors exceed the limit of " + std::to_string(kMaxTensorCount));
+  const StreamLimits limits = StreamLimitsFor(args.input_size);
+  if (model.tensors.size() > kMaxTensorCount || model.tensors.size() > limits.tensors) {
+    return Status::LimitExceeded(
+        std::to_string(model.tensors.size()) + " tensors exceed the limit of " +
+        std::to_string(std::min<uint64_t>(kMaxTensorCount, limits.tensors)) + " for an input of " +
+        std::to_string(args.input_size) + " bytes (at least " +
+        std::to_string(kMinInputBytesPerTensor) + " input bytes per tensor)");
   }
 
   worker::WorkerHeader header;
@@ -144,15 +155,26 @@ Status Convert(ByteView input, const Args& args, const std::vector<std::string>&
     SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.metadata, "metadata"));
     format::ValueToProto(model.metadata, header.mutable_metadata());
   }
-  for (const Finding& f : ctx.findings()) format::FindingToProto(f, header.add_findings());
-  for (const Finding& f : model.findings) format::FindingToProto(f, header.add_findings());
-  for (const std::string& l : layers) header.add_isolation(l);
+  std::vector<Finding> findings = ctx.findings();
+  findings.insert(findings.end(), model.findings.begin(), model.findings.end());
+  TrimFindings(&findings, limits);
+  for (const Finding& f : findings) format::FindingToProto(f, header.add_findings());
   if (args.weights_only) header.add_options("weights_only");
   if (args.keep_optimizer) header.add_options("keep_optimizer");
   std::string bytes = format::SerializeDeterministic(header);
-  if (bytes.size() > kMaxHeaderBytes) {
+  // The parent refuses a header beyond these (a compromised worker's); an
+  // honest one this large is refused here, with the reason.
+  if (bytes.size() > limits.header_bytes) {
     return Status::LimitExceeded("the model's header would be " + std::to_string(bytes.size()) +
-                                 " bytes, over the limit of " + std::to_string(kMaxHeaderBytes));
+                                 " bytes, over the limit of " + std::to_string(limits.header_bytes) +
+                                 " for an input of " + std::to_string(args.input_size) + " bytes");
+  }
+  const uint64_t objects = format::CountParsedObjects(header, AsBytes(bytes));
+  if (objects > limits.header_objects) {
+    return Status::LimitExceeded("the model's header holds " + std::to_string(objects) +
+                                 " objects (tensors, architecture nodes, findings), over the "
+                                 "limit of " + std::to_string(limits.header_objects) +
+                                 " for an input of " + std::to_string(args.input_size) + " bytes");
   }
   if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kHeader, bytes.data(),
                            bytes.size())) {
@@ -199,25 +221,30 @@ void WarmUpExceptions() {
 int WorkerMain(int argc, char** argv) {
   Args args;
   std::vector<std::string> layers;
-  if (!ParseArgs(argc, argv, &args)) {
-    SendError(Status::InvalidArgument("bad worker arguments"), {}, layers);
+  std::string error;
+  // Before anything else: a worker started with ASLR off re-executes itself.
+  if (!sandbox::EnsureAddressRandomization(argc, argv, &error)) {
+    SendError(Status(StatusCode::kSandboxSetupFailed, error), {});
     return 1;
   }
-  std::string error;
+  if (!ParseArgs(argc, argv, &args)) {
+    SendError(Status::InvalidArgument("bad worker arguments"), {});
+    return 1;
+  }
+  g_input_size = args.input_size;
   if (!sandbox::PrepareWorkerProcess(args.parent_pid, &error)) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, error), {}, layers);
+    SendError(Status(StatusCode::kSandboxSetupFailed, error), {});
     return 1;
   }
   struct stat st;
   if (fstat(sandbox::kInputFd, &st) != 0 || !S_ISREG(st.st_mode) ||
       static_cast<uint64_t>(st.st_size) != args.input_size) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, "the input is not the file the parent opened"), {},
-              layers);
+    SendError(Status(StatusCode::kSandboxSetupFailed, "the input is not the file the parent opened"), {});
     return 1;
   }
   void* map = mmap(nullptr, args.input_size, PROT_READ, MAP_PRIVATE, sandbox::kInputFd, 0);
   if (map == MAP_FAILED) {
-    SendError(Status::IoError(std::string("cannot map the input: ") + std::strerror(errno)), {}, layers);
+    SendError(Status::IoError(std::string("cannot map the input: ") + std::strerror(errno)), {});
     return 1;
   }
   close(sandbox::kInputFd);
@@ -226,7 +253,7 @@ int WorkerMain(int argc, char** argv) {
   WarmUpExceptions();
   Status prep = loader::PrepareLibraries();
   if (!prep.ok()) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, prep.message()), {}, layers);
+    SendError(Status(StatusCode::kSandboxSetupFailed, prep.message()), {});
     return 1;
   }
   sandbox::LockdownOptions lock;
@@ -234,8 +261,9 @@ int WorkerMain(int argc, char** argv) {
   lock.address_space_bytes = args.address_space;
 #endif
   lock.cpu_seconds = args.cpu_seconds;
+  lock.parent_pid = args.parent_pid;
   if (!sandbox::LockDown(lock, &layers, &error)) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error), {}, layers);
+    SendError(Status(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error), {});
     return 1;
   }
 
@@ -247,7 +275,7 @@ int WorkerMain(int argc, char** argv) {
   loader::ParseContext ctx(options);
   Status status;
   try {
-    status = Convert(input, args, layers, ctx);
+    status = Convert(input, args, ctx);
   } catch (const std::bad_alloc&) {
     status = Status::LimitExceeded("the worker ran out of memory (limit " +
                                    std::to_string(args.memory_limit) + " bytes)");
@@ -256,7 +284,7 @@ int WorkerMain(int argc, char** argv) {
   }
   if (status.ok()) return 0;
   try {
-    SendError(status, ctx.findings(), layers);
+    SendError(status, ctx.findings());
   } catch (...) {
     return 4;  // out of memory even for the error report
   }

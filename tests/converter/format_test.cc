@@ -1,6 +1,7 @@
 // The .safemodel container: writer/reader round trip, determinism, and every
 // validation rule of proto/FORMAT.md, each on a crafted file.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -193,6 +194,38 @@ TEST(Format, WriterRefusesBytesATensorDoesNotNeed) {
   EXPECT_FALSE((*w)->Append(AsBytes(std::string(1, 'x'))).ok()) << "after the last tensor";
   EXPECT_TRUE((*w)->Finish(std::string(32, '\0')).ok());
   close(fd);
+}
+
+// Plan writes nothing (the pipeline reserves planned_file_size() first) and
+// knows the size and count already; WriteHeader streams the header once;
+// tensor bytes and Finish need it first. Plan + WriteHeader is Begin.
+TEST(Format, PlanWritesNothingAndWriteHeaderStreamsItOnce) {
+  TempDir dir;
+  const std::string path = dir.File("m.safemodel");
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  auto w = SafemodelWriter::Plan(fd, MakeHeader(kSpecs));
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  EXPECT_EQ(st.st_size, 0);
+  EXPECT_EQ((*w)->tensor_count(), kSpecs.size());
+  EXPECT_GT((*w)->planned_file_size(), uint64_t{1} << 20);
+  EXPECT_EQ((*w)->Append(AsBytes(std::string(4, 'x'))).code(), StatusCode::kInternal);
+  EXPECT_EQ((*w)->Finish(std::string(32, '\x5a')).code(), StatusCode::kInternal);
+  ASSERT_TRUE((*w)->WriteHeader().ok());
+  EXPECT_EQ((*w)->WriteHeader().code(), StatusCode::kInternal) << "twice";
+  char seed = 'a';
+  while (!(*w)->complete()) {
+    const std::string bytes = Pattern((*w)->current_remaining(), seed++);
+    const size_t half = bytes.size() / 2;
+    ASSERT_TRUE((*w)->Append(AsBytes(std::string_view(bytes).substr(0, half))).ok());
+    ASSERT_TRUE((*w)->Append(AsBytes(std::string_view(bytes).substr(half))).ok());
+  }
+  ASSERT_TRUE((*w)->Finish(std::string(32, '\x5a')).ok());
+  EXPECT_LE((*w)->file_size(), (*w)->planned_file_size());
+  close(fd);
+  EXPECT_EQ(ReadFile(path), WriteValid(kSpecs));
 }
 
 TEST(Format, RejectsBadPrefixes) {

@@ -2,10 +2,11 @@
 // progress for as long as a test needs, so that the test can act on a real
 // "conversion in progress" state (signals, input changes, outside kills).
 //
-// It honours the worker's contract (fd 3 = result channel, fd 4 = input, the
-// pipeline's arguments) and confines itself with the production
-// PrepareWorkerProcess and LockDown, like sandbox-probe. Its input's first
-// line chooses what it does:
+// It honours the worker's contract (fd 3 = result channel, fd 4 = input,
+// fd 5 = control channel, the pipeline's arguments) and confines itself with
+// the production PrepareWorkerProcess and LockDown, like sandbox-probe: the
+// LOCKED frame, the parent's check in /proc and its go-ahead included. Its
+// input's first line chooses what it does:
 //
 //   slow:park N            a header for one u8 tensor "t" of N bytes, then
 //                          sleeps forever (the parent has reserved the
@@ -86,14 +87,13 @@ void SendError(const std::string& message) {
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
 }
 
-bool SendHeader(uint64_t tensor_bytes, const std::vector<std::string>& layers) {
+bool SendHeader(uint64_t tensor_bytes) {
   worker::WorkerHeader h;
   h.set_source_format("slow_worker");
   v1::TensorInfo* t = h.add_tensors();
   t->set_name("t");
   t->set_dtype(v1::U8);
   t->add_shape(tensor_bytes);
-  for (const std::string& l : layers) h.add_isolation(l);
   std::string bytes = format::SerializeDeterministic(h);
   return sandbox::WriteFrame(kOutputFd, FrameType::kHeader, bytes.data(), bytes.size());
 }
@@ -168,11 +168,12 @@ int Main(int argc, char** argv) {
   lock.address_space_bytes = args.address_space;
 #endif
   lock.cpu_seconds = args.cpu_seconds;
+  lock.parent_pid = args.parent_pid;
   if (!sandbox::LockDown(lock, &layers, &error)) {
     SendError("slow-worker: lockdown failed: " + error);
     return 1;
   }
-  if (!SendHeader(n, layers)) return 1;
+  if (!SendHeader(n)) return 1;
   if (words[0] == "slow:park") Park();
   if (words[0] == "slow:partial") {
     uint8_t frame_header[sandbox::kFrameHeaderBytes];

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,7 @@
 #include "proto/safemodel.pb.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
+#include "tests/testing/zip_builder.h"
 
 namespace safemodel::testing {
 namespace {
@@ -209,6 +211,149 @@ TEST(Cli, UnwritableReportAndMissingFilesAreUsageErrors) {
   EXPECT_EQ(SafeConvert("verify " + dir.File("missing.safemodel"), &text), 2) << text;
   EXPECT_EQ(SafeConvert("inspect " + dir.File("missing.safemodel"), &text), 2) << text;
   EXPECT_NE(text.find("does not exist"), std::string::npos) << text;
+}
+
+// True if `text` holds anything a terminal acts on or that reorders text: a
+// C0 control other than the newline ending a line, DEL, a C1 control (as
+// UTF-8 or as a raw byte), or a bidirectional embedding/override/isolate.
+bool HasTerminalControl(const std::string& text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<uint8_t>(text[i]);
+    const auto next = [&](size_t k) { return i + k < text.size() ? static_cast<uint8_t>(text[i + k]) : 0; };
+    if ((c < 0x20 && c != '\n') || c == 0x7f) return true;
+    if (c >= 0x80 && c <= 0x9f && (i == 0 || static_cast<uint8_t>(text[i - 1]) < 0xc0)) {
+      // A raw C1 byte that is not a UTF-8 continuation byte.
+      if (i == 0 || (static_cast<uint8_t>(text[i - 1]) & 0x80) == 0) return true;
+    }
+    if (c == 0xc2 && next(1) >= 0x80 && next(1) <= 0x9f) return true;
+    if (c == 0xe2 && next(1) == 0x80 && next(2) >= 0xaa && next(2) <= 0xae) return true;
+    if (c == 0xe2 && next(1) == 0x81 && next(2) >= 0xa6 && next(2) <= 0xa9) return true;
+  }
+  return false;
+}
+
+TEST(Cli, TheTerminalCheckSeesControls) {
+  EXPECT_FALSE(HasTerminalControl("plain text\nr\xc3\xa9sum\xc3\xa9\n"));
+  EXPECT_TRUE(HasTerminalControl("a\x1b[2J"));
+  EXPECT_TRUE(HasTerminalControl("a\xc2\x9b" "2J"));
+  EXPECT_TRUE(HasTerminalControl("a\x9b" "2J"));
+  EXPECT_TRUE(HasTerminalControl("a\xe2\x80\xae" "b"));
+  EXPECT_TRUE(HasTerminalControl("a\xe2\x81\xa6" "b"));
+}
+
+// A model whose member names, and a file whose name, try to drive the
+// terminal: every line safe-convert prints shows them escaped; the JSON
+// keeps the exact names (escaped by JSON itself).
+TEST(Cli, HostileNamesAreEscapedInConvertInspectAndVerify) {
+  TempDir dir;
+  const std::string npy = ReadFile(Fixture("numpy/f32.npy"));
+  const std::string retitle = "a\x1b]0;pwned\x07\x1b[2Jverify: OK";
+  const std::string reversed = "b\xe2\x80\xae" "evil\xe2\x80\xac";
+  const std::string csi = "c\xc2\x9b" "31mred";
+  const std::string input = dir.File("model\x1b[2J\xe2\x80\xae.npz");
+  std::vector<ZipMember> members;
+  for (const std::string& name : {retitle, reversed, csi}) {
+    ZipMember m;
+    m.name = name + ".npy";
+    m.data = npy;
+    // UTF-8 names are marked so (as Python's zipfile does for non-ASCII ones).
+    const bool ascii = std::all_of(name.begin(), name.end(), [](char c) { return (c & 0x80) == 0; });
+    m.extra_flags = ascii ? 0 : 0x800;
+    members.push_back(m);
+  }
+  WriteFile(input, BuildZip(members));
+  const std::string out_file = dir.File("out.safemodel");
+  std::string out;
+  ASSERT_EQ(SafeConvert("'" + input + "' " + out_file + " --no-sync", &out), 0) << out;
+  EXPECT_FALSE(HasTerminalControl(out)) << out;
+  EXPECT_NE(out.find("model\\x1b[2J\\u202e.npz"), std::string::npos) << out;
+
+  ASSERT_EQ(SafeConvert("inspect " + out_file, &out), 0) << out;
+  EXPECT_FALSE(HasTerminalControl(out)) << out;
+  EXPECT_NE(out.find("a\\x1b]0;pwned\\x07\\x1b[2Jverify: OK  f32"), std::string::npos) << out;
+  EXPECT_NE(out.find("b\\u202eevil\\u202c  f32"), std::string::npos) << out;
+  EXPECT_NE(out.find("c\\u009b31mred  f32"), std::string::npos) << out;
+
+  ASSERT_EQ(SafeConvert("inspect --json " + out_file, &out, false), 0) << out;
+  EXPECT_FALSE(HasTerminalControl(out.substr(0, out.find("\xe2")))) << "JSON escapes controls";
+  auto j = nlohmann::json::parse(out);
+  ASSERT_EQ(j["tensors"].size(), 3u);
+  EXPECT_EQ(j["tensors"][0]["name"], retitle);
+  EXPECT_EQ(j["tensors"][1]["name"], reversed);
+
+  // verify and inspect name their FILE escaped too.
+  const std::string hostile_copy = dir.File("copy\x1b]0;x\x07.safemodel");
+  WriteFile(hostile_copy, ReadFile(out_file));
+  ASSERT_EQ(SafeConvert("verify '" + hostile_copy + "'", &out), 0) << out;
+  EXPECT_FALSE(HasTerminalControl(out)) << out;
+  WriteFile(hostile_copy, "not a safemodel");
+  EXPECT_EQ(SafeConvert("verify '" + hostile_copy + "'", &out), 3) << out;
+  EXPECT_FALSE(HasTerminalControl(out)) << out;
+}
+
+// Findings and status messages come from the worker, which a model may have
+// taken over: escaped on stderr, in a success and in a refusal.
+TEST(Cli, HostileWorkerTextIsEscaped) {
+  const std::string probe = BinDir() + "/sandbox-probe";
+  TempDir dir;
+  std::string out;
+  WriteFile(dir.File("text"), "probe:hostile-text\n");
+  ASSERT_EQ(SafeConvert(dir.File("text") + " " + dir.File("o.safemodel") + " --no-sync --worker " + probe,
+                        &out),
+            0)
+      << out;
+  EXPECT_FALSE(HasTerminalControl(out)) << out;
+  EXPECT_NE(out.find("note: probe.hostile\\x1b[2J at at \\x1b]0;title\\x07: ALL CLEAN\\x0d"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("[ref\\x1b[0m]"), std::string::npos) << out;
+  ASSERT_EQ(SafeConvert("inspect " + dir.File("o.safemodel"), &out), 0) << out;
+  EXPECT_FALSE(HasTerminalControl(out)) << out;
+  EXPECT_NE(out.find("\\u2066 hidden"), std::string::npos) << out;
+
+  WriteFile(dir.File("error"), "probe:hostile-error\n");
+  EXPECT_EQ(SafeConvert(dir.File("error") + " " + dir.File("p.safemodel") + " --worker " + probe, &out), 1)
+      << out;
+  EXPECT_FALSE(HasTerminalControl(out)) << out;
+  EXPECT_NE(out.find("refused\\x1b[2J\\x1b]0;pwned\\x07 verify: OK \\u202e"), std::string::npos) << out;
+  EXPECT_NE(out.find("calls \\u202emetsys.so\\u202c"), std::string::npos) << out;
+  // The JSON report carries the text as it was (JSON-escaped).
+  EXPECT_EQ(SafeConvert(dir.File("error") + " " + dir.File("p.safemodel") + " --json --worker " + probe,
+                        &out, false),
+            1);
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["findings"][0]["location"], "member '\x1b[31mevil\x1b[0m'");
+}
+
+TEST(Cli, RequireIsolation) {
+  TempDir dir;
+  std::string out;
+  EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + dir.File("a") + " --require-isolation", &out), 2);
+  EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + dir.File("a") + " --require-isolation netns,,userns",
+                        &out),
+            2)
+      << out;
+  EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + dir.File("a") + " --require-isolation landlock", &out),
+            2)
+      << out;
+  EXPECT_NE(out.find("Landlock is not visible"), std::string::npos) << out;
+  // What this machine provides can be required (namespaces are available in
+  // CI, as on the development machines).
+  EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + dir.File("a") +
+                            " --no-sync --require-isolation seccomp,netns,mntns --json",
+                        &out, false),
+            0)
+      << out;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["worker"]["observed"]["seccomp"], "2");
+  // A worker that lies about its isolation: exit 70, nothing written.
+  WriteFile(dir.File("lie"), "probe:lie\n");
+  EXPECT_EQ(SafeConvert(dir.File("lie") + " " + dir.File("b") + " --worker " + BinDir() + "/sandbox-probe",
+                        &out),
+            70)
+      << out;
+  EXPECT_NE(out.find("lacks required isolation"), std::string::npos) << out;
+  EXPECT_FALSE(Exists(dir.File("b")));
 }
 
 std::string Cli() { return BinDir() + "/safe-convert"; }
@@ -450,10 +595,10 @@ TEST(Cli, AHandfulOfDescriptorsIsEnough) {
   TempDir dir;
   ChildOptions o;
   o.stderr_file = dir.File("err");
-  o.rlimits = {{RLIMIT_NOFILE, 12}};
+  o.rlimits = {{RLIMIT_NOFILE, 14}};
   EXPECT_EQ(RunChild({Cli(), Fixture("numpy/f32.npy"), dir.File("m"), "--no-sync"}, o), 0)
       << ReadFile(dir.File("err"));
-  o.rlimits = {{RLIMIT_NOFILE, 8}};
+  o.rlimits = {{RLIMIT_NOFILE, 10}};
   EXPECT_EQ(RunChild({Cli(), Fixture("numpy/f32.npy"), dir.File("n"), "--no-sync"}, o), 4);
   EXPECT_NE(ReadFile(dir.File("err")).find("raise it with `ulimit -n`"), std::string::npos)
       << ReadFile(dir.File("err"));

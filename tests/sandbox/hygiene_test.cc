@@ -1,12 +1,14 @@
-// Process hygiene of the worker: what it inherits (two fds, no environment,
-// default signals, its own session), what the kernel says about it once it is
-// locked down (no-new-privs, one seccomp filter, not dumpable), no core files,
-// death with its parent, and no zombies or leaked fds in the parent.
+// Process hygiene of the worker: what it inherits (three fds, no environment,
+// `/` as its directory, default signals, its own session), what the kernel
+// says about it once it is locked down (no-new-privs, one seccomp filter, no
+// capabilities, not root, not dumpable), no core files, death with its
+// parent, and no zombies or leaked fds in the parent.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -38,7 +41,7 @@ std::string Field(const std::string& report, const std::string& key) {
   return report.substr(at, report.find(' ', at) - at);
 }
 
-TEST(Inheritance, ExactlyTwoFdsNoEnvironmentDefaultSignals) {
+TEST(Inheritance, ExactlyThreeFdsNoEnvironmentDefaultSignals) {
   // Descriptors a careless host leaks: 50 without close-on-exec.
   std::vector<int> leaked;
   for (int i = 0; i < 50; ++i) {
@@ -68,8 +71,9 @@ TEST(Inheritance, ExactlyTwoFdsNoEnvironmentDefaultSignals) {
   for (const std::string& report : {r.status.message(), direct.error_message}) {
     SCOPED_TRACE(report);
     // At exec (what Spawn delivered) and after PrepareWorkerProcess.
-    EXPECT_EQ(Field(report, "entry_fds"), "3,4");
-    EXPECT_EQ(Field(report, "prepared_fds"), "3,4");
+    EXPECT_EQ(Field(report, "entry_fds"), "3,4,5");
+    EXPECT_EQ(Field(report, "prepared_fds"), "3,4,5");
+    EXPECT_EQ(Field(report, "cwd"), "/") << "nothing is looked up beside the caller's files";
     EXPECT_EQ(Field(report, "env_count"), "0");
     EXPECT_EQ(Field(report, "sid_is_pid"), "1") << "own session: no controlling terminal";
     EXPECT_EQ(Field(report, "blocked_signals"), "0");
@@ -79,11 +83,21 @@ TEST(Inheritance, ExactlyTwoFdsNoEnvironmentDefaultSignals) {
   EXPECT_TRUE(Leftovers(out).empty());
 }
 
+// The owner of /proc/<pid>/status: root if the process is not dumpable.
+uid_t ProcOwner(pid_t pid) {
+  struct stat st = {};
+  return stat(("/proc/" + std::to_string(pid) + "/status").c_str(), &st) == 0 ? st.st_uid
+                                                                                 : static_cast<uid_t>(-1);
+}
+
 // Starts a probe that parks after lockdown; returns once it said so.
 // `input` is a "probe:park" file (made by the caller, so that a helper
 // process that is SIGKILLed leaves no temporary directory behind).
 struct ParkedProbe {
   sandbox::Worker worker;
+  std::string claimed;                       // the LOCKED frame's payload
+  sandbox::IsolationObservation observed;    // /proc before the release
+  uid_t owner_before_release = 0;            // owner of /proc/<pid>/status then
   worker::WorkerError ready;
   std::string error;
 
@@ -98,8 +112,24 @@ struct ParkedProbe {
     close(fd);
     if (!ok) return false;
     sandbox::FrameReader reader(worker.channel_fd(), Clock::now() + std::chrono::seconds(20));
-    const uint64_t caps[sandbox::kMaxFrameType + 1] = {0, 0, 0, 0, 1 << 20, 0};
+    const uint64_t caps[sandbox::kMaxFrameType + 1] = {0, 0, 0, 0, 1 << 20, 0, 1024};
     sandbox::FrameHeader h;
+    if (reader.Next(&h, caps) != sandbox::FrameReader::Result::kOk ||
+        h.type != sandbox::FrameType::kLocked) {
+      error = "no lockdown frame: " + reader.error();
+      return false;
+    }
+    claimed.assign(h.length, '\0');
+    if (reader.ReadExact(claimed.data(), claimed.size()) != sandbox::FrameReader::Result::kOk) {
+      error = "bad lockdown frame";
+      return false;
+    }
+    observed = sandbox::ObserveIsolation(worker.pid());
+    owner_before_release = ProcOwner(worker.pid());
+    if (!worker.Release()) {
+      error = "cannot release the probe";
+      return false;
+    }
     if (reader.Next(&h, caps) != sandbox::FrameReader::Result::kOk) {
       error = "no ready frame: " + reader.error();
       return false;
@@ -121,28 +151,61 @@ std::string NamespaceOf(pid_t pid, const char* ns) {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
 }
 
+std::vector<std::string> SplitClaim(const std::string& claim) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= claim.size() && !claim.empty()) {
+    size_t comma = claim.find(',', start);
+    out.push_back(claim.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
 TEST(LockedDown, KernelConfirmsNoNewPrivsSeccompAndNotDumpable) {
   TempDir dir;
   ParkedProbe probe;
   ASSERT_TRUE(probe.Start(WriteProbeInput(dir, "park"), getpid())) << probe.error;
   EXPECT_EQ(probe.ready.message(), "parked dumpable=0");
-  std::string status = ProcStatus(probe.worker.pid());
+  const pid_t pid = probe.worker.pid();
+  std::string status = ProcStatus(pid);
   EXPECT_NE(status.find("NoNewPrivs:\t1\n"), std::string::npos) << status;
   EXPECT_NE(status.find("Seccomp:\t2\n"), std::string::npos) << status;  // filter mode
   EXPECT_NE(status.find("Seccomp_filters:\t1\n"), std::string::npos) << status;
-  // Namespaces are best effort; those the worker reports must be real.
-  std::vector<std::string> layers(probe.ready.isolation().begin(), probe.ready.isolation().end());
-  for (const char* layer : {"seccomp", "no_new_privs", "rlimits"}) {
-    EXPECT_NE(std::find(layers.begin(), layers.end(), layer), layers.end()) << layer;
+  // No capability in any set, and (started by root) not root any more.
+  for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapAmb"}) {
+    EXPECT_NE(status.find(std::string(set) + ":\t0000000000000000\n"), std::string::npos)
+        << set << "\n" << status;
+  }
+  if (geteuid() == 0) {
+    EXPECT_NE(status.find("Uid:\t65534\t65534\t65534\t65534\n"), std::string::npos) << status;
+    EXPECT_NE(status.find("Gid:\t65534\t65534\t65534\t65534\n"), std::string::npos) << status;
+    EXPECT_NE(status.find("CapBnd:\t0000000000000000\n"), std::string::npos) << status;
+  }
+  // Not dumpable once released: /proc/<pid> of a non-dumpable process
+  // belongs to root (while it waited for the parent it was dumpable, so that
+  // an unprivileged parent could read its namespaces; see lockdown.cc).
+  EXPECT_EQ(ProcOwner(pid), 0u);
+  EXPECT_NE(probe.owner_before_release, 0u) << "dumpable while waiting for the parent";
+
+  // Every layer it claims that /proc can show, the parent saw.
+  std::vector<std::string> claimed = SplitClaim(probe.claimed);
+  for (const char* layer : {"seccomp", "no_new_privs", "no_capabilities", "rlimits", "landlock"}) {
+    EXPECT_NE(std::find(claimed.begin(), claimed.end(), layer), claimed.end()) << layer;
+  }
+  for (const std::string& layer : claimed) {
+    const auto& observable = sandbox::ObservableLayers();
+    if (std::find(observable.begin(), observable.end(), layer) == observable.end()) continue;
+    EXPECT_TRUE(probe.observed.Has(layer)) << layer << " claimed but not seen; " << probe.observed.error;
   }
   const std::pair<const char*, const char*> kNamespaces[] = {
       {"userns", "user"}, {"netns", "net"}, {"mntns", "mnt"}, {"ipcns", "ipc"}, {"utsns", "uts"}};
   for (const auto& [layer, ns] : kNamespaces) {
-    if (std::find(layers.begin(), layers.end(), layer) == layers.end()) continue;
-    EXPECT_NE(NamespaceOf(probe.worker.pid(), ns), NamespaceOf(0, ns)) << layer;
+    EXPECT_EQ(probe.observed.Has(layer), NamespaceOf(pid, ns) != NamespaceOf(0, ns)) << layer;
   }
   // Its rlimits, as the kernel holds them.
-  std::ifstream limits("/proc/" + std::to_string(probe.worker.pid()) + "/limits");
+  std::ifstream limits("/proc/" + std::to_string(pid) + "/limits");
   std::string text((std::istreambuf_iterator<char>(limits)), std::istreambuf_iterator<char>());
   auto row = [&](const std::string& name) {
     size_t at = text.find(name);
@@ -170,21 +233,30 @@ int InHelper(const std::string& dir, int (*body)()) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 200;
 }
 
-bool HasCoreFile(const TempDir& dir) {
-  for (const std::string& name : dir.List()) {
-    if (name.rfind("core", 0) == 0) return true;
+// Core files (core_pattern "core" or "core.PID") in `dir`.
+std::vector<std::string> CoreFiles(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name == "core" || name.rfind("core.", 0) == 0) out.push_back(e.path().string());
   }
-  return false;
+  return out;
 }
 
+// The worker starts in `/` (a core would land there with core_pattern
+// "core"), the helper in its own directory: both are checked.
 TEST(CoreDump, NoCoreFileEvenWithCoreDumpsEnabled) {
   TempDir cwd;
+  const std::vector<std::string> root_before = CoreFiles("/");
   int rc = InHelper(cwd.path(), [] { return RunProbe("segv").SignaledWith(SIGSEGV) ? 0 : 1; });
   ASSERT_EQ(rc, 0) << "the confined probe did not crash with SIGSEGV";
-  EXPECT_FALSE(HasCoreFile(cwd)) << ::testing::PrintToString(cwd.List());
+  EXPECT_TRUE(CoreFiles(cwd.path()).empty()) << ::testing::PrintToString(cwd.List());
+  EXPECT_EQ(CoreFiles("/"), root_before);
 
   // Control: the same crash unconfined does dump core here, when this
-  // machine's core_pattern writes cores into the working directory.
+  // machine's core_pattern writes cores into the working directory (`/` for
+  // a worker) and that directory is writable.
 #if defined(SAFEMODEL_SANITIZER_BUILD)
   std::cout << "note: ASan disables core dumps itself; no control run\n";
   return;
@@ -194,14 +266,22 @@ TEST(CoreDump, NoCoreFileEvenWithCoreDumpsEnabled) {
     return RunProbe("segv", {.extra_args = {"--unconfined"}}).SignaledWith(SIGSEGV) ? 0 : 1;
   });
   ASSERT_EQ(rc, 0);
+  std::vector<std::string> root_after = CoreFiles("/");
+  std::vector<std::string> created;
+  for (const std::string& f : root_after) {
+    if (std::find(root_before.begin(), root_before.end(), f) == root_before.end()) {
+      created.push_back(f);
+      std::remove(f.c_str());  // the control's own core
+    }
+  }
   std::ifstream pattern_file("/proc/sys/kernel/core_pattern");
   std::string pattern;
   std::getline(pattern_file, pattern);
-  if (!pattern.empty() && pattern[0] != '|' && pattern[0] != '/') {
-    EXPECT_TRUE(HasCoreFile(control)) << "core_pattern '" << pattern
-                                      << "' but the unconfined crash left no core";
+  if (!pattern.empty() && pattern[0] != '|' && pattern[0] != '/' && access("/", W_OK) == 0) {
+    EXPECT_FALSE(created.empty()) << "core_pattern '" << pattern
+                                  << "' but the unconfined crash left no core in /";
   } else {
-    std::cout << "note: core_pattern '" << pattern << "' does not write into the cwd; "
+    std::cout << "note: core_pattern '" << pattern << "' does not write into a writable `/`; "
               << "the control is inconclusive\n";
   }
 }

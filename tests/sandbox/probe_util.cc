@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "proto/worker.pb.h"
+#include "sandbox/observe.h"
 
 namespace safemodel::testing {
 
@@ -27,7 +28,8 @@ std::string ProbeRun::Describe() const {
     << " killed_by_us=" << exit.killed_by_us << " frames=" << frames.size()
     << " end=" << static_cast<int>(end) << " reader_error='" << reader_error << "'"
     << " violation=" << violation << " nr=" << syscall_nr << " error_frame=" << error_frame
-    << " code=" << error_code << " message='" << error_message << "'";
+    << " code=" << error_code << " message='" << error_message << "' locked=" << locked
+    << " claimed='" << claimed << "'";
   return s.str();
 }
 
@@ -53,9 +55,10 @@ ProbeRun RunProbe(const std::string& mode_line, const ProbeOptions& options) {
   if (!run.spawned) return run;
 
   const auto deadline = std::chrono::steady_clock::now() + options.timeout;
-  sandbox::FrameReader reader(worker.channel_fd(), deadline);
-  const uint64_t caps[sandbox::kMaxFrameType + 1] = {0, 1 << 20, 1 << 20, 1 << 20, 1 << 20,
-                                                     sandbox::kViolationPayloadBytes};
+  sandbox::FrameReader reader(worker.channel_fd(), deadline, worker.exit_fd());
+  const uint64_t caps[sandbox::kMaxFrameType + 1] = {0,       1 << 20, 1 << 20, 1 << 20,
+                                                     1 << 20, sandbox::kViolationPayloadBytes,
+                                                     sandbox::kMaxLockedPayloadBytes};
   for (;;) {
     sandbox::FrameHeader h;
     run.end = reader.Next(&h, caps);
@@ -63,6 +66,14 @@ ProbeRun RunProbe(const std::string& mode_line, const ProbeOptions& options) {
     ProbeFrame f{h.type, std::string(h.length, '\0')};
     run.end = reader.ReadExact(f.payload.data(), f.payload.size());
     if (run.end != sandbox::FrameReader::Result::kOk) break;
+    if (f.type == sandbox::FrameType::kLocked && !run.locked) {
+      // What ConvertFile checks in /proc is its business; here the probe is
+      // simply let go, after the same observation is recorded.
+      run.locked = true;
+      run.claimed = f.payload;
+      run.observed = sandbox::ObserveIsolation(worker.pid());
+      worker.Release();
+    }
     if (f.type == sandbox::FrameType::kViolation && f.payload.size() == 16 && !run.violation) {
       auto u32 = [&](size_t off) {
         uint32_t v = 0;

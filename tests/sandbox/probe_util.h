@@ -14,6 +14,7 @@
 
 #include "safemodel/convert.h"
 #include "sandbox/frame_io.h"
+#include "sandbox/observe.h"
 #include "sandbox/supervisor.h"
 #include "tests/testing/test_util.h"
 
@@ -41,6 +42,11 @@ struct ProbeRun {
   bool violation = false;
   uint32_t syscall_nr = 0;
   uint32_t arch = 0;
+  // The LOCKED frame, if one came: the worker's claim and what /proc showed
+  // before the probe was let go.
+  bool locked = false;
+  std::string claimed;
+  sandbox::IsolationObservation observed;
   // Decoded from the first ERROR frame, if one came.
   bool error_frame = false;
   uint32_t error_code = 0;

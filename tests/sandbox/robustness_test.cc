@@ -68,7 +68,10 @@ TEST(Limits, CpuHogHitsTheCpuLimit) {
   EXPECT_NE(r.status.message().find("CPU time limit"), std::string::npos) << r.status.message();
   EXPECT_EQ(r.worker.kind, "signaled");
   EXPECT_EQ(r.worker.signal, SIGXCPU);
-  EXPECT_GE(r.worker.cpu_seconds, 0.9);
+  // The kernel checks RLIMIT_CPU against the scheduler's exact runtime, but
+  // getrusage splits it into user and system time by tick samples, which
+  // trail it under load (0.898 s was seen): "about a second", not >= 1.
+  EXPECT_GE(r.worker.cpu_seconds, 0.7);
   EXPECT_LT(r.wall_seconds, 20.0);
   EXPECT_TRUE(Leftovers(out).empty());
 }
@@ -167,11 +170,14 @@ std::ostream& operator<<(std::ostream& os, const Hostile& h) { return os << h.mo
 const Hostile kHostile[] = {
     {"garbage", StatusCode::kWorkerCrashed, "bad frame magic"},
     {"oversized-data", StatusCode::kWorkerCrashed, "over its limit of 16777216"},
-    {"oversized-header", StatusCode::kWorkerCrashed, "over its limit of 536870912"},
-    {"oversized-error", StatusCode::kWorkerCrashed, "over its limit of 67108864"},
+    // The header's cap is derived from the input's size (8 MiB + its size
+    // here); the error frame's is 4 MiB.
+    {"oversized-header", StatusCode::kWorkerCrashed, "frame of type 1 declares 8388"},
+    {"oversized-error", StatusCode::kWorkerCrashed, "over its limit of 4194304"},
+    {"oversized-locked", StatusCode::kWorkerCrashed, "over its limit of 1024"},
     {"oversized-done", StatusCode::kWorkerCrashed, "over its limit of 4096"},
     {"oversized-violation", StatusCode::kWorkerCrashed, "over its limit of 16"},
-    {"unknown-frame-type", StatusCode::kWorkerCrashed, "unknown frame type 6"},
+    {"unknown-frame-type", StatusCode::kWorkerCrashed, "unknown frame type 7"},
     {"flood", StatusCode::kWorkerCrashed, "exceeds what the current tensor still needs (0)"},
     {"empty-data", StatusCode::kWorkerCrashed, "empty tensor data frame"},
     {"header-then-crash", StatusCode::kWorkerCrashed, "SIGSEGV"},
@@ -202,8 +208,9 @@ const Hostile kHostile[] = {
     {"header-dtype 0", StatusCode::kWorkerCrashed, "unknown dtype value 0"},
     {"header-overflow-shape", StatusCode::kWorkerCrashed, "invalid header"},
     {"header-huge-tensor", StatusCode::kLimitExceeded, "bytes free"},
-    {"header-too-many-tensors", StatusCode::kWorkerCrashed,
-     "2000001 tensors exceed the limit of 2000000"},
+    // 4096 + 35/64 tensors for this 35-byte input (stream_limits.h).
+    {"header-too-many-tensors 5000", StatusCode::kWorkerCrashed,
+     "5000 tensors exceed the limit of 4096 for an input of 35 bytes"},
 };
 
 class HostileStream : public ::testing::TestWithParam<Hostile> {};
@@ -246,12 +253,14 @@ TEST(HostileHeader, HugeDeclaredTensorAllocatesAndWritesNothing) {
 // Header bombs: a few bytes per protobuf object. Parsing them unchecked would
 // cost the (trusted) parent ~50 bytes of memory per byte received, ~27 GB for
 // a header at its 512 MiB frame cap; the parse is refused before it allocates
-// (format::ParseBounded's object budget). 20 M objects would take ~2 GB.
+// (format::ParseBounded's object budget, 128 Ki objects plus one per 64 input
+// bytes; stream_limits.h). 300,000 objects fit the frame's byte cap (8 MiB
+// for this input) and exceed the object budget.
 class HeaderBomb : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(HeaderBomb, RefusedBeforeTheParentAllocates) {
   TempDir out;
-  ConvertReport r = ConvertWithProbe(std::string(GetParam()) + " 20000000", out);
+  ConvertReport r = ConvertWithProbe(std::string(GetParam()) + " 300000", out);
   EXPECT_EQ(r.status.code(), StatusCode::kWorkerCrashed) << r.status.ToString();
   EXPECT_NE(r.status.message().find("header frame is not valid"), std::string::npos)
       << r.status.message();
@@ -273,7 +282,7 @@ INSTANTIATE_TEST_SUITE_P(Worker, HeaderBomb,
 // decides. A crash mid-stream is a signal, not a violation.
 TEST(Supervisor, HeaderThenCrash) {
   ProbeRun run = RunProbe("header-then-crash");
-  EXPECT_EQ(run.frames.size(), 2u) << run.Describe();
+  EXPECT_EQ(run.frames.size(), 3u) << run.Describe();  // LOCKED, HEADER, TENSOR_DATA
   EXPECT_FALSE(run.violation);
   EXPECT_TRUE(run.SignaledWith(SIGSEGV)) << run.Describe();
 }

@@ -1,8 +1,9 @@
 // sandbox-probe: a stand-in for safemodel-worker that misbehaves on purpose.
 //
-// It honours the worker's contract (fd 3 = result channel, fd 4 = input, the
-// same arguments the pipeline passes) and confines itself with the PRODUCTION
-// code: sandbox::PrepareWorkerProcess and sandbox::LockDown, so the tests
+// It honours the worker's contract (fd 3 = result channel, fd 4 = input,
+// fd 5 = control, the same arguments the pipeline passes) and confines itself
+// with the PRODUCTION code: sandbox::EnsureAddressRandomization,
+// sandbox::PrepareWorkerProcess and sandbox::LockDown, so the tests
 // exercise the policy that ships, not a copy of it. Then it does what its
 // input file asks. The input is one line of text:
 //
@@ -34,6 +35,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
@@ -46,6 +48,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -56,42 +59,72 @@
 #include <string_view>
 #include <vector>
 
-#include "safemodel/status.h"
 #include "converter/format.h"
+#include "converter/stream_limits.h"
 #include "proto/worker.pb.h"
+#include "safemodel/status.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
 #include "sandbox/policy.h"
+#include "sandbox/privileges.h"
+#include "tests/sandbox/probe.h"
 
 extern char** environ;
 
 namespace safemodel::probe {
-namespace {
 
 using sandbox::FrameType;
 using sandbox::kOutputFd;
 
-struct Args {
-  pid_t parent_pid = 0;
-  uint64_t input_size = 0;
-  uint64_t address_space = 0;
-  uint64_t memory_limit = 0;
-  uint64_t cpu_seconds = 0;
-  bool unconfined = false;
-  bool print_pfc = false;
-};
+// ---------------------------------------------------------------------------
+// Shared with probe_streams.cc (probe.h)
 
-// What the probe knows when it runs its mode.
-struct Context {
-  Args args;
-  std::string argument;             // text after the mode name
-  const uint8_t* input = nullptr;   // read-only map of fd 4
-  uint64_t input_size = 0;
-  std::vector<std::string> layers;  // isolation layers LockDown reported
-  std::string entry_report;         // fds, environment, signals at exec
-  std::string prepared_fds;         // fds after PrepareWorkerProcess
-  int dumpable_before_lockdown = -1;
-};
+void SendError(StatusCode code, const std::string& message, const Context& /*ctx*/) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(code));
+  e.set_message(message);
+  std::string bytes = format::SerializeDeterministic(e);
+  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
+}
+
+std::string HeaderBytes(const Context& /*ctx*/, const std::vector<std::string>& names, int dtype,
+                        std::vector<uint64_t> shape) {
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  for (const std::string& n : names) {
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(n);
+    t->set_dtype(static_cast<v1::DType>(dtype));
+    for (uint64_t d : shape) t->add_shape(d);
+  }
+  return format::SerializeDeterministic(h);
+}
+
+bool SendHeader(const std::string& bytes) {
+  return sandbox::WriteFrame(kOutputFd, FrameType::kHeader, bytes.data(), bytes.size());
+}
+
+bool SendData(const void* p, size_t n) {
+  return sandbox::WriteFrame(kOutputFd, FrameType::kTensorData, p, n);
+}
+
+bool SendDone(uint64_t tensors, uint64_t bytes) {
+  worker::WorkerDone d;
+  d.set_tensors_sent(tensors);
+  d.set_bytes_sent(bytes);
+  std::string b = format::SerializeDeterministic(d);
+  return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size());
+}
+
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+namespace {
 
 bool ParseU64(std::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 19) return false;
@@ -121,6 +154,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->unconfined = true;
     } else if (arg == "--print-policy-pfc") {
       a->print_pfc = true;
+    } else if (arg == sandbox::kReexecutedFlag) {
+      a->reexecuted = true;
     } else if (arg == "--weights_only" || arg == "--keep_optimizer") {
       // Accepted like the worker does; meaningless here.
     } else {
@@ -132,15 +167,6 @@ bool ParseArgs(int argc, char** argv, Args* a) {
 
 // ---------------------------------------------------------------------------
 // Reporting
-
-void SendError(StatusCode code, const std::string& message, const Context& ctx) {
-  worker::WorkerError e;
-  e.set_code(static_cast<uint32_t>(code));
-  e.set_message(message);
-  for (const std::string& l : ctx.layers) e.add_isolation(l);
-  std::string bytes = format::SerializeDeterministic(e);
-  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
-}
 
 // A forbidden call came back: the sandbox failed. Exit code 70 on top.
 int Survived(const char* what, long ret, const Context& ctx) {
@@ -182,7 +208,12 @@ std::string EntryReport() {
     struct sigaction sa;
     if (sigaction(s, nullptr, &sa) == 0 && sa.sa_handler == SIG_IGN) ++ignored;
   }
-  return "entry_fds=" + ListFds() + " env_count=" + std::to_string(env) +
+  char cwd[512] = "?";
+  if (getcwd(cwd, sizeof cwd) == nullptr) std::strcpy(cwd, "?");
+  char persona[32];
+  std::snprintf(persona, sizeof persona, "%#x", static_cast<unsigned>(personality(0xffffffff)));
+  return "entry_fds=" + ListFds() + " env_count=" + std::to_string(env) + " cwd=" + cwd +
+         " personality=" + persona +
          " sid_is_pid=" + std::to_string(getsid(0) == getpid() ? 1 : 0) +
          " blocked_signals=" + std::to_string(blocked) +
          " ignored_signals=" + std::to_string(ignored);
@@ -190,38 +221,6 @@ std::string EntryReport() {
 
 // ---------------------------------------------------------------------------
 // A valid result: one f32 tensor "t" of shape [4] = {1, 2, 3, 4}.
-
-constexpr float kTensor[4] = {1.0f, 2.0f, 3.0f, 4.0f};
-
-std::string HeaderBytes(const Context& ctx, const std::vector<std::string>& names,
-                        int dtype = v1::F32, std::vector<uint64_t> shape = {4}) {
-  worker::WorkerHeader h;
-  h.set_source_format("probe");
-  for (const std::string& n : names) {
-    v1::TensorInfo* t = h.add_tensors();
-    t->set_name(n);
-    t->set_dtype(static_cast<v1::DType>(dtype));
-    for (uint64_t d : shape) t->add_shape(d);
-  }
-  for (const std::string& l : ctx.layers) h.add_isolation(l);
-  return format::SerializeDeterministic(h);
-}
-
-bool SendHeader(const std::string& bytes) {
-  return sandbox::WriteFrame(kOutputFd, FrameType::kHeader, bytes.data(), bytes.size());
-}
-
-bool SendData(const void* p, size_t n) {
-  return sandbox::WriteFrame(kOutputFd, FrameType::kTensorData, p, n);
-}
-
-bool SendDone(uint64_t tensors, uint64_t bytes) {
-  worker::WorkerDone d;
-  d.set_tensors_sent(tensors);
-  d.set_bytes_sent(bytes);
-  std::string b = format::SerializeDeterministic(d);
-  return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size());
-}
 
 int SendValidResult(const Context& ctx) {
   if (!SendHeader(HeaderBytes(ctx, {"t"})) || !SendData(kTensor, sizeof kTensor) ||
@@ -319,6 +318,28 @@ long DoIoctlTiocstiHigh(const Context&) {
 long DoMmapExec(const Context&) {
   return syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 }
+// MAP_FIXED over the probe's own code: would replace it with writable
+// memory. The filter allows private anonymous mappings only.
+long DoMmapFixed(const Context&) {
+  auto code = reinterpret_cast<uintptr_t>(&DoMmapExec) & ~static_cast<uintptr_t>(4095);
+  return syscall(SYS_mmap, code, 4096, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+}
+long DoMmapFixedNoreplace(const Context&) {
+  return syscall(SYS_mmap, 0x200000000000ul, 4096, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+}
+long DoMmapShared(const Context&) {
+  return syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+}
+long DoMmapGrowsdown(const Context&) {
+  return syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0);
+}
+long DoReadFd3(const Context&) {
+  char c;
+  return syscall(SYS_read, kOutputFd, &c, 1);
+}
 long DoMprotectExec(const Context&) {
   void* p = PageRw();
   return syscall(SYS_mprotect, p, 4096, PROT_READ | PROT_EXEC);
@@ -335,6 +356,7 @@ long DoWriteFd3High(const Context&) {
   return syscall(SYS_write, (1ul << 32) | static_cast<unsigned long>(kOutputFd), "x", 1);
 }
 long DoPrctl(const Context&) { return syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0); }
+long DoPrctlSetName(const Context&) { return syscall(SYS_prctl, PR_SET_NAME, "probe", 0, 0, 0); }
 long DoSeccomp(const Context&) {
   struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
   struct sock_fprog prog = {1, &allow};
@@ -606,14 +628,6 @@ int DoHeaderTooManyTensors(const Context& ctx) {
   return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
 }
 
-void AppendVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
 // An architecture Value that is a list of N empty Values (two bytes each).
 int DoHeaderValueBomb(const Context& ctx) {
   uint64_t count = 20'000'000;
@@ -647,7 +661,8 @@ int DoHeaderUnknownFields(const Context& ctx) {
 int DoInventory(const Context& ctx) {
   SendError(StatusCode::kUnsupported,
             ctx.entry_report + " prepared_fds=" + ctx.prepared_fds +
-                " dumpable=" + std::to_string(ctx.dumpable_before_lockdown),
+                " dumpable=" + std::to_string(ctx.dumpable_before_lockdown) +
+                " reexecuted=" + (ctx.args.reexecuted ? "1" : "0"),
             ctx);
   return 1;
 }
@@ -660,11 +675,65 @@ int DoPark(const Context& ctx) {
 }
 
 // ---------------------------------------------------------------------------
+// A worker that lies and one that leaves processes behind. These stand for a
+// replaced worker binary (--worker): the parent must not rely on them.
+
+// Claims every layer in a LOCKED frame without locking down, then, if the
+// parent lets it, sends a valid result.
+int DoLie(const Context& ctx) {
+  const std::string claim =
+      "userns,netns,mntns,ipcns,utsns,non_root,no_capabilities,no_new_privs,landlock,rlimits,seccomp";
+  sandbox::WriteFrame(kOutputFd, FrameType::kLocked, claim.data(), claim.size());
+  char go = 0;
+  if (read(sandbox::kControlFd, &go, 1) != 1) return 1;
+  return SendValidResult(ctx);
+}
+
+// Before lockdown: a filter that makes unshare and Landlock fail with EPERM,
+// as a container runtime's seccomp profile or a sysctl would.
+void DenyNamespacesAndLandlock(Context&) {
+  struct sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unshare, 3, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_landlock_create_ruleset, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_landlock_restrict_self, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+  };
+  struct sock_fprog prog = {static_cast<unsigned short>(std::size(filter)), filter};
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+// Before lockdown: a child that holds the result channel and outlives the
+// probe (a worker binary that forks). `escape` makes it leave the process
+// group first. Either way it ends by itself after a while (SIGALRM).
+void ForkHolder(bool escape) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return;
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (escape) setsid();
+    alarm(escape ? 8 : 30);
+    close(ready[0]);
+    close(ready[1]);  // tells the probe the child is set up
+    for (;;) pause();
+  }
+  close(ready[1]);
+  char c;
+  while (read(ready[0], &c, 1) < 0 && errno == EINTR) {
+  }
+  close(ready[0]);
+}
+
+// ---------------------------------------------------------------------------
 
 struct Mode {
   const char* name;
   long (*forbidden)(const Context&);  // a forbidden call, or
   int (*run)(const Context&);         // anything else
+  void (*before_lockdown)(Context&) = nullptr;
+  bool skip_lockdown = false;         // the mode does its own (or none)
 };
 
 const Mode kModes[] = {
@@ -733,15 +802,22 @@ const Mode kModes[] = {
     {"oversized-data", nullptr,
      [](const Context& c) { return DoOversized(c, FrameType::kTensorData, (16ull << 20) + 1, true); }},
     {"oversized-header", nullptr,
-     [](const Context& c) { return DoOversized(c, FrameType::kHeader, (512ull << 20) + 1, false); }},
+     [](const Context& c) {
+       return DoOversized(c, FrameType::kHeader, StreamLimitsFor(c.input_size).header_bytes + 1,
+                          false);
+     }},
     {"oversized-error", nullptr,
-     [](const Context& c) { return DoOversized(c, FrameType::kError, (64ull << 20) + 1, false); }},
+     [](const Context& c) { return DoOversized(c, FrameType::kError, kMaxErrorFrameBytes + 1, false); }},
     {"oversized-done", nullptr,
      [](const Context& c) { return DoOversized(c, FrameType::kDone, 4097, true); }},
+    {"oversized-locked", nullptr,
+     [](const Context& c) {
+       return DoOversized(c, FrameType::kLocked, sandbox::kMaxLockedPayloadBytes + 1, false);
+     }},
     {"oversized-violation", nullptr,
      [](const Context& c) { return DoOversized(c, FrameType::kViolation, 17, false); }},
     {"unknown-frame-type", nullptr,
-     [](const Context& c) { return DoOversized(c, static_cast<FrameType>(6), 0, false); }},
+     [](const Context& c) { return DoOversized(c, static_cast<FrameType>(7), 0, false); }},
     {"flood", nullptr, DoFlood},
     {"partial-frame", nullptr, DoPartialFrame},
     {"empty-data", nullptr, DoEmptyData},
@@ -765,6 +841,27 @@ const Mode kModes[] = {
     {"header-unknown-fields", nullptr, DoHeaderUnknownFields},
 
     {"inventory", nullptr, DoInventory},
+
+    {"lie", nullptr, DoLie, nullptr, /*skip_lockdown=*/true},
+    {"no-namespaces", nullptr, SendValidResult, DenyNamespacesAndLandlock},
+    {"grandchild", nullptr, SendValidResult, [](Context&) { ForkHolder(false); }},
+    {"grandchild-escaped", nullptr, SendValidResult, [](Context&) { ForkHolder(true); }},
+    {"hostile-text", nullptr, DoHostileText},
+    {"hostile-error", nullptr, DoHostileError},
+    {"mmap-fixed", DoMmapFixed, nullptr},
+    {"mmap-fixed-noreplace", DoMmapFixedNoreplace, nullptr},
+    {"mmap-shared", DoMmapShared, nullptr},
+    {"mmap-growsdown", DoMmapGrowsdown, nullptr},
+    {"read-fd3", DoReadFd3, nullptr},
+    {"prctl-set-name", DoPrctlSetName, nullptr},
+
+    {"max-tensors", nullptr, DoMaxTensors},
+    {"max-objects", nullptr, DoMaxObjects},
+    {"max-header-bytes", nullptr, DoMaxHeaderBytes},
+    {"max-findings", nullptr, DoMaxFindings},
+    {"max-error-findings", nullptr, DoMaxErrorFindings},
+    {"max-data-frames", nullptr, DoMaxDataFrames},
+    {"max-all", nullptr, DoMaxAll},
 };
 
 const Mode* FindMode(std::string_view name) {
@@ -790,16 +887,23 @@ int Main(int argc, char** argv) {
     SendError(StatusCode::kInvalidArgument, "bad probe arguments", ctx);
     return 2;
   }
+  std::string error;
+  // As the worker does, first (--unconfined: a control that leaves ASLR as
+  // inherited).
+  if (!ctx.args.unconfined && !ctx.args.print_pfc &&
+      !sandbox::EnsureAddressRandomization(argc, argv, &error)) {
+    SendError(StatusCode::kSandboxSetupFailed, error, ctx);
+    return 1;
+  }
   if (ctx.args.print_pfc) {
-    std::string pfc, error;
-    if (!sandbox::ExportPolicyPfc(&pfc, &error)) {
-      std::fprintf(stderr, "sandbox-probe: %s\n", error.c_str());
+    std::string pfc, pfc_error;
+    if (!sandbox::ExportPolicyPfc(&pfc, &pfc_error)) {
+      std::fprintf(stderr, "sandbox-probe: %s\n", pfc_error.c_str());
       return 1;
     }
     std::fwrite(pfc.data(), 1, pfc.size(), stdout);
     return std::fflush(stdout) == 0 ? 0 : 1;  // _exit skips stdio flushing
   }
-  std::string error;
   if (!ctx.args.unconfined && !sandbox::PrepareWorkerProcess(ctx.args.parent_pid, &error)) {
     SendError(StatusCode::kSandboxSetupFailed, error, ctx);
     return 1;
@@ -841,12 +945,14 @@ int Main(int argc, char** argv) {
 
   if (name != "allowed-cold") WarmUpExceptions();
   ctx.dumpable_before_lockdown = prctl(PR_GET_DUMPABLE);
-  if (!ctx.args.unconfined) {
+  if (mode->before_lockdown != nullptr) mode->before_lockdown(ctx);
+  if (!ctx.args.unconfined && !mode->skip_lockdown) {
     sandbox::LockdownOptions lock;
 #if !defined(SAFEMODEL_SANITIZER_BUILD)
     lock.address_space_bytes = ctx.args.address_space;
 #endif
     lock.cpu_seconds = ctx.args.cpu_seconds;
+    lock.parent_pid = ctx.args.parent_pid;
     if (!sandbox::LockDown(lock, &ctx.layers, &error)) {
       SendError(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error, ctx);
       return 1;

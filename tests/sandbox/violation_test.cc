@@ -78,6 +78,17 @@ const Forbidden kForbidden[] = {
     {"getcwd", SYS_getcwd, "getcwd"},
     {"getpid", SYS_getpid, "getpid", /*allowed_under_sanitizers=*/true},
     {"exit-thread", SYS_exit, "exit"},
+    // mmap is allowed for private anonymous memory only (Chrome's baseline
+    // restricts its flags too): no fixed address (it could overwrite the
+    // worker's own code or RELRO), no shared or stack-like mappings.
+    {"mmap-fixed", SYS_mmap, "mmap", /*allowed_under_sanitizers=*/true},
+    {"mmap-fixed-noreplace", SYS_mmap, "mmap", /*allowed_under_sanitizers=*/true},
+    {"mmap-shared", SYS_mmap, "mmap", /*allowed_under_sanitizers=*/true},
+    {"mmap-growsdown", SYS_mmap, "mmap", /*allowed_under_sanitizers=*/true},
+    // read is allowed on the control channel (fd 5) only.
+    {"read-fd3", SYS_read, "read"},
+    // prctl is allowed for PR_SET_DUMPABLE 0 only ("prctl" above sets 1).
+    {"prctl-set-name", SYS_prctl, "prctl"},
 };
 
 class ForbiddenSyscall : public ::testing::TestWithParam<Forbidden> {
@@ -100,9 +111,11 @@ TEST_P(ForbiddenSyscall, KilledAndNamedViaSupervisor) {
   EXPECT_EQ(run.syscall_nr, static_cast<uint32_t>(f.nr)) << run.Describe();
   EXPECT_EQ(run.arch, kAuditArchX86_64);
   EXPECT_EQ(sandbox::SyscallName(static_cast<int>(run.syscall_nr)), f.name);
-  // The violation frame is the whole stream, and the kernel, not the parent,
-  // ended the worker, with SIGSYS.
-  EXPECT_EQ(run.frames.size(), 1u) << run.Describe();
+  // The lockdown report and the violation frame are the whole stream, and
+  // the kernel, not the parent, ended the worker, with SIGSYS.
+  ASSERT_EQ(run.frames.size(), 2u) << run.Describe();
+  EXPECT_EQ(run.frames[0].type, sandbox::FrameType::kLocked);
+  EXPECT_EQ(run.frames[1].type, sandbox::FrameType::kViolation);
   EXPECT_EQ(run.end, sandbox::FrameReader::Result::kEof) << run.Describe();
   EXPECT_TRUE(run.SignaledWith(SIGSYS)) << run.Describe();
   EXPECT_FALSE(run.exit.killed_by_us);

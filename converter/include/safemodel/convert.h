@@ -39,6 +39,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "safemodel/finding.h"
@@ -85,6 +86,14 @@ struct ConvertOptions {
   // Path of safemodel-worker; empty = next to this library or executable,
   // then the installed libexec location.
   std::string worker_path;
+  // Isolation layers the parent must see in the locked-down worker's /proc
+  // entry before it reads a single result frame, on top of the ones always
+  // required ("seccomp", "no_new_privs", "no_capabilities", "rlimits").
+  // Names: "non_root", "userns", "netns", "mntns", "ipcns", "utsns", "aslr"
+  // (README "Sandbox"). A missing layer fails the conversion with
+  // kSandboxSetupFailed (exit 70) before the worker reads its input; an
+  // unknown name is kInvalidArgument.
+  std::vector<std::string> required_isolation;
 };
 
 // How the worker process ended.
@@ -97,7 +106,15 @@ struct WorkerOutcome {
   std::string syscall_name;  // e.g. "openat"
   uint64_t max_rss_bytes = 0;
   double cpu_seconds = 0;
-  std::vector<std::string> isolation;  // layers the worker had in force
+  // Isolation layers this process saw in the worker's /proc entry after the
+  // worker locked itself down and before it read its input (the evidence).
+  std::vector<std::string> isolation;
+  // What the worker said it enabled (its claim; not trusted). Includes
+  // "landlock", which /proc does not show.
+  std::vector<std::string> claimed_isolation;
+  // The /proc facts behind `isolation` ("seccomp": "2", "uid": "65534 ...",
+  // "cap_eff": "0000000000000000", ...), in the order read.
+  std::vector<std::pair<std::string, std::string>> observed;
 };
 
 struct ConvertReport {

@@ -3,6 +3,7 @@
 Usage: make_worker_stream_seeds.py BIN_DIR (the build's bin directory)."""
 import fcntl
 import os
+import socket
 import subprocess
 import sys
 
@@ -27,13 +28,19 @@ for name, rel in inputs.items():
     r, w = os.pipe()  # the channel must be a pipe: the worker runs with RLIMIT_FSIZE = 0
     r, w = high(r), high(w)
     fin = high(os.open(src, os.O_RDONLY))
+    # The control channel: the go-ahead the worker waits for after its LOCKED
+    # frame, sent up front (the parent's /proc check is not part of a seed).
+    parent_sock, child_sock = socket.socketpair()
+    parent_end, control = high(parent_sock.detach()), high(child_sock.detach())
+    os.write(parent_end, b"G")
     os.dup2(w, 3)
     os.dup2(fin, 4)
+    os.dup2(control, 5)
     proc = subprocess.Popen([worker, "--parent-pid=%d" % os.getpid(),
                              "--input-size=%d" % os.path.getsize(src),
                              "--address-space=%d" % (8 << 30), "--memory-limit=%d" % (1 << 30),
-                             "--cpu-seconds=60"], pass_fds=(3, 4), env={})
-    for fd in (w, fin, 3, 4):
+                             "--cpu-seconds=60"], pass_fds=(3, 4, 5), env={})
+    for fd in (w, fin, control, 3, 4, 5):
         os.close(fd)
     with open(out, "wb") as fout:
         while True:
@@ -43,4 +50,5 @@ for name, rel in inputs.items():
             fout.write(chunk)
     os.close(r)
     proc.wait()
+    os.close(parent_end)
     print(name, os.path.getsize(out), "exit", proc.returncode)

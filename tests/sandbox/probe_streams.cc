@@ -1,0 +1,228 @@
+// sandbox-probe modes that test the parent rather than the sandbox: text
+// that would drive a terminal, and the most each frame kind may carry for
+// the input's size (converter/stream_limits.h), or a little more ("over").
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "converter/format.h"
+#include "converter/stream_limits.h"
+#include "proto/worker.pb.h"
+#include "sandbox/frame_io.h"
+#include "tests/sandbox/probe.h"
+
+namespace safemodel::probe {
+
+using sandbox::FrameType;
+using sandbox::kOutputFd;
+
+// A valid result whose names and findings hold terminal control sequences
+// and bidirectional overrides.
+int DoHostileText(const Context&) {
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  for (const char* name : {"a\x1b]0;pwned\x07\x1b[2Jverify: OK", "b\xe2\x80\xae" "evil\xe2\x80\xac",
+                           "c\xc2\x9b" "31mred"}) {
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(name);
+    t->set_dtype(v1::F32);
+    t->add_shape(4);
+  }
+  v1::Finding* f = h.add_findings();
+  f->set_severity("note");
+  f->set_rule("probe.hostile\x1b[2J");
+  f->set_location("at \x1b]0;title\x07");
+  f->set_message("ALL CLEAN\r\x1b[1A\xe2\x81\xa6 hidden");
+  f->add_references("ref\x1b[0m");
+  std::string bytes = format::SerializeDeterministic(h);
+  if (!SendHeader(bytes)) return 1;
+  for (int i = 0; i < 3; ++i) SendData(kTensor, sizeof kTensor);
+  return SendDone(3, 3 * sizeof kTensor) ? 0 : 1;
+}
+
+int DoHostileError(const Context& ctx) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(StatusCode::kRefused));
+  e.set_message("refused\x1b[2J\x1b]0;pwned\x07 verify: OK \xe2\x80\xae");
+  v1::Finding* f = e.add_findings();
+  f->set_severity("refused");
+  f->set_rule("probe.hostile");
+  f->set_location("member '\x1b[31mevil\x1b[0m'");
+  f->set_message("calls \xe2\x80\xaemetsys.so\xe2\x80\xac");
+  f->add_references("os.system\x07");
+  std::string bytes = format::SerializeDeterministic(e);
+  (void)ctx;
+  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
+  return 1;
+}
+
+// ---------------------------------------------------------------------------
+// Memory: the most each frame kind may carry for this input (stream_limits.h)
+// and, with the argument "over", a little more. The parent's peak memory is
+// measured around these (tests/sandbox/parent_memory_test.cc).
+
+namespace {
+
+bool Over(const Context& c) { return c.argument == "over"; }
+
+}  // namespace
+
+// As many tensors as allowed: empty f32 tensors (shape [0], no data) with
+// 8-character names, the cheapest entry on the wire and the dearest parsed.
+int DoMaxTensors(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  const uint64_t n = limits.tensors + (Over(ctx) ? 1 : 0);
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  h.mutable_tensors()->Reserve(static_cast<int>(n));
+  char name[24];
+  for (uint64_t i = 0; i < n; ++i) {
+    std::snprintf(name, sizeof name, "%08llx", static_cast<unsigned long long>(i));
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(name);
+    t->set_dtype(v1::F32);
+    t->add_shape(0);
+  }
+  std::string bytes = format::SerializeDeterministic(h);
+  h.Clear();
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// A list Value of `count` objects, in lists of 1000 (so that no single list
+// is huge): each inner list costs 1002 objects (its items, its ListValue and
+// the Value holding it).
+std::string ListOfObjects(uint64_t count) {
+  std::string inner;  // ListValue with 1000 empty Value items
+  for (int i = 0; i < 1000; ++i) inner.append("\x0a\x00", 2);
+  std::string item = "\x0a";  // ListValue.items: a Value holding list_value
+  std::string value = "\x3a";  // Value.list_value
+  AppendVarint(&value, inner.size());
+  value += inner;
+  AppendVarint(&item, value.size());
+  item += value;
+  std::string outer;
+  uint64_t objects = 2;  // the root Value and its ListValue
+  while (objects + 1002 <= count) {
+    outer += item;
+    objects += 1002;
+  }
+  for (; objects < count; ++objects) outer.append("\x0a\x00", 2);
+  std::string root = "\x3a";
+  AppendVarint(&root, outer.size());
+  root += outer;
+  return root;
+}
+
+// An architecture and metadata of as many empty Values as the object budget
+// allows, split between the two trees (each may have 1,000,000 nodes).
+int DoMaxObjects(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  const uint64_t target = limits.header_objects - 16 + (Over(ctx) ? 32 : 0);
+  std::string bytes = HeaderBytes(ctx, {});
+  const std::string architecture = ListOfObjects(target / 2);
+  bytes += "\x1a";  // WorkerHeader.architecture
+  AppendVarint(&bytes, architecture.size());
+  bytes += architecture;
+  const std::string metadata = ListOfObjects(target - target / 2);
+  bytes += "\x22";  // WorkerHeader.metadata
+  AppendVarint(&bytes, metadata.size());
+  bytes += metadata;
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// One string as long as the header's byte limit allows, in the metadata.
+int DoMaxHeaderBytes(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  std::string bytes = HeaderBytes(ctx, {});
+  const uint64_t room = limits.header_bytes - bytes.size() - 32 + (Over(ctx) ? 64 : 0);
+  std::string value = "\x2a";  // Value.string_value
+  AppendVarint(&value, room);
+  value.append(room, 'x');
+  bytes += "\x22";  // WorkerHeader.metadata
+  AppendVarint(&bytes, value.size());
+  bytes += value;
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// As many findings as allowed, their text filling the total budget.
+void FillFindings(const Context& ctx, google::protobuf::RepeatedPtrField<v1::Finding>* out,
+                  const char* severity) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  const uint64_t n = limits.findings;
+  uint64_t per = limits.findings_bytes / n;
+  if (per > format::kMaxFindingTextBytes) per = format::kMaxFindingTextBytes;
+  for (uint64_t i = 0; i < n; ++i) {
+    v1::Finding* f = out->Add();
+    f->set_severity(severity);
+    f->set_rule("r");
+    f->set_location("l");
+    f->set_message(std::string(per - 2, 'm'));
+  }
+  // Over: one byte of text more than the total allows.
+  if (Over(ctx)) out->Mutable(0)->mutable_message()->append(limits.findings_bytes - n * per + 1, 'm');
+}
+
+int DoMaxFindings(const Context& ctx) {
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  FillFindings(ctx, h.mutable_findings(), "note");
+  std::string bytes = format::SerializeDeterministic(h);
+  h.Clear();
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+int DoMaxErrorFindings(const Context& ctx) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(StatusCode::kRefused));
+  e.set_message(std::string(format::kMaxFindingTextBytes, 'e'));
+  FillFindings(ctx, e.mutable_findings(), "refused");
+  std::string bytes = format::SerializeDeterministic(e);
+  e.Clear();
+  sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
+  return 1;
+}
+
+// Everything at once: as many tensors and findings as allowed, and the rest
+// of the header's byte budget in one metadata string.
+int DoMaxAll(const Context& ctx) {
+  const StreamLimits limits = StreamLimitsFor(ctx.input_size);
+  worker::WorkerHeader h;
+  h.set_source_format("probe");
+  FillFindings(ctx, h.mutable_findings(), "note");
+  const uint64_t tensors =
+      std::min(limits.tensors, limits.header_objects - static_cast<uint64_t>(h.findings_size()) - 8);
+  char name[24];
+  for (uint64_t i = 0; i < tensors; ++i) {
+    std::snprintf(name, sizeof name, "%08llx", static_cast<unsigned long long>(i));
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(name);
+    t->set_dtype(v1::F32);
+    t->add_shape(0);
+  }
+  std::string bytes = format::SerializeDeterministic(h);
+  h.Clear();
+  if (bytes.size() + 64 < limits.header_bytes) {
+    const uint64_t room = limits.header_bytes - bytes.size() - 32 + (Over(ctx) ? 64 : 0);
+    std::string value = "\x2a";  // Value.string_value
+    AppendVarint(&value, room);
+    value.append(room, 'x');
+    bytes += "\x22";  // WorkerHeader.metadata
+    AppendVarint(&bytes, value.size());
+    bytes += value;
+  }
+  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+}
+
+// One tensor of 64 MiB in data frames of the largest size allowed.
+int DoMaxDataFrames(const Context& ctx) {
+  constexpr uint64_t kFrame = 16ull << 20;
+  constexpr uint64_t kTotal = 64ull << 20;
+  if (!SendHeader(HeaderBytes(ctx, {"t"}, v1::U8, {kTotal + (Over(ctx) ? 1 : 0)}))) return 1;
+  std::string frame(kFrame, '\x5a');
+  for (uint64_t sent = 0; sent < kTotal; sent += kFrame) {
+    if (!SendData(frame.data(), frame.size())) return 1;
+  }
+  return SendDone(1, kTotal) ? 0 : 1;
+}
+
+}  // namespace safemodel::probe
