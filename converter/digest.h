@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/reader.h"
 
 namespace safemodel {

@@ -11,6 +11,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "proto/base/text.h"
 #include "safemodel/dtype.h"
 #include "safemodel/limits.h"
 
@@ -27,8 +28,6 @@ void PutU32(uint8_t* p, uint32_t v) {
 void PutU64(uint8_t* p, uint64_t v) {
   for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 }  // namespace
 

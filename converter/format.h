@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 #include "proto/safemodel.pb.h"
 #include "safemodel/finding.h"
 #include "safemodel/limits.h"

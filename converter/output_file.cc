@@ -18,8 +18,9 @@
 #include <filesystem>
 #include <string_view>
 
-#include "converter/byte_reader.h"
 #include "converter/input_file.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/text.h"
 #include "safemodel/limits.h"
 
 namespace safemodel {
@@ -31,7 +32,6 @@ constexpr int kTempNameAttempts = 100;
 constexpr size_t kCopyChunk = 1u << 30;
 constexpr size_t kCopyBuffer = 1u << 20;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
 std::string ErrnoText(int e) { return std::strerror(e); }
 
 // Running out of descriptors is a limit the caller can raise, not an I/O

@@ -28,6 +28,7 @@
 #include "converter/worker_limits.h"
 #include "converter/worker_stream.h"
 #include "converter/writer.h"
+#include "proto/base/text.h"
 #include "proto/worker.pb.h"
 #include "safemodel/convert.h"
 #include "safemodel/limits.h"
@@ -50,8 +51,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using sandbox::FrameType;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 std::string ErrnoText() { return std::strerror(errno); }
 

@@ -19,15 +19,6 @@ const char* DigestAlgorithmName(DigestAlgorithm algorithm) {
   return algorithm == DigestAlgorithm::kSha256 ? "sha256" : "xxh3-128";
 }
 
-const char* SeverityName(Finding::Severity severity) {
-  switch (severity) {
-    case Finding::Severity::kRefused: return "refused";
-    case Finding::Severity::kDropped: return "dropped";
-    case Finding::Severity::kNote: return "note";
-  }
-  return "note";
-}
-
 namespace {
 
 size_t DigestSize(DigestAlgorithm a) { return a == DigestAlgorithm::kSha256 ? 32 : 16; }

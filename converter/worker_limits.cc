@@ -8,13 +8,12 @@
 #include <cerrno>
 #include <cstring>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/text.h"
 
 namespace safemodel {
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 Finding Note(std::string message) {
   Finding f;

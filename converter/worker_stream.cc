@@ -5,6 +5,7 @@
 
 #include "converter/format.h"
 #include "converter/output_file.h"
+#include "proto/base/text.h"
 #include "proto/worker.pb.h"
 #include "safemodel/limits.h"
 
@@ -13,8 +14,6 @@ namespace safemodel {
 namespace {
 
 using sandbox::FrameType;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 Status CheckIdentifier(const std::string& s, std::string_view what) {
   bool ok = !s.empty() && s.size() <= 32 && std::all_of(s.begin(), s.end(), [](char c) {

@@ -13,9 +13,9 @@
 #include <memory>
 #include <string>
 
-#include "converter/byte_reader.h"
 #include "converter/digest.h"
 #include "converter/format.h"
+#include "proto/base/byte_reader.h"
 #include "proto/safemodel.pb.h"
 
 namespace safemodel {

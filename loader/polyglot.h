@@ -26,8 +26,8 @@
 #include <optional>
 #include <string>
 
-#include "converter/byte_reader.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

@@ -7,12 +7,12 @@
 #include <optional>
 #include <vector>
 
-#include "converter/keyed_hash.h"
 #include "loader/keras_h5/keras_h5.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/pickle_formats.h"
 #include "loader/polyglot.h"
 #include "loader/zip/zip_archive.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader {
 

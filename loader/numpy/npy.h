@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "converter/byte_reader.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/dtype.h"
 
 namespace safemodel::loader {

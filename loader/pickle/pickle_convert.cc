@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
 #include "safemodel/limits.h"
 
 #include "loader/pickle/pickle_internal.h"

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <limits>
 
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
 #include "safemodel/limits.h"
 
 namespace safemodel::loader::pickle {

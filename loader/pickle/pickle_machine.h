@@ -51,9 +51,9 @@
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
-#include "converter/byte_reader.h"
 #include "loader/parser.h"
 #include "loader/pickle/pickle_globals.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::pickle {
 

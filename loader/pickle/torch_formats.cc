@@ -5,9 +5,9 @@
 #include <map>
 #include <set>
 
-#include "converter/keyed_hash.h"
 #include "loader/pickle/pickle_formats.h"
 #include "loader/pickle/pickle_internal.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader {
 

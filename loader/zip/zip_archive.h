@@ -38,8 +38,8 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/byte_reader.h"
 #include "loader/model.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/status.h"
 
 namespace safemodel::loader {

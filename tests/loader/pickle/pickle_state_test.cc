@@ -12,10 +12,10 @@
 #include <unordered_set>
 #include <vector>
 
-#include "converter/keyed_hash.h"
 #include "loader/parser.h"
 #include "loader/pickle/pickle_machine.h"
 #include "loader/registry.h"
+#include "proto/base/keyed_hash.h"
 #include "tests/testing/loader_util.h"
 #include "tests/testing/test_util.h"
 

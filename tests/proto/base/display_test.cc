@@ -6,7 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel {
 namespace {

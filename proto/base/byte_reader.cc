@@ -1,4 +1,4 @@
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 
 #include <cstdint>
 #include <cstring>

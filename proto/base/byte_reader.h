@@ -6,8 +6,8 @@
 // never index a buffer themselves.
 //
 // Trust: the bytes are untrusted; all offsets and lengths are checked here.
-#ifndef SAFEMODEL_CONVERTER_BYTE_READER_H_
-#define SAFEMODEL_CONVERTER_BYTE_READER_H_
+#ifndef SAFEMODEL_PROTO_BASE_BYTE_READER_H_
+#define SAFEMODEL_PROTO_BASE_BYTE_READER_H_
 
 #include <cstdint>
 #include <span>
@@ -105,4 +105,4 @@ class ByteReader {
 
 }  // namespace safemodel
 
-#endif  // SAFEMODEL_CONVERTER_BYTE_READER_H_
+#endif  // SAFEMODEL_PROTO_BASE_BYTE_READER_H_

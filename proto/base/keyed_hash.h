@@ -13,8 +13,8 @@
 // first use.
 // Hash values differ from process to process, so nothing may depend on the
 // iteration order of a keyed table (outputs are deterministic regardless).
-#ifndef SAFEMODEL_CONVERTER_KEYED_HASH_H_
-#define SAFEMODEL_CONVERTER_KEYED_HASH_H_
+#ifndef SAFEMODEL_PROTO_BASE_KEYED_HASH_H_
+#define SAFEMODEL_PROTO_BASE_KEYED_HASH_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -61,4 +61,4 @@ using KeyedIntMap = std::unordered_map<K, V, KeyedU64Hash>;
 
 }  // namespace safemodel
 
-#endif  // SAFEMODEL_CONVERTER_KEYED_HASH_H_
+#endif  // SAFEMODEL_PROTO_BASE_KEYED_HASH_H_

@@ -1,5 +1,5 @@
 // SipHash-2-4 against the reference vectors, and the process key.
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
 
 #include <gtest/gtest.h>
 

@@ -8,8 +8,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include "converter/byte_reader.h"
-#include "converter/keyed_hash.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel {
 

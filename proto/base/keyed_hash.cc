@@ -1,4 +1,4 @@
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
 
 #include <fcntl.h>
 #include <sys/random.h>
