@@ -21,15 +21,14 @@
 #include <memory>
 #include <thread>
 
-#include "converter/digest.h"
-#include "converter/format.h"
 #include "converter/input_file.h"
 #include "converter/output_file.h"
 #include "converter/worker_limits.h"
 #include "converter/worker_stream.h"
-#include "converter/writer.h"
 #include "proto/base/text.h"
+#include "proto/digest.h"
 #include "proto/worker.pb.h"
+#include "proto/writer.h"
 #include "safemodel/convert.h"
 #include "safemodel/limits.h"
 #include "sandbox/frame_io.h"

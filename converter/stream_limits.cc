@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "converter/format.h"
+#include "proto/wire/wire.h"
 #include "safemodel/limits.h"
 
 namespace safemodel {
@@ -20,11 +20,11 @@ StreamLimits StreamLimitsFor(uint64_t input_size) {
   StreamLimits l;
   l.tensors = Scaled(kBaseTensorCount, input_size, kMinInputBytesPerTensor, kMaxTensorCount);
   l.header_objects = Scaled(kBaseObjectCount, input_size, kMinInputBytesPerObject,
-                            format::kMaxParsedObjects);
+                            wire::kMaxParsedObjects);
   l.header_bytes = std::min(kMaxHeaderBytes,
                             kBaseHeaderBytes + std::min(input_size, 2 * kMaxHeaderBytes) /
                                                    kInputBytesPerHeaderByte);
-  l.findings = Scaled(kBaseFindingCount, input_size, kMinInputBytesPerFinding, format::kMaxFindings);
+  l.findings = Scaled(kBaseFindingCount, input_size, kMinInputBytesPerFinding, wire::kMaxFindings);
   l.findings_bytes = kMaxFindingsTotalBytes;
   return l;
 }

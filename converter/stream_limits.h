@@ -53,7 +53,7 @@ inline constexpr uint64_t kBaseHeaderBytes = 8ull << 20;
 inline constexpr uint64_t kInputBytesPerHeaderByte = 2;
 
 // Findings: each comes from something in the input (a refused call, a
-// dropped group); a worker reports at most kMaxFindings (format.h). Their
+// dropped group); a worker reports at most kMaxFindings (proto/wire/wire.h). Their
 // text is printed on stderr, kept in the report and stored in the output, so
 // its total is capped: 2 MiB holds ~10,000 findings of real length
 // (~200 bytes each); a worker with more reports the first ones and a note.

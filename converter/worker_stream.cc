@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <optional>
 
-#include "converter/format.h"
 #include "converter/output_file.h"
 #include "proto/base/text.h"
+#include "proto/wire/wire.h"
 #include "proto/worker.pb.h"
 #include "safemodel/limits.h"
 
@@ -41,7 +41,7 @@ Status ParseClaim(const std::string& payload, std::vector<std::string>* out) {
 // Builds the output header from the worker's proposal. Nothing unvalidated
 // reaches the file: tensor entries keep name, dtype, shape and alias only
 // (no unknown fields; the writer checks them all and lays them out), the
-// trees are checked and canonicalised (format::SanitizeValue), findings are
+// trees are checked and canonicalised (wire::SanitizeValue), findings are
 // re-encoded field by field, and the envelope (source format, options,
 // provenance) is the parent's own. Entries and trees are handed over, not
 // copied, so the parent holds one copy of the header at a time.
@@ -58,7 +58,7 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
     return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " + Num(limits.tensors) +
                                  " for an input of " + Num(input_size) + " bytes");
   }
-  SAFEMODEL_RETURN_IF_ERROR(format::CheckFindings(in.findings()));
+  SAFEMODEL_RETURN_IF_ERROR(wire::CheckFindings(in.findings()));
   SAFEMODEL_RETURN_IF_ERROR(CheckFindingsBudget(in.findings(), limits));
   v1::Header out;
   out.set_digest_algorithm(static_cast<v1::DigestAlgorithm>(digest));
@@ -73,11 +73,11 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
   out.mutable_tensors()->Swap(in.mutable_tensors());
   if (in.has_architecture()) {
     out.set_allocated_architecture(in.release_architecture());
-    SAFEMODEL_RETURN_IF_ERROR(format::SanitizeValue(out.mutable_architecture(), "architecture"));
+    SAFEMODEL_RETURN_IF_ERROR(wire::SanitizeValue(out.mutable_architecture(), "architecture"));
   }
   if (in.has_metadata()) {
     out.set_allocated_metadata(in.release_metadata());
-    SAFEMODEL_RETURN_IF_ERROR(format::SanitizeValue(out.mutable_metadata(), "metadata"));
+    SAFEMODEL_RETURN_IF_ERROR(wire::SanitizeValue(out.mutable_metadata(), "metadata"));
   }
   v1::Provenance* p = out.mutable_provenance();
   p->set_source_format(in.source_format());
@@ -87,8 +87,8 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
     if (f.severity() == "refused") {
       return Status::Malformed("the worker reported a refusal in a successful conversion");
     }
-    Finding finding = format::FindingFromProto(f);
-    format::FindingToProto(finding, p->add_findings());
+    Finding finding = wire::FindingFromProto(f);
+    wire::FindingToProto(finding, p->add_findings());
     report->findings.push_back(std::move(finding));
   }
   for (const std::string& o : options) p->add_options(o);
@@ -104,7 +104,7 @@ Status ReadMessage(sandbox::FrameReader& reader, uint64_t length, google::protob
   if (reader.ReadExact(buf.data(), length) != sandbox::FrameReader::Result::kOk) {
     return Status::Malformed(std::string("reading the ") + what + " frame: " + reader.error());
   }
-  if (!format::ParseBounded(AsBytes(buf), msg, max_objects)) {
+  if (!wire::ParseBounded(AsBytes(buf), msg, max_objects)) {
     return Status::Malformed(std::string("the worker's ") + what + " frame is not valid");
   }
   return Status::Ok();
@@ -260,13 +260,13 @@ class StreamReader {
                       code == StatusCode::kInternal || code == StatusCode::kSandboxSetupFailed ||
                       code == StatusCode::kInvalidArgument;
     if (!reportable) return Fail("the worker reported status code " + Num(we.code()));
-    s = format::CheckFindings(we.findings());
+    s = wire::CheckFindings(we.findings());
     if (s.ok()) s = CheckFindingsBudget(we.findings(), limits_);
     if (!s.ok()) return Fail(s.message());
-    if (we.message().size() > format::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
+    if (we.message().size() > wire::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
       return Fail("the worker's error message is too long or not UTF-8");
     }
-    for (const auto& f : we.findings()) report_->findings.push_back(format::FindingFromProto(f));
+    for (const auto& f : we.findings()) report_->findings.push_back(wire::FindingFromProto(f));
     st_->worker_error = Status(code, std::move(*we.mutable_message()));
     st_->error_frame = true;
     return true;

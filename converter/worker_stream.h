@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "converter/stream_limits.h"
-#include "converter/writer.h"
+#include "proto/writer.h"
 #include "safemodel/convert.h"
 #include "sandbox/frame_io.h"
 

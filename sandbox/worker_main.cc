@@ -19,12 +19,12 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/format.h"
 #include "converter/stream_limits.h"
 #include "loader/model.h"
 #include "loader/parser.h"
 #include "loader/registry.h"
 #include "loader/stream.h"
+#include "proto/wire/wire.h"
 #include "proto/worker.pb.h"
 #include "safemodel/limits.h"
 #include "sandbox/frame_io.h"
@@ -89,14 +89,14 @@ void SendError(const Status& status, std::vector<Finding> findings) {
   worker::WorkerError e;
   e.set_code(static_cast<uint32_t>(status.code()));
   std::string msg = status.message();
-  if (msg.size() > format::kMaxFindingTextBytes) msg.resize(format::kMaxFindingTextBytes);
-  if (!IsValidUtf8(msg)) msg = Printable(msg, format::kMaxFindingTextBytes / 4);
+  if (msg.size() > wire::kMaxFindingTextBytes) msg.resize(wire::kMaxFindingTextBytes);
+  if (!IsValidUtf8(msg)) msg = Printable(msg, wire::kMaxFindingTextBytes / 4);
   e.set_message(msg);
   // Within what the parent accepts for this input: the first findings and a
   // note on how many more there were.
   TrimFindings(&findings, StreamLimitsFor(g_input_size));
-  for (const Finding& f : findings) format::FindingToProto(f, e.add_findings());
-  std::string bytes = format::SerializeDeterministic(e);
+  for (const Finding& f : findings) wire::FindingToProto(f, e.add_findings());
+  std::string bytes = wire::SerializeDeterministic(e);
   sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
 }
 
@@ -149,19 +149,19 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
   }
   if (!model.architecture.is_null()) {
     SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.architecture, "architecture"));
-    format::ValueToProto(model.architecture, header.mutable_architecture());
+    wire::ValueToProto(model.architecture, header.mutable_architecture());
   }
   if (!model.metadata.is_null()) {
     SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.metadata, "metadata"));
-    format::ValueToProto(model.metadata, header.mutable_metadata());
+    wire::ValueToProto(model.metadata, header.mutable_metadata());
   }
   std::vector<Finding> findings = ctx.findings();
   findings.insert(findings.end(), model.findings.begin(), model.findings.end());
   TrimFindings(&findings, limits);
-  for (const Finding& f : findings) format::FindingToProto(f, header.add_findings());
+  for (const Finding& f : findings) wire::FindingToProto(f, header.add_findings());
   if (args.weights_only) header.add_options("weights_only");
   if (args.keep_optimizer) header.add_options("keep_optimizer");
-  std::string bytes = format::SerializeDeterministic(header);
+  std::string bytes = wire::SerializeDeterministic(header);
   // The parent refuses a header beyond these (a compromised worker's); an
   // honest one this large is refused here, with the reason.
   if (bytes.size() > limits.header_bytes) {
@@ -169,7 +169,7 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
                                  " bytes, over the limit of " + std::to_string(limits.header_bytes) +
                                  " for an input of " + std::to_string(args.input_size) + " bytes");
   }
-  const uint64_t objects = format::CountParsedObjects(header, AsBytes(bytes));
+  const uint64_t objects = wire::CountParsedObjects(header, AsBytes(bytes));
   if (objects > limits.header_objects) {
     return Status::LimitExceeded("the model's header holds " + std::to_string(objects) +
                                  " objects (tensors, architecture nodes, findings), over the "
@@ -201,7 +201,7 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
   worker::WorkerDone done;
   done.set_tensors_sent(sent);
   done.set_bytes_sent(sink.bytes());
-  std::string done_bytes = format::SerializeDeterministic(done);
+  std::string done_bytes = wire::SerializeDeterministic(done);
   if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kDone, done_bytes.data(),
                            done_bytes.size())) {
     return Status::IoError("the parent closed the result channel");

@@ -9,7 +9,7 @@
 
 #include <algorithm>
 
-#include "converter/digest.h"
+#include "proto/digest.h"
 #include "safemodel/convert.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"

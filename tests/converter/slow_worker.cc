@@ -32,7 +32,7 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/format.h"
+#include "proto/wire/wire.h"
 #include "proto/worker.pb.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
@@ -83,7 +83,7 @@ void SendError(const std::string& message) {
   worker::WorkerError e;
   e.set_code(static_cast<uint32_t>(StatusCode::kMalformed));
   e.set_message(message);
-  std::string bytes = format::SerializeDeterministic(e);
+  std::string bytes = wire::SerializeDeterministic(e);
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
 }
 
@@ -94,7 +94,7 @@ bool SendHeader(uint64_t tensor_bytes) {
   t->set_name("t");
   t->set_dtype(v1::U8);
   t->add_shape(tensor_bytes);
-  std::string bytes = format::SerializeDeterministic(h);
+  std::string bytes = wire::SerializeDeterministic(h);
   return sandbox::WriteFrame(kOutputFd, FrameType::kHeader, bytes.data(), bytes.size());
 }
 
@@ -124,7 +124,7 @@ int Trickle(const uint8_t* input, uint64_t input_size, uint64_t n, uint64_t fram
   worker::WorkerDone d;
   d.set_tensors_sent(1);
   d.set_bytes_sent(sent);
-  std::string b = format::SerializeDeterministic(d);
+  std::string b = wire::SerializeDeterministic(d);
   return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size()) ? 0 : 1;
 }
 

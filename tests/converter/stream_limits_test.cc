@@ -1,6 +1,6 @@
 // The limits a worker's stream is held to (converter/stream_limits.h), the
 // trimming the worker applies to stay inside them, and the in-place Value
-// check the parent uses instead of a copy (format::SanitizeValue).
+// check the parent uses instead of a copy (wire::SanitizeValue).
 #include "converter/stream_limits.h"
 
 #include <random>
@@ -9,7 +9,7 @@
 
 #include <gtest/gtest.h>
 
-#include "converter/format.h"
+#include "proto/wire/wire.h"
 #include "safemodel/limits.h"
 
 namespace safemodel {
@@ -30,9 +30,9 @@ TEST(StreamLimits, GrowWithTheInputAndStopAtTheFormatCaps) {
 
   const StreamLimits huge = StreamLimitsFor(1ull << 50);
   EXPECT_EQ(huge.tensors, kMaxTensorCount);
-  EXPECT_EQ(huge.header_objects, format::kMaxParsedObjects);
+  EXPECT_EQ(huge.header_objects, wire::kMaxParsedObjects);
   EXPECT_EQ(huge.header_bytes, kMaxHeaderBytes);
-  EXPECT_EQ(huge.findings, format::kMaxFindings);
+  EXPECT_EQ(huge.findings, wire::kMaxFindings);
   const StreamLimits max = StreamLimitsFor(UINT64_MAX);  // no overflow
   EXPECT_EQ(max.tensors, kMaxTensorCount);
   EXPECT_EQ(max.header_bytes, kMaxHeaderBytes);
@@ -78,18 +78,18 @@ TEST(StreamLimits, TrimmedFindingsPassTheParentsCheck) {
     for (Finding& x : f) x = MakeFinding(2 + rng() % 20000);
     TrimFindings(&f, l);
     google::protobuf::RepeatedPtrField<v1::Finding> proto;
-    for (const Finding& x : f) format::FindingToProto(x, proto.Add());
+    for (const Finding& x : f) wire::FindingToProto(x, proto.Add());
     ASSERT_TRUE(CheckFindingsBudget(proto, l).ok()) << CheckFindingsBudget(proto, l).ToString();
-    ASSERT_TRUE(format::CheckFindings(proto).ok());
+    ASSERT_TRUE(wire::CheckFindings(proto).ok());
   }
 }
 
 TEST(StreamLimits, TheParentRefusesOneFindingOrOneByteTooMany) {
   StreamLimits l = StreamLimitsFor(0);
   google::protobuf::RepeatedPtrField<v1::Finding> proto;
-  for (uint64_t i = 0; i < l.findings; ++i) format::FindingToProto(MakeFinding(10), proto.Add());
+  for (uint64_t i = 0; i < l.findings; ++i) wire::FindingToProto(MakeFinding(10), proto.Add());
   EXPECT_TRUE(CheckFindingsBudget(proto, l).ok());
-  format::FindingToProto(MakeFinding(10), proto.Add());
+  wire::FindingToProto(MakeFinding(10), proto.Add());
   EXPECT_EQ(CheckFindingsBudget(proto, l).code(), StatusCode::kLimitExceeded);
   // 32 findings of 64 KiB of text each: exactly the total allowed.
   proto.Clear();
@@ -142,9 +142,9 @@ TEST(SanitizeValue, EqualsTheCopyItReplaces) {
   for (int round = 0; round < 3000; ++round) {
     v1::Value original;
     RandomValue(rng, &original, 0);
-    auto copied = format::ValueFromProto(original, "architecture");
+    auto copied = wire::ValueFromProto(original, "architecture");
     v1::Value in_place = original;
-    Status s = format::SanitizeValue(&in_place, "architecture");
+    Status s = wire::SanitizeValue(&in_place, "architecture");
     ASSERT_EQ(s.ok(), copied.ok()) << s.ToString() << " vs " << copied.status().ToString();
     if (!s.ok()) {
       EXPECT_EQ(s.code(), copied.status().code());
@@ -152,8 +152,8 @@ TEST(SanitizeValue, EqualsTheCopyItReplaces) {
       continue;
     }
     v1::Value expected;
-    format::ValueToProto(*copied, &expected);
-    ASSERT_EQ(format::SerializeDeterministic(in_place), format::SerializeDeterministic(expected))
+    wire::ValueToProto(*copied, &expected);
+    ASSERT_EQ(wire::SerializeDeterministic(in_place), wire::SerializeDeterministic(expected))
         << original.DebugString();
     ++accepted;
   }
@@ -166,16 +166,16 @@ TEST(SanitizeValue, EnforcesDepthAndNodeCaps) {
   v1::Value* v = &deep;
   for (uint32_t i = 1; i < kMaxValueDepth; ++i) v = v->mutable_list_value()->add_items();
   v1::Value ok = deep;
-  EXPECT_TRUE(format::SanitizeValue(&ok, "a").ok());
+  EXPECT_TRUE(wire::SanitizeValue(&ok, "a").ok());
   v->mutable_list_value()->add_items();
-  EXPECT_EQ(format::SanitizeValue(&deep, "a").code(), StatusCode::kLimitExceeded);
+  EXPECT_EQ(wire::SanitizeValue(&deep, "a").code(), StatusCode::kLimitExceeded);
 
   v1::Value wide;
   auto* items = wide.mutable_list_value()->mutable_items();
   for (uint64_t i = 0; i < kMaxValueNodes; ++i) items->Add()->set_int_value(1);
-  EXPECT_EQ(format::SanitizeValue(&wide, "a").code(), StatusCode::kLimitExceeded);
+  EXPECT_EQ(wire::SanitizeValue(&wide, "a").code(), StatusCode::kLimitExceeded);
   items->RemoveLast();
-  EXPECT_TRUE(format::SanitizeValue(&wide, "a").ok());
+  EXPECT_TRUE(wire::SanitizeValue(&wide, "a").ok());
 }
 
 }  // namespace

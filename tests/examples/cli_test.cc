@@ -17,7 +17,7 @@
 #include <regex>
 #include <sstream>
 
-#include "converter/digest.h"
+#include "proto/digest.h"
 #include "proto/safemodel.pb.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "proto/wire/wire.h"
 #include "safemodel/convert.h"
 #include "tests/sandbox/probe_util.h"
 
@@ -253,7 +254,7 @@ TEST(HostileHeader, HugeDeclaredTensorAllocatesAndWritesNothing) {
 // Header bombs: a few bytes per protobuf object. Parsing them unchecked would
 // cost the (trusted) parent ~50 bytes of memory per byte received, ~27 GB for
 // a header at its 512 MiB frame cap; the parse is refused before it allocates
-// (format::ParseBounded's object budget, 128 Ki objects plus one per 64 input
+// (wire::ParseBounded's object budget, 128 Ki objects plus one per 64 input
 // bytes; stream_limits.h). 300,000 objects fit the frame's byte cap (8 MiB
 // for this input) and exceed the object budget.
 class HeaderBomb : public ::testing::TestWithParam<const char*> {};

@@ -59,8 +59,8 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/format.h"
 #include "converter/stream_limits.h"
+#include "proto/wire/wire.h"
 #include "proto/worker.pb.h"
 #include "safemodel/status.h"
 #include "sandbox/frame_io.h"
@@ -83,7 +83,7 @@ void SendError(StatusCode code, const std::string& message, const Context& /*ctx
   worker::WorkerError e;
   e.set_code(static_cast<uint32_t>(code));
   e.set_message(message);
-  std::string bytes = format::SerializeDeterministic(e);
+  std::string bytes = wire::SerializeDeterministic(e);
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
 }
 
@@ -97,7 +97,7 @@ std::string HeaderBytes(const Context& /*ctx*/, const std::vector<std::string>& 
     t->set_dtype(static_cast<v1::DType>(dtype));
     for (uint64_t d : shape) t->add_shape(d);
   }
-  return format::SerializeDeterministic(h);
+  return wire::SerializeDeterministic(h);
 }
 
 bool SendHeader(const std::string& bytes) {
@@ -112,7 +112,7 @@ bool SendDone(uint64_t tensors, uint64_t bytes) {
   worker::WorkerDone d;
   d.set_tensors_sent(tensors);
   d.set_bytes_sent(bytes);
-  std::string b = format::SerializeDeterministic(d);
+  std::string b = wire::SerializeDeterministic(d);
   return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size());
 }
 

@@ -1,7 +1,7 @@
 // Streaming digests of tensor bytes: XXH3-128 (default, ~18 GB/s here) and
 // SHA-256 (on request, for signing workflows that need a cryptographic hash).
-#ifndef SAFEMODEL_CONVERTER_DIGEST_H_
-#define SAFEMODEL_CONVERTER_DIGEST_H_
+#ifndef SAFEMODEL_PROTO_DIGEST_H_
+#define SAFEMODEL_PROTO_DIGEST_H_
 
 #include <memory>
 #include <string>
@@ -29,4 +29,4 @@ std::string ToHex(std::string_view bytes);
 
 }  // namespace safemodel
 
-#endif  // SAFEMODEL_CONVERTER_DIGEST_H_
+#endif  // SAFEMODEL_PROTO_DIGEST_H_

@@ -1,4 +1,4 @@
-#include "converter/format.h"
+#include "proto/wire/wire.h"
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/coded_stream.h>
@@ -7,7 +7,6 @@
 #include <google/protobuf/wire_format_lite.h>
 
 #include <climits>
-#include <cstring>
 #include <unordered_set>
 #include <vector>
 
@@ -15,198 +14,37 @@
 #include "safemodel/dtype.h"
 #include "safemodel/limits.h"
 
-namespace safemodel::format {
+namespace safemodel::wire {
 
-namespace {
-
-void PutU16(uint8_t* p, uint16_t v) {
-  for (int i = 0; i < 2; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void PutU32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void PutU64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
-}  // namespace
-
-void EncodePrefix(const Prefix& prefix, uint8_t out[kPrefixBytes]) {
-  std::memcpy(out, kMagic, sizeof kMagic);
-  PutU16(out + 8, prefix.major);
-  PutU16(out + 10, prefix.minor);
-  PutU32(out + 12, prefix.flags);
-  PutU64(out + 16, prefix.header_off);
-  PutU64(out + 24, prefix.header_len);
-  PutU64(out + 32, prefix.data_off);
-  PutU64(out + 40, prefix.data_len);
-  PutU64(out + 48, prefix.trailer_off);
-  PutU64(out + 56, prefix.trailer_len);
-}
-
-Result<uint64_t> DataOffsetFor(uint64_t header_len) {
-  uint64_t end, aligned;
-  if (!CheckedAdd(kPrefixBytes, header_len, &end) || !AlignUp(end, kDataAlignment, &aligned)) {
-    return Status::Malformed("header length " + Num(header_len) + " overflows");
-  }
-  return aligned;
-}
-
-Result<Prefix> DecodePrefix(ByteView bytes, uint64_t file_size) {
-  if (bytes.size() < kPrefixBytes || file_size < kPrefixBytes) {
-    return Status::Malformed("file is " + Num(file_size) +
-                             " bytes, shorter than the 64-byte .safemodel prefix");
-  }
-  if (std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
-    if (std::memcmp(bytes.data(), "version ", 8) == 0) {
-      return Status::Malformed("not a .safemodel file: this looks like a Git LFS pointer");
-    }
-    return Status::Malformed("not a .safemodel file (bad magic)");
-  }
-  ByteReader r(bytes.subspan(0, kPrefixBytes));
-  Prefix p;
-  SAFEMODEL_RETURN_IF_ERROR(r.Skip(8, "magic"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.major, r.U16LE("major version"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.minor, r.U16LE("minor version"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.flags, r.U32LE("flags"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.header_off, r.U64LE("header_off"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.header_len, r.U64LE("header_len"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.data_off, r.U64LE("data_off"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.data_len, r.U64LE("data_len"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.trailer_off, r.U64LE("trailer_off"));
-  SAFEMODEL_ASSIGN_OR_RETURN(p.trailer_len, r.U64LE("trailer_len"));
-
-  if (p.major != kMajorVersion) {
-    return Status::Unsupported("format major version " + Num(p.major) +
-                               " is not supported (this reader knows version " +
-                               Num(kMajorVersion) + ")");
-  }
-  if (p.flags != 0) {
-    return Status::Unsupported("prefix flags 0x" + Num(p.flags) + " are not defined in version 1");
-  }
-  if (p.header_off != kPrefixBytes) {
-    return Status::Malformed("header_off is " + Num(p.header_off) + ", must be 64");
-  }
-  if (p.header_len > kMaxHeaderBytes) {
-    return Status::LimitExceeded("header_len " + Num(p.header_len) + " exceeds the limit of " +
-                                 Num(kMaxHeaderBytes) + " bytes");
-  }
-  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t want_data_off, DataOffsetFor(p.header_len));
-  if (p.data_off != want_data_off) {
-    return Status::Malformed("data_off is " + Num(p.data_off) + ", the canonical value is " +
-                             Num(want_data_off));
-  }
-  uint64_t data_end;
-  if (p.data_len > kMaxFileBytes || !CheckedAdd(p.data_off, p.data_len, &data_end) ||
-      p.trailer_off != data_end) {
-    return Status::Malformed("trailer_off " + Num(p.trailer_off) +
-                             " does not follow the data region (data_off " + Num(p.data_off) +
-                             " + data_len " + Num(p.data_len) + ")");
-  }
-  if (p.trailer_len > kMaxTrailerBytes) {
-    return Status::LimitExceeded("trailer_len " + Num(p.trailer_len) + " exceeds the limit of " +
-                                 Num(kMaxTrailerBytes) + " bytes");
-  }
-  uint64_t end;
-  if (!CheckedAdd(p.trailer_off, p.trailer_len, &end) || end != file_size) {
-    return Status::Malformed("the trailer ends at " + Num(p.trailer_off) + " + " +
-                             Num(p.trailer_len) + " but the file is " + Num(file_size) +
-                             " bytes (truncated file or trailing bytes)");
-  }
-  return p;
-}
-
-Result<uint64_t> LayoutTensors(google::protobuf::RepeatedPtrField<v1::TensorInfo>* tensors,
-                               bool assign_offsets) {
-  const uint64_t count = static_cast<uint64_t>(tensors->size());
-  if (count > kMaxTensorCount) {
-    return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " +
-                                 Num(kMaxTensorCount));
-  }
-  // Pass 1: each tensor on its own, and the sort order.
-  for (int i = 0; i < tensors->size(); ++i) {
-    v1::TensorInfo& t = (*tensors)[i];
-    const std::string& name = t.name();
-    const std::string where = "tensor #" + Num(static_cast<uint64_t>(i)) + " '" +
-                              Printable(name) + "'";
-    if (name.empty() || name.size() > kMaxNameBytes) {
-      return Status::Malformed(where + ": name length " + Num(name.size()) +
-                               " is outside 1.." + Num(kMaxNameBytes));
-    }
-    if (name.find('\0') != std::string::npos || !IsValidUtf8(name)) {
-      return Status::Malformed(where + ": name is not NUL-free UTF-8");
-    }
-    if (i > 0 && !((*tensors)[i - 1].name() < name)) {
-      return Status::Malformed(where + ": names are not sorted and unique (previous is '" +
-                               Printable((*tensors)[i - 1].name()) + "')");
-    }
-    if (!IsValidDType(static_cast<uint32_t>(t.dtype()))) {
-      return Status::Unsupported(where + ": unknown dtype value " +
-                                 Num(static_cast<uint32_t>(t.dtype())));
-    }
-    if (static_cast<uint64_t>(t.shape_size()) > kMaxRank) {
-      return Status::LimitExceeded(where + ": rank " + Num(static_cast<uint64_t>(t.shape_size())) +
-                                   " exceeds the limit of " + Num(kMaxRank));
-    }
-    std::vector<uint64_t> shape(t.shape().begin(), t.shape().end());
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t nbytes,
-                               TensorByteSize(shape, static_cast<DType>(t.dtype()), where));
-    if (nbytes > kMaxFileBytes) {
-      return Status::LimitExceeded(where + ": " + Num(nbytes) + " bytes is larger than any file");
-    }
-    if (t.alias_of().empty()) {
-      if (!assign_offsets && t.nbytes() != nbytes) {
-        return Status::Malformed(where + ": nbytes " + Num(t.nbytes()) + " != shape x dtype = " +
-                                 Num(nbytes));
-      }
-      t.set_nbytes(nbytes);
-    } else if (!assign_offsets && (t.nbytes() != 0 || t.offset() != 0)) {
-      return Status::Malformed(where + ": an alias must have offset 0 and nbytes 0");
-    }
-  }
-  // Pass 2: aliases point at real tensors of the same dtype and shape.
-  for (v1::TensorInfo& t : *tensors) {
-    if (t.alias_of().empty()) continue;
-    auto it = std::lower_bound(
-        tensors->begin(), tensors->end(), t.alias_of(),
-        [](const v1::TensorInfo& a, const std::string& key) { return a.name() < key; });
-    const std::string where = "tensor '" + Printable(t.name()) + "'";
-    if (it == tensors->end() || it->name() != t.alias_of()) {
-      return Status::Malformed(where + ": alias_of names no tensor ('" +
-                               Printable(t.alias_of()) + "')");
-    }
-    if (!it->alias_of().empty()) {
-      return Status::Malformed(where + ": alias_of names another alias ('" +
-                               Printable(t.alias_of()) + "')");
-    }
-    if (it->dtype() != t.dtype() ||
-        !std::equal(it->shape().begin(), it->shape().end(), t.shape().begin(), t.shape().end())) {
-      return Status::Malformed(where + ": alias differs in dtype or shape from '" +
-                               Printable(t.alias_of()) + "'");
-    }
-    t.set_offset(0);
-    t.set_nbytes(0);
-  }
-  // Pass 3: canonical offsets in table order.
-  uint64_t cursor = 0;
-  for (v1::TensorInfo& t : *tensors) {
-    if (!t.alias_of().empty()) continue;
-    uint64_t offset, end;
-    if (!AlignUp(cursor, TensorAlignmentFor(t.nbytes()), &offset) ||
-        !CheckedAdd(offset, t.nbytes(), &end) || end > kMaxFileBytes) {
-      return Status::LimitExceeded("tensor data exceeds the maximum file size");
-    }
-    if (assign_offsets) {
-      t.set_offset(offset);
-    } else if (t.offset() != offset) {
-      return Status::Malformed("tensor '" + Printable(t.name()) + "': offset " + Num(t.offset()) +
-                               " is not the canonical offset " + Num(offset) +
-                               " (overlap, hole or misalignment)");
-    }
-    cursor = end;
-  }
-  return cursor;
-}
+// DType values are the schema's (safemodel/dtype.h says they are pinned):
+// Value-for-value, checked here so that the casts between them are exact.
+#define SAFEMODEL_SAME_DTYPE(ours, theirs) \
+  static_assert(static_cast<int>(DType::ours) == v1::theirs, #ours " differs from v1::" #theirs)
+SAFEMODEL_SAME_DTYPE(kInvalid, DTYPE_INVALID);
+SAFEMODEL_SAME_DTYPE(kBool, BOOL);
+SAFEMODEL_SAME_DTYPE(kU8, U8);
+SAFEMODEL_SAME_DTYPE(kI8, I8);
+SAFEMODEL_SAME_DTYPE(kU16, U16);
+SAFEMODEL_SAME_DTYPE(kI16, I16);
+SAFEMODEL_SAME_DTYPE(kU32, U32);
+SAFEMODEL_SAME_DTYPE(kI32, I32);
+SAFEMODEL_SAME_DTYPE(kU64, U64);
+SAFEMODEL_SAME_DTYPE(kI64, I64);
+SAFEMODEL_SAME_DTYPE(kF16, F16);
+SAFEMODEL_SAME_DTYPE(kBF16, BF16);
+SAFEMODEL_SAME_DTYPE(kF32, F32);
+SAFEMODEL_SAME_DTYPE(kF64, F64);
+SAFEMODEL_SAME_DTYPE(kC64, C64);
+SAFEMODEL_SAME_DTYPE(kC128, C128);
+SAFEMODEL_SAME_DTYPE(kF8E4M3FN, F8_E4M3FN);
+SAFEMODEL_SAME_DTYPE(kF8E5M2, F8_E5M2);
+SAFEMODEL_SAME_DTYPE(kF8E4M3FNUZ, F8_E4M3FNUZ);
+SAFEMODEL_SAME_DTYPE(kF8E5M2FNUZ, F8_E5M2FNUZ);
+SAFEMODEL_SAME_DTYPE(kF8E8M0FNU, F8_E8M0FNU);
+#undef SAFEMODEL_SAME_DTYPE
+// No value on one side only: the schema's last value is ours.
+static_assert(kMaxDType == static_cast<uint32_t>(v1::DType_MAX) && v1::DType_MIN == 0,
+              "safemodel/dtype.h and proto/safemodel.proto list different dtypes");
 
 namespace {
 Status CheckText(const std::string& s, std::string_view what) {
@@ -366,11 +204,28 @@ namespace {
 // (Value, MapValue, MapEntry); the envelope adds a few more.
 constexpr int kMaxMessageNesting = static_cast<int>(3 * kMaxValueDepth + 8);
 
+// The `bytes` fields of the schemas that hold binary data; every other
+// `bytes` (or `string`) field is text and must be UTF-8 (safemodel.proto).
+bool IsTextField(const google::protobuf::FieldDescriptor* f) {
+  using google::protobuf::FieldDescriptor;
+  if (f->type() == FieldDescriptor::TYPE_STRING) return true;
+  if (f->type() != FieldDescriptor::TYPE_BYTES) return false;
+  static const auto* const kBinary = new std::unordered_set<const FieldDescriptor*>{
+      v1::Value::descriptor()->FindFieldByName("bytes_value"),
+      v1::Provenance::descriptor()->FindFieldByName("input_sha256"),
+      v1::Trailer::descriptor()->FindFieldByName("tensor_digests"),
+      v1::Trailer::descriptor()->FindFieldByName("header_digest"),
+  };
+  return kBinary->count(f) == 0;
+}
+
 // Walks the wire format of `bytes` as message `type` without allocating, and
 // counts what parsing it would allocate. False if over `max_objects` or not
-// well-formed (parsing would fail too).
+// well-formed (parsing would fail too), or, with `check_text`, if a text
+// field is not UTF-8: the schemas declare text as `bytes` so that protobuf
+// neither logs about it nor checks it, and this is the check.
 bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes,
-                        uint64_t max_objects, uint64_t* counted = nullptr) {
+                        uint64_t max_objects, bool check_text, uint64_t* counted = nullptr) {
   using google::protobuf::FieldDescriptor;
   using google::protobuf::internal::WireFormatLite;
   google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
@@ -407,7 +262,12 @@ bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes
       continue;
     }
     if (counts && ++objects > max_objects) return false;
+    const int at = in.CurrentPosition();
     if (!in.Skip(static_cast<int>(length))) return false;
+    if (check_text && f != nullptr && IsTextField(f) &&
+        !IsValidUtf8(AsChars(bytes.subspan(static_cast<size_t>(at), length)))) {
+      return false;
+    }
   }
   if (counted != nullptr) *counted = objects;
   return true;
@@ -420,7 +280,9 @@ bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t m
   // Bound what the parse allocates before it allocates (full runtime only;
   // every message of this project is).
   if (auto* message = dynamic_cast<google::protobuf::Message*>(out)) {
-    if (!WithinObjectBudget(message->GetDescriptor(), bytes, max_objects)) return false;
+    if (!WithinObjectBudget(message->GetDescriptor(), bytes, max_objects, /*check_text=*/true)) {
+      return false;
+    }
   }
   google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
   in.SetRecursionLimit(kMaxMessageNesting);
@@ -430,7 +292,7 @@ bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t m
 uint64_t CountParsedObjects(const google::protobuf::Message& message, ByteView bytes) {
   uint64_t n = 0;
   if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
-      !WithinObjectBudget(message.GetDescriptor(), bytes, UINT64_MAX, &n)) {
+      !WithinObjectBudget(message.GetDescriptor(), bytes, UINT64_MAX, /*check_text=*/false, &n)) {
     return UINT64_MAX;
   }
   return n;
@@ -514,4 +376,4 @@ std::string SerializeDeterministic(const google::protobuf::MessageLite& message)
   return out;
 }
 
-}  // namespace safemodel::format
+}  // namespace safemodel::wire

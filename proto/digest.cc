@@ -1,4 +1,4 @@
-#include "converter/digest.h"
+#include "proto/digest.h"
 
 #include <openssl/evp.h>
 #include <xxhash.h>

@@ -6,16 +6,16 @@
 // writing zero padding itself and refusing any byte a tensor does not need;
 // Finish() fills in the input digest and writes the trailer. Digests are
 // computed here, by the trusted side, never taken from the worker.
-#ifndef SAFEMODEL_CONVERTER_WRITER_H_
-#define SAFEMODEL_CONVERTER_WRITER_H_
+#ifndef SAFEMODEL_PROTO_WRITER_H_
+#define SAFEMODEL_PROTO_WRITER_H_
 
 #include <deque>
 #include <memory>
 #include <string>
 
-#include "converter/digest.h"
-#include "converter/format.h"
 #include "proto/base/byte_reader.h"
+#include "proto/digest.h"
+#include "proto/format.h"
 #include "proto/safemodel.pb.h"
 
 namespace safemodel {
@@ -104,4 +104,4 @@ class SafemodelWriter {
 
 }  // namespace safemodel
 
-#endif  // SAFEMODEL_CONVERTER_WRITER_H_
+#endif  // SAFEMODEL_PROTO_WRITER_H_

@@ -1,6 +1,6 @@
 // JSON renderings shared by reports and inspect (nlohmann, ordered keys).
-#ifndef SAFEMODEL_CONVERTER_JSON_UTIL_H_
-#define SAFEMODEL_CONVERTER_JSON_UTIL_H_
+#ifndef SAFEMODEL_PROTO_JSON_UTIL_H_
+#define SAFEMODEL_PROTO_JSON_UTIL_H_
 
 #include <nlohmann/json.hpp>
 
@@ -15,4 +15,4 @@ nlohmann::ordered_json FindingsToJson(const std::vector<Finding>& findings);
 
 }  // namespace safemodel
 
-#endif  // SAFEMODEL_CONVERTER_JSON_UTIL_H_
+#endif  // SAFEMODEL_PROTO_JSON_UTIL_H_

@@ -1,4 +1,4 @@
-#include "converter/writer.h"
+#include "proto/writer.h"
 
 #include <unistd.h>
 
@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "proto/wire/wire.h"
 #include "safemodel/limits.h"
 
 namespace safemodel {
@@ -68,9 +69,9 @@ Result<ShaPlace> LocateSha256(const v1::Header& header, uint64_t header_len) {
   ShaPlace place;
   v1::Provenance p = header.provenance();
   p.set_input_sha256(std::string(32, '\0'));
-  place.provenance = format::SerializeDeterministic(p);
+  place.provenance = wire::SerializeDeterministic(p);
   p.set_input_sha256(std::string(32, '\xff'));
-  const std::string ones = format::SerializeDeterministic(p);
+  const std::string ones = wire::SerializeDeterministic(p);
   uint64_t in_prov = 0;
   while (in_prov < ones.size() && place.provenance[in_prov] == ones[in_prov]) ++in_prov;
   v1::Header tail;

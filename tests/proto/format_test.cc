@@ -9,9 +9,10 @@
 
 #include <cstring>
 
-#include "converter/digest.h"
-#include "converter/format.h"
-#include "converter/writer.h"
+#include "proto/digest.h"
+#include "proto/format.h"
+#include "proto/wire/wire.h"
+#include "proto/writer.h"
 #include "safemodel/limits.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
@@ -53,7 +54,7 @@ v1::Header MakeHeader(const std::vector<TensorSpec>& specs) {
   layer.Set("nothing", Value());
   layers.Append(std::move(layer));
   arch.Set("layers", std::move(layers));
-  format::ValueToProto(arch, h.mutable_architecture());
+  wire::ValueToProto(arch, h.mutable_architecture());
   h.mutable_provenance()->set_source_format("npz");
   h.mutable_provenance()->set_input_size(1234);
   h.mutable_provenance()->set_converter_version("safemodel test");
@@ -116,8 +117,8 @@ Parts Split(const std::string& file) {
 
 // Reassembles without any validation (the prefix is made consistent).
 std::string Assemble(const Parts& parts) {
-  std::string header = format::SerializeDeterministic(parts.header);
-  std::string trailer = format::SerializeDeterministic(parts.trailer);
+  std::string header = wire::SerializeDeterministic(parts.header);
+  std::string trailer = wire::SerializeDeterministic(parts.trailer);
   format::Prefix p;
   p.header_len = header.size();
   p.data_off = *format::DataOffsetFor(p.header_len);
@@ -162,7 +163,7 @@ TEST(Format, RoundTripsTensorsValuesAndProvenance) {
   EXPECT_EQ(m->Find("d.scalar")->nbytes, 8u);
   EXPECT_EQ(m->Find("c.empty")->nbytes, 0u);
   EXPECT_EQ(m->Find("nope"), nullptr);
-  EXPECT_EQ(m->architecture(), *format::ValueFromProto(MakeHeader(kSpecs).architecture(), "a"));
+  EXPECT_EQ(m->architecture(), *wire::ValueFromProto(MakeHeader(kSpecs).architecture(), "a"));
   EXPECT_EQ(m->provenance().source_format, "npz");
   std::string want_sha;
   for (int i = 0; i < 32; ++i) want_sha += "5a";  // WriteValid's stand-in input digest
@@ -528,8 +529,8 @@ TEST(Format, RejectsMalformedFindings) {
   ExpectRejected(Assemble(p), StatusCode::kMalformed, "unknown severity ''");
 
   // Every text field is capped at 64 KiB (exactly 64 KiB is allowed).
-  const std::string at_cap(format::kMaxFindingTextBytes, 'x');
-  const std::string over_cap(format::kMaxFindingTextBytes + 1, 'x');
+  const std::string at_cap(wire::kMaxFindingTextBytes, 'x');
+  const std::string over_cap(wire::kMaxFindingTextBytes + 1, 'x');
   const auto& fields = FindingTextFields();
   for (const auto& [what, set] : fields) {
     p = parts;
@@ -540,7 +541,7 @@ TEST(Format, RejectsMalformedFindings) {
     ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, what + " is longer than 65536 bytes");
   }
   p = parts;
-  for (uint64_t i = 0; i < format::kMaxFindings; ++i) {
+  for (uint64_t i = 0; i < wire::kMaxFindings; ++i) {
     p.header.mutable_provenance()->mutable_findings(0)->add_references("r");
   }
   ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "too many references");
@@ -549,12 +550,12 @@ TEST(Format, RejectsMalformedFindings) {
 TEST(Format, CapsFindingsAt10000) {
   Parts p = Split(WriteValid(kSpecs));
   auto* findings = p.header.mutable_provenance()->mutable_findings();
-  for (uint64_t i = 0; i < format::kMaxFindings; ++i) *findings->Add() = MakeFinding("note");
+  for (uint64_t i = 0; i < wire::kMaxFindings; ++i) *findings->Add() = MakeFinding("note");
   {
     const std::string at_cap = Assemble(p);
     auto m = FromBytes(at_cap);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
-    EXPECT_EQ(m->provenance().findings.size(), format::kMaxFindings);
+    EXPECT_EQ(m->provenance().findings.size(), wire::kMaxFindings);
   }
   *findings->Add() = MakeFinding("note");
   ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "10001 findings exceed the limit of 10000");
@@ -564,17 +565,17 @@ TEST(Format, RejectsMalformedOptions) {
   Parts parts = Split(WriteValid(kSpecs));
   Parts p = parts;
   auto* options = p.header.mutable_provenance()->mutable_options();
-  for (uint64_t i = 0; i < format::kMaxOptions; ++i) options->Add("--opt" + std::to_string(i));
+  for (uint64_t i = 0; i < wire::kMaxOptions; ++i) options->Add("--opt" + std::to_string(i));
   {
     const std::string at_cap = Assemble(p);
     auto m = FromBytes(at_cap);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
-    EXPECT_EQ(m->provenance().options.size(), format::kMaxOptions);
+    EXPECT_EQ(m->provenance().options.size(), wire::kMaxOptions);
   }
   options->Add("--one-too-many");
   ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "too many options");
   p = parts;
-  p.header.mutable_provenance()->add_options(std::string(format::kMaxFindingTextBytes + 1, 'o'));
+  p.header.mutable_provenance()->add_options(std::string(wire::kMaxFindingTextBytes + 1, 'o'));
   ExpectRejected(Assemble(p), StatusCode::kLimitExceeded, "option is longer than 65536 bytes");
 }
 
@@ -585,19 +586,19 @@ TEST(Format, FindingAndOptionTextMustBeUtf8) {
   const std::string bad("ok\xff\xfe", 4);
   v1::Provenance prov;
   *prov.add_findings() = MakeFinding("note");
-  EXPECT_TRUE(format::CheckFindings(prov.findings()).ok());
+  EXPECT_TRUE(wire::CheckFindings(prov.findings()).ok());
   const auto& fields = FindingTextFields();
   for (const auto& [what, set] : fields) {
     v1::Provenance copy = prov;
     set(copy.mutable_findings(0), bad);
-    Status s = format::CheckFindings(copy.findings());
+    Status s = wire::CheckFindings(copy.findings());
     EXPECT_EQ(s.code(), StatusCode::kMalformed) << what << ": " << s.ToString();
     EXPECT_NE(s.message().find(what + " is not valid UTF-8"), std::string::npos) << s.ToString();
   }
   prov.add_options("--digest sha256");
-  EXPECT_TRUE(format::CheckOptions(prov.options()).ok());
+  EXPECT_TRUE(wire::CheckOptions(prov.options()).ok());
   prov.add_options(bad);
-  Status s = format::CheckOptions(prov.options());
+  Status s = wire::CheckOptions(prov.options());
   EXPECT_EQ(s.code(), StatusCode::kMalformed) << s.ToString();
   EXPECT_NE(s.message().find("option is not valid UTF-8"), std::string::npos) << s.ToString();
 }
@@ -651,7 +652,7 @@ TEST(Format, BoolBytesAreZeroOrOne) {
   parts.header.mutable_tensors(0)->set_dtype(v1::BOOL);
   parts.trailer.set_tensor_digests(0, Digest(DigestAlgorithm::kXxh3_128, AsBytes(bad)));
   std::string relabelled = Assemble(parts);
-  const uint64_t header_end = 64 + format::SerializeDeterministic(parts.header).size();
+  const uint64_t header_end = 64 + wire::SerializeDeterministic(parts.header).size();
   parts.trailer.set_header_digest(Digest(
       DigestAlgorithm::kXxh3_128, AsBytes(std::string_view(relabelled).substr(0, header_end))));
   relabelled = Assemble(parts);
@@ -687,7 +688,7 @@ TEST(Format, VerifyCatchesCorruptedDataPaddingAndHeader) {
   // Header padding is checked at open; a changed header byte by Verify.
   Parts parts = Split(file);
   std::string hp = file;
-  hp[64 + format::SerializeDeterministic(parts.header).size()] = 'x';
+  hp[64 + wire::SerializeDeterministic(parts.header).size()] = 'x';
   ExpectRejected(hp, StatusCode::kMalformed, "padding");
   parts.header.mutable_provenance()->set_input_size(999);
   const std::string changed_header = Assemble(parts);  // must outlive the Model

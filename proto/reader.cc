@@ -9,9 +9,10 @@
 #include <cerrno>
 #include <cstring>
 
-#include "converter/digest.h"
-#include "converter/format.h"
+#include "proto/digest.h"
+#include "proto/format.h"
 #include "proto/safemodel.pb.h"
+#include "proto/wire/wire.h"
 
 namespace safemodel {
 
@@ -51,7 +52,7 @@ struct Model::Impl {
 Status Model::Impl::Load() {
   SAFEMODEL_ASSIGN_OR_RETURN(prefix, format::DecodePrefix(bytes, size));
   v1::Header header;
-  if (!format::ParseBounded(bytes.subspan(prefix.header_off, prefix.header_len), &header)) {
+  if (!wire::ParseBounded(bytes.subspan(prefix.header_off, prefix.header_len), &header)) {
     return Status::Malformed("header is not a valid protobuf Header message");
   }
   if (header.format_major() != prefix.major || header.format_minor() != prefix.minor) {
@@ -74,15 +75,15 @@ Status Model::Impl::Load() {
   }
   if (header.has_architecture()) {
     SAFEMODEL_ASSIGN_OR_RETURN(architecture,
-                               format::ValueFromProto(header.architecture(), "architecture"));
+                               wire::ValueFromProto(header.architecture(), "architecture"));
   }
   if (header.has_metadata()) {
-    SAFEMODEL_ASSIGN_OR_RETURN(metadata, format::ValueFromProto(header.metadata(), "metadata"));
+    SAFEMODEL_ASSIGN_OR_RETURN(metadata, wire::ValueFromProto(header.metadata(), "metadata"));
   }
   const v1::Provenance& p = header.provenance();
   if (p.input_sha256().size() != 32) return Status::Malformed("provenance input_sha256 is not 32 bytes");
-  SAFEMODEL_RETURN_IF_ERROR(format::CheckFindings(p.findings()));
-  SAFEMODEL_RETURN_IF_ERROR(format::CheckOptions(p.options()));
+  SAFEMODEL_RETURN_IF_ERROR(wire::CheckFindings(p.findings()));
+  SAFEMODEL_RETURN_IF_ERROR(wire::CheckOptions(p.options()));
   if (!IsValidUtf8(p.source_format()) || !IsValidUtf8(p.converter_version())) {
     return Status::Malformed("provenance text is not valid UTF-8");
   }
@@ -90,11 +91,11 @@ Status Model::Impl::Load() {
   provenance.input_sha256 = ToHex(p.input_sha256());
   provenance.input_size = p.input_size();
   provenance.converter_version = p.converter_version();
-  for (const auto& f : p.findings()) provenance.findings.push_back(format::FindingFromProto(f));
+  for (const auto& f : p.findings()) provenance.findings.push_back(wire::FindingFromProto(f));
   provenance.options.assign(p.options().begin(), p.options().end());
 
   v1::Trailer trailer;
-  if (!format::ParseBounded(bytes.subspan(prefix.trailer_off, prefix.trailer_len), &trailer)) {
+  if (!wire::ParseBounded(bytes.subspan(prefix.trailer_off, prefix.trailer_len), &trailer)) {
     return Status::Malformed("trailer is not a valid protobuf Trailer message");
   }
   if (trailer.digest_algorithm() != header.digest_algorithm()) {

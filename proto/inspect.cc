@@ -4,8 +4,8 @@
 
 #include <sstream>
 
-#include "converter/digest.h"
-#include "converter/json_util.h"
+#include "proto/digest.h"
+#include "proto/json_util.h"
 #include "safemodel/display.h"
 
 namespace safemodel {
