@@ -34,6 +34,7 @@
 #include "sandbox/frame_io.h"
 #include "sandbox/observe.h"
 #include "sandbox/supervisor.h"
+#include "sandbox/worker_protocol.h"
 
 #ifndef SAFEMODEL_VERSION
 #define SAFEMODEL_VERSION "0.0.0"
@@ -250,20 +251,18 @@ std::string HeldOpenOutcome(int channel_fd) {
 Status StartWorker(const std::string& worker_path, int in_fd, uint64_t input_size,
                    const WorkerLimits& limits, const std::vector<std::string>& options,
                    sandbox::Worker* worker) {
+  sandbox::WorkerArgs args;
+  args.parent_pid = getpid();
+  args.input_size = input_size;
+  args.address_space = limits.address_space;
+  args.memory_limit = limits.memory_limit;
+  args.cpu_seconds = limits.cpu_seconds;
+  args.flags = options;
   sandbox::SpawnOptions spawn;
   spawn.worker_path = worker_path;
   spawn.input_fd = in_fd;
-  spawn.args = {"--parent-pid=" + Num(static_cast<uint64_t>(getpid())),
-                "--input-size=" + Num(input_size),
-                "--address-space=" + Num(limits.address_space),
-                "--memory-limit=" + Num(limits.memory_limit),
-                "--cpu-seconds=" + Num(limits.cpu_seconds)};
-  for (const std::string& o : options) spawn.args.push_back("--" + o);
-  std::string spawn_error;
-  if (!sandbox::Spawn(spawn, worker, &spawn_error)) {
-    return Status(StatusCode::kSandboxSetupFailed, spawn_error);
-  }
-  return Status::Ok();
+  spawn.args = sandbox::EncodeWorkerArgs(args);
+  return sandbox::Spawn(spawn, worker);
 }
 
 // What the verdict needs besides the stream and the exit.

@@ -15,29 +15,6 @@ namespace {
 
 using sandbox::FrameType;
 
-Status CheckIdentifier(const std::string& s, std::string_view what) {
-  bool ok = !s.empty() && s.size() <= 32 && std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-  });
-  if (!ok) return Status::Malformed(std::string(what) + " '" + Printable(s) + "' is not an identifier");
-  return Status::Ok();
-}
-
-// The LOCKED frame's payload: layer names, comma-separated.
-Status ParseClaim(const std::string& payload, std::vector<std::string>* out) {
-  size_t start = 0;
-  while (!payload.empty() && start <= payload.size()) {
-    size_t comma = payload.find(',', start);
-    std::string layer = payload.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    SAFEMODEL_RETURN_IF_ERROR(CheckIdentifier(layer, "isolation layer"));
-    if (out->size() >= kMaxIsolationLayers) return Status::Malformed("too many isolation layers claimed");
-    out->push_back(std::move(layer));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return Status::Ok();
-}
-
 // Builds the output header from the worker's proposal. Nothing unvalidated
 // reaches the file: tensor entries keep name, dtype, shape and alias only
 // (no unknown fields; the writer checks them all and lays them out), the
@@ -123,7 +100,7 @@ class StreamReader {
         report_(report), st_(st), limits_(StreamLimitsFor(input_size)) {}
 
   void Run() {
-    const uint64_t caps[sandbox::kMaxFrameType + 1] = {
+    const sandbox::FrameCaps caps = {
         0, limits_.header_bytes, kMaxDataFrameBytes, kMaxDoneFrameBytes, kMaxErrorFrameBytes,
         sandbox::kViolationPayloadBytes, sandbox::kMaxLockedPayloadBytes};
     for (;;) {
@@ -172,9 +149,9 @@ class StreamReader {
     if (reader_.ReadExact(payload.data(), length) != sandbox::FrameReader::Result::kOk) {
       return Fail("reading the lockdown frame: " + reader_.error());
     }
-    std::vector<std::string> claimed;
-    Status s = ParseClaim(payload, &claimed);
-    if (!s.ok()) return Fail(s.message());
+    auto decoded = sandbox::DecodeLockedClaim(payload);
+    if (!decoded.ok()) return Fail(decoded.status().message());
+    const std::vector<std::string>& claimed = *decoded;
     report_->worker.claimed_isolation = claimed;
     st_->isolation = on_locked_ ? on_locked_(claimed) : Status::Ok();
     if (!st_->isolation.ok()) return false;
@@ -277,9 +254,10 @@ class StreamReader {
     if (reader_.ReadExact(v, sizeof v) != sandbox::FrameReader::Result::kOk) {
       return Fail("reading a violation frame: " + reader_.error());
     }
+    const sandbox::Violation violation = sandbox::DecodeViolation(v);
     st_->violation = true;
-    st_->violation_nr = static_cast<uint32_t>(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24);
-    st_->violation_arch = static_cast<uint32_t>(v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
+    st_->violation_nr = violation.syscall_nr;
+    st_->violation_arch = violation.arch;
     return true;
   }
 

@@ -31,8 +31,6 @@ namespace safemodel {
 // 4 MiB (a gathered tile) and usually 1 MiB. The parent reuses one buffer.
 inline constexpr uint64_t kMaxDataFrameBytes = 16ull << 20;
 inline constexpr uint64_t kMaxDoneFrameBytes = 4096;
-// The worker claims a handful of layer names ("seccomp", "userns", ...).
-inline constexpr size_t kMaxIsolationLayers = 16;
 
 // What the parent learned from the stream.
 struct WorkerStream {

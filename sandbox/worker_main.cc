@@ -30,54 +30,31 @@
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
 #include "sandbox/privileges.h"
+#include "sandbox/worker_protocol.h"
 
 namespace safemodel {
 namespace {
 
+// The worker's arguments: the sandbox's contract and the conversion options
+// it carries as flags.
 struct Args {
-  pid_t parent_pid = 0;
-  uint64_t input_size = 0;
-  uint64_t address_space = 0;
-  uint64_t memory_limit = 0;
-  uint64_t cpu_seconds = 0;
+  sandbox::WorkerArgs worker;
   bool weights_only = false;
   bool keep_optimizer = false;
 };
 
-bool ParseU64(std::string_view s, uint64_t* out) {
-  if (s.empty() || s.size() > 20) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9' || !CheckedMul(v, 10, &v) || !CheckedAdd(v, static_cast<uint64_t>(c - '0'), &v)) {
-      return false;
-    }
-  }
-  *out = v;
-  return true;
-}
-
-bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg(argv[i]);
-    auto value = [&](std::string_view key, uint64_t* out) {
-      return arg.substr(0, key.size()) == key && ParseU64(arg.substr(key.size()), out);
-    };
-    uint64_t pid = 0;
-    if (value("--parent-pid=", &pid)) {
-      a->parent_pid = static_cast<pid_t>(pid);
-    } else if (value("--input-size=", &a->input_size) || value("--address-space=", &a->address_space) ||
-               value("--memory-limit=", &a->memory_limit) || value("--cpu-seconds=", &a->cpu_seconds)) {
-    } else if (arg == "--weights_only") {
+Status ParseArgs(int argc, char** argv, Args* a) {
+  SAFEMODEL_ASSIGN_OR_RETURN(a->worker, sandbox::ParseWorkerArgs(argc, argv));
+  for (const std::string& flag : a->worker.flags) {
+    if (flag == "weights_only") {
       a->weights_only = true;
-    } else if (arg == "--keep_optimizer") {
+    } else if (flag == "keep_optimizer") {
       a->keep_optimizer = true;
-    } else if (arg == sandbox::kReexecutedFlag) {
-      // EnsureAddressRandomization's marker; nothing to do.
     } else {
-      return false;
+      return Status::InvalidArgument("unknown worker flag '--" + flag + "'");
     }
   }
-  return a->parent_pid > 0 && a->input_size > 0;
+  return Status::Ok();
 }
 
 // The size of the input, for the stream limits (converter/stream_limits.h);
@@ -129,12 +106,12 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
       return Status::Malformed("two tensors are named '" + Printable(model.tensors[i].name) + "'");
     }
   }
-  const StreamLimits limits = StreamLimitsFor(args.input_size);
+  const StreamLimits limits = StreamLimitsFor(args.worker.input_size);
   if (model.tensors.size() > kMaxTensorCount || model.tensors.size() > limits.tensors) {
     return Status::LimitExceeded(
         std::to_string(model.tensors.size()) + " tensors exceed the limit of " +
         std::to_string(std::min<uint64_t>(kMaxTensorCount, limits.tensors)) + " for an input of " +
-        std::to_string(args.input_size) + " bytes (at least " +
+        std::to_string(args.worker.input_size) + " bytes (at least " +
         std::to_string(kMinInputBytesPerTensor) + " input bytes per tensor)");
   }
 
@@ -167,14 +144,14 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
   if (bytes.size() > limits.header_bytes) {
     return Status::LimitExceeded("the model's header would be " + std::to_string(bytes.size()) +
                                  " bytes, over the limit of " + std::to_string(limits.header_bytes) +
-                                 " for an input of " + std::to_string(args.input_size) + " bytes");
+                                 " for an input of " + std::to_string(args.worker.input_size) + " bytes");
   }
   const uint64_t objects = wire::CountParsedObjects(header, AsBytes(bytes));
   if (objects > limits.header_objects) {
     return Status::LimitExceeded("the model's header holds " + std::to_string(objects) +
                                  " objects (tensors, architecture nodes, findings), over the "
                                  "limit of " + std::to_string(limits.header_objects) +
-                                 " for an input of " + std::to_string(args.input_size) + " bytes");
+                                 " for an input of " + std::to_string(args.worker.input_size) + " bytes");
   }
   if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kHeader, bytes.data(),
                            bytes.size())) {
@@ -221,34 +198,33 @@ void WarmUpExceptions() {
 int WorkerMain(int argc, char** argv) {
   Args args;
   std::vector<std::string> layers;
-  std::string error;
   // Before anything else: a worker started with ASLR off re-executes itself.
-  if (!sandbox::EnsureAddressRandomization(argc, argv, &error)) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, error), {});
+  if (Status aslr = sandbox::EnsureAddressRandomization(argc, argv); !aslr.ok()) {
+    SendError(aslr, {});
     return 1;
   }
-  if (!ParseArgs(argc, argv, &args)) {
-    SendError(Status::InvalidArgument("bad worker arguments"), {});
+  if (Status parsed = ParseArgs(argc, argv, &args); !parsed.ok()) {
+    SendError(parsed.WithContext("bad worker arguments"), {});
     return 1;
   }
-  g_input_size = args.input_size;
-  if (!sandbox::PrepareWorkerProcess(args.parent_pid, &error)) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, error), {});
+  g_input_size = args.worker.input_size;
+  if (Status prepared = sandbox::PrepareWorkerProcess(args.worker.parent_pid); !prepared.ok()) {
+    SendError(prepared, {});
     return 1;
   }
   struct stat st;
   if (fstat(sandbox::kInputFd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<uint64_t>(st.st_size) != args.input_size) {
+      static_cast<uint64_t>(st.st_size) != args.worker.input_size) {
     SendError(Status(StatusCode::kSandboxSetupFailed, "the input is not the file the parent opened"), {});
     return 1;
   }
-  void* map = mmap(nullptr, args.input_size, PROT_READ, MAP_PRIVATE, sandbox::kInputFd, 0);
+  void* map = mmap(nullptr, args.worker.input_size, PROT_READ, MAP_PRIVATE, sandbox::kInputFd, 0);
   if (map == MAP_FAILED) {
     SendError(Status::IoError(std::string("cannot map the input: ") + std::strerror(errno)), {});
     return 1;
   }
   close(sandbox::kInputFd);
-  ByteView input(static_cast<const uint8_t*>(map), args.input_size);
+  ByteView input(static_cast<const uint8_t*>(map), args.worker.input_size);
 
   WarmUpExceptions();
   Status prep = loader::PrepareLibraries();
@@ -258,18 +234,18 @@ int WorkerMain(int argc, char** argv) {
   }
   sandbox::LockdownOptions lock;
 #if !defined(SAFEMODEL_SANITIZER_BUILD)
-  lock.address_space_bytes = args.address_space;
+  lock.address_space_bytes = args.worker.address_space;
 #endif
-  lock.cpu_seconds = args.cpu_seconds;
-  lock.parent_pid = args.parent_pid;
-  if (!sandbox::LockDown(lock, &layers, &error)) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error), {});
+  lock.cpu_seconds = args.worker.cpu_seconds;
+  lock.parent_pid = args.worker.parent_pid;
+  if (Status locked = sandbox::LockDown(lock, &layers); !locked.ok()) {
+    SendError(locked.WithContext("lockdown failed"), {});
     return 1;
   }
 
   // From here on: untrusted bytes, and only the sandbox's system calls.
   loader::ParseOptions options;
-  options.memory_limit = args.memory_limit;
+  options.memory_limit = args.worker.memory_limit;
   options.weights_only = args.weights_only;
   options.keep_optimizer = args.keep_optimizer;
   loader::ParseContext ctx(options);
@@ -278,7 +254,7 @@ int WorkerMain(int argc, char** argv) {
     status = Convert(input, args, ctx);
   } catch (const std::bad_alloc&) {
     status = Status::LimitExceeded("the worker ran out of memory (limit " +
-                                   std::to_string(args.memory_limit) + " bytes)");
+                                   std::to_string(args.worker.memory_limit) + " bytes)");
   } catch (const std::exception& e) {
     status = Status::Internal(std::string("unexpected exception in the worker: ") + e.what());
   }

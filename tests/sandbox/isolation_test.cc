@@ -152,7 +152,7 @@ TEST(Aslr, AnInheritedNoRandomizeIsUndoneByAReexec) {
   ASSERT_GE(personality(static_cast<unsigned long>(before | ADDR_NO_RANDOMIZE)), 0);
   TempDir out;
   ConvertReport r = ConvertWithProbe("inventory", out);
-  ProbeRun control = RunProbe("inventory", {.extra_args = {"--unconfined"}});
+  ProbeRun control = RunProbe("inventory", {.flags = {"unconfined"}});
   personality(static_cast<unsigned long>(before));
 
   ASSERT_EQ(r.status.code(), StatusCode::kUnsupported) << r.status.ToString();

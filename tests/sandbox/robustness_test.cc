@@ -78,7 +78,7 @@ TEST(Limits, CpuHogHitsTheCpuLimit) {
 }
 
 TEST(Limits, CpuHogViaSupervisorGetsSigxcpu) {
-  ProbeRun run = RunProbe("spin", {.extra_args = {"--cpu-seconds=1"}});
+  ProbeRun run = RunProbe("spin", {.cpu_seconds = 1});
   EXPECT_TRUE(run.SignaledWith(SIGXCPU)) << run.Describe();
   EXPECT_FALSE(run.exit.killed_by_us);
 }

@@ -67,6 +67,7 @@
 #include "sandbox/lockdown.h"
 #include "sandbox/policy.h"
 #include "sandbox/privileges.h"
+#include "sandbox/worker_protocol.h"
 #include "tests/sandbox/probe.h"
 
 extern char** environ;
@@ -126,6 +127,8 @@ void AppendVarint(std::string* out, uint64_t v) {
 
 namespace {
 
+// A number in a mode's argument (the input line, not argv). Leaves *out
+// unchanged if `s` is not one.
 bool ParseU64(std::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 19) return false;
   uint64_t v = 0;
@@ -137,32 +140,29 @@ bool ParseU64(std::string_view s, uint64_t* out) {
   return true;
 }
 
+// The worker's argument contract (sandbox/worker_protocol.h), plus the
+// probe's own flags: --unconfined, or --print-policy-pfc alone.
 bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg(argv[i]);
-    auto value = [&](std::string_view key, uint64_t* out) {
-      return arg.substr(0, key.size()) == key && ParseU64(arg.substr(key.size()), out);
-    };
-    uint64_t pid = 0;
-    if (value("--parent-pid=", &pid)) {
-      a->parent_pid = static_cast<pid_t>(pid);
-    } else if (value("--input-size=", &a->input_size) ||
-               value("--address-space=", &a->address_space) ||
-               value("--memory-limit=", &a->memory_limit) ||
-               value("--cpu-seconds=", &a->cpu_seconds)) {
-    } else if (arg == "--unconfined") {
+  if (argc == 2 && std::string_view(argv[1]) == "--print-policy-pfc") {
+    a->print_pfc = true;
+    return true;
+  }
+  auto parsed = sandbox::ParseWorkerArgs(argc, argv);
+  if (!parsed.ok()) return false;
+  a->parent_pid = parsed->parent_pid;
+  a->input_size = parsed->input_size;
+  a->address_space = parsed->address_space;
+  a->memory_limit = parsed->memory_limit;
+  a->cpu_seconds = parsed->cpu_seconds;
+  a->reexecuted = parsed->reexecuted;
+  for (const std::string& flag : parsed->flags) {
+    if (flag == "unconfined") {
       a->unconfined = true;
-    } else if (arg == "--print-policy-pfc") {
-      a->print_pfc = true;
-    } else if (arg == sandbox::kReexecutedFlag) {
-      a->reexecuted = true;
-    } else if (arg == "--weights_only" || arg == "--keep_optimizer") {
-      // Accepted like the worker does; meaningless here.
-    } else {
+    } else if (flag != "weights_only" && flag != "keep_optimizer") {  // accepted like the worker does
       return false;
     }
   }
-  return a->print_pfc || a->parent_pid > 0;
+  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -887,26 +887,28 @@ int Main(int argc, char** argv) {
     SendError(StatusCode::kInvalidArgument, "bad probe arguments", ctx);
     return 2;
   }
-  std::string error;
   // As the worker does, first (--unconfined: a control that leaves ASLR as
   // inherited).
-  if (!ctx.args.unconfined && !ctx.args.print_pfc &&
-      !sandbox::EnsureAddressRandomization(argc, argv, &error)) {
-    SendError(StatusCode::kSandboxSetupFailed, error, ctx);
-    return 1;
-  }
-  if (ctx.args.print_pfc) {
-    std::string pfc, pfc_error;
-    if (!sandbox::ExportPolicyPfc(&pfc, &pfc_error)) {
-      std::fprintf(stderr, "sandbox-probe: %s\n", pfc_error.c_str());
+  if (!ctx.args.unconfined && !ctx.args.print_pfc) {
+    if (Status aslr = sandbox::EnsureAddressRandomization(argc, argv); !aslr.ok()) {
+      SendError(StatusCode::kSandboxSetupFailed, aslr.message(), ctx);
       return 1;
     }
-    std::fwrite(pfc.data(), 1, pfc.size(), stdout);
+  }
+  if (ctx.args.print_pfc) {
+    auto pfc = sandbox::ExportPolicyPfc();
+    if (!pfc.ok()) {
+      std::fprintf(stderr, "sandbox-probe: %s\n", pfc.status().message().c_str());
+      return 1;
+    }
+    std::fwrite(pfc->data(), 1, pfc->size(), stdout);
     return std::fflush(stdout) == 0 ? 0 : 1;  // _exit skips stdio flushing
   }
-  if (!ctx.args.unconfined && !sandbox::PrepareWorkerProcess(ctx.args.parent_pid, &error)) {
-    SendError(StatusCode::kSandboxSetupFailed, error, ctx);
-    return 1;
+  if (!ctx.args.unconfined) {
+    if (Status prepared = sandbox::PrepareWorkerProcess(ctx.args.parent_pid); !prepared.ok()) {
+      SendError(StatusCode::kSandboxSetupFailed, prepared.message(), ctx);
+      return 1;
+    }
   }
   ctx.prepared_fds = ListFds();
 
@@ -953,8 +955,8 @@ int Main(int argc, char** argv) {
 #endif
     lock.cpu_seconds = ctx.args.cpu_seconds;
     lock.parent_pid = ctx.args.parent_pid;
-    if (!sandbox::LockDown(lock, &ctx.layers, &error)) {
-      SendError(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error, ctx);
+    if (Status locked = sandbox::LockDown(lock, &ctx.layers); !locked.ok()) {
+      SendError(StatusCode::kSandboxSetupFailed, "lockdown failed: " + locked.message(), ctx);
       return 1;
     }
   }

@@ -167,7 +167,7 @@ TEST(Openat, CreatNeverRuns) {
 
   // Control: without lockdown the same code does create the file, so its
   // absence above is the sandbox's doing.
-  ProbeRun control = RunProbe("openat " + target, {.extra_args = {"--unconfined"}});
+  ProbeRun control = RunProbe("openat " + target, {.flags = {"unconfined"}});
   EXPECT_TRUE(control.exit.kind == sandbox::Worker::Exit::Kind::kExited &&
               control.exit.exit_code == 0)
       << control.Describe();
