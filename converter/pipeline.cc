@@ -23,11 +23,12 @@
 
 #include "converter/input_file.h"
 #include "converter/output_file.h"
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/worker.pb.h"
 #include "converter/worker_limits.h"
 #include "converter/worker_stream.h"
 #include "proto/base/text.h"
 #include "proto/digest.h"
-#include "proto/worker.pb.h"
 #include "proto/writer.h"
 #include "safemodel/convert.h"
 #include "safemodel/limits.h"
@@ -388,8 +389,8 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   }
 
   std::vector<std::string> options;
-  if (opt.weights_only) options.push_back("weights_only");
-  if (opt.keep_optimizer) options.push_back("keep_optimizer");
+  if (opt.weights_only) options.emplace_back(protocol::kOptionWeightsOnly);
+  if (opt.keep_optimizer) options.emplace_back(protocol::kOptionKeepOptimizer);
   std::sort(options.begin(), options.end());
   report->options = options;
 

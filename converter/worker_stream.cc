@@ -4,9 +4,10 @@
 #include <optional>
 
 #include "converter/output_file.h"
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/worker.pb.h"
 #include "proto/base/text.h"
 #include "proto/wire/wire.h"
-#include "proto/worker.pb.h"
 #include "safemodel/limits.h"
 
 namespace safemodel {
@@ -100,9 +101,8 @@ class StreamReader {
         report_(report), st_(st), limits_(StreamLimitsFor(input_size)) {}
 
   void Run() {
-    const sandbox::FrameCaps caps = {
-        0, limits_.header_bytes, kMaxDataFrameBytes, kMaxDoneFrameBytes, kMaxErrorFrameBytes,
-        sandbox::kViolationPayloadBytes, sandbox::kMaxLockedPayloadBytes};
+    sandbox::FrameCaps caps;
+    protocol::FrameCapsFor(limits_, &caps);
     for (;;) {
       sandbox::FrameHeader fh;
       auto r = reader_.Next(&fh, caps);
@@ -232,11 +232,9 @@ class StreamReader {
     Status s = ReadMessage(reader_, length, &we, "error", limits_.header_objects);
     if (!s.ok()) return Fail(s.message());
     auto code = static_cast<StatusCode>(we.code());
-    bool reportable = code == StatusCode::kRefused || code == StatusCode::kMalformed ||
-                      code == StatusCode::kUnsupported || code == StatusCode::kLimitExceeded ||
-                      code == StatusCode::kInternal || code == StatusCode::kSandboxSetupFailed ||
-                      code == StatusCode::kInvalidArgument;
-    if (!reportable) return Fail("the worker reported status code " + Num(we.code()));
+    if (!protocol::IsReportableWorkerCode(code)) {
+      return Fail("the worker reported status code " + Num(we.code()));
+    }
     s = wire::CheckFindings(we.findings());
     if (s.ok()) s = CheckFindingsBudget(we.findings(), limits_);
     if (!s.ok()) return Fail(s.message());

@@ -8,9 +8,10 @@
 // protobuf fields dropped, strings moved out of the parsed proposal rather
 // than copied), and every tensor byte is counted by the writer.
 //
-// Order on the wire: LOCKED (the worker is locked down; the parent checks it
-// in /proc before anything else is read), then HEADER TENSOR_DATA* DONE, or
-// ERROR at any point. An ERROR before LOCKED is a setup failure.
+// Order on the wire (converter/protocol/conversion_protocol.h): LOCKED (the
+// worker is locked down; the parent checks it in /proc before anything else
+// is read), then HEADER TENSOR_DATA* DONE, or ERROR at any point. An ERROR
+// before LOCKED is a setup failure.
 #ifndef SAFEMODEL_CONVERTER_WORKER_STREAM_H_
 #define SAFEMODEL_CONVERTER_WORKER_STREAM_H_
 
@@ -20,17 +21,13 @@
 #include <string>
 #include <vector>
 
-#include "converter/stream_limits.h"
+#include "converter/protocol/stream_limits.h"
 #include "proto/writer.h"
 #include "safemodel/convert.h"
 #include "sandbox/frame_io.h"
 
 namespace safemodel {
 
-// A data frame carries at most this much; the worker sends frames of up to
-// 4 MiB (a gathered tile) and usually 1 MiB. The parent reuses one buffer.
-inline constexpr uint64_t kMaxDataFrameBytes = 16ull << 20;
-inline constexpr uint64_t kMaxDoneFrameBytes = 4096;
 
 // What the parent learned from the stream.
 struct WorkerStream {

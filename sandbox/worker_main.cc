@@ -19,13 +19,14 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/stream_limits.h"
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/stream_limits.h"
+#include "converter/protocol/worker.pb.h"
 #include "loader/model.h"
 #include "loader/parser.h"
 #include "loader/registry.h"
 #include "loader/stream.h"
 #include "proto/wire/wire.h"
-#include "proto/worker.pb.h"
 #include "safemodel/limits.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
@@ -46,9 +47,9 @@ struct Args {
 Status ParseArgs(int argc, char** argv, Args* a) {
   SAFEMODEL_ASSIGN_OR_RETURN(a->worker, sandbox::ParseWorkerArgs(argc, argv));
   for (const std::string& flag : a->worker.flags) {
-    if (flag == "weights_only") {
+    if (flag == protocol::kOptionWeightsOnly) {
       a->weights_only = true;
-    } else if (flag == "keep_optimizer") {
+    } else if (flag == protocol::kOptionKeepOptimizer) {
       a->keep_optimizer = true;
     } else {
       return Status::InvalidArgument("unknown worker flag '--" + flag + "'");
@@ -136,8 +137,8 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
   findings.insert(findings.end(), model.findings.begin(), model.findings.end());
   TrimFindings(&findings, limits);
   for (const Finding& f : findings) wire::FindingToProto(f, header.add_findings());
-  if (args.weights_only) header.add_options("weights_only");
-  if (args.keep_optimizer) header.add_options("keep_optimizer");
+  if (args.weights_only) header.add_options(std::string(protocol::kOptionWeightsOnly));
+  if (args.keep_optimizer) header.add_options(std::string(protocol::kOptionKeepOptimizer));
   std::string bytes = wire::SerializeDeterministic(header);
   // The parent refuses a header beyond these (a compromised worker's); an
   // honest one this large is refused here, with the reason.

@@ -32,8 +32,8 @@
 #include <string_view>
 #include <vector>
 
+#include "converter/protocol/worker.pb.h"
 #include "proto/wire/wire.h"
-#include "proto/worker.pb.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
 #include "sandbox/worker_protocol.h"

@@ -24,7 +24,7 @@
 
 #include <gtest/gtest.h>
 
-#include "proto/worker.pb.h"
+#include "converter/protocol/worker.pb.h"
 #include "safemodel/convert.h"
 #include "tests/sandbox/probe_util.h"
 

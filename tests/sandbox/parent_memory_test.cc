@@ -16,7 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "converter/stream_limits.h"
+#include "converter/protocol/stream_limits.h"
 #include "tests/sandbox/probe_util.h"
 
 namespace safemodel::testing {

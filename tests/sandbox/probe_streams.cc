@@ -5,9 +5,9 @@
 #include <cstdio>
 #include <string>
 
-#include "converter/stream_limits.h"
+#include "converter/protocol/stream_limits.h"
+#include "converter/protocol/worker.pb.h"
 #include "proto/wire/wire.h"
-#include "proto/worker.pb.h"
 #include "sandbox/frame_io.h"
 #include "tests/sandbox/probe.h"
 

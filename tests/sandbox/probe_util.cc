@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "proto/worker.pb.h"
+#include "converter/protocol/worker.pb.h"
 #include "sandbox/observe.h"
 
 namespace safemodel::testing {

@@ -59,9 +59,10 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/stream_limits.h"
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/stream_limits.h"
+#include "converter/protocol/worker.pb.h"
 #include "proto/wire/wire.h"
-#include "proto/worker.pb.h"
 #include "safemodel/status.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
@@ -158,7 +159,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
   for (const std::string& flag : parsed->flags) {
     if (flag == "unconfined") {
       a->unconfined = true;
-    } else if (flag != "weights_only" && flag != "keep_optimizer") {  // accepted like the worker does
+    } else if (flag != protocol::kOptionWeightsOnly && flag != protocol::kOptionKeepOptimizer) {
+      // (the conversion options are accepted, as by the worker)
       return false;
     }
   }

@@ -1,4 +1,4 @@
-#include "converter/stream_limits.h"
+#include "converter/protocol/stream_limits.h"
 
 #include <algorithm>
 

@@ -12,8 +12,8 @@
 // The resulting bound, measured for the worst stream of each frame kind in
 // tests/sandbox/parent_memory_test.cc: the parent's peak resident memory
 // stays below kParentBaseBytes + kParentBytesPerInputByte x the input size.
-#ifndef SAFEMODEL_CONVERTER_STREAM_LIMITS_H_
-#define SAFEMODEL_CONVERTER_STREAM_LIMITS_H_
+#ifndef SAFEMODEL_CONVERTER_PROTOCOL_STREAM_LIMITS_H_
+#define SAFEMODEL_CONVERTER_PROTOCOL_STREAM_LIMITS_H_
 
 #include <cstdint>
 #include <string>
@@ -96,4 +96,4 @@ void TrimFindings(std::vector<Finding>* findings, const StreamLimits& limits);
 
 }  // namespace safemodel
 
-#endif  // SAFEMODEL_CONVERTER_STREAM_LIMITS_H_
+#endif  // SAFEMODEL_CONVERTER_PROTOCOL_STREAM_LIMITS_H_

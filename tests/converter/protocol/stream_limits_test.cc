@@ -1,7 +1,7 @@
 // The limits a worker's stream is held to (converter/stream_limits.h), the
 // trimming the worker applies to stay inside them, and the in-place Value
 // check the parent uses instead of a copy (wire::SanitizeValue).
-#include "converter/stream_limits.h"
+#include "converter/protocol/stream_limits.h"
 
 #include <random>
 #include <string>
