@@ -2,11 +2,12 @@
 // joins the sandbox and the parsers.
 //
 // Started by the parent (converter/pipeline.cc) with fd 3 = result channel,
-// fd 4 = input and fd 5 = control channel. Order matters: confine the
-// process, map the input, prepare libraries, lock down (and wait for the
-// parent's go-ahead), and only then parse. Results go out as frames
-// (sandbox/frame_io.h); the process ends with _exit, so no atexit handler
-// (HDF5's, protobuf's) runs inside the sandbox.
+// fd 4 = input and fd 5 = control channel (sandbox/worker_protocol.h).
+// Order matters: confine the process, map the input, prepare libraries,
+// lock down (and wait for the parent's go-ahead), and only then parse.
+// Results go out as frames (converter/protocol/conversion_protocol.h); the
+// process ends with _exit, so no atexit handler (HDF5's, protobuf's) runs
+// inside the sandbox.
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
