@@ -18,7 +18,7 @@ std::string ConvertReport::ToJson() const {
                  {"tensors", tensor_count},
                  {"tensor_bytes", tensor_bytes}};
   j["findings"] = FindingsToJson(findings);
-  nlohmann::ordered_json w = {{"outcome", worker.kind},
+  nlohmann::ordered_json w = {{"outcome", WorkerOutcomeName(worker.kind)},
                               {"exit_code", worker.exit_code},
                               {"signal", worker.signal},
                               {"max_rss_bytes", worker.max_rss_bytes},

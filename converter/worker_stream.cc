@@ -16,6 +16,23 @@ namespace {
 
 using sandbox::FrameType;
 
+// The worker echoes the conversion options it understood from its
+// arguments; they must be exactly the ones it was given, so that a drift
+// between the two ends of the argument contract cannot go unnoticed.
+Status CheckEchoedOptions(const google::protobuf::RepeatedPtrField<std::string>& echoed,
+                          const std::vector<std::string>& given) {
+  std::vector<std::string> sorted(echoed.begin(), echoed.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted == given) return Status::Ok();
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const std::string& o : v) out += (out.empty() ? "" : ", ") + Printable(o, 40);
+    return "[" + out + "]";
+  };
+  return Status::Malformed("the worker converted with options " + list(sorted) +
+                           ", not the requested " + list(given));
+}
+
 // Builds the output header from the worker's proposal. Nothing unvalidated
 // reaches the file: tensor entries keep name, dtype, shape and alias only
 // (no unknown fields; the writer checks them all and lays them out), the
@@ -28,6 +45,7 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
                                DigestAlgorithm digest, ConvertReport* report) {
   SAFEMODEL_RETURN_IF_ERROR(CheckIdentifier(in.source_format(), "source format"));
   report->source_format = in.source_format();
+  SAFEMODEL_RETURN_IF_ERROR(CheckEchoedOptions(in.options(), options));
   const auto count = static_cast<uint64_t>(in.tensors_size());
   if (count > kMaxTensorCount) {
     return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " + Num(kMaxTensorCount));
@@ -95,7 +113,7 @@ class StreamReader {
   StreamReader(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                const std::vector<std::string>& options, DigestAlgorithm digest,
                uint64_t max_output_bytes, const LockedHook& on_locked, ConvertReport* report,
-               WorkerStream* st)
+               StreamOutcome* st)
       : reader_(reader), out_fd_(out_fd), input_size_(input_size), options_(options),
         digest_(digest), max_output_bytes_(max_output_bytes), on_locked_(on_locked),
         report_(report), st_(st), limits_(StreamLimitsFor(input_size)) {}
@@ -107,20 +125,23 @@ class StreamReader {
       sandbox::FrameHeader fh;
       auto r = reader_.Next(&fh, caps);
       if (r == sandbox::FrameReader::Result::kTimeout) {
-        st_->timed_out = true;
+        st_->End(StreamEnd::kTimeout);
         return;
       }
       if (r == sandbox::FrameReader::Result::kHeldOpen) {
-        st_->held_open = true;
+        st_->End(StreamEnd::kHeldOpen);
         return;
       }
-      if (r == sandbox::FrameReader::Result::kEof) return;
+      if (r == sandbox::FrameReader::Result::kEof) {
+        st_->End(StreamEnd::kEof);
+        return;
+      }
       if (r == sandbox::FrameReader::Result::kError) return Protocol(reader_.error());
       if (!st_->locked && fh.type != FrameType::kLocked && fh.type != FrameType::kError) {
         return Protocol("a frame of type " + Num(static_cast<uint32_t>(fh.type)) +
                         " before the worker reported its lockdown");
       }
-      if (fh.type != FrameType::kViolation && (st_->done || st_->error_frame)) {
+      if (fh.type != FrameType::kViolation && st_->report != StreamOutcome::Report::kNone) {
         return Protocol("frame after the end of the result");
       }
       bool go_on = false;
@@ -137,7 +158,9 @@ class StreamReader {
   }
 
  private:
-  void Protocol(std::string msg) { st_->protocol = Status::Malformed(std::move(msg)); }
+  void Protocol(std::string msg) {
+    st_->End(StreamEnd::kProtocolError, Status::Malformed(std::move(msg)));
+  }
   bool Fail(std::string msg) {
     Protocol(std::move(msg));
     return false;
@@ -153,8 +176,8 @@ class StreamReader {
     if (!decoded.ok()) return Fail(decoded.status().message());
     const std::vector<std::string>& claimed = *decoded;
     report_->worker.claimed_isolation = claimed;
-    st_->isolation = on_locked_ ? on_locked_(claimed) : Status::Ok();
-    if (!st_->isolation.ok()) return false;
+    Status accepted = on_locked_ ? on_locked_(claimed) : Status::Ok();
+    if (!accepted.ok()) return st_->End(StreamEnd::kIsolationRefused, std::move(accepted));
     st_->locked = true;
     return true;
   }
@@ -177,12 +200,11 @@ class StreamReader {
     st_->writer = std::move(*writer);
     // The whole output's space is reserved before its first byte, so that a
     // full file system fails here, as a limit (exit 4).
-    st_->limit = ReserveOutputSpace(out_fd_, st_->writer->planned_file_size(), max_output_bytes_);
-    if (!st_->limit.ok()) return false;
+    Status reserved = ReserveOutputSpace(out_fd_, st_->writer->planned_file_size(), max_output_bytes_);
+    if (!reserved.ok()) return st_->End(StreamEnd::kOutputLimit, std::move(reserved));
     Status written = st_->writer->WriteHeader();
     if (written.code() == StatusCode::kIoError) {
-      st_->io = std::move(written);
-      return false;
+      return st_->End(StreamEnd::kOutputIoError, std::move(written));
     }
     if (!written.ok()) return Fail("invalid header from the worker: " + written.ToString());
     return true;
@@ -204,10 +226,7 @@ class StreamReader {
     }
     Status s = st_->writer->Append(ByteView(data_buf_.get(), length));
     if (!s.ok()) {
-      if (s.code() == StatusCode::kIoError) {
-        st_->io = s;
-        return false;
-      }
+      if (s.code() == StatusCode::kIoError) return st_->End(StreamEnd::kOutputIoError, std::move(s));
       return Fail(s.message());
     }
     st_->data_bytes += length;
@@ -223,7 +242,14 @@ class StreamReader {
     worker::WorkerDone done;
     Status s = ReadMessage(reader_, length, &done, "done", 16);
     if (!s.ok()) return Fail(s.message());
-    st_->done = true;
+    // The worker's account must be what arrived.
+    const uint64_t tensors = st_->writer->data_tensor_count();
+    if (done.tensors_sent() != tensors || done.bytes_sent() != st_->data_bytes) {
+      return Fail("the done frame counts " + Num(done.tensors_sent()) + " tensors and " +
+                  Num(done.bytes_sent()) + " bytes, but " + Num(tensors) + " tensors and " +
+                  Num(st_->data_bytes) + " bytes arrived");
+    }
+    st_->report = StreamOutcome::Report::kDone;
     return true;
   }
 
@@ -243,7 +269,7 @@ class StreamReader {
     }
     for (const auto& f : we.findings()) report_->findings.push_back(wire::FindingFromProto(f));
     st_->worker_error = Status(code, std::move(*we.mutable_message()));
-    st_->error_frame = true;
+    st_->report = StreamOutcome::Report::kError;
     return true;
   }
 
@@ -252,10 +278,8 @@ class StreamReader {
     if (reader_.ReadExact(v, sizeof v) != sandbox::FrameReader::Result::kOk) {
       return Fail("reading a violation frame: " + reader_.error());
     }
-    const sandbox::Violation violation = sandbox::DecodeViolation(v);
-    st_->violation = true;
-    st_->violation_nr = violation.syscall_nr;
-    st_->violation_arch = violation.arch;
+    // The first report is the one the sandbox wrote before the worker died.
+    if (!st_->violation) st_->violation = sandbox::DecodeViolation(v);
     return true;
   }
 
@@ -267,7 +291,7 @@ class StreamReader {
   const uint64_t max_output_bytes_;
   const LockedHook& on_locked_;
   ConvertReport* const report_;
-  WorkerStream* const st_;
+  StreamOutcome* const st_;
   const StreamLimits limits_;
   std::unique_ptr<uint8_t[]> data_buf_;
   uint64_t data_buf_size_ = 0;
@@ -278,7 +302,7 @@ class StreamReader {
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
-                      ConvertReport* report, WorkerStream* st) {
+                      ConvertReport* report, StreamOutcome* st) {
   StreamReader(reader, out_fd, input_size, options, digest, max_output_bytes, on_locked, report, st)
       .Run();
 }

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "converter/outcome.h"
 #include "converter/protocol/stream_limits.h"
 #include "proto/writer.h"
 #include "safemodel/convert.h"
@@ -28,43 +29,24 @@
 
 namespace safemodel {
 
-
-// What the parent learned from the stream.
-struct WorkerStream {
-  std::unique_ptr<SafemodelWriter> writer;
-  bool locked = false;  // a LOCKED frame came and the hook accepted it
-  Status isolation;     // set when the hook refused the locked-down worker
-  bool header_seen = false;
-  bool done = false;
-  bool error_frame = false;
-  Status worker_error;
-  bool violation = false;
-  uint32_t violation_nr = 0;
-  uint32_t violation_arch = 0;
-  bool timed_out = false;
-  bool held_open = false;  // the worker exited, but something kept the channel open
-  Status protocol;  // set when the worker broke the protocol
-  Status io;        // set when writing the output failed
-  Status limit;     // set when the output would exceed a limit or the free space
-  uint64_t data_bytes = 0;
-};
-
 // Called on the LOCKED frame with the layers the worker claims; must check
 // the worker itself and let it go on (sandbox::Worker::Release) or return an
-// error, which ends the stream (recorded in WorkerStream::isolation).
+// error, which ends the stream (StreamEnd::kIsolationRefused).
 using LockedHook = std::function<Status(const std::vector<std::string>& claimed)>;
 
 // Reads frames until EOF, a protocol error, a timeout or an I/O error on the
-// output (each recorded in *st), writing a valid result to `out_fd` through
-// SafemodelWriter. Findings, source format and the worker's claimed
-// isolation go to *report. `max_output_bytes` (0: none) caps the output
+// output (the first of them recorded in *st), writing a valid result to
+// `out_fd` through SafemodelWriter. Findings, source format and the
+// worker's claimed isolation go to *report. The DONE frame's counts must be
+// what arrived, and the options the worker echoes in its header the ones
+// it was given (`options`, sorted). `max_output_bytes` (0: none) caps the output
 // file; independently, the output's declared size is reserved on the file
 // system `out_fd` is on (ReserveOutputSpace), so a worker that declares
 // terabytes is stopped before it writes them.
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
-                      ConvertReport* report, WorkerStream* st);
+                      ConvertReport* report, StreamOutcome* st);
 
 }  // namespace safemodel
 

@@ -212,6 +212,12 @@ Status SafemodelWriter::WriteHeader() {
   return Advance();
 }
 
+size_t SafemodelWriter::data_tensor_count() const {
+  size_t n = 0;
+  for (const Tensor& t : tensors_) n += t.alias ? 0 : 1;
+  return n;
+}
+
 // For error messages only: a linear walk is fine.
 std::string SafemodelWriter::Name(size_t i) const {
   uint64_t at = 0;

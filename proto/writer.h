@@ -50,6 +50,8 @@ class SafemodelWriter {
   uint64_t current_remaining() const { return remaining_; }
   bool complete() const { return static_cast<size_t>(current_) == tensors_.size(); }
   size_t tensor_count() const { return tensor_count_; }
+  // Tensors with bytes of their own (not aliases); known after WriteHeader.
+  size_t data_tensor_count() const;
 
   // Writes provenance.input_sha256 (32 bytes) into the header in the file,
   // digests the header as written (reading it back), writes the trailer and

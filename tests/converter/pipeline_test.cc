@@ -33,7 +33,7 @@ TEST(Pipeline, ConvertsAndReportsWhatHappened) {
   EXPECT_EQ(r.tensor_count, 5u);
   EXPECT_EQ(r.input_sha256, Sha256Hex(ReadFile(in)));
   EXPECT_EQ(r.output_bytes, ReadFile(dir.File("m.safemodel")).size());
-  EXPECT_EQ(r.worker.kind, "exited");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kExited);
   EXPECT_EQ(r.worker.exit_code, 0);
   EXPECT_TRUE(Contains(r.worker.isolation, "seccomp"));
   EXPECT_TRUE(Contains(r.worker.isolation, "no_new_privs"));
@@ -96,7 +96,7 @@ TEST(Pipeline, ARefusalLeavesNoFileAndKeepsAnExistingOutput) {
   r = Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel"));
   EXPECT_EQ(ExitCodeFor(r.status.code()), 2) << r.status.ToString();
   EXPECT_NE(r.status.message().find("exists; pass --force"), std::string::npos) << r.status.ToString();
-  EXPECT_EQ(r.worker.kind, "not_started") << "refused before any work";
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted) << "refused before any work";
   EXPECT_EQ(ReadFile(dir.File("m.safemodel")), "previous contents");
   ASSERT_TRUE(Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel"), force).status.ok());
   EXPECT_TRUE(Model::Open(dir.File("m.safemodel")).ok());
@@ -109,7 +109,7 @@ TEST(Pipeline, RefusesBadInputPathsBeforeStartingAWorker) {
   ConvertReport r = Convert(dir.File("link.npy"), out);
   EXPECT_EQ(ExitCodeFor(r.status.code()), 2) << r.status.ToString();
   EXPECT_NE(r.status.message().find("symbolic link"), std::string::npos);
-  EXPECT_EQ(r.worker.kind, "not_started");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted);
   EXPECT_EQ(ExitCodeFor(Convert(dir.File("missing.npy"), out).status.code()), 2);
   r = Convert(dir.path(), out);
   EXPECT_EQ(ExitCodeFor(r.status.code()), 2);
@@ -207,7 +207,7 @@ TEST(Pipeline, ALibraryStuckInALoopIsStoppedByTheTimeout) {
   ConvertReport r = Convert(Fixture("library_hangs/hang_global_heap.h5"), dir.File("out"), opt);
   EXPECT_EQ(r.status.code(), StatusCode::kTimeout) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 4);
-  EXPECT_EQ(r.worker.kind, "timeout");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kTimeout);
   EXPECT_LT(r.wall_seconds, 10.0);
   EXPECT_EQ(dir.List(), std::vector<std::string>{});
 }

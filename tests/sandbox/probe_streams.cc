@@ -85,7 +85,7 @@ int DoMaxTensors(const Context& ctx) {
   }
   std::string bytes = wire::SerializeDeterministic(h);
   h.Clear();
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+  return SendHeader(bytes) && SendDone(n, 0) ? 0 : 1;  // n empty tensors sent
 }
 
 // A list Value of `count` objects, in lists of 1000 (so that no single list
@@ -210,7 +210,7 @@ int DoMaxAll(const Context& ctx) {
     AppendVarint(&bytes, value.size());
     bytes += value;
   }
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+  return SendHeader(bytes) && SendDone(tensors, 0) ? 0 : 1;  // all empty
 }
 
 // One tensor of 64 MiB in data frames of the largest size allowed.

@@ -552,6 +552,24 @@ int DoDoneEarly(const Context& ctx) {
   return SendDone(1, 8) ? 0 : 1;
 }
 
+// A complete result whose DONE frame miscounts what it sent.
+int DoDoneMiscount(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  SendData(kTensor, sizeof kTensor);
+  return ctx.argument == "bytes" ? (SendDone(1, sizeof kTensor - 1) ? 0 : 1)
+                                 : (SendDone(2, sizeof kTensor) ? 0 : 1);
+}
+
+// A header echoing options the worker was not given (the argument).
+int DoOptionsEcho(const Context& ctx) {
+  worker::WorkerHeader h;
+  if (!h.ParseFromString(HeaderBytes(ctx, {"t"}))) return 1;
+  h.add_options(ctx.argument);
+  SendHeader(wire::SerializeDeterministic(h));
+  SendData(kTensor, sizeof kTensor);
+  return SendDone(1, sizeof kTensor) ? 0 : 1;
+}
+
 int DoAfterDone(const Context& ctx) {
   if (SendValidResult(ctx) != 0) return 1;
   SendData(kTensor, sizeof kTensor);
@@ -827,6 +845,8 @@ const Mode kModes[] = {
     {"header-then-exit", nullptr, DoHeaderThenExit},
     {"done-early", nullptr, DoDoneEarly},
     {"after-done", nullptr, DoAfterDone},
+    {"done-miscount", nullptr, DoDoneMiscount},
+    {"options-echo", nullptr, DoOptionsEcho},
     {"second-header", nullptr, DoSecondHeader},
     {"data-before-header", nullptr, DoDataBeforeHeader},
     {"error-code", nullptr, DoErrorCode},

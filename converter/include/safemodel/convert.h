@@ -98,8 +98,18 @@ struct ConvertOptions {
 
 // How the worker process ended.
 struct WorkerOutcome {
-  // "exited" | "signaled" | "seccomp" | "timeout" | "not_started" | "unknown"
-  std::string kind = "not_started";
+  // The report's worker.outcome (WorkerOutcomeName gives the string).
+  enum class Kind {
+    kNotStarted,  // "not_started": the conversion ended before a worker ran
+    kExited,      // "exited": the worker exited by itself (exit_code)
+    kSignaled,    // "signaled": a signal ended it (signal): a crash, a limit, another process
+    kSeccomp,     // "seccomp": the sandbox stopped a forbidden system call (syscall_*)
+    kTimeout,     // "timeout": the wall-clock limit passed; the worker was killed
+    kKilled,      // "killed": this process killed it: the output failed (I/O error, no
+                  // space, --max-output-size) or a required isolation layer was missing
+    kUnknown,     // "unknown": how it ended could not be observed (wait failed)
+  };
+  Kind kind = Kind::kNotStarted;
   int exit_code = 0;
   int signal = 0;
   int syscall_nr = -1;       // on a seccomp violation
@@ -116,6 +126,10 @@ struct WorkerOutcome {
   // "cap_eff": "0000000000000000", ...), in the order read.
   std::vector<std::pair<std::string, std::string>> observed;
 };
+
+// "not_started", "exited", "signaled", "seccomp", "timeout", "killed" or
+// "unknown".
+const char* WorkerOutcomeName(WorkerOutcome::Kind kind);
 
 struct ConvertReport {
   Status status;  // ok, or what went wrong (ExitCodeFor gives the CLI exit code)
