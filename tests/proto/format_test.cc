@@ -625,6 +625,86 @@ TEST(Format, RejectsNonUtf8ProvenanceText) {
   }
 }
 
+// Redirects this process's standard error to a file while it lives.
+class StderrCapture {
+ public:
+  StderrCapture() : path_(dir_.File("stderr")) {
+    std::fflush(stderr);
+    file_ = open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    saved_ = dup(STDERR_FILENO);
+    dup2(file_, STDERR_FILENO);
+  }
+  ~StderrCapture() { Release(); }
+  // Restores standard error and returns what was written to it.
+  std::string Release() {
+    if (saved_ >= 0) {
+      std::fflush(stderr);
+      dup2(saved_, STDERR_FILENO);
+      close(saved_);
+      close(file_);
+      saved_ = -1;
+    }
+    return ReadFile(path_);
+  }
+
+ private:
+  TempDir dir_;
+  std::string path_;
+  int file_ = -1;
+  int saved_ = -1;
+};
+
+// Text is `bytes` in the schema, checked as UTF-8 by the reader: a file with
+// non-UTF-8 text anywhere is refused as a whole, and a library host hears
+// nothing from protobuf about it (a `string` field made protobuf log an
+// error line on the host's standard error for each such file).
+TEST(Format, NonUtf8TextIsRefusedWithoutAWordOnStderr) {
+  const std::string bad("x\xc0\xaf", 3);  // an overlong '/'
+  const Parts parts = Split(WriteValid(kSpecs));
+  using Edit = void (*)(v1::Header*, const std::string&);
+  const std::vector<std::pair<std::string, Edit>> edits = {
+      {"tensor name", [](v1::Header* h, const std::string& b) { h->mutable_tensors(0)->set_name(b); }},
+      {"alias_of", [](v1::Header* h, const std::string& b) { h->mutable_tensors(4)->set_alias_of(b); }},
+      {"string value",
+       [](v1::Header* h, const std::string& b) { h->mutable_architecture()->set_string_value(b); }},
+      {"map key",
+       [](v1::Header* h, const std::string& b) {
+         v1::MapEntry* e = h->mutable_metadata()->mutable_map_value()->add_entries();
+         e->set_key(b);
+         e->mutable_value()->set_null_value(true);
+       }},
+      {"finding rule",
+       [](v1::Header* h, const std::string& b) {
+         v1::Finding* f = h->mutable_provenance()->add_findings();
+         *f = MakeFinding("note");
+         f->set_rule(b);
+       }},
+      {"source format",
+       [](v1::Header* h, const std::string& b) { h->mutable_provenance()->set_source_format(b); }},
+      {"option", [](v1::Header* h, const std::string& b) { h->mutable_provenance()->add_options(b); }},
+  };
+  for (const auto& [what, edit] : edits) {
+    Parts p = parts;
+    edit(&p.header, bad);
+    const std::string file = Assemble(p);
+    StderrCapture capture;
+    auto m = FromBytes(file);
+    const std::string said = capture.Release();
+    ASSERT_FALSE(m.ok()) << what;
+    EXPECT_EQ(m.status().code(), StatusCode::kMalformed) << what << ": " << m.status().ToString();
+    EXPECT_NE(m.status().message().find("not a valid protobuf Header message"), std::string::npos)
+        << what << ": " << m.status().ToString();
+    EXPECT_EQ(said, "") << what;
+  }
+  // Binary fields are not text: non-UTF-8 bytes in a bytes value are data.
+  Parts p = parts;
+  p.header.mutable_metadata()->set_bytes_value(bad);
+  auto m = FromBytes(Assemble(p));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->metadata().kind(), Value::Kind::kBytes);
+  EXPECT_EQ(m->metadata().string_value(), bad);
+}
+
 // A bool is one byte, 0 or 1 (FORMAT.md). The writer (the parent, fed by a
 // worker it does not trust) refuses anything else, and Verify catches a file
 // that holds it with consistent digests.
