@@ -27,20 +27,20 @@ std::string_view StatusCodeName(StatusCode code) {
 
 int ExitCodeFor(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return 0;
-    case StatusCode::kRefused: return 1;
-    case StatusCode::kInvalidArgument: return 2;
+    case StatusCode::kOk: return kExitConverted;
+    case StatusCode::kRefused: return kExitRefused;
+    case StatusCode::kInvalidArgument: return kExitUsage;
     case StatusCode::kMalformed:
-    case StatusCode::kUnsupported: return 3;
+    case StatusCode::kUnsupported: return kExitMalformed;
     case StatusCode::kLimitExceeded:
-    case StatusCode::kTimeout: return 4;
+    case StatusCode::kTimeout: return kExitLimit;
     case StatusCode::kSandboxViolation:
-    case StatusCode::kWorkerCrashed: return 5;
-    case StatusCode::kIoError: return 6;
+    case StatusCode::kWorkerCrashed: return kExitWorkerStopped;
+    case StatusCode::kIoError: return kExitIoError;
     case StatusCode::kInternal:
-    case StatusCode::kSandboxSetupFailed: return 70;
+    case StatusCode::kSandboxSetupFailed: return kExitInternal;
   }
-  return 70;
+  return kExitInternal;
 }
 
 std::string Status::ToString() const {

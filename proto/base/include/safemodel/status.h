@@ -54,15 +54,21 @@ enum class StatusCode : uint32_t {
   kSandboxSetupFailed = 11,
 };
 
-// Largest defined code; used to validate codes received from the worker.
-inline constexpr uint32_t kMaxStatusCode = 11;
-
 // Returns a stable lower-case name such as "refused" or "limit_exceeded".
 std::string_view StatusCodeName(StatusCode code);
 
-// The safe-convert exit code for a status code (README "Exit codes"):
-// 0 converted, 1 refused, 2 usage, 3 malformed/unsupported, 4 limit,
-// 5 sandbox stopped the worker, 6 I/O error, 70 internal.
+// safe-convert's exit codes (README "Exit codes"), pinned like the status
+// codes they stand for.
+inline constexpr int kExitConverted = 0;      // converted (or inspect/verify succeeded)
+inline constexpr int kExitRefused = 1;        // the input carries code or refers to code
+inline constexpr int kExitUsage = 2;          // bad flags, unusable IN or OUT
+inline constexpr int kExitMalformed = 3;      // malformed or unsupported input
+inline constexpr int kExitLimit = 4;          // a size, time or memory limit
+inline constexpr int kExitWorkerStopped = 5;  // the sandbox stopped the worker, or it crashed
+inline constexpr int kExitIoError = 6;        // I/O error: output, report, or the input changed
+inline constexpr int kExitInternal = 70;      // a bug, or the sandbox could not be set up
+
+// The exit code for a status code.
 int ExitCodeFor(StatusCode code);
 
 class [[nodiscard]] Status {

@@ -7,7 +7,6 @@
 // whoever made the model or named the file) goes through E(), which escapes
 // terminal control and bidirectional characters. The JSON report is escaped
 // by the JSON encoder instead.
-#include <google/protobuf/stubs/logging.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,8 +26,6 @@
 #include "safemodel/reader.h"
 
 namespace {
-
-constexpr int kUsageExit = 2;
 
 std::string E(std::string_view text) { return safemodel::EscapeForDisplay(text); }
 
@@ -66,7 +63,7 @@ const char kUsage[] =
 int Usage(const std::string& msg) {
   if (!msg.empty()) std::cerr << "safe-convert: " << E(msg) << "\n";
   std::cerr << kUsage;
-  return kUsageExit;
+  return safemodel::kExitUsage;
 }
 
 bool ParseSize(std::string_view s, uint64_t* out) {
@@ -108,7 +105,7 @@ int Inspect(const std::vector<std::string>& args) {
     return safemodel::ExitCodeFor(model.status().code());
   }
   std::cout << (json ? safemodel::InspectJson(*model) + "\n" : safemodel::InspectText(*model));
-  return 0;
+  return safemodel::kExitConverted;
 }
 
 int Verify(const std::vector<std::string>& args) {
@@ -121,7 +118,7 @@ int Verify(const std::vector<std::string>& args) {
   }
   std::cout << E(args[0]) << ": OK (" << model->tensors().size() << " tensors, "
             << safemodel::DigestAlgorithmName(model->digest_algorithm()) << " digests verified)\n";
-  return 0;
+  return safemodel::kExitConverted;
 }
 
 // Temporary output files are anonymous where the kernel allows; elsewhere
@@ -297,24 +294,20 @@ int Convert(const std::vector<std::string>& args) {
                                         << ") -> " << E(paths[1]) << ": " << r.tensor_count
                                         << " tensors, " << r.output_bytes << " bytes\n";
   }
-  return report_failed ? 6 : 0;
+  return report_failed ? safemodel::kExitIoError : safemodel::kExitConverted;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Protobuf would log parse failures of hostile input to stderr; the
-  // library reports them as statuses instead.
-  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int,
-                                     const std::string&) {});
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << kUsage;
-    return args.empty() ? kUsageExit : 0;
+    return args.empty() ? safemodel::kExitUsage : safemodel::kExitConverted;
   }
   if (args[0] == "--version") {
     std::cout << safemodel::ConverterVersion() << "\n";
-    return 0;
+    return safemodel::kExitConverted;
   }
   const std::string cmd = args[0];
   if (cmd == "inspect") return Inspect({args.begin() + 1, args.end()});
