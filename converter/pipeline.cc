@@ -115,24 +115,44 @@ bool ChannelClosed(int fd) {
   return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP) != 0;
 }
 
-std::string FindWorker(const ConvertOptions& options) {
+// The worker to run, in this order: ConvertOptions::worker_path; else
+// $SAFEMODEL_WORKER, which must then be an absolute path (a relative one
+// would be resolved against the current directory, often the model's);
+// else beside the program or library holding this code (the build tree);
+// else where the install layout puts it relative to that file (bin/ or
+// lib/ to libexec/safemodel/), so that a moved prefix still works; else the
+// install prefix compiled in. A worker named explicitly is never replaced
+// by another one.
+Result<std::string> FindWorker(const ConvertOptions& options) {
   if (!options.worker_path.empty()) return options.worker_path;
+  if (const char* env = secure_getenv("SAFEMODEL_WORKER"); env != nullptr && *env != '\0') {
+    if (env[0] != '/') {
+      return Status(StatusCode::kSandboxSetupFailed,
+                    "SAFEMODEL_WORKER must be an absolute path, not '" + std::string(env) + "'");
+    }
+    return std::string(env);
+  }
   std::vector<std::string> candidates;
   Dl_info info;
   if (dladdr(reinterpret_cast<void*>(&ConvertFile), &info) != 0 && info.dli_fname != nullptr) {
     std::error_code ec;
-    auto self = std::filesystem::canonical(info.dli_fname, ec);
+    auto dir = std::filesystem::canonical(info.dli_fname, ec).parent_path();
     if (!ec) {
-      candidates.push_back((self.parent_path() / "safemodel-worker").string());
-      candidates.push_back((self.parent_path().parent_path() / "libexec" / "safemodel" /
-                            "safemodel-worker").string());
+      candidates.push_back((dir / "safemodel-worker").string());
+      for (const char* rel : {SAFEMODEL_WORKER_FROM_BINDIR, SAFEMODEL_WORKER_FROM_LIBDIR}) {
+        candidates.push_back((dir / rel).lexically_normal().string());
+      }
     }
   }
-  if (std::string(SAFEMODEL_INSTALL_WORKER).size() > 0) candidates.push_back(SAFEMODEL_INSTALL_WORKER);
+  candidates.push_back(SAFEMODEL_INSTALL_WORKER);
   for (const std::string& c : candidates) {
     if (access(c.c_str(), X_OK) == 0) return c;
   }
-  return "";
+  std::string tried;
+  for (const std::string& c : candidates) tried += (tried.empty() ? "" : ", ") + c;
+  return Status(StatusCode::kSandboxSetupFailed,
+                "cannot find the safemodel-worker executable (tried " + tried +
+                    "); set SAFEMODEL_WORKER to its absolute path");
 }
 
 // The layers the parent must observe: the mandatory ones and those the
@@ -266,12 +286,7 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   report->options = options;
 
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
-  const std::string worker_path = FindWorker(opt);
-  if (worker_path.empty()) {
-    return Status(StatusCode::kSandboxSetupFailed,
-                  "cannot find the safemodel-worker executable next to the library or in " +
-                      std::string(SAFEMODEL_INSTALL_WORKER));
-  }
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
 
   InputHasher hasher;
   hasher.Start(in_fd, input_size);

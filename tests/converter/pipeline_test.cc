@@ -1,5 +1,6 @@
 // ConvertFile end to end through the real sandboxed worker: success reports,
 // determinism, atomic output, and every failure leaving nothing behind.
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -220,6 +221,41 @@ TEST(Pipeline, AMissingWorkerIsASetupFailure) {
   EXPECT_EQ(r.status.code(), StatusCode::kSandboxSetupFailed) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 70);
   EXPECT_EQ(dir.List(), std::vector<std::string>{});
+}
+
+// Sets an environment variable for the life of the object.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+// $SAFEMODEL_WORKER names the worker for odd layouts; it wins over the one
+// beside this test program, and a wrong value fails instead of falling back.
+TEST(Pipeline, SafemodelWorkerEnvironmentVariableNamesTheWorker) {
+  TempDir dir;
+  {
+    ScopedEnv env("SAFEMODEL_WORKER", std::string(SAFEMODEL_BIN_DIR) + "/safemodel-worker");
+    ConvertReport r = Convert(Fixture("numpy/f32.npy"), dir.File("out"), ConvertOptions{});
+    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  }
+  {
+    ScopedEnv env("SAFEMODEL_WORKER", dir.File("no-worker"));
+    ConvertReport r = Convert(Fixture("numpy/f32.npy"), dir.File("out2"), ConvertOptions{});
+    EXPECT_EQ(r.status.code(), StatusCode::kSandboxSetupFailed) << r.status.ToString();
+  }
+  {
+    ScopedEnv env("SAFEMODEL_WORKER", "safemodel-worker");
+    ConvertReport r = Convert(Fixture("numpy/f32.npy"), dir.File("out3"), ConvertOptions{});
+    EXPECT_EQ(r.status.code(), StatusCode::kSandboxSetupFailed) << r.status.ToString();
+    EXPECT_NE(r.status.message().find("absolute"), std::string::npos) << r.status.ToString();
+  }
+  EXPECT_EQ(dir.List(), std::vector<std::string>{"out"});
 }
 
 }  // namespace

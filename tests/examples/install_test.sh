@@ -1,7 +1,8 @@
 #!/bin/sh
-# Installs the build into a scratch prefix, builds examples/consumer against
-# it with find_package(safemodel), and converts the bundled example model with
-# the installed worker. Usage: install_test.sh BUILD_DIR SOURCE_DIR
+# Installs the build into a scratch prefix, MOVES the prefix elsewhere (an
+# installed copy is relocatable), builds examples/consumer against it with
+# find_package(safemodel), and converts the bundled example model with the
+# installed worker. Usage: install_test.sh BUILD_DIR SOURCE_DIR
 set -eu
 build=$1
 src=$2
@@ -28,13 +29,16 @@ for prog in "$tmp/prefix/libexec/safemodel/safemodel-worker" "$tmp/prefix/bin/sa
     esac
   done
 done
-cmake -S "$src/examples/consumer" -B "$tmp/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+# Relocation: nothing below may depend on where the prefix was installed.
+mv "$tmp/prefix" "$tmp/moved"
+tmp_prefix=$tmp/moved
+cmake -S "$src/examples/consumer" -B "$tmp/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$tmp_prefix" >/dev/null
 cmake --build "$tmp/consumer" >/dev/null
 out=$("$tmp/consumer/library_usage" "$src/examples/models/mlp.npz" "$tmp/mlp.safemodel" out.kernel \
-      "$tmp/prefix/libexec/safemodel/safemodel-worker")
+      "$tmp_prefix/libexec/safemodel/safemodel-worker")
 echo "$out"
 echo "$out" | grep -q "^out.kernel\[0\] = "
 # The installed CLI finds its worker by itself.
-"$tmp/prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/cli.safemodel" --no-sync
+"$tmp_prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/cli.safemodel" --no-sync
 cmp "$tmp/mlp.safemodel" "$tmp/cli.safemodel"
 echo "install test passed"

@@ -83,8 +83,10 @@ struct ConvertOptions {
   // a full disk), the bytes already written are incomplete and the status is
   // kIoError: a reader must check the exit status.
   int output_fd = -1;
-  // Path of safemodel-worker; empty = next to this library or executable,
-  // then the installed libexec location.
+  // Path of safemodel-worker; empty = $SAFEMODEL_WORKER (an absolute path),
+  // else next to the program or library holding the pipeline, else the
+  // install layout's libexec/safemodel/ relative to it (a moved prefix
+  // works), else the configured install prefix.
   std::string worker_path;
   // Isolation layers the parent must see in the locked-down worker's /proc
   // entry before it reads a single result frame, on top of the ones always
