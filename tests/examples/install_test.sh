@@ -41,4 +41,22 @@ echo "$out" | grep -q "^out.kernel\[0\] = "
 # The installed CLI finds its worker by itself.
 "$tmp_prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/cli.safemodel" --no-sync
 cmp "$tmp/mlp.safemodel" "$tmp/cli.safemodel"
+# The reader-only consumer, as an inference engine builds it: with
+# find_package(safemodel COMPONENTS format) in a project that asks for C++17
+# (the exported target raises it to C++20), and with pkg-config. Both link
+# the shared libsafemodel.so only, and read the file the CLI wrote.
+test -f "$tmp_prefix/lib/pkgconfig/safemodel.pc"
+cmake -S "$src/examples/reader" -B "$tmp/reader" -G Ninja -DCMAKE_PREFIX_PATH="$tmp_prefix" \
+      -DCMAKE_CXX_STANDARD=17 >/dev/null
+cmake --build "$tmp/reader" >/dev/null
+readelf -d "$tmp/reader/reader_only" | grep -q 'NEEDED.*\[libsafemodel\.so\.' || {
+  echo "the find_package reader does not link libsafemodel.so" >&2; exit 1; }
+"$tmp/reader/reader_only" "$tmp/cli.safemodel" | grep -q "^out.kernel f32 "
+export PKG_CONFIG_PATH="$tmp_prefix/lib/pkgconfig"
+# shellcheck disable=SC2046  # pkg-config's output is a list of flags
+c++ -std=c++20 -o "$tmp/reader_pc" "$src/examples/reader_only.cc" $(pkg-config --cflags --libs safemodel) \
+    -Wl,-rpath,"$(pkg-config --variable=libdir safemodel)"
+readelf -d "$tmp/reader_pc" | grep 'NEEDED' | grep -q -v -E 'seccomp|protobuf' || exit 1
+if readelf -d "$tmp/reader_pc" | grep -E 'NEEDED.*(seccomp|protobuf)'; then exit 1; fi
+"$tmp/reader_pc" "$tmp/cli.safemodel" | grep -q "^out.kernel f32 "
 echo "install test passed"

@@ -7,18 +7,19 @@
 
 #include <string>
 
+#include "safemodel/export.h"
 #include "safemodel/reader.h"
 
 namespace safemodel {
 
 // A text summary: provenance, findings, architecture, then one line per tensor.
-std::string InspectText(const Model& model);
+SAFEMODEL_EXPORT std::string InspectText(const Model& model);
 
 // One JSON object: format version, provenance, digest algorithm,
 // architecture, metadata, and per tensor name, dtype, shape, offset, nbytes,
 // alias_of, the stored digest, and the SHA-256 of its stored bytes computed
 // now (reads every tensor).
-std::string InspectJson(const Model& model);
+SAFEMODEL_EXPORT std::string InspectJson(const Model& model);
 
 }  // namespace safemodel
 

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "safemodel/dtype.h"
+#include "safemodel/export.h"
 #include "safemodel/finding.h"
 #include "safemodel/status.h"
 #include "safemodel/value.h"
@@ -37,7 +38,7 @@ namespace safemodel {
 enum class DigestAlgorithm : uint32_t { kXxh3_128 = 1, kSha256 = 2 };
 
 // "xxh3-128" | "sha256"
-const char* DigestAlgorithmName(DigestAlgorithm algorithm);
+SAFEMODEL_EXPORT const char* DigestAlgorithmName(DigestAlgorithm algorithm);
 
 struct TensorInfo {
   std::string name;
@@ -60,7 +61,7 @@ struct Provenance {
   std::vector<std::string> options;
 };
 
-class Model {
+class SAFEMODEL_EXPORT Model {
  public:
   // Maps and validates `path`. O(header + trailer). A path that does not
   // exist is kInvalidArgument; other open/map failures are kIoError.

@@ -15,6 +15,8 @@
 #include <string>
 #include <string_view>
 
+#include "safemodel/export.h"
+
 namespace safemodel {
 
 // Returns `text` with every character that could control a terminal or hide
@@ -28,7 +30,7 @@ namespace safemodel {
 //   backslash                                                  -> \\ (so escapes are unambiguous)
 // The result is printable ASCII plus valid UTF-8 of visible characters, on
 // one line.
-std::string EscapeForDisplay(std::string_view text);
+SAFEMODEL_EXPORT std::string EscapeForDisplay(std::string_view text);
 
 }  // namespace safemodel
 

@@ -11,6 +11,8 @@
 #include <optional>
 #include <string_view>
 
+#include "safemodel/export.h"
+
 namespace safemodel {
 
 enum class DType : uint32_t {
@@ -40,20 +42,20 @@ enum class DType : uint32_t {
 inline constexpr uint32_t kMaxDType = 20;
 
 // Bytes per element; 0 for kInvalid or an unknown value.
-uint32_t DTypeSize(DType dtype);
+SAFEMODEL_EXPORT uint32_t DTypeSize(DType dtype);
 
 // Size of the unit that is byte-swapped when converting from big-endian
 // (the component size for complex types, 1 for byte-sized types).
-uint32_t DTypeSwapUnit(DType dtype);
+SAFEMODEL_EXPORT uint32_t DTypeSwapUnit(DType dtype);
 
 // Stable lower-case name: "f32", "bf16", "c64", "f8_e4m3fn", "bool", ...
-std::string_view DTypeName(DType dtype);
+SAFEMODEL_EXPORT std::string_view DTypeName(DType dtype);
 
 // Inverse of DTypeName; nullopt for an unknown name.
-std::optional<DType> DTypeFromName(std::string_view name);
+SAFEMODEL_EXPORT std::optional<DType> DTypeFromName(std::string_view name);
 
 // True for a value that names a defined dtype (not kInvalid).
-bool IsValidDType(uint32_t raw);
+SAFEMODEL_EXPORT bool IsValidDType(uint32_t raw);
 
 }  // namespace safemodel
 

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "safemodel/export.h"
+
 namespace safemodel {
 
 struct Finding {
@@ -23,7 +25,7 @@ struct Finding {
 };
 
 // "refused" | "dropped" | "note"
-const char* SeverityName(Finding::Severity severity);
+SAFEMODEL_EXPORT const char* SeverityName(Finding::Severity severity);
 
 }  // namespace safemodel
 

@@ -25,6 +25,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "safemodel/export.h"
+
 namespace safemodel {
 
 // Pinned values; see the file comment.
@@ -55,7 +57,7 @@ enum class StatusCode : uint32_t {
 };
 
 // Returns a stable lower-case name such as "refused" or "limit_exceeded".
-std::string_view StatusCodeName(StatusCode code);
+SAFEMODEL_EXPORT std::string_view StatusCodeName(StatusCode code);
 
 // safe-convert's exit codes (README "Exit codes"), pinned like the status
 // codes they stand for.
@@ -69,9 +71,9 @@ inline constexpr int kExitIoError = 6;        // I/O error: output, report, or t
 inline constexpr int kExitInternal = 70;      // a bug, or the sandbox could not be set up
 
 // The exit code for a status code.
-int ExitCodeFor(StatusCode code);
+SAFEMODEL_EXPORT int ExitCodeFor(StatusCode code);
 
-class [[nodiscard]] Status {
+class [[nodiscard]] SAFEMODEL_EXPORT Status {
  public:
   Status() = default;  // OK
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
@@ -136,7 +138,7 @@ class [[nodiscard]] Result {
 };
 
 namespace internal {
-[[noreturn]] void DieOnBadResultAccess(const Status& status);
+[[noreturn]] SAFEMODEL_EXPORT void DieOnBadResultAccess(const Status& status);
 }  // namespace internal
 
 template <typename T>

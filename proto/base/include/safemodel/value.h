@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "safemodel/export.h"
 #include "safemodel/status.h"
 
 namespace safemodel {
@@ -32,7 +33,11 @@ inline constexpr uint32_t kMaxValueDepth = 64;
 // One million nodes is ~100x the largest real Keras config seen (MobileNetV2).
 inline constexpr uint64_t kMaxValueNodes = 1'000'000;
 
-class Value {
+class Value;
+// Deep comparison (declared here so that it is exported).
+SAFEMODEL_EXPORT bool operator==(const Value& a, const Value& b);
+
+class SAFEMODEL_EXPORT Value {
  public:
   enum class Kind : uint8_t { kNull, kBool, kInt, kDouble, kString, kBytes, kList, kMap };
   using Entry = std::pair<std::string, Value>;
@@ -84,11 +89,11 @@ class Value {
 
 // Verifies depth, node count and unique map keys, iteratively.
 // `what` names the tree in the error ("architecture").
-Status CheckValue(const Value& value, std::string_view what);
+SAFEMODEL_EXPORT Status CheckValue(const Value& value, std::string_view what);
 
 // Compact JSON rendering (bytes as {"$bytes": "<hex>"}, non-finite doubles as
 // strings). Iterative; used by `inspect` and reports.
-std::string ValueToJson(const Value& value);
+SAFEMODEL_EXPORT std::string ValueToJson(const Value& value);
 
 }  // namespace safemodel
 
