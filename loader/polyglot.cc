@@ -12,8 +12,6 @@ namespace safemodel::loader {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // Offsets zipfile computes can go negative or past 2^64 on crafted input.
 __extension__ using Int128 = __int128;
 
@@ -31,10 +29,6 @@ constexpr uint64_t kCentralHeaderBytes = 46;
 constexpr uint64_t kMaxTarMembers = 1 << 20;
 // A tar pax or GNU long-name record read for a member's name.
 constexpr uint64_t kMaxTarNameRecord = 1 << 16;
-
-bool Starts(ByteView in, std::string_view magic) {
-  return in.size() >= magic.size() && std::memcmp(in.data(), magic.data(), magic.size()) == 0;
-}
 
 uint64_t Le(ByteView b, size_t off, size_t n) {
   uint64_t v = 0;
@@ -184,7 +178,7 @@ bool IsTarHeader(ByteView block) {
 }
 
 bool TorchReadsAsTar(ByteView input) {
-  return input.size() >= kTarBlock && !Starts(input, "PK\x03\x04") &&
+  return input.size() >= kTarBlock && !StartsWith(input, "PK\x03\x04") &&
          IsTarHeader(input.subspan(0, kTarBlock));
 }
 
@@ -206,14 +200,15 @@ std::optional<ZipfileView> FindZipfileArchive(ByteView input) {
   if (size < kEndRecordBytes) return std::nullopt;
   uint64_t pos = UINT64_MAX;
   const uint64_t tail = size - kEndRecordBytes;
-  if (Starts(input.subspan(tail), "PK\x05\x06") && input[size - 2] == 0 && input[size - 1] == 0) {
+  if (StartsWith(input.subspan(tail), "PK\x05\x06") && input[size - 2] == 0 &&
+      input[size - 1] == 0) {
     pos = tail;
   } else {
     const uint64_t from = size > kMaxCommentBytes + kEndRecordBytes
                               ? size - kMaxCommentBytes - kEndRecordBytes
                               : 0;
     for (uint64_t off = size - 4 + 1; off-- > from;) {  // rfind
-      if (Starts(input.subspan(off), "PK\x05\x06")) {
+      if (StartsWith(input.subspan(off), "PK\x05\x06")) {
         pos = off;
         break;
       }
@@ -226,11 +221,12 @@ std::optional<ZipfileView> FindZipfileArchive(ByteView input) {
   uint64_t cd_offset = Le(input, pos + 16, 4);
   // _EndRecData64: a locator exactly 20 bytes before, then a 56-byte zip64
   // end record exactly before that (its declared size is not used).
-  if (pos >= kZip64LocatorBytes && Starts(input.subspan(pos - kZip64LocatorBytes), "PK\x06\x07")) {
+  if (pos >= kZip64LocatorBytes &&
+      StartsWith(input.subspan(pos - kZip64LocatorBytes), "PK\x06\x07")) {
     const uint64_t loc = pos - kZip64LocatorBytes;
     const uint64_t disk = Le(input, loc + 4, 4), disks = Le(input, loc + 16, 4);
     if (disk != 0 || disks > 1) return std::nullopt;  // BadZipFile
-    if (loc >= kZip64EndBytes && Starts(input.subspan(loc - kZip64EndBytes), "PK\x06\x06")) {
+    if (loc >= kZip64EndBytes && StartsWith(input.subspan(loc - kZip64EndBytes), "PK\x06\x06")) {
       const uint64_t rec = loc - kZip64EndBytes;
       v.zip64 = true;
       cd_size = Le(input, rec + 40, 8);
@@ -245,7 +241,7 @@ std::optional<ZipfileView> FindZipfileArchive(ByteView input) {
   v.cd_start = static_cast<uint64_t>(start);
   v.cd_size = cd_size;
   v.has_entries = cd_size >= kCentralHeaderBytes && v.cd_start + kCentralHeaderBytes <= size &&
-                  Starts(input.subspan(v.cd_start), "PK\x01\x02");
+                  StartsWith(input.subspan(v.cd_start), "PK\x01\x02");
   return v;
 }
 
@@ -256,7 +252,7 @@ std::optional<uint64_t> StrictZipEndRecord(ByteView input) {
   const uint64_t lowest =
       size - kEndRecordBytes > 0xFFFF ? size - kEndRecordBytes - 0xFFFF : 0;
   for (uint64_t off = size - kEndRecordBytes + 1; off-- > lowest;) {
-    if (!Starts(input.subspan(off), "PK\x05\x06")) continue;
+    if (!StartsWith(input.subspan(off), "PK\x05\x06")) continue;
     if (off + kEndRecordBytes + Le(input, off + 20, 2) != size) continue;
     if (found) return std::nullopt;
     found = off;
@@ -340,7 +336,7 @@ void ScanTarReading(ByteView input, ParseContext& ctx) {
     next_name.reset();
     if (has_data) {
       const std::string where = "tar member '" + Printable(name) + "'";
-      if (Starts(body, "PK\x03\x04")) {
+      if (StartsWith(body, "PK\x03\x04")) {
         // A checkpoint packed in the tar: its members are scanned (one
         // level; ScanMember does not open zips).
         ScanDamagedZip(body, ctx);

@@ -18,14 +18,6 @@ namespace safemodel::loader {
 
 namespace {
 
-bool StartsWith(ByteView input, std::string_view magic) {
-  return input.size() >= magic.size() && std::memcmp(input.data(), magic.data(), magic.size()) == 0;
-}
-
-bool EndsWith(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
 // A zip archive: which container is it? Decided by member names only.
 Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
   Result<std::shared_ptr<ZipArchive>> opened = ZipArchive::Open(input);
@@ -56,7 +48,7 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
     return ctx.RefusedStatus();
   }
   bool all_npy = !zip->entries().empty();
-  for (const ZipEntry& e : zip->entries()) all_npy = all_npy && EndsWith(e.name, ".npy");
+  for (const ZipEntry& e : zip->entries()) all_npy = all_npy && e.name.ends_with(".npy");
   if (all_npy) return ParseNpzArchive(std::move(zip), ctx, out);
   // PyTorch checkpoints; any other archive is scanned for pickles and then
   // reported as not a model container.

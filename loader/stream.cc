@@ -12,8 +12,6 @@ namespace {
 // Wide enough for any sum of rank x (dimension x stride) terms.
 __extension__ using Int128 = __int128;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 void SwapUnits(uint8_t* p, uint64_t n_bytes, uint32_t unit) {
   switch (unit) {
     case 2:

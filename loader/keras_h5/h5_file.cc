@@ -13,8 +13,6 @@ namespace safemodel::loader::h5 {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // Link values (soft-link targets, external-link file and path) larger than
 // this are not read; the finding then gives only their size.
 constexpr size_t kMaxLinkValueBytes = 64 * 1024;

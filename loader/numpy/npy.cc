@@ -14,8 +14,6 @@ namespace safemodel::loader {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr size_t kMagicBytes = 6;
 

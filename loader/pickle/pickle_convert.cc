@@ -20,8 +20,6 @@ namespace safemodel::loader::pickle {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // Bytes values larger than this are not scanned for an embedded pickle: the
 // note is advice, and large blobs are data (images, buffers), not payloads.
 constexpr uint64_t kMaxEmbeddedScanBytes = 16 << 20;

@@ -15,8 +15,6 @@ using pickle::Ref;
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // Bytes a compressed stream may inflate to per input byte before the input
 // is considered a bomb (zlib's own maximum is ~1032:1).
 constexpr uint64_t kMaxInflateRatio = 1100;

@@ -14,8 +14,6 @@ namespace safemodel::loader::pickle {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // Opcodes (CPython Lib/pickle.py; ../shared/docs/OPCODES.md).
 enum Op : uint8_t {
   kMark = '(',

@@ -23,8 +23,6 @@ namespace safemodel::loader {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 constexpr uint8_t kSignature[6] = {'7', 'z', 0xBC, 0xAF, 0x27, 0x1C};
 constexpr uint64_t kSignatureHeaderBytes = 32;
 // Counts a header may declare (folders, coders, files, streams): far above

@@ -23,8 +23,6 @@ using pickle::StorageInfo;
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION.
 constexpr uint8_t kLegacyMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
 constexpr int64_t kLegacyProtocolVersion = 1001;
@@ -150,12 +148,9 @@ struct TorchLayout {
 };
 
 bool IsTorchScriptRecord(std::string_view rel) {
-  auto ends_with = [&](std::string_view s) {
-    return rel.size() >= s.size() && rel.substr(rel.size() - s.size()) == s;
-  };
   return rel == "constants.pkl" || rel == "attributes.pkl" || rel == "bytecode.pkl" ||
          rel.substr(0, 5) == "code/" || rel.substr(0, 6) == "extra/" ||
-         rel.substr(0, 14) == ".data/ts_code/" || ends_with(".debug_pkl");
+         rel.substr(0, 14) == ".data/ts_code/" || rel.ends_with(".debug_pkl");
 }
 
 TorchLayout ReadLayout(const ZipArchive& zip) {

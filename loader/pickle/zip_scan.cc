@@ -191,12 +191,12 @@ std::string InflateRaw(ByteView in, uint64_t cap) {
 void ScanMember(ByteView bytes, const std::string& where, ParseContext& ctx) {
   // A zip inside the member ("PK" is the PERSID opcode to a pickle reader,
   // which no loader without a persistent_load accepts): not a pickle.
-  if (bytes.size() >= 4 && std::memcmp(bytes.data(), "PK\x03\x04", 4) == 0) return;
+  if (StartsWith(bytes, "PK\x03\x04")) return;
   if (LooksLikePickle(bytes)) {
     ScanForFindings(bytes, 0, where, ctx);
     return;
   }
-  if (bytes.size() >= 6 && std::memcmp(bytes.data(), "\x93NUMPY", 6) == 0) {
+  if (StartsWith(bytes, "\x93NUMPY")) {
     Result<NpyHeader> h = ParseNpyHeader(bytes, where);
     if (h.ok() && h->is_object && h->data_offset < bytes.size()) {
       ScanForFindings(bytes, h->data_offset, where, ctx);

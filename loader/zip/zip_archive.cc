@@ -26,8 +26,6 @@ constexpr uint8_t kMadeByUnix = 3;
 // A 32-bit size or offset of this value means "in the zip64 extra field".
 constexpr uint64_t kMax32 = 0xFFFFFFFF;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // libdeflate's CRC-32 uses carry-less multiplication (PCLMULQDQ/VPCLMULQDQ):
 // ~14 GB/s here against zlib's ~4 GB/s, and every stored member is checked.
 uint32_t Crc32(ByteView bytes) { return libdeflate_crc32(0, bytes.data(), bytes.size()); }
