@@ -52,7 +52,6 @@ class ParseContext {
   // The status a parser returns after refusals: names the first and counts.
   Status RefusedStatus() const;
   const std::vector<Finding>& findings() const { return findings_; }
-  std::vector<Finding> TakeFindings() { return std::move(findings_); }
 
   // Charges `units` of work. `reading` is the allowance of a stream still
   // being read (kWorkPerByte per byte read so far); LimitExceeded, naming

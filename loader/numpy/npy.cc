@@ -249,15 +249,6 @@ class NpyParser final : public Parser {
   }
 };
 
-class NpzParser final : public Parser {
- public:
-  Status Parse(ByteView input, ParseContext& ctx, ParsedModel* out) override {
-    out->source_format = "npz";
-    SAFEMODEL_ASSIGN_OR_RETURN(std::shared_ptr<ZipArchive> zip, ZipArchive::Open(input));
-    return ParseNpzArchive(std::move(zip), ctx, out);
-  }
-};
-
 }  // namespace
 
 Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where_view) {
@@ -401,6 +392,5 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, ParseContext& ctx, Parse
 }
 
 std::unique_ptr<Parser> NewNpyParser() { return std::make_unique<NpyParser>(); }
-std::unique_ptr<Parser> NewNpzParser() { return std::make_unique<NpzParser>(); }
 
 }  // namespace safemodel::loader

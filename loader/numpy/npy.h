@@ -58,7 +58,6 @@ class ZipArchive;
 Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, ParseContext& ctx, ParsedModel* out);
 
 std::unique_ptr<Parser> NewNpyParser();
-std::unique_ptr<Parser> NewNpzParser();
 
 }  // namespace safemodel::loader
 
