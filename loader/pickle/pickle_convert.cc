@@ -10,10 +10,10 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "converter/keyed_hash.h"
 #include "safemodel/limits.h"
 
-#include "loader/pickle/pickle_internal.h"
+#include "converter/keyed_hash.h"
+#include "loader/pickle/pickle_run.h"
 #include "loader/stream.h"
 
 namespace safemodel::loader::pickle {
@@ -888,6 +888,11 @@ Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
                                ParsedModel* out) {
   Converter c(std::move(graph), settings, ctx, out);
   return c.Run(root);
+}
+
+void StoreTrees(Converted converted, ParsedModel* out) {
+  if (!converted.architecture.is_null()) out->architecture = std::move(converted.architecture);
+  if (!converted.metadata.is_null()) out->metadata = std::move(converted.metadata);
 }
 
 }  // namespace safemodel::loader::pickle

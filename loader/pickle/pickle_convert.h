@@ -62,6 +62,10 @@ Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
                                const ConvertSettings& settings, ParseContext& ctx,
                                ParsedModel* out);
 
+// Sets out->metadata / out->architecture from a conversion (the parts that
+// are not null).
+void StoreTrees(Converted converted, ParsedModel* out);
+
 }  // namespace safemodel::loader::pickle
 
 #endif  // SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_

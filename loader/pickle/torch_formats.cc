@@ -1,13 +1,13 @@
-// PyTorch checkpoints: the zip layout (torch >= 1.6) and the legacy stream
-// (torch < 1.6, or _use_new_zipfile_serialization=False). Layouts:
-// ../shared/docs/PICKLE.md sections 3.3 and 3.4.
+#include "loader/pickle/torch_formats.h"
+
 #include <algorithm>
 #include <map>
 #include <set>
 
 #include "converter/keyed_hash.h"
-#include "loader/pickle/pickle_formats.h"
-#include "loader/pickle/pickle_internal.h"
+#include "loader/pickle/archive_scan.h"
+#include "loader/pickle/pickle_convert.h"
+#include "loader/pickle/pickle_run.h"
 
 namespace safemodel::loader {
 
@@ -266,16 +266,8 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
     return LoadStorage(m, pid, offset, /*legacy=*/false, table.get());
   };
   Machine machine(ctx, *graph, opts);
-  uint64_t end = 0;
-  Result<Ref> root = machine.Run(pkl, 0, &end);
-  if (root.ok() && end != pkl.size()) {
-    pickle::ScanForFindings(pkl, end, where, ctx);
-    if (ctx.refused()) return ctx.RefusedStatus();
-    return Status::Malformed(where + ": " + Num(pkl.size() - end) +
-                             " bytes after the pickle's STOP");
-  }
-  if (ctx.refused()) return pickle::RefusedStatus(ctx, root.status(), where);
-  SAFEMODEL_RETURN_IF_ERROR(root.status());
+  SAFEMODEL_ASSIGN_OR_RETURN(const Ref root,
+                             pickle::RunWholePickle(machine, pkl, where, "the pickle's STOP", ctx));
   // Every storage record must be one data.pkl refers to.
   for (const auto& [key, entry] : layout.storages) {
     if (table->by_key.count(key) == 0) {
@@ -318,7 +310,7 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
     return d;
   };
   SAFEMODEL_ASSIGN_OR_RETURN(pickle::Converted c,
-                             pickle::ConvertGraph(graph, *root, settings, ctx, out));
+                             pickle::ConvertGraph(graph, root, settings, ctx, out));
   out->keepalive.push_back(zip);
   pickle::StoreTrees(std::move(c), out);
   return Status::Ok();
