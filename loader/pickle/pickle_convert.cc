@@ -14,6 +14,7 @@
 
 #include "converter/keyed_hash.h"
 #include "loader/pickle/pickle_run.h"
+#include "loader/pickle/text_codecs.h"
 #include "loader/stream.h"
 
 namespace safemodel::loader::pickle {
@@ -23,31 +24,6 @@ namespace {
 // Bytes values larger than this are not scanned for an embedded pickle: the
 // note is advice, and large blobs are data (images, buffers), not payloads.
 constexpr uint64_t kMaxEmbeddedScanBytes = 16 << 20;
-
-// Decimal text of a little-endian two's complement integer.
-std::string BigIntDecimal(ByteView le) {
-  std::vector<uint8_t> mag(le.begin(), le.end());
-  const bool negative = !mag.empty() && (mag.back() & 0x80);
-  if (negative) {
-    NegateTwosComplement(&mag);
-  }
-  std::string digits;
-  for (;;) {
-    bool zero = std::all_of(mag.begin(), mag.end(), [](uint8_t b) { return b == 0; });
-    if (zero) break;
-    unsigned rem = 0;
-    for (size_t i = mag.size(); i-- > 0;) {
-      unsigned cur = (rem << 8) | mag[i];
-      mag[i] = static_cast<uint8_t>(cur / 10);
-      rem = cur % 10;
-    }
-    digits.push_back(static_cast<char>('0' + rem));
-  }
-  if (digits.empty()) digits = "0";
-  if (negative) digits.push_back('-');
-  std::reverse(digits.begin(), digits.end());
-  return digits;
-}
 
 std::string FloatRepr(double f) {
   if (std::isnan(f)) return "nan";
@@ -181,7 +157,7 @@ Result<std::string> Converter::KeyString(Ref key) {
     case Kind::kFloat:
       return FloatRepr(key.f);
     case Kind::kBigInt:
-      return BigIntDecimal(g_.at(key).data);
+      return TwosComplementToDecimal(g_.at(key).data);
     case Kind::kBytes:
       return "b'" + Printable(g_.text(key), 4096) + "'";
     case Kind::kTuple: {
@@ -587,7 +563,7 @@ Status Converter::Visit(const Work& w) {
       return Status::Ok();
     case Kind::kBigInt:
       slot = Value::Map();
-      slot.mutable_entries().emplace_back("$int", Value::String(BigIntDecimal(g_.at(r).data)));
+      slot.mutable_entries().emplace_back("$int", Value::String(TwosComplementToDecimal(g_.at(r).data)));
       return Status::Ok();
     case Kind::kStr:
       slot = Value::String(std::string(g_.text(r)));

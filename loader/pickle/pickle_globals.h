@@ -13,6 +13,7 @@
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_GLOBALS_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_GLOBALS_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -69,6 +70,9 @@ enum class GlobalKind : uint8_t {
   kJoblibArrayWrapper,  // joblib.numpy_pickle.NumpyArrayWrapper (inline data)
   kJoblibFileWrapper,   // NDArrayWrapper / ZNDArrayWrapper: data in other files
 };
+// The number of kinds (kJoblibFileWrapper is the last): handler tables are
+// indexed by kind.
+inline constexpr size_t kGlobalKindCount = static_cast<size_t>(GlobalKind::kJoblibFileWrapper) + 1;
 
 struct GlobalEntry {
   GlobalKind kind = GlobalKind::kUnknown;
