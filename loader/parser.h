@@ -1,6 +1,10 @@
 // One parser per input format, behind this interface. A parser runs only
 // inside the sandboxed worker and never executes, unmarshals, imports,
 // dlopens or opens anything: it reads bytes and describes what they contain.
+//
+// Trust: every parser's input is untrusted (Parser::Parse); ParseContext
+// bounds the work a file may cause beyond reading it once (kWorkBase +
+// kWorkPerByte per byte read).
 #ifndef SAFEMODEL_LOADER_PARSER_H_
 #define SAFEMODEL_LOADER_PARSER_H_
 

@@ -1,3 +1,7 @@
+// Dispatch from the opcode loop to the handlers: which callables may run
+// (only table names; a user-script name only as a class without arguments),
+// the table from GlobalKind to handler, NEWOBJ and BUILD, and the argument
+// readers the handlers share.
 #include <algorithm>
 #include <array>
 

@@ -15,6 +15,13 @@
 // rendered like Python's repr); sets are {"$set": [...]}; a tensor is
 // {"$tensor": "<name>"}; class instances (argparse.Namespace, nn modules,
 // user classes) are {"$class": "<module.Class>", <attributes>}.
+//
+// Worst case: O(kMaxValueNodes) values and O(t log t) for t tensors (tied
+// views are found through an ordered map); a tensor's bytes are not read
+// here but when it is streamed.
+//
+// Trust: the graph was built from an untrusted stream; every view is proved
+// inside its storage before it is emitted.
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_
 

@@ -36,6 +36,13 @@
 // Memory: O(n) objects and at most kMaxContainerItems per container.
 //
 // Trust: the stream is untrusted; all offsets are checked here.
+//
+// The code, by seam: the opcode loop, framing, stack and memo
+// (pickle_interpreter.h, pickle_machine.cc, pickle_ops.cc; opcodes in
+// pickle_opcodes.h); the objects it builds (pickle_graph.h, built through
+// pickle_builder.h); dict and set keys (pickle_keys.h); what each table name
+// does when called or built (pickle_handlers.h); the text codecs of
+// protocols 0-2 (text_codecs.h).
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_MACHINE_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_MACHINE_H_
 

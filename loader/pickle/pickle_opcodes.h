@@ -1,6 +1,7 @@
 // The pickle opcodes (protocols 0-5) as CPython's Lib/pickle.py defines
 // them, their names for messages, and the family each belongs to in the
-// machine's dispatch. Facts only; no code reads a stream here.
+// machine's dispatch. Facts only; no code reads a stream here (OpName is
+// O(1); the family table is built at compile time).
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_OPCODES_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_OPCODES_H_
 
