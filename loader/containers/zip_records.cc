@@ -2,6 +2,22 @@
 
 namespace safemodel::loader {
 
+namespace {
+
+// Version needed, flags, method, time, date, CRC and sizes.
+Status ReadEntryFields(ByteReader& r, const std::string& where, ZipEntryFields* f) {
+  SAFEMODEL_RETURN_IF_ERROR(r.Skip(2, where));  // version needed
+  SAFEMODEL_ASSIGN_OR_RETURN(f->flags, r.U16LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(f->method, r.U16LE(where));
+  SAFEMODEL_RETURN_IF_ERROR(r.Skip(4, where));  // time, date
+  SAFEMODEL_ASSIGN_OR_RETURN(f->crc32, r.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(f->compressed_size, r.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(f->uncompressed_size, r.U32LE(where));
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const std::string& where) {
   ZipCentralHeader h;
   SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, r.U32LE(where));
@@ -9,13 +25,7 @@ Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const std::string& 
   // such, whatever follows it.
   if (sig != kZipCentralSig) return Status::Malformed(where + ": bad signature");
   SAFEMODEL_ASSIGN_OR_RETURN(h.made_by, r.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(r.Skip(2, where));  // version needed
-  SAFEMODEL_ASSIGN_OR_RETURN(h.flags, r.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.method, r.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(r.Skip(4, where));  // time, date
-  SAFEMODEL_ASSIGN_OR_RETURN(h.crc32, r.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.compressed_size, r.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.uncompressed_size, r.U32LE(where));
+  SAFEMODEL_RETURN_IF_ERROR(ReadEntryFields(r, where, &h));
   SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, r.U16LE(where));
   SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, r.U16LE(where));
   SAFEMODEL_ASSIGN_OR_RETURN(uint16_t comment_len, r.U16LE(where));
@@ -33,13 +43,7 @@ Result<ZipLocalHeader> ReadZipLocalHeader(ByteReader& r, const std::string& wher
   ZipLocalHeader h;
   SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, r.U32LE(where + " local header"));
   if (sig != kZipLocalSig) return Status::Malformed(where + ": bad local header signature");
-  SAFEMODEL_RETURN_IF_ERROR(r.Skip(2, where));  // version needed
-  SAFEMODEL_ASSIGN_OR_RETURN(h.flags, r.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.method, r.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(r.Skip(4, where));  // time, date
-  SAFEMODEL_ASSIGN_OR_RETURN(h.crc32, r.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.compressed_size, r.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.uncompressed_size, r.U32LE(where));
+  SAFEMODEL_RETURN_IF_ERROR(ReadEntryFields(r, where, &h));
   SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, r.U16LE(where));
   SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, r.U16LE(where));
   SAFEMODEL_ASSIGN_OR_RETURN(h.name, r.Bytes(name_len, where + " local name"));

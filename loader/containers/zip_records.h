@@ -45,14 +45,19 @@ inline constexpr uint64_t kZipMax32 = 0xFFFFFFFF;
 // The id of the zip64 extended-information extra field.
 inline constexpr uint16_t kZip64ExtraId = 0x0001;
 
-// A central-directory header as written, before any check of its values.
-struct ZipCentralHeader {
-  uint16_t made_by = 0;
+// The fields central and local headers share, in the same order (from
+// "version needed" to the uncompressed size).
+struct ZipEntryFields {
   uint16_t flags = 0;
   uint16_t method = 0;
   uint32_t crc32 = 0;
   uint32_t compressed_size = 0;
   uint32_t uncompressed_size = 0;
+};
+
+// A central-directory header as written, before any check of its values.
+struct ZipCentralHeader : ZipEntryFields {
+  uint16_t made_by = 0;
   uint16_t disk_start = 0;
   uint32_t external_attributes = 0;
   uint32_t local_header_offset = 0;
@@ -66,12 +71,7 @@ struct ZipCentralHeader {
 Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const std::string& where);
 
 // A local header as written.
-struct ZipLocalHeader {
-  uint16_t flags = 0;
-  uint16_t method = 0;
-  uint32_t crc32 = 0;
-  uint32_t compressed_size = 0;
-  uint32_t uncompressed_size = 0;
+struct ZipLocalHeader : ZipEntryFields {
   ByteView name;
   ByteView extra;
 };

@@ -42,11 +42,7 @@ Result<Ref> NewDtype(Builder& m, std::string_view descr) {
     if (c.kind == kind && c.size == size) info.dtype = c.dtype;
   }
   info.object = kind == 'O';
-  Graph& g = m.graph();
-  SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.NewRecord(RecordKind::kNpDtype));
-  g.at(r).aux = static_cast<uint32_t>(g.dtypes.size());
-  g.dtypes.push_back(std::move(info));
-  return r;
+  return m.NewRecordWith(RecordKind::kNpDtype, m.graph().dtypes, std::move(info));
 }
 
 bool IsDtype(const Graph& g, Ref r) {
@@ -55,11 +51,7 @@ bool IsDtype(const Graph& g, Ref r) {
 
 // A record of kind `record` (an array or a scalar) for `info`.
 Result<Ref> NewArray(Builder& m, RecordKind record, ArrayInfo info) {
-  Graph& g = m.graph();
-  SAFEMODEL_ASSIGN_OR_RETURN(Ref a, m.NewRecord(record));
-  g.at(a).aux = static_cast<uint32_t>(g.arrays.size());
-  g.arrays.push_back(std::move(info));
-  return a;
+  return m.NewRecordWith(record, m.graph().arrays, std::move(info));
 }
 
 }  // namespace

@@ -32,11 +32,7 @@ Status ReadView(Builder& m, const std::string& function, Ref offset, Ref size, R
 
 // A record for a tensor built by a handler.
 Result<Ref> NewTensor(Builder& m, TensorInfo t) {
-  Graph& g = m.graph();
-  SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.NewRecord(RecordKind::kTensor));
-  g.at(r).aux = static_cast<uint32_t>(g.tensors.size());
-  g.tensors.push_back(std::move(t));
-  return r;
+  return m.NewRecordWith(RecordKind::kTensor, m.graph().tensors, std::move(t));
 }
 
 bool IsStorage(const Graph& g, Ref r) {

@@ -74,6 +74,15 @@ class Builder {
     g_.at(r).record = record;
     return r;
   }
+  // A record whose data is `info`, appended to the graph's side table
+  // `table` (tensors, arrays, dtypes, instances), which Object::aux indexes.
+  template <typename Info>
+  Result<Ref> NewRecordWith(RecordKind record, std::vector<Info>& table, Info info) {
+    SAFEMODEL_ASSIGN_OR_RETURN(Ref r, NewRecord(record));
+    g_.at(r).aux = static_cast<uint32_t>(table.size());
+    table.push_back(std::move(info));
+    return r;
+  }
   // The one opaque value of this run: what anything derived from a refused
   // name or a semantic error becomes. It carries nothing.
   Result<Ref> Opaque() {

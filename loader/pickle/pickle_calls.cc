@@ -151,10 +151,8 @@ Result<Ref> NewObject(Builder& m, Ref cls, const std::vector<Ref>& args, uint8_t
   if (user) c.consumed = true;
   const RecordKind record =
       kind == GlobalKind::kJoblibArrayWrapper ? RecordKind::kJoblibArray : RecordKind::kInstance;
-  SAFEMODEL_ASSIGN_OR_RETURN(Ref inst, m.NewRecord(record));
-  g.at(inst).aux = static_cast<uint32_t>(g.instances.size());
-  g.instances.push_back({cls.id, Ref::None(), Ref::None(), false});
-  return inst;
+  return m.NewRecordWith(record, g.instances,
+                         InstanceInfo{cls.id, Ref::None(), Ref::None(), false});
 }
 
 Status Build(Builder& m, Ref* target, Ref state) {
