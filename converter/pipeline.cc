@@ -51,8 +51,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using sandbox::FrameType;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 std::string ErrnoText() { return std::strerror(errno); }
 
 // SHA-256 of the input, computed by this (trusted) process on a thread while
