@@ -7,24 +7,20 @@
 #include <optional>
 #include <vector>
 
+#include "loader/containers/sevenzip.h"
+#include "loader/containers/zip_archive.h"
 #include "loader/keras_h5/keras_h5.h"
 #include "loader/numpy/npy.h"
+#include "loader/pickle/archive_scan.h"
+#include "loader/pickle/npy_object.h"
 #include "loader/pickle/pickle_formats.h"
+#include "loader/pickle/torch_formats.h"
 #include "loader/polyglot.h"
-#include "loader/zip/zip_archive.h"
 #include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader {
 
 namespace {
-
-bool StartsWith(ByteView input, std::string_view magic) {
-  return input.size() >= magic.size() && std::memcmp(input.data(), magic.data(), magic.size()) == 0;
-}
-
-bool EndsWith(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
 
 // A zip archive: which container is it? Decided by member names only.
 Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
@@ -56,8 +52,8 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
     return ctx.RefusedStatus();
   }
   bool all_npy = !zip->entries().empty();
-  for (const ZipEntry& e : zip->entries()) all_npy = all_npy && EndsWith(e.name, ".npy");
-  if (all_npy) return ParseNpzArchive(std::move(zip), ctx, out);
+  for (const ZipEntry& e : zip->entries()) all_npy = all_npy && e.name.ends_with(".npy");
+  if (all_npy) return ParseNpzArchive(std::move(zip), pickle::ParseNpyObjectArray, ctx, out);
   // PyTorch checkpoints; any other archive is scanned for pickles and then
   // reported as not a model container.
   return ParseTorchZipArchive(input, std::move(zip), ctx, out);
@@ -104,7 +100,7 @@ const char* PrimaryName(Primary p) {
 Status ParsePrimary(Primary p, ByteView input, ParseContext& ctx, ParsedModel* out) {
   switch (p) {
     case Primary::kNpy:
-      return NewNpyParser()->Parse(input, ctx, out);
+      return NewNpyParser(pickle::ParseNpyObjectArray)->Parse(input, ctx, out);
     case Primary::kZip:
       return ParseZip(input, ctx, out);
     case Primary::kEmptyZip:

@@ -59,7 +59,7 @@ Status ParseArgs(int argc, char** argv, Args* a) {
   return Status::Ok();
 }
 
-// The size of the input, for the stream limits (converter/stream_limits.h);
+// The size of the input, for the stream limits (converter/protocol/stream_limits.h);
 // 0 until the arguments are parsed (then the base limits apply).
 uint64_t g_input_size = 0;
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "proto/base/text.h"  // Num(), for the messages of every reader
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
@@ -26,6 +27,11 @@ inline std::string_view AsChars(ByteView v) {
 }
 inline ByteView AsBytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// True if `input` begins with the bytes of `magic`.
+inline bool StartsWith(ByteView input, std::string_view magic) {
+  return input.size() >= magic.size() && AsChars(input.subspan(0, magic.size())) == magic;
 }
 
 // Overflow-checked arithmetic: return false (and leave *out unspecified) on

@@ -1,6 +1,6 @@
 // sandbox-probe modes that test the parent rather than the sandbox: text
 // that would drive a terminal, and the most each frame kind may carry for
-// the input's size (converter/stream_limits.h), or a little more ("over").
+// the input's size (converter/protocol/stream_limits.h), or a little more ("over").
 #include <algorithm>
 #include <cstdio>
 #include <string>

@@ -1,4 +1,4 @@
-// The limits a worker's stream is held to (converter/stream_limits.h), the
+// The limits a worker's stream is held to (converter/protocol/stream_limits.h), the
 // trimming the worker applies to stay inside them, and the in-place Value
 // check the parent uses instead of a copy (wire::SanitizeValue).
 #include "converter/protocol/stream_limits.h"
