@@ -16,6 +16,14 @@ namespace safemodel::probe {
 using sandbox::FrameType;
 using sandbox::kOutputFd;
 
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
 // A valid result whose names and findings hold terminal control sequences
 // and bidirectional overrides.
 int DoHostileText(const Context&) {

@@ -118,14 +118,6 @@ bool SendDone(uint64_t tensors, uint64_t bytes) {
   return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size());
 }
 
-void AppendVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
 namespace {
 
 // A number in a mode's argument (the input line, not argv). Leaves *out
