@@ -295,6 +295,20 @@ class Converter {
       RefuseLambda(index, *l.entry, l.where);
       return;
     }
+    if (c == "function") {
+      // A function as a member of a Functional model: Keras < 3.9 imported
+      // `module` and the graph rebuild called it with the member's
+      // inbound_nodes arguments (CVE-2025-1550; -8747 and -9906 with Keras's
+      // own get_file and enable_unsafe_deserialization).
+      RefuseReference(index, *l.entry, l.where);
+      if (!module.empty() && !IsKerasModule(module)) {
+        Refuse(index, "keras.module",
+               "the function is taken from module '" + Printable(module) +
+                   "', which is not part of Keras; loading it imports that module",
+               {module});
+      }
+      return;
+    }
     if (c == "TorchModuleWrapper") {
       Refuse(
           index, "keras.torch_module_wrapper",
@@ -332,6 +346,14 @@ class Converter {
                  " is not a Keras built-in layer safemodel converts; loading it needs the "
                  "user's Python code (a custom or subclassed class)",
              refs);
+      if (custom_name && registered->string_value().find('>') != std::string::npos) {
+        // Keras resolves a "package>Name" through its custom-object
+        // registry before it looks at `module`: the user's code again.
+        Refuse(index, "keras.registered_name",
+               "class '" + Printable(c) + "' is registered as custom object '" +
+                   Printable(registered->string_value()) + "'; loading it runs the user's code",
+               {registered->string_value()});
+      }
       return;
     }
     if (!module.empty() && !IsKerasModule(module)) {
@@ -448,8 +470,35 @@ class Converter {
       return false;
     }
     if (c == "__lambda__") {
-      RefuseCode(index, "a __lambda__ object", Field(Field(&map, "config"), "code"),
-                 where + ".config.code");
+      // Keras 3 writes a Lambda layer's function as {"code", "defaults",
+      // "closure"} and any other callable as {"value": [code, defaults,
+      // closure]} (serialization_lib).
+      const Value* config = Field(&map, "config");
+      const Value* value = Field(config, "value");
+      if (Field(config, "code") == nullptr && value != nullptr && value->is_list() &&
+          !value->list().empty()) {
+        RefuseCode(index, "a __lambda__ object", &value->list()[0], where + ".config.value[0]");
+      } else {
+        RefuseCode(index, "a __lambda__ object", Field(config, "code"), where + ".config.code");
+      }
+      return false;
+    }
+    if (c == "__numpy__" || c == "__tensor__") {
+      CheckLiteralDtype(index, map, c, where);
+      return false;
+    }
+    if (c == "__typespec__") {
+      Refuse(index, "keras.class_not_allowed",
+             "a __typespec__ object at " + where +
+                 " names a TensorFlow type-spec class that loading looks up",
+             {StringField(&map, "module") + "." + StringField(Field(&map, "config"), "spec_name")});
+      return false;
+    }
+    if (IsQuantizedPolicy(c)) {
+      SetUnsupported(index, "keras.quantized",
+                     "the dtype policy '" + Printable(c) + "' at " + where +
+                         " makes the layer quantized (integer or float8 kernels with scales), "
+                         "which safemodel does not represent");
       return false;
     }
     if (c == "function") {
@@ -490,7 +539,19 @@ class Converter {
   // A key/value pair of a configuration map.
   void CheckField(int index, const Value& map, const std::string& key, const Value& value,
                   const std::string& where) {
+    if (key == "quantization_config" && !value.is_null()) {
+      SetUnsupported(index, "keras.quantized",
+                     "a quantization_config at " + where +
+                         " makes the layer quantized, which safemodel does not represent");
+      return;
+    }
     if (!value.is_string()) return;
+    if (key == "dtype" && IsQuantizedPolicyName(value.string_value())) {
+      SetUnsupported(index, "keras.quantized",
+                     "the dtype policy '" + Printable(value.string_value()) + "' at " + where +
+                         ".dtype makes the layer quantized, which safemodel does not represent");
+      return;
+    }
     const std::string& s = value.string_value();
     if (key == "activation" || key == "recurrent_activation" || key == "inner_activation") {
       if (!IsBuiltinActivation(s)) {
@@ -523,6 +584,30 @@ class Converter {
                {target});
       }
     }
+  }
+
+  // Structures safemodel refuses to represent without code in them (exit 3):
+  // the first one is the conversion's status, naming the layer and rule.
+  void SetUnsupported(int layer, std::string_view rule, const std::string& message) {
+    if (!unsupported_.ok()) return;
+    unsupported_ = Status::Unsupported(
+        "model_config layer '" + Printable(layers_[static_cast<size_t>(layer)].path, 400) +
+        "': " + message + " [" + std::string(rule) + "]");
+  }
+
+  // Keras 3's literal objects: np.array(value, dtype=...) and
+  // convert_to_tensor. Only plain numeric dtype names are data: "object"
+  // makes Python objects, and a structured or subarray dtype such as
+  // "(1000000000,)f4" allocates without bound.
+  void CheckLiteralDtype(int index, const Value& map, const std::string& cls,
+                         const std::string& where) {
+    const Value* dtype = Field(Field(&map, "config"), "dtype");
+    const std::string name = dtype != nullptr && dtype->is_string() ? dtype->string_value() : "";
+    if (IsNumericDtypeName(name)) return;
+    SetUnsupported(index, "keras.numpy_dtype",
+                   "a " + cls + " literal at " + where + " has dtype '" + Printable(name) +
+                       "', not a plain numeric dtype (object, structured and subarray dtypes "
+                       "make Python objects or unbounded allocations when loaded)");
   }
 
   // ---- Graph -------------------------------------------------------------
