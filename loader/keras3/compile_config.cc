@@ -128,9 +128,11 @@ std::vector<std::string> ScanCompileConfig(const Value& config, const std::strin
     const bool object = Field(v, "class_name") != nullptr;
     for (size_t k = v.entries().size(); k-- > 0;) {
       const auto& [key, value] = v.entries()[k];
-      const bool slot = !object && (key == "loss" || key == "metrics" || key == "optimizer" ||
-                                    key == "weighted_metrics");
-      work.push_back({&value, item.where + "." + Printable(key, 64), slot || item.name_slot});
+      // Strings are names where a loss, metric or optimizer goes (also in
+      // per-output dicts and lists), never inside a serialized object.
+      const bool slot = !object && (item.name_slot || key == "loss" || key == "metrics" ||
+                                    key == "optimizer" || key == "weighted_metrics");
+      work.push_back({&value, item.where + "." + Printable(key, 64), slot});
     }
   }
   return custom_names;
