@@ -54,6 +54,19 @@ struct StoreOutput {
   Value weight_groups = Value::List();
 };
 
+// A group's datasets in numeric key order ("0", "1", ..., "10"), as Keras
+// asks for them; HDF5 lists them as strings ("0", "1", "10", "2").
+std::vector<const keras3::StoreVar*> NumericOrder(const StoreGroup& g) {
+  std::vector<const keras3::StoreVar*> vars;
+  for (const keras3::StoreVar& v : g.vars) {
+    if (v.is_dataset) vars.push_back(&v);
+  }
+  std::stable_sort(vars.begin(), vars.end(), [](const auto* x, const auto* y) {
+    return x->key.size() != y->key.size() ? x->key.size() < y->key.size() : x->key < y->key;
+  });
+  return vars;
+}
+
 // Produces the tensors of `assigned` (in order), then the optimizer's (kept
 // or dropped), and reports metrics and everything no layer took.
 Status EmitTensors(const WeightStore& store, const std::vector<Assigned>& assigned,
@@ -80,11 +93,10 @@ Status EmitTensors(const WeightStore& store, const std::vector<Assigned>& assign
   for (const StoreGroup& g : store.groups) {
     if (taken.count(&g) || g.vars.empty()) continue;
     if (IsOptimizerPath(g.path) && ctx.options().keep_optimizer) {
-      for (const keras3::StoreVar& v : g.vars) {
-        if (!v.is_dataset) continue;
-        SAFEMODEL_ASSIGN_OR_RETURN(Tensor t, v.make(v.tensor_name));
+      for (const keras3::StoreVar* v : NumericOrder(g)) {
+        SAFEMODEL_ASSIGN_OR_RETURN(Tensor t, v->make(v->tensor_name));
         out->tensors.push_back(std::move(t));
-        result->optimizer_weights.push_back(v.tensor_name);
+        result->optimizer_weights.push_back(v->tensor_name);
       }
     } else if (IsOptimizerPath(g.path)) {
       optimizer += g.vars.size();
@@ -123,17 +135,7 @@ std::vector<Assigned> AllGroups(const WeightStore& store) {
   std::vector<Assigned> out;
   for (const StoreGroup& g : store.groups) {
     if (g.vars.empty() || IsOptimizerPath(g.path) || IsMetricsPath(g.path)) continue;
-    Assigned a{g.path, &g, {}};
-    std::vector<const keras3::StoreVar*> vars;
-    for (const keras3::StoreVar& v : g.vars) {
-      if (v.is_dataset) vars.push_back(&v);
-    }
-    // "0", "1", ..., "10": numeric order, as Keras asks for them.
-    std::stable_sort(vars.begin(), vars.end(), [](const auto* x, const auto* y) {
-      return x->key.size() != y->key.size() ? x->key.size() < y->key.size() : x->key < y->key;
-    });
-    a.vars = std::move(vars);
-    out.push_back(std::move(a));
+    out.push_back({g.path, &g, NumericOrder(g)});
   }
   return out;
 }
@@ -317,7 +319,8 @@ class ArchiveReader {
     for (const ZipEntry* e : others_) {
       if (shard_names_.count(e->name)) continue;
       unknown.push_back(e->name);
-      Result<ByteView> bytes = Contents(*e);
+      OwnedBuffer holder;  // released after the scan: nothing of it is output
+      Result<ByteView> bytes = zip_->Contents(*e, ctx_.options().memory_limit, &holder);
       if (!bytes.ok()) continue;
       if (LooksLikePickle(*bytes) || ReadsAsPickle(*bytes)) {
         ParseContext scan(ctx_.options());
@@ -366,9 +369,11 @@ class ArchiveReader {
     out->metadata.Set("kind", Value::String("keras_archive"));
     if (keras_version_) out->metadata.Set("keras_version", Value::String(*keras_version_));
     out->metadata.Set("weights_format", Value::String(store_.format));
-    out->keepalive.push_back(zip_);
-    for (auto& k : keep_) out->keepalive.push_back(k);
+    // keepalive is destroyed front to back: the HDF5 files before the
+    // buffers and archive that hold their images.
     for (auto& k : store_.keepalive) out->keepalive.push_back(k);
+    for (auto& k : keep_) out->keepalive.push_back(k);
+    out->keepalive.push_back(zip_);
     return Status::Ok();
   }
 

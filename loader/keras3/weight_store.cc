@@ -298,7 +298,6 @@ Result<WeightStore> OpenNpzStore(ByteView npz, std::string_view where, ParseCont
   if (!zip.ok()) return Bad(w + ": " + zip.status().message());
   WeightStore store;
   store.format = "npz";
-  store.keepalive.push_back(*zip);
   Status first_error;
   for (const ZipEntry& e : (*zip)->entries()) {
     const std::string mwhere = w + " member '" + Printable(e.name) + "'";
@@ -317,6 +316,7 @@ Result<WeightStore> OpenNpzStore(ByteView npz, std::string_view where, ParseCont
     Status s = ReadNpzMember(bytes, mwhere, path, ctx, &store);
     if (!s.ok() && first_error.ok()) first_error = s;
   }
+  store.keepalive.push_back(*zip);  // last: the members' bytes are views of it
   if (ctx.refused()) return store;
   SAFEMODEL_RETURN_IF_ERROR(first_error);
   SAFEMODEL_RETURN_IF_ERROR(Finish(&store, where));
