@@ -155,6 +155,7 @@ Result<WeightStore> OpenShardedStore(ByteView json, std::string_view where,
   WeightStore store;
   store.format = "sharded";
   std::map<std::string, StoreGroup> merged;
+  std::map<std::string, KeyedStringSet> keys;  // per group, the keys seen so far
   for (const auto& [name, _] : used) {
     const std::string swhere = w + " shard '" + Printable(name) + "'";
     SAFEMODEL_ASSIGN_OR_RETURN(WeightStore shard, OpenH5Store(by_name[name]->bytes, swhere, ctx));
@@ -178,10 +179,8 @@ Result<WeightStore> OpenShardedStore(ByteView json, std::string_view where,
       }
       if (!m->second.name.has_value()) m->second.name = g.name;
       for (StoreVar& v : g.vars) {
-        for (const StoreVar& existing : m->second.vars) {
-          if (existing.key == v.key) {
-            return Bad(w + ": variable '" + Printable(v.tensor_name) + "' is in two shards");
-          }
+        if (!keys[g.path].insert(v.key).second) {
+          return Bad(w + ": variable '" + Printable(v.tensor_name) + "' is in two shards");
         }
         m->second.vars.push_back(std::move(v));
       }
@@ -267,15 +266,17 @@ Status ReadNpzMember(ByteView member, const std::string& where, const std::strin
   group.path = path;
   group.stored = path;
   const std::string prefix = path.empty() ? "vars/" : path + "/vars/";
+  KeyedStringMap<size_t> by_name;
+  for (size_t i = 0; i < scratch.tensors.size(); ++i) by_name.emplace(scratch.tensors[i].name, i);
   for (size_t k = 0; k + 1 < dict->items.size(); k += 2) {
     if (dict->items[k].kind != pickle::Kind::kStr) return Bad(where + ": a variable key is not a string");
     const std::string key(g.text(dict->items[k]));
-    auto t = std::find_if(scratch.tensors.begin(), scratch.tensors.end(),
-                          [&](const Tensor& x) { return x.name == key; });
-    if (t == scratch.tensors.end() || !t->alias_of.empty()) {
+    auto t = by_name.find(key);
+    if (t == by_name.end() || !scratch.tensors[t->second].alias_of.empty()) {
       return Bad(where + ": variable '" + Printable(key) + "' is not a numeric array of its own");
     }
-    auto tensor = std::make_shared<Tensor>(std::move(*t));
+    auto tensor = std::make_shared<Tensor>(std::move(scratch.tensors[t->second]));
+    by_name.erase(t);
     StoreVar v;
     v.key = key;
     v.tensor_name = prefix + key;

@@ -366,6 +366,7 @@ Result<ObjectGraph> ParseObjectGraph(std::string_view bytes) {
   // others, e.g. slot variable references and registered savers, are
   // skipped: the graph only groups the bundle's keys, it is not output.
   ObjectGraph graph;
+  uint64_t references = 0;
   proto::WireReader top(AsBytes(bytes), "object graph");
   while (!top.at_end()) {
     SAFEMODEL_ASSIGN_OR_RETURN(proto::Field node, top.Next());
@@ -384,6 +385,9 @@ Result<ObjectGraph> ParseObjectGraph(std::string_view bytes) {
         SAFEMODEL_ASSIGN_OR_RETURN(auto ref, proto::DecodeMessage(f.bytes, kRef, "object reference"));
         const int64_t id = proto::Int(ref, 1);
         if (id < 0 || id > INT32_MAX) return Status::Malformed("object graph: bad node id");
+        if (++references > kMaxGraphReferences) {
+          return Status::LimitExceeded("object graph: more than " + Num(kMaxGraphReferences) + " references");
+        }
         n.children.emplace_back(static_cast<uint32_t>(id), std::string(proto::Bytes(ref, 2)));
       } else if (f.number == 2) {
         constexpr FieldSpec kAttr[] = {{1, WireType::kLen, false}, {2, WireType::kLen, false},
@@ -393,6 +397,9 @@ Result<ObjectGraph> ParseObjectGraph(std::string_view bytes) {
       }
     }
     graph.nodes.push_back(std::move(n));
+    if (graph.nodes.size() > kMaxGraphObjects) {
+      return Status::LimitExceeded("object graph: more than " + Num(kMaxGraphObjects) + " objects");
+    }
   }
   for (const ObjectNode& n : graph.nodes) {
     for (const auto& [id, name] : n.children) {
@@ -403,19 +410,18 @@ Result<ObjectGraph> ParseObjectGraph(std::string_view bytes) {
   return graph;
 }
 
-std::vector<std::string> ReachableKeys(const ObjectGraph& graph, uint32_t node) {
+std::vector<std::string> KeyWalker::From(uint32_t node) {
   std::vector<std::string> keys;
-  std::vector<bool> seen(graph.nodes.size(), false);
   std::vector<uint32_t> stack{node};
   while (!stack.empty()) {
     const uint32_t n = stack.back();
     stack.pop_back();
-    if (seen[n]) continue;
-    seen[n] = true;
-    const ObjectNode& o = graph.nodes[n];
+    if (seen_[n]) continue;
+    seen_[n] = true;
+    const ObjectNode& o = graph_.nodes[n];
     keys.insert(keys.end(), o.checkpoint_keys.begin(), o.checkpoint_keys.end());
     for (auto it = o.children.rbegin(); it != o.children.rend(); ++it) {
-      if (!seen[it->first]) stack.push_back(it->first);
+      if (!seen_[it->first]) stack.push_back(it->first);
     }
   }
   return keys;

@@ -109,9 +109,24 @@ struct ObjectGraph {
 };
 Result<ObjectGraph> ParseObjectGraph(std::string_view bytes);
 
-// The checkpoint keys reachable from `node` (children in order, depth
-// first, each node once), in discovery order. Iterative.
-std::vector<std::string> ReachableKeys(const ObjectGraph& graph, uint32_t node);
+// Objects and references of one object graph: real graphs have ~10 objects
+// per variable; these bound the parsed graph to a few hundred MiB.
+inline constexpr uint64_t kMaxGraphObjects = 4'000'000;
+inline constexpr uint64_t kMaxGraphReferences = 8'000'000;
+
+// Collects checkpoint keys reachable from objects, each object visited once
+// over all calls (children in order, depth first), so that walking from
+// every layer of a model costs O(objects + references) in total. A key is
+// returned by the first call that reaches it. Iterative.
+class KeyWalker {
+ public:
+  explicit KeyWalker(const ObjectGraph& graph) : graph_(graph), seen_(graph.nodes.size(), false) {}
+  std::vector<std::string> From(uint32_t node);
+
+ private:
+  const ObjectGraph& graph_;
+  std::vector<bool> seen_;
+};
 
 }  // namespace safemodel::loader::tf
 

@@ -215,10 +215,11 @@ Value ObjectGraphGroups(const ObjectGraph& graph, const std::vector<std::string>
   KeyedStringSet kept_set;
   for (const std::string& k : kept) kept_set.insert(k);
   KeyedStringSet claimed;
+  KeyWalker walker(graph);
   Value groups = Value::List();
   for (const auto& [child, name] : graph.nodes[0].children) {
     std::vector<std::string> weights;
-    for (std::string& key : ReachableKeys(graph, child)) {
+    for (std::string& key : walker.From(child)) {
       if (kept_set.count(key) && claimed.insert(key).second) weights.push_back(std::move(key));
     }
     if (weights.empty()) continue;

@@ -231,7 +231,7 @@ class SavedModelReader {
       stack.pop_back();
       Value* layers = MutableField(*w.node, "layers");
       if (layers == nullptr || !layers->is_list()) {
-        SAFEMODEL_RETURN_IF_ERROR(Attach(graph, w.object, w.node, w.layer, kept, groups, assigned));
+        SAFEMODEL_RETURN_IF_ERROR(Attach(w.object, w.node, w.layer, kept, groups, assigned));
         continue;
       }
       std::map<std::string, uint32_t> children;
@@ -253,10 +253,10 @@ class SavedModelReader {
     return Status::Ok();
   }
 
-  Status Attach(const ObjectGraph& graph, uint32_t object, Value* node, const std::string& layer,
+  Status Attach(uint32_t object, Value* node, const std::string& layer,
                 const KeyedStringSet& kept, Value* groups, KeyedStringSet* assigned) {
     std::vector<std::string> keys;
-    for (std::string& key : ReachableKeys(graph, object)) {
+    for (std::string& key : walker_->From(object)) {
       if (kept.count(key) && !assigned->count(key)) {
         assigned->insert(key);
         keys.push_back(std::move(key));
@@ -293,7 +293,10 @@ class SavedModelReader {
         KeyedStringSet kept_set, assigned;
         for (const std::string& k : kept) kept_set.insert(k);
         Value groups = Value::List();
+        KeyWalker walker(graph);
+        walker_ = &walker;
         SAFEMODEL_RETURN_IF_ERROR(AssignWeights(graph, kept_set, &groups, &assigned));
+        walker_ = nullptr;
         std::vector<std::string> unreferenced;
         for (const std::string& k : kept) {
           if (!assigned.count(k)) unreferenced.push_back(k);
@@ -334,6 +337,7 @@ class SavedModelReader {
   std::vector<const InputFile*> data_;
   SavedModelScan scan_;
   Value model_;
+  KeyWalker* walker_ = nullptr;  // during AssignWeights
 };
 
 class SavedModelParser final : public MultiFileParser {

@@ -17,153 +17,132 @@ Status Bad(const std::string& message) {
   return Status::Malformed("saved_model.pb: " + message + " [tf.saved_model]");
 }
 
-enum class Kind {
-  kSavedModel, kMetaGraph, kMetaInfo, kGraph, kNode, kLibrary, kFunction, kAsset, kObjectGraph,
-  kSavedObject, kUserObject,
-};
-
-struct Work {
-  ByteView bytes;
-  Kind kind;
-  std::string where;  // "meta_graphs[0] graph", "function 'f'"
-  uint64_t index = 0; // kSavedObject: its node index
-};
-
 std::string Text(const Field& f) { return std::string(AsChars(f.bytes)); }
 
+bool Len(const Field& f, uint32_t number) { return f.number == number && f.type == WireType::kLen; }
+
+// One message's fields, read one at a time (nothing is collected, so memory
+// does not grow with the number of fields); `visit` sees each field.
+template <typename Visit>
+Status EachField(ByteView bytes, const std::string& what, Visit visit) {
+  proto::WireReader r(bytes, what);
+  while (!r.at_end()) {
+    Result<Field> f = r.Next();
+    if (!f.ok()) return Bad(f.status().message());
+    SAFEMODEL_RETURN_IF_ERROR(visit(*f));
+  }
+  return Status::Ok();
+}
+
+// The walk: one method per message kind, each calling the next level's for
+// the fields it enters. The nesting is the schema's (at most six levels),
+// fixed in the code; no data decides how deep it goes.
 class Scanner {
  public:
   Result<SavedModelScan> Run(ByteView pb) {
-    std::vector<Work> stack{{pb, Kind::kSavedModel, "", 0}};
-    while (!stack.empty()) {
-      Work w = std::move(stack.back());
-      stack.pop_back();
-      SAFEMODEL_RETURN_IF_ERROR(Visit(w, &stack));
-    }
+    SAFEMODEL_RETURN_IF_ERROR(EachField(pb, "SavedModel", [&](const Field& f) {
+      return Len(f, 2) ? MetaGraph(f.bytes, "meta_graphs[" + Num(scan_.meta_graphs++) + "]") : Status::Ok();
+    }));
     return std::move(scan_);
   }
 
  private:
-  // The length-delimited fields of a message, checked to the last byte.
-  static Result<std::vector<Field>> Fields(ByteView bytes, const std::string& where) {
-    std::vector<Field> out;
-    proto::WireReader r(bytes, where.empty() ? "SavedModel" : where);
-    while (!r.at_end()) {
-      Result<Field> f = r.Next();
-      if (!f.ok()) return Bad(f.status().message());
-      out.push_back(*f);
-    }
-    return out;
+  Status MetaGraph(ByteView bytes, const std::string& where) {
+    return EachField(bytes, where, [&](const Field& f) {
+      if (Len(f, 1)) return MetaInfo(f.bytes, where);
+      if (Len(f, 2)) return Graph(f.bytes, where + " graph");
+      if (Len(f, 6)) return Asset(f.bytes, where);
+      if (Len(f, 7)) return ObjectGraph(f.bytes, where);
+      return Status::Ok();
+    });
   }
 
-  static bool Len(const Field& f, uint32_t number) {
-    return f.number == number && f.type == WireType::kLen;
+  Status MetaInfo(ByteView bytes, const std::string& where) {
+    return EachField(bytes, where + " meta_info_def", [&](const Field& f) {
+      if (Len(f, 4)) scan_.tags.push_back(Text(f));
+      if (Len(f, 5)) scan_.tensorflow_version = Text(f);
+      return Status::Ok();
+    });
   }
 
-  Status Visit(const Work& w, std::vector<Work>* stack) {
-    SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Field> fields, Fields(w.bytes, w.where));
-    // Children are pushed in reverse so that they are visited in file order.
-    std::vector<Work> next;
-    switch (w.kind) {
-      case Kind::kSavedModel:
-        for (const Field& f : fields) {
-          if (Len(f, 2)) next.push_back({f.bytes, Kind::kMetaGraph, "meta_graphs[" + Num(scan_.meta_graphs++) + "]"});
-        }
-        break;
-      case Kind::kMetaGraph:
-        for (const Field& f : fields) {
-          if (Len(f, 1)) next.push_back({f.bytes, Kind::kMetaInfo, w.where});
-          if (Len(f, 2)) next.push_back({f.bytes, Kind::kGraph, w.where + " graph"});
-          if (Len(f, 6)) next.push_back({f.bytes, Kind::kAsset, w.where});
-          if (Len(f, 7)) next.push_back({f.bytes, Kind::kObjectGraph, w.where});
-        }
-        break;
-      case Kind::kMetaInfo:
-        for (const Field& f : fields) {
-          if (Len(f, 4)) scan_.tags.push_back(Text(f));
-          if (Len(f, 5)) scan_.tensorflow_version = Text(f);
-        }
-        break;
-      case Kind::kGraph:
-        for (const Field& f : fields) {
-          if (Len(f, 1)) next.push_back({f.bytes, Kind::kNode, w.where});
-          if (Len(f, 2)) next.push_back({f.bytes, Kind::kLibrary, w.where});
-        }
-        break;
-      case Kind::kLibrary:
-        for (const Field& f : fields) {
-          if (Len(f, 1)) next.push_back({f.bytes, Kind::kFunction, w.where});
-        }
-        break;
-      case Kind::kFunction: {
-        ++scan_.functions;
-        std::string name;
-        for (const Field& f : fields) {
-          if (!Len(f, 1)) continue;
-          SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Field> sig, Fields(f.bytes, "function signature"));
-          for (const Field& s : sig) {
-            if (Len(s, 1)) name = Text(s);
-          }
-        }
-        for (const Field& f : fields) {
-          if (Len(f, 3)) next.push_back({f.bytes, Kind::kNode, "function '" + Printable(name) + "'"});
-        }
-        break;
-      }
-      case Kind::kNode:
-        SAFEMODEL_RETURN_IF_ERROR(Node(w, fields));
-        break;
-      case Kind::kAsset:
-        for (const Field& f : fields) {
-          if (Len(f, 2)) scan_.assets.push_back(Text(f));
-        }
-        break;
-      case Kind::kObjectGraph: {
-        uint64_t index = 0;
-        for (const Field& f : fields) {
-          if (Len(f, 1)) next.push_back({f.bytes, Kind::kSavedObject, w.where, index++});
-        }
-        break;
-      }
-      case Kind::kSavedObject:
-        for (const Field& f : fields) {
-          if (Len(f, 4)) next.push_back({f.bytes, Kind::kUserObject, w.where, w.index});
-        }
-        break;
-      case Kind::kUserObject: {
-        UserObject u;
-        u.node = w.index;
-        for (const Field& f : fields) {
-          if (Len(f, 1)) u.identifier = Text(f);
-          if (Len(f, 3)) u.metadata = Text(f);
-        }
-        if (!u.metadata.empty()) scan_.user_objects.push_back(std::move(u));
-        break;
-      }
-    }
-    for (auto it = next.rbegin(); it != next.rend(); ++it) stack->push_back(std::move(*it));
-    return Status::Ok();
+  Status Graph(ByteView bytes, const std::string& where) {
+    return EachField(bytes, where, [&](const Field& f) {
+      if (Len(f, 1)) return Node(f.bytes, where);
+      if (Len(f, 2)) return Library(f.bytes, where);
+      return Status::Ok();
+    });
   }
 
-  Status Node(const Work& w, const std::vector<Field>& fields) {
+  Status Library(ByteView bytes, const std::string& where) {
+    return EachField(bytes, where + " library", [&](const Field& f) {
+      return Len(f, 1) ? Function(f.bytes) : Status::Ok();
+    });
+  }
+
+  // Read twice: the name (signature.name) first, for the nodes' locations.
+  Status Function(ByteView bytes) {
+    ++scan_.functions;
+    std::string name;
+    SAFEMODEL_RETURN_IF_ERROR(EachField(bytes, "function", [&](const Field& f) {
+      if (!Len(f, 1)) return Status::Ok();
+      return EachField(f.bytes, "function signature", [&](const Field& s) {
+        if (Len(s, 1)) name = Printable(AsChars(s.bytes));
+        return Status::Ok();
+      });
+    }));
+    const std::string where = "function '" + name + "'";
+    return EachField(bytes, where, [&](const Field& f) {
+      return Len(f, 3) ? Node(f.bytes, where) : Status::Ok();
+    });
+  }
+
+  Status Node(ByteView bytes, const std::string& where) {
     ++scan_.nodes;
     std::string name;
-    for (const Field& f : fields) {
-      if (Len(f, 1)) name = Text(f);
-    }
-    for (const Field& f : fields) {
-      if (!Len(f, 2)) continue;
-      const std::string op = Text(f);
+    std::vector<std::string> ops;  // protobuf keeps the last; every one is reported
+    SAFEMODEL_RETURN_IF_ERROR(EachField(bytes, where + " node", [&](const Field& f) {
+      if (Len(f, 1)) name = Printable(AsChars(f.bytes));
+      if (Len(f, 2) && ops.size() < 8) ops.push_back(Text(f));
+      return Status::Ok();
+    }));
+    for (std::string& op : ops) {
       auto it = scan_.ops.find(op);
       if (it == scan_.ops.end()) {
         if (scan_.ops.size() >= kMaxDistinctOps) {
           return Status::LimitExceeded("saved_model.pb: more than " + Num(kMaxDistinctOps) + " distinct ops");
         }
-        it = scan_.ops.emplace(op, OpUse{0, w.where + " node '" + Printable(name) + "'"}).first;
+        it = scan_.ops.emplace(std::move(op), OpUse{0, where + " node '" + name + "'"}).first;
       }
       ++it->second.count;
     }
     return Status::Ok();
+  }
+
+  Status Asset(ByteView bytes, const std::string& where) {
+    return EachField(bytes, where + " asset_file_def", [&](const Field& f) {
+      if (Len(f, 2)) scan_.assets.push_back(Text(f));
+      return Status::Ok();
+    });
+  }
+
+  Status ObjectGraph(ByteView bytes, const std::string& where) {
+    uint64_t index = 0;
+    return EachField(bytes, where + " object_graph_def", [&](const Field& f) {
+      if (!Len(f, 1)) return Status::Ok();
+      const uint64_t node = index++;
+      return EachField(f.bytes, "saved object", [&](const Field& o) {
+        if (!Len(o, 4)) return Status::Ok();
+        UserObject u;
+        u.node = node;
+        SAFEMODEL_RETURN_IF_ERROR(EachField(o.bytes, "user object", [&](const Field& x) {
+          if (Len(x, 1)) u.identifier = Text(x);
+          if (Len(x, 3)) u.metadata = Text(x);
+          return Status::Ok();
+        }));
+        if (!u.metadata.empty()) scan_.user_objects.push_back(std::move(u));
+        return Status::Ok();
+      });
+    });
   }
 
   SavedModelScan scan_;

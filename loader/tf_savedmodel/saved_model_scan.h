@@ -22,10 +22,12 @@
 // keras_metadata.pb: SavedMetadata {1 nodes: SavedObject {2 node_id,
 // 3 node_path, 4 identifier, 5 metadata, 6 version}}, decoded strictly.
 //
-// The walk is an explicit worklist of (bytes, message kind) at most six
-// messages deep; every length is checked against its enclosing message, a
-// truncated or ill-formed message anywhere is malformed (tf.saved_model),
-// and fields the walk does not enter are skipped by wire type.
+// The walk is a fixed descent, one function per message kind, at most six
+// messages deep (the schema's nesting, not the data's); fields are read one
+// at a time, so memory does not grow with their number. Every length is
+// checked against its enclosing message, a truncated or ill-formed message
+// anywhere on the walk is malformed (tf.saved_model), and fields the walk
+// does not enter are skipped by wire type.
 //
 // Worst case: O(n) for an n-byte file (each byte of an entered message is
 // read once; a FunctionDef twice, to learn its name first).
