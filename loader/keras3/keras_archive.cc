@@ -84,7 +84,6 @@ Status EmitTensors(const WeightStore& store, const std::vector<Assigned>& assign
     Value g = Value::Map();
     if (with_layers) g.Set("layer", Value::String(a.layer));
     g.Set("path", Value::String(a.group->path));
-    if (!with_layers) g.Set("name", a.group->name ? Value::String(*a.group->name) : Value::Null());
     g.Set("weights", StringList(names));
     result->weight_groups.Append(std::move(g));
   }

@@ -29,7 +29,7 @@
 //                   ["optimizer_weights": [...]]}
 //                  with weights_only (or no usable architecture):
 //                  {"schema", "kind": "keras3_weights", "weight_groups":
-//                   [{"path", "name", "weights"}]}
+//                   [{"path", "weights"}]}
 //   metadata       {"kind": "keras_archive", "keras_version", "weights_format"}
 // Findings. Refused: keras_config.h's rules (location "config.json layer
 // '...'"), compile_config.h's, hdf5.* in the store, pickle.global in npz

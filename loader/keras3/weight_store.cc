@@ -79,8 +79,6 @@ Result<WeightStore> OpenH5Store(ByteView image, std::string_view where, ParseCon
     StoreGroup g;
     g.stored = parent.path == "/" ? std::string() : parent.path.substr(1);
     g.path = LogicalPath(g.stored);
-    Result<std::optional<std::string>> name = file->ReadString(*vars, "name");
-    if (name.ok()) g.name = *name;
     for (const auto& [link, index] : vars->children) {
       const h5::Node& child = nodes[index];
       StoreVar v;
@@ -177,7 +175,6 @@ Result<WeightStore> OpenShardedStore(ByteView json, std::string_view where,
         m->second.path = g.path;
         m->second.stored = g.stored;
       }
-      if (!m->second.name.has_value()) m->second.name = g.name;
       for (StoreVar& v : g.vars) {
         if (!keys[g.path].insert(v.key).second) {
           return Bad(w + ": variable '" + Printable(v.tensor_name) + "' is in two shards");

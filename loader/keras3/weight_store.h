@@ -21,7 +21,10 @@
 // (pickle.global otherwise), holding a dict of numeric arrays.
 //
 // Tensor names are the stored paths: `layers/dense/vars/0` (backslashes
-// kept: `layers\dense/vars/0`); npz: `<member path>/vars/<key>`.
+// kept: `layers\dense/vars/0`); npz: `<member path>/vars/<key>`. The `vars`
+// groups' `name` attribute (Keras >= 3.6) is not read: Keras never reads it
+// on load, and variable-length strings are where libhdf5 1.10's global heap
+// code is weakest (README, "Known limit").
 //
 // Worst case: O(o) for o HDF5 objects (plus libhdf5's own work), O(n) for an
 // npz of n bytes (the pickle machine), O(g log g) for g groups.
@@ -58,7 +61,6 @@ struct StoreVar {
 struct StoreGroup {
   std::string path;                 // logical path, "" for the model itself
   std::string stored;               // as stored, for messages and names
-  std::optional<std::string> name;  // the `name` attribute (Keras >= 3.6)
   std::vector<StoreVar> vars;       // in stored order
 };
 
