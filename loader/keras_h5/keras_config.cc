@@ -7,6 +7,7 @@
 
 #include "converter/byte_reader.h"
 #include "converter/keyed_hash.h"
+#include "loader/keras_h5/keras_call_args.h"
 #include "loader/keras_h5/keras_layers.h"
 #include "loader/keras_h5/marshal_scan.h"
 
@@ -631,95 +632,6 @@ class Converter {
     return Status::Ok();
   }
 
-  // A graph reference [name, node, tensor] (or Keras 3 keras_history).
-  Result<Value> Ref(const Value& ref, const KeyedStringSet& names,
-                    const std::string& where) {
-    const auto& items = ref.list();
-    if (!ref.is_list() || items.size() < 3 || !items[0].is_string() ||
-        items[1].kind() != Value::Kind::kInt || items[2].kind() != Value::Kind::kInt ||
-        items[1].int_value() < 0 || items[2].int_value() < 0) {
-      return Status::Malformed("model_config " + where +
-                               " is not a [layer, node, tensor] reference");
-    }
-    if (names.count(items[0].string_value()) == 0) {
-      return Status::Malformed("model_config " + where + " refers to layer '" +
-                               Printable(items[0].string_value()) +
-                               "', which the model does not have");
-    }
-    Value out = Value::Map();
-    out.Set("layer", items[0]);
-    out.Set("node", items[1]);
-    out.Set("tensor", items[2]);
-    return out;
-  }
-
-  // tf.keras's marker for a constant call argument in place of a layer name.
-  static constexpr std::string_view kKerasConstantValue = "_CONSTANT_VALUE";
-
-  // How a tensor passed inside call arguments is written.
-  enum class RefForm {
-    kKeras3,  // {"class_name": "__keras_tensor__", "config": {"keras_history": [...]}}
-    kKeras2,  // [layer, node, tensor] or [layer, node, tensor, kwargs]: tf.keras
-              // treats every 3- or 4-item list that starts with a string as one
-  };
-
-  // Copies an args/kwargs value, turning tensor references into
-  // {"layer", "node", "tensor"} maps, collected in order into *refs.
-  Result<Value> ConvertCallValue(const Value& v, const KeyedStringSet& names,
-                                 const std::string& where, RefForm form,
-                                 std::vector<Value>* refs) {
-    // Iterative copy: a stack of (source, destination) pairs.
-    Value out;
-    struct Item {
-      const Value* src;
-      Value* dst;
-      std::string where;
-    };
-    std::vector<Item> work{{&v, &out, where}};
-    while (!work.empty()) {
-      Item item = std::move(work.back());
-      work.pop_back();
-      const Value& s = *item.src;
-      if (s.is_map() && StringField(&s, "class_name") == "__keras_tensor__") {
-        const Value* history = Field(Field(&s, "config"), "keras_history");
-        if (history == nullptr)
-          return Status::Malformed("model_config " + item.where + " has no keras_history");
-        SAFEMODEL_ASSIGN_OR_RETURN(*item.dst,
-                                   Ref(*history, names, item.where + ".config.keras_history"));
-        refs->push_back(*item.dst);
-        continue;
-      }
-      if (form == RefForm::kKeras2 && s.is_list() &&
-          (s.list().size() == 3 || s.list().size() == 4) && s.list()[0].is_string()) {
-        SAFEMODEL_ASSIGN_OR_RETURN(*item.dst, Ref(s, names, item.where));
-        refs->push_back(*item.dst);
-        continue;
-      }
-      if (s.is_list()) {
-        *item.dst = Value::List(std::vector<Value>(s.list().size()));
-        // Push in reverse so that references are collected in order.
-        for (size_t k = s.list().size(); k-- > 0;) {
-          work.push_back(
-              {&s.list()[k], &item.dst->mutable_list()[k], item.where + "[" + Num(k) + "]"});
-        }
-        continue;
-      }
-      if (s.is_map()) {
-        *item.dst = Value::Map();
-        auto& entries = item.dst->mutable_entries();
-        entries.reserve(s.entries().size());
-        for (const auto& [key, value] : s.entries()) entries.emplace_back(key, Value());
-        for (size_t k = s.entries().size(); k-- > 0;) {
-          work.push_back({&s.entries()[k].second, &entries[k].second,
-                          item.where + "." + Key(s.entries()[k].first)});
-        }
-        continue;
-      }
-      *item.dst = s;
-    }
-    return out;
-  }
-
   // inbound_nodes in both forms, as [{"inputs": [refs], "kwargs": {...}
   // [, "args": [...]]}, ...].
   Result<Value> ConvertInboundNodes(const Layer& l, const KeyedStringSet& names) {
@@ -776,7 +688,7 @@ class Converter {
             constant.Set("constant", entry.list()[2]);
             inputs.push_back(std::move(constant));
           } else {
-            SAFEMODEL_ASSIGN_OR_RETURN(Value ref, Ref(entry, names, ewhere));
+            SAFEMODEL_ASSIGN_OR_RETURN(Value ref, GraphRef(entry, names, ewhere));
             inputs.push_back(std::move(ref));
           }
           // As tf.keras: the call arguments are the last entry's, and an
@@ -809,12 +721,12 @@ class Converter {
     if (v == nullptr || v->is_null()) return out;
     if (!v->is_list()) return Status::Malformed("model_config " + where + " is not a list");
     if (!v->list().empty() && v->list()[0].is_string()) {
-      SAFEMODEL_ASSIGN_OR_RETURN(Value ref, Ref(*v, names, where));
+      SAFEMODEL_ASSIGN_OR_RETURN(Value ref, GraphRef(*v, names, where));
       out.Append(std::move(ref));
       return out;
     }
     for (size_t k = 0; k < v->list().size(); ++k) {
-      SAFEMODEL_ASSIGN_OR_RETURN(Value ref, Ref(v->list()[k], names, where + "[" + Num(k) + "]"));
+      SAFEMODEL_ASSIGN_OR_RETURN(Value ref, GraphRef(v->list()[k], names, where + "[" + Num(k) + "]"));
       out.Append(std::move(ref));
     }
     return out;
