@@ -1,6 +1,7 @@
 #include "loader/files/model_files.h"
 
 #include <algorithm>
+#include <functional>
 #include <set>
 
 namespace safemodel::loader {
@@ -57,20 +58,77 @@ void AddShards(std::string_view json, const std::set<std::string>& files, FilePl
   }
 }
 
-Status Finish(FilePlan* plan, const std::set<std::string>& all) {
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && s.substr(0, prefix.size()) == prefix;
+}
+
+// Whether a directory of `kind` may hold `name` beside the files it opens.
+// Only a SavedModel has such entries: TensorFlow's assets (never read by
+// us, reported by name), its fingerprint, and the variables/ directory.
+// Anything else is a file this rule does not know the meaning of.
+bool MayStandBeside(ModelKind kind, const std::string& name, bool is_directory) {
+  if (kind != ModelKind::kSavedModel) return false;
+  if (name == "assets" || name == "assets.extra" || StartsWith(name, "assets/") ||
+      StartsWith(name, "assets.extra/")) {
+    return true;
+  }
+  return is_directory ? name == "variables" : name == "fingerprint.pb";
+}
+
+const char* KnownNames(ModelKind kind) {
+  switch (kind) {
+    case ModelKind::kSavedModel:
+      return "saved_model.pb, keras_metadata.pb, fingerprint.pb, variables/variables.index, "
+             "variables/variables.data-NNNNN-of-MMMMM, assets/, assets.extra/";
+    case ModelKind::kCheckpoint:
+      return "checkpoint, <prefix>.index, <prefix>.data-NNNNN-of-MMMMM";
+    case ModelKind::kShardedWeights:
+      return "<base>.weights.json, <base>_NNNNN.weights.h5";
+  }
+  return "";
+}
+
+// Every regular file not opened must be one the kind allows beside its
+// files (then it is listed), and so must every directory.
+Status Finish(FilePlan* plan, const std::set<std::string>& all,
+              const std::set<std::string>& directories) {
   if (plan->open.size() > kMaxModelFiles) {
     return Status::LimitExceeded("the model is made of " + std::to_string(plan->open.size()) +
-                                 " files, more than " + std::to_string(kMaxModelFiles));
+                                 " files, more than " + std::to_string(kMaxModelFiles) +
+                                 " [input.too_many_files]");
   }
   std::set<std::string> opened;
   for (const PlannedFile& f : plan->open) opened.insert(f.name);
+  auto unknown = [&](const std::string& name, const char* what) {
+    return Status::Unsupported("'" + name + "' in the input directory is " + what +
+                               " that is not part of a " + std::string(ModelKindName(plan->kind)) +
+                               " (known names: " + KnownNames(plan->kind) +
+                               "); remove it, or name the model's own file as the input "
+                               "[input.unknown_file]");
+  };
+  for (const std::string& name : directories) {
+    if (!MayStandBeside(plan->kind, name, true)) return unknown(name, "a directory");
+  }
   for (const std::string& name : all) {
-    if (opened.count(name) == 0) plan->listed.push_back(name);
+    if (opened.count(name) != 0) continue;
+    if (!MayStandBeside(plan->kind, name, false)) return unknown(name, "a file");
+    plan->listed.push_back(name);
   }
   return Status::Ok();
 }
 
 }  // namespace
+
+std::string_view ModelKindName(ModelKind kind) {
+  switch (kind) {
+    case ModelKind::kSavedModel: return "SavedModel";
+    case ModelKind::kCheckpoint: return "TF checkpoint";
+    case ModelKind::kShardedWeights: return "sharded Keras weight store";
+  }
+  return "model";
+}
+
+bool IsValidModelKind(uint32_t raw) { return raw >= 1 && raw <= 3; }
 
 std::string_view FileRoleName(FileRole role) {
   switch (role) {
@@ -103,10 +161,11 @@ bool IsPlainRelativeName(std::string_view name) {
 Result<FilePlan> PlanDirectory(const std::vector<ListedEntry>& listing) {
   if (listing.size() > kMaxListedEntries) {
     return Status::LimitExceeded("the input directory has more than " +
-                                 std::to_string(kMaxListedEntries) + " entries");
+                                 std::to_string(kMaxListedEntries) + " entries [input.too_many_files]");
   }
-  std::set<std::string> files;      // regular files, by relative name
-  std::set<std::string> top_files;  // those directly in the input directory
+  std::set<std::string> files;        // regular files, by relative name
+  std::set<std::string> top_files;    // those directly in the input directory
+  std::set<std::string> directories;  // subdirectories, by relative name
   for (const ListedEntry& e : listing) {
     if (!IsPlainRelativeName(e.name)) {
       return Status::InvalidArgument("directory entry '" + e.name +
@@ -122,7 +181,10 @@ Result<FilePlan> PlanDirectory(const std::vector<ListedEntry>& listing) {
                                      "' in the input directory is not a regular file or "
                                      "directory [input.not_regular]");
     }
-    if (e.type != ListedEntry::Type::kRegular) continue;
+    if (e.type == ListedEntry::Type::kDirectory) {
+      directories.insert(e.name);
+      continue;
+    }
     files.insert(e.name);
     if (Dir(e.name).empty()) top_files.insert(e.name);
   }
@@ -163,12 +225,17 @@ Result<FilePlan> PlanDirectory(const std::vector<ListedEntry>& listing) {
           "*.weights.json)");
     }
   }
-  SAFEMODEL_RETURN_IF_ERROR(Finish(&plan, files));
+  SAFEMODEL_RETURN_IF_ERROR(Finish(&plan, files, directories));
   return plan;
 }
 
 Result<std::optional<FilePlan>> PlanFile(std::string_view name,
                                          const std::vector<ListedEntry>& siblings) {
+  if (siblings.size() > kMaxListedEntries) {
+    return Status::LimitExceeded("the input's directory has more than " +
+                                 std::to_string(kMaxListedEntries) +
+                                 " entries [input.too_many_files]");
+  }
   std::set<std::string> files;
   for (const ListedEntry& e : siblings) {
     if (e.type == ListedEntry::Type::kRegular && e.name.find('/') == std::string::npos) {
@@ -177,23 +244,42 @@ Result<std::optional<FilePlan>> PlanFile(std::string_view name,
   }
   FilePlan plan;
   std::string key(name);
+  // Whether a sibling's name makes it a file of the model.
+  std::function<bool(std::string_view)> part_of;
   if (EndsWith(name, ".index")) {
     plan.kind = ModelKind::kCheckpoint;
-    AddBundle(name.substr(0, name.size() - 6), files, &plan);
+    const std::string stem(name.substr(0, name.size() - 6));
+    AddBundle(stem, files, &plan);
+    part_of = [stem](std::string_view n) { return IsDataFileOf(n, stem); };
   } else if (EndsWith(name, ".weights.json")) {
     plan.kind = ModelKind::kShardedWeights;
     AddShards(name, files, &plan);
+    const std::string base(name.substr(0, name.size() - std::string_view(".weights.json").size()));
+    part_of = [base](std::string_view n) { return IsShardOf(n, base); };
   } else if (files.count(key) == 0 && files.count(key + ".index")) {
     plan.kind = ModelKind::kCheckpoint;
     AddBundle(name, files, &plan);
+    part_of = [key](std::string_view n) { return n == key + ".index" || IsDataFileOf(n, key); };
   } else {
     return std::optional<FilePlan>();
   }
-  // Siblings that are not part of the model are not reported: a file input
-  // names its model, and the rest of its directory is not the input.
+  // A file of the model that is a link or a special file is refused, not
+  // left out (the model would then look short of a shard). Siblings that are
+  // not part of the model are not reported: a file input names its model,
+  // and the rest of its directory is not the input.
+  for (const ListedEntry& e : siblings) {
+    if (e.type == ListedEntry::Type::kRegular || !part_of(e.name)) continue;
+    if (e.type == ListedEntry::Type::kSymlink) {
+      return Status::InvalidArgument("'" + e.name +
+                                     "', a file of the model, is a symbolic link; safemodel "
+                                     "opens nothing through links [input.symlink]");
+    }
+    return Status::InvalidArgument("'" + e.name +
+                                   "', a file of the model, is not a regular file [input.not_regular]");
+  }
   if (plan.open.size() > kMaxModelFiles) {
     return Status::LimitExceeded("the model is made of more than " +
-                                 std::to_string(kMaxModelFiles) + " files");
+                                 std::to_string(kMaxModelFiles) + " files [input.too_many_files]");
   }
   return std::optional<FilePlan>(std::move(plan));
 }

@@ -53,6 +53,8 @@ enum class ModelKind : uint8_t {
   kCheckpoint = 2,      // one prefix, or a directory with a `checkpoint` file
   kShardedWeights = 3,  // Keras *.weights.json and its shards
 };
+std::string_view ModelKindName(ModelKind kind);
+bool IsValidModelKind(uint32_t raw);
 
 // One entry of a listing: a '/'-separated name relative to the input
 // directory (or, for a file input, its base name among its siblings).
@@ -78,15 +80,20 @@ struct FilePlan {
 // a regular file or directory anywhere below the input (InvalidArgument,
 // rule input.symlink / input.not_regular: nothing is opened), a name with
 // an empty, "." or ".." component (InvalidArgument), too many entries or
-// files (LimitExceeded), a directory that is no model this module knows
-// (Unsupported).
+// files (LimitExceeded, input.too_many_files), a directory that is no model
+// this module knows (Unsupported), an entry that is neither a file of the
+// model nor one of the few a SavedModel may hold beside them
+// (`fingerprint.pb`, `assets/`, `assets.extra/`: listed) (Unsupported,
+// input.unknown_file).
 Result<FilePlan> PlanDirectory(const std::vector<ListedEntry>& listing);
 
 // The plan for a file input named `name` whose siblings in its directory
 // (itself included) are `siblings`, if the name makes it part of a
 // multi-file model: `<p>.index` or a prefix `<p>` for which `<p>.index`
 // exists (a checkpoint), `<base>.weights.json` (a sharded store). nullopt
-// for any other single file.
+// for any other single file. Errors: a sibling whose name makes it a file of
+// the model but that is a link or not a regular file (InvalidArgument), too
+// many siblings or files (LimitExceeded).
 Result<std::optional<FilePlan>> PlanFile(std::string_view name,
                                          const std::vector<ListedEntry>& siblings);
 

@@ -24,7 +24,6 @@ TEST(ModelFiles, SavedModelOpensItsFilesAndListsTheRest) {
                              {"variables/variables.index", Type::kRegular},
                              {"variables/variables.data-00000-of-00002", Type::kRegular},
                              {"variables/variables.data-00001-of-00002", Type::kRegular},
-                             {"variables/variables.data-0001-of-00002", Type::kRegular},
                              {"assets", Type::kDirectory},
                              {"assets/vocab.txt", Type::kRegular}});
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
@@ -35,8 +34,50 @@ TEST(ModelFiles, SavedModelOpensItsFilesAndListsTheRest) {
                                {FileRole::kBundleIndex, "variables/variables.index"},
                                {FileRole::kBundleData, "variables/variables.data-00000-of-00002"},
                                {FileRole::kBundleData, "variables/variables.data-00001-of-00002"}}));
-  EXPECT_EQ(plan->listed, (std::vector<std::string>{"assets/vocab.txt", "fingerprint.pb",
-                                                    "variables/variables.data-0001-of-00002"}));
+  EXPECT_EQ(plan->listed, (std::vector<std::string>{"assets/vocab.txt", "fingerprint.pb"}));
+}
+
+TEST(ModelFiles, AnEntryOutsideTheKnownNamesIsRefused) {
+  const std::vector<ListedEntry> base = {{"saved_model.pb", Type::kRegular},
+                                         {"variables", Type::kDirectory},
+                                         {"variables/variables.index", Type::kRegular}};
+  for (const ListedEntry& extra : std::vector<ListedEntry>{
+           {"variables/variables.data-0001-of-00002", Type::kRegular},  // not TF's data name
+           {"model.py", Type::kRegular},
+           {"variables/extra", Type::kRegular},
+           {"plugins", Type::kDirectory}}) {
+    std::vector<ListedEntry> listing = base;
+    listing.push_back(extra);
+    auto plan = PlanDirectory(listing);
+    ASSERT_FALSE(plan.ok()) << extra.name;
+    EXPECT_EQ(plan.status().code(), StatusCode::kUnsupported) << extra.name;
+    EXPECT_NE(plan.status().message().find("'" + extra.name + "'"), std::string::npos);
+    EXPECT_NE(plan.status().message().find("[input.unknown_file]"), std::string::npos);
+  }
+  // A checkpoint directory holds nothing but its state file and bundles.
+  for (const char* extra : {"notes.txt", "fingerprint.pb", "other.data-00000-of-00001"}) {
+    auto plan = PlanDirectory({{"checkpoint", Type::kRegular},
+                               {"ckpt-1.index", Type::kRegular},
+                               {"ckpt-1.data-00000-of-00001", Type::kRegular},
+                               {extra, Type::kRegular}});
+    EXPECT_EQ(plan.status().code(), StatusCode::kUnsupported) << extra;
+  }
+}
+
+TEST(ModelFiles, AFileOfTheModelBesideAFileInputMustBeRegular) {
+  for (Type type : {Type::kSymlink, Type::kOther, Type::kDirectory}) {
+    auto plan = PlanFile("ckpt.index", {{"ckpt.index", Type::kRegular},
+                                        {"ckpt.data-00000-of-00001", type},
+                                        {"unrelated", Type::kSymlink}});
+    ASSERT_FALSE(plan.ok());
+    EXPECT_EQ(plan.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(plan.status().message().find("ckpt.data-00000-of-00001"), std::string::npos);
+  }
+  // Links that are not files of the model do not matter.
+  auto plan = PlanFile("ckpt.index", {{"ckpt.index", Type::kRegular},
+                                      {"ckpt.data-00000-of-00001", Type::kRegular},
+                                      {"unrelated", Type::kSymlink}});
+  ASSERT_TRUE(plan.ok() && plan->has_value());
 }
 
 TEST(ModelFiles, ASymlinkOrSpecialFileAnywhereStopsEverything) {
@@ -64,11 +105,10 @@ TEST(ModelFiles, CheckpointDirectoriesAndPrefixes) {
   EXPECT_EQ(dir->kind, ModelKind::kCheckpoint);
   EXPECT_EQ(dir->open.size(), 5u);
   EXPECT_EQ(dir->open[0].role, FileRole::kCheckpointState);
-  auto one = PlanDirectory({{"model.ckpt.index", Type::kRegular}, {"model.ckpt.data-00000-of-00001", Type::kRegular},
-                            {"notes.txt", Type::kRegular}});
+  auto one = PlanDirectory({{"model.ckpt.index", Type::kRegular}, {"model.ckpt.data-00000-of-00001", Type::kRegular}});
   ASSERT_TRUE(one.ok());
   EXPECT_EQ(one->open.size(), 2u);
-  EXPECT_EQ(one->listed, std::vector<std::string>{"notes.txt"});
+  EXPECT_TRUE(one->listed.empty());
   EXPECT_EQ(PlanDirectory({{"a.index", Type::kRegular}, {"b.index", Type::kRegular}}).status().code(),
             StatusCode::kUnsupported);
   EXPECT_EQ(PlanDirectory({{"x.bin", Type::kRegular}}).status().code(), StatusCode::kUnsupported);
