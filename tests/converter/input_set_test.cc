@@ -13,6 +13,8 @@
 #include <filesystem>
 
 #include "converter/digest.h"
+#include "converter/input_set.h"
+#include "proto/worker.pb.h"
 #include "safemodel/convert.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
@@ -163,6 +165,43 @@ TEST(InputSet, OutputMayNotBeOneOfTheModelsFiles) {
   EXPECT_EQ(ExitCodeFor(r.status.code()), 2) << r.status.ToString();
   EXPECT_NE(r.status.message().find("one of the input's files"), std::string::npos) << r.status.ToString();
   EXPECT_EQ(ReadFile(index), before);
+}
+
+TEST(InputSet, TheWorkersListMatchesTheOpenedFilesAndAChangeIsSeen) {
+  TempDir dir;
+  const std::string ckpt = CopyModel(dir, "ckpt_two_shards", "ckpt");
+  for (const std::string& in : {ckpt + "/ckpt.index", ckpt + "/ckpt", ckpt}) {
+    SCOPED_TRACE(in);
+    Result<InputSet> set = InputSet::Open(in);
+    ASSERT_TRUE(set.ok()) << set.status().ToString();
+    ASSERT_TRUE(set->multi_file());
+    worker::InputManifest m;
+    ASSERT_TRUE(m.ParseFromString(set->Manifest()));
+    EXPECT_EQ(m.kind(), static_cast<uint32_t>(loader::ModelKind::kCheckpoint));
+    ASSERT_EQ(m.files_size(), 3);
+    ASSERT_EQ(set->Parts().size(), 3u);
+    uint64_t total = 0;
+    for (int i = 0; i < m.files_size(); ++i) {
+      const std::string bytes = ReadFile(ckpt + "/" + m.files(i).name());
+      EXPECT_EQ(m.files(i).size(), bytes.size());
+      EXPECT_EQ(set->Parts()[static_cast<size_t>(i)].second, bytes.size());
+      total += bytes.size();
+    }
+    EXPECT_EQ(m.files(0).name(), "ckpt.index");
+    EXPECT_EQ(m.files(0).role(), static_cast<uint32_t>(loader::FileRole::kBundleIndex));
+    EXPECT_EQ(set->total_size(), total);
+    EXPECT_TRUE(set->CheckUnchanged().ok());
+  }
+  Result<InputSet> set = InputSet::Open(ckpt);
+  ASSERT_TRUE(set.ok());
+  WriteFile(ckpt + "/ckpt.data-00001-of-00002", "changed");
+  const Status changed = set->CheckUnchanged();
+  EXPECT_EQ(changed.code(), StatusCode::kIoError) << changed.ToString();
+  EXPECT_NE(changed.message().find("ckpt.data-00001-of-00002"), std::string::npos) << changed.ToString();
+  // A single file stays a single input.
+  Result<InputSet> single = InputSet::Open(ckpt + "/ckpt.data-00000-of-00002");
+  ASSERT_TRUE(single.ok());
+  EXPECT_FALSE(single->multi_file());
 }
 
 }  // namespace
