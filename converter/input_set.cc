@@ -13,6 +13,7 @@
 #include <optional>
 #include <utility>
 
+#include "converter/byte_reader.h"
 #include "converter/digest.h"
 #include "converter/worker_limits.h"
 #include "proto/worker.pb.h"
@@ -164,6 +165,9 @@ Status ReserveDescriptors(uint64_t count) {
                                " in all (RLIMIT_NOFILE): raise it with `ulimit -n` [input.too_many_files]");
 }
 
+// Files named one by one in the input.files note; the count is always given.
+constexpr size_t kFilesNamedInNote = 32;
+
 std::string StripTrailingSlashes(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   return path;
@@ -275,6 +279,21 @@ Status InputSet::CheckNotOutput(const std::string& out_path) const {
     }
   }
   return Status::Ok();
+}
+
+Finding InputSet::FilesNote() const {
+  Finding note;
+  note.severity = Finding::Severity::kNote;
+  note.rule = "input.files";
+  note.location = "input";
+  std::string names;
+  for (size_t i = 0; i < files_.size() && i < kFilesNamedInNote; ++i) {
+    names += (i == 0 ? "" : ", ") + Printable(files_[i].name, 200) + " (" + Num(files_[i].file.size()) + " bytes)";
+  }
+  if (files_.size() > kFilesNamedInNote) names += ", and " + Num(files_.size() - kFilesNamedInNote) + " more";
+  note.message = "a " + std::string(loader::ModelKindName(kind_)) + " of " + Num(files_.size()) +
+                 " files, " + Num(total_size()) + " bytes in all, was read: " + names;
+  return note;
 }
 
 std::string InputSet::Manifest() const {

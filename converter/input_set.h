@@ -24,6 +24,7 @@
 
 #include "converter/input_file.h"
 #include "loader/files/model_files.h"
+#include "safemodel/finding.h"
 #include "safemodel/status.h"
 
 namespace safemodel {
@@ -52,6 +53,11 @@ class InputSet {
   Status CheckUnchanged() const;
   // kInvalidArgument if OUT, when it exists, is one of the model's files.
   Status CheckNotOutput(const std::string& out_path) const;
+
+  // A note (rule input.files) naming the files that were read, with their
+  // sizes: the report and the output say what the conversion covers. Only
+  // for a multi-file input.
+  Finding FilesNote() const;
 
   // The list the worker gets on its input descriptor, serialized
   // (worker::InputManifest). Only for a multi-file input.

@@ -385,6 +385,7 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   const int in_fd = input.primary().fd();
   const uint64_t input_size = input.total_size();
   report->input_bytes = input_size;
+  if (input.multi_file()) report->findings.push_back(input.FilesNote());
   if (input_size == 0) return Status::Malformed("input '" + in_path + "' is empty");
   if (input_size > opt.max_input_bytes) {
     return Status::LimitExceeded("input is " + Num(input_size) + " bytes, over the limit of " +

@@ -60,6 +60,12 @@ TEST(InputSet, ASavedModelDirectoryConvertsAndIsNamedByItsFilesDigests) {
   }
   EXPECT_EQ(r.input_sha256, Hex(listing));
   EXPECT_EQ(r.input_bytes, bytes);
+  // The report and the output name what was read.
+  auto note = std::find_if(r.findings.begin(), r.findings.end(),
+                           [](const Finding& f) { return f.rule == "input.files"; });
+  ASSERT_NE(note, r.findings.end());
+  EXPECT_NE(note->message.find("a SavedModel of 4 files"), std::string::npos) << note->message;
+  EXPECT_NE(note->message.find("variables/variables.index ("), std::string::npos) << note->message;
   auto m = Model::Open(dir.File("m.safemodel"));
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->provenance().input_sha256, r.input_sha256);
