@@ -28,6 +28,14 @@ inline ByteView AsBytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+// Decimal text of a count, size or offset, for messages.
+inline std::string Num(uint64_t v) { return std::to_string(v); }
+
+// True if `input` begins with the bytes of `magic`.
+inline bool StartsWith(ByteView input, std::string_view magic) {
+  return input.size() >= magic.size() && AsChars(input.subspan(0, magic.size())) == magic;
+}
+
 // Overflow-checked arithmetic: return false (and leave *out unspecified) on
 // overflow.
 inline bool CheckedAdd(uint64_t a, uint64_t b, uint64_t* out) {

@@ -28,8 +28,6 @@ void PutU64(uint8_t* p, uint64_t v) {
   for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 }  // namespace
 
 void EncodePrefix(const Prefix& prefix, uint8_t out[kPrefixBytes]) {

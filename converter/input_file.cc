@@ -10,11 +10,11 @@
 #include <cstring>
 #include <utility>
 
+#include "converter/byte_reader.h"
+
 namespace safemodel {
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 // Kernel pseudo file systems: their "files" are generated on read (sizes
 // that lie, contents that change, reads with side effects), never model

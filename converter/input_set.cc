@@ -24,8 +24,6 @@ namespace {
 
 using loader::ListedEntry;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // A descriptor closed when it goes out of scope.
 class Fd {
  public:

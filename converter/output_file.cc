@@ -31,7 +31,6 @@ constexpr int kTempNameAttempts = 100;
 constexpr size_t kCopyChunk = 1u << 30;
 constexpr size_t kCopyBuffer = 1u << 20;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
 std::string ErrnoText(int e) { return std::strerror(e); }
 
 // Running out of descriptors is a limit the caller can raise, not an I/O

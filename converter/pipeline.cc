@@ -52,8 +52,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using sandbox::FrameType;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 std::string ErrnoText() { return std::strerror(errno); }
 
 // SHA-256 of each part of the input (one file, or the files of a model made

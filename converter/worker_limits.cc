@@ -14,8 +14,6 @@ namespace safemodel {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 Finding Note(std::string message) {
   Finding f;
   f.severity = Finding::Severity::kNote;

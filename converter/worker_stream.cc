@@ -14,8 +14,6 @@ namespace {
 
 using sandbox::FrameType;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 Status CheckIdentifier(const std::string& s, std::string_view what) {
   bool ok = !s.empty() && s.size() <= 32 && std::all_of(s.begin(), s.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';

@@ -7,6 +7,10 @@
 // than by the file. A source describes the elements as a strided array over
 // some bytes (usually the read-only map of the input, zero copy); the shared
 // streaming code (stream.h) turns that into little-endian C-order bytes.
+//
+// Trust: what a parser puts here comes from an untrusted file; stream.h
+// proves every view in bounds before reading it, and the parent checks the
+// whole description again.
 #ifndef SAFEMODEL_LOADER_MODEL_H_
 #define SAFEMODEL_LOADER_MODEL_H_
 

@@ -1,6 +1,10 @@
 // One parser per input format, behind this interface. A parser runs only
 // inside the sandboxed worker and never executes, unmarshals, imports,
 // dlopens or opens anything: it reads bytes and describes what they contain.
+//
+// Trust: every parser's input is untrusted (Parser::Parse); ParseContext
+// bounds the work a file may cause beyond reading it once (kWorkBase +
+// kWorkPerByte per byte read).
 #ifndef SAFEMODEL_LOADER_PARSER_H_
 #define SAFEMODEL_LOADER_PARSER_H_
 
@@ -53,7 +57,6 @@ class ParseContext {
   // The status a parser returns after refusals: names the first and counts.
   Status RefusedStatus() const;
   const std::vector<Finding>& findings() const { return findings_; }
-  std::vector<Finding> TakeFindings() { return std::move(findings_); }
 
   // Charges `units` of work. `reading` is the allowance of a stream still
   // being read (kWorkPerByte per byte read so far); LimitExceeded, naming

@@ -8,26 +8,22 @@
 #include <vector>
 
 #include "converter/keyed_hash.h"
+#include "loader/containers/sevenzip.h"
+#include "loader/containers/zip_archive.h"
 #include "loader/keras3/keras_archive.h"
 #include "loader/keras_h5/keras_h5.h"
 #include "loader/numpy/npy.h"
+#include "loader/pickle/archive_scan.h"
+#include "loader/pickle/npy_object.h"
 #include "loader/pickle/pickle_formats.h"
+#include "loader/pickle/torch_formats.h"
 #include "loader/polyglot.h"
 #include "loader/tf_bundle/checkpoint.h"
 #include "loader/tf_savedmodel/saved_model.h"
-#include "loader/zip/zip_archive.h"
 
 namespace safemodel::loader {
 
 namespace {
-
-bool StartsWith(ByteView input, std::string_view magic) {
-  return input.size() >= magic.size() && std::memcmp(input.data(), magic.data(), magic.size()) == 0;
-}
-
-bool EndsWith(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
 
 // A zip archive: which container is it? Decided by member names only.
 Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
@@ -59,8 +55,8 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
     return ctx.RefusedStatus();
   }
   bool all_npy = !zip->entries().empty();
-  for (const ZipEntry& e : zip->entries()) all_npy = all_npy && EndsWith(e.name, ".npy");
-  if (all_npy) return ParseNpzArchive(std::move(zip), ctx, out);
+  for (const ZipEntry& e : zip->entries()) all_npy = all_npy && e.name.ends_with(".npy");
+  if (all_npy) return ParseNpzArchive(std::move(zip), pickle::ParseNpyObjectArray, ctx, out);
   if (LooksLikeKerasArchive(*zip)) {
     if (LooksLikeTorchZip(*zip)) {
       return Status::Malformed("the archive has both a Keras archive's members (config.json, "
@@ -115,7 +111,7 @@ const char* PrimaryName(Primary p) {
 Status ParsePrimary(Primary p, ByteView input, ParseContext& ctx, ParsedModel* out) {
   switch (p) {
     case Primary::kNpy:
-      return NewNpyParser()->Parse(input, ctx, out);
+      return NewNpyParser(pickle::ParseNpyObjectArray)->Parse(input, ctx, out);
     case Primary::kZip:
       return ParseZip(input, ctx, out);
     case Primary::kEmptyZip:

@@ -12,36 +12,33 @@ namespace {
 // Wide enough for any sum of rank x (dimension x stride) terms.
 __extension__ using Int128 = __int128;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
+// Reverses the bytes of every whole T-sized unit in p[0, n_bytes).
+template <typename T>
+void SwapEach(uint8_t* p, uint64_t n_bytes) {
+  for (uint64_t i = 0; i + sizeof(T) <= n_bytes; i += sizeof(T)) {
+    T v;
+    std::memcpy(&v, p + i, sizeof(T));
+    if constexpr (sizeof(T) == 2) {
+      v = __builtin_bswap16(v);
+    } else if constexpr (sizeof(T) == 4) {
+      v = __builtin_bswap32(v);
+    } else {
+      v = __builtin_bswap64(v);
+    }
+    std::memcpy(p + i, &v, sizeof(T));
+  }
+}
 
 void SwapUnits(uint8_t* p, uint64_t n_bytes, uint32_t unit) {
   switch (unit) {
     case 2:
-      for (uint64_t i = 0; i + 2 <= n_bytes; i += 2) {
-        uint16_t v;
-        std::memcpy(&v, p + i, 2);
-        v = __builtin_bswap16(v);
-        std::memcpy(p + i, &v, 2);
-      }
-      break;
+      return SwapEach<uint16_t>(p, n_bytes);
     case 4:
-      for (uint64_t i = 0; i + 4 <= n_bytes; i += 4) {
-        uint32_t v;
-        std::memcpy(&v, p + i, 4);
-        v = __builtin_bswap32(v);
-        std::memcpy(p + i, &v, 4);
-      }
-      break;
+      return SwapEach<uint32_t>(p, n_bytes);
     case 8:
-      for (uint64_t i = 0; i + 8 <= n_bytes; i += 8) {
-        uint64_t v;
-        std::memcpy(&v, p + i, 8);
-        v = __builtin_bswap64(v);
-        std::memcpy(p + i, &v, 8);
-      }
-      break;
+      return SwapEach<uint64_t>(p, n_bytes);
     default:
-      break;
+      return;
   }
 }
 

@@ -3,6 +3,12 @@
 // This is the one place that walks strided element arrays. Before reading a
 // single element it proves, with checked arithmetic, that every element the
 // shape and strides can reach lies inside the source bytes.
+//
+// Worst case: O(elements) per tensor, in chunks; memory is one chunk plus
+// the source's own bytes.
+//
+// Trust: the source's view, strides and offset come from an untrusted file
+// and are all checked here.
 #ifndef SAFEMODEL_LOADER_STREAM_H_
 #define SAFEMODEL_LOADER_STREAM_H_
 

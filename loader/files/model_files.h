@@ -12,6 +12,10 @@
 // again (loader/registry.h, ParseModelFiles).
 //
 // Worst case: O(e log e) for e listed entries (at most kMaxListedEntries).
+//
+// Trust: the names come from the file system the input lives on and are
+// untrusted (any bytes but '/' and NUL per component); they are only
+// compared, and a plan never names a file outside the listed directory.
 #ifndef SAFEMODEL_LOADER_FILES_MODEL_FILES_H_
 #define SAFEMODEL_LOADER_FILES_MODEL_FILES_H_
 

@@ -18,6 +18,10 @@
 // finding.
 //
 // Worst case: O(n) for n JSON nodes (iterative walk, each node once).
+//
+// Trust: the configuration is untrusted (parsed from the file in the
+// sandboxed worker); nothing in it is resolved or imported, only matched
+// against constant tables.
 #ifndef SAFEMODEL_LOADER_KERAS3_COMPILE_CONFIG_H_
 #define SAFEMODEL_LOADER_KERAS3_COMPILE_CONFIG_H_
 

@@ -1,7 +1,7 @@
 // Keras 3 `.keras` archives (what model.save() writes since Keras 3 and
 // tf.keras 2.13), and Keras sharded weight stores given as files.
 //
-// The archive passes the strict zip reader of ../zip (names, duplicates,
+// The archive passes the strict zip reader of ../containers (names, duplicates,
 // symlinks, encryption, sizes, CRCs) before this parser sees it. Members:
 //   metadata.json     {"keras_version", "date_saved"}: picks the writer's
 //                     naming rules (weight_walk.h); absent: Keras 3's
@@ -46,13 +46,16 @@
 // Worst case: the zip reader's, plus the config conversion's O(n·d), plus
 // the store's (weight_store.h), plus O(m) for m bytes of unknown members
 // scanned by the pickle machine.
+//
+// Trust: the archive is untrusted; every member is read through the strict
+// zip reader's bounds and caps, and nothing is extracted to disk.
 #ifndef SAFEMODEL_LOADER_KERAS3_KERAS_ARCHIVE_H_
 #define SAFEMODEL_LOADER_KERAS3_KERAS_ARCHIVE_H_
 
 #include <memory>
 
 #include "loader/parser.h"
-#include "loader/zip/zip_archive.h"
+#include "loader/containers/zip_archive.h"
 
 namespace safemodel::loader {
 

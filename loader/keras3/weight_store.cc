@@ -9,7 +9,7 @@
 #include "loader/numpy/npy.h"
 #include "loader/pickle/pickle_convert.h"
 #include "loader/pickle/pickle_machine.h"
-#include "loader/zip/zip_archive.h"
+#include "loader/containers/zip_archive.h"
 
 namespace safemodel::loader::keras3 {
 

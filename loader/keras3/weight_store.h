@@ -4,7 +4,7 @@
 //
 // Every store is a set of `vars` groups, one per saved object, at the
 // object's path, holding the object's variables under the keys "0", "1",
-// ... (LAYOUTS.md section 4). A group's logical path splits its stored path
+// ... (tests/fixtures/keras3_tf/LAYOUTS.md section 4). A group's logical path splits its stored path
 // on '/' and on '\' (tf.keras 2.13-2.15 on Windows wrote one link named
 // `layers\dense`, which its Windows loader finds again): two groups with the
 // same logical path are two different weights for one object, malformed
@@ -24,10 +24,13 @@
 // kept: `layers\dense/vars/0`); npz: `<member path>/vars/<key>`. The `vars`
 // groups' `name` attribute (Keras >= 3.6) is not read: Keras never reads it
 // on load, and variable-length strings are where libhdf5 1.10's global heap
-// code is weakest (README, "Known limit").
+// code is weakest (loader/README.md, "Known limit").
 //
 // Worst case: O(o) for o HDF5 objects (plus libhdf5's own work), O(n) for an
 // npz of n bytes (the pickle machine), O(g log g) for g groups.
+//
+// Trust: every store, shard and JSON map is untrusted; names are checked
+// before use and every variable's size against its dataset or array.
 #ifndef SAFEMODEL_LOADER_KERAS3_WEIGHT_STORE_H_
 #define SAFEMODEL_LOADER_KERAS3_WEIGHT_STORE_H_
 

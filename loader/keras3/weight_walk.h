@@ -1,6 +1,6 @@
 // Which weights of a Keras 3 weight store belong to which layer: the walk
 // the writer made over the model, repeated over the converted architecture
-// tree (LAYOUTS.md section 4.2), for the writer named in metadata.json.
+// tree (tests/fixtures/keras3_tf/LAYOUTS.md section 4.2), for the writer named in metadata.json.
 //
 //   Keras 3.x, tf.keras 2.15+  a model's members under `layers/<name>`
 //   tf.keras 2.13, 2.14        under `_layer_checkpoint_dependencies/<name>`
@@ -23,6 +23,10 @@
 //
 // Worst case: O(l + g log g) for l layers and g groups; the tree is walked
 // with an explicit worklist.
+//
+// Trust: the architecture tree was converted from an untrusted config and
+// the store's groups are untrusted; a layer's weight count comes from its
+// class and config through keras_layers.h, never from the store.
 #ifndef SAFEMODEL_LOADER_KERAS3_WEIGHT_WALK_H_
 #define SAFEMODEL_LOADER_KERAS3_WEIGHT_WALK_H_
 

@@ -13,8 +13,6 @@ namespace safemodel::loader::h5 {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // Link values (soft-link targets, external-link file and path) larger than
 // this are not read; the finding then gives only their size.
 constexpr size_t kMaxLinkValueBytes = 64 * 1024;
@@ -269,6 +267,41 @@ Status ClassifyType(hid_t type, bool bfloat16_attr, const std::string& where, Da
 // A NUL left inside (NULLPAD or SPACEPAD 'k\0junk') stays in what h5py and
 // Keras see ('k\x00junk'), while libhdf5's own name lookups stop at it ('k'):
 // such a string is refused.
+// The distinct source file names of a virtual dataset's `count` mappings,
+// as text, at most kMaxReferencesPerFinding of them.
+std::vector<std::string> VirtualSources(hid_t dcpl, size_t count) {
+  std::vector<std::string> sources;
+  for (size_t k = 0; k < count && sources.size() < kMaxReferencesPerFinding; ++k) {
+    ssize_t len = H5Pget_virtual_filename(dcpl, k, nullptr, 0);
+    if (len <= 0 || static_cast<size_t>(len) > kMaxLinkValueBytes) continue;
+    std::string name(static_cast<size_t>(len) + 1, '\0');
+    if (H5Pget_virtual_filename(dcpl, k, name.data(), name.size()) < 0) continue;
+    name.resize(static_cast<size_t>(len));
+    name = Text(name);
+    if (std::find(sources.begin(), sources.end(), name) == sources.end()) sources.push_back(name);
+  }
+  H5Eclear2(H5E_DEFAULT);
+  return sources;
+}
+
+// The file names of a dataset's `count` external storage entries, as text,
+// at most kMaxReferencesPerFinding of them.
+std::vector<std::string> ExternalFiles(hid_t dcpl, int count) {
+  std::vector<std::string> files;
+  for (int k = 0; k < count && files.size() < kMaxReferencesPerFinding; ++k) {
+    std::string name(kMaxLinkValueBytes, '\0');
+    off_t offset = 0;
+    hsize_t size = 0;
+    if (H5Pget_external(dcpl, static_cast<unsigned>(k), name.size(), name.data(), &offset, &size) <
+        0) {
+      continue;
+    }
+    files.push_back(Text(name.c_str()));
+  }
+  H5Eclear2(H5E_DEFAULT);
+  return files;
+}
+
 Result<std::string> FixedString(std::string s, H5T_str_t pad, const std::string& where) {
   if (pad == H5T_STR_NULLTERM) {
     s.resize(std::strlen(s.c_str()));
@@ -474,17 +507,7 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
   if (layout == H5D_VIRTUAL) {
     size_t count = 0;
     H5Pget_virtual_count(dcpl.get(), &count);
-    std::vector<std::string> sources;
-    for (size_t k = 0; k < count && sources.size() < kMaxReferencesPerFinding; ++k) {
-      ssize_t len = H5Pget_virtual_filename(dcpl.get(), k, nullptr, 0);
-      if (len <= 0 || static_cast<size_t>(len) > kMaxLinkValueBytes) continue;
-      std::string name(static_cast<size_t>(len) + 1, '\0');
-      if (H5Pget_virtual_filename(dcpl.get(), k, name.data(), name.size()) < 0) continue;
-      name.resize(static_cast<size_t>(len));
-      name = Text(name);
-      if (std::find(sources.begin(), sources.end(), name) == sources.end()) sources.push_back(name);
-    }
-    H5Eclear2(H5E_DEFAULT);
+    std::vector<std::string> sources = VirtualSources(dcpl.get(), count);
     Refuse(ctx, "hdf5.virtual_dataset", node->path,
            "virtual dataset: its elements are read from " + Num(count) +
                " mapping(s) onto source datasets (other files, e.g. '" +
@@ -495,18 +518,7 @@ Status File::InspectDataset(hid_t dataset, Node* node, ParseContext& ctx) {
   }
   int externals = H5Pget_external_count(dcpl.get());
   if (externals > 0) {
-    std::vector<std::string> files;
-    for (int k = 0; k < externals && files.size() < kMaxReferencesPerFinding; ++k) {
-      std::string name(kMaxLinkValueBytes, '\0');
-      off_t offset = 0;
-      hsize_t size = 0;
-      if (H5Pget_external(dcpl.get(), static_cast<unsigned>(k), name.size(), name.data(), &offset,
-                          &size) < 0) {
-        continue;
-      }
-      files.push_back(Text(name.c_str()));
-    }
-    H5Eclear2(H5E_DEFAULT);
+    std::vector<std::string> files = ExternalFiles(dcpl.get(), externals);
     Refuse(ctx, "hdf5.external_storage", node->path,
            "the elements are stored in " + Num(static_cast<uint64_t>(externals)) +
                " external file(s) (e.g. '" +

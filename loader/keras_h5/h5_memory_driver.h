@@ -10,6 +10,9 @@
 // Trust: the bytes are untrusted; the driver only copies ranges of them, with
 // bounds checked here. Everything else about the file is libhdf5's to parse,
 // which is why this code runs only in the sandboxed worker.
+//
+// Worst case: each read is one bounds check and one copy of what libhdf5
+// asks for (O(bytes read)).
 #ifndef SAFEMODEL_LOADER_KERAS_H5_H5_MEMORY_DRIVER_H_
 #define SAFEMODEL_LOADER_KERAS_H5_H5_MEMORY_DRIVER_H_
 

@@ -15,8 +15,6 @@ namespace safemodel::loader::keras {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // Layers in one configuration; each costs a few hundred bytes of
 // bookkeeping. MobileNetV2 in a Teachable Machine file has 164.
 constexpr size_t kMaxLayers = 100'000;

@@ -53,8 +53,6 @@ constexpr char kSchema[] = "safemodel.keras/1";
 // Paths listed in one "dropped" finding; the count is always given.
 constexpr size_t kMaxListedPaths = 20;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 Value StringList(const std::vector<std::string>& items) {
   Value out = Value::List();
   for (const std::string& s : items) out.Append(Value::String(s));

@@ -1,7 +1,10 @@
 // Keras HDF5 models (.h5): legacy full models (Keras 1.x, 2.x, tf.keras and
 // Keras 3's legacy writer), legacy weights-only files (save_weights), and
-// Keras 3 weight stores (model.weights.h5). See ../shared/docs/KERAS.md for
-// the layouts.
+// Keras 3 weight stores (model.weights.h5). Layouts: a full model has the
+// root attributes model_config (JSON), keras_version and backend, and its
+// weights under model_weights/<layer>/ with weight_names attributes; a
+// weights-only file has the layer groups at the root; a Keras 3 store has
+// layers/<path>/vars/<i> datasets.
 //
 // The file is opened from the worker's read-only map of the input through
 // an in-memory driver (h5_memory_driver.h) and walked strictly (h5_file.h):
@@ -54,6 +57,9 @@
 // gathered up each level), plus libhdf5's own work on the file, which this
 // code cannot bound: a crafted file can make libhdf5 loop, and the worker's
 // time limit stops it (README, "Known limit").
+//
+// Trust: the file is untrusted; libhdf5 parses it in the sandboxed worker,
+// and every structure it reports is checked again here before use.
 #ifndef SAFEMODEL_LOADER_KERAS_H5_KERAS_H5_H_
 #define SAFEMODEL_LOADER_KERAS_H5_KERAS_H5_H_
 

@@ -4,8 +4,14 @@
 // constraints, dtype policies), which activation and tf-op names are plain
 // data, and the weights each layer class owns, in Keras's saved order.
 //
-// The tables follow ../shared/docs/KERAS.md section 5 and cover Keras 1.x,
-// Keras 2.x / tf.keras and Keras 3 spellings.
+// The tables cover Keras 1.x, Keras 2.x / tf.keras and Keras 3 spellings.
+// Weights are listed in the order of a layer's weight_names in an .h5 file
+// (the same order as a .keras file's vars/0..n), matched by position: the
+// names differ between versions (DepthwiseConv2D's depthwise_kernel in
+// Keras 2 is kernel in Keras 3).
+//
+// Pure lookups over constant tables: O(1) or O(table) per call; no input is
+// read here.
 #ifndef SAFEMODEL_LOADER_KERAS_H5_KERAS_LAYERS_H_
 #define SAFEMODEL_LOADER_KERAS_H5_KERAS_LAYERS_H_
 

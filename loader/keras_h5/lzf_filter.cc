@@ -8,8 +8,6 @@ namespace {
 
 thread_local std::string g_last_error;
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // libhdf5's filter callback. Reading (H5Z_FLAG_REVERSE) replaces *buf with
 // the decoded chunk; the output size is the chunk size from the client
 // values (InspectDataset has checked it against the chunk's dimensions).

@@ -16,6 +16,8 @@
 //
 // h5py's writer stores (4, 0x0105, chunk bytes) as the filter's client
 // values. Trust: chunks are untrusted; every read and write is bounded here.
+// Worst case: O(output) per chunk, the output at most the chunk size libhdf5
+// declares.
 #ifndef SAFEMODEL_LOADER_KERAS_H5_LZF_FILTER_H_
 #define SAFEMODEL_LOADER_KERAS_H5_LZF_FILTER_H_
 

@@ -1,244 +1,48 @@
 #include "loader/numpy/npy.h"
 
-#include <algorithm>
-#include <cstring>
-#include <string_view>
+#include <string>
 #include <unordered_set>
+#include <utility>
 
-#include "safemodel/limits.h"
-
-#include "loader/pickle/pickle_formats.h"
-#include "loader/zip/zip_archive.h"
+#include "loader/containers/zip_archive.h"
 
 namespace safemodel::loader {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
+constexpr std::string_view kNpySuffix = ".npy";
 
-constexpr char kMagic[] = "\x93NUMPY";
-constexpr size_t kMagicBytes = 6;
-
-// A tokenizer/parser for the header dict: the subset of Python literal syntax
-// numpy writes. Anything else is an error; nothing is evaluated.
-class LiteralParser {
- public:
-  // `python2_longs`: accept an `L` after a shape integer (versions 1.0 and
-  // 2.0, where numpy's _filter_header drops it).
-  LiteralParser(std::string_view text, std::string where, bool python2_longs)
-      : s_(text), where_(std::move(where)), python2_longs_(python2_longs) {}
-
-  Status Parse(NpyHeader* h) {
-    bool seen_descr = false, seen_fortran = false, seen_shape = false;
-    SAFEMODEL_RETURN_IF_ERROR(Expect('{'));
-    for (;;) {
-      SkipSpace();
-      if (Peek() == '}') break;
-      std::string key;
-      SAFEMODEL_RETURN_IF_ERROR(String(&key));
-      SAFEMODEL_RETURN_IF_ERROR(Expect(':'));
-      SkipSpace();
-      if (key == "descr" && !seen_descr) {
-        seen_descr = true;
-        if (Peek() == '[') return Status::Unsupported(where_ + ": structured dtypes are not supported");
-        SAFEMODEL_RETURN_IF_ERROR(String(&h->descr));
-      } else if (key == "fortran_order" && !seen_fortran) {
-        seen_fortran = true;
-        SAFEMODEL_RETURN_IF_ERROR(Bool(&h->fortran_order));
-      } else if (key == "shape" && !seen_shape) {
-        seen_shape = true;
-        SAFEMODEL_RETURN_IF_ERROR(Shape(&h->shape));
-      } else {
-        return Status::Malformed(where_ + ": unexpected or repeated header key '" + Printable(key) + "'");
-      }
-      SkipSpace();
-      if (Peek() == ',') {
-        ++pos_;
-        continue;
-      }
-      if (Peek() != '}') return Error("',' or '}'");
-    }
-    ++pos_;  // '}'
-    if (!seen_descr || !seen_fortran || !seen_shape) {
-      return Status::Malformed(where_ + ": header lacks one of 'descr', 'fortran_order', 'shape'");
-    }
-    // Only padding may follow: spaces, then the terminating newline.
-    while (pos_ < s_.size() && s_[pos_] == ' ') ++pos_;
-    if (pos_ + 1 != s_.size() || s_[pos_] != '\n') {
-      return Status::Malformed(where_ + ": header is not padded with spaces and ended by a newline");
-    }
-    return Status::Ok();
+// Notes the layouts converted on the way out (numpy reads them as they are).
+void NoteLayout(const NpyHeader& h, const std::string& where, ParseContext& ctx) {
+  if (h.swap_unit > 1) {
+    ctx.Note("numpy.byte_order", where, "big-endian data converted to little-endian");
   }
-
- private:
-  char Peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
-  void SkipSpace() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n')) ++pos_;
+  if (h.fortran_order && h.shape.size() > 1) {
+    ctx.Note("numpy.fortran_order", where, "Fortran-order data converted to C order");
   }
-  Status Error(const char* want) const {
-    return Status::Malformed(where_ + ": header dict: expected " + want + " at character " + Num(pos_));
-  }
-  Status Expect(char c) {
-    SkipSpace();
-    if (Peek() != c) return Error(std::string(1, c).c_str());
-    ++pos_;
-    return Status::Ok();
-  }
-  Status String(std::string* out) {
-    SkipSpace();
-    char q = Peek();
-    if (q != '\'' && q != '"') return Error("a quoted string");
-    ++pos_;
-    size_t start = pos_;
-    while (pos_ < s_.size() && s_[pos_] != q) {
-      if (s_[pos_] == '\\' || s_[pos_] == '\n') {
-        return Status::Unsupported(where_ + ": escapes in header strings are not supported");
-      }
-      ++pos_;
-    }
-    if (pos_ >= s_.size()) return Error("a closing quote");
-    out->assign(s_.substr(start, pos_ - start));
-    ++pos_;
-    return Status::Ok();
-  }
-  Status Bool(bool* out) {
-    if (s_.substr(pos_, 4) == "True") {
-      *out = true;
-      pos_ += 4;
-    } else if (s_.substr(pos_, 5) == "False") {
-      *out = false;
-      pos_ += 5;
-    } else {
-      return Error("True or False");
-    }
-    return Status::Ok();
-  }
-  Status Int(uint64_t* out) {
-    SkipSpace();
-    size_t start = pos_;
-    uint64_t v = 0;
-    while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') {
-      if (!CheckedMul(v, 10, &v) || !CheckedAdd(v, static_cast<uint64_t>(s_[pos_] - '0'), &v)) {
-        return Status::Malformed(where_ + ": shape dimension overflows 64 bits");
-      }
-      ++pos_;
-    }
-    if (pos_ == start) return Error("a non-negative integer");
-    if (pos_ - start > 1 && s_[start] == '0') return Error("an integer without leading zeros");
-    if (Peek() == 'L') {
-      // Python 2's long suffix, written by old numpy; numpy 1.24 filters it
-      // out of 1.0/2.0 headers only and literal_eval rejects it in 3.0.
-      if (!python2_longs_) {
-        return Status::Malformed(where_ + ": a Python 2 'L' suffix in a version 3.0 header");
-      }
-      ++pos_;
-    }
-    *out = v;
-    return Status::Ok();
-  }
-  Status Shape(std::vector<uint64_t>* shape) {
-    if (Peek() != '(') return Error("a shape tuple");
-    ++pos_;
-    SkipSpace();
-    if (Peek() == ')') {
-      ++pos_;
-      return Status::Ok();
-    }
-    for (;;) {
-      uint64_t d = 0;
-      SAFEMODEL_RETURN_IF_ERROR(Int(&d));
-      if (shape->size() >= kMaxRank) {
-        return Status::LimitExceeded(where_ + ": rank exceeds the limit of " + Num(kMaxRank));
-      }
-      shape->push_back(d);
-      SkipSpace();
-      if (Peek() == ',') {
-        ++pos_;
-        SkipSpace();
-        if (Peek() == ')') break;
-        continue;
-      }
-      if (Peek() == ')') {
-        if (shape->size() == 1) return Error("',' after the single element of a tuple");
-        break;
-      }
-      return Error("',' or ')'");
-    }
-    ++pos_;
-    return Status::Ok();
-  }
-
-  std::string_view s_;
-  std::string where_;
-  bool python2_longs_;
-  size_t pos_ = 0;
-};
-
-// Characters of a header as numpy decodes it: bytes for latin1, code points
-// (bytes other than continuation bytes) for valid UTF-8.
-uint64_t HeaderChars(std::string_view s, bool utf8) {
-  if (!utf8) return s.size();
-  return static_cast<uint64_t>(std::count_if(
-      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
-}
-
-Status ParseDescr(const std::string& descr, NpyHeader* h, const std::string& where) {
-  if (descr.size() < 2) return Status::Unsupported(where + ": dtype '" + Printable(descr) + "' is not supported");
-  char order = descr[0];
-  std::string_view code = std::string_view(descr).substr(1);
-  if (order != '<' && order != '>' && order != '|') {
-    return Status::Unsupported(where + ": dtype '" + Printable(descr) +
-                               "' has no explicit byte order ('<', '>' or '|')");
-  }
-  if (code == "O" || code == "O8") {
-    h->is_object = true;
-    return Status::Ok();
-  }
-  struct Code {
-    std::string_view code;
-    DType dtype;
-  };
-  static constexpr Code kCodes[] = {
-      {"b1", DType::kBool}, {"i1", DType::kI8},   {"u1", DType::kU8},  {"i2", DType::kI16},
-      {"u2", DType::kU16},  {"i4", DType::kI32},  {"u4", DType::kU32}, {"i8", DType::kI64},
-      {"u8", DType::kU64},  {"f2", DType::kF16},  {"f4", DType::kF32}, {"f8", DType::kF64},
-      {"c8", DType::kC64},  {"c16", DType::kC128},
-  };
-  for (const Code& c : kCodes) {
-    if (c.code != code) continue;
-    h->dtype = c.dtype;
-    uint32_t size = DTypeSize(c.dtype);
-    if (size > 1 && order == '|') {
-      return Status::Malformed(where + ": dtype '" + descr + "' needs a byte order");
-    }
-    h->swap_unit = (order == '>' && size > 1) ? DTypeSwapUnit(c.dtype) : 0;
-    return Status::Ok();
-  }
-  return Status::Unsupported(where + ": dtype '" + Printable(descr) +
-                             "' is not supported (numeric and bool dtypes only)");
 }
 
 class NpyParser final : public Parser {
  public:
+  explicit NpyParser(NpyObjectReader objects) : objects_(std::move(objects)) {}
+
   Status Parse(ByteView input, ParseContext& ctx, ParsedModel* out) override {
     SAFEMODEL_ASSIGN_OR_RETURN(NpyHeader h, ParseNpyHeader(input, "npy"));
     out->source_format = "npy";
     if (h.is_object) {
-      return ParseNpyObjectArray(h, input.subspan(h.data_offset), "npy array", "array", ctx, out);
+      return objects_(h, input.subspan(h.data_offset), "npy array", "array", ctx, out);
     }
     uint64_t end;
     if (!CheckedAdd(h.data_offset, h.data_bytes, &end) || end > input.size()) {
-      return Status::Malformed("npy: the shape declares " + Num(h.data_bytes) + " bytes of data but only " +
-                               Num(input.size() - h.data_offset) + " follow the header");
+      return Status::Malformed("npy: the shape declares " + Num(h.data_bytes) +
+                               " bytes of data but only " + Num(input.size() - h.data_offset) +
+                               " follow the header");
     }
     if (end != input.size()) {
       return Status::Malformed("npy: " + Num(input.size() - end) +
                                " unexplained bytes after the array data");
     }
-    if (h.swap_unit > 1) ctx.Note("numpy.byte_order", "npy array", "big-endian data converted to little-endian");
-    if (h.fortran_order && h.shape.size() > 1) {
-      ctx.Note("numpy.fortran_order", "npy array", "Fortran-order data converted to C order");
-    }
+    NoteLayout(h, "npy array", ctx);
     Tensor t;
     t.name = "array";
     t.dtype = h.dtype;
@@ -249,111 +53,103 @@ class NpyParser final : public Parser {
     out->tensors.push_back(std::move(t));
     return Status::Ok();
   }
+
+ private:
+  NpyObjectReader objects_;
 };
 
-class NpzParser final : public Parser {
- public:
-  Status Parse(ByteView input, ParseContext& ctx, ParsedModel* out) override {
-    out->source_format = "npz";
-    SAFEMODEL_ASSIGN_OR_RETURN(std::shared_ptr<ZipArchive> zip, ZipArchive::Open(input));
-    return ParseNpzArchive(std::move(zip), ctx, out);
-  }
-};
-
-}  // namespace
-
-Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where_view) {
-  const std::string where(where_view);
-  ByteReader r(bytes);
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView magic, r.Bytes(kMagicBytes, where + " magic"));
-  if (std::memcmp(magic.data(), kMagic, kMagicBytes) != 0) {
-    return Status::Malformed(where + ": not a .npy array (bad magic)");
-  }
-  SAFEMODEL_ASSIGN_OR_RETURN(uint8_t major, r.U8(where + " version"));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint8_t minor, r.U8(where + " version"));
-  if (major < 1 || major > 3 || minor != 0) {
-    return Status::Unsupported(where + ": .npy format version " + Num(major) + "." + Num(minor) +
-                               " is not supported (1.0, 2.0, 3.0 are)");
-  }
-  uint64_t header_len;
-  if (major == 1) {
-    SAFEMODEL_ASSIGN_OR_RETURN(header_len, r.U16LE(where + " header length"));
-  } else {
-    SAFEMODEL_ASSIGN_OR_RETURN(header_len, r.U32LE(where + " header length"));
-  }
-  const std::string too_long = where + ": header longer than numpy's limit of " +
-                               Num(kMaxNpyHeaderChars) +
-                               " characters (np.load refuses it without allow_pickle)";
-  if (header_len > kMaxNpyHeaderBytes) return Status::Unsupported(too_long);
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView text, r.Bytes(header_len, where + " header"));
-  std::string_view s = AsChars(text);
-  bool ok_text = major == 3 ? IsValidUtf8(s)
-                            : std::all_of(s.begin(), s.end(),
-                                          [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-  if (!ok_text) return Status::Malformed(where + ": header text is not " + (major == 3 ? "UTF-8" : "ASCII"));
-  if (HeaderChars(s, major == 3) > kMaxNpyHeaderChars) return Status::Unsupported(too_long);
-  NpyHeader h;
-  SAFEMODEL_RETURN_IF_ERROR(LiteralParser(s, where, major < 3).Parse(&h));
-  SAFEMODEL_RETURN_IF_ERROR(ParseDescr(h.descr, &h, where));
-  h.data_offset = r.position();
-  if (h.is_object) {
-    // numpy computes the int64 element count first, for object arrays too.
-    SAFEMODEL_RETURN_IF_ERROR(ElementCount(h.shape, where).status());
-  } else {
-    SAFEMODEL_ASSIGN_OR_RETURN(h.data_bytes, TensorByteSize(h.shape, h.dtype, where));
-  }
-  return h;
-}
-
-Elements NpyElements(const NpyHeader& h, ByteView data) {
-  Elements e;
-  e.view = data;
-  e.swap_unit = h.swap_unit;
-  if (h.fortran_order && h.shape.size() > 1) {
-    // Fortran order: the first index varies fastest.
-    e.strides.resize(h.shape.size());
-    int64_t stride = 1;
-    for (size_t d = 0; d < h.shape.size(); ++d) {
-      e.strides[d] = stride;
-      stride *= static_cast<int64_t>(h.shape[d] == 0 ? 1 : h.shape[d]);
-    }
-  }
-  return e;
-}
-
-Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, ParseContext& ctx, ParsedModel* out) {
-  out->source_format = "npz";
-  out->keepalive.push_back(zip);
-  const uint64_t memory_limit = ctx.options().memory_limit;
-  constexpr std::string_view kSuffix = ".npy";
+// Every member must be a .npy by name, and name its own key. A member's
+// tensor is named by its key, its name without ".npy". numpy
+// (NpzFile.__getitem__) answers a key with the member of exactly that name
+// first and only then with key + ".npy": members 'a.npy' and 'a.npy.npy'
+// both answer the key 'a.npy', and numpy gives 'a.npy'. Such an archive is
+// refused rather than named one way or the other. (Duplicate names, where
+// zipfile takes the last, are refused by ZipArchive.)
+Status CheckNpzNames(const ZipArchive& zip) {
   std::unordered_set<std::string_view> names;
-  for (const ZipEntry& entry : zip->entries()) names.insert(entry.name);
-  for (const ZipEntry& entry : zip->entries()) {
+  for (const ZipEntry& entry : zip.entries()) names.insert(entry.name);
+  for (const ZipEntry& entry : zip.entries()) {
     const std::string where = "npz member '" + Printable(entry.name) + "'";
-    if (entry.is_directory() || entry.name.size() <= kSuffix.size() ||
-        entry.name.compare(entry.name.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) {
+    if (entry.is_directory() || entry.name.size() <= kNpySuffix.size() ||
+        !entry.name.ends_with(kNpySuffix)) {
       return Status::Unsupported(where + " is not a .npy array");
     }
-    // A member's tensor is named by its key, its name without ".npy". numpy
-    // (NpzFile.__getitem__) answers a key with the member of exactly that
-    // name first and only then with key + ".npy": members 'a.npy' and
-    // 'a.npy.npy' both answer the key 'a.npy', and numpy gives 'a.npy'. Such
-    // an archive is refused rather than named one way or the other.
-    // (Duplicate names, where zipfile takes the last, are refused by
-    // ZipArchive.)
     const std::string_view key =
-        std::string_view(entry.name).substr(0, entry.name.size() - kSuffix.size());
+        std::string_view(entry.name).substr(0, entry.name.size() - kNpySuffix.size());
     if (names.count(key) > 0) {
       return Status::Malformed(where + " would be the array '" + Printable(key) +
                                "', but np.load answers that key with the member named exactly '" +
                                Printable(key) + "' (two members answer one key)");
     }
   }
+  return Status::Ok();
+}
+
+// A numeric member: a tensor whose bytes are read (inflated) when streamed.
+Status AddNpzTensor(const std::shared_ptr<ZipArchive>& zip, const ZipEntry& entry,
+                    const NpyHeader& h, const std::string& where, ParseContext& ctx,
+                    ParsedModel* out) {
+  uint64_t end;
+  if (!CheckedAdd(h.data_offset, h.data_bytes, &end)) {
+    return Status::Malformed(where + ": the declared shape overflows 64 bits");
+  }
+  if (end != entry.uncompressed_size) {
+    return Status::Malformed(where + ": header and shape account for " + Num(end) +
+                             " bytes but the member holds " + Num(entry.uncompressed_size));
+  }
+  NoteLayout(h, where, ctx);
+  Tensor t;
+  t.name = entry.name.substr(0, entry.name.size() - kNpySuffix.size());
+  t.dtype = h.dtype;
+  t.shape = h.shape;
+  t.origin = where;
+  const ZipEntry* e = &entry;
+  const uint64_t memory_limit = ctx.options().memory_limit;
+  t.source = [zip, e, h, memory_limit]() -> Result<Elements> {
+    OwnedBuffer holder;
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView member, zip->Contents(*e, memory_limit, &holder));
+    Elements el = NpyElements(h, member.subspan(h.data_offset, h.data_bytes));
+    el.owned = std::move(holder);
+    return el;
+  };
+  out->tensors.push_back(std::move(t));
+  return Status::Ok();
+}
+
+// An object member: the whole member goes to `objects` (the pickle needs
+// it all; it is bounded by the memory limit). A refusal does not stop the
+// archive, so that every member's findings are listed.
+Status AddNpzObjectArray(ZipArchive& zip, const ZipEntry& entry, const NpyHeader& h,
+                         const std::string& where, const NpyObjectReader& objects,
+                         ParseContext& ctx, ParsedModel* out) {
+  OwnedBuffer holder;
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView member,
+                             zip.Contents(entry, ctx.options().memory_limit, &holder));
+  Status s = objects(h, member.subspan(h.data_offset), where,
+                     entry.name.substr(0, entry.name.size() - kNpySuffix.size()), ctx, out);
+  if (!s.ok() && s.code() != StatusCode::kRefused) return s;
+  if (holder.size() > 0) {
+    out->keepalive.push_back(std::make_shared<OwnedBuffer>(std::move(holder)));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::unique_ptr<Parser> NewNpyParser(NpyObjectReader objects) {
+  return std::make_unique<NpyParser>(std::move(objects));
+}
+
+Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& objects,
+                       ParseContext& ctx, ParsedModel* out) {
+  out->source_format = "npz";
+  out->keepalive.push_back(zip);
+  SAFEMODEL_RETURN_IF_ERROR(CheckNpzNames(*zip));
   for (const ZipEntry& entry : zip->entries()) {
     const std::string where = "npz member '" + Printable(entry.name) + "'";
     SAFEMODEL_ASSIGN_OR_RETURN(std::string prefix,
                                zip->ReadPrefix(entry, kMaxNpyHeaderBytes + 12));
-    if (prefix.compare(0, kMagicBytes, kMagic) != 0) {
+    if (!prefix.starts_with(kNpyMagic)) {
       // numpy decides by content, not name: it returns these bytes as raw
       // bytes, not an array.
       return Status::Malformed(where +
@@ -362,47 +158,13 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, ParseContext& ctx, Parse
     }
     SAFEMODEL_ASSIGN_OR_RETURN(NpyHeader h, ParseNpyHeader(AsBytes(prefix), where));
     if (h.is_object) {
-      // The pickle machine needs the whole member; it is bounded by the memory limit.
-      OwnedBuffer holder;
-      SAFEMODEL_ASSIGN_OR_RETURN(ByteView member, zip->Contents(entry, memory_limit, &holder));
-      Status s = ParseNpyObjectArray(h, member.subspan(h.data_offset), where,
-                                     entry.name.substr(0, entry.name.size() - kSuffix.size()), ctx, out);
-      if (!s.ok() && s.code() != StatusCode::kRefused) return s;
-      if (holder.size() > 0) out->keepalive.push_back(std::make_shared<OwnedBuffer>(std::move(holder)));
-      continue;
+      SAFEMODEL_RETURN_IF_ERROR(AddNpzObjectArray(*zip, entry, h, where, objects, ctx, out));
+    } else {
+      SAFEMODEL_RETURN_IF_ERROR(AddNpzTensor(zip, entry, h, where, ctx, out));
     }
-    uint64_t end;
-    if (!CheckedAdd(h.data_offset, h.data_bytes, &end)) {
-      return Status::Malformed(where + ": the declared shape overflows 64 bits");
-    }
-    if (end != entry.uncompressed_size) {
-      return Status::Malformed(where + ": header and shape account for " + Num(end) +
-                               " bytes but the member holds " + Num(entry.uncompressed_size));
-    }
-    if (h.swap_unit > 1) ctx.Note("numpy.byte_order", where, "big-endian data converted to little-endian");
-    if (h.fortran_order && h.shape.size() > 1) {
-      ctx.Note("numpy.fortran_order", where, "Fortran-order data converted to C order");
-    }
-    Tensor t;
-    t.name = entry.name.substr(0, entry.name.size() - kSuffix.size());
-    t.dtype = h.dtype;
-    t.shape = h.shape;
-    t.origin = where;
-    const ZipEntry* e = &entry;
-    t.source = [zip, e, h, memory_limit]() -> Result<Elements> {
-      OwnedBuffer holder;
-      SAFEMODEL_ASSIGN_OR_RETURN(ByteView member, zip->Contents(*e, memory_limit, &holder));
-      Elements el = NpyElements(h, member.subspan(h.data_offset, h.data_bytes));
-      el.owned = std::move(holder);
-      return el;
-    };
-    out->tensors.push_back(std::move(t));
   }
   if (ctx.refused()) return ctx.RefusedStatus();
   return Status::Ok();
 }
-
-std::unique_ptr<Parser> NewNpyParser() { return std::make_unique<NpyParser>(); }
-std::unique_ptr<Parser> NewNpzParser() { return std::make_unique<NpzParser>(); }
 
 }  // namespace safemodel::loader

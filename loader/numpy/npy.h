@@ -1,64 +1,48 @@
-// NumPy .npy (versions 1.0, 2.0, 3.0) and .npz (a zip of .npy members).
+// NumPy .npy files and .npz archives (a zip of .npy members), as np.load
+// reads them: numeric and bool arrays become tensors (views of the input, or
+// of a member inflated when the tensor is streamed).
 //
-// The .npy header is a Python dict literal ({'descr': '<f4', 'fortran_order':
-// False, 'shape': (3, 4), }). numpy reads it with ast.literal_eval; here a
-// small parser accepts exactly that grammar (strings, bools, non-negative
-// integers, tuples, the three keys once each) and nothing else. Nothing is
-// evaluated. Acceptance is never looser than numpy's: at most
-// kMaxNpyHeaderChars characters, Python 2 `2L` suffixes only in 1.0/2.0
-// headers (numpy filters them there and nowhere else), and shapes whose
-// dimensions fit signed 64-bit sizes (ElementCount).
+// Object arrays (descr 'O': the data is a pickle) are not read here: they
+// go to the NpyObjectReader the caller supplies (the registry passes the
+// pickle machine's), so that this folder knows nothing of pickles.
 //
-// Worst case: O(h) for a header of h characters (at most kMaxNpyHeaderChars),
-// O(1) per array (the data is a view of the input); an .npz is O(members) on
-// top of the zip reader. An object array is the pickle machine's cost.
+// An .npz is refused when np.load would answer a key with another member
+// than the one safemodel names (members 'a.npy' and 'a.npy.npy'), and when a
+// member is not a .npy by name or by content.
+//
+// Worst case: the header's (npy_header.h) plus O(1) per array; an .npz is
+// O(members) on top of the zip reader. An object array is its reader's cost.
+//
+// Trust: the input is untrusted.
 #ifndef SAFEMODEL_LOADER_NUMPY_NPY_H_
 #define SAFEMODEL_LOADER_NUMPY_NPY_H_
 
-#include <cstdint>
+#include <functional>
 #include <memory>
-#include <string>
-#include <vector>
+#include <string_view>
 
 #include "converter/byte_reader.h"
+#include "loader/numpy/npy_header.h"
 #include "loader/parser.h"
-#include "safemodel/dtype.h"
 
 namespace safemodel::loader {
 
-// numpy refuses headers longer than 10,000 characters (decoded: latin1 for
-// versions 1.0 and 2.0, UTF-8 for 3.0) unless allow_pickle is given, so no
-// file np.load reads by default has more; neither do we.
-inline constexpr uint64_t kMaxNpyHeaderChars = 10'000;
-// The most bytes such a header can take (4-byte UTF-8 characters).
-inline constexpr uint64_t kMaxNpyHeaderBytes = 4 * kMaxNpyHeaderChars;
-
-struct NpyHeader {
-  std::string descr;          // as written, e.g. "<f4"
-  DType dtype = DType::kInvalid;
-  uint32_t swap_unit = 0;     // > 1 for big-endian multi-byte data
-  bool is_object = false;     // descr 'O': the data is a pickle
-  bool fortran_order = false;
-  std::vector<uint64_t> shape;
-  uint64_t data_offset = 0;   // bytes from the start of the .npy to the data
-  uint64_t data_bytes = 0;    // product(shape) * itemsize (0 for object arrays)
-};
-
-// Parses the magic, version, header length and header dict of a .npy image
-// (only the leading bytes are needed). Object arrays parse successfully with
-// is_object set: refusing them is the caller's decision.
-Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where);
-
-// Element layout of an array's data: swap unit and strides for Fortran order.
-Elements NpyElements(const NpyHeader& header, ByteView data);
-
 class ZipArchive;
 
-// Parses an already opened (and validated) zip archive as an .npz.
-Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, ParseContext& ctx, ParsedModel* out);
+// Reads the object array of a .npy (or of the .npz member `where`): `pickle`
+// is the data after `header`. Adds what it finds to *out under
+// `tensor_name`, or refuses.
+using NpyObjectReader =
+    std::function<Status(const NpyHeader& header, ByteView pickle, std::string_view where,
+                         std::string_view tensor_name, ParseContext& ctx, ParsedModel* out)>;
 
-std::unique_ptr<Parser> NewNpyParser();
-std::unique_ptr<Parser> NewNpzParser();
+// A .npy file; its object array (if it is one) goes to `objects`.
+std::unique_ptr<Parser> NewNpyParser(NpyObjectReader objects);
+
+// An already opened (and validated) zip archive as an .npz; object members
+// go to `objects`.
+Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& objects,
+                       ParseContext& ctx, ParsedModel* out);
 
 }  // namespace safemodel::loader
 

@@ -10,46 +10,20 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "converter/keyed_hash.h"
 #include "safemodel/limits.h"
 
-#include "loader/pickle/pickle_internal.h"
+#include "converter/keyed_hash.h"
+#include "loader/pickle/pickle_run.h"
+#include "loader/pickle/text_codecs.h"
 #include "loader/stream.h"
 
 namespace safemodel::loader::pickle {
 
 namespace {
 
-std::string Num(uint64_t v) { return std::to_string(v); }
-
 // Bytes values larger than this are not scanned for an embedded pickle: the
 // note is advice, and large blobs are data (images, buffers), not payloads.
 constexpr uint64_t kMaxEmbeddedScanBytes = 16 << 20;
-
-// Decimal text of a little-endian two's complement integer.
-std::string BigIntDecimal(ByteView le) {
-  std::vector<uint8_t> mag(le.begin(), le.end());
-  const bool negative = !mag.empty() && (mag.back() & 0x80);
-  if (negative) {
-    NegateTwosComplement(&mag);
-  }
-  std::string digits;
-  for (;;) {
-    bool zero = std::all_of(mag.begin(), mag.end(), [](uint8_t b) { return b == 0; });
-    if (zero) break;
-    unsigned rem = 0;
-    for (size_t i = mag.size(); i-- > 0;) {
-      unsigned cur = (rem << 8) | mag[i];
-      mag[i] = static_cast<uint8_t>(cur / 10);
-      rem = cur % 10;
-    }
-    digits.push_back(static_cast<char>('0' + rem));
-  }
-  if (digits.empty()) digits = "0";
-  if (negative) digits.push_back('-');
-  std::reverse(digits.begin(), digits.end());
-  return digits;
-}
 
 std::string FloatRepr(double f) {
   if (std::isnan(f)) return "nan";
@@ -148,10 +122,25 @@ class Converter {
   Status AddMapChildren(Value* slot, const std::vector<Ref>& items, const Work& w,
                         bool module_state, size_t reserved);
   Status VisitRecord(const Work& w);
+  Status VisitTensor(const Work& w, const Object& o);
+  Status VisitSparse(const Work& w, const TensorInfo& t);
+  Status AddQuantized(const Work& w, const TensorInfo& t, const std::string& name);
+  Status VisitArray(const Work& w, const ArrayInfo& a);
+  Status NestedLists(const Work& w, const std::vector<uint64_t>& shape, std::vector<Value*>* leaves,
+                     std::vector<std::string>* names);
+  static uint64_t FortranIndex(const std::vector<uint64_t>& shape, uint64_t flat);
+  Status VisitInstance(const Work& w, const InstanceInfo& inst);
+  Status VisitGlobal(const Work& w);
+  Status VisitSequence(const Work& w);
+  Status VisitDict(const Work& w);
   Result<std::string> RegisterTensor(ObjId id, const std::string& name);
   Result<Value> ScalarValue(const ArrayInfo& a);
   std::string UniqueName(std::string name);
   Status EmitTensors();
+  Result<const StorageData*> StorageFor(ObjId sid);
+  Tensor NumpyTensor(const Object& o, const std::string& name);
+  Status AddTorchTensor(ObjId id, const Object& o, const std::string& name);
+  void TieViews();
   Value Architecture(const Value& module);
 
   std::shared_ptr<Graph> keep_;
@@ -168,6 +157,22 @@ class Converter {
   std::unordered_map<ObjId, std::string> tensor_names_;
   KeyedStringSet used_names_;
   std::set<std::string> noted_user_classes_;
+  // Views of a storage already emitted, for tied weights: -> indices into
+  // out_->tensors.
+  struct ViewKey {
+    ObjId storage;
+    DType dtype;
+    uint64_t offset;
+    std::vector<uint64_t> shape;
+    std::vector<int64_t> strides;
+    bool operator<(const ViewKey& o) const {
+      return std::tie(storage, dtype, offset, shape, strides) <
+             std::tie(o.storage, o.dtype, o.offset, o.shape, o.strides);
+    }
+  };
+  std::map<ViewKey, std::vector<size_t>> views_;
+  std::unordered_map<ObjId, StorageData> storage_data_;
+  bool big_endian_noted_ = false;
 };
 
 Result<std::string> Converter::KeyString(Ref key) {
@@ -183,7 +188,7 @@ Result<std::string> Converter::KeyString(Ref key) {
     case Kind::kFloat:
       return FloatRepr(key.f);
     case Kind::kBigInt:
-      return BigIntDecimal(g_.at(key).data);
+      return TwosComplementToDecimal(g_.at(key).data);
     case Kind::kBytes:
       return "b'" + Printable(g_.text(key), 4096) + "'";
     case Kind::kTuple: {
@@ -371,131 +376,196 @@ Status Converter::AddMapChildren(Value* slot, const std::vector<Ref>& items, con
   return Status::Ok();
 }
 
+// A tensor's reference: {"$tensor": name}.
+Value TensorRef(const std::string& name) {
+  Value ref = Value::Map();
+  ref.mutable_entries().emplace_back("$tensor", Value::String(name));
+  return ref;
+}
+
+// A sparse tensor: its component tensors under their roles, its layout and
+// size in the metadata.
+Status Converter::VisitSparse(const Work& w, const TensorInfo& t) {
+  Value& slot = *w.slot;
+  slot = Value::Map();
+  slot.mutable_entries().emplace_back("$sparse", Value::String(t.sparse_layout));
+  std::vector<Value> size;
+  for (uint64_t d : t.shape) size.push_back(Value::Int(static_cast<int64_t>(d)));
+  slot.mutable_entries().emplace_back("size", Value::List(std::move(size)));
+  for (const auto& [role, part] : t.components) {
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(part.id, JoinName(w.name, role)));
+    slot.mutable_entries().emplace_back(role, TensorRef(name));
+  }
+  nodes_ += 2 + 2 * t.components.size();
+  ctx_.Note("pickle.sparse", s_.where,
+            "sparse tensor '" + Printable(w.name) + "' (" + t.sparse_layout +
+                ") is stored as its component tensors; its layout and size are in the metadata");
+  return Status::Ok();
+}
+
+// A quantized tensor's parameters, added to its reference in `slot`.
+Status Converter::AddQuantized(const Work& w, const TensorInfo& t, const std::string& name) {
+  Value q = Value::Map();
+  q.mutable_entries().emplace_back("dtype", Value::String(t.qdtype));
+  q.mutable_entries().emplace_back("scheme", Value::String(t.qscheme));
+  if (t.scales.kind == Kind::kRecord) {
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string sn,
+                               RegisterTensor(t.scales.id, JoinName(w.name, "q_scales")));
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string zn,
+                               RegisterTensor(t.zero_points.id, JoinName(w.name, "q_zero_points")));
+    q.mutable_entries().emplace_back("scales", TensorRef(sn));
+    q.mutable_entries().emplace_back("zero_points", TensorRef(zn));
+    q.mutable_entries().emplace_back("axis", Value::Int(t.axis));
+  } else {
+    q.mutable_entries().emplace_back("scale", Value::Double(t.scale));
+    q.mutable_entries().emplace_back("zero_point", Value::Int(t.zero_point));
+  }
+  w.slot->mutable_entries().emplace_back("$quantized", std::move(q));
+  nodes_ += 8;
+  ctx_.Note("pickle.quantized", s_.where,
+            "quantized tensor '" + Printable(name) + "' is stored as its integer representation (" +
+                t.qdtype + " as " + std::string(DTypeName(t.dtype)) +
+                "); scheme, scale and zero point are in the metadata");
+  return Status::Ok();
+}
+
+// A torch tensor (dense, quantized or sparse) or a bare storage.
+Status Converter::VisitTensor(const Work& w, const Object& o) {
+  const bool tensor = o.record == RecordKind::kTensor;
+  if (tensor && g_.tensors[o.aux].layout == TensorInfo::Layout::kSparse) {
+    return VisitSparse(w, g_.tensors[o.aux]);
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(w.ref.id, w.name));
+  *w.slot = TensorRef(name);
+  ++nodes_;
+  if (tensor && g_.tensors[o.aux].layout == TensorInfo::Layout::kQuantized) {
+    return AddQuantized(w, g_.tensors[o.aux], name);
+  }
+  return Status::Ok();
+}
+
+// A numpy array: a tensor when numeric; an object array becomes nested
+// lists in C order, its elements queued.
+Status Converter::VisitArray(const Work& w, const ArrayInfo& a) {
+  if (!a.built) {
+    return Status::Malformed(s_.where + ": numpy array at '" + Printable(w.name) + "' has no data");
+  }
+  if (a.items.kind != Kind::kList) {
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(w.ref.id, w.name));
+    *w.slot = TensorRef(name);
+    ++nodes_;
+    return Status::Ok();
+  }
+  SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
+  const std::vector<Ref>& elems = g_.at(a.items).items;
+  if (a.shape.empty()) {
+    work_.push_back({elems.at(0), w.slot, w.name, w.depth});
+    return Status::Ok();
+  }
+  if (a.shape.size() + w.depth > kMaxValueDepth) {
+    return Status::LimitExceeded(s_.where + ": object array nests deeper than " +
+                                 Num(kMaxValueDepth));
+  }
+  std::vector<Value*> leaves;
+  std::vector<std::string> leaf_names;
+  SAFEMODEL_RETURN_IF_ERROR(NestedLists(w, a.shape, &leaves, &leaf_names));
+  for (uint64_t flat = 0; flat < leaves.size(); ++flat) {
+    const uint64_t src = a.fortran ? FortranIndex(a.shape, flat) : flat;
+    work_.push_back({elems[src], leaves[flat], leaf_names[flat],
+                     static_cast<uint32_t>(w.depth + a.shape.size())});
+  }
+  return Status::Ok();
+}
+
+// Builds the nested list skeleton of `shape` in *w.slot, level by level;
+// the leaves (in C order) and their names are returned.
+Status Converter::NestedLists(const Work& w, const std::vector<uint64_t>& shape,
+                              std::vector<Value*>* leaves, std::vector<std::string>* names) {
+  std::vector<Value*> level{w.slot};
+  std::vector<std::string> level_names{w.name};
+  for (size_t d = 0; d < shape.size(); ++d) {
+    std::vector<Value*> next;
+    std::vector<std::string> next_names;
+    for (size_t k = 0; k < level.size(); ++k) {
+      *level[k] = Value::List(std::vector<Value>(shape[d]));
+      nodes_ += shape[d];
+      if (nodes_ > kMaxValueNodes) return Count(0);
+      for (uint64_t i = 0; i < shape[d]; ++i) {
+        next.push_back(&level[k]->mutable_list()[i]);
+        next_names.push_back(JoinName(level_names[k], Num(i)));
+      }
+    }
+    level = std::move(next);
+    level_names = std::move(next_names);
+  }
+  *leaves = std::move(level);
+  *names = std::move(level_names);
+  return Status::Ok();
+}
+
+// The element of a Fortran-order array (first index fastest) at C-order
+// position `flat`.
+uint64_t Converter::FortranIndex(const std::vector<uint64_t>& shape, uint64_t flat) {
+  uint64_t rem = flat, mul = 1, src = 0;
+  std::vector<uint64_t> multi(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    multi[d] = rem % shape[d];
+    rem /= shape[d];
+  }
+  for (size_t d = 0; d < shape.size(); ++d) {
+    src += multi[d] * mul;
+    mul *= shape[d];
+  }
+  return src;
+}
+
+// An instance: {"$class": name, ["$user_class": true,] ["$slots": {...},]
+// attributes...}; a module's _parameters/_buffers/_modules add no name part.
+Status Converter::VisitInstance(const Work& w, const InstanceInfo& inst) {
+  const Object& cls = g_.objects[inst.cls];
+  const bool user = cls.global.kind == GlobalKind::kUnknown;
+  const bool module = cls.global.kind == GlobalKind::kNnModule || user;
+  if (user && noted_user_classes_.insert(cls.name).second) {
+    ctx_.Note("pickle.user_class", s_.where + " byte " + Num(cls.offset),
+              "instance of " + cls.name +
+                  ", a class defined by the program that saved the file: recorded by name only; "
+                  "its code is not in the file and is not part of the output");
+  }
+  SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
+  Value& slot = *w.slot;
+  slot = Value::Map();
+  slot.mutable_entries().emplace_back("$class", Value::String(cls.name));
+  size_t reserved = 1;
+  if (user) {
+    slot.mutable_entries().emplace_back("$user_class", Value::Bool(true));
+    ++reserved;
+  }
+  if (inst.slots.kind == Kind::kDict) {
+    slot.mutable_entries().emplace_back("$slots", Value());
+    ++reserved;
+    work_.push_back({inst.slots, &slot.mutable_entries().back().second, w.name, w.depth + 1});
+  }
+  if (inst.state.kind != Kind::kDict) return Status::Ok();
+  const std::vector<Ref>& state = g_.at(inst.state).items;
+  // Reserve all entries before taking pointers into the vector.
+  slot.mutable_entries().reserve(reserved + state.size() / 2);
+  if (inst.slots.kind == Kind::kDict)
+    work_.back().slot = &slot.mutable_entries()[reserved - 1].second;
+  const bool module_state = module && std::find_if(state.begin(), state.end(), [&](Ref k) {
+                                        return k.kind == Kind::kStr && g_.text(k) == "_modules";
+                                      }) != state.end();
+  return AddMapChildren(&slot, state, w, module_state, reserved);
+}
+
 Status Converter::VisitRecord(const Work& w) {
   Object& o = g_.at(w.ref);
   Value& slot = *w.slot;
   switch (o.record) {
     case RecordKind::kTensor:
-    case RecordKind::kStorage: {
-      const bool tensor = o.record == RecordKind::kTensor;
-      if (tensor && g_.tensors[o.aux].layout == TensorInfo::Layout::kSparse) {
-        const TensorInfo& t = g_.tensors[o.aux];
-        slot = Value::Map();
-        slot.mutable_entries().emplace_back("$sparse", Value::String(t.sparse_layout));
-        std::vector<Value> size;
-        for (uint64_t d : t.shape) size.push_back(Value::Int(static_cast<int64_t>(d)));
-        slot.mutable_entries().emplace_back("size", Value::List(std::move(size)));
-        for (const auto& [role, part] : t.components) {
-          SAFEMODEL_ASSIGN_OR_RETURN(std::string name,
-                                     RegisterTensor(part.id, JoinName(w.name, role)));
-          Value ref = Value::Map();
-          ref.mutable_entries().emplace_back("$tensor", Value::String(name));
-          slot.mutable_entries().emplace_back(role, std::move(ref));
-        }
-        nodes_ += 2 + 2 * t.components.size();
-        ctx_.Note(
-            "pickle.sparse", s_.where,
-            "sparse tensor '" + Printable(w.name) + "' (" + t.sparse_layout +
-                ") is stored as its component tensors; its layout and size are in the metadata");
-        return Status::Ok();
-      }
-      SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(w.ref.id, w.name));
-      slot = Value::Map();
-      slot.mutable_entries().emplace_back("$tensor", Value::String(name));
-      ++nodes_;
-      if (tensor && g_.tensors[o.aux].layout == TensorInfo::Layout::kQuantized) {
-        const TensorInfo& t = g_.tensors[o.aux];
-        Value q = Value::Map();
-        q.mutable_entries().emplace_back("dtype", Value::String(t.qdtype));
-        q.mutable_entries().emplace_back("scheme", Value::String(t.qscheme));
-        if (t.scales.kind == Kind::kRecord) {
-          SAFEMODEL_ASSIGN_OR_RETURN(std::string sn,
-                                     RegisterTensor(t.scales.id, JoinName(w.name, "q_scales")));
-          SAFEMODEL_ASSIGN_OR_RETURN(
-              std::string zn, RegisterTensor(t.zero_points.id, JoinName(w.name, "q_zero_points")));
-          Value sr = Value::Map(), zr = Value::Map();
-          sr.mutable_entries().emplace_back("$tensor", Value::String(sn));
-          zr.mutable_entries().emplace_back("$tensor", Value::String(zn));
-          q.mutable_entries().emplace_back("scales", std::move(sr));
-          q.mutable_entries().emplace_back("zero_points", std::move(zr));
-          q.mutable_entries().emplace_back("axis", Value::Int(t.axis));
-        } else {
-          q.mutable_entries().emplace_back("scale", Value::Double(t.scale));
-          q.mutable_entries().emplace_back("zero_point", Value::Int(t.zero_point));
-        }
-        slot.mutable_entries().emplace_back("$quantized", std::move(q));
-        nodes_ += 8;
-        ctx_.Note("pickle.quantized", s_.where,
-                  "quantized tensor '" + Printable(name) +
-                      "' is stored as its integer representation (" + t.qdtype + " as " +
-                      std::string(DTypeName(t.dtype)) +
-                      "); scheme, scale and zero point are in the metadata");
-      }
-      return Status::Ok();
-    }
-    case RecordKind::kNdArray: {
-      const ArrayInfo& a = g_.arrays[o.aux];
-      if (!a.built)
-        return Status::Malformed(s_.where + ": numpy array at '" + Printable(w.name) +
-                                 "' has no data");
-      if (a.items.kind != Kind::kList) {
-        SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(w.ref.id, w.name));
-        slot = Value::Map();
-        slot.mutable_entries().emplace_back("$tensor", Value::String(name));
-        ++nodes_;
-        return Status::Ok();
-      }
-      // An object array: nested lists in C order, elements queued.
-      SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
-      const std::vector<Ref>& elems = g_.at(a.items).items;
-      if (a.shape.empty()) {
-        work_.push_back({elems.at(0), w.slot, w.name, w.depth});
-        return Status::Ok();
-      }
-      if (a.shape.size() + w.depth > kMaxValueDepth) {
-        return Status::LimitExceeded(s_.where + ": object array nests deeper than " +
-                                     Num(kMaxValueDepth));
-      }
-      // Build the nested list skeleton level by level, then queue leaves.
-      std::vector<Value*> level{w.slot};
-      std::vector<std::string> level_names{w.name};
-      for (size_t d = 0; d < a.shape.size(); ++d) {
-        std::vector<Value*> next;
-        std::vector<std::string> next_names;
-        for (size_t k = 0; k < level.size(); ++k) {
-          *level[k] = Value::List(std::vector<Value>(a.shape[d]));
-          nodes_ += a.shape[d];
-          if (nodes_ > kMaxValueNodes) return Count(0);
-          for (uint64_t i = 0; i < a.shape[d]; ++i) {
-            next.push_back(&level[k]->mutable_list()[i]);
-            next_names.push_back(JoinName(level_names[k], Num(i)));
-          }
-        }
-        level = std::move(next);
-        level_names = std::move(next_names);
-      }
-      // Fortran order lists the first index fastest.
-      std::vector<uint64_t> idx(a.shape.size(), 0);
-      for (uint64_t flat = 0; flat < level.size(); ++flat) {
-        uint64_t src = flat;
-        if (a.fortran) {
-          uint64_t rem = flat, mul = 1;
-          src = 0;
-          std::vector<uint64_t> multi(a.shape.size());
-          for (size_t d = a.shape.size(); d-- > 0;) {
-            multi[d] = rem % a.shape[d];
-            rem /= a.shape[d];
-          }
-          for (size_t d = 0; d < a.shape.size(); ++d) {
-            src += multi[d] * mul;
-            mul *= a.shape[d];
-          }
-        }
-        work_.push_back({elems[src], level[flat], level_names[flat],
-                         static_cast<uint32_t>(w.depth + a.shape.size())});
-      }
-      return Status::Ok();
-    }
+    case RecordKind::kStorage:
+      return VisitTensor(w, o);
+    case RecordKind::kNdArray:
+      return VisitArray(w, g_.arrays[o.aux]);
     case RecordKind::kNpScalar: {
       SAFEMODEL_ASSIGN_OR_RETURN(slot, ScalarValue(g_.arrays[o.aux]));
       return Status::Ok();
@@ -522,52 +592,77 @@ Status Converter::VisitRecord(const Work& w) {
                                           Value::String(o.name));
       return Status::Ok();
     }
-    case RecordKind::kInstance: {
-      const InstanceInfo& inst = g_.instances[o.aux];
-      const Object& cls = g_.objects[inst.cls];
-      const bool user = cls.global.kind == GlobalKind::kUnknown;
-      const bool module = cls.global.kind == GlobalKind::kNnModule || user;
-      if (user && noted_user_classes_.insert(cls.name).second) {
-        ctx_.Note(
-            "pickle.user_class", s_.where + " byte " + Num(cls.offset),
-            "instance of " + cls.name +
-                ", a class defined by the program that saved the file: recorded by name only; "
-                "its code is not in the file and is not part of the output");
-      }
-      SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
-      slot = Value::Map();
-      slot.mutable_entries().emplace_back("$class", Value::String(cls.name));
-      size_t reserved = 1;
-      if (user) {
-        slot.mutable_entries().emplace_back("$user_class", Value::Bool(true));
-        ++reserved;
-      }
-      if (inst.slots.kind == Kind::kDict) {
-        slot.mutable_entries().emplace_back("$slots", Value());
-        ++reserved;
-        work_.push_back({inst.slots, &slot.mutable_entries().back().second, w.name, w.depth + 1});
-      }
-      if (inst.state.kind == Kind::kDict) {
-        // Reserve all entries before taking pointers into the vector.
-        slot.mutable_entries().reserve(reserved + g_.at(inst.state).items.size() / 2);
-        if (inst.slots.kind == Kind::kDict)
-          work_.back().slot = &slot.mutable_entries()[reserved - 1].second;
-        const bool module_state =
-            module && (std::find_if(g_.at(inst.state).items.begin(), g_.at(inst.state).items.end(),
-                                    [&](Ref k) {
-                                      return k.kind == Kind::kStr && g_.text(k) == "_modules";
-                                    }) != g_.at(inst.state).items.end());
-        SAFEMODEL_RETURN_IF_ERROR(
-            AddMapChildren(&slot, g_.at(inst.state).items, w, module_state, reserved));
-      }
-      return Status::Ok();
-    }
+    case RecordKind::kInstance:
+      return VisitInstance(w, g_.instances[o.aux]);
     case RecordKind::kJoblibArray:
       return Status::Unsupported(s_.where +
                                  ": a joblib NumpyArrayWrapper whose data was not read (inside a "
                                  "nested pickle)");
   }
   return Status::Internal("unknown record");
+}
+
+// A name kept as a value: {"$global": name} for a table name (a dtype such
+// as torch.float32). A user-script name kept as a value (a hook, a
+// callback), not only instantiated as a class, is refused: the loaded object
+// would hold and could call the user's code. The machine has let it through
+// because the same name is instantiated elsewhere.
+Status Converter::VisitGlobal(const Work& w) {
+  const Object& g = g_.at(w.ref);
+  if (g.global.kind == GlobalKind::kUnknown) {
+    ctx_.Refuse("pickle.global", s_.where + " byte " + Num(g.offset),
+                g.name + " at byte " + Num(g.offset) + " of " + s_.where +
+                    ": a name from the user's script is kept as a value (at '" + Printable(w.name) +
+                    "'), not only instantiated; loading would resolve it "
+                    "and the object would hold it",
+                {g.name});
+    return ctx_.RefusedStatus();
+  }
+  *w.slot = Value::Map();
+  w.slot->mutable_entries().emplace_back("$global", Value::String(g.name));
+  return Status::Ok();
+}
+
+// Tuples and lists become lists; sets {"$set": [...]}; items are queued.
+Status Converter::VisitSequence(const Work& w) {
+  const Ref r = w.ref;
+  SAFEMODEL_RETURN_IF_ERROR(EnterContainer(r.id, w));
+  Value& slot = *w.slot;
+  const std::vector<Ref>& items = g_.at(r).items;
+  Value list = Value::List(std::vector<Value>(items.size()));
+  Value* target;
+  if (r.kind == Kind::kSet || r.kind == Kind::kFrozenSet) {
+    slot = Value::Map();
+    slot.mutable_entries().emplace_back("$set", std::move(list));
+    target = &slot.mutable_entries().back().second;
+  } else {
+    slot = std::move(list);
+    target = &slot;
+  }
+  for (size_t i = items.size(); i-- > 0;) {
+    work_.push_back({items[i], &target->mutable_list()[i], JoinName(w.name, Num(i)), w.depth + 1});
+  }
+  return Status::Ok();
+}
+
+// A dict becomes a map; an OrderedDict's attributes (a torch state_dict's
+// _metadata) come first under "$attrs".
+Status Converter::VisitDict(const Work& w) {
+  SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
+  const Object& d = g_.at(w.ref);
+  Value& slot = *w.slot;
+  slot = Value::Map();
+  size_t reserved = 0;
+  if (d.attrs.kind == Kind::kDict && !g_.at(d.attrs).items.empty()) {
+    slot.mutable_entries().reserve(1 + d.items.size() / 2);
+    slot.mutable_entries().emplace_back("$attrs", Value());
+    reserved = 1;
+    work_.push_back(
+        {d.attrs, &slot.mutable_entries()[0].second, JoinName(w.name, "$attrs"), w.depth + 1});
+  } else {
+    slot.mutable_entries().reserve(d.items.size() / 2);
+  }
+  return AddMapChildren(&slot, d.items, w, false, reserved);
 }
 
 Status Converter::Visit(const Work& w) {
@@ -589,7 +684,7 @@ Status Converter::Visit(const Work& w) {
       return Status::Ok();
     case Kind::kBigInt:
       slot = Value::Map();
-      slot.mutable_entries().emplace_back("$int", Value::String(BigIntDecimal(g_.at(r).data)));
+      slot.mutable_entries().emplace_back("$int", Value::String(TwosComplementToDecimal(g_.at(r).data)));
       return Status::Ok();
     case Kind::kStr:
       slot = Value::String(std::string(g_.text(r)));
@@ -599,26 +694,8 @@ Status Converter::Visit(const Work& w) {
       slot = Value::Bytes(std::string(g_.text(r)));
       NoteEmbeddedPickle(g_.at(r).data, w.name);
       return Status::Ok();
-    case Kind::kGlobal: {
-      const Object& g = g_.at(r);
-      if (g.global.kind == GlobalKind::kUnknown) {
-        // A user-script name kept as a value (a hook, a callback), not only
-        // instantiated as a class: the loaded object would hold and could
-        // call the user's code. The machine has let it through because the
-        // same name is instantiated elsewhere; as a value it is refused.
-        ctx_.Refuse("pickle.global", s_.where + " byte " + Num(g.offset),
-                    g.name + " at byte " + Num(g.offset) + " of " + s_.where +
-                        ": a name from the user's script is kept as a value (at '" +
-                        Printable(w.name) + "'), not only instantiated; loading would resolve it "
-                        "and the object would hold it",
-                    {g.name});
-        return ctx_.RefusedStatus();
-      }
-      // A table name kept as a value (a dtype such as torch.float32).
-      slot = Value::Map();
-      slot.mutable_entries().emplace_back("$global", Value::String(g.name));
-      return Status::Ok();
-    }
+    case Kind::kGlobal:
+      return VisitGlobal(w);
     case Kind::kOpaque:
       return Status::Internal(s_.where + ": converting the result of a refused call");
     case Kind::kRecord:
@@ -626,144 +703,102 @@ Status Converter::Visit(const Work& w) {
     case Kind::kTuple:
     case Kind::kList:
     case Kind::kSet:
-    case Kind::kFrozenSet: {
-      SAFEMODEL_RETURN_IF_ERROR(EnterContainer(r.id, w));
-      const std::vector<Ref>& items = g_.at(r).items;
-      Value list = Value::List(std::vector<Value>(items.size()));
-      Value* target;
-      if (r.kind == Kind::kSet || r.kind == Kind::kFrozenSet) {
-        slot = Value::Map();
-        slot.mutable_entries().emplace_back("$set", std::move(list));
-        target = &slot.mutable_entries().back().second;
-      } else {
-        slot = std::move(list);
-        target = &slot;
-      }
-      for (size_t i = items.size(); i-- > 0;) {
-        work_.push_back(
-            {items[i], &target->mutable_list()[i], JoinName(w.name, Num(i)), w.depth + 1});
-      }
-      return Status::Ok();
-    }
-    case Kind::kDict: {
-      SAFEMODEL_RETURN_IF_ERROR(EnterContainer(r.id, w));
-      const Object& d = g_.at(r);
-      slot = Value::Map();
-      size_t reserved = 0;
-      if (d.attrs.kind == Kind::kDict && !g_.at(d.attrs).items.empty()) {
-        // OrderedDict attributes (a torch state_dict's _metadata).
-        slot.mutable_entries().reserve(1 + d.items.size() / 2);
-        slot.mutable_entries().emplace_back("$attrs", Value());
-        reserved = 1;
-        work_.push_back(
-            {d.attrs, &slot.mutable_entries()[0].second, JoinName(w.name, "$attrs"), w.depth + 1});
-      } else {
-        slot.mutable_entries().reserve(d.items.size() / 2);
-      }
-      return AddMapChildren(&slot, d.items, w, false, reserved);
-    }
+    case Kind::kFrozenSet:
+      return VisitSequence(w);
+    case Kind::kDict:
+      return VisitDict(w);
   }
   return Status::Internal("unknown kind");
 }
 
-// Turns every registered tensor-like object into a Tensor with a lazy source.
-Status Converter::EmitTensors() {
-  // Views of a storage already emitted, for tied weights.
-  struct ViewKey {
-    ObjId storage;
-    DType dtype;
-    uint64_t offset;
-    std::vector<uint64_t> shape;
-    std::vector<int64_t> strides;
-    bool operator<(const ViewKey& o) const {
-      return std::tie(storage, dtype, offset, shape, strides) <
-             std::tie(o.storage, o.dtype, o.offset, o.shape, o.strides);
+// The storage data of storage record `sid`, resolved once by the container.
+Result<const StorageData*> Converter::StorageFor(ObjId sid) {
+  auto it = storage_data_.find(sid);
+  if (it != storage_data_.end()) return &it->second;
+  if (!s_.storages)
+    return Status::Malformed(s_.where + ": a torch storage in a file that has none");
+  SAFEMODEL_ASSIGN_OR_RETURN(StorageData d, s_.storages(g_.storages[g_.objects[sid].aux]));
+  return &storage_data_.emplace(sid, std::move(d)).first->second;
+}
+
+// A numeric numpy array: a view of the stream (Fortran order as strides,
+// big-endian data swapped when streamed).
+Tensor Converter::NumpyTensor(const Object& o, const std::string& name) {
+  Tensor t;
+  t.name = name;
+  const ArrayInfo& a = g_.arrays[o.aux];
+  const NpDtypeInfo& dt = g_.dtypes[g_.objects[a.dtype].aux];
+  t.dtype = dt.dtype;
+  t.shape = a.shape;
+  t.origin = s_.where + " numpy array '" + name + "'";
+  std::vector<int64_t> strides;
+  if (a.fortran && a.shape.size() > 1) {
+    int64_t stride = 1;
+    for (uint64_t d : a.shape) {
+      strides.push_back(stride);
+      stride *= static_cast<int64_t>(d == 0 ? 1 : d);
     }
-  };
-  std::map<ViewKey, std::vector<size_t>> views;  // -> indices into out_->tensors
-  std::unordered_map<ObjId, StorageData> storage_data;
-  auto storage_for = [&](ObjId sid) -> Result<const StorageData*> {
-    auto it = storage_data.find(sid);
-    if (it != storage_data.end()) return &it->second;
-    if (!s_.storages)
-      return Status::Malformed(s_.where + ": a torch storage in a file that has none");
-    SAFEMODEL_ASSIGN_OR_RETURN(StorageData d, s_.storages(g_.storages[g_.objects[sid].aux]));
-    return &storage_data.emplace(sid, std::move(d)).first->second;
-  };
-  bool big_endian_noted = false;
-  for (const auto& [id, name] : tensors_) {
-    const Object& o = g_.objects[id];
-    Tensor t;
-    t.name = name;
-    if (o.record == RecordKind::kNdArray) {
-      const ArrayInfo& a = g_.arrays[o.aux];
-      const NpDtypeInfo& dt = g_.dtypes[g_.objects[a.dtype].aux];
-      t.dtype = dt.dtype;
-      t.shape = a.shape;
-      t.origin = s_.where + " numpy array '" + name + "'";
-      std::vector<int64_t> strides;
-      if (a.fortran && a.shape.size() > 1) {
-        int64_t stride = 1;
-        for (uint64_t d : a.shape) {
-          strides.push_back(stride);
-          stride *= static_cast<int64_t>(d == 0 ? 1 : d);
-        }
-      }
-      const uint32_t swap = dt.byteorder == '>' ? DTypeSwapUnit(dt.dtype) : 0;
-      t.source = ViewSource(a.data, swap, std::move(strides), 0);
-      out_->tensors.push_back(std::move(t));
-      continue;
-    }
-    // A torch tensor (strided or quantized) or a bare storage.
-    ObjId sid;
-    std::vector<int64_t> strides;
-    uint64_t offset = 0;
-    if (o.record == RecordKind::kStorage) {
-      sid = id;
-      const StorageInfo& s = g_.storages[o.aux];
-      t.dtype = s.dtype == DType::kInvalid ? DType::kU8 : s.dtype;
-      t.shape = {s.numel};
-    } else {
-      const TensorInfo& ti = g_.tensors[o.aux];
-      sid = ti.storage;
-      t.dtype = ti.dtype;
-      t.shape = ti.shape;
-      strides = ti.strides;
-      offset = ti.offset;
-    }
-    SAFEMODEL_ASSIGN_OR_RETURN(const StorageData* sd, storage_for(sid));
-    const uint64_t elem = DTypeSize(t.dtype);
-    t.origin = s_.where + " tensor '" + name + "' (" + sd->origin + ")";
-    if (strides.empty() && !t.shape.empty()) {
-      int64_t stride = 1;
-      strides.resize(t.shape.size());
-      for (size_t d = t.shape.size(); d-- > 0;) {
-        strides[d] = stride;
-        stride *= static_cast<int64_t>(t.shape[d] == 0 ? 1 : t.shape[d]);
-      }
-    }
-    SAFEMODEL_RETURN_IF_ERROR(CheckView(t.shape, strides, offset, sd->nbytes / elem, t.origin));
-    const uint32_t swap = sd->big_endian ? DTypeSwapUnit(t.dtype) : 0;
-    if (swap > 1 && !big_endian_noted) {
-      big_endian_noted = true;
-      ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
-    }
-    ViewKey key{sid, t.dtype, offset, t.shape, strides};
-    auto& group = views[key];
-    group.push_back(out_->tensors.size());
-    auto fetch = sd->fetch;
-    t.source = [fetch, strides, offset, swap]() -> Result<Elements> {
-      SAFEMODEL_ASSIGN_OR_RETURN(Elements e, fetch());
-      e.strides = strides;
-      e.offset = offset;
-      e.swap_unit = swap;
-      return e;
-    };
-    out_->tensors.push_back(std::move(t));
   }
-  // Identical views of one storage are one tensor (tied weights): the
-  // bytewise-smallest name keeps the bytes, the others are aliases of it.
-  for (auto& [key, members] : views) {
+  const uint32_t swap = dt.byteorder == '>' ? DTypeSwapUnit(dt.dtype) : 0;
+  t.source = ViewSource(a.data, swap, std::move(strides), 0);
+  return t;
+}
+
+// A torch tensor (strided or quantized) or a bare storage: a view of its
+// storage's bytes, read when streamed, after a bounds proof now.
+Status Converter::AddTorchTensor(ObjId id, const Object& o, const std::string& name) {
+  Tensor t;
+  t.name = name;
+  ObjId sid;
+  std::vector<int64_t> strides;
+  uint64_t offset = 0;
+  if (o.record == RecordKind::kStorage) {
+    sid = id;
+    const StorageInfo& s = g_.storages[o.aux];
+    t.dtype = s.dtype == DType::kInvalid ? DType::kU8 : s.dtype;
+    t.shape = {s.numel};
+  } else {
+    const TensorInfo& ti = g_.tensors[o.aux];
+    sid = ti.storage;
+    t.dtype = ti.dtype;
+    t.shape = ti.shape;
+    strides = ti.strides;
+    offset = ti.offset;
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(const StorageData* sd, StorageFor(sid));
+  const uint64_t elem = DTypeSize(t.dtype);
+  t.origin = s_.where + " tensor '" + name + "' (" + sd->origin + ")";
+  if (strides.empty() && !t.shape.empty()) {
+    int64_t stride = 1;
+    strides.resize(t.shape.size());
+    for (size_t d = t.shape.size(); d-- > 0;) {
+      strides[d] = stride;
+      stride *= static_cast<int64_t>(t.shape[d] == 0 ? 1 : t.shape[d]);
+    }
+  }
+  SAFEMODEL_RETURN_IF_ERROR(CheckView(t.shape, strides, offset, sd->nbytes / elem, t.origin));
+  const uint32_t swap = sd->big_endian ? DTypeSwapUnit(t.dtype) : 0;
+  if (swap > 1 && !big_endian_noted_) {
+    big_endian_noted_ = true;
+    ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
+  }
+  views_[ViewKey{sid, t.dtype, offset, t.shape, strides}].push_back(out_->tensors.size());
+  auto fetch = sd->fetch;
+  t.source = [fetch, strides, offset, swap]() -> Result<Elements> {
+    SAFEMODEL_ASSIGN_OR_RETURN(Elements e, fetch());
+    e.strides = strides;
+    e.offset = offset;
+    e.swap_unit = swap;
+    return e;
+  };
+  out_->tensors.push_back(std::move(t));
+  return Status::Ok();
+}
+
+// Identical views of one storage are one tensor (tied weights): the
+// bytewise-smallest name keeps the bytes, the others are aliases of it.
+void Converter::TieViews() {
+  for (auto& [key, members] : views_) {
     if (members.size() < 2) continue;
     size_t keep = members[0];
     for (size_t i : members) {
@@ -780,6 +815,19 @@ Status Converter::EmitTensors() {
                   "as '" +
                   Printable(out_->tensors[keep].name) + "', the others are aliases");
   }
+}
+
+// Turns every registered tensor-like object into a Tensor with a lazy source.
+Status Converter::EmitTensors() {
+  for (const auto& [id, name] : tensors_) {
+    const Object& o = g_.objects[id];
+    if (o.record == RecordKind::kNdArray) {
+      out_->tensors.push_back(NumpyTensor(o, name));
+    } else {
+      SAFEMODEL_RETURN_IF_ERROR(AddTorchTensor(id, o, name));
+    }
+  }
+  TieViews();
   return Status::Ok();
 }
 
@@ -890,6 +938,11 @@ Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
                                ParsedModel* out) {
   Converter c(std::move(graph), settings, ctx, out);
   return c.Run(root);
+}
+
+void StoreTrees(Converted converted, ParsedModel* out) {
+  if (!converted.architecture.is_null()) out->architecture = std::move(converted.architecture);
+  if (!converted.metadata.is_null()) out->metadata = std::move(converted.metadata);
 }
 
 }  // namespace safemodel::loader::pickle

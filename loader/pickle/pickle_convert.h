@@ -15,6 +15,13 @@
 // rendered like Python's repr); sets are {"$set": [...]}; a tensor is
 // {"$tensor": "<name>"}; class instances (argparse.Namespace, nn modules,
 // user classes) are {"$class": "<module.Class>", <attributes>}.
+//
+// Worst case: O(kMaxValueNodes) values and O(t log t) for t tensors (tied
+// views are found through an ordered map); a tensor's bytes are not read
+// here but when it is streamed.
+//
+// Trust: the graph was built from an untrusted stream; every view is proved
+// inside its storage before it is emitted.
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_
 
@@ -61,6 +68,10 @@ struct Converted {
 Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
                                const ConvertSettings& settings, ParseContext& ctx,
                                ParsedModel* out);
+
+// Sets out->metadata / out->architecture from a conversion (the parts that
+// are not null).
+void StoreTrees(Converted converted, ParsedModel* out);
 
 }  // namespace safemodel::loader::pickle
 

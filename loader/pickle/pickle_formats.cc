@@ -1,10 +1,12 @@
 #include "loader/pickle/pickle_formats.h"
 
-#include <zlib.h>
+#include <string>
 
-#include <cstring>
-
-#include "loader/pickle/pickle_internal.h"
+#include "loader/containers/inflate.h"
+#include "loader/pickle/pickle_convert.h"
+#include "loader/pickle/pickle_machine.h"
+#include "loader/pickle/pickle_run.h"
+#include "loader/pickle/torch_formats.h"
 
 namespace safemodel::loader {
 
@@ -14,67 +16,6 @@ using pickle::MachineOptions;
 using pickle::Ref;
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
-
-// Bytes a compressed stream may inflate to per input byte before the input
-// is considered a bomb (zlib's own maximum is ~1032:1).
-constexpr uint64_t kMaxInflateRatio = 1100;
-
-// Inflates a zlib (windowBits 15) or gzip (31) stream whole. The output is
-// bounded by the memory limit and by the deflate ratio; trailing bytes after
-// the stream are an error.
-Result<std::shared_ptr<std::string>> Inflate(ByteView input, bool gzip, uint64_t max_bytes) {
-  uint64_t cap = max_bytes;
-  uint64_t ratio_cap;
-  if (CheckedMul(input.size() + 64, kMaxInflateRatio, &ratio_cap)) cap = std::min(cap, ratio_cap);
-  z_stream zs;
-  std::memset(&zs, 0, sizeof zs);
-  if (inflateInit2(&zs, gzip ? 31 : 15) != Z_OK)
-    return Status::LimitExceeded("zlib: cannot initialise");
-  auto out = std::make_shared<std::string>();
-  const char* what = gzip ? "gzip" : "zlib";
-  uint64_t consumed = 0;
-  int rc = Z_OK;
-  Status status;
-  while (rc != Z_STREAM_END) {
-    if (out->size() >= cap) {
-      status = Status::LimitExceeded(std::string(what) + " stream inflates beyond " + Num(cap) +
-                                     " bytes (memory limit or compression ratio)");
-      break;
-    }
-    const uint64_t grow =
-        std::min<uint64_t>(std::max<uint64_t>(out->size(), 1 << 16), cap - out->size());
-    const size_t old = out->size();
-    out->resize(old + grow);
-    zs.next_out = reinterpret_cast<Bytef*>(out->data() + old);
-    zs.avail_out = static_cast<uInt>(std::min<uint64_t>(grow, UINT32_MAX));
-    const uint64_t in_left = input.size() - consumed;
-    zs.next_in = const_cast<Bytef*>(input.data() + consumed);
-    zs.avail_in = static_cast<uInt>(std::min<uint64_t>(in_left, UINT32_MAX));
-    const uInt in_before = zs.avail_in, out_before = zs.avail_out;
-    rc = inflate(&zs, Z_NO_FLUSH);
-    consumed += in_before - zs.avail_in;
-    out->resize(old + (out_before - zs.avail_out));
-    if (rc == Z_STREAM_END) break;
-    if (rc != Z_OK && !(rc == Z_BUF_ERROR && zs.avail_in > 0)) {
-      status = Status::Malformed(std::string(what) + " stream is corrupt or truncated (" +
-                                 (zs.msg ? zs.msg : "zlib error " + std::to_string(rc)) + ")");
-      break;
-    }
-    if (zs.avail_in == 0 && consumed == input.size() && out_before == zs.avail_out) {
-      status = Status::Malformed(std::string(what) + " stream is truncated");
-      break;
-    }
-  }
-  inflateEnd(&zs);
-  SAFEMODEL_RETURN_IF_ERROR(status);
-  if (consumed != input.size()) {
-    return Status::Malformed(Num(input.size() - consumed) + " bytes after the end of the " + what +
-                             " stream");
-  }
-  return out;
-}
 
 // A stream with joblib wrappers is read by joblib.load with the array bytes
 // after each wrapper BUILD, and by pickle.load (and np.load with
@@ -126,21 +67,14 @@ Status ParsePickleStream(ByteView input, const std::string& format, ParseContext
   opts.compressed = compressed;
   Machine machine(ctx, *graph, opts);
   uint64_t end = 0;
-  Result<Ref> root = machine.Run(input, 0, &end);
-  if (root.ok() && !machine.tainted() && pickle::IsLegacyTorchMagic(*graph, *root)) {
+  Result<Ref> run = machine.Run(input, 0, &end);
+  if (run.ok() && !machine.tainted() && pickle::IsLegacyTorchMagic(*graph, *run)) {
     out->source_format = "pytorch_legacy";
     return pickle::ParseLegacyTorch(input, end, graph, ctx, out);
   }
-  if (root.ok() && end != input.size()) {
-    // A second pickle (or anything) after STOP: list what it calls, then
-    // refuse it as hidden data.
-    pickle::ScanForFindings(input, end, opts.where, ctx);
-    if (ctx.refused()) return ctx.RefusedStatus();
-    return Status::Malformed(opts.where + ": " + Num(input.size() - end) +
-                             " bytes after the STOP at byte " + Num(end - 1) +
-                             " (a second pickle or hidden data)");
-  }
-  if (ctx.refused()) return pickle::RefusedStatus(ctx, root.status(), opts.where);
+  const std::string after =
+      "the STOP at byte " + Num(end - 1) + " (a second pickle or hidden data)";
+  Result<Ref> root = pickle::SettleWholePickle(run, end, input, opts.where, after, ctx);
   SAFEMODEL_RETURN_IF_ERROR(root.status());
   if (graph->joblib && !compressed) {
     // (A compressed stream is not a pickle to pickle.load: it starts with
@@ -162,7 +96,7 @@ class PickleParser final : public Parser {
     if (LooksLikeCompressedPickle(input)) {
       const bool gzip = input[0] == 0x1f;
       SAFEMODEL_ASSIGN_OR_RETURN(std::shared_ptr<std::string> data,
-                                 Inflate(input, gzip, ctx.options().memory_limit));
+                                 InflateWhole(input, gzip, ctx.options().memory_limit));
       if (!LooksLikePickle(AsBytes(*data))) {
         return Status::Unsupported(std::string(gzip ? "gzip" : "zlib") +
                                    " stream that does not hold a pickle (leading bytes '" +
@@ -187,47 +121,6 @@ class PickleParser final : public Parser {
 };
 
 }  // namespace
-
-namespace pickle {
-
-Status RefusedStatus(ParseContext& ctx, const Status& error, const std::string& where) {
-  if (!error.ok() && error.code() != StatusCode::kRefused) {
-    ctx.Note("pickle.also_unreadable", where,
-             "besides what it refers to, the input cannot be read: " + error.ToString());
-  }
-  return ctx.RefusedStatus();
-}
-
-void StoreTrees(Converted converted, ParsedModel* out) {
-  if (!converted.architecture.is_null()) out->architecture = std::move(converted.architecture);
-  if (!converted.metadata.is_null()) out->metadata = std::move(converted.metadata);
-}
-
-PersistentLoad ScanPersistentLoad() {
-  return [](Machine& m, Ref, uint64_t offset) -> Result<Ref> {
-    SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(pickle::Kind::kOpaque, offset));
-    return r;
-  };
-}
-
-void ScanForFindings(ByteView data, uint64_t start, const std::string& where, ParseContext& ctx) {
-  uint64_t pos = start;
-  for (uint32_t i = 0; i < kMaxScannedStreams && pos < data.size(); ++i) {
-    Graph graph;
-    MachineOptions opts;
-    opts.where = where;
-    opts.persistent_load = ScanPersistentLoad();
-    Machine machine(ctx, graph, opts);
-    uint64_t end = 0;
-    Result<Ref> r = machine.Run(data, pos, &end);
-    // A semantic error still read the stream to its STOP.
-    if (!r.ok() && end == 0) break;
-    if (end <= pos) break;
-    pos = end;
-  }
-}
-
-}  // namespace pickle
 
 bool LooksLikePickle(ByteView input) {
   if (input.size() < 2) return false;
@@ -268,51 +161,5 @@ bool LooksLikeCompressedPickle(ByteView input) {
 }
 
 std::unique_ptr<Parser> NewPickleParser() { return std::make_unique<PickleParser>(); }
-
-Status ParseNpyObjectArray(const NpyHeader& header, ByteView data, std::string_view where_view,
-                           std::string_view tensor_name, ParseContext& ctx, ParsedModel* out) {
-  const std::string where(where_view);
-  auto graph = std::make_shared<Graph>();
-  MachineOptions opts;
-  opts.where = where;
-  opts.base = header.data_offset;
-  Machine machine(ctx, *graph, opts);
-  uint64_t end = 0;
-  Result<Ref> root = machine.Run(data, 0, &end);
-  if (root.ok() && end != data.size()) {
-    pickle::ScanForFindings(data, end, where, ctx);
-    if (ctx.refused()) return ctx.RefusedStatus();
-    return Status::Malformed(where + ": " + Num(data.size() - end) +
-                             " bytes after the object array's pickle");
-  }
-  if (ctx.refused()) return pickle::RefusedStatus(ctx, root.status(), where);
-  SAFEMODEL_RETURN_IF_ERROR(root.status());
-  const Graph& g = *graph;
-  if (root->kind != pickle::Kind::kRecord || g.at(*root).record != pickle::RecordKind::kNdArray) {
-    return Status::Malformed(where + ": the object array's pickle holds " +
-                             pickle::KindName(g, *root) + ", not an array");
-  }
-  const pickle::ArrayInfo& a = g.arrays[g.at(*root).aux];
-  if (!a.built || a.items.kind != pickle::Kind::kList || a.shape != header.shape ||
-      (a.fortran && a.shape.size() > 1) != (header.fortran_order && header.shape.size() > 1)) {
-    return Status::Malformed(where +
-                             ": the pickled array does not match the header's object dtype, shape "
-                             "and order");
-  }
-  pickle::ConvertSettings settings;
-  settings.where = where;
-  settings.root_name = std::string(tensor_name);
-  settings.prefix = std::string(tensor_name);
-  SAFEMODEL_ASSIGN_OR_RETURN(pickle::Converted c,
-                             pickle::ConvertGraph(graph, *root, settings, ctx, out));
-  if (!out->metadata.is_map()) out->metadata = Value::Map();
-  out->metadata.Set(std::string(tensor_name),
-                    c.metadata.is_null() ? Value::List() : std::move(c.metadata));
-  ctx.Note("numpy.object_array", where,
-           "object array read by the pickle machine (no code); its elements are in the metadata "
-           "under '" +
-               Printable(tensor_name) + "'");
-  return Status::Ok();
-}
 
 }  // namespace safemodel::loader

@@ -4,15 +4,21 @@
 // and INST. A real unpickler imports the module and fetches the attribute;
 // this table instead maps the exact pair, after the Python 2 name mapping of
 // CPython's _compat_pickle, to a tag. REDUCE/NEWOBJ/BUILD on a tag run our own
-// handler that builds inert data (pickle_machine.cc). A pair that is not in
+// handler that builds inert data (pickle_handlers.h). A pair that is not in
 // the table is never looked up anywhere: the machine reports it as a finding.
 //
 // Matching is on the pair, never on the joined string: ("torch",
 // "_utils._rebuild_tensor_v2") is a dotted attribute path, not the table's
 // ("torch._utils", "_rebuild_tensor_v2"), and is refused.
+//
+// Worst case: a lookup compares the name with O(log t) entries of the table
+// and at most the ~100 entries of the Python 2 and torch.nn lists: constant
+// per name, linear in its length.
+// Trust: the names are untrusted text; they are compared, never resolved.
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_GLOBALS_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_GLOBALS_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -69,6 +75,9 @@ enum class GlobalKind : uint8_t {
   kJoblibArrayWrapper,  // joblib.numpy_pickle.NumpyArrayWrapper (inline data)
   kJoblibFileWrapper,   // NDArrayWrapper / ZNDArrayWrapper: data in other files
 };
+// The number of kinds (kJoblibFileWrapper is the last): handler tables are
+// indexed by kind.
+inline constexpr size_t kGlobalKindCount = static_cast<size_t>(GlobalKind::kJoblibFileWrapper) + 1;
 
 struct GlobalEntry {
   GlobalKind kind = GlobalKind::kUnknown;

@@ -1,13 +1,13 @@
-// PyTorch checkpoints: the zip layout (torch >= 1.6) and the legacy stream
-// (torch < 1.6, or _use_new_zipfile_serialization=False). Layouts:
-// ../shared/docs/PICKLE.md sections 3.3 and 3.4.
+#include "loader/pickle/torch_formats.h"
+
 #include <algorithm>
 #include <map>
 #include <set>
 
 #include "converter/keyed_hash.h"
-#include "loader/pickle/pickle_formats.h"
-#include "loader/pickle/pickle_internal.h"
+#include "loader/pickle/archive_scan.h"
+#include "loader/pickle/pickle_convert.h"
+#include "loader/pickle/pickle_run.h"
 
 namespace safemodel::loader {
 
@@ -22,8 +22,6 @@ using pickle::Ref;
 using pickle::StorageInfo;
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 // torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION.
 constexpr uint8_t kLegacyMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
@@ -150,12 +148,9 @@ struct TorchLayout {
 };
 
 bool IsTorchScriptRecord(std::string_view rel) {
-  auto ends_with = [&](std::string_view s) {
-    return rel.size() >= s.size() && rel.substr(rel.size() - s.size()) == s;
-  };
   return rel == "constants.pkl" || rel == "attributes.pkl" || rel == "bytecode.pkl" ||
          rel.substr(0, 5) == "code/" || rel.substr(0, 6) == "extra/" ||
-         rel.substr(0, 14) == ".data/ts_code/" || ends_with(".debug_pkl");
+         rel.substr(0, 14) == ".data/ts_code/" || rel.ends_with(".debug_pkl");
 }
 
 TorchLayout ReadLayout(const ZipArchive& zip) {
@@ -229,13 +224,13 @@ Result<std::string> SmallRecord(ZipArchive& zip, const ZipEntry& e) {
   return std::string(AsChars(b.view()));
 }
 
-Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& layout,
-                     ParseContext& ctx, ParsedModel* out) {
-  out->source_format = "pytorch";
-  // version: ASCII decimal, optionally newline-terminated.
-  if (layout.version == nullptr)
+// The version (ASCII decimal, optionally newline-terminated) and byteorder
+// records; *big_endian from the latter ("little" without one).
+Status ReadTorchRecords(ZipArchive& zip, const TorchLayout& layout, bool* big_endian) {
+  if (layout.version == nullptr) {
     return Status::Malformed("PyTorch archive has no 'version' record");
-  SAFEMODEL_ASSIGN_OR_RETURN(std::string version_text, SmallRecord(*zip, *layout.version));
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(std::string version_text, SmallRecord(zip, *layout.version));
   if (!version_text.empty() && version_text.back() == '\n') version_text.pop_back();
   int64_t version = 0;
   bool digits = !version_text.empty() && version_text.size() <= 4 &&
@@ -246,54 +241,24 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
     return Status::Unsupported("PyTorch archive version '" + Printable(version_text) + "' (1.." +
                                Num(kMaxTorchZipVersion) + " are read)");
   }
-  bool big_endian = false;
+  *big_endian = false;
   if (layout.byteorder != nullptr) {
-    SAFEMODEL_ASSIGN_OR_RETURN(std::string order, SmallRecord(*zip, *layout.byteorder));
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string order, SmallRecord(zip, *layout.byteorder));
     if (order == "big") {
-      big_endian = true;
+      *big_endian = true;
     } else if (order != "little") {
       return Status::Malformed("PyTorch archive byteorder is '" + Printable(order) + "'");
     }
   }
-  if (!layout.unknown.empty()) {
-    return Status::Unsupported("PyTorch archive has a member safemodel does not know: '" +
-                               Printable(layout.unknown[0]) + "'");
-  }
-  const std::string where = "zip member '" + Printable(layout.data_pkl->name) + "'";
-  OwnedBuffer holder;
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView pkl,
-                             zip->Contents(*layout.data_pkl, ctx.options().memory_limit, &holder));
-  auto graph = std::make_shared<Graph>();
-  auto table = std::make_shared<StorageTable>();
-  MachineOptions opts;
-  opts.where = where;
-  opts.persistent_load = [table](Machine& m, Ref pid, uint64_t offset) {
-    return LoadStorage(m, pid, offset, /*legacy=*/false, table.get());
-  };
-  Machine machine(ctx, *graph, opts);
-  uint64_t end = 0;
-  Result<Ref> root = machine.Run(pkl, 0, &end);
-  if (root.ok() && end != pkl.size()) {
-    pickle::ScanForFindings(pkl, end, where, ctx);
-    if (ctx.refused()) return ctx.RefusedStatus();
-    return Status::Malformed(where + ": " + Num(pkl.size() - end) +
-                             " bytes after the pickle's STOP");
-  }
-  if (ctx.refused()) return pickle::RefusedStatus(ctx, root.status(), where);
-  SAFEMODEL_RETURN_IF_ERROR(root.status());
-  // Every storage record must be one data.pkl refers to.
-  for (const auto& [key, entry] : layout.storages) {
-    if (table->by_key.count(key) == 0) {
-      return Status::Malformed("PyTorch archive member '" + Printable(entry->name) +
-                               "' is not referred to by data.pkl (hidden data)");
-    }
-  }
-  if (holder.size() > 0) out->keepalive.push_back(std::make_shared<OwnedBuffer>(std::move(holder)));
-  const uint64_t memory_limit = ctx.options().memory_limit;
-  pickle::ConvertSettings settings;
-  settings.where = where;
-  settings.storages = [zip, layout_storages = layout.storages, big_endian,
-                       memory_limit](const StorageInfo& s) -> Result<pickle::StorageData> {
+  return Status::Ok();
+}
+
+// Where each storage's bytes are: the member data/<key>, which must hold
+// exactly the storage's bytes; read (inflated) when its tensor is streamed.
+pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const TorchLayout& layout,
+                                    bool big_endian, uint64_t memory_limit) {
+  return [zip, layout_storages = layout.storages, big_endian,
+          memory_limit](const StorageInfo& s) -> Result<pickle::StorageData> {
     auto it = layout_storages.find(s.key);
     if (it == layout_storages.end()) {
       return Status::Malformed("storage '" + s.key + "' (" + s.type_name + ") has no record data/" +
@@ -322,8 +287,44 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
     };
     return d;
   };
+}
+
+Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& layout,
+                     ParseContext& ctx, ParsedModel* out) {
+  out->source_format = "pytorch";
+  bool big_endian = false;
+  SAFEMODEL_RETURN_IF_ERROR(ReadTorchRecords(*zip, layout, &big_endian));
+  if (!layout.unknown.empty()) {
+    return Status::Unsupported("PyTorch archive has a member safemodel does not know: '" +
+                               Printable(layout.unknown[0]) + "'");
+  }
+  const std::string where = "zip member '" + Printable(layout.data_pkl->name) + "'";
+  OwnedBuffer holder;
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView pkl,
+                             zip->Contents(*layout.data_pkl, ctx.options().memory_limit, &holder));
+  auto graph = std::make_shared<Graph>();
+  auto table = std::make_shared<StorageTable>();
+  MachineOptions opts;
+  opts.where = where;
+  opts.persistent_load = [table](Machine& m, Ref pid, uint64_t offset) {
+    return LoadStorage(m, pid, offset, /*legacy=*/false, table.get());
+  };
+  Machine machine(ctx, *graph, opts);
+  SAFEMODEL_ASSIGN_OR_RETURN(const Ref root,
+                             pickle::RunWholePickle(machine, pkl, where, "the pickle's STOP", ctx));
+  // Every storage record must be one data.pkl refers to.
+  for (const auto& [key, entry] : layout.storages) {
+    if (table->by_key.count(key) == 0) {
+      return Status::Malformed("PyTorch archive member '" + Printable(entry->name) +
+                               "' is not referred to by data.pkl (hidden data)");
+    }
+  }
+  if (holder.size() > 0) out->keepalive.push_back(std::make_shared<OwnedBuffer>(std::move(holder)));
+  pickle::ConvertSettings settings;
+  settings.where = where;
+  settings.storages = ZipStorages(zip, layout, big_endian, ctx.options().memory_limit);
   SAFEMODEL_ASSIGN_OR_RETURN(pickle::Converted c,
-                             pickle::ConvertGraph(graph, *root, settings, ctx, out));
+                             pickle::ConvertGraph(graph, root, settings, ctx, out));
   out->keepalive.push_back(zip);
   pickle::StoreTrees(std::move(c), out);
   return Status::Ok();
@@ -361,6 +362,69 @@ Status CheckSysInfo(const Graph& g, Ref info, bool* little_endian) {
   }
   if (!have_endian) return Status::Malformed("legacy torch sys_info lacks little_endian");
   return Status::Ok();
+}
+
+// The raw storages after a legacy stream's pickles, by key.
+using LegacyData = std::map<std::string, ByteView>;
+
+// The raw storages in `rest` (at file offset `base`), in the key list's
+// order: an int64 element count (in the stream's byte order), then the
+// elements. Every storage the pickle uses is listed once; nothing follows.
+Result<LegacyData> ReadLegacyStorages(ByteView rest, uint64_t base, const Graph& g, Ref keys,
+                                      const StorageTable& table, bool little_endian) {
+  const std::string where = "legacy torch stream";
+  LegacyData data;
+  ByteReader r(rest, base);
+  for (Ref k : g.at(keys).items) {
+    SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, k, "storage key"));
+    auto it = table.by_key.find(std::string(key));
+    if (it == table.by_key.end()) {
+      return Status::Malformed(where + ": storage '" + Printable(key) +
+                               "' in the key list is not used");
+    }
+    if (data.count(std::string(key))) {
+      return Status::Malformed(where + ": storage '" + Printable(key) + "' is listed twice");
+    }
+    const StorageInfo& st = g.storages[g.objects[it->second].aux];
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count_le, r.U64LE(where + " storage size"));
+    uint64_t count = little_endian ? count_le : __builtin_bswap64(count_le);
+    if (count != st.numel) {
+      return Status::Malformed(where + ": storage '" + Printable(key) + "' holds " + Num(count) +
+                               " elements, its persistent id says " + Num(st.numel));
+    }
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, StorageBytes(st));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView b,
+                               r.Bytes(bytes, where + " storage '" + std::string(key) + "'"));
+    data.emplace(std::string(key), b);
+  }
+  if (data.size() != table.by_key.size()) {
+    return Status::Malformed(where + ": " + Num(table.by_key.size() - data.size()) +
+                             " storages used by the pickle are not in the key list");
+  }
+  if (!r.at_end()) {
+    return Status::Malformed(where + ": " + Num(r.remaining()) + " bytes after the last storage");
+  }
+  return data;
+}
+
+// Each storage is a view of the stream.
+pickle::StorageResolver LegacyStorages(LegacyData data, bool little_endian) {
+  return [data = std::move(data),
+          little_endian](const StorageInfo& st) -> Result<pickle::StorageData> {
+    auto it = data.find(st.key);
+    if (it == data.end()) return Status::Malformed("storage '" + st.key + "' has no data");
+    pickle::StorageData d;
+    d.nbytes = it->second.size();
+    d.big_endian = !little_endian;
+    d.origin = "storage '" + st.key + "'";
+    ByteView view = it->second;
+    d.fetch = [view]() -> Result<Elements> {
+      Elements e;
+      e.view = view;
+      return e;
+    };
+    return d;
+  };
 }
 
 }  // namespace
@@ -419,55 +483,11 @@ Status ParseLegacyTorch(ByteView input, uint64_t pos, std::shared_ptr<Graph> gra
   if (keys.kind != Kind::kList)
     return Status::Malformed(where + ": the storage key list is " + KindName(g, keys));
 
-  // Raw storages, in the key list's order: int64 element count, then data.
-  std::map<std::string, ByteView> data;
-  ByteReader r(input.subspan(pos), pos);
-  for (Ref k : g.at(keys).items) {
-    SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, AsStr(g, k, "storage key"));
-    auto it = table->by_key.find(std::string(key));
-    if (it == table->by_key.end()) {
-      return Status::Malformed(where + ": storage '" + Printable(key) +
-                               "' in the key list is not used");
-    }
-    if (data.count(std::string(key))) {
-      return Status::Malformed(where + ": storage '" + Printable(key) + "' is listed twice");
-    }
-    const StorageInfo& st = g.storages[g.objects[it->second].aux];
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count_le, r.U64LE(where + " storage size"));
-    uint64_t count = little_endian ? count_le : __builtin_bswap64(count_le);
-    if (count != st.numel) {
-      return Status::Malformed(where + ": storage '" + Printable(key) + "' holds " + Num(count) +
-                               " elements, its persistent id says " + Num(st.numel));
-    }
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, StorageBytes(st));
-    SAFEMODEL_ASSIGN_OR_RETURN(ByteView b,
-                               r.Bytes(bytes, where + " storage '" + std::string(key) + "'"));
-    data.emplace(std::string(key), b);
-  }
-  if (data.size() != table->by_key.size()) {
-    return Status::Malformed(where + ": " + Num(table->by_key.size() - data.size()) +
-                             " storages used by the pickle are not in the key list");
-  }
-  if (!r.at_end()) {
-    return Status::Malformed(where + ": " + Num(r.remaining()) + " bytes after the last storage");
-  }
+  SAFEMODEL_ASSIGN_OR_RETURN(
+      LegacyData data, ReadLegacyStorages(input.subspan(pos), pos, g, keys, *table, little_endian));
   ConvertSettings settings;
   settings.where = where;
-  settings.storages = [data, little_endian](const StorageInfo& st) -> Result<StorageData> {
-    auto it = data.find(st.key);
-    if (it == data.end()) return Status::Malformed("storage '" + st.key + "' has no data");
-    StorageData d;
-    d.nbytes = it->second.size();
-    d.big_endian = !little_endian;
-    d.origin = "storage '" + st.key + "'";
-    ByteView view = it->second;
-    d.fetch = [view]() -> Result<Elements> {
-      Elements e;
-      e.view = view;
-      return e;
-    };
-    return d;
-  };
+  settings.storages = LegacyStorages(std::move(data), little_endian);
   SAFEMODEL_ASSIGN_OR_RETURN(Converted c, ConvertGraph(graph, root, settings, ctx, out));
   StoreTrees(std::move(c), out);
   return Status::Ok();

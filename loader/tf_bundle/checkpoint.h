@@ -26,6 +26,9 @@
 // not the text format TensorFlow writes).
 //
 // Worst case: bundle.h's, plus O(o) for an object graph of o bytes.
+//
+// Trust: every file's bytes and every name are untrusted; the state file's
+// paths are compared, never opened.
 #ifndef SAFEMODEL_LOADER_TF_BUNDLE_CHECKPOINT_H_
 #define SAFEMODEL_LOADER_TF_BUNDLE_CHECKPOINT_H_
 

@@ -42,6 +42,9 @@
 //
 // Worst case: O(p) for saved_model.pb (p bytes), O(j·d) for the Keras JSON
 // (keras_config.h), plus the bundle's.
+//
+// Trust: every file is untrusted; the graph is scanned for reporting only,
+// never executed, and asset names are compared, never opened.
 #ifndef SAFEMODEL_LOADER_TF_SAVEDMODEL_SAVED_MODEL_H_
 #define SAFEMODEL_LOADER_TF_SAVEDMODEL_SAVED_MODEL_H_
 

@@ -5,8 +5,9 @@
 // metadata of the object graph's user objects. The graph itself is never
 // interpreted or converted.
 //
-// Field numbers (tensorflow/core/protobuf and framework protos; checked on
-// the real TF 2.2 SavedModel of tests/fixtures/keras3_tf, LAYOUTS.md 7.1):
+// Field numbers (TensorFlow's protobuf schema, checked on the real TF 2.2
+// SavedModel of tests/fixtures/keras3_tf, tests/fixtures/keras3_tf/LAYOUTS.md
+// section 7.1):
 //   SavedModel         2 meta_graphs
 //   MetaGraphDef       1 meta_info_def, 2 graph_def, 6 asset_file_def,
 //                      7 object_graph_def
@@ -31,6 +32,9 @@
 //
 // Worst case: O(n) for an n-byte file (each byte of an entered message is
 // read once; a FunctionDef twice, to learn its name first).
+//
+// Trust: both files are untrusted; every length is checked against its
+// enclosing message before it is used.
 #ifndef SAFEMODEL_LOADER_TF_SAVEDMODEL_SAVED_MODEL_SCAN_H_
 #define SAFEMODEL_LOADER_TF_SAVEDMODEL_SAVED_MODEL_SCAN_H_
 

@@ -1,6 +1,5 @@
-// Second readings (loader/polyglot.h): tarfile's header test, libhdf5's
-// superblock search, Python zipfile's archive search, and the registry's
-// polyglot rule on the issue-8 fixtures (tests/fixtures/polyglot, written by
+// Second readings (loader/polyglot.h): libhdf5's superblock search and the
+// registry's polyglot rule on the issue-8 fixtures (tests/fixtures/polyglot, written by
 // make_fixtures.py with the differential harness's builders).
 #include "loader/polyglot.h"
 
@@ -30,64 +29,6 @@ bool HasNote(const InProcessResult& r, const std::string& rule) {
   return Has(Rules(r.findings, Finding::Severity::kNote), rule);
 }
 
-// A ustar-like header for member "storages" whose checksum field is
-// `field` (8 bytes); the sum is over the other 504 bytes plus 8 spaces.
-std::string TarBlock(const std::string& field) {
-  std::string b(512, '\0');
-  std::memcpy(&b[0], "storages", 8);
-  std::memcpy(&b[100], "0000644", 7);
-  std::memcpy(&b[108], "0000000", 7);
-  std::memcpy(&b[116], "0000000", 7);
-  std::memcpy(&b[124], "00000000000", 11);
-  std::memcpy(&b[136], "00000000000", 11);
-  b[156] = '0';
-  std::memcpy(&b[257], "ustar  ", 8);
-  b.replace(148, 8, field.substr(0, 8) + std::string(8 - std::min<size_t>(8, field.size()), '\0'));
-  return b;
-}
-unsigned TarSum(const std::string& block) {
-  unsigned sum = 256;
-  for (size_t i = 0; i < 512; ++i) {
-    if (i < 148 || i >= 156) sum += static_cast<uint8_t>(block[i]);
-  }
-  return sum;
-}
-std::string Octal(unsigned v) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%o", v);
-  return buf;
-}
-
-TEST(Polyglot, TarHeaderChecksumAsTarfileReadsIt) {
-  const unsigned sum = TarSum(TarBlock(""));
-  const std::string o = Octal(sum);
-  // Accepted by Python 3.11's tarfile.TarInfo.frombuf (checked with it).
-  for (const std::string& field :
-       {"00" + o + std::string("\0 ", 2), "  " + o + "  ", "0o" + o, "0o_" + o,
-        o.substr(0, 2) + "_" + o.substr(2), "+" + o, "\t" + o + "\x0b", "\x1c" + o}) {
-    EXPECT_TRUE(loader::IsTarHeader(V(TarBlock(field)))) << Printable(field);
-  }
-  std::string base256 = "\x80";
-  for (int i = 6; i >= 0; --i) {
-    base256.push_back(static_cast<char>((uint64_t{sum} >> (8 * i)) & 0xFF));
-  }
-  EXPECT_TRUE(loader::IsTarHeader(V(TarBlock(base256))));
-  // Rejected by it.
-  for (const std::string& field :
-       {"00" + Octal(sum + 1), o.substr(0, 2) + "__" + o.substr(2), o + "9", o + "_",
-        o + "\xe9"}) {
-    EXPECT_FALSE(loader::IsTarHeader(V(TarBlock(field)))) << Printable(field);
-  }
-  EXPECT_FALSE(loader::IsTarHeader(V(std::string(512, '\0'))));  // an empty archive
-  EXPECT_FALSE(loader::IsTarHeader(V(TarBlock(o).substr(0, 511))));
-  // A PK\x03\x04 file is a zip to torch, never a tar.
-  std::string zip_like = TarBlock("");
-  zip_like.replace(0, 4, "PK\x03\x04");
-  zip_like.replace(148, 8, "00" + Octal(TarSum(zip_like)) + std::string("\0 ", 2));
-  EXPECT_TRUE(loader::IsTarHeader(V(zip_like)));
-  EXPECT_FALSE(loader::TorchReadsAsTar(V(zip_like)));
-}
-
 TEST(Polyglot, Hdf5SignatureAtLibhdf5Offsets) {
   const std::string sig = "\x89HDF\r\n\x1a\n";
   for (size_t at : {size_t{0}, size_t{512}, size_t{1024}, size_t{4096}, size_t{65536}}) {
@@ -107,30 +48,6 @@ TEST(Polyglot, Hdf5SignatureAtLibhdf5Offsets) {
   EXPECT_EQ(*loader::FindHdf5Signature(V(two)), 0u);
   // The signature must lie inside the file.
   EXPECT_FALSE(loader::FindHdf5Signature(V(std::string(512, 'x') + sig.substr(0, 7))));
-}
-
-TEST(Polyglot, ZipfileFindsArchivesAfterPrefixesAndInComments) {
-  const std::string zip = BuildZip({{"a.npy", "data"}});
-  auto plain = loader::FindZipfileArchive(V(zip));
-  ASSERT_TRUE(plain.has_value());
-  EXPECT_EQ(plain->concat, 0);
-  EXPECT_TRUE(plain->has_entries);
-  EXPECT_TRUE(loader::CheckZipfileAgrees(V(zip)).ok());
-  // A prefix: zipfile shifts every offset by it.
-  auto shifted = loader::FindZipfileArchive(V("prefix" + zip));
-  ASSERT_TRUE(shifted.has_value());
-  EXPECT_EQ(shifted->concat, 6);
-  EXPECT_TRUE(shifted->has_entries);
-  // An end-record signature inside the comment: zipfile takes the last one.
-  ZipLayout layout;
-  layout.comment = std::string("PK\x05\x06", 4) + std::string(18, '\0') + "xy";
-  const std::string tricky = BuildZip({{"a.npy", "data"}}, layout);
-  EXPECT_EQ(*loader::StrictZipEndRecord(V(tricky)), tricky.size() - 22 - layout.comment.size());
-  Status s = loader::CheckZipfileAgrees(V(tricky));
-  EXPECT_EQ(s.code(), StatusCode::kMalformed);
-  EXPECT_NE(s.message().find("zipfile"), std::string::npos) << s.ToString();
-  // Nothing that looks like an end record: no archive.
-  EXPECT_FALSE(loader::FindZipfileArchive(V(std::string(100, 'x'))).has_value());
 }
 
 // ---- Issue 8, found cases 1, 2, 5 and the zip tricks ----------------------------

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/loader/pickle/pickle_bytes.h"
 #include "tests/testing/loader_util.h"
 #include "tests/testing/test_util.h"
 
@@ -22,32 +23,10 @@ namespace {
 using loader::pickle::kMaxBigIntBytes;
 using loader::pickle::kMaxMarks;
 
-// ---- Assembling pickles ---------------------------------------------------------
+// ---- Assembling pickles (more in pickle_bytes.h) --------------------------------
 
-std::string B(std::initializer_list<int> bytes) {
-  std::string s;
-  for (int b : bytes) s.push_back(static_cast<char>(b));
-  return s;
-}
-std::string LE(uint64_t v, int n) {
-  std::string s;
-  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-  return s;
-}
 const std::string kProto2 = B({0x80, 2});
 const std::string kProto4 = B({0x80, 4});
-std::string Str(const std::string& s) { return "X" + LE(s.size(), 4) + s; }  // BINUNICODE
-std::string Short(const std::string& s) {
-  return B({0x8c}) + LE(s.size(), 1) + s;
-}  // SHORT_BINUNICODE
-std::string Global(const std::string& m, const std::string& n) { return "c" + m + "\n" + n + "\n"; }
-std::string StackGlobal(const std::string& m, const std::string& n) {
-  return Short(m) + Short(n) + B({0x93});
-}
-std::string Int1(int v) { return "K" + LE(static_cast<uint64_t>(v), 1); }
-std::string Frame(const std::string& body) { return B({0x95}) + LE(body.size(), 8) + body; }
-// A protocol-2 pickle of `body` (which leaves one value on the stack).
-std::string P2(const std::string& body) { return kProto2 + body + "."; }
 
 InProcessResult Parse(const std::string& bytes) { return ParseInProcess(bytes); }
 

@@ -12,30 +12,18 @@
 #include <unordered_set>
 #include <vector>
 
+#include "tests/loader/pickle/pickle_bytes.h"
+#include "tests/testing/loader_util.h"
+#include "tests/testing/test_util.h"
+
 #include "converter/keyed_hash.h"
 #include "loader/parser.h"
 #include "loader/pickle/pickle_machine.h"
 #include "loader/registry.h"
-#include "tests/testing/loader_util.h"
-#include "tests/testing/test_util.h"
 
 namespace safemodel::testing {
 namespace {
 
-std::string B(std::initializer_list<int> bytes) {
-  std::string s;
-  for (int b : bytes) s.push_back(static_cast<char>(b));
-  return s;
-}
-std::string LE(uint64_t v, int n) {
-  std::string s;
-  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-  return s;
-}
-std::string Short(const std::string& s) { return B({0x8c}) + LE(s.size(), 1) + s; }
-std::string Global(const std::string& m, const std::string& n) { return "c" + m + "\n" + n + "\n"; }
-std::string Int1(int v) { return "K" + LE(static_cast<uint64_t>(v), 1); }
-std::string P2(const std::string& body) { return B({0x80, 2}) + body + "."; }
 const std::string kNewObj = B({0x81});
 const std::string kTuple2 = B({0x86});
 std::string Namespace() { return Global("argparse", "Namespace") + ")" + kNewObj; }

@@ -8,26 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/loader/pickle/pickle_bytes.h"
 #include "tests/testing/loader_util.h"
 #include "tests/testing/test_util.h"
 
 namespace safemodel::testing {
 namespace {
-
-std::string B(std::initializer_list<int> bytes) {
-  std::string s;
-  for (int b : bytes) s.push_back(static_cast<char>(b));
-  return s;
-}
-std::string LE(uint64_t v, int n) {
-  std::string s;
-  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-  return s;
-}
-std::string Str(const std::string& s) { return "X" + LE(s.size(), 4) + s; }
-std::string Global(const std::string& m, const std::string& n) { return "c" + m + "\n" + n + "\n"; }
-std::string Int1(int v) { return "K" + LE(static_cast<uint64_t>(v), 1); }
-std::string P2(const std::string& body) { return B({0x80, 2}) + body + "."; }
 
 const std::string kTrue = B({0x88});
 const std::string kFalse = B({0x89});

@@ -1,13 +1,5 @@
-// 7z archives are not a model container safemodel converts, but they are a
-// known wrapper for pickle payloads (nullifAI, picklescan's malicious1.7z):
-// loaders that unpack first would run them. This reads the 7z structure
-// (format: 7-Zip's DOC/7zFormat.txt) far enough to unpack members stored
-// with Copy, LZMA or LZMA2 (liblzma, raw decoder, in the worker), and scans
-// every member for pickles. The archive is then refused (a member calls
-// something) or reported as unsupported; nothing here reaches the output.
-//
-// Trust: the archive is untrusted; every number is bounds-checked, every
-// size is capped by the memory limit, and nothing recurses.
+#include "loader/containers/sevenzip.h"
+
 #include <lzma.h>
 
 #include <algorithm>
@@ -16,14 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "loader/pickle/pickle_formats.h"
-#include "loader/pickle/pickle_internal.h"
-
 namespace safemodel::loader {
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 constexpr uint8_t kSignature[6] = {'7', 'z', 0xBC, 0xAF, 0x27, 0x1C};
 constexpr uint64_t kSignatureHeaderBytes = 32;
@@ -428,7 +415,13 @@ Result<std::vector<std::string>> ReadFileNames(Reader& r) {
   return with_data;
 }
 
-Status ScanArchive(ByteView image, ParseContext& ctx) {
+}  // namespace
+
+bool LooksLikeSevenZip(ByteView input) {
+  return input.size() >= kSignatureHeaderBytes && StartsWith(input, AsChars(ByteView(kSignature)));
+}
+
+Result<std::vector<SevenZipMember>> UnpackSevenZip(ByteView image, uint64_t memory_limit) {
   ByteReader sh(image);
   SAFEMODEL_RETURN_IF_ERROR(sh.Skip(12, "7z signature header"));
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t next_offset, sh.U64LE("7z next header offset"));
@@ -438,7 +431,6 @@ Status ScanArchive(ByteView image, ParseContext& ctx) {
     return Status::Malformed("7z: header offset");
   SAFEMODEL_ASSIGN_OR_RETURN(ByteView header_bytes, SubView(image, start, next_size, "7z header"));
   std::string decoded;
-  const uint64_t memory_limit = ctx.options().memory_limit;
   for (int level = 0;; ++level) {
     Reader r(header_bytes);
     SAFEMODEL_ASSIGN_OR_RETURN(uint8_t id, r.Byte());
@@ -473,27 +465,13 @@ Status ScanArchive(ByteView image, ParseContext& ctx) {
     }
     SAFEMODEL_ASSIGN_OR_RETURN(std::vector<std::string> streams,
                                UnpackStreams(image, main, memory_limit));
+    std::vector<SevenZipMember> members;
+    members.reserve(streams.size());
     for (size_t i = 0; i < streams.size(); ++i) {
-      const std::string name = i < names.size() ? names[i] : "#" + Num(i);
-      pickle::ScanMember(AsBytes(streams[i]), "7z member '" + Printable(name) + "'", ctx);
+      members.push_back({i < names.size() ? names[i] : "#" + Num(i), std::move(streams[i])});
     }
-    return Status::Ok();
+    return members;
   }
-}
-
-}  // namespace
-
-bool LooksLikeSevenZip(ByteView input) {
-  return input.size() >= kSignatureHeaderBytes && std::memcmp(input.data(), kSignature, 6) == 0;
-}
-
-Status ParseSevenZip(ByteView input, ParseContext& ctx) {
-  Status s = ScanArchive(input, ctx);
-  if (ctx.refused()) return pickle::RefusedStatus(ctx, s, "7z archive");
-  if (!s.ok()) return s.WithContext("7z archive");
-  return Status::Unsupported(
-      "7z archives are not converted (none of its members calls anything; extract the "
-      "model and convert it)");
 }
 
 }  // namespace safemodel::loader

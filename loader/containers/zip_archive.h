@@ -4,8 +4,8 @@
 // anything is read: the end records, every central-directory entry and the
 // local header it points at. The central directory is the authority for
 // every size and offset; each local value present is checked against it
-// (a streaming writer's zero placeholders excepted). Rejected (the zip parser differentials scanners
-// and loaders have been fooled by):
+// (a streaming writer's zero placeholders excepted). Rejected (the zip parser differentials
+// scanners and loaders have been fooled by):
 //   - data before the first local header, gaps or overlaps between entries,
 //     anything after the end record's comment (hidden bytes, polyglots);
 //   - a local header that disagrees with its central entry (name, method,
@@ -29,8 +29,8 @@
 // its CRC once.
 //
 // Trust: the image is untrusted; all offsets are checked here.
-#ifndef SAFEMODEL_LOADER_ZIP_ZIP_ARCHIVE_H_
-#define SAFEMODEL_LOADER_ZIP_ZIP_ARCHIVE_H_
+#ifndef SAFEMODEL_LOADER_CONTAINERS_ZIP_ARCHIVE_H_
+#define SAFEMODEL_LOADER_CONTAINERS_ZIP_ARCHIVE_H_
 
 #include <cstdint>
 #include <memory>
@@ -38,26 +38,18 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/byte_reader.h"
-#include "loader/model.h"
 #include "safemodel/status.h"
 
-namespace safemodel::loader {
+#include "converter/byte_reader.h"
+#include "loader/containers/inflate.h"
+#include "loader/containers/zip_records.h"
+#include "loader/model.h"
 
-// Record signatures (PKWARE APPNOTE 4.3).
-inline constexpr uint32_t kZipLocalSig = 0x04034b50;
-inline constexpr uint32_t kZipCentralSig = 0x02014b50;
-inline constexpr uint32_t kZipEndSig = 0x06054b50;
-inline constexpr uint32_t kZip64EndSig = 0x06064b50;
-inline constexpr uint32_t kZip64LocatorSig = 0x07064b50;
-inline constexpr uint32_t kZipDescriptorSig = 0x08074b50;
+namespace safemodel::loader {
 
 // More entries than the format's tensor cap plus room for metadata members.
 inline constexpr uint64_t kMaxZipEntries = 2'100'000;
 inline constexpr uint64_t kMaxZipNameBytes = 4096;
-// Deflate cannot expand data by more than 1032:1 (RFC 1951, 258-byte matches
-// in 2-bit codes); a member claiming more is lying about its size.
-inline constexpr uint64_t kMaxDeflateRatio = 1100;
 
 struct ZipEntry {
   std::string name;
@@ -110,4 +102,4 @@ class ZipArchive {
 
 }  // namespace safemodel::loader
 
-#endif  // SAFEMODEL_LOADER_ZIP_ZIP_ARCHIVE_H_
+#endif  // SAFEMODEL_LOADER_CONTAINERS_ZIP_ARCHIVE_H_

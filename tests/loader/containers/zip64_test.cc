@@ -14,7 +14,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "loader/zip/zip_archive.h"
+#include "loader/containers/zip_archive.h"
 #include "tests/testing/test_util.h"
 
 namespace safemodel::testing {

@@ -1,6 +1,6 @@
 // The strict zip reader: every structural rule, on archives built byte by
 // byte (tests/testing/zip_builder.h).
-#include "loader/zip/zip_archive.h"
+#include "loader/containers/zip_archive.h"
 
 #include <gtest/gtest.h>
 

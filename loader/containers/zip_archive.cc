@@ -1,7 +1,7 @@
-#include "loader/zip/zip_archive.h"
+#include "loader/containers/zip_archive.h"
 
-#include <zip.h>
 #include <libdeflate.h>
+#include <zip.h>
 
 #include <algorithm>
 #include <cstring>
@@ -13,20 +13,13 @@ namespace safemodel::loader {
 
 namespace {
 
-constexpr uint64_t kEndBytes = 22;
-constexpr uint64_t kLocatorBytes = 20;
 constexpr uint16_t kFlagEncrypted = 0x0001;
 constexpr uint16_t kFlagDescriptor = 0x0008;
 constexpr uint16_t kFlagUtf8 = 0x0800;
 // Deflate option bits (1, 2), data descriptor, UTF-8 names: all else is
 // encryption or features we do not read.
 constexpr uint16_t kAllowedFlags = 0x0002 | 0x0004 | kFlagDescriptor | kFlagUtf8;
-constexpr uint16_t kZip64ExtraId = 0x0001;
 constexpr uint8_t kMadeByUnix = 3;
-// A 32-bit size or offset of this value means "in the zip64 extra field".
-constexpr uint64_t kMax32 = 0xFFFFFFFF;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 // libdeflate's CRC-32 uses carry-less multiplication (PCLMULQDQ/VPCLMULQDQ):
 // ~14 GB/s here against zlib's ~4 GB/s, and every stored member is checked.
@@ -38,9 +31,8 @@ Status CheckName(const std::string& name, uint16_t flags) {
     return Status::Malformed(where + ": name length " + Num(name.size()) + " is outside 1.." +
                              Num(kMaxZipNameBytes));
   }
-  bool ascii = std::all_of(name.begin(), name.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x80;
-  });
+  bool ascii = std::all_of(name.begin(), name.end(),
+                           [](char c) { return static_cast<unsigned char>(c) < 0x80; });
   if (!ascii && (!(flags & kFlagUtf8) || !IsValidUtf8(name))) {
     return Status::Unsupported(where + ": non-ASCII name without valid UTF-8 marking");
   }
@@ -95,23 +87,15 @@ struct Directory {
 
 Result<Directory> ParseEndRecords(ByteView image) {
   const uint64_t size = image.size();
-  if (size < kEndBytes) return Status::Malformed("zip: file too short for an end record");
+  if (size < kZipEndRecordBytes) return Status::Malformed("zip: file too short for an end record");
   // The end record: its comment must reach exactly the end of the file, and
   // exactly one candidate may satisfy that.
-  uint64_t eocd = UINT64_MAX;
-  uint64_t lowest = size - kEndBytes > 0xFFFF ? size - kEndBytes - 0xFFFF : 0;
-  for (uint64_t off = size - kEndBytes + 1; off-- > lowest;) {
-    ByteReader r(image.subspan(off, kEndBytes), off);
-    if (*r.U32LE("sig") != kZipEndSig) continue;
-    (void)r.Skip(16, "end record");
-    uint16_t comment = *r.U16LE("comment length");
-    if (off + kEndBytes + comment != size) continue;
-    if (eocd != UINT64_MAX) return Status::Malformed("zip: two candidate end records (ambiguous)");
-    eocd = off;
-  }
-  if (eocd == UINT64_MAX) return Status::Malformed("zip: no end-of-central-directory record");
+  const ZipExactEndRecord end = FindZipExactEndRecord(image);
+  if (end.ambiguous) return Status::Malformed("zip: two candidate end records (ambiguous)");
+  if (!end.offset) return Status::Malformed("zip: no end-of-central-directory record");
+  const uint64_t eocd = *end.offset;
 
-  ByteReader er(image.subspan(eocd, kEndBytes), eocd);
+  ByteReader er(image.subspan(eocd, kZipEndRecordBytes), eocd);
   (void)er.Skip(4, "sig");
   uint16_t disk = *er.U16LE("disk");
   uint16_t cd_disk = *er.U16LE("cd disk");
@@ -123,17 +107,20 @@ Result<Directory> ParseEndRecords(ByteView image) {
     return Status::Unsupported("zip: multi-disk archives are not supported");
   }
   uint64_t cd_end = eocd;  // where the central directory must end
-  bool zip64 = eocd >= kLocatorBytes &&
-               *ByteReader(image.subspan(eocd - kLocatorBytes, 4)).U32LE("sig") == kZip64LocatorSig;
+  bool zip64 =
+      eocd >= kZip64LocatorBytes &&
+      *ByteReader(image.subspan(eocd - kZip64LocatorBytes, 4)).U32LE("sig") == kZip64LocatorSig;
   if (zip64) {
-    ByteReader lr(image.subspan(eocd - kLocatorBytes, kLocatorBytes), eocd - kLocatorBytes);
+    ByteReader lr(image.subspan(eocd - kZip64LocatorBytes, kZip64LocatorBytes),
+                  eocd - kZip64LocatorBytes);
     (void)lr.Skip(4, "sig");
     uint32_t z_disk = *lr.U32LE("zip64 end disk");
     uint64_t rec = *lr.U64LE("zip64 end offset");
     uint32_t disks = *lr.U32LE("disks");
     if (z_disk != 0 || disks != 1) return Status::Unsupported("zip: multi-disk zip64 archive");
-    if (rec >= eocd - kLocatorBytes) return Status::Malformed("zip: zip64 end record out of place");
-    ByteReader zr(image.subspan(rec, eocd - kLocatorBytes - rec), rec);
+    if (rec >= eocd - kZip64LocatorBytes)
+      return Status::Malformed("zip: zip64 end record out of place");
+    ByteReader zr(image.subspan(rec, eocd - kZip64LocatorBytes - rec), rec);
     SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, zr.U32LE("zip64 end signature"));
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t rec_size, zr.U64LE("zip64 end size"));
     if (sig != kZip64EndSig || rec_size < 44 || rec_size != zr.remaining()) {
@@ -152,15 +139,15 @@ Result<Directory> ParseEndRecords(ByteView image) {
     auto agree = [](uint64_t v32, uint64_t v64, uint64_t marker) {
       return v32 == marker || v32 == v64;
     };
-    if (!agree(n_total, zn_total, 0xFFFF) || !agree(cd_size, zcd_size, kMax32) ||
-        !agree(cd_offset, zcd_offset, kMax32)) {
+    if (!agree(n_total, zn_total, 0xFFFF) || !agree(cd_size, zcd_size, kZipMax32) ||
+        !agree(cd_offset, zcd_offset, kZipMax32)) {
       return Status::Malformed("zip: end record and zip64 end record disagree");
     }
     n_total = zn_total;
     cd_size = zcd_size;
     cd_offset = zcd_offset;
     cd_end = rec;
-  } else if (n_total == 0xFFFF || cd_size == kMax32 || cd_offset == kMax32) {
+  } else if (n_total == 0xFFFF || cd_size == kZipMax32 || cd_offset == kZipMax32) {
     return Status::Malformed("zip: zip64 markers without a zip64 end record");
   }
   if (n_total > kMaxZipEntries) {
@@ -178,28 +165,15 @@ Result<Directory> ParseEndRecords(ByteView image) {
 // fields, symbolic links, the deflate ratio. The local header comes later.
 Result<ZipEntry> ParseCentralEntry(ByteReader& cr, uint64_t index) {
   const std::string where = "zip central entry #" + Num(index);
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, cr.U32LE(where));
-  if (sig != kZipCentralSig) return Status::Malformed(where + ": bad signature");
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t made_by, cr.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // version needed
+  SAFEMODEL_ASSIGN_OR_RETURN(ZipCentralHeader h, ReadZipCentralHeader(cr, where));
   ZipEntry e;
-  SAFEMODEL_ASSIGN_OR_RETURN(e.flags, cr.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(e.method, cr.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(cr.Skip(4, where));  // time, date
-  SAFEMODEL_ASSIGN_OR_RETURN(e.crc32, cr.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t csize32, cr.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t usize32, cr.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, cr.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, cr.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t comment_len, cr.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t disk_start, cr.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(cr.Skip(2, where));  // internal attributes
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t external, cr.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lho32, cr.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView name, cr.Bytes(name_len, where + " name"));
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView extra, cr.Bytes(extra_len, where + " extra"));
-  SAFEMODEL_RETURN_IF_ERROR(cr.Skip(comment_len, where + " comment"));
-  e.name.assign(AsChars(name));
+  e.flags = h.flags;
+  e.method = h.method;
+  e.crc32 = h.crc32;
+  const uint32_t csize32 = h.compressed_size, usize32 = h.uncompressed_size;
+  const uint32_t lho32 = h.local_header_offset;
+  const uint16_t disk_start = h.disk_start;
+  e.name.assign(AsChars(h.name));
   SAFEMODEL_RETURN_IF_ERROR(CheckName(e.name, e.flags));
   const std::string ewhere = "zip entry '" + Printable(e.name) + "'";
   if (e.flags & kFlagEncrypted) return Status::Unsupported(ewhere + " is encrypted");
@@ -210,24 +184,24 @@ Result<ZipEntry> ParseCentralEntry(ByteReader& cr, uint64_t index) {
     return Status::Unsupported(ewhere + " uses compression method " + Num(e.method) +
                                " (only stored and deflate are read)");
   }
-  if ((made_by >> 8) == kMadeByUnix && ((external >> 16) & 0170000) == 0120000) {
+  if ((h.made_by >> 8) == kMadeByUnix && ((h.external_attributes >> 16) & 0170000) == 0120000) {
     return Status::Malformed(ewhere + " is a symbolic link");
   }
 
   // zip64 extended information: present values replace saturated fields,
   // in the order uncompressed, compressed, local header offset, disk.
-  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values z, ParseExtra(extra, ewhere));
+  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values z, ParseExtra(h.extra, ewhere));
   ByteReader zr(z.data);
   e.uncompressed_size = usize32;
   e.compressed_size = csize32;
   e.local_header_offset = lho32;
-  if (usize32 == kMax32) {
+  if (usize32 == kZipMax32) {
     SAFEMODEL_ASSIGN_OR_RETURN(e.uncompressed_size, zr.U64LE(ewhere + " zip64 size"));
   }
-  if (csize32 == kMax32) {
+  if (csize32 == kZipMax32) {
     SAFEMODEL_ASSIGN_OR_RETURN(e.compressed_size, zr.U64LE(ewhere + " zip64 compressed size"));
   }
-  if (lho32 == kMax32) {
+  if (lho32 == kZipMax32) {
     SAFEMODEL_ASSIGN_OR_RETURN(e.local_header_offset, zr.U64LE(ewhere + " zip64 offset"));
   }
   if (disk_start == 0xFFFF) {
@@ -300,8 +274,8 @@ Result<LocalZip64> ReadLocalZip64(const Zip64Values& field, const ZipEntry& e,
   LocalZip64 z;
   if (!field.present) return z;
   z.present = true;
-  const bool big = e.uncompressed_size >= kMax32;
-  const bool far = e.local_header_offset >= kMax32;
+  const bool big = e.uncompressed_size >= kZipMax32;
+  const bool far = e.local_header_offset >= kZipMax32;
   const uint64_t n = field.data.size();
   if (n == 16) {
     z.has_sizes = true;
@@ -336,21 +310,20 @@ Status CheckLocalValues(const ZipEntry& e, const LocalZip64& z, uint32_t crc, ui
   const bool descriptor = e.flags & kFlagDescriptor;
   if (z.has_offset && z.offset != e.local_header_offset) {
     return Status::Malformed(where + ": local zip64 extra field gives header offset " +
-                             Num(z.offset) + " but the header is at " +
-                             Num(e.local_header_offset));
+                             Num(z.offset) + " but the header is at " + Num(e.local_header_offset));
   }
   auto agrees = [&](uint64_t local, uint64_t central) {
     return local == central || (descriptor && local == 0);
   };
-  if (z.has_sizes &&
-      (!agrees(z.uncompressed_size, e.uncompressed_size) || !agrees(z.compressed_size, e.compressed_size))) {
+  if (z.has_sizes && (!agrees(z.uncompressed_size, e.uncompressed_size) ||
+                      !agrees(z.compressed_size, e.compressed_size))) {
     return Status::Malformed(where + ": local zip64 sizes (" + Num(z.uncompressed_size) + ", " +
                              Num(z.compressed_size) + ") differ from the central entry's (" +
                              Num(e.uncompressed_size) + ", " + Num(e.compressed_size) + ")");
   }
   if (descriptor && crc == 0 && csize32 == 0 && usize32 == 0) return Status::Ok();
   auto fits = [&](uint32_t v32, uint64_t central) {
-    return v32 == kMax32 ? z.has_sizes : v32 == central;
+    return v32 == kZipMax32 ? z.has_sizes : v32 == central;
   };
   if (crc != e.crc32 || !fits(csize32, e.compressed_size) || !fits(usize32, e.uncompressed_size)) {
     return Status::Malformed(where + ": local header CRC or sizes differ from the central entry");
@@ -389,31 +362,22 @@ Result<uint64_t> CheckDescriptor(ByteView image, uint64_t at, uint64_t cd_offset
 Result<uint64_t> CheckLocalEntry(ByteView image, uint64_t cd_offset, ZipEntry* e) {
   const std::string where = "zip entry '" + Printable(e->name) + "'";
   const uint64_t lho = e->local_header_offset;
-  if (lho >= cd_offset) return Status::Malformed(where + ": local header is not before the central directory");
+  if (lho >= cd_offset)
+    return Status::Malformed(where + ": local header is not before the central directory");
   ByteReader lr(image.subspan(lho, cd_offset - lho), lho);
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lsig, lr.U32LE(where + " local header"));
-  if (lsig != kZipLocalSig) return Status::Malformed(where + ": bad local header signature");
-  SAFEMODEL_RETURN_IF_ERROR(lr.Skip(2, where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lflags, lr.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lmethod, lr.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(lr.Skip(4, where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lcrc, lr.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lcsize, lr.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t lusize, lr.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lname_len, lr.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t lextra_len, lr.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView lname, lr.Bytes(lname_len, where + " local name"));
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView lextra, lr.Bytes(lextra_len, where + " local extra"));
-  if (AsChars(lname) != e->name) {
-    return Status::Malformed(where + ": local header names it '" + Printable(AsChars(lname)) +
+  SAFEMODEL_ASSIGN_OR_RETURN(ZipLocalHeader l, ReadZipLocalHeader(lr, where));
+  if (AsChars(l.name) != e->name) {
+    return Status::Malformed(where + ": local header names it '" + Printable(AsChars(l.name)) +
                              "' (central and local names differ)");
   }
-  if (lflags != e->flags || lmethod != e->method) {
-    return Status::Malformed(where + ": local header flags or method differ from the central entry");
+  if (l.flags != e->flags || l.method != e->method) {
+    return Status::Malformed(where +
+                             ": local header flags or method differ from the central entry");
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values field, ParseExtra(lextra, where + " local"));
+  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values field, ParseExtra(l.extra, where + " local"));
   SAFEMODEL_ASSIGN_OR_RETURN(LocalZip64 z, ReadLocalZip64(field, *e, where));
-  SAFEMODEL_RETURN_IF_ERROR(CheckLocalValues(*e, z, lcrc, lcsize, lusize, where));
+  SAFEMODEL_RETURN_IF_ERROR(
+      CheckLocalValues(*e, z, l.crc32, l.compressed_size, l.uncompressed_size, where));
   e->data_offset = lr.absolute_position();
   uint64_t end;
   if (!CheckedAdd(e->data_offset, e->compressed_size, &end) || end > cd_offset) {
@@ -430,9 +394,9 @@ Status CheckTiling(std::vector<std::pair<uint64_t, uint64_t>> spans, uint64_t cd
   uint64_t cursor = 0;
   for (const auto& [begin, end] : spans) {
     if (begin != cursor) {
-      return Status::Malformed("zip: " + std::string(begin > cursor ? "unaccounted bytes" : "overlapping entries") +
-                               " at offset " + Num(std::min(begin, cursor)) +
-                               " (hidden data or a crafted archive)");
+      return Status::Malformed(
+          "zip: " + std::string(begin > cursor ? "unaccounted bytes" : "overlapping entries") +
+          " at offset " + Num(std::min(begin, cursor)) + " (hidden data or a crafted archive)");
     }
     cursor = end;
   }
@@ -469,7 +433,7 @@ Status ZipArchive::ParseStructure() {
   ByteReader cr(image_.subspan(dir.offset, dir.size), dir.offset);
   entries_.reserve(static_cast<size_t>(std::min<uint64_t>(dir.entries, dir.size / 46 + 1)));
   std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
-  KeyedStringSet names;  // names come from the file: keyed hash
+  KeyedStringSet names;                              // names come from the file: keyed hash
   for (uint64_t i = 0; i < dir.entries; ++i) {
     SAFEMODEL_ASSIGN_OR_RETURN(ZipEntry e, ParseCentralEntry(cr, i));
     if (!names.insert(e.name).second) {
@@ -553,7 +517,8 @@ Result<OwnedBuffer> ZipArchive::ReadAll(const ZipEntry& entry, uint64_t max_byte
     return Status::LimitExceeded(where + " is " + Num(entry.uncompressed_size) +
                                  " bytes uncompressed, over the memory limit of " + Num(max_bytes));
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(OwnedBuffer buf, OwnedBuffer::Allocate(entry.uncompressed_size, where));
+  SAFEMODEL_ASSIGN_OR_RETURN(OwnedBuffer buf,
+                             OwnedBuffer::Allocate(entry.uncompressed_size, where));
   if (entry.method == 0) {
     SAFEMODEL_ASSIGN_OR_RETURN(ByteView data, StoredData(entry));
     if (!data.empty()) std::memcpy(buf.data(), data.data(), data.size());

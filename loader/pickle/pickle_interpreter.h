@@ -1,0 +1,155 @@
+// The interpreter for one Machine::Run(): the opcode loop over the stream,
+// with its stack, marks, memo and frames. It is the only code that reads
+// the stream; what an opcode builds goes through the Builder it derives
+// from, and what a name does when called through the handlers
+// (pickle_handlers.h). Internal to loader/pickle.
+//
+// pickle_machine.cc holds the loop, framing, constants and the memo;
+// pickle_ops.cc the strings, containers, names and calls, and the joblib
+// array data that follows a NumpyArrayWrapper's BUILD.
+//
+// Worst case and trust: see pickle_machine.h.
+#ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_INTERPRETER_H_
+#define SAFEMODEL_LOADER_PICKLE_PICKLE_INTERPRETER_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "converter/keyed_hash.h"
+#include "loader/pickle/pickle_builder.h"
+
+namespace safemodel::loader::pickle {
+
+// The memo. Picklers number entries 0, 1, 2, ...: those keys live in a
+// vector (no hashing, good locality; 2x faster on memo-heavy pickles than a
+// hash map). Any other key goes to a keyed hash map. A key joins the vector
+// only while it is below twice the entry count plus kDenseSlack, so one large
+// key cannot make the vector large; each key lives in exactly one of the two.
+class Memo {
+ public:
+  const Ref* Find(uint64_t key) const {
+    if (key < dense_.size() && present_[key]) return &dense_[key];
+    auto it = sparse_.find(key);
+    return it == sparse_.end() ? nullptr : &it->second;
+  }
+  // Stores or replaces; false if a new key would exceed kMaxMemoEntries.
+  bool Put(uint64_t key, Ref r);
+  uint64_t size() const { return count_; }
+
+ private:
+  static constexpr uint64_t kDenseSlack = 1024;
+  std::vector<Ref> dense_;
+  std::vector<bool> present_;
+  KeyedIntMap<uint64_t, Ref> sparse_;
+  uint64_t count_ = 0;
+};
+
+class Interpreter : public Builder {
+ public:
+  Interpreter(Machine& m, ByteView data, uint64_t start) : Builder(m, start), data_(data) {}
+
+  // Reads one pickle up to and including its STOP (see Machine::Run).
+  Result<Ref> Run(uint64_t* end);
+
+ private:
+  // The state of one pickle: the outer stream, or a nested one.
+  struct Context {
+    std::vector<Ref> stack;
+    std::vector<size_t> marks;
+    Memo memo;
+    uint8_t proto = 0;
+    // A nested pickle (a joblib object array): the outer wrapper it feeds.
+    ObjId wrapper = kNoObj;
+  };
+  // The fields of a joblib NumpyArrayWrapper's state that matter.
+  struct WrapperFields {
+    std::optional<Ref> subclass, shape, order, dtype, align, allow_mmap;
+  };
+
+  // ---- Reading (pickle_machine.cc) ----------------------------------------------
+  Status Truncated(uint64_t need, const char* what) const;
+  Result<ByteView> Take(uint64_t n, const char* what) {
+    if (n > limit_ - pos_) return Truncated(n, what);
+    ByteView v = data_.subspan(pos_, n);
+    pos_ += n;
+    return v;
+  }
+  // An n-byte little-endian unsigned argument.
+  Result<uint64_t> ReadUInt(uint64_t n, const char* what) {
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView b, Take(n, what));
+    uint64_t v = 0;
+    for (uint64_t i = n; i-- > 0;) v = (v << 8) | b[i];
+    return v;
+  }
+  // A newline-terminated argument, without the newline.
+  Result<std::string_view> ReadLine(const char* what);
+
+  // ---- Stack (pickle_machine.cc) ------------------------------------------------
+  Context& C() { return contexts_.back(); }
+  size_t Fence() { return C().marks.empty() ? 0 : C().marks.back(); }
+  Status Push(Ref r);
+  Result<Ref> Pop(const char* what);
+  Result<Ref*> Top(const char* what);
+  Result<std::vector<Ref>> PopMark(const char* what);
+
+  // ---- Integers (pickle_machine.cc) ---------------------------------------------
+  Result<Ref> MakeInt(ByteView le);
+  Result<Ref> ParseDecimal(std::string_view s, const char* what);
+  // GET/PUT's decimal memo key.
+  Result<uint64_t> DecimalKey(const char* what);
+
+  // ---- Opcode families ----------------------------------------------------------
+  // One opcode (already read); *stop is set at STOP, whose value is returned.
+  Result<Ref> Step(uint8_t op, bool* stop);
+  Result<Ref> StepFraming(uint8_t op, bool* stop);  // pickle_machine.cc
+  Status StepConstant(uint8_t op);                  // pickle_machine.cc
+  Status StepMemo(uint8_t op);                      // pickle_machine.cc
+  Status StepString(uint8_t op);                    // pickle_ops.cc
+  Status StepContainer(uint8_t op);                 // pickle_ops.cc
+  Status StepName(uint8_t op);                      // pickle_ops.cc
+  // Checks at the outer STOP, then names the user globals never used.
+  Status FinishOuter();
+
+  // ---- Opcodes with more to them (pickle_ops.cc) -----------------------------------
+  Status OpString();
+  Status OpUnicode();
+  Status OpReadOnlyBuffer();
+  Status OpGlobalOrInst(uint8_t op);
+  Status OpStackGlobal();
+  Status OpObj();
+  Status OpNewObj(uint8_t op);
+  Status OpBuild();
+  Status OpPersId();
+  Status OpBinPersId();
+  Status OpExt(uint8_t op);
+  // A name read by GLOBAL, INST or STACK_GLOBAL: its table entry, or a
+  // finding.
+  Result<Ref> MakeGlobal(std::string_view module, std::string_view name, uint8_t op);
+  // INST/OBJ: with no arguments an instantiation, else a call.
+  Result<Ref> Instantiate(Ref cls, std::vector<Ref> args, uint8_t op);
+  // APPEND(S), SETITEM(S), ADDITEMS on their target.
+  Status ContainerOp(uint8_t op, Ref target, const std::vector<Ref>& items);
+
+  // ---- joblib (pickle_ops.cc) -------------------------------------------------------
+  Status BuildJoblibWrapper(Ref* target, Ref state);
+  Status BuildPlainWrapper(uint32_t aux, const std::string& cls, Ref state);
+  WrapperFields ReadWrapperFields(Ref state);
+  Status ReadWrapperData(const WrapperFields& f, Ref* target);
+  Status FinishNested(Ref result);
+
+  ByteView data_;
+  uint64_t limit_ = 0;
+  bool in_frame_ = false;
+  uint64_t frame_end_ = 0;
+  std::vector<Context> contexts_;
+  bool noted_mmap_ = false;
+};
+
+}  // namespace safemodel::loader::pickle
+
+#endif  // SAFEMODEL_LOADER_PICKLE_PICKLE_INTERPRETER_H_
