@@ -32,6 +32,9 @@ inline constexpr size_t kFrameHeaderBytes = 16;
 inline constexpr int kOutputFd = 3;
 inline constexpr int kInputFd = 4;
 inline constexpr int kControlFd = 5;
+// A model made of several files: fd 4 holds the list (proto/worker.proto,
+// InputManifest) and the files are fds 6, 7, ..., one each, read-only.
+inline constexpr int kFirstFileFd = 6;
 inline constexpr char kGoAhead = 'G';
 
 enum class FrameType : uint32_t {

@@ -167,11 +167,11 @@ bool SetLimit(int resource, rlim_t soft, rlim_t hard) {
 
 }  // namespace
 
-bool PrepareWorkerProcess(pid_t expected_parent, std::string* error) {
+bool PrepareWorkerProcess(pid_t expected_parent, std::string* error, uint32_t file_count) {
   if (!ArmParentDeathSignal(expected_parent, error)) return false;
-  // Only the result channel, the input and the control channel may stay
-  // open, whatever the host process leaked into us.
-  if (syscall(SYS_close_range, kControlFd + 1, ~0U, 0) != 0) {
+  // Only the result channel, the input, the control channel and the files
+  // of the model may stay open, whatever the host process leaked into us.
+  if (syscall(SYS_close_range, static_cast<unsigned>(kFirstFileFd) + file_count, ~0U, 0) != 0) {
     *error = Errno("close_range");
     return false;
   }

@@ -2,7 +2,9 @@
 // joins the sandbox and the parsers.
 //
 // Started by the parent (converter/pipeline.cc) with fd 3 = result channel,
-// fd 4 = input and fd 5 = control channel. Order matters: confine the
+// fd 4 = input and fd 5 = control channel; for a model made of several
+// files, fd 4 holds their list (worker::InputManifest) and the files are
+// fds 6, 7, ... (converter/input_set.h). Order matters: confine the
 // process, map the input, prepare libraries, lock down (and wait for the
 // parent's go-ahead), and only then parse. Results go out as frames
 // (sandbox/frame_io.h); the process ends with _exit, so no atexit handler
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <new>
 #include <string>
 #include <string_view>
@@ -21,6 +24,7 @@
 
 #include "converter/format.h"
 #include "converter/stream_limits.h"
+#include "loader/files/model_files.h"
 #include "loader/model.h"
 #include "loader/parser.h"
 #include "loader/registry.h"
@@ -42,7 +46,17 @@ struct Args {
   uint64_t cpu_seconds = 0;
   bool weights_only = false;
   bool keep_optimizer = false;
+  uint64_t input_files = 0;    // > 0: a model made of several files
+  uint64_t manifest_size = 0;  // the size of fd 4's InputManifest then
 };
+
+// The list of a multi-file model comes from the parent, but its names come
+// from the file system: 1,000 files with names of a few hundred bytes.
+constexpr uint64_t kMaxManifestBytes = 8 << 20;
+// A model of several files releases its input pages after this many output
+// bytes rather than after every tensor (a call per file each time): resident
+// input stays below the largest tensor plus this.
+constexpr uint64_t kReleaseInputBytes = 16 << 20;
 
 bool ParseU64(std::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 20) return false;
@@ -66,7 +80,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     if (value("--parent-pid=", &pid)) {
       a->parent_pid = static_cast<pid_t>(pid);
     } else if (value("--input-size=", &a->input_size) || value("--address-space=", &a->address_space) ||
-               value("--memory-limit=", &a->memory_limit) || value("--cpu-seconds=", &a->cpu_seconds)) {
+               value("--memory-limit=", &a->memory_limit) || value("--cpu-seconds=", &a->cpu_seconds) ||
+               value("--input-files=", &a->input_files) || value("--manifest-size=", &a->manifest_size)) {
     } else if (arg == "--weights_only") {
       a->weights_only = true;
     } else if (arg == "--keep_optimizer") {
@@ -77,6 +92,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       return false;
     }
   }
+  if (a->input_files > loader::kMaxModelFiles) return false;
+  if (a->input_files > 0 && (a->manifest_size == 0 || a->manifest_size > kMaxManifestBytes)) return false;
   return a->parent_pid > 0 && a->input_size > 0;
 }
 
@@ -116,9 +133,13 @@ class FrameSink final : public loader::ChunkSink {
   uint64_t bytes_ = 0;
 };
 
-Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
+// `parse` reads the input, whose maps are `maps`.
+using ParseFn = std::function<Status(loader::ParseContext&, loader::ParsedModel*)>;
+
+Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Args& args,
+               loader::ParseContext& ctx) {
   loader::ParsedModel model;
-  SAFEMODEL_RETURN_IF_ERROR(loader::ParseModel(input, ctx, &model));
+  SAFEMODEL_RETURN_IF_ERROR(parse(ctx, &model));
   if (ctx.refused()) return ctx.RefusedStatus();
 
   // Canonical order: bytewise by name. Names must be unique.
@@ -184,6 +205,7 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
 
   FrameSink sink;
   uint64_t sent = 0;
+  uint64_t released = 0;  // sink.bytes() when the input's pages were last released
   for (loader::Tensor& t : model.tensors) {
     if (!t.alias_of.empty()) continue;
     if (!t.source) return Status::Internal("tensor '" + Printable(t.name) + "' has no source");
@@ -194,8 +216,14 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
                                                      t.origin.empty() ? t.name : t.origin, sink));
     t.source = nullptr;  // frees produced buffers and whatever the source held
     // Pages of the input already converted leave our resident set (they stay
-    // in the page cache): memory does not grow with the input size.
-    madvise(const_cast<uint8_t*>(input.data()), input.size(), MADV_DONTNEED);
+    // in the page cache): memory does not grow with the input size. With
+    // many files (one call each) that is done every kReleaseInputBytes.
+    if (maps.size() == 1 || sink.bytes() - released >= kReleaseInputBytes) {
+      for (ByteView map : maps) {
+        if (!map.empty()) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_DONTNEED);
+      }
+      released = sink.bytes();
+    }
     ++sent;
   }
   worker::WorkerDone done;
@@ -205,6 +233,61 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
   if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kDone, done_bytes.data(),
                            done_bytes.size())) {
     return Status::IoError("the parent closed the result channel");
+  }
+  return Status::Ok();
+}
+
+// Maps fd `fd`, which must be a regular file of `size` bytes; closes it.
+Status MapFd(int fd, uint64_t size, const std::string& what, ByteView* out) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size) {
+    return Status(StatusCode::kSandboxSetupFailed, what + " is not the file the parent opened");
+  }
+  *out = ByteView();
+  if (size > 0) {
+    void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      return Status::IoError("cannot map " + what + ": " + std::strerror(errno));
+    }
+    *out = ByteView(static_cast<const uint8_t*>(map), size);
+  }
+  close(fd);
+  return Status::Ok();
+}
+
+Status MapInput(const Args& args, std::vector<ByteView>* maps) {
+  maps->emplace_back();
+  return MapFd(sandbox::kInputFd, args.input_size, "the input", &maps->back());
+}
+
+// A model made of several files: the parent's list on fd 4, then one
+// descriptor per file. The list is checked against the descriptors here;
+// names and roles are checked again by the parsers (loader::ParseModelFiles).
+Status MapFiles(const Args& args, loader::InputFiles* files, std::vector<ByteView>* maps) {
+  ByteView manifest_bytes;
+  SAFEMODEL_RETURN_IF_ERROR(MapFd(sandbox::kInputFd, args.manifest_size, "the file list", &manifest_bytes));
+  worker::InputManifest manifest;
+  const bool parsed = manifest.ParseFromArray(manifest_bytes.data(), static_cast<int>(manifest_bytes.size()));
+  munmap(const_cast<uint8_t*>(manifest_bytes.data()), manifest_bytes.size());
+  if (!parsed || !loader::IsValidModelKind(manifest.kind()) ||
+      static_cast<uint64_t>(manifest.files_size()) != args.input_files) {
+    return Status(StatusCode::kSandboxSetupFailed, "the parent's file list is not valid");
+  }
+  files->kind = static_cast<loader::ModelKind>(manifest.kind());
+  for (const std::string& l : manifest.listed()) files->listed.push_back(l);
+  uint64_t total = 0;
+  for (int i = 0; i < manifest.files_size(); ++i) {
+    const worker::InputManifestFile& f = manifest.files(i);
+    if (!loader::IsValidFileRole(f.role()) || !CheckedAdd(total, f.size(), &total)) {
+      return Status(StatusCode::kSandboxSetupFailed, "the parent's file list is not valid");
+    }
+    maps->emplace_back();
+    SAFEMODEL_RETURN_IF_ERROR(MapFd(sandbox::kFirstFileFd + i, f.size(), "input file " + std::to_string(i),
+                                    &maps->back()));
+    files->files.push_back({static_cast<loader::FileRole>(f.role()), f.name(), maps->back()});
+  }
+  if (total != args.input_size) {
+    return Status(StatusCode::kSandboxSetupFailed, "the parent's file list does not add up to the input size");
   }
   return Status::Ok();
 }
@@ -232,23 +315,17 @@ int WorkerMain(int argc, char** argv) {
     return 1;
   }
   g_input_size = args.input_size;
-  if (!sandbox::PrepareWorkerProcess(args.parent_pid, &error)) {
+  if (!sandbox::PrepareWorkerProcess(args.parent_pid, &error, static_cast<uint32_t>(args.input_files))) {
     SendError(Status(StatusCode::kSandboxSetupFailed, error), {});
     return 1;
   }
-  struct stat st;
-  if (fstat(sandbox::kInputFd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<uint64_t>(st.st_size) != args.input_size) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, "the input is not the file the parent opened"), {});
+  std::vector<ByteView> maps;
+  loader::InputFiles files;
+  if (Status mapped = args.input_files > 0 ? MapFiles(args, &files, &maps) : MapInput(args, &maps);
+      !mapped.ok()) {
+    SendError(mapped, {});
     return 1;
   }
-  void* map = mmap(nullptr, args.input_size, PROT_READ, MAP_PRIVATE, sandbox::kInputFd, 0);
-  if (map == MAP_FAILED) {
-    SendError(Status::IoError(std::string("cannot map the input: ") + std::strerror(errno)), {});
-    return 1;
-  }
-  close(sandbox::kInputFd);
-  ByteView input(static_cast<const uint8_t*>(map), args.input_size);
 
   WarmUpExceptions();
   Status prep = loader::PrepareLibraries();
@@ -275,7 +352,11 @@ int WorkerMain(int argc, char** argv) {
   loader::ParseContext ctx(options);
   Status status;
   try {
-    status = Convert(input, args, ctx);
+    const ParseFn parse = [&](loader::ParseContext& c, loader::ParsedModel* model) {
+      return args.input_files > 0 ? loader::ParseModelFiles(files, c, model)
+                                  : loader::ParseModel(maps[0], c, model);
+    };
+    status = Convert(parse, maps, args, ctx);
   } catch (const std::bad_alloc&) {
     status = Status::LimitExceeded("the worker ran out of memory (limit " +
                                    std::to_string(args.memory_limit) + " bytes)");
