@@ -111,17 +111,19 @@ InputFile::~InputFile() {
   if (fd_ >= 0) close(fd_);
 }
 
-Result<InputFile> InputFile::Open(const std::string& path) {
+Result<InputFile> InputFile::Open(const std::string& path) { return OpenAt(AT_FDCWD, path, path); }
+
+Result<InputFile> InputFile::OpenAt(int dir_fd, const std::string& name, const std::string& path) {
   // Look before opening: opening a device or a FIFO can have effects (a
   // watchdog armed, a tape rewound, a writer unblocked), so they never are.
   struct stat before;
-  if (fstatat(AT_FDCWD, path.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0) return OpenFailure(path, errno);
+  if (fstatat(dir_fd, name.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0) return OpenFailure(path, errno);
   if (S_ISLNK(before.st_mode)) return OpenFailure(path, ELOOP);
   if (!S_ISREG(before.st_mode)) {
     return Refuse(path, std::string("is ") + FileTypeName(before.st_mode) + ", not a regular file");
   }
   InputFile in;
-  in.fd_ = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  in.fd_ = openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (in.fd_ < 0) return OpenFailure(path, errno);
   if (fstat(in.fd_, &in.stat_) != 0) return Refuse(path, std::string("cannot be read: ") + std::strerror(errno));
   if (!S_ISREG(in.stat_.st_mode) || in.stat_.st_dev != before.st_dev || in.stat_.st_ino != before.st_ino) {

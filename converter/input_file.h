@@ -36,6 +36,9 @@ class InputFile {
   // procfs, unreadable, shorter than its size, not mappable),
   // kLimitExceeded (no descriptor left: `ulimit -n`).
   static Result<InputFile> Open(const std::string& path);
+  // The same for `name`, one path component, in the directory `dir_fd`
+  // (AT_FDCWD: the current one); `display` names it in messages.
+  static Result<InputFile> OpenAt(int dir_fd, const std::string& name, const std::string& display);
 
   int fd() const { return fd_; }
   const struct stat& stat() const { return stat_; }

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "converter/input_file.h"
+#include "converter/input_set.h"
 #include "converter/output_file.h"
 #include "converter/protocol/conversion_protocol.h"
 #include "converter/protocol/worker.pb.h"
@@ -55,27 +56,32 @@ using sandbox::FrameType;
 
 std::string ErrnoText() { return std::strerror(errno); }
 
-// SHA-256 of the input, computed by this (trusted) process on a thread while
-// the worker converts. Reads through a small reused buffer: no page faults on
+// SHA-256 of each part of the input (one file, or the files of a model made
+// of several), computed by this (trusted) process on a thread while the
+// worker converts. Reads through a small reused buffer: no page faults on
 // fresh memory, no growth of resident memory with the input size.
 class InputHasher {
  public:
-  void Start(int fd, uint64_t size) {
-    thread_ = std::thread([this, fd, size] { Run(fd, size); });
+  void Start(std::vector<std::pair<int, uint64_t>> parts) {
+    thread_ = std::thread([this, parts = std::move(parts)] {
+      for (const auto& [fd, size] : parts) {
+        if (!Run(fd, size)) return;
+      }
+    });
   }
   ~InputHasher() { Stop(); }
   void Stop() {
     cancel_ = true;
     if (thread_.joinable()) thread_.join();
   }
-  Result<std::string> Join() {
+  Result<std::vector<std::string>> Join() {
     if (thread_.joinable()) thread_.join();
     if (!status_.ok()) return status_;
-    return digest_;
+    return digests_;
   }
 
  private:
-  void Run(int fd, uint64_t size) {
+  bool Run(int fd, uint64_t size) {
     // The host's (or safe-convert's) signal handlers run on its own threads,
     // never on this one.
     sigset_t all;
@@ -92,21 +98,22 @@ class InputHasher {
       if (n <= 0) {
         status_ = Status::IoError("reading the input for its SHA-256 failed at byte " + Num(off) +
                                   (n < 0 ? ": " + ErrnoText() : ": unexpected end of file"));
-        return;
+        return false;
       }
       hasher->Update(ByteView(buf.get(), static_cast<size_t>(n)));
       off += static_cast<uint64_t>(n);
     }
     if (cancel_) {
       status_ = Status::Internal("hashing cancelled");
-      return;
+      return false;
     }
-    digest_ = hasher->Finish();
+    digests_.push_back(hasher->Finish());
+    return true;
   }
   std::thread thread_;
   std::atomic<bool> cancel_{false};
   Status status_;
-  std::string digest_;
+  std::vector<std::string> digests_;
 };
 
 // Whether every write end of the worker's channel is closed.
@@ -214,22 +221,34 @@ std::string HeldOpenOutcome(int channel_fd) {
   return "it has left the worker's process group and could not be stopped";
 }
 
-// Starts the worker on the input (fd 4) with the fitted limits.
-Status StartWorker(const std::string& worker_path, int in_fd, uint64_t input_size,
+// Starts the worker on the input (fd 4; for a model made of several files,
+// their list on fd 4 and the files from fd 6 on) with the fitted limits.
+Status StartWorker(const std::string& worker_path, const InputSet& input,
                    const WorkerLimits& limits, const std::vector<std::string>& options,
                    sandbox::Worker* worker) {
   sandbox::WorkerArgs args;
   args.parent_pid = getpid();
-  args.input_size = input_size;
+  args.input_size = input.total_size();
   args.address_space = limits.address_space;
   args.memory_limit = limits.memory_limit;
   args.cpu_seconds = limits.cpu_seconds;
   args.flags = options;
   sandbox::SpawnOptions spawn;
   spawn.worker_path = worker_path;
-  spawn.input_fd = in_fd;
+  spawn.input_fd = input.primary().fd();
+  int list_fd = -1;
+  if (input.multi_file()) {
+    const std::string list = input.Manifest();
+    SAFEMODEL_ASSIGN_OR_RETURN(list_fd, SealedMemoryFile(list));
+    spawn.input_fd = list_fd;
+    for (const auto& part : input.Parts()) spawn.file_fds.push_back(part.first);
+    args.input_files = spawn.file_fds.size();
+    args.manifest_size = list.size();
+  }
   spawn.args = sandbox::EncodeWorkerArgs(args);
-  return sandbox::Spawn(spawn, worker);
+  Status spawned = sandbox::Spawn(spawn, worker);
+  if (list_fd >= 0) close(list_fd);
+  return spawned;
 }
 
 }  // namespace
@@ -254,10 +273,11 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
     return Status::InvalidArgument("the memory limit must be at least " + Num(kMinMemoryLimit) +
                                    " bytes");
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(InputFile input, InputFile::Open(in_path));
-  const int in_fd = input.fd();
-  const uint64_t input_size = input.size();
+  SAFEMODEL_ASSIGN_OR_RETURN(InputSet input, InputSet::Open(in_path));
+  const int in_fd = input.primary().fd();
+  const uint64_t input_size = input.total_size();
   report->input_bytes = input_size;
+  if (input.multi_file()) report->findings.push_back(input.FilesNote());
   if (input_size == 0) return Status::Malformed("input '" + in_path + "' is empty");
   if (input_size > opt.max_input_bytes) {
     return Status::LimitExceeded("input is " + Num(input_size) + " bytes, over the limit of " +
@@ -276,7 +296,8 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   if (opt.output_fd >= 0) {
     SAFEMODEL_ASSIGN_OR_RETURN(out, OutputFile::OpenDescriptor(opt.output_fd));
   } else {
-    SAFEMODEL_ASSIGN_OR_RETURN(out, OutputFile::OpenPath(out_path, opt.force, input.stat()));
+    SAFEMODEL_RETURN_IF_ERROR(input.CheckNotOutput(out_path));
+    SAFEMODEL_ASSIGN_OR_RETURN(out, OutputFile::OpenPath(out_path, opt.force, input.primary().stat()));
   }
 
   std::vector<std::string> options;
@@ -289,9 +310,9 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
 
   InputHasher hasher;
-  hasher.Start(in_fd, input_size);
+  hasher.Start(input.Parts());
   sandbox::Worker worker;
-  SAFEMODEL_RETURN_IF_ERROR(StartWorker(worker_path, in_fd, input_size, limits, options, &worker));
+  SAFEMODEL_RETURN_IF_ERROR(StartWorker(worker_path, input, limits, options, &worker));
 
   // The reader also watches the worker's exit, so that a process it left
   // behind holding the channel cannot keep the parent waiting.
@@ -330,9 +351,10 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   SAFEMODEL_RETURN_IF_ERROR(verdict.status);
 
   // A short read of the hasher is the input changing, if it did.
-  Result<std::string> hashed = hasher.Join();
+  Result<std::vector<std::string>> hashed = hasher.Join();
   SAFEMODEL_RETURN_IF_ERROR(input.CheckUnchanged());
-  SAFEMODEL_ASSIGN_OR_RETURN(std::string sha, std::move(hashed));
+  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<std::string> digests, std::move(hashed));
+  const std::string sha = input.CombineDigests(digests);
   report->input_sha256 = ToHex(sha);
   SAFEMODEL_RETURN_IF_ERROR(stream.writer->Finish(sha));
   report->tensor_count = stream.writer->tensor_count();

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "loader/files/model_files.h"
 #include "loader/model.h"
 #include "proto/base/byte_reader.h"
 #include "safemodel/finding.h"
@@ -80,6 +81,31 @@ class Parser {
   // kRefused with the findings in `ctx`; any other error refuses the whole
   // file (no partial output).
   virtual Status Parse(ByteView input, ParseContext& ctx, ParsedModel* out) = 0;
+};
+
+// One file of a model made of several files (files/model_files.h says which
+// files those are), as the worker received it.
+struct InputFile {
+  FileRole role;
+  std::string name;  // relative to the input directory, as the parent listed it
+  ByteView bytes;
+};
+
+struct InputFiles {
+  ModelKind kind = ModelKind::kCheckpoint;
+  std::vector<InputFile> files;
+  // Entries the parent listed but did not open (assets, fingerprint.pb,
+  // anything else beside the model): reported by name.
+  std::vector<std::string> listed;
+};
+
+// A parser of models made of several files.
+class MultiFileParser {
+ public:
+  virtual ~MultiFileParser() = default;
+  // Trust: the bytes and names are untrusted (names come from the file
+  // system the input lives on); as Parser::Parse otherwise.
+  virtual Status Parse(const InputFiles& input, ParseContext& ctx, ParsedModel* out) = 0;
 };
 
 }  // namespace safemodel::loader

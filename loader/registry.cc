@@ -9,6 +9,7 @@
 
 #include "loader/containers/sevenzip.h"
 #include "loader/containers/zip_archive.h"
+#include "loader/keras3/keras_archive.h"
 #include "loader/keras_h5/keras_h5.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/archive_scan.h"
@@ -17,6 +18,8 @@
 #include "loader/pickle/torch_formats.h"
 #include "loader/polyglot.h"
 #include "proto/base/keyed_hash.h"
+#include "loader/tf_bundle/checkpoint.h"
+#include "loader/tf_savedmodel/saved_model.h"
 
 namespace safemodel::loader {
 
@@ -54,6 +57,14 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
   bool all_npy = !zip->entries().empty();
   for (const ZipEntry& e : zip->entries()) all_npy = all_npy && e.name.ends_with(".npy");
   if (all_npy) return ParseNpzArchive(std::move(zip), pickle::ParseNpyObjectArray, ctx, out);
+  if (LooksLikeKerasArchive(*zip)) {
+    if (LooksLikeTorchZip(*zip)) {
+      return Status::Malformed("the archive has both a Keras archive's members (config.json, "
+                               "model.weights.*) and a PyTorch checkpoint's (data.pkl): two "
+                               "models in one file");
+    }
+    return ParseKerasArchive(input, std::move(zip), ctx, out);
+  }
   // PyTorch checkpoints; any other archive is scanned for pickles and then
   // reported as not a model container.
   return ParseTorchZipArchive(input, std::move(zip), ctx, out);
@@ -256,20 +267,56 @@ Status ParseByFormat(ByteView input, ParseContext& ctx, ParsedModel* out) {
 
 }  // namespace
 
-Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
-  SAFEMODEL_RETURN_IF_ERROR(ParseByFormat(input, ctx, out));
-  // The shape rule of every format, checked once for all parsers: each
-  // dimension, and the non-zero dimensions times the element size, fit
-  // signed 64 bits (TensorByteSize), whatever the element count. The parent
-  // checks it again; a parser that let such a shape through is then still
-  // "malformed input" here, not an invalid worker result there.
-  for (const Tensor& t : out->tensors) {
+namespace {
+
+// The shape rule of every format, checked once for all parsers: each
+// dimension, and the non-zero dimensions times the element size, fit
+// signed 64 bits (TensorByteSize), whatever the element count. The parent
+// checks it again; a parser that let such a shape through is then still
+// "malformed input" here, not an invalid worker result there.
+Status CheckShapes(const ParsedModel& model) {
+  for (const Tensor& t : model.tensors) {
     SAFEMODEL_RETURN_IF_ERROR(
         TensorByteSize(t.shape, t.dtype,
                        t.origin.empty() ? "tensor '" + Printable(t.name) + "'" : t.origin)
             .status());
   }
   return Status::Ok();
+}
+
+}  // namespace
+
+Status ParseModelFiles(const InputFiles& input, ParseContext& ctx, ParsedModel* out) {
+  if (input.files.empty() || input.files.size() > kMaxModelFiles) {
+    return Status::Malformed("a multi-file model of " + std::to_string(input.files.size()) +
+                             " files (1.." + std::to_string(kMaxModelFiles) + ")");
+  }
+  for (const InputFile& f : input.files) {
+    if (!IsPlainRelativeName(f.name)) {
+      return Status::Malformed("input file name '" + Printable(f.name) +
+                               "' is not a plain relative name");
+    }
+  }
+  std::unique_ptr<MultiFileParser> parser;
+  switch (input.kind) {
+    case ModelKind::kSavedModel:
+      parser = tf::NewSavedModelParser();
+      break;
+    case ModelKind::kCheckpoint:
+      parser = tf::NewCheckpointParser();
+      break;
+    case ModelKind::kShardedWeights:
+      parser = NewShardedWeightsParser();
+      break;
+  }
+  if (parser == nullptr) return Status::Malformed("unknown multi-file model kind");
+  SAFEMODEL_RETURN_IF_ERROR(parser->Parse(input, ctx, out));
+  return CheckShapes(*out);
+}
+
+Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
+  SAFEMODEL_RETURN_IF_ERROR(ParseByFormat(input, ctx, out));
+  return CheckShapes(*out);
 }
 
 }  // namespace safemodel::loader

@@ -29,6 +29,12 @@ Status PrepareLibraries();
 // Trust: `input` is untrusted. Runs only in the sandboxed worker.
 Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out);
 
+// Parses a model made of several files (a SavedModel directory, a TF
+// checkpoint, a sharded Keras weight store), as files/model_files.h chose
+// them. The names and roles are checked again here; each file's bytes are
+// untrusted. Runs only in the sandboxed worker.
+Status ParseModelFiles(const InputFiles& input, ParseContext& ctx, ParsedModel* out);
+
 // A short description of what the leading bytes look like, for messages.
 std::string DescribeLeadingBytes(ByteView input);
 

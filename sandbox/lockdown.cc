@@ -159,11 +159,13 @@ bool SetLimit(int resource, rlim_t soft, rlim_t hard) {
 
 }  // namespace
 
-Status PrepareWorkerProcess(pid_t expected_parent) {
+Status PrepareWorkerProcess(pid_t expected_parent, uint32_t file_count) {
   SAFEMODEL_RETURN_IF_ERROR(ArmParentDeathSignal(expected_parent));
-  // Only the result channel, the input and the control channel may stay
-  // open, whatever the host process leaked into us.
-  if (syscall(SYS_close_range, kControlFd + 1, ~0U, 0) != 0) return Errno("close_range");
+  // Only the result channel, the input, the control channel and the files
+  // of the model may stay open, whatever the host process leaked into us.
+  if (syscall(SYS_close_range, static_cast<unsigned>(kFirstFileFd) + file_count, ~0U, 0) != 0) {
+    return Errno("close_range");
+  }
   for (int fd = 0; fd < kOutputFd; ++fd) close(fd);
   if (prctl(PR_SET_DUMPABLE, 0) != 0 || !SetLimit(RLIMIT_CORE, 0, 0)) {
     return Errno("disabling core dumps");

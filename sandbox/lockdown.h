@@ -4,7 +4,8 @@
 //   EnsureAddressRandomization()  first thing in main() (privileges.h):
 //                            re-executes once if ASLR was off.
 //   PrepareWorkerProcess()   die with the parent, keep only fds 3 (result
-//                            channel), 4 (input) and 5 (control), not
+//                            channel), 4 (input), 5 (control) and the
+//                            files of a multi-file model (6..), not
 //                            dumpable, no core files, speculation
 //                            mitigations requested.
 //   ... the caller maps the input and initialises its libraries ...
@@ -44,8 +45,9 @@ struct LockdownOptions {
 };
 
 // Fails if the process cannot be made safe to continue: then the caller must
-// exit without reading its input.
-Status PrepareWorkerProcess(pid_t expected_parent);
+// exit without reading its input. `file_count` descriptors from kFirstFileFd
+// on (the files of a model made of several) are kept as well.
+Status PrepareWorkerProcess(pid_t expected_parent, uint32_t file_count = 0);
 
 // `layers` receives the isolation layers the worker believes are in force,
 // e.g. "userns", "netns", "mntns", "ipcns", "utsns", "non_root",

@@ -26,10 +26,11 @@ namespace {
 // (measured with the worker's 1 MiB data frames); it is the system maximum
 // for unprivileged users (/proc/sys/fs/pipe-max-size).
 constexpr int kPipeBytes = 1 << 20;
-// Source fds are moved above the targets (3, 4, 5) before the child's dup2s,
-// so that none of them can be clobbered by another's target number. Just
-// above is enough, and works under a small `ulimit -n`.
-constexpr int kHighFd = kControlFd + 1;
+// Source fds are moved above the targets (3, 4, 5, and 6.. for the files of
+// a model made of several) before the child's dup2s, so that none of them
+// can be clobbered by another's target number. Just above is enough, and
+// works under a small `ulimit -n`.
+int HighFd(size_t file_count) { return kFirstFileFd + static_cast<int>(file_count); }
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
@@ -196,17 +197,30 @@ Status Spawn(const SpawnOptions& options, Worker* worker) {
     return failed;
   }
   fcntl(pipe_fds[0], F_SETPIPE_SZ, kPipeBytes);  // best effort
-  int high_out = fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, kHighFd);
-  int high_in = fcntl(options.input_fd, F_DUPFD_CLOEXEC, kHighFd);
-  int high_control = fcntl(control[0], F_DUPFD_CLOEXEC, kHighFd);
+  const int high = HighFd(options.file_fds.size());
+  int high_out = fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, high);
+  int high_in = fcntl(options.input_fd, F_DUPFD_CLOEXEC, high);
+  int high_control = fcntl(control[0], F_DUPFD_CLOEXEC, high);
+  std::vector<int> high_files;
+  bool files_ok = true;
+  for (int fd : options.file_fds) {
+    high_files.push_back(fcntl(fd, F_DUPFD_CLOEXEC, high));
+    if (high_files.back() < 0) {
+      files_ok = false;
+      break;
+    }
+  }
   close(pipe_fds[1]);
   close(control[0]);
   auto cleanup = [&] {
     for (int fd : {high_out, high_in, high_control}) {
       if (fd >= 0) close(fd);
     }
+    for (int fd : high_files) {
+      if (fd >= 0) close(fd);
+    }
   };
-  if (high_out < 0 || high_in < 0 || high_control < 0) {
+  if (high_out < 0 || high_in < 0 || high_control < 0 || !files_ok) {
     Status failed = SetupFailed(Errno("dup of the worker's descriptors"));
     cleanup();
     close(pipe_fds[0]);
@@ -222,10 +236,13 @@ Status Spawn(const SpawnOptions& options, Worker* worker) {
   posix_spawn_file_actions_adddup2(&actions, high_out, kOutputFd);
   posix_spawn_file_actions_adddup2(&actions, high_in, kInputFd);
   posix_spawn_file_actions_adddup2(&actions, high_control, kControlFd);
+  for (size_t i = 0; i < high_files.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&actions, high_files[i], kFirstFileFd + static_cast<int>(i));
+  }
   posix_spawn_file_actions_addclose(&actions, 0);
   posix_spawn_file_actions_addclose(&actions, 1);
   posix_spawn_file_actions_addclose(&actions, 2);
-  posix_spawn_file_actions_addclosefrom_np(&actions, kControlFd + 1);
+  posix_spawn_file_actions_addclosefrom_np(&actions, high);
   // Nothing is looked up relative to the caller's directory: not the
   // libraries (an empty or relative RUNPATH entry), not anything else.
   posix_spawn_file_actions_addchdir_np(&actions, "/");

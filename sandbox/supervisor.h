@@ -4,6 +4,7 @@
 //
 // The worker gets exactly three file descriptors (3: the write end of the
 // result pipe, 4: the input, read-only, 5: the read end of the control pipe),
+// and for a model made of several files one more per file (6, 7, ...),
 // an empty environment, `/` as its working directory (a relative library
 // search path can find nothing planted beside a model), its own session and
 // process group (no controlling terminal; one signal reaches every process
@@ -26,6 +27,7 @@ struct SpawnOptions {
   std::string worker_path;         // the worker executable (made absolute before the spawn)
   std::vector<std::string> args;   // argv[1..] (EncodeWorkerArgs, worker_protocol.h)
   int input_fd = -1;               // becomes fd 4 in the worker
+  std::vector<int> file_fds;       // become fds 6, 7, ... (kFirstFileFd) in the worker
 };
 
 // A running worker. Owns the read end of the result pipe and a pidfd.

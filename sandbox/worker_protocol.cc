@@ -51,6 +51,8 @@ constexpr NumericKey kNumericKeys[] = {
     {"address-space", &WorkerArgs::address_space},
     {"memory-limit", &WorkerArgs::memory_limit},
     {"cpu-seconds", &WorkerArgs::cpu_seconds},
+    {"input-files", &WorkerArgs::input_files},
+    {"manifest-size", &WorkerArgs::manifest_size},
 };
 constexpr std::string_view kParentPidKey = "parent-pid";
 

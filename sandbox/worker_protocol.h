@@ -34,11 +34,15 @@ namespace safemodel::sandbox {
 inline constexpr int kOutputFd = 3;
 inline constexpr int kInputFd = 4;
 inline constexpr int kControlFd = 5;
+// A model made of several files: kInputFd holds their list (the caller's
+// message) and the files are fds 6, 7, ..., one each, read-only.
+inline constexpr int kFirstFileFd = 6;
 inline constexpr char kGoAhead = 'G';
 
 // --- Arguments --------------------------------------------------------------
 // argv[1..] of the worker: `--parent-pid=N --input-size=N --address-space=N
-// --memory-limit=N --cpu-seconds=N` (decimal, no sign), then one `--<flag>`
+// --memory-limit=N --cpu-seconds=N --input-files=N --manifest-size=N`
+// (decimal, no sign), then one `--<flag>`
 // per entry of `flags` (lower-case letters, digits, '_' and '-'), and
 // kReexecutedFlag when EnsureAddressRandomization re-executed the worker.
 struct WorkerArgs {
@@ -47,6 +51,11 @@ struct WorkerArgs {
   uint64_t address_space = 0;  // RLIMIT_AS the worker sets at lockdown (0: none)
   uint64_t memory_limit = 0;   // the parsers' allocation budget
   uint64_t cpu_seconds = 0;    // RLIMIT_CPU soft limit (0: none)
+  // A model made of several files: how many follow from kFirstFileFd, and
+  // the size of their list on kInputFd (0, 0: one file, on kInputFd).
+  // Their bounds are the caller's (the sandbox keeps the descriptors open).
+  uint64_t input_files = 0;
+  uint64_t manifest_size = 0;
   // Names without the leading "--": conversion options ("weights_only") or
   // a stand-in worker's own switches; their meaning is the caller's.
   std::vector<std::string> flags;

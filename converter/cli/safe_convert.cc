@@ -31,7 +31,8 @@ std::string E(std::string_view text) { return safemodel::EscapeForDisplay(text);
 
 const char kUsage[] =
     "usage: safe-convert [convert] IN OUT [options]   convert a model file to .safemodel\n"
-    "                                                 (OUT '-': standard output)\n"
+    "                                                 (IN may be a SavedModel or checkpoint\n"
+    "                                                 directory; OUT '-': standard output)\n"
     "       safe-convert inspect [--json] FILE        describe a .safemodel\n"
     "       safe-convert verify FILE                  check every digest of a .safemodel\n"
     "\n"
@@ -42,7 +43,7 @@ const char kUsage[] =
     "  --timeout SECONDS     wall-clock limit (default 120 + 20 per GiB of input)\n"
     "  --memory-limit SIZE   worker memory limit, e.g. 4G, 512M (default 4G)\n"
     "  --cpu-limit SECONDS   worker CPU limit (default: the timeout)\n"
-    "  --max-input-size SIZE refuse larger inputs (default 256G)\n"
+    "  --max-input-size SIZE refuse larger inputs, all files of a model (default 256G)\n"
     "  --max-output-size SIZE refuse outputs larger than this (default: the free space)\n"
     "  --digest ALGO         xxh3 (default) or sha256 per-tensor digests\n"
     "  --weights-only        Keras: tensors only when the architecture cannot be kept\n"

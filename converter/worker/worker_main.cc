@@ -2,12 +2,14 @@
 // joins the sandbox and the parsers.
 //
 // Started by the parent (converter/pipeline.cc) with fd 3 = result channel,
-// fd 4 = input and fd 5 = control channel (sandbox/worker_protocol.h).
-// Order matters: confine the process, map the input, prepare libraries,
-// lock down (and wait for the parent's go-ahead), and only then parse.
-// Results go out as frames (converter/protocol/conversion_protocol.h); the
-// process ends with _exit, so no atexit handler (HDF5's, protobuf's) runs
-// inside the sandbox.
+// fd 4 = input and fd 5 = control channel (sandbox/worker_protocol.h); for
+// a model made of several files, fd 4 holds their list
+// (worker::InputManifest) and the files are fds 6, 7, ...
+// (converter/input_set.h). Order matters: confine the process, map the
+// input, prepare libraries, lock down (and wait for the parent's go-ahead),
+// and only then parse. Results go out as frames
+// (converter/protocol/conversion_protocol.h); the process ends with _exit,
+// so no atexit handler (HDF5's, protobuf's) runs inside the sandbox.
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <new>
 #include <string>
 #include <string_view>
@@ -23,6 +26,7 @@
 #include "converter/protocol/conversion_protocol.h"
 #include "converter/protocol/stream_limits.h"
 #include "converter/protocol/worker.pb.h"
+#include "loader/files/model_files.h"
 #include "loader/model.h"
 #include "loader/parser.h"
 #include "loader/registry.h"
@@ -45,6 +49,14 @@ struct Args {
   bool keep_optimizer = false;
 };
 
+// The list of a multi-file model comes from the parent, but its names come
+// from the file system: 1,000 files with names of a few hundred bytes.
+constexpr uint64_t kMaxManifestBytes = 8 << 20;
+// A model of several files releases its input pages after this many output
+// bytes rather than after every tensor (a call per file each time): resident
+// input stays below the largest tensor plus this.
+constexpr uint64_t kReleaseInputBytes = 16 << 20;
+
 Status ParseArgs(int argc, char** argv, Args* a) {
   SAFEMODEL_ASSIGN_OR_RETURN(a->worker, sandbox::ParseWorkerArgs(argc, argv));
   for (const std::string& flag : a->worker.flags) {
@@ -55,6 +67,16 @@ Status ParseArgs(int argc, char** argv, Args* a) {
     } else {
       return Status::InvalidArgument("unknown worker flag '--" + flag + "'");
     }
+  }
+  // How many files, and how long their list: the sandbox keeps the
+  // descriptors open, the bounds are the conversion's.
+  if (a->worker.input_files > loader::kMaxModelFiles) {
+    return Status::InvalidArgument("more input files than " + std::to_string(loader::kMaxModelFiles));
+  }
+  if (a->worker.input_files > 0 &&
+      (a->worker.manifest_size == 0 || a->worker.manifest_size > kMaxManifestBytes)) {
+    return Status::InvalidArgument("the file list's size is not within 1.." +
+                                   std::to_string(kMaxManifestBytes));
   }
   return Status::Ok();
 }
@@ -95,9 +117,13 @@ class FrameSink final : public loader::ChunkSink {
   uint64_t bytes_ = 0;
 };
 
-Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
+// `parse` reads the input, whose maps are `maps`.
+using ParseFn = std::function<Status(loader::ParseContext&, loader::ParsedModel*)>;
+
+Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Args& args,
+               loader::ParseContext& ctx) {
   loader::ParsedModel model;
-  SAFEMODEL_RETURN_IF_ERROR(loader::ParseModel(input, ctx, &model));
+  SAFEMODEL_RETURN_IF_ERROR(parse(ctx, &model));
   if (ctx.refused()) return ctx.RefusedStatus();
 
   // Canonical order: bytewise by name. Names must be unique.
@@ -163,6 +189,7 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
 
   FrameSink sink;
   uint64_t sent = 0;
+  uint64_t released = 0;  // sink.bytes() when the input's pages were last released
   for (loader::Tensor& t : model.tensors) {
     if (!t.alias_of.empty()) continue;
     if (!t.source) return Status::Internal("tensor '" + Printable(t.name) + "' has no source");
@@ -173,8 +200,14 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
                                                      t.origin.empty() ? t.name : t.origin, sink));
     t.source = nullptr;  // frees produced buffers and whatever the source held
     // Pages of the input already converted leave our resident set (they stay
-    // in the page cache): memory does not grow with the input size.
-    madvise(const_cast<uint8_t*>(input.data()), input.size(), MADV_DONTNEED);
+    // in the page cache): memory does not grow with the input size. With
+    // many files (one call each) that is done every kReleaseInputBytes.
+    if (maps.size() == 1 || sink.bytes() - released >= kReleaseInputBytes) {
+      for (ByteView map : maps) {
+        if (!map.empty()) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_DONTNEED);
+      }
+      released = sink.bytes();
+    }
     ++sent;
   }
   worker::WorkerDone done;
@@ -184,6 +217,61 @@ Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
   if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kDone, done_bytes.data(),
                            done_bytes.size())) {
     return Status::IoError("the parent closed the result channel");
+  }
+  return Status::Ok();
+}
+
+// Maps fd `fd`, which must be a regular file of `size` bytes; closes it.
+Status MapFd(int fd, uint64_t size, const std::string& what, ByteView* out) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size) {
+    return Status(StatusCode::kSandboxSetupFailed, what + " is not the file the parent opened");
+  }
+  *out = ByteView();
+  if (size > 0) {
+    void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      return Status::IoError("cannot map " + what + ": " + std::strerror(errno));
+    }
+    *out = ByteView(static_cast<const uint8_t*>(map), size);
+  }
+  close(fd);
+  return Status::Ok();
+}
+
+Status MapInput(const Args& args, std::vector<ByteView>* maps) {
+  maps->emplace_back();
+  return MapFd(sandbox::kInputFd, args.worker.input_size, "the input", &maps->back());
+}
+
+// A model made of several files: the parent's list on fd 4, then one
+// descriptor per file. The list is checked against the descriptors here;
+// names and roles are checked again by the parsers (loader::ParseModelFiles).
+Status MapFiles(const Args& args, loader::InputFiles* files, std::vector<ByteView>* maps) {
+  ByteView manifest_bytes;
+  SAFEMODEL_RETURN_IF_ERROR(MapFd(sandbox::kInputFd, args.worker.manifest_size, "the file list", &manifest_bytes));
+  worker::InputManifest manifest;
+  const bool parsed = manifest.ParseFromArray(manifest_bytes.data(), static_cast<int>(manifest_bytes.size()));
+  munmap(const_cast<uint8_t*>(manifest_bytes.data()), manifest_bytes.size());
+  if (!parsed || !loader::IsValidModelKind(manifest.kind()) ||
+      static_cast<uint64_t>(manifest.files_size()) != args.worker.input_files) {
+    return Status(StatusCode::kSandboxSetupFailed, "the parent's file list is not valid");
+  }
+  files->kind = static_cast<loader::ModelKind>(manifest.kind());
+  for (const std::string& l : manifest.listed()) files->listed.push_back(l);
+  uint64_t total = 0;
+  for (int i = 0; i < manifest.files_size(); ++i) {
+    const worker::InputManifestFile& f = manifest.files(i);
+    if (!loader::IsValidFileRole(f.role()) || !CheckedAdd(total, f.size(), &total)) {
+      return Status(StatusCode::kSandboxSetupFailed, "the parent's file list is not valid");
+    }
+    maps->emplace_back();
+    SAFEMODEL_RETURN_IF_ERROR(MapFd(sandbox::kFirstFileFd + i, f.size(), "input file " + std::to_string(i),
+                                    &maps->back()));
+    files->files.push_back({static_cast<loader::FileRole>(f.role()), f.name(), maps->back()});
+  }
+  if (total != args.worker.input_size) {
+    return Status(StatusCode::kSandboxSetupFailed, "the parent's file list does not add up to the input size");
   }
   return Status::Ok();
 }
@@ -210,23 +298,19 @@ int WorkerMain(int argc, char** argv) {
     return 1;
   }
   g_input_size = args.worker.input_size;
-  if (Status prepared = sandbox::PrepareWorkerProcess(args.worker.parent_pid); !prepared.ok()) {
+  if (Status prepared = sandbox::PrepareWorkerProcess(
+          args.worker.parent_pid, static_cast<uint32_t>(args.worker.input_files));
+      !prepared.ok()) {
     SendError(prepared, {});
     return 1;
   }
-  struct stat st;
-  if (fstat(sandbox::kInputFd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<uint64_t>(st.st_size) != args.worker.input_size) {
-    SendError(Status(StatusCode::kSandboxSetupFailed, "the input is not the file the parent opened"), {});
+  std::vector<ByteView> maps;
+  loader::InputFiles files;
+  if (Status mapped = args.worker.input_files > 0 ? MapFiles(args, &files, &maps) : MapInput(args, &maps);
+      !mapped.ok()) {
+    SendError(mapped, {});
     return 1;
   }
-  void* map = mmap(nullptr, args.worker.input_size, PROT_READ, MAP_PRIVATE, sandbox::kInputFd, 0);
-  if (map == MAP_FAILED) {
-    SendError(Status::IoError(std::string("cannot map the input: ") + std::strerror(errno)), {});
-    return 1;
-  }
-  close(sandbox::kInputFd);
-  ByteView input(static_cast<const uint8_t*>(map), args.worker.input_size);
 
   WarmUpExceptions();
   Status prep = loader::PrepareLibraries();
@@ -253,7 +337,11 @@ int WorkerMain(int argc, char** argv) {
   loader::ParseContext ctx(options);
   Status status;
   try {
-    status = Convert(input, args, ctx);
+    const ParseFn parse = [&](loader::ParseContext& c, loader::ParsedModel* model) {
+      return args.worker.input_files > 0 ? loader::ParseModelFiles(files, c, model)
+                                  : loader::ParseModel(maps[0], c, model);
+    };
+    status = Convert(parse, maps, args, ctx);
   } catch (const std::bad_alloc&) {
     status = Status::LimitExceeded("the worker ran out of memory (limit " +
                                    std::to_string(args.worker.memory_limit) + " bytes)");

@@ -5,6 +5,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "loader/keras_h5/keras_call_args.h"
 #include "loader/keras_h5/keras_layers.h"
 #include "loader/keras_h5/marshal_scan.h"
 #include "proto/base/byte_reader.h"
@@ -293,6 +294,20 @@ class Converter {
       RefuseLambda(index, *l.entry, l.where);
       return;
     }
+    if (c == "function") {
+      // A function as a member of a Functional model: Keras < 3.9 imported
+      // `module` and the graph rebuild called it with the member's
+      // inbound_nodes arguments (CVE-2025-1550; -8747 and -9906 with Keras's
+      // own get_file and enable_unsafe_deserialization).
+      RefuseReference(index, *l.entry, l.where);
+      if (!module.empty() && !IsKerasModule(module)) {
+        Refuse(index, "keras.module",
+               "the function is taken from module '" + Printable(module) +
+                   "', which is not part of Keras; loading it imports that module",
+               {module});
+      }
+      return;
+    }
     if (c == "TorchModuleWrapper") {
       Refuse(
           index, "keras.torch_module_wrapper",
@@ -330,6 +345,14 @@ class Converter {
                  " is not a Keras built-in layer safemodel converts; loading it needs the "
                  "user's Python code (a custom or subclassed class)",
              refs);
+      if (custom_name && registered->string_value().find('>') != std::string::npos) {
+        // Keras resolves a "package>Name" through its custom-object
+        // registry before it looks at `module`: the user's code again.
+        Refuse(index, "keras.registered_name",
+               "class '" + Printable(c) + "' is registered as custom object '" +
+                   Printable(registered->string_value()) + "'; loading it runs the user's code",
+               {registered->string_value()});
+      }
       return;
     }
     if (!module.empty() && !IsKerasModule(module)) {
@@ -446,8 +469,35 @@ class Converter {
       return false;
     }
     if (c == "__lambda__") {
-      RefuseCode(index, "a __lambda__ object", Field(Field(&map, "config"), "code"),
-                 where + ".config.code");
+      // Keras 3 writes a Lambda layer's function as {"code", "defaults",
+      // "closure"} and any other callable as {"value": [code, defaults,
+      // closure]} (serialization_lib).
+      const Value* config = Field(&map, "config");
+      const Value* value = Field(config, "value");
+      if (Field(config, "code") == nullptr && value != nullptr && value->is_list() &&
+          !value->list().empty()) {
+        RefuseCode(index, "a __lambda__ object", &value->list()[0], where + ".config.value[0]");
+      } else {
+        RefuseCode(index, "a __lambda__ object", Field(config, "code"), where + ".config.code");
+      }
+      return false;
+    }
+    if (c == "__numpy__" || c == "__tensor__") {
+      CheckLiteralDtype(index, map, c, where);
+      return false;
+    }
+    if (c == "__typespec__") {
+      Refuse(index, "keras.class_not_allowed",
+             "a __typespec__ object at " + where +
+                 " names a TensorFlow type-spec class that loading looks up",
+             {StringField(&map, "module") + "." + StringField(Field(&map, "config"), "spec_name")});
+      return false;
+    }
+    if (IsQuantizedPolicy(c)) {
+      SetUnsupported(index, "keras.quantized",
+                     "the dtype policy '" + Printable(c) + "' at " + where +
+                         " makes the layer quantized (integer or float8 kernels with scales), "
+                         "which safemodel does not represent");
       return false;
     }
     if (c == "function") {
@@ -488,7 +538,19 @@ class Converter {
   // A key/value pair of a configuration map.
   void CheckField(int index, const Value& map, const std::string& key, const Value& value,
                   const std::string& where) {
+    if (key == "quantization_config" && !value.is_null()) {
+      SetUnsupported(index, "keras.quantized",
+                     "a quantization_config at " + where +
+                         " makes the layer quantized, which safemodel does not represent");
+      return;
+    }
     if (!value.is_string()) return;
+    if (key == "dtype" && IsQuantizedPolicyName(value.string_value())) {
+      SetUnsupported(index, "keras.quantized",
+                     "the dtype policy '" + Printable(value.string_value()) + "' at " + where +
+                         ".dtype makes the layer quantized, which safemodel does not represent");
+      return;
+    }
     const std::string& s = value.string_value();
     if (key == "activation" || key == "recurrent_activation" || key == "inner_activation") {
       if (!IsBuiltinActivation(s)) {
@@ -523,6 +585,30 @@ class Converter {
     }
   }
 
+  // Structures safemodel refuses to represent without code in them (exit 3):
+  // the first one is the conversion's status, naming the layer and rule.
+  void SetUnsupported(int layer, std::string_view rule, const std::string& message) {
+    if (!unsupported_.ok()) return;
+    unsupported_ = Status::Unsupported(
+        "model_config layer '" + Printable(layers_[static_cast<size_t>(layer)].path, 400) +
+        "': " + message + " [" + std::string(rule) + "]");
+  }
+
+  // Keras 3's literal objects: np.array(value, dtype=...) and
+  // convert_to_tensor. Only plain numeric dtype names are data: "object"
+  // makes Python objects, and a structured or subarray dtype such as
+  // "(1000000000,)f4" allocates without bound.
+  void CheckLiteralDtype(int index, const Value& map, const std::string& cls,
+                         const std::string& where) {
+    const Value* dtype = Field(Field(&map, "config"), "dtype");
+    const std::string name = dtype != nullptr && dtype->is_string() ? dtype->string_value() : "";
+    if (IsNumericDtypeName(name)) return;
+    SetUnsupported(index, "keras.numpy_dtype",
+                   "a " + cls + " literal at " + where + " has dtype '" + Printable(name) +
+                       "', not a plain numeric dtype (object, structured and subarray dtypes "
+                       "make Python objects or unbounded allocations when loaded)");
+  }
+
   // ---- Graph -------------------------------------------------------------
 
   Status CheckNames() {
@@ -542,95 +628,6 @@ class Converter {
       }
     }
     return Status::Ok();
-  }
-
-  // A graph reference [name, node, tensor] (or Keras 3 keras_history).
-  Result<Value> Ref(const Value& ref, const KeyedStringSet& names,
-                    const std::string& where) {
-    const auto& items = ref.list();
-    if (!ref.is_list() || items.size() < 3 || !items[0].is_string() ||
-        items[1].kind() != Value::Kind::kInt || items[2].kind() != Value::Kind::kInt ||
-        items[1].int_value() < 0 || items[2].int_value() < 0) {
-      return Status::Malformed("model_config " + where +
-                               " is not a [layer, node, tensor] reference");
-    }
-    if (names.count(items[0].string_value()) == 0) {
-      return Status::Malformed("model_config " + where + " refers to layer '" +
-                               Printable(items[0].string_value()) +
-                               "', which the model does not have");
-    }
-    Value out = Value::Map();
-    out.Set("layer", items[0]);
-    out.Set("node", items[1]);
-    out.Set("tensor", items[2]);
-    return out;
-  }
-
-  // tf.keras's marker for a constant call argument in place of a layer name.
-  static constexpr std::string_view kKerasConstantValue = "_CONSTANT_VALUE";
-
-  // How a tensor passed inside call arguments is written.
-  enum class RefForm {
-    kKeras3,  // {"class_name": "__keras_tensor__", "config": {"keras_history": [...]}}
-    kKeras2,  // [layer, node, tensor] or [layer, node, tensor, kwargs]: tf.keras
-              // treats every 3- or 4-item list that starts with a string as one
-  };
-
-  // Copies an args/kwargs value, turning tensor references into
-  // {"layer", "node", "tensor"} maps, collected in order into *refs.
-  Result<Value> ConvertCallValue(const Value& v, const KeyedStringSet& names,
-                                 const std::string& where, RefForm form,
-                                 std::vector<Value>* refs) {
-    // Iterative copy: a stack of (source, destination) pairs.
-    Value out;
-    struct Item {
-      const Value* src;
-      Value* dst;
-      std::string where;
-    };
-    std::vector<Item> work{{&v, &out, where}};
-    while (!work.empty()) {
-      Item item = std::move(work.back());
-      work.pop_back();
-      const Value& s = *item.src;
-      if (s.is_map() && StringField(&s, "class_name") == "__keras_tensor__") {
-        const Value* history = Field(Field(&s, "config"), "keras_history");
-        if (history == nullptr)
-          return Status::Malformed("model_config " + item.where + " has no keras_history");
-        SAFEMODEL_ASSIGN_OR_RETURN(*item.dst,
-                                   Ref(*history, names, item.where + ".config.keras_history"));
-        refs->push_back(*item.dst);
-        continue;
-      }
-      if (form == RefForm::kKeras2 && s.is_list() &&
-          (s.list().size() == 3 || s.list().size() == 4) && s.list()[0].is_string()) {
-        SAFEMODEL_ASSIGN_OR_RETURN(*item.dst, Ref(s, names, item.where));
-        refs->push_back(*item.dst);
-        continue;
-      }
-      if (s.is_list()) {
-        *item.dst = Value::List(std::vector<Value>(s.list().size()));
-        // Push in reverse so that references are collected in order.
-        for (size_t k = s.list().size(); k-- > 0;) {
-          work.push_back(
-              {&s.list()[k], &item.dst->mutable_list()[k], item.where + "[" + Num(k) + "]"});
-        }
-        continue;
-      }
-      if (s.is_map()) {
-        *item.dst = Value::Map();
-        auto& entries = item.dst->mutable_entries();
-        entries.reserve(s.entries().size());
-        for (const auto& [key, value] : s.entries()) entries.emplace_back(key, Value());
-        for (size_t k = s.entries().size(); k-- > 0;) {
-          work.push_back({&s.entries()[k].second, &entries[k].second,
-                          item.where + "." + Key(s.entries()[k].first)});
-        }
-        continue;
-      }
-      *item.dst = s;
-    }
-    return out;
   }
 
   // inbound_nodes in both forms, as [{"inputs": [refs], "kwargs": {...}
@@ -689,7 +686,7 @@ class Converter {
             constant.Set("constant", entry.list()[2]);
             inputs.push_back(std::move(constant));
           } else {
-            SAFEMODEL_ASSIGN_OR_RETURN(Value ref, Ref(entry, names, ewhere));
+            SAFEMODEL_ASSIGN_OR_RETURN(Value ref, GraphRef(entry, names, ewhere));
             inputs.push_back(std::move(ref));
           }
           // As tf.keras: the call arguments are the last entry's, and an
@@ -722,12 +719,12 @@ class Converter {
     if (v == nullptr || v->is_null()) return out;
     if (!v->is_list()) return Status::Malformed("model_config " + where + " is not a list");
     if (!v->list().empty() && v->list()[0].is_string()) {
-      SAFEMODEL_ASSIGN_OR_RETURN(Value ref, Ref(*v, names, where));
+      SAFEMODEL_ASSIGN_OR_RETURN(Value ref, GraphRef(*v, names, where));
       out.Append(std::move(ref));
       return out;
     }
     for (size_t k = 0; k < v->list().size(); ++k) {
-      SAFEMODEL_ASSIGN_OR_RETURN(Value ref, Ref(v->list()[k], names, where + "[" + Num(k) + "]"));
+      SAFEMODEL_ASSIGN_OR_RETURN(Value ref, GraphRef(v->list()[k], names, where + "[" + Num(k) + "]"));
       out.Append(std::move(ref));
     }
     return out;

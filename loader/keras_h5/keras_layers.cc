@@ -224,6 +224,9 @@ bool IsAllowedAuxiliaryClass(std::string_view c) {
                    "__bytes__",
                    "__slice__",
                    "__ellipsis__",
+                   // tf.keras json_utils markers: a tuple, a TensorShape.
+                   "__tuple__",
+                   "TensorShape",
                });
 }
 
@@ -293,6 +296,61 @@ bool IsKerasModule(std::string_view m) {
     }
   }
   return false;
+}
+
+bool IsQuantizedPolicy(std::string_view c) {
+  if (In(c, {"DTypePolicy", "FloatDTypePolicy", "Policy", "PolicyV1"})) return false;
+  return c.find("DTypePolicy") != std::string_view::npos || c.find("Quantized") != std::string_view::npos;
+}
+
+bool IsQuantizedPolicyName(std::string_view name) {
+  return name.find("_from_") != std::string_view::npos;
+}
+
+bool IsNumericDtypeName(std::string_view n) {
+  return In(n, {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                "float16", "float32", "float64", "bfloat16", "complex64", "complex128"});
+}
+
+bool IsBuiltinCompileClass(std::string_view c) {
+  return In(c, {// Optimizers (Keras 3, tf.keras, legacy) and their wrappers.
+                "Adam", "AdamW", "Adamax", "Adagrad", "Adadelta", "Adafactor", "Ftrl", "Lion",
+                "Nadam", "RMSprop", "SGD", "Lamb", "Muon", "LossScaleOptimizer",
+                "LossScaleOptimizerV3", "DynamicLossScale", "FixedLossScale",
+                // Learning-rate schedules.
+                "ExponentialDecay", "PiecewiseConstantDecay", "PolynomialDecay",
+                "InverseTimeDecay", "CosineDecay", "CosineDecayRestarts",
+                // Losses.
+                "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy",
+                "CategoricalFocalCrossentropy", "SparseCategoricalCrossentropy",
+                "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError",
+                "MeanSquaredLogarithmicError", "Huber", "LogCosh", "Hinge", "SquaredHinge",
+                "CategoricalHinge", "KLDivergence", "Poisson", "CosineSimilarity", "Dice",
+                "Tversky", "CTC", "Circle", "LossFunctionWrapper",
+                // Metrics.
+                "Accuracy", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
+                "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "AUC", "Precision",
+                "Recall", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity",
+                "SpecificityAtSensitivity", "TruePositives", "TrueNegatives", "FalsePositives",
+                "FalseNegatives", "Mean", "Sum", "MeanMetricWrapper", "MeanIoU", "IoU",
+                "BinaryIoU", "OneHotIoU", "OneHotMeanIoU", "RootMeanSquaredError", "R2Score",
+                "F1Score", "FBetaScore", "LogCoshError", "CategoricalCrossentropyMetric"});
+}
+
+bool IsBuiltinLossOrMetricName(std::string_view n) {
+  return In(n, {"accuracy", "acc", "binary_accuracy", "categorical_accuracy",
+                "sparse_categorical_accuracy", "top_k_categorical_accuracy",
+                "sparse_top_k_categorical_accuracy", "crossentropy", "ce", "bce",
+                "binary_crossentropy", "categorical_crossentropy",
+                "sparse_categorical_crossentropy", "binary_focal_crossentropy",
+                "categorical_focal_crossentropy", "mean_squared_error", "mse",
+                "mean_absolute_error", "mae", "mean_absolute_percentage_error", "mape",
+                "mean_squared_logarithmic_error", "msle", "huber", "huber_loss", "log_cosh",
+                "logcosh", "hinge", "squared_hinge", "categorical_hinge",
+                "kl_divergence", "kld", "kullback_leibler_divergence", "poisson",
+                "cosine_similarity", "auc", "precision", "recall", "root_mean_squared_error",
+                "r2_score", "dice", "tversky", "ctc", "adam", "adamw", "adamax", "adagrad",
+                "adadelta", "adafactor", "ftrl", "lion", "nadam", "rmsprop", "sgd"});
 }
 
 std::optional<std::vector<bool>> LeafWeightSpec(std::string_view c, const Value& config) {

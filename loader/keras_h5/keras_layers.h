@@ -48,6 +48,21 @@ bool IsAllowedTfOp(std::string_view function);
 // True if `module` names a Keras module ("keras", "keras.*", "tf_keras.*").
 bool IsKerasModule(std::string_view module);
 
+// Keras 3 quantized dtype policies (QuantizedDTypePolicy, Int4, Float8,
+// GPTQ, AWQ, ...), as a class name or as a policy name ("int8_from_float32").
+bool IsQuantizedPolicy(std::string_view class_name);
+bool IsQuantizedPolicyName(std::string_view name);
+
+// Plain numeric dtype names ("float32", "int64", "bool", "bfloat16", ...):
+// the dtypes of __numpy__ / __tensor__ literals that are data.
+bool IsNumericDtypeName(std::string_view name);
+
+// What a compile_config (Keras 3) or training_config (tf.keras) may name:
+// Keras's built-in optimizers, learning-rate schedules, loss and metric
+// classes and functions. Anything else needs the user's code at load time.
+bool IsBuiltinCompileClass(std::string_view class_name);
+bool IsBuiltinLossOrMetricName(std::string_view name);
+
 // The weights a leaf layer of this class owns, in saved order, as one
 // `trainable` flag per weight (false: non-trainable, e.g. moving statistics).
 // nullopt when the count cannot be derived from the configuration.

@@ -112,10 +112,11 @@ TEST(Pipeline, RefusesBadInputPathsBeforeStartingAWorker) {
   EXPECT_NE(r.status.message().find("symbolic link"), std::string::npos);
   EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted);
   EXPECT_EQ(ExitCodeFor(Convert(dir.File("missing.npy"), out).status.code()), 2);
+  // A directory is listed as a model made of several files (input_set_test):
+  // a link anywhere in it stops everything.
   r = Convert(dir.path(), out);
   EXPECT_EQ(ExitCodeFor(r.status.code()), 2);
-  EXPECT_NE(r.status.message().find("is a directory, not a regular file"), std::string::npos)
-      << r.status.ToString();
+  EXPECT_NE(r.status.message().find("[input.symlink]"), std::string::npos) << r.status.ToString();
   WriteFile(dir.File("empty.npy"), "");
   EXPECT_EQ(ExitCodeFor(Convert(dir.File("empty.npy"), out).status.code()), 3);
   ConvertOptions small;

@@ -4,11 +4,15 @@
 # Fails naming every include that points up, and any folder that has no
 # place in the layering yet.
 cmake_minimum_required(VERSION 3.25)
-set(below_base "")
+set(below_files files)
+set(below_base files)
 set(below_containers containers)
 set(below_numpy numpy containers)
 set(below_keras_h5 keras_h5)
 set(below_pickle pickle numpy containers)
+set(below_keras3 keras3 keras_h5 pickle numpy containers)
+set(below_tf_bundle tf_bundle)
+set(below_tf_savedmodel tf_savedmodel tf_bundle keras3 keras_h5)
 
 set(errors "")
 file(GLOB entries LIST_DIRECTORIES true RELATIVE ${SOURCE_DIR}/loader ${SOURCE_DIR}/loader/*)
@@ -21,7 +25,7 @@ foreach(entry ${entries})
     set(allowed ${below_${entry}})
     file(GLOB_RECURSE sources ${SOURCE_DIR}/loader/${entry}/*.h ${SOURCE_DIR}/loader/${entry}/*.cc)
   elseif(entry MATCHES "^(model|parser|stream)\\.(h|cc)$")
-    set(allowed "")  # the base: no folder at all
+    set(allowed ${below_base})  # the base: only files/, the names of a multi-file model
     set(sources ${SOURCE_DIR}/loader/${entry})
   else()
     continue()  # registry, polyglot: the top may include everything

@@ -28,12 +28,15 @@ TEST(WorkerArgs, EncodeThenParseGivesTheSameArguments) {
   args.address_space = 5ull << 30;
   args.memory_limit = 4ull << 30;
   args.cpu_seconds = 121;
+  args.input_files = 3;
+  args.manifest_size = 77;
   args.flags = {"keep_optimizer", "weights_only"};
   const std::vector<std::string> encoded = EncodeWorkerArgs(args);
   EXPECT_EQ(encoded, (std::vector<std::string>{
                          "--parent-pid=4242", "--input-size=1099511627776",
                          "--address-space=5368709120", "--memory-limit=4294967296",
-                         "--cpu-seconds=121", "--keep_optimizer", "--weights_only"}));
+                         "--cpu-seconds=121", "--input-files=3", "--manifest-size=77",
+                         "--keep_optimizer", "--weights_only"}));
   auto parsed = Parse(encoded);
   ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
   EXPECT_EQ(parsed->parent_pid, 4242);
@@ -41,6 +44,8 @@ TEST(WorkerArgs, EncodeThenParseGivesTheSameArguments) {
   EXPECT_EQ(parsed->address_space, 5ull << 30);
   EXPECT_EQ(parsed->memory_limit, 4ull << 30);
   EXPECT_EQ(parsed->cpu_seconds, 121u);
+  EXPECT_EQ(parsed->input_files, 3u);
+  EXPECT_EQ(parsed->manifest_size, 77u);
   EXPECT_EQ(parsed->flags, args.flags);
   EXPECT_FALSE(parsed->reexecuted);
 }

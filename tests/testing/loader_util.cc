@@ -19,7 +19,11 @@ class StringSink final : public loader::ChunkSink {
 };
 }  // namespace
 
-InProcessResult ParseInProcess(const std::string& input, loader::ParseOptions options) {
+namespace {
+
+// Runs `parse`, then streams every tensor of the result into r->tensors.
+template <typename Parse>
+InProcessResult Run(loader::ParseOptions options, Parse parse) {
   InProcessResult r;
   static const Status prepared = loader::PrepareLibraries();
   if (!prepared.ok()) {
@@ -28,7 +32,7 @@ InProcessResult ParseInProcess(const std::string& input, loader::ParseOptions op
   }
   loader::ParseContext ctx(options);
   loader::ParsedModel model;
-  r.status = loader::ParseModel(AsBytes(input), ctx, &model);
+  r.status = parse(ctx, &model);
   r.findings = ctx.findings();
   r.source_format = model.source_format;
   if (!r.status.ok()) return r;
@@ -53,6 +57,20 @@ InProcessResult ParseInProcess(const std::string& input, loader::ParseOptions op
     }
   }
   return r;
+}
+
+}  // namespace
+
+InProcessResult ParseInProcess(const std::string& input, loader::ParseOptions options) {
+  return Run(options, [&](loader::ParseContext& ctx, loader::ParsedModel* model) {
+    return loader::ParseModel(AsBytes(input), ctx, model);
+  });
+}
+
+InProcessResult ParseFilesInProcess(const loader::InputFiles& input, loader::ParseOptions options) {
+  return Run(options, [&](loader::ParseContext& ctx, loader::ParsedModel* model) {
+    return loader::ParseModelFiles(input, ctx, model);
+  });
 }
 
 std::vector<std::string> Rules(const std::vector<Finding>& findings, Finding::Severity severity) {

@@ -31,6 +31,10 @@ struct InProcessResult {
 // loader::ParseModel on `input`, then streams every tensor.
 InProcessResult ParseInProcess(const std::string& input, loader::ParseOptions options = {});
 
+// loader::ParseModelFiles on a multi-file input, then streams every tensor.
+InProcessResult ParseFilesInProcess(const loader::InputFiles& input,
+                                    loader::ParseOptions options = {});
+
 // The rules of all findings of a given severity, in order.
 std::vector<std::string> Rules(const std::vector<Finding>& findings, Finding::Severity severity);
 
