@@ -10,12 +10,11 @@
 #include "loader/pickle/pickle_convert.h"
 #include "loader/pickle/pickle_machine.h"
 #include "proto/base/keyed_hash.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::keras3 {
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 Status Bad(const std::string& message, std::string_view rule = "keras.weights") {
   return Status::Malformed(message + " [" + std::string(rule) + "]");

@@ -12,6 +12,7 @@
 #include "loader/tf_bundle/checkpoint.h"
 #include "loader/tf_savedmodel/saved_model_scan.h"
 #include "proto/base/keyed_hash.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::tf {
 
@@ -20,8 +21,6 @@ namespace {
 constexpr char kSchema[] = "safemodel.keras/1";
 // Ops and files listed in one finding; the count is always given.
 constexpr size_t kMaxListed = 20;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
