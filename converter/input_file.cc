@@ -10,7 +10,7 @@
 #include <cstring>
 #include <utility>
 
-#include "converter/byte_reader.h"
+#include "proto/base/text.h"
 
 namespace safemodel {
 

@@ -13,10 +13,10 @@
 #include <optional>
 #include <utility>
 
-#include "converter/byte_reader.h"
-#include "converter/digest.h"
+#include "converter/protocol/worker.pb.h"
 #include "converter/worker_limits.h"
-#include "proto/worker.pb.h"
+#include "proto/base/byte_reader.h"
+#include "proto/digest.h"
 
 namespace safemodel {
 

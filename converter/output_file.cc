@@ -18,8 +18,9 @@
 #include <filesystem>
 #include <string_view>
 
-#include "converter/byte_reader.h"
 #include "converter/input_file.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/text.h"
 #include "safemodel/limits.h"
 
 namespace safemodel {

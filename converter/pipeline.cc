@@ -21,20 +21,22 @@
 #include <memory>
 #include <thread>
 
-#include "converter/digest.h"
-#include "converter/format.h"
 #include "converter/input_file.h"
 #include "converter/input_set.h"
 #include "converter/output_file.h"
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/worker.pb.h"
 #include "converter/worker_limits.h"
 #include "converter/worker_stream.h"
-#include "converter/writer.h"
-#include "proto/worker.pb.h"
+#include "proto/base/text.h"
+#include "proto/digest.h"
+#include "proto/writer.h"
 #include "safemodel/convert.h"
 #include "safemodel/limits.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/observe.h"
 #include "sandbox/supervisor.h"
+#include "sandbox/worker_protocol.h"
 
 #ifndef SAFEMODEL_VERSION
 #define SAFEMODEL_VERSION "0.0.0"
@@ -114,84 +116,50 @@ class InputHasher {
   std::vector<std::string> digests_;
 };
 
-std::string SignalName(int sig) {
-  const char* abbrev = sigabbrev_np(sig);
-  return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
-}
-
 // Whether every write end of the worker's channel is closed.
 bool ChannelClosed(int fd) {
   struct pollfd pfd = {fd, POLLIN, 0};
   return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP) != 0;
 }
 
-const char* WorkerKind(const sandbox::Worker::Exit& exit) {
-  switch (exit.kind) {
-    case sandbox::Worker::Exit::Kind::kExited: return "exited";
-    case sandbox::Worker::Exit::Kind::kSignaled: return "signaled";
-    case sandbox::Worker::Exit::Kind::kTimeout: return "timeout";
-    case sandbox::Worker::Exit::Kind::kWaitFailed: return "unknown";
-  }
-  return "unknown";
-}
-
-// How a worker that died by a signal is reported. The seccomp policy denies
-// kill and tkill, so the worker cannot send itself a signal: a fault
-// (SIGSEGV, SIGBUS, SIGILL, SIGFPE), abort() (SIGABRT), the kernel enforcing
-// an rlimit (SIGXCPU; SIGKILL at the hard CPU limit) or the out-of-memory
-// killer (SIGKILL), or another process.
-Status SignalVerdict(const sandbox::Worker::Exit& exit, const WorkerLimits& limits) {
-  const std::string name = SignalName(exit.signal);
-  if (exit.signal == SIGXCPU ||
-      (exit.signal == SIGKILL && exit.cpu_seconds >= static_cast<double>(limits.cpu_seconds))) {
-    return Status::LimitExceeded("the worker exceeded its CPU time limit of " + Num(limits.cpu_seconds) +
-                                 " s" + (limits.cpu_lowered ? " (lowered to fit `ulimit -t`)" : ""));
-  }
-  if (exit.signal == SIGBUS) {
-    // The worker reads the input through a map; the input is unchanged (checked
-    // first), so the storage failed under it.
-    return Status::IoError("the worker could not read the input (SIGBUS in its map of the file: an "
-                           "I/O error of the storage)");
-  }
-  if (exit.signal == SIGKILL) {
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker was killed by SIGKILL, which it cannot send itself: most likely the "
-                  "kernel's out-of-memory killer (the worker may use " + Num(limits.memory_limit) +
-                      " bytes, --memory-limit; a lower limit makes it fail cleanly instead), or "
-                      "another process");
-  }
-  switch (exit.signal) {
-    case SIGSEGV:
-    case SIGILL:
-    case SIGFPE:
-    case SIGABRT:
-    case SIGTRAP:
-      return Status(StatusCode::kWorkerCrashed, "the worker crashed with " + name);
-    default:
-      return Status(StatusCode::kWorkerCrashed,
-                    "the worker was killed by " + name +
-                        ", which it cannot send itself (another process sent it)");
-  }
-}
-
-std::string FindWorker(const ConvertOptions& options) {
+// The worker to run, in this order: ConvertOptions::worker_path; else
+// $SAFEMODEL_WORKER, which must then be an absolute path (a relative one
+// would be resolved against the current directory, often the model's);
+// else beside the program or library holding this code (the build tree);
+// else where the install layout puts it relative to that file (bin/ or
+// lib/ to libexec/safemodel/), so that a moved prefix still works; else the
+// install prefix compiled in. A worker named explicitly is never replaced
+// by another one.
+Result<std::string> FindWorker(const ConvertOptions& options) {
   if (!options.worker_path.empty()) return options.worker_path;
+  if (const char* env = secure_getenv("SAFEMODEL_WORKER"); env != nullptr && *env != '\0') {
+    if (env[0] != '/') {
+      return Status(StatusCode::kSandboxSetupFailed,
+                    "SAFEMODEL_WORKER must be an absolute path, not '" + std::string(env) + "'");
+    }
+    return std::string(env);
+  }
   std::vector<std::string> candidates;
   Dl_info info;
   if (dladdr(reinterpret_cast<void*>(&ConvertFile), &info) != 0 && info.dli_fname != nullptr) {
     std::error_code ec;
-    auto self = std::filesystem::canonical(info.dli_fname, ec);
+    auto dir = std::filesystem::canonical(info.dli_fname, ec).parent_path();
     if (!ec) {
-      candidates.push_back((self.parent_path() / "safemodel-worker").string());
-      candidates.push_back((self.parent_path().parent_path() / "libexec" / "safemodel" /
-                            "safemodel-worker").string());
+      candidates.push_back((dir / "safemodel-worker").string());
+      for (const char* rel : {SAFEMODEL_WORKER_FROM_BINDIR, SAFEMODEL_WORKER_FROM_LIBDIR}) {
+        candidates.push_back((dir / rel).lexically_normal().string());
+      }
     }
   }
-  if (std::string(SAFEMODEL_INSTALL_WORKER).size() > 0) candidates.push_back(SAFEMODEL_INSTALL_WORKER);
+  candidates.push_back(SAFEMODEL_INSTALL_WORKER);
   for (const std::string& c : candidates) {
     if (access(c.c_str(), X_OK) == 0) return c;
   }
-  return "";
+  std::string tried;
+  for (const std::string& c : candidates) tried += (tried.empty() ? "" : ", ") + c;
+  return Status(StatusCode::kSandboxSetupFailed,
+                "cannot find the safemodel-worker executable (tried " + tried +
+                    "); set SAFEMODEL_WORKER to its absolute path");
 }
 
 // The layers the parent must observe: the mandatory ones and those the
@@ -258,6 +226,13 @@ std::string HeldOpenOutcome(int channel_fd) {
 Status StartWorker(const std::string& worker_path, const InputSet& input,
                    const WorkerLimits& limits, const std::vector<std::string>& options,
                    sandbox::Worker* worker) {
+  sandbox::WorkerArgs args;
+  args.parent_pid = getpid();
+  args.input_size = input.total_size();
+  args.address_space = limits.address_space;
+  args.memory_limit = limits.memory_limit;
+  args.cpu_seconds = limits.cpu_seconds;
+  args.flags = options;
   sandbox::SpawnOptions spawn;
   spawn.worker_path = worker_path;
   spawn.input_fd = input.primary().fd();
@@ -267,94 +242,13 @@ Status StartWorker(const std::string& worker_path, const InputSet& input,
     SAFEMODEL_ASSIGN_OR_RETURN(list_fd, SealedMemoryFile(list));
     spawn.input_fd = list_fd;
     for (const auto& part : input.Parts()) spawn.file_fds.push_back(part.first);
-    spawn.args = {"--input-files=" + Num(spawn.file_fds.size()), "--manifest-size=" + Num(list.size())};
+    args.input_files = spawn.file_fds.size();
+    args.manifest_size = list.size();
   }
-  spawn.args.insert(spawn.args.end(), {"--parent-pid=" + Num(static_cast<uint64_t>(getpid())),
-                "--input-size=" + Num(input.total_size()),
-                "--address-space=" + Num(limits.address_space),
-                "--memory-limit=" + Num(limits.memory_limit),
-                "--cpu-seconds=" + Num(limits.cpu_seconds)});
-  for (const std::string& o : options) spawn.args.push_back("--" + o);
-  std::string spawn_error;
-  const bool spawned = sandbox::Spawn(spawn, worker, &spawn_error);
+  spawn.args = sandbox::EncodeWorkerArgs(args);
+  Status spawned = sandbox::Spawn(spawn, worker);
   if (list_fd >= 0) close(list_fd);
-  if (!spawned) return Status(StatusCode::kSandboxSetupFailed, spawn_error);
-  return Status::Ok();
-}
-
-// What the verdict needs besides the stream and the exit.
-struct VerdictContext {
-  const InputSet* input;
-  int channel_fd;
-  uint64_t timeout_ms;
-  const WorkerLimits* limits;
-};
-
-// How the worker's run ended, most specific cause first (README "Sandbox"):
-// input changed > timeout > seccomp violation > a channel held open after
-// the worker's exit > output I/O error or limit > a signal the worker did
-// not get from us > missing isolation > invalid result > crash > the
-// worker's own error report > non-zero exit > incomplete result. An input
-// that changed underneath explains whatever the worker did (a SIGBUS in its
-// map, odd bytes, a refusal of bytes that are no longer there); a signal
-// from outside explains a stream cut short or a worker gone before its
-// release. OK only for a complete result from a worker that exited 0.
-Status Verdict(const WorkerStream& stream, const sandbox::Worker::Exit& exit,
-               const VerdictContext& ctx, WorkerOutcome* w) {
-  using Kind = sandbox::Worker::Exit::Kind;
-  w->kind = WorkerKind(exit);
-  if (Status changed = ctx.input->CheckUnchanged(); !changed.ok()) return changed;
-  if (stream.timed_out || exit.kind == Kind::kTimeout) {
-    w->kind = "timeout";
-    return Status(StatusCode::kTimeout, "the conversion exceeded its time limit of " +
-                                            Num(ctx.timeout_ms) + " ms; the worker was killed");
-  }
-  if (exit.kind == Kind::kWaitFailed) return Status::Internal(exit.error);
-  if (stream.violation ||
-      (exit.kind == Kind::kSignaled && exit.signal == SIGSYS && !exit.killed_by_us)) {
-    w->kind = "seccomp";
-    if (!stream.violation) {
-      return Status(StatusCode::kSandboxViolation,
-                    "the sandbox killed the worker (SIGSYS: a system call of a foreign "
-                    "architecture or ABI)");
-    }
-    w->syscall_nr = static_cast<int>(stream.violation_nr);
-    w->syscall_name = sandbox::SyscallName(static_cast<int>(stream.violation_nr));
-    return Status(StatusCode::kSandboxViolation,
-                  "the sandbox stopped the worker: it attempted the forbidden system call " +
-                      Num(stream.violation_nr) + " (" +
-                      (w->syscall_name.empty() ? "unknown" : w->syscall_name) + ")");
-  }
-  if (stream.held_open) {
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker exited, but a process it started still held the result channel "
-                  "open; " + HeldOpenOutcome(ctx.channel_fd) + "; nothing was written");
-  }
-  if (!stream.io.ok() || !stream.limit.ok()) {
-    w->kind = "killed";
-    return !stream.io.ok() ? stream.io : stream.limit;
-  }
-  if (exit.kind == Kind::kSignaled && !exit.killed_by_us) return SignalVerdict(exit, *ctx.limits);
-  if (!stream.isolation.ok()) {
-    w->kind = "killed";
-    return stream.isolation;
-  }
-  if (!stream.protocol.ok()) {
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker sent an invalid result (" + stream.protocol.message() +
-                      "); nothing was written");
-  }
-  if (exit.kind == Kind::kSignaled) return SignalVerdict(exit, *ctx.limits);
-  if (stream.error_frame) return stream.worker_error;
-  if (exit.exit_code != 0) {
-    return Status(StatusCode::kWorkerCrashed,
-                  "the worker exited with code " + Num(static_cast<uint64_t>(exit.exit_code)) +
-                      " without reporting a result");
-  }
-  if (!stream.done) {
-    return Status(StatusCode::kWorkerCrashed, "the worker ended without completing its result");
-  }
-  return Status::Ok();
+  return spawned;
 }
 
 }  // namespace
@@ -407,18 +301,13 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   }
 
   std::vector<std::string> options;
-  if (opt.weights_only) options.push_back("weights_only");
-  if (opt.keep_optimizer) options.push_back("keep_optimizer");
+  if (opt.weights_only) options.emplace_back(protocol::kOptionWeightsOnly);
+  if (opt.keep_optimizer) options.emplace_back(protocol::kOptionKeepOptimizer);
   std::sort(options.begin(), options.end());
   report->options = options;
 
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
-  const std::string worker_path = FindWorker(opt);
-  if (worker_path.empty()) {
-    return Status(StatusCode::kSandboxSetupFailed,
-                  "cannot find the safemodel-worker executable next to the library or in " +
-                      std::string(SAFEMODEL_INSTALL_WORKER));
-  }
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
 
   InputHasher hasher;
   hasher.Start(input.Parts());
@@ -428,7 +317,7 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   // The reader also watches the worker's exit, so that a process it left
   // behind holding the channel cannot keep the parent waiting.
   sandbox::FrameReader reader(worker.channel_fd(), deadline, worker.exit_fd());
-  WorkerStream stream;
+  StreamOutcome stream;
   const LockedHook on_locked = [&](const std::vector<std::string>&) {
     return VerifyIsolation(worker, required_layers, report);
   };
@@ -438,20 +327,28 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   // cannot close fd 3): it is left to end, so that a signal from outside
   // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
   // stream it left behind (its exit shows in Wait within microseconds).
-  const bool exiting = !stream.protocol.ok() && ChannelClosed(worker.channel_fd());
-  if (stream.timed_out || stream.held_open || !stream.isolation.ok() ||
-      (!stream.protocol.ok() && !exiting) || !stream.io.ok() || !stream.limit.ok()) {
-    worker.Kill();
-  }
-  sandbox::Worker::Exit exit = worker.Wait(deadline);
-  report->worker.max_rss_bytes = exit.max_rss_bytes;
-  report->worker.cpu_seconds = exit.cpu_seconds;
-  report->worker.exit_code = exit.exit_code;
-  report->worker.signal = exit.signal;
+  const bool exiting =
+      stream.end() == StreamEnd::kProtocolError && ChannelClosed(worker.channel_fd());
+  if (stream.end() != StreamEnd::kEof && !exiting) worker.Kill();
+  RunOutcome run;
+  run.stream = &stream;
+  run.exit = worker.Wait(deadline);
+  report->worker.max_rss_bytes = run.exit.max_rss_bytes;
+  report->worker.cpu_seconds = run.exit.cpu_seconds;
+  report->worker.exit_code = run.exit.exit_code;
+  report->worker.signal = run.exit.signal;
+  run.input_unchanged = input.CheckUnchanged();
+  if (stream.end() == StreamEnd::kHeldOpen) run.held_open_detail = HeldOpenOutcome(worker.channel_fd());
+  run.timeout_ms = timeout_ms;
+  run.limits = limits;
 
-  // Verdict, most specific cause first; OK means the result may be committed.
-  SAFEMODEL_RETURN_IF_ERROR(Verdict(stream, exit, {&input, worker.channel_fd(), timeout_ms, &limits},
-                                    &report->worker));
+  // The verdict, most specific cause first; OK means the result may be
+  // committed.
+  Verdict verdict = Classify(run);
+  report->worker.kind = verdict.kind;
+  report->worker.syscall_nr = verdict.syscall_nr;
+  report->worker.syscall_name = std::move(verdict.syscall_name);
+  SAFEMODEL_RETURN_IF_ERROR(verdict.status);
 
   // A short read of the hasher is the input changing, if it did.
   Result<std::vector<std::string>> hashed = hasher.Join();

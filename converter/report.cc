@@ -1,7 +1,7 @@
 // ConvertReport::ToJson: the machine-readable report (README "Report format").
 #include <nlohmann/json.hpp>
 
-#include "converter/json_util.h"
+#include "proto/json_util.h"
 #include "safemodel/convert.h"
 
 namespace safemodel {
@@ -18,7 +18,7 @@ std::string ConvertReport::ToJson() const {
                  {"tensors", tensor_count},
                  {"tensor_bytes", tensor_bytes}};
   j["findings"] = FindingsToJson(findings);
-  nlohmann::ordered_json w = {{"outcome", worker.kind},
+  nlohmann::ordered_json w = {{"outcome", WorkerOutcomeName(worker.kind)},
                               {"exit_code", worker.exit_code},
                               {"signal", worker.signal},
                               {"max_rss_bytes", worker.max_rss_bytes},
@@ -38,18 +38,6 @@ std::string ConvertReport::ToJson() const {
   j["parent_max_rss_bytes"] = parent_max_rss_bytes;
   // Replace invalid UTF-8 (e.g. from a path) rather than fail to report.
   return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-}
-
-nlohmann::ordered_json FindingsToJson(const std::vector<Finding>& findings) {
-  nlohmann::ordered_json out = nlohmann::ordered_json::array();
-  for (const Finding& f : findings) {
-    out.push_back({{"severity", SeverityName(f.severity)},
-                   {"rule", f.rule},
-                   {"location", f.location},
-                   {"message", f.message},
-                   {"references", f.references}});
-  }
-  return out;
 }
 
 }  // namespace safemodel

@@ -8,7 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/text.h"
 
 namespace safemodel {
 

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <optional>
 
-#include "converter/format.h"
 #include "converter/output_file.h"
-#include "proto/worker.pb.h"
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/worker.pb.h"
+#include "proto/base/text.h"
+#include "proto/wire/wire.h"
 #include "safemodel/limits.h"
 
 namespace safemodel {
@@ -14,33 +16,27 @@ namespace {
 
 using sandbox::FrameType;
 
-Status CheckIdentifier(const std::string& s, std::string_view what) {
-  bool ok = !s.empty() && s.size() <= 32 && std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-  });
-  if (!ok) return Status::Malformed(std::string(what) + " '" + Printable(s) + "' is not an identifier");
-  return Status::Ok();
-}
-
-// The LOCKED frame's payload: layer names, comma-separated.
-Status ParseClaim(const std::string& payload, std::vector<std::string>* out) {
-  size_t start = 0;
-  while (!payload.empty() && start <= payload.size()) {
-    size_t comma = payload.find(',', start);
-    std::string layer = payload.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    SAFEMODEL_RETURN_IF_ERROR(CheckIdentifier(layer, "isolation layer"));
-    if (out->size() >= kMaxIsolationLayers) return Status::Malformed("too many isolation layers claimed");
-    out->push_back(std::move(layer));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return Status::Ok();
+// The worker echoes the conversion options it understood from its
+// arguments; they must be exactly the ones it was given, so that a drift
+// between the two ends of the argument contract cannot go unnoticed.
+Status CheckEchoedOptions(const google::protobuf::RepeatedPtrField<std::string>& echoed,
+                          const std::vector<std::string>& given) {
+  std::vector<std::string> sorted(echoed.begin(), echoed.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted == given) return Status::Ok();
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const std::string& o : v) out += (out.empty() ? "" : ", ") + Printable(o, 40);
+    return "[" + out + "]";
+  };
+  return Status::Malformed("the worker converted with options " + list(sorted) +
+                           ", not the requested " + list(given));
 }
 
 // Builds the output header from the worker's proposal. Nothing unvalidated
 // reaches the file: tensor entries keep name, dtype, shape and alias only
 // (no unknown fields; the writer checks them all and lays them out), the
-// trees are checked and canonicalised (format::SanitizeValue), findings are
+// trees are checked and canonicalised (wire::SanitizeValue), findings are
 // re-encoded field by field, and the envelope (source format, options,
 // provenance) is the parent's own. Entries and trees are handed over, not
 // copied, so the parent holds one copy of the header at a time.
@@ -49,6 +45,7 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
                                DigestAlgorithm digest, ConvertReport* report) {
   SAFEMODEL_RETURN_IF_ERROR(CheckIdentifier(in.source_format(), "source format"));
   report->source_format = in.source_format();
+  SAFEMODEL_RETURN_IF_ERROR(CheckEchoedOptions(in.options(), options));
   const auto count = static_cast<uint64_t>(in.tensors_size());
   if (count > kMaxTensorCount) {
     return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " + Num(kMaxTensorCount));
@@ -57,7 +54,7 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
     return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " + Num(limits.tensors) +
                                  " for an input of " + Num(input_size) + " bytes");
   }
-  SAFEMODEL_RETURN_IF_ERROR(format::CheckFindings(in.findings()));
+  SAFEMODEL_RETURN_IF_ERROR(wire::CheckFindings(in.findings()));
   SAFEMODEL_RETURN_IF_ERROR(CheckFindingsBudget(in.findings(), limits));
   v1::Header out;
   out.set_digest_algorithm(static_cast<v1::DigestAlgorithm>(digest));
@@ -72,11 +69,11 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
   out.mutable_tensors()->Swap(in.mutable_tensors());
   if (in.has_architecture()) {
     out.set_allocated_architecture(in.release_architecture());
-    SAFEMODEL_RETURN_IF_ERROR(format::SanitizeValue(out.mutable_architecture(), "architecture"));
+    SAFEMODEL_RETURN_IF_ERROR(wire::SanitizeValue(out.mutable_architecture(), "architecture"));
   }
   if (in.has_metadata()) {
     out.set_allocated_metadata(in.release_metadata());
-    SAFEMODEL_RETURN_IF_ERROR(format::SanitizeValue(out.mutable_metadata(), "metadata"));
+    SAFEMODEL_RETURN_IF_ERROR(wire::SanitizeValue(out.mutable_metadata(), "metadata"));
   }
   v1::Provenance* p = out.mutable_provenance();
   p->set_source_format(in.source_format());
@@ -86,8 +83,8 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
     if (f.severity() == "refused") {
       return Status::Malformed("the worker reported a refusal in a successful conversion");
     }
-    Finding finding = format::FindingFromProto(f);
-    format::FindingToProto(finding, p->add_findings());
+    Finding finding = wire::FindingFromProto(f);
+    wire::FindingToProto(finding, p->add_findings());
     report->findings.push_back(std::move(finding));
   }
   for (const std::string& o : options) p->add_options(o);
@@ -103,7 +100,7 @@ Status ReadMessage(sandbox::FrameReader& reader, uint64_t length, google::protob
   if (reader.ReadExact(buf.data(), length) != sandbox::FrameReader::Result::kOk) {
     return Status::Malformed(std::string("reading the ") + what + " frame: " + reader.error());
   }
-  if (!format::ParseBounded(AsBytes(buf), msg, max_objects)) {
+  if (!wire::ParseBounded(AsBytes(buf), msg, max_objects)) {
     return Status::Malformed(std::string("the worker's ") + what + " frame is not valid");
   }
   return Status::Ok();
@@ -116,33 +113,35 @@ class StreamReader {
   StreamReader(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                const std::vector<std::string>& options, DigestAlgorithm digest,
                uint64_t max_output_bytes, const LockedHook& on_locked, ConvertReport* report,
-               WorkerStream* st)
+               StreamOutcome* st)
       : reader_(reader), out_fd_(out_fd), input_size_(input_size), options_(options),
         digest_(digest), max_output_bytes_(max_output_bytes), on_locked_(on_locked),
         report_(report), st_(st), limits_(StreamLimitsFor(input_size)) {}
 
   void Run() {
-    const uint64_t caps[sandbox::kMaxFrameType + 1] = {
-        0, limits_.header_bytes, kMaxDataFrameBytes, kMaxDoneFrameBytes, kMaxErrorFrameBytes,
-        sandbox::kViolationPayloadBytes, sandbox::kMaxLockedPayloadBytes};
+    sandbox::FrameCaps caps;
+    protocol::FrameCapsFor(limits_, &caps);
     for (;;) {
       sandbox::FrameHeader fh;
       auto r = reader_.Next(&fh, caps);
       if (r == sandbox::FrameReader::Result::kTimeout) {
-        st_->timed_out = true;
+        st_->End(StreamEnd::kTimeout);
         return;
       }
       if (r == sandbox::FrameReader::Result::kHeldOpen) {
-        st_->held_open = true;
+        st_->End(StreamEnd::kHeldOpen);
         return;
       }
-      if (r == sandbox::FrameReader::Result::kEof) return;
+      if (r == sandbox::FrameReader::Result::kEof) {
+        st_->End(StreamEnd::kEof);
+        return;
+      }
       if (r == sandbox::FrameReader::Result::kError) return Protocol(reader_.error());
       if (!st_->locked && fh.type != FrameType::kLocked && fh.type != FrameType::kError) {
         return Protocol("a frame of type " + Num(static_cast<uint32_t>(fh.type)) +
                         " before the worker reported its lockdown");
       }
-      if (fh.type != FrameType::kViolation && (st_->done || st_->error_frame)) {
+      if (fh.type != FrameType::kViolation && st_->report != StreamOutcome::Report::kNone) {
         return Protocol("frame after the end of the result");
       }
       bool go_on = false;
@@ -159,7 +158,9 @@ class StreamReader {
   }
 
  private:
-  void Protocol(std::string msg) { st_->protocol = Status::Malformed(std::move(msg)); }
+  void Protocol(std::string msg) {
+    st_->End(StreamEnd::kProtocolError, Status::Malformed(std::move(msg)));
+  }
   bool Fail(std::string msg) {
     Protocol(std::move(msg));
     return false;
@@ -171,12 +172,12 @@ class StreamReader {
     if (reader_.ReadExact(payload.data(), length) != sandbox::FrameReader::Result::kOk) {
       return Fail("reading the lockdown frame: " + reader_.error());
     }
-    std::vector<std::string> claimed;
-    Status s = ParseClaim(payload, &claimed);
-    if (!s.ok()) return Fail(s.message());
+    auto decoded = sandbox::DecodeLockedClaim(payload);
+    if (!decoded.ok()) return Fail(decoded.status().message());
+    const std::vector<std::string>& claimed = *decoded;
     report_->worker.claimed_isolation = claimed;
-    st_->isolation = on_locked_ ? on_locked_(claimed) : Status::Ok();
-    if (!st_->isolation.ok()) return false;
+    Status accepted = on_locked_ ? on_locked_(claimed) : Status::Ok();
+    if (!accepted.ok()) return st_->End(StreamEnd::kIsolationRefused, std::move(accepted));
     st_->locked = true;
     return true;
   }
@@ -199,12 +200,11 @@ class StreamReader {
     st_->writer = std::move(*writer);
     // The whole output's space is reserved before its first byte, so that a
     // full file system fails here, as a limit (exit 4).
-    st_->limit = ReserveOutputSpace(out_fd_, st_->writer->planned_file_size(), max_output_bytes_);
-    if (!st_->limit.ok()) return false;
+    Status reserved = ReserveOutputSpace(out_fd_, st_->writer->planned_file_size(), max_output_bytes_);
+    if (!reserved.ok()) return st_->End(StreamEnd::kOutputLimit, std::move(reserved));
     Status written = st_->writer->WriteHeader();
     if (written.code() == StatusCode::kIoError) {
-      st_->io = std::move(written);
-      return false;
+      return st_->End(StreamEnd::kOutputIoError, std::move(written));
     }
     if (!written.ok()) return Fail("invalid header from the worker: " + written.ToString());
     return true;
@@ -226,10 +226,7 @@ class StreamReader {
     }
     Status s = st_->writer->Append(ByteView(data_buf_.get(), length));
     if (!s.ok()) {
-      if (s.code() == StatusCode::kIoError) {
-        st_->io = s;
-        return false;
-      }
+      if (s.code() == StatusCode::kIoError) return st_->End(StreamEnd::kOutputIoError, std::move(s));
       return Fail(s.message());
     }
     st_->data_bytes += length;
@@ -245,7 +242,14 @@ class StreamReader {
     worker::WorkerDone done;
     Status s = ReadMessage(reader_, length, &done, "done", 16);
     if (!s.ok()) return Fail(s.message());
-    st_->done = true;
+    // The worker's account must be what arrived.
+    const uint64_t tensors = st_->writer->data_tensor_count();
+    if (done.tensors_sent() != tensors || done.bytes_sent() != st_->data_bytes) {
+      return Fail("the done frame counts " + Num(done.tensors_sent()) + " tensors and " +
+                  Num(done.bytes_sent()) + " bytes, but " + Num(tensors) + " tensors and " +
+                  Num(st_->data_bytes) + " bytes arrived");
+    }
+    st_->report = StreamOutcome::Report::kDone;
     return true;
   }
 
@@ -254,20 +258,18 @@ class StreamReader {
     Status s = ReadMessage(reader_, length, &we, "error", limits_.header_objects);
     if (!s.ok()) return Fail(s.message());
     auto code = static_cast<StatusCode>(we.code());
-    bool reportable = code == StatusCode::kRefused || code == StatusCode::kMalformed ||
-                      code == StatusCode::kUnsupported || code == StatusCode::kLimitExceeded ||
-                      code == StatusCode::kInternal || code == StatusCode::kSandboxSetupFailed ||
-                      code == StatusCode::kInvalidArgument;
-    if (!reportable) return Fail("the worker reported status code " + Num(we.code()));
-    s = format::CheckFindings(we.findings());
+    if (!protocol::IsReportableWorkerCode(code)) {
+      return Fail("the worker reported status code " + Num(we.code()));
+    }
+    s = wire::CheckFindings(we.findings());
     if (s.ok()) s = CheckFindingsBudget(we.findings(), limits_);
     if (!s.ok()) return Fail(s.message());
-    if (we.message().size() > format::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
+    if (we.message().size() > wire::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
       return Fail("the worker's error message is too long or not UTF-8");
     }
-    for (const auto& f : we.findings()) report_->findings.push_back(format::FindingFromProto(f));
+    for (const auto& f : we.findings()) report_->findings.push_back(wire::FindingFromProto(f));
     st_->worker_error = Status(code, std::move(*we.mutable_message()));
-    st_->error_frame = true;
+    st_->report = StreamOutcome::Report::kError;
     return true;
   }
 
@@ -276,9 +278,8 @@ class StreamReader {
     if (reader_.ReadExact(v, sizeof v) != sandbox::FrameReader::Result::kOk) {
       return Fail("reading a violation frame: " + reader_.error());
     }
-    st_->violation = true;
-    st_->violation_nr = static_cast<uint32_t>(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24);
-    st_->violation_arch = static_cast<uint32_t>(v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
+    // The first report is the one the sandbox wrote before the worker died.
+    if (!st_->violation) st_->violation = sandbox::DecodeViolation(v);
     return true;
   }
 
@@ -290,7 +291,7 @@ class StreamReader {
   const uint64_t max_output_bytes_;
   const LockedHook& on_locked_;
   ConvertReport* const report_;
-  WorkerStream* const st_;
+  StreamOutcome* const st_;
   const StreamLimits limits_;
   std::unique_ptr<uint8_t[]> data_buf_;
   uint64_t data_buf_size_ = 0;
@@ -301,7 +302,7 @@ class StreamReader {
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
-                      ConvertReport* report, WorkerStream* st) {
+                      ConvertReport* report, StreamOutcome* st) {
   StreamReader(reader, out_fd, input_size, options, digest, max_output_bytes, on_locked, report, st)
       .Run();
 }

@@ -8,9 +8,10 @@
 // protobuf fields dropped, strings moved out of the parsed proposal rather
 // than copied), and every tensor byte is counted by the writer.
 //
-// Order on the wire: LOCKED (the worker is locked down; the parent checks it
-// in /proc before anything else is read), then HEADER TENSOR_DATA* DONE, or
-// ERROR at any point. An ERROR before LOCKED is a setup failure.
+// Order on the wire (converter/protocol/conversion_protocol.h): LOCKED (the
+// worker is locked down; the parent checks it in /proc before anything else
+// is read), then HEADER TENSOR_DATA* DONE, or ERROR at any point. An ERROR
+// before LOCKED is a setup failure.
 #ifndef SAFEMODEL_CONVERTER_WORKER_STREAM_H_
 #define SAFEMODEL_CONVERTER_WORKER_STREAM_H_
 
@@ -20,56 +21,32 @@
 #include <string>
 #include <vector>
 
-#include "converter/stream_limits.h"
-#include "converter/writer.h"
+#include "converter/outcome.h"
+#include "converter/protocol/stream_limits.h"
+#include "proto/writer.h"
 #include "safemodel/convert.h"
 #include "sandbox/frame_io.h"
 
 namespace safemodel {
 
-// A data frame carries at most this much; the worker sends frames of up to
-// 4 MiB (a gathered tile) and usually 1 MiB. The parent reuses one buffer.
-inline constexpr uint64_t kMaxDataFrameBytes = 16ull << 20;
-inline constexpr uint64_t kMaxDoneFrameBytes = 4096;
-// The worker claims a handful of layer names ("seccomp", "userns", ...).
-inline constexpr size_t kMaxIsolationLayers = 16;
-
-// What the parent learned from the stream.
-struct WorkerStream {
-  std::unique_ptr<SafemodelWriter> writer;
-  bool locked = false;  // a LOCKED frame came and the hook accepted it
-  Status isolation;     // set when the hook refused the locked-down worker
-  bool header_seen = false;
-  bool done = false;
-  bool error_frame = false;
-  Status worker_error;
-  bool violation = false;
-  uint32_t violation_nr = 0;
-  uint32_t violation_arch = 0;
-  bool timed_out = false;
-  bool held_open = false;  // the worker exited, but something kept the channel open
-  Status protocol;  // set when the worker broke the protocol
-  Status io;        // set when writing the output failed
-  Status limit;     // set when the output would exceed a limit or the free space
-  uint64_t data_bytes = 0;
-};
-
 // Called on the LOCKED frame with the layers the worker claims; must check
 // the worker itself and let it go on (sandbox::Worker::Release) or return an
-// error, which ends the stream (recorded in WorkerStream::isolation).
+// error, which ends the stream (StreamEnd::kIsolationRefused).
 using LockedHook = std::function<Status(const std::vector<std::string>& claimed)>;
 
 // Reads frames until EOF, a protocol error, a timeout or an I/O error on the
-// output (each recorded in *st), writing a valid result to `out_fd` through
-// SafemodelWriter. Findings, source format and the worker's claimed
-// isolation go to *report. `max_output_bytes` (0: none) caps the output
+// output (the first of them recorded in *st), writing a valid result to
+// `out_fd` through SafemodelWriter. Findings, source format and the
+// worker's claimed isolation go to *report. The DONE frame's counts must be
+// what arrived, and the options the worker echoes in its header the ones
+// it was given (`options`, sorted). `max_output_bytes` (0: none) caps the output
 // file; independently, the output's declared size is reserved on the file
 // system `out_fd` is on (ReserveOutputSpace), so a worker that declares
 // terabytes is stopped before it writes them.
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
-                      ConvertReport* report, WorkerStream* st);
+                      ConvertReport* report, StreamOutcome* st);
 
 }  // namespace safemodel
 

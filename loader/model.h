@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/dtype.h"
 #include "safemodel/finding.h"
 #include "safemodel/status.h"

@@ -13,9 +13,9 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/byte_reader.h"
 #include "loader/files/model_files.h"
 #include "loader/model.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/finding.h"
 #include "safemodel/status.h"
 

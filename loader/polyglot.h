@@ -29,10 +29,10 @@
 #include <cstdint>
 #include <optional>
 
-#include "converter/byte_reader.h"
 #include "loader/containers/tar_reading.h"
 #include "loader/containers/zipfile_view.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

@@ -7,7 +7,6 @@
 #include <optional>
 #include <vector>
 
-#include "converter/keyed_hash.h"
 #include "loader/containers/sevenzip.h"
 #include "loader/containers/zip_archive.h"
 #include "loader/keras3/keras_archive.h"
@@ -18,6 +17,7 @@
 #include "loader/pickle/pickle_formats.h"
 #include "loader/pickle/torch_formats.h"
 #include "loader/polyglot.h"
+#include "proto/base/keyed_hash.h"
 #include "loader/tf_bundle/checkpoint.h"
 #include "loader/tf_savedmodel/saved_model.h"
 

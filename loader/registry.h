@@ -12,9 +12,9 @@
 
 #include <string>
 
-#include "converter/byte_reader.h"
 #include "loader/model.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/status.h"
 
 namespace safemodel::loader {

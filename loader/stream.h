@@ -14,8 +14,8 @@
 
 #include <cstdint>
 
-#include "converter/byte_reader.h"
 #include "loader/model.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/status.h"
 
 namespace safemodel::loader {

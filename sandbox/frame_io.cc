@@ -8,15 +8,6 @@
 
 namespace safemodel::sandbox {
 
-void EncodeFrameHeader(FrameType type, uint64_t length, uint8_t* out) {
-  auto put = [](uint8_t* p, uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-  };
-  put(out, kFrameMagic, 4);
-  put(out + 4, static_cast<uint32_t>(type), 4);
-  put(out + 8, length, 8);
-}
-
 namespace {
 bool WriteAll(int fd, const uint8_t* p, size_t n) {
   while (n > 0) {
@@ -90,8 +81,7 @@ FrameReader::Result FrameReader::ReadExact(void* buf, size_t n) {
   return Result::kOk;
 }
 
-FrameReader::Result FrameReader::Next(FrameHeader* out,
-                                      const uint64_t (&max_length)[kMaxFrameType + 1]) {
+FrameReader::Result FrameReader::Next(FrameHeader* out, const FrameCaps& max_length) {
   uint8_t h[kFrameHeaderBytes];
   size_t got = 0;
   Result r = ReadSome(h, sizeof h, &got);
@@ -101,28 +91,12 @@ FrameReader::Result FrameReader::Next(FrameHeader* out,
     r = ReadExact(h + got, sizeof h - got);
     if (r != Result::kOk) return r;
   }
-  auto get = [&](int off, int n) {
-    uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(h[off + i]) << (8 * i);
-    return v;
-  };
-  if (get(0, 4) != kFrameMagic) {
-    error_ = "bad frame magic from the worker";
+  auto header = DecodeFrameHeader(h, max_length);
+  if (!header.ok()) {
+    error_ = header.status().message();
     return Result::kError;
   }
-  uint64_t type = get(4, 4);
-  uint64_t length = get(8, 8);
-  if (type == 0 || type > kMaxFrameType) {
-    error_ = "unknown frame type " + std::to_string(type) + " from the worker";
-    return Result::kError;
-  }
-  if (length > max_length[type]) {
-    error_ = "frame of type " + std::to_string(type) + " declares " + std::to_string(length) +
-             " bytes, over its limit of " + std::to_string(max_length[type]);
-    return Result::kError;
-  }
-  out->type = static_cast<FrameType>(type);
-  out->length = length;
+  *out = *header;
   return Result::kOk;
 }
 

@@ -21,7 +21,11 @@ namespace safemodel::sandbox {
 
 namespace {
 
-std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+std::string ErrnoText(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+Status Errno(const char* what) { return Status(StatusCode::kSandboxSetupFailed, ErrnoText(what)); }
+Status SetupFailed(std::string message) {
+  return Status(StatusCode::kSandboxSetupFailed, std::move(message));
+}
 
 // Reports the trapped syscall to the parent, then dies by SIGSYS.
 //
@@ -32,12 +36,11 @@ std::string Errno(const char* what) { return std::string(what) + ": " + std::str
 void OnSigsys(int /*sig*/, siginfo_t* info, void* /*ucontext*/) {
   uint8_t frame[kFrameHeaderBytes + kViolationPayloadBytes] = {};
   EncodeFrameHeader(FrameType::kViolation, kViolationPayloadBytes, frame);
-  auto nr = static_cast<uint32_t>(info->si_syscall);
-  uint32_t arch = info->si_arch;
-  auto ip = reinterpret_cast<uint64_t>(info->si_call_addr);
-  for (size_t i = 0; i < 4; ++i) frame[kFrameHeaderBytes + i] = static_cast<uint8_t>(nr >> (8 * i));
-  for (size_t i = 0; i < 4; ++i) frame[kFrameHeaderBytes + 4 + i] = static_cast<uint8_t>(arch >> (8 * i));
-  for (size_t i = 0; i < 8; ++i) frame[kFrameHeaderBytes + 8 + i] = static_cast<uint8_t>(ip >> (8 * i));
+  Violation v;
+  v.syscall_nr = static_cast<uint32_t>(info->si_syscall);
+  v.arch = info->si_arch;
+  v.instruction_pointer = reinterpret_cast<uint64_t>(info->si_call_addr);
+  EncodeViolation(v, frame + kFrameHeaderBytes);
   size_t off = 0;
   while (off < sizeof frame) {
     long w = syscall(SYS_write, kOutputFd, frame + off, sizeof frame - off);
@@ -79,17 +82,13 @@ bool RestrictWithLandlock() {
 #endif
 }
 
-bool ArmParentDeathSignal(pid_t expected_parent, std::string* error) {
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
-    *error = Errno("prctl(PR_SET_PDEATHSIG)");
-    return false;
-  }
+Status ArmParentDeathSignal(pid_t expected_parent) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return Errno("prctl(PR_SET_PDEATHSIG)");
   // The parent may have died before the signal was armed.
   if (expected_parent != 0 && getppid() != expected_parent) {
-    *error = "the parent process is gone";
-    return false;
+    return SetupFailed("the parent process is gone");
   }
-  return true;
+  return Status::Ok();
 }
 
 // Namespaces (best effort), then identity and capabilities. A root worker
@@ -98,7 +97,7 @@ bool ArmParentDeathSignal(pid_t expected_parent, std::string* error) {
 // user namespace), then enters a user namespace as nobody. A non-root worker
 // enters all of them at once (a user namespace grants the rest). Either way
 // every capability, including those of the new user namespace, is dropped.
-bool IsolateIdentity(pid_t parent, std::vector<std::string>* layers, std::string* error) {
+Status IsolateIdentity(pid_t parent, std::vector<std::string>* layers) {
   constexpr int kOtherNamespaces = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
   const std::vector<std::string> kOtherLayers = {"netns", "mntns", "ipcns", "utsns"};
   uid_t ruid, euid, suid;
@@ -111,8 +110,7 @@ bool IsolateIdentity(pid_t parent, std::vector<std::string>* layers, std::string
     if (unshare(kOtherNamespaces) == 0) layers->insert(layers->end(), kOtherLayers.begin(), kOtherLayers.end());
     // Fails where uid 65534 is not mapped (some containers): then only the
     // empty capability set protects, and the parent sees a uid of 0.
-    std::string ignored;
-    non_root = DropRootIdentity(&ignored);
+    non_root = DropRootIdentity().ok();
     if (non_root && unshare(CLONE_NEWUSER) == 0) layers->insert(layers->begin(), "userns");
   } else if (unshare(CLONE_NEWUSER | kOtherNamespaces) == 0) {
     layers->push_back("userns");
@@ -121,33 +119,27 @@ bool IsolateIdentity(pid_t parent, std::vector<std::string>* layers, std::string
     layers->insert(layers->end(), kOtherLayers.begin(), kOtherLayers.end());
   }
   if (non_root) layers->push_back("non_root");
-  if (!DropAllCapabilities(error)) return false;
+  SAFEMODEL_RETURN_IF_ERROR(DropAllCapabilities());
   layers->push_back("no_capabilities");
   // A credential change clears the parent-death signal.
-  return ArmParentDeathSignal(parent, error);
+  return ArmParentDeathSignal(parent);
 }
 
 // Tells the parent the worker is locked down and waits for its go-ahead: the
 // parent reads /proc/<pid> (seccomp, no-new-privs, ids, capabilities,
 // namespaces, limits) while the worker is alive and idle, and writes one byte
 // on fd 5 only if that is what it requires. Without it the worker stops.
-bool AwaitApproval(const std::vector<std::string>& layers, std::string* error) {
-  std::string claim;
-  for (const std::string& l : layers) claim += (claim.empty() ? "" : ",") + l;
-  if (claim.size() > kMaxLockedPayloadBytes) claim.resize(kMaxLockedPayloadBytes);
+Status AwaitApproval(const std::vector<std::string>& layers) {
+  const std::string claim = EncodeLockedClaim(layers);
   if (!WriteFrame(kOutputFd, FrameType::kLocked, claim.data(), claim.size())) {
-    *error = "the parent closed the result channel";
-    return false;
+    return SetupFailed("the parent closed the result channel");
   }
   char go = 0;
   ssize_t n;
   while ((n = read(kControlFd, &go, 1)) < 0 && errno == EINTR) {
   }
-  if (n != 1 || go != kGoAhead) {
-    *error = "the parent did not accept the worker's isolation";
-    return false;
-  }
-  return true;
+  if (n != 1 || go != kGoAhead) return SetupFailed("the parent did not accept the worker's isolation");
+  return Status::Ok();
 }
 
 // Sets a limit no higher than the inherited hard limit: lowering is always
@@ -167,18 +159,16 @@ bool SetLimit(int resource, rlim_t soft, rlim_t hard) {
 
 }  // namespace
 
-bool PrepareWorkerProcess(pid_t expected_parent, std::string* error, uint32_t file_count) {
-  if (!ArmParentDeathSignal(expected_parent, error)) return false;
+Status PrepareWorkerProcess(pid_t expected_parent, uint32_t file_count) {
+  SAFEMODEL_RETURN_IF_ERROR(ArmParentDeathSignal(expected_parent));
   // Only the result channel, the input, the control channel and the files
   // of the model may stay open, whatever the host process leaked into us.
   if (syscall(SYS_close_range, static_cast<unsigned>(kFirstFileFd) + file_count, ~0U, 0) != 0) {
-    *error = Errno("close_range");
-    return false;
+    return Errno("close_range");
   }
   for (int fd = 0; fd < kOutputFd; ++fd) close(fd);
   if (prctl(PR_SET_DUMPABLE, 0) != 0 || !SetLimit(RLIMIT_CORE, 0, 0)) {
-    *error = Errno("disabling core dumps");
-    return false;
+    return Errno("disabling core dumps");
   }
   // The map of the input is made before LockDown sets the real address-space
   // limit: an inherited soft limit below the hard one (which the parent
@@ -189,20 +179,16 @@ bool PrepareWorkerProcess(pid_t expected_parent, std::string* error, uint32_t fi
     setrlimit(RLIMIT_AS, &as);
   }
   RequestSpeculationMitigations();
-  return true;
+  return Status::Ok();
 }
 
-bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
-              std::string* error) {
+Status LockDown(const LockdownOptions& options, std::vector<std::string>* layers) {
   // Namespaces (best effort): no network, no IPC, a private mount table, and
   // no privilege over the host's user namespace; then no root, no
   // capabilities.
-  if (!IsolateIdentity(options.parent_pid, layers, error)) return false;
+  SAFEMODEL_RETURN_IF_ERROR(IsolateIdentity(options.parent_pid, layers));
 
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-    *error = Errno("prctl(PR_SET_NO_NEW_PRIVS)");
-    return false;
-  }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return Errno("prctl(PR_SET_NO_NEW_PRIVS)");
   layers->push_back("no_new_privs");
   if (RestrictWithLandlock()) layers->push_back("landlock");
 
@@ -214,10 +200,7 @@ bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
   if (limits_ok && options.cpu_seconds > 0) {
     limits_ok = SetLimit(RLIMIT_CPU, options.cpu_seconds, options.cpu_seconds + 1);
   }
-  if (!limits_ok) {
-    *error = Errno("setrlimit");
-    return false;
-  }
+  if (!limits_ok) return Errno("setrlimit");
   layers->push_back("rlimits");
 
   // The violation reporter runs on its own stack, so that it works even if
@@ -232,8 +215,7 @@ bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
   sigemptyset(&sa.sa_mask);
   if (alt_stack == nullptr || sigaltstack(&ss, nullptr) != 0 ||
       sigaction(SIGSYS, &sa, nullptr) != 0) {
-    *error = Errno("installing the SIGSYS reporter");
-    return false;
+    return Errno("installing the SIGSYS reporter");
   }
   sigset_t unblock;
   sigemptyset(&unblock);
@@ -243,18 +225,12 @@ bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
   // Dumpable until the parent has looked: a non-dumpable process's
   // /proc/<pid>/ns links are closed to an unprivileged parent. Core dumps
   // stay off (RLIMIT_CORE 0); the policy allows setting it back to 0 only.
-  if (prctl(PR_SET_DUMPABLE, 1) != 0) {
-    *error = Errno("prctl(PR_SET_DUMPABLE)");
-    return false;
-  }
-  if (!InstallPolicy(error)) return false;
+  if (prctl(PR_SET_DUMPABLE, 1) != 0) return Errno("prctl(PR_SET_DUMPABLE)");
+  SAFEMODEL_RETURN_IF_ERROR(InstallPolicy());
   layers->push_back("seccomp");
-  if (!AwaitApproval(*layers, error)) return false;
-  if (prctl(PR_SET_DUMPABLE, 0) != 0) {
-    *error = Errno("prctl(PR_SET_DUMPABLE, 0)");
-    return false;
-  }
-  return true;
+  SAFEMODEL_RETURN_IF_ERROR(AwaitApproval(*layers));
+  if (prctl(PR_SET_DUMPABLE, 0) != 0) return Errno("prctl(PR_SET_DUMPABLE, 0)");
+  return Status::Ok();
 }
 
 }  // namespace safemodel::sandbox

@@ -17,8 +17,9 @@
 //                            parent, having checked /proc/<pid> itself,
 //                            allows the worker to go on.
 //
-// After LockDown() returns true the process can write to fd 3, manage its own
-// memory and exit; nothing else (sandbox/policy.cc).
+// After LockDown() returns OK the process can write to fd 3, manage its own
+// memory and exit; nothing else (sandbox/policy.cc). Every failure is
+// kSandboxSetupFailed, naming the step.
 #ifndef SAFEMODEL_SANDBOX_LOCKDOWN_H_
 #define SAFEMODEL_SANDBOX_LOCKDOWN_H_
 
@@ -27,6 +28,8 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "safemodel/status.h"
 
 namespace safemodel::sandbox {
 
@@ -41,11 +44,10 @@ struct LockdownOptions {
   pid_t parent_pid = 0;
 };
 
-// Returns false (with *error set) if the process cannot be made safe to
-// continue: then the caller must exit without reading its input.
-// `file_count` descriptors from kFirstFileFd on (the files of a model made
-// of several) are kept as well.
-bool PrepareWorkerProcess(pid_t expected_parent, std::string* error, uint32_t file_count = 0);
+// Fails if the process cannot be made safe to continue: then the caller must
+// exit without reading its input. `file_count` descriptors from kFirstFileFd
+// on (the files of a model made of several) are kept as well.
+Status PrepareWorkerProcess(pid_t expected_parent, uint32_t file_count = 0);
 
 // `layers` receives the isolation layers the worker believes are in force,
 // e.g. "userns", "netns", "mntns", "ipcns", "utsns", "non_root",
@@ -54,9 +56,8 @@ bool PrepareWorkerProcess(pid_t expected_parent, std::string* error, uint32_t fi
 // reports what it observes in /proc instead). Namespaces, the root-identity
 // drop and Landlock are best effort; an empty capability set, no-new-privs,
 // rlimits and seccomp are mandatory: if any of them fails, or the parent does
-// not give the go-ahead on fd 5, this returns false.
-bool LockDown(const LockdownOptions& options, std::vector<std::string>* layers,
-              std::string* error);
+// not give the go-ahead on fd 5, this fails.
+Status LockDown(const LockdownOptions& options, std::vector<std::string>* layers);
 
 }  // namespace safemodel::sandbox
 

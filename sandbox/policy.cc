@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "sandbox/frame_io.h"
+#include "sandbox/worker_protocol.h"
 
 namespace safemodel::sandbox {
 
@@ -66,6 +66,10 @@ const std::vector<PolicyRule>& Allowlist() {
 
 namespace {
 
+Status SetupFailed(std::string message) {
+  return Status(StatusCode::kSandboxSetupFailed, std::move(message));
+}
+
 // Builds (but does not load) the filter. Returns nullptr on failure.
 scmp_filter_ctx BuildFilter(std::string* error) {
   // Native syscalls outside the table trap so the handler can name them; the
@@ -113,46 +117,43 @@ scmp_filter_ctx BuildFilter(std::string* error) {
 
 }  // namespace
 
-bool InstallPolicy(std::string* error) {
-  scmp_filter_ctx ctx = BuildFilter(error);
-  if (ctx == nullptr) return false;
+Status InstallPolicy() {
+  std::string error;
+  scmp_filter_ctx ctx = BuildFilter(&error);
+  if (ctx == nullptr) return SetupFailed(std::move(error));
   int rc = seccomp_load(ctx);
   seccomp_release(ctx);
-  if (rc != 0) {
-    *error = std::string("loading the seccomp filter failed: ") + std::strerror(-rc);
-    return false;
-  }
-  return true;
+  if (rc != 0) return SetupFailed(std::string("loading the seccomp filter failed: ") + std::strerror(-rc));
+  return Status::Ok();
 }
 
-bool ExportPolicyPfc(std::string* pfc, std::string* error) {
-  scmp_filter_ctx ctx = BuildFilter(error);
-  if (ctx == nullptr) return false;
+Result<std::string> ExportPolicyPfc() {
+  std::string error;
+  scmp_filter_ctx ctx = BuildFilter(&error);
+  if (ctx == nullptr) return SetupFailed(std::move(error));
   // libseccomp writes PFC to a file descriptor; an anonymous memory file
   // keeps this free of the file system.
   int fd = memfd_create("safemodel-policy-pfc", MFD_CLOEXEC);
   if (fd < 0) {
     seccomp_release(ctx);
-    *error = std::string("memfd_create failed: ") + std::strerror(errno);
-    return false;
+    return SetupFailed(std::string("memfd_create failed: ") + std::strerror(errno));
   }
   int rc = seccomp_export_pfc(ctx, fd);
   seccomp_release(ctx);
   if (rc != 0) {
     close(fd);
-    *error = std::string("seccomp_export_pfc failed: ") + std::strerror(-rc);
-    return false;
+    return SetupFailed(std::string("seccomp_export_pfc failed: ") + std::strerror(-rc));
   }
-  pfc->clear();
+  std::string pfc;
   char buf[4096];
   ssize_t n;
   off_t off = 0;
   while ((n = pread(fd, buf, sizeof buf, off)) > 0) {
-    pfc->append(buf, static_cast<size_t>(n));
+    pfc.append(buf, static_cast<size_t>(n));
     off += n;
   }
   close(fd);
-  return true;
+  return pfc;
 }
 
 }  // namespace safemodel::sandbox

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "safemodel/status.h"
+
 namespace safemodel::sandbox {
 
 struct ArgCondition {
@@ -34,12 +36,13 @@ struct PolicyRule {
 const std::vector<PolicyRule>& Allowlist();
 
 // Compiles the table with libseccomp and loads it into the calling process.
-// The caller must already have set PR_SET_NO_NEW_PRIVS.
-bool InstallPolicy(std::string* error);
+// The caller must already have set PR_SET_NO_NEW_PRIVS. Failures are
+// kSandboxSetupFailed.
+Status InstallPolicy();
 
 // The compiled policy as libseccomp pseudo-filter-code text, for review and
 // for the golden-file test that makes every policy change a visible diff.
-bool ExportPolicyPfc(std::string* pfc, std::string* error);
+Result<std::string> ExportPolicyPfc();
 
 }  // namespace safemodel::sandbox
 

@@ -10,6 +10,8 @@
 
 #include <string>
 
+#include "safemodel/status.h"
+
 namespace safemodel::sandbox {
 
 // The unprivileged identity a worker started as root takes on: "nobody" /
@@ -17,18 +19,15 @@ namespace safemodel::sandbox {
 inline constexpr uid_t kUnprivilegedUid = 65534;
 inline constexpr gid_t kUnprivilegedGid = 65534;
 
-// The argument a worker re-executed by EnsureAddressRandomization() carries,
-// so that it cannot loop. Workers accept and ignore it.
-inline constexpr const char* kReexecutedFlag = "--reexecuted";
-
 // If the process runs with ASLR off (personality ADDR_NO_RANDOMIZE, inherited
 // from `setarch -R` or a debugger), clears the flag and re-executes
-// /proc/self/exe with the same arguments plus kReexecutedFlag and an empty
-// environment: address-space layout is chosen at exec, so clearing the flag
-// alone would not randomise this image. Returns true when ASLR is on (after a
-// re-exec, in the new image); false with *error if it cannot be turned on.
-// Call first thing in main(), before any other setup.
-bool EnsureAddressRandomization(int argc, char** argv, std::string* error);
+// /proc/self/exe with the same arguments plus kReexecutedFlag
+// (worker_protocol.h) and an empty environment: address-space layout is
+// chosen at exec, so clearing the flag alone would not randomise this image.
+// Returns OK when ASLR is on (after a re-exec, in the new image), or
+// kSandboxSetupFailed if it cannot be turned on. Call first thing in main(),
+// before any other setup.
+Status EnsureAddressRandomization(int argc, char** argv);
 
 // Asks the kernel to force speculative-store-bypass and indirect-branch
 // speculation mitigations on for this process (PR_SET_SPECULATION_CTRL, as
@@ -41,14 +40,15 @@ void RequestSpeculationMitigations();
 // supplementary group and becomes kUnprivilegedUid/kUnprivilegedGid (real,
 // effective and saved). Otherwise does nothing. The kernel clears the
 // parent-death signal and the dumpable flag on a credential change; the
-// caller re-arms them. Returns false with *error if it was root and is still.
-bool DropRootIdentity(std::string* error);
+// caller re-arms them. Fails (kSandboxSetupFailed) if it was root and is
+// still.
+Status DropRootIdentity();
 
 // Empties every capability set this process can empty: bounding (possible
 // with CAP_SETPCAP, e.g. as root or inside a new user namespace), ambient,
-// inheritable, permitted and effective. Returns false with *error if the
+// inheritable, permitted and effective. Fails (kSandboxSetupFailed) if the
 // effective, permitted, inheritable or ambient set is not empty afterwards.
-bool DropAllCapabilities(std::string* error);
+Status DropAllCapabilities();
 
 }  // namespace safemodel::sandbox
 

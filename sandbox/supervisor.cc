@@ -23,7 +23,8 @@ namespace safemodel::sandbox {
 namespace {
 
 // A pipe buffer of 1 MiB doubles hand-off throughput over the 64 KiB default
-// (docs: SANDBOX.md 3.6); it is the system maximum for unprivileged users.
+// (measured with the worker's 1 MiB data frames); it is the system maximum
+// for unprivileged users (/proc/sys/fs/pipe-max-size).
 constexpr int kPipeBytes = 1 << 20;
 // Source fds are moved above the targets (3, 4, 5, and 6.. for the files of
 // a model made of several) before the child's dup2s, so that none of them
@@ -32,6 +33,10 @@ constexpr int kPipeBytes = 1 << 20;
 int HighFd(size_t file_count) { return kFirstFileFd + static_cast<int>(file_count); }
 
 std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+Status SetupFailed(std::string message) {
+  return Status(StatusCode::kSandboxSetupFailed, std::move(message));
+}
 
 }  // namespace
 
@@ -173,27 +178,23 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
   return out;
 }
 
-bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
+Status Spawn(const SpawnOptions& options, Worker* worker) {
   // The worker starts in `/`: a relative path must be resolved here.
   std::error_code ec;
   const std::string worker_path = std::filesystem::absolute(options.worker_path, ec).string();
   if (ec || options.worker_path.empty()) {
-    *error = "cannot resolve the worker path '" + options.worker_path + "'";
-    return false;
+    return SetupFailed("cannot resolve the worker path '" + options.worker_path + "'");
   }
   int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    *error = Errno("pipe2");
-    return false;
-  }
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) return SetupFailed(Errno("pipe2"));
   // The control channel is a socket so that the go-ahead can be sent with
   // MSG_NOSIGNAL: a worker that died first must not raise SIGPIPE in the host.
   int control[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, control) != 0) {
-    *error = Errno("socketpair");
+    Status failed = SetupFailed(Errno("socketpair"));
     close(pipe_fds[0]);
     close(pipe_fds[1]);
-    return false;
+    return failed;
   }
   fcntl(pipe_fds[0], F_SETPIPE_SZ, kPipeBytes);  // best effort
   const int high = HighFd(options.file_fds.size());
@@ -220,11 +221,11 @@ bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
     }
   };
   if (high_out < 0 || high_in < 0 || high_control < 0 || !files_ok) {
-    *error = Errno("dup of the worker's descriptors");
+    Status failed = SetupFailed(Errno("dup of the worker's descriptors"));
     cleanup();
     close(pipe_fds[0]);
     close(control[1]);
-    return false;
+    return failed;
   }
 
   posix_spawn_file_actions_t actions;
@@ -240,7 +241,7 @@ bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
   }
   posix_spawn_file_actions_addclose(&actions, 0);
   posix_spawn_file_actions_addclose(&actions, 1);
-  if (!options.inherit_stderr) posix_spawn_file_actions_addclose(&actions, 2);
+  posix_spawn_file_actions_addclose(&actions, 2);
   posix_spawn_file_actions_addclosefrom_np(&actions, high);
   // Nothing is looked up relative to the caller's directory: not the
   // libraries (an empty or relative RUNPATH entry), not anything else.
@@ -268,8 +269,7 @@ bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
   if (rc != 0) {
     close(pipe_fds[0]);
     close(control[1]);
-    *error = "cannot start the worker '" + options.worker_path + "': " + std::strerror(rc);
-    return false;
+    return SetupFailed("cannot start the worker '" + options.worker_path + "': " + std::strerror(rc));
   }
   *worker = Worker();
   worker->pid_ = pid;
@@ -277,7 +277,7 @@ bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error) {
   worker->channel_fd_ = pipe_fds[0];
   worker->control_fd_ = control[1];
   worker->pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  return true;
+  return Status::Ok();
 }
 
 std::string SyscallName(int nr) {

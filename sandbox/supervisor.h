@@ -19,16 +19,15 @@
 #include <string>
 #include <vector>
 
+#include "safemodel/status.h"
+
 namespace safemodel::sandbox {
 
 struct SpawnOptions {
   std::string worker_path;         // the worker executable (made absolute before the spawn)
-  std::vector<std::string> args;   // argv[1..]
+  std::vector<std::string> args;   // argv[1..] (EncodeWorkerArgs, worker_protocol.h)
   int input_fd = -1;               // becomes fd 4 in the worker
   std::vector<int> file_fds;       // become fds 6, 7, ... (kFirstFileFd) in the worker
-  // Keep the parent's stderr as the worker's fd 2. For debugging sanitizer
-  // builds only; the production worker gets no stderr.
-  bool inherit_stderr = false;
 };
 
 // A running worker. Owns the read end of the result pipe and a pidfd.
@@ -73,7 +72,7 @@ class Worker {
   Exit Wait(std::chrono::steady_clock::time_point deadline);
 
  private:
-  friend bool Spawn(const SpawnOptions&, Worker*, std::string*);
+  friend Status Spawn(const SpawnOptions&, Worker*);
   void Close();
   void KillGroup();
   pid_t pid_ = -1;
@@ -84,8 +83,8 @@ class Worker {
   bool killed_ = false;
 };
 
-// Starts the worker. On failure returns false with *error set.
-bool Spawn(const SpawnOptions& options, Worker* worker, std::string* error);
+// Starts the worker. Failures are kSandboxSetupFailed.
+Status Spawn(const SpawnOptions& options, Worker* worker);
 
 // The name of a syscall number on this architecture ("openat"), or "".
 std::string SyscallName(int nr);

@@ -23,7 +23,7 @@
 #include <functional>
 #include <string>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

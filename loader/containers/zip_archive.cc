@@ -7,7 +7,7 @@
 #include <cstring>
 #include <unordered_set>
 
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader {
 

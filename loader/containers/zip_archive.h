@@ -40,10 +40,10 @@
 
 #include "safemodel/status.h"
 
-#include "converter/byte_reader.h"
 #include "loader/containers/inflate.h"
 #include "loader/containers/zip_records.h"
 #include "loader/model.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

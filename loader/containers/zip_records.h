@@ -20,7 +20,7 @@
 
 #include "safemodel/status.h"
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

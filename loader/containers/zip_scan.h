@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

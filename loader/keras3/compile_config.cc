@@ -2,9 +2,9 @@
 
 #include <vector>
 
-#include "converter/byte_reader.h"
 #include "loader/keras_h5/keras_layers.h"
 #include "loader/keras_h5/marshal_scan.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::keras {
 

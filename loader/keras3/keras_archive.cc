@@ -12,6 +12,7 @@
 #include "loader/keras_h5/keras_config.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/pickle_formats.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader {
 
@@ -25,8 +26,6 @@ using keras3::Writer;
 constexpr char kSchema[] = "safemodel.keras/1";
 // Paths listed in one finding; the count is always given.
 constexpr size_t kMaxListed = 20;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 

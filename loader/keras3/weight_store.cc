@@ -3,19 +3,18 @@
 #include <algorithm>
 #include <map>
 
-#include "converter/keyed_hash.h"
+#include "loader/containers/zip_archive.h"
 #include "loader/keras_h5/h5_file.h"
 #include "loader/keras_h5/json_value.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/pickle_convert.h"
 #include "loader/pickle/pickle_machine.h"
-#include "loader/containers/zip_archive.h"
+#include "proto/base/keyed_hash.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::keras3 {
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 Status Bad(const std::string& message, std::string_view rule = "keras.weights") {
   return Status::Malformed(message + " [" + std::string(rule) + "]");

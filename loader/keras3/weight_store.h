@@ -41,9 +41,9 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/byte_reader.h"
 #include "loader/model.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::keras3 {
 

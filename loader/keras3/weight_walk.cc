@@ -3,14 +3,13 @@
 #include <map>
 #include <optional>
 
-#include "converter/byte_reader.h"
 #include "loader/keras_h5/keras_layers.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::keras3 {
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 Status Bad(const std::string& message) { return Status::Malformed(message + " [keras.weights]"); }
 

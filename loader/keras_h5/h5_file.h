@@ -36,13 +36,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
-#include "converter/byte_reader.h"
 #include "loader/model.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::h5 {
 

@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "converter/byte_reader.h"
-#include "converter/keyed_hash.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader {
 

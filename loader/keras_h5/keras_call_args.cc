@@ -1,12 +1,11 @@
 #include "loader/keras_h5/keras_call_args.h"
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::keras {
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 // A JSON key as it appears in a location (keys are untrusted and unbounded).
 std::string Key(const std::string& key) { return Printable(key, 64); }

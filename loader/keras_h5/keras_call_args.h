@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
 #include "safemodel/status.h"
 #include "safemodel/value.h"
 

@@ -5,11 +5,11 @@
 #include <unordered_set>
 #include <utility>
 
-#include "converter/byte_reader.h"
-#include "converter/keyed_hash.h"
 #include "loader/keras_h5/keras_call_args.h"
 #include "loader/keras_h5/keras_layers.h"
 #include "loader/keras_h5/marshal_scan.h"
+#include "proto/base/byte_reader.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader::keras {
 

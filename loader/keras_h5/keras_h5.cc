@@ -7,12 +7,12 @@
 #include <unordered_set>
 #include <vector>
 
-#include "converter/keyed_hash.h"
 #include "loader/keras_h5/h5_file.h"
 #include "loader/keras_h5/h5_memory_driver.h"
 #include "loader/keras_h5/json_value.h"
 #include "loader/keras_h5/keras_config.h"
 #include "loader/keras_h5/lzf_filter.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader {
 

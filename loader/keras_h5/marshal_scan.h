@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

@@ -21,9 +21,9 @@
 #include <memory>
 #include <string_view>
 
-#include "converter/byte_reader.h"
 #include "loader/numpy/npy_header.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

@@ -26,8 +26,8 @@
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
-#include "converter/byte_reader.h"
 #include "loader/model.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

@@ -17,8 +17,8 @@
 #include <cstdint>
 #include <string>
 
-#include "converter/byte_reader.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

@@ -16,9 +16,9 @@
 
 #include <string_view>
 
-#include "converter/byte_reader.h"
 #include "loader/numpy/npy_header.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::pickle {
 

@@ -19,8 +19,8 @@
 #include <utility>
 #include <vector>
 
-#include "converter/byte_reader.h"
 #include "loader/pickle/pickle_machine.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::pickle {
 

@@ -12,10 +12,10 @@
 
 #include "safemodel/limits.h"
 
-#include "converter/keyed_hash.h"
 #include "loader/pickle/pickle_run.h"
 #include "loader/pickle/text_codecs.h"
 #include "loader/stream.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader::pickle {
 

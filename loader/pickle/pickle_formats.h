@@ -27,8 +27,8 @@
 
 #include <memory>
 
-#include "converter/byte_reader.h"
 #include "loader/parser.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

@@ -25,8 +25,8 @@
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
-#include "converter/byte_reader.h"
 #include "loader/pickle/pickle_globals.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::pickle {
 

@@ -20,8 +20,8 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/keyed_hash.h"
 #include "loader/pickle/pickle_builder.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader::pickle {
 

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader::pickle {
 

@@ -6,7 +6,7 @@
 // first key object and the last value, in insertion order.
 //
 // Worst case: each lookup is O(1) expected: hashes are SipHash-2-4 under the
-// process key (converter/keyed_hash.h), so a file cannot choose keys that
+// process key (proto/base/keyed_hash.h), so a file cannot choose keys that
 // collide; containers below kIndexThreshold items are searched linearly.
 // Every object caches its hash, so hashing costs O(objects) over a run
 // however keys share parts; one equality test takes at most

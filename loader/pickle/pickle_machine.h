@@ -53,9 +53,9 @@
 
 #include "safemodel/status.h"
 
-#include "converter/byte_reader.h"
 #include "loader/parser.h"
 #include "loader/pickle/pickle_graph.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::pickle {
 

@@ -18,9 +18,9 @@
 #include <string>
 #include <string_view>
 
-#include "converter/byte_reader.h"
 #include "loader/parser.h"
 #include "loader/pickle/pickle_machine.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::pickle {
 

@@ -4,10 +4,10 @@
 #include <map>
 #include <set>
 
-#include "converter/keyed_hash.h"
 #include "loader/pickle/archive_scan.h"
 #include "loader/pickle/pickle_convert.h"
 #include "loader/pickle/pickle_run.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader {
 

@@ -27,10 +27,10 @@
 #include <cstdint>
 #include <memory>
 
-#include "converter/byte_reader.h"
 #include "loader/containers/zip_archive.h"
 #include "loader/parser.h"
 #include "loader/pickle/pickle_machine.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

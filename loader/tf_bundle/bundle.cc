@@ -5,6 +5,7 @@
 #include "loader/tf_bundle/crc32c.h"
 #include "loader/tf_bundle/proto_wire.h"
 #include "loader/tf_bundle/table.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::tf {
 
@@ -12,8 +13,6 @@ namespace {
 
 using proto::FieldSpec;
 using proto::WireType;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 Status Bad(const std::string& message, std::string_view rule) {
   return Status::Malformed(message + " [" + std::string(rule) + "]");

@@ -47,8 +47,8 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/byte_reader.h"
 #include "loader/model.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 

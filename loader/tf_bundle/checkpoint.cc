@@ -2,13 +2,12 @@
 
 #include <set>
 
-#include "converter/keyed_hash.h"
+#include "proto/base/keyed_hash.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::tf {
 
 namespace {
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 

@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 
 namespace safemodel::loader {
 

@@ -2,6 +2,7 @@
 
 #include "loader/tf_bundle/crc32c.h"
 #include "loader/tf_bundle/proto_wire.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::tf {
 
@@ -10,8 +11,6 @@ namespace {
 constexpr uint64_t kTrailerBytes = 5;  // type byte + masked CRC32C
 constexpr uint8_t kNoCompression = 0;
 constexpr uint8_t kSnappy = 1;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 Status Bad(std::string_view what, const std::string& message) {
   return Status::Malformed(std::string(what) + ": " + message + " [tf.table]");

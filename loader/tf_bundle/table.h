@@ -35,7 +35,7 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/status.h"
 
 namespace safemodel::loader::tf {

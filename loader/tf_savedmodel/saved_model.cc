@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <map>
 
-#include "converter/keyed_hash.h"
 #include "loader/keras3/compile_config.h"
 #include "loader/keras3/weight_walk.h"
 #include "loader/keras_h5/json_value.h"
@@ -12,6 +11,8 @@
 #include "loader/tf_bundle/bundle.h"
 #include "loader/tf_bundle/checkpoint.h"
 #include "loader/tf_savedmodel/saved_model_scan.h"
+#include "proto/base/keyed_hash.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::tf {
 
@@ -20,8 +21,6 @@ namespace {
 constexpr char kSchema[] = "safemodel.keras/1";
 // Ops and files listed in one finding; the count is always given.
 constexpr size_t kMaxListed = 20;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 bool StartsWith(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 

@@ -3,6 +3,7 @@
 #include <string_view>
 
 #include "loader/tf_bundle/proto_wire.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader::tf {
 
@@ -10,8 +11,6 @@ namespace {
 
 using proto::Field;
 using proto::WireType;
-
-std::string Num(uint64_t v) { return std::to_string(v); }
 
 Status Bad(const std::string& message) {
   return Status::Malformed("saved_model.pb: " + message + " [tf.saved_model]");

@@ -43,7 +43,7 @@
 #include <string>
 #include <vector>
 
-#include "converter/byte_reader.h"
+#include "proto/base/byte_reader.h"
 #include "safemodel/status.h"
 
 namespace safemodel::loader::tf {

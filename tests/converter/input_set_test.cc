@@ -12,9 +12,9 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "converter/digest.h"
 #include "converter/input_set.h"
-#include "proto/worker.pb.h"
+#include "converter/protocol/worker.pb.h"
+#include "proto/digest.h"
 #include "safemodel/convert.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
@@ -37,7 +37,7 @@ void ExpectRefusedBeforeWork(const ConvertReport& r, int exit_code, const std::s
                              const std::string& out) {
   EXPECT_EQ(ExitCodeFor(r.status.code()), exit_code) << r.status.ToString();
   EXPECT_NE(r.status.message().find(words), std::string::npos) << r.status.ToString();
-  EXPECT_EQ(r.worker.kind, "not_started") << r.status.ToString();
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted) << r.status.ToString();
   EXPECT_FALSE(Exists(out));
 }
 
@@ -147,7 +147,7 @@ TEST(InputSet, TooManyFilesOrBytesAreLimitsFoundBeforeAnyWork) {
   small.max_input_bytes = 1000;  // each file is below it, the model is not
   ConvertReport r = Convert(ckpt, dir.File("o"), small);
   EXPECT_EQ(ExitCodeFor(r.status.code()), 4) << r.status.ToString();
-  EXPECT_EQ(r.worker.kind, "not_started");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted);
   // 1,001 data files for one index: more than kMaxModelFiles.
   for (int i = 0; i <= 1000; ++i) {
     char name[64];

@@ -90,7 +90,7 @@ TEST(PipelineFaults, SpecialInputsAreUsageErrorsFoundBeforeAnyWork) {
     EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument) << path << ": " << r.status.ToString();
     EXPECT_EQ(ExitCodeFor(r.status.code()), 2);
     EXPECT_NE(r.status.message().find(why), std::string::npos) << r.status.ToString();
-    EXPECT_EQ(r.worker.kind, "not_started");
+    EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted);
   }
   close(sock);
   EXPECT_EQ(dir.List(), (std::vector<std::string>{"fifo", "sock"}));
@@ -204,7 +204,7 @@ TEST(PipelineFaults, AWorkerKilledFromOutsideIsReportedWithTheSignal) {
       EXPECT_NE(r.status.message().find("may use 314572800 bytes, --memory-limit"), std::string::npos)
           << r.status.ToString();
     }
-    EXPECT_EQ(r.worker.kind, "signaled");
+    EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kSignaled);
     EXPECT_EQ(r.worker.signal, sig);
     EXPECT_EQ(dir.List(), std::vector<std::string>{});
   }

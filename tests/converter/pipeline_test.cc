@@ -1,5 +1,6 @@
 // ConvertFile end to end through the real sandboxed worker: success reports,
 // determinism, atomic output, and every failure leaving nothing behind.
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,7 +10,7 @@
 
 #include <algorithm>
 
-#include "converter/digest.h"
+#include "proto/digest.h"
 #include "safemodel/convert.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
@@ -33,7 +34,7 @@ TEST(Pipeline, ConvertsAndReportsWhatHappened) {
   EXPECT_EQ(r.tensor_count, 5u);
   EXPECT_EQ(r.input_sha256, Sha256Hex(ReadFile(in)));
   EXPECT_EQ(r.output_bytes, ReadFile(dir.File("m.safemodel")).size());
-  EXPECT_EQ(r.worker.kind, "exited");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kExited);
   EXPECT_EQ(r.worker.exit_code, 0);
   EXPECT_TRUE(Contains(r.worker.isolation, "seccomp"));
   EXPECT_TRUE(Contains(r.worker.isolation, "no_new_privs"));
@@ -96,7 +97,7 @@ TEST(Pipeline, ARefusalLeavesNoFileAndKeepsAnExistingOutput) {
   r = Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel"));
   EXPECT_EQ(ExitCodeFor(r.status.code()), 2) << r.status.ToString();
   EXPECT_NE(r.status.message().find("exists; pass --force"), std::string::npos) << r.status.ToString();
-  EXPECT_EQ(r.worker.kind, "not_started") << "refused before any work";
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted) << "refused before any work";
   EXPECT_EQ(ReadFile(dir.File("m.safemodel")), "previous contents");
   ASSERT_TRUE(Convert(Fixture("numpy/f32.npy"), dir.File("m.safemodel"), force).status.ok());
   EXPECT_TRUE(Model::Open(dir.File("m.safemodel")).ok());
@@ -109,7 +110,7 @@ TEST(Pipeline, RefusesBadInputPathsBeforeStartingAWorker) {
   ConvertReport r = Convert(dir.File("link.npy"), out);
   EXPECT_EQ(ExitCodeFor(r.status.code()), 2) << r.status.ToString();
   EXPECT_NE(r.status.message().find("symbolic link"), std::string::npos);
-  EXPECT_EQ(r.worker.kind, "not_started");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted);
   EXPECT_EQ(ExitCodeFor(Convert(dir.File("missing.npy"), out).status.code()), 2);
   // A directory is listed as a model made of several files (input_set_test):
   // a link anywhere in it stops everything.
@@ -208,7 +209,7 @@ TEST(Pipeline, ALibraryStuckInALoopIsStoppedByTheTimeout) {
   ConvertReport r = Convert(Fixture("library_hangs/hang_global_heap.h5"), dir.File("out"), opt);
   EXPECT_EQ(r.status.code(), StatusCode::kTimeout) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 4);
-  EXPECT_EQ(r.worker.kind, "timeout");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kTimeout);
   EXPECT_LT(r.wall_seconds, 10.0);
   EXPECT_EQ(dir.List(), std::vector<std::string>{});
 }
@@ -221,6 +222,41 @@ TEST(Pipeline, AMissingWorkerIsASetupFailure) {
   EXPECT_EQ(r.status.code(), StatusCode::kSandboxSetupFailed) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 70);
   EXPECT_EQ(dir.List(), std::vector<std::string>{});
+}
+
+// Sets an environment variable for the life of the object.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+// $SAFEMODEL_WORKER names the worker for odd layouts; it wins over the one
+// beside this test program, and a wrong value fails instead of falling back.
+TEST(Pipeline, SafemodelWorkerEnvironmentVariableNamesTheWorker) {
+  TempDir dir;
+  {
+    ScopedEnv env("SAFEMODEL_WORKER", std::string(SAFEMODEL_BIN_DIR) + "/safemodel-worker");
+    ConvertReport r = Convert(Fixture("numpy/f32.npy"), dir.File("out"), ConvertOptions{});
+    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  }
+  {
+    ScopedEnv env("SAFEMODEL_WORKER", dir.File("no-worker"));
+    ConvertReport r = Convert(Fixture("numpy/f32.npy"), dir.File("out2"), ConvertOptions{});
+    EXPECT_EQ(r.status.code(), StatusCode::kSandboxSetupFailed) << r.status.ToString();
+  }
+  {
+    ScopedEnv env("SAFEMODEL_WORKER", "safemodel-worker");
+    ConvertReport r = Convert(Fixture("numpy/f32.npy"), dir.File("out3"), ConvertOptions{});
+    EXPECT_EQ(r.status.code(), StatusCode::kSandboxSetupFailed) << r.status.ToString();
+    EXPECT_NE(r.status.message().find("absolute"), std::string::npos) << r.status.ToString();
+  }
+  EXPECT_EQ(dir.List(), std::vector<std::string>{"out"});
 }
 
 }  // namespace

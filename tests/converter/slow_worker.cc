@@ -32,10 +32,11 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/format.h"
-#include "proto/worker.pb.h"
+#include "converter/protocol/worker.pb.h"
+#include "proto/wire/wire.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
+#include "sandbox/worker_protocol.h"
 
 namespace safemodel {
 namespace {
@@ -43,13 +44,7 @@ namespace {
 using sandbox::FrameType;
 using sandbox::kOutputFd;
 
-struct Args {
-  pid_t parent_pid = 0;
-  uint64_t input_size = 0;
-  uint64_t address_space = 0;
-  uint64_t cpu_seconds = 0;
-};
-
+// Numbers on its input line.
 bool ParseU64(std::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 19) return false;
   uint64_t v = 0;
@@ -61,29 +56,11 @@ bool ParseU64(std::string_view s, uint64_t* out) {
   return true;
 }
 
-bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg(argv[i]);
-    auto value = [&](std::string_view key, uint64_t* out) {
-      return arg.substr(0, key.size()) == key && ParseU64(arg.substr(key.size()), out);
-    };
-    uint64_t pid = 0, ignored = 0;
-    if (value("--parent-pid=", &pid)) {
-      a->parent_pid = static_cast<pid_t>(pid);
-    } else if (value("--input-size=", &a->input_size) || value("--address-space=", &a->address_space) ||
-               value("--cpu-seconds=", &a->cpu_seconds) || value("--memory-limit=", &ignored)) {
-    } else if (arg != "--weights_only" && arg != "--keep_optimizer") {
-      return false;
-    }
-  }
-  return a->parent_pid > 0;
-}
-
 void SendError(const std::string& message) {
   worker::WorkerError e;
   e.set_code(static_cast<uint32_t>(StatusCode::kMalformed));
   e.set_message(message);
-  std::string bytes = format::SerializeDeterministic(e);
+  std::string bytes = wire::SerializeDeterministic(e);
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
 }
 
@@ -94,7 +71,7 @@ bool SendHeader(uint64_t tensor_bytes) {
   t->set_name("t");
   t->set_dtype(v1::U8);
   t->add_shape(tensor_bytes);
-  std::string bytes = format::SerializeDeterministic(h);
+  std::string bytes = wire::SerializeDeterministic(h);
   return sandbox::WriteFrame(kOutputFd, FrameType::kHeader, bytes.data(), bytes.size());
 }
 
@@ -124,17 +101,19 @@ int Trickle(const uint8_t* input, uint64_t input_size, uint64_t n, uint64_t fram
   worker::WorkerDone d;
   d.set_tensors_sent(1);
   d.set_bytes_sent(sent);
-  std::string b = format::SerializeDeterministic(d);
+  std::string b = wire::SerializeDeterministic(d);
   return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size()) ? 0 : 1;
 }
 
 int Main(int argc, char** argv) {
-  Args args;
-  std::string error;
-  if (!ParseArgs(argc, argv, &args) || !sandbox::PrepareWorkerProcess(args.parent_pid, &error)) {
-    SendError("slow-worker: bad arguments or setup: " + error);
+  // The worker's contract; conversion options are accepted and ignored.
+  auto parsed = sandbox::ParseWorkerArgs(argc, argv);
+  Status setup = parsed.ok() ? sandbox::PrepareWorkerProcess(parsed->parent_pid) : parsed.status();
+  if (!setup.ok()) {
+    SendError("slow-worker: bad arguments or setup: " + setup.message());
     return 1;
   }
+  const sandbox::WorkerArgs& args = *parsed;
   struct stat st;
   if (fstat(sandbox::kInputFd, &st) != 0 || st.st_size <= 0) return 1;
   const auto size = static_cast<uint64_t>(st.st_size);
@@ -169,8 +148,8 @@ int Main(int argc, char** argv) {
 #endif
   lock.cpu_seconds = args.cpu_seconds;
   lock.parent_pid = args.parent_pid;
-  if (!sandbox::LockDown(lock, &layers, &error)) {
-    SendError("slow-worker: lockdown failed: " + error);
+  if (Status locked = sandbox::LockDown(lock, &layers); !locked.ok()) {
+    SendError("slow-worker: lockdown failed: " + locked.message());
     return 1;
   }
   if (!SendHeader(n)) return 1;

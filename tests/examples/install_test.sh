@@ -1,7 +1,8 @@
 #!/bin/sh
-# Installs the build into a scratch prefix, builds examples/consumer against
-# it with find_package(safemodel), and converts the bundled example model with
-# the installed worker. Usage: install_test.sh BUILD_DIR SOURCE_DIR
+# Installs the build into a scratch prefix, MOVES the prefix elsewhere (an
+# installed copy is relocatable), builds examples/consumer against it with
+# find_package(safemodel), and converts the bundled example model with the
+# installed worker. Usage: install_test.sh BUILD_DIR SOURCE_DIR
 set -eu
 build=$1
 src=$2
@@ -28,13 +29,34 @@ for prog in "$tmp/prefix/libexec/safemodel/safemodel-worker" "$tmp/prefix/bin/sa
     esac
   done
 done
-cmake -S "$src/examples/consumer" -B "$tmp/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+# Relocation: nothing below may depend on where the prefix was installed.
+mv "$tmp/prefix" "$tmp/moved"
+tmp_prefix=$tmp/moved
+cmake -S "$src/examples/consumer" -B "$tmp/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$tmp_prefix" >/dev/null
 cmake --build "$tmp/consumer" >/dev/null
 out=$("$tmp/consumer/library_usage" "$src/examples/models/mlp.npz" "$tmp/mlp.safemodel" out.kernel \
-      "$tmp/prefix/libexec/safemodel/safemodel-worker")
+      "$tmp_prefix/libexec/safemodel/safemodel-worker")
 echo "$out"
 echo "$out" | grep -q "^out.kernel\[0\] = "
 # The installed CLI finds its worker by itself.
-"$tmp/prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/cli.safemodel" --no-sync
+"$tmp_prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/cli.safemodel" --no-sync
 cmp "$tmp/mlp.safemodel" "$tmp/cli.safemodel"
+# The reader-only consumer, as an inference engine builds it: with
+# find_package(safemodel COMPONENTS format) in a project that asks for C++17
+# (the exported target raises it to C++20), and with pkg-config. Both link
+# the shared libsafemodel.so only, and read the file the CLI wrote.
+test -f "$tmp_prefix/lib/pkgconfig/safemodel.pc"
+cmake -S "$src/examples/reader" -B "$tmp/reader" -G Ninja -DCMAKE_PREFIX_PATH="$tmp_prefix" \
+      -DCMAKE_CXX_STANDARD=17 >/dev/null
+cmake --build "$tmp/reader" >/dev/null
+readelf -d "$tmp/reader/reader_only" | grep -q 'NEEDED.*\[libsafemodel\.so\.' || {
+  echo "the find_package reader does not link libsafemodel.so" >&2; exit 1; }
+"$tmp/reader/reader_only" "$tmp/cli.safemodel" | grep -q "^out.kernel f32 "
+export PKG_CONFIG_PATH="$tmp_prefix/lib/pkgconfig"
+# shellcheck disable=SC2046  # pkg-config's output is a list of flags
+c++ -std=c++20 -o "$tmp/reader_pc" "$src/examples/reader_only.cc" $(pkg-config --cflags --libs safemodel) \
+    -Wl,-rpath,"$(pkg-config --variable=libdir safemodel)"
+readelf -d "$tmp/reader_pc" | grep 'NEEDED' | grep -q -v -E 'seccomp|protobuf' || exit 1
+if readelf -d "$tmp/reader_pc" | grep -E 'NEEDED.*(seccomp|protobuf)'; then exit 1; fi
+"$tmp/reader_pc" "$tmp/cli.safemodel" | grep -q "^out.kernel f32 "
 echo "install test passed"

@@ -18,11 +18,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     safemodel::sandbox::FrameReader reader(
         in, std::chrono::steady_clock::now() + std::chrono::seconds(10));
     safemodel::ConvertReport report;
-    safemodel::WorkerStream stream;
+    safemodel::StreamOutcome stream;
     // The LOCKED frame is accepted as is: the /proc check needs a process.
     safemodel::ReadWorkerStream(reader, out, size, {}, safemodel::DigestAlgorithm::kXxh3_128,
                                 1ull << 30, nullptr, &report, &stream);
-    if (stream.done && stream.writer && stream.writer->complete()) {
+    if (stream.report == safemodel::StreamOutcome::Report::kDone && stream.writer &&
+        stream.writer->complete()) {
       (void)stream.writer->Finish(std::string(32, '\0'));
     }
   }

@@ -24,7 +24,7 @@
 
 #include <gtest/gtest.h>
 
-#include "proto/worker.pb.h"
+#include "converter/protocol/worker.pb.h"
 #include "safemodel/convert.h"
 #include "tests/sandbox/probe_util.h"
 
@@ -107,12 +107,18 @@ struct ParkedProbe {
     sandbox::SpawnOptions spawn;
     spawn.worker_path = ProbePath();
     spawn.input_fd = fd;
-    spawn.args = {"--parent-pid=" + std::to_string(parent)};
-    bool ok = sandbox::Spawn(spawn, &worker, &error);
+    sandbox::WorkerArgs args;
+    args.parent_pid = parent;
+    args.input_size = static_cast<uint64_t>(lseek(fd, 0, SEEK_END));
+    spawn.args = sandbox::EncodeWorkerArgs(args);
+    Status spawned = sandbox::Spawn(spawn, &worker);
     close(fd);
-    if (!ok) return false;
+    if (!spawned.ok()) {
+      error = spawned.message();
+      return false;
+    }
     sandbox::FrameReader reader(worker.channel_fd(), Clock::now() + std::chrono::seconds(20));
-    const uint64_t caps[sandbox::kMaxFrameType + 1] = {0, 0, 0, 0, 1 << 20, 0, 1024};
+    const sandbox::FrameCaps caps = {0, 0, 0, 0, 1 << 20, 0, 1024};
     sandbox::FrameHeader h;
     if (reader.Next(&h, caps) != sandbox::FrameReader::Result::kOk ||
         h.type != sandbox::FrameType::kLocked) {
@@ -263,7 +269,7 @@ TEST(CoreDump, NoCoreFileEvenWithCoreDumpsEnabled) {
 #endif
   TempDir control;
   rc = InHelper(control.path(), [] {
-    return RunProbe("segv", {.extra_args = {"--unconfined"}}).SignaledWith(SIGSEGV) ? 0 : 1;
+    return RunProbe("segv", {.flags = {"unconfined"}}).SignaledWith(SIGSEGV) ? 0 : 1;
   });
   ASSERT_EQ(rc, 0);
   std::vector<std::string> root_after = CoreFiles("/");

@@ -133,7 +133,7 @@ TEST(Isolation, LayersThatCannotBeObservedCannotBeRequired) {
     o.required_isolation = {layer};
     ConvertReport r = Convert(Fixture("numpy/f32.npy"), out.File("m.safemodel"), o);
     EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument) << layer << ": " << r.status.ToString();
-    EXPECT_EQ(r.worker.kind, "not_started");
+    EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kNotStarted);
   }
   ConvertOptions o;
   o.required_isolation = {"landlock"};
@@ -152,7 +152,7 @@ TEST(Aslr, AnInheritedNoRandomizeIsUndoneByAReexec) {
   ASSERT_GE(personality(static_cast<unsigned long>(before | ADDR_NO_RANDOMIZE)), 0);
   TempDir out;
   ConvertReport r = ConvertWithProbe("inventory", out);
-  ProbeRun control = RunProbe("inventory", {.extra_args = {"--unconfined"}});
+  ProbeRun control = RunProbe("inventory", {.flags = {"unconfined"}});
   personality(static_cast<unsigned long>(before));
 
   ASSERT_EQ(r.status.code(), StatusCode::kUnsupported) << r.status.ToString();
@@ -182,7 +182,7 @@ TEST(Descendants, AChildHoldingTheChannelIsKilledWithTheWorkersGroup) {
                                     "it was killed with the worker's process group"),
             std::string::npos)
       << r.status.message();
-  EXPECT_EQ(r.worker.kind, "exited");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kExited);
   EXPECT_EQ(r.worker.exit_code, 0) << "the worker itself ended normally";
   EXPECT_LT(r.wall_seconds, 5.0) << "the parent waited for the held channel";
   EXPECT_TRUE(Leftovers(out).empty()) << "a complete result is still refused";

@@ -2,7 +2,7 @@
 //
 // A hostile worker (sandbox-probe, passed with --worker as a replaced worker
 // binary would be) sends the most each frame kind may carry for the input's
-// size (converter/stream_limits.h) and, with "over", a little more. Each run
+// size (converter/protocol/stream_limits.h) and, with "over", a little more. Each run
 // is a fresh safe-convert process, so its peak resident memory
 // (parent_max_rss_bytes in the JSON report, getrusage's ru_maxrss) is that
 // of this stream alone. The bound: kParentBaseBytes + kParentBytesPerInputByte
@@ -16,7 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "converter/stream_limits.h"
+#include "converter/protocol/stream_limits.h"
 #include "tests/sandbox/probe_util.h"
 
 namespace safemodel::testing {

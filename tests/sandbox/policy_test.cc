@@ -88,8 +88,9 @@ TEST(PolicyGolden, CompiledFilterMatchesTheReviewedFile) {
 #if defined(SAFEMODEL_SANITIZER_BUILD)
   GTEST_SKIP() << "sanitizer builds compile a wider policy; the golden file is the production one";
 #endif
-  std::string pfc, error;
-  ASSERT_TRUE(ExportPolicyPfc(&pfc, &error)) << error;
+  auto exported = ExportPolicyPfc();
+  ASSERT_TRUE(exported.ok()) << exported.status().ToString();
+  const std::string& pfc = *exported;
   ASSERT_TRUE(testing::Exists(GoldenPath())) << GoldenPath();
   std::string golden = testing::ReadFile(GoldenPath());
   EXPECT_EQ(pfc, golden)

@@ -1,13 +1,13 @@
 // sandbox-probe modes that test the parent rather than the sandbox: text
 // that would drive a terminal, and the most each frame kind may carry for
-// the input's size (converter/stream_limits.h), or a little more ("over").
+// the input's size (converter/protocol/stream_limits.h), or a little more ("over").
 #include <algorithm>
 #include <cstdio>
 #include <string>
 
-#include "converter/format.h"
-#include "converter/stream_limits.h"
-#include "proto/worker.pb.h"
+#include "converter/protocol/stream_limits.h"
+#include "converter/protocol/worker.pb.h"
+#include "proto/wire/wire.h"
 #include "sandbox/frame_io.h"
 #include "tests/sandbox/probe.h"
 
@@ -15,6 +15,14 @@ namespace safemodel::probe {
 
 using sandbox::FrameType;
 using sandbox::kOutputFd;
+
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
 
 // A valid result whose names and findings hold terminal control sequences
 // and bidirectional overrides.
@@ -34,7 +42,7 @@ int DoHostileText(const Context&) {
   f->set_location("at \x1b]0;title\x07");
   f->set_message("ALL CLEAN\r\x1b[1A\xe2\x81\xa6 hidden");
   f->add_references("ref\x1b[0m");
-  std::string bytes = format::SerializeDeterministic(h);
+  std::string bytes = wire::SerializeDeterministic(h);
   if (!SendHeader(bytes)) return 1;
   for (int i = 0; i < 3; ++i) SendData(kTensor, sizeof kTensor);
   return SendDone(3, 3 * sizeof kTensor) ? 0 : 1;
@@ -50,7 +58,7 @@ int DoHostileError(const Context& ctx) {
   f->set_location("member '\x1b[31mevil\x1b[0m'");
   f->set_message("calls \xe2\x80\xaemetsys.so\xe2\x80\xac");
   f->add_references("os.system\x07");
-  std::string bytes = format::SerializeDeterministic(e);
+  std::string bytes = wire::SerializeDeterministic(e);
   (void)ctx;
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
   return 1;
@@ -83,9 +91,9 @@ int DoMaxTensors(const Context& ctx) {
     t->set_dtype(v1::F32);
     t->add_shape(0);
   }
-  std::string bytes = format::SerializeDeterministic(h);
+  std::string bytes = wire::SerializeDeterministic(h);
   h.Clear();
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+  return SendHeader(bytes) && SendDone(n, 0) ? 0 : 1;  // n empty tensors sent
 }
 
 // A list Value of `count` objects, in lists of 1000 (so that no single list
@@ -150,7 +158,7 @@ void FillFindings(const Context& ctx, google::protobuf::RepeatedPtrField<v1::Fin
   const StreamLimits limits = StreamLimitsFor(ctx.input_size);
   const uint64_t n = limits.findings;
   uint64_t per = limits.findings_bytes / n;
-  if (per > format::kMaxFindingTextBytes) per = format::kMaxFindingTextBytes;
+  if (per > wire::kMaxFindingTextBytes) per = wire::kMaxFindingTextBytes;
   for (uint64_t i = 0; i < n; ++i) {
     v1::Finding* f = out->Add();
     f->set_severity(severity);
@@ -166,7 +174,7 @@ int DoMaxFindings(const Context& ctx) {
   worker::WorkerHeader h;
   h.set_source_format("probe");
   FillFindings(ctx, h.mutable_findings(), "note");
-  std::string bytes = format::SerializeDeterministic(h);
+  std::string bytes = wire::SerializeDeterministic(h);
   h.Clear();
   return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
 }
@@ -174,9 +182,9 @@ int DoMaxFindings(const Context& ctx) {
 int DoMaxErrorFindings(const Context& ctx) {
   worker::WorkerError e;
   e.set_code(static_cast<uint32_t>(StatusCode::kRefused));
-  e.set_message(std::string(format::kMaxFindingTextBytes, 'e'));
+  e.set_message(std::string(wire::kMaxFindingTextBytes, 'e'));
   FillFindings(ctx, e.mutable_findings(), "refused");
-  std::string bytes = format::SerializeDeterministic(e);
+  std::string bytes = wire::SerializeDeterministic(e);
   e.Clear();
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
   return 1;
@@ -199,7 +207,7 @@ int DoMaxAll(const Context& ctx) {
     t->set_dtype(v1::F32);
     t->add_shape(0);
   }
-  std::string bytes = format::SerializeDeterministic(h);
+  std::string bytes = wire::SerializeDeterministic(h);
   h.Clear();
   if (bytes.size() + 64 < limits.header_bytes) {
     const uint64_t room = limits.header_bytes - bytes.size() - 32 + (Over(ctx) ? 64 : 0);
@@ -210,7 +218,7 @@ int DoMaxAll(const Context& ctx) {
     AppendVarint(&bytes, value.size());
     bytes += value;
   }
-  return SendHeader(bytes) && SendDone(0, 0) ? 0 : 1;
+  return SendHeader(bytes) && SendDone(tensors, 0) ? 0 : 1;  // all empty
 }
 
 // One tensor of 64 MiB in data frames of the largest size allowed.

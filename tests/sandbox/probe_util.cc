@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "proto/worker.pb.h"
+#include "converter/protocol/worker.pb.h"
 #include "sandbox/observe.h"
 
 namespace safemodel::testing {
@@ -47,18 +47,24 @@ ProbeRun RunProbe(const std::string& mode_line, const ProbeOptions& options) {
   spawn.worker_path = ProbePath();
   spawn.input_fd = fd;
   pid_t parent = options.parent_pid != 0 ? options.parent_pid : getpid();
-  spawn.args = {"--parent-pid=" + std::to_string(parent), "--input-size=" + std::to_string(size)};
-  spawn.args.insert(spawn.args.end(), options.extra_args.begin(), options.extra_args.end());
+  sandbox::WorkerArgs args;
+  args.parent_pid = parent;
+  args.input_size = static_cast<uint64_t>(size);
+  args.cpu_seconds = options.cpu_seconds;
+  args.flags = options.flags;
+  spawn.args = sandbox::EncodeWorkerArgs(args);
   sandbox::Worker worker;
-  run.spawned = sandbox::Spawn(spawn, &worker, &run.spawn_error);
+  Status spawned = sandbox::Spawn(spawn, &worker);
+  run.spawned = spawned.ok();
+  run.spawn_error = spawned.message();
   close(fd);
   if (!run.spawned) return run;
 
   const auto deadline = std::chrono::steady_clock::now() + options.timeout;
   sandbox::FrameReader reader(worker.channel_fd(), deadline, worker.exit_fd());
-  const uint64_t caps[sandbox::kMaxFrameType + 1] = {0,       1 << 20, 1 << 20, 1 << 20,
-                                                     1 << 20, sandbox::kViolationPayloadBytes,
-                                                     sandbox::kMaxLockedPayloadBytes};
+  const sandbox::FrameCaps caps = {0,       1 << 20, 1 << 20, 1 << 20,
+                                   1 << 20, sandbox::kViolationPayloadBytes,
+                                   sandbox::kMaxLockedPayloadBytes};
   for (;;) {
     sandbox::FrameHeader h;
     run.end = reader.Next(&h, caps);
@@ -74,17 +80,13 @@ ProbeRun RunProbe(const std::string& mode_line, const ProbeOptions& options) {
       run.observed = sandbox::ObserveIsolation(worker.pid());
       worker.Release();
     }
-    if (f.type == sandbox::FrameType::kViolation && f.payload.size() == 16 && !run.violation) {
-      auto u32 = [&](size_t off) {
-        uint32_t v = 0;
-        for (size_t i = 0; i < 4; ++i) {
-          v |= static_cast<uint32_t>(static_cast<uint8_t>(f.payload[off + i])) << (8 * i);
-        }
-        return v;
-      };
+    if (f.type == sandbox::FrameType::kViolation &&
+        f.payload.size() == sandbox::kViolationPayloadBytes && !run.violation) {
+      const sandbox::Violation v =
+          sandbox::DecodeViolation(reinterpret_cast<const uint8_t*>(f.payload.data()));
       run.violation = true;
-      run.syscall_nr = u32(0);
-      run.arch = u32(4);
+      run.syscall_nr = v.syscall_nr;
+      run.arch = v.arch;
     }
     if (f.type == sandbox::FrameType::kError && !run.error_frame) {
       worker::WorkerError e;

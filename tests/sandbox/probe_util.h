@@ -59,7 +59,8 @@ struct ProbeRun {
 };
 
 struct ProbeOptions {
-  std::vector<std::string> extra_args;  // e.g. "--unconfined", "--cpu-seconds=1"
+  std::vector<std::string> flags;  // the probe's flags without "--", e.g. "unconfined"
+  uint64_t cpu_seconds = 0;         // --cpu-seconds (0: no limit)
   std::chrono::milliseconds timeout{20'000};
   pid_t parent_pid = 0;  // 0 = this process
 };

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "proto/wire/wire.h"
 #include "safemodel/convert.h"
 #include "tests/sandbox/probe_util.h"
 
@@ -28,7 +29,7 @@ TEST(Limits, InfiniteLoopTimesOut) {
   ConvertReport r = ConvertWithProbe("spin", out, o);
   EXPECT_EQ(r.status.code(), StatusCode::kTimeout) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 4);
-  EXPECT_EQ(r.worker.kind, "timeout");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kTimeout);
   EXPECT_GE(r.wall_seconds, 0.9);
   EXPECT_LT(r.wall_seconds, 1.0 + 4.0) << "limit + grace";
   EXPECT_TRUE(Leftovers(out).empty()) << ::testing::PrintToString(out.List());
@@ -66,7 +67,7 @@ TEST(Limits, CpuHogHitsTheCpuLimit) {
   EXPECT_EQ(r.status.code(), StatusCode::kLimitExceeded) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 4);
   EXPECT_NE(r.status.message().find("CPU time limit"), std::string::npos) << r.status.message();
-  EXPECT_EQ(r.worker.kind, "signaled");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kSignaled);
   EXPECT_EQ(r.worker.signal, SIGXCPU);
   // The kernel checks RLIMIT_CPU against the scheduler's exact runtime, but
   // getrusage splits it into user and system time by tick samples, which
@@ -77,7 +78,7 @@ TEST(Limits, CpuHogHitsTheCpuLimit) {
 }
 
 TEST(Limits, CpuHogViaSupervisorGetsSigxcpu) {
-  ProbeRun run = RunProbe("spin", {.extra_args = {"--cpu-seconds=1"}});
+  ProbeRun run = RunProbe("spin", {.cpu_seconds = 1});
   EXPECT_TRUE(run.SignaledWith(SIGXCPU)) << run.Describe();
   EXPECT_FALSE(run.exit.killed_by_us);
 }
@@ -98,7 +99,7 @@ TEST_P(MemoryLimit, AllocationBeyondTheLimitIsACleanLimitError) {
   ConvertReport r = ConvertWithProbe(GetParam(), out, o);
   EXPECT_EQ(r.status.code(), StatusCode::kLimitExceeded) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 4);
-  EXPECT_EQ(r.worker.kind, "exited");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kExited);
   EXPECT_EQ(r.worker.exit_code, 1);
   // "... after N bytes (address space A)": the allocation stopped at the
   // limit the pipeline computed (input + memory limit + 1 GiB slack).
@@ -128,7 +129,7 @@ TEST(Crash, SegfaultIsWorkerCrashed) {
   ConvertReport r = ConvertWithProbe("segv", out);
   EXPECT_EQ(r.status.code(), StatusCode::kWorkerCrashed) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 5);
-  EXPECT_EQ(r.worker.kind, "signaled");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kSignaled);
   EXPECT_EQ(r.worker.signal, SIGSEGV);
   EXPECT_NE(r.status.message().find("SIGSEGV"), std::string::npos) << r.status.message();
   EXPECT_TRUE(Leftovers(out).empty());
@@ -184,6 +185,14 @@ const Hostile kHostile[] = {
     {"header-then-exit", StatusCode::kWorkerCrashed, "without completing its result"},
     {"done-early", StatusCode::kWorkerCrashed, "misses 8 bytes"},
     {"after-done", StatusCode::kWorkerCrashed, "frame after the end of the result"},
+    // The DONE frame's counts are checked against what arrived.
+    {"done-miscount", StatusCode::kWorkerCrashed,
+     "the done frame counts 2 tensors and 16 bytes, but 1 tensors and 16 bytes arrived"},
+    {"done-miscount bytes", StatusCode::kWorkerCrashed,
+     "the done frame counts 1 tensors and 15 bytes, but 1 tensors and 16 bytes arrived"},
+    // The options it echoes are the ones it was given (none here).
+    {"options-echo weights_only", StatusCode::kWorkerCrashed,
+     "the worker converted with options [weights_only], not the requested []"},
     {"second-header", StatusCode::kWorkerCrashed, "second header frame"},
     {"data-before-header", StatusCode::kWorkerCrashed, "tensor data before the header"},
     {"error-then-data", StatusCode::kWorkerCrashed, "frame after the end of the result"},
@@ -223,7 +232,7 @@ TEST_P(HostileStream, MappedToTheRightStatusWithNothingLeftBehind) {
   EXPECT_EQ(r.status.code(), h.code) << r.status.ToString();
   EXPECT_NE(r.status.message().find(h.message), std::string::npos)
       << "expected '" << h.message << "' in: " << r.status.message();
-  EXPECT_NE(r.worker.kind, "seccomp") << "a protocol error is not a sandbox violation";
+  EXPECT_NE(r.worker.kind, WorkerOutcome::Kind::kSeccomp) << "a protocol error is not a sandbox violation";
   EXPECT_LT(r.wall_seconds, 20.0) << "the parent must not wait for a misbehaving worker";
   EXPECT_TRUE(Leftovers(out).empty()) << "left behind: " << ::testing::PrintToString(out.List());
   EXPECT_EQ(CountOpenFds(), fds_before);
@@ -253,7 +262,7 @@ TEST(HostileHeader, HugeDeclaredTensorAllocatesAndWritesNothing) {
 // Header bombs: a few bytes per protobuf object. Parsing them unchecked would
 // cost the (trusted) parent ~50 bytes of memory per byte received, ~27 GB for
 // a header at its 512 MiB frame cap; the parse is refused before it allocates
-// (format::ParseBounded's object budget, 128 Ki objects plus one per 64 input
+// (wire::ParseBounded's object budget, 128 Ki objects plus one per 64 input
 // bytes; stream_limits.h). 300,000 objects fit the frame's byte cap (8 MiB
 // for this input) and exceed the object budget.
 class HeaderBomb : public ::testing::TestWithParam<const char*> {};

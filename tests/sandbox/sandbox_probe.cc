@@ -59,14 +59,16 @@
 #include <string_view>
 #include <vector>
 
-#include "converter/format.h"
-#include "converter/stream_limits.h"
-#include "proto/worker.pb.h"
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/stream_limits.h"
+#include "converter/protocol/worker.pb.h"
+#include "proto/wire/wire.h"
 #include "safemodel/status.h"
 #include "sandbox/frame_io.h"
 #include "sandbox/lockdown.h"
 #include "sandbox/policy.h"
 #include "sandbox/privileges.h"
+#include "sandbox/worker_protocol.h"
 #include "tests/sandbox/probe.h"
 
 extern char** environ;
@@ -83,7 +85,7 @@ void SendError(StatusCode code, const std::string& message, const Context& /*ctx
   worker::WorkerError e;
   e.set_code(static_cast<uint32_t>(code));
   e.set_message(message);
-  std::string bytes = format::SerializeDeterministic(e);
+  std::string bytes = wire::SerializeDeterministic(e);
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
 }
 
@@ -97,7 +99,7 @@ std::string HeaderBytes(const Context& /*ctx*/, const std::vector<std::string>& 
     t->set_dtype(static_cast<v1::DType>(dtype));
     for (uint64_t d : shape) t->add_shape(d);
   }
-  return format::SerializeDeterministic(h);
+  return wire::SerializeDeterministic(h);
 }
 
 bool SendHeader(const std::string& bytes) {
@@ -112,20 +114,14 @@ bool SendDone(uint64_t tensors, uint64_t bytes) {
   worker::WorkerDone d;
   d.set_tensors_sent(tensors);
   d.set_bytes_sent(bytes);
-  std::string b = format::SerializeDeterministic(d);
+  std::string b = wire::SerializeDeterministic(d);
   return sandbox::WriteFrame(kOutputFd, FrameType::kDone, b.data(), b.size());
-}
-
-void AppendVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
 }
 
 namespace {
 
+// A number in a mode's argument (the input line, not argv). Leaves *out
+// unchanged if `s` is not one.
 bool ParseU64(std::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 19) return false;
   uint64_t v = 0;
@@ -137,32 +133,30 @@ bool ParseU64(std::string_view s, uint64_t* out) {
   return true;
 }
 
+// The worker's argument contract (sandbox/worker_protocol.h), plus the
+// probe's own flags: --unconfined, or --print-policy-pfc alone.
 bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg(argv[i]);
-    auto value = [&](std::string_view key, uint64_t* out) {
-      return arg.substr(0, key.size()) == key && ParseU64(arg.substr(key.size()), out);
-    };
-    uint64_t pid = 0;
-    if (value("--parent-pid=", &pid)) {
-      a->parent_pid = static_cast<pid_t>(pid);
-    } else if (value("--input-size=", &a->input_size) ||
-               value("--address-space=", &a->address_space) ||
-               value("--memory-limit=", &a->memory_limit) ||
-               value("--cpu-seconds=", &a->cpu_seconds)) {
-    } else if (arg == "--unconfined") {
+  if (argc == 2 && std::string_view(argv[1]) == "--print-policy-pfc") {
+    a->print_pfc = true;
+    return true;
+  }
+  auto parsed = sandbox::ParseWorkerArgs(argc, argv);
+  if (!parsed.ok()) return false;
+  a->parent_pid = parsed->parent_pid;
+  a->input_size = parsed->input_size;
+  a->address_space = parsed->address_space;
+  a->memory_limit = parsed->memory_limit;
+  a->cpu_seconds = parsed->cpu_seconds;
+  a->reexecuted = parsed->reexecuted;
+  for (const std::string& flag : parsed->flags) {
+    if (flag == "unconfined") {
       a->unconfined = true;
-    } else if (arg == "--print-policy-pfc") {
-      a->print_pfc = true;
-    } else if (arg == sandbox::kReexecutedFlag) {
-      a->reexecuted = true;
-    } else if (arg == "--weights_only" || arg == "--keep_optimizer") {
-      // Accepted like the worker does; meaningless here.
-    } else {
+    } else if (flag != protocol::kOptionWeightsOnly && flag != protocol::kOptionKeepOptimizer) {
+      // (the conversion options are accepted, as by the worker)
       return false;
     }
   }
-  return a->print_pfc || a->parent_pid > 0;
+  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -550,6 +544,24 @@ int DoDoneEarly(const Context& ctx) {
   return SendDone(1, 8) ? 0 : 1;
 }
 
+// A complete result whose DONE frame miscounts what it sent.
+int DoDoneMiscount(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  SendData(kTensor, sizeof kTensor);
+  return ctx.argument == "bytes" ? (SendDone(1, sizeof kTensor - 1) ? 0 : 1)
+                                 : (SendDone(2, sizeof kTensor) ? 0 : 1);
+}
+
+// A header echoing options the worker was not given (the argument).
+int DoOptionsEcho(const Context& ctx) {
+  worker::WorkerHeader h;
+  if (!h.ParseFromString(HeaderBytes(ctx, {"t"}))) return 1;
+  h.add_options(ctx.argument);
+  SendHeader(wire::SerializeDeterministic(h));
+  SendData(kTensor, sizeof kTensor);
+  return SendDone(1, sizeof kTensor) ? 0 : 1;
+}
+
 int DoAfterDone(const Context& ctx) {
   if (SendValidResult(ctx) != 0) return 1;
   SendData(kTensor, sizeof kTensor);
@@ -825,6 +837,8 @@ const Mode kModes[] = {
     {"header-then-exit", nullptr, DoHeaderThenExit},
     {"done-early", nullptr, DoDoneEarly},
     {"after-done", nullptr, DoAfterDone},
+    {"done-miscount", nullptr, DoDoneMiscount},
+    {"options-echo", nullptr, DoOptionsEcho},
     {"second-header", nullptr, DoSecondHeader},
     {"data-before-header", nullptr, DoDataBeforeHeader},
     {"error-code", nullptr, DoErrorCode},
@@ -887,26 +901,28 @@ int Main(int argc, char** argv) {
     SendError(StatusCode::kInvalidArgument, "bad probe arguments", ctx);
     return 2;
   }
-  std::string error;
   // As the worker does, first (--unconfined: a control that leaves ASLR as
   // inherited).
-  if (!ctx.args.unconfined && !ctx.args.print_pfc &&
-      !sandbox::EnsureAddressRandomization(argc, argv, &error)) {
-    SendError(StatusCode::kSandboxSetupFailed, error, ctx);
-    return 1;
-  }
-  if (ctx.args.print_pfc) {
-    std::string pfc, pfc_error;
-    if (!sandbox::ExportPolicyPfc(&pfc, &pfc_error)) {
-      std::fprintf(stderr, "sandbox-probe: %s\n", pfc_error.c_str());
+  if (!ctx.args.unconfined && !ctx.args.print_pfc) {
+    if (Status aslr = sandbox::EnsureAddressRandomization(argc, argv); !aslr.ok()) {
+      SendError(StatusCode::kSandboxSetupFailed, aslr.message(), ctx);
       return 1;
     }
-    std::fwrite(pfc.data(), 1, pfc.size(), stdout);
+  }
+  if (ctx.args.print_pfc) {
+    auto pfc = sandbox::ExportPolicyPfc();
+    if (!pfc.ok()) {
+      std::fprintf(stderr, "sandbox-probe: %s\n", pfc.status().message().c_str());
+      return 1;
+    }
+    std::fwrite(pfc->data(), 1, pfc->size(), stdout);
     return std::fflush(stdout) == 0 ? 0 : 1;  // _exit skips stdio flushing
   }
-  if (!ctx.args.unconfined && !sandbox::PrepareWorkerProcess(ctx.args.parent_pid, &error)) {
-    SendError(StatusCode::kSandboxSetupFailed, error, ctx);
-    return 1;
+  if (!ctx.args.unconfined) {
+    if (Status prepared = sandbox::PrepareWorkerProcess(ctx.args.parent_pid); !prepared.ok()) {
+      SendError(StatusCode::kSandboxSetupFailed, prepared.message(), ctx);
+      return 1;
+    }
   }
   ctx.prepared_fds = ListFds();
 
@@ -953,8 +969,8 @@ int Main(int argc, char** argv) {
 #endif
     lock.cpu_seconds = ctx.args.cpu_seconds;
     lock.parent_pid = ctx.args.parent_pid;
-    if (!sandbox::LockDown(lock, &ctx.layers, &error)) {
-      SendError(StatusCode::kSandboxSetupFailed, "lockdown failed: " + error, ctx);
+    if (Status locked = sandbox::LockDown(lock, &ctx.layers); !locked.ok()) {
+      SendError(StatusCode::kSandboxSetupFailed, "lockdown failed: " + locked.message(), ctx);
       return 1;
     }
   }

@@ -128,7 +128,7 @@ TEST_P(ForbiddenSyscall, ReportedByConvertFileWithNoOutput) {
   ConvertReport r = ConvertWithProbe(f.mode, out);
   EXPECT_EQ(r.status.code(), StatusCode::kSandboxViolation) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 5);
-  EXPECT_EQ(r.worker.kind, "seccomp");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kSeccomp);
   EXPECT_EQ(r.worker.signal, SIGSYS);
   EXPECT_EQ(r.worker.syscall_nr, f.nr);
   EXPECT_EQ(r.worker.syscall_name, f.name);
@@ -167,7 +167,7 @@ TEST(Openat, CreatNeverRuns) {
 
   // Control: without lockdown the same code does create the file, so its
   // absence above is the sandbox's doing.
-  ProbeRun control = RunProbe("openat " + target, {.extra_args = {"--unconfined"}});
+  ProbeRun control = RunProbe("openat " + target, {.flags = {"unconfined"}});
   EXPECT_TRUE(control.exit.kind == sandbox::Worker::Exit::Kind::kExited &&
               control.exit.exit_code == 0)
       << control.Describe();
@@ -188,7 +188,7 @@ TEST(ForeignAbi, Int80IsKilledWithoutANumber) {
   ConvertReport r = ConvertWithProbe("int80", out);
   EXPECT_EQ(r.status.code(), StatusCode::kSandboxViolation) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 5);
-  EXPECT_EQ(r.worker.kind, "seccomp");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kSeccomp);
   EXPECT_EQ(r.worker.syscall_nr, -1);
   EXPECT_EQ(r.worker.syscall_name, "");
   EXPECT_NE(r.status.message().find("SIGSYS"), std::string::npos) << r.status.message();
@@ -207,7 +207,7 @@ TEST(ForeignAbi, X32NumberIsKilled) {
   ConvertReport r = ConvertWithProbe("x32", out);
   EXPECT_EQ(r.status.code(), StatusCode::kSandboxViolation) << r.status.ToString();
   EXPECT_EQ(ExitCodeFor(r.status.code()), 5);
-  EXPECT_EQ(r.worker.kind, "seccomp");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kSeccomp);
   EXPECT_TRUE(Leftovers(out).empty());
 }
 
@@ -218,7 +218,7 @@ TEST(Allowed, WorkerNeedsStillWork) {
   TempDir out;
   ConvertReport r = ConvertWithProbe("allowed", out);
   ASSERT_TRUE(r.status.ok()) << r.status.ToString();
-  EXPECT_EQ(r.worker.kind, "exited");
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kExited);
   EXPECT_EQ(r.worker.exit_code, 0);
   for (const char* layer : {"no_new_privs", "rlimits", "seccomp"}) {
     EXPECT_NE(std::find(r.worker.isolation.begin(), r.worker.isolation.end(), layer),

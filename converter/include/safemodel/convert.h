@@ -83,8 +83,10 @@ struct ConvertOptions {
   // a full disk), the bytes already written are incomplete and the status is
   // kIoError: a reader must check the exit status.
   int output_fd = -1;
-  // Path of safemodel-worker; empty = next to this library or executable,
-  // then the installed libexec location.
+  // Path of safemodel-worker; empty = $SAFEMODEL_WORKER (an absolute path),
+  // else next to the program or library holding the pipeline, else the
+  // install layout's libexec/safemodel/ relative to it (a moved prefix
+  // works), else the configured install prefix.
   std::string worker_path;
   // Isolation layers the parent must see in the locked-down worker's /proc
   // entry before it reads a single result frame, on top of the ones always
@@ -98,8 +100,18 @@ struct ConvertOptions {
 
 // How the worker process ended.
 struct WorkerOutcome {
-  // "exited" | "signaled" | "seccomp" | "timeout" | "not_started" | "unknown"
-  std::string kind = "not_started";
+  // The report's worker.outcome (WorkerOutcomeName gives the string).
+  enum class Kind {
+    kNotStarted,  // "not_started": the conversion ended before a worker ran
+    kExited,      // "exited": the worker exited by itself (exit_code)
+    kSignaled,    // "signaled": a signal ended it (signal): a crash, a limit, another process
+    kSeccomp,     // "seccomp": the sandbox stopped a forbidden system call (syscall_*)
+    kTimeout,     // "timeout": the wall-clock limit passed; the worker was killed
+    kKilled,      // "killed": this process killed it: the output failed (I/O error, no
+                  // space, --max-output-size) or a required isolation layer was missing
+    kUnknown,     // "unknown": how it ended could not be observed (wait failed)
+  };
+  Kind kind = Kind::kNotStarted;
   int exit_code = 0;
   int signal = 0;
   int syscall_nr = -1;       // on a seccomp violation
@@ -116,6 +128,10 @@ struct WorkerOutcome {
   // "cap_eff": "0000000000000000", ...), in the order read.
   std::vector<std::pair<std::string, std::string>> observed;
 };
+
+// "not_started", "exited", "signaled", "seccomp", "timeout", "killed" or
+// "unknown".
+const char* WorkerOutcomeName(WorkerOutcome::Kind kind);
 
 struct ConvertReport {
   Status status;  // ok, or what went wrong (ExitCodeFor gives the CLI exit code)

@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "converter/digest.h"
+#include "proto/digest.h"
 #include "safemodel/finding.h"
 #include "safemodel/status.h"
 #include "safemodel/value.h"

@@ -14,8 +14,8 @@
 
 #include "safemodel/reader.h"
 
-#include "converter/digest.h"
 #include "loader/keras_h5/lzf_filter.h"
+#include "proto/digest.h"
 
 namespace safemodel::testing {
 namespace {

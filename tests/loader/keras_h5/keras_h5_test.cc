@@ -18,7 +18,7 @@
 
 #include "safemodel/reader.h"
 
-#include "converter/digest.h"
+#include "proto/digest.h"
 
 namespace safemodel::testing {
 namespace {

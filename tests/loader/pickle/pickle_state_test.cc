@@ -16,10 +16,10 @@
 #include "tests/testing/loader_util.h"
 #include "tests/testing/test_util.h"
 
-#include "converter/keyed_hash.h"
 #include "loader/parser.h"
 #include "loader/pickle/pickle_machine.h"
 #include "loader/registry.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::testing {
 namespace {

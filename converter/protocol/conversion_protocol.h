@@ -1,0 +1,69 @@
+// The conversion's protocol on top of the sandbox's frames
+// (sandbox/worker_protocol.h), defined once for the worker
+// (converter/worker/) and the parent (converter/worker_stream.cc):
+//
+//   LOCKED (the sandbox's)  HEADER (WorkerHeader)  TENSOR_DATA*  DONE (WorkerDone)
+//   or, at any point, ERROR (WorkerError) and the end of the stream.
+//
+// The messages are in worker.proto; the size of what a worker may send for
+// an input of a given size is in stream_limits.h; the caps on each frame,
+// the conversion options the worker receives (as sandbox flags) and the
+// status codes it may report are here.
+#ifndef SAFEMODEL_CONVERTER_PROTOCOL_CONVERSION_PROTOCOL_H_
+#define SAFEMODEL_CONVERTER_PROTOCOL_CONVERSION_PROTOCOL_H_
+
+#include <cstdint>
+#include <string_view>
+
+#include "converter/protocol/stream_limits.h"
+#include "safemodel/status.h"
+#include "sandbox/worker_protocol.h"
+
+namespace safemodel::protocol {
+
+// A data frame carries at most this much; the worker sends frames of up to
+// 4 MiB (a gathered tile) and usually 1 MiB. The parent reuses one buffer.
+inline constexpr uint64_t kMaxDataFrameBytes = 16ull << 20;
+// A WorkerDone is two varints.
+inline constexpr uint64_t kMaxDoneFrameBytes = 4096;
+
+// The payload cap of every frame type for an input with `limits`.
+inline void FrameCapsFor(const StreamLimits& limits, sandbox::FrameCaps* caps) {
+  using sandbox::FrameType;
+  (*caps)[0] = 0;
+  (*caps)[static_cast<uint32_t>(FrameType::kHeader)] = limits.header_bytes;
+  (*caps)[static_cast<uint32_t>(FrameType::kTensorData)] = kMaxDataFrameBytes;
+  (*caps)[static_cast<uint32_t>(FrameType::kDone)] = kMaxDoneFrameBytes;
+  (*caps)[static_cast<uint32_t>(FrameType::kError)] = kMaxErrorFrameBytes;
+  (*caps)[static_cast<uint32_t>(FrameType::kViolation)] = sandbox::kViolationPayloadBytes;
+  (*caps)[static_cast<uint32_t>(FrameType::kLocked)] = sandbox::kMaxLockedPayloadBytes;
+}
+
+// Conversion options that change the output: passed to the worker as
+// sandbox flags (`--weights_only`), echoed in WorkerHeader.options (the
+// parent checks the echo), and recorded sorted in the output's provenance.
+inline constexpr std::string_view kOptionWeightsOnly = "weights_only";
+inline constexpr std::string_view kOptionKeepOptimizer = "keep_optimizer";
+
+// The codes a worker may report in an ERROR frame: what a parser or the
+// worker's own setup can find. Anything else (a crash, a timeout, an I/O
+// error of the output) is the parent's to determine, never the worker's
+// word.
+inline bool IsReportableWorkerCode(StatusCode code) {
+  switch (code) {
+    case StatusCode::kRefused:
+    case StatusCode::kMalformed:
+    case StatusCode::kUnsupported:
+    case StatusCode::kLimitExceeded:
+    case StatusCode::kInternal:
+    case StatusCode::kSandboxSetupFailed:
+    case StatusCode::kInvalidArgument:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace safemodel::protocol
+
+#endif  // SAFEMODEL_CONVERTER_PROTOCOL_CONVERSION_PROTOCOL_H_

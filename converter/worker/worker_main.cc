@@ -1,0 +1,363 @@
+// safemodel-worker: the sandboxed half of a conversion. The only file that
+// joins the sandbox and the parsers.
+//
+// Started by the parent (converter/pipeline.cc) with fd 3 = result channel,
+// fd 4 = input and fd 5 = control channel (sandbox/worker_protocol.h); for
+// a model made of several files, fd 4 holds their list
+// (worker::InputManifest) and the files are fds 6, 7, ...
+// (converter/input_set.h). Order matters: confine the process, map the
+// input, prepare libraries, lock down (and wait for the parent's go-ahead),
+// and only then parse. Results go out as frames
+// (converter/protocol/conversion_protocol.h); the process ends with _exit,
+// so no atexit handler (HDF5's, protobuf's) runs inside the sandbox.
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <new>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/stream_limits.h"
+#include "converter/protocol/worker.pb.h"
+#include "loader/files/model_files.h"
+#include "loader/model.h"
+#include "loader/parser.h"
+#include "loader/registry.h"
+#include "loader/stream.h"
+#include "proto/wire/wire.h"
+#include "safemodel/limits.h"
+#include "sandbox/frame_io.h"
+#include "sandbox/lockdown.h"
+#include "sandbox/privileges.h"
+#include "sandbox/worker_protocol.h"
+
+namespace safemodel {
+namespace {
+
+// The worker's arguments: the sandbox's contract and the conversion options
+// it carries as flags.
+struct Args {
+  sandbox::WorkerArgs worker;
+  bool weights_only = false;
+  bool keep_optimizer = false;
+};
+
+// The list of a multi-file model comes from the parent, but its names come
+// from the file system: 1,000 files with names of a few hundred bytes.
+constexpr uint64_t kMaxManifestBytes = 8 << 20;
+// A model of several files releases its input pages after this many output
+// bytes rather than after every tensor (a call per file each time): resident
+// input stays below the largest tensor plus this.
+constexpr uint64_t kReleaseInputBytes = 16 << 20;
+
+Status ParseArgs(int argc, char** argv, Args* a) {
+  SAFEMODEL_ASSIGN_OR_RETURN(a->worker, sandbox::ParseWorkerArgs(argc, argv));
+  for (const std::string& flag : a->worker.flags) {
+    if (flag == protocol::kOptionWeightsOnly) {
+      a->weights_only = true;
+    } else if (flag == protocol::kOptionKeepOptimizer) {
+      a->keep_optimizer = true;
+    } else {
+      return Status::InvalidArgument("unknown worker flag '--" + flag + "'");
+    }
+  }
+  // How many files, and how long their list: the sandbox keeps the
+  // descriptors open, the bounds are the conversion's.
+  if (a->worker.input_files > loader::kMaxModelFiles) {
+    return Status::InvalidArgument("more input files than " + std::to_string(loader::kMaxModelFiles));
+  }
+  if (a->worker.input_files > 0 &&
+      (a->worker.manifest_size == 0 || a->worker.manifest_size > kMaxManifestBytes)) {
+    return Status::InvalidArgument("the file list's size is not within 1.." +
+                                   std::to_string(kMaxManifestBytes));
+  }
+  return Status::Ok();
+}
+
+// The size of the input, for the stream limits (converter/protocol/stream_limits.h);
+// 0 until the arguments are parsed (then the base limits apply).
+uint64_t g_input_size = 0;
+
+// Error frames are best effort: if the parent is gone there is nobody to tell.
+void SendError(const Status& status, std::vector<Finding> findings) {
+  worker::WorkerError e;
+  e.set_code(static_cast<uint32_t>(status.code()));
+  std::string msg = status.message();
+  if (msg.size() > wire::kMaxFindingTextBytes) msg.resize(wire::kMaxFindingTextBytes);
+  if (!IsValidUtf8(msg)) msg = Printable(msg, wire::kMaxFindingTextBytes / 4);
+  e.set_message(msg);
+  // Within what the parent accepts for this input: the first findings and a
+  // note on how many more there were.
+  TrimFindings(&findings, StreamLimitsFor(g_input_size));
+  for (const Finding& f : findings) wire::FindingToProto(f, e.add_findings());
+  std::string bytes = wire::SerializeDeterministic(e);
+  sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
+}
+
+class FrameSink final : public loader::ChunkSink {
+ public:
+  Status Write(ByteView chunk) override {
+    if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorData, chunk.data(),
+                             chunk.size())) {
+      return Status::IoError("the parent closed the result channel");
+    }
+    bytes_ += chunk.size();
+    return Status::Ok();
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  uint64_t bytes_ = 0;
+};
+
+// `parse` reads the input, whose maps are `maps`.
+using ParseFn = std::function<Status(loader::ParseContext&, loader::ParsedModel*)>;
+
+Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Args& args,
+               loader::ParseContext& ctx) {
+  loader::ParsedModel model;
+  SAFEMODEL_RETURN_IF_ERROR(parse(ctx, &model));
+  if (ctx.refused()) return ctx.RefusedStatus();
+
+  // Canonical order: bytewise by name. Names must be unique.
+  std::sort(model.tensors.begin(), model.tensors.end(),
+            [](const loader::Tensor& a, const loader::Tensor& b) { return a.name < b.name; });
+  for (size_t i = 1; i < model.tensors.size(); ++i) {
+    if (model.tensors[i].name == model.tensors[i - 1].name) {
+      return Status::Malformed("two tensors are named '" + Printable(model.tensors[i].name) + "'");
+    }
+  }
+  const StreamLimits limits = StreamLimitsFor(args.worker.input_size);
+  if (model.tensors.size() > kMaxTensorCount || model.tensors.size() > limits.tensors) {
+    return Status::LimitExceeded(
+        std::to_string(model.tensors.size()) + " tensors exceed the limit of " +
+        std::to_string(std::min<uint64_t>(kMaxTensorCount, limits.tensors)) + " for an input of " +
+        std::to_string(args.worker.input_size) + " bytes (at least " +
+        std::to_string(kMinInputBytesPerTensor) + " input bytes per tensor)");
+  }
+
+  worker::WorkerHeader header;
+  header.set_source_format(model.source_format);
+  for (const loader::Tensor& t : model.tensors) {
+    v1::TensorInfo* o = header.add_tensors();
+    o->set_name(t.name);
+    o->set_dtype(static_cast<v1::DType>(t.dtype));
+    for (uint64_t d : t.shape) o->add_shape(d);
+    o->set_alias_of(t.alias_of);
+  }
+  if (!model.architecture.is_null()) {
+    SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.architecture, "architecture"));
+    wire::ValueToProto(model.architecture, header.mutable_architecture());
+  }
+  if (!model.metadata.is_null()) {
+    SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.metadata, "metadata"));
+    wire::ValueToProto(model.metadata, header.mutable_metadata());
+  }
+  std::vector<Finding> findings = ctx.findings();
+  findings.insert(findings.end(), model.findings.begin(), model.findings.end());
+  TrimFindings(&findings, limits);
+  for (const Finding& f : findings) wire::FindingToProto(f, header.add_findings());
+  if (args.weights_only) header.add_options(std::string(protocol::kOptionWeightsOnly));
+  if (args.keep_optimizer) header.add_options(std::string(protocol::kOptionKeepOptimizer));
+  std::string bytes = wire::SerializeDeterministic(header);
+  // The parent refuses a header beyond these (a compromised worker's); an
+  // honest one this large is refused here, with the reason.
+  if (bytes.size() > limits.header_bytes) {
+    return Status::LimitExceeded("the model's header would be " + std::to_string(bytes.size()) +
+                                 " bytes, over the limit of " + std::to_string(limits.header_bytes) +
+                                 " for an input of " + std::to_string(args.worker.input_size) + " bytes");
+  }
+  const uint64_t objects = wire::CountParsedObjects(header, AsBytes(bytes));
+  if (objects > limits.header_objects) {
+    return Status::LimitExceeded("the model's header holds " + std::to_string(objects) +
+                                 " objects (tensors, architecture nodes, findings), over the "
+                                 "limit of " + std::to_string(limits.header_objects) +
+                                 " for an input of " + std::to_string(args.worker.input_size) + " bytes");
+  }
+  if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kHeader, bytes.data(),
+                           bytes.size())) {
+    return Status::IoError("the parent closed the result channel");
+  }
+  header.Clear();
+
+  FrameSink sink;
+  uint64_t sent = 0;
+  uint64_t released = 0;  // sink.bytes() when the input's pages were last released
+  for (loader::Tensor& t : model.tensors) {
+    if (!t.alias_of.empty()) continue;
+    if (!t.source) return Status::Internal("tensor '" + Printable(t.name) + "' has no source");
+    // The elements are the input map or a buffer zero-filled before any
+    // library wrote into it (loader/model.h): no other worker memory is sent.
+    SAFEMODEL_ASSIGN_OR_RETURN(loader::Elements elements, t.source());
+    SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape,
+                                                     t.origin.empty() ? t.name : t.origin, sink));
+    t.source = nullptr;  // frees produced buffers and whatever the source held
+    // Pages of the input already converted leave our resident set (they stay
+    // in the page cache): memory does not grow with the input size. With
+    // many files (one call each) that is done every kReleaseInputBytes.
+    if (maps.size() == 1 || sink.bytes() - released >= kReleaseInputBytes) {
+      for (ByteView map : maps) {
+        if (!map.empty()) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_DONTNEED);
+      }
+      released = sink.bytes();
+    }
+    ++sent;
+  }
+  worker::WorkerDone done;
+  done.set_tensors_sent(sent);
+  done.set_bytes_sent(sink.bytes());
+  std::string done_bytes = wire::SerializeDeterministic(done);
+  if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kDone, done_bytes.data(),
+                           done_bytes.size())) {
+    return Status::IoError("the parent closed the result channel");
+  }
+  return Status::Ok();
+}
+
+// Maps fd `fd`, which must be a regular file of `size` bytes; closes it.
+Status MapFd(int fd, uint64_t size, const std::string& what, ByteView* out) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size) {
+    return Status(StatusCode::kSandboxSetupFailed, what + " is not the file the parent opened");
+  }
+  *out = ByteView();
+  if (size > 0) {
+    void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      return Status::IoError("cannot map " + what + ": " + std::strerror(errno));
+    }
+    *out = ByteView(static_cast<const uint8_t*>(map), size);
+  }
+  close(fd);
+  return Status::Ok();
+}
+
+Status MapInput(const Args& args, std::vector<ByteView>* maps) {
+  maps->emplace_back();
+  return MapFd(sandbox::kInputFd, args.worker.input_size, "the input", &maps->back());
+}
+
+// A model made of several files: the parent's list on fd 4, then one
+// descriptor per file. The list is checked against the descriptors here;
+// names and roles are checked again by the parsers (loader::ParseModelFiles).
+Status MapFiles(const Args& args, loader::InputFiles* files, std::vector<ByteView>* maps) {
+  ByteView manifest_bytes;
+  SAFEMODEL_RETURN_IF_ERROR(MapFd(sandbox::kInputFd, args.worker.manifest_size, "the file list", &manifest_bytes));
+  worker::InputManifest manifest;
+  const bool parsed = manifest.ParseFromArray(manifest_bytes.data(), static_cast<int>(manifest_bytes.size()));
+  munmap(const_cast<uint8_t*>(manifest_bytes.data()), manifest_bytes.size());
+  if (!parsed || !loader::IsValidModelKind(manifest.kind()) ||
+      static_cast<uint64_t>(manifest.files_size()) != args.worker.input_files) {
+    return Status(StatusCode::kSandboxSetupFailed, "the parent's file list is not valid");
+  }
+  files->kind = static_cast<loader::ModelKind>(manifest.kind());
+  for (const std::string& l : manifest.listed()) files->listed.push_back(l);
+  uint64_t total = 0;
+  for (int i = 0; i < manifest.files_size(); ++i) {
+    const worker::InputManifestFile& f = manifest.files(i);
+    if (!loader::IsValidFileRole(f.role()) || !CheckedAdd(total, f.size(), &total)) {
+      return Status(StatusCode::kSandboxSetupFailed, "the parent's file list is not valid");
+    }
+    maps->emplace_back();
+    SAFEMODEL_RETURN_IF_ERROR(MapFd(sandbox::kFirstFileFd + i, f.size(), "input file " + std::to_string(i),
+                                    &maps->back()));
+    files->files.push_back({static_cast<loader::FileRole>(f.role()), f.name(), maps->back()});
+  }
+  if (total != args.worker.input_size) {
+    return Status(StatusCode::kSandboxSetupFailed, "the parent's file list does not add up to the input size");
+  }
+  return Status::Ok();
+}
+
+// The C++ runtime initialises its unwinder on the first throw; do that while
+// every system call is still allowed.
+void WarmUpExceptions() {
+  try {
+    throw std::bad_alloc();
+  } catch (const std::bad_alloc&) {
+  }
+}
+
+int WorkerMain(int argc, char** argv) {
+  Args args;
+  std::vector<std::string> layers;
+  // Before anything else: a worker started with ASLR off re-executes itself.
+  if (Status aslr = sandbox::EnsureAddressRandomization(argc, argv); !aslr.ok()) {
+    SendError(aslr, {});
+    return 1;
+  }
+  if (Status parsed = ParseArgs(argc, argv, &args); !parsed.ok()) {
+    SendError(parsed.WithContext("bad worker arguments"), {});
+    return 1;
+  }
+  g_input_size = args.worker.input_size;
+  if (Status prepared = sandbox::PrepareWorkerProcess(
+          args.worker.parent_pid, static_cast<uint32_t>(args.worker.input_files));
+      !prepared.ok()) {
+    SendError(prepared, {});
+    return 1;
+  }
+  std::vector<ByteView> maps;
+  loader::InputFiles files;
+  if (Status mapped = args.worker.input_files > 0 ? MapFiles(args, &files, &maps) : MapInput(args, &maps);
+      !mapped.ok()) {
+    SendError(mapped, {});
+    return 1;
+  }
+
+  WarmUpExceptions();
+  Status prep = loader::PrepareLibraries();
+  if (!prep.ok()) {
+    SendError(Status(StatusCode::kSandboxSetupFailed, prep.message()), {});
+    return 1;
+  }
+  sandbox::LockdownOptions lock;
+#if !defined(SAFEMODEL_SANITIZER_BUILD)
+  lock.address_space_bytes = args.worker.address_space;
+#endif
+  lock.cpu_seconds = args.worker.cpu_seconds;
+  lock.parent_pid = args.worker.parent_pid;
+  if (Status locked = sandbox::LockDown(lock, &layers); !locked.ok()) {
+    SendError(locked.WithContext("lockdown failed"), {});
+    return 1;
+  }
+
+  // From here on: untrusted bytes, and only the sandbox's system calls.
+  loader::ParseOptions options;
+  options.memory_limit = args.worker.memory_limit;
+  options.weights_only = args.weights_only;
+  options.keep_optimizer = args.keep_optimizer;
+  loader::ParseContext ctx(options);
+  Status status;
+  try {
+    const ParseFn parse = [&](loader::ParseContext& c, loader::ParsedModel* model) {
+      return args.worker.input_files > 0 ? loader::ParseModelFiles(files, c, model)
+                                  : loader::ParseModel(maps[0], c, model);
+    };
+    status = Convert(parse, maps, args, ctx);
+  } catch (const std::bad_alloc&) {
+    status = Status::LimitExceeded("the worker ran out of memory (limit " +
+                                   std::to_string(args.worker.memory_limit) + " bytes)");
+  } catch (const std::exception& e) {
+    status = Status::Internal(std::string("unexpected exception in the worker: ") + e.what());
+  }
+  if (status.ok()) return 0;
+  try {
+    SendError(status, ctx.findings());
+  } catch (...) {
+    return 4;  // out of memory even for the error report
+  }
+  return 1;
+}
+
+}  // namespace
+}  // namespace safemodel
+
+int main(int argc, char** argv) { _exit(safemodel::WorkerMain(argc, argv)); }

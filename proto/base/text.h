@@ -1,0 +1,27 @@
+// Small text helpers for messages about, and checks of, untrusted text.
+#ifndef SAFEMODEL_PROTO_BASE_TEXT_H_
+#define SAFEMODEL_PROTO_BASE_TEXT_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "safemodel/status.h"
+
+namespace safemodel {
+
+// Decimal rendering of a count, size or offset for an error message.
+inline std::string Num(uint64_t v) { return std::to_string(v); }
+
+// The longest identifier a worker may send (a source format, an isolation
+// layer): the longest real one is 16 characters.
+inline constexpr size_t kMaxIdentifierBytes = 32;
+
+// kMalformed unless `s` is 1 to kMaxIdentifierBytes characters of
+// [a-z0-9_]; `what` names it in the message ("source format 'x' is not an
+// identifier").
+Status CheckIdentifier(std::string_view s, std::string_view what);
+
+}  // namespace safemodel
+
+#endif  // SAFEMODEL_PROTO_BASE_TEXT_H_

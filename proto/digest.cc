@@ -1,0 +1,75 @@
+#include "proto/digest.h"
+
+#include <openssl/evp.h>
+#include <xxhash.h>
+
+namespace safemodel {
+namespace {
+
+class Xxh3Hasher final : public Hasher {
+ public:
+  Xxh3Hasher() : state_(XXH3_createState()) { XXH3_128bits_reset(state_); }
+  ~Xxh3Hasher() override { XXH3_freeState(state_); }
+  Xxh3Hasher(const Xxh3Hasher&) = delete;
+  Xxh3Hasher& operator=(const Xxh3Hasher&) = delete;
+
+  void Update(ByteView bytes) override { XXH3_128bits_update(state_, bytes.data(), bytes.size()); }
+  std::string Finish() override {
+    XXH128_canonical_t canonical;
+    XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(state_));
+    XXH3_128bits_reset(state_);
+    return std::string(reinterpret_cast<const char*>(canonical.digest), sizeof canonical.digest);
+  }
+
+ private:
+  XXH3_state_t* state_;
+};
+
+class Sha256Hasher final : public Hasher {
+ public:
+  Sha256Hasher() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+  ~Sha256Hasher() override { EVP_MD_CTX_free(ctx_); }
+  Sha256Hasher(const Sha256Hasher&) = delete;
+  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
+
+  void Update(ByteView bytes) override { EVP_DigestUpdate(ctx_, bytes.data(), bytes.size()); }
+  std::string Finish() override {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, out, &len);
+    EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+    return std::string(reinterpret_cast<const char*>(out), len);
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+}  // namespace
+
+std::unique_ptr<Hasher> MakeHasher(DigestAlgorithm algorithm) {
+  if (algorithm == DigestAlgorithm::kSha256) return std::make_unique<Sha256Hasher>();
+  return std::make_unique<Xxh3Hasher>();
+}
+
+std::string Digest(DigestAlgorithm algorithm, ByteView bytes) {
+  auto h = MakeHasher(algorithm);
+  h->Update(bytes);
+  return h->Finish();
+}
+
+std::string Sha256(ByteView bytes) { return Digest(DigestAlgorithm::kSha256, bytes); }
+
+std::string ToHex(std::string_view bytes) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (char ch : bytes) {
+    auto c = static_cast<unsigned char>(ch);
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
+}  // namespace safemodel

@@ -1,0 +1,71 @@
+// The .safemodel container (proto/FORMAT.md): the fixed prefix and the
+// canonical tensor layout, shared by the reader and by the writer that lays
+// out (and so checks) the worker's proposal. The protobuf side of the format
+// (messages, Value and Finding conversions, bounded parsing) is
+// proto/wire/wire.h.
+//
+// Trust: every function here treats its input as untrusted.
+#ifndef SAFEMODEL_PROTO_FORMAT_H_
+#define SAFEMODEL_PROTO_FORMAT_H_
+
+#include <cstdint>
+#include <string>
+
+#include "proto/base/byte_reader.h"
+#include "proto/safemodel.pb.h"
+#include "safemodel/limits.h"
+#include "safemodel/status.h"
+
+namespace safemodel::format {
+
+// "\x89SFM\r\n\x1a\n": the high byte catches 7-bit transfers, CR LF catches
+// newline translation, 0x1a stops `type` on DOS (the PNG idea).
+inline constexpr uint8_t kMagic[8] = {0x89, 'S', 'F', 'M', '\r', '\n', 0x1a, '\n'};
+inline constexpr uint16_t kMajorVersion = 1;
+inline constexpr uint16_t kMinorVersion = 0;
+inline constexpr uint64_t kPrefixBytes = 64;
+// The data region starts on a page so that it can be mmapped and used in place.
+inline constexpr uint64_t kDataAlignment = 4096;
+// Every tensor starts on a cache line (AVX-512 loads, accelerator DMA)...
+inline constexpr uint64_t kTensorAlignment = 64;
+// ...and tensors of 1 MiB or more on a page, so they can be mapped on their own.
+inline constexpr uint64_t kLargeTensorAlignment = 4096;
+inline constexpr uint64_t kLargeTensorBytes = 1 << 20;
+
+struct Prefix {
+  uint16_t major = kMajorVersion;
+  uint16_t minor = kMinorVersion;
+  uint32_t flags = 0;
+  uint64_t header_off = kPrefixBytes;
+  uint64_t header_len = 0;
+  uint64_t data_off = 0;
+  uint64_t data_len = 0;
+  uint64_t trailer_off = 0;
+  uint64_t trailer_len = 0;
+};
+
+void EncodePrefix(const Prefix& prefix, uint8_t out[kPrefixBytes]);
+
+// Decodes and checks the prefix against the size of the whole file: magic,
+// known major version, flags zero, regions in order, aligned, and ending
+// exactly at the end of the file.
+Result<Prefix> DecodePrefix(ByteView prefix_bytes, uint64_t file_size);
+
+// Alignment required for a tensor of `nbytes` bytes.
+inline uint64_t TensorAlignmentFor(uint64_t nbytes) {
+  return nbytes >= kLargeTensorBytes ? kLargeTensorAlignment : kTensorAlignment;
+}
+
+// data_off for a header of `header_len` bytes.
+Result<uint64_t> DataOffsetFor(uint64_t header_len);
+
+// Checks the tensor table (count, names sorted and unique, dtypes, ranks,
+// aliases) and recomputes nbytes. With `assign_offsets` it then assigns the
+// canonical offsets and returns data_len; otherwise it checks that the stored
+// offsets and nbytes are exactly the canonical ones.
+Result<uint64_t> LayoutTensors(google::protobuf::RepeatedPtrField<v1::TensorInfo>* tensors,
+                               bool assign_offsets);
+
+}  // namespace safemodel::format
+
+#endif  // SAFEMODEL_PROTO_FORMAT_H_

@@ -1,0 +1,77 @@
+// The protobuf side of the .safemodel format and of the worker's messages:
+// Value and Finding to and from their messages, parsing with a byte, depth
+// and object budget, and deterministic serialisation. Everything a process
+// needs to speak the schema and nothing that touches a file or a digest, so
+// that the sandboxed worker links only this (proto/FORMAT.md has the rules).
+//
+// Trust: every function that takes bytes or a parsed message treats it as
+// untrusted.
+#ifndef SAFEMODEL_PROTO_WIRE_WIRE_H_
+#define SAFEMODEL_PROTO_WIRE_WIRE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "proto/base/byte_reader.h"
+#include "proto/safemodel.pb.h"
+#include "safemodel/finding.h"
+#include "safemodel/limits.h"
+#include "safemodel/status.h"
+#include "safemodel/value.h"
+
+namespace safemodel::wire {
+
+// Caps on provenance and findings text, so that a hostile worker cannot bloat
+// the header with prose.
+inline constexpr uint64_t kMaxFindings = 10'000;
+inline constexpr uint64_t kMaxFindingTextBytes = 64 * 1024;
+inline constexpr uint64_t kMaxOptions = 64;
+
+// Checks the findings and options lists (counts, text sizes, UTF-8).
+Status CheckFindings(const google::protobuf::RepeatedPtrField<v1::Finding>& findings);
+Status CheckOptions(const google::protobuf::RepeatedPtrField<std::string>& options);
+
+// Finding <-> protobuf. FindingToProto copies field by field, so a finding
+// that went through it carries no unknown fields.
+void FindingToProto(const Finding& finding, v1::Finding* out);
+Finding FindingFromProto(const v1::Finding& proto);
+
+// Value <-> protobuf, iteratively and depth-checked (kMaxValueDepth).
+void ValueToProto(const Value& value, v1::Value* out);
+Result<Value> ValueFromProto(const v1::Value& proto, std::string_view what);
+
+// Objects a parse may allocate: one per submessage, repeated string element
+// or unknown field. Protobuf spends ~100 bytes on an object that costs two
+// bytes on the wire (an empty TensorInfo), so without this cap a header of
+// kMaxHeaderBytes could make the parser allocate ~27 GB. The cap admits every
+// header within the format's limits: kMaxTensorCount tensors, two Value trees
+// of kMaxValueNodes nodes at up to three messages per node, and findings.
+inline constexpr uint64_t kMaxParsedObjects = kMaxTensorCount + 6 * kMaxValueNodes + 1'000'000;
+
+// Parses a protobuf message with a byte cap, a recursion limit deep enough
+// for kMaxValueDepth Value levels and no deeper, and at most `max_objects`
+// allocated objects (counted on the wire before anything is allocated).
+// Every text field must be valid UTF-8 (checked on the wire first, as
+// protobuf itself would for a `string` field, but without its logging).
+bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out,
+                  uint64_t max_objects = kMaxParsedObjects);
+
+// The number of objects parsing `bytes` as `message`'s type would allocate
+// (as ParseBounded counts them), or UINT64_MAX if the bytes are not
+// well-formed or nest too deeply.
+uint64_t CountParsedObjects(const google::protobuf::Message& message, ByteView bytes);
+
+// Checks a Value tree in place, as ValueFromProto would (depth, node count,
+// UTF-8 strings and keys, unique keys), and canonicalises it to what
+// ValueToProto(ValueFromProto(v)) would give: null for an unset kind, a
+// value for every map entry, no unknown fields. No copy of the tree is made,
+// so a hostile tree costs the parent one parse, not three.
+Status SanitizeValue(v1::Value* value, std::string_view what);
+
+// Deterministic serialization (fixed field order, no map reordering).
+std::string SerializeDeterministic(const google::protobuf::MessageLite& message);
+
+}  // namespace safemodel::wire
+
+#endif  // SAFEMODEL_PROTO_WIRE_WIRE_H_

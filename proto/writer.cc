@@ -1,0 +1,348 @@
+#include "proto/writer.h"
+
+#include <unistd.h>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "proto/wire/wire.h"
+#include "safemodel/limits.h"
+
+namespace safemodel {
+
+namespace {
+constexpr size_t kZeroBlock = 4096;
+const uint8_t kZeros[kZeroBlock] = {};
+}  // namespace
+
+Status SafemodelWriter::WriteAll(ByteView bytes) {
+  const uint8_t* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = write(fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::IoError(std::string("writing the output failed: ") + std::strerror(errno));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+    written_ += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status SafemodelWriter::WriteZeros(uint64_t n) {
+  while (n > 0) {
+    uint64_t step = n < kZeroBlock ? n : kZeroBlock;
+    SAFEMODEL_RETURN_IF_ERROR(WriteAll(ByteView(kZeros, step)));
+    n -= step;
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// The serialised provenance with the input digest's placeholder, and where
+// in the serialised header those 32 bytes sit. The provenance is field 6 of
+// the header; only digest_algorithm (field 7) follows it, so it ends
+// `after` bytes before the header does. The digest's place inside it is the
+// first byte that differs between zeros and ones there.
+struct ShaPlace {
+  std::string provenance;  // as serialised, with zeros in the digest
+  uint64_t provenance_at = 0;
+  uint64_t sha_at = 0;
+};
+
+Result<ShaPlace> LocateSha256(const v1::Header& header, uint64_t header_len) {
+  ShaPlace place;
+  v1::Provenance p = header.provenance();
+  p.set_input_sha256(std::string(32, '\0'));
+  place.provenance = wire::SerializeDeterministic(p);
+  p.set_input_sha256(std::string(32, '\xff'));
+  const std::string ones = wire::SerializeDeterministic(p);
+  uint64_t in_prov = 0;
+  while (in_prov < ones.size() && place.provenance[in_prov] == ones[in_prov]) ++in_prov;
+  v1::Header tail;
+  tail.set_digest_algorithm(header.digest_algorithm());
+  const uint64_t after = tail.ByteSizeLong();
+  if (ones.size() != place.provenance.size() || in_prov + 32 > ones.size() ||
+      header_len < ones.size() + after) {
+    return Status::Internal("cannot locate the input digest in the serialised header");
+  }
+  place.provenance_at = header_len - after - ones.size();
+  place.sha_at = place.provenance_at + in_prov;
+  return place;
+}
+
+}  // namespace
+
+Status SafemodelWriter::PwriteAll(ByteView bytes, uint64_t offset) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::IoError(std::string("writing the output failed: ") + std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status SafemodelWriter::PreadAll(uint8_t* out, uint64_t n, uint64_t offset) {
+  uint64_t done = 0;
+  while (done < n) {
+    ssize_t r = pread(fd_, out + done, n - done, static_cast<off_t>(offset + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      return Status::IoError(std::string("reading back the output failed: ") +
+                             (r < 0 ? std::strerror(errno) : "unexpected end of file"));
+    }
+    done += static_cast<uint64_t>(r);
+  }
+  return Status::Ok();
+}
+
+// Streams the header into the file rather than holding its serialisation:
+// it can be as large as the header limit.
+Status SafemodelWriter::StreamHeader(const v1::Header& header, uint64_t header_len) {
+  {
+    google::protobuf::io::FileOutputStream stream(fd_);
+    {
+      google::protobuf::io::CodedOutputStream coded(&stream);
+      coded.SetSerializationDeterministic(true);
+      header.SerializeWithCachedSizes(&coded);
+      if (coded.HadError()) return Status::IoError("writing the output header failed");
+    }
+    if (!stream.Flush() || stream.GetErrno() != 0) {
+      return Status::IoError(std::string("writing the output failed: ") +
+                             std::strerror(stream.GetErrno()));
+    }
+  }
+  written_ += header_len;
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Begin(int fd, v1::Header header) {
+  SAFEMODEL_ASSIGN_OR_RETURN(std::unique_ptr<SafemodelWriter> w, Plan(fd, std::move(header)));
+  SAFEMODEL_RETURN_IF_ERROR(w->WriteHeader());
+  return w;
+}
+
+Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, v1::Header header_value) {
+  // On the heap from here on: the sizes ByteSizeLong caches are what
+  // WriteHeader streams with, and a moved message does not carry its own.
+  auto header = std::make_unique<v1::Header>(std::move(header_value));
+  header->set_format_major(format::kMajorVersion);
+  header->set_format_minor(format::kMinorVersion);
+  if (header->digest_algorithm() == v1::DIGEST_INVALID) header->set_digest_algorithm(v1::XXH3_128);
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t data_len,
+                             format::LayoutTensors(header->mutable_tensors(), true));
+  // A placeholder of the final size: Finish() writes the real digest over it.
+  header->mutable_provenance()->set_input_sha256(std::string(32, '\0'));
+  const uint64_t header_len = header->ByteSizeLong();
+  if (header_len > kMaxHeaderBytes) {
+    return Status::LimitExceeded("the header would be " + std::to_string(header_len) +
+                                 " bytes, over the limit of " + std::to_string(kMaxHeaderBytes));
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(ShaPlace place, LocateSha256(*header, header_len));
+
+  const auto algorithm = static_cast<DigestAlgorithm>(header->digest_algorithm());
+  std::unique_ptr<SafemodelWriter> w(new SafemodelWriter(fd, algorithm));
+  w->sha_at_ = place.sha_at;
+  w->provenance_at_ = place.provenance_at;
+  w->provenance_ = std::move(place.provenance);
+  format::Prefix& p = w->prefix_;
+  p.header_len = header_len;
+  SAFEMODEL_ASSIGN_OR_RETURN(p.data_off, format::DataOffsetFor(p.header_len));
+  p.data_len = data_len;
+  p.trailer_off = p.data_off + data_len;
+  w->tensor_count_ = static_cast<size_t>(header->tensors_size());
+  w->hasher_ = MakeHasher(algorithm);
+  w->digest_size_ = w->hasher_->Finish().size();
+  w->pending_ = std::move(header);
+  return w;
+}
+
+Status SafemodelWriter::WriteHeader() {
+  if (!pending_ || current_ != -1 || written_ != 0) {
+    return Status::Internal("the header was already written");
+  }
+  std::unique_ptr<v1::Header> header = std::move(pending_);
+  // trailer_len is known only at Finish(); the prefix is rewritten then.
+  uint8_t prefix_bytes[format::kPrefixBytes];
+  format::EncodePrefix(prefix_, prefix_bytes);
+  SAFEMODEL_RETURN_IF_ERROR(WriteAll(ByteView(prefix_bytes, sizeof prefix_bytes)));
+  SAFEMODEL_RETURN_IF_ERROR(StreamHeader(*header, prefix_.header_len));
+  // The provenance is where it was computed to be.
+  std::string check(provenance_.size(), '\0');
+  SAFEMODEL_RETURN_IF_ERROR(PreadAll(reinterpret_cast<uint8_t*>(check.data()), check.size(),
+                                     format::kPrefixBytes + provenance_at_));
+  if (check != provenance_) {
+    return Status::Internal("the input digest is not where the header layout puts it");
+  }
+  provenance_ = std::string();
+
+  // What the data stream needs of each tensor, while the parsed entries are
+  // freed one by one (from the back, the only end a RepeatedPtrField
+  // releases). Both tables are deques, allocated in small blocks that reuse
+  // the memory the entries free, so the two never both exist in full.
+  auto* entries = header->mutable_tensors();
+  while (!entries->empty()) {
+    std::unique_ptr<v1::TensorInfo> t(entries->ReleaseLast());
+    tensors_.push_front({t->offset(), t->nbytes(), static_cast<uint32_t>(t->name().size()),
+                         !t->alias_of().empty(), t->dtype() == v1::BOOL});
+    names_.insert(names_.begin(), t->name().begin(), t->name().end());
+  }
+  header.reset();  // frees the rest (trees, findings) now
+  digests_.resize(tensors_.size() * digest_size_);
+  SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off - written_));
+  return Advance();
+}
+
+size_t SafemodelWriter::data_tensor_count() const {
+  size_t n = 0;
+  for (const Tensor& t : tensors_) n += t.alias ? 0 : 1;
+  return n;
+}
+
+// For error messages only: a linear walk is fine.
+std::string SafemodelWriter::Name(size_t i) const {
+  uint64_t at = 0;
+  for (size_t k = 0; k < i; ++k) at += tensors_[k].name_len;
+  auto first = names_.begin() + static_cast<std::ptrdiff_t>(at);
+  return std::string(first, first + tensors_[i].name_len);
+}
+
+uint64_t SafemodelWriter::planned_file_size() const {
+  // A trailer entry is a tag, a length and at most a 32-byte digest.
+  constexpr uint64_t kTrailerBytesPerTensor = 2 + 1 + 32;
+  return prefix_.trailer_off + 64 + kTrailerBytesPerTensor * static_cast<uint64_t>(tensor_count_);
+}
+
+Status SafemodelWriter::Advance() {
+  // Close the current tensor, then skip aliases and open the next one.
+  auto finish_digest = [&] {
+    const std::string d = hasher_->Finish();
+    std::copy(d.begin(), d.end(),
+              digests_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(current_) * digest_size_));
+  };
+  if (current_ >= 0 && static_cast<size_t>(current_) < tensors_.size()) finish_digest();
+  while (static_cast<size_t>(++current_) < tensors_.size()) {
+    const Tensor& t = tensors_[static_cast<size_t>(current_)];
+    if (t.alias) continue;
+    SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off + t.offset - written_));
+    remaining_ = t.nbytes;
+    if (remaining_ > 0) return Status::Ok();
+    finish_digest();
+  }
+  remaining_ = 0;
+  return Status::Ok();
+}
+
+Status SafemodelWriter::Append(ByteView bytes) {
+  if (bytes.empty()) return Status::Ok();
+  if (current_ < 0) return Status::Internal("tensor bytes before the header was written");
+  if (complete()) {
+    return Status::Malformed(std::to_string(bytes.size()) + " data bytes after the last tensor");
+  }
+  const size_t i = static_cast<size_t>(current_);
+  if (bytes.size() > remaining_) {
+    return Status::Malformed("tensor '" + Printable(Name(i)) + "' got " + std::to_string(bytes.size()) +
+                             " bytes but needs only " + std::to_string(remaining_) + " more");
+  }
+  if (tensors_[i].is_bool) {
+    // The worker checks this too; the parent does not rely on it.
+    if (size_t k = FirstNonBool(bytes); k < bytes.size()) {
+      return Status::Malformed("tensor '" + Printable(Name(i)) + "': a bool byte is " +
+                               std::to_string(bytes[k]) + " (a bool is 0 or 1)");
+    }
+  }
+  hasher_->Update(bytes);
+  SAFEMODEL_RETURN_IF_ERROR(WriteAll(bytes));
+  remaining_ -= bytes.size();
+  if (remaining_ == 0) SAFEMODEL_RETURN_IF_ERROR(Advance());
+  return Status::Ok();
+}
+
+Status SafemodelWriter::Finish(std::string_view input_sha256) {
+  if (current_ < 0) return Status::Internal("the header was not written");
+  if (!complete()) {
+    return Status::Malformed("the data stream ended with tensor '" +
+                             Printable(Name(static_cast<size_t>(current_))) + "' missing " +
+                             std::to_string(remaining_) + " bytes");
+  }
+  if (input_sha256.size() != 32) return Status::Internal("input digest is not 32 bytes");
+  SAFEMODEL_RETURN_IF_ERROR(PwriteAll(AsBytes(input_sha256), format::kPrefixBytes + sha_at_));
+
+  // The trailer (v1::Trailer) serialised as protobuf would, field by field
+  // and in field order, streamed to the file: one std::string per digest in
+  // a message would cost ~80 bytes per tensor. Aliases have an empty digest.
+  const uint8_t kAlgorithmTag = 0x08, kDigestTag = 0x12, kHeaderDigestTag = 0x1a;
+  std::string head;
+  head.push_back(static_cast<char>(kAlgorithmTag));
+  PutVarint(&head, static_cast<uint64_t>(algorithm_));
+  uint64_t trailer_len = head.size() + 2 + digest_size_;  // + header digest
+  for (const Tensor& t : tensors_) trailer_len += 2 + (t.alias ? 0 : digest_size_);
+  // The header digest covers the final prefix, whose trailer_len depends on
+  // the trailer, which holds the header digest: the digest's size is fixed
+  // per algorithm, so the length is known before the digest.
+  prefix_.trailer_len = trailer_len;
+  uint8_t prefix_bytes[format::kPrefixBytes];
+  format::EncodePrefix(prefix_, prefix_bytes);
+  auto hasher = MakeHasher(algorithm_);
+  hasher->Update(ByteView(prefix_bytes, sizeof prefix_bytes));
+  // The header as it is in the file now, read back in blocks.
+  {
+    constexpr uint64_t kBlock = 256 * 1024;
+    std::unique_ptr<uint8_t[]> block(new uint8_t[kBlock]);
+    for (uint64_t off = 0; off < prefix_.header_len; off += kBlock) {
+      const uint64_t n = std::min(kBlock, prefix_.header_len - off);
+      SAFEMODEL_RETURN_IF_ERROR(PreadAll(block.get(), n, format::kPrefixBytes + off));
+      hasher->Update(ByteView(block.get(), n));
+    }
+  }
+  const std::string header_digest = hasher->Finish();
+
+  SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(head)));
+  std::string chunk;
+  constexpr size_t kChunkBytes = 64 * 1024;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    chunk.push_back(static_cast<char>(kDigestTag));
+    if (tensors_[i].alias) {
+      chunk.push_back('\0');
+    } else {
+      chunk.push_back(static_cast<char>(digest_size_));
+      auto first = digests_.begin() + static_cast<std::ptrdiff_t>(i * digest_size_);
+      chunk.append(first, first + static_cast<std::ptrdiff_t>(digest_size_));
+    }
+    if (chunk.size() >= kChunkBytes) {
+      SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(chunk)));
+      chunk.clear();
+    }
+  }
+  chunk.push_back(static_cast<char>(kHeaderDigestTag));
+  chunk.push_back(static_cast<char>(header_digest.size()));
+  chunk += header_digest;
+  SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(chunk)));
+  if (written_ != prefix_.trailer_off + trailer_len) {
+    return Status::Internal("the trailer is not the size announced in the prefix");
+  }
+
+  // The prefix with its final trailer length (the header is final already).
+  return PwriteAll(ByteView(prefix_bytes, sizeof prefix_bytes), 0);
+}
+
+}  // namespace safemodel

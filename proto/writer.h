@@ -1,0 +1,109 @@
+// Streaming writer of .safemodel files (used by the parent process only).
+//
+// Begin() (or Plan(), then WriteHeader() once the planned size is reserved)
+// lays out the tensors canonically and writes the prefix and header;
+// Append() takes the data region bytes tensor by tensor, in header order,
+// writing zero padding itself and refusing any byte a tensor does not need;
+// Finish() fills in the input digest and writes the trailer. Digests are
+// computed here, by the trusted side, never taken from the worker.
+#ifndef SAFEMODEL_PROTO_WRITER_H_
+#define SAFEMODEL_PROTO_WRITER_H_
+
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "proto/base/byte_reader.h"
+#include "proto/digest.h"
+#include "proto/format.h"
+#include "proto/safemodel.pb.h"
+
+namespace safemodel {
+
+class SafemodelWriter {
+ public:
+  // `header` holds sorted tensors, architecture, metadata and provenance
+  // (input_sha256 is filled in by Finish). Offsets are assigned here. The
+  // header is streamed into the file, and only what the data stream needs is
+  // kept of it (per tensor: offset, size, kind, name and digest; ~40 bytes
+  // plus the name): its parsed form is freed before Begin returns.
+  // Begin is Plan followed by WriteHeader.
+  static Result<std::unique_ptr<SafemodelWriter>> Begin(int fd, v1::Header header);
+
+  // Lays the file out without writing anything, so that its size
+  // (planned_file_size) can be reserved before the first byte; errors are
+  // about the header only, never I/O. The parsed header is kept until
+  // WriteHeader.
+  static Result<std::unique_ptr<SafemodelWriter>> Plan(int fd, v1::Header header);
+  // Writes the prefix, the header and the padding before the first tensor,
+  // and frees the parsed header (keeping the compact per-tensor tables).
+  // Once only, after Plan; Append and Finish need it first.
+  Status WriteHeader();
+
+  // Appends bytes of the current tensor. Fails if they are more than the
+  // tensor still needs, or if every tensor is complete.
+  Status Append(ByteView bytes);
+
+  // Index (in header order) of the tensor the next bytes belong to, and how
+  // many bytes it still needs; index == tensor count when all are complete.
+  int current_tensor() const { return current_; }
+  uint64_t current_remaining() const { return remaining_; }
+  bool complete() const { return static_cast<size_t>(current_) == tensors_.size(); }
+  size_t tensor_count() const { return tensor_count_; }
+  // Tensors with bytes of their own (not aliases); known after WriteHeader.
+  size_t data_tensor_count() const;
+
+  // Writes provenance.input_sha256 (32 bytes) into the header in the file,
+  // digests the header as written (reading it back), writes the trailer and
+  // the final prefix. Fails unless every tensor is complete. The file must
+  // be open for reading as well.
+  Status Finish(std::string_view input_sha256);
+
+  // The size the finished file will have at most (the trailer's exact size
+  // is known only at Finish).
+  uint64_t planned_file_size() const;
+  uint64_t file_size() const { return written_; }
+
+ private:
+  struct Tensor {
+    uint64_t offset;
+    uint64_t nbytes;
+    uint32_t name_len;  // names_ holds the names one after the other
+    bool alias;
+    bool is_bool;
+  };
+  SafemodelWriter(int fd, DigestAlgorithm algorithm) : fd_(fd), algorithm_(algorithm) {}
+  Status WriteAll(ByteView bytes);
+  Status WriteZeros(uint64_t n);
+  Status StreamHeader(const v1::Header& header, uint64_t header_len);
+  Status PwriteAll(ByteView bytes, uint64_t offset);
+  Status PreadAll(uint8_t* out, uint64_t n, uint64_t offset);
+  // Moves to the next tensor that needs bytes, writing padding for it.
+  Status Advance();
+  std::string Name(size_t i) const;
+
+  int fd_;
+  DigestAlgorithm algorithm_;
+  size_t digest_size_ = 0;
+  // Deques: allocated in small blocks, which reuse what the parsed header
+  // freed instead of adding fresh pages (writer.cc, Begin).
+  std::deque<Tensor> tensors_;
+  std::deque<char> names_;
+  std::deque<char> digests_;  // digest_size_ bytes per tensor (unused for aliases)
+  format::Prefix prefix_;
+  std::unique_ptr<Hasher> hasher_;
+  uint64_t sha_at_ = 0;       // where provenance.input_sha256's bytes are in the header
+  // Between Plan and WriteHeader: the parsed header, and its serialised
+  // provenance with where it must land (checked after streaming).
+  std::unique_ptr<v1::Header> pending_;
+  std::string provenance_;
+  uint64_t provenance_at_ = 0;
+  size_t tensor_count_ = 0;
+  uint64_t written_ = 0;      // bytes written so far (file position)
+  int current_ = -1;
+  uint64_t remaining_ = 0;
+};
+
+}  // namespace safemodel
+
+#endif  // SAFEMODEL_PROTO_WRITER_H_
