@@ -27,6 +27,9 @@ Status PrepareLibraries();
 
 // Detects the format of `input` and parses it.
 // Trust: `input` is untrusted. Runs only in the sandboxed worker.
+// In a program without libhdf5 (hdf5_seam.h), an input that needs it fails
+// with kUnsupported and LinkedHdf5Seam().needed() turns true: the caller
+// then discards the result and has the input read where libhdf5 is.
 Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out);
 
 // A short description of what the leading bytes look like, for messages.
