@@ -40,8 +40,8 @@
 #ifndef SAFEMODEL_VERSION
 #define SAFEMODEL_VERSION "0.0.0"
 #endif
-#ifndef SAFEMODEL_INSTALL_WORKER
-#define SAFEMODEL_INSTALL_WORKER ""
+#ifndef SAFEMODEL_INSTALL_WORKER_DIR
+#define SAFEMODEL_INSTALL_WORKER_DIR ""
 #endif
 
 namespace safemodel {
@@ -115,24 +115,58 @@ bool ChannelClosed(int fd) {
   return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP) != 0;
 }
 
-std::string FindWorker(const ConvertOptions& options) {
-  if (!options.worker_path.empty()) return options.worker_path;
-  std::vector<std::string> candidates;
+// Where the workers are looked for when no path is given: next to this
+// library or executable, then in libexec beside it, then where they are
+// installed.
+std::vector<std::string> WorkerDirectories() {
+  std::vector<std::string> dirs;
   Dl_info info;
   if (dladdr(reinterpret_cast<void*>(&ConvertFile), &info) != 0 && info.dli_fname != nullptr) {
     std::error_code ec;
     auto self = std::filesystem::canonical(info.dli_fname, ec);
     if (!ec) {
-      candidates.push_back((self.parent_path() / "safemodel-worker").string());
-      candidates.push_back((self.parent_path().parent_path() / "libexec" / "safemodel" /
-                            "safemodel-worker").string());
+      dirs.push_back(self.parent_path().string());
+      dirs.push_back((self.parent_path().parent_path() / "libexec" / "safemodel").string());
     }
   }
-  if (std::string(SAFEMODEL_INSTALL_WORKER).size() > 0) candidates.push_back(SAFEMODEL_INSTALL_WORKER);
-  for (const std::string& c : candidates) {
+  if (std::string(SAFEMODEL_INSTALL_WORKER_DIR).size() > 0) dirs.push_back(SAFEMODEL_INSTALL_WORKER_DIR);
+  return dirs;
+}
+
+// The lean worker: options.worker_path, or the first one found.
+Result<std::string> FindLeanWorker(const ConvertOptions& options) {
+  if (!options.worker_path.empty()) return options.worker_path;
+  const std::string name(protocol::kLeanWorkerName);
+  for (const std::string& dir : WorkerDirectories()) {
+    const std::string c = dir + "/" + name;
     if (access(c.c_str(), X_OK) == 0) return c;
   }
-  return "";
+  return Status(StatusCode::kSandboxSetupFailed,
+                "cannot find the " + name + " executable next to the library or in " +
+                    std::string(SAFEMODEL_INSTALL_WORKER_DIR));
+}
+
+// The HDF5 worker: options.hdf5_worker_path, or the one beside the lean
+// worker the caller named (the two are a pair), or the first one found.
+Result<std::string> FindHdf5Worker(const ConvertOptions& options) {
+  if (!options.hdf5_worker_path.empty()) return options.hdf5_worker_path;
+  const std::string name(protocol::kHdf5WorkerName);
+  std::vector<std::string> dirs;
+  if (!options.worker_path.empty()) {
+    dirs.push_back(std::filesystem::path(options.worker_path).parent_path().string());
+    if (dirs.back().empty()) dirs.back() = ".";
+  } else {
+    dirs = WorkerDirectories();
+  }
+  for (const std::string& dir : dirs) {
+    const std::string c = dir + "/" + name;
+    if (access(c.c_str(), X_OK) == 0) return c;
+  }
+  std::string where;
+  for (const std::string& dir : dirs) where += (where.empty() ? "" : ", ") + dir;
+  return Status(StatusCode::kSandboxSetupFailed,
+                "the input needs libhdf5, and the " + name + " executable that reads it is not in " +
+                    where + " (--hdf5-worker names it)");
 }
 
 // The layers the parent must observe: the mandatory ones and those the
@@ -212,6 +246,66 @@ Status StartWorker(const std::string& worker_path, int in_fd, uint64_t input_siz
   return sandbox::Spawn(spawn, worker);
 }
 
+// What every worker run of one conversion shares.
+struct RunSetup {
+  InputFile* input;
+  WorkerLimits limits;
+  std::vector<std::string> options;  // sorted
+  std::vector<std::string> required_layers;
+  Clock::time_point deadline;        // of the whole conversion
+  uint64_t timeout_ms;
+  int out_fd;
+  DigestAlgorithm digest;
+  uint64_t max_output_bytes;
+};
+
+// Runs one worker on the input: starts it, checks its isolation, reads its
+// stream into *stream (the result into setup.out_fd) and classifies how it
+// ended into *verdict and report->worker. A non-OK return: it did not start.
+Status RunWorker(const RunSetup& setup, const std::string& path, bool hand_off_allowed,
+                 ConvertReport* report, StreamOutcome* stream, Verdict* verdict) {
+  report->worker.program = std::filesystem::path(path).filename().string();
+  const uint64_t input_size = setup.input->size();
+  sandbox::Worker worker;
+  SAFEMODEL_RETURN_IF_ERROR(StartWorker(path, setup.input->fd(), input_size, setup.limits,
+                                        setup.options, &worker));
+
+  // The reader also watches the worker's exit, so that a process it left
+  // behind holding the channel cannot keep the parent waiting.
+  sandbox::FrameReader reader(worker.channel_fd(), setup.deadline, worker.exit_fd());
+  const LockedHook on_locked = [&](const std::vector<std::string>&) {
+    return VerifyIsolation(worker, setup.required_layers, report);
+  };
+  ReadWorkerStream(reader, setup.out_fd, input_size, setup.options, setup.digest,
+                   setup.max_output_bytes, on_locked, report, stream, hand_off_allowed);
+  // A worker whose channel is closed is already exiting (after lockdown it
+  // cannot close fd 3): it is left to end, so that a signal from outside
+  // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
+  // stream it left behind (its exit shows in Wait within microseconds).
+  const bool exiting =
+      stream->end() == StreamEnd::kProtocolError && ChannelClosed(worker.channel_fd());
+  if (stream->end() != StreamEnd::kEof && !exiting) worker.Kill();
+  RunOutcome run;
+  run.stream = stream;
+  run.exit = worker.Wait(setup.deadline);
+  report->worker.max_rss_bytes = run.exit.max_rss_bytes;
+  report->worker.cpu_seconds = run.exit.cpu_seconds;
+  report->worker.exit_code = run.exit.exit_code;
+  report->worker.signal = run.exit.signal;
+  run.input_unchanged = setup.input->CheckUnchanged();
+  if (stream->end() == StreamEnd::kHeldOpen) run.held_open_detail = HeldOpenOutcome(worker.channel_fd());
+  run.timeout_ms = setup.timeout_ms;
+  run.limits = setup.limits;
+
+  // The verdict, most specific cause first; OK means the result may be
+  // committed.
+  *verdict = Classify(run);
+  report->worker.kind = verdict->kind;
+  report->worker.syscall_nr = verdict->syscall_nr;
+  report->worker.syscall_name = verdict->syscall_name;
+  return Status::Ok();
+}
+
 }  // namespace
 
 uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes) {
@@ -266,52 +360,27 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   report->options = options;
 
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
-  const std::string worker_path = FindWorker(opt);
-  if (worker_path.empty()) {
-    return Status(StatusCode::kSandboxSetupFailed,
-                  "cannot find the safemodel-worker executable next to the library or in " +
-                      std::string(SAFEMODEL_INSTALL_WORKER));
-  }
+  const RunSetup setup{&input, limits, options, required_layers, deadline, timeout_ms, out->fd(),
+                       opt.digest, opt.max_output_bytes};
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::string lean_worker, FindLeanWorker(opt));
 
   InputHasher hasher;
   hasher.Start(in_fd, input_size);
-  sandbox::Worker worker;
-  SAFEMODEL_RETURN_IF_ERROR(StartWorker(worker_path, in_fd, input_size, limits, options, &worker));
-
-  // The reader also watches the worker's exit, so that a process it left
-  // behind holding the channel cannot keep the parent waiting.
-  sandbox::FrameReader reader(worker.channel_fd(), deadline, worker.exit_fd());
   StreamOutcome stream;
-  const LockedHook on_locked = [&](const std::vector<std::string>&) {
-    return VerifyIsolation(worker, required_layers, report);
-  };
-  ReadWorkerStream(reader, out->fd(), input_size, options, opt.digest, opt.max_output_bytes,
-                   on_locked, report, &stream);
-  // A worker whose channel is closed is already exiting (after lockdown it
-  // cannot close fd 3): it is left to end, so that a signal from outside
-  // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
-  // stream it left behind (its exit shows in Wait within microseconds).
-  const bool exiting =
-      stream.end() == StreamEnd::kProtocolError && ChannelClosed(worker.channel_fd());
-  if (stream.end() != StreamEnd::kEof && !exiting) worker.Kill();
-  RunOutcome run;
-  run.stream = &stream;
-  run.exit = worker.Wait(deadline);
-  report->worker.max_rss_bytes = run.exit.max_rss_bytes;
-  report->worker.cpu_seconds = run.exit.cpu_seconds;
-  report->worker.exit_code = run.exit.exit_code;
-  report->worker.signal = run.exit.signal;
-  run.input_unchanged = input.CheckUnchanged();
-  if (stream.end() == StreamEnd::kHeldOpen) run.held_open_detail = HeldOpenOutcome(worker.channel_fd());
-  run.timeout_ms = timeout_ms;
-  run.limits = limits;
-
-  // The verdict, most specific cause first; OK means the result may be
-  // committed.
-  Verdict verdict = Classify(run);
-  report->worker.kind = verdict.kind;
-  report->worker.syscall_nr = verdict.syscall_nr;
-  report->worker.syscall_name = std::move(verdict.syscall_name);
+  Verdict verdict;
+  SAFEMODEL_RETURN_IF_ERROR(
+      RunWorker(setup, lean_worker, /*hand_off_allowed=*/true, report, &stream, &verdict));
+  if (verdict.hand_off) {
+    // The lean worker sent nothing but the request (the stream reader saw
+    // to it): the HDF5 worker converts the input from the start, and may not
+    // hand it off again.
+    report->worker = WorkerOutcome();
+    report->worker.hand_off = true;
+    SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5_worker, FindHdf5Worker(opt));
+    stream = StreamOutcome();
+    SAFEMODEL_RETURN_IF_ERROR(
+        RunWorker(setup, hdf5_worker, /*hand_off_allowed=*/false, report, &stream, &verdict));
+  }
   SAFEMODEL_RETURN_IF_ERROR(verdict.status);
 
   // A short read of the hasher is the input changing, if it did.
