@@ -129,7 +129,9 @@ std::vector<std::string> WorkerDirectories() {
       dirs.push_back((self.parent_path().parent_path() / "libexec" / "safemodel").string());
     }
   }
-  if (std::string(SAFEMODEL_INSTALL_WORKER_DIR).size() > 0) dirs.push_back(SAFEMODEL_INSTALL_WORKER_DIR);
+  if (std::string(SAFEMODEL_INSTALL_WORKER_DIR).size() > 0) {
+    dirs.push_back(SAFEMODEL_INSTALL_WORKER_DIR);
+  }
   return dirs;
 }
 
@@ -252,7 +254,7 @@ struct RunSetup {
   WorkerLimits limits;
   std::vector<std::string> options;  // sorted
   std::vector<std::string> required_layers;
-  Clock::time_point deadline;        // of the whole conversion
+  Clock::time_point deadline;  // of the whole conversion
   uint64_t timeout_ms;
   int out_fd;
   DigestAlgorithm digest;
@@ -293,7 +295,9 @@ Status RunWorker(const RunSetup& setup, const std::string& path, bool hand_off_a
   report->worker.exit_code = run.exit.exit_code;
   report->worker.signal = run.exit.signal;
   run.input_unchanged = setup.input->CheckUnchanged();
-  if (stream->end() == StreamEnd::kHeldOpen) run.held_open_detail = HeldOpenOutcome(worker.channel_fd());
+  if (stream->end() == StreamEnd::kHeldOpen) {
+    run.held_open_detail = HeldOpenOutcome(worker.channel_fd());
+  }
   run.timeout_ms = setup.timeout_ms;
   run.limits = setup.limits;
 

@@ -278,7 +278,8 @@ class StreamReader {
   // A hand-off request: conversion_protocol.h lists when it is valid.
   bool OnHandOff(const worker::WorkerError& we) {
     if (we.hand_off() != worker::HAND_OFF_HDF5_WORKER) {
-      return Fail("the worker asked for an unknown hand-off (" + Num(static_cast<uint64_t>(we.hand_off())) + ")");
+      return Fail("the worker asked for an unknown hand-off (" +
+                  Num(static_cast<uint64_t>(we.hand_off())) + ")");
     }
     if (!hand_off_allowed_) {
       return Fail("a hand-off to the HDF5 worker from a worker that may not ask for one "

@@ -246,7 +246,8 @@ TEST(Classify, AHandOffIsItsOwnVerdict) {
 
   FakeRun broken(Exited(1));
   broken.stream.report = StreamOutcome::Report::kHandOff;
-  broken.stream.End(StreamEnd::kProtocolError, Status::Malformed("frame after the end of the result"));
+  broken.stream.End(StreamEnd::kProtocolError,
+                    Status::Malformed("frame after the end of the result"));
   v = broken.Classify();
   EXPECT_FALSE(v.hand_off);
   ExpectVerdict(v, StatusCode::kWorkerCrashed, "frame after the end of the result", Kind::kExited);

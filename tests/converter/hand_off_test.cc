@@ -65,7 +65,8 @@ TEST(HandOff, NpyIsConvertedByTheLeanWorkerAlone) {
 }
 
 TEST(HandOff, KerasH5IsHandedToTheHdf5Worker) {
-  ConvertReport r = ExpectSameAsHdf5WorkerAlone(SAFEMODEL_SOURCE_DIR "/examples/models/keras_cnn.h5");
+  ConvertReport r =
+      ExpectSameAsHdf5WorkerAlone(SAFEMODEL_SOURCE_DIR "/examples/models/keras_cnn.h5");
   ASSERT_TRUE(r.status.ok()) << Describe(r);
   EXPECT_EQ(r.worker.program, "safemodel-worker-hdf5");
   EXPECT_TRUE(r.worker.hand_off);
@@ -89,7 +90,8 @@ TEST(HandOff, NpyWithAnHdf5UserBlockIsHandedOff) {
   std::string npy = NpyBytes(64);
   ASSERT_LT(npy.size(), 512u);
   npy.resize(512, '\0');
-  for (const char* h5 : {"/examples/models/keras_cnn.h5", "/tests/fixtures/keras_h5/bidi_lambda.h5"}) {
+  for (const char* h5 :
+       {"/examples/models/keras_cnn.h5", "/tests/fixtures/keras_h5/bidi_lambda.h5"}) {
     WriteFile(dir.File("poly.npy"), npy + ReadFile(std::string(SAFEMODEL_SOURCE_DIR) + h5));
     ConvertReport r = ExpectSameAsHdf5WorkerAlone(dir.File("poly.npy"));
     EXPECT_FALSE(r.status.ok()) << Describe(r);

@@ -8,11 +8,12 @@
 // back over a pipe. That worker links no libhdf5; an input that needs it
 // (Keras .h5, anything libhdf5 finds a superblock in) is converted again,
 // from the start, by `safemodel-worker-hdf5`, installed beside it, which
-// links every parser (the report's worker.hand_off). This process re-validates everything the worker sends,
-// computes every digest itself, and writes the output to a temporary file in
-// the output directory that gets the output's name only when the worker ended
-// cleanly, the input did not change meanwhile, and every check passed. On any
-// failure the output path is as it was before the call.
+// links every parser (the report's worker.hand_off). This process
+// re-validates everything the worker sends, computes every digest itself, and
+// writes the output to a temporary file in the output directory that gets the
+// output's name only when the worker ended cleanly, the input did not change
+// meanwhile, and every check passed. On any failure the output path is as it
+// was before the call.
 //
 // The output path (README "Output files"):
 //  * must not exist, or be a regular file and `force` be set; a symbolic
