@@ -90,7 +90,7 @@ Status SignalVerdict(const sandbox::Worker::Exit& exit, const WorkerLimits& limi
   }
 }
 
-Verdict Fail(Kind kind, Status status) { return {std::move(status), kind, -1, ""}; }
+Verdict Fail(Kind kind, Status status) { return {std::move(status), false, kind, -1, ""}; }
 
 // The seccomp verdict: a VIOLATION frame names the call; a SIGSYS the
 // worker did not get from us without one is the filter's KILL_PROCESS for a
@@ -147,6 +147,11 @@ Verdict Classify(const RunOutcome& run) {
   }
   if (exit.kind == ExitKind::kSignaled) return Fail(kind, SignalVerdict(exit, run.limits));
   if (stream.report == StreamOutcome::Report::kError) return Fail(kind, stream.worker_error);
+  if (stream.report == StreamOutcome::Report::kHandOff) {
+    Verdict v = Fail(kind, Status::Unsupported("the input needs the HDF5 worker"));
+    v.hand_off = true;
+    return v;
+  }
   if (exit.exit_code != 0) {
     return Fail(kind, Status(StatusCode::kWorkerCrashed,
                              "the worker exited with code " +
@@ -157,7 +162,7 @@ Verdict Classify(const RunOutcome& run) {
     return Fail(kind, Status(StatusCode::kWorkerCrashed,
                              "the worker ended without completing its result"));
   }
-  return {Status::Ok(), kind, -1, ""};
+  return {Status::Ok(), false, kind, -1, ""};
 }
 
 }  // namespace safemodel

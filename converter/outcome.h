@@ -36,7 +36,9 @@ enum class StreamEnd {
 // stream is the one recorded (End); the worker's own account (its DONE or
 // ERROR frame) and a VIOLATION frame are facts gathered before it.
 struct StreamOutcome {
-  enum class Report { kNone, kDone, kError };
+  // kHandOff: the lean worker asked for the HDF5 worker, where the stream
+  // reader allowed it (conversion_protocol.h).
+  enum class Report { kNone, kDone, kError, kHandOff };
 
   // Records why the stream ended unless it already did (the first cause
   // wins). Returns false, so that a frame handler can `return End(...)`.
@@ -71,6 +73,9 @@ struct RunOutcome {
 
 struct Verdict {
   Status status;  // OK: the result may be committed
+  // The run ended in a valid hand-off: the conversion goes on in the HDF5
+  // worker (status is then kUnsupported, for a caller that does not).
+  bool hand_off = false;
   WorkerOutcome::Kind kind = WorkerOutcome::Kind::kUnknown;
   int syscall_nr = -1;       // kSeccomp with a reported number
   std::string syscall_name;  // its name on this architecture, or ""
@@ -80,7 +85,8 @@ struct Verdict {
 // input changed > timeout > seccomp violation > a channel held open after
 // the worker's exit > output I/O error or limit > a signal the worker did
 // not get from us > missing isolation > invalid result > crash > the
-// worker's own error report > non-zero exit > incomplete result. An input
+// worker's own error report or hand-off > non-zero exit > incomplete
+// result. An input
 // that changed underneath explains whatever the worker did (a SIGBUS in its
 // map, odd bytes, a refusal of bytes that are no longer there); a signal
 // from outside explains a stream cut short or a worker gone before its

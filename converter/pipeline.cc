@@ -162,6 +162,32 @@ Result<std::string> FindWorker(const ConvertOptions& options) {
                     "); set SAFEMODEL_WORKER to its absolute path");
 }
 
+// The HDF5 worker, started only when the lean one hands the input off
+// (conversion_protocol.h), in this order: ConvertOptions::hdf5_worker_path;
+// else $SAFEMODEL_HDF5_WORKER, absolute only (as SAFEMODEL_WORKER); else
+// safemodel-worker-hdf5 in the directory of the lean worker that ran,
+// however that one was found: the two are built and installed side by
+// side, and a lean worker named explicitly gets its own pair, never one
+// from elsewhere.
+Result<std::string> FindHdf5Worker(const ConvertOptions& options, const std::string& lean_worker) {
+  if (!options.hdf5_worker_path.empty()) return options.hdf5_worker_path;
+  if (const char* env = secure_getenv("SAFEMODEL_HDF5_WORKER"); env != nullptr && *env != '\0') {
+    if (env[0] != '/') {
+      return Status(StatusCode::kSandboxSetupFailed,
+                    "SAFEMODEL_HDF5_WORKER must be an absolute path, not '" + std::string(env) + "'");
+    }
+    return std::string(env);
+  }
+  std::string dir = std::filesystem::path(lean_worker).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const std::string path = dir + "/" + std::string(protocol::kHdf5WorkerName);
+  if (access(path.c_str(), X_OK) == 0) return path;
+  return Status(StatusCode::kSandboxSetupFailed,
+                "the input needs libhdf5, and the " + std::string(protocol::kHdf5WorkerName) +
+                    " executable that reads it is not in " + dir +
+                    ", beside the worker that ran (--hdf5-worker or SAFEMODEL_HDF5_WORKER name it)");
+}
+
 // The layers the parent must observe: the mandatory ones and those the
 // caller asked for, or an error naming one that cannot be observed.
 Result<std::vector<std::string>> RequiredLayers(const ConvertOptions& opt) {
@@ -251,6 +277,69 @@ Status StartWorker(const std::string& worker_path, const InputSet& input,
   return spawned;
 }
 
+// What every worker run of one conversion shares.
+struct RunSetup {
+  const InputSet* input;
+  WorkerLimits limits;
+  std::vector<std::string> options;  // sorted
+  std::vector<std::string> required_layers;
+  Clock::time_point deadline;  // of the whole conversion
+  uint64_t timeout_ms;
+  int out_fd;
+  DigestAlgorithm digest;
+  uint64_t max_output_bytes;
+};
+
+// Runs one worker on the whole input (every file of a multi-file one, with
+// its list): starts it, checks its isolation, reads its stream into *stream
+// (the result into setup.out_fd) and classifies how it ended into *verdict
+// and report->worker. A non-OK return: it did not start.
+Status RunWorker(const RunSetup& setup, const std::string& path, bool hand_off_allowed,
+                 ConvertReport* report, StreamOutcome* stream, Verdict* verdict) {
+  report->worker.program = std::filesystem::path(path).filename().string();
+  const uint64_t input_size = setup.input->total_size();
+  sandbox::Worker worker;
+  SAFEMODEL_RETURN_IF_ERROR(
+      StartWorker(path, *setup.input, setup.limits, setup.options, &worker));
+
+  // The reader also watches the worker's exit, so that a process it left
+  // behind holding the channel cannot keep the parent waiting.
+  sandbox::FrameReader reader(worker.channel_fd(), setup.deadline, worker.exit_fd());
+  const LockedHook on_locked = [&](const std::vector<std::string>&) {
+    return VerifyIsolation(worker, setup.required_layers, report);
+  };
+  ReadWorkerStream(reader, setup.out_fd, input_size, setup.options, setup.digest,
+                   setup.max_output_bytes, on_locked, report, stream, hand_off_allowed);
+  // A worker whose channel is closed is already exiting (after lockdown it
+  // cannot close fd 3): it is left to end, so that a signal from outside
+  // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
+  // stream it left behind (its exit shows in Wait within microseconds).
+  const bool exiting =
+      stream->end() == StreamEnd::kProtocolError && ChannelClosed(worker.channel_fd());
+  if (stream->end() != StreamEnd::kEof && !exiting) worker.Kill();
+  RunOutcome run;
+  run.stream = stream;
+  run.exit = worker.Wait(setup.deadline);
+  report->worker.max_rss_bytes = run.exit.max_rss_bytes;
+  report->worker.cpu_seconds = run.exit.cpu_seconds;
+  report->worker.exit_code = run.exit.exit_code;
+  report->worker.signal = run.exit.signal;
+  run.input_unchanged = setup.input->CheckUnchanged();
+  if (stream->end() == StreamEnd::kHeldOpen) {
+    run.held_open_detail = HeldOpenOutcome(worker.channel_fd());
+  }
+  run.timeout_ms = setup.timeout_ms;
+  run.limits = setup.limits;
+
+  // The verdict, most specific cause first; OK means the result may be
+  // committed.
+  *verdict = Classify(run);
+  report->worker.kind = verdict->kind;
+  report->worker.syscall_nr = verdict->syscall_nr;
+  report->worker.syscall_name = verdict->syscall_name;
+  return Status::Ok();
+}
+
 }  // namespace
 
 uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes) {
@@ -307,47 +396,28 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   report->options = options;
 
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
+  const RunSetup setup{&input, limits, options, required_layers, deadline, timeout_ms, out->fd(),
+                       opt.digest, opt.max_output_bytes};
   SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
 
   InputHasher hasher;
   hasher.Start(input.Parts());
-  sandbox::Worker worker;
-  SAFEMODEL_RETURN_IF_ERROR(StartWorker(worker_path, input, limits, options, &worker));
-
-  // The reader also watches the worker's exit, so that a process it left
-  // behind holding the channel cannot keep the parent waiting.
-  sandbox::FrameReader reader(worker.channel_fd(), deadline, worker.exit_fd());
   StreamOutcome stream;
-  const LockedHook on_locked = [&](const std::vector<std::string>&) {
-    return VerifyIsolation(worker, required_layers, report);
-  };
-  ReadWorkerStream(reader, out->fd(), input_size, options, opt.digest, opt.max_output_bytes,
-                   on_locked, report, &stream);
-  // A worker whose channel is closed is already exiting (after lockdown it
-  // cannot close fd 3): it is left to end, so that a signal from outside
-  // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
-  // stream it left behind (its exit shows in Wait within microseconds).
-  const bool exiting =
-      stream.end() == StreamEnd::kProtocolError && ChannelClosed(worker.channel_fd());
-  if (stream.end() != StreamEnd::kEof && !exiting) worker.Kill();
-  RunOutcome run;
-  run.stream = &stream;
-  run.exit = worker.Wait(deadline);
-  report->worker.max_rss_bytes = run.exit.max_rss_bytes;
-  report->worker.cpu_seconds = run.exit.cpu_seconds;
-  report->worker.exit_code = run.exit.exit_code;
-  report->worker.signal = run.exit.signal;
-  run.input_unchanged = input.CheckUnchanged();
-  if (stream.end() == StreamEnd::kHeldOpen) run.held_open_detail = HeldOpenOutcome(worker.channel_fd());
-  run.timeout_ms = timeout_ms;
-  run.limits = limits;
-
-  // The verdict, most specific cause first; OK means the result may be
-  // committed.
-  Verdict verdict = Classify(run);
-  report->worker.kind = verdict.kind;
-  report->worker.syscall_nr = verdict.syscall_nr;
-  report->worker.syscall_name = std::move(verdict.syscall_name);
+  Verdict verdict;
+  SAFEMODEL_RETURN_IF_ERROR(
+      RunWorker(setup, worker_path, /*hand_off_allowed=*/true, report, &stream, &verdict));
+  if (verdict.hand_off) {
+    // The lean worker sent nothing but the request (the stream reader saw
+    // to it): the HDF5 worker converts the whole input (every file of a
+    // multi-file one, and their list) from the start, and may not hand it
+    // off again.
+    report->worker = WorkerOutcome();
+    report->worker.hand_off = true;
+    SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5_worker, FindHdf5Worker(opt, worker_path));
+    stream = StreamOutcome();
+    SAFEMODEL_RETURN_IF_ERROR(
+        RunWorker(setup, hdf5_worker, /*hand_off_allowed=*/false, report, &stream, &verdict));
+  }
   SAFEMODEL_RETURN_IF_ERROR(verdict.status);
 
   // A short read of the hasher is the input changing, if it did.

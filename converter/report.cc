@@ -19,6 +19,8 @@ std::string ConvertReport::ToJson() const {
                  {"tensor_bytes", tensor_bytes}};
   j["findings"] = FindingsToJson(findings);
   nlohmann::ordered_json w = {{"outcome", WorkerOutcomeName(worker.kind)},
+                              {"program", worker.program},
+                              {"hand_off", worker.hand_off},
                               {"exit_code", worker.exit_code},
                               {"signal", worker.signal},
                               {"max_rss_bytes", worker.max_rss_bytes},

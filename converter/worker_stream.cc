@@ -113,10 +113,11 @@ class StreamReader {
   StreamReader(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                const std::vector<std::string>& options, DigestAlgorithm digest,
                uint64_t max_output_bytes, const LockedHook& on_locked, ConvertReport* report,
-               StreamOutcome* st)
+               StreamOutcome* st, bool hand_off_allowed)
       : reader_(reader), out_fd_(out_fd), input_size_(input_size), options_(options),
         digest_(digest), max_output_bytes_(max_output_bytes), on_locked_(on_locked),
-        report_(report), st_(st), limits_(StreamLimitsFor(input_size)) {}
+        report_(report), st_(st), limits_(StreamLimitsFor(input_size)),
+        hand_off_allowed_(hand_off_allowed) {}
 
   void Run() {
     sandbox::FrameCaps caps;
@@ -257,6 +258,7 @@ class StreamReader {
     worker::WorkerError we;
     Status s = ReadMessage(reader_, length, &we, "error", limits_.header_objects);
     if (!s.ok()) return Fail(s.message());
+    if (we.hand_off() != worker::HAND_OFF_NONE) return OnHandOff(we);
     auto code = static_cast<StatusCode>(we.code());
     if (!protocol::IsReportableWorkerCode(code)) {
       return Fail("the worker reported status code " + Num(we.code()));
@@ -270,6 +272,26 @@ class StreamReader {
     for (const auto& f : we.findings()) report_->findings.push_back(wire::FindingFromProto(f));
     st_->worker_error = Status(code, std::move(*we.mutable_message()));
     st_->report = StreamOutcome::Report::kError;
+    return true;
+  }
+
+  // A hand-off request: conversion_protocol.h lists when it is valid.
+  bool OnHandOff(const worker::WorkerError& we) {
+    if (we.hand_off() != worker::HAND_OFF_HDF5_WORKER) {
+      return Fail("the worker asked for an unknown hand-off (" +
+                  Num(static_cast<uint64_t>(we.hand_off())) + ")");
+    }
+    if (!hand_off_allowed_) {
+      return Fail("a hand-off to the HDF5 worker from a worker that may not ask for one "
+                  "(the HDF5 worker, or a second hand-off)");
+    }
+    if (!st_->locked) return Fail("a hand-off before the worker reported its lockdown");
+    if (st_->header_seen) return Fail("a hand-off after the header");
+    if (we.code() != 0 || !we.message().empty() || we.findings_size() != 0 ||
+        we.isolation_size() != 0) {
+      return Fail("a hand-off with other fields set");
+    }
+    st_->report = StreamOutcome::Report::kHandOff;
     return true;
   }
 
@@ -293,6 +315,7 @@ class StreamReader {
   ConvertReport* const report_;
   StreamOutcome* const st_;
   const StreamLimits limits_;
+  const bool hand_off_allowed_;
   std::unique_ptr<uint8_t[]> data_buf_;
   uint64_t data_buf_size_ = 0;
 };
@@ -302,8 +325,9 @@ class StreamReader {
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
-                      ConvertReport* report, StreamOutcome* st) {
-  StreamReader(reader, out_fd, input_size, options, digest, max_output_bytes, on_locked, report, st)
+                      ConvertReport* report, StreamOutcome* st, bool hand_off_allowed) {
+  StreamReader(reader, out_fd, input_size, options, digest, max_output_bytes, on_locked, report, st,
+               hand_off_allowed)
       .Run();
 }
 

@@ -11,7 +11,8 @@
 // Order on the wire (converter/protocol/conversion_protocol.h): LOCKED (the
 // worker is locked down; the parent checks it in /proc before anything else
 // is read), then HEADER TENSOR_DATA* DONE, or ERROR at any point. An ERROR
-// before LOCKED is a setup failure.
+// before LOCKED is a setup failure. An ERROR holding a hand-off is accepted
+// only where conversion_protocol.h allows it.
 #ifndef SAFEMODEL_CONVERTER_WORKER_STREAM_H_
 #define SAFEMODEL_CONVERTER_WORKER_STREAM_H_
 
@@ -42,11 +43,13 @@ using LockedHook = std::function<Status(const std::vector<std::string>& claimed)
 // it was given (`options`, sorted). `max_output_bytes` (0: none) caps the output
 // file; independently, the output's declared size is reserved on the file
 // system `out_fd` is on (ReserveOutputSpace), so a worker that declares
-// terabytes is stopped before it writes them.
+// terabytes is stopped before it writes them. `hand_off_allowed`: the
+// worker is the lean one and no hand-off happened yet in this conversion;
+// otherwise a hand-off is a protocol error.
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
-                      ConvertReport* report, StreamOutcome* st);
+                      ConvertReport* report, StreamOutcome* st, bool hand_off_allowed = false);
 
 }  // namespace safemodel
 

@@ -9,8 +9,8 @@
 
 #include "loader/containers/sevenzip.h"
 #include "loader/containers/zip_archive.h"
+#include "loader/hdf5_seam.h"
 #include "loader/keras3/keras_archive.h"
-#include "loader/keras_h5/keras_h5.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/archive_scan.h"
 #include "loader/pickle/npy_object.h"
@@ -63,7 +63,8 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
                                "model.weights.*) and a PyTorch checkpoint's (data.pkl): two "
                                "models in one file");
     }
-    return ParseKerasArchive(input, std::move(zip), ctx, out);
+    return ParseKerasArchive(input, std::move(zip), LinkedHdf5Seam().open_keras3_h5_store, ctx,
+                             out);
   }
   // PyTorch checkpoints; any other archive is scanned for pickles and then
   // reported as not a model container.
@@ -117,7 +118,7 @@ Status ParsePrimary(Primary p, ByteView input, ParseContext& ctx, ParsedModel* o
     case Primary::kEmptyZip:
       return Status::Unsupported("empty zip archive");
     case Primary::kHdf5:
-      return NewKerasH5Parser()->Parse(input, ctx, out);
+      return LinkedHdf5Seam().new_keras_h5_parser()->Parse(input, ctx, out);
     case Primary::kSevenZip:
       return ParseSevenZip(input, ctx);
     case Primary::kPickle:
@@ -153,7 +154,7 @@ std::vector<Reading> SecondReadings(ByteView input, Primary primary) {
                        " bytes (h5py, Keras)",
                    [input](ParseContext& c) {
                      ParsedModel scratch;
-                     return NewKerasH5Parser()->Parse(input, c, &scratch);
+                     return LinkedHdf5Seam().new_keras_h5_parser()->Parse(input, c, &scratch);
                    }});
   }
   if (primary != Primary::kZip && primary != Primary::kEmptyZip) {
@@ -230,7 +231,18 @@ Status PrepareLibraries() {
   // and tzset() now does the one-time setup while opening is still allowed.
   setenv("TZ", "UTC0", 1);
   tzset();
-  return PrepareHdf5();
+  // glibc's qsort asks for the physical memory size (sysinfo, which the
+  // sandbox forbids) the first time it sorts more than 1 KiB, then keeps the
+  // answer. libhdf5 sorts a dense group's link table with it, libcrypto
+  // (libzip's) its stacks: sort that much once now, in either worker.
+  {
+    std::vector<uint64_t> warm(256);
+    std::qsort(warm.data(), warm.size(), sizeof(uint64_t), [](const void* a, const void* b) {
+      const uint64_t x = *static_cast<const uint64_t*>(a), y = *static_cast<const uint64_t*>(b);
+      return (x > y) - (x < y);
+    });
+  }
+  return LinkedHdf5Seam().prepare();
 }
 
 namespace {
@@ -246,7 +258,7 @@ Status ParseByFormat(ByteView input, ParseContext& ctx, ParsedModel* out) {
     ctx.Note("hdf5.user_block", "file",
              "the HDF5 superblock is at byte " + std::to_string(*hdf5) +
                  " after a user block, which libhdf5 skips; the user block is not read");
-    return NewKerasH5Parser()->Parse(input, ctx, out);
+    return LinkedHdf5Seam().new_keras_h5_parser()->Parse(input, ctx, out);
   }
   if (primary == Primary::kUnknown && second.size() == 1) {
     // One reading, by a loader whose format is not converted: a torch
@@ -306,7 +318,7 @@ Status ParseModelFiles(const InputFiles& input, ParseContext& ctx, ParsedModel* 
       parser = tf::NewCheckpointParser();
       break;
     case ModelKind::kShardedWeights:
-      parser = NewShardedWeightsParser();
+      parser = NewShardedWeightsParser(LinkedHdf5Seam().open_keras3_h5_store);
       break;
   }
   if (parser == nullptr) return Status::Malformed("unknown multi-file model kind");
@@ -315,6 +327,14 @@ Status ParseModelFiles(const InputFiles& input, ParseContext& ctx, ParsedModel* 
 }
 
 Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
+  // Every input in which libhdf5 finds a superblock is read by the Keras
+  // HDF5 parser, as its first reading or a second one (ParseByFormat). A
+  // program without libhdf5 says so at once (hdf5_seam.h), before it
+  // spends time on the other readings, whose result would be void anyway.
+  const Hdf5Seam& hdf5 = LinkedHdf5Seam();
+  if (!hdf5.available && FindHdf5Signature(input)) {
+    return hdf5.new_keras_h5_parser()->Parse(input, ctx, out);
+  }
   SAFEMODEL_RETURN_IF_ERROR(ParseByFormat(input, ctx, out));
   return CheckShapes(*out);
 }

@@ -27,6 +27,10 @@ Status PrepareLibraries();
 
 // Detects the format of `input` and parses it.
 // Trust: `input` is untrusted. Runs only in the sandboxed worker.
+// In a program without libhdf5 (hdf5_seam.h), an input that needs it fails
+// with kUnsupported and LinkedHdf5Seam().needed() turns true: the caller
+// then discards the result and has the input read where libhdf5 is. The
+// same holds for ParseModelFiles.
 Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out);
 
 // Parses a model made of several files (a SavedModel directory, a TF

@@ -49,7 +49,11 @@ const char kUsage[] =
     "  --weights-only        Keras: tensors only when the architecture cannot be kept\n"
     "  --keep-optimizer      Keras: keep optimizer state tensors\n"
     "  --no-sync             do not fsync the output\n"
-    "  --worker PATH         safemodel-worker to use\n"
+    "  --worker PATH         safemodel-worker to use (started first; default:\n"
+    "                        $SAFEMODEL_WORKER, else the installed one)\n"
+    "  --hdf5-worker PATH    safemodel-worker-hdf5 to use for inputs that need\n"
+    "                        libhdf5 (default: $SAFEMODEL_HDF5_WORKER, else the one\n"
+    "                        beside the worker that ran)\n"
     "  --require-isolation LIST  comma-separated layers the worker must be seen to\n"
     "                        have before it reads the input, besides seccomp,\n"
     "                        no_new_privs, no_capabilities and rlimits: non_root,\n"
@@ -222,6 +226,8 @@ int Convert(const std::vector<std::string>& args) {
       if (!next(&report_path)) return Usage("--report needs a FILE");
     } else if (a == "--worker") {
       if (!next(&opt.worker_path)) return Usage("--worker needs a PATH");
+    } else if (a == "--hdf5-worker") {
+      if (!next(&opt.hdf5_worker_path)) return Usage("--hdf5-worker needs a PATH");
     } else if (a == "--require-isolation") {
       if (!next(&v) || v.empty()) return Usage("--require-isolation needs a LIST like netns,userns");
       for (size_t start = 0; start <= v.size();) {

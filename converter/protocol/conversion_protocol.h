@@ -3,7 +3,24 @@
 // (converter/worker/) and the parent (converter/worker_stream.cc):
 //
 //   LOCKED (the sandbox's)  HEADER (WorkerHeader)  TENSOR_DATA*  DONE (WorkerDone)
-//   or, at any point, ERROR (WorkerError) and the end of the stream.
+//   or, at any point, ERROR (WorkerError) and the end of the stream;
+//   or LOCKED  ERROR (a hand-off) and the end of the stream.
+//
+// Hand-off. There are two workers (converter/worker/): the lean one, which
+// links no libhdf5, and the HDF5 one, which links every parser. The parent
+// starts the lean one; for an input that needs libhdf5 (loader/hdf5_seam.h)
+// it answers with a WorkerError whose only field is hand_off =
+// HAND_OFF_HDF5_WORKER, and the parent converts the input again, from the
+// start, in the HDF5 worker, which does its own detection; it gets the same
+// descriptors (for a model of several files, every file and the
+// InputManifest, worker.proto). The parent
+// accepts a hand-off only from the lean worker, only after LOCKED, before
+// any HEADER, with no other field set, and only once per conversion: any
+// other hand-off (from the HDF5 worker, a second one, one with a message or
+// findings, an unknown HandOff value) breaks the protocol. Nothing reaches
+// the output before the last worker's result is complete. A hostile lean
+// worker that asks for a hand-off gains nothing: the HDF5 worker runs in
+// the same sandbox.
 //
 // The messages are in worker.proto; the size of what a worker may send for
 // an input of a given size is in stream_limits.h; the caps on each frame,
@@ -38,6 +55,10 @@ inline void FrameCapsFor(const StreamLimits& limits, sandbox::FrameCaps* caps) {
   (*caps)[static_cast<uint32_t>(FrameType::kViolation)] = sandbox::kViolationPayloadBytes;
   (*caps)[static_cast<uint32_t>(FrameType::kLocked)] = sandbox::kMaxLockedPayloadBytes;
 }
+
+// The two workers, as installed and built (next to each other).
+inline constexpr std::string_view kLeanWorkerName = "safemodel-worker";
+inline constexpr std::string_view kHdf5WorkerName = "safemodel-worker-hdf5";
 
 // Conversion options that change the output: passed to the worker as
 // sandbox flags (`--weights_only`), echoed in WorkerHeader.options (the

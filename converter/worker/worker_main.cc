@@ -1,5 +1,6 @@
-// safemodel-worker: the sandboxed half of a conversion. The only file that
-// joins the sandbox and the parsers.
+// safemodel-worker and safemodel-worker-hdf5: the sandboxed half of a
+// conversion. The only file that joins the sandbox and the parsers; the two
+// executables differ only in the loader they link (loader/hdf5_seam.h).
 //
 // Started by the parent (converter/pipeline.cc) with fd 3 = result channel,
 // fd 4 = input and fd 5 = control channel (sandbox/worker_protocol.h); for
@@ -7,7 +8,9 @@
 // (worker::InputManifest) and the files are fds 6, 7, ...
 // (converter/input_set.h). Order matters: confine the process, map the
 // input, prepare libraries, lock down (and wait for the parent's go-ahead),
-// and only then parse. Results go out as frames
+// and only then parse. A worker without libhdf5 whose input needs it sends a
+// hand-off instead of a result (conversion_protocol.h); the parent then
+// starts the HDF5 worker on the same input. Results go out as frames
 // (converter/protocol/conversion_protocol.h); the process ends with _exit,
 // so no atexit handler (HDF5's, protobuf's) runs inside the sandbox.
 #include <sys/mman.h>
@@ -27,6 +30,7 @@
 #include "converter/protocol/stream_limits.h"
 #include "converter/protocol/worker.pb.h"
 #include "loader/files/model_files.h"
+#include "loader/hdf5_seam.h"
 #include "loader/model.h"
 #include "loader/parser.h"
 #include "loader/registry.h"
@@ -101,6 +105,15 @@ void SendError(const Status& status, std::vector<Finding> findings) {
   sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
 }
 
+// The lean worker's request to have the input converted by the HDF5 worker:
+// an ERROR frame holding nothing but the hand-off (conversion_protocol.h).
+void SendHandOff() {
+  worker::WorkerError e;
+  e.set_hand_off(worker::HAND_OFF_HDF5_WORKER);
+  std::string bytes = wire::SerializeDeterministic(e);
+  sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
+}
+
 class FrameSink final : public loader::ChunkSink {
  public:
   Status Write(ByteView chunk) override {
@@ -123,7 +136,11 @@ using ParseFn = std::function<Status(loader::ParseContext&, loader::ParsedModel*
 Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Args& args,
                loader::ParseContext& ctx) {
   loader::ParsedModel model;
-  SAFEMODEL_RETURN_IF_ERROR(parse(ctx, &model));
+  Status parsed = parse(ctx, &model);
+  // A parse that asked for libhdf5 in a worker without it is void, whatever
+  // it produced: nothing is sent (WorkerMain hands the input off).
+  if (loader::LinkedHdf5Seam().needed()) return parsed;
+  SAFEMODEL_RETURN_IF_ERROR(parsed);
   if (ctx.refused()) return ctx.RefusedStatus();
 
   // Canonical order: bytewise by name. Names must be unique.
@@ -347,6 +364,10 @@ int WorkerMain(int argc, char** argv) {
                                    std::to_string(args.worker.memory_limit) + " bytes)");
   } catch (const std::exception& e) {
     status = Status::Internal(std::string("unexpected exception in the worker: ") + e.what());
+  }
+  if (loader::LinkedHdf5Seam().needed()) {
+    SendHandOff();
+    return 1;
   }
   if (status.ok()) return 0;
   try {

@@ -148,8 +148,8 @@ Value WeightsOnlyArchitecture(Value groups) {
 
 class ArchiveReader {
  public:
-  ArchiveReader(std::shared_ptr<ZipArchive> zip, ParseContext& ctx)
-      : zip_(std::move(zip)), ctx_(ctx) {}
+  ArchiveReader(std::shared_ptr<ZipArchive> zip, keras3::H5StoreOpener open_h5, ParseContext& ctx)
+      : zip_(std::move(zip)), open_h5_(open_h5), ctx_(ctx) {}
 
   Status Read(ParsedModel* out) {
     SAFEMODEL_RETURN_IF_ERROR(Classify());
@@ -290,7 +290,7 @@ class ArchiveReader {
     SAFEMODEL_ASSIGN_OR_RETURN(ByteView bytes, Contents(e));
     const std::string where = "'" + e.name + "'";
     if (e.name == "model.weights.h5") {
-      SAFEMODEL_ASSIGN_OR_RETURN(store_, keras3::OpenH5Store(bytes, where, ctx_));
+      SAFEMODEL_ASSIGN_OR_RETURN(store_, open_h5_(bytes, where, ctx_));
     } else if (e.name == "model.weights.npz") {
       SAFEMODEL_ASSIGN_OR_RETURN(store_, keras3::OpenNpzStore(bytes, where, ctx_));
     } else {
@@ -300,7 +300,7 @@ class ArchiveReader {
         SAFEMODEL_ASSIGN_OR_RETURN(ByteView b, Contents(*o));
         shards.push_back({o->name, b});
       }
-      SAFEMODEL_ASSIGN_OR_RETURN(store_, keras3::OpenShardedStore(bytes, where, shards, ctx_));
+      SAFEMODEL_ASSIGN_OR_RETURN(store_, keras3::OpenShardedStore(bytes, where, shards, open_h5_, ctx_));
       for (const std::string& n : store_.used_files) shard_names_.insert(n);
       ctx_.Note("keras.sharded_in_archive", where,
                 "a sharded weight store inside the archive: Keras itself (up to 3.15) never writes "
@@ -376,6 +376,7 @@ class ArchiveReader {
   }
 
   std::shared_ptr<ZipArchive> zip_;
+  const keras3::H5StoreOpener open_h5_;
   ParseContext& ctx_;
   const ZipEntry* config_ = nullptr;
   const ZipEntry* metadata_ = nullptr;
@@ -392,6 +393,8 @@ class ArchiveReader {
 
 class ShardedWeightsParser final : public MultiFileParser {
  public:
+  explicit ShardedWeightsParser(keras3::H5StoreOpener open_h5) : open_h5_(open_h5) {}
+
   Status Parse(const InputFiles& input, ParseContext& ctx, ParsedModel* out) override {
     const InputFile* json = nullptr;
     std::vector<keras3::NamedBytes> shards;
@@ -407,7 +410,7 @@ class ShardedWeightsParser final : public MultiFileParser {
     }
     if (json == nullptr) return Status::Malformed("no *.weights.json in the input [keras.shard_map]");
     const std::string where = "'" + json->name + "'";
-    SAFEMODEL_ASSIGN_OR_RETURN(WeightStore store, keras3::OpenShardedStore(json->bytes, where, shards, ctx));
+    SAFEMODEL_ASSIGN_OR_RETURN(WeightStore store, keras3::OpenShardedStore(json->bytes, where, shards, open_h5_, ctx));
     if (ctx.refused()) return ctx.RefusedStatus();
     std::set<std::string> used(store.used_files.begin(), store.used_files.end());
     for (const keras3::NamedBytes& s : shards) {
@@ -425,6 +428,9 @@ class ShardedWeightsParser final : public MultiFileParser {
     for (auto& k : store.keepalive) out->keepalive.push_back(k);
     return Status::Ok();
   }
+
+ private:
+  const keras3::H5StoreOpener open_h5_;
 };
 
 }  // namespace
@@ -437,15 +443,15 @@ bool LooksLikeKerasArchive(const ZipArchive& zip) {
   return false;
 }
 
-Status ParseKerasArchive(ByteView image, std::shared_ptr<ZipArchive> zip, ParseContext& ctx,
-                         ParsedModel* out) {
+Status ParseKerasArchive(ByteView image, std::shared_ptr<ZipArchive> zip,
+                         keras3::H5StoreOpener open_h5, ParseContext& ctx, ParsedModel* out) {
   (void)image;  // the members are read through `zip`, which holds the same bytes
-  ArchiveReader reader(std::move(zip), ctx);
+  ArchiveReader reader(std::move(zip), open_h5, ctx);
   return reader.Read(out);
 }
 
-std::unique_ptr<MultiFileParser> NewShardedWeightsParser() {
-  return std::make_unique<ShardedWeightsParser>();
+std::unique_ptr<MultiFileParser> NewShardedWeightsParser(keras3::H5StoreOpener open_h5) {
+  return std::make_unique<ShardedWeightsParser>(open_h5);
 }
 
 }  // namespace safemodel::loader

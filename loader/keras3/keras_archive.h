@@ -54,8 +54,9 @@
 
 #include <memory>
 
-#include "loader/parser.h"
 #include "loader/containers/zip_archive.h"
+#include "loader/keras3/weight_store.h"
+#include "loader/parser.h"
 
 namespace safemodel::loader {
 
@@ -67,14 +68,16 @@ inline constexpr uint64_t kMaxKerasMetadataBytes = 1 << 20;
 bool LooksLikeKerasArchive(const ZipArchive& zip);
 
 // Parses an opened (and validated) zip archive as a .keras file. `image`
-// is the archive's bytes.
-Status ParseKerasArchive(ByteView image, std::shared_ptr<ZipArchive> zip, ParseContext& ctx,
-                         ParsedModel* out);
+// is the archive's bytes. `open_h5` opens HDF5 weight stores (the HDF5
+// seam's, ../hdf5_seam.h; weight_store.h, H5StoreOpener).
+Status ParseKerasArchive(ByteView image, std::shared_ptr<ZipArchive> zip,
+                         keras3::H5StoreOpener open_h5, ParseContext& ctx, ParsedModel* out);
 
 // A sharded store given as files: the *.weights.json and its shards.
 // Weights only (the store holds no architecture); source_format
 // "keras_sharded_weights", architecture kind "keras3_weights".
-std::unique_ptr<MultiFileParser> NewShardedWeightsParser();
+// `open_h5` opens the shards (as for ParseKerasArchive).
+std::unique_ptr<MultiFileParser> NewShardedWeightsParser(keras3::H5StoreOpener open_h5);
 
 }  // namespace safemodel::loader
 

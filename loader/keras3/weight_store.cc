@@ -4,7 +4,6 @@
 #include <map>
 
 #include "loader/containers/zip_archive.h"
-#include "loader/keras_h5/h5_file.h"
 #include "loader/keras_h5/json_value.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/pickle_convert.h"
@@ -20,8 +19,14 @@ Status Bad(const std::string& message, std::string_view rule = "keras.weights") 
   return Status::Malformed(message + " [" + std::string(rule) + "]");
 }
 
-// Sorts groups by logical path and refuses two groups with one path.
-Status Finish(WeightStore* store, std::string_view where) {
+bool PlainName(std::string_view n) {
+  return !n.empty() && n != "." && n != ".." && n.find('/') == std::string_view::npos &&
+         n.find('\\') == std::string_view::npos && n.find('\0') == std::string_view::npos;
+}
+
+}  // namespace
+
+Status FinishStore(WeightStore* store, std::string_view where) {
   std::sort(store->groups.begin(), store->groups.end(),
             [](const StoreGroup& a, const StoreGroup& b) { return a.path < b.path; });
   for (size_t i = 1; i < store->groups.size(); ++i) {
@@ -34,13 +39,6 @@ Status Finish(WeightStore* store, std::string_view where) {
   }
   return Status::Ok();
 }
-
-bool PlainName(std::string_view n) {
-  return !n.empty() && n != "." && n != ".." && n.find('/') == std::string_view::npos &&
-         n.find('\\') == std::string_view::npos && n.find('\0') == std::string_view::npos;
-}
-
-}  // namespace
 
 std::string LogicalPath(std::string_view stored) {
   std::string out;
@@ -62,48 +60,9 @@ const StoreGroup* WeightStore::Find(std::string_view path) const {
   return it != groups.end() && it->path == path ? &*it : nullptr;
 }
 
-Result<WeightStore> OpenH5Store(ByteView image, std::string_view where, ParseContext& ctx) {
-  SAFEMODEL_ASSIGN_OR_RETURN(std::shared_ptr<h5::File> file, h5::File::Open(image, ctx));
-  WeightStore store;
-  store.format = "h5";
-  store.keepalive.push_back(file);
-  if (ctx.refused()) return store;  // the caller stops on the refusals
-  const uint64_t limit = ctx.options().memory_limit;
-  const auto& nodes = file->nodes();
-  std::vector<bool> in_vars(nodes.size(), false);
-  for (const h5::Node& parent : nodes) {
-    if (parent.kind != h5::Node::Kind::kGroup) continue;
-    const h5::Node* vars = file->Child(parent, "vars");
-    if (vars == nullptr || vars->kind != h5::Node::Kind::kGroup) continue;
-    StoreGroup g;
-    g.stored = parent.path == "/" ? std::string() : parent.path.substr(1);
-    g.path = LogicalPath(g.stored);
-    for (const auto& [link, index] : vars->children) {
-      const h5::Node& child = nodes[index];
-      StoreVar v;
-      v.key = link;
-      v.tensor_name = child.path.substr(1);
-      v.is_dataset = child.kind == h5::Node::Kind::kDataset;
-      if (v.is_dataset) {
-        in_vars[index] = true;
-        const h5::Node* node = &child;
-        v.make = [file, node, limit](std::string n) { return file->MakeTensor(*node, std::move(n), limit); };
-        if (child.dataset.widen_bf16) ++store.widened_bf16;
-        else if (child.dataset.swap_unit > 1) ++store.big_endian;
-      }
-      g.vars.push_back(std::move(v));
-    }
-    store.groups.push_back(std::move(g));
-  }
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    if (nodes[i].kind == h5::Node::Kind::kDataset && !in_vars[i]) store.stray.push_back(nodes[i].path.substr(1));
-  }
-  SAFEMODEL_RETURN_IF_ERROR(Finish(&store, where));
-  return store;
-}
-
 Result<WeightStore> OpenShardedStore(ByteView json, std::string_view where,
-                                     const std::vector<NamedBytes>& shards, ParseContext& ctx) {
+                                     const std::vector<NamedBytes>& shards, H5StoreOpener open_h5,
+                                     ParseContext& ctx) {
   const std::string w(where);
   if (json.size() > kMaxShardMapBytes) {
     return Status::LimitExceeded(w + ": larger than " + Num(kMaxShardMapBytes) + " bytes");
@@ -155,7 +114,7 @@ Result<WeightStore> OpenShardedStore(ByteView json, std::string_view where,
   std::map<std::string, KeyedStringSet> keys;  // per group, the keys seen so far
   for (const auto& [name, _] : used) {
     const std::string swhere = w + " shard '" + Printable(name) + "'";
-    SAFEMODEL_ASSIGN_OR_RETURN(WeightStore shard, OpenH5Store(by_name[name]->bytes, swhere, ctx));
+    SAFEMODEL_ASSIGN_OR_RETURN(WeightStore shard, open_h5(by_name[name]->bytes, swhere, ctx));
     store.keepalive.insert(store.keepalive.end(), shard.keepalive.begin(), shard.keepalive.end());
     if (ctx.refused()) continue;
     store.big_endian += shard.big_endian;
@@ -191,7 +150,7 @@ Result<WeightStore> OpenShardedStore(ByteView json, std::string_view where,
     });
     store.groups.push_back(std::move(g));
   }
-  SAFEMODEL_RETURN_IF_ERROR(Finish(&store, where));
+  SAFEMODEL_RETURN_IF_ERROR(FinishStore(&store, where));
   return store;
 }
 
@@ -316,7 +275,7 @@ Result<WeightStore> OpenNpzStore(ByteView npz, std::string_view where, ParseCont
   store.keepalive.push_back(*zip);  // last: the members' bytes are views of it
   if (ctx.refused()) return store;
   SAFEMODEL_RETURN_IF_ERROR(first_error);
-  SAFEMODEL_RETURN_IF_ERROR(Finish(&store, where));
+  SAFEMODEL_RETURN_IF_ERROR(FinishStore(&store, where));
   return store;
 }
 

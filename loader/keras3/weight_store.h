@@ -11,7 +11,9 @@
 // (keras.weights).
 //
 // HDF5 stores go through the hardened HDF5 path of ../keras_h5 (h5_file.h),
-// one in-memory image per member or shard, with its refusals (hdf5.*).
+// one in-memory image per member or shard, with its refusals (hdf5.*), by
+// h5_store.h, the only part of this folder that needs libhdf5 (reached
+// through ../hdf5_seam.h, see H5StoreOpener).
 // Sharded stores: the JSON's weight_map names each group's shards; the names
 // must be plain file (or archive member) names among the given shards
 // (keras.shard_name), every group holding variables must be listed for the
@@ -78,9 +80,14 @@ struct WeightStore {
   const StoreGroup* Find(std::string_view path) const;
 };
 
-// A single HDF5 store in `image` (which must outlive the store). HDF5
-// refusals go to ctx (the caller checks ctx.refused()).
-Result<WeightStore> OpenH5Store(ByteView image, std::string_view where, ParseContext& ctx);
+// Opens a single HDF5 store in `image` (which must outlive the store); HDF5
+// refusals go to ctx (the caller checks ctx.refused()). Reading HDF5 needs
+// libhdf5, which this folder's library does not link: the caller passes
+// the opener of the program's HDF5 seam (../hdf5_seam.h), which is
+// h5_store.h's OpenH5Store where libhdf5 is linked, and otherwise one that
+// records the need and fails (the lean worker then hands the input off).
+using H5StoreOpener = Result<WeightStore> (*)(ByteView image, std::string_view where,
+                                              ParseContext& ctx);
 
 // A sharded store: the JSON and the shard files (or archive members) it may
 // name, by plain name.
@@ -89,13 +96,18 @@ struct NamedBytes {
   ByteView bytes;
 };
 Result<WeightStore> OpenShardedStore(ByteView json, std::string_view where,
-                                     const std::vector<NamedBytes>& shards, ParseContext& ctx);
+                                     const std::vector<NamedBytes>& shards, H5StoreOpener open_h5,
+                                     ParseContext& ctx);
 
 // An npz store; `npz` must outlive the store.
 Result<WeightStore> OpenNpzStore(ByteView npz, std::string_view where, ParseContext& ctx);
 
 // Splits a stored path on '/' and '\' and joins the parts with '/'.
 std::string LogicalPath(std::string_view stored);
+
+// Sorts a store's groups by logical path and refuses two groups with one
+// path (keras.weights); the last step of every Open*Store.
+Status FinishStore(WeightStore* store, std::string_view where);
 
 }  // namespace safemodel::loader::keras3
 

@@ -26,16 +26,7 @@ Status PrepareHdf5() {
   }
   if (H5open() < 0) return Status::Internal("libhdf5 failed to initialise");
   // libhdf5 sorts the link table of a dense (HDF5 1.8-format) group with
-  // qsort. glibc's qsort asks for the physical memory size (sysinfo, which
-  // the sandbox forbids) the first time it sorts more than 1 KiB, then
-  // keeps the answer: sort that much once now, before lockdown.
-  {
-    std::vector<uint64_t> warm(256);
-    std::qsort(warm.data(), warm.size(), sizeof(uint64_t), [](const void* a, const void* b) {
-      const uint64_t x = *static_cast<const uint64_t*>(a), y = *static_cast<const uint64_t*>(b);
-      return (x > y) - (x < y);
-    });
-  }
+  // qsort, which PrepareLibraries (registry.h) warms up for every library.
   // Errors are read from the error stack; printing them would write to
   // stderr, which the sandbox forbids.
   if (H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) < 0) {

@@ -72,9 +72,8 @@ namespace safemodel::loader {
 // Puts libhdf5 into its safe state and initialises it; called before
 // lockdown. Clears libhdf5's environment variables (plugin paths, link and
 // external-file prefixes, drivers), turns off error printing and plugin
-// loading, registers the in-memory driver and safemodel's LZF decoder (h5py's
-// filter 32000), and warms up glibc's qsort (which libhdf5 calls and which
-// asks for sysinfo once).
+// loading, and registers the in-memory driver and safemodel's LZF decoder
+// (h5py's filter 32000). Reached through ../hdf5_seam.h.
 Status PrepareHdf5();
 
 std::unique_ptr<Parser> NewKerasH5Parser();

@@ -226,6 +226,33 @@ TEST(Classify, TheWorkersReportBeatsItsExitCode) {
   ExpectVerdict(r.Classify(), StatusCode::kRefused, "refused, but exiting 0", Kind::kExited);
 }
 
+// A valid hand-off (the stream reader accepted it) is the verdict that
+// starts the HDF5 worker, whatever the lean worker's exit code; a crash or
+// an invalid stream still beats it.
+TEST(Classify, AHandOffIsItsOwnVerdict) {
+  FakeRun r(Exited(1));
+  r.stream.report = StreamOutcome::Report::kHandOff;
+  r.stream.End(StreamEnd::kEof);
+  Verdict v = r.Classify();
+  EXPECT_TRUE(v.hand_off);
+  ExpectVerdict(v, StatusCode::kUnsupported, "needs the HDF5 worker", Kind::kExited);
+
+  FakeRun crashed(Signaled(SIGSEGV, false));
+  crashed.stream.report = StreamOutcome::Report::kHandOff;
+  crashed.stream.End(StreamEnd::kEof);
+  v = crashed.Classify();
+  EXPECT_FALSE(v.hand_off);
+  ExpectVerdict(v, StatusCode::kWorkerCrashed, "SIGSEGV", Kind::kSignaled);
+
+  FakeRun broken(Exited(1));
+  broken.stream.report = StreamOutcome::Report::kHandOff;
+  broken.stream.End(StreamEnd::kProtocolError,
+                    Status::Malformed("frame after the end of the result"));
+  v = broken.Classify();
+  EXPECT_FALSE(v.hand_off);
+  ExpectVerdict(v, StatusCode::kWorkerCrashed, "frame after the end of the result", Kind::kExited);
+}
+
 TEST(Classify, ANonZeroExitWithoutAReportIsACrash) {
   FakeRun r(Exited(3));
   r.stream.End(StreamEnd::kEof);

@@ -10,13 +10,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 test -x "$tmp/prefix/libexec/safemodel/safemodel-worker"
+test -x "$tmp/prefix/libexec/safemodel/safemodel-worker-hdf5"
 test -x "$tmp/prefix/bin/safe-convert"
 test -f "$tmp/prefix/include/safemodel/reader.h"
 # Installed programs search absolute directories only for their libraries: an
 # empty or relative RUNPATH/RPATH entry would be resolved against the
 # directory the user runs them from (tests/sandbox/planting_test.cc checks
 # the build tree).
-for prog in "$tmp/prefix/libexec/safemodel/safemodel-worker" "$tmp/prefix/bin/safe-convert"; do
+for prog in "$tmp/prefix/libexec/safemodel/safemodel-worker" \
+            "$tmp/prefix/libexec/safemodel/safemodel-worker-hdf5" "$tmp/prefix/bin/safe-convert"; do
   paths=$(readelf -d "$prog" | sed -n 's/.*Library r\(un\)\{0,1\}path: \[\(.*\)\]/\2/p')
   [ -z "$paths" ] && continue  # no search path at all: nothing to check
   case ":$paths:" in
@@ -41,6 +43,28 @@ echo "$out" | grep -q "^out.kernel\[0\] = "
 # The installed CLI finds its worker by itself.
 "$tmp_prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/cli.safemodel" --no-sync
 cmp "$tmp/mlp.safemodel" "$tmp/cli.safemodel"
+# The two workers are a pair: the installed CLI starts the lean one, which
+# hands a Keras .h5 to the HDF5 worker beside it; an .npz stays in the lean
+# one.
+"$tmp_prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/mlp2.safemodel" --no-sync \
+  --json | grep -q '"hand_off": false'
+"$tmp_prefix/bin/safe-convert" "$src/examples/models/keras_cnn.h5" "$tmp/cnn.safemodel" --no-sync \
+  --json >"$tmp/cnn.json"
+grep -q '"hand_off": true' "$tmp/cnn.json"
+grep -q '"program": "safemodel-worker-hdf5"' "$tmp/cnn.json"
+# SAFEMODEL_WORKER names the lean worker; the HDF5 worker is the one beside
+# it (none here: exit 70, naming the directory), or SAFEMODEL_HDF5_WORKER.
+mkdir "$tmp/workers"
+cp "$tmp_prefix/libexec/safemodel/safemodel-worker" "$tmp/workers/"
+code=0
+SAFEMODEL_WORKER="$tmp/workers/safemodel-worker" "$tmp_prefix/bin/safe-convert" \
+  "$src/examples/models/keras_cnn.h5" "$tmp/cnn2.safemodel" --no-sync 2>"$tmp/err" || code=$?
+[ "$code" = 70 ] || { echo "no HDF5 worker beside SAFEMODEL_WORKER: exit $code" >&2; exit 1; }
+grep -q "$tmp/workers" "$tmp/err"
+SAFEMODEL_WORKER="$tmp/workers/safemodel-worker" \
+  SAFEMODEL_HDF5_WORKER="$tmp_prefix/libexec/safemodel/safemodel-worker-hdf5" \
+  "$tmp_prefix/bin/safe-convert" "$src/examples/models/keras_cnn.h5" "$tmp/cnn2.safemodel" --no-sync
+cmp "$tmp/cnn.safemodel" "$tmp/cnn2.safemodel"
 # The reader-only consumer, as an inference engine builds it: with
 # find_package(safemodel COMPONENTS format) in a project that asks for C++17
 # (the exported target raises it to C++20), and with pkg-config. Both link

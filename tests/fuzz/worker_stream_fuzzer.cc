@@ -20,8 +20,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     safemodel::ConvertReport report;
     safemodel::StreamOutcome stream;
     // The LOCKED frame is accepted as is: the /proc check needs a process.
+    // A hand-off is allowed (the lean worker's stream), so that its checks
+    // are reached too.
     safemodel::ReadWorkerStream(reader, out, size, {}, safemodel::DigestAlgorithm::kXxh3_128,
-                                1ull << 30, nullptr, &report, &stream);
+                                1ull << 30, nullptr, &report, &stream, /*hand_off_allowed=*/true);
     if (stream.report == safemodel::StreamOutcome::Report::kDone && stream.writer &&
         stream.writer->complete()) {
       (void)stream.writer->Finish(std::string(32, '\0'));

@@ -62,14 +62,15 @@ def resolve(src, target, root):
 
 
 # loader/'s own files are two levels: model, parser and stream are the
-# parsers' base, registry and polyglot the umbrella above every parser
-# folder (tests/loader/check_layering.cmake orders the folders between).
-UMBRELLA = re.compile(r"^loader/(registry|polyglot)\.(h|cc)$")
+# parsers' base; registry, polyglot and the seam to libhdf5 (hdf5_seam.h and
+# its two tables) the umbrella above every parser folder
+# (tests/loader/check_layering.cmake orders the folders between).
+UMBRELLA = re.compile(r"^loader/(registry|polyglot|hdf5_seam|hdf5_present|hdf5_absent)\.(h|cc)$")
 
 
 def folder_of(path):
     if UMBRELLA.match(path):
-        return "loader (registry, polyglot)"
+        return "loader (registry, polyglot, hdf5 seam)"
     # A folder's public headers belong to the folder itself.
     return re.sub(r"/include/safemodel$", "", os.path.dirname(path))
 

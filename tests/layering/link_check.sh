@@ -1,7 +1,8 @@
 #!/bin/sh
 # What the built programs and libraries link and export (issue 10):
-# - safemodel-worker: no libcrypto, no libxxhash, no .safemodel reader or
-#   writer inside (it computes no digest and writes no file);
+# - safemodel-worker and safemodel-worker-hdf5: no libcrypto, no libxxhash,
+#   no .safemodel reader or writer inside (they compute no digest and write
+#   no file); the lean safemodel-worker no libhdf5 either;
 # - libsafemodel.so: SONAME libsafemodel.so.<major>.<minor>, no libseccomp,
 #   and only the public API exported: no protobuf, no schema classes
 #   (safemodel::v1), no internal namespace (wire, format, sandbox), no
@@ -20,22 +21,31 @@ bad() { echo "FAIL: $*" >&2; fail=1; }
 
 needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
 
-worker=$bin/safemodel-worker
-# What it calls: no digest function of OpenSSL or xxHash.
-if nm -D --undefined-only "$worker" | grep -E ' (EVP_|SHA[0-9]|XXH)' >/dev/null; then
-  bad "safemodel-worker calls a hashing library: $(nm -D --undefined-only "$worker" | grep -E ' (EVP_|SHA[0-9]|XXH)' | head -3)"
+for worker in "$bin/safemodel-worker" "$bin/safemodel-worker-hdf5"; do
+  name=$(basename "$worker")
+  # What it calls: no digest function of OpenSSL or xxHash.
+  if nm -D --undefined-only "$worker" | grep -E ' (EVP_|SHA[0-9]|XXH)' >/dev/null; then
+    bad "$name calls a hashing library: $(nm -D --undefined-only "$worker" | grep -E ' (EVP_|SHA[0-9]|XXH)' | head -3)"
+  fi
+  # What it loads. A sanitizer build links with --no-as-needed, which makes
+  # every library of libhdf5's link interface (libcrypto among them) NEEDED
+  # whether used or not; only the symbol check above applies there.
+  if [ "$sanitized" = 0 ]; then
+    for l in $(needed "$worker"); do
+      case "$l" in libcrypto*|libssl*|libxxhash*) bad "$name needs $l" ;; esac
+    done
+  fi
+  if nm -C "$worker" | grep -E 'safemodel::(Model|SafemodelWriter|format::)' >/dev/null; then
+    bad "$name holds the .safemodel reader or writer:"
+    nm -C "$worker" | grep -E 'safemodel::(Model|SafemodelWriter|format::)' | head -5 >&2
+  fi
+done
+# The lean worker has no libhdf5 at all, in any build (loader/hdf5_seam.h).
+if needed "$bin/safemodel-worker" | grep -E 'hdf5' >/dev/null; then
+  bad "safemodel-worker needs libhdf5: $(needed "$bin/safemodel-worker" | grep hdf5)"
 fi
-# What it loads. A sanitizer build links with --no-as-needed, which makes
-# every library of libhdf5's link interface (libcrypto among them) NEEDED
-# whether used or not; only the symbol check above applies there.
-if [ "$sanitized" = 0 ]; then
-  for l in $(needed "$worker"); do
-    case "$l" in libcrypto*|libssl*|libxxhash*) bad "safemodel-worker needs $l" ;; esac
-  done
-fi
-if nm -C "$worker" | grep -E 'safemodel::(Model|SafemodelWriter|format::)' >/dev/null; then
-  bad "safemodel-worker holds the .safemodel reader or writer:"
-  nm -C "$worker" | grep -E 'safemodel::(Model|SafemodelWriter|format::)' | head -5 >&2
+if nm -D --undefined-only "$bin/safemodel-worker" | grep -E ' H5[A-Z]' >/dev/null; then
+  bad "safemodel-worker calls libhdf5"
 fi
 
 got=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')

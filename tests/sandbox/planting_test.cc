@@ -85,7 +85,8 @@ TEST(Runpath, EveryBuiltProgramSearchesAbsoluteDirectoriesOnly) {
     }
     checked.insert(e.path().filename().string());
   }
-  for (const char* must : {"safe-convert", "safemodel-worker", "sandbox-probe", "library_usage"}) {
+  for (const char* must : {"safe-convert", "safemodel-worker", "safemodel-worker-hdf5",
+                           "sandbox-probe", "library_usage"}) {
     EXPECT_TRUE(checked.count(must)) << must << " was not checked";
   }
   // Control: the checker does see the bug, in the program built with it.
@@ -127,7 +128,9 @@ TEST(Planting, ALibraryBesideTheModelIsNeverLoaded) {
   ASSERT_TRUE(Exists(planted)) << planted;
   TempDir folder;  // a folder of downloaded models, and libraries someone put there
   std::set<std::string> names = NeededLibraries(BinDir() + "/safe-convert");
-  for (const std::string& n : NeededLibraries(BinDir() + "/safemodel-worker")) names.insert(n);
+  for (const char* worker : {"/safemodel-worker", "/safemodel-worker-hdf5"}) {
+    for (const std::string& n : NeededLibraries(BinDir() + worker)) names.insert(n);
+  }
   ASSERT_TRUE(names.count("libseccomp.so.2")) << ::testing::PrintToString(names);
   ASSERT_TRUE(names.count("libhdf5_serial.so.103") || names.count("libhdf5.so.103"))
       << ::testing::PrintToString(names);

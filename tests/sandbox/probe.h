@@ -64,6 +64,9 @@ int DoMaxFindings(const Context& ctx);
 int DoMaxErrorFindings(const Context& ctx);
 int DoMaxAll(const Context& ctx);
 int DoMaxDataFrames(const Context& ctx);
+// A hand-off request (conversion_protocol.h); the argument picks a variant:
+// "" (valid), "twice", "after-header", "with-message", "unknown".
+int DoHandOff(const Context& ctx);
 
 }  // namespace safemodel::probe
 

@@ -64,6 +64,24 @@ int DoHostileError(const Context& ctx) {
   return 1;
 }
 
+// The lean worker's hand-off request, valid or broken as the argument says.
+int DoHandOff(const Context& ctx) {
+  worker::WorkerError e;
+  e.set_hand_off(ctx.argument == "unknown" ? static_cast<worker::HandOff>(7)
+                                           : worker::HAND_OFF_HDF5_WORKER);
+  if (ctx.argument == "with-message") {
+    e.set_code(static_cast<uint32_t>(StatusCode::kUnsupported));
+    e.set_message("needs libhdf5");
+  }
+  if (ctx.argument == "after-header" && !SendHeader(HeaderBytes(ctx, {"t"}))) return 1;
+  const std::string bytes = wire::SerializeDeterministic(e);
+  const int frames = ctx.argument == "twice" ? 2 : 1;
+  for (int i = 0; i < frames; ++i) {
+    sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
+  }
+  return 1;
+}
+
 // ---------------------------------------------------------------------------
 // Memory: the most each frame kind may carry for this input (stream_limits.h)
 // and, with the argument "over", a little more. The parent's peak memory is

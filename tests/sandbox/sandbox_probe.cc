@@ -862,6 +862,8 @@ const Mode kModes[] = {
     {"grandchild-escaped", nullptr, SendValidResult, [](Context&) { ForkHolder(true); }},
     {"hostile-text", nullptr, DoHostileText},
     {"hostile-error", nullptr, DoHostileError},
+    {"hand-off", nullptr, DoHandOff},
+    {"hand-off-unlocked", nullptr, DoHandOff, nullptr, /*skip_lockdown=*/true},
     {"mmap-fixed", DoMmapFixed, nullptr},
     {"mmap-fixed-noreplace", DoMmapFixedNoreplace, nullptr},
     {"mmap-shared", DoMmapShared, nullptr},

@@ -5,11 +5,15 @@
 // The input is parsed only by a separate, sandboxed worker process
 // (`safemodel-worker`, installed next to the library): it is started fresh by
 // exec, confined by seccomp before it reads the input, and streams its result
-// back over a pipe. This process re-validates everything the worker sends,
-// computes every digest itself, and writes the output to a temporary file in
-// the output directory that gets the output's name only when the worker ended
-// cleanly, the input did not change meanwhile, and every check passed. On any
-// failure the output path is as it was before the call.
+// back over a pipe. That worker links no libhdf5; an input that needs it
+// (Keras .h5, anything libhdf5 finds a superblock in) is converted again,
+// from the start, by `safemodel-worker-hdf5`, installed beside it, which
+// links every parser (the report's worker.hand_off). This process
+// re-validates everything the worker sends, computes every digest itself, and
+// writes the output to a temporary file in the output directory that gets the
+// output's name only when the worker ended cleanly, the input did not change
+// meanwhile, and every check passed. On any failure the output path is as it
+// was before the call.
 //
 // The output path (README "Output files"):
 //  * must not exist, or be a regular file and `force` be set; a symbolic
@@ -83,11 +87,18 @@ struct ConvertOptions {
   // a full disk), the bytes already written are incomplete and the status is
   // kIoError: a reader must check the exit status.
   int output_fd = -1;
-  // Path of safemodel-worker; empty = $SAFEMODEL_WORKER (an absolute path),
-  // else next to the program or library holding the pipeline, else the
-  // install layout's libexec/safemodel/ relative to it (a moved prefix
-  // works), else the configured install prefix.
+  // Path of safemodel-worker, the lean worker every conversion starts;
+  // empty = $SAFEMODEL_WORKER (an absolute path), else next to the program
+  // or library holding the pipeline, else the install layout's
+  // libexec/safemodel/ relative to it (a moved prefix works), else the
+  // configured install prefix.
   std::string worker_path;
+  // Path of safemodel-worker-hdf5, started only when the lean worker hands
+  // off an input that needs libhdf5; empty = $SAFEMODEL_HDF5_WORKER (an
+  // absolute path), else safemodel-worker-hdf5 in the directory of the lean
+  // worker that ran, however that one was found (the two are built and
+  // installed side by side).
+  std::string hdf5_worker_path;
   // Isolation layers the parent must see in the locked-down worker's /proc
   // entry before it reads a single result frame, on top of the ones always
   // required ("seccomp", "no_new_privs", "no_capabilities", "rlimits").
@@ -112,6 +123,13 @@ struct WorkerOutcome {
     kUnknown,     // "unknown": how it ended could not be observed (wait failed)
   };
   Kind kind = Kind::kNotStarted;
+  // The file name of the worker this outcome is of ("safemodel-worker",
+  // "safemodel-worker-hdf5", or what worker_path names); "" if none started.
+  std::string program;
+  // The lean worker asked for the HDF5 worker (the input needs libhdf5),
+  // which then converted the input from the start; every other field is
+  // the HDF5 worker's.
+  bool hand_off = false;
   int exit_code = 0;
   int signal = 0;
   int syscall_nr = -1;       // on a seccomp violation

@@ -144,7 +144,7 @@ TEST(H5Fidelity, Issue16FillModesMatchH5pyInAnyWorkerState) {
 
 // An HDF5 1.8-format group with 100 links is stored densely; libhdf5 sorts
 // its link table with glibc's qsort, whose first sort of over 1 KiB asked
-// for sysinfo (forbidden in the sandbox: exit 5) until PrepareHdf5 warmed it
+// for sysinfo (forbidden in the sandbox: exit 5) until PrepareLibraries warmed it
 // up.
 TEST(H5Fidelity, Issue16DenseLinkGroupConverts) {
   TempDir dir;
