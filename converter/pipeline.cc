@@ -21,6 +21,7 @@
 #include <memory>
 #include <thread>
 
+#include "converter/finding_order.h"
 #include "converter/input_file.h"
 #include "converter/output_file.h"
 #include "converter/protocol/conversion_protocol.h"
@@ -247,17 +248,12 @@ uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes)
 
 namespace {
 
-Status Convert(const std::string& in_path, const std::string& out_path, const ConvertOptions& opt,
-               ConvertReport* report) {
-  const auto start = Clock::now();
-  if (opt.memory_limit_bytes < kMinMemoryLimit) {
-    return Status::InvalidArgument("the memory limit must be at least " + Num(kMinMemoryLimit) +
-                                   " bytes");
-  }
-  SAFEMODEL_ASSIGN_OR_RETURN(InputFile input, InputFile::Open(in_path));
+// The conversion of an opened input whose SHA-256 `hasher` is computing.
+Status ConvertOpened(InputFile& input, InputHasher& hasher, const std::string& in_path,
+                     const std::string& out_path, const ConvertOptions& opt,
+                     Clock::time_point start, ConvertReport* report) {
   const int in_fd = input.fd();
   const uint64_t input_size = input.size();
-  report->input_bytes = input_size;
   if (input_size == 0) return Status::Malformed("input '" + in_path + "' is empty");
   if (input_size > opt.max_input_bytes) {
     return Status::LimitExceeded("input is " + Num(input_size) + " bytes, over the limit of " +
@@ -288,8 +284,6 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
   SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
 
-  InputHasher hasher;
-  hasher.Start(in_fd, input_size);
   sandbox::Worker worker;
   SAFEMODEL_RETURN_IF_ERROR(StartWorker(worker_path, in_fd, input_size, limits, options, &worker));
 
@@ -342,6 +336,28 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   return Status::Ok();
 }
 
+Status Convert(const std::string& in_path, const std::string& out_path, const ConvertOptions& opt,
+               ConvertReport* report) {
+  const auto start = Clock::now();
+  if (opt.memory_limit_bytes < kMinMemoryLimit) {
+    return Status::InvalidArgument("the memory limit must be at least " + Num(kMinMemoryLimit) +
+                                   " bytes");
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(InputFile input, InputFile::Open(in_path));
+  report->input_bytes = input.size();
+  // Hashed whatever the outcome: a refusal, a limit or a crash is recorded
+  // with the digest of what was refused (an audit needs it; the parent reads
+  // the bytes itself, the worker's word is not needed).
+  InputHasher hasher;
+  hasher.Start(input.fd(), input.size());
+  Status status = ConvertOpened(input, hasher, in_path, out_path, opt, start, report);
+  if (report->input_sha256.empty()) {
+    Result<std::string> hashed = hasher.Join();
+    if (hashed.ok() && input.CheckUnchanged().ok()) report->input_sha256 = ToHex(*hashed);
+  }
+  return status;
+}
+
 }  // namespace
 
 ConvertReport ConvertFile(const std::string& input_path, const std::string& output_path,
@@ -351,6 +367,9 @@ ConvertReport ConvertFile(const std::string& input_path, const std::string& outp
   report.output_path = output_path;
   auto t0 = Clock::now();
   report.status = Convert(input_path, output_path, options, &report);
+  if (report.source_format.empty()) report.source_format = "unknown";
+  OrderFindings(&report.findings);
+  report.status = HeadlineWorst(report.status, report.findings);
   report.wall_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   struct rusage self;
   if (getrusage(RUSAGE_SELF, &self) == 0) {

@@ -267,6 +267,11 @@ class StreamReader {
     if (we.message().size() > wire::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
       return Fail("the worker's error message is too long or not UTF-8");
     }
+    if (!we.source_format().empty()) {
+      s = CheckIdentifier(we.source_format(), "source format");
+      if (!s.ok()) return Fail(s.message());
+      report_->source_format = we.source_format();
+    }
     for (const auto& f : we.findings()) report_->findings.push_back(wire::FindingFromProto(f));
     st_->worker_error = Status(code, std::move(*we.mutable_message()));
     st_->report = StreamOutcome::Report::kError;

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "converter/cli/messages.h"
 #include "safemodel/convert.h"
 #include "safemodel/display.h"
 #include "safemodel/inspect.h"
@@ -27,7 +28,9 @@
 
 namespace {
 
-std::string E(std::string_view text) { return safemodel::EscapeForDisplay(text); }
+using safemodel::cli::Count;
+using safemodel::cli::E;
+using safemodel::cli::FileLine;
 
 const char kUsage[] =
     "usage: safe-convert [convert] IN OUT [options]   convert a model file to .safemodel\n"
@@ -101,7 +104,7 @@ int Inspect(const std::vector<std::string>& args) {
   if (path.empty()) return Usage("inspect: missing FILE");
   auto model = safemodel::Model::Open(path);
   if (!model.ok()) {
-    std::cerr << "safe-convert: " << E(model.status().ToString()) << "\n";
+    std::cerr << safemodel::cli::StatusLine(path, model.status());
     return safemodel::ExitCodeFor(model.status().code());
   }
   std::cout << (json ? safemodel::InspectJson(*model) + "\n" : safemodel::InspectText(*model));
@@ -113,10 +116,10 @@ int Verify(const std::vector<std::string>& args) {
   auto model = safemodel::Model::Open(args[0]);
   safemodel::Status s = model.ok() ? model->Verify() : model.status();
   if (!s.ok()) {
-    std::cerr << "safe-convert: " << E(args[0]) << ": " << E(s.ToString()) << "\n";
+    std::cerr << safemodel::cli::StatusLine(args[0], s);
     return safemodel::ExitCodeFor(s.code());
   }
-  std::cout << E(args[0]) << ": OK (" << model->tensors().size() << " tensors, "
+  std::cout << E(args[0]) << ": OK (" << Count(model->tensors().size(), "tensor", "tensors") << ", "
             << safemodel::DigestAlgorithmName(model->digest_algorithm()) << " digests verified)\n";
   return safemodel::kExitConverted;
 }
@@ -273,26 +276,22 @@ int Convert(const std::vector<std::string>& args) {
       // Rare (disk full after the check above). A refusal or an error keeps
       // its own exit code below (1 must keep meaning "code found"); a
       // converted output stays, and exit 6 says the report is missing.
-      std::cerr << "safe-convert: cannot write the report to '" << E(report_path) << "'\n";
+      std::cerr << FileLine(paths[0], "cannot write the report to '" + E(report_path) + "'");
       report_failed = true;
     }
   }
   if (json) std::cout << report << "\n";
-  for (const safemodel::Finding& f : r.findings) {
-    std::cerr << safemodel::SeverityName(f.severity) << ": " << E(f.rule) << " at " << E(f.location)
-              << ": " << E(f.message);
-    for (size_t k = 0; k < f.references.size(); ++k) std::cerr << (k ? ", " : " [") << E(f.references[k]);
-    std::cerr << (f.references.empty() ? "" : "]") << "\n";
-  }
+  for (const safemodel::Finding& f : r.findings) std::cerr << safemodel::cli::FindingLine(paths[0], f);
   if (!r.status.ok()) {
-    std::cerr << "safe-convert: " << E(paths[0]) << ": " << E(r.status.ToString()) << "\n";
+    std::cerr << safemodel::cli::StatusLine(paths[0], r.status);
     return safemodel::ExitCodeFor(r.status.code());
   }
   if (!json) {
     // With OUT "-", standard output carries the model and nothing else.
     (to_stdout ? std::cerr : std::cout) << "converted " << E(paths[0]) << " (" << E(r.source_format)
-                                        << ") -> " << E(paths[1]) << ": " << r.tensor_count
-                                        << " tensors, " << r.output_bytes << " bytes\n";
+                                        << ") -> " << E(paths[1]) << ": "
+                                        << Count(r.tensor_count, "tensor", "tensors") << ", "
+                                        << Count(r.output_bytes, "byte", "bytes") << "\n";
   }
   return report_failed ? safemodel::kExitIoError : safemodel::kExitConverted;
 }

@@ -64,8 +64,10 @@ Status ParseArgs(int argc, char** argv, Args* a) {
 uint64_t g_input_size = 0;
 
 // Error frames are best effort: if the parent is gone there is nobody to tell.
-void SendError(const Status& status, std::vector<Finding> findings) {
+void SendError(const Status& status, std::vector<Finding> findings,
+               const std::string& source_format = "") {
   worker::WorkerError e;
+  e.set_source_format(source_format);
   e.set_code(static_cast<uint32_t>(status.code()));
   std::string msg = status.message();
   if (msg.size() > wire::kMaxFindingTextBytes) msg.resize(wire::kMaxFindingTextBytes);
@@ -95,9 +97,12 @@ class FrameSink final : public loader::ChunkSink {
   uint64_t bytes_ = 0;
 };
 
-Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx) {
+// `detected` receives the format ParseModel detected, also when it fails.
+Status Convert(ByteView input, const Args& args, loader::ParseContext& ctx, std::string* detected) {
   loader::ParsedModel model;
-  SAFEMODEL_RETURN_IF_ERROR(loader::ParseModel(input, ctx, &model));
+  Status parsed = loader::ParseModel(input, ctx, &model);
+  *detected = model.source_format;
+  SAFEMODEL_RETURN_IF_ERROR(parsed);
   if (ctx.refused()) return ctx.RefusedStatus();
 
   // Canonical order: bytewise by name. Names must be unique.
@@ -252,8 +257,9 @@ int WorkerMain(int argc, char** argv) {
   options.keep_optimizer = args.keep_optimizer;
   loader::ParseContext ctx(options);
   Status status;
+  std::string detected;
   try {
-    status = Convert(input, args, ctx);
+    status = Convert(input, args, ctx, &detected);
   } catch (const std::bad_alloc&) {
     status = Status::LimitExceeded("the worker ran out of memory (limit " +
                                    std::to_string(args.worker.memory_limit) + " bytes)");
@@ -262,7 +268,7 @@ int WorkerMain(int argc, char** argv) {
   }
   if (status.ok()) return 0;
   try {
-    SendError(status, ctx.findings());
+    SendError(status, ctx.findings(), detected);
   } catch (...) {
     return 4;  // out of memory even for the error report
   }

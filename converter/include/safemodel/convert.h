@@ -133,14 +133,24 @@ struct WorkerOutcome {
 // "unknown".
 const char* WorkerOutcomeName(WorkerOutcome::Kind kind);
 
+// The report's "schema_version": raised when a field changes meaning or
+// goes away (new fields may appear without it). 1: the first numbered one.
+inline constexpr int kReportSchemaVersion = 1;
+
 struct ConvertReport {
   Status status;  // ok, or what went wrong (ExitCodeFor gives the CLI exit code)
   std::string input_path;
   std::string output_path;
   uint64_t input_bytes = 0;
-  std::string input_sha256;   // hex; empty if not computed
-  std::string source_format;  // as detected by the worker
-  std::vector<Finding> findings;  // refusals (on failure), dropped items, notes
+  // Whatever the outcome, once the input could be opened: the parent hashes
+  // it itself (empty only if it could not be read whole or it changed).
+  std::string input_sha256;   // hex
+  // As detected by the worker, also for a refused or malformed input;
+  // "unknown" when no worker said (a crash, a limit, a usage error).
+  std::string source_format;
+  // Worst first: refusals, then dropped items, then notes; the status
+  // message of a refusal names the first (converter/finding_order.h).
+  std::vector<Finding> findings;
   uint64_t tensor_count = 0;
   uint64_t tensor_bytes = 0;
   uint64_t output_bytes = 0;

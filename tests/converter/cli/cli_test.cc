@@ -163,7 +163,8 @@ TEST(Cli, ExitCodesFollowTheTable) {
   std::string text;
   EXPECT_EQ(SafeConvert(Fixture("numpy/object_malicious.npy") + " " + out, &text), 1) << text;
   // The object array's pickle calls posix.system (the pickle machine names it).
-  EXPECT_NE(text.find("refused: pickle.global"), std::string::npos) << text;
+  EXPECT_NE(text.find(": refused: posix.system at byte 275: "), std::string::npos) << text;
+  EXPECT_NE(text.find(" (pickle.global at npy array byte 275; refers to posix.system)\n"), std::string::npos) << text;
   EXPECT_NE(text.find("posix.system"), std::string::npos) << text;
   EXPECT_EQ(SafeConvert(Fixture("numpy/truncated.npy") + " " + out), 3);
   EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + out + " --max-input-size 10"), 4);
@@ -303,10 +304,10 @@ TEST(Cli, HostileWorkerTextIsEscaped) {
             0)
       << out;
   EXPECT_FALSE(HasTerminalControl(out)) << out;
-  EXPECT_NE(out.find("note: probe.hostile\\x1b[2J at at \\x1b]0;title\\x07: ALL CLEAN\\x0d"),
+  EXPECT_NE(out.find(": note: ALL CLEAN\\x0d\\x1b[1A\\u2066 hidden (probe.hostile\\x1b[2J at at "
+                     "\\x1b]0;title\\x07; refers to ref\\x1b[0m)\n"),
             std::string::npos)
       << out;
-  EXPECT_NE(out.find("[ref\\x1b[0m]"), std::string::npos) << out;
   ASSERT_EQ(SafeConvert("inspect " + dir.File("o.safemodel"), &out), 0) << out;
   EXPECT_FALSE(HasTerminalControl(out)) << out;
   EXPECT_NE(out.find("\\u2066 hidden"), std::string::npos) << out;
@@ -315,7 +316,12 @@ TEST(Cli, HostileWorkerTextIsEscaped) {
   EXPECT_EQ(SafeConvert(dir.File("error") + " " + dir.File("p.safemodel") + " --worker " + probe, &out), 1)
       << out;
   EXPECT_FALSE(HasTerminalControl(out)) << out;
-  EXPECT_NE(out.find("refused\\x1b[2J\\x1b]0;pwned\\x07 verify: OK \\u202e"), std::string::npos) << out;
+  // The headline is the worst finding's (attacker-chosen) text, escaped; the
+  // worker's own status message is replaced by it.
+  EXPECT_NE(out.find(": refused: calls \\u202emetsys.so\\u202c [probe.hostile at member "
+                     "'\\x1b[31mevil\\x1b[0m']\n"),
+            std::string::npos)
+      << out;
   EXPECT_NE(out.find("calls \\u202emetsys.so\\u202c"), std::string::npos) << out;
   // The JSON report carries the text as it was (JSON-escaped).
   EXPECT_EQ(SafeConvert(dir.File("error") + " " + dir.File("p.safemodel") + " --json --worker " + probe,
