@@ -295,7 +295,7 @@ Status ConvertOpened(InputFile& input, InputHasher& hasher, const std::string& i
     return VerifyIsolation(worker, required_layers, report);
   };
   ReadWorkerStream(reader, out->fd(), input_size, options, opt.digest, opt.max_output_bytes,
-                   on_locked, report, &stream);
+                   on_locked, report, &stream, opt.progress);
   // A worker whose channel is closed is already exiting (after lockdown it
   // cannot close fd 3): it is left to end, so that a signal from outside
   // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut

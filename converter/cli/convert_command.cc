@@ -11,6 +11,7 @@
 
 #include "converter/cli/commands.h"
 #include "converter/cli/messages.h"
+#include "converter/cli/progress.h"
 #include "converter/cli/units.h"
 #include "safemodel/convert.h"
 
@@ -135,7 +136,14 @@ int RunConvert(ConvertArgs& a) {
     if (!report_file) return UsageError(a.in, "cannot write the report to '" + E(a.report_path) + "'");
   }
 
+  // Progress only on a terminal, for inputs large enough to need it.
+  struct stat in_stat;
+  const bool show_progress = !a.quiet && isatty(STDERR_FILENO) && stat(a.in.c_str(), &in_stat) == 0 &&
+                             static_cast<uint64_t>(in_stat.st_size) >= kMinProgressInputBytes;
+  ProgressDisplay progress(a.in, show_progress);
+  if (show_progress) a.opt.progress = [&progress](const ConvertProgress& p) { progress.Update(p); };
   ConvertReport r = ConvertFile(a.in, a.out, a.opt);
+  progress.Finish();
   const std::string report = r.ToJson();
   if (report_file.is_open()) {
     report_file << report << "\n";

@@ -38,6 +38,7 @@
 #define SAFEMODEL_CONVERT_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -47,6 +48,14 @@
 #include "safemodel/status.h"
 
 namespace safemodel {
+
+// How far a conversion is: bytes of the output written, of the size planned
+// for it once the worker has described the model (an upper bound: the final
+// file can be a few bytes smaller, its trailer being planned at its largest).
+struct ConvertProgress {
+  uint64_t bytes_written = 0;
+  uint64_t bytes_total = 0;
+};
 
 struct ConvertOptions {
   // Wall-clock limit for the whole conversion; the worker is killed after it.
@@ -96,7 +105,14 @@ struct ConvertOptions {
   // kSandboxSetupFailed (exit 70) before the worker reads its input; an
   // unknown name is kInvalidArgument.
   std::vector<std::string> required_isolation;
+  // If set, called on the calling thread as the output grows: once when its
+  // size is known, then after every kProgressStepBytes written. Must return
+  // quickly and not throw. safe-convert shows it on a terminal.
+  std::function<void(const ConvertProgress&)> progress;
 };
+
+// The output bytes between two progress calls.
+inline constexpr uint64_t kProgressStepBytes = 4ull << 20;  // a call per ~4 ms at 1 GB/s
 
 // How the worker process ended.
 struct WorkerOutcome {
