@@ -21,6 +21,7 @@
 #include <memory>
 #include <thread>
 
+#include "converter/finding_order.h"
 #include "converter/input_file.h"
 #include "converter/input_set.h"
 #include "converter/output_file.h"
@@ -288,6 +289,7 @@ struct RunSetup {
   int out_fd;
   DigestAlgorithm digest;
   uint64_t max_output_bytes;
+  ProgressHook progress;  // output bytes so far, for a progress display
 };
 
 // Runs one worker on the whole input (every file of a multi-file one, with
@@ -309,7 +311,8 @@ Status RunWorker(const RunSetup& setup, const std::string& path, bool hand_off_a
     return VerifyIsolation(worker, setup.required_layers, report);
   };
   ReadWorkerStream(reader, setup.out_fd, input_size, setup.options, setup.digest,
-                   setup.max_output_bytes, on_locked, report, stream, hand_off_allowed);
+                   setup.max_output_bytes, on_locked, report, stream, hand_off_allowed,
+                   setup.progress);
   // A worker whose channel is closed is already exiting (after lockdown it
   // cannot close fd 3): it is left to end, so that a signal from outside
   // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
@@ -355,18 +358,12 @@ uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes)
 
 namespace {
 
-Status Convert(const std::string& in_path, const std::string& out_path, const ConvertOptions& opt,
-               ConvertReport* report) {
-  const auto start = Clock::now();
-  if (opt.memory_limit_bytes < kMinMemoryLimit) {
-    return Status::InvalidArgument("the memory limit must be at least " + Num(kMinMemoryLimit) +
-                                   " bytes");
-  }
-  SAFEMODEL_ASSIGN_OR_RETURN(InputSet input, InputSet::Open(in_path));
+// The conversion of an opened input whose SHA-256 `hasher` is computing.
+Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in_path,
+                     const std::string& out_path, const ConvertOptions& opt,
+                     Clock::time_point start, ConvertReport* report) {
   const int in_fd = input.primary().fd();
   const uint64_t input_size = input.total_size();
-  report->input_bytes = input_size;
-  if (input.multi_file()) report->findings.push_back(input.FilesNote());
   if (input_size == 0) return Status::Malformed("input '" + in_path + "' is empty");
   if (input_size > opt.max_input_bytes) {
     return Status::LimitExceeded("input is " + Num(input_size) + " bytes, over the limit of " +
@@ -397,11 +394,9 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
 
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
   const RunSetup setup{&input, limits, options, required_layers, deadline, timeout_ms, out->fd(),
-                       opt.digest, opt.max_output_bytes};
+                       opt.digest, opt.max_output_bytes, opt.progress};
   SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
 
-  InputHasher hasher;
-  hasher.Start(input.Parts());
   StreamOutcome stream;
   Verdict verdict;
   SAFEMODEL_RETURN_IF_ERROR(
@@ -434,6 +429,32 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
   return Status::Ok();
 }
 
+Status Convert(const std::string& in_path, const std::string& out_path, const ConvertOptions& opt,
+               ConvertReport* report) {
+  const auto start = Clock::now();
+  if (opt.memory_limit_bytes < kMinMemoryLimit) {
+    return Status::InvalidArgument("the memory limit must be at least " + Num(kMinMemoryLimit) +
+                                   " bytes");
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(InputSet input, InputSet::Open(in_path));
+  report->input_bytes = input.total_size();
+  if (input.multi_file()) report->findings.push_back(input.FilesNote());
+  // Hashed whatever the outcome: a refusal, a limit or a crash is recorded
+  // with the digest of what was refused (an audit needs it; the parent reads
+  // the bytes itself, the worker's word is not needed). A multi-file input's
+  // is the SHA-256 of its files' SHA-256s (InputSet::CombineDigests).
+  InputHasher hasher;
+  hasher.Start(input.Parts());
+  Status status = ConvertOpened(input, hasher, in_path, out_path, opt, start, report);
+  if (report->input_sha256.empty()) {
+    Result<std::vector<std::string>> hashed = hasher.Join();
+    if (hashed.ok() && input.CheckUnchanged().ok()) {
+      report->input_sha256 = ToHex(input.CombineDigests(*hashed));
+    }
+  }
+  return status;
+}
+
 }  // namespace
 
 ConvertReport ConvertFile(const std::string& input_path, const std::string& output_path,
@@ -443,6 +464,9 @@ ConvertReport ConvertFile(const std::string& input_path, const std::string& outp
   report.output_path = output_path;
   auto t0 = Clock::now();
   report.status = Convert(input_path, output_path, options, &report);
+  if (report.source_format.empty()) report.source_format = "unknown";
+  OrderFindings(&report.findings);
+  report.status = HeadlineWorst(report.status, report.findings);
   report.wall_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   struct rusage self;
   if (getrusage(RUSAGE_SELF, &self) == 0) {

@@ -8,6 +8,7 @@ namespace safemodel {
 
 std::string ConvertReport::ToJson() const {
   nlohmann::ordered_json j;
+  j["schema_version"] = kReportSchemaVersion;
   j["status"] = std::string(StatusCodeName(status.code()));
   j["exit_code"] = ExitCodeFor(status.code());
   j["message"] = status.message();

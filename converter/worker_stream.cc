@@ -113,11 +113,11 @@ class StreamReader {
   StreamReader(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                const std::vector<std::string>& options, DigestAlgorithm digest,
                uint64_t max_output_bytes, const LockedHook& on_locked, ConvertReport* report,
-               StreamOutcome* st, bool hand_off_allowed)
+               StreamOutcome* st, bool hand_off_allowed, const ProgressHook& on_progress)
       : reader_(reader), out_fd_(out_fd), input_size_(input_size), options_(options),
         digest_(digest), max_output_bytes_(max_output_bytes), on_locked_(on_locked),
         report_(report), st_(st), limits_(StreamLimitsFor(input_size)),
-        hand_off_allowed_(hand_off_allowed) {}
+        hand_off_allowed_(hand_off_allowed), on_progress_(on_progress) {}
 
   void Run() {
     sandbox::FrameCaps caps;
@@ -208,7 +208,17 @@ class StreamReader {
       return st_->End(StreamEnd::kOutputIoError, std::move(written));
     }
     if (!written.ok()) return Fail("invalid header from the worker: " + written.ToString());
+    Progress(/*force=*/true);
     return true;
+  }
+
+  // Reports the output's growth every kProgressStepBytes.
+  void Progress(bool force) {
+    if (!on_progress_ || !st_->writer) return;
+    const uint64_t written = st_->writer->file_size();
+    if (!force && written - last_progress_ < kProgressStepBytes) return;
+    last_progress_ = written;
+    on_progress_({written, st_->writer->planned_file_size()});
   }
 
   bool OnData(uint64_t length) {
@@ -231,6 +241,7 @@ class StreamReader {
       return Fail(s.message());
     }
     st_->data_bytes += length;
+    Progress(/*force=*/false);
     return true;
   }
 
@@ -268,6 +279,11 @@ class StreamReader {
     if (!s.ok()) return Fail(s.message());
     if (we.message().size() > wire::kMaxFindingTextBytes || !IsValidUtf8(we.message())) {
       return Fail("the worker's error message is too long or not UTF-8");
+    }
+    if (!we.source_format().empty()) {
+      s = CheckIdentifier(we.source_format(), "source format");
+      if (!s.ok()) return Fail(s.message());
+      report_->source_format = we.source_format();
     }
     for (const auto& f : we.findings()) report_->findings.push_back(wire::FindingFromProto(f));
     st_->worker_error = Status(code, std::move(*we.mutable_message()));
@@ -318,6 +334,8 @@ class StreamReader {
   const bool hand_off_allowed_;
   std::unique_ptr<uint8_t[]> data_buf_;
   uint64_t data_buf_size_ = 0;
+  const ProgressHook& on_progress_;
+  uint64_t last_progress_ = 0;
 };
 
 }  // namespace
@@ -325,9 +343,10 @@ class StreamReader {
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
-                      ConvertReport* report, StreamOutcome* st, bool hand_off_allowed) {
+                      ConvertReport* report, StreamOutcome* st, bool hand_off_allowed,
+                      const ProgressHook& on_progress) {
   StreamReader(reader, out_fd, input_size, options, digest, max_output_bytes, on_locked, report, st,
-               hand_off_allowed)
+               hand_off_allowed, on_progress)
       .Run();
 }
 

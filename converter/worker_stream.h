@@ -35,6 +35,9 @@ namespace safemodel {
 // error, which ends the stream (StreamEnd::kIsolationRefused).
 using LockedHook = std::function<Status(const std::vector<std::string>& claimed)>;
 
+// Called as the output grows (ConvertOptions::progress); may be empty.
+using ProgressHook = std::function<void(const ConvertProgress&)>;
+
 // Reads frames until EOF, a protocol error, a timeout or an I/O error on the
 // output (the first of them recorded in *st), writing a valid result to
 // `out_fd` through SafemodelWriter. Findings, source format and the
@@ -49,7 +52,8 @@ using LockedHook = std::function<Status(const std::vector<std::string>& claimed)
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
-                      ConvertReport* report, StreamOutcome* st, bool hand_off_allowed = false);
+                      ConvertReport* report, StreamOutcome* st, bool hand_off_allowed = false,
+                      const ProgressHook& on_progress = ProgressHook());
 
 }  // namespace safemodel
 

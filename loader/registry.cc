@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "loader/containers/sevenzip.h"
+#include "loader/containers/sniff.h"
 #include "loader/containers/zip_archive.h"
 #include "loader/hdf5_seam.h"
 #include "loader/keras3/keras_archive.h"
@@ -73,7 +74,9 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
 
 // What the first bytes say the input is (the decision torch.load, np.load
 // and joblib.load make first).
-enum class Primary { kNpy, kZip, kEmptyZip, kHdf5, kSevenZip, kPickle, kLfsPointer, kUnknown };
+enum class Primary {
+  kNpy, kZip, kEmptyZip, kHdf5, kSevenZip, kPickle, kCompressed, kLfsPointer, kUnknown
+};
 
 Primary Detect(ByteView input) {
   if (StartsWith(input, "\x93NUMPY")) return Primary::kNpy;
@@ -81,7 +84,13 @@ Primary Detect(ByteView input) {
   if (StartsWith(input, "PK\x05\x06")) return Primary::kEmptyZip;
   if (StartsWith(input, "\x89HDF\r\n\x1a\n")) return Primary::kHdf5;
   if (LooksLikeSevenZip(input)) return Primary::kSevenZip;
-  if (LooksLikePickle(input) || LooksLikeCompressedPickle(input)) return Primary::kPickle;
+  // gzip and zlib are joblib's compressed pickles (the pickle parser says
+  // what they hold); bzip2, xz, zstd and lzma are not read. One that
+  // pickle.load would read as a pickle stays a pickle (fail closed: a
+  // crafted bzip2 header is BINBYTES of 800 MB, then opcodes).
+  if (LooksLikeCompressedPickle(input)) return Primary::kPickle;
+  if (!CompressorName(input).empty() && !ReadsAsPickle(input)) return Primary::kCompressed;
+  if (LooksLikePickle(input)) return Primary::kPickle;
   if (StartsWith(input, "version https://git-lfs")) return Primary::kLfsPointer;
   // pickle.load has no magic: any opcode may come first.
   if (ReadsAsPickle(input)) return Primary::kPickle;
@@ -101,12 +110,32 @@ const char* PrimaryName(Primary p) {
       return "a 7z archive";
     case Primary::kPickle:
       return "a pickle (pickle.load, joblib.load, torch.load, np.load with allow_pickle)";
+    case Primary::kCompressed:
+      return "compressed data";
     case Primary::kLfsPointer:
       return "a Git LFS pointer";
     case Primary::kUnknown:
       break;
   }
   return "unrecognised data";
+}
+
+// The report's format for an input that fails (an identifier; a parser that
+// succeeds replaces it with its own, e.g. "pytorch" for a zip).
+std::string FormatId(Primary p, ByteView input) {
+  switch (p) {
+    case Primary::kNpy: return "npy";
+    case Primary::kZip:
+    case Primary::kEmptyZip: return "zip";
+    case Primary::kHdf5: return "hdf5";
+    case Primary::kSevenZip: return "7z";
+    case Primary::kPickle:
+      return LooksLikeCompressedPickle(input) ? std::string(CompressorName(input)) : "pickle";
+    case Primary::kCompressed: return std::string(CompressorName(input));
+    case Primary::kLfsPointer: return "git_lfs_pointer";
+    case Primary::kUnknown: break;
+  }
+  return "unknown";
 }
 
 Status ParsePrimary(Primary p, ByteView input, ParseContext& ctx, ParsedModel* out) {
@@ -123,6 +152,10 @@ Status ParsePrimary(Primary p, ByteView input, ParseContext& ctx, ParsedModel* o
       return ParseSevenZip(input, ctx);
     case Primary::kPickle:
       return NewPickleParser()->Parse(input, ctx, out);
+    case Primary::kCompressed:
+      return Status::Unsupported(std::string(CompressorName(input)) +
+                                 "-compressed data: safemodel reads no compressed container "
+                                 "other than joblib's gzip and zlib pickles; decompress it first");
     case Primary::kLfsPointer:
       return Status::Malformed("this is a Git LFS pointer file, not the model: fetch the real file");
     case Primary::kUnknown:
@@ -249,6 +282,7 @@ namespace {
 
 Status ParseByFormat(ByteView input, ParseContext& ctx, ParsedModel* out) {
   const Primary primary = Detect(input);
+  out->source_format = FormatId(primary, input);
   std::vector<Reading> second = SecondReadings(input, primary);
   if (second.empty()) return ParsePrimary(primary, input, ctx, out);
   // An HDF5 file with a user block that is nothing else: h5py reads it, and
@@ -309,15 +343,20 @@ Status ParseModelFiles(const InputFiles& input, ParseContext& ctx, ParsedModel* 
                                "' is not a plain relative name");
     }
   }
+  // The format is known from the file names (loader/files), so a report
+  // names it also when the parse fails.
   std::unique_ptr<MultiFileParser> parser;
   switch (input.kind) {
     case ModelKind::kSavedModel:
+      out->source_format = "tf_savedmodel";
       parser = tf::NewSavedModelParser();
       break;
     case ModelKind::kCheckpoint:
+      out->source_format = "tf_checkpoint";
       parser = tf::NewCheckpointParser();
       break;
     case ModelKind::kShardedWeights:
+      out->source_format = "keras_sharded_weights";
       parser = NewShardedWeightsParser(LinkedHdf5Seam().open_keras3_h5_store);
       break;
   }

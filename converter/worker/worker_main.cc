@@ -90,8 +90,10 @@ Status ParseArgs(int argc, char** argv, Args* a) {
 uint64_t g_input_size = 0;
 
 // Error frames are best effort: if the parent is gone there is nobody to tell.
-void SendError(const Status& status, std::vector<Finding> findings) {
+void SendError(const Status& status, std::vector<Finding> findings,
+               const std::string& source_format = "") {
   worker::WorkerError e;
+  e.set_source_format(source_format);
   e.set_code(static_cast<uint32_t>(status.code()));
   std::string msg = status.message();
   if (msg.size() > wire::kMaxFindingTextBytes) msg.resize(wire::kMaxFindingTextBytes);
@@ -133,10 +135,12 @@ class FrameSink final : public loader::ChunkSink {
 // `parse` reads the input, whose maps are `maps`.
 using ParseFn = std::function<Status(loader::ParseContext&, loader::ParsedModel*)>;
 
+// `detected` receives the format the parser detected, also when it fails.
 Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Args& args,
-               loader::ParseContext& ctx) {
+               loader::ParseContext& ctx, std::string* detected) {
   loader::ParsedModel model;
   Status parsed = parse(ctx, &model);
+  *detected = model.source_format;
   // A parse that asked for libhdf5 in a worker without it is void, whatever
   // it produced: nothing is sent (WorkerMain hands the input off).
   if (loader::LinkedHdf5Seam().needed()) return parsed;
@@ -353,12 +357,13 @@ int WorkerMain(int argc, char** argv) {
   options.keep_optimizer = args.keep_optimizer;
   loader::ParseContext ctx(options);
   Status status;
+  std::string detected;
   try {
     const ParseFn parse = [&](loader::ParseContext& c, loader::ParsedModel* model) {
       return args.worker.input_files > 0 ? loader::ParseModelFiles(files, c, model)
                                   : loader::ParseModel(maps[0], c, model);
     };
-    status = Convert(parse, maps, args, ctx);
+    status = Convert(parse, maps, args, ctx, &detected);
   } catch (const std::bad_alloc&) {
     status = Status::LimitExceeded("the worker ran out of memory (limit " +
                                    std::to_string(args.worker.memory_limit) + " bytes)");
@@ -371,7 +376,7 @@ int WorkerMain(int argc, char** argv) {
   }
   if (status.ok()) return 0;
   try {
-    SendError(status, ctx.findings());
+    SendError(status, ctx.findings(), detected);
   } catch (...) {
     return 4;  // out of memory even for the error report
   }

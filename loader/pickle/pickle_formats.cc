@@ -3,6 +3,7 @@
 #include <string>
 
 #include "loader/containers/inflate.h"
+#include "loader/containers/sniff.h"
 #include "loader/pickle/pickle_convert.h"
 #include "loader/pickle/pickle_machine.h"
 #include "loader/pickle/pickle_run.h"
@@ -95,8 +96,20 @@ class PickleParser final : public Parser {
   Status Parse(ByteView input, ParseContext& ctx, ParsedModel* out) override {
     if (LooksLikeCompressedPickle(input)) {
       const bool gzip = input[0] == 0x1f;
+      out->source_format = gzip ? "gzip" : "zlib";
       SAFEMODEL_ASSIGN_OR_RETURN(std::shared_ptr<std::string> data,
                                  InflateWhole(input, gzip, ctx.options().memory_limit));
+      // A compressed zip archive (a gzipped torch checkpoint), .npy or HDF5
+      // file: joblib.load fails at its first opcodes without running
+      // anything (ReadsAsPickle says whether it would), so this is an
+      // unsupported container, not a pickle that refers to code.
+      const std::string_view inner = PayloadContainerName(AsBytes(*data));
+      if (!inner.empty() && !ReadsAsPickle(AsBytes(*data))) {
+        return Status::Unsupported(std::string(gzip ? "gzip" : "zlib") + "-compressed " +
+                                   std::string(inner) +
+                                   ": safemodel reads no compressed container other than "
+                                   "joblib's own compressed pickles; decompress it first");
+      }
       if (!LooksLikePickle(AsBytes(*data))) {
         return Status::Unsupported(std::string(gzip ? "gzip" : "zlib") +
                                    " stream that does not hold a pickle (leading bytes '" +

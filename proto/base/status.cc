@@ -25,6 +25,24 @@ std::string_view StatusCodeName(StatusCode code) {
   return "unknown";
 }
 
+std::string_view StatusCodeDescription(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return "ok";
+    case StatusCode::kRefused: return "refused";
+    case StatusCode::kInvalidArgument: return "invalid request";
+    case StatusCode::kMalformed: return "malformed input";
+    case StatusCode::kUnsupported: return "unsupported input";
+    case StatusCode::kLimitExceeded: return "resource limit";
+    case StatusCode::kSandboxViolation: return "stopped by the sandbox";
+    case StatusCode::kWorkerCrashed: return "the worker crashed";
+    case StatusCode::kTimeout: return "time limit";
+    case StatusCode::kIoError: return "I/O error";
+    case StatusCode::kInternal: return "internal error";
+    case StatusCode::kSandboxSetupFailed: return "sandbox setup failed";
+  }
+  return "unknown error";
+}
+
 int ExitCodeFor(StatusCode code) {
   switch (code) {
     case StatusCode::kOk: return kExitConverted;

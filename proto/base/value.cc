@@ -1,5 +1,6 @@
 #include "safemodel/value.h"
 
+#include <charconv>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -200,9 +201,11 @@ void AppendScalar(const Value& v, std::string* out) {
       } else if (std::isinf(d)) {
         out->append(d > 0 ? "\"inf\"" : "\"-inf\"");
       } else {
+        // Shortest text that reads back as the same double (0.91, not
+        // 0.91000000000000003).
         char buf[32];
-        std::snprintf(buf, sizeof buf, "%.17g", d);
-        std::string_view text(buf);
+        const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, d);
+        std::string_view text(buf, ec == std::errc() ? static_cast<size_t>(end - buf) : 0);
         out->append(text);
         // Keep doubles recognisable as doubles ("1.0", not "1").
         if (text.find_first_of(".eE") == std::string_view::npos) out->append(".0");

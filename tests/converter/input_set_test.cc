@@ -77,6 +77,33 @@ TEST(InputSet, ASavedModelDirectoryConvertsAndIsNamedByItsFilesDigests) {
   EXPECT_EQ(ReadFile(dir.File("m.safemodel")), ReadFile(dir.File("m2.safemodel")));
 }
 
+// The facts of every report (issue 14) hold for a multi-file input that
+// fails as well: its files' digest and the format its file names gave.
+TEST(InputSet, AFailedMultiFileInputIsStillNamedByItsDigestAndFormat) {
+  TempDir dir;
+  auto listing_of = [](const std::string& model, const std::vector<std::string>& files) {
+    std::string listing;
+    for (const std::string& f : files) listing += Hex(ReadFile(model + "/" + f)) + "  " + f + "\n";
+    return Hex(listing);
+  };
+  const std::string ckpt = CopyModel(dir, "ckpt_bad_magic", "ckpt");
+  ConvertReport bad = Convert(ckpt, dir.File("c.safemodel"));
+  EXPECT_EQ(ExitCodeFor(bad.status.code()), 3) << bad.status.ToString();
+  EXPECT_EQ(bad.source_format, "tf_checkpoint");
+  EXPECT_EQ(bad.input_sha256, listing_of(ckpt, {"ckpt.data-00000-of-00001", "ckpt.index"}));
+  EXPECT_FALSE(Exists(dir.File("c.safemodel")));
+
+  const std::string sm = CopyModel(dir, "sm_lambda_keras_metadata", "sm");
+  ConvertReport refused = Convert(sm, dir.File("s.safemodel"));
+  EXPECT_EQ(ExitCodeFor(refused.status.code()), 1) << refused.status.ToString();
+  EXPECT_EQ(refused.source_format, "tf_savedmodel");
+  EXPECT_EQ(refused.input_sha256,
+            listing_of(sm, {"keras_metadata.pb", "saved_model.pb",
+                            "variables/variables.data-00000-of-00001", "variables/variables.index"}));
+  ASSERT_FALSE(refused.findings.empty());
+  EXPECT_EQ(refused.findings[0].severity, Finding::Severity::kRefused);  // worst first
+}
+
 TEST(InputSet, ALinkAnywhereInTheDirectoryStopsEverything) {
   TempDir dir;
   const std::string model = CopyModel(dir, "sm_keras_metadata", "model");

@@ -13,6 +13,8 @@ test -x "$tmp/prefix/libexec/safemodel/safemodel-worker"
 test -x "$tmp/prefix/libexec/safemodel/safemodel-worker-hdf5"
 test -x "$tmp/prefix/bin/safe-convert"
 test -f "$tmp/prefix/include/safemodel/reader.h"
+test -f "$tmp/prefix/share/man/man1/safe-convert.1"
+test -f "$tmp/prefix/share/bash-completion/completions/safe-convert"
 # Installed programs search absolute directories only for their libraries: an
 # empty or relative RUNPATH/RPATH entry would be resolved against the
 # directory the user runs them from (tests/sandbox/planting_test.cc checks

@@ -42,6 +42,7 @@
 #define SAFEMODEL_CONVERT_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,6 +52,14 @@
 #include "safemodel/status.h"
 
 namespace safemodel {
+
+// How far a conversion is: bytes of the output written, of the size planned
+// for it once the worker has described the model (an upper bound: the final
+// file can be a few bytes smaller, its trailer being planned at its largest).
+struct ConvertProgress {
+  uint64_t bytes_written = 0;
+  uint64_t bytes_total = 0;
+};
 
 struct ConvertOptions {
   // Wall-clock limit for the whole conversion; the worker is killed after it.
@@ -107,7 +116,14 @@ struct ConvertOptions {
   // kSandboxSetupFailed (exit 70) before the worker reads its input; an
   // unknown name is kInvalidArgument.
   std::vector<std::string> required_isolation;
+  // If set, called on the calling thread as the output grows: once when its
+  // size is known, then after every kProgressStepBytes written. Must return
+  // quickly and not throw. safe-convert shows it on a terminal.
+  std::function<void(const ConvertProgress&)> progress;
 };
+
+// The output bytes between two progress calls.
+inline constexpr uint64_t kProgressStepBytes = 4ull << 20;  // a call per ~4 ms at 1 GB/s
 
 // How the worker process ended.
 struct WorkerOutcome {
@@ -151,14 +167,24 @@ struct WorkerOutcome {
 // "unknown".
 const char* WorkerOutcomeName(WorkerOutcome::Kind kind);
 
+// The report's "schema_version": raised when a field changes meaning or
+// goes away (new fields may appear without it). 1: the first numbered one.
+inline constexpr int kReportSchemaVersion = 1;
+
 struct ConvertReport {
   Status status;  // ok, or what went wrong (ExitCodeFor gives the CLI exit code)
   std::string input_path;
   std::string output_path;
   uint64_t input_bytes = 0;
-  std::string input_sha256;   // hex; empty if not computed
-  std::string source_format;  // as detected by the worker
-  std::vector<Finding> findings;  // refusals (on failure), dropped items, notes
+  // Whatever the outcome, once the input could be opened: the parent hashes
+  // it itself (empty only if it could not be read whole or it changed).
+  std::string input_sha256;   // hex
+  // As detected by the worker, also for a refused or malformed input;
+  // "unknown" when no worker said (a crash, a limit, a usage error).
+  std::string source_format;
+  // Worst first: refusals, then dropped items, then notes; the status
+  // message of a refusal names the first (converter/finding_order.h).
+  std::vector<Finding> findings;
   uint64_t tensor_count = 0;
   uint64_t tensor_bytes = 0;
   uint64_t output_bytes = 0;

@@ -63,9 +63,10 @@ TEST(Cli, ConvertInspectVerify) {
 
   ASSERT_EQ(SafeConvert("inspect " + out_file, &out), 0) << out;
   EXPECT_NE(out.find("source:        npz"), std::string::npos) << out;
-  EXPECT_NE(out.find("f32 [4, 3]"), std::string::npos) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex("\n  [^ ]+ +f32 +\\[4, 3\\] +48 bytes\n"))) << out;
 
-  ASSERT_EQ(SafeConvert("inspect --json " + out_file, &out), 0) << out;
+  // SHA-256 of every tensor only on request (--sha256).
+  ASSERT_EQ(SafeConvert("inspect --json --sha256 " + out_file, &out), 0) << out;
   auto j = nlohmann::json::parse(out);
   ASSERT_EQ(j["tensors"].size(), 5u);
   for (const auto& t : j["tensors"]) {
@@ -108,8 +109,13 @@ TEST(Cli, InspectJsonDigestsAreThoseOfTheStoredBytes) {
     ASSERT_EQ(SafeConvert(Fixture("numpy/stored.npz") + " " + file + " --no-sync --digest " + algo, &out),
               0)
         << out;
-    ASSERT_EQ(SafeConvert("inspect --json " + file, &out, false), 0) << out;
+    ASSERT_EQ(SafeConvert("inspect --json --sha256 " + file, &out, false), 0) << out;
     auto j = nlohmann::json::parse(out);
+    // Inspect lists tensors in source order; the file's order is bytewise.
+    std::sort(j["tensors"].begin(), j["tensors"].end(),
+              [](const nlohmann::json& a, const nlohmann::json& b) {
+                return a["name"].get<std::string>() < b["name"].get<std::string>();
+              });
     const std::string bytes = ReadFile(file);
     const v1::Trailer trailer = TrailerOf(bytes);
     auto model = Model::Open(file);
@@ -163,7 +169,8 @@ TEST(Cli, ExitCodesFollowTheTable) {
   std::string text;
   EXPECT_EQ(SafeConvert(Fixture("numpy/object_malicious.npy") + " " + out, &text), 1) << text;
   // The object array's pickle calls posix.system (the pickle machine names it).
-  EXPECT_NE(text.find("refused: pickle.global"), std::string::npos) << text;
+  EXPECT_NE(text.find(": refused: posix.system at byte 275: "), std::string::npos) << text;
+  EXPECT_NE(text.find(" (pickle.global at npy array byte 275; refers to posix.system)\n"), std::string::npos) << text;
   EXPECT_NE(text.find("posix.system"), std::string::npos) << text;
   EXPECT_EQ(SafeConvert(Fixture("numpy/truncated.npy") + " " + out), 3);
   EXPECT_EQ(SafeConvert(Fixture("numpy/f32.npy") + " " + out + " --max-input-size 10"), 4);
@@ -271,8 +278,9 @@ TEST(Cli, HostileNamesAreEscapedInConvertInspectAndVerify) {
   ASSERT_EQ(SafeConvert("inspect " + out_file, &out), 0) << out;
   EXPECT_FALSE(HasTerminalControl(out)) << out;
   EXPECT_NE(out.find("a\\x1b]0;pwned\\x07\\x1b[2Jverify: OK  f32"), std::string::npos) << out;
-  EXPECT_NE(out.find("b\\u202eevil\\u202c  f32"), std::string::npos) << out;
-  EXPECT_NE(out.find("c\\u009b31mred  f32"), std::string::npos) << out;
+  // Names are padded to the longest (escaped) one.
+  EXPECT_NE(out.find("b\\u202eevil\\u202c                   f32"), std::string::npos) << out;
+  EXPECT_NE(out.find("c\\u009b31mred                       f32"), std::string::npos) << out;
 
   ASSERT_EQ(SafeConvert("inspect --json " + out_file, &out, false), 0) << out;
   EXPECT_FALSE(HasTerminalControl(out.substr(0, out.find("\xe2")))) << "JSON escapes controls";
@@ -303,10 +311,10 @@ TEST(Cli, HostileWorkerTextIsEscaped) {
             0)
       << out;
   EXPECT_FALSE(HasTerminalControl(out)) << out;
-  EXPECT_NE(out.find("note: probe.hostile\\x1b[2J at at \\x1b]0;title\\x07: ALL CLEAN\\x0d"),
+  EXPECT_NE(out.find(": note: ALL CLEAN\\x0d\\x1b[1A\\u2066 hidden (probe.hostile\\x1b[2J at at "
+                     "\\x1b]0;title\\x07; refers to ref\\x1b[0m)\n"),
             std::string::npos)
       << out;
-  EXPECT_NE(out.find("[ref\\x1b[0m]"), std::string::npos) << out;
   ASSERT_EQ(SafeConvert("inspect " + dir.File("o.safemodel"), &out), 0) << out;
   EXPECT_FALSE(HasTerminalControl(out)) << out;
   EXPECT_NE(out.find("\\u2066 hidden"), std::string::npos) << out;
@@ -315,7 +323,12 @@ TEST(Cli, HostileWorkerTextIsEscaped) {
   EXPECT_EQ(SafeConvert(dir.File("error") + " " + dir.File("p.safemodel") + " --worker " + probe, &out), 1)
       << out;
   EXPECT_FALSE(HasTerminalControl(out)) << out;
-  EXPECT_NE(out.find("refused\\x1b[2J\\x1b]0;pwned\\x07 verify: OK \\u202e"), std::string::npos) << out;
+  // The headline is the worst finding's (attacker-chosen) text, escaped; the
+  // worker's own status message is replaced by it.
+  EXPECT_NE(out.find(": refused: calls \\u202emetsys.so\\u202c [probe.hostile at member "
+                     "'\\x1b[31mevil\\x1b[0m']\n"),
+            std::string::npos)
+      << out;
   EXPECT_NE(out.find("calls \\u202emetsys.so\\u202c"), std::string::npos) << out;
   // The JSON report carries the text as it was (JSON-escaped).
   EXPECT_EQ(SafeConvert(dir.File("error") + " " + dir.File("p.safemodel") + " --json --worker " + probe,

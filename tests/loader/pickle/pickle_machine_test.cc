@@ -73,7 +73,7 @@ TEST(PickleOpcodes, ConstantsOfEveryProtocol) {
   EXPECT_EQ(
       Json(r.metadata),
       "[null,true,false,false,true,-42,-2,200,65535,{\"$int\":\"123456789012345678901234567890\"},"
-      "-32768,127,1.5,3.1415926535897931]");
+      "-32768,127,1.5,3.141592653589793]");
 }
 
 TEST(PickleOpcodes, StringsOfEveryProtocol) {

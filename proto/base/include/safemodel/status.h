@@ -59,6 +59,10 @@ enum class StatusCode : uint32_t {
 // Returns a stable lower-case name such as "refused" or "limit_exceeded".
 SAFEMODEL_EXPORT std::string_view StatusCodeName(StatusCode code);
 
+// The same for a person, in words ("refused", "malformed input", "resource
+// limit", "sandbox setup failed"): what tools print instead of the names.
+SAFEMODEL_EXPORT std::string_view StatusCodeDescription(StatusCode code);
+
 // safe-convert's exit codes (README "Exit codes"), pinned like the status
 // codes they stand for.
 inline constexpr int kExitConverted = 0;      // converted (or inspect/verify succeeded)

@@ -1,0 +1,27 @@
+// safe-convert's subcommands. Each registers itself on the top-level app
+// with its options and a callback that runs it after a successful parse
+// and records the exit code (CommandExitCode).
+#ifndef SAFEMODEL_CONVERTER_CLI_COMMANDS_H_
+#define SAFEMODEL_CONVERTER_CLI_COMMANDS_H_
+
+#include <CLI/CLI.hpp>
+
+namespace safemodel::cli {
+
+// convert IN OUT [options]: the conversion (also what `safe-convert IN OUT`
+// without a subcommand runs).
+void AddConvertCommand(CLI::App& app);
+// inspect FILE [--json] [--tensors] [--architecture] [--sha256]
+void AddInspectCommand(CLI::App& app);
+// verify FILE: every digest of a .safemodel.
+void AddVerifyCommand(CLI::App& app);
+
+// The exit code of the command that ran (kExitUsage if none did).
+int& CommandExitCode();
+
+// Every subcommand's common flags: -h/--help and --version.
+void AddCommonFlags(CLI::App& sub);
+
+}  // namespace safemodel::cli
+
+#endif  // SAFEMODEL_CONVERTER_CLI_COMMANDS_H_

@@ -1,0 +1,70 @@
+// `safe-convert inspect` and `safe-convert verify`: reading a .safemodel.
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "converter/cli/commands.h"
+#include "converter/cli/inspect_view.h"
+#include "converter/cli/messages.h"
+#include "safemodel/reader.h"
+
+namespace safemodel::cli {
+
+namespace {
+
+struct InspectArgs {
+  std::string path;
+  InspectView view;
+};
+
+int RunInspect(const InspectArgs& a) {
+  auto model = Model::Open(a.path);
+  if (!model.ok()) {
+    std::cerr << StatusLine(a.path, model.status());
+    return ExitCodeFor(model.status().code());
+  }
+  std::cout << (a.view.json ? InspectViewJson(*model, a.view) + "\n" : InspectViewText(*model, a.view));
+  return kExitConverted;
+}
+
+int RunVerify(const std::string& path, bool quiet) {
+  auto model = Model::Open(path);
+  Status s = model.ok() ? model->Verify() : model.status();
+  if (!s.ok()) {
+    std::cerr << StatusLine(path, s);
+    return ExitCodeFor(s.code());
+  }
+  if (!quiet) {
+    std::cout << E(path) << ": OK (" << Count(model->tensors().size(), "tensor", "tensors") << ", "
+              << DigestAlgorithmName(model->digest_algorithm()) << " digests verified)\n";
+  }
+  return kExitConverted;
+}
+
+}  // namespace
+
+void AddInspectCommand(CLI::App& app) {
+  auto args = std::make_shared<InspectArgs>();
+  CLI::App* sub = app.add_subcommand("inspect", "describe a .safemodel");
+  AddCommonFlags(*sub);
+  sub->add_option("FILE", args->path, "the .safemodel")->required()->type_name("");
+  sub->add_flag("--json", args->view.json, "one JSON object (schema_version " +
+                                               std::to_string(kInspectSchemaVersion) + ")");
+  sub->add_flag("--tensors", args->view.tensors, "only the tensors");
+  sub->add_flag("--architecture", args->view.architecture, "only the architecture");
+  sub->add_flag("--sha256", args->view.sha256,
+                "also the SHA-256 of every tensor's stored bytes (reads them all)");
+  sub->callback([args] { CommandExitCode() = RunInspect(*args); });
+}
+
+void AddVerifyCommand(CLI::App& app) {
+  auto path = std::make_shared<std::string>();
+  auto quiet = std::make_shared<bool>(false);
+  CLI::App* sub = app.add_subcommand("verify", "check every digest of a .safemodel");
+  AddCommonFlags(*sub);
+  sub->add_option("FILE", *path, "the .safemodel")->required()->type_name("");
+  sub->add_flag("-q,--quiet", *quiet, "print nothing on success");
+  sub->callback([path, quiet] { CommandExitCode() = RunVerify(*path, *quiet); });
+}
+
+}  // namespace safemodel::cli

@@ -1,0 +1,42 @@
+# bash completion for safe-convert (installed as
+# share/bash-completion/completions/safe-convert).
+_safe_convert() {
+  local cur prev cmd i
+  cur=${COMP_WORDS[COMP_CWORD]}
+  prev=${COMP_WORDS[COMP_CWORD-1]}
+  cmd=convert
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    case ${COMP_WORDS[i]} in
+      convert|inspect|verify) cmd=${COMP_WORDS[i]}; break ;;
+    esac
+  done
+  case $prev in
+    --report|--worker|--hdf5-worker)
+      COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --digest)
+      COMPREPLY=($(compgen -W "xxh3 sha256" -- "$cur")); return ;;
+    --require-isolation)
+      COMPREPLY=($(compgen -W "non_root userns netns mntns ipcns utsns aslr" -- "$cur")); return ;;
+    --timeout|--cpu-limit|--memory-limit|--max-input-size|--max-output-size)
+      return ;;
+  esac
+  if [[ $cur == -* ]]; then
+    local opts="-h --help --version"
+    case $cmd in
+      convert) opts+=" -f --force --report --json --timeout --memory-limit --cpu-limit
+                      --max-input-size --max-output-size --digest --weights-only
+                      --keep-optimizer --no-sync --worker --hdf5-worker --require-isolation
+                      -q --quiet -v --verbose" ;;
+      inspect) opts+=" --json --tensors --architecture --sha256" ;;
+      verify) opts+=" -q --quiet" ;;
+    esac
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    return
+  fi
+  if ((COMP_CWORD == 1)); then
+    COMPREPLY=($(compgen -W "convert inspect verify help" -- "$cur") $(compgen -f -- "$cur"))
+    return
+  fi
+  COMPREPLY=($(compgen -f -- "$cur"))
+}
+complete -o filenames -F _safe_convert safe-convert
