@@ -15,6 +15,19 @@ test -x "$tmp/prefix/bin/safe-convert"
 test -f "$tmp/prefix/include/safemodel/reader.h"
 test -f "$tmp/prefix/share/man/man1/safe-convert.1"
 test -f "$tmp/prefix/share/bash-completion/completions/safe-convert"
+# Only the public targets are exported (safemodel::format, libsafemodel.so;
+# safemodel::safemodel, libsafemodel.a, which holds its internal parts), and
+# no internal archive is installed.
+exported=$(sed -n 's/^ *add_library(\([^ ]*\) .*IMPORTED.*/\1/p' \
+           "$tmp/prefix/lib/cmake/safemodel/"safemodel*Targets*.cmake | sort | tr '\n' ' ')
+[ "$exported" = "safemodel::format safemodel::safemodel " ] || {
+  echo "exported targets: '$exported', expected safemodel::format safemodel::safemodel" >&2; exit 1; }
+if grep -n 'safemodel_[a-z_]*' "$tmp/prefix/lib/cmake/safemodel/"safemodel*Targets*.cmake >&2; then
+  echo "an export file names an internal target" >&2; exit 1
+fi
+for a in "$tmp/prefix/lib/"*.a; do
+  [ "$(basename "$a")" = libsafemodel.a ] || { echo "internal archive installed: $a" >&2; exit 1; }
+done
 # Installed programs search absolute directories only for their libraries: an
 # empty or relative RUNPATH/RPATH entry would be resolved against the
 # directory the user runs them from (tests/sandbox/planting_test.cc checks
@@ -85,4 +98,21 @@ c++ -std=c++20 -o "$tmp/reader_pc" "$src/examples/reader_only.cc" $(pkg-config -
 readelf -d "$tmp/reader_pc" | grep 'NEEDED' | grep -q -v -E 'seccomp|protobuf' || exit 1
 if readelf -d "$tmp/reader_pc" | grep -E 'NEEDED.*(seccomp|protobuf)'; then exit 1; fi
 "$tmp/reader_pc" "$tmp/cli.safemodel" | grep -q "^out.kernel f32 "
+# A program that links both libraries is refused when CMake generates its
+# build: both hold the schema's generated code, and protobuf would abort at
+# startup on the second registration of safemodel.proto.
+mkdir "$tmp/both"
+cat >"$tmp/both/CMakeLists.txt" <<EOF
+cmake_minimum_required(VERSION 3.25)
+project(safemodel_both LANGUAGES CXX)
+find_package(safemodel 0.1 REQUIRED)
+add_executable(library_usage "$src/examples/library_usage.cc")
+target_link_libraries(library_usage PRIVATE safemodel::safemodel safemodel::format)
+EOF
+if cmake -S "$tmp/both" -B "$tmp/both/build" -G Ninja -DCMAKE_PREFIX_PATH="$tmp_prefix" \
+     >"$tmp/both.log" 2>&1; then
+  echo "a project linking safemodel::safemodel and safemodel::format was accepted" >&2; exit 1
+fi
+grep -q 'INTERFACE_SAFEMODEL_LIBRARY property of "safemodel::' "$tmp/both.log" || {
+  cat "$tmp/both.log" >&2; exit 1; }
 echo "install test passed"
