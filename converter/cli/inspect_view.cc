@@ -1,7 +1,5 @@
 #include "converter/cli/inspect_view.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -11,6 +9,8 @@
 #include <unordered_map>
 
 #include "converter/cli/messages.h"
+#include "proto/digest.h"
+#include "proto/json_util.h"
 #include "safemodel/display.h"
 
 namespace safemodel::cli {
@@ -39,22 +39,10 @@ std::string ShapeText(const std::vector<uint64_t>& shape) {
   return s + "]";
 }
 
-std::string Hex(std::string_view bytes) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (char ch : bytes) {
-    const auto c = static_cast<unsigned char>(ch);
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
-  }
-  return out;
-}
-
+// SHA-256 of a tensor's stored bytes, in hex (the digest library's, as
+// `verify` and the report use).
 std::string Sha256Hex(std::span<const std::byte> data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) return "";
-  return Hex(std::string_view(reinterpret_cast<const char*>(md), len));
+  return ToHex(Sha256(ByteView(reinterpret_cast<const uint8_t*>(data.data()), data.size())));
 }
 
 std::string Pad(const std::string& s, size_t width) {
@@ -190,18 +178,6 @@ void TensorsText(const Model& m, std::ostringstream& o) {
   }
 }
 
-Json FindingsJson(const std::vector<Finding>& findings) {
-  Json out = Json::array();
-  for (const Finding& f : findings) {
-    out.push_back({{"severity", SeverityName(f.severity)},
-                   {"rule", f.rule},
-                   {"location", f.location},
-                   {"message", f.message},
-                   {"references", f.references}});
-  }
-  return out;
-}
-
 }  // namespace
 
 bool NaturalLess(const std::string& a, const std::string& b) {
@@ -301,7 +277,7 @@ std::string InspectViewJson(const Model& m, const InspectView& view) {
                        {"input_size", p.input_size},
                        {"converter_version", p.converter_version},
                        {"options", p.options},
-                       {"findings", FindingsJson(p.findings)}};
+                       {"findings", FindingsToJson(p.findings)}};
     j["metadata"] = Json::parse(ValueToJson(m.metadata()));
   }
   if (all || view.architecture) j["architecture"] = Json::parse(ValueToJson(m.architecture()));
@@ -317,7 +293,7 @@ std::string InspectViewJson(const Model& m, const InspectView& view) {
                  {"offset", t->offset},
                  {"nbytes", t->nbytes}};
       if (t->alias_of.empty()) {
-        tj["digest"] = Hex(t->digest);
+        tj["digest"] = ToHex(t->digest);
         total += t->nbytes;
       } else {
         tj["alias_of"] = t->alias_of;
