@@ -14,35 +14,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/loader/keras3/manifest.h"
 #include "tests/testing/test_util.h"
 
 namespace safemodel::testing {
 namespace {
 
-struct Row {
-  std::map<std::string, std::string> fields;
-  const std::string& operator[](const std::string& k) const { return fields.at(k); }
-};
-
-std::vector<Row> Manifest() {
-  std::istringstream in(ReadFile(Fixture("keras3_tf/MANIFEST.tsv")));
-  std::string line;
-  std::getline(in, line);
-  std::vector<std::string> header;
-  for (std::istringstream h(line); std::getline(h, line, '\t');) header.push_back(line);
-  std::vector<Row> rows;
-  while (std::getline(in, line)) {
-    Row row;
-    std::istringstream cells(line);
-    std::string cell;
-    for (size_t i = 0; std::getline(cells, cell, '\t'); ++i) {
-      if (i < header.size()) row.fields[header[i]] = cell;
-    }
-    EXPECT_EQ(row.fields.size(), header.size()) << line;
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
+using keras3::Manifest;
+using keras3::Row;
 
 TEST(Keras3TfFixtures, ManifestRowsAreCompleteAndNameExistingInputs) {
   const std::vector<Row> rows = Manifest();

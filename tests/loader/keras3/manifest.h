@@ -6,6 +6,7 @@
 #ifndef SAFEMODEL_TESTS_LOADER_KERAS3_MANIFEST_H_
 #define SAFEMODEL_TESTS_LOADER_KERAS3_MANIFEST_H_
 
+#include <gtest/gtest.h>
 #include <lzma.h>
 
 #include <algorithm>
@@ -54,6 +55,7 @@ inline std::vector<Row> Manifest() {
     for (size_t i = 0; std::getline(cells, cell, '\t'); ++i) {
       if (i < header.size()) row.fields[header[i]] = cell;
     }
+    EXPECT_EQ(row.fields.size(), header.size()) << line;
     rows.push_back(std::move(row));
   }
   return rows;
