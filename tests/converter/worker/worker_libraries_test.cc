@@ -82,5 +82,25 @@ TEST(WorkerLibraries, Hdf5WorkerIsTheOneWithLibhdf5) {
       << ::testing::PrintToString(needed);
 }
 
+// SAFEMODEL_STATIC_RUNTIME (the top-level CMakeLists.txt): the programs
+// started once per conversion carry protobuf and the C++ runtime, so that the
+// dynamic linker does not relocate them at every start.
+TEST(WorkerLibraries, StartedProgramsNeedNoProtobufOrCxxRuntime) {
+#ifndef SAFEMODEL_EXPECT_STATIC_RUNTIME
+  GTEST_SKIP() << "built with the shared runtime (SAFEMODEL_STATIC_RUNTIME off or a sanitizer build)";
+#else
+  if (RunCommand("readelf --version") != 0) GTEST_SKIP() << "no readelf";
+  for (const char* program : {"safemodel-worker", "safemodel-worker-hdf5", "safe-convert"}) {
+    const std::set<std::string> needed = Needed(BinDir() + "/" + program);
+    ASSERT_TRUE(needed.count("libc.so.6")) << program << ::testing::PrintToString(needed);
+    for (const std::string& n : needed) {
+      EXPECT_EQ(n.find("libprotobuf"), std::string::npos) << program << " needs " << n;
+      EXPECT_EQ(n.find("libstdc++"), std::string::npos) << program << " needs " << n;
+      EXPECT_EQ(n.find("libgcc_s"), std::string::npos) << program << " needs " << n;
+    }
+  }
+#endif
+}
+
 }  // namespace
 }  // namespace safemodel::testing
