@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -116,19 +117,55 @@ void SendHandOff() {
   sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
 }
 
+// Sends a tensor's bytes to the parent: as TENSOR_DATA, or, for a run of at
+// least kMinTensorRefBytes that is the single input's own bytes (a view into
+// its map), as a TENSOR_REF naming the range (conversion_protocol.h).
+// Adjacent runs merge into one reference; Flush() ends a tensor.
 class FrameSink final : public loader::ChunkSink {
  public:
+  // `input`: the map of a single-file input; empty: every byte goes as data.
+  explicit FrameSink(ByteView input) : input_(input) {}
+
   Status Write(ByteView chunk) override {
-    if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorData, chunk.data(),
-                             chunk.size())) {
-      return Status::IoError("the parent closed the result channel");
+    // Addresses as integers: a chunk of another buffer is no pointer into the map.
+    const auto base = reinterpret_cast<uintptr_t>(input_.data());
+    const auto at = reinterpret_cast<uintptr_t>(chunk.data());
+    const uint64_t start = at - base;
+    const bool in_input = !input_.empty() && at >= base && start <= input_.size() &&
+                          chunk.size() <= input_.size() - start;
+    if (in_input && pending_.length > 0 && pending_.offset + pending_.length == start &&
+        pending_.length + chunk.size() <= protocol::kMaxTensorRefBytes) {
+      pending_.length += chunk.size();
+    } else {
+      SAFEMODEL_RETURN_IF_ERROR(Flush());
+      if (in_input && chunk.size() >= protocol::kMinTensorRefBytes) {
+        pending_ = {start, chunk.size()};
+      } else if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorData,
+                                      chunk.data(), chunk.size())) {
+        return Closed();
+      }
     }
     bytes_ += chunk.size();
+    return Status::Ok();
+  }
+
+  Status Flush() {
+    if (pending_.length == 0) return Status::Ok();
+    uint8_t payload[protocol::kTensorRefPayloadBytes];
+    protocol::EncodeTensorRef(pending_, payload);
+    pending_ = {};
+    if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorRef, payload,
+                             sizeof payload)) {
+      return Closed();
+    }
     return Status::Ok();
   }
   uint64_t bytes() const { return bytes_; }
 
  private:
+  static Status Closed() { return Status::IoError("the parent closed the result channel"); }
+  const ByteView input_;
+  protocol::TensorRef pending_;
   uint64_t bytes_ = 0;
 };
 
@@ -208,7 +245,9 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
   }
   header.Clear();
 
-  FrameSink sink;
+  // References only into the one file of a single-file input: the parent
+  // reads them from its one input descriptor.
+  FrameSink sink(maps.size() == 1 && args.worker.input_files == 0 ? maps[0] : ByteView());
   uint64_t sent = 0;
   uint64_t released = 0;  // sink.bytes() when the input's pages were last released
   for (loader::Tensor& t : model.tensors) {
@@ -219,6 +258,7 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     SAFEMODEL_ASSIGN_OR_RETURN(loader::Elements elements, t.source());
     SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape,
                                                      t.origin.empty() ? t.name : t.origin, sink));
+    SAFEMODEL_RETURN_IF_ERROR(sink.Flush());
     t.source = nullptr;  // frees produced buffers and whatever the source held
     // Pages of the input already converted leave our resident set (they stay
     // in the page cache): memory does not grow with the input size. With
