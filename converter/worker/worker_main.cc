@@ -57,9 +57,9 @@ struct Args {
 // The list of a multi-file model comes from the parent, but its names come
 // from the file system: 1,000 files with names of a few hundred bytes.
 constexpr uint64_t kMaxManifestBytes = 8 << 20;
-// A model of several files releases its input pages after this many output
-// bytes rather than after every tensor (a call per file each time): resident
-// input stays below the largest tensor plus this.
+// The worker releases its input pages after this many output bytes rather
+// than after every tensor (a call per file, each walking the whole map):
+// resident input stays below the largest tensor plus this.
 constexpr uint64_t kReleaseInputBytes = 16 << 20;
 
 Status ParseArgs(int argc, char** argv, Args* a) {
@@ -261,9 +261,11 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     SAFEMODEL_RETURN_IF_ERROR(sink.Flush());
     t.source = nullptr;  // frees produced buffers and whatever the source held
     // Pages of the input already converted leave our resident set (they stay
-    // in the page cache): memory does not grow with the input size. With
-    // many files (one call each) that is done every kReleaseInputBytes.
-    if (maps.size() == 1 || sink.bytes() - released >= kReleaseInputBytes) {
+    // in the page cache): memory does not grow with the input size. Done
+    // every kReleaseInputBytes of output, not after every tensor: each call
+    // walks the whole map and the next tensor faults its pages back in, which
+    // made 100,000 small tensors cost 15 us each (tests/bench/PROFILE.md).
+    if (sink.bytes() - released >= kReleaseInputBytes) {
       for (ByteView map : maps) {
         if (!map.empty()) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_DONTNEED);
       }
