@@ -20,6 +20,11 @@ namespace {
 
 using sandbox::FrameType;
 
+// A TENSOR_REF's range is read and written in pieces of this size: few
+// system calls, and the parent's buffer stays at the size of the worker's
+// largest data frames (4 MiB tiles).
+constexpr uint64_t kRefReadBytes = 4 << 20;
+
 // The worker echoes the conversion options it understood from its
 // arguments; they must be exactly the ones it was given, so that a drift
 // between the two ends of the argument contract cannot go unnoticed.
@@ -254,7 +259,7 @@ class StreamReader {
   // A range of the input standing for the current tensor's next bytes
   // (conversion_protocol.h): checked against the input's size and the
   // tensor's remaining bytes, then read from our own descriptor of the input
-  // and appended like data, in pieces of at most one data frame.
+  // and appended like data, in pieces of kRefReadBytes.
   bool OnRef(uint64_t length) {
     if (!st_->writer) return Fail("a tensor reference before the header");
     if (input_fd_ < 0) return Fail("a tensor reference for an input of several files");
@@ -273,7 +278,7 @@ class StreamReader {
       return Fail("a tensor reference of " + Num(ref.length) + " bytes exceeds what the " +
                   "current tensor still needs (" + Num(st_->writer->current_remaining()) + ")");
     }
-    const uint64_t piece = std::min<uint64_t>(ref.length, protocol::kMaxDataFrameBytes);
+    const uint64_t piece = std::min<uint64_t>(ref.length, kRefReadBytes);
     if (piece > data_buf_size_) {
       data_buf_.reset(new uint8_t[piece]);
       data_buf_size_ = piece;

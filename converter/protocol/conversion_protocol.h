@@ -61,7 +61,7 @@ inline constexpr uint64_t kTensorRefPayloadBytes = 16;
 // range costs a system call, which a small copy through the pipe does not.
 inline constexpr uint64_t kMinTensorRefBytes = 64 << 10;
 // The worker merges adjacent runs of one tensor into one reference up to this
-// (the parent reads a reference in kMaxDataFrameBytes pieces whatever its size).
+// (the parent reads a reference in pieces of a few MiB whatever its size).
 inline constexpr uint64_t kMaxTensorRefBytes = 1ull << 30;
 
 struct TensorRef {
