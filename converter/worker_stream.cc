@@ -302,9 +302,9 @@ class StreamReader {
         return Fail(s.message());
       }
       done += static_cast<uint64_t>(n);
+      Progress(/*force=*/false);  // a reference may stand for a whole tensor
     }
     st_->data_bytes += ref.length;
-    Progress(/*force=*/false);
     return true;
   }
 
