@@ -28,7 +28,8 @@ enum class StreamEnd {
   kHeldOpen,          // the worker exited; another process still holds the channel
   kProtocolError,     // the worker broke the protocol (cause says how)
   kIsolationRefused,  // the locked-down worker lacked a required layer (cause)
-  kOutputIoError,     // writing the output failed (cause)
+  kOutputIoError,     // the parent's own I/O failed: writing the output, or reading a
+                      // TENSOR_REF range of the input (cause)
   kOutputLimit,       // the output would exceed its cap or the free space (cause)
 };
 

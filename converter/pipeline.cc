@@ -310,7 +310,8 @@ Status RunWorker(const RunSetup& setup, const std::string& path, bool hand_off_a
   const LockedHook on_locked = [&](const std::vector<std::string>&) {
     return VerifyIsolation(worker, setup.required_layers, report);
   };
-  ReadWorkerStream(reader, setup.out_fd, input_size, setup.options, setup.digest,
+  const int input_fd = setup.input->multi_file() ? -1 : setup.input->primary().fd();
+  ReadWorkerStream(reader, setup.out_fd, input_size, input_fd, setup.options, setup.digest,
                    setup.max_output_bytes, on_locked, report, stream, hand_off_allowed,
                    setup.progress);
   // A worker whose channel is closed is already exiting (after lockdown it

@@ -1,6 +1,10 @@
 #include "converter/worker_stream.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 
 #include "converter/output_file.h"
@@ -15,6 +19,11 @@ namespace safemodel {
 namespace {
 
 using sandbox::FrameType;
+
+// A TENSOR_REF's range is read and written in pieces of this size: few
+// system calls, and the parent's buffer stays at the size of the worker's
+// largest data frames (4 MiB tiles).
+constexpr uint64_t kRefReadBytes = 4 << 20;
 
 // The worker echoes the conversion options it understood from its
 // arguments; they must be exactly the ones it was given, so that a drift
@@ -110,11 +119,12 @@ Status ReadMessage(sandbox::FrameReader& reader, uint64_t length, google::protob
 // returns false to end the stream (the reason is recorded in *st).
 class StreamReader {
  public:
-  StreamReader(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
+  StreamReader(sandbox::FrameReader& reader, int out_fd, uint64_t input_size, int input_fd,
                const std::vector<std::string>& options, DigestAlgorithm digest,
                uint64_t max_output_bytes, const LockedHook& on_locked, ConvertReport* report,
                StreamOutcome* st, bool hand_off_allowed, const ProgressHook& on_progress)
-      : reader_(reader), out_fd_(out_fd), input_size_(input_size), options_(options),
+      : reader_(reader), out_fd_(out_fd), input_size_(input_size), input_fd_(input_fd),
+        options_(options),
         digest_(digest), max_output_bytes_(max_output_bytes), on_locked_(on_locked),
         report_(report), st_(st), limits_(StreamLimitsFor(input_size)),
         hand_off_allowed_(hand_off_allowed), on_progress_(on_progress) {}
@@ -150,6 +160,7 @@ class StreamReader {
         case FrameType::kLocked: go_on = OnLocked(fh.length); break;
         case FrameType::kHeader: go_on = OnHeader(fh.length); break;
         case FrameType::kTensorData: go_on = OnData(fh.length); break;
+        case FrameType::kTensorRef: go_on = OnRef(fh.length); break;
         case FrameType::kDone: go_on = OnDone(fh.length); break;
         case FrameType::kError: go_on = OnError(fh.length); break;
         case FrameType::kViolation: go_on = OnViolation(); break;
@@ -245,6 +256,58 @@ class StreamReader {
     return true;
   }
 
+  // A range of the input standing for the current tensor's next bytes
+  // (conversion_protocol.h): checked against the input's size and the
+  // tensor's remaining bytes, then read from our own descriptor of the input
+  // and appended like data, in pieces of kRefReadBytes.
+  bool OnRef(uint64_t length) {
+    if (!st_->writer) return Fail("a tensor reference before the header");
+    if (input_fd_ < 0) return Fail("a tensor reference for an input of several files");
+    if (length != protocol::kTensorRefPayloadBytes) return Fail("a tensor reference of the wrong size");
+    uint8_t payload[protocol::kTensorRefPayloadBytes];
+    if (reader_.ReadExact(payload, sizeof payload) != sandbox::FrameReader::Result::kOk) {
+      return Fail("reading a tensor reference: " + reader_.error());
+    }
+    const protocol::TensorRef ref = protocol::DecodeTensorRef(payload);
+    if (ref.length == 0) return Fail("an empty tensor reference");
+    if (ref.offset > input_size_ || ref.length > input_size_ - ref.offset) {
+      return Fail("a tensor reference to bytes " + Num(ref.offset) + " + " + Num(ref.length) +
+                  " outside the " + Num(input_size_) + "-byte input");
+    }
+    if (ref.length > st_->writer->current_remaining()) {
+      return Fail("a tensor reference of " + Num(ref.length) + " bytes exceeds what the " +
+                  "current tensor still needs (" + Num(st_->writer->current_remaining()) + ")");
+    }
+    const uint64_t piece = std::min<uint64_t>(ref.length, kRefReadBytes);
+    if (piece > data_buf_size_) {
+      data_buf_.reset(new uint8_t[piece]);
+      data_buf_size_ = piece;
+    }
+    for (uint64_t done = 0; done < ref.length;) {
+      const auto want = static_cast<size_t>(std::min<uint64_t>(piece, ref.length - done));
+      const ssize_t n = pread(input_fd_, data_buf_.get(), want, static_cast<off_t>(ref.offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        // The input shrank or failed under us: not the worker's doing.
+        return st_->End(StreamEnd::kOutputIoError,
+                        Status::IoError("reading the input at byte " + Num(ref.offset + done) +
+                                        " failed" +
+                                        (n < 0 ? std::string(": ") + std::strerror(errno)
+                                               : std::string(" (it shrank during the conversion)")) +
+                                        "; nothing was written"));
+      }
+      Status s = st_->writer->Append(ByteView(data_buf_.get(), static_cast<size_t>(n)));
+      if (!s.ok()) {
+        if (s.code() == StatusCode::kIoError) return st_->End(StreamEnd::kOutputIoError, std::move(s));
+        return Fail(s.message());
+      }
+      done += static_cast<uint64_t>(n);
+      Progress(/*force=*/false);  // a reference may stand for a whole tensor
+    }
+    st_->data_bytes += ref.length;
+    return true;
+  }
+
   bool OnDone(uint64_t length) {
     if (!st_->writer) return Fail("done before the header");
     if (!st_->writer->complete()) {
@@ -324,6 +387,7 @@ class StreamReader {
   sandbox::FrameReader& reader_;
   const int out_fd_;
   const uint64_t input_size_;
+  const int input_fd_;
   const std::vector<std::string>& options_;
   const DigestAlgorithm digest_;
   const uint64_t max_output_bytes_;
@@ -340,12 +404,12 @@ class StreamReader {
 
 }  // namespace
 
-void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
+void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size, int input_fd,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
                       ConvertReport* report, StreamOutcome* st, bool hand_off_allowed,
                       const ProgressHook& on_progress) {
-  StreamReader(reader, out_fd, input_size, options, digest, max_output_bytes, on_locked, report, st,
+  StreamReader(reader, out_fd, input_size, input_fd, options, digest, max_output_bytes, on_locked, report, st,
                hand_off_allowed, on_progress)
       .Run();
 }

@@ -10,7 +10,7 @@
 //
 // Order on the wire (converter/protocol/conversion_protocol.h): LOCKED (the
 // worker is locked down; the parent checks it in /proc before anything else
-// is read), then HEADER TENSOR_DATA* DONE, or ERROR at any point. An ERROR
+// is read), then HEADER (TENSOR_DATA | TENSOR_REF)* DONE, or ERROR at any point. An ERROR
 // before LOCKED is a setup failure. An ERROR holding a hand-off is accepted
 // only where conversion_protocol.h allows it.
 #ifndef SAFEMODEL_CONVERTER_WORKER_STREAM_H_
@@ -48,8 +48,11 @@ using ProgressHook = std::function<void(const ConvertProgress&)>;
 // system `out_fd` is on (ReserveOutputSpace), so a worker that declares
 // terabytes is stopped before it writes them. `hand_off_allowed`: the
 // worker is the lean one and no hand-off happened yet in this conversion;
-// otherwise a hand-off is a protocol error.
-void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size,
+// otherwise a hand-off is a protocol error. `input_fd`: the input of a
+// single-file conversion, from which TENSOR_REF ranges are read
+// (conversion_protocol.h); -1 for several files, where a reference is a
+// protocol error.
+void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size, int input_fd,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
                       ConvertReport* report, StreamOutcome* st, bool hand_off_allowed = false,

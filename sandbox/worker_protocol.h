@@ -88,8 +88,9 @@ enum class FrameType : uint32_t {
   kError = 4,       // an error report (converter/protocol)
   kViolation = 5,   // the SIGSYS reporter's Violation (below)
   kLocked = 6,      // the worker is locked down; payload: its claim (below)
+  kTensorRef = 7,   // the current tensor's next bytes, as a range of the input (converter/protocol)
 };
-inline constexpr uint32_t kMaxFrameType = 6;
+inline constexpr uint32_t kMaxFrameType = 7;
 
 struct FrameHeader {
   FrameType type;

@@ -2,7 +2,7 @@
 // (sandbox/worker_protocol.h), defined once for the worker
 // (converter/worker/) and the parent (converter/worker_stream.cc):
 //
-//   LOCKED (the sandbox's)  HEADER (WorkerHeader)  TENSOR_DATA*  DONE (WorkerDone)
+//   LOCKED (the sandbox's)  HEADER (WorkerHeader)  (TENSOR_DATA | TENSOR_REF)*  DONE (WorkerDone)
 //   or, at any point, ERROR (WorkerError) and the end of the stream;
 //   or LOCKED  ERROR (a hand-off) and the end of the stream.
 //
@@ -21,6 +21,17 @@
 // the output before the last worker's result is complete. A hostile lean
 // worker that asks for a hand-off gains nothing: the HDF5 worker runs in
 // the same sandbox.
+//
+// TENSOR_REF (issue 15: one copy of each tensor byte instead of three). For an
+// input of one file, a run of the current tensor's bytes that is the input's
+// own bytes, unchanged (a stored, contiguous, little-endian tensor), may be
+// sent as its range in the input instead of through the pipe. The parent
+// checks the range against the input's size (which it measured itself) and
+// against what the current tensor still needs, then reads those bytes from
+// its own descriptor of the input and writes and digests them exactly as it
+// does a TENSOR_DATA payload. A hostile worker gains nothing: it could send
+// the same bytes as data; it can name no byte outside the input the user
+// gave. The input's SHA-256 and the "input unchanged" check cover both reads.
 //
 // The messages are in worker.proto; the size of what a worker may send for
 // an input of a given size is in stream_limits.h; the caps on each frame,
@@ -44,6 +55,36 @@ inline constexpr uint64_t kMaxDataFrameBytes = 16ull << 20;
 // A WorkerDone is two varints.
 inline constexpr uint64_t kMaxDoneFrameBytes = 4096;
 
+// A TENSOR_REF payload: { u64 offset, u64 length }, little-endian.
+inline constexpr uint64_t kTensorRefPayloadBytes = 16;
+// Below this, a run goes through the pipe as data: the parent's pread of a
+// range costs a system call, which a small copy through the pipe does not.
+inline constexpr uint64_t kMinTensorRefBytes = 64 << 10;
+// The worker merges adjacent runs of one tensor into one reference up to this
+// (the parent reads a reference in pieces of a few MiB whatever its size).
+inline constexpr uint64_t kMaxTensorRefBytes = 1ull << 30;
+
+struct TensorRef {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+inline void EncodeTensorRef(const TensorRef& ref, uint8_t out[kTensorRefPayloadBytes]) {
+  for (int i = 0; i < 8; ++i) {
+    out[i] = static_cast<uint8_t>(ref.offset >> (8 * i));
+    out[8 + i] = static_cast<uint8_t>(ref.length >> (8 * i));
+  }
+}
+
+inline TensorRef DecodeTensorRef(const uint8_t in[kTensorRefPayloadBytes]) {
+  TensorRef ref;
+  for (int i = 0; i < 8; ++i) {
+    ref.offset |= static_cast<uint64_t>(in[i]) << (8 * i);
+    ref.length |= static_cast<uint64_t>(in[8 + i]) << (8 * i);
+  }
+  return ref;
+}
+
 // The payload cap of every frame type for an input with `limits`.
 inline void FrameCapsFor(const StreamLimits& limits, sandbox::FrameCaps* caps) {
   using sandbox::FrameType;
@@ -54,6 +95,7 @@ inline void FrameCapsFor(const StreamLimits& limits, sandbox::FrameCaps* caps) {
   (*caps)[static_cast<uint32_t>(FrameType::kError)] = kMaxErrorFrameBytes;
   (*caps)[static_cast<uint32_t>(FrameType::kViolation)] = sandbox::kViolationPayloadBytes;
   (*caps)[static_cast<uint32_t>(FrameType::kLocked)] = sandbox::kMaxLockedPayloadBytes;
+  (*caps)[static_cast<uint32_t>(FrameType::kTensorRef)] = kTensorRefPayloadBytes;
 }
 
 // The two workers, as installed and built (next to each other).

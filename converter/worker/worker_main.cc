@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -56,9 +57,9 @@ struct Args {
 // The list of a multi-file model comes from the parent, but its names come
 // from the file system: 1,000 files with names of a few hundred bytes.
 constexpr uint64_t kMaxManifestBytes = 8 << 20;
-// A model of several files releases its input pages after this many output
-// bytes rather than after every tensor (a call per file each time): resident
-// input stays below the largest tensor plus this.
+// The worker releases its input pages after this many output bytes rather
+// than after every tensor (a call per file, each walking the whole map):
+// resident input stays below the largest tensor plus this.
 constexpr uint64_t kReleaseInputBytes = 16 << 20;
 
 Status ParseArgs(int argc, char** argv, Args* a) {
@@ -116,19 +117,55 @@ void SendHandOff() {
   sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
 }
 
+// Sends a tensor's bytes to the parent: as TENSOR_DATA, or, for a run of at
+// least kMinTensorRefBytes that is the single input's own bytes (a view into
+// its map), as a TENSOR_REF naming the range (conversion_protocol.h).
+// Adjacent runs merge into one reference; Flush() ends a tensor.
 class FrameSink final : public loader::ChunkSink {
  public:
+  // `input`: the map of a single-file input; empty: every byte goes as data.
+  explicit FrameSink(ByteView input) : input_(input) {}
+
   Status Write(ByteView chunk) override {
-    if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorData, chunk.data(),
-                             chunk.size())) {
-      return Status::IoError("the parent closed the result channel");
+    // Addresses as integers: a chunk of another buffer is no pointer into the map.
+    const auto base = reinterpret_cast<uintptr_t>(input_.data());
+    const auto at = reinterpret_cast<uintptr_t>(chunk.data());
+    const uint64_t start = at - base;
+    const bool in_input = !input_.empty() && at >= base && start <= input_.size() &&
+                          chunk.size() <= input_.size() - start;
+    if (in_input && pending_.length > 0 && pending_.offset + pending_.length == start &&
+        pending_.length + chunk.size() <= protocol::kMaxTensorRefBytes) {
+      pending_.length += chunk.size();
+    } else {
+      SAFEMODEL_RETURN_IF_ERROR(Flush());
+      if (in_input && chunk.size() >= protocol::kMinTensorRefBytes) {
+        pending_ = {start, chunk.size()};
+      } else if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorData,
+                                      chunk.data(), chunk.size())) {
+        return Closed();
+      }
     }
     bytes_ += chunk.size();
+    return Status::Ok();
+  }
+
+  Status Flush() {
+    if (pending_.length == 0) return Status::Ok();
+    uint8_t payload[protocol::kTensorRefPayloadBytes];
+    protocol::EncodeTensorRef(pending_, payload);
+    pending_ = {};
+    if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorRef, payload,
+                             sizeof payload)) {
+      return Closed();
+    }
     return Status::Ok();
   }
   uint64_t bytes() const { return bytes_; }
 
  private:
+  static Status Closed() { return Status::IoError("the parent closed the result channel"); }
+  const ByteView input_;
+  protocol::TensorRef pending_;
   uint64_t bytes_ = 0;
 };
 
@@ -208,7 +245,9 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
   }
   header.Clear();
 
-  FrameSink sink;
+  // References only into the one file of a single-file input: the parent
+  // reads them from its one input descriptor.
+  FrameSink sink(maps.size() == 1 && args.worker.input_files == 0 ? maps[0] : ByteView());
   uint64_t sent = 0;
   uint64_t released = 0;  // sink.bytes() when the input's pages were last released
   for (loader::Tensor& t : model.tensors) {
@@ -219,11 +258,14 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     SAFEMODEL_ASSIGN_OR_RETURN(loader::Elements elements, t.source());
     SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape,
                                                      t.origin.empty() ? t.name : t.origin, sink));
+    SAFEMODEL_RETURN_IF_ERROR(sink.Flush());
     t.source = nullptr;  // frees produced buffers and whatever the source held
     // Pages of the input already converted leave our resident set (they stay
-    // in the page cache): memory does not grow with the input size. With
-    // many files (one call each) that is done every kReleaseInputBytes.
-    if (maps.size() == 1 || sink.bytes() - released >= kReleaseInputBytes) {
+    // in the page cache): memory does not grow with the input size. Done
+    // every kReleaseInputBytes of output, not after every tensor: each call
+    // walks the whole map and the next tensor faults its pages back in, which
+    // made 100,000 small tensors cost 15 us each (tests/bench/PROFILE.md).
+    if (sink.bytes() - released >= kReleaseInputBytes) {
       for (ByteView map : maps) {
         if (!map.empty()) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_DONTNEED);
       }

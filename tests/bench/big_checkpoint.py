@@ -70,7 +70,7 @@ def convert(bin_dir, src, dst, sync):
     # Through a forking shell: a process started straight from this (large)
     # Python process would inherit its peak RSS in the kernel's accounting.
     args = ["/bin/sh", "-c", '"$0" "$@"; exit $?', os.path.join(bin_dir, "safe-convert"), src, dst,
-            "--json"] + ([] if sync else ["--no-sync"])
+            "--json", "--force"] + ([] if sync else ["--no-sync"])
     t, cpu = time.perf_counter(), children_cpu()
     p = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - t

@@ -179,6 +179,45 @@ TEST(Pipeline, TheWorkerMemoryLimitIsEnforcedCleanly) {
 #endif
 }
 
+// A stored member's tensor is the input's own bytes: the worker names its
+// range (TENSOR_REF, conversion_protocol.h) and the parent copies it from its
+// own descriptor of the input. 3 MiB + 5 bytes: several 1 MiB runs merged,
+// an odd tail, and a small tensor beside it that goes through the pipe.
+TEST(Pipeline, StoredTensorsCopiedFromTheInputAreTheInputsBytes) {
+  TempDir dir;
+  auto npy = [](const std::string& data) {
+    std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (" +
+                         std::to_string(data.size()) + ",), }";
+    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+    header += '\n';
+    std::string image = "\x93NUMPY\x01";
+    image += '\0';
+    image += static_cast<char>(header.size() & 0xff);
+    image += static_cast<char>(header.size() >> 8);
+    return image + header + data;
+  };
+  std::string big((3 << 20) + 5, '\0');
+  uint32_t x = 7;
+  for (char& c : big) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  const std::string small = "tiny tensor bytes";
+  WriteFile(dir.File("m.npz"), BuildZip({{.name = "big.npy", .data = npy(big)},
+                                         {.name = "small.npy", .data = npy(small)}}));
+  ConvertReport r = Convert(dir.File("m.npz"), dir.File("m.safemodel"));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  auto m = Model::Open(dir.File("m.safemodel"));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_TRUE(m->Verify().ok());
+  for (const auto& [name, want] : {std::pair{"big", big}, std::pair{"small", small}}) {
+    const TensorInfo* t = m->Find(name);
+    ASSERT_NE(t, nullptr) << name;
+    auto data = m->Data(*t);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(data.data()), data.size()), want) << name;
+  }
+}
+
 TEST(Pipeline, TheOutputSizeCapIsCheckedBeforeWriting) {
   TempDir dir;
   ConvertOptions opt;

@@ -22,7 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // The LOCKED frame is accepted as is: the /proc check needs a process.
     // A hand-off is allowed (the lean worker's stream), so that its checks
     // are reached too.
-    safemodel::ReadWorkerStream(reader, out, size, {}, safemodel::DigestAlgorithm::kXxh3_128,
+    // The input is the fuzz data itself, so that TENSOR_REF ranges are read.
+    safemodel::ReadWorkerStream(reader, out, size, in, {}, safemodel::DigestAlgorithm::kXxh3_128,
                                 1ull << 30, nullptr, &report, &stream, /*hand_off_allowed=*/true);
     if (stream.report == safemodel::StreamOutcome::Report::kDone && stream.writer &&
         stream.writer->complete()) {

@@ -178,7 +178,7 @@ const Hostile kHostile[] = {
     {"oversized-locked", StatusCode::kWorkerCrashed, "over its limit of 1024"},
     {"oversized-done", StatusCode::kWorkerCrashed, "over its limit of 4096"},
     {"oversized-violation", StatusCode::kWorkerCrashed, "over its limit of 16"},
-    {"unknown-frame-type", StatusCode::kWorkerCrashed, "unknown frame type 7"},
+    {"unknown-frame-type", StatusCode::kWorkerCrashed, "unknown frame type 8"},
     {"flood", StatusCode::kWorkerCrashed, "exceeds what the current tensor still needs (0)"},
     {"empty-data", StatusCode::kWorkerCrashed, "empty tensor data frame"},
     {"header-then-crash", StatusCode::kWorkerCrashed, "SIGSEGV"},

@@ -828,8 +828,8 @@ const Mode kModes[] = {
      }},
     {"oversized-violation", nullptr,
      [](const Context& c) { return DoOversized(c, FrameType::kViolation, 17, false); }},
-    {"unknown-frame-type", nullptr,
-     [](const Context& c) { return DoOversized(c, static_cast<FrameType>(7), 0, false); }},
+    {"unknown-frame-type", nullptr, [](const Context& c) {
+       return DoOversized(c, static_cast<FrameType>(sandbox::kMaxFrameType + 1), 0, false); }},
     {"flood", nullptr, DoFlood},
     {"partial-frame", nullptr, DoPartialFrame},
     {"empty-data", nullptr, DoEmptyData},

@@ -69,8 +69,9 @@ TEST(WorkerLibraries, LeanWorkerNeedsNoHdf5) {
   const std::set<std::string> mapped = Mapped(lean);
   ASSERT_TRUE(mapped.count("libseccomp.so.2")) << ::testing::PrintToString(mapped);
   EXPECT_EQ(Hdf5Related(mapped), "") << ::testing::PrintToString(mapped);
-  // 13 today (libc, libstdc++, protobuf, libzip and its libcrypto, ...);
-  // the HDF5 worker maps 44. A new dependency is a decision, not an accident.
+  // 13 with a shared C++ runtime (libc, libstdc++, protobuf, libzip and its
+  // libcrypto, ...), 10 with SAFEMODEL_STATIC_RUNTIME; the HDF5 worker maps
+  // 44 or 41. A new dependency is a decision, not an accident.
   EXPECT_LE(mapped.size(), 16u) << ::testing::PrintToString(mapped);
 }
 
@@ -80,6 +81,26 @@ TEST(WorkerLibraries, Hdf5WorkerIsTheOneWithLibhdf5) {
   ASSERT_TRUE(needed.count("libseccomp.so.2")) << ::testing::PrintToString(needed);
   EXPECT_NE(Hdf5Related(needed).find("hdf5"), std::string::npos)
       << ::testing::PrintToString(needed);
+}
+
+// SAFEMODEL_STATIC_RUNTIME (the top-level CMakeLists.txt): the programs
+// started once per conversion carry protobuf and the C++ runtime, so that the
+// dynamic linker does not relocate them at every start.
+TEST(WorkerLibraries, StartedProgramsNeedNoProtobufOrCxxRuntime) {
+#ifndef SAFEMODEL_EXPECT_STATIC_RUNTIME
+  GTEST_SKIP() << "built with the shared runtime (SAFEMODEL_STATIC_RUNTIME off or a sanitizer build)";
+#else
+  if (RunCommand("readelf --version") != 0) GTEST_SKIP() << "no readelf";
+  for (const char* program : {"safemodel-worker", "safemodel-worker-hdf5", "safe-convert"}) {
+    const std::set<std::string> needed = Needed(BinDir() + "/" + program);
+    ASSERT_TRUE(needed.count("libc.so.6")) << program << ::testing::PrintToString(needed);
+    for (const std::string& n : needed) {
+      EXPECT_EQ(n.find("libprotobuf"), std::string::npos) << program << " needs " << n;
+      EXPECT_EQ(n.find("libstdc++"), std::string::npos) << program << " needs " << n;
+      EXPECT_EQ(n.find("libgcc_s"), std::string::npos) << program << " needs " << n;
+    }
+  }
+#endif
 }
 
 }  // namespace

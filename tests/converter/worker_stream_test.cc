@@ -1,0 +1,191 @@
+// The parent's reading of TENSOR_REF frames (converter/worker_stream.cc,
+// converter/protocol/conversion_protocol.h): a range of the input stands for
+// tensor bytes. Every range is checked against the input's size and the
+// current tensor before a byte is read; the bytes written are the input's.
+// The stream is written by hand into a memory file, as a hostile worker
+// could write it.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/worker.pb.h"
+#include "converter/worker_stream.h"
+#include "proto/wire/wire.h"
+#include "sandbox/frame_io.h"
+
+namespace safemodel {
+namespace {
+
+using sandbox::FrameType;
+
+constexpr uint64_t kInputBytes = 1 << 20;
+constexpr uint64_t kTensorBytes = 256 << 10;
+
+class Stream {
+ public:
+  Stream() : fd_(memfd_create("stream", MFD_CLOEXEC)) {}
+  ~Stream() { close(fd_); }
+  void Frame(FrameType type, const std::string& payload) {
+    ASSERT_TRUE(sandbox::WriteFrame(fd_, type, payload.data(), payload.size()));
+  }
+  void Ref(uint64_t offset, uint64_t length) {
+    uint8_t p[protocol::kTensorRefPayloadBytes];
+    protocol::EncodeTensorRef({offset, length}, p);
+    Frame(FrameType::kTensorRef, std::string(reinterpret_cast<char*>(p), sizeof p));
+  }
+  // LOCKED and a header of one uint8 tensor of kTensorBytes.
+  void Start() {
+    Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
+    worker::WorkerHeader h;
+    h.set_source_format("npy");
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name("t");
+    t->set_dtype(v1::U8);
+    t->add_shape(kTensorBytes);
+    Frame(FrameType::kHeader, wire::SerializeDeterministic(h));
+  }
+  void Done(uint64_t bytes) {
+    worker::WorkerDone d;
+    d.set_tensors_sent(1);
+    d.set_bytes_sent(bytes);
+    Frame(FrameType::kDone, wire::SerializeDeterministic(d));
+  }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+class TensorRefTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    input_fd_ = memfd_create("input", MFD_CLOEXEC);
+    // A file on a real file system: the parent reserves the output's space.
+    out_fd_ = open(::testing::TempDir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    ASSERT_GE(out_fd_, 0);
+    input_.resize(kInputBytes);
+    uint32_t x = 12345;
+    for (uint8_t& b : input_) {
+      x = x * 1103515245u + 12345u;
+      b = static_cast<uint8_t>(x >> 24);
+    }
+    ASSERT_EQ(pwrite(input_fd_, input_.data(), input_.size(), 0), static_cast<ssize_t>(kInputBytes));
+  }
+  void TearDown() override {
+    close(input_fd_);
+    close(out_fd_);
+  }
+  // Reads `s` as the parent does; `input_fd` -1: an input of several files.
+  StreamOutcome Read(Stream& s, int input_fd) {
+    EXPECT_EQ(lseek(s.fd(), 0, SEEK_SET), 0);
+    sandbox::FrameReader reader(s.fd(), std::chrono::steady_clock::now() + std::chrono::seconds(30));
+    ConvertReport report;
+    StreamOutcome st;
+    ReadWorkerStream(reader, out_fd_, kInputBytes, input_fd, {}, DigestAlgorithm::kXxh3_128, 0,
+                     nullptr, &report, &st);
+    return st;
+  }
+  std::string Output() {
+    std::string out(static_cast<size_t>(lseek(out_fd_, 0, SEEK_END)), '\0');
+    EXPECT_EQ(pread(out_fd_, out.data(), out.size(), 0), static_cast<ssize_t>(out.size()));
+    return out;
+  }
+  void ExpectRefused(Stream& s, const std::string& why, int input_fd = -2) {
+    StreamOutcome st = Read(s, input_fd == -2 ? input_fd_ : input_fd);
+    EXPECT_EQ(st.end(), StreamEnd::kProtocolError) << st.cause().ToString();
+    EXPECT_NE(st.cause().message().find(why), std::string::npos) << st.cause().ToString();
+    EXPECT_EQ(st.data_bytes, 0u);
+  }
+  int input_fd_ = -1;
+  int out_fd_ = -1;
+  std::vector<uint8_t> input_;
+};
+
+TEST_F(TensorRefTest, TheBytesWrittenAreTheInputsAtTheRange) {
+  Stream s;
+  s.Start();
+  const uint64_t at = 100'003;  // unaligned on purpose
+  s.Ref(at, kTensorBytes / 2);
+  s.Ref(at + kTensorBytes / 2, kTensorBytes / 2);
+  s.Done(kTensorBytes);
+  StreamOutcome st = Read(s, input_fd_);
+  ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
+  ASSERT_TRUE(st.writer && st.writer->complete());
+  EXPECT_EQ(st.data_bytes, kTensorBytes);
+  const std::string out = Output();
+  const std::string want(reinterpret_cast<const char*>(input_.data() + at), kTensorBytes);
+  EXPECT_NE(out.find(want), std::string::npos);
+}
+
+TEST_F(TensorRefTest, ARangeOutsideTheInputIsRefusedBeforeAnyRead) {
+  for (auto [offset, length] : std::vector<std::pair<uint64_t, uint64_t>>{
+           {kInputBytes - 10, 11},                // runs past the end
+           {kInputBytes + 1, 1},                  // starts past the end
+           {~0ull - 3, 8},                        // offset + length wraps around
+           {8, ~0ull - 3}}) {                     // length wraps around
+    Stream s;
+    s.Start();
+    s.Ref(offset, length);
+    SCOPED_TRACE(std::to_string(offset) + " + " + std::to_string(length));
+    ExpectRefused(s, "outside the " + std::to_string(kInputBytes) + "-byte input");
+  }
+}
+
+TEST_F(TensorRefTest, ARangeLongerThanTheTensorIsRefused) {
+  Stream s;
+  s.Start();
+  s.Ref(0, kTensorBytes + 1);
+  ExpectRefused(s, "exceeds what the current tensor still needs");
+}
+
+TEST_F(TensorRefTest, AnEmptyRangeIsRefused) {
+  Stream s;
+  s.Start();
+  s.Ref(0, 0);
+  ExpectRefused(s, "an empty tensor reference");
+}
+
+TEST_F(TensorRefTest, ARangeBeforeTheHeaderIsRefused) {
+  Stream s;
+  s.Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
+  s.Ref(0, 16);
+  ExpectRefused(s, "a tensor reference before the header");
+}
+
+TEST_F(TensorRefTest, APayloadOfAnotherSizeIsRefused) {
+  Stream s;
+  s.Start();
+  s.Frame(FrameType::kTensorRef, std::string(8, '\0'));
+  StreamOutcome st = Read(s, input_fd_);
+  EXPECT_EQ(st.end(), StreamEnd::kProtocolError);
+  EXPECT_EQ(st.data_bytes, 0u);
+}
+
+TEST_F(TensorRefTest, AnInputOfSeveralFilesTakesNoReference) {
+  Stream s;
+  s.Start();
+  s.Ref(0, 16);
+  ExpectRefused(s, "an input of several files", /*input_fd=*/-1);
+}
+
+TEST_F(TensorRefTest, AnInputThatShrankFailsAsTheParentsIoError) {
+  Stream s;
+  s.Start();
+  s.Ref(kInputBytes - kTensorBytes, kTensorBytes);
+  s.Done(kTensorBytes);
+  ASSERT_EQ(ftruncate(input_fd_, kInputBytes / 2), 0);
+  StreamOutcome st = Read(s, input_fd_);
+  EXPECT_EQ(st.end(), StreamEnd::kOutputIoError) << st.cause().ToString();
+  EXPECT_NE(st.cause().message().find("shrank"), std::string::npos) << st.cause().ToString();
+}
+
+}  // namespace
+}  // namespace safemodel
