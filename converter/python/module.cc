@@ -27,7 +27,12 @@ uint64_t ToU64(py::handle value, const std::string& key) {
   if (!py::isinstance<py::int_>(value) || py::isinstance<py::bool_>(value)) {
     throw py::type_error("option '" + key + "' must be an int");
   }
-  return value.cast<uint64_t>();  // a negative value raises (pybind11 refuses it)
+  // OverflowError for a negative value or one over 2^64-1.
+  const unsigned long long v = PyLong_AsUnsignedLongLong(value.ptr());
+  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred() != nullptr) {
+    throw py::error_already_set();
+  }
+  return v;
 }
 
 bool ToBool(py::handle value, const std::string& key) {

@@ -59,23 +59,42 @@ def _to_torch(torch, model, name):
     return torch.from_numpy(array).view(getattr(torch, wanted))
 
 
-def _source_order(tree, names):
-    """The tensor names in the order the checkpoint holds them (depth first through its
-    metadata tree's {"$tensor": name} references), then any other, sorted."""
-    order, seen, stack = [], set(), [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            ref = node.get("$tensor") if len(node) == 1 else None
-            if isinstance(ref, str):
-                if ref not in seen:
-                    seen.add(ref)
-                    order.append(ref)
-                continue
-            stack.extend(reversed([v for k, v in node.items() if k != "$attrs"]))
-        elif isinstance(node, list):
-            stack.extend(reversed(node))
-    return [n for n in order if n in names] + sorted(n for n in names if n not in seen)
+def _ref(node):
+    """The tensor name of a {"$tensor": name} reference, else None."""
+    if isinstance(node, dict) and len(node) == 1 and isinstance(node.get("$tensor"), str):
+        return node["$tensor"]
+    return None
+
+
+def _layout(tree, names):
+    """[(key, tensor name)] in the checkpoint's order, read from the metadata tree the
+    converter keeps: a state_dict's own keys (a key tied to another tensor names that
+    tensor), else the dotted path of each tensor reference through the nesting ("model.fc.
+    weight", "layers.0.bias"). Tensors the tree does not reference (or with no tree: a
+    plain dict of tensors, whose order the converter does not keep) follow, sorted."""
+    pairs = []
+    if isinstance(tree, dict) and all(_ref(v) is not None for k, v in tree.items() if k != "$attrs"):
+        pairs = [(k, _ref(v)) for k, v in tree.items() if k != "$attrs"]
+    elif tree is not None:
+        stack = [("", tree)]
+        while stack:
+            path, node = stack.pop()
+            ref = _ref(node)
+            if ref is not None:
+                pairs.append((path, ref))
+            elif isinstance(node, dict):
+                items = [(k, v) for k, v in node.items() if k != "$attrs"]
+                stack.extend(((path + "." if path else "") + k, v) for k, v in reversed(items))
+            elif isinstance(node, list):
+                stack.extend(("%s.%d" % (path, i) if path else str(i), v)
+                             for i, v in reversed(list(enumerate(node))))
+    pairs = [(k, n) for k, n in pairs if n in names]
+    used = {n for _, n in pairs}
+    pairs += [(n, n) for n in sorted(names - used)]
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _safemodel.Error("the checkpoint's tensors do not have distinct dotted names")
+    return pairs
 
 
 def _state_dict_metadata(tree):
@@ -90,10 +109,12 @@ def _state_dict_metadata(tree):
 
 def load(f, map_location=None, *, tmpdir=None, **options):
     """Converts the untrusted checkpoint `f` (a path or a binary file object) in the sandbox
-    and returns its tensors as an OrderedDict name -> torch.Tensor in the checkpoint's
-    order: for a state_dict, the same keys in the same order as torch.load, with its
-    _metadata; a checkpoint that nests its state_dict ({"model": {...}, "epoch": 3}) is
-    flattened to its tensors, named "model.<key>" (the other values are not returned). `map_location`: None or "cpu" keeps them where they are (CPU),
+    and returns its tensors as an OrderedDict name -> torch.Tensor. For a state_dict
+    (nn.Module.state_dict()): the same keys in the same order as torch.load gives, with its
+    _metadata, tied weights as one tensor under each key; for a plain dict of tensors the
+    same keys, sorted (the converter keeps no order for it). A checkpoint that nests its
+    tensors ({"model": {...}, "epoch": 3}) is flattened to them, keyed by their dotted
+    path ("model.fc.weight"); its other values are not returned. `map_location`: None or "cpu" keeps them where they are (CPU),
     another device or device string moves them there (a copy). `tmpdir`: where the
     converted copy is made (default: tempfile's). Other keyword options are
     safemodel.convert's. Raises the ConversionError subclass of a failed conversion.
@@ -119,12 +140,15 @@ def load(f, map_location=None, *, tmpdir=None, **options):
     meta = _state_dict_metadata(tree)
     if meta is not None:
         state._metadata = collections.OrderedDict(meta)
-    for name in _source_order(tree, set(model.names())):
-        tensor = _to_torch(torch, model, name)
-        if map_location not in (None, "cpu") and not (isinstance(map_location, torch.device)
-                                                      and map_location.type == "cpu"):
-            if not isinstance(map_location, (str, torch.device)):
-                raise TypeError("map_location must be None, a device or a device string")
-            tensor = tensor.to(map_location)
-        state[name] = tensor
+    move = map_location not in (None, "cpu") and not (
+        isinstance(map_location, torch.device) and map_location.type == "cpu")
+    if move and not isinstance(map_location, (str, torch.device)):
+        raise TypeError("map_location must be None, a device or a device string")
+    made = {}
+    for key, name in _layout(tree, set(model.names())):
+        if name not in made:
+            made[name] = _to_torch(torch, model, name)
+            if move:
+                made[name] = made[name].to(map_location)
+        state[key] = made[name]  # tied weights: one tensor, as torch.load gives them
     return state
