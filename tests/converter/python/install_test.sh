@@ -3,7 +3,8 @@
 # under a scratch directory, then MOVED (an installed copy is relocatable),
 # it imports from <prefix>/PYDIR with the system's interpreter and converts
 # with the worker installed in <prefix>/libexec/safemodel, not the build
-# tree's. With the configured prefix /usr or /usr/local, PYDIR is on the
+# tree's; the module links no libsafemodel.so and exports nothing of ours.
+# With the configured prefix /usr or /usr/local, PYDIR is on the
 # interpreter's own search path (README "Python").
 # Usage: install_test.sh BUILD_DIR SOURCE_DIR PYTHON PYDIR PREFIX
 set -eu
@@ -13,7 +14,25 @@ trap 'rm -rf "$tmp"' EXIT
 DESTDIR="$tmp/dest" cmake --install "$build" --prefix /opt/safemodel >/dev/null
 root="$tmp/dest/opt/safemodel"
 for f in __init__.py torch.py _layout.py; do test -f "$root/$pydir/safemodel/$f"; done
-ls "$root/$pydir/safemodel/"_native*.so >/dev/null
+ext=$(ls "$root/$pydir/safemodel/"_native*.so)
+# The module holds the converter library (libsafemodel.a) and must not load
+# libsafemodel.so too (protobuf aborts on a schema registered twice); it
+# exports its init function and no symbol of ours or protobuf's; its library
+# search path, if any, is absolute entries only.
+if readelf -d "$ext" | grep 'NEEDED' | grep -q 'libsafemodel'; then
+  echo "$ext needs libsafemodel.so" >&2; exit 1
+fi
+nm -D --defined-only "$ext" | grep -q ' PyInit__native$' || { echo "no PyInit__native" >&2; exit 1; }
+leaks=$(nm -D --defined-only -C "$ext" | cut -d' ' -f3- | grep -v -E \
+        '^(PyInit__native|std::|void std::|(typeinfo|typeinfo name|vtable) for std::|__gnu_cxx::)' || true)
+[ -z "$leaks" ] || { echo "$ext exports: $(echo "$leaks" | head -5)" >&2; exit 1; }
+paths=$(readelf -d "$ext" | sed -n 's/.*Library r\(un\)\{0,1\}path: \[\(.*\)\]/\2/p')
+for entry in $(echo "$paths" | tr ':' ' '); do
+  case "$entry" in /*) ;; *) echo "$ext: relative RUNPATH entry '$entry'" >&2; exit 1 ;; esac
+done
+if [ -n "$paths" ]; then
+  case ":$paths:" in *::*) echo "$ext: empty RUNPATH entry in '$paths'" >&2; exit 1 ;; esac
+fi
 mv "$root" "$tmp/moved"
 case "$prefix" in
   /usr|/usr/local)
