@@ -142,8 +142,11 @@ class TorchLoadTest(common.TempDirTest):
         raw = self.path("evil.pkl")
         with open(raw, "wb") as f:
             f.write(common.canary_pickle(canary))
+        scratch = self.path("scratch")
+        os.mkdir(scratch)
         with self.assertRaises(safemodel.RefusedError):
-            safemodel.torch.load(raw)
+            safemodel.torch.load(raw, tmpdir=scratch)
+        self.assertEqual(os.listdir(scratch), [])  # nothing left behind
         self.assertFalse(os.path.exists(canary))
         # Not a checkpoint at all: an error too, never torch.load.
         junk = self.path("junk.pt")
