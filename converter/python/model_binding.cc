@@ -196,8 +196,8 @@ class PyModel {
       stride *= shape[i] == 0 ? 1 : shape[i];
     }
     std::span<const std::byte> data = model_->Data(t);
-    if (data.empty()) return py::array(dtype, shape, strides);  // nothing to view
-    py::array array(dtype, shape, strides, data.data(), self);
+    py::array array = data.empty() ? py::array(dtype, shape, strides)  // nothing to view
+                                   : py::array(dtype, shape, strides, data.data(), self);
     if (!writable()) array.attr("setflags")(py::arg("write") = false);
     return array;
   }

@@ -49,6 +49,16 @@ class ReaderTest(common.TempDirTest):
         with np.load(NPZ) as ref:
             np.testing.assert_array_equal(a, ref[name])
 
+    def test_empty_and_scalar_tensors(self):
+        src = self.path("shapes.npz")
+        np.savez(src, empty=np.zeros((0, 3), "<f4"), scalar=np.array(2.5, "<f8"))
+        with safemodel.safe_open(self.convert(src)) as f:
+            empty, scalar = f.get_tensor("empty"), f.get_tensor("scalar")
+        self.assertEqual((empty.shape, empty.dtype), ((0, 3), np.dtype("<f4")))
+        self.assertFalse(empty.flags.writeable)
+        self.assertEqual((scalar.shape, float(scalar)), ((), 2.5))
+        self.assertFalse(scalar.flags.writeable)
+
     def test_little_endian_on_every_host(self):
         with safemodel.safe_open(self.convert(NPZ)) as f:
             for name in f.keys():
