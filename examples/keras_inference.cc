@@ -56,7 +56,8 @@ Status Bad(const Layer& l, const std::string& what) {
 // Config accessors: a missing key or another kind is an error, never a default.
 Status GetInt(const Layer& l, const char* key, int64_t* out) {
   const Value* v = l.config->Find(key);
-  if (v == nullptr || v->kind() != Value::Kind::kInt) return Bad(l, std::string(key) + " is not an int");
+  if (v == nullptr || v->kind() != Value::Kind::kInt)
+    return Bad(l, std::string(key) + " is not an int");
   *out = v->int_value();
   return Status::Ok();
 }
@@ -82,7 +83,8 @@ Status GetString(const Layer& l, const char* key, std::string* out) {
 
 Status GetBool(const Layer& l, const char* key, bool* out) {
   const Value* v = l.config->Find(key);
-  if (v == nullptr || v->kind() != Value::Kind::kBool) return Bad(l, std::string(key) + " is not a bool");
+  if (v == nullptr || v->kind() != Value::Kind::kBool)
+    return Bad(l, std::string(key) + " is not a bool");
   *out = v->bool_value();
   return Status::Ok();
 }
@@ -99,14 +101,16 @@ Status GetPair(const Layer& l, const char* key, int64_t out[2]) {
   } else {
     return Bad(l, std::string(key) + " is not a pair of ints");
   }
-  if (out[0] < 1 || out[1] < 1 || out[0] > 4096 || out[1] > 4096) return Bad(l, std::string(key) + " out of range");
+  if (out[0] < 1 || out[1] < 1 || out[0] > 4096 || out[1] > 4096)
+    return Bad(l, std::string(key) + " out of range");
   return Status::Ok();
 }
 
 // Refuses a key whose value is not the one this program implements.
 Status Expect(const Layer& l, const char* key, const Value& want) {
   const Value* v = l.config->Find(key);
-  if (v != nullptr && !(*v == want)) return Bad(l, std::string(key) + " " + safemodel::ValueToJson(*v) + " is not supported");
+  if (v != nullptr && !(*v == want))
+    return Bad(l, std::string(key) + " " + safemodel::ValueToJson(*v) + " is not supported");
   return Status::Ok();
 }
 
@@ -148,8 +152,8 @@ Status Activate(const Layer& l, const std::string& fn, Act& x) {
 }
 
 // Output size and leading padding of one spatial axis (TensorFlow's rule).
-Status Window(const Layer& l, const std::string& padding, size_t in, int64_t k, int64_t s, size_t* out,
-              size_t* pad) {
+Status Window(const Layer& l, const std::string& padding, size_t in, int64_t k, int64_t s,
+              size_t* out, size_t* pad) {
   const auto uk = static_cast<size_t>(k), us = static_cast<size_t>(s);
   if (padding == "valid") {
     if (in < uk) return Bad(l, "window larger than its input");
@@ -221,8 +225,10 @@ Status BatchNorm(const Model& m, const Layer& l, Act& x) {
   // The last axis only: [3] for H x W x C, [1] after Flatten, or -1.
   const Value* axis = l.config->Find("axis");
   const int64_t last = static_cast<int64_t>(x.shape.size());
-  const Value* a = axis != nullptr && axis->is_list() && axis->list().size() == 1 ? &axis->list()[0] : axis;
-  if (a == nullptr || a->kind() != Value::Kind::kInt || (a->int_value() != last && a->int_value() != -1)) {
+  const Value* a =
+      axis != nullptr && axis->is_list() && axis->list().size() == 1 ? &axis->list()[0] : axis;
+  if (a == nullptr || a->kind() != Value::Kind::kInt ||
+      (a->int_value() != last && a->int_value() != -1)) {
     return Bad(l, "normalizes another axis than the last");
   }
   const size_t c = x.shape.back();
@@ -234,7 +240,8 @@ Status BatchNorm(const Model& m, const Layer& l, Act& x) {
   SAFEMODEL_RETURN_IF_ERROR(Weight(m, l, i++, {c}, &var));
   for (size_t j = 0; j < x.v.size(); ++j) {
     const size_t ch = j % c;
-    x.v[j] = gamma[ch] * (x.v[j] - mean[ch]) / std::sqrt(var[ch] + static_cast<float>(eps)) + beta[ch];
+    x.v[j] =
+        gamma[ch] * (x.v[j] - mean[ch]) / std::sqrt(var[ch] + static_cast<float>(eps)) + beta[ch];
   }
   return Status::Ok();
 }
@@ -300,22 +307,27 @@ Status Dense(const Model& m, const Layer& l, Act& x) {
 Status ReLU(const Layer& l, Act& x) {
   double max_value = INFINITY, slope, threshold;
   const Value* mv = l.config->Find("max_value");
-  if (mv != nullptr && !mv->is_null()) SAFEMODEL_RETURN_IF_ERROR(GetDouble(l, "max_value", &max_value));
+  if (mv != nullptr && !mv->is_null())
+    SAFEMODEL_RETURN_IF_ERROR(GetDouble(l, "max_value", &max_value));
   SAFEMODEL_RETURN_IF_ERROR(GetDouble(l, "negative_slope", &slope));
   SAFEMODEL_RETURN_IF_ERROR(GetDouble(l, "threshold", &threshold));
   for (float& f : x.v) {
     const double d = f;
-    f = static_cast<float>(d >= max_value ? max_value : d >= threshold ? d : slope * (d - threshold));
+    f = static_cast<float>(d >= max_value   ? max_value
+                           : d >= threshold ? d
+                                            : slope * (d - threshold));
   }
   return Status::Ok();
 }
 
 Status Apply(const Model& m, const Layer& l, Act& x) {
-  if (l.cls == "InputLayer" || l.cls == "Dropout") return Status::Ok();  // Dropout: identity at inference
+  if (l.cls == "InputLayer" || l.cls == "Dropout")
+    return Status::Ok();  // Dropout: identity at inference
   if (l.cls == "Conv2D") return Conv2D(m, l, x);
   if (l.cls == "BatchNormalization") return BatchNorm(m, l, x);
   if (l.cls == "ReLU") return ReLU(l, x);
-  if (l.cls == "MaxPooling2D" || l.cls == "AveragePooling2D") return Pool(l, l.cls == "MaxPooling2D", x);
+  if (l.cls == "MaxPooling2D" || l.cls == "AveragePooling2D")
+    return Pool(l, l.cls == "MaxPooling2D", x);
   if (l.cls == "Dense") return Dense(m, l, x);
   if (l.cls == "Flatten") {
     SAFEMODEL_RETURN_IF_ERROR(Expect(l, "data_format", Value::String("channels_last")));
@@ -351,8 +363,8 @@ Status ReadLayers(const Value& arch, std::vector<Layer>* layers) {
     const Value* c = v.is_map() ? v.Find("class_name") : nullptr;
     const Value* name = v.is_map() ? v.Find("name") : nullptr;
     const Value* config = v.is_map() ? v.Find("config") : nullptr;
-    if (c == nullptr || !c->is_string() || name == nullptr || !name->is_string() || config == nullptr ||
-        !config->is_map()) {
+    if (c == nullptr || !c->is_string() || name == nullptr || !name->is_string() ||
+        config == nullptr || !config->is_map()) {
       return Status::Malformed("a layer without class_name, name or config");
     }
     Layer l{c->string_value(), name->string_value(), config, {}};
@@ -364,9 +376,13 @@ Status ReadLayers(const Value& arch, std::vector<Layer>* layers) {
     }
     if (functional && !layers->empty()) {
       const Value* nodes = v.Find("inbound_nodes");
-      const Value* node = nodes != nullptr && nodes->is_list() && nodes->list().size() == 1 ? &nodes->list()[0] : nullptr;
+      const Value* node = nodes != nullptr && nodes->is_list() && nodes->list().size() == 1
+                              ? &nodes->list()[0]
+                              : nullptr;
       const Value* inputs = node != nullptr && node->is_map() ? node->Find("inputs") : nullptr;
-      const Value* in = inputs != nullptr && inputs->is_list() && inputs->list().size() == 1 ? &inputs->list()[0] : nullptr;
+      const Value* in = inputs != nullptr && inputs->is_list() && inputs->list().size() == 1
+                            ? &inputs->list()[0]
+                            : nullptr;
       const Value* from = in != nullptr && in->is_map() ? in->Find("layer") : nullptr;
       if (from == nullptr || !from->is_string() || from->string_value() != layers->back().name) {
         return Bad(l, "its input is not the previous layer (only a chain of layers is supported)");
@@ -384,7 +400,8 @@ Status InputShape(const Layer& l, size_t shape[3]) {
   if (l.cls != "InputLayer") return Bad(l, "the first layer is not an InputLayer");
   const Value* s = l.config->Find("batch_input_shape");
   if (s == nullptr) s = l.config->Find("batch_shape");
-  if (s == nullptr || !s->is_list() || s->list().size() != 4) return Bad(l, "the input is not [batch, H, W, C]");
+  if (s == nullptr || !s->is_list() || s->list().size() != 4)
+    return Bad(l, "the input is not [batch, H, W, C]");
   for (size_t i = 0; i < 3; ++i) {
     const Value& d = s->list()[i + 1];
     if (d.kind() != Value::Kind::kInt || d.int_value() < 1 || d.int_value() > 4096) {
@@ -431,11 +448,14 @@ int main(int argc, char** argv) {
     }
     if (json) {
       std::printf("%s[", k ? ", " : "");
-      for (size_t i = 0; i < x.v.size(); ++i) std::printf("%s%.9g", i ? ", " : "", static_cast<double>(x.v[i]));
+      for (size_t i = 0; i < x.v.size(); ++i)
+        std::printf("%s%.9g", i ? ", " : "", static_cast<double>(x.v[i]));
       std::printf("]");
     } else {
-      const size_t best = static_cast<size_t>(std::max_element(x.v.begin(), x.v.end()) - x.v.begin());
-      std::printf("image %zu: class %zu (p=%.4f); outputs", k, best, static_cast<double>(x.v[best]));
+      const size_t best =
+          static_cast<size_t>(std::max_element(x.v.begin(), x.v.end()) - x.v.begin());
+      std::printf("image %zu: class %zu (p=%.4f); outputs", k, best,
+                  static_cast<double>(x.v[best]));
       for (float f : x.v) std::printf(" %.4f", static_cast<double>(f));
       std::printf("\n");
     }

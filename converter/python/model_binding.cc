@@ -54,27 +54,44 @@ PyObject* g_model_error = nullptr;
 // dtype_name says what the bits mean.
 const char* NumpyTypeString(DType dtype) {
   switch (dtype) {
-    case DType::kBool: return "?";
-    case DType::kU8: return "u1";
-    case DType::kI8: return "i1";
-    case DType::kU16: return "<u2";
-    case DType::kI16: return "<i2";
-    case DType::kU32: return "<u4";
-    case DType::kI32: return "<i4";
-    case DType::kU64: return "<u8";
-    case DType::kI64: return "<i8";
-    case DType::kF16: return "<f2";
-    case DType::kBF16: return "<u2";
-    case DType::kF32: return "<f4";
-    case DType::kF64: return "<f8";
-    case DType::kC64: return "<c8";
-    case DType::kC128: return "<c16";
+    case DType::kBool:
+      return "?";
+    case DType::kU8:
+      return "u1";
+    case DType::kI8:
+      return "i1";
+    case DType::kU16:
+      return "<u2";
+    case DType::kI16:
+      return "<i2";
+    case DType::kU32:
+      return "<u4";
+    case DType::kI32:
+      return "<i4";
+    case DType::kU64:
+      return "<u8";
+    case DType::kI64:
+      return "<i8";
+    case DType::kF16:
+      return "<f2";
+    case DType::kBF16:
+      return "<u2";
+    case DType::kF32:
+      return "<f4";
+    case DType::kF64:
+      return "<f8";
+    case DType::kC64:
+      return "<c8";
+    case DType::kC128:
+      return "<c16";
     case DType::kF8E4M3FN:
     case DType::kF8E5M2:
     case DType::kF8E4M3FNUZ:
     case DType::kF8E5M2FNUZ:
-    case DType::kF8E8M0FNU: return "u1";
-    case DType::kInvalid: break;
+    case DType::kF8E8M0FNU:
+      return "u1";
+    case DType::kInvalid:
+      break;
   }
   return nullptr;
 }
@@ -97,15 +114,28 @@ py::object ValueToPython(const Value& root) {
     const Value& v = *p.value;
     py::object obj;
     switch (v.kind()) {
-      case Value::Kind::kNull: obj = py::none(); break;
-      case Value::Kind::kBool: obj = py::bool_(v.bool_value()); break;
-      case Value::Kind::kInt: obj = py::int_(v.int_value()); break;
-      case Value::Kind::kDouble: obj = py::float_(v.double_value()); break;
-      case Value::Kind::kString: obj = py::str(v.string_value()); break;
-      case Value::Kind::kBytes: obj = py::bytes(v.string_value()); break;
+      case Value::Kind::kNull:
+        obj = py::none();
+        break;
+      case Value::Kind::kBool:
+        obj = py::bool_(v.bool_value());
+        break;
+      case Value::Kind::kInt:
+        obj = py::int_(v.int_value());
+        break;
+      case Value::Kind::kDouble:
+        obj = py::float_(v.double_value());
+        break;
+      case Value::Kind::kString:
+        obj = py::str(v.string_value());
+        break;
+      case Value::Kind::kBytes:
+        obj = py::bytes(v.string_value());
+        break;
       case Value::Kind::kList: {
         py::list list(v.list().size());
-        for (size_t i = 0; i < v.list().size(); ++i) stack.push_back({&v.list()[i], list, py::int_(i)});
+        for (size_t i = 0; i < v.list().size(); ++i)
+          stack.push_back({&v.list()[i], list, py::int_(i)});
         obj = std::move(list);
         break;
       }
@@ -124,9 +154,10 @@ py::object ValueToPython(const Value& root) {
     }
     // A new list's slots are NULL: only PyList_SetItem (which steals the
     // reference) may fill them; PyObject_SetItem would release the NULL.
-    const int rc = PyList_Check(p.parent.ptr())
-                       ? PyList_SetItem(p.parent.ptr(), p.key.cast<py::ssize_t>(), obj.release().ptr())
-                       : PyObject_SetItem(p.parent.ptr(), p.key.ptr(), obj.ptr());
+    const int rc =
+        PyList_Check(p.parent.ptr())
+            ? PyList_SetItem(p.parent.ptr(), p.key.cast<py::ssize_t>(), obj.release().ptr())
+            : PyObject_SetItem(p.parent.ptr(), p.key.ptr(), obj.ptr());
     if (rc != 0) throw py::error_already_set();
   }
   return holder[0];
@@ -215,8 +246,9 @@ class PyModel {
   Status MapPrivate(const std::string& path) {
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-      return errno == ENOENT ? Status::InvalidArgument("'" + path + "' does not exist")
-                             : Status::IoError("cannot open '" + path + "': " + std::strerror(errno));
+      return errno == ENOENT
+                 ? Status::InvalidArgument("'" + path + "' does not exist")
+                 : Status::IoError("cannot open '" + path + "': " + std::strerror(errno));
     }
     struct stat st {};
     Status status;
@@ -254,10 +286,9 @@ py::tuple InfoTuple(const TensorInfo& t) {
     digest += kHex[b >> 4];
     digest += kHex[b & 15];
   }
-  return py::make_tuple(t.name, std::string(DTypeName(t.dtype)), py::tuple(py::cast(t.shape)),
-                        t.offset, t.nbytes, t.alias_of.empty() ? py::object(py::none())
-                                                               : py::object(py::str(t.alias_of)),
-                        digest);
+  return py::make_tuple(
+      t.name, std::string(DTypeName(t.dtype)), py::tuple(py::cast(t.shape)), t.offset, t.nbytes,
+      t.alias_of.empty() ? py::object(py::none()) : py::object(py::str(t.alias_of)), digest);
 }
 
 py::dict ProvenanceToPython(const Model& m) {
@@ -291,40 +322,47 @@ void BindModel(py::module_& m, py::handle base_error) {
 
   py::class_<PyModel>(m, "Model")
       .def(py::init(&PyModel::Open), py::arg("path"), py::arg("copy_on_write") = false)
-      .def("names", [](const PyModel& s) {
-        py::list names;
-        for (const TensorInfo& t : s.model().tensors()) names.append(py::str(t.name));
-        return names;
-      })
-      .def("info", [](const PyModel& s, const std::string& name) { return InfoTuple(s.Info(name)); })
-      .def("array", [](py::object self, const std::string& name) {
-        return self.cast<const PyModel&>().Array(self, name);
-      })
+      .def("names",
+           [](const PyModel& s) {
+             py::list names;
+             for (const TensorInfo& t : s.model().tensors()) names.append(py::str(t.name));
+             return names;
+           })
+      .def("info",
+           [](const PyModel& s, const std::string& name) { return InfoTuple(s.Info(name)); })
+      .def("array",
+           [](py::object self, const std::string& name) {
+             return self.cast<const PyModel&>().Array(self, name);
+           })
       .def("architecture", [](const PyModel& s) { return ValueToPython(s.model().architecture()); })
       .def("metadata", [](const PyModel& s) { return ValueToPython(s.model().metadata()); })
       .def("provenance", [](const PyModel& s) { return ProvenanceToPython(s.model()); })
-      .def("verify", [](const PyModel& s) {
-        Status status;
-        {
-          py::gil_scoped_release release;
-          status = s.model().Verify();
-        }
-        Check(status);
-      })
-      .def("verify_tensor", [](const PyModel& s, const std::string& name) {
-        s.Info(name);
-        Status status;
-        {
-          py::gil_scoped_release release;
-          status = s.model().VerifyTensor(name);
-        }
-        Check(status);
-      })
+      .def("verify",
+           [](const PyModel& s) {
+             Status status;
+             {
+               py::gil_scoped_release release;
+               status = s.model().Verify();
+             }
+             Check(status);
+           })
+      .def("verify_tensor",
+           [](const PyModel& s, const std::string& name) {
+             s.Info(name);
+             Status status;
+             {
+               py::gil_scoped_release release;
+               status = s.model().VerifyTensor(name);
+             }
+             Check(status);
+           })
       .def_property_readonly("writable", &PyModel::writable)
       .def_property_readonly("file_size", [](const PyModel& s) { return s.model().file_size(); })
-      .def_property_readonly("format_version", [](const PyModel& s) {
-        return py::make_tuple(s.model().format_major(), s.model().format_minor());
-      })
+      .def_property_readonly("format_version",
+                             [](const PyModel& s) {
+                               return py::make_tuple(s.model().format_major(),
+                                                     s.model().format_minor());
+                             })
       .def_property_readonly("digest_algorithm", [](const PyModel& s) {
         return std::string(DigestAlgorithmName(s.model().digest_algorithm()));
       });

@@ -14,9 +14,10 @@
 #include <utility>
 #include <vector>
 
-#include "converter/python/model_binding.h"
 #include "safemodel/convert.h"
 #include "safemodel/status.h"
+
+#include "converter/python/model_binding.h"
 
 namespace py = pybind11;
 
@@ -36,7 +37,8 @@ uint64_t ToU64(py::handle value, const std::string& key) {
 }
 
 bool ToBool(py::handle value, const std::string& key) {
-  if (!py::isinstance<py::bool_>(value)) throw py::type_error("option '" + key + "' must be a bool");
+  if (!py::isinstance<py::bool_>(value))
+    throw py::type_error("option '" + key + "' must be a bool");
   return value.cast<bool>();
 }
 
@@ -86,7 +88,8 @@ ConvertOptions ParseOptions(const py::dict& options) {
     } else if (key == "hdf5_worker_path") {
       o.hdf5_worker_path = ToPath(v, key);
     } else if (key == "required_isolation") {
-      if (py::isinstance<py::str>(v)) throw py::type_error("required_isolation must be a list of names");
+      if (py::isinstance<py::str>(v))
+        throw py::type_error("required_isolation must be a list of names");
       o.required_isolation = v.cast<std::vector<std::string>>();
     } else {
       throw py::type_error("convert() got an unknown option '" + key + "'");
@@ -116,8 +119,8 @@ py::tuple Convert(const py::bytes& input, const py::bytes& output, const py::dic
 PYBIND11_MODULE(_native, m) {
   namespace sp = safemodel::python;
   m.doc() = "safemodel's C++ library; use the safemodel package, not this module";
-  PyObject* error = PyErr_NewExceptionWithDoc("safemodel.Error", "Base class of safemodel's errors.",
-                                              nullptr, nullptr);
+  PyObject* error = PyErr_NewExceptionWithDoc(
+      "safemodel.Error", "Base class of safemodel's errors.", nullptr, nullptr);
   if (error == nullptr) throw py::error_already_set();
   m.attr("Error") = py::handle(error);
   sp::BindModel(m, error);
