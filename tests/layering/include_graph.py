@@ -6,7 +6,8 @@ Usage: include_graph.py SOURCE_DIR
 1. Every quoted #include between the top-level layers points down:
      base (proto/base) <- format (proto) <- sandbox, loader
        <- protocol (converter/protocol) <- worker (converter/worker)
-       <- converter <- cli (converter/cli) <- examples
+       <- converter <- cli (converter/cli), python (converter/python)
+       <- examples
    sandbox and loader are side by side and know nothing of each other.
 2. The graph between folders (a file's directory) has no cycle.
 Tests (tests/) may include anything and are not checked.
@@ -26,6 +27,7 @@ LAYERS = [
     ("converter/protocol/", "protocol", 3),
     ("converter/worker/", "worker", 4),
     ("converter/cli/", "cli", 6),
+    ("converter/python/", "python", 6),
     ("converter/", "converter", 5),
     ("examples/", "examples", 7),
 ]
