@@ -291,7 +291,10 @@ int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, boo
     lines.push_back(nlohmann::json::parse(line));
   }
   for (const BatchItem& item : plan.to_convert) {
-    fs::create_directories(fs::path(item.output_path).parent_path());
+    // A directory that cannot be made fails that input's conversion
+    // (io_error), not the batch.
+    std::error_code ec;
+    fs::create_directories(fs::path(item.output_path).parent_path(), ec);
   }
   BatchOptions bopt;
   bopt.convert = a.opt;
