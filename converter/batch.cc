@@ -17,6 +17,7 @@
 
 #include "proto/digest.h"
 #include "proto/json_util.h"
+#include "safemodel/sharded_convert.h"
 
 namespace safemodel {
 
@@ -108,7 +109,12 @@ BatchResult Batch::ConvertOne(size_t index, const BatchItem& item) const {
   BatchResult r;
   r.index = index;
   r.item = item;
-  r.report = options_.convert_function(item.input_path, item.output_path, options_.convert);
+  // A sharded checkpoint's index is a unit: each of its shards goes
+  // through the same function.
+  r.report = IsShardedCheckpointIndex(item.input_path)
+                 ? ConvertShardedCheckpoint(item.input_path, item.output_path, options_.convert,
+                                            options_.convert_function)
+                 : options_.convert_function(item.input_path, item.output_path, options_.convert);
   if (r.report.status.ok() && options_.hash_outputs && options_.convert.output_fd < 0) {
     Result<std::string> sha = Sha256OfFile(item.output_path);
     // The output was committed a moment ago; failing to read it back is an

@@ -23,6 +23,8 @@
 #include "converter/cli/commands.h"
 #include "converter/cli/messages.h"
 #include "safemodel/batch.h"
+#include "safemodel/sharded.h"
+#include "safemodel/sharded_convert.h"
 
 namespace safemodel::cli {
 
@@ -98,7 +100,30 @@ std::map<std::string, nlohmann::json> LoadResults(const std::string& path, bool*
 }
 
 std::string OutputPathFor(const BatchArgs& a, const BatchInput& in) {
+  if (!in.symlink && IsShardedCheckpointIndex(in.path)) {
+    return ShardedOutputIndexName((fs::path(a.out_dir) / in.id).string());
+  }
   return (fs::path(a.out_dir) / (in.id + ".safemodel")).string();
+}
+
+// The input's SHA-256 as its results line records it (a unit's covers the
+// index and every shard).
+Result<std::string> InputSha256(const BatchInput& in) {
+  return IsShardedCheckpointIndex(in.path) ? ShardedCheckpointSha256(in.path) : Sha256OfFile(in.path);
+}
+
+// The output of a line is still the one written: a unit's index opens with
+// every shard it records (their SHA-256 checked), a file has its size.
+bool OutputHolds(const nlohmann::json& out, const BatchInput& in, const std::string& out_path) {
+  struct stat st;
+  if (out.value("path", "") != out_path || lstat(out_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (IsShardedCheckpointIndex(in.path)) {
+    if (!ShardedModel::Open(out_path).ok()) return false;
+  } else if (static_cast<uint64_t>(st.st_size) != out.value("bytes", uint64_t{0})) {
+    return false;
+  }
+  Result<std::string> out_sha = Sha256OfFile(out_path);
+  return out_sha.ok() && *out_sha == out.value("sha256", "");
 }
 
 // Whether an earlier run's line for this input still holds: same converter,
@@ -117,17 +142,10 @@ bool RecordHoldsUnchecked(const nlohmann::json& rec, const BatchInput& in, const
     return false;
   }
   if (in.symlink || status == "symlink") return in.symlink && status == "symlink";
-  Result<std::string> sha = Sha256OfFile(in.path);
-  if (!sha.ok() || !rec.contains("input") || rec["input"].value("sha256", "") != *sha) return false;
+  Result<std::string> sha = InputSha256(in);
+  if (!sha.ok() || rec["input"].value("sha256", "") != *sha) return false;
   if (status != "converted") return true;
-  const nlohmann::json& out = rec.value("output", nlohmann::json::object());
-  struct stat st;
-  if (out.value("path", "") != out_path || lstat(out_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<uint64_t>(st.st_size) != out.value("bytes", uint64_t{0})) {
-    return false;
-  }
-  Result<std::string> out_sha = Sha256OfFile(out_path);
-  return out_sha.ok() && *out_sha == out.value("sha256", "");
+  return OutputHolds(rec.value("output", nlohmann::json::object()), in, out_path);
 }
 
 // A line edited by hand (a field of another type) does not hold.

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "safemodel/sharded_convert.h"
+
 namespace safemodel::cli {
 
 namespace fs = std::filesystem;
@@ -24,6 +26,26 @@ std::string Real(const std::string& p) {
 bool IsSavedModelDir(const fs::path& dir) {
   struct stat st;
   return lstat((dir / "saved_model.pb").c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Sorted by id, the files a sharded checkpoint's index names taken out:
+// they are converted with it, as one unit. An index that cannot be read
+// stays an input of its own (its conversion says why) and claims nothing.
+std::vector<BatchInput> GroupUnits(std::vector<BatchInput> all) {
+  std::set<std::string> claimed;
+  for (const BatchInput& in : all) {
+    if (in.symlink || !IsShardedCheckpointIndex(in.path)) continue;
+    Result<std::vector<std::string>> shards = ReadShardedCheckpointIndex(in.path);
+    if (!shards.ok()) continue;
+    const std::string dir = fs::path(in.id).parent_path().generic_string();
+    for (const std::string& s : *shards) claimed.insert(dir.empty() ? s : dir + "/" + s);
+  }
+  std::vector<BatchInput> out;
+  for (BatchInput& in : all) {
+    if (claimed.count(in.id) == 0) out.push_back(std::move(in));
+  }
+  std::sort(out.begin(), out.end(), [](const BatchInput& a, const BatchInput& b) { return a.id < b.id; });
+  return out;
 }
 
 }  // namespace
@@ -62,8 +84,7 @@ Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vec
     }
     if (ec) return Status::IoError("cannot list '" + dir.string() + "': " + ec.message());
   }
-  std::sort(out.begin(), out.end(), [](const BatchInput& a, const BatchInput& b) { return a.id < b.id; });
-  return out;
+  return GroupUnits(std::move(out));
 }
 
 bool IsCleanId(const std::string& id) {

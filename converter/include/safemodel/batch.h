@@ -8,6 +8,11 @@
 // crashing input costs its own slot for at most its own time limit; the
 // others go on.
 //
+// An item whose input is a sharded Hugging Face checkpoint's index
+// (`*.bin.index.json`, `*.safetensors.index.json`) is converted as one unit
+// (safemodel/sharded_convert.h): its output path names the output index, and
+// each shard goes through the same function.
+//
 // Results arrive through a callback as each item finishes, one call at a
 // time (never concurrently), on the thread that converted the item. Cancel()
 // (from any thread, also from the callback) stops starting new items; the

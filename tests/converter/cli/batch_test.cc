@@ -399,5 +399,42 @@ TEST(BatchCli, QuietPrintsNothingAndLinksAreNotFollowed) {
   EXPECT_FALSE(Exists(dir.File("out/dirlink")));
 }
 
+// A sharded checkpoint in the tree is one input: its shards are not listed
+// on their own, and its output is an index with a .safemodel per shard.
+TEST(BatchCli, AShardedCheckpointIsOneUnit) {
+  if (!PythonHas({"torch"})) GTEST_SKIP() << "no torch in /usr/bin/python3";
+  TempDir in, dir;
+  std::string log;
+  ASSERT_EQ(RunPython(std::string(SAFEMODEL_SOURCE_DIR) + "/tests/converter/make_hf_sharded.py", {in.File("hf")}, &log),
+            0)
+      << log;
+  fs::remove(in.File("hf/expected.json"));
+  fs::copy_file(Fixture("numpy/f32.npy"), in.File("loose.npy"));
+  const std::string out = dir.File("out");
+  EXPECT_EQ(Sc({"batch", in.path(), "-o", out, "--dry-run"}, &log), 0);
+  EXPECT_EQ(log, "hf/pytorch_model.bin.index.json\nloose.npy\n");
+  ASSERT_EQ(Sc({"batch", in.path(), "-o", out, "--no-sync", "-q"}), 0);
+  const auto lines = Results(out + "/results.jsonl");
+  ASSERT_EQ(lines.size(), 2u);
+  const Json& unit = lines.at("hf/pytorch_model.bin.index.json");
+  EXPECT_EQ(unit["status"], "converted") << unit.dump();
+  EXPECT_EQ(unit["input"]["format"], "hf_sharded/pytorch");
+  EXPECT_EQ(unit["output"]["path"], out + "/hf/pytorch_model.bin.safemodel.index.json");
+  EXPECT_EQ(unit["output"]["tensors"], 7);
+  for (int i = 1; i <= 3; ++i) {
+    const std::string shard = out + "/hf/pytorch_model-0000" + std::to_string(i) + "-of-00003.bin.safemodel";
+    EXPECT_EQ(Sc({"verify", "-q", shard}), 0) << shard;
+  }
+  // A rerun skips the unit; a changed shard makes it redo it.
+  ASSERT_EQ(Sc({"batch", in.path(), "-o", out, "--no-sync", "-q"}), 0);
+  EXPECT_EQ(Lines(ReadFile(out + "/results.jsonl")).size(), 2u);
+  fs::remove(out + "/hf/pytorch_model-00002-of-00003.bin.safemodel");
+  ASSERT_EQ(Sc({"batch", in.path(), "-o", out, "--no-sync", "-q"}), 0);
+  const std::vector<std::string> all = Lines(ReadFile(out + "/results.jsonl"));
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(Json::parse(all[2])["id"], "hf/pytorch_model.bin.index.json");
+  EXPECT_TRUE(Exists(out + "/hf/pytorch_model-00002-of-00003.bin.safemodel"));
+}
+
 }  // namespace
 }  // namespace safemodel::testing
