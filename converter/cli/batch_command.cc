@@ -301,7 +301,7 @@ int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, boo
     lines.push_back(rec);
   }
   for (const BatchInput& in : plan.links) {
-    const std::string line = BatchSkipJson({in.id, in.path, ""}, "symlink", kExitConverted,
+    const std::string line = BatchSkipJson({in.id, in.path, ""}, "symlink", kExitUsage,
                                            "a symbolic link: not followed, not converted", fingerprint);
     write_failed |= !results.Append(line);
     tally.Add("symlink", 0, false);

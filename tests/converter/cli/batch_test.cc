@@ -425,10 +425,14 @@ TEST(BatchCli, AShardedCheckpointIsOneUnit) {
     const std::string shard = out + "/hf/pytorch_model-0000" + std::to_string(i) + "-of-00003.bin.safemodel";
     EXPECT_EQ(Sc({"verify", "-q", shard}), 0) << shard;
   }
-  // A rerun skips the unit; a changed shard makes it redo it.
+  const std::string index = out + "/hf/pytorch_model.bin.safemodel.index.json";
+  EXPECT_EQ(Sc({"verify", index}, &log), 0) << log;
+  EXPECT_EQ(log, index + ": OK (3 shards, 7 tensors, digests verified)\n");
+  // A rerun skips the unit; a missing shard makes it redo it.
   ASSERT_EQ(Sc({"batch", in.path(), "-o", out, "--no-sync", "-q"}), 0);
   EXPECT_EQ(Lines(ReadFile(out + "/results.jsonl")).size(), 2u);
   fs::remove(out + "/hf/pytorch_model-00002-of-00003.bin.safemodel");
+  EXPECT_NE(Sc({"verify", "-q", index}), 0);
   ASSERT_EQ(Sc({"batch", in.path(), "-o", out, "--no-sync", "-q"}), 0);
   const std::vector<std::string> all = Lines(ReadFile(out + "/results.jsonl"));
   ASSERT_EQ(all.size(), 3u);
