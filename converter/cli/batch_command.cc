@@ -127,8 +127,9 @@ bool OutputHolds(const nlohmann::json& out, const BatchInput& in, const std::str
 }
 
 // Whether an earlier run's line for this input still holds: same converter,
-// options and input bytes, a final status (an I/O error or a sandbox that
-// could not be set up is redone), and for a converted input the output is
+// options and input bytes, a final status (an I/O error, an unusable input
+// or output path, or a sandbox that could not be set up is redone: each is
+// cheap to try again and may have been fixed), and for a converted input the output is
 // still the file that run wrote (size and SHA-256, re-read now).
 bool RecordHoldsUnchecked(const nlohmann::json& rec, const BatchInput& in, const std::string& out_path,
                           const std::vector<std::string>& fingerprint) {
@@ -138,7 +139,7 @@ bool RecordHoldsUnchecked(const nlohmann::json& rec, const BatchInput& in, const
   }
   const std::string status = rec.value("status", "");
   if (rec.value("converter", "") != ConverterVersion() || rec.value("options", nlohmann::json()) != fingerprint ||
-      status.empty() || status == "io_error" || rec.value("exit_code", 0) == kExitInternal) {
+      status.empty() || status == "io_error" || status == "invalid" || rec.value("exit_code", 0) == kExitInternal) {
     return false;
   }
   if (in.symlink || status == "symlink") return in.symlink && status == "symlink";
@@ -293,12 +294,12 @@ int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, boo
   const std::vector<std::string> fingerprint = BatchOptionsFingerprint(a.opt);
   BatchTally tally(plan.inputs.size(), plan.total_bytes);
   Display display(a.quiet, isatty(STDERR_FILENO) != 0, &tally);
-  std::vector<nlohmann::json> lines;  // for the SARIF log
+  std::vector<nlohmann::json> lines;  // for the SARIF log, if one is asked for
   bool write_failed = false;
   for (const nlohmann::json& rec : plan.done) {
     tally.Add(rec.value("status", ""), rec["input"].value("bytes", uint64_t{0}), true);
     display.Skipped({rec.value("id", ""), rec["input"].value("path", ""), false}, rec.value("status", ""));
-    lines.push_back(rec);
+    if (!a.sarif.empty()) lines.push_back(rec);
   }
   for (const BatchInput& in : plan.links) {
     const std::string line = BatchSkipJson({in.id, in.path, ""}, "symlink", kExitUsage,
@@ -306,7 +307,7 @@ int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, boo
     write_failed |= !results.Append(line);
     tally.Add("symlink", 0, false);
     display.Print(a.quiet ? "" : FileLine(in.path, "a symbolic link: not followed, not converted"));
-    lines.push_back(nlohmann::json::parse(line));
+    if (!a.sarif.empty()) lines.push_back(nlohmann::json::parse(line));
   }
   for (const BatchItem& item : plan.to_convert) {
     // A directory that cannot be made fails that input's conversion
@@ -334,7 +335,7 @@ int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, boo
     }
     tally.Add(status, r.report.input_bytes, false);
     display.Result(r.item, r.report, status);
-    lines.push_back(nlohmann::json::parse(line));
+    if (!a.sarif.empty()) lines.push_back(nlohmann::json::parse(line));
   });
   display.Finish();
   if (!a.sarif.empty()) {

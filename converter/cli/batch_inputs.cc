@@ -140,7 +140,7 @@ Result<std::vector<BatchInput>> ReadManifest(const std::string& manifest_path) {
 }
 
 uint64_t ShardOf(const std::string& id, uint64_t count) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a offset basis
+  uint64_t h = 14695981039346656037ull;  // FNV-1a offset basis (0xcbf29ce484222325)
   for (char c : id) {
     h ^= static_cast<uint8_t>(c);
     h *= 1099511628211ull;  // FNV prime

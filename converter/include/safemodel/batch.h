@@ -100,7 +100,8 @@ class Batch {
   Batch& operator=(const Batch&) = delete;
 
   // Converts `items` in order of their index (`jobs` at a time), calling
-  // `on_result` as each finishes. Blocks until every started item finished.
+  // `on_result` as each finishes (it must not throw; it may call Cancel()).
+  // Blocks until every started item finished. Call Run once per Batch.
   BatchSummary Run(const std::vector<BatchItem>& items,
                    const std::function<void(const BatchResult&)>& on_result);
 
