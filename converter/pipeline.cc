@@ -409,6 +409,9 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
     // off again.
     report->worker = WorkerOutcome();
     report->worker.hand_off = true;
+    // A hand-off means libhdf5 finds a superblock: the format is known even
+    // if the HDF5 worker then hangs or crashes before it says so.
+    if (report->source_format.empty()) report->source_format = "hdf5";
     SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5_worker, FindHdf5Worker(opt, worker_path));
     stream = StreamOutcome();
     SAFEMODEL_RETURN_IF_ERROR(

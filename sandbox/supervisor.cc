@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 
 #include "sandbox/frame_io.h"
 
@@ -179,6 +180,15 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
 }
 
 Status Spawn(const SpawnOptions& options, Worker* worker) {
+  // One spawn at a time in this process: between pipe2 and the close of the
+  // parent's copies of the worker's ends below, a child that another thread
+  // spawns (posix_spawn: clone, then exec) would inherit those ends until
+  // its exec closes them (close-on-exec). If this worker exited within that
+  // window, its channel would still be open and the conversion would fail
+  // as "held open by another process" (seen with safe-convert batch -j4 on
+  // 2 cores). The lock covers the whole window; a spawn takes ~1 ms.
+  static std::mutex spawn_mutex;
+  std::lock_guard<std::mutex> lock(spawn_mutex);
   // The worker starts in `/`: a relative path must be resolved here.
   std::error_code ec;
   const std::string worker_path = std::filesystem::absolute(options.worker_path, ec).string();

@@ -6,6 +6,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "safemodel/convert.h"
+
 namespace safemodel::cli {
 
 // convert IN OUT [options]: the conversion (also what `safe-convert IN OUT`
@@ -18,6 +20,18 @@ void AddVerifyCommand(CLI::App& app);
 
 // The exit code of the command that ran (kExitUsage if none did).
 int& CommandExitCode();
+
+// batch (IN_DIR | --manifest FILE) --out-dir DIR [options]: many inputs.
+void AddBatchCommand(CLI::App& app);
+
+// --timeout, --memory-limit, --cpu-limit, --max-input-size,
+// --max-output-size, --digest, --weights-only, --keep-optimizer, --no-sync,
+// --worker, --hdf5-worker, --require-isolation, into *opt.
+void AddConversionOptions(CLI::App& sub, ConvertOptions* opt);
+
+// SIGINT, SIGTERM, SIGHUP, SIGQUIT remove this process's temporary outputs
+// and end it by the same signal; SIGPIPE and SIGXFSZ become errors.
+void InstallSignalHandlers();
 
 // Every subcommand's common flags: -h/--help and --version.
 void AddCommonFlags(CLI::App& sub);

@@ -17,22 +17,10 @@
 
 namespace safemodel::cli {
 
-namespace {
-
-struct ConvertArgs {
-  ConvertOptions opt;
-  std::string in;
-  std::string out;
-  std::string report_path;
-  bool json = false;
-  bool quiet = false;
-  bool verbose = false;
-};
-
 // Temporary output files are anonymous where the kernel allows; elsewhere
 // they are named `.sm-XXXXXX` next to OUT, and these handlers remove them
 // when the user or a scheduler stops the conversion.
-void OnTerminatingSignal(int sig) {
+static void OnTerminatingSignal(int sig) {
   RemoveTemporaryOutputs();
   // SA_RESETHAND restored the default action: dying by the same signal tells
   // the caller what happened (128 + N in a shell).
@@ -55,6 +43,18 @@ void InstallSignalHandlers() {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGXFSZ, SIG_IGN);
 }
+
+namespace {
+
+struct ConvertArgs {
+  ConvertOptions opt;
+  std::string in;
+  std::string out;
+  std::string report_path;
+  bool json = false;
+  bool quiet = false;
+  bool verbose = false;
+};
 
 bool SameFile(const struct stat& a, const struct stat& b) {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
@@ -218,6 +218,50 @@ CLI::Option* AddSize(CLI::App& sub, const std::string& name, uint64_t* out, cons
 
 }  // namespace
 
+// The options of a conversion that `convert` and `batch` share.
+void AddConversionOptions(CLI::App& sub, ConvertOptions* opt) {
+  AddDuration(sub, "--timeout", &opt->timeout_ms, 1000,
+              "wall-clock limit: 90, 90s, 5m, 2h (default 120 s + 20 s per GiB of input)");
+  AddSize(sub, "--memory-limit", &opt->memory_limit_bytes,
+          "worker memory limit, e.g. 512M, 4G, 4GB (default 4G)");
+  AddDuration(sub, "--cpu-limit", &opt->cpu_limit_seconds, 1, "worker CPU limit (default: the timeout)");
+  AddSize(sub, "--max-input-size", &opt->max_input_bytes, "refuse larger inputs, all files of a model together (default 256G)");
+  AddSize(sub, "--max-output-size", &opt->max_output_bytes,
+          "refuse outputs larger than this (default: the free space)");
+  sub.add_option_function<std::string>(
+         "--digest",
+         [opt](const std::string& v) {
+           if (v != "xxh3" && v != "sha256") throw CLI::ValidationError("--digest", "is xxh3 or sha256");
+           opt->digest = v == "sha256" ? DigestAlgorithm::kSha256 : DigestAlgorithm::kXxh3_128;
+         },
+         "per-tensor digests: xxh3 (default) or sha256")
+      ->type_name("ALGO");
+  sub.add_flag("--weights-only", opt->weights_only,
+                "Keras: tensors only when the architecture cannot be kept");
+  sub.add_flag("--keep-optimizer", opt->keep_optimizer, "Keras: keep optimizer state tensors");
+  sub.add_flag_callback("--no-sync", [opt] { opt->sync_output = false; },
+                         "do not fsync the output");
+  sub.add_option("--worker", opt->worker_path, "the safemodel-worker to start first")->type_name("PATH");
+  sub.add_option("--hdf5-worker", opt->hdf5_worker_path,
+                  "the safemodel-worker-hdf5 for inputs that need libhdf5")
+      ->type_name("PATH");
+  sub.add_option_function<std::string>(
+         "--require-isolation",
+         [opt](const std::string& v) {
+           for (size_t start = 0; start <= v.size();) {
+             const size_t comma = v.find(',', start);
+             std::string layer = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+             if (layer.empty()) throw CLI::ValidationError("--require-isolation", "empty layer name in '" + v + "'");
+             opt->required_isolation.push_back(layer);
+             if (comma == std::string::npos) break;
+             start = comma + 1;
+           }
+         },
+         "layers the worker must be seen to have, comma-separated: non_root, userns, netns, mntns, "
+         "ipcns, utsns, aslr (exit 70 if one is missing)")
+      ->type_name("LIST");
+}
+
 void AddConvertCommand(CLI::App& app) {
   auto args = std::make_shared<ConvertArgs>();
   CLI::App* sub = app.add_subcommand("convert", "convert a model file to .safemodel (the default command)");
@@ -234,46 +278,7 @@ void AddConvertCommand(CLI::App& app) {
   sub->add_flag("-f,--force", args->opt.force, "replace an existing OUT (only ever a regular file)");
   sub->add_option("--report", args->report_path, "write the JSON report to FILE")->type_name("FILE");
   sub->add_flag("--json", args->json, "print the JSON report on standard output");
-  AddDuration(*sub, "--timeout", &args->opt.timeout_ms, 1000,
-              "wall-clock limit: 90, 90s, 5m, 2h (default 120 s + 20 s per GiB of input)");
-  AddSize(*sub, "--memory-limit", &args->opt.memory_limit_bytes,
-          "worker memory limit, e.g. 512M, 4G, 4GB (default 4G)");
-  AddDuration(*sub, "--cpu-limit", &args->opt.cpu_limit_seconds, 1, "worker CPU limit (default: the timeout)");
-  AddSize(*sub, "--max-input-size", &args->opt.max_input_bytes, "refuse larger inputs, all files of a model together (default 256G)");
-  AddSize(*sub, "--max-output-size", &args->opt.max_output_bytes,
-          "refuse outputs larger than this (default: the free space)");
-  sub->add_option_function<std::string>(
-         "--digest",
-         [a = args.get()](const std::string& v) {
-           if (v != "xxh3" && v != "sha256") throw CLI::ValidationError("--digest", "is xxh3 or sha256");
-           a->opt.digest = v == "sha256" ? DigestAlgorithm::kSha256 : DigestAlgorithm::kXxh3_128;
-         },
-         "per-tensor digests: xxh3 (default) or sha256")
-      ->type_name("ALGO");
-  sub->add_flag("--weights-only", args->opt.weights_only,
-                "Keras: tensors only when the architecture cannot be kept");
-  sub->add_flag("--keep-optimizer", args->opt.keep_optimizer, "Keras: keep optimizer state tensors");
-  sub->add_flag_callback("--no-sync", [a = args.get()] { a->opt.sync_output = false; },
-                         "do not fsync the output");
-  sub->add_option("--worker", args->opt.worker_path, "the safemodel-worker to start first")->type_name("PATH");
-  sub->add_option("--hdf5-worker", args->opt.hdf5_worker_path,
-                  "the safemodel-worker-hdf5 for inputs that need libhdf5")
-      ->type_name("PATH");
-  sub->add_option_function<std::string>(
-         "--require-isolation",
-         [a = args.get()](const std::string& v) {
-           for (size_t start = 0; start <= v.size();) {
-             const size_t comma = v.find(',', start);
-             std::string layer = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-             if (layer.empty()) throw CLI::ValidationError("--require-isolation", "empty layer name in '" + v + "'");
-             a->opt.required_isolation.push_back(layer);
-             if (comma == std::string::npos) break;
-             start = comma + 1;
-           }
-         },
-         "layers the worker must be seen to have, comma-separated: non_root, userns, netns, mntns, "
-         "ipcns, utsns, aslr (exit 70 if one is missing)")
-      ->type_name("LIST");
+  AddConversionOptions(*sub, &args->opt);
   sub->add_flag("-q,--quiet", args->quiet, "print only errors (no findings, no summary)");
   sub->add_flag("-v,--verbose", args->verbose, "also print the digest, the worker's outcome and isolation");
   sub->footer(

@@ -7,6 +7,7 @@
 #include "converter/cli/inspect_view.h"
 #include "converter/cli/messages.h"
 #include "safemodel/reader.h"
+#include "safemodel/sharded.h"
 
 namespace safemodel::cli {
 
@@ -27,7 +28,25 @@ int RunInspect(const InspectArgs& a) {
   return kExitConverted;
 }
 
+// A sharded model's index (safemodel/sharded.h): the index against its
+// shards, then every tensor digest of every shard.
+int RunVerifySharded(const std::string& path, bool quiet) {
+  auto model = ShardedModel::Open(path);
+  Status s = model.ok() ? model->Verify() : model.status();
+  if (!s.ok()) {
+    std::cerr << StatusLine(path, s);
+    return ExitCodeFor(s.code());
+  }
+  if (!quiet) {
+    std::cout << E(path) << ": OK (" << Count(model->shard_count(), "shard", "shards") << ", "
+              << Count(model->tensor_names().size(), "tensor", "tensors") << ", digests verified)\n";
+  }
+  return kExitConverted;
+}
+
 int RunVerify(const std::string& path, bool quiet) {
+  constexpr std::string_view kIndexSuffix = ".safemodel.index.json";
+  if (path.size() > kIndexSuffix.size() && path.ends_with(kIndexSuffix)) return RunVerifySharded(path, quiet);
   auto model = Model::Open(path);
   Status s = model.ok() ? model->Verify() : model.status();
   if (!s.ok()) {
@@ -60,7 +79,8 @@ void AddInspectCommand(CLI::App& app) {
 void AddVerifyCommand(CLI::App& app) {
   auto path = std::make_shared<std::string>();
   auto quiet = std::make_shared<bool>(false);
-  CLI::App* sub = app.add_subcommand("verify", "check every digest of a .safemodel");
+  CLI::App* sub = app.add_subcommand(
+      "verify", "check every digest of a .safemodel (or of every shard of a NAME.safemodel.index.json)");
   AddCommonFlags(*sub);
   sub->add_option("FILE", *path, "the .safemodel")->required()->type_name("");
   sub->add_flag("-q,--quiet", *quiet, "print nothing on success");

@@ -7,16 +7,20 @@ _safe_convert() {
   cmd=convert
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
-      convert|inspect|verify) cmd=${COMP_WORDS[i]}; break ;;
+      convert|inspect|verify|batch) cmd=${COMP_WORDS[i]}; break ;;
     esac
   done
   case $prev in
-    --report|--worker|--hdf5-worker)
+    --report|--worker|--hdf5-worker|--manifest|--results|--sarif)
       COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --digest)
       COMPREPLY=($(compgen -W "xxh3 sha256" -- "$cur")); return ;;
     --require-isolation)
       COMPREPLY=($(compgen -W "non_root userns netns mntns ipcns utsns aslr" -- "$cur")); return ;;
+    -o|--out-dir)
+      COMPREPLY=($(compgen -d -- "$cur")); return ;;
+    -j|--jobs|--shard|--shards)
+      return ;;
     --timeout|--cpu-limit|--memory-limit|--max-input-size|--max-output-size)
       return ;;
   esac
@@ -29,12 +33,16 @@ _safe_convert() {
                       -q --quiet -v --verbose" ;;
       inspect) opts+=" --json --tensors --architecture --sha256" ;;
       verify) opts+=" -q --quiet" ;;
+      batch) opts+=" --manifest -o --out-dir --results --sarif -j --jobs --shard --shards --dry-run
+                    --timeout --memory-limit --cpu-limit --max-input-size --max-output-size
+                    --digest --weights-only --keep-optimizer --no-sync --worker --hdf5-worker
+                    --require-isolation -q --quiet" ;;
     esac
     COMPREPLY=($(compgen -W "$opts" -- "$cur"))
     return
   fi
   if ((COMP_CWORD == 1)); then
-    COMPREPLY=($(compgen -W "convert inspect verify help" -- "$cur") $(compgen -f -- "$cur"))
+    COMPREPLY=($(compgen -W "convert inspect verify batch help" -- "$cur") $(compgen -f -- "$cur"))
     return
   fi
   COMPREPLY=($(compgen -f -- "$cur"))

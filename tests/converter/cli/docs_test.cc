@@ -31,7 +31,7 @@ TEST(CliDocs, ManPageAndCompletionNameEveryOption) {
   const std::string completion = ReadFile(SourceFile("safe-convert.bash"));
   ASSERT_FALSE(man.empty());
   ASSERT_FALSE(completion.empty());
-  for (const std::string cmd : {"convert", "inspect", "verify"}) {
+  for (const std::string cmd : {"convert", "inspect", "verify", "batch"}) {
     const std::set<std::string> opts = HelpOptions(cmd);
     EXPECT_GT(opts.size(), 2u) << cmd;
     for (const std::string& opt : opts) {
@@ -69,6 +69,9 @@ TEST(CliDocs, BashCompletion) {
   EXPECT_NE(Complete("safe-convert in.pt out --ti", 3).find("--timeout"), std::string::npos);
   EXPECT_EQ(Complete("safe-convert a b --digest ''", 4), "xxh3 sha256\n");
   EXPECT_NE(Complete("safe-convert ins", 1).find("inspect"), std::string::npos);
+  EXPECT_NE(Complete("safe-convert ba", 1).find("batch"), std::string::npos);
+  EXPECT_NE(Complete("safe-convert batch zoo --sh", 3).find("--shards"), std::string::npos);
+  EXPECT_EQ(Complete("safe-convert batch zoo --sh", 3).find("--sha256"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,57 @@
+// The inputs of `safe-convert batch`: a directory tree or a JSON-lines
+// manifest, listed, sorted and sliced into shards.
+#ifndef SAFEMODEL_CONVERTER_CLI_BATCH_INPUTS_H_
+#define SAFEMODEL_CONVERTER_CLI_BATCH_INPUTS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "safemodel/status.h"
+
+namespace safemodel::cli {
+
+struct BatchInput {
+  // A relative path (for a directory tree, the path under the root; for a
+  // manifest, its "id"); the output is OUT_DIR/id.safemodel.
+  std::string id;
+  std::string path;
+  // Not followed: a symbolic link in a directory tree is a result of its
+  // own ("symlink"), never converted.
+  bool symlink = false;
+};
+
+// Limits on what the lister reads (the manifest is the user's, but a
+// generated one can be wrong).
+inline constexpr uint64_t kMaxManifestBytes = 1ull << 30;   // ~5 million lines
+inline constexpr size_t kMaxManifestLineBytes = 64 << 10;   // an id and a path
+inline constexpr size_t kMaxListedDepth = 64;               // deeper trees are a loop or a mistake
+
+// Every entry under `root`, recursively, sorted by id (bytewise). Regular
+// files and anything else that is not a directory or a link become inputs
+// (a FIFO or a device is then refused by the conversion); symbolic links
+// are listed, never followed; a directory holding `saved_model.pb` is one
+// input (a TensorFlow SavedModel). Entries whose real path is in `exclude`
+// (the out-dir, the results file) are left out.
+Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vector<std::string>& exclude);
+
+// The manifest's lines, {"id": ..., "path": ...} each (blank lines
+// skipped), sorted by id. A relative path is taken relative to the
+// manifest's directory. An id must be unique and a clean relative path (no
+// empty, "." or ".." component, no leading "/", no NUL): it names the
+// output. kInvalidArgument naming the line otherwise.
+Result<std::vector<BatchInput>> ReadManifest(const std::string& manifest_path);
+
+// Whether `id` is a clean relative path (see ReadManifest).
+bool IsCleanId(const std::string& id);
+
+// The shard an id belongs to of `count`: FNV-1a (64 bit) of the id modulo
+// count. A pure function of the id: shards do not move when the zoo grows.
+uint64_t ShardOf(const std::string& id, uint64_t count);
+
+// "I/N" with 0 <= I < N: true and the two numbers, else false.
+bool ParseShard(const std::string& text, uint64_t* index, uint64_t* count);
+
+}  // namespace safemodel::cli
+
+#endif  // SAFEMODEL_CONVERTER_CLI_BATCH_INPUTS_H_

@@ -1,0 +1,176 @@
+// A sharded Hugging Face checkpoint as one unit (safemodel/sharded_convert.h)
+// and its output opened as one model (safemodel/sharded.h), bit-exact
+// against torch; the strict reading of both indexes.
+#include "safemodel/sharded_convert.h"
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "proto/digest.h"
+#include "safemodel/sharded.h"
+#include "tests/testing/test_util.h"
+
+namespace safemodel {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::ReadFile;
+using testing::TempDir;
+using testing::WriteFile;
+
+std::string Generator() { return std::string(SAFEMODEL_SOURCE_DIR) + "/tests/converter/make_hf_sharded.py"; }
+
+// Writes the checkpoint into `dir`; false (the test skips) without torch.
+bool MakeCheckpoint(const std::string& dir, const std::string& mode = "clean") {
+  if (!testing::PythonHas({"torch"})) return false;
+  std::string out;
+  EXPECT_EQ(testing::RunPython(Generator(), {dir, mode}, &out), 0) << out;
+  return true;
+}
+
+ConvertOptions Fast() {
+  ConvertOptions o;
+  o.sync_output = false;
+  o.timeout_ms = 60'000;
+  return o;
+}
+
+std::string Sha256Hex(std::span<const std::byte> bytes) {
+  return ToHex(Sha256(ByteView(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
+}
+
+TEST(ShardedConvert, ACheckpointOpensAsOneModelBitExactAgainstTorch) {
+  TempDir in, out;
+  if (!MakeCheckpoint(in.path())) GTEST_SKIP() << "no torch in /usr/bin/python3";
+  const std::string index = in.File("pytorch_model.bin.index.json");
+  ASSERT_TRUE(IsShardedCheckpointIndex(index));
+  const std::string out_index = ShardedOutputIndexName(out.File("pytorch_model.bin.index.json"));
+  EXPECT_EQ(fs::path(out_index).filename(), "pytorch_model.bin.safemodel.index.json");
+  const ConvertReport r = ConvertShardedCheckpoint(index, out_index, Fast(), ConvertFile);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.source_format, "hf_sharded/pytorch");
+  EXPECT_EQ(r.tensor_count, 7u);
+  EXPECT_EQ(r.input_sha256, *ShardedCheckpointSha256(index));
+  Result<ShardedModel> m = ShardedModel::Open(out_index);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->shard_count(), 3u);
+  EXPECT_TRUE(m->Verify().ok());
+  const nlohmann::json expected = nlohmann::json::parse(ReadFile(in.File("expected.json")));
+  ASSERT_EQ(m->tensor_names().size(), expected.size());
+  for (const auto& [name, e] : expected.items()) {
+    const TensorInfo* t = m->Find(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->shape, e["shape"].get<std::vector<uint64_t>>()) << name;
+    EXPECT_EQ(Sha256Hex(m->Data(name)), e["sha256"]) << name;
+  }
+  EXPECT_EQ(m->Find("absent"), nullptr);
+  EXPECT_TRUE(m->Data("absent").empty());
+}
+
+TEST(ShardedConvert, AShardThatCarriesCodeRefusesTheUnitAndLeavesNothing) {
+  TempDir in, out;
+  if (!MakeCheckpoint(in.path(), "malicious")) GTEST_SKIP() << "no torch in /usr/bin/python3";
+  const ConvertReport r = ConvertShardedCheckpoint(in.File("pytorch_model.bin.index.json"),
+                                                   out.File("m.safemodel.index.json"), Fast(), ConvertFile);
+  EXPECT_EQ(r.status.code(), StatusCode::kRefused) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("pytorch_model-00002-of-00003.bin"), std::string::npos);
+  EXPECT_EQ(r.input_sha256.size(), 64u);
+  EXPECT_EQ(out.List(), std::vector<std::string>{}) << "a refused unit left outputs";
+}
+
+TEST(ShardedConvert, AShardWithATensorTheIndexDoesNotMapFailsTheUnit) {
+  TempDir in, out;
+  if (!MakeCheckpoint(in.path(), "extra_tensor")) GTEST_SKIP() << "no torch in /usr/bin/python3";
+  const ConvertReport r = ConvertShardedCheckpoint(in.File("pytorch_model.bin.index.json"),
+                                                   out.File("m.safemodel.index.json"), Fast(), ConvertFile);
+  EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("unlisted"), std::string::npos) << r.status.ToString();
+  EXPECT_EQ(out.List(), std::vector<std::string>{});
+}
+
+// The HF index is untrusted: anything odd is refused before any shard is
+// opened.
+TEST(ShardedConvert, TheCheckpointIndexIsReadStrictly) {
+  TempDir in, out;
+  WriteFile(in.File("a.bin"), "not read");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"duplicate key", R"({"weight_map": {"x": "a.bin", "x": "a.bin"}})"},
+      {"duplicate top key", R"({"weight_map": {"x": "a.bin"}, "weight_map": {"y": "a.bin"}})"},
+      {"dot dot", R"({"weight_map": {"x": "../a.bin"}})"},
+      {"slash", R"({"weight_map": {"x": "sub/a.bin"}})"},
+      {"absolute", R"({"weight_map": {"x": "/etc/passwd"}})"},
+      {"backslash", R"({"weight_map": {"x": "..\\a.bin"}})"},
+      {"empty name", R"({"weight_map": {"x": ""}})"},
+      {"dot", R"({"weight_map": {"x": "."}})"},
+      {"not a string", R"({"weight_map": {"x": 3}})"},
+      {"no map", R"({"metadata": {}})"},
+      {"empty map", R"({"weight_map": {}})"},
+      {"itself", R"({"weight_map": {"x": "m.bin.index.json"}})"},
+      {"too deep", R"({"weight_map": {"x": "a.bin"}, "m": [[[[[[[[[[1]]]]]]]]]]})"},
+      {"not json", R"({"weight_map": {"x": "a.bin")"},
+      {"array", R"([1, 2])"},
+  };
+  for (const auto& [what, text] : cases) {
+    WriteFile(in.File("m.bin.index.json"), text);
+    EXPECT_FALSE(ReadShardedCheckpointIndex(in.File("m.bin.index.json")).ok()) << what;
+    const ConvertReport r = ConvertShardedCheckpoint(in.File("m.bin.index.json"), out.File("o.safemodel.index.json"),
+                                                     Fast(), ConvertFile);
+    EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << what << ": " << r.status.ToString();
+    EXPECT_EQ(out.List(), std::vector<std::string>{}) << what;
+  }
+  // Over the size cap: refused from its size, unread (a sparse file).
+  WriteFile(in.File("big.bin.index.json"), "");
+  fs::resize_file(in.File("big.bin.index.json"), kMaxHfIndexBytes + 1);
+  EXPECT_EQ(ReadShardedCheckpointIndex(in.File("big.bin.index.json")).status().code(), StatusCode::kLimitExceeded);
+  // A link is not followed.
+  fs::create_symlink(in.File("a.bin"), in.File("l.bin.index.json"));
+  EXPECT_FALSE(ReadShardedCheckpointIndex(in.File("l.bin.index.json")).ok());
+  EXPECT_TRUE(IsShardedCheckpointIndex("x/model.safetensors.index.json"));
+  EXPECT_FALSE(IsShardedCheckpointIndex("x/model.index.json"));
+}
+
+// The output index is as untrusted as the shards it comes with.
+TEST(ShardedModel, OpenRefusesAnIndexThatDoesNotMatchItsShards) {
+  TempDir in, out;
+  if (!MakeCheckpoint(in.path())) GTEST_SKIP() << "no torch in /usr/bin/python3";
+  const std::string index = out.File("m.safemodel.index.json");
+  ASSERT_TRUE(ConvertShardedCheckpoint(in.File("pytorch_model.bin.index.json"), index, Fast(), ConvertFile).status.ok());
+  const std::string good = ReadFile(index);
+  ASSERT_TRUE(ShardedModel::Open(index).ok());
+  auto edited = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = nlohmann::json::parse(good);
+    edit(j);
+    WriteFile(index, j.dump());
+    return ShardedModel::Open(index);
+  };
+  const std::string s1 = "pytorch_model-00001-of-00003.bin.safemodel";
+  const std::string s2 = "pytorch_model-00002-of-00003.bin.safemodel";
+  EXPECT_FALSE(edited([&](auto& j) { j["weight_map"]["model.embed.weight"] = s2; }).ok());
+  EXPECT_FALSE(edited([&](auto& j) { j["weight_map"].erase("model.embed.weight"); }).ok());
+  EXPECT_FALSE(edited([&](auto& j) { j["weight_map"]["ghost"] = s1; }).ok());
+  EXPECT_FALSE(edited([&](auto& j) { j["shards"][0]["file"] = "../" + s1; }).ok());
+  EXPECT_FALSE(edited([&](auto& j) { j["shards"][1] = j["shards"][0]; }).ok());
+  EXPECT_FALSE(edited([&](auto& j) { j["shards"][0]["sha256"] = std::string(64, '0'); }).ok());
+  EXPECT_FALSE(edited([&](auto& j) { j["shards"][0]["bytes"] = 1; }).ok());
+  EXPECT_FALSE(edited([&](auto& j) { j["shards"].erase(2); }).ok());
+  EXPECT_FALSE(edited([&](auto& j) { j["version"] = 2; }).ok());
+  WriteFile(index, good.substr(0, good.size() - 2) + ", \"format\": \"safemodel.sharded\"}\n");
+  EXPECT_FALSE(ShardedModel::Open(index).ok()) << "a repeated key was accepted";
+  WriteFile(index, good);
+  ASSERT_TRUE(ShardedModel::Open(index).ok());
+  // A shard changed after the index was written.
+  std::string shard = ReadFile(out.File(s2));
+  shard[shard.size() / 2] ^= 1;
+  WriteFile(out.File(s2), shard);
+  EXPECT_FALSE(ShardedModel::Open(index).ok());
+  fs::remove(out.File(s2));
+  EXPECT_FALSE(ShardedModel::Open(index).ok());
+}
+
+}  // namespace
+}  // namespace safemodel
