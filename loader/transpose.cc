@@ -112,10 +112,12 @@ void EdgeBlock(const GatherArgs& a, uint64_t r0, uint64_t nr, uint64_t c0, uint6
 template <size_t N, bool kSwap>
 void Gather(const GatherArgs& a, uint8_t* out) {
   constexpr uint64_t L = kLineBytes / N;
-  for (uint64_t r0 = 0; r0 < a.rows; r0 += L) {
-    const uint64_t nr = std::min(L, a.rows - r0);
-    for (uint64_t c0 = 0; c0 < a.cols; c0 += L) {
-      const uint64_t nc = std::min(L, a.cols - c0);
+  // Down each block of columns first: a column's lines are read one after
+  // the other (the prefetcher follows them), not one line per page per pass.
+  for (uint64_t c0 = 0; c0 < a.cols; c0 += L) {
+    const uint64_t nc = std::min(L, a.cols - c0);
+    for (uint64_t r0 = 0; r0 < a.rows; r0 += L) {
+      const uint64_t nr = std::min(L, a.rows - r0);
       if (nr == L && nc == L) {
         FullBlock<N, kSwap>(a, r0, c0, out);
       } else {
