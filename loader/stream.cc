@@ -175,7 +175,7 @@ constexpr uint64_t kTileBytes = 4 << 20;
 constexpr uint64_t kTileRows = 64;
 
 // `e` has been checked by CheckElements: every index reached is in bounds.
-// Each tile is byte-swapped in place and handed to the sink directly.
+// GatherTile swaps the bytes as it gathers; each tile goes to the sink directly.
 Status StreamTiled(const Elements& e, uint64_t elem, uint32_t swap,
                    std::span<const uint64_t> shape, ChunkSink& sink) {
   const size_t rank = shape.size();
