@@ -5,6 +5,8 @@
 #include <memory>
 #include <vector>
 
+#include "loader/transpose.h"
+
 namespace safemodel::loader {
 
 namespace {
@@ -166,67 +168,39 @@ int64_t OuterStart(const Elements& e, const std::vector<uint64_t>& idx) {
 // Views whose last dimension is strided (a transpose, Fortran order) read
 // one element per cache line when walked row by row (2.55 s for a 1 GiB
 // Fortran array, 1.87 s tiled). They are gathered instead a tile at a time:
-// up to kTileRows output rows of the last two dimensions, filled in blocks
-// of kTileCols columns, so that each block reads short runs along the
-// second-to-last dimension. The output order is unchanged; the tile buffer
-// is a bounded constant (kTileBytes).
+// up to kTileRows output rows of the last two dimensions, by the blocked
+// kernel of loader/transpose.h, which also swaps the bytes. The output order
+// is unchanged; the tile buffer is a bounded constant (kTileBytes).
 constexpr uint64_t kTileBytes = 4 << 20;
 constexpr uint64_t kTileRows = 64;
-constexpr uint64_t kTileCols = 64;
-
-using GatherFn = void (*)(const uint8_t* base, int64_t start, int64_t sr, int64_t sc, uint64_t r0,
-                          uint64_t rows, uint64_t c0, uint64_t cols, uint64_t row_elems,
-                          uint8_t* tile);
-
-template <size_t N>
-void GatherBlock(const uint8_t* base, int64_t start, int64_t sr, int64_t sc, uint64_t r0,
-                 uint64_t rows, uint64_t c0, uint64_t cols, uint64_t row_elems, uint8_t* tile) {
-  for (uint64_t c = c0; c < c0 + cols; ++c) {
-    const int64_t col = start + static_cast<int64_t>(c) * sc;
-    for (uint64_t r = 0; r < rows; ++r) {
-      const int64_t at = col + static_cast<int64_t>(r0 + r) * sr;
-      std::memcpy(tile + (r * row_elems + c) * N, base + static_cast<uint64_t>(at) * N, N);
-    }
-  }
-}
-
-GatherFn GatherFor(uint64_t elem) {
-  switch (elem) {
-    case 1: return GatherBlock<1>;
-    case 2: return GatherBlock<2>;
-    case 4: return GatherBlock<4>;
-    case 8: return GatherBlock<8>;
-    case 16: return GatherBlock<16>;
-    default: return nullptr;
-  }
-}
 
 // `e` has been checked by CheckElements: every index reached is in bounds.
-// Each tile is byte-swapped in place and handed to the sink directly.
+// GatherTile swaps the bytes as it gathers; each tile goes to the sink directly.
 Status StreamTiled(const Elements& e, uint64_t elem, uint32_t swap,
                    std::span<const uint64_t> shape, ChunkSink& sink) {
-  const GatherFn gather = GatherFor(elem);
-  if (gather == nullptr) return Status::Internal("element size " + Num(elem) + " has no gather");
   const size_t rank = shape.size();
-  const uint64_t rows_total = shape[rank - 2], cols_total = shape[rank - 1];
-  const int64_t sr = e.strides[rank - 2], sc = e.strides[rank - 1];
-  const uint64_t row_bytes = cols_total * elem;
+  GatherArgs g;
+  g.base = e.view.data();
+  g.row_stride = e.strides[rank - 2];
+  g.col_stride = e.strides[rank - 1];
+  g.cols = shape[rank - 1];
+  const uint64_t rows_total = shape[rank - 2];
+  const uint64_t row_bytes = g.cols * elem;
   const uint64_t tile_rows = std::clamp<uint64_t>(kTileBytes / row_bytes, 1, kTileRows);
-  // Not zeroed: each tile's rows x cols_total elements are all gathered
-  // (column blocks cover [0, cols_total)) before its `rows` rows are sent.
+  // Not zeroed: GatherTile writes each of a tile's rows x cols elements
+  // before its rows are sent.
   std::unique_ptr<uint8_t[]> tile(new uint8_t[tile_rows * row_bytes]);
   const uint64_t step = kChunkBytes - kChunkBytes % elem;
   std::vector<uint64_t> idx(rank - 2, 0);
   do {
-    const int64_t start = OuterStart(e, idx);
+    g.start = OuterStart(e, idx);
     for (uint64_t r0 = 0; r0 < rows_total; r0 += tile_rows) {
-      const uint64_t rows = std::min(tile_rows, rows_total - r0);
-      for (uint64_t c0 = 0; c0 < cols_total; c0 += kTileCols) {
-        gather(e.view.data(), start, sr, sc, r0, rows, c0, std::min(kTileCols, cols_total - c0),
-               cols_total, tile.get());
+      g.first_row = r0;
+      g.rows = std::min(tile_rows, rows_total - r0);
+      if (!GatherTile(g, elem, swap, tile.get())) {
+        return Status::Internal("element size " + Num(elem) + " has no gather");
       }
-      const uint64_t total = rows * row_bytes;
-      if (swap > 1) SwapUnits(tile.get(), total, swap);
+      const uint64_t total = g.rows * row_bytes;
       for (uint64_t done = 0; done < total;) {
         const uint64_t n = std::min(step, total - done);
         SAFEMODEL_RETURN_IF_ERROR(sink.Write(ByteView(tile.get() + done, n)));

@@ -24,6 +24,16 @@ bool WriteAll(int fd, const uint8_t* p, size_t n) {
 }  // namespace
 
 bool WriteFrame(int fd, FrameType type, const void* payload, size_t length) {
+  // A small frame goes out in one write with its header: one system call
+  // and one wake-up of the reader instead of two (a model of 100,000 small
+  // tensors sends 100,000 such frames).
+  constexpr size_t kSmallFrameBytes = 4096;
+  if (length <= kSmallFrameBytes - kFrameHeaderBytes) {
+    uint8_t frame[kSmallFrameBytes];
+    EncodeFrameHeader(type, length, frame);
+    if (length > 0) std::memcpy(frame + kFrameHeaderBytes, payload, length);
+    return WriteAll(fd, frame, kFrameHeaderBytes + length);
+  }
   uint8_t header[kFrameHeaderBytes];
   EncodeFrameHeader(type, length, header);
   return WriteAll(fd, header, sizeof header) &&

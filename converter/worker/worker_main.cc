@@ -61,6 +61,10 @@ constexpr uint64_t kMaxManifestBytes = 8 << 20;
 // than after every tensor (a call per file, each walking the whole map):
 // resident input stays below the largest tensor plus this.
 constexpr uint64_t kReleaseInputBytes = 16 << 20;
+// ... or after this many tensors: small tensors spread over a large input
+// (100,000 arrays of 64 bytes in a 31 MB .npz) touch a page each for little
+// output. 25 calls for 100,000 tensors.
+constexpr uint64_t kReleaseInputTensors = 4096;
 
 Status ParseArgs(int argc, char** argv, Args* a) {
   SAFEMODEL_ASSIGN_OR_RETURN(a->worker, sandbox::ParseWorkerArgs(argc, argv));
@@ -169,40 +173,22 @@ class FrameSink final : public loader::ChunkSink {
   uint64_t bytes_ = 0;
 };
 
-// `parse` reads the input, whose maps are `maps`.
-using ParseFn = std::function<Status(loader::ParseContext&, loader::ParsedModel*)>;
-
-// `detected` receives the format the parser detected, also when it fails.
-Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Args& args,
-               loader::ParseContext& ctx, std::string* detected) {
-  loader::ParsedModel model;
-  Status parsed = parse(ctx, &model);
-  *detected = model.source_format;
-  // A parse that asked for libhdf5 in a worker without it is void, whatever
-  // it produced: nothing is sent (WorkerMain hands the input off).
-  if (loader::LinkedHdf5Seam().needed()) return parsed;
-  SAFEMODEL_RETURN_IF_ERROR(parsed);
-  if (ctx.refused()) return ctx.RefusedStatus();
-
-  // Canonical order: bytewise by name. Names must be unique.
-  std::sort(model.tensors.begin(), model.tensors.end(),
-            [](const loader::Tensor& a, const loader::Tensor& b) { return a.name < b.name; });
-  for (size_t i = 1; i < model.tensors.size(); ++i) {
-    if (model.tensors[i].name == model.tensors[i - 1].name) {
-      return Status::Malformed("two tensors are named '" + Printable(model.tensors[i].name) + "'");
-    }
+// Drops the input's pages from the resident set (they stay in the page
+// cache; a later read faults them back in).
+void ReleaseMaps(const std::vector<ByteView>& maps) {
+  for (ByteView map : maps) {
+    if (!map.empty()) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_DONTNEED);
   }
-  const StreamLimits limits = StreamLimitsFor(args.worker.input_size);
-  if (model.tensors.size() > kMaxTensorCount || model.tensors.size() > limits.tensors) {
-    return Status::LimitExceeded(
-        std::to_string(model.tensors.size()) + " tensors exceed the limit of " +
-        std::to_string(std::min<uint64_t>(kMaxTensorCount, limits.tensors)) + " for an input of " +
-        std::to_string(args.worker.input_size) + " bytes (at least " +
-        std::to_string(kMinInputBytesPerTensor) + " input bytes per tensor)");
-  }
+}
 
+// Sends the HEADER frame. Its own function so that the message and its bytes
+// (for 100,000 tensors, about as large as the parsed model itself) are freed
+// before the tensors stream.
+Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& ctx,
+                  const Args& args, const StreamLimits& limits) {
   worker::WorkerHeader header;
   header.set_source_format(model.source_format);
+  header.mutable_tensors()->Reserve(static_cast<int>(model.tensors.size()));
   for (const loader::Tensor& t : model.tensors) {
     v1::TensorInfo* o = header.add_tensors();
     o->set_name(t.name);
@@ -243,7 +229,46 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
                            bytes.size())) {
     return Status::IoError("the parent closed the result channel");
   }
-  header.Clear();
+  return Status::Ok();
+}
+
+// `parse` reads the input, whose maps are `maps`.
+using ParseFn = std::function<Status(loader::ParseContext&, loader::ParsedModel*)>;
+
+// `detected` receives the format the parser detected, also when it fails.
+Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Args& args,
+               loader::ParseContext& ctx, std::string* detected) {
+  loader::ParsedModel model;
+  Status parsed = parse(ctx, &model);
+  *detected = model.source_format;
+  // A parse that asked for libhdf5 in a worker without it is void, whatever
+  // it produced: nothing is sent (WorkerMain hands the input off).
+  if (loader::LinkedHdf5Seam().needed()) return parsed;
+  SAFEMODEL_RETURN_IF_ERROR(parsed);
+  if (ctx.refused()) return ctx.RefusedStatus();
+  // The parse touched every directory entry and array header (31 MB of a
+  // .npz of 100,000 small arrays): those pages leave the resident set before
+  // the header is built, not when 16 MiB of output have gone.
+  ReleaseMaps(maps);
+
+  // Canonical order: bytewise by name. Names must be unique.
+  std::sort(model.tensors.begin(), model.tensors.end(),
+            [](const loader::Tensor& a, const loader::Tensor& b) { return a.name < b.name; });
+  for (size_t i = 1; i < model.tensors.size(); ++i) {
+    if (model.tensors[i].name == model.tensors[i - 1].name) {
+      return Status::Malformed("two tensors are named '" + Printable(model.tensors[i].name) + "'");
+    }
+  }
+  const StreamLimits limits = StreamLimitsFor(args.worker.input_size);
+  if (model.tensors.size() > kMaxTensorCount || model.tensors.size() > limits.tensors) {
+    return Status::LimitExceeded(
+        std::to_string(model.tensors.size()) + " tensors exceed the limit of " +
+        std::to_string(std::min<uint64_t>(kMaxTensorCount, limits.tensors)) + " for an input of " +
+        std::to_string(args.worker.input_size) + " bytes (at least " +
+        std::to_string(kMinInputBytesPerTensor) + " input bytes per tensor)");
+  }
+
+  SAFEMODEL_RETURN_IF_ERROR(SendHeader(model, ctx, args, limits));
 
   // References only into the one file of a single-file input: the parent
   // reads them from its one input descriptor.
@@ -262,16 +287,15 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     t.source = nullptr;  // frees produced buffers and whatever the source held
     // Pages of the input already converted leave our resident set (they stay
     // in the page cache): memory does not grow with the input size. Done
-    // every kReleaseInputBytes of output, not after every tensor: each call
+    // every kReleaseInputBytes of output or kReleaseInputTensors tensors,
+    // not after every tensor: each call
     // walks the whole map and the next tensor faults its pages back in, which
     // made 100,000 small tensors cost 15 us each (tests/bench/PROFILE.md).
-    if (sink.bytes() - released >= kReleaseInputBytes) {
-      for (ByteView map : maps) {
-        if (!map.empty()) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_DONTNEED);
-      }
+    ++sent;
+    if (sink.bytes() - released >= kReleaseInputBytes || sent % kReleaseInputTensors == 0) {
+      ReleaseMaps(maps);
       released = sink.bytes();
     }
-    ++sent;
   }
   worker::WorkerDone done;
   done.set_tensors_sent(sent);

@@ -19,7 +19,8 @@
 //   - duplicate names, absolute names, "..", backslashes, NUL, non-UTF-8;
 //   - symbolic-link entries; sizes over the caps; deflate ratios no deflate
 //     stream can reach.
-// libzip (from memory, never from a path) inflates deflated entries; its view
+// libzip (from memory, never from a path) inflates deflated entries (it is
+// kept open only for an archive that has any); its view
 // of the archive must match ours entry for entry. CRCs are verified on every
 // read.
 //

@@ -145,6 +145,9 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& o
   out->source_format = "npz";
   out->keepalive.push_back(zip);
   SAFEMODEL_RETURN_IF_ERROR(CheckNpzNames(*zip));
+  // One tensor per member: grown by doubling, the vector's last copy held
+  // the old and the new array at once (31 MB for 100,000 members).
+  out->tensors.reserve(zip->entries().size());
   for (const ZipEntry& entry : zip->entries()) {
     const std::string where = "npz member '" + Printable(entry.name) + "'";
     SAFEMODEL_ASSIGN_OR_RETURN(std::string prefix,
