@@ -31,7 +31,8 @@ void AddCommonFlags(CLI::App& sub) {
 namespace {
 
 constexpr char kShortUsage[] =
-    "usage: safe-convert [convert] IN OUT [options] | inspect FILE | verify FILE; "
+    "usage: safe-convert [convert] IN OUT [options] | inspect FILE | verify FILE | "
+    "export FILE OUT; "
     "'safe-convert --help' says more\n";
 
 // The subcommand the arguments name, for the pointer to its --help.
@@ -51,6 +52,7 @@ int Main(std::vector<std::string> args) {
   AddConvertCommand(app);
   AddInspectCommand(app);
   AddVerifyCommand(app);
+  AddExportCommand(app);
   if (args.empty()) {
     std::cerr << kShortUsage;
     return kExitUsage;
@@ -60,7 +62,8 @@ int Main(std::vector<std::string> args) {
   const std::string& first = args[0];
   if (first == "help") {
     args[0] = "--help";
-  } else if (first != "convert" && first != "inspect" && first != "verify" && first != "-h" &&
+  } else if (first != "convert" && first != "inspect" && first != "verify" && first != "export" &&
+             first != "-h" &&
              first != "--help" && first != "--version") {
     args.insert(args.begin(), "convert");
   }
@@ -74,6 +77,7 @@ int Main(std::vector<std::string> args) {
               << "usage: safe-convert "
               << (cmd == "inspect"  ? "inspect FILE [--json] [--tensors] [--architecture] [--sha256]"
                   : cmd == "verify" ? "verify FILE"
+                  : cmd == "export" ? "export FILE OUT [--force] [--no-sync]"
                                     : "[convert] IN OUT [options]")
               << "; 'safe-convert " << (cmd.empty() ? "" : cmd + " ") << "--help' lists the options\n";
     return kExitUsage;

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "loader/safetensors/header_json.h"
-#include "proto/base/safetensors_dtype.h"
+#include "proto/base/safetensors_format.h"
 
 namespace safemodel::loader {
 

@@ -2,11 +2,11 @@
 // header length N, N bytes of JSON header, then the byte buffer the header's
 // data_offsets index. Read strictly (README.md in this folder lists every
 // rule and what the reference reader does with the same bytes):
-//  * N <= kMaxSafetensorsHeaderBytes and 8 + N <= the file size;
+//  * N <= kMaxSafetensorsHeaderBytes (proto/base/safetensors_format.h) and 8 + N <= the file size;
 //  * the header starts with '{' and is one JSON object with no duplicate
 //    key at any level (header_json.h), tensor entries of exactly {dtype,
 //    shape, data_offsets}, `__metadata__` string to string;
-//  * every dtype is one safemodel represents (proto/base/safetensors_dtype.h);
+//  * every dtype is one safemodel represents (proto/base/safetensors_format.h);
 //  * shape x element size == end - begin, with overflow checks;
 //  * sorted by begin, the tensors tile the byte buffer exactly: the first
 //    begins at 0, each begins where the previous ended, the last ends at the
@@ -26,16 +26,9 @@
 
 #include "loader/parser.h"
 #include "proto/base/byte_reader.h"
+#include "proto/base/safetensors_format.h"
 
 namespace safemodel::loader {
-
-// The reference reader refuses headers over 100,000,000 bytes
-// (MAX_HEADER_SIZE in safetensors/src/tensor.rs): no loader reads a file
-// beyond it, so neither does safemodel. Real headers are well under 10 MB.
-inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
-
-// The length prefix.
-inline constexpr uint64_t kSafetensorsLengthBytes = 8;
 
 // The model metadata key that holds the header's __metadata__ map.
 inline constexpr std::string_view kSafetensorsMetadataKey = "safetensors_metadata";

@@ -120,7 +120,7 @@ std::vector<Malformed> MalformedCases() {
     return Image("{" + entry + "}", buf);
   };
   return {
-      {"header_over_cap", Image("{}", "", loader::kMaxSafetensorsHeaderBytes + 1),
+      {"header_over_cap", Image("{}", "", kMaxSafetensorsHeaderBytes + 1),
        "over 100000000 bytes"},
       {"header_past_end", Image("{}", "", 64), "runs past the end"},
       {"header_too_short", Image("{", "", 1), "too short"},

@@ -1,4 +1,4 @@
-#include "proto/base/safetensors_dtype.h"
+#include "proto/base/safetensors_format.h"
 
 #include <array>
 #include <utility>
