@@ -7,7 +7,7 @@ _safe_convert() {
   cmd=convert
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
-      convert|inspect|verify) cmd=${COMP_WORDS[i]}; break ;;
+      convert|inspect|verify|export) cmd=${COMP_WORDS[i]}; break ;;
     esac
   done
   case $prev in
@@ -29,12 +29,13 @@ _safe_convert() {
                       -q --quiet -v --verbose" ;;
       inspect) opts+=" --json --tensors --architecture --sha256" ;;
       verify) opts+=" -q --quiet" ;;
+      export) opts+=" -f --force --no-sync -q --quiet" ;;
     esac
     COMPREPLY=($(compgen -W "$opts" -- "$cur"))
     return
   fi
   if ((COMP_CWORD == 1)); then
-    COMPREPLY=($(compgen -W "convert inspect verify help" -- "$cur") $(compgen -f -- "$cur"))
+    COMPREPLY=($(compgen -W "convert inspect verify export help" -- "$cur") $(compgen -f -- "$cur"))
     return
   fi
   COMPREPLY=($(compgen -f -- "$cur"))
