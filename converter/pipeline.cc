@@ -394,8 +394,15 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
   report->options = options;
 
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
+  ProgressHook progress;
+  if (opt.progress || opt.cancel) {
+    progress = [&opt](const ConvertProgress& p) {
+      if (opt.progress) opt.progress(p);
+      return !(opt.cancel && opt.cancel());
+    };
+  }
   const RunSetup setup{&input, limits, options, required_layers, deadline, timeout_ms, out->fd(),
-                       opt.digest, opt.max_output_bytes, opt.progress};
+                       opt.digest, opt.max_output_bytes, progress};
   SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
 
   StreamOutcome stream;

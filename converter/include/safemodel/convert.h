@@ -121,6 +121,14 @@ struct ConvertOptions {
   // size is known, then after every kProgressStepBytes written. Must return
   // quickly and not throw. safe-convert shows it on a terminal.
   std::function<void(const ConvertProgress&)> progress;
+  // If set, asked on the calling thread at the same points as `progress`
+  // (once the output's size is known, then every kProgressStepBytes
+  // written); returning true cancels the conversion: the worker is killed,
+  // nothing is written, and the status is kIoError ("cancelled by the
+  // caller", exit 6, as for an output failure). A parse that has produced
+  // no output yet is not asked (the timeout bounds it). Must return quickly
+  // and not throw; an std::atomic<bool> flag read here is the usual form.
+  std::function<bool()> cancel;
 };
 
 // The output bytes between two progress calls.
