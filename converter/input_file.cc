@@ -134,6 +134,22 @@ Result<InputFile> InputFile::OpenAt(int dir_fd, const std::string& name, const s
   return in;
 }
 
+Result<InputFile> InputFile::FromDescriptor(int fd, const std::string& display) {
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) return Refuse(display, "is not an open descriptor");
+  if (!S_ISREG(st.st_mode)) {
+    return Refuse(display, std::string("is ") + FileTypeName(st.st_mode) + ", not a regular file");
+  }
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || (flags & O_ACCMODE) == O_WRONLY) return Refuse(display, "is not open for reading");
+  InputFile in;
+  in.fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (in.fd_ < 0) return OpenFailure(display, errno);
+  in.stat_ = st;
+  SAFEMODEL_RETURN_IF_ERROR(CheckReadable(display, in.fd_, in.size()));
+  return in;
+}
+
 Status InputFile::CheckUnchanged() const {
   struct stat now;
   if (fstat(fd_, &now) != 0) {

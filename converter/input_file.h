@@ -39,6 +39,10 @@ class InputFile {
   // The same for `name`, one path component, in the directory `dir_fd`
   // (AT_FDCWD: the current one); `display` names it in messages.
   static Result<InputFile> OpenAt(int dir_fd, const std::string& name, const std::string& display);
+  // An already open descriptor (ConvertFd), duplicated: the caller keeps
+  // its own. The same rules as Open (a readable regular file, not on a
+  // pseudo file system); `display` names it in messages.
+  static Result<InputFile> FromDescriptor(int fd, const std::string& display);
 
   int fd() const { return fd_; }
   const struct stat& stat() const { return stat_; }

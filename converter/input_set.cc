@@ -191,6 +191,12 @@ Result<int> SealedMemoryFile(const std::string& bytes) {
   return fd.release();
 }
 
+Result<InputSet> InputSet::FromDescriptor(int fd, const std::string& display) {
+  InputSet set;
+  SAFEMODEL_ASSIGN_OR_RETURN(set.single_, InputFile::FromDescriptor(fd, display));
+  return set;
+}
+
 Result<InputSet> InputSet::Open(const std::string& path) {
   const std::string bare = StripTrailingSlashes(path);
   struct stat st;

@@ -40,6 +40,8 @@ class InputSet {
   // Opens `path`: a single file as InputFile::Open does, or every file of
   // the multi-file model it names.
   static Result<InputSet> Open(const std::string& path);
+  // A single file given as an open descriptor (InputFile::FromDescriptor).
+  static Result<InputSet> FromDescriptor(int fd, const std::string& display);
 
   bool multi_file() const { return !files_.empty(); }
   // The single input, or the first file of the model (for OUT's rules).

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -394,8 +395,15 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
   report->options = options;
 
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<std::string> required_layers, RequiredLayers(opt));
+  ProgressHook progress;
+  if (opt.progress || opt.cancel) {
+    progress = [&opt](const ConvertProgress& p) {
+      if (opt.progress) opt.progress(p);
+      return !(opt.cancel && opt.cancel());
+    };
+  }
   const RunSetup setup{&input, limits, options, required_layers, deadline, timeout_ms, out->fd(),
-                       opt.digest, opt.max_output_bytes, opt.progress};
+                       opt.digest, opt.max_output_bytes, progress};
   SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
 
   StreamOutcome stream;
@@ -433,14 +441,15 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
   return Status::Ok();
 }
 
-Status Convert(const std::string& in_path, const std::string& out_path, const ConvertOptions& opt,
-               ConvertReport* report) {
+// `open` opens the input (a path or a descriptor); `in_path` names it.
+Status Convert(const std::function<Result<InputSet>()>& open, const std::string& in_path,
+               const std::string& out_path, const ConvertOptions& opt, ConvertReport* report) {
   const auto start = Clock::now();
   if (opt.memory_limit_bytes < kMinMemoryLimit) {
     return Status::InvalidArgument("the memory limit must be at least " + Num(kMinMemoryLimit) +
                                    " bytes");
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(InputSet input, InputSet::Open(in_path));
+  SAFEMODEL_ASSIGN_OR_RETURN(InputSet input, open());
   report->input_bytes = input.total_size();
   if (input.multi_file()) report->findings.push_back(input.FilesNote());
   // Hashed whatever the outcome: a refusal, a limit or a crash is recorded
@@ -461,13 +470,16 @@ Status Convert(const std::string& in_path, const std::string& out_path, const Co
 
 }  // namespace
 
-ConvertReport ConvertFile(const std::string& input_path, const std::string& output_path,
-                          const ConvertOptions& options) {
+namespace {
+
+ConvertReport ConvertOpening(const std::function<Result<InputSet>()>& open,
+                             const std::string& input_path, const std::string& output_path,
+                             const ConvertOptions& options) {
   ConvertReport report;
   report.input_path = input_path;
   report.output_path = output_path;
   auto t0 = Clock::now();
-  report.status = Convert(input_path, output_path, options, &report);
+  report.status = Convert(open, input_path, output_path, options, &report);
   if (report.source_format.empty()) report.source_format = "unknown";
   OrderFindings(&report.findings);
   report.status = HeadlineWorst(report.status, report.findings);
@@ -476,6 +488,43 @@ ConvertReport ConvertFile(const std::string& input_path, const std::string& outp
   if (getrusage(RUSAGE_SELF, &self) == 0) {
     report.parent_max_rss_bytes = static_cast<uint64_t>(self.ru_maxrss) * 1024;
   }
+  return report;
+}
+
+}  // namespace
+
+ConvertReport ConvertFile(const std::string& input_path, const std::string& output_path,
+                          const ConvertOptions& options) {
+  return ConvertOpening([&] { return InputSet::Open(input_path); }, input_path, output_path,
+                        options);
+}
+
+ConvertReport ConvertFd(int input_fd, const std::string& output_path,
+                        const ConvertOptions& options) {
+  const std::string label = "descriptor " + std::to_string(input_fd);
+  return ConvertOpening([&] { return InputSet::FromDescriptor(input_fd, label); }, label,
+                        output_path, options);
+}
+
+ConvertReport ConvertBuffer(std::span<const std::byte> input, const std::string& output_path,
+                            const ConvertOptions& options) {
+  const std::string label = "buffer of " + std::to_string(input.size()) + " bytes";
+  // The bytes go into a sealed memory file (no write, grow or shrink is
+  // possible any more): the worker maps it like a file, and the input
+  // cannot change under the conversion, whoever holds the buffer.
+  Result<int> fd = SealedMemoryFile(
+      std::string(reinterpret_cast<const char*>(input.data()), input.size()));
+  if (!fd.ok()) {
+    ConvertReport report;
+    report.input_path = label;
+    report.output_path = output_path;
+    report.source_format = "unknown";
+    report.status = fd.status();
+    return report;
+  }
+  ConvertReport report = ConvertFd(*fd, output_path, options);
+  close(*fd);
+  report.input_path = label;
   return report;
 }
 

@@ -219,17 +219,19 @@ class StreamReader {
       return st_->End(StreamEnd::kOutputIoError, std::move(written));
     }
     if (!written.ok()) return Fail("invalid header from the worker: " + written.ToString());
-    Progress(/*force=*/true);
-    return true;
+    return Progress(/*force=*/true);
   }
 
-  // Reports the output's growth every kProgressStepBytes.
-  void Progress(bool force) {
-    if (!on_progress_ || !st_->writer) return;
+  // Reports the output's growth every kProgressStepBytes; false once the
+  // hook asked to cancel (the stream has then ended).
+  bool Progress(bool force) {
+    if (!on_progress_ || !st_->writer) return true;
     const uint64_t written = st_->writer->file_size();
-    if (!force && written - last_progress_ < kProgressStepBytes) return;
+    if (!force && written - last_progress_ < kProgressStepBytes) return true;
     last_progress_ = written;
-    on_progress_({written, st_->writer->planned_file_size()});
+    if (on_progress_({written, st_->writer->planned_file_size()})) return true;
+    return st_->End(StreamEnd::kOutputIoError,
+                    Status::IoError("the conversion was cancelled by the caller; nothing was written"));
   }
 
   bool OnData(uint64_t length) {
@@ -252,8 +254,7 @@ class StreamReader {
       return Fail(s.message());
     }
     st_->data_bytes += length;
-    Progress(/*force=*/false);
-    return true;
+    return Progress(/*force=*/false);
   }
 
   // A range of the input standing for the current tensor's next bytes

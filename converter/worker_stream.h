@@ -35,8 +35,10 @@ namespace safemodel {
 // error, which ends the stream (StreamEnd::kIsolationRefused).
 using LockedHook = std::function<Status(const std::vector<std::string>& claimed)>;
 
-// Called as the output grows (ConvertOptions::progress); may be empty.
-using ProgressHook = std::function<void(const ConvertProgress&)>;
+// Called as the output grows (ConvertOptions::progress and ::cancel); may
+// be empty. Returning false cancels: the stream ends as an output failure
+// (StreamEnd::kOutputIoError), so the worker is killed and nothing is kept.
+using ProgressHook = std::function<bool(const ConvertProgress&)>;
 
 // Reads frames until EOF, a protocol error, a timeout or an I/O error on the
 // output (the first of them recorded in *st), writing a valid result to

@@ -18,6 +18,7 @@
 #include "loader/pickle/pickle_formats.h"
 #include "loader/pickle/torch_formats.h"
 #include "loader/polyglot.h"
+#include "loader/safetensors/safetensors.h"
 #include "proto/base/keyed_hash.h"
 #include "loader/tf_bundle/checkpoint.h"
 #include "loader/tf_savedmodel/saved_model.h"
@@ -75,7 +76,8 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
 // What the first bytes say the input is (the decision torch.load, np.load
 // and joblib.load make first).
 enum class Primary {
-  kNpy, kZip, kEmptyZip, kHdf5, kSevenZip, kPickle, kCompressed, kLfsPointer, kUnknown
+  kNpy, kZip, kEmptyZip, kHdf5, kSevenZip, kSafetensors, kPickle, kCompressed, kLfsPointer,
+  kUnknown
 };
 
 Primary Detect(ByteView input) {
@@ -84,6 +86,10 @@ Primary Detect(ByteView input) {
   if (StartsWith(input, "PK\x05\x06")) return Primary::kEmptyZip;
   if (StartsWith(input, "\x89HDF\r\n\x1a\n")) return Primary::kHdf5;
   if (LooksLikeSevenZip(input)) return Primary::kSevenZip;
+  // safetensors has no magic; its shape (a small length, then '{') is
+  // asked before the pickle guesses, and a file that pickle.load reads too
+  // gets that second reading (SecondReadings).
+  if (LooksLikeSafetensors(input)) return Primary::kSafetensors;
   // gzip and zlib are joblib's compressed pickles (the pickle parser says
   // what they hold); bzip2, xz, zstd and lzma are not read. One that
   // pickle.load would read as a pickle stays a pickle (fail closed: a
@@ -108,6 +114,8 @@ const char* PrimaryName(Primary p) {
       return "an HDF5 file (h5py, Keras)";
     case Primary::kSevenZip:
       return "a 7z archive";
+    case Primary::kSafetensors:
+      return "a safetensors file (safetensors.safe_open, load_file)";
     case Primary::kPickle:
       return "a pickle (pickle.load, joblib.load, torch.load, np.load with allow_pickle)";
     case Primary::kCompressed:
@@ -129,6 +137,7 @@ std::string FormatId(Primary p, ByteView input) {
     case Primary::kEmptyZip: return "zip";
     case Primary::kHdf5: return "hdf5";
     case Primary::kSevenZip: return "7z";
+    case Primary::kSafetensors: return "safetensors";
     case Primary::kPickle:
       return LooksLikeCompressedPickle(input) ? std::string(CompressorName(input)) : "pickle";
     case Primary::kCompressed: return std::string(CompressorName(input));
@@ -150,6 +159,8 @@ Status ParsePrimary(Primary p, ByteView input, ParseContext& ctx, ParsedModel* o
       return LinkedHdf5Seam().new_keras_h5_parser()->Parse(input, ctx, out);
     case Primary::kSevenZip:
       return ParseSevenZip(input, ctx);
+    case Primary::kSafetensors:
+      return NewSafetensorsParser()->Parse(input, ctx, out);
     case Primary::kPickle:
       return NewPickleParser()->Parse(input, ctx, out);
     case Primary::kCompressed:
@@ -171,9 +182,29 @@ struct Reading {
   std::function<Status(ParseContext&)> read;
 };
 
+bool SafetensorsReadsAsPickle(ByteView input) {
+  if (ReadsAsPickle(input)) return true;
+  if (!LooksLikeCompressedPickle(input)) return false;
+  ParseContext scratch(ParseOptions{});
+  ParsedModel ignored;
+  Status s = NewPickleParser()->Parse(input, scratch, &ignored);
+  return s.ok() || s.code() == StatusCode::kRefused;
+}
+
 // The readings other than the first-bytes one (polyglot.h).
 std::vector<Reading> SecondReadings(ByteView input, Primary primary) {
   std::vector<Reading> out;
+  // safetensors has no magic: its length prefix may also be the first
+  // opcodes of a pickle (a GLOBAL whose lines run into the header) that
+  // pickle.load and torch.load would run. A prefix that is a gzip or zlib
+  // header (a length of 40,056 bytes is "x\x9c") is a second reading only
+  // when it also decompresses to one: joblib.load fails on the rest.
+  if (primary == Primary::kSafetensors && SafetensorsReadsAsPickle(input)) {
+    out.push_back({PrimaryName(Primary::kPickle), [input](ParseContext& c) {
+                     ParsedModel scratch;
+                     return NewPickleParser()->Parse(input, c, &scratch);
+                   }});
+  }
   if (primary != Primary::kZip && TorchReadsAsTar(input)) {
     out.push_back({"a tar archive (torch.load's legacy tar format, from a path)",
                    [input](ParseContext& c) {

@@ -157,7 +157,7 @@ Status Model::Impl::CheckDigest(const TensorInfo& t) const {
   return Status::Ok();
 }
 
-Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::Model(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
@@ -217,6 +217,35 @@ const TensorInfo* Model::Find(std::string_view name) const {
 
 std::span<const std::byte> Model::Data(const TensorInfo& t) const {
   return std::as_bytes(impl_->bytes.subspan(t.offset, t.nbytes));
+}
+
+Status Model::WrongType(const TensorInfo& t, DType wanted) const {
+  if (wanted == DType::kInvalid) {
+    return Status::InvalidArgument("tensor '" + Printable(t.name) + "' has " +
+                                   std::string(DTypeName(t.dtype)) + " elements of " +
+                                   std::to_string(DTypeSize(t.dtype)) +
+                                   " bytes, not the size of the type asked for");
+  }
+  return Status::InvalidArgument("tensor '" + Printable(t.name) + "' is " +
+                                 std::string(DTypeName(t.dtype)) + ", not " +
+                                 std::string(DTypeName(wanted)));
+}
+
+Status Model::Misaligned(const TensorInfo& t, size_t alignment) const {
+  return Status::InvalidArgument("tensor '" + Printable(t.name) + "' is not aligned to " +
+                                 std::to_string(alignment) +
+                                 " bytes in memory (a buffer given to FromBuffer at an "
+                                 "unaligned address)");
+}
+
+Status Model::CheckBools(const TensorInfo& t) const {
+  ByteView v = impl_->bytes.subspan(t.offset, t.nbytes);
+  if (size_t i = FirstNonBool(v); i != v.size()) {
+    return Status::Malformed("tensor '" + Printable(t.name) + "' holds the byte " +
+                             std::to_string(v[i]) + " at element " + std::to_string(i) +
+                             ", which is not a bool");
+  }
+  return Status::Ok();
 }
 
 Status Model::VerifyTensor(std::string_view name) const {

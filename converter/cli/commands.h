@@ -17,6 +17,8 @@ void AddConvertCommand(CLI::App& app);
 void AddInspectCommand(CLI::App& app);
 // verify FILE: every digest of a .safemodel.
 void AddVerifyCommand(CLI::App& app);
+// export FILE OUT [--force]: a verified .safemodel as a .safetensors file.
+void AddExportCommand(CLI::App& app);
 
 // The exit code of the command that ran (kExitUsage if none did).
 int& CommandExitCode();

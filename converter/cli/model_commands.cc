@@ -1,4 +1,4 @@
-// `safe-convert inspect` and `safe-convert verify`: reading a .safemodel.
+// `safe-convert inspect`, `verify` and `export`: reading a .safemodel.
 #include <iostream>
 #include <memory>
 #include <string>
@@ -6,6 +6,7 @@
 #include "converter/cli/commands.h"
 #include "converter/cli/inspect_view.h"
 #include "converter/cli/messages.h"
+#include "safemodel/export_safetensors.h"
 #include "safemodel/reader.h"
 #include "safemodel/sharded.h"
 
@@ -60,7 +61,41 @@ int RunVerify(const std::string& path, bool quiet) {
   return kExitConverted;
 }
 
+struct ExportArgs {
+  std::string in, out;
+  ExportOptions opt;
+  bool quiet = false;
+};
+
+int RunExport(const ExportArgs& a) {
+  Result<ExportSummary> done = ExportSafetensorsFile(a.in, a.out, a.opt);
+  if (!done.ok()) {
+    std::cerr << StatusLine(a.in, done.status());
+    return ExitCodeFor(done.status().code());
+  }
+  if (!a.quiet) {
+    std::cout << E(a.out) << ": " << Count(done->tensors, "tensor", "tensors");
+    if (done->aliases > 0) std::cout << " (+" << Count(done->aliases, "alias", "aliases") << ")";
+    std::cout << ", " << HumanBytes(done->output_bytes) << " (safetensors)\n";
+  }
+  return kExitConverted;
+}
+
 }  // namespace
+
+void AddExportCommand(CLI::App& app) {
+  auto args = std::make_shared<ExportArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "export", "write a .safemodel's tensors as a .safetensors file (verified first)");
+  AddCommonFlags(*sub);
+  sub->add_option("FILE", args->in, "the .safemodel")->required()->type_name("");
+  sub->add_option("OUT", args->out, "the .safetensors to write")->required()->type_name("");
+  sub->add_flag("-f,--force", args->opt.force, "replace an existing OUT (only ever a regular file)");
+  sub->add_flag_callback("--no-sync", [a = args.get()] { a->opt.sync = false; },
+                         "do not fsync the output");
+  sub->add_flag("-q,--quiet", args->quiet, "print nothing on success");
+  sub->callback([args] { CommandExitCode() = RunExport(*args); });
+}
 
 void AddInspectCommand(CLI::App& app) {
   auto args = std::make_shared<InspectArgs>();

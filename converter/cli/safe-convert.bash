@@ -7,7 +7,7 @@ _safe_convert() {
   cmd=convert
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
-      convert|inspect|verify|batch) cmd=${COMP_WORDS[i]}; break ;;
+      convert|inspect|verify|export|batch) cmd=${COMP_WORDS[i]}; break ;;
     esac
   done
   case $prev in
@@ -33,6 +33,7 @@ _safe_convert() {
                       -q --quiet -v --verbose" ;;
       inspect) opts+=" --json --tensors --architecture --sha256" ;;
       verify) opts+=" -q --quiet" ;;
+      export) opts+=" -f --force --no-sync -q --quiet" ;;
       batch) opts+=" --manifest -o --out-dir --results --sarif -j --jobs --shard --shards --dry-run
                     --timeout --memory-limit --cpu-limit --max-input-size --max-output-size
                     --digest --weights-only --keep-optimizer --no-sync --worker --hdf5-worker
@@ -42,7 +43,7 @@ _safe_convert() {
     return
   fi
   if ((COMP_CWORD == 1)); then
-    COMPREPLY=($(compgen -W "convert inspect verify batch help" -- "$cur") $(compgen -f -- "$cur"))
+    COMPREPLY=($(compgen -W "convert inspect verify export batch help" -- "$cur") $(compgen -f -- "$cur"))
     return
   fi
   COMPREPLY=($(compgen -f -- "$cur"))

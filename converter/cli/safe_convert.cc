@@ -31,7 +31,8 @@ void AddCommonFlags(CLI::App& sub) {
 namespace {
 
 constexpr char kShortUsage[] =
-    "usage: safe-convert [convert] IN OUT [options] | inspect FILE | verify FILE | batch IN_DIR --out-dir DIR; "
+    "usage: safe-convert [convert] IN OUT [options] | inspect FILE | verify FILE | "
+    "export FILE OUT | batch IN_DIR --out-dir DIR; "
     "'safe-convert --help' says more\n";
 
 // The subcommand the arguments name, for the pointer to its --help.
@@ -51,6 +52,7 @@ int Main(std::vector<std::string> args) {
   AddConvertCommand(app);
   AddInspectCommand(app);
   AddVerifyCommand(app);
+  AddExportCommand(app);
   AddBatchCommand(app);
   if (args.empty()) {
     std::cerr << kShortUsage;
@@ -61,7 +63,8 @@ int Main(std::vector<std::string> args) {
   const std::string& first = args[0];
   if (first == "help") {
     args[0] = "--help";
-  } else if (first != "convert" && first != "inspect" && first != "verify" && first != "batch" && first != "-h" &&
+  } else if (first != "convert" && first != "inspect" && first != "verify" && first != "export" &&
+             first != "batch" && first != "-h" &&
              first != "--help" && first != "--version") {
     args.insert(args.begin(), "convert");
   }
@@ -75,6 +78,7 @@ int Main(std::vector<std::string> args) {
               << "usage: safe-convert "
               << (cmd == "inspect"  ? "inspect FILE [--json] [--tensors] [--architecture] [--sha256]"
                   : cmd == "verify" ? "verify FILE"
+                  : cmd == "export" ? "export FILE OUT [--force] [--no-sync]"
                   : cmd == "batch"  ? "batch (IN_DIR | --manifest FILE) --out-dir DIR [options]"
                                     : "[convert] IN OUT [options]")
               << "; 'safe-convert " << (cmd.empty() ? "" : cmd + " ") << "--help' lists the options\n";

@@ -1,5 +1,6 @@
 // ConvertOptions::progress: called as the output grows, never backwards,
-// ending at or near the output's final size.
+// ending at or near the output's final size; ConvertOptions::cancel, asked
+// at the same points, stops the conversion without output.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -57,6 +58,30 @@ TEST(ConvertProgress, NotCalledWhenNothingIsWritten) {
   ConvertReport r = Convert(dir.File("junk"), dir.File("o"), opt);
   EXPECT_EQ(r.status.code(), StatusCode::kUnsupported);
   EXPECT_FALSE(called);
+}
+
+TEST(ConvertProgress, CancelStopsTheConversionAndLeavesNothing) {
+  TempDir dir;
+  WriteFile(dir.File("m.npy"), ZerosNpy(5u << 20));
+  std::vector<ConvertProgress> calls;
+  ConvertOptions opt;
+  opt.progress = [&calls](const ConvertProgress& p) { calls.push_back(p); };
+  // Cancel once 8 MiB of the output are written.
+  opt.cancel = [&calls] { return !calls.empty() && calls.back().bytes_written >= (8u << 20); };
+  ConvertReport r = Convert(dir.File("m.npy"), dir.File("m.safemodel"), opt);
+  EXPECT_EQ(r.status.code(), StatusCode::kIoError) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("cancelled by the caller"), std::string::npos)
+      << r.status.ToString();
+  EXPECT_EQ(r.worker.kind, WorkerOutcome::Kind::kKilled);
+  ASSERT_FALSE(calls.empty());
+  EXPECT_LT(calls.back().bytes_written, 20u << 20) << "stopped before the end";
+  EXPECT_EQ(dir.List(), std::vector<std::string>{"m.npy"});
+  // Without progress, cancel alone is asked too.
+  ConvertOptions only;
+  only.cancel = [] { return true; };
+  ConvertReport r2 = Convert(dir.File("m.npy"), dir.File("m.safemodel"), only);
+  EXPECT_EQ(r2.status.code(), StatusCode::kIoError) << r2.status.ToString();
+  EXPECT_EQ(dir.List(), std::vector<std::string>{"m.npy"});
 }
 
 }  // namespace

@@ -53,11 +53,12 @@ got=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 for l in $(needed "$lib"); do
   case "$l" in libseccomp*) bad "libsafemodel.so needs $l" ;; esac
 done
-# Every exported definition is our public API or a vague-linkage instance of
-# the C++ library's templates (which libstdc++ declares visible).
+# Every exported definition is our public API (C++ in namespace safemodel,
+# the C interface of safemodel/c_api.h as sm_*) or a vague-linkage instance
+# of the C++ library's templates (which libstdc++ declares visible).
 exported=$(nm -D --defined-only -C "$lib" | cut -d' ' -f3-)
 [ -n "$exported" ] || bad "libsafemodel.so exports nothing"
-leaks=$(echo "$exported" | grep -v -E '^(safemodel::|std::|void std::|(typeinfo|typeinfo name|vtable) for std::|__gnu_cxx::)' || true)
+leaks=$(echo "$exported" | grep -v -E '^(safemodel::|sm_[a-z0-9_]+$|std::|void std::|(typeinfo|typeinfo name|vtable) for std::|__gnu_cxx::)' || true)
 [ -z "$leaks" ] || bad "libsafemodel.so exports non-API symbols: $(echo "$leaks" | head -5)"
 internal=$(echo "$exported" | grep -E '^((typeinfo (name )?for|vtable for) )?(google::|safemodel::(v1|wire|format|sandbox|protocol)::)' || true)
 [ -z "$internal" ] || bad "libsafemodel.so exports internals: $(echo "$internal" | head -5)"

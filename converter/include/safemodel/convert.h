@@ -43,6 +43,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -120,6 +121,14 @@ struct ConvertOptions {
   // size is known, then after every kProgressStepBytes written. Must return
   // quickly and not throw. safe-convert shows it on a terminal.
   std::function<void(const ConvertProgress&)> progress;
+  // If set, asked on the calling thread at the same points as `progress`
+  // (once the output's size is known, then every kProgressStepBytes
+  // written); returning true cancels the conversion: the worker is killed,
+  // nothing is written, and the status is kIoError ("cancelled by the
+  // caller", exit 6, as for an output failure). A parse that has produced
+  // no output yet is not asked (the timeout bounds it). Must return quickly
+  // and not throw; an std::atomic<bool> flag read here is the usual form.
+  std::function<bool()> cancel;
 };
 
 // The output bytes between two progress calls.
@@ -199,6 +208,23 @@ struct ConvertReport {
 
 ConvertReport ConvertFile(const std::string& input_path, const std::string& output_path,
                           const ConvertOptions& options = {});
+
+// The same for an input already open as `input_fd` (a regular file open for
+// reading, e.g. received over a socket with SCM_RIGHTS): it is duplicated,
+// the caller keeps its own descriptor. Single-file formats only. The
+// input-change check applies as for a path (size, mtime, ctime); hand over a
+// descriptor nobody writes to, or a sealed memfd. The report names it
+// "descriptor N".
+ConvertReport ConvertFd(int input_fd, const std::string& output_path,
+                        const ConvertOptions& options = {});
+
+// The same for bytes in memory (a service receiving a model over the
+// network): they are copied once into a sealed memfd (memfd_create, sealed
+// against writing, growing and shrinking), which the worker maps, so the
+// input cannot change during the conversion. Needs memory for one copy of
+// the input. The report names it "buffer of N bytes".
+ConvertReport ConvertBuffer(std::span<const std::byte> input, const std::string& output_path,
+                            const ConvertOptions& options = {});
 
 // Removes the named temporary files (`.sm-XXXXXX`) of every conversion in
 // progress in this process; those conversions then fail with kIoError.

@@ -13,20 +13,25 @@
 //   const safemodel::TensorInfo* w = model->Find("fc.weight");
 //   std::span<const std::byte> bytes = model->Data(*w);   // no copy
 //   if (auto s = model->VerifyTensor("fc.weight"); !s.ok()) { ... }
+//   auto floats = model->As<float>(*w);  // std::span<const float>, or an error
+//                                        // (dtype not f32, buffer misaligned)
 //
 // Trust: the file is untrusted. Every offset, size and count is checked before
 // use; a file that fails a rule of proto/FORMAT.md is rejected as a whole.
 #ifndef SAFEMODEL_READER_H_
 #define SAFEMODEL_READER_H_
 
+#include <complex>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "safemodel/dlpack.h"
 #include "safemodel/dtype.h"
 #include "safemodel/export.h"
 #include "safemodel/finding.h"
@@ -50,7 +55,40 @@ struct TensorInfo {
   uint64_t nbytes = 0;
   std::string alias_of;  // non-empty: shares the bytes of that tensor (tied weights)
   std::string digest;    // stored digest (raw bytes); empty for an alias
+
+  // Number of elements: the product of the shape (1 for a scalar). Cannot
+  // overflow for a tensor of an opened Model (FORMAT.md bounds the sizes).
+  uint64_t element_count() const {
+    uint64_t n = 1;
+    for (uint64_t d : shape) n *= d;
+    return n;
+  }
 };
+
+// The dtype whose elements are a C++ type T, for Model::As<T>. bool, the
+// fixed-width integers, float, double and std::complex<float>; f16, bf16 and
+// the f8 types have no standard C++20 type: read them with AsBits.
+template <typename T>
+struct DTypeOf;
+#define SAFEMODEL_DTYPE_OF_(T, D) \
+  template <>                     \
+  struct DTypeOf<T> {             \
+    static constexpr DType value = D; \
+  }
+SAFEMODEL_DTYPE_OF_(bool, DType::kBool);
+SAFEMODEL_DTYPE_OF_(uint8_t, DType::kU8);
+SAFEMODEL_DTYPE_OF_(int8_t, DType::kI8);
+SAFEMODEL_DTYPE_OF_(uint16_t, DType::kU16);
+SAFEMODEL_DTYPE_OF_(int16_t, DType::kI16);
+SAFEMODEL_DTYPE_OF_(uint32_t, DType::kU32);
+SAFEMODEL_DTYPE_OF_(int32_t, DType::kI32);
+SAFEMODEL_DTYPE_OF_(uint64_t, DType::kU64);
+SAFEMODEL_DTYPE_OF_(int64_t, DType::kI64);
+SAFEMODEL_DTYPE_OF_(float, DType::kF32);
+SAFEMODEL_DTYPE_OF_(double, DType::kF64);
+SAFEMODEL_DTYPE_OF_(std::complex<float>, DType::kC64);
+SAFEMODEL_DTYPE_OF_(std::complex<double>, DType::kC128);
+#undef SAFEMODEL_DTYPE_OF_
 
 struct Provenance {
   std::string source_format;      // "npy", "npz", "keras_h5", ...
@@ -77,12 +115,50 @@ class SAFEMODEL_EXPORT Model {
   uint32_t format_minor() const;
   uint64_t file_size() const;
 
-  // Sorted by name.
+  // Sorted by name (bytewise), the file's canonical order. Format 1 does not
+  // record the order the source listed its tensors in; `safe-convert
+  // inspect` recovers it from the architecture where it can.
   const std::vector<TensorInfo>& tensors() const;
   // nullptr if there is no tensor of that name. O(log n).
   const TensorInfo* Find(std::string_view name) const;
   // The stored bytes (little-endian, C order), pointing into the mapping.
   std::span<const std::byte> Data(const TensorInfo& tensor) const;
+
+  // The elements as T, zero copy. kInvalidArgument when the tensor's dtype
+  // is not DTypeOf<T> (no conversion), or when its bytes are not aligned for
+  // T (only possible for a FromBuffer image at an unaligned address; files
+  // are mapped page-aligned and tensors aligned to 64 bytes). As<bool> also
+  // checks that every byte is 0 or 1 (reads the tensor; kMalformed if not),
+  // since any other byte is not a C++ bool.
+  template <typename T>
+  Result<std::span<const T>> As(const TensorInfo& tensor) const {
+    if (tensor.dtype != DTypeOf<T>::value) return WrongType(tensor, DTypeOf<T>::value);
+    if constexpr (std::is_same_v<T, bool>) {
+      if (Status s = CheckBools(tensor); !s.ok()) return s;
+    }
+    return Elements<T>(tensor);
+  }
+  // The raw element bits of any dtype as an unsigned integer of the element
+  // size (uint16_t for f16/bf16, uint8_t for f8), zero copy.
+  // kInvalidArgument when sizeof(T) differs from the element size.
+  template <typename T>
+  Result<std::span<const T>> AsBits(const TensorInfo& tensor) const {
+    static_assert(std::is_unsigned_v<T> && !std::is_same_v<T, bool>, "AsBits takes uint8_t..uint64_t");
+    if (DTypeSize(tensor.dtype) != sizeof(T)) return WrongType(tensor, DType::kInvalid);
+    return Elements<T>(tensor);
+  }
+
+  // The tensor as a DLPack managed tensor (safemodel/dlpack.h: the layout of
+  // DLManagedTensor; cast the pointer), so that torch, NumPy or ONNX Runtime
+  // take it without a copy: CPU device, compact C order (strides NULL),
+  // the DLPack type of its dtype (c128 is complex 128 bits; f8 types need a
+  // DLPack 1.1 consumer). The memory is the read-only mapping: a consumer
+  // that writes to it crashes (the legacy struct cannot say read-only; the
+  // versioned one sets SM_DL_FLAG_READ_ONLY). The tensor keeps the mapping
+  // alive until the consumer calls its deleter, even after this Model is
+  // destroyed (a FromBuffer image must outlive it).
+  Result<SmDLManagedTensor*> ToDLPack(const TensorInfo& tensor) const;
+  Result<SmDLManagedTensorVersioned*> ToDLPackVersioned(const TensorInfo& tensor) const;
 
   const Value& architecture() const;  // null if the source had none we could keep
   const Value& metadata() const;
@@ -97,8 +173,20 @@ class SAFEMODEL_EXPORT Model {
 
  private:
   struct Impl;
-  explicit Model(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit Model(std::shared_ptr<Impl> impl);
+  Status WrongType(const TensorInfo& tensor, DType wanted) const;
+  Status Misaligned(const TensorInfo& tensor, size_t alignment) const;
+  Status CheckBools(const TensorInfo& tensor) const;
+  template <typename T>
+  Result<std::span<const T>> Elements(const TensorInfo& tensor) const {
+    std::span<const std::byte> bytes = Data(tensor);
+    if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(T) != 0) {
+      return Misaligned(tensor, alignof(T));
+    }
+    return std::span<const T>(reinterpret_cast<const T*>(bytes.data()), bytes.size() / sizeof(T));
+  }
+  // Shared with the DLPack tensors handed out, which keep the mapping.
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace safemodel

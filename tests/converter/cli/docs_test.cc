@@ -31,7 +31,7 @@ TEST(CliDocs, ManPageAndCompletionNameEveryOption) {
   const std::string completion = ReadFile(SourceFile("safe-convert.bash"));
   ASSERT_FALSE(man.empty());
   ASSERT_FALSE(completion.empty());
-  for (const std::string cmd : {"convert", "inspect", "verify", "batch"}) {
+  for (const std::string cmd : {"convert", "inspect", "verify", "export", "batch"}) {
     const std::set<std::string> opts = HelpOptions(cmd);
     EXPECT_GT(opts.size(), 2u) << cmd;
     for (const std::string& opt : opts) {
