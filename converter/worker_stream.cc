@@ -303,7 +303,9 @@ class StreamReader {
         return Fail(s.message());
       }
       done += static_cast<uint64_t>(n);
-      Progress(/*force=*/false);  // a reference may stand for a whole tensor
+      // A reference may stand for a whole tensor: progress and the caller's
+      // cancel are asked inside it, as for data frames.
+      if (!Progress(/*force=*/false)) return false;
     }
     st_->data_bytes += ref.length;
     return true;
