@@ -40,9 +40,12 @@
 
 namespace safemodel::loader {
 
-// The largest real index (DeepSeek-V3, ~92,000 tensors) is ~9 MB; 64 MiB
-// holds ~600,000 entries of real length.
-inline constexpr uint64_t kMaxHfIndexBytes = 64ull << 20;
+// The largest real index (DeepSeek-V3, ~92,000 tensors) is ~9 MB. 16 MiB
+// (~170,000 entries of real length) is also about what the worker's stream
+// limits admit for the output (converter/protocol/stream_limits.h: a header
+// of 8 MiB plus half the input; the weight map re-encoded is ~0.95x its
+// JSON), so a larger index would fail there anyway, less plainly.
+inline constexpr uint64_t kMaxHfIndexBytes = 16ull << 20;
 // A real index nests 2 levels (the object, then weight_map or metadata);
 // 8 leaves metadata room for a few nested objects.
 inline constexpr uint32_t kMaxHfIndexDepth = 8;

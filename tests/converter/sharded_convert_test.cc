@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loader/hf_index/hf_index.h"
 #include "proto/digest.h"
 #include "safemodel/sharded.h"
 #include "tests/testing/test_util.h"
@@ -20,6 +21,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::ReadFile;
+
+// The cap the public header documents is the worker's.
+static_assert(kMaxHfIndexBytes == loader::kMaxHfIndexBytes);
 using testing::TempDir;
 using testing::WriteFile;
 
