@@ -103,6 +103,10 @@ Result<ShardedCheckpointIndex> ReadIndex(const std::string& path, const ConvertO
   o.output_fd = fd;
   o.progress = nullptr;
   o.read_checkpoint_index = true;
+  // A large model named like an index is refused before a worker starts,
+  // and no output can grow the memory file beyond an index's.
+  o.max_input_bytes = std::min(o.max_input_bytes, kMaxHfIndexBytes);
+  o.max_output_bytes = kMaxConvertedIndexBytes;
   *report = (convert ? convert : ConvertFunction(ConvertFile))(path, path + " (converted in memory)", o);
   Result<std::string> bytes = report->status.ok() ? ReadBack(fd) : Result<std::string>(report->status);
   close(fd);
@@ -114,7 +118,7 @@ Result<ShardedCheckpointIndex> ReadIndex(const std::string& path, const ConvertO
   Result<Model> m = Model::FromBuffer(std::as_bytes(std::span(bytes->data(), bytes->size())));
   if (!m.ok()) return Status::Malformed(where + "the converted index does not open: " + m.status().message());
   if (!m->tensors().empty() || m->provenance().source_format != "hf_index") {
-    return Status::Malformed(where + "the converted index is not an index (it holds tensors)");
+    return Status::Malformed(where + "the converted index is not an index (tensors, or another format)");
   }
   ShardedCheckpointIndex index;
   Status s = TakeWeightMap(m->metadata(), fs::path(path).filename().string(), &index);

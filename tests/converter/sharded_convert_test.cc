@@ -148,12 +148,14 @@ TEST(ShardedConvert, TheCheckpointIndexIsReadStrictly) {
     EXPECT_EQ(r.status.code(), c.code) << c.what << ": " << r.status.ToString();
     EXPECT_EQ(out.List(), std::vector<std::string>{}) << c.what;
   }
-  // Over the size cap: refused from its size by the worker, unread (a
-  // sparse file after its first byte).
+  // Over the size cap: refused from its size before a worker starts (the
+  // worker's own check is tests/loader/hf_index's), unread (a sparse file
+  // after its first byte).
   WriteFile(in.File("big.bin.index.json"), "{");
   fs::resize_file(in.File("big.bin.index.json"), kMaxHfIndexBytes + 1);
   Result<ShardedCheckpointIndex> big = ReadShardedCheckpointIndex(in.File("big.bin.index.json"), Fast(), ConvertFile);
   EXPECT_EQ(big.status().code(), StatusCode::kLimitExceeded) << big.status().ToString();
+  EXPECT_NE(big.status().message().find("over the limit"), std::string::npos) << big.status().ToString();
   fs::remove(in.File("big.bin.index.json"));
   // A link is not followed.
   fs::create_symlink(in.File("a.bin"), in.File("l.bin.index.json"));
