@@ -95,7 +95,7 @@ Primary Detect(ByteView input) {
   if (StartsWith(input, "version https://git-lfs")) return Primary::kLfsPointer;
   // JSON whitespace and '{' are no pickle opcode (pickle.load raises at the
   // first byte) and start no magic above; a safetensors file starts with
-  // its 8-byte header length, which the strict JSON reading refuses (NUL).
+  // its 8-byte header length, whose upper bytes are NUL, which no JSON has.
   if (LooksLikeJsonObject(input)) return Primary::kJson;
   // pickle.load has no magic: any opcode may come first.
   if (ReadsAsPickle(input)) return Primary::kPickle;

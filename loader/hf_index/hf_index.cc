@@ -1,5 +1,6 @@
 #include "loader/hf_index/hf_index.h"
 
+#include <algorithm>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -11,6 +12,9 @@
 namespace safemodel::loader {
 
 namespace {
+
+// How many first bytes detection checks for NUL: a safetensors length.
+constexpr size_t kJsonSniffBytes = 8;
 
 bool IsJsonSpace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
@@ -78,6 +82,10 @@ class HfIndexParser : public Parser {
 }  // namespace
 
 bool LooksLikeJsonObject(ByteView input) {
+  // JSON text has no NUL byte; binary formats whose first bytes are a
+  // little-endian length (safetensors: 8 bytes, the upper ones zero) have.
+  const ByteView head = input.subspan(0, std::min<size_t>(input.size(), kJsonSniffBytes));
+  if (std::find(head.begin(), head.end(), uint8_t{0}) != head.end()) return false;
   size_t i = 0;
   while (i < input.size() && IsJsonSpace(input[i])) ++i;
   return i < input.size() && input[i] == '{';

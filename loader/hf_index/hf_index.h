@@ -54,8 +54,10 @@ inline constexpr uint32_t kMaxHfIndexDepth = 8;
 inline constexpr size_t kMaxHfIndexShards = 100'000;
 
 // Whether `input` is JSON text whose first value is an object: optional
-// JSON whitespace (space, tab, LF, CR), then '{'. None of those bytes is a
-// pickle opcode, nor the first byte of another format's magic.
+// JSON whitespace (space, tab, LF, CR), then '{', and no NUL byte in the
+// first 8 (a safetensors file's length prefix, whose upper bytes are zero,
+// can start with whitespace and '{'). None of those bytes is a pickle
+// opcode, nor the first byte of another format's magic.
 bool LooksLikeJsonObject(ByteView input);
 
 std::unique_ptr<Parser> NewHfIndexParser();
