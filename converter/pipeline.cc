@@ -426,6 +426,13 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
         RunWorker(setup, hdf5_worker, /*hand_off_allowed=*/false, report, &stream, &verdict));
   }
   SAFEMODEL_RETURN_IF_ERROR(verdict.status);
+  if (report->source_format == "hf_index" && !opt.read_checkpoint_index) {
+    return Status::Unsupported(
+        "'" + in_path + "' is a Hugging Face sharded-checkpoint index: it names the shards of a "
+        "checkpoint and holds no tensor, so it is not converted alone; convert the checkpoint as one "
+        "unit with 'safe-convert batch DIR --out-dir OUT' (DIR holding the index and its shards) or "
+        "the library's ConvertShardedCheckpoint (safemodel/sharded_convert.h)");
+  }
 
   // A short read of the hasher is the input changing, if it did.
   Result<std::vector<std::string>> hashed = hasher.Join();

@@ -3,10 +3,12 @@
 #include "safemodel/sharded_convert.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -14,8 +16,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proto/base/byte_reader.h"
+#include "proto/base/text.h"
 #include "proto/digest.h"
-#include "proto/strict_json.h"
+#include "safemodel/reader.h"
 #include "safemodel/sharded.h"
 
 namespace safemodel {
@@ -30,26 +34,96 @@ bool EndsWith(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-// The weight map of an HF index, read strictly (see the header).
-Result<std::map<std::string, std::string>> ReadWeightMap(const std::string& path) {
-  SAFEMODEL_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, kMaxHfIndexBytes, "the checkpoint index"));
-  SAFEMODEL_ASSIGN_OR_RETURN(nlohmann::json j, ParseStrictJson(text, "the checkpoint index '" + path + "'"));
-  auto bad = [&](const std::string& why) { return Status::Malformed("checkpoint index '" + path + "': " + why); };
-  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object() || j["weight_map"].empty()) {
-    return bad("no \"weight_map\" object");
+// The most a converted index may be: its header holds the weight map and
+// metadata re-encoded (~1x the JSON), within the worker's stream limits.
+constexpr uint64_t kMaxConvertedIndexBytes = 2 * kMaxHfIndexBytes + (8ull << 20);
+// One weight-map entry per tensor: a .safemodel's metadata holds at most
+// kMaxValueNodes values, and each entry is one.
+constexpr size_t kMaxHfIndexTensors = kMaxValueNodes;
+
+// The .safemodel the worker wrote into `fd`, read back whole.
+Result<std::string> ReadBack(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Status::IoError("cannot stat the converted index");
+  if (static_cast<uint64_t>(st.st_size) > kMaxConvertedIndexBytes) {
+    return Status::LimitExceeded("the converted index is " + std::to_string(st.st_size) + " bytes, over the limit of " +
+                                 std::to_string(kMaxConvertedIndexBytes));
   }
-  std::map<std::string, std::string> out;
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t n = pread(fd, bytes.data() + off, bytes.size() - off, static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::IoError("cannot read the converted index back");
+    off += static_cast<size_t>(n);
+  }
+  return bytes;
+}
+
+// The weight map from the converted index's metadata: produced by the
+// child, so every rule the parent relies on is checked again.
+Status TakeWeightMap(const Value& metadata, const std::string& index_name, ShardedCheckpointIndex* out) {
+  auto bad = [](const std::string& why) { return Status::Malformed("the worker's reading of the index " + why); };
+  const Value* wm = metadata.is_map() ? metadata.Find("weight_map") : nullptr;
+  if (wm == nullptr || !wm->is_map() || wm->entries().empty()) return bad("has no \"weight_map\" object");
+  if (wm->entries().size() > kMaxHfIndexTensors) {
+    return Status::LimitExceeded("the checkpoint index maps more than " + std::to_string(kMaxHfIndexTensors) +
+                                 " tensors");
+  }
   std::set<std::string> shards;
-  for (const auto& [tensor, shard] : j["weight_map"].items()) {
-    if (!shard.is_string()) return bad("the tensor '" + tensor + "' maps to something other than a file name");
-    const std::string name = shard.get<std::string>();
-    if (!IsPlainFileName(name)) return bad("the shard name '" + name + "' is not a plain file name beside the index");
-    if (name == fs::path(path).filename().string()) return bad("the index names itself as a shard");
-    shards.insert(name);
-    if (shards.size() > kMaxShards) return bad("more than " + std::to_string(kMaxShards) + " shards");
-    out.emplace(tensor, name);
+  for (const Value::Entry& e : wm->entries()) {
+    if (!e.second.is_string()) return bad("maps the tensor '" + Printable(e.first) + "' to a non-string");
+    const std::string& name = e.second.string_value();
+    if (!IsPlainFileName(name)) {
+      return bad("names the shard '" + Printable(name) + "', not a plain file name beside the index");
+    }
+    if (name == index_name) return Status::Malformed("the checkpoint index names itself as a shard");
+    if (shards.insert(name).second && shards.size() > kMaxShards) {
+      return Status::LimitExceeded("the checkpoint index names more than " + std::to_string(kMaxShards) + " shards");
+    }
+    if (!out->weight_map.emplace(e.first, name).second) {
+      return bad("maps the tensor '" + Printable(e.first) + "' twice");
+    }
   }
-  return out;
+  out->shards.assign(shards.begin(), shards.end());
+  if (const Value* md = metadata.Find("metadata"); md != nullptr) out->metadata = *md;
+  return Status::Ok();
+}
+
+// The HF index converted by the worker (as any input) into an anonymous
+// memory file, then opened with the reader.
+Result<ShardedCheckpointIndex> ReadIndex(const std::string& path, const ConvertOptions& options,
+                                         const ConvertFunction& convert, ConvertReport* report) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return Status::IoError("cannot stat the checkpoint index '" + path + "'");
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("the checkpoint index '" + path + "' is not a regular file");
+  const int fd = memfd_create("safemodel-hf-index", MFD_CLOEXEC);
+  if (fd < 0) return Status::IoError("cannot create a memory file for the converted index");
+  ConvertOptions o = options;
+  o.output_fd = fd;
+  o.progress = nullptr;
+  o.read_checkpoint_index = true;
+  // A large model named like an index is refused before a worker starts,
+  // and no output can grow the memory file beyond an index's.
+  o.max_input_bytes = std::min(o.max_input_bytes, kMaxHfIndexBytes);
+  o.max_output_bytes = kMaxConvertedIndexBytes;
+  *report = (convert ? convert : ConvertFunction(ConvertFile))(path, path + " (converted in memory)", o);
+  Result<std::string> bytes = report->status.ok() ? ReadBack(fd) : Result<std::string>(report->status);
+  close(fd);
+  const std::string where = "the checkpoint index '" + path + "': ";
+  if (!bytes.ok()) return Status(bytes.status().code(), where + bytes.status().message());
+  if (report->source_format != "hf_index") {
+    return Status::Malformed(where + "not a checkpoint index: the worker read it as '" + report->source_format + "'");
+  }
+  Result<Model> m = Model::FromBuffer(std::as_bytes(std::span(bytes->data(), bytes->size())));
+  if (!m.ok()) return Status::Malformed(where + "the converted index does not open: " + m.status().message());
+  if (!m->tensors().empty() || m->provenance().source_format != "hf_index") {
+    return Status::Malformed(where + "the converted index is not an index (tensors, or another format)");
+  }
+  ShardedCheckpointIndex index;
+  Status s = TakeWeightMap(m->metadata(), fs::path(path).filename().string(), &index);
+  if (!s.ok()) return Status(s.code(), where + s.message());
+  return index;
 }
 
 std::string DirOf(const std::string& path) {
@@ -57,10 +131,11 @@ std::string DirOf(const std::string& path) {
   return d.empty() ? "." : d;
 }
 
-// Folds one shard's report into the unit's.
-void Fold(const std::string& shard, const ConvertReport& r, ConvertReport* unit) {
+// Folds one conversion's report (a shard's, the index's) into the unit's;
+// `where` prefixes its findings' locations ("shard NAME", "index NAME").
+void Fold(const std::string& where, const ConvertReport& r, ConvertReport* unit) {
   for (Finding f : r.findings) {
-    f.location = "shard " + shard + (f.location.empty() ? "" : ": " + f.location);
+    f.location = where + (f.location.empty() ? "" : ": " + f.location);
     unit->findings.push_back(std::move(f));
   }
   unit->tensor_count += r.tensor_count;
@@ -70,7 +145,7 @@ void Fold(const std::string& shard, const ConvertReport& r, ConvertReport* unit)
   unit->worker.max_rss_bytes = std::max(unit->worker.max_rss_bytes, r.worker.max_rss_bytes);
   unit->worker.kind = r.worker.kind;
   unit->worker.program = r.worker.program;
-  if (unit->source_format.empty() && r.source_format != "unknown") {
+  if (unit->source_format.empty() && r.source_format != "unknown" && r.source_format != "hf_index") {
     unit->source_format = "hf_sharded/" + r.source_format;
   }
 }
@@ -111,21 +186,18 @@ Status WriteOutputIndex(const std::string& out_index, const std::string& hf_inde
 }
 
 // Every shard converted, then checked as one model; the unit's status.
-Status ConvertUnit(const std::string& hf_index, const std::string& out_index, const ConvertOptions& options,
-                   const ConvertFunction& convert, ConvertReport* unit, std::vector<std::string>* written) {
-  SAFEMODEL_ASSIGN_OR_RETURN(auto weight_map, ReadWeightMap(hf_index));
-  std::set<std::string> shard_set;
-  for (const auto& [tensor, shard] : weight_map) shard_set.insert(shard);
-  const std::vector<std::string> shards(shard_set.begin(), shard_set.end());
+Status ConvertUnit(const std::string& hf_index, const ShardedCheckpointIndex& index, const std::string& out_index,
+                   const ConvertOptions& options, const ConvertFunction& convert, ConvertReport* unit,
+                   std::vector<std::string>* written) {
   const std::string in_dir = DirOf(hf_index), out_dir = DirOf(out_index);
-  for (const std::string& s : shards) {
+  for (const std::string& s : index.shards) {
     const std::string out = out_dir + "/" + s + ".safemodel";
     const ConvertReport r = convert(in_dir + "/" + s, out, options);
-    Fold(s, r, unit);
+    Fold("shard " + s, r, unit);
     if (!r.status.ok()) return Status(r.status.code(), "shard '" + s + "': " + r.status.message());
     written->push_back(out);
   }
-  SAFEMODEL_RETURN_IF_ERROR(WriteOutputIndex(out_index, hf_index, weight_map, shards, options.sync_output));
+  SAFEMODEL_RETURN_IF_ERROR(WriteOutputIndex(out_index, hf_index, index.weight_map, index.shards, options.sync_output));
   written->push_back(out_index);
   // The converted shards hold exactly the tensors the weight map gives them.
   Result<ShardedModel> opened = ShardedModel::Open(out_index);
@@ -142,11 +214,10 @@ bool IsShardedCheckpointIndex(const std::string& path) {
   return EndsWith(name, ".bin.index.json") || EndsWith(name, ".safetensors.index.json");
 }
 
-Result<std::vector<std::string>> ReadShardedCheckpointIndex(const std::string& path) {
-  SAFEMODEL_ASSIGN_OR_RETURN(auto weight_map, ReadWeightMap(path));
-  std::set<std::string> shards;
-  for (const auto& [tensor, shard] : weight_map) shards.insert(shard);
-  return std::vector<std::string>(shards.begin(), shards.end());
+Result<ShardedCheckpointIndex> ReadShardedCheckpointIndex(const std::string& path, const ConvertOptions& options,
+                                                          const ConvertFunction& convert, ConvertReport* report) {
+  ConvertReport scratch;
+  return ReadIndex(path, options, convert, report != nullptr ? report : &scratch);
 }
 
 std::string ShardedOutputIndexName(const std::string& hf_index_path) {
@@ -155,12 +226,11 @@ std::string ShardedOutputIndexName(const std::string& hf_index_path) {
   return p + ".safemodel" + kIndexSuffix;
 }
 
-Result<std::string> ShardedCheckpointSha256(const std::string& hf_index_path) {
-  SAFEMODEL_ASSIGN_OR_RETURN(std::vector<std::string> names, ReadShardedCheckpointIndex(hf_index_path));
-  names.push_back(fs::path(hf_index_path).filename().string());
-  std::sort(names.begin(), names.end());
+Result<std::string> ShardedCheckpointSha256(const std::string& hf_index_path, std::vector<std::string> shards) {
+  shards.push_back(fs::path(hf_index_path).filename().string());
+  std::sort(shards.begin(), shards.end());
   std::string listing;
-  for (const std::string& n : names) {
+  for (const std::string& n : shards) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string sha, Sha256OfFile(DirOf(hf_index_path) + "/" + n));
     listing += sha + "  " + n + "\n";
   }
@@ -168,29 +238,33 @@ Result<std::string> ShardedCheckpointSha256(const std::string& hf_index_path) {
 }
 
 ConvertReport ConvertShardedCheckpoint(const std::string& hf_index_path, const std::string& out_index_path,
-                                       const ConvertOptions& options, const ConvertFunction& convert) {
+                                       const ConvertOptions& options, const ConvertFunction& convert_or_null) {
   const auto t0 = std::chrono::steady_clock::now();
+  const ConvertFunction convert = convert_or_null ? convert_or_null : ConvertFunction(ConvertFile);
   ConvertReport unit;
   unit.input_path = hf_index_path;
   unit.output_path = out_index_path;
-  Result<std::vector<std::string>> shards = ReadShardedCheckpointIndex(hf_index_path);
-  if (shards.ok()) {
-    struct stat st;
-    for (const std::string& s : *shards) {
-      if (stat((DirOf(hf_index_path) + "/" + s).c_str(), &st) == 0) unit.input_bytes += static_cast<uint64_t>(st.st_size);
-    }
+  ConvertReport index_report;
+  Result<ShardedCheckpointIndex> index = ReadIndex(hf_index_path, options, convert, &index_report);
+  Fold("index " + fs::path(hf_index_path).filename().string(), index_report, &unit);
+  unit.output_bytes = 0;  // the in-memory index is no output
+  unit.tensor_count = 0;
+  std::vector<std::string> shards = index.ok() ? index->shards : std::vector<std::string>{};
+  struct stat st;
+  for (const std::string& s : shards) {
+    if (stat((DirOf(hf_index_path) + "/" + s).c_str(), &st) == 0) unit.input_bytes += static_cast<uint64_t>(st.st_size);
   }
-  struct stat ist;
-  if (stat(hf_index_path.c_str(), &ist) == 0) unit.input_bytes += static_cast<uint64_t>(ist.st_size);
+  if (stat(hf_index_path.c_str(), &st) == 0) unit.input_bytes += static_cast<uint64_t>(st.st_size);
   std::vector<std::string> written;
-  unit.status = ConvertUnit(hf_index_path, out_index_path, options, convert ? convert : ConvertFunction(ConvertFile),
-                            &unit, &written);
+  unit.status = index.ok() ? ConvertUnit(hf_index_path, *index, out_index_path, options, convert, &unit, &written)
+                           : index.status();
   if (!unit.status.ok()) {
     for (const std::string& w : written) unlink(w.c_str());  // never half a unit
     unit.output_bytes = 0;
     unit.tensor_count = 0;
   }
-  Result<std::string> sha = ShardedCheckpointSha256(hf_index_path);
+  // An unreadable index's hash covers the index alone.
+  Result<std::string> sha = ShardedCheckpointSha256(hf_index_path, shards);
   if (sha.ok()) unit.input_sha256 = *sha;
   if (unit.source_format.empty()) unit.source_format = "hf_sharded";
   unit.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

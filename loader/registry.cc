@@ -11,6 +11,7 @@
 #include "loader/containers/sniff.h"
 #include "loader/containers/zip_archive.h"
 #include "loader/hdf5_seam.h"
+#include "loader/hf_index/hf_index.h"
 #include "loader/keras3/keras_archive.h"
 #include "loader/numpy/npy.h"
 #include "loader/pickle/archive_scan.h"
@@ -77,7 +78,7 @@ Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
 // and joblib.load make first).
 enum class Primary {
   kNpy, kZip, kEmptyZip, kHdf5, kSevenZip, kSafetensors, kPickle, kCompressed, kLfsPointer,
-  kUnknown
+  kJson, kUnknown
 };
 
 Primary Detect(ByteView input) {
@@ -98,6 +99,10 @@ Primary Detect(ByteView input) {
   if (!CompressorName(input).empty() && !ReadsAsPickle(input)) return Primary::kCompressed;
   if (LooksLikePickle(input)) return Primary::kPickle;
   if (StartsWith(input, "version https://git-lfs")) return Primary::kLfsPointer;
+  // JSON whitespace and '{' are no pickle opcode (pickle.load raises at the
+  // first byte) and start no magic above; a safetensors file starts with
+  // its 8-byte header length, whose upper bytes are NUL, which no JSON has.
+  if (LooksLikeJsonObject(input)) return Primary::kJson;
   // pickle.load has no magic: any opcode may come first.
   if (ReadsAsPickle(input)) return Primary::kPickle;
   return Primary::kUnknown;
@@ -122,6 +127,8 @@ const char* PrimaryName(Primary p) {
       return "compressed data";
     case Primary::kLfsPointer:
       return "a Git LFS pointer";
+    case Primary::kJson:
+      return "a JSON object (a Hugging Face checkpoint index)";
     case Primary::kUnknown:
       break;
   }
@@ -142,6 +149,7 @@ std::string FormatId(Primary p, ByteView input) {
       return LooksLikeCompressedPickle(input) ? std::string(CompressorName(input)) : "pickle";
     case Primary::kCompressed: return std::string(CompressorName(input));
     case Primary::kLfsPointer: return "git_lfs_pointer";
+    case Primary::kJson: return "hf_index";
     case Primary::kUnknown: break;
   }
   return "unknown";
@@ -169,6 +177,8 @@ Status ParsePrimary(Primary p, ByteView input, ParseContext& ctx, ParsedModel* o
                                  "other than joblib's gzip and zlib pickles; decompress it first");
     case Primary::kLfsPointer:
       return Status::Malformed("this is a Git LFS pointer file, not the model: fetch the real file");
+    case Primary::kJson:
+      return NewHfIndexParser()->Parse(input, ctx, out);
     case Primary::kUnknown:
       break;
   }

@@ -78,14 +78,6 @@ Result<nlohmann::json> ParseStrictJson(std::string_view text, const std::string&
   return j;
 }
 
-bool IsPlainFileName(std::string_view name) {
-  if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;
-  for (char c : name) {
-    if (c == '/' || c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
-  }
-  return true;
-}
-
 Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes, const std::string& what) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return Status::IoError("cannot open " + what + " '" + path + "': " + std::strerror(errno));

@@ -1,6 +1,9 @@
-// Strict parsing of small JSON files that arrive from elsewhere (a Hugging
-// Face checkpoint index, a sharded .safemodel index): what nlohmann would
-// accept silently (a repeated key: the last one wins) is refused.
+// Strict parsing of the small JSON file the format library reads in process:
+// a sharded .safemodel index (safemodel/sharded.h), a reader library's input
+// like the .safemodel itself. What nlohmann would accept silently (a repeated
+// key: the last one wins) is refused. A Hugging Face checkpoint index is
+// never read here: it is untrusted input, parsed only in the sandboxed
+// worker (loader/hf_index).
 #ifndef SAFEMODEL_PROTO_STRICT_JSON_H_
 #define SAFEMODEL_PROTO_STRICT_JSON_H_
 
@@ -10,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "proto/base/text.h"  // IsPlainFileName, for the callers of ReadSmallFile
 #include "safemodel/status.h"
 
 namespace safemodel {
@@ -21,11 +25,6 @@ inline constexpr size_t kMaxIndexJsonDepth = 8;
 // key twice in one object, or nests deeper than kMaxIndexJsonDepth. The
 // caller caps the size before reading.
 Result<nlohmann::json> ParseStrictJson(std::string_view text, const std::string& what);
-
-// A shard's file name as an index may name it: a plain name in the index's
-// own directory (not empty, not "." or "..", no "/" or "\", no control
-// character, at most 255 bytes).
-bool IsPlainFileName(std::string_view name);
 
 // The whole file at `path` if it is a regular file of at most `max_bytes`
 // (not followed if it is a symbolic link); kIoError, kInvalidArgument or

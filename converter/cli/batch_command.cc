@@ -108,8 +108,26 @@ std::string OutputPathFor(const BatchArgs& a, const BatchInput& in) {
 
 // The input's SHA-256 as its results line records it (a unit's covers the
 // index and every shard).
-Result<std::string> InputSha256(const BatchInput& in) {
-  return IsShardedCheckpointIndex(in.path) ? ShardedCheckpointSha256(in.path) : Sha256OfFile(in.path);
+Result<std::string> InputSha256(const BatchInput& in, const ShardLister& shards_of) {
+  if (!IsShardedCheckpointIndex(in.path)) return Sha256OfFile(in.path);
+  Result<std::vector<std::string>> shards = shards_of(in.path);
+  return ShardedCheckpointSha256(in.path, shards.ok() ? *shards : std::vector<std::string>{});
+}
+
+// The shards of each HF index, read through the worker (never by this
+// process) once per run, for the listing and the rerun check.
+ShardLister MemoizedShardLister(const ConvertOptions& options) {
+  auto memo = std::make_shared<std::map<std::string, Result<std::vector<std::string>>>>();
+  return [memo, options](const std::string& index_path) -> Result<std::vector<std::string>> {
+    auto it = memo->find(index_path);
+    if (it == memo->end()) {
+      Result<ShardedCheckpointIndex> index = ReadShardedCheckpointIndex(index_path, options, ConvertFile);
+      it = memo->emplace(index_path, index.ok() ? Result<std::vector<std::string>>(index->shards)
+                                                : Result<std::vector<std::string>>(index.status()))
+               .first;
+    }
+    return it->second;
+  };
 }
 
 // The output of a line is still the one written: a unit's index opens with
@@ -132,7 +150,7 @@ bool OutputHolds(const nlohmann::json& out, const BatchInput& in, const std::str
 // cheap to try again and may have been fixed), and for a converted input the output is
 // still the file that run wrote (size and SHA-256, re-read now).
 bool RecordHoldsUnchecked(const nlohmann::json& rec, const BatchInput& in, const std::string& out_path,
-                          const std::vector<std::string>& fingerprint) {
+                          const std::vector<std::string>& fingerprint, const ShardLister& shards_of) {
   if (!rec.contains("input") || !rec["input"].is_object() || !rec["input"]["bytes"].is_number_unsigned() ||
       !rec["input"]["path"].is_string()) {
     return false;
@@ -143,7 +161,7 @@ bool RecordHoldsUnchecked(const nlohmann::json& rec, const BatchInput& in, const
     return false;
   }
   if (in.symlink || status == "symlink") return in.symlink && status == "symlink";
-  Result<std::string> sha = InputSha256(in);
+  Result<std::string> sha = InputSha256(in, shards_of);
   if (!sha.ok() || rec["input"].value("sha256", "") != *sha) return false;
   if (status != "converted") return true;
   return OutputHolds(rec.value("output", nlohmann::json::object()), in, out_path);
@@ -151,9 +169,9 @@ bool RecordHoldsUnchecked(const nlohmann::json& rec, const BatchInput& in, const
 
 // A line edited by hand (a field of another type) does not hold.
 bool RecordHolds(const nlohmann::json& rec, const BatchInput& in, const std::string& out_path,
-                 const std::vector<std::string>& fingerprint) {
+                 const std::vector<std::string>& fingerprint, const ShardLister& shards_of) {
   try {
-    return RecordHoldsUnchecked(rec, in, out_path, fingerprint);
+    return RecordHoldsUnchecked(rec, in, out_path, fingerprint, shards_of);
   } catch (const nlohmann::json::exception&) {
     return false;
   }
@@ -251,7 +269,9 @@ int RunBatch(BatchArgs& a) {
   }
   std::vector<std::string> exclude = {a.out_dir, results_path};
   if (!a.sarif.empty()) exclude.push_back(a.sarif);
-  Result<std::vector<BatchInput>> listed = a.in_dir.empty() ? ReadManifest(a.manifest) : ListTree(a.in_dir, exclude);
+  const ShardLister shards_of = MemoizedShardLister(a.opt);
+  Result<std::vector<BatchInput>> listed =
+      a.in_dir.empty() ? ReadManifest(a.manifest) : ListTree(a.in_dir, exclude, shards_of);
   if (!listed.ok()) return BatchUsage(E(listed.status().message()));
 
   Plan plan;
@@ -274,7 +294,7 @@ int RunBatch(BatchArgs& a) {
       plan.total_bytes += static_cast<uint64_t>(st.st_size);
     }
     auto it = earlier.find(in.id);
-    if (it != earlier.end() && RecordHolds(it->second, in, out, fingerprint)) {
+    if (it != earlier.end() && RecordHolds(it->second, in, out, fingerprint, shards_of)) {
       plan.done.push_back(it->second);
     } else if (in.symlink) {
       plan.links.push_back(in);

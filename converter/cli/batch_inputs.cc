@@ -31,11 +31,11 @@ bool IsSavedModelDir(const fs::path& dir) {
 // Sorted by id, the files a sharded checkpoint's index names taken out:
 // they are converted with it, as one unit. An index that cannot be read
 // stays an input of its own (its conversion says why) and claims nothing.
-std::vector<BatchInput> GroupUnits(std::vector<BatchInput> all) {
+std::vector<BatchInput> GroupUnits(std::vector<BatchInput> all, const ShardLister& shards_of) {
   std::set<std::string> claimed;
   for (const BatchInput& in : all) {
-    if (in.symlink || !IsShardedCheckpointIndex(in.path)) continue;
-    Result<std::vector<std::string>> shards = ReadShardedCheckpointIndex(in.path);
+    if (in.symlink || !shards_of || !IsShardedCheckpointIndex(in.path)) continue;
+    Result<std::vector<std::string>> shards = shards_of(in.path);
     if (!shards.ok()) continue;
     const std::string dir = fs::path(in.id).parent_path().generic_string();
     for (const std::string& s : *shards) claimed.insert(dir.empty() ? s : dir + "/" + s);
@@ -52,7 +52,8 @@ std::vector<BatchInput> GroupUnits(std::vector<BatchInput> all) {
 
 // Iterative (a stack of directories), never following a link: lstat on
 // every entry, and directory_iterator does not follow the ones it lists.
-Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vector<std::string>& exclude) {
+Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vector<std::string>& exclude,
+                                         const ShardLister& shards_of) {
   std::set<std::string> excluded;
   for (const std::string& e : exclude) excluded.insert(Real(e));
   struct stat st;
@@ -84,7 +85,7 @@ Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vec
     }
     if (ec) return Status::IoError("cannot list '" + dir.string() + "': " + ec.message());
   }
-  return GroupUnits(std::move(out));
+  return GroupUnits(std::move(out), shards_of);
 }
 
 bool IsCleanId(const std::string& id) {

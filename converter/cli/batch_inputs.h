@@ -4,6 +4,7 @@
 #define SAFEMODEL_CONVERTER_CLI_BATCH_INPUTS_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,8 +33,14 @@ inline constexpr size_t kMaxListedDepth = 64;               // deeper trees are 
 // (a FIFO or a device is then refused by the conversion); symbolic links
 // are listed, never followed; a directory holding `saved_model.pb` is one
 // input (a TensorFlow SavedModel). Entries whose real path is in `exclude`
-// (the out-dir, the results file) are left out.
-Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vector<std::string>& exclude);
+// (the out-dir, the results file) are left out. The shards of a sharded
+// checkpoint's index (safemodel/sharded_convert.h) are left out too, when
+// `shards_of` (which reads an index through the worker) names them: they
+// are converted with it, as one unit. An index it cannot read stays an
+// input of its own (its conversion says why) and claims nothing.
+using ShardLister = std::function<Result<std::vector<std::string>>(const std::string& index_path)>;
+Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vector<std::string>& exclude,
+                                         const ShardLister& shards_of = nullptr);
 
 // The manifest's lines, {"id": ..., "path": ...} each (blank lines
 // skipped), sorted by id. A relative path is taken relative to the

@@ -1,5 +1,6 @@
 #include "loader/keras_h5/json_value.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -74,7 +75,7 @@ bool RewriteNonFinite(std::string_view text, std::string* out) {
 
 class Builder {
  public:
-  explicit Builder(std::string_view what) : what_(what) {}
+  Builder(std::string_view what, uint32_t max_depth) : what_(what), max_depth_(max_depth) {}
 
   bool null() { return Put(Value::Null()); }
   bool boolean(bool b) { return Put(Value::Bool(b)); }
@@ -139,8 +140,8 @@ class Builder {
   }
   bool Open(Value container) {
     if (!Count()) return false;
-    if (stack_.size() >= kMaxJsonDepth) {
-      error_ = Status::LimitExceeded(what_ + " nests deeper than " + std::to_string(kMaxJsonDepth) +
+    if (stack_.size() >= max_depth_) {
+      error_ = Status::LimitExceeded(what_ + " nests deeper than " + std::to_string(max_depth_) +
                                      " levels");
       return false;
     }
@@ -168,6 +169,7 @@ class Builder {
   }
 
   std::string what_;
+  uint32_t max_depth_;
   std::vector<Frame> stack_;
   Value root_;
   uint64_t nodes_ = 0;
@@ -176,7 +178,7 @@ class Builder {
 
 }  // namespace
 
-Result<Value> ParseJson(std::string_view text, std::string_view what) {
+Result<Value> ParseJson(std::string_view text, std::string_view what, uint32_t max_depth) {
   if (text.size() > kMaxJsonBytes) {
     return Status::LimitExceeded(std::string(what) + " is " + std::to_string(text.size()) +
                                  " bytes of JSON, over the limit of " +
@@ -184,7 +186,7 @@ Result<Value> ParseJson(std::string_view text, std::string_view what) {
   }
   std::string rewritten;
   if (RewriteNonFinite(text, &rewritten)) text = rewritten;
-  Builder builder(what);
+  Builder builder(what, std::min(max_depth, kMaxJsonDepth));
   bool ok = false;
   try {
     ok = Json::sax_parse(text.begin(), text.end(), &builder);

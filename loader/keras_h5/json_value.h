@@ -30,8 +30,10 @@ inline constexpr uint64_t kMaxJsonBytes = 64ull << 20;
 // adds a few levels) under safemodel's Value depth limit of 64.
 inline constexpr uint32_t kMaxJsonDepth = 48;
 
-// Parses `text`; `what` names it in errors ("model_config").
-Result<Value> ParseJson(std::string_view text, std::string_view what);
+// Parses `text`; `what` names it in errors ("model_config"). Objects and
+// arrays may nest `max_depth` levels (at most kMaxJsonDepth).
+Result<Value> ParseJson(std::string_view text, std::string_view what,
+                        uint32_t max_depth = kMaxJsonDepth);
 
 }  // namespace safemodel::loader
 

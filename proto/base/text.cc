@@ -17,4 +17,12 @@ Status CheckIdentifier(std::string_view s, std::string_view what) {
   return Status::Ok();
 }
 
+bool IsPlainFileName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxPlainFileNameBytes || name == "." || name == "..") return false;
+  for (char c : name) {
+    if (c == '/' || c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+
 }  // namespace safemodel

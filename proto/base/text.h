@@ -22,6 +22,14 @@ inline constexpr size_t kMaxIdentifierBytes = 32;
 // identifier").
 Status CheckIdentifier(std::string_view s, std::string_view what);
 
+// A file name as an index may name it (a Hugging Face checkpoint's shard, a
+// sharded .safemodel's shard): a plain name in the index's own directory (not
+// empty, not "." or "..", no "/" or "\", no control character, at most 255
+// bytes, the longest name Linux file systems store). Checked by the worker
+// that reads an HF index and again by the parent that uses its result.
+inline constexpr size_t kMaxPlainFileNameBytes = 255;
+bool IsPlainFileName(std::string_view name);
+
 }  // namespace safemodel
 
 #endif  // SAFEMODEL_PROTO_BASE_TEXT_H_

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loader/hf_index/hf_index.h"
 #include "proto/digest.h"
 #include "safemodel/sharded.h"
 #include "tests/testing/test_util.h"
@@ -20,6 +21,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::ReadFile;
+
+// The cap the public header documents is the worker's.
+static_assert(kMaxHfIndexBytes == loader::kMaxHfIndexBytes);
 using testing::TempDir;
 using testing::WriteFile;
 
@@ -55,7 +59,11 @@ TEST(ShardedConvert, ACheckpointOpensAsOneModelBitExactAgainstTorch) {
   ASSERT_TRUE(r.status.ok()) << r.status.ToString();
   EXPECT_EQ(r.source_format, "hf_sharded/pytorch");
   EXPECT_EQ(r.tensor_count, 7u);
-  EXPECT_EQ(r.input_sha256, *ShardedCheckpointSha256(index));
+  Result<ShardedCheckpointIndex> read = ReadShardedCheckpointIndex(index, Fast(), ConvertFile);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->shards.size(), 3u);
+  EXPECT_EQ(read->weight_map.size(), 7u);
+  EXPECT_EQ(r.input_sha256, *ShardedCheckpointSha256(index, read->shards));
   Result<ShardedModel> m = ShardedModel::Open(out_index);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->shard_count(), 3u);
@@ -93,45 +101,102 @@ TEST(ShardedConvert, AShardWithATensorTheIndexDoesNotMapFailsTheUnit) {
   EXPECT_EQ(out.List(), std::vector<std::string>{});
 }
 
-// The HF index is untrusted: anything odd is refused before any shard is
-// opened.
+// The HF index is untrusted: the worker reads it (this process never
+// parses it), and anything odd is refused before any shard is opened. One
+// case per rule, each through the sandboxed worker.
 TEST(ShardedConvert, TheCheckpointIndexIsReadStrictly) {
   TempDir in, out;
   WriteFile(in.File("a.bin"), "not read");
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"duplicate key", R"({"weight_map": {"x": "a.bin", "x": "a.bin"}})"},
-      {"duplicate top key", R"({"weight_map": {"x": "a.bin"}, "weight_map": {"y": "a.bin"}})"},
-      {"dot dot", R"({"weight_map": {"x": "../a.bin"}})"},
-      {"slash", R"({"weight_map": {"x": "sub/a.bin"}})"},
-      {"absolute", R"({"weight_map": {"x": "/etc/passwd"}})"},
-      {"backslash", R"({"weight_map": {"x": "..\\a.bin"}})"},
-      {"empty name", R"({"weight_map": {"x": ""}})"},
-      {"dot", R"({"weight_map": {"x": "."}})"},
-      {"not a string", R"({"weight_map": {"x": 3}})"},
-      {"no map", R"({"metadata": {}})"},
-      {"empty map", R"({"weight_map": {}})"},
-      {"itself", R"({"weight_map": {"x": "m.bin.index.json"}})"},
-      {"too deep", R"({"weight_map": {"x": "a.bin"}, "m": [[[[[[[[[[1]]]]]]]]]]})"},
-      {"not json", R"({"weight_map": {"x": "a.bin")"},
-      {"array", R"([1, 2])"},
+  struct Case {
+    std::string what, text;
+    StatusCode code;
+    std::string words;
   };
-  for (const auto& [what, text] : cases) {
-    WriteFile(in.File("m.bin.index.json"), text);
-    EXPECT_FALSE(ReadShardedCheckpointIndex(in.File("m.bin.index.json")).ok()) << what;
+  const StatusCode kMal = StatusCode::kMalformed;
+  const std::vector<Case> cases = {
+      {"duplicate key", R"({"weight_map": {"x": "a.bin", "x": "a.bin"}})", kMal, "twice"},
+      {"duplicate top key", R"({"weight_map": {"x": "a.bin"}, "weight_map": {"y": "a.bin"}})", kMal, "twice"},
+      {"duplicate nested key", R"({"weight_map": {"x": "a.bin"}, "metadata": {"k": 1, "k": 2}})", kMal, "twice"},
+      {"dot dot", R"({"weight_map": {"x": ".."}})", kMal, "plain file name"},
+      {"dot dot slash", R"({"weight_map": {"x": "../a.bin"}})", kMal, "plain file name"},
+      {"slash", R"({"weight_map": {"x": "sub/a.bin"}})", kMal, "plain file name"},
+      {"absolute", R"({"weight_map": {"x": "/etc/passwd"}})", kMal, "plain file name"},
+      {"backslash", R"({"weight_map": {"x": "..\\a.bin"}})", kMal, "plain file name"},
+      {"control char", R"({"weight_map": {"x": "a\u0001.bin"}})", kMal, "plain file name"},
+      {"NUL", R"({"weight_map": {"x": "a\u0000.bin"}})", kMal, "plain file name"},
+      {"empty name", R"({"weight_map": {"x": ""}})", kMal, "plain file name"},
+      {"dot", R"({"weight_map": {"x": "."}})", kMal, "plain file name"},
+      {"not a string", R"({"weight_map": {"x": 3}})", kMal, "file name string"},
+      {"non-object weight_map", R"({"weight_map": ["a.bin"]})", kMal, "not an object"},
+      {"no map", R"({"metadata": {}})", kMal, "no \"weight_map\""},
+      {"empty map", R"({"weight_map": {}})", kMal, "empty"},
+      {"itself", R"({"weight_map": {"x": "m.bin.index.json"}})", kMal, "names itself"},
+      {"too deep", R"({"weight_map": {"x": "a.bin"}, "m": [[[[[[[[[[1]]]]]]]]]]})", StatusCode::kLimitExceeded,
+       "nests deeper"},
+      {"not json", R"({"weight_map": {"x": "a.bin")", kMal, "not valid JSON"},
+      {"not utf-8", "{\"weight_map\": {\"x\": \"a\xff.bin\"}}", kMal, "not valid JSON"},
+      {"array", R"([1, 2])", StatusCode::kUnsupported, "unrecognised"},
+      {"a pickle", std::string("\x80\x02}q\x00.", 6), kMal, "not a checkpoint index"},
+  };
+  for (const Case& c : cases) {
+    WriteFile(in.File("m.bin.index.json"), c.text);
+    Result<ShardedCheckpointIndex> read = ReadShardedCheckpointIndex(in.File("m.bin.index.json"), Fast(), ConvertFile);
+    EXPECT_EQ(read.status().code(), c.code) << c.what << ": " << read.status().ToString();
+    EXPECT_NE(read.status().message().find(c.words), std::string::npos) << c.what << ": " << read.status().ToString();
     const ConvertReport r = ConvertShardedCheckpoint(in.File("m.bin.index.json"), out.File("o.safemodel.index.json"),
                                                      Fast(), ConvertFile);
-    EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << what << ": " << r.status.ToString();
-    EXPECT_EQ(out.List(), std::vector<std::string>{}) << what;
+    EXPECT_EQ(r.status.code(), c.code) << c.what << ": " << r.status.ToString();
+    EXPECT_EQ(out.List(), std::vector<std::string>{}) << c.what;
   }
-  // Over the size cap: refused from its size, unread (a sparse file).
-  WriteFile(in.File("big.bin.index.json"), "");
+  // Over the size cap: refused from its size before a worker starts (the
+  // worker's own check is tests/loader/hf_index's), unread (a sparse file
+  // after its first byte).
+  WriteFile(in.File("big.bin.index.json"), "{");
   fs::resize_file(in.File("big.bin.index.json"), kMaxHfIndexBytes + 1);
-  EXPECT_EQ(ReadShardedCheckpointIndex(in.File("big.bin.index.json")).status().code(), StatusCode::kLimitExceeded);
+  Result<ShardedCheckpointIndex> big = ReadShardedCheckpointIndex(in.File("big.bin.index.json"), Fast(), ConvertFile);
+  EXPECT_EQ(big.status().code(), StatusCode::kLimitExceeded) << big.status().ToString();
+  EXPECT_NE(big.status().message().find("over the limit"), std::string::npos) << big.status().ToString();
+  fs::remove(in.File("big.bin.index.json"));
   // A link is not followed.
   fs::create_symlink(in.File("a.bin"), in.File("l.bin.index.json"));
-  EXPECT_FALSE(ReadShardedCheckpointIndex(in.File("l.bin.index.json")).ok());
+  EXPECT_EQ(ReadShardedCheckpointIndex(in.File("l.bin.index.json"), Fast(), ConvertFile).status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_TRUE(IsShardedCheckpointIndex("x/model.safetensors.index.json"));
   EXPECT_FALSE(IsShardedCheckpointIndex("x/model.index.json"));
+}
+
+// Given to safe-convert (ConvertFile) alone, an index would become a
+// .safemodel with no tensors: refused, pointing at the unit conversion.
+TEST(ShardedConvert, AnIndexAloneIsNotConverted) {
+  TempDir in, out;
+  WriteFile(in.File("m.bin.index.json"), R"({"weight_map": {"x": "a.bin"}})");
+  const ConvertReport r = ConvertFile(in.File("m.bin.index.json"), out.File("m.safemodel"), Fast());
+  EXPECT_EQ(r.status.code(), StatusCode::kUnsupported) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("safe-convert batch"), std::string::npos) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("ConvertShardedCheckpoint"), std::string::npos);
+  EXPECT_EQ(r.source_format, "hf_index");
+  EXPECT_EQ(out.List(), std::vector<std::string>{});
+}
+
+// What the worker says about the index is in the unit's report.
+TEST(ShardedConvert, TheIndexFindingsAreInTheUnitReport) {
+  TempDir in, out;
+  if (!MakeCheckpoint(in.path())) GTEST_SKIP() << "no torch in /usr/bin/python3";
+  const std::string index = in.File("pytorch_model.bin.index.json");
+  nlohmann::json j = nlohmann::json::parse(ReadFile(index));
+  j["extra"] = {1, 2};
+  WriteFile(index, j.dump());
+  const ConvertReport r = ConvertShardedCheckpoint(index, out.File("m.safemodel.index.json"), Fast(), ConvertFile);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.source_format, "hf_sharded/pytorch");
+  bool found = false;
+  for (const Finding& f : r.findings) {
+    if (f.rule == "hf_index.key_dropped") {
+      found = true;
+      EXPECT_EQ(f.location, "index pytorch_model.bin.index.json: key 'extra'");
+    }
+  }
+  EXPECT_TRUE(found);
 }
 
 // The output index is as untrusted as the shards it comes with.

@@ -14,6 +14,7 @@ set(below_keras3 keras3 keras_h5 pickle numpy containers)
 set(below_tf_bundle tf_bundle)
 set(below_tf_savedmodel tf_savedmodel tf_bundle keras3 keras_h5)
 set(below_safetensors safetensors)
+set(below_hf_index hf_index keras_h5)
 
 set(errors "")
 file(GLOB entries LIST_DIRECTORIES true RELATIVE ${SOURCE_DIR}/loader ${SOURCE_DIR}/loader/*)

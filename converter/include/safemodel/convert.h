@@ -97,6 +97,13 @@ struct ConvertOptions {
   // a full disk), the bytes already written are incomplete and the status is
   // kIoError: a reader must check the exit status.
   int output_fd = -1;
+  // A Hugging Face sharded-checkpoint index (`*.bin.index.json`) converts to
+  // a .safemodel with no tensors and the weight map as metadata: alone, that
+  // output would mislead, so it is refused (kUnsupported, naming `safe-convert
+  // batch` and ConvertShardedCheckpoint) unless this is set, as
+  // ConvertShardedCheckpoint (safemodel/sharded_convert.h) sets it to read
+  // the index through the worker.
+  bool read_checkpoint_index = false;
   // Path of safemodel-worker, the lean worker every conversion starts;
   // empty = $SAFEMODEL_WORKER (an absolute path), else next to the program
   // or library holding the pipeline, else the install layout's

@@ -163,6 +163,17 @@ TEST(Cli, JsonReportOnStdoutAndInAFile) {
   EXPECT_EQ(nlohmann::json::parse(ReadFile(dir.File("r.json")))["output"]["tensors"], 1);
 }
 
+// An HF checkpoint index alone would be a .safemodel without tensors: exit 3,
+// naming the unit conversion, and nothing written.
+TEST(Cli, AnHfIndexAloneIsRefusedPointingAtBatch) {
+  TempDir dir;
+  std::string text;
+  EXPECT_EQ(SafeConvert(Fixture("hf_index/clean.bin.index.json") + " " + dir.File("o.safemodel"), &text), 3) << text;
+  EXPECT_NE(text.find("Hugging Face sharded-checkpoint index"), std::string::npos) << text;
+  EXPECT_NE(text.find("safe-convert batch"), std::string::npos) << text;
+  EXPECT_EQ(dir.List(), std::vector<std::string>{});
+}
+
 TEST(Cli, ExitCodesFollowTheTable) {
   TempDir dir;
   const std::string out = dir.File("o.safemodel");
