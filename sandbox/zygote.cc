@@ -82,9 +82,11 @@ bool ReceiveRequest(ZygoteRequest* req, std::vector<int>* fds) {
   for (size_t i = 0; i < moved.size(); ++i) {
     if (dup2(moved[i], kOutputFd + static_cast<int>(i)) < 0) _exit(125);
   }
-  // Everything above the worker's descriptors: the zygote's socket, the
-  // received originals and their moved copies.
+  // Everything else: the zygote's socket, the received originals (which
+  // recvmsg may have put at 0, 1 and 2, closed in the zygote) and their
+  // moved copies.
   if (syscall(SYS_close_range, static_cast<unsigned>(high), ~0U, 0) != 0) _exit(125);
+  for (int fd = 0; fd < kOutputFd; ++fd) close(fd);
   if (setsid() < 0) _exit(125);
   sigset_t none;
   sigemptyset(&none);
