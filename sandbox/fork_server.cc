@@ -179,9 +179,11 @@ Status ZygoteProcess::Reap(pid_t pid, int* wait_status, int64_t* cpu_us, int64_t
 }
 
 Result<std::shared_ptr<ZygoteProcess>> ForkServer::StartZygote(const std::string& worker_path) {
+  // Under the spawn lock: no other thread's posix_spawn may inherit the
+  // parent's end (the zygote's death signal is that end's closing).
+  std::lock_guard<std::mutex> spawn_lock(SpawnMutex());
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return SetupFailed(Errno("socketpair"));
-  std::lock_guard<std::mutex> spawn_lock(SpawnMutex());
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);

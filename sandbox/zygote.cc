@@ -147,8 +147,18 @@ ZygoteReply Reap(pid_t pid) {
 }
 
 // The zygote's own confinement, before `init`.
+//
+// No parent-death signal: the kernel sends it when the *thread* that
+// started the process ends, and a batch's conversion threads end one by one
+// (a zygote replaced on one of them died with it while the other threads
+// still used it: seen at the end of a 1,000-file batch). The zygote dies
+// with the parent through its socket instead: it is blocked in recvmsg
+// whenever it is not forking or reaping, and the parent's end is its only
+// other copy (close-on-exec, created under the spawn lock), so the parent's
+// death is an EOF and the zygote exits. Its children's parent-death signal
+// names the zygote (single-threaded), so they die with it.
 bool PrepareZygote(pid_t parent) {
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) return false;
+  if (getppid() != parent) return false;
   if (syscall(SYS_close_range, static_cast<unsigned>(kZygoteFd) + 1, ~0U, 0) != 0) return false;
   for (int fd = 0; fd < kZygoteFd; ++fd) close(fd);
   struct rlimit core = {0, 0};

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -168,6 +169,25 @@ TEST(ForkServer, AZygoteKilledDuringAConversionFailsItClosed) {
   sandbox::Worker::Exit exit = worker.Wait(std::chrono::steady_clock::now() + std::chrono::seconds(20));
   EXPECT_EQ(exit.kind, sandbox::Worker::Exit::Kind::kWaitFailed);
   EXPECT_NE(exit.error.find("fork server"), std::string::npos) << exit.error;
+}
+
+// A zygote started on a thread that then ends (a batch's conversion thread
+// that replaced it) lives on; it ends when the fork server is dropped.
+TEST(ForkServer, TheZygoteOutlivesTheThreadThatStartedItNotTheServer) {
+  Result<std::shared_ptr<sandbox::ForkServer>> server = Status::Internal("not started");
+  std::thread([&] { server = sandbox::ForkServer::Start(ProbePath()); }).join();
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  usleep(100'000);
+  {
+    TempDir dir;
+    Forked f = RunForked(**server, dir, "ok", "x");  // its worker holds the zygote until here
+    ASSERT_TRUE(f.error.empty()) << f.error;
+    EXPECT_EQ(f.exit.exit_code, 0);
+  }
+  EXPECT_EQ((*server)->restarts(), 0u);
+  const pid_t zygote = (*server)->zygote_pid();
+  server = Status::Internal("dropped");
+  EXPECT_EQ(ProcStatus(zygote), "") << "the zygote is reaped with its server";
 }
 
 TEST(ForkServer, TheZygoteIsReplacedAfterTheRotationCount) {
