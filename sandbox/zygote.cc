@@ -205,4 +205,9 @@ int RunZygote(int argc, char** argv, ZygoteInitFn init, WorkerMainFn worker_main
   }
 }
 
+int ZygoteOrMain(int argc, char** argv, WorkerMainFn worker_main) {
+  return IsZygoteInvocation(argc, argv) ? RunZygote(argc, argv, nullptr, worker_main)
+                                        : worker_main(argc, argv);
+}
+
 }  // namespace safemodel::sandbox

@@ -3,6 +3,8 @@
 #ifndef SAFEMODEL_SANDBOX_ZYGOTE_H_
 #define SAFEMODEL_SANDBOX_ZYGOTE_H_
 
+#include "sandbox/worker_protocol.h"
+
 namespace safemodel::sandbox {
 
 using WorkerMainFn = int (*)(int argc, char** argv);
@@ -24,6 +26,10 @@ bool IsZygoteInvocation(int argc, char** argv);
 // and its status and rusage. Returns (the exit code) when the parent closes
 // the socket or on a protocol error.
 int RunZygote(int argc, char** argv, ZygoteInitFn init, WorkerMainFn worker_main);
+
+// RunZygote(argc, argv, nullptr, worker_main) if argv asks for the zygote
+// mode, else worker_main(argc, argv): a stand-in worker's whole main().
+int ZygoteOrMain(int argc, char** argv, WorkerMainFn worker_main);
 
 }  // namespace safemodel::sandbox
 

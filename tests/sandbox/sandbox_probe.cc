@@ -68,8 +68,7 @@
 #include "sandbox/lockdown.h"
 #include "sandbox/policy.h"
 #include "sandbox/privileges.h"
-#include "sandbox/worker_protocol.h"
-#include "sandbox/zygote.h"
+#include "sandbox/zygote.h"  // and worker_protocol.h
 #include "tests/sandbox/probe.h"
 
 extern char** environ;
@@ -997,10 +996,5 @@ int Main(int argc, char** argv) {
 extern "C" const char* __asan_default_options() { return "handle_segv=0:handle_abort=0"; }
 #endif
 
-// _exit, like the worker: no atexit handlers inside the sandbox. A zygote
-// (fork-server tests) forks probes that run Main.
-int main(int argc, char** argv) {
-  using safemodel::sandbox::IsZygoteInvocation, safemodel::sandbox::RunZygote;
-  _exit(IsZygoteInvocation(argc, argv) ? RunZygote(argc, argv, nullptr, safemodel::probe::Main)
-                                       : safemodel::probe::Main(argc, argv));
-}
+// _exit, like the worker: no atexit handlers inside the sandbox (as a zygote: fork_server_test).
+int main(int argc, char** argv) { _exit(safemodel::sandbox::ZygoteOrMain(argc, argv, safemodel::probe::Main)); }
