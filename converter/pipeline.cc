@@ -28,6 +28,8 @@
 #include "converter/output_file.h"
 #include "converter/protocol/conversion_protocol.h"
 #include "converter/protocol/worker.pb.h"
+#include "sandbox/fork_server.h"
+#include "sandbox/zygote_protocol.h"
 #include "converter/worker_limits.h"
 #include "converter/worker_stream.h"
 #include "proto/base/text.h"
@@ -253,7 +255,7 @@ std::string HeldOpenOutcome(int channel_fd) {
 // their list on fd 4 and the files from fd 6 on) with the fitted limits.
 Status StartWorker(const std::string& worker_path, const InputSet& input,
                    const WorkerLimits& limits, const std::vector<std::string>& options,
-                   sandbox::Worker* worker) {
+                   sandbox::ForkServer* fork_server, sandbox::Worker* worker) {
   sandbox::WorkerArgs args;
   args.parent_pid = getpid();
   args.input_size = input.total_size();
@@ -274,7 +276,12 @@ Status StartWorker(const std::string& worker_path, const InputSet& input,
     args.manifest_size = list.size();
   }
   spawn.args = sandbox::EncodeWorkerArgs(args);
-  Status spawned = sandbox::Spawn(spawn, worker);
+  // Forked from the fork server (its zygote replaces the parent pid), except
+  // for a model of more files than one request carries: that one is
+  // started by exec, which is at least as isolated.
+  Status spawned = fork_server != nullptr && spawn.file_fds.size() + 3 <= sandbox::kZygoteMaxFds
+                       ? fork_server->Spawn(spawn, args, worker)
+                       : sandbox::Spawn(spawn, worker);
   if (list_fd >= 0) close(list_fd);
   return spawned;
 }
@@ -297,13 +304,14 @@ struct RunSetup {
 // its list): starts it, checks its isolation, reads its stream into *stream
 // (the result into setup.out_fd) and classifies how it ended into *verdict
 // and report->worker. A non-OK return: it did not start.
-Status RunWorker(const RunSetup& setup, const std::string& path, bool hand_off_allowed,
-                 ConvertReport* report, StreamOutcome* stream, Verdict* verdict) {
+Status RunWorker(const RunSetup& setup, const std::string& path, sandbox::ForkServer* fork_server,
+                 bool hand_off_allowed, ConvertReport* report, StreamOutcome* stream,
+                 Verdict* verdict) {
   report->worker.program = std::filesystem::path(path).filename().string();
   const uint64_t input_size = setup.input->total_size();
   sandbox::Worker worker;
   SAFEMODEL_RETURN_IF_ERROR(
-      StartWorker(path, *setup.input, setup.limits, setup.options, &worker));
+      StartWorker(path, *setup.input, setup.limits, setup.options, fork_server, &worker));
 
   // The reader also watches the worker's exit, so that a process it left
   // behind holding the channel cannot keep the parent waiting.
@@ -404,12 +412,19 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
   }
   const RunSetup setup{&input, limits, options, required_layers, deadline, timeout_ms, out->fd(),
                        opt.digest, opt.max_output_bytes, progress};
-  SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(opt));
+  const std::shared_ptr<sandbox::ForkServer> fork_server = opt.fork_server;
+  std::string worker_path;
+  if (fork_server) {
+    worker_path = fork_server->worker_path();
+  } else {
+    SAFEMODEL_ASSIGN_OR_RETURN(worker_path, FindWorker(opt));
+  }
 
   StreamOutcome stream;
   Verdict verdict;
   SAFEMODEL_RETURN_IF_ERROR(
-      RunWorker(setup, worker_path, /*hand_off_allowed=*/true, report, &stream, &verdict));
+      RunWorker(setup, worker_path, fork_server.get(), /*hand_off_allowed=*/true, report, &stream,
+                &verdict));
   if (verdict.hand_off) {
     // The lean worker sent nothing but the request (the stream reader saw
     // to it): the HDF5 worker converts the whole input (every file of a
@@ -423,7 +438,8 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
     SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5_worker, FindHdf5Worker(opt, worker_path));
     stream = StreamOutcome();
     SAFEMODEL_RETURN_IF_ERROR(
-        RunWorker(setup, hdf5_worker, /*hand_off_allowed=*/false, report, &stream, &verdict));
+        RunWorker(setup, hdf5_worker, /*fork_server=*/nullptr, /*hand_off_allowed=*/false, report,
+                  &stream, &verdict));
   }
   SAFEMODEL_RETURN_IF_ERROR(verdict.status);
   if (report->source_format == "hf_index" && !opt.read_checkpoint_index) {
@@ -533,6 +549,15 @@ ConvertReport ConvertBuffer(std::span<const std::byte> input, const std::string&
   close(*fd);
   report.input_path = label;
   return report;
+}
+
+}  // namespace safemodel
+
+namespace safemodel {
+
+Result<std::shared_ptr<sandbox::ForkServer>> StartForkServer(const ConvertOptions& options) {
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::string worker_path, FindWorker(options));
+  return sandbox::ForkServer::Start(worker_path);
 }
 
 }  // namespace safemodel

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "sandbox/fork_server.h"
 #include "sandbox/frame_io.h"
 
 namespace safemodel::sandbox {
@@ -52,6 +53,7 @@ Worker& Worker::operator=(Worker&& o) noexcept {
     control_fd_ = o.control_fd_;
     reaped_ = o.reaped_;
     killed_ = o.killed_;
+    zygote_ = std::move(o.zygote_);
     o.pid_ = -1;
     o.pidfd_ = -1;
     o.channel_fd_ = -1;
@@ -67,10 +69,11 @@ void Worker::Close() {
   if (pid_ > 0 && !reaped_) {
     Kill();
     int status;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    reaped_ = true;
+    struct rusage usage;
+    std::string error;
+    Reap(&status, &usage, &error);
   }
+  zygote_.reset();
   if (pidfd_ >= 0) close(pidfd_);
   if (channel_fd_ >= 0) close(channel_fd_);
   if (control_fd_ >= 0) close(control_fd_);
@@ -102,9 +105,11 @@ void Worker::Kill() {
   // verdict to name the real cause. What it left in its group is killed
   // either way (the unreaped worker still reserves the group id).
   siginfo_t info = {};
+  struct pollfd exited = {pidfd_, POLLIN, 0};
   const bool already_dead =
-      waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-      info.si_pid == pid_;
+      zygote_ ? poll(&exited, 1, 0) == 1
+              : waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                    info.si_pid == pid_;
   if (!already_dead) {
     killed_ = true;
     if (pidfd_ >= 0) {
@@ -126,7 +131,7 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
   int status = 0;
   struct rusage usage = {};
   pid_t r = 0;
-  if (pidfd_ < 0) {
+  if (pidfd_ < 0 && !zygote_) {
     // No pidfd (kernel < 5.3): poll for the exit, still bounded by the deadline.
     while ((r = wait4(pid_, &status, WNOHANG, &usage)) == 0) {
       if (std::chrono::steady_clock::now() >= deadline) {
@@ -155,13 +160,9 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
     // Exited (or killed): take down whatever it left in its process group
     // before the reap frees the group id.
     KillGroup();
-    while ((r = wait4(pid_, &status, 0, &usage)) < 0 && errno == EINTR) {
-    }
-  }
-  reaped_ = true;
-  if (r != pid_) {
-    out.error = Errno("wait4 on the worker (did the host reap it?)");
-    return out;
+    if (!Reap(&status, &usage, &out.error)) return out;
+  } else {
+    reaped_ = true;
   }
   out.max_rss_bytes = static_cast<uint64_t>(usage.ru_maxrss) * 1024;
   out.cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
@@ -179,6 +180,39 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
   return out;
 }
 
+bool Worker::Reap(int* status, struct rusage* usage, std::string* error) {
+  reaped_ = true;
+  if (zygote_) {
+    // The zygote's account of its child: the exit status and rusage are
+    // its word (it never read untrusted bytes); the exit itself was seen
+    // on the pidfd, or the group was just killed.
+    int64_t cpu_us = 0, rss_kib = 0;
+    Status reaped = zygote_->Reap(pid_, status, &cpu_us, &rss_kib);
+    if (!reaped.ok()) {
+      *error = reaped.message();
+      return false;
+    }
+    *usage = {};
+    usage->ru_utime.tv_sec = cpu_us / 1'000'000;
+    usage->ru_utime.tv_usec = cpu_us % 1'000'000;
+    usage->ru_maxrss = rss_kib;
+    return true;
+  }
+  pid_t r;
+  while ((r = wait4(pid_, status, 0, usage)) < 0 && errno == EINTR) {
+  }
+  if (r != pid_) {
+    *error = Errno("wait4 on the worker (did the host reap it?)");
+    return false;
+  }
+  return true;
+}
+
+std::mutex& SpawnMutex() {
+  static std::mutex spawn_mutex;
+  return spawn_mutex;
+}
+
 Status Spawn(const SpawnOptions& options, Worker* worker) {
   // One spawn at a time in this process: between pipe2 and the close of the
   // parent's copies of the worker's ends below, a child that another thread
@@ -187,8 +221,7 @@ Status Spawn(const SpawnOptions& options, Worker* worker) {
   // window, its channel would still be open and the conversion would fail
   // as "held open by another process" (seen with safe-convert batch -j4 on
   // 2 cores). The lock covers the whole window; a spawn takes ~1 ms.
-  static std::mutex spawn_mutex;
-  std::lock_guard<std::mutex> lock(spawn_mutex);
+  std::lock_guard<std::mutex> lock(SpawnMutex());
   // The worker starts in `/`: a relative path must be resolved here.
   std::error_code ec;
   const std::string worker_path = std::filesystem::absolute(options.worker_path, ec).string();

@@ -12,16 +12,21 @@
 #ifndef SAFEMODEL_SANDBOX_SUPERVISOR_H_
 #define SAFEMODEL_SANDBOX_SUPERVISOR_H_
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "safemodel/status.h"
 
 namespace safemodel::sandbox {
+
+class ZygoteProcess;  // fork_server.h
 
 struct SpawnOptions {
   std::string worker_path;         // the worker executable (made absolute before the spawn)
@@ -30,7 +35,10 @@ struct SpawnOptions {
   std::vector<int> file_fds;       // become fds 6, 7, ... (kFirstFileFd) in the worker
 };
 
-// A running worker. Owns the read end of the result pipe and a pidfd.
+// A running worker. Owns the read end of the result pipe and a pidfd. A
+// worker forked by a fork server (fork_server.h) is the zygote's child, not
+// ours: it is waited for through its pidfd and reaped through the zygote,
+// which keeps it unreaped (its pid and group id reserved) until then.
 class Worker {
  public:
   Worker() = default;
@@ -73,7 +81,11 @@ class Worker {
 
  private:
   friend Status Spawn(const SpawnOptions&, Worker*);
+  friend class ZygoteProcess;
+  friend class ForkServer;
   void Close();
+  // The reap: wait4 for our own child, the zygote's report for a forked one.
+  bool Reap(int* status, struct rusage* usage, std::string* error);
   void KillGroup();
   pid_t pid_ = -1;
   int pidfd_ = -1;
@@ -81,7 +93,12 @@ class Worker {
   int control_fd_ = -1;
   bool reaped_ = false;
   bool killed_ = false;
+  std::shared_ptr<ZygoteProcess> zygote_;  // set for a forked worker
 };
+
+// Held by whoever creates a worker's descriptors until the parent's copies
+// of the worker's ends are closed (see Spawn in supervisor.cc).
+std::mutex& SpawnMutex();
 
 // Starts the worker. Failures are kSandboxSetupFailed.
 Status Spawn(const SpawnOptions& options, Worker* worker);

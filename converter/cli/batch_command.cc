@@ -44,6 +44,7 @@ struct BatchArgs {
   unsigned jobs = 0;
   bool quiet = false;
   bool dry_run = false;
+  bool fork_server = false;
 };
 
 int BatchUsage(const std::string& why) {
@@ -339,6 +340,15 @@ int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, boo
   bopt.convert = a.opt;
   bopt.convert.force = true;  // the out-dir is the batch's: an output without a line that holds is redone
   bopt.jobs = a.jobs;
+  if (a.fork_server && !plan.to_convert.empty()) {
+    // Fails the batch before any conversion: no silent fallback to exec.
+    Result<std::shared_ptr<sandbox::ForkServer>> server = StartForkServer(bopt.convert);
+    if (!server.ok()) {
+      std::cerr << "safe-convert: batch: --fork-server: " << server.status().message() << "\n";
+      return ExitCodeFor(server.status().code());
+    }
+    bopt.convert.fork_server = *server;
+  }
   Batch batch(bopt);
   batch.Run(plan.to_convert, [&](const BatchResult& r) {
     const std::string status = BatchStatusName(r.report.status.code());
@@ -399,6 +409,9 @@ void AddBatchCommand(CLI::App& app) {
       ->type_name("N")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1000000}));
   sub->add_flag("--dry-run", args->dry_run, "print the ids this slice would cover, sorted, and exit");
+  sub->add_flag("--fork-server", args->fork_server,
+                "fork each worker from an initialised zygote instead of an exec (~2 ms less per file; "
+                "workers of up to 64 files share one address-space layout: README \"Batch conversion\")");
   AddConversionOptions(*sub, &args->opt);
   sub->add_flag("-q,--quiet", args->quiet, "print nothing on standard error but usage errors");
   sub->footer(

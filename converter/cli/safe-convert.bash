@@ -34,7 +34,7 @@ _safe_convert() {
       inspect) opts+=" --json --tensors --architecture --sha256" ;;
       verify) opts+=" -q --quiet" ;;
       export) opts+=" -f --force --no-sync -q --quiet" ;;
-      batch) opts+=" --manifest -o --out-dir --results --sarif -j --jobs --shard --shards --dry-run
+      batch) opts+=" --manifest -o --out-dir --results --sarif -j --jobs --shard --shards --dry-run --fork-server
                     --timeout --memory-limit --cpu-limit --max-input-size --max-output-size
                     --digest --weights-only --keep-optimizer --no-sync --worker --hdf5-worker
                     --require-isolation -q --quiet" ;;

@@ -42,6 +42,7 @@
 #include "sandbox/lockdown.h"
 #include "sandbox/privileges.h"
 #include "sandbox/worker_protocol.h"
+#include "sandbox/zygote.h"
 
 namespace safemodel {
 namespace {
@@ -363,16 +364,18 @@ Status MapFiles(const Args& args, loader::InputFiles* files, std::vector<ByteVie
   return Status::Ok();
 }
 
+}  // namespace
+
 // The C++ runtime initialises its unwinder on the first throw; do that while
 // every system call is still allowed.
-void WarmUpExceptions() {
+static void WarmUpExceptions() {
   try {
     throw std::bad_alloc();
   } catch (const std::bad_alloc&) {
   }
 }
 
-int WorkerMain(int argc, char** argv) {
+static int WorkerMain(int argc, char** argv) {
   Args args;
   std::vector<std::string> layers;
   // Before anything else: a worker started with ASLR off re-executes itself.
@@ -449,7 +452,20 @@ int WorkerMain(int argc, char** argv) {
   return 1;
 }
 
-}  // namespace
 }  // namespace safemodel
 
-int main(int argc, char** argv) { _exit(safemodel::WorkerMain(argc, argv)); }
+// The zygote's initialisation (sandbox/zygote.h): what is the same in every
+// worker and secret in none. The shared libraries are loaded and relocated
+// by the exec itself. Not PrepareLibraries(): it draws the process's
+// hash-table key (proto/base/keyed_hash.h), which must differ per worker,
+// so every forked worker draws its own in WorkerMain.
+static void InitZygote() { safemodel::WarmUpExceptions(); }
+
+int main(int argc, char** argv) {
+  if (safemodel::sandbox::IsZygoteInvocation(argc, argv)) {
+    // A zygote started with ASLR off re-executes itself first, as a worker does.
+    if (!safemodel::sandbox::EnsureAddressRandomization(argc, argv).ok()) _exit(1);
+    _exit(safemodel::sandbox::RunZygote(argc, argv, InitZygote, safemodel::WorkerMain));
+  }
+  _exit(safemodel::WorkerMain(argc, argv));
+}

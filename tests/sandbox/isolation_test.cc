@@ -157,6 +157,15 @@ TEST(Aslr, AnInheritedNoRandomizeIsUndoneByAReexec) {
 
   ASSERT_EQ(r.status.code(), StatusCode::kUnsupported) << r.status.ToString();
   const std::string& report = r.status.message();
+  if (ForkServerMode()) {
+    // A forked worker takes its personality from the zygote, started (by
+    // exec, with its own EnsureAddressRandomization) before this test set
+    // the flag: randomisation is on without a re-exec.
+    EXPECT_EQ(Field(report, "personality"), "0") << report;
+    EXPECT_TRUE(Contains(r.worker.isolation, "aslr"));
+    EXPECT_EQ(Observed(r, "personality"), "00000000");
+    return;
+  }
   EXPECT_EQ(Field(report, "reexecuted"), "1") << report;
   EXPECT_EQ(Field(report, "personality"), "0") << report;
   EXPECT_TRUE(Contains(r.worker.isolation, "aslr"));

@@ -1,5 +1,9 @@
 #include "tests/sandbox/probe_util.h"
 
+#include <gtest/gtest.h>
+
+#include "sandbox/fork_server.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -33,6 +37,34 @@ std::string ProbeRun::Describe() const {
   return s.str();
 }
 
+namespace {
+
+// Forked from one zygote kept for the whole test program.
+Result<std::shared_ptr<sandbox::ForkServer>>& ProbeForkServer() {
+  static Result<std::shared_ptr<sandbox::ForkServer>> server = sandbox::ForkServer::Start(ProbePath());
+  return server;
+}
+
+// In the forked runs the fork servers start before the first test, so that
+// their descriptors (a socket and a pidfd each) are part of every test's
+// "descriptors before" count.
+class ForkServerEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (!ForkServerMode()) return;
+    ProbeForkServer();
+    TempDir dir;
+    ConvertOptions probe;
+    probe.worker_path = ProbePath();
+    Convert(WriteProbeInput(dir, "ok"), dir.File("a.safemodel"), probe);
+    Convert(WriteProbeInput(dir, "ok"), dir.File("b.safemodel"));
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kForkServerEnvironment =
+    ::testing::AddGlobalTestEnvironment(new ForkServerEnvironment);
+
+}  // namespace
+
 ProbeRun RunProbe(const std::string& mode_line, const ProbeOptions& options) {
   ProbeRun run;
   TempDir dir;
@@ -54,7 +86,13 @@ ProbeRun RunProbe(const std::string& mode_line, const ProbeOptions& options) {
   args.flags = options.flags;
   spawn.args = sandbox::EncodeWorkerArgs(args);
   sandbox::Worker worker;
-  Status spawned = sandbox::Spawn(spawn, &worker);
+  Status spawned;
+  if (ForkServerMode() && options.parent_pid == 0) {
+    Result<std::shared_ptr<sandbox::ForkServer>>& server = ProbeForkServer();
+    spawned = server.ok() ? (*server)->Spawn(spawn, args, &worker) : server.status();
+  } else {
+    spawned = sandbox::Spawn(spawn, &worker);
+  }
   run.spawned = spawned.ok();
   run.spawn_error = spawned.message();
   close(fd);

@@ -68,7 +68,7 @@
 #include "sandbox/lockdown.h"
 #include "sandbox/policy.h"
 #include "sandbox/privileges.h"
-#include "sandbox/worker_protocol.h"
+#include "sandbox/zygote.h"  // and worker_protocol.h
 #include "tests/sandbox/probe.h"
 
 extern char** environ;
@@ -996,5 +996,5 @@ int Main(int argc, char** argv) {
 extern "C" const char* __asan_default_options() { return "handle_segv=0:handle_abort=0"; }
 #endif
 
-// _exit, like the worker: no atexit handlers inside the sandbox.
-int main(int argc, char** argv) { _exit(safemodel::probe::Main(argc, argv)); }
+// _exit, like the worker: no atexit handlers inside the sandbox (as a zygote: fork_server_test).
+int main(int argc, char** argv) { _exit(safemodel::sandbox::ZygoteOrMain(argc, argv, safemodel::probe::Main)); }

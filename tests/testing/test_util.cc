@@ -14,6 +14,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -66,7 +69,30 @@ void WriteFile(const std::string& path, const std::string& bytes) {
 
 bool Exists(const std::string& path) { return fs::exists(path); }
 
+bool ForkServerMode() {
+  const char* v = std::getenv("SAFEMODEL_TEST_FORK_SERVER");
+  return v != nullptr && std::string(v) == "1";
+}
+
 ConvertReport Convert(const std::string& in, const std::string& out, ConvertOptions options) {
+  if (ForkServerMode() && !options.fork_server) {
+    // One fork server per worker, kept for the whole test program: each
+    // conversion's worker is forked from a zygote that forked the previous.
+    static std::mutex mutex;
+    static std::map<std::string, std::shared_ptr<sandbox::ForkServer>> servers;
+    std::lock_guard<std::mutex> lock(mutex);
+    std::shared_ptr<sandbox::ForkServer>& server = servers[options.worker_path];
+    if (!server) {
+      Result<std::shared_ptr<sandbox::ForkServer>> started = StartForkServer(options);
+      if (!started.ok()) {
+        ConvertReport failed;
+        failed.status = started.status();
+        return failed;
+      }
+      server = *started;
+    }
+    options.fork_server = server;
+  }
   options.sync_output = false;
   if (options.timeout_ms == 0) options.timeout_ms = 60'000;
   return ConvertFile(in, out, options);

@@ -43,8 +43,11 @@ std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& bytes);
 bool Exists(const std::string& path);
 
-// Converts with test-friendly defaults (no fsync, 60 s timeout).
+// ConvertFile without the fsync and with a 60 s timeout. With
+// SAFEMODEL_TEST_FORK_SERVER=1 in the environment (the "forked" runs of the
+// sandbox tests), through a fork server kept per worker path.
 ConvertReport Convert(const std::string& in, const std::string& out, ConvertOptions options = {});
+bool ForkServerMode();
 
 // Runs /usr/bin/python3 with a script file and arguments; returns the exit
 // code (-1 if python3 is unavailable). Output goes to *output if given.

@@ -159,6 +159,29 @@ TEST(BatchCli, ZooStatusesEqualSingleFileResultsAndJobsDoNotChangeTheBytes) {
   EXPECT_GT(statuses["unsupported"], 0);
 }
 
+// --fork-server forks each worker from a zygote instead of an exec: the
+// same statuses, exit codes, findings and bytes as exec-per-file.
+TEST(BatchCli, AForkServerGivesTheSameStatusesAndBytes) {
+  TempDir dir;
+  const std::string zoo = dir.File("zoo");
+  const std::vector<std::string> ids = MakeZoo(zoo);
+  ASSERT_GE(ids.size(), 300u);
+  ASSERT_EQ(Sc({"batch", zoo, "-o", dir.File("exec"), "-j", "2", "--no-sync", "-q"}), 0);
+  ASSERT_EQ(Sc({"batch", zoo, "-o", dir.File("fork"), "-j", "2", "--no-sync", "-q", "--fork-server"}), 0);
+  const auto e = Results(dir.File("exec/results.jsonl"));
+  const auto f = Results(dir.File("fork/results.jsonl"));
+  ASSERT_EQ(e.size(), ids.size());
+  ASSERT_EQ(f.size(), ids.size());
+  for (const std::string& id : ids) {
+    EXPECT_EQ(f.at(id)["status"], e.at(id)["status"]) << id;
+    EXPECT_EQ(f.at(id)["exit_code"], e.at(id)["exit_code"]) << id;
+    EXPECT_EQ(f.at(id)["message"], e.at(id)["message"]) << id;
+    EXPECT_EQ(f.at(id)["findings"], e.at(id)["findings"]) << id;
+    EXPECT_EQ(f.at(id)["output"]["sha256"], e.at(id)["output"]["sha256"]) << id;
+  }
+  EXPECT_EQ(Outputs(dir.File("fork"), nullptr), Outputs(dir.File("exec"), nullptr));
+}
+
 // Killed with SIGKILL halfway and rerun: every input ends with exactly one
 // line, every converted line's output is there and is the file recorded,
 // and nothing else is in the out-dir (no partial or temporary file).
