@@ -98,7 +98,9 @@ class SourceOrderStreamTest : public ::testing::Test {
 TEST_F(SourceOrderStreamTest, APermutationIsWrittenAndReadBackInSourceOrder) {
   Write({2, 0, 1});
   StreamOutcome st = Read();
-  ASSERT_EQ(st.end(), StreamEnd::kDone) << st.cause().ToString();
+  ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
+  ASSERT_TRUE(st.writer && st.writer->complete());
+  ASSERT_TRUE(st.writer->Finish(std::string(32, '\x5a')).ok());
   const std::string out = Output();
   auto m = Model::FromBuffer(std::as_bytes(std::span(out.data(), out.size())));
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -113,7 +115,9 @@ TEST_F(SourceOrderStreamTest, APermutationIsWrittenAndReadBackInSourceOrder) {
 TEST_F(SourceOrderStreamTest, NoIndexAtAllIsAFileWithoutARecordedOrder) {
   Write({std::nullopt, std::nullopt, std::nullopt});
   StreamOutcome st = Read();
-  ASSERT_EQ(st.end(), StreamEnd::kDone) << st.cause().ToString();
+  ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
+  ASSERT_TRUE(st.writer && st.writer->complete());
+  ASSERT_TRUE(st.writer->Finish(std::string(32, '\x5a')).ok());
   const std::string out = Output();
   auto m = Model::FromBuffer(std::as_bytes(std::span(out.data(), out.size())));
   ASSERT_TRUE(m.ok()) << m.status().ToString();

@@ -920,7 +920,7 @@ TEST_F(SpecReader, RejectsWhatTheCppReaderRejects) {
   bad.push_back(Assemble(p));
   p = parts;  // source indices 0, 0, 2, ...: not a permutation
   for (int i = 0; i < p.header.tensors_size(); ++i) {
-    p.header.mutable_tensors(i)->set_source_index(i == 1 ? 0 : i);
+    p.header.mutable_tensors(i)->set_source_index(i == 1 ? 0u : static_cast<uint64_t>(i));
   }
   bad.push_back(Assemble(p));
   std::string corrupt = file;
