@@ -48,6 +48,8 @@ class SourceOrderStreamTest : public ::testing::Test {
   // A whole stream: tensors "a", "b", "c" (sorted, u8[16] each, bytes 'a',
   // 'b', 'c') with the given source indices (nullopt: the field is absent).
   void Write(const std::vector<std::optional<uint64_t>>& indices) {
+    ASSERT_EQ(ftruncate(stream_fd_, 0), 0);
+    ASSERT_EQ(lseek(stream_fd_, 0, SEEK_SET), 0);
     Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
     worker::WorkerHeader h;
     h.set_source_format("npz");
@@ -101,6 +103,8 @@ TEST_F(SourceOrderStreamTest, APermutationIsWrittenAndReadBackInSourceOrder) {
   ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
   ASSERT_TRUE(st.writer && st.writer->complete());
   ASSERT_TRUE(st.writer->Finish(std::string(32, '\x5a')).ok());
+  // The space reserved beyond the file goes, as the output's commit does.
+  ASSERT_EQ(ftruncate(out_fd_, static_cast<off_t>(st.writer->file_size())), 0);
   const std::string out = Output();
   auto m = Model::FromBuffer(std::as_bytes(std::span(out.data(), out.size())));
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -118,6 +122,8 @@ TEST_F(SourceOrderStreamTest, NoIndexAtAllIsAFileWithoutARecordedOrder) {
   ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
   ASSERT_TRUE(st.writer && st.writer->complete());
   ASSERT_TRUE(st.writer->Finish(std::string(32, '\x5a')).ok());
+  // The space reserved beyond the file goes, as the output's commit does.
+  ASSERT_EQ(ftruncate(out_fd_, static_cast<off_t>(st.writer->file_size())), 0);
   const std::string out = Output();
   auto m = Model::FromBuffer(std::as_bytes(std::span(out.data(), out.size())));
   ASSERT_TRUE(m.ok()) << m.status().ToString();
