@@ -90,6 +90,10 @@ struct Tensor {
   ElementSource source;
   // Where the tensor is in the input, for messages ("npz member 'w.npy'").
   std::string origin;
+  // Position in ParsedModel::tensors as the parser produced it, which is the
+  // source's order (the order the format's real loader lists the tensors;
+  // loader/README.md per format). Set by the worker before it sorts by name.
+  uint64_t source_index = 0;
 };
 
 struct ParsedModel {
@@ -98,6 +102,7 @@ struct ParsedModel {
   // every source.
   std::vector<std::shared_ptr<void>> keepalive;
   std::string source_format;  // lower-case identifier: "npy", "npz", "keras_h5", ...
+  // In the source's order (see Tensor::source_index); the worker sorts.
   std::vector<Tensor> tensors;
   Value architecture;         // null when there is none
   Value metadata;             // a map, or null

@@ -109,6 +109,24 @@ int sm_model_find(const sm_model* model, const char* name, size_t* index) {
   return safemodel::Ok();
 }
 
+int sm_model_source_order(const sm_model* model, size_t position, size_t* index) {
+  if (model == nullptr || index == nullptr) {
+    return Fail(Status::InvalidArgument("sm_model_source_order: a NULL argument"));
+  }
+  const auto& order = model->model.tensors_in_source_order();
+  if (position >= order.size()) {
+    return Fail(Status::InvalidArgument("source position " + std::to_string(position) +
+                                        " is out of range (" + std::to_string(order.size()) +
+                                        " tensors)"));
+  }
+  *index = static_cast<size_t>(order[position] - model->model.tensors().data());
+  return safemodel::Ok();
+}
+
+int sm_model_has_source_order(const sm_model* model) {
+  return model != nullptr && model->model.has_source_order() ? 1 : 0;
+}
+
 const char* sm_tensor_name(const sm_model* model, size_t index) {
   const safemodel::TensorInfo* t = At(model, index);
   return t == nullptr ? nullptr : t->name.c_str();

@@ -116,6 +116,39 @@ Result<Prefix> DecodePrefix(ByteView bytes, uint64_t file_size) {
   return p;
 }
 
+Status CheckSourceOrder(const google::protobuf::RepeatedPtrField<v1::TensorInfo>& tensors) {
+  const auto count = static_cast<uint64_t>(tensors.size());
+  if (count == 0 || !tensors[0].has_source_index()) {
+    for (const v1::TensorInfo& t : tensors) {
+      if (t.has_source_index()) {
+        return Status::Malformed("tensor '" + Printable(t.name()) +
+                                 "' has a source_index but the first tensor has none "
+                                 "(all tensors or none record the source order)");
+      }
+    }
+    return Status::Ok();
+  }
+  // One byte per tensor: at most kMaxTensorCount (2 MB), checked by the caller.
+  std::vector<uint8_t> seen(count, 0);
+  for (const v1::TensorInfo& t : tensors) {
+    const std::string where = "tensor '" + Printable(t.name()) + "'";
+    if (!t.has_source_index()) {
+      return Status::Malformed(where + " has no source_index but the first tensor has one "
+                               "(all tensors or none record the source order)");
+    }
+    if (t.source_index() >= count) {
+      return Status::Malformed(where + ": source_index " + Num(t.source_index()) +
+                               " is not below the tensor count " + Num(count));
+    }
+    if (seen[t.source_index()] != 0) {
+      return Status::Malformed(where + ": source_index " + Num(t.source_index()) +
+                               " is used twice (not a permutation of 0.." + Num(count - 1) + ")");
+    }
+    seen[t.source_index()] = 1;
+  }
+  return Status::Ok();
+}
+
 Result<uint64_t> LayoutTensors(google::protobuf::RepeatedPtrField<v1::TensorInfo>* tensors,
                                bool assign_offsets) {
   const uint64_t count = static_cast<uint64_t>(tensors->size());
@@ -164,6 +197,7 @@ Result<uint64_t> LayoutTensors(google::protobuf::RepeatedPtrField<v1::TensorInfo
       return Status::Malformed(where + ": an alias must have offset 0 and nbytes 0");
     }
   }
+  SAFEMODEL_RETURN_IF_ERROR(CheckSourceOrder(*tensors));
   // Pass 2: aliases point at real tensors of the same dtype and shape.
   for (v1::TensorInfo& t : *tensors) {
     if (t.alias_of().empty()) continue;

@@ -22,7 +22,7 @@ namespace safemodel::format {
 // newline translation, 0x1a stops `type` on DOS (the PNG idea).
 inline constexpr uint8_t kMagic[8] = {0x89, 'S', 'F', 'M', '\r', '\n', 0x1a, '\n'};
 inline constexpr uint16_t kMajorVersion = 1;
-inline constexpr uint16_t kMinorVersion = 0;
+inline constexpr uint16_t kMinorVersion = 1;  // 1.1: TensorInfo.source_index
 inline constexpr uint64_t kPrefixBytes = 64;
 // The data region starts on a page so that it can be mmapped and used in place.
 inline constexpr uint64_t kDataAlignment = 4096;
@@ -60,9 +60,14 @@ inline uint64_t TensorAlignmentFor(uint64_t nbytes) {
 Result<uint64_t> DataOffsetFor(uint64_t header_len);
 
 // Checks the tensor table (count, names sorted and unique, dtypes, ranks,
-// aliases) and recomputes nbytes. With `assign_offsets` it then assigns the
+// aliases, source indices: on no tensor or on all, a permutation of 0..n-1)
+// and recomputes nbytes. With `assign_offsets` it then assigns the
 // canonical offsets and returns data_len; otherwise it checks that the stored
 // offsets and nbytes are exactly the canonical ones.
+// The source-order rule alone (FORMAT.md section 4): either no tensor has a
+// source_index, or every tensor has one and they are a permutation of 0..n-1.
+Status CheckSourceOrder(const google::protobuf::RepeatedPtrField<v1::TensorInfo>& tensors);
+
 Result<uint64_t> LayoutTensors(google::protobuf::RepeatedPtrField<v1::TensorInfo>* tensors,
                                bool assign_offsets);
 

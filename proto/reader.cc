@@ -39,6 +39,8 @@ struct Model::Impl {
   uint64_t size = 0;
   format::Prefix prefix;
   std::vector<TensorInfo> tensors;
+  std::vector<const TensorInfo*> source_order;  // into tensors
+  bool has_source_order = false;
   Value architecture;
   Value metadata;
   Provenance provenance;
@@ -120,6 +122,8 @@ Status Model::Impl::Load() {
     info.offset = prefix.data_off + t.offset();
     info.nbytes = t.nbytes();
     info.digest = trailer.tensor_digests(i);
+    // A permutation of 0..n-1 on every tensor or on none (LayoutTensors).
+    if (t.has_source_index()) info.source_index = t.source_index();
     if (info.digest.size() != (info.alias_of.empty() ? dsize : 0)) {
       return Status::Malformed("tensor '" + Printable(info.name) + "' has a digest of " +
                                std::to_string(info.digest.size()) + " bytes");
@@ -133,6 +137,12 @@ Status Model::Impl::Load() {
                                [](const TensorInfo& a, const std::string& k) { return a.name < k; });
     t.offset = it->offset;
     t.nbytes = it->nbytes;
+  }
+  // The source order; the indices were proved a permutation above.
+  source_order.assign(tensors.size(), nullptr);
+  has_source_order = !tensors.empty() && tensors[0].source_index.has_value();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    source_order[has_source_order ? static_cast<size_t>(*tensors[i].source_index) : i] = &tensors[i];
   }
   return Status::Ok();
 }
@@ -203,6 +213,10 @@ uint32_t Model::format_major() const { return impl_->prefix.major; }
 uint32_t Model::format_minor() const { return impl_->prefix.minor; }
 uint64_t Model::file_size() const { return impl_->size; }
 const std::vector<TensorInfo>& Model::tensors() const { return impl_->tensors; }
+bool Model::has_source_order() const { return impl_->has_source_order; }
+const std::vector<const TensorInfo*>& Model::tensors_in_source_order() const {
+  return impl_->source_order;
+}
 const Value& Model::architecture() const { return impl_->architecture; }
 const Value& Model::metadata() const { return impl_->metadata; }
 const Provenance& Model::provenance() const { return impl_->provenance; }

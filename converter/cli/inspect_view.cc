@@ -210,6 +210,9 @@ bool NaturalLess(const std::string& a, const std::string& b) {
 }
 
 std::vector<const TensorInfo*> SourceOrder(const Model& m) {
+  // Recorded (format 1.1): a fact, not a guess.
+  if (m.has_source_order()) return m.tensors_in_source_order();
+  // A 1.0 file: guessed from the architecture, then natural name order.
   std::vector<const TensorInfo*> out;
   std::set<std::string_view> placed;
   if (const Value* root = TreeRoot(m.architecture())) {

@@ -328,6 +328,16 @@ void BindModel(py::module_& m, py::handle base_error) {
              for (const TensorInfo& t : s.model().tensors()) names.append(py::str(t.name));
              return names;
            })
+      .def("source_names",
+           [](const PyModel& s) {
+             py::list names;
+             for (const TensorInfo* t : s.model().tensors_in_source_order()) {
+               names.append(py::str(t->name));
+             }
+             return names;
+           })
+      .def_property_readonly("has_source_order",
+                             [](const PyModel& s) { return s.model().has_source_order(); })
       .def("info",
            [](const PyModel& s, const std::string& name) { return InfoTuple(s.Info(name)); })
       .def("array",

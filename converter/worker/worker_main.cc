@@ -196,6 +196,7 @@ Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& 
     o->set_dtype(static_cast<v1::DType>(t.dtype));
     for (uint64_t d : t.shape) o->add_shape(d);
     o->set_alias_of(t.alias_of);
+    o->set_source_index(t.source_index);
   }
   if (!model.architecture.is_null()) {
     SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.architecture, "architecture"));
@@ -252,7 +253,9 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
   // the header is built, not when 16 MiB of output have gone.
   ReleaseMaps(maps);
 
-  // Canonical order: bytewise by name. Names must be unique.
+  // The parser listed the tensors in the source's order: record it, then
+  // sort into the canonical order, bytewise by name. Names must be unique.
+  for (size_t i = 0; i < model.tensors.size(); ++i) model.tensors[i].source_index = i;
   std::sort(model.tensors.begin(), model.tensors.end(),
             [](const loader::Tensor& a, const loader::Tensor& b) { return a.name < b.name; });
   for (size_t i = 1; i < model.tensors.size(); ++i) {

@@ -29,6 +29,13 @@ int main(int argc, char** argv) {
   CHECK(sm_model_find(m, "c_bool", &i) == SM_OK && i == 2);
   CHECK(sm_model_find(m, "nope", &i) == SM_INVALID_ARGUMENT);
   CHECK(strstr(sm_last_error(), "nope") != NULL);
+  /* The source listed the tensors in reverse (reader_api_test's WriteModel). */
+  CHECK(sm_model_has_source_order(m) == 1);
+  CHECK(sm_model_source_order(m, 0, &i) == SM_OK && i == 4);
+  CHECK(sm_model_source_order(m, 4, &i) == SM_OK && i == 0);
+  CHECK(sm_model_source_order(m, 5, &i) == SM_INVALID_ARGUMENT);
+  CHECK(sm_model_source_order(m, 0, NULL) == SM_INVALID_ARGUMENT);
+  CHECK(sm_model_has_source_order(NULL) == 0);
   CHECK(sm_tensor_dtype(m, 0) == SM_DTYPE_F32);
   CHECK(strcmp(sm_dtype_name(sm_tensor_dtype(m, 1)), "bf16") == 0);
   CHECK(sm_dtype_size(SM_DTYPE_BF16) == 2);

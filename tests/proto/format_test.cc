@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <optional>
 
 #include "proto/digest.h"
 #include "proto/format.h"
@@ -25,6 +26,7 @@ struct TensorSpec {
   v1::DType dtype;
   std::vector<uint64_t> shape;
   std::string alias_of;
+  std::optional<uint64_t> source_index;
 };
 
 // Deterministic contents for a tensor of n bytes.
@@ -42,6 +44,7 @@ v1::Header MakeHeader(const std::vector<TensorSpec>& specs) {
     t->set_dtype(s.dtype);
     for (uint64_t d : s.shape) t->add_shape(d);
     t->set_alias_of(s.alias_of);
+    if (s.source_index.has_value()) t->set_source_index(*s.source_index);
   }
   Value arch = Value::Map();
   arch.Set("class_name", Value::String("Sequential"));
@@ -116,10 +119,11 @@ Parts Split(const std::string& file) {
 }
 
 // Reassembles without any validation (the prefix is made consistent).
-std::string Assemble(const Parts& parts) {
+std::string Assemble(const Parts& parts, uint16_t minor = format::kMinorVersion) {
   std::string header = wire::SerializeDeterministic(parts.header);
   std::string trailer = wire::SerializeDeterministic(parts.trailer);
   format::Prefix p;
+  p.minor = minor;
   p.header_len = header.size();
   p.data_off = *format::DataOffsetFor(p.header_len);
   p.data_len = parts.data.size();
@@ -297,6 +301,66 @@ TEST(Format, RejectsUnsortedDuplicateAndBadNames) {
                  "name length");
 }
 
+std::vector<std::string> SourceOrderNames(const Model& m) {
+  std::vector<std::string> out;
+  for (const TensorInfo* t : m.tensors_in_source_order()) out.push_back(t->name);
+  return out;
+}
+
+TEST(Format, RecordsTheSourceOrderDeterministically) {
+  std::vector<TensorSpec> specs = kSpecs;
+  const uint64_t order[] = {3, 5, 0, 4, 1, 2};
+  for (size_t i = 0; i < specs.size(); ++i) specs[i].source_index = order[i];
+  const std::string file = WriteValid(specs);
+  EXPECT_EQ(file, WriteValid(specs));
+  auto m = FromBytes(file);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->format_minor(), 1u);
+  EXPECT_TRUE(m->has_source_order());
+  EXPECT_EQ(SourceOrderNames(*m), (std::vector<std::string>{"c.empty", "e.tied", "f.half",
+                                                            "a.bias", "d.scalar", "b.big"}));
+  EXPECT_EQ(m->Find("b.big")->source_index, std::optional<uint64_t>(5));
+  EXPECT_TRUE(m->Verify().ok());
+}
+
+TEST(Format, AFileWithoutTheOrderOpensInNameOrder) {
+  // A 1.0 file as version 1.0 wrote it: no source_index, minor 0.
+  Parts p = Split(WriteValid(kSpecs));
+  p.header.set_format_minor(0);
+  auto m = FromBytes(Assemble(p, 0));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->format_minor(), 0u);
+  EXPECT_FALSE(m->has_source_order());
+  std::vector<std::string> names;
+  for (const TensorInfo& t : m->tensors()) {
+    names.push_back(t.name);
+    EXPECT_FALSE(t.source_index.has_value());
+  }
+  EXPECT_EQ(SourceOrderNames(*m), names);
+}
+
+TEST(Format, RejectsSourceIndicesThatAreNotAPermutation) {
+  Parts parts = Split(WriteValid(kSpecs));
+  auto with = [&](std::vector<std::optional<uint64_t>> indices) {
+    Parts p = parts;
+    for (size_t i = 0; i < indices.size(); ++i) {
+      if (!indices[i].has_value()) continue;
+      p.header.mutable_tensors(static_cast<int>(i))->set_source_index(*indices[i]);
+    }
+    return Assemble(p);
+  };
+  ASSERT_TRUE(FromBytes(with({5, 4, 3, 2, 1, 0})).ok());  // the crafting itself is sound
+  ExpectRejected(with({5, 4, 3, 2, 1, 1}), StatusCode::kMalformed, "source_index 1 is used twice");
+  ExpectRejected(with({0, 1, 2, 3, 4, 6}), StatusCode::kMalformed,
+                 "source_index 6 is not below the tensor count 6");
+  ExpectRejected(with({0, 1, 2, 3, 4, std::nullopt}), StatusCode::kMalformed,
+                 "has no source_index but the first tensor has one");
+  ExpectRejected(with({std::nullopt, 1, 2, 3, 4, 0}), StatusCode::kMalformed,
+                 "has a source_index but the first tensor has none");
+  ExpectRejected(with({UINT64_MAX, 1, 2, 3, 4, 0}), StatusCode::kMalformed,
+                 "is not below the tensor count");
+}
+
 TEST(Format, RejectsBadDtypesRanksAndSizes) {
   Parts parts = Split(WriteValid(kSpecs));
   Parts p = parts;
@@ -445,9 +509,9 @@ TEST(Format, RejectsInconsistentTrailers) {
 TEST(Format, RejectsHeaderVersionsThatDifferFromThePrefix) {
   Parts parts = Split(WriteValid(kSpecs));
   ASSERT_EQ(parts.header.format_major(), 1u);
-  ASSERT_EQ(parts.header.format_minor(), 0u);
-  Parts p = parts;  // the prefix says 1.0 (Assemble), the header 1.1
-  p.header.set_format_minor(1);
+  ASSERT_EQ(parts.header.format_minor(), 1u);
+  Parts p = parts;  // the prefix says 1.1 (Assemble), the header 1.2
+  p.header.set_format_minor(2);
   ExpectRejected(Assemble(p), StatusCode::kMalformed, "header version differs from the prefix");
   p = parts;
   p.header.set_format_major(2);
@@ -826,6 +890,17 @@ TEST_F(SpecReader, AgreesWithTheCppReaderOnEveryTensor) {
     }
     EXPECT_EQ(nlohmann::json::parse(ValueToJson(m->architecture())), j["architecture"]);
   }
+  // The recorded source order, read by both.
+  std::vector<TensorSpec> specs = kSpecs;
+  const uint64_t order[] = {3, 5, 0, 4, 1, 2};
+  for (size_t i = 0; i < specs.size(); ++i) specs[i].source_index = order[i];
+  const std::string file = WriteValid(specs);
+  std::string out;
+  ASSERT_EQ(Read(file, &out), 0) << out;
+  auto m = FromBytes(file);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(nlohmann::json::parse(out)["source_order"].get<std::vector<std::string>>(),
+            SourceOrderNames(*m));
 }
 
 TEST_F(SpecReader, RejectsWhatTheCppReaderRejects) {
@@ -842,6 +917,11 @@ TEST_F(SpecReader, RejectsWhatTheCppReaderRejects) {
   bad.push_back(Assemble(p));
   p = parts;
   p.header.mutable_tensors(4)->set_alias_of("f.half");
+  bad.push_back(Assemble(p));
+  p = parts;  // source indices 0, 0, 2, ...: not a permutation
+  for (int i = 0; i < p.header.tensors_size(); ++i) {
+    p.header.mutable_tensors(i)->set_source_index(i == 1 ? 0u : static_cast<uint64_t>(i));
+  }
   bad.push_back(Assemble(p));
   std::string corrupt = file;
   corrupt[FromBytes(file)->Find("f.half")->offset] ^= 1;  // caught by digests (SHA-256)

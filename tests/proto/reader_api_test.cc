@@ -31,6 +31,8 @@ void WriteModel(const std::string& path, const std::vector<Spec>& specs) {
   v1::Header h;
   for (const Spec& s : specs) {
     v1::TensorInfo* t = h.add_tensors();
+    // The source listed them in reverse (c_api_test checks it).
+    t->set_source_index(specs.size() - 1 - static_cast<uint64_t>(h.tensors_size() - 1));
     t->set_name(s.name);
     t->set_dtype(static_cast<v1::DType>(s.dtype));
     for (uint64_t d : s.shape) t->add_shape(d);

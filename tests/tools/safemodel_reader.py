@@ -183,9 +183,15 @@ def read(path):
         for d in shape:
             nbytes *= d
         check(nbytes < LIMIT, "tensor too large")
+        src = [v for n, w, v in f if n == 7]  # optional: presence is the field's
         tensors.append({"name": name, "dtype": dtype, "shape": shape, "offset": scalar(f, 4),
-                        "nbytes": scalar(f, 5), "alias_of": text(scalar(f, 6, b"")), "size": nbytes})
+                        "nbytes": scalar(f, 5), "alias_of": text(scalar(f, 6, b"")), "size": nbytes,
+                        "source_index": src[-1] if src else None})
     check(len(tensors) <= 2_000_000, "too many tensors")
+    indices = [t["source_index"] for t in tensors]
+    if any(i is not None for i in indices):  # section 4: on all or none, a permutation
+        check(None not in indices and sorted(indices) == list(range(len(tensors))),
+              "source_index is not a permutation of 0..n-1")
     names = [t["name"].encode() for t in tensors]
     check(all(a < b for a, b in zip(names, names[1:])), "names not sorted and unique")
     by_name = {t["name"]: t for t in tensors}
@@ -242,7 +248,9 @@ def read(path):
                           "sha256": hashlib.sha256(body).hexdigest(), "alias_of": t["alias_of"]}
     if algo == 2:
         check(hashlib.sha256(data[:64 + hlen]).digest() == scalar(trailer, 3, b""), "header digest mismatch")
-    return {"tensors": out, "architecture": arch, "metadata": meta,
+    order = sorted(tensors, key=lambda t: t["source_index"]) if tensors and indices[0] is not None else tensors
+    return {"tensors": out, "source_order": [t["name"] for t in order],
+            "architecture": arch, "metadata": meta,
             "provenance": {"source_format": text(scalar(prov, 1, b"")), "input_sha256": sha_in.hex(),
                            "input_size": scalar(prov, 3), "findings": findings}}
 

@@ -218,8 +218,18 @@ class SafeOpen:
         return self._model
 
     def keys(self):
-        """Tensor names, sorted."""
+        """Tensor names, sorted (bytewise), as safetensors' safe_open gives them."""
         return self._m().names()
+
+    def keys_in_source_order(self):
+        """Tensor names in the order the source listed them (recorded by format 1.1;
+        for an older file that records none, sorted like keys())."""
+        return self._m().source_names()
+
+    @property
+    def has_source_order(self):
+        """True when the file records the source's tensor order (format 1.1)."""
+        return self._m().has_source_order
 
     def get_tensor(self, name):
         """A read-only NumPy view of tensor `name` (KeyError if there is none)."""
@@ -265,9 +275,10 @@ def safe_open(path, framework="numpy"):
 
 
 def load(path):
-    """{name: read-only NumPy view} of every tensor of the .safemodel at `path`."""
+    """{name: read-only NumPy view} of every tensor of the .safemodel at `path`, in the
+    source's order (keys_in_source_order)."""
     with safe_open(path) as f:
-        return {name: f.get_tensor(name) for name in f.keys()}
+        return {name: f.get_tensor(name) for name in f.keys_in_source_order()}
 
 
 def __getattr__(name):

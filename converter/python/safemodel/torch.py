@@ -66,12 +66,13 @@ def _ref(node):
     return None
 
 
-def _layout(tree, names):
+def _layout(tree, names, source_order):
     """[(key, tensor name)] in the checkpoint's order, read from the metadata tree the
     converter keeps: a state_dict's own keys (a key tied to another tensor names that
     tensor), else the dotted path of each tensor reference through the nesting ("model.fc.
-    weight", "layers.0.bias"). Tensors the tree does not reference (or with no tree: a
-    plain dict of tensors, whose order the converter does not keep) follow, sorted."""
+    weight", "layers.0.bias"). Tensors the tree does not reference (with no tree: all of a
+    plain dict of tensors) follow in `source_order`, the order the file records (the
+    pickle's dict order, as torch.load gives it; sorted for a file that records none)."""
     pairs = []
     if isinstance(tree, dict) and all(_ref(v) is not None for k, v in tree.items() if k != "$attrs"):
         pairs = [(k, _ref(v)) for k, v in tree.items() if k != "$attrs"]
@@ -90,7 +91,7 @@ def _layout(tree, names):
                              for i, v in reversed(list(enumerate(node))))
     pairs = [(k, n) for k, n in pairs if n in names]
     used = {n for _, n in pairs}
-    pairs += [(n, n) for n in sorted(names - used)]
+    pairs += [(n, n) for n in source_order if n in names and n not in used]
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
         raise _safemodel.Error("the checkpoint's tensors do not have distinct dotted names")
@@ -112,7 +113,7 @@ def load(f, map_location=None, *, tmpdir=None, **options):
     and returns its tensors as an OrderedDict name -> torch.Tensor. For a state_dict
     (nn.Module.state_dict()): the same keys in the same order as torch.load gives, with its
     _metadata, tied weights as one tensor under each key; for a plain dict of tensors the
-    same keys, sorted (the converter keeps no order for it). A checkpoint that nests its
+    same keys in the same order as torch.load gives (the order the file records). A checkpoint that nests its
     tensors ({"model": {...}, "epoch": 3}) is flattened to them, keyed by their dotted
     path ("model.fc.weight"); its other values are not returned. `map_location`: None or "cpu" keeps them where they are (CPU),
     another device or device string moves them there (a copy). `tmpdir`: where the
@@ -145,7 +146,7 @@ def load(f, map_location=None, *, tmpdir=None, **options):
     if move and not isinstance(map_location, (str, torch.device)):
         raise TypeError("map_location must be None, a device or a device string")
     made = {}
-    for key, name in _layout(tree, set(model.names())):
+    for key, name in _layout(tree, set(model.names()), model.source_names()):
         if name not in made:
             made[name] = _to_torch(torch, model, name)
             if move:

@@ -101,6 +101,14 @@ SM_API size_t sm_model_tensor_count(const sm_model* model);
 /* The index of the tensor named `name`; SM_INVALID_ARGUMENT if none. */
 SM_API int sm_model_find(const sm_model* model, const char* name, size_t* index);
 
+/* Source order (Model::tensors_in_source_order): sets *index to the table
+ * index of the tensor the source listed at `position` (0-based). For a file
+ * that records no source order (format 1.0) that is name order, *index ==
+ * position. SM_INVALID_ARGUMENT when position >= the tensor count. */
+SM_API int sm_model_source_order(const sm_model* model, size_t position, size_t* index);
+/* 1 when the file records the source's order (format 1.1), else 0. */
+SM_API int sm_model_has_source_order(const sm_model* model);
+
 SM_API const char* sm_tensor_name(const sm_model* model, size_t index);
 SM_API uint32_t sm_tensor_dtype(const sm_model* model, size_t index);
 SM_API size_t sm_tensor_rank(const sm_model* model, size_t index);

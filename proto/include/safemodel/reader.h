@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <string>
@@ -55,6 +56,10 @@ struct TensorInfo {
   uint64_t nbytes = 0;
   std::string alias_of;  // non-empty: shares the bytes of that tensor (tied weights)
   std::string digest;    // stored digest (raw bytes); empty for an alias
+  // 0-based position in the order the source listed its tensors (format
+  // 1.1; FORMAT.md section 4 says what that order is per input format).
+  // Empty for a 1.0 file, which does not record it.
+  std::optional<uint64_t> source_index;
 
   // Number of elements: the product of the shape (1 for a scalar). Cannot
   // overflow for a tensor of an opened Model (FORMAT.md bounds the sizes).
@@ -115,10 +120,15 @@ class SAFEMODEL_EXPORT Model {
   uint32_t format_minor() const;
   uint64_t file_size() const;
 
-  // Sorted by name (bytewise), the file's canonical order. Format 1 does not
-  // record the order the source listed its tensors in; `safe-convert
-  // inspect` recovers it from the architecture where it can.
+  // Sorted by name (bytewise), the file's canonical order.
   const std::vector<TensorInfo>& tensors() const;
+  // True when the file records the source's tensor order (format 1.1 and
+  // later; every file this version writes).
+  bool has_source_order() const;
+  // The tensors in the order the source listed them (TensorInfo::source_index),
+  // pointing into tensors(). For a file without a recorded order (1.0), name
+  // order: the same as tensors(). O(1) after Open.
+  const std::vector<const TensorInfo*>& tensors_in_source_order() const;
   // nullptr if there is no tensor of that name. O(log n).
   const TensorInfo* Find(std::string_view name) const;
   // The stored bytes (little-endian, C order), pointing into the mapping.

@@ -78,14 +78,37 @@ class TorchLoadTest(common.TempDirTest):
         path = self.save(state)
         got = safemodel.torch.load(path)
         want = self._torch_load(path)
-        # A plain dict of tensors keeps no order in the .safemodel: sorted by name.
-        self.assert_same_state(got, {k: want[k] for k in sorted(want)})
+        # A plain dict of tensors: the order the .safemodel records, torch.load's.
+        self.assertNotEqual(list(want), sorted(want))  # the order is a fact, not sorting
+        self.assert_same_state(got, want)
         # A state_dict (an OrderedDict with module versions in _metadata) does.
         ordered = collections.OrderedDict(state)
         ordered._metadata = collections.OrderedDict({"": {"version": 1}})
         path = self.save(ordered, "ordered.pt")
         self.assert_same_state(safemodel.torch.load(path), self._torch_load(path))
         self.assertEqual(got["bf16"].dtype, torch.bfloat16)
+
+    def test_plain_dict_keeps_torch_loads_order(self):
+        # Insertion order deliberately not sorted (nor reverse-sorted), in both the zip
+        # and the legacy serialization; keys whose natural and bytewise orders differ.
+        keys = ["z.weight", "a.bias", "layer10.w", "layer2.w", "m", "B", "b"]
+        state = {k: torch.full((2,), float(i)) for i, k in enumerate(keys)}
+        for legacy in (False, True):
+            path = self.save(state, "plain%d.pt" % legacy,
+                             _use_new_zipfile_serialization=not legacy)
+            want = self._torch_load(path)
+            self.assertEqual(list(want), keys)
+            got = safemodel.torch.load(path)
+            self.assert_same_state(got, want)
+            with safemodel.safe_open(self.convert_copy(path)) as f:
+                self.assertTrue(f.has_source_order)
+                self.assertEqual(f.keys_in_source_order(), keys)
+                self.assertEqual(f.keys(), sorted(keys))
+
+    def convert_copy(self, path):
+        dst = path + ".safemodel"
+        safemodel.convert(path, dst, check=True)
+        return dst
 
     def test_tensors_are_writable_copy_on_write_views(self):
         path = self.save({"w": torch.ones(1024, 64)})
