@@ -159,7 +159,12 @@ Result<ExportSummary> ExportShardedSafetensors(const std::string& index_path,
     summary.output_bytes += size;
   }
   nlohmann::json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
-  const std::string text = index.dump(2) + "\n";
+  std::string text;
+  try {  // nlohmann throws on a name that is not UTF-8; no exception leaves this module
+    text = index.dump(2) + "\n";
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Malformed(std::string("a tensor name cannot be written to the index: ") + e.what());
+  }
   SAFEMODEL_RETURN_IF_ERROR(
       WriteFully(index_out->fd(), std::as_bytes(std::span(text.data(), text.size()))));
   SAFEMODEL_RETURN_IF_ERROR(index_out->Commit(text.size(), options.sync));
