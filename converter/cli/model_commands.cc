@@ -14,6 +14,12 @@ namespace safemodel::cli {
 
 namespace {
 
+constexpr std::string_view kSafemodelIndexSuffix = ".safemodel.index.json";
+
+bool IsSafemodelIndex(const std::string& path) {
+  return path.size() > kSafemodelIndexSuffix.size() && path.ends_with(kSafemodelIndexSuffix);
+}
+
 struct InspectArgs {
   std::string path;
   InspectView view;
@@ -46,8 +52,7 @@ int RunVerifySharded(const std::string& path, bool quiet) {
 }
 
 int RunVerify(const std::string& path, bool quiet) {
-  constexpr std::string_view kIndexSuffix = ".safemodel.index.json";
-  if (path.size() > kIndexSuffix.size() && path.ends_with(kIndexSuffix)) return RunVerifySharded(path, quiet);
+  if (IsSafemodelIndex(path)) return RunVerifySharded(path, quiet);
   auto model = Model::Open(path);
   Status s = model.ok() ? model->Verify() : model.status();
   if (!s.ok()) {
@@ -68,7 +73,17 @@ struct ExportArgs {
 };
 
 int RunExport(const ExportArgs& a) {
-  Result<ExportSummary> done = ExportSafetensorsFile(a.in, a.out, a.opt);
+  constexpr std::string_view kOutIndexSuffix = ".safetensors.index.json";
+  const bool sharded = IsSafemodelIndex(a.in);
+  if (sharded && !(a.out.size() > kOutIndexSuffix.size() && a.out.ends_with(kOutIndexSuffix))) {
+    std::cerr << "safe-convert: export: a sharded model (" << E(a.in)
+              << ") exports to NAME.safetensors.index.json, not " << E(a.out) << "\n"
+              << "usage: safe-convert export FILE OUT [options]; 'safe-convert export --help' lists "
+                 "the options\n";
+    return kExitUsage;
+  }
+  Result<ExportSummary> done =
+      sharded ? ExportShardedSafetensors(a.in, a.out, a.opt) : ExportSafetensorsFile(a.in, a.out, a.opt);
   if (!done.ok()) {
     std::cerr << StatusLine(a.in, done.status());
     return ExitCodeFor(done.status().code());
@@ -76,6 +91,7 @@ int RunExport(const ExportArgs& a) {
   if (!a.quiet) {
     std::cout << E(a.out) << ": " << Count(done->tensors, "tensor", "tensors");
     if (done->aliases > 0) std::cout << " (+" << Count(done->aliases, "alias", "aliases") << ")";
+    if (sharded) std::cout << " in " << Count(done->shards, "shard", "shards");
     std::cout << ", " << HumanBytes(done->output_bytes) << " (safetensors)\n";
   }
   return kExitConverted;
@@ -86,10 +102,12 @@ int RunExport(const ExportArgs& a) {
 void AddExportCommand(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
   CLI::App* sub = app.add_subcommand(
-      "export", "write a .safemodel's tensors as a .safetensors file (verified first)");
+      "export",
+      "write a .safemodel's tensors as a .safetensors file, or a NAME.safemodel.index.json's shards as "
+      "safetensors shards plus a NAME.safetensors.index.json (verified first)");
   AddCommonFlags(*sub);
-  sub->add_option("FILE", args->in, "the .safemodel")->required()->type_name("");
-  sub->add_option("OUT", args->out, "the .safetensors to write")->required()->type_name("");
+  sub->add_option("FILE", args->in, "the .safemodel (or NAME.safemodel.index.json)")->required()->type_name("");
+  sub->add_option("OUT", args->out, "the .safetensors (or NAME.safetensors.index.json) to write")->required()->type_name("");
   sub->add_flag("-f,--force", args->opt.force, "replace an existing OUT (only ever a regular file)");
   sub->add_flag_callback("--no-sync", [a = args.get()] { a->opt.sync = false; },
                          "do not fsync the output");

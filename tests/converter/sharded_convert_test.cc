@@ -80,6 +80,38 @@ TEST(ShardedConvert, ACheckpointOpensAsOneModelBitExactAgainstTorch) {
   EXPECT_TRUE(m->Data("absent").empty());
 }
 
+// A model.safetensors.index.json with model-0000K-of-00003.safetensors
+// shards (written by numpy alone) is one unit too, every tensor bit-exact.
+TEST(ShardedConvert, ASafetensorsCheckpointIsOneUnitBitExactAgainstNumpy) {
+  if (!testing::PythonHas({"numpy"})) GTEST_SKIP() << "no numpy in /usr/bin/python3";
+  TempDir in, out;
+  std::string log;
+  ASSERT_EQ(testing::RunPython(Generator(), {in.path(), "safetensors"}, &log), 0) << log;
+  const std::string index = in.File("model.safetensors.index.json");
+  ASSERT_TRUE(IsShardedCheckpointIndex(index));
+  const std::string out_index = ShardedOutputIndexName(out.File("model.safetensors.index.json"));
+  EXPECT_EQ(fs::path(out_index).filename(), "model.safetensors.safemodel.index.json");
+  const ConvertReport r = ConvertShardedCheckpoint(index, out_index, Fast(), ConvertFile);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.source_format, "hf_sharded/safetensors");
+  EXPECT_EQ(r.tensor_count, 8u);
+  for (int i = 1; i <= 3; ++i) {
+    EXPECT_TRUE(testing::Exists(out.File("model-0000" + std::to_string(i) + "-of-00003.safetensors.safemodel")));
+  }
+  Result<ShardedModel> m = ShardedModel::Open(out_index);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->shard_count(), 3u);
+  EXPECT_TRUE(m->Verify().ok());
+  const nlohmann::json expected = nlohmann::json::parse(ReadFile(in.File("expected.json")));
+  ASSERT_EQ(m->tensor_names().size(), expected.size());
+  for (const auto& [name, e] : expected.items()) {
+    const TensorInfo* t = m->Find(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->shape, e["shape"].get<std::vector<uint64_t>>()) << name;
+    EXPECT_EQ(Sha256Hex(m->Data(name)), e["sha256"]) << name;
+  }
+}
+
 TEST(ShardedConvert, AShardThatCarriesCodeRefusesTheUnitAndLeavesNothing) {
   TempDir in, out;
   if (!MakeCheckpoint(in.path(), "malicious")) GTEST_SKIP() << "no torch in /usr/bin/python3";

@@ -463,5 +463,37 @@ TEST(BatchCli, AShardedCheckpointIsOneUnit) {
   EXPECT_TRUE(Exists(out + "/hf/pytorch_model-00002-of-00003.bin.safemodel"));
 }
 
+// A model.safetensors.index.json with its safetensors shards is one unit
+// as well; its output exports back to safetensors shards and an index.
+TEST(BatchCli, ASafetensorsShardedCheckpointIsOneUnit) {
+  if (!PythonHas({"numpy"})) GTEST_SKIP() << "no numpy in /usr/bin/python3";
+  TempDir in, dir;
+  std::string log;
+  ASSERT_EQ(RunPython(std::string(SAFEMODEL_SOURCE_DIR) + "/tests/converter/make_hf_sharded.py",
+                      {in.File("hf"), "safetensors"}, &log),
+            0)
+      << log;
+  fs::remove(in.File("hf/expected.json"));
+  const std::string out = dir.File("out");
+  EXPECT_EQ(Sc({"batch", in.path(), "-o", out, "--dry-run"}, &log), 0);
+  EXPECT_EQ(log, "hf/model.safetensors.index.json\n");
+  ASSERT_EQ(Sc({"batch", in.path(), "-o", out, "--no-sync", "-q"}), 0);
+  const auto lines = Results(out + "/results.jsonl");
+  ASSERT_EQ(lines.size(), 1u);
+  const Json& unit = lines.at("hf/model.safetensors.index.json");
+  EXPECT_EQ(unit["status"], "converted") << unit.dump();
+  EXPECT_EQ(unit["input"]["format"], "hf_sharded/safetensors");
+  EXPECT_EQ(unit["output"]["tensors"], 8);
+  const std::string index = out + "/hf/model.safetensors.safemodel.index.json";
+  EXPECT_EQ(Sc({"verify", index}, &log), 0) << log;
+  EXPECT_EQ(log, index + ": OK (3 shards, 8 tensors, digests verified)\n");
+  const std::string back = dir.File("back/model.safetensors.index.json");
+  fs::create_directory(dir.File("back"));
+  ASSERT_EQ(Sc({"export", "--no-sync", "-q", index, back}, &log), 0) << log;
+  for (int i = 1; i <= 3; ++i) {
+    EXPECT_TRUE(Exists(dir.File("back/model-0000" + std::to_string(i) + "-of-00003.safetensors")));
+  }
+}
+
 }  // namespace
 }  // namespace safemodel::testing
