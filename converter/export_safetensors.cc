@@ -44,9 +44,9 @@ Status StatPath(const std::string& path, struct stat* st) {
   return Status::Ok();
 }
 
-// Writes the planned export of `model` to `out` and commits it.
-Result<uint64_t> WritePlanned(const Model& model, const SafetensorsPlan& plan, OutputFile& out,
-                              bool sync) {
+// Writes the planned export of `model` to `out` (not yet committed); returns
+// its size.
+Result<uint64_t> WritePlanned(const Model& model, const SafetensorsPlan& plan, OutputFile& out) {
   const uint64_t size = plan.header.size() + plan.buffer_bytes;
   SAFEMODEL_RETURN_IF_ERROR(ReserveOutputSpace(out.fd(), size, 0));
   // ReserveOutputSpace may have extended the file; write from the start.
@@ -62,7 +62,6 @@ Result<uint64_t> WritePlanned(const Model& model, const SafetensorsPlan& plan, O
     return Status::Internal("safetensors export wrote " + std::to_string(written) +
                             " bytes, planned " + std::to_string(size));
   }
-  SAFEMODEL_RETURN_IF_ERROR(out.Commit(size, sync));
   return size;
 }
 
@@ -72,13 +71,15 @@ std::string DirectoryOf(const std::string& path) {
   return path.substr(0, slash + 1);  // keeps the slash ("/" for a file in the root)
 }
 
-// Removes the shards a failed sharded export committed.
+// Removes the shards a failed sharded export committed where no file was
+// before (a shard that replaced a file under force cannot be put back, and is
+// not deleted either).
 struct CommittedShards {
-  std::vector<std::string> paths;
+  std::vector<std::string> new_paths;
   bool keep = false;
   ~CommittedShards() {
     if (keep) return;
-    for (const std::string& p : paths) ::unlink(p.c_str());
+    for (const std::string& p : new_paths) ::unlink(p.c_str());
   }
 };
 
@@ -94,7 +95,8 @@ Result<ExportSummary> ExportSafetensorsFile(const std::string& model_path,
   SAFEMODEL_RETURN_IF_ERROR(StatPath(model_path, &input));
   SAFEMODEL_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out,
                              OutputFile::OpenPath(out_path, options.force, input));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t size, WritePlanned(model, plan, *out, options.sync));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t size, WritePlanned(model, plan, *out));
+  SAFEMODEL_RETURN_IF_ERROR(out->Commit(size, options.sync));
   return ExportSummary{plan.order.size(), plan.aliases, size, 0};
 }
 
@@ -141,15 +143,29 @@ Result<ExportSummary> ExportShardedSafetensors(const std::string& index_path,
   ExportSummary summary;
   nlohmann::json weight_map = nlohmann::json::object();  // std::map: sorted keys
   uint64_t total_size = 0;
-  CommittedShards committed;
+  // Every shard is written to its temporary before any is committed: a shard
+  // that fails (its rules, a tensor, the disk) leaves OUT's directory as it
+  // was, including the files --force would have replaced.
+  std::vector<std::unique_ptr<OutputFile>> outs;
+  std::vector<uint64_t> sizes;
+  std::vector<bool> existed;
   for (size_t i = 0; i < plans.size(); ++i) {
     struct stat input {};
     SAFEMODEL_RETURN_IF_ERROR(StatPath(in_dir + model.shard_file(i), &input));
     const std::string path = out_dir + names[i];
-    SAFEMODEL_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out,
-                               OutputFile::OpenPath(path, options.force, input));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t size, WritePlanned(model.shard(i), plans[i], *out, options.sync));
-    committed.paths.push_back(path);
+    struct stat old {};
+    existed.push_back(::lstat(path.c_str(), &old) == 0);
+    Result<std::unique_ptr<OutputFile>> opened = OutputFile::OpenPath(path, options.force, input);
+    if (opened.status().code() == StatusCode::kLimitExceeded) {
+      return Status::LimitExceeded(opened.status().message() + " (the export holds all " +
+                                   std::to_string(plans.size()) +
+                                   " shards' temporaries, two descriptors each, until every shard "
+                                   "is written: raise RLIMIT_NOFILE with `ulimit -n`)");
+    }
+    SAFEMODEL_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out, std::move(opened));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t size, WritePlanned(model.shard(i), plans[i], *out));
+    outs.push_back(std::move(out));
+    sizes.push_back(size);
     for (const TensorInfo* t : plans[i].order) {
       weight_map[t->name] = names[i];
       total_size += t->nbytes;
@@ -167,6 +183,13 @@ Result<ExportSummary> ExportShardedSafetensors(const std::string& index_path,
   }
   SAFEMODEL_RETURN_IF_ERROR(
       WriteFully(index_out->fd(), std::as_bytes(std::span(text.data(), text.size()))));
+  // Commits last: only a failing rename or fsync can leave some shards
+  // committed, and then those that are new are removed.
+  CommittedShards committed;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    SAFEMODEL_RETURN_IF_ERROR(outs[i]->Commit(sizes[i], options.sync));
+    if (!existed[i]) committed.new_paths.push_back(out_dir + names[i]);
+  }
   SAFEMODEL_RETURN_IF_ERROR(index_out->Commit(text.size(), options.sync));
   committed.keep = true;
   summary.output_bytes += text.size();

@@ -149,6 +149,35 @@ TEST(ExportSharded, OutMustBeASafetensorsIndexAndAFailureLeavesNothing) {
   EXPECT_TRUE(fs::is_empty(out.path()));
 }
 
+// With force, a failure of a later shard leaves the files the earlier shards
+// would have replaced as they were: nothing is committed until every shard is
+// written.
+TEST(ExportSharded, AFailingShardUnderForceKeepsTheFilesItWouldReplace) {
+  if (!testing::PythonHas({"numpy"})) GTEST_SKIP() << "no numpy in /usr/bin/python3";
+  TempDir in, mid, out;
+  const std::string index = Converted(in, mid, "safetensors");
+  ASSERT_FALSE(index.empty());
+  const std::string out_index = out.File("model.safetensors.index.json");
+  WriteFile(out.File("model-00001-of-00003.safetensors"), "old first");
+  WriteFile(out_index, "old index");
+  // Only a regular file is replaced: a directory at the third shard's name
+  // fails that shard after the first two are written.
+  fs::create_directory(out.File("model-00003-of-00003.safetensors"));
+  Result<ExportSummary> r = ExportShardedSafetensors(index, out_index, NoSync(/*force=*/true));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ReadFile(out.File("model-00001-of-00003.safetensors")), "old first");
+  EXPECT_FALSE(Exists(out.File("model-00002-of-00003.safetensors")));
+  EXPECT_EQ(ReadFile(out_index), "old index");
+  // Once the way is clear, the same call replaces them all.
+  fs::remove(out.File("model-00003-of-00003.safetensors"));
+  r = ExportShardedSafetensors(index, out_index, NoSync(/*force=*/true));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(Check(in.File("model.safetensors.index.json"), out_index), 0);
+  size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(out.path())) ++entries;
+  EXPECT_EQ(entries, 4u) << "three shards and the index, no temporaries";
+}
+
 TEST(ExportSharded, TheCommandExportsAShardedModel) {
   if (!testing::PythonHas({"numpy"})) GTEST_SKIP() << "no numpy in /usr/bin/python3";
   TempDir in, mid, out;
