@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "proto/base/text.h"  // Count, HumanBytes
 #include "safemodel/finding.h"
 #include "safemodel/status.h"
 
@@ -19,9 +20,6 @@ namespace safemodel::cli {
 
 // EscapeForDisplay, short.
 std::string E(std::string_view text);
-
-// "1 tensor", "2 tensors": `one` and `many` are the noun's two forms.
-std::string Count(uint64_t n, std::string_view one, std::string_view many);
 
 // "safe-convert: FILE: WHAT\n" (FILE escaped here, WHAT by the caller).
 std::string FileLine(std::string_view file, std::string_view what);
@@ -31,9 +29,6 @@ std::string FindingLine(std::string_view file, const Finding& f);
 
 // "safe-convert: FILE: malformed input: MESSAGE\n"
 std::string StatusLine(std::string_view file, const Status& s);
-
-// 1536 -> "1.5 KiB"; below 1 KiB "N bytes". Binary units, one decimal.
-std::string HumanBytes(uint64_t n);
 
 }  // namespace safemodel::cli
 

@@ -4,9 +4,9 @@
 #include <string>
 
 #include "converter/cli/commands.h"
-#include "converter/cli/inspect_view.h"
 #include "converter/cli/messages.h"
 #include "safemodel/export_safetensors.h"
+#include "safemodel/inspect.h"
 #include "safemodel/reader.h"
 #include "safemodel/sharded.h"
 
@@ -22,7 +22,8 @@ bool IsSafemodelIndex(const std::string& path) {
 
 struct InspectArgs {
   std::string path;
-  InspectView view;
+  bool json = false;
+  InspectOptions view;
 };
 
 int RunInspect(const InspectArgs& a) {
@@ -31,7 +32,7 @@ int RunInspect(const InspectArgs& a) {
     std::cerr << StatusLine(a.path, model.status());
     return ExitCodeFor(model.status().code());
   }
-  std::cout << (a.view.json ? InspectViewJson(*model, a.view) + "\n" : InspectViewText(*model, a.view));
+  std::cout << (a.json ? InspectJson(*model, a.view) + "\n" : InspectText(*model, a.view));
   return kExitConverted;
 }
 
@@ -120,7 +121,7 @@ void AddInspectCommand(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("inspect", "describe a .safemodel");
   AddCommonFlags(*sub);
   sub->add_option("FILE", args->path, "the .safemodel")->required()->type_name("");
-  sub->add_flag("--json", args->view.json, "one JSON object (schema_version " +
+  sub->add_flag("--json", args->json, "one JSON object (schema_version " +
                                                std::to_string(kInspectSchemaVersion) + ")");
   sub->add_flag("--tensors", args->view.tensors, "only the tensors");
   sub->add_flag("--architecture", args->view.architecture, "only the architecture");

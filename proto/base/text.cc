@@ -1,6 +1,7 @@
 #include "proto/base/text.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "proto/base/byte_reader.h"
 
@@ -23,6 +24,24 @@ bool IsPlainFileName(std::string_view name) {
     if (c == '/' || c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
   }
   return true;
+}
+
+std::string Count(uint64_t n, std::string_view one, std::string_view many) {
+  return std::to_string(n) + " " + std::string(n == 1 ? one : many);
+}
+
+std::string HumanBytes(uint64_t n) {
+  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (n < 1024) return Count(n, "byte", "bytes");
+  double v = static_cast<double>(n) / 1024;
+  size_t unit = 0;
+  while (v >= 1024 && unit + 1 < sizeof kUnits / sizeof kUnits[0]) {
+    v /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[unit]);
+  return buf;
 }
 
 }  // namespace safemodel

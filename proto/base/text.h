@@ -13,6 +13,12 @@ namespace safemodel {
 // Decimal rendering of a count, size or offset for an error message.
 inline std::string Num(uint64_t v) { return std::to_string(v); }
 
+// "1 tensor", "2 tensors": `one` and `many` are the noun's two forms.
+std::string Count(uint64_t n, std::string_view one, std::string_view many);
+
+// 1536 -> "1.5 KiB"; below 1 KiB "N bytes". Binary units, one decimal.
+std::string HumanBytes(uint64_t n);
+
 // The longest identifier a worker may send (a source format, an isolation
 // layer): the longest real one is 16 characters.
 inline constexpr size_t kMaxIdentifierBytes = 32;

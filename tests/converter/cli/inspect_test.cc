@@ -2,7 +2,7 @@
 // tensors in source order with human sizes, totals and dtype counts,
 // --tensors / --architecture, and --json with schema_version, the stored
 // digest, and SHA-256 only on request.
-#include "converter/cli/inspect_view.h"
+#include "safemodel/inspect.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -121,7 +121,7 @@ TEST(CliInspectOrder, NamesInTheRecordedSourceOrder) {
 }
 
 TEST(CliInspectOrder, NaturalLess) {
-  using cli::NaturalLess;
+  using safemodel::NaturalLess;
   EXPECT_TRUE(NaturalLess("layers.2", "layers.10"));
   EXPECT_FALSE(NaturalLess("layers.10", "layers.2"));
   EXPECT_TRUE(NaturalLess("a", "a.0"));
