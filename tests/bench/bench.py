@@ -282,6 +282,8 @@ def parse_args():
     ap.add_argument("--linearity-dir", default=None,
                     help="disk directory for the linearity case (default: WORKDIR/linearity)")
     ap.add_argument("--linearity-runs", type=int, default=1, help="runs of the N GiB case (1 GiB: --runs)")
+    ap.add_argument("--linearity-warm", action="store_true",
+                    help="do not drop the linearity inputs' pages from the page cache before each run")
     ap.add_argument("--linearity-only", action="store_true", help="only the linearity case")
     a = ap.parse_args()
     a.peer_runs = 0 if a.no_peers else min(a.peer_runs, a.runs)
@@ -308,7 +310,7 @@ def main():
     if a.linearity_gib:
         import linearity
         linearity.run(a.bin_dir, a.linearity_dir or os.path.join(a.workdir, "linearity"), a.linearity_gib,
-                      a.runs, a.linearity_runs)
+                      a.runs, a.linearity_runs, cold=not a.linearity_warm)
 
 
 if __name__ == "__main__":

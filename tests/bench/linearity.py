@@ -40,7 +40,20 @@ def make(path, gib):
     return {n: {"dtype": "f32", "shape": list(shapes[n]), "sha256": d} for n, d in digests.items()}
 
 
-def measure(bin_dir, src, runs):
+def settle(src, cold):
+    """Before a timed run: `sync` (no writeback of earlier runs left pending) and, if cold,
+    drop src's own pages from the page cache (only that file's; nothing else is dropped),
+    so that a 1 GiB input is read from the disk as a 16 GiB one must be."""
+    subprocess.run(["sync"], check=True)
+    if cold:
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def measure(bin_dir, src, runs, cold):
     """Interleaved cp and safe-convert runs on src's file system: [(cp wall, cp CPU), ...],
     [(wall, CPU, worker RSS, parent RSS), ...], and the last output's path."""
     out = os.path.splitext(src)[0] + ".safemodel"
@@ -48,22 +61,22 @@ def measure(bin_dir, src, runs):
     for _ in range(runs):
         if os.path.exists(out):  # never input + output + copy on the disk at once
             os.unlink(out)
-        subprocess.run(["sync"], check=True)
+        settle(src, cold)
         cps.append(big_checkpoint.copy_time(src, out + ".cp", sync=False))
-        subprocess.run(["sync"], check=True)
+        settle(src, cold)
         wall, rep = big_checkpoint.convert(bin_dir, src, out, sync=False)
         convs.append((wall, rep["cpu_total_seconds"], rep["worker"]["max_rss_bytes"],
                       rep["parent_max_rss_bytes"]))
     return cps, convs, out
 
 
-def one_size(bin_dir, workdir, gib, runs, verify_load):
+def one_size(bin_dir, workdir, gib, runs, verify_load, cold):
     """Generates, measures, checks and deletes a gib GiB checkpoint: (cps, convs, bytes, tensors)."""
     src = os.path.join(workdir, "lin_%dgib.pt" % gib)
     try:
         expected = make(src, gib)
         size = os.path.getsize(src)
-        cps, convs, out = measure(bin_dir, src, runs)
+        cps, convs, out = measure(bin_dir, src, runs, cold)
         if verify_load:
             if big_checkpoint.loader_digests("torch", src) != expected:
                 sys.exit("torch.load of %s differs from what was written" % src)
@@ -83,7 +96,7 @@ def summary(cps, convs, size, tensors, checked):
             "runs": len(convs), "checked": checked}
 
 
-def run(bin_dir, workdir, big_gib, runs_small, runs_big):
+def run(bin_dir, workdir, big_gib, runs_small, runs_big, cold=True):
     """Converts a 1 GiB and a big_gib GiB checkpoint; prints the comparison."""
     os.makedirs(workdir, exist_ok=True)
     torch_zip.template_check(workdir)
@@ -93,9 +106,9 @@ def run(bin_dir, workdir, big_gib, runs_small, runs_big):
                  % (workdir, shutil.disk_usage(workdir).free / 2**30, need / 2**30))
     # The 1 GiB runs bracket the big one in time (half before, half after),
     # so that both see the same phases of the machine's load.
-    before = one_size(bin_dir, workdir, 1, (runs_small + 1) // 2, True)
-    big = one_size(bin_dir, workdir, big_gib, runs_big, False)
-    after = one_size(bin_dir, workdir, 1, runs_small // 2, True) if runs_small > 1 else ([], [], 0, 0)
+    before = one_size(bin_dir, workdir, 1, (runs_small + 1) // 2, True, cold)
+    big = one_size(bin_dir, workdir, big_gib, runs_big, False, cold)
+    after = one_size(bin_dir, workdir, 1, runs_small // 2, True, cold) if runs_small > 1 else ([], [], 0, 0)
     rows = [summary(before[0] + after[0], before[1] + after[1], before[2], before[3],
                     "torch.load + .safemodel"),
             summary(*big, ".safemodel")]
@@ -105,11 +118,12 @@ def run(bin_dir, workdir, big_gib, runs_small, runs_big):
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     print("\nlinearity: torch.save-layout zip of %d MiB float32 tensors (tests/bench/torch_zip.py), input "
-          "and output in %s (%s); per round `sync`, cp, `sync`, safe-convert --no-sync (the output is left "
+          "and output in %s (%s); per round `sync`%s, cp, the same, safe-convert --no-sync (the output is left "
           "in the page cache, not fsynced, as cp's); the 1 GiB rounds half before and half after the "
           "big one; medians; RAM %.0f GiB (an input larger than the free page cache is read from the disk, by "
           "cp as well); load average at the end: %s"
-          % (TENSOR_MIB, workdir, fs, ram, load))
+          % (TENSOR_MIB, workdir, fs, " + the input's pages dropped (posix_fadvise DONTNEED: a cold read)" if cold
+             else " (input as cached as it happens to be)", ram, load))
     print("| GiB | tensors | runs | safe-convert s/GiB | cp s/GiB | x cp | CPU s/GiB | cp CPU s/GiB "
           "| worker peak MiB | parent peak MiB | peak MiB (sum) | tensors checked against |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
