@@ -244,10 +244,11 @@ def print_table(rows, runs, outdir):
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mib = r["bytes"] / 2**20
+        per_tensor = "" if r["tensors"] is None else "%.1f" % (1e6 * r["wall"] / r["tensors"])
+        rss = "" if r["rss"] != r["rss"] else "%.0f" % (r["rss"] / 2**20)  # NaN: not measured
         print("| %s | %s | %s | %d | %.3f | %.2f | %s | %.2f | %s | %s |" % (
-            r["input"], "%.0f" % mib if mib >= 10 else "%.2f" % mib, r["program"], r["runs"], r["wall"] / (r["bytes"] / 2**30),
-            r["x_cp"], "" if r["tensors"] is None else "%.1f" % (1e6 * r["wall"] / r["tensors"]), r["cpu"],
-            "" if r["rss"] != r["rss"] else "%.0f" % (r["rss"] / 2**20), "yes" if r["ok"] else "NO"))
+            r["input"], "%.0f" % mib if mib >= 10 else "%.2f" % mib, r["program"], r["runs"],
+            r["wall"] / (r["bytes"] / 2**30), r["x_cp"], per_tensor, r["cpu"], rss, "yes" if r["ok"] else "NO"))
 
 
 def print_tiny(rates, n):
@@ -299,7 +300,9 @@ def main():
     if not a.linearity_only:
         rows = []
         for i, size_mib in enumerate(a.size_mib):
-            cases = make_big(a.workdir, size_mib) + (make_many(a.workdir, a.many) if i == 0 and a.many else [])
+            cases = make_big(a.workdir, size_mib)
+            if i == 0 and a.many:
+                cases += make_many(a.workdir, a.many)
             for case in cases:
                 rows += measure_case(sc, case, outdir, a.runs, a.peer_runs)
                 os.unlink(case[1])

@@ -89,11 +89,42 @@ def one_size(bin_dir, workdir, gib, runs, verify_load, cold):
 
 
 def summary(cps, convs, size, tensors, checked):
-    return {"cp_s": statistics.median(c[0] for c in cps), "cp_cpu_s": statistics.median(c[1] for c in cps),
-            "sc_s": statistics.median(c[0] for c in convs), "sc_cpu_s": statistics.median(c[1] for c in convs),
+    med = statistics.median
+    return {"cp_s": med(c[0] for c in cps), "cp_cpu_s": med(c[1] for c in cps),
+            "sc_s": med(c[0] for c in convs), "sc_cpu_s": med(c[1] for c in convs),
             "worker_rss": max(c[2] for c in convs), "parent_rss": max(c[3] for c in convs),
             "peak_rss": max(c[2] + c[3] for c in convs), "bytes": size, "tensors": tensors,
             "runs": len(convs), "checked": checked}
+
+
+def walls(cps, convs):
+    return "; ".join("%.2f / %.2f" % (c[0], v[0]) for c, v in zip(cps, convs))
+
+
+def print_runs(workdir, cold, rows):
+    """The linearity table: one row per size."""
+    with open("/proc/meminfo") as f:
+        ram = int(f.readline().split()[1]) / 2**20
+    fs = subprocess.run(["stat", "-f", "-c", "%T", workdir], capture_output=True, text=True).stdout.strip()
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    print("\nlinearity: torch.save-layout zip of %d MiB float32 tensors (tests/bench/torch_zip.py), input "
+          "and output in %s (%s); per round `sync`%s, cp, the same, safe-convert --no-sync (the output "
+          "is left in the page cache, not fsynced, as cp's); the 1 GiB rounds half before and half after "
+          "the big one; medians; RAM %.0f GiB (an input larger than the free page cache is read from the "
+          "disk, by cp as well); load average at the end: %s"
+          % (TENSOR_MIB, workdir, fs,
+             " + the input's pages dropped (posix_fadvise DONTNEED: a cold read)" if cold
+             else " (input as cached as it happens to be)", ram, load))
+    print("| GiB | tensors | runs | safe-convert s/GiB | cp s/GiB | x cp | CPU s/GiB | cp CPU s/GiB "
+          "| worker peak MiB | parent peak MiB | peak MiB (sum) | tensors checked against |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        gib = r["bytes"] / 2**30
+        print("| %.2f | %d | %d | %.3f | %.3f | %.2f | %.3f | %.3f | %.0f | %.0f | %.0f | %s |"
+              % (gib, r["tensors"], r["runs"], r["sc_s"] / gib, r["cp_s"] / gib, r["sc_s"] / r["cp_s"],
+                 r["sc_cpu_s"] / gib, r["cp_cpu_s"] / gib, r["worker_rss"] / MIB, r["parent_rss"] / MIB,
+                 r["peak_rss"] / MIB, r["checked"]))
 
 
 def run(bin_dir, workdir, big_gib, runs_small, runs_big, cold=True):
@@ -108,39 +139,20 @@ def run(bin_dir, workdir, big_gib, runs_small, runs_big, cold=True):
     # so that both see the same phases of the machine's load.
     before = one_size(bin_dir, workdir, 1, (runs_small + 1) // 2, True, cold)
     big = one_size(bin_dir, workdir, big_gib, runs_big, False, cold)
-    after = one_size(bin_dir, workdir, 1, runs_small // 2, True, cold) if runs_small > 1 else ([], [], 0, 0)
+    after = ([], [], 0, 0)
+    if runs_small > 1:
+        after = one_size(bin_dir, workdir, 1, runs_small // 2, True, cold)
     rows = [summary(before[0] + after[0], before[1] + after[1], before[2], before[3],
                     "torch.load + .safemodel"),
             summary(*big, ".safemodel")]
-    with open("/proc/meminfo") as f:
-        ram = int(f.readline().split()[1]) / 2**20
-    fs = subprocess.run(["stat", "-f", "-c", "%T", workdir], capture_output=True, text=True).stdout.strip()
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
-    print("\nlinearity: torch.save-layout zip of %d MiB float32 tensors (tests/bench/torch_zip.py), input "
-          "and output in %s (%s); per round `sync`%s, cp, the same, safe-convert --no-sync (the output is left "
-          "in the page cache, not fsynced, as cp's); the 1 GiB rounds half before and half after the "
-          "big one; medians; RAM %.0f GiB (an input larger than the free page cache is read from the disk, by "
-          "cp as well); load average at the end: %s"
-          % (TENSOR_MIB, workdir, fs, " + the input's pages dropped (posix_fadvise DONTNEED: a cold read)" if cold
-             else " (input as cached as it happens to be)", ram, load))
-    print("| GiB | tensors | runs | safe-convert s/GiB | cp s/GiB | x cp | CPU s/GiB | cp CPU s/GiB "
-          "| worker peak MiB | parent peak MiB | peak MiB (sum) | tensors checked against |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        gib = r["bytes"] / 2**30
-        print("| %.2f | %d | %d | %.3f | %.3f | %.2f | %.3f | %.3f | %.0f | %.0f | %.0f | %s |"
-              % (gib, r["tensors"], r["runs"], r["sc_s"] / gib, r["cp_s"] / gib, r["sc_s"] / r["cp_s"],
-                 r["sc_cpu_s"] / gib, r["cp_cpu_s"] / gib, r["worker_rss"] / MIB, r["parent_rss"] / MIB,
-                 r["peak_rss"] / MIB, r["checked"]))
+    print_runs(workdir, cold, rows)
     print("every run, wall s (cp / safe-convert): 1 GiB %s; %d GiB %s"
-          % ("; ".join("%.2f / %.2f" % (c[0], v[0]) for c, v in zip(before[0] + after[0], before[1] + after[1])),
-             big_gib, "; ".join("%.2f / %.2f" % (c[0], v[0]) for c, v in zip(big[0], big[1]))))
-    small, big = rows
+          % (walls(before[0] + after[0], before[1] + after[1]), big_gib, walls(big[0], big[1])))
+    lo, hi = rows
     per = [r["sc_s"] / (r["bytes"] / 2**30) for r in rows]
     print("%d GiB against 1 GiB: s/GiB ratio %.2f (target <= 1.10), cp's s/GiB ratio %.2f, x cp %.2f against "
           "%.2f, CPU s/GiB ratio %.2f; peak RSS %.0f MiB against %.0f MiB (target: the same)"
-          % (big_gib, per[1] / per[0], (big["cp_s"] / big["bytes"]) / (small["cp_s"] / small["bytes"]),
-             big["sc_s"] / big["cp_s"], small["sc_s"] / small["cp_s"],
-             (big["sc_cpu_s"] / big["bytes"]) / (small["sc_cpu_s"] / small["bytes"]),
-             big["peak_rss"] / MIB, small["peak_rss"] / MIB))
+          % (big_gib, per[1] / per[0], (hi["cp_s"] / hi["bytes"]) / (lo["cp_s"] / lo["bytes"]),
+             hi["sc_s"] / hi["cp_s"], lo["sc_s"] / lo["cp_s"],
+             (hi["sc_cpu_s"] / hi["bytes"]) / (lo["sc_cpu_s"] / lo["bytes"]),
+             hi["peak_rss"] / MIB, lo["peak_rss"] / MIB))
