@@ -2,47 +2,66 @@
 """Conversion benchmarks (not part of the test suite: timing belongs here).
 
   tests/bench/bench.py BIN_DIR [--size-mib N ...] [--runs N] [--workdir DIR]
-                       [--outdir DIR] [--tiny N] [--no-peers]
+                       [--outdir DIR] [--tiny N] [--many N] [--no-peers]
+                       [--peer-runs N] [--linearity-gib N] [--linearity-dir DIR]
+                       [--linearity-runs N] [--linearity-only]
 
-Prints one table. For each input kind and size, per round and interleaved
-(cp, safe-convert, the Python peer, then the next round), so that they share
-the machine's load: the median wall time as s/GiB and as a ratio to `cp` of
-the same file to the same directory, CPU seconds of all processes, and peak
-RSS (parent + worker from the JSON report; the peer's and cp's own). The
-Python peers load and save as a user would without safemodel:
-torch.load(weights_only=True) + torch.save, h5py read + write, np.load +
-np.savez. Then the tiny-file rate: a 192-byte .npy converted --tiny times by
-one loop (-j1) and by two loops at once (-j2), or by `safe-convert batch`
-when the build has it. The load average is printed with the table.
+Prints, in one run (README.md here says what each row means):
+1. A table. For each input kind and size, per round and interleaved (cp,
+   safe-convert, the Python peer, then the next round), so that they share
+   the machine's load: the median wall time as s/GiB, as a ratio to `cp` of
+   the same file to the same directory and as microseconds per tensor, CPU
+   seconds of all processes, and peak RSS (parent + worker from the JSON
+   report; the peer's own). The Python peers load and save as a user would
+   without safemodel: torch.load(weights_only=True) + torch.save, h5py read
+   + write, np.load + np.savez (--peer-runs of them, the first rounds).
+   The kinds: eight equal float32 tensors as .npz, Keras-layout HDF5 and
+   PyTorch zip; one big-endian Fortran-order .npy; --many small tensors
+   (16 float32 each) as .npz and as a PyTorch zip.
+2. The tiny-file rate: --tiny 192-byte .npy files converted by a shell loop
+   of `safe-convert IN OUT` (one loop, and two at once) and by
+   `safe-convert batch` at -j 1 and -j 2, a worker exec'd per file and with
+   --fork-server; files/s and CPU ms per file (all processes), interleaved.
+3. With --linearity-gib N: linearity.py's comparison of an N GiB and a 1 GiB
+   PyTorch zip on the disk (s/GiB, ratio to cp, CPU, peak RSS).
+The load average is printed with each table.
 """
 import argparse
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import batch  # noqa: E402  (tests/bench/batch.py: make_sets, run)
 
-def make_inputs(workdir, size_mib):
+SMALL_ELEMS = 16  # float32 elements per tensor of the many-tensor inputs (64 bytes)
+
+
+def make_big(workdir, size_mib):
+    """The size_mib inputs: [(name, path, peer kind, tensors)]."""
     n = size_mib << 20
     rng = np.random.default_rng(0)
-    out = {}
+    cases = []
     # Eight equal float32 tensors, stored .npz (the zero-copy path).
     parts = {"t%d" % i: rng.standard_normal(n // 32, dtype=np.float32) for i in range(8)}
-    out["npz_stored_8x"] = os.path.join(workdir, "big_stored.npz")
-    np.savez(out["npz_stored_8x"], **parts)
+    path = os.path.join(workdir, "big_stored.npz")
+    np.savez(path, **parts)
+    cases.append(("npz_stored_8x", path, "npz", 8))
     # One big-endian Fortran-order array: the conversion has to transpose and swap.
-    out["npy_fortran_bigendian"] = os.path.join(workdir, "big_fortran_be.npy")
+    path = os.path.join(workdir, "big_fortran_be.npy")
     arr = np.asfortranarray(rng.standard_normal((n // 4 // 1024, 1024), dtype=np.float32).astype(">f4"))
-    np.save(out["npy_fortran_bigendian"], arr)
-    # Many small tensors: per-tensor overheads.
-    small = {"w%05d" % i: rng.standard_normal(256, dtype=np.float32) for i in range(20000)}
-    out["npz_20000_small"] = os.path.join(workdir, "many_small.npz")
-    np.savez(out["npz_20000_small"], **small)
-    extra = {}
+    np.save(path, arr)
+    del arr
+    cases.append(("npy_fortran_bigendian", path, "npy", 1))
     try:
         import h5py
         path = os.path.join(workdir, "big.h5")
@@ -54,17 +73,34 @@ def make_inputs(workdir, size_mib):
                 g = f.create_group(k)
                 g.attrs["weight_names"] = [b"kernel:0"]
                 g.create_dataset("kernel:0", data=v)
-        extra["h5_contiguous_8x"] = (path, "h5py")
+        cases.append(("h5_contiguous_8x", path, "h5py", 8))
     except ImportError:
         pass
     try:
         import torch
         path = os.path.join(workdir, "big.pt")
         torch.save({k: torch.from_numpy(v) for k, v in parts.items()}, path)
-        extra["pt_zip_8x"] = (path, "torch")
+        cases.append(("pt_zip_8x", path, "torch", 8))
     except ImportError:
         pass
-    return out, extra
+    return cases
+
+
+def make_many(workdir, count):
+    """count small tensors as .npz and as a PyTorch zip: the per-tensor costs."""
+    rng = np.random.default_rng(1)
+    small = {"w%06d" % i: rng.standard_normal(SMALL_ELEMS, dtype=np.float32) for i in range(count)}
+    path = os.path.join(workdir, "many_small.npz")
+    np.savez(path, **small)
+    cases = [("npz_%d_small" % count, path, "npz", count)]
+    try:
+        import torch
+        path = os.path.join(workdir, "many_small.pt")
+        torch.save({k: torch.from_numpy(v) for k, v in small.items()}, path)
+        cases.append(("pt_%d_small" % count, path, "torch", count))
+    except ImportError:
+        pass
+    return cases
 
 
 def run(cmd):
@@ -107,33 +143,129 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
 
-def tiny_rate(bin_dir, work, n):
-    """Conversions per second of a 192-byte .npy with one and with two loops."""
-    src = os.path.join(work, "tiny.npy")
-    np.save(src, np.arange(16, dtype=np.float32))
-    sc = os.path.join(bin_dir, "safe-convert")
-    listing = subprocess.run([sc, "--help"], capture_output=True, text=True).stdout
-    has_batch = any(line.split()[:1] == ["batch"] for line in listing.splitlines())
-    rates = {}
-    for jobs in (1, 2):
-        # Each loop converts n / jobs files to its own outputs.
-        loop = ('i=0; while [ $i -lt %d ]; do "%s" "%s" "%s/tiny-$1-$i.safemodel" --no-sync -f '
-                '>/dev/null || exit 1; i=$((i+1)); done' % (n // jobs, sc, src, work))
-        t = time.perf_counter()
-        procs = [subprocess.Popen(["/bin/sh", "-c", loop, "sh", str(j)]) for j in range(jobs)]
-        ok = all(p.wait() == 0 for p in procs)
-        rates["loop -j%d" % jobs] = (n // jobs * jobs / (time.perf_counter() - t), ok)
-    if has_batch:
-        # `safe-convert batch` (another branch) is not measured here yet: its
-        # rate belongs beside the loops' once its command line is settled.
-        print("note: this build has `safe-convert batch`; its rate is not measured by this script")
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def loop_rate(sc, src, work, n, jobs):
+    """One round of `jobs` shell loops converting n // jobs files each: (wall, CPU, files, ok)."""
+    loop = ('i=0; while [ $i -lt %d ]; do "%s" "%s" "%s/tiny-$1-$i.safemodel" --no-sync -f '
+            '>/dev/null || exit 1; i=$((i+1)); done' % (n // jobs, sc, src, work))
+    cpu, t = children_cpu(), time.perf_counter()
+    procs = [subprocess.Popen(["/bin/sh", "-c", loop, "sh", str(j)]) for j in range(jobs)]
+    ok = all([p.wait() == 0 for p in procs])
+    wall = time.perf_counter() - t
     for f in os.listdir(work):
         if f.startswith("tiny-"):
             os.unlink(os.path.join(work, f))
-    return rates
+    return wall, children_cpu() - cpu, n // jobs * jobs, ok
 
 
-def main():
+def tiny_rates(bin_dir, outdir, n, rounds):
+    """The tiny-file rates, every way once per round: {(label, jobs): [(wall, CPU, files, ok)]}."""
+    sc = os.path.join(bin_dir, "safe-convert")
+    listing = subprocess.run([sc, "--help"], capture_output=True, text=True).stdout
+    has_batch = any(line.split()[:1] == ["batch"] for line in listing.splitlines())
+    work = tempfile.mkdtemp(prefix="tiny-", dir=outdir)
+    try:
+        # batch.py's set: n files of 16 float32 (192 bytes) in 20 folders.
+        tiny_dir, _ = batch.make_sets(work, n, 0, 0)
+        src = os.path.join(work, "tiny.npy")
+        np.save(src, np.arange(SMALL_ELEMS, dtype=np.float32))
+        out = {}
+        for _ in range(rounds):
+            for jobs in (1, 2):
+                out.setdefault(("loop of `safe-convert IN OUT`", jobs), []).append(
+                    loop_rate(sc, src, work, n, jobs))
+                if not has_batch:
+                    continue
+                for mode, label in (("exec", "batch, a worker exec'd per file"),
+                                    ("fork", "batch --fork-server")):
+                    # batch.run exits if any file is not converted.
+                    wall, files, _ = batch.run(bin_dir, tiny_dir, os.path.join(work, "out"), jobs, mode)
+                    out.setdefault((label, jobs), []).append((wall, batch.run.cpu, files, True))
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_case(sc, case, outdir, runs, peer_runs):
+    """Interleaved runs of one input; its table rows."""
+    name, path, kind, tensors = case
+    size = os.path.getsize(path)
+    dst = os.path.join(outdir, name + ".safemodel")
+    peer_dst = os.path.join(outdir, name + ".peer" + os.path.splitext(path)[1])
+    m = {"cp": [], "safe-convert": [], "peer": []}
+    ok = True
+    for i in range(runs):
+        w, c, _, rc, _ = run(["cp", path, dst + ".cp"])
+        m["cp"].append((w, c, float("nan")))  # cp's RSS is not of interest
+        os.unlink(dst + ".cp")
+        w, c, r, rc, out = run([sc, path, dst, "--json", "--force", "--no-sync"])
+        rep = json.loads(out) if out.strip().startswith(b"{") else {}
+        ok = ok and rc == 0
+        rss = rep.get("worker", {}).get("max_rss_bytes", 0) + rep.get("parent_max_rss_bytes", 0)
+        m["safe-convert"].append((w, c, rss))
+        if os.path.exists(dst):
+            os.unlink(dst)
+        if i < peer_runs:
+            # Its own peak RSS, which it prints: the shell's would include
+            # this process's (the shell starts as a copy of it).
+            w, c, _, rc, out = run(["/usr/bin/python3", "-c", PEER, kind, path, peer_dst])
+            m["peer"].append((w, c, int(out.split()[-1])) if rc == 0 else (float("nan"),) * 3)
+            if os.path.exists(peer_dst):
+                os.unlink(peer_dst)
+    cp_wall = statistics.median(x[0] for x in m["cp"])
+    rows = []
+    for who, label in (("safe-convert", "safe-convert"), ("cp", "cp"),
+                       ("peer", "Python %s load + save" % kind)):
+        if not m[who]:
+            continue
+        wall = statistics.median(x[0] for x in m[who])
+        rows.append({"input": name if who == "safe-convert" else "", "bytes": size, "program": label,
+                     "wall": wall, "x_cp": wall / cp_wall, "cpu": statistics.median(x[1] for x in m[who]),
+                     "rss": max(x[2] for x in m[who]), "runs": len(m[who]),
+                     "tensors": None if who == "cp" else tensors,
+                     "ok": ok if who == "safe-convert" else all(x[0] == x[0] for x in m[who])})  # NaN: failed
+    return rows
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def print_table(rows, runs, outdir):
+    print("machine: %s, %d CPUs; load average at the end: %s; %d runs each (the peers: the number in "
+          "the runs column), medians; outputs in %s" % (os.uname().release, os.cpu_count(), load_average(),
+                                                         runs, outdir))
+    print("| input | MiB | program | runs | s/GiB | x cp | \u00b5s/tensor | CPU s | peak RSS MiB | ok |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mib = r["bytes"] / 2**20
+        per_tensor = "" if r["tensors"] is None else "%.1f" % (1e6 * r["wall"] / r["tensors"])
+        rss = "" if r["rss"] != r["rss"] else "%.0f" % (r["rss"] / 2**20)  # NaN: not measured
+        print("| %s | %s | %s | %d | %.3f | %.2f | %s | %.2f | %s | %s |" % (
+            r["input"], "%.0f" % mib if mib >= 10 else "%.2f" % mib, r["program"], r["runs"],
+            r["wall"] / (r["bytes"] / 2**30), r["x_cp"], per_tensor, r["cpu"], rss, "yes" if r["ok"] else "NO"))
+
+
+def print_tiny(rates, n):
+    print("\ntiny-file rate: %d .npy files of 192 B, output --no-sync; medians of %d interleaved rounds; "
+          "CPU of all processes (RUSAGE_CHILDREN); load average at the end: %s"
+          % (n, len(next(iter(rates.values()))), load_average()))
+    print("| how | -j | files | wall s | files/s | CPU ms/file | ok |")
+    print("|---|---|---|---|---|---|---|")
+    for (label, jobs), runs in sorted(rates.items(), key=lambda kv: kv[0][1]):
+        wall = statistics.median(r[0] for r in runs)
+        files = runs[0][2]
+        print("| %s | %d | %d | %.2f | %.0f | %.2f | %s |" % (
+            label, jobs, files, wall, files / wall, 1e3 * statistics.median(r[1] for r in runs) / files,
+            "yes" if all(r[3] for r in runs) else "NO"))
+
+
+def parse_args():
     ap = argparse.ArgumentParser()
     ap.add_argument("bin_dir")
     ap.add_argument("--size-mib", type=int, nargs="+", default=[1024])
@@ -141,64 +273,47 @@ def main():
     ap.add_argument("--workdir", default="/tmp/safemodel-bench")
     ap.add_argument("--outdir", default=None,
                     help="where outputs go (default: workdir); /dev/shm takes disk writeback out")
-    ap.add_argument("--tiny", type=int, default=200, help="tiny conversions per rate (0: none)")
+    ap.add_argument("--tiny", type=int, default=200, help="tiny files per rate (0: none)")
+    ap.add_argument("--many", type=int, default=100000, help="tensors of the many-tensor inputs (0: none)")
     ap.add_argument("--no-peers", action="store_true", help="skip the Python peers")
+    ap.add_argument("--peer-runs", type=int, default=1,
+                    help="runs of each Python peer, in the first rounds (they are slow)")
+    ap.add_argument("--linearity-gib", type=int, default=0,
+                    help="also compare an N GiB PyTorch zip with a 1 GiB one (linearity.py)")
+    ap.add_argument("--linearity-dir", default=None,
+                    help="disk directory for the linearity case (default: WORKDIR/linearity)")
+    ap.add_argument("--linearity-runs", type=int, default=1, help="runs of the N GiB case (1 GiB: --runs)")
+    ap.add_argument("--linearity-warm", action="store_true",
+                    help="do not drop the linearity inputs' pages from the page cache before each run")
+    ap.add_argument("--linearity-only", action="store_true", help="only the linearity case")
     a = ap.parse_args()
+    a.peer_runs = 0 if a.no_peers else min(a.peer_runs, a.runs)
+    return a
+
+
+def main():
+    a = parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     outdir = a.outdir or a.workdir
     os.makedirs(outdir, exist_ok=True)
     sc = os.path.join(a.bin_dir, "safe-convert")
-    rows = []
-    for size_mib in a.size_mib:
-        inputs, extra = make_inputs(a.workdir, size_mib)
-        cases = [(n, p, "npz" if p.endswith(".npz") else "npy") for n, p in inputs.items()]
-        cases += [(n, p, kind) for n, (p, kind) in extra.items()]
-        for name, path, kind in cases:
-            size = os.path.getsize(path)
-            dst = os.path.join(outdir, name + ".safemodel")
-            peer_dst = os.path.join(outdir, name + ".peer" + os.path.splitext(path)[1])
-            m = {"cp": [], "safe-convert": [], "peer": []}
-            ok = True
-            for _ in range(a.runs):
-                w, c, _, rc, _ = run(["cp", path, dst + ".cp"])
-                m["cp"].append((w, c, float("nan")))  # cp's RSS is not of interest
-                os.unlink(dst + ".cp")
-                w, c, r, rc, out = run([sc, path, dst, "--json", "--force", "--no-sync"])
-                rep = json.loads(out) if out.strip().startswith(b"{") else {}
-                ok = ok and rc == 0
-                rss = rep.get("worker", {}).get("max_rss_bytes", 0) + rep.get("parent_max_rss_bytes", 0)
-                m["safe-convert"].append((w, c, rss))
-                os.unlink(dst) if os.path.exists(dst) else None
-                if not a.no_peers:
-                    # Its own peak RSS, which it prints: the shell's would include
-                    # this process's (the shell starts as a copy of it).
-                    w, c, _, rc, out = run(["/usr/bin/python3", "-c", PEER, kind, path, peer_dst])
-                    m["peer"].append((w, c, int(out.split()[-1])) if rc == 0 else (float("nan"),) * 3)
-                    if os.path.exists(peer_dst):
-                        os.unlink(peer_dst)
-            cp_wall = statistics.median(x[0] for x in m["cp"])
-            for who, label in (("safe-convert", "safe-convert"), ("cp", "cp"),
-                               ("peer", "Python %s load + save" % kind)):
-                if not m[who]:
-                    continue
-                wall = statistics.median(x[0] for x in m[who])
-                cpu = statistics.median(x[1] for x in m[who])
-                rss = max(x[2] for x in m[who])
-                rows.append((name if who == "safe-convert" else "", size, label, wall, wall / cp_wall,
-                             cpu, rss, ok if who == "safe-convert" else True))
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
-    print("machine: %s, %d CPUs; load average at the end: %s; %d runs each, medians; outputs in %s"
-          % (os.uname().release, os.cpu_count(), load, a.runs, outdir))
-    print("| input | MiB | program | s/GiB | x cp | CPU s | peak RSS MiB | ok |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print("| %s | %.0f | %s | %.3f | %.2f | %.2f | %s | %s |" % (
-            r[0], r[1] / 2**20, r[2], r[3] / (r[1] / 2**30), r[4], r[5],
-            "" if r[6] != r[6] else "%.0f" % (r[6] / 2**20), "yes" if r[7] else "NO"))
-    if a.tiny:
-        for label, (rate, ok) in tiny_rate(a.bin_dir, outdir, a.tiny).items():
-            print("tiny .npy (192 B), %s: %.0f files/s%s" % (label, rate, "" if ok else " (FAILED)"))
+    if not a.linearity_only:
+        rows = []
+        for i, size_mib in enumerate(a.size_mib):
+            cases = make_big(a.workdir, size_mib)
+            if i == 0 and a.many:
+                cases += make_many(a.workdir, a.many)
+            for case in cases:
+                rows += measure_case(sc, case, outdir, a.runs, a.peer_runs)
+                os.unlink(case[1])
+        print_table(rows, a.runs, outdir)
+        if a.tiny:
+            print_tiny(tiny_rates(a.bin_dir, outdir, a.tiny, a.runs), a.tiny)
+        sys.stdout.flush()
+    if a.linearity_gib:
+        import linearity
+        linearity.run(a.bin_dir, a.linearity_dir or os.path.join(a.workdir, "linearity"), a.linearity_gib,
+                      a.runs, a.linearity_runs, cold=not a.linearity_warm)
 
 
 if __name__ == "__main__":
