@@ -104,8 +104,8 @@ TEST(GatherTile, LaterTilesOfAView) {
 // The 4-byte Fortran-order path (AVX2 where the CPU has it) as StreamTiled
 // uses it on the benchmark's array: 64-row tiles of a column stride that is a
 // multiple of 4 KiB, with the view starting at every misalignment (unaligned
-// loads and stores), later tiles, and a last column block whose prefetch
-// points past the view.
+// loads and stores), later tiles, and a last column block with nothing
+// after it to prefetch.
 TEST(GatherTile, FortranFloat32TilesAtEveryAlignment) {
   const uint64_t rows = 1024, cols = 80;  // a column stride of 4 KiB
   const std::vector<uint8_t> data = Data(rows * cols * 4 + 64);
