@@ -91,7 +91,11 @@ class InputHasher {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);
-    constexpr size_t kBuf = 4 << 20;
+    // Pieces that stay in this core's 1 MiB L2 between the pread's copy and
+    // the SHA-256 that reads them: 4 MiB pieces cost twice the copy time
+    // (0.08 s against 0.036 s per GiB), and this thread is the conversion's
+    // critical path for stored inputs (tests/bench/PROFILE.md, fourth round).
+    constexpr size_t kBuf = 256 << 10;
     std::unique_ptr<uint8_t[]> buf(new uint8_t[kBuf]);
     auto hasher = MakeHasher(DigestAlgorithm::kSha256);
     uint64_t off = 0;

@@ -20,10 +20,12 @@ namespace {
 
 using sandbox::FrameType;
 
-// A TENSOR_REF's range is read and written in pieces of this size: few
-// system calls, and the parent's buffer stays at the size of the worker's
-// largest data frames (4 MiB tiles).
-constexpr uint64_t kRefReadBytes = 4 << 20;
+// A TENSOR_REF's range is read and written in pieces of this size: small
+// enough that the pread's copy is still in the L2 cache when XXH3 and the
+// write read it (4 MiB pieces went through L3: tests/bench/PROFILE.md,
+// fourth round), large enough that the system calls do not matter (8,192
+// preads and writes per GiB).
+constexpr uint64_t kRefReadBytes = 256 << 10;
 
 // The worker echoes the conversion options it understood from its
 // arguments; they must be exactly the ones it was given, so that a drift

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace safemodel::loader {
 
 namespace {
@@ -109,9 +113,85 @@ void EdgeBlock(const GatherArgs& a, uint64_t r0, uint64_t nr, uint64_t c0, uint6
   }
 }
 
+#if defined(__x86_64__)
+// The 4-byte full block with AVX2, for a row stride of 1 (Fortran order: each
+// column's 16 elements are one line). The scalar FullBlock<4, true> was the
+// worker's whole cost for a big-endian Fortran float32 array (0.3 s of CPU
+// per GiB, tests/bench/PROFILE.md, fourth round): its gathers from `loc` do
+// not vectorise. Here each half-line (8 elements of a column) is one load,
+// the byte swap one shuffle, and two 8 x 8 transposes by unpack/permute give
+// each output row's line as two stores. Same result as FullBlock<4, kSwap>
+// (transpose_test compares every path with GatherTileNaive).
+__attribute__((target("avx2"))) inline void Transpose8x8(__m256i v[8]) {
+  const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+  const __m256i t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+  const __m256i t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+  const __m256i t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+  const __m256i t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+  const __m256i t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+  const __m256i t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2);
+  const __m256i u1 = _mm256_unpackhi_epi64(t0, t2);
+  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3);
+  const __m256i u3 = _mm256_unpackhi_epi64(t1, t3);
+  const __m256i u4 = _mm256_unpacklo_epi64(t4, t6);
+  const __m256i u5 = _mm256_unpackhi_epi64(t4, t6);
+  const __m256i u6 = _mm256_unpacklo_epi64(t5, t7);
+  const __m256i u7 = _mm256_unpackhi_epi64(t5, t7);
+  v[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+  v[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+  v[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+  v[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+  v[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+  v[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+  v[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+  v[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+template <bool kSwap>
+__attribute__((target("avx2"))) void FullBlock4Avx2(const GatherArgs& a, uint64_t r0, uint64_t c0,
+                                                    uint8_t* out) {
+  constexpr uint64_t L = kLineBytes / 4;  // 16
+  const __m256i bswap = _mm256_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12,
+                                         3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12);
+  // The lines the next block of columns reads at these rows: the hardware
+  // prefetcher cannot follow 1,024 columns a page apart, and waiting for each
+  // line from memory was most of this kernel's time. Only columns of the
+  // view: every address hinted is an element the caller proved in bounds.
+  for (uint64_t c = c0 + L; c < std::min(c0 + 2 * L, a.cols); ++c) {
+    _mm_prefetch(reinterpret_cast<const char*>(a.base + At(a, r0, c, 4)), _MM_HINT_T0);
+  }
+  for (uint64_t rh = 0; rh < L; rh += 8) {
+    for (uint64_t ch = 0; ch < L; ch += 8) {
+      __m256i v[8];
+      for (uint64_t c = 0; c < 8; ++c) {
+        const uint8_t* src = a.base + At(a, r0 + rh, c0 + ch + c, 4);
+        v[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+        if (kSwap) v[c] = _mm256_shuffle_epi8(v[c], bswap);
+      }
+      Transpose8x8(v);
+      for (uint64_t r = 0; r < 8; ++r) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + ((r0 + rh + r) * a.cols + c0 + ch) * 4), v[r]);
+      }
+    }
+  }
+}
+
+bool HaveAvx2() {
+  static const bool have = __builtin_cpu_supports("avx2");
+  return have;
+}
+#endif
+
 template <size_t N, bool kSwap>
 void Gather(const GatherArgs& a, uint8_t* out) {
   constexpr uint64_t L = kLineBytes / N;
+#if defined(__x86_64__)
+  const bool avx2 = N == 4 && a.row_stride == 1 && HaveAvx2();
+#else
+  constexpr bool avx2 = false;
+#endif
   // Down each block of columns first: a column's lines are read one after
   // the other (the prefetcher follows them), not one line per page per pass.
   for (uint64_t c0 = 0; c0 < a.cols; c0 += L) {
@@ -119,6 +199,14 @@ void Gather(const GatherArgs& a, uint8_t* out) {
     for (uint64_t r0 = 0; r0 < a.rows; r0 += L) {
       const uint64_t nr = std::min(L, a.rows - r0);
       if (nr == L && nc == L) {
+#if defined(__x86_64__)
+        if constexpr (N == 4) {
+          if (avx2) {
+            FullBlock4Avx2<kSwap>(a, r0, c0, out);
+            continue;
+          }
+        }
+#endif
         FullBlock<N, kSwap>(a, r0, c0, out);
       } else {
         EdgeBlock<N, kSwap>(a, r0, nr, c0, nc, out);

@@ -41,15 +41,15 @@ class Stream {
     protocol::EncodeTensorRef({offset, length}, p);
     Frame(FrameType::kTensorRef, std::string(reinterpret_cast<char*>(p), sizeof p));
   }
-  // LOCKED and a header of one uint8 tensor of kTensorBytes.
-  void Start() {
+  // LOCKED and a header of one uint8 tensor of `bytes`.
+  void Start(uint64_t bytes = kTensorBytes) {
     Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
     worker::WorkerHeader h;
     h.set_source_format("npy");
     v1::TensorInfo* t = h.add_tensors();
     t->set_name("t");
     t->set_dtype(v1::U8);
-    t->add_shape(kTensorBytes);
+    t->add_shape(bytes);
     Frame(FrameType::kHeader, wire::SerializeDeterministic(h));
   }
   void Done(uint64_t bytes) {
@@ -122,6 +122,24 @@ TEST_F(TensorRefTest, TheBytesWrittenAreTheInputsAtTheRange) {
   EXPECT_EQ(st.data_bytes, kTensorBytes);
   const std::string out = Output();
   const std::string want(reinterpret_cast<const char*>(input_.data() + at), kTensorBytes);
+  EXPECT_NE(out.find(want), std::string::npos);
+}
+
+// A reference longer than the parent's read piece (256 KiB): read, digested
+// and written piece by piece, the last one partial, from an unaligned offset.
+TEST_F(TensorRefTest, AReferenceOfSeveralReadPiecesIsWrittenWhole) {
+  const uint64_t bytes = 600'001;
+  const uint64_t at = 77'777;
+  Stream s;
+  s.Start(bytes);
+  s.Ref(at, bytes);
+  s.Done(bytes);
+  StreamOutcome st = Read(s, input_fd_);
+  ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
+  ASSERT_TRUE(st.writer && st.writer->complete());
+  EXPECT_EQ(st.data_bytes, bytes);
+  const std::string out = Output();
+  const std::string want(reinterpret_cast<const char*>(input_.data() + at), bytes);
   EXPECT_NE(out.find(want), std::string::npos);
 }
 
