@@ -266,9 +266,11 @@ ConvertReport ConvertShardedCheckpoint(const std::string& hf_index_path, const s
   ShardedCheckpointIndexReading reading;
   if (read_index) {
     reading = read_index(hf_index_path);
-    // Read earlier: it holds only for the same bytes.
+    // Read earlier: it holds only for the same bytes, a refusal as well
+    // (its results line pairs it with the index's SHA-256 as it is now).
     Result<std::string> now = Sha256OfFile(hf_index_path);
-    if (reading.index.ok() && (!now.ok() || *now != reading.report.input_sha256)) {
+    const bool same = now.ok() && *now == reading.report.input_sha256;
+    if (!same && (reading.index.ok() || !reading.report.input_sha256.empty())) {
       reading.index = Status::IoError("the checkpoint index '" + hf_index_path +
                                       "' changed after it was read (or cannot be read again)");
     }

@@ -80,8 +80,8 @@ std::string ShardedOutputIndexName(const std::string& hf_index_path);
 // largest.
 // `read_index`, when given, supplies the index's reading instead of a new
 // conversion of it (a batch's listing read it already): the index file
-// must still have the SHA-256 that reading recorded, else the unit fails
-// (kIoError: it changed meanwhile).
+// must still have the SHA-256 that reading recorded (whether the reading
+// succeeded or not), else the unit fails (kIoError: it changed meanwhile).
 ConvertReport ConvertShardedCheckpoint(const std::string& hf_index_path, const std::string& out_index_path,
                                        const ConvertOptions& options, const ConvertFunction& convert,
                                        const CheckpointIndexReader& read_index = nullptr);

@@ -189,6 +189,14 @@ TEST(BatchInputs, AnIndexChangedAfterItsListingFailsItsUnit) {
   EXPECT_EQ(r.status.code(), StatusCode::kIoError) << r.status.ToString();
   EXPECT_NE(r.status.message().find("changed after it was read"), std::string::npos) << r.status.ToString();
   EXPECT_EQ(out.List(), std::vector<std::string>{});
+  // A refusal read earlier does not stand for an index that changed either.
+  const std::string bad = d.File("bad.bin.index.json");
+  WriteFile(bad, R"({"weight_map": {"x": "../a.bin"}})");
+  ASSERT_FALSE(readings.Lister()(bad).ok());
+  WriteFile(bad, R"({"weight_map": {"x": "a.bin"}})");
+  const ConvertReport b = ConvertShardedCheckpoint(bad, out.File("b.safemodel.index.json"), Quick(), ConvertFile,
+                                                   readings.Reader());
+  EXPECT_EQ(b.status.code(), StatusCode::kIoError) << b.status.ToString();
 }
 
 }  // namespace
