@@ -101,6 +101,9 @@ Result<std::string> Sha256OfFile(const std::string& path) {
 Batch::Batch(BatchOptions options) : options_(std::move(options)) {
   options_.convert.progress = nullptr;
   if (!options_.convert_function) options_.convert_function = ConvertFile;
+  // The output's SHA-256 is computed as it is written (ConvertReport::
+  // output_sha256), not by reading it back.
+  options_.convert.hash_output = options_.hash_outputs;
   if (options_.jobs == 0) options_.jobs = DefaultBatchJobs();
 }
 
@@ -113,9 +116,12 @@ BatchResult Batch::ConvertOne(size_t index, const BatchItem& item) const {
   // through the same function.
   r.report = IsShardedCheckpointIndex(item.input_path)
                  ? ConvertShardedCheckpoint(item.input_path, item.output_path, options_.convert,
-                                            options_.convert_function)
+                                            options_.convert_function, options_.read_checkpoint_index)
                  : options_.convert_function(item.input_path, item.output_path, options_.convert);
-  if (r.report.status.ok() && options_.hash_outputs && options_.convert.output_fd < 0) {
+  r.output_sha256 = r.report.output_sha256;
+  // A host's own ConvertFunction may not fill it: the output is read back.
+  if (r.report.status.ok() && options_.hash_outputs && r.output_sha256.empty() &&
+      options_.convert.output_fd < 0) {
     Result<std::string> sha = Sha256OfFile(item.output_path);
     // The output was committed a moment ago; failing to read it back is an
     // I/O error of this item (a retry redoes it).

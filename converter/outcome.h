@@ -55,6 +55,9 @@ struct StreamOutcome {
   std::optional<sandbox::Violation> violation;
   uint64_t data_bytes = 0;   // tensor bytes received
   std::unique_ptr<SafemodelWriter> writer;
+  // Set by the caller: the writer computes the output's SHA-256 as it
+  // writes (SafemodelWriter::HashFile), asking this for the input's.
+  SafemodelWriter::InputSha256Source hash_output_with;
 
  private:
   bool ended_ = false;

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "converter/finding_order.h"
@@ -71,12 +72,18 @@ class InputHasher {
       for (const auto& [fd, size] : parts) {
         if (!Run(fd, size)) return;
       }
+      done_.store(true, std::memory_order_release);
     });
   }
   ~InputHasher() { Stop(); }
   void Stop() {
     cancel_ = true;
     if (thread_.joinable()) thread_.join();
+  }
+  // The digests once every part was hashed, before Join; nullptr until
+  // then (or on failure). Safe from any thread.
+  const std::vector<std::string>* Ready() const {
+    return done_.load(std::memory_order_acquire) ? &digests_ : nullptr;
   }
   Result<std::vector<std::string>> Join() {
     if (thread_.joinable()) thread_.join();
@@ -120,6 +127,7 @@ class InputHasher {
   }
   std::thread thread_;
   std::atomic<bool> cancel_{false};
+  std::atomic<bool> done_{false};
   Status status_;
   std::vector<std::string> digests_;
 };
@@ -424,7 +432,18 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
     SAFEMODEL_ASSIGN_OR_RETURN(worker_path, FindWorker(opt));
   }
 
+  // The output's SHA-256, if asked, as it is written: the writer asks for
+  // the input's (its header holds it) from the hasher thread.
+  SafemodelWriter::InputSha256Source hash_output_with;
+  if (opt.hash_output) {
+    hash_output_with = [&hasher, &input]() -> std::optional<std::string> {
+      const std::vector<std::string>* digests = hasher.Ready();
+      if (digests == nullptr) return std::nullopt;
+      return input.CombineDigests(*digests);
+    };
+  }
   StreamOutcome stream;
+  stream.hash_output_with = hash_output_with;
   Verdict verdict;
   SAFEMODEL_RETURN_IF_ERROR(
       RunWorker(setup, worker_path, fork_server.get(), /*hand_off_allowed=*/true, report, &stream,
@@ -441,6 +460,7 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
     if (report->source_format.empty()) report->source_format = "hdf5";
     SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5_worker, FindHdf5Worker(opt, worker_path));
     stream = StreamOutcome();
+    stream.hash_output_with = hash_output_with;
     SAFEMODEL_RETURN_IF_ERROR(
         RunWorker(setup, hdf5_worker, /*fork_server=*/nullptr, /*hand_off_allowed=*/false, report,
                   &stream, &verdict));
@@ -465,6 +485,7 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
   report->tensor_bytes = stream.data_bytes;
   report->output_bytes = stream.writer->file_size();
   SAFEMODEL_RETURN_IF_ERROR(out->Commit(stream.writer->file_size(), opt.sync_output));
+  if (opt.hash_output) report->output_sha256 = ToHex(stream.writer->file_sha256());
   return Status::Ok();
 }
 

@@ -152,9 +152,14 @@ void Fold(const std::string& where, const ConvertReport& r, ConvertReport* unit)
 
 // The output index (safemodel/sharded.h), written under a temporary name
 // and renamed: it appears whole or not at all.
+// `shard_sha256`: each shard output's SHA-256 as its conversion computed it
+// (hex; "" where it did not, and the file is then read). `index_sha256`,
+// when given, receives the index file's.
 Status WriteOutputIndex(const std::string& out_index, const std::string& hf_index,
                         const std::map<std::string, std::string>& weight_map,
-                        const std::vector<std::string>& shards, bool sync) {
+                        const std::vector<std::string>& shards,
+                        const std::map<std::string, std::string>& shard_sha256, bool sync,
+                        std::string* index_sha256) {
   nlohmann::ordered_json j;
   j["format"] = "safemodel.sharded";
   j["version"] = 1;
@@ -164,7 +169,11 @@ Status WriteOutputIndex(const std::string& out_index, const std::string& hf_inde
   const std::string dir = DirOf(out_index);
   for (const std::string& s : shards) {
     const std::string file = s + ".safemodel";
-    SAFEMODEL_ASSIGN_OR_RETURN(std::string sha, Sha256OfFile(dir + "/" + file));
+    auto known = shard_sha256.find(s);
+    std::string sha = known != shard_sha256.end() ? known->second : "";
+    if (sha.empty()) {
+      SAFEMODEL_ASSIGN_OR_RETURN(sha, Sha256OfFile(dir + "/" + file));
+    }
     SAFEMODEL_ASSIGN_OR_RETURN(Model m, Model::Open(dir + "/" + file));
     list.push_back({{"file", file}, {"bytes", m.file_size()}, {"sha256", sha}, {"tensors", m.tensors().size()}});
   }
@@ -182,6 +191,7 @@ Status WriteOutputIndex(const std::string& out_index, const std::string& hf_inde
     unlink(tmp.c_str());
     return Status::IoError("cannot write the output index '" + out_index + "'");
   }
+  if (index_sha256 != nullptr) *index_sha256 = ToHex(Sha256(AsBytes(text)));
   return Status::Ok();
 }
 
@@ -190,14 +200,22 @@ Status ConvertUnit(const std::string& hf_index, const ShardedCheckpointIndex& in
                    const ConvertOptions& options, const ConvertFunction& convert, ConvertReport* unit,
                    std::vector<std::string>* written) {
   const std::string in_dir = DirOf(hf_index), out_dir = DirOf(out_index);
+  std::map<std::string, std::string> shard_sha256;
   for (const std::string& s : index.shards) {
     const std::string out = out_dir + "/" + s + ".safemodel";
-    const ConvertReport r = convert(in_dir + "/" + s, out, options);
+    // Each shard's output hashed as it is written: the output index records
+    // it, so no shard is read back for it.
+    ConvertOptions shard_options = options;
+    shard_options.hash_output = true;
+    const ConvertReport r = convert(in_dir + "/" + s, out, shard_options);
     Fold("shard " + s, r, unit);
     if (!r.status.ok()) return Status(r.status.code(), "shard '" + s + "': " + r.status.message());
     written->push_back(out);
+    shard_sha256[s] = r.output_sha256;
   }
-  SAFEMODEL_RETURN_IF_ERROR(WriteOutputIndex(out_index, hf_index, index.weight_map, index.shards, options.sync_output));
+  SAFEMODEL_RETURN_IF_ERROR(WriteOutputIndex(out_index, hf_index, index.weight_map, index.shards, shard_sha256,
+                                             options.sync_output,
+                                             options.hash_output ? &unit->output_sha256 : nullptr));
   written->push_back(out_index);
   // The converted shards hold exactly the tensors the weight map gives them.
   Result<ShardedModel> opened = ShardedModel::Open(out_index);
@@ -238,14 +256,29 @@ Result<std::string> ShardedCheckpointSha256(const std::string& hf_index_path, st
 }
 
 ConvertReport ConvertShardedCheckpoint(const std::string& hf_index_path, const std::string& out_index_path,
-                                       const ConvertOptions& options, const ConvertFunction& convert_or_null) {
+                                       const ConvertOptions& options, const ConvertFunction& convert_or_null,
+                                       const CheckpointIndexReader& read_index) {
   const auto t0 = std::chrono::steady_clock::now();
   const ConvertFunction convert = convert_or_null ? convert_or_null : ConvertFunction(ConvertFile);
   ConvertReport unit;
   unit.input_path = hf_index_path;
   unit.output_path = out_index_path;
-  ConvertReport index_report;
-  Result<ShardedCheckpointIndex> index = ReadIndex(hf_index_path, options, convert, &index_report);
+  ShardedCheckpointIndexReading reading;
+  if (read_index) {
+    reading = read_index(hf_index_path);
+    // Read earlier: it holds only for the same bytes, a refusal as well
+    // (its results line pairs it with the index's SHA-256 as it is now).
+    Result<std::string> now = Sha256OfFile(hf_index_path);
+    const bool same = now.ok() && *now == reading.report.input_sha256;
+    if (!same && (reading.index.ok() || !reading.report.input_sha256.empty())) {
+      reading.index = Status::IoError("the checkpoint index '" + hf_index_path +
+                                      "' changed after it was read (or cannot be read again)");
+    }
+  } else {
+    reading.index = ReadIndex(hf_index_path, options, convert, &reading.report);
+  }
+  const ConvertReport& index_report = reading.report;
+  Result<ShardedCheckpointIndex>& index = reading.index;
   Fold("index " + fs::path(hf_index_path).filename().string(), index_report, &unit);
   unit.output_bytes = 0;  // the in-memory index is no output
   unit.tensor_count = 0;

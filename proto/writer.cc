@@ -28,6 +28,8 @@ Status SafemodelWriter::WriteAll(ByteView bytes) {
       if (errno == EINTR) continue;
       return Status::IoError(std::string("writing the output failed: ") + std::strerror(errno));
     }
+    // Appended bytes are final where they land: hashed as written.
+    if (file_hasher_) file_hasher_->Update(ByteView(p, static_cast<size_t>(n)));
     p += n;
     left -= static_cast<size_t>(n);
     written_ += static_cast<uint64_t>(n);
@@ -252,9 +254,57 @@ Status SafemodelWriter::Advance() {
   return Status::Ok();
 }
 
+void SafemodelWriter::HashFile(InputSha256Source input_sha256) {
+  hash_file_ = true;
+  input_sha256_source_ = std::move(input_sha256);
+}
+
+uint64_t SafemodelWriter::TrailerLen() const {
+  // v1::Trailer as Finish writes it: the algorithm (tag, varint), a digest
+  // entry per tensor (tag, length, digest; empty for an alias), the header
+  // digest (tag, length, digest).
+  uint64_t len = 1 + 2 + digest_size_;
+  for (uint64_t v = static_cast<uint64_t>(algorithm_); ; v >>= 7) {
+    ++len;
+    if (v < 0x80) break;
+  }
+  for (const Tensor& t : tensors_) len += 2 + (t.alias ? 0 : digest_size_);
+  return len;
+}
+
+Status SafemodelWriter::StartFileHash(std::string_view input_sha256) {
+  if (input_sha256.size() != 32) return Status::Internal("input digest is not 32 bytes");
+  SAFEMODEL_RETURN_IF_ERROR(PwriteAll(AsBytes(input_sha256), format::kPrefixBytes + sha_at_));
+  early_input_sha256_ = std::string(input_sha256);
+  auto hasher = MakeHasher(DigestAlgorithm::kSha256);
+  // The prefix as Finish will leave it (only trailer_len changes there).
+  format::Prefix final_prefix = prefix_;
+  final_prefix.trailer_len = TrailerLen();
+  uint8_t prefix_bytes[format::kPrefixBytes];
+  format::EncodePrefix(final_prefix, prefix_bytes);
+  hasher->Update(ByteView(prefix_bytes, sizeof prefix_bytes));
+  // What follows it, as written so far: final from here on (the header has
+  // its input digest now), read back once.
+  constexpr uint64_t kBlock = 1 << 20;
+  std::unique_ptr<uint8_t[]> block(new uint8_t[kBlock]);
+  for (uint64_t off = format::kPrefixBytes; off < written_;) {
+    const uint64_t n = std::min(kBlock, written_ - off);
+    SAFEMODEL_RETURN_IF_ERROR(PreadAll(block.get(), n, off));
+    hasher->Update(ByteView(block.get(), n));
+    off += n;
+  }
+  file_hasher_ = std::move(hasher);
+  return Status::Ok();
+}
+
 Status SafemodelWriter::Append(ByteView bytes) {
   if (bytes.empty()) return Status::Ok();
   if (current_ < 0) return Status::Internal("tensor bytes before the header was written");
+  if (hash_file_ && !file_hasher_ && input_sha256_source_) {
+    if (std::optional<std::string> sha = input_sha256_source_(); sha.has_value()) {
+      SAFEMODEL_RETURN_IF_ERROR(StartFileHash(*sha));
+    }
+  }
   if (complete()) {
     return Status::Malformed(std::to_string(bytes.size()) + " data bytes after the last tensor");
   }
@@ -285,6 +335,10 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
                              std::to_string(remaining_) + " bytes");
   }
   if (input_sha256.size() != 32) return Status::Internal("input digest is not 32 bytes");
+  if (hash_file_ && !file_hasher_) SAFEMODEL_RETURN_IF_ERROR(StartFileHash(input_sha256));
+  if (file_hasher_ && early_input_sha256_ != input_sha256) {
+    return Status::Internal("the input digest differs from the one the output hash started with");
+  }
   SAFEMODEL_RETURN_IF_ERROR(PwriteAll(AsBytes(input_sha256), format::kPrefixBytes + sha_at_));
 
   // The trailer (v1::Trailer) serialised as protobuf would, field by field
@@ -296,6 +350,7 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
   PutVarint(&head, static_cast<uint64_t>(algorithm_));
   uint64_t trailer_len = head.size() + 2 + digest_size_;  // + header digest
   for (const Tensor& t : tensors_) trailer_len += 2 + (t.alias ? 0 : digest_size_);
+  if (trailer_len != TrailerLen()) return Status::Internal("the trailer's length is computed two ways");
   // The header digest covers the final prefix, whose trailer_len depends on
   // the trailer, which holds the header digest: the digest's size is fixed
   // per algorithm, so the length is known before the digest.
@@ -341,8 +396,11 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
     return Status::Internal("the trailer is not the size announced in the prefix");
   }
 
-  // The prefix with its final trailer length (the header is final already).
-  return PwriteAll(ByteView(prefix_bytes, sizeof prefix_bytes), 0);
+  // The prefix with its final trailer length (the header is final already);
+  // the file's SHA-256 started from this prefix (StartFileHash).
+  SAFEMODEL_RETURN_IF_ERROR(PwriteAll(ByteView(prefix_bytes, sizeof prefix_bytes), 0));
+  if (file_hasher_) file_sha256_ = file_hasher_->Finish();
+  return Status::Ok();
 }
 
 }  // namespace safemodel

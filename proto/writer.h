@@ -10,7 +10,9 @@
 #define SAFEMODEL_PROTO_WRITER_H_
 
 #include <deque>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "proto/base/byte_reader.h"
@@ -59,6 +61,24 @@ class SafemodelWriter {
   // be open for reading as well.
   Status Finish(std::string_view input_sha256);
 
+  // Asks for the SHA-256 of the finished file, as `sha256sum` would print
+  // it (file_sha256() after Finish), computed from the bytes as they are
+  // written rather than by reading the file again. Call before WriteHeader.
+  // The header holds the input's SHA-256, known only later; `input_sha256`
+  // is asked (before each Append) whether it is known yet: once it gives
+  // the 32 bytes, they are written into the header at once, the bytes
+  // written so far are read back once (the prefix with its final trailer
+  // length comes from memory), and every later byte is hashed as written.
+  // If it never gives them, Finish reads the whole file back once. The
+  // value given must be the one Finish then receives (else kInternal).
+  // Everything the writer writes goes through it: a caller that wrote to
+  // the descriptor itself would make this digest wrong.
+  using InputSha256Source = std::function<std::optional<std::string>()>;
+  void HashFile(InputSha256Source input_sha256);
+  // The finished file's SHA-256 (32 bytes), or "" unless HashFile was
+  // called and Finish succeeded.
+  const std::string& file_sha256() const { return file_sha256_; }
+
   // The size the finished file will have at most (the trailer's exact size
   // is known only at Finish).
   uint64_t planned_file_size() const;
@@ -78,6 +98,11 @@ class SafemodelWriter {
   Status StreamHeader(const v1::Header& header, uint64_t header_len);
   Status PwriteAll(ByteView bytes, uint64_t offset);
   Status PreadAll(uint8_t* out, uint64_t n, uint64_t offset);
+  // The trailer's exact size (known once WriteHeader ran).
+  uint64_t TrailerLen() const;
+  // HashFile: the input digest written into the header, and the file so
+  // far hashed (read back); later writes are hashed by WriteAll.
+  Status StartFileHash(std::string_view input_sha256);
   // Moves to the next tensor that needs bytes, writing padding for it.
   Status Advance();
   std::string Name(size_t i) const;
@@ -100,6 +125,13 @@ class SafemodelWriter {
   uint64_t provenance_at_ = 0;
   size_t tensor_count_ = 0;
   uint64_t written_ = 0;      // bytes written so far (file position)
+  // HashFile: wanted, the source asked, the running SHA-256 (set once the
+  // input digest is known), the digest it started with, the result.
+  bool hash_file_ = false;
+  InputSha256Source input_sha256_source_;
+  std::unique_ptr<Hasher> file_hasher_;
+  std::string early_input_sha256_;
+  std::string file_sha256_;
   int current_ = -1;
   uint64_t remaining_ = 0;
 };

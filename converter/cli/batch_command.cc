@@ -115,22 +115,6 @@ Result<std::string> InputSha256(const BatchInput& in, const ShardLister& shards_
   return ShardedCheckpointSha256(in.path, shards.ok() ? *shards : std::vector<std::string>{});
 }
 
-// The shards of each HF index, read through the worker (never by this
-// process) once per run, for the listing and the rerun check.
-ShardLister MemoizedShardLister(const ConvertOptions& options) {
-  auto memo = std::make_shared<std::map<std::string, Result<std::vector<std::string>>>>();
-  return [memo, options](const std::string& index_path) -> Result<std::vector<std::string>> {
-    auto it = memo->find(index_path);
-    if (it == memo->end()) {
-      Result<ShardedCheckpointIndex> index = ReadShardedCheckpointIndex(index_path, options, ConvertFile);
-      it = memo->emplace(index_path, index.ok() ? Result<std::vector<std::string>>(index->shards)
-                                                : Result<std::vector<std::string>>(index.status()))
-               .first;
-    }
-    return it->second;
-  };
-}
-
 // The output of a line is still the one written: a unit's index opens with
 // every shard it records (their SHA-256 checked), a file has its size.
 bool OutputHolds(const nlohmann::json& out, const BatchInput& in, const std::string& out_path) {
@@ -252,7 +236,8 @@ struct Plan {
   uint64_t total_bytes = 0;
 };
 
-int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, bool needs_newline);
+int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, bool needs_newline,
+            const CheckpointIndexReader& read_index);
 
 int RunBatch(BatchArgs& a) {
   if (a.in_dir.empty() == a.manifest.empty()) return BatchUsage("give either IN_DIR or --manifest FILE");
@@ -270,7 +255,10 @@ int RunBatch(BatchArgs& a) {
   }
   std::vector<std::string> exclude = {a.out_dir, results_path};
   if (!a.sarif.empty()) exclude.push_back(a.sarif);
-  const ShardLister shards_of = MemoizedShardLister(a.opt);
+  // Each HF index is read through the worker once: for the listing, the
+  // rerun check and its unit's conversion.
+  const CheckpointIndexReadings index_readings(a.opt, ConvertFile);
+  const ShardLister shards_of = index_readings.Lister();
   Result<std::vector<BatchInput>> listed =
       a.in_dir.empty() ? ReadManifest(a.manifest) : ListTree(a.in_dir, exclude, shards_of);
   if (!listed.ok()) return BatchUsage(E(listed.status().message()));
@@ -297,16 +285,18 @@ int RunBatch(BatchArgs& a) {
     auto it = earlier.find(in.id);
     if (it != earlier.end() && RecordHolds(it->second, in, out, fingerprint, shards_of)) {
       plan.done.push_back(it->second);
+      index_readings.Forget(in.path);
     } else if (in.symlink) {
       plan.links.push_back(in);
     } else {
       plan.to_convert.push_back({in.id, in.path, out});
     }
   }
-  return Execute(a, plan, results_path, needs_newline);
+  return Execute(a, plan, results_path, needs_newline, index_readings.Reader());
 }
 
-int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, bool needs_newline) {
+int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, bool needs_newline,
+            const CheckpointIndexReader& read_index) {
   ResultsFile results;
   if (!results.Open(results_path, needs_newline)) {
     return BatchUsage("cannot write the results file '" + E(results_path) + "'");
@@ -340,6 +330,7 @@ int Execute(const BatchArgs& a, Plan& plan, const std::string& results_path, boo
   bopt.convert = a.opt;
   bopt.convert.force = true;  // the out-dir is the batch's: an output without a line that holds is redone
   bopt.jobs = a.jobs;
+  bopt.read_checkpoint_index = read_index;
   if (a.fork_server && !plan.to_convert.empty()) {
     // Fails the batch before any conversion: no silent fallback to exec.
     Result<std::shared_ptr<sandbox::ForkServer>> server = StartForkServer(bopt.convert);

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -86,6 +89,66 @@ Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vec
     if (ec) return Status::IoError("cannot list '" + dir.string() + "': " + ec.message());
   }
   return GroupUnits(std::move(out), shards_of);
+}
+
+struct CheckpointIndexReadings::State {
+  ConvertOptions options;
+  ConvertFunction convert;
+  std::mutex mu;
+  struct Entry {
+    Result<std::vector<std::string>> shards = Status::Internal("not read");
+    std::optional<ShardedCheckpointIndexReading> reading;  // until handed over
+  };
+  std::map<std::string, Entry> entries;
+
+  // The entry of `path`, read now if it was not (under mu).
+  Entry& Read(const std::string& path) {
+    auto it = entries.find(path);
+    if (it != entries.end()) return it->second;
+    ShardedCheckpointIndexReading r;
+    r.index = ReadShardedCheckpointIndex(path, options, convert, &r.report);
+    Entry e;
+    e.shards = r.index.ok() ? Result<std::vector<std::string>>(r.index->shards)
+                            : Result<std::vector<std::string>>(r.index.status());
+    e.reading = std::move(r);
+    return entries.emplace(path, std::move(e)).first->second;
+  }
+};
+
+CheckpointIndexReadings::CheckpointIndexReadings(ConvertOptions options, ConvertFunction convert)
+    : state_(std::make_shared<State>()) {
+  options.progress = nullptr;
+  state_->options = std::move(options);
+  state_->convert = convert ? std::move(convert) : ConvertFunction(ConvertFile);
+}
+
+ShardLister CheckpointIndexReadings::Lister() const {
+  return [state = state_](const std::string& path) -> Result<std::vector<std::string>> {
+    std::lock_guard<std::mutex> lock(state->mu);
+    return state->Read(path).shards;
+  };
+}
+
+CheckpointIndexReader CheckpointIndexReadings::Reader() const {
+  return [state = state_](const std::string& path) {
+    std::unique_lock<std::mutex> lock(state->mu);
+    auto it = state->entries.find(path);
+    if (it != state->entries.end() && it->second.reading.has_value()) {
+      ShardedCheckpointIndexReading r = std::move(*it->second.reading);
+      it->second.reading.reset();
+      return r;
+    }
+    lock.unlock();  // a new reading runs a worker: other units go on meanwhile
+    ShardedCheckpointIndexReading r;
+    r.index = ReadShardedCheckpointIndex(path, state->options, state->convert, &r.report);
+    return r;
+  };
+}
+
+void CheckpointIndexReadings::Forget(const std::string& index_path) const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  auto it = state_->entries.find(index_path);
+  if (it != state_->entries.end()) it->second.reading.reset();
 }
 
 bool IsCleanId(const std::string& id) {

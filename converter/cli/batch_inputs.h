@@ -5,9 +5,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "safemodel/sharded_convert.h"
 #include "safemodel/status.h"
 
 namespace safemodel::cli {
@@ -41,6 +43,28 @@ inline constexpr size_t kMaxListedDepth = 64;               // deeper trees are 
 using ShardLister = std::function<Result<std::vector<std::string>>(const std::string& index_path)>;
 Result<std::vector<BatchInput>> ListTree(const std::string& root, const std::vector<std::string>& exclude,
                                          const ShardLister& shards_of = nullptr);
+
+// The readings of sharded checkpoints' indexes in one run, each index
+// converted (through the worker, by `convert`) once: Lister() gives the
+// listing and the rerun check their shard lists (ReadShardedCheckpointIndex,
+// the same results and messages as reading each time), and Reader() hands
+// the whole reading over to the unit's conversion (Batch's
+// read_checkpoint_index), once; a second request reads again. A reading
+// handed over is forgotten but for its shard list, so that memory does not
+// grow with the weight maps of every unit. Thread-safe.
+class CheckpointIndexReadings {
+ public:
+  CheckpointIndexReadings(ConvertOptions options, ConvertFunction convert);
+  ShardLister Lister() const;
+  CheckpointIndexReader Reader() const;
+  // Frees the reading of an index that will not be converted (a rerun
+  // skips it), keeping its shard list.
+  void Forget(const std::string& index_path) const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
 
 // The manifest's lines, {"id": ..., "path": ...} each (blank lines
 // skipped), sorted by id. A relative path is taken relative to the

@@ -1,5 +1,6 @@
 // ConvertFile end to end through the real sandboxed worker: success reports,
 // determinism, atomic output, and every failure leaving nothing behind.
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -215,6 +216,54 @@ TEST(Pipeline, StoredTensorsCopiedFromTheInputAreTheInputsBytes) {
     ASSERT_NE(t, nullptr) << name;
     auto data = m->Data(*t);
     EXPECT_EQ(std::string(reinterpret_cast<const char*>(data.data()), data.size()), want) << name;
+  }
+}
+
+// ConvertOptions::hash_output: the output's SHA-256 computed as it is
+// written is what sha256sum prints for the committed file (and for a
+// descriptor output, for the bytes it received): a small file (the input
+// digest arrives after the last tensor byte), a hand-off to the HDF5
+// worker, and a 48 MiB one (it may arrive midway); the bytes are those of a
+// conversion that did not hash. Without the option there is no digest.
+TEST(Pipeline, TheOutputSha256IsComputedAsWrittenAndIsTheFilesSha256) {
+  TempDir dir;
+  std::string big = "\x93NUMPY\x01";
+  big += '\0';
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (12582912,), }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  big += static_cast<char>(header.size() & 0xff);
+  big += static_cast<char>(header.size() >> 8);
+  big += header;
+  big.resize(big.size() + (48u << 20), '\x3f');
+  WriteFile(dir.File("big.npy"), big);
+  ConvertOptions hashed;
+  hashed.hash_output = true;
+  hashed.sync_output = false;
+  for (const std::string& in : {Fixture("numpy/f32.npy"), Fixture("numpy/stored.npz"),
+                                Fixture("keras_h5/dtypes.h5"), dir.File("big.npy")}) {
+    SCOPED_TRACE(in);
+    const ConvertReport r = Convert(in, dir.File("h.safemodel"), hashed);
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_EQ(r.output_sha256.size(), 64u);
+    std::string sum;
+    ASSERT_EQ(RunCommand("sha256sum '" + dir.File("h.safemodel") + "'", &sum, false), 0);
+    EXPECT_EQ(r.output_sha256, sum.substr(0, 64));
+    const ConvertReport plain = Convert(in, dir.File("p.safemodel"), {});
+    ASSERT_TRUE(plain.status.ok());
+    EXPECT_EQ(plain.output_sha256, "");
+    EXPECT_EQ(ReadFile(dir.File("h.safemodel")), ReadFile(dir.File("p.safemodel")));
+    // To a descriptor: the digest is of the bytes it received.
+    const int fd = open(dir.File("fd.safemodel").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ConvertOptions to_fd = hashed;
+    to_fd.output_fd = fd;
+    const ConvertReport d = Convert(in, "-", to_fd);
+    close(fd);
+    ASSERT_TRUE(d.status.ok()) << d.status.ToString();
+    EXPECT_EQ(d.output_sha256, r.output_sha256);
+    EXPECT_EQ(ReadFile(dir.File("fd.safemodel")), ReadFile(dir.File("p.safemodel")));
+    for (const char* f : {"h.safemodel", "p.safemodel", "fd.safemodel"}) unlink(dir.File(f).c_str());
   }
 }
 

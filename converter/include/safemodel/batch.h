@@ -55,6 +55,12 @@ using ConvertFunction =
     std::function<ConvertReport(const std::string& input_path, const std::string& output_path,
                                 const ConvertOptions& options)>;
 
+// A reading of a sharded checkpoint's index (safemodel/sharded_convert.h),
+// for a caller that read the index already and hands its reading over.
+struct ShardedCheckpointIndexReading;
+using CheckpointIndexReader =
+    std::function<ShardedCheckpointIndexReading(const std::string& hf_index_path)>;
+
 struct BatchOptions {
   // For every item (its `progress` hook is not used: a batch reports whole
   // items). `force` is the caller's choice: safe-convert batch sets it, the
@@ -64,6 +70,10 @@ struct BatchOptions {
   unsigned jobs = 0;
   // Empty = ConvertFile.
   ConvertFunction convert_function;
+  // How a unit's index is read (ConvertShardedCheckpoint); empty = through
+  // convert_function, by the unit itself. safe-convert batch hands over the
+  // reading its listing made, so that an index is converted once.
+  CheckpointIndexReader read_checkpoint_index;
   // Hash each converted output (BatchResult::output_sha256), reading it
   // back once; a resume uses it to check an existing output.
   bool hash_outputs = true;

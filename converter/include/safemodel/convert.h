@@ -109,6 +109,11 @@ struct ConvertOptions {
   // ConvertShardedCheckpoint (safemodel/sharded_convert.h) sets it to read
   // the index through the worker.
   bool read_checkpoint_index = false;
+  // Compute the output file's SHA-256 (ConvertReport::output_sha256) from
+  // the bytes as they are written, instead of reading the output again
+  // afterwards: what `safe-convert batch` records. Costs one SHA-256 pass
+  // over the output (~2 GB/s per core), so it is off by default.
+  bool hash_output = false;
   // Path of safemodel-worker, the lean worker every conversion starts;
   // empty = $SAFEMODEL_WORKER (an absolute path), else next to the program
   // or library holding the pipeline, else the install layout's
@@ -217,6 +222,11 @@ struct ConvertReport {
   uint64_t tensor_count = 0;
   uint64_t tensor_bytes = 0;
   uint64_t output_bytes = 0;
+  // With ConvertOptions::hash_output and a converted output: SHA-256 of
+  // the output file as committed (hex; what `sha256sum OUT` prints; for a
+  // descriptor output, of the bytes copied to it). "" otherwise. For
+  // ConvertShardedCheckpoint: of the output index file.
+  std::string output_sha256;
   WorkerOutcome worker;
   std::vector<std::string> options;
   double wall_seconds = 0;

@@ -58,6 +58,14 @@ Result<ShardedCheckpointIndex> ReadShardedCheckpointIndex(const std::string& pat
                                                           const ConvertFunction& convert,
                                                           ConvertReport* report = nullptr);
 
+// An index read as ReadShardedCheckpointIndex reads it: the result, and the
+// report of the index's conversion (its findings, the worker's costs, the
+// parent's SHA-256 of the index as read).
+struct ShardedCheckpointIndexReading {
+  Result<ShardedCheckpointIndex> index = Status::Internal("the checkpoint index was not read");
+  ConvertReport report;
+};
+
 // "pytorch_model.bin.index.json" -> "pytorch_model.bin.safemodel.index.json"
 // (in the same directory): the output index a batch writes for it.
 std::string ShardedOutputIndexName(const std::string& hf_index_path);
@@ -70,8 +78,13 @@ std::string ShardedOutputIndexName(const std::string& hf_index_path);
 // first failing shard's status (named), output_bytes and
 // tensor_count summed, the worker's CPU time summed and peak memory the
 // largest.
+// `read_index`, when given, supplies the index's reading instead of a new
+// conversion of it (a batch's listing read it already): the index file
+// must still have the SHA-256 that reading recorded (whether the reading
+// succeeded or not), else the unit fails (kIoError: it changed meanwhile).
 ConvertReport ConvertShardedCheckpoint(const std::string& hf_index_path, const std::string& out_index_path,
-                                       const ConvertOptions& options, const ConvertFunction& convert);
+                                       const ConvertOptions& options, const ConvertFunction& convert,
+                                       const CheckpointIndexReader& read_index = nullptr);
 
 // The unit's SHA-256, as `sha256sum INDEX SHARD... | sha256sum` would
 // print it with the names in bytewise order ("<hex>  <name>\n" per file);

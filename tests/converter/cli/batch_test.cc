@@ -424,6 +424,19 @@ TEST(BatchCli, QuietPrintsNothingAndLinksAreNotFollowed) {
 
 // A sharded checkpoint in the tree is one input: its shards are not listed
 // on their own, and its output is an index with a .safemodel per shard.
+// A unit's results line records the SHA-256 of its output index, and the
+// index each shard's (both computed as written, never read back): each is
+// what sha256sum prints for the file.
+void ExpectDigestsAreTheFiles(const Json& unit, const std::string& index) {
+  EXPECT_EQ(unit["output"]["sha256"], Sha256Sum(index));
+  const Json j = Json::parse(ReadFile(index));
+  ASSERT_EQ(j["shards"].size(), 3u);
+  for (const Json& shard : j["shards"]) {
+    const std::string file = fs::path(index).parent_path().string() + "/" + shard["file"].get<std::string>();
+    EXPECT_EQ(shard["sha256"], Sha256Sum(file)) << file;
+  }
+}
+
 TEST(BatchCli, AShardedCheckpointIsOneUnit) {
   if (!PythonHas({"torch"})) GTEST_SKIP() << "no torch in /usr/bin/python3";
   TempDir in, dir;
@@ -451,6 +464,7 @@ TEST(BatchCli, AShardedCheckpointIsOneUnit) {
   const std::string index = out + "/hf/pytorch_model.bin.safemodel.index.json";
   EXPECT_EQ(Sc({"verify", index}, &log), 0) << log;
   EXPECT_EQ(log, index + ": OK (3 shards, 7 tensors, digests verified)\n");
+  ExpectDigestsAreTheFiles(unit, index);
   // A rerun skips the unit; a missing shard makes it redo it.
   ASSERT_EQ(Sc({"batch", in.path(), "-o", out, "--no-sync", "-q"}), 0);
   EXPECT_EQ(Lines(ReadFile(out + "/results.jsonl")).size(), 2u);
@@ -487,6 +501,7 @@ TEST(BatchCli, ASafetensorsShardedCheckpointIsOneUnit) {
   const std::string index = out + "/hf/model.safetensors.safemodel.index.json";
   EXPECT_EQ(Sc({"verify", index}, &log), 0) << log;
   EXPECT_EQ(log, index + ": OK (3 shards, 8 tensors, digests verified)\n");
+  ExpectDigestsAreTheFiles(unit, index);
   const std::string back = dir.File("back/model.safetensors.index.json");
   fs::create_directory(dir.File("back"));
   ASSERT_EQ(Sc({"export", "--no-sync", "-q", index, back}, &log), 0) << log;

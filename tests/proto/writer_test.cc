@@ -1,0 +1,129 @@
+// SafemodelWriter::HashFile: the SHA-256 of the finished file, computed as
+// it is written, must be what an independent hasher (`sha256sum`) prints
+// for the file on disk, whenever the input digest becomes known (before the
+// first tensor byte, in the middle, never before Finish), whatever the
+// digest algorithm (the trailer's length differs), with aliases and empty
+// tensors; and a digest at Finish other than the one hashing started with
+// is refused.
+#include "proto/writer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proto/digest.h"
+#include "safemodel/reader.h"
+#include "tests/testing/test_util.h"
+
+namespace safemodel::testing {
+namespace {
+
+struct Spec {
+  std::string name;
+  v1::DType dtype;
+  std::vector<uint64_t> shape;
+  std::string alias_of;
+};
+
+const std::vector<Spec> kSpecs = {
+    {"a.bias", v1::F32, {3}, ""},       {"b.big", v1::U8, {3 << 20}, ""},  {"c.empty", v1::F64, {0, 5}, ""},
+    {"d.scalar", v1::I64, {}, ""},      {"e.tied", v1::F32, {3}, "a.bias"}, {"f.half", v1::BF16, {2, 3}, ""},
+    {"g.tail", v1::U8, {100'000}, ""},
+};
+
+v1::Header MakeHeader(v1::DigestAlgorithm algo) {
+  v1::Header h;
+  for (const Spec& s : kSpecs) {
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(s.name);
+    t->set_dtype(s.dtype);
+    for (uint64_t d : s.shape) t->add_shape(d);
+    t->set_alias_of(s.alias_of);
+  }
+  h.mutable_provenance()->set_source_format("npz");
+  h.mutable_provenance()->set_input_size(1234);
+  h.mutable_provenance()->set_converter_version("safemodel test");
+  h.set_digest_algorithm(algo);
+  return h;
+}
+
+std::string Sha256Sum(const std::string& path) {
+  std::string out;
+  if (RunCommand("sha256sum '" + path + "'", &out, false) != 0) return "";
+  return out.substr(0, 64);
+}
+
+const std::string kInputSha(32, '\x5a');
+
+// Writes the file in 64 KiB appends; the input digest becomes known after
+// `known_after` appends (-1: never before Finish). Returns the writer's
+// file SHA-256 (hex), "" on failure.
+std::string WriteHashed(const std::string& path, v1::DigestAlgorithm algo, int known_after,
+                        const std::string& finish_sha = kInputSha) {
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  EXPECT_GE(fd, 0);
+  auto w = SafemodelWriter::Plan(fd, MakeHeader(algo));
+  EXPECT_TRUE(w.ok()) << w.status().ToString();
+  int appends = 0, asked = 0;
+  (*w)->HashFile([&]() -> std::optional<std::string> {
+    ++asked;
+    if (known_after >= 0 && appends >= known_after) return kInputSha;
+    return std::nullopt;
+  });
+  EXPECT_TRUE((*w)->WriteHeader().ok());
+  char seed = 'a';
+  while (!(*w)->complete()) {
+    std::string bytes((*w)->current_remaining(), seed++);
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(static_cast<size_t>(bytes[i]) + 7 * i);
+    for (size_t off = 0; off < bytes.size(); off += 64 << 10, ++appends) {
+      EXPECT_TRUE((*w)->Append(AsBytes(std::string_view(bytes).substr(off, 64 << 10))).ok());
+    }
+  }
+  const Status finished = (*w)->Finish(finish_sha);
+  close(fd);
+  EXPECT_GT(asked, 0);
+  if (!finished.ok()) {
+    EXPECT_EQ(finished.code(), StatusCode::kInternal) << finished.ToString();
+    return "";
+  }
+  return ToHex((*w)->file_sha256());
+}
+
+TEST(WriterFileHash, IsTheSha256OfTheFinishedFileWheneverTheInputDigestArrives) {
+  TempDir dir;
+  for (v1::DigestAlgorithm algo : {v1::XXH3_128, v1::SHA256}) {
+    for (int known_after : {0, 1, 20, 47, -1}) {
+      const std::string path = dir.File("m" + std::to_string(known_after) + ".safemodel");
+      const std::string got = WriteHashed(path, algo, known_after);
+      SCOPED_TRACE("algorithm " + std::to_string(algo) + ", known after " + std::to_string(known_after));
+      ASSERT_EQ(got.size(), 64u);
+      EXPECT_EQ(got, Sha256Sum(path));
+      // The file is the one an unhashed writer gives, and it opens.
+      EXPECT_TRUE(Model::Open(path).ok());
+    }
+  }
+}
+
+TEST(WriterFileHash, AnotherInputDigestAtFinishIsRefused) {
+  TempDir dir;
+  EXPECT_EQ(WriteHashed(dir.File("m.safemodel"), v1::XXH3_128, 0, std::string(32, '\x01')), "");
+}
+
+TEST(WriterFileHash, NotAskedNoDigest) {
+  TempDir dir;
+  const int fd = open(dir.File("m").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  auto w = SafemodelWriter::Begin(fd, MakeHeader(v1::XXH3_128));
+  ASSERT_TRUE(w.ok());
+  while (!(*w)->complete()) ASSERT_TRUE((*w)->Append(AsBytes(std::string((*w)->current_remaining(), 'x'))).ok());
+  ASSERT_TRUE((*w)->Finish(kInputSha).ok());
+  close(fd);
+  EXPECT_EQ((*w)->file_sha256(), "");
+}
+
+}  // namespace
+}  // namespace safemodel::testing
