@@ -182,22 +182,48 @@ void ReleaseMaps(const std::vector<ByteView>& maps) {
   }
 }
 
+// WorkerHeader.tensors (field 2, length-delimited): its tag byte.
+constexpr uint8_t kHeaderTensorsTag = (worker::WorkerHeader::kTensorsFieldNumber << 3) | 2;
+static_assert(worker::WorkerHeader::kSourceFormatFieldNumber < worker::WorkerHeader::kTensorsFieldNumber &&
+              worker::WorkerHeader::kTensorsFieldNumber < worker::WorkerHeader::kArchitectureFieldNumber);
+
 // Sends the HEADER frame. Its own function so that the message and its bytes
 // (for 100,000 tensors, about as large as the parsed model itself) are freed
 // before the tensors stream.
 Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& ctx,
                   const Args& args, const StreamLimits& limits, sandbox::FrameWriter* out) {
-  worker::WorkerHeader header;
-  header.set_source_format(model.source_format);
-  header.mutable_tensors()->Reserve(static_cast<int>(model.tensors.size()));
-  for (const loader::Tensor& t : model.tensors) {
-    v1::TensorInfo* o = header.add_tensors();
-    o->set_name(t.name);
-    o->set_dtype(static_cast<v1::DType>(t.dtype));
-    for (uint64_t d : t.shape) o->add_shape(d);
-    o->set_alias_of(t.alias_of);
-    o->set_source_index(t.source_index);
+  // The message is serialised in field order (source_format = 1, tensors =
+  // 2, then the rest), so it is written in three parts, the tensor entries
+  // one at a time: the list as messages would be a second copy of the parsed
+  // model's tensors (about 200 bytes each). The bytes are the same as the
+  // whole message's serialisation.
+  std::string bytes;
+  {
+    worker::WorkerHeader head;
+    head.set_source_format(model.source_format);
+    bytes = wire::SerializeDeterministic(head);
   }
+  {
+    v1::TensorInfo o;
+    std::string entry;
+    for (const loader::Tensor& t : model.tensors) {
+      o.Clear();
+      o.set_name(t.name);
+      o.set_dtype(static_cast<v1::DType>(t.dtype));
+      for (uint64_t d : t.shape) o.add_shape(d);
+      o.set_alias_of(t.alias_of);
+      o.set_source_index(t.source_index);
+      entry.clear();
+      if (!o.SerializeToString(&entry)) return Status::Internal("cannot encode a tensor entry");
+      bytes.push_back(static_cast<char>(kHeaderTensorsTag));
+      for (uint64_t n = entry.size(); ; n >>= 7) {  // the entry's length, a varint
+        bytes.push_back(static_cast<char>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0)));
+        if (n < 0x80) break;
+      }
+      bytes += entry;
+    }
+  }
+  worker::WorkerHeader header;  // everything after the tensors
   if (!model.architecture.is_null()) {
     SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.architecture, "architecture"));
     wire::ValueToProto(model.architecture, header.mutable_architecture());
@@ -212,7 +238,7 @@ Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& 
   for (const Finding& f : findings) wire::FindingToProto(f, header.add_findings());
   if (args.weights_only) header.add_options(std::string(protocol::kOptionWeightsOnly));
   if (args.keep_optimizer) header.add_options(std::string(protocol::kOptionKeepOptimizer));
-  std::string bytes = wire::SerializeDeterministic(header);
+  bytes += wire::SerializeDeterministic(header);
   // The parent refuses a header beyond these (a compromised worker's); an
   // honest one this large is refused here, with the reason.
   if (bytes.size() > limits.header_bytes) {
