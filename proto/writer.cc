@@ -19,7 +19,7 @@ constexpr size_t kZeroBlock = 4096;
 const uint8_t kZeros[kZeroBlock] = {};
 }  // namespace
 
-Status SafemodelWriter::WriteAll(ByteView bytes) {
+Status SafemodelWriter::WriteDirect(ByteView bytes) {
   const uint8_t* p = bytes.data();
   size_t left = bytes.size();
   while (left > 0) {
@@ -32,9 +32,31 @@ Status SafemodelWriter::WriteAll(ByteView bytes) {
     if (file_hasher_) file_hasher_->Update(ByteView(p, static_cast<size_t>(n)));
     p += n;
     left -= static_cast<size_t>(n);
-    written_ += static_cast<uint64_t>(n);
   }
   return Status::Ok();
+}
+
+// Small pieces (a tiny tensor, its padding) are gathered: 100,000 small
+// tensors were 200,000 writes. Large ones go straight to the file.
+Status SafemodelWriter::WriteAll(ByteView bytes) {
+  if (bytes.size() >= kOutBufferBytes / 2) {
+    SAFEMODEL_RETURN_IF_ERROR(FlushOut());
+    SAFEMODEL_RETURN_IF_ERROR(WriteDirect(bytes));
+  } else {
+    if (out_used_ + bytes.size() > kOutBufferBytes) SAFEMODEL_RETURN_IF_ERROR(FlushOut());
+    if (!out_buf_) out_buf_.reset(new uint8_t[kOutBufferBytes]);
+    std::memcpy(out_buf_.get() + out_used_, bytes.data(), bytes.size());
+    out_used_ += bytes.size();
+  }
+  written_ += bytes.size();
+  return Status::Ok();
+}
+
+Status SafemodelWriter::FlushOut() {
+  if (out_used_ == 0) return Status::Ok();
+  const size_t n = out_used_;
+  out_used_ = 0;
+  return WriteDirect(ByteView(out_buf_.get(), n));
 }
 
 Status SafemodelWriter::WriteZeros(uint64_t n) {
@@ -91,6 +113,7 @@ Result<ShaPlace> LocateSha256(const v1::Header& header, uint64_t header_len) {
 }  // namespace
 
 Status SafemodelWriter::PwriteAll(ByteView bytes, uint64_t offset) {
+  SAFEMODEL_RETURN_IF_ERROR(FlushOut());  // buffered bytes reach the file first
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
@@ -104,6 +127,7 @@ Status SafemodelWriter::PwriteAll(ByteView bytes, uint64_t offset) {
 }
 
 Status SafemodelWriter::PreadAll(uint8_t* out, uint64_t n, uint64_t offset) {
+  SAFEMODEL_RETURN_IF_ERROR(FlushOut());  // buffered bytes reach the file first
   uint64_t done = 0;
   while (done < n) {
     ssize_t r = pread(fd_, out + done, n - done, static_cast<off_t>(offset + done));
@@ -120,6 +144,7 @@ Status SafemodelWriter::PreadAll(uint8_t* out, uint64_t n, uint64_t offset) {
 // Streams the header into the file rather than holding its serialisation:
 // it can be as large as the header limit.
 Status SafemodelWriter::StreamHeader(const v1::Header& header, uint64_t header_len) {
+  SAFEMODEL_RETURN_IF_ERROR(FlushOut());  // buffered bytes reach the file first
   {
     google::protobuf::io::FileOutputStream stream(fd_);
     {

@@ -93,7 +93,12 @@ class SafemodelWriter {
     bool is_bool;
   };
   SafemodelWriter(int fd, DigestAlgorithm algorithm) : fd_(fd), algorithm_(algorithm) {}
+  // Writes at the file position through a buffer of kOutBufferBytes;
+  // FlushOut() empties it (done before every positional read or write and
+  // the header's own stream, so the file holds every byte written before).
   Status WriteAll(ByteView bytes);
+  Status FlushOut();
+  Status WriteDirect(ByteView bytes);
   Status WriteZeros(uint64_t n);
   Status StreamHeader(const v1::Header& header, uint64_t header_len);
   Status PwriteAll(ByteView bytes, uint64_t offset);
@@ -124,7 +129,7 @@ class SafemodelWriter {
   std::string provenance_;
   uint64_t provenance_at_ = 0;
   size_t tensor_count_ = 0;
-  uint64_t written_ = 0;      // bytes written so far (file position)
+  uint64_t written_ = 0;      // bytes written so far (file position, buffered ones included)
   // HashFile: wanted, the source asked, the running SHA-256 (set once the
   // input digest is known), the digest it started with, the result.
   bool hash_file_ = false;
@@ -132,6 +137,9 @@ class SafemodelWriter {
   std::unique_ptr<Hasher> file_hasher_;
   std::string early_input_sha256_;
   std::string file_sha256_;
+  static constexpr size_t kOutBufferBytes = 64 << 10;
+  std::unique_ptr<uint8_t[]> out_buf_;
+  size_t out_used_ = 0;
   int current_ = -1;
   uint64_t remaining_ = 0;
 };

@@ -40,7 +40,54 @@ bool WriteFrame(int fd, FrameType type, const void* payload, size_t length) {
          WriteAll(fd, static_cast<const uint8_t*>(payload), length);
 }
 
+FrameWriter::FrameWriter(int fd) : fd_(fd), buf_(new uint8_t[kBufferBytes]) {}
+
+bool FrameWriter::Write(FrameType type, const void* payload, size_t length) {
+  if (failed_) return false;
+  if (length > kBufferBytes - kFrameHeaderBytes) {
+    // A large frame (a header, a tile of data) goes out on its own, after
+    // what is buffered, so that frames keep their order.
+    if (!Flush() || !WriteFrame(fd_, type, payload, length)) failed_ = true;
+    return !failed_;
+  }
+  if (used_ + kFrameHeaderBytes + length > kBufferBytes && !Flush()) return false;
+  EncodeFrameHeader(type, length, buf_.get() + used_);
+  if (length > 0) std::memcpy(buf_.get() + used_ + kFrameHeaderBytes, payload, length);
+  used_ += kFrameHeaderBytes + length;
+  return true;
+}
+
+bool FrameWriter::Flush() {
+  if (failed_) return false;
+  if (used_ > 0 && !WriteAll(fd_, buf_.get(), used_)) failed_ = true;
+  used_ = 0;
+  return !failed_;
+}
+
 FrameReader::Result FrameReader::ReadSome(void* buf, size_t n, size_t* got) {
+  if (buf_pos_ == buf_end_ && n < kBufferBytes) {
+    if (!buf_) buf_.reset(new uint8_t[kBufferBytes]);
+    size_t filled = 0;
+    Result r = ReadChannel(buf_.get(), kBufferBytes, &filled);
+    if (r != Result::kOk) return r;
+    buf_pos_ = 0;
+    buf_end_ = filled;
+  }
+  if (buf_pos_ < buf_end_) {
+    const size_t k = n < buf_end_ - buf_pos_ ? n : buf_end_ - buf_pos_;
+    std::memcpy(buf, buf_.get() + buf_pos_, k);
+    buf_pos_ += k;
+    *got = k;
+    return Result::kOk;
+  }
+  if (n < kBufferBytes) {  // the channel's end (buffer empty after a read)
+    *got = 0;
+    return Result::kOk;
+  }
+  return ReadChannel(buf, n, got);
+}
+
+FrameReader::Result FrameReader::ReadChannel(void* buf, size_t n, size_t* got) {
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
     if (left.count() <= 0) return Result::kTimeout;

@@ -125,11 +125,12 @@ void SendHandOff() {
 // Sends a tensor's bytes to the parent: as TENSOR_DATA, or, for a run of at
 // least kMinTensorRefBytes that is the single input's own bytes (a view into
 // its map), as a TENSOR_REF naming the range (conversion_protocol.h).
-// Adjacent runs merge into one reference; Flush() ends a tensor.
+// Adjacent runs merge into one reference; Flush() ends a tensor. Frames go
+// through `out`, which gathers small ones into large writes.
 class FrameSink final : public loader::ChunkSink {
  public:
   // `input`: the map of a single-file input; empty: every byte goes as data.
-  explicit FrameSink(ByteView input) : input_(input) {}
+  FrameSink(ByteView input, sandbox::FrameWriter* out) : input_(input), out_(out) {}
 
   Status Write(ByteView chunk) override {
     // Addresses as integers: a chunk of another buffer is no pointer into the map.
@@ -145,8 +146,7 @@ class FrameSink final : public loader::ChunkSink {
       SAFEMODEL_RETURN_IF_ERROR(Flush());
       if (in_input && chunk.size() >= protocol::kMinTensorRefBytes) {
         pending_ = {start, chunk.size()};
-      } else if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorData,
-                                      chunk.data(), chunk.size())) {
+      } else if (!out_->Write(sandbox::FrameType::kTensorData, chunk.data(), chunk.size())) {
         return Closed();
       }
     }
@@ -159,8 +159,7 @@ class FrameSink final : public loader::ChunkSink {
     uint8_t payload[protocol::kTensorRefPayloadBytes];
     protocol::EncodeTensorRef(pending_, payload);
     pending_ = {};
-    if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kTensorRef, payload,
-                             sizeof payload)) {
+    if (!out_->Write(sandbox::FrameType::kTensorRef, payload, sizeof payload)) {
       return Closed();
     }
     return Status::Ok();
@@ -170,6 +169,7 @@ class FrameSink final : public loader::ChunkSink {
  private:
   static Status Closed() { return Status::IoError("the parent closed the result channel"); }
   const ByteView input_;
+  sandbox::FrameWriter* const out_;
   protocol::TensorRef pending_;
   uint64_t bytes_ = 0;
 };
@@ -182,22 +182,48 @@ void ReleaseMaps(const std::vector<ByteView>& maps) {
   }
 }
 
+// WorkerHeader.tensors (field 2, length-delimited): its tag byte.
+constexpr uint8_t kHeaderTensorsTag = (worker::WorkerHeader::kTensorsFieldNumber << 3) | 2;
+static_assert(worker::WorkerHeader::kSourceFormatFieldNumber < worker::WorkerHeader::kTensorsFieldNumber &&
+              worker::WorkerHeader::kTensorsFieldNumber < worker::WorkerHeader::kArchitectureFieldNumber);
+
 // Sends the HEADER frame. Its own function so that the message and its bytes
 // (for 100,000 tensors, about as large as the parsed model itself) are freed
 // before the tensors stream.
 Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& ctx,
-                  const Args& args, const StreamLimits& limits) {
-  worker::WorkerHeader header;
-  header.set_source_format(model.source_format);
-  header.mutable_tensors()->Reserve(static_cast<int>(model.tensors.size()));
-  for (const loader::Tensor& t : model.tensors) {
-    v1::TensorInfo* o = header.add_tensors();
-    o->set_name(t.name);
-    o->set_dtype(static_cast<v1::DType>(t.dtype));
-    for (uint64_t d : t.shape) o->add_shape(d);
-    o->set_alias_of(t.alias_of);
-    o->set_source_index(t.source_index);
+                  const Args& args, const StreamLimits& limits, sandbox::FrameWriter* out) {
+  // The message is serialised in field order (source_format = 1, tensors =
+  // 2, then the rest), so it is written in three parts, the tensor entries
+  // one at a time: the list as messages would be a second copy of the parsed
+  // model's tensors (about 200 bytes each). The bytes are the same as the
+  // whole message's serialisation.
+  std::string bytes;
+  {
+    worker::WorkerHeader head;
+    head.set_source_format(model.source_format);
+    bytes = wire::SerializeDeterministic(head);
   }
+  {
+    v1::TensorInfo o;
+    std::string entry;
+    for (const loader::Tensor& t : model.tensors) {
+      o.Clear();
+      o.set_name(t.name);
+      o.set_dtype(static_cast<v1::DType>(t.dtype));
+      for (uint64_t d : t.shape) o.add_shape(d);
+      o.set_alias_of(t.alias_of);
+      o.set_source_index(t.source_index);
+      entry.clear();
+      if (!o.SerializeToString(&entry)) return Status::Internal("cannot encode a tensor entry");
+      bytes.push_back(static_cast<char>(kHeaderTensorsTag));
+      for (uint64_t n = entry.size(); ; n >>= 7) {  // the entry's length, a varint
+        bytes.push_back(static_cast<char>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0)));
+        if (n < 0x80) break;
+      }
+      bytes += entry;
+    }
+  }
+  worker::WorkerHeader header;  // everything after the tensors
   if (!model.architecture.is_null()) {
     SAFEMODEL_RETURN_IF_ERROR(CheckValue(model.architecture, "architecture"));
     wire::ValueToProto(model.architecture, header.mutable_architecture());
@@ -212,7 +238,7 @@ Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& 
   for (const Finding& f : findings) wire::FindingToProto(f, header.add_findings());
   if (args.weights_only) header.add_options(std::string(protocol::kOptionWeightsOnly));
   if (args.keep_optimizer) header.add_options(std::string(protocol::kOptionKeepOptimizer));
-  std::string bytes = wire::SerializeDeterministic(header);
+  bytes += wire::SerializeDeterministic(header);
   // The parent refuses a header beyond these (a compromised worker's); an
   // honest one this large is refused here, with the reason.
   if (bytes.size() > limits.header_bytes) {
@@ -227,8 +253,7 @@ Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& 
                                  "limit of " + std::to_string(limits.header_objects) +
                                  " for an input of " + std::to_string(args.worker.input_size) + " bytes");
   }
-  if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kHeader, bytes.data(),
-                           bytes.size())) {
+  if (!out->Write(sandbox::FrameType::kHeader, bytes.data(), bytes.size())) {
     return Status::IoError("the parent closed the result channel");
   }
   return Status::Ok();
@@ -272,11 +297,14 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
         std::to_string(kMinInputBytesPerTensor) + " input bytes per tensor)");
   }
 
-  SAFEMODEL_RETURN_IF_ERROR(SendHeader(model, ctx, args, limits));
+  // Every frame of the result goes through `out`; on an error return what it
+  // still holds is dropped and the ERROR frame follows what was sent.
+  sandbox::FrameWriter out(sandbox::kOutputFd);
+  SAFEMODEL_RETURN_IF_ERROR(SendHeader(model, ctx, args, limits, &out));
 
   // References only into the one file of a single-file input: the parent
   // reads them from its one input descriptor.
-  FrameSink sink(maps.size() == 1 && args.worker.input_files == 0 ? maps[0] : ByteView());
+  FrameSink sink(maps.size() == 1 && args.worker.input_files == 0 ? maps[0] : ByteView(), &out);
   uint64_t sent = 0;
   uint64_t released = 0;  // sink.bytes() when the input's pages were last released
   for (loader::Tensor& t : model.tensors) {
@@ -305,8 +333,7 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
   done.set_tensors_sent(sent);
   done.set_bytes_sent(sink.bytes());
   std::string done_bytes = wire::SerializeDeterministic(done);
-  if (!sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kDone, done_bytes.data(),
-                           done_bytes.size())) {
+  if (!out.Write(sandbox::FrameType::kDone, done_bytes.data(), done_bytes.size()) || !out.Flush()) {
     return Status::IoError("the parent closed the result channel");
   }
   return Status::Ok();

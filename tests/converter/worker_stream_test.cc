@@ -205,5 +205,37 @@ TEST_F(TensorRefTest, AnInputThatShrankFailsAsTheParentsIoError) {
   EXPECT_NE(st.cause().message().find("shrank"), std::string::npos) << st.cause().ToString();
 }
 
+// What the parent keeps of a tensor entry is name, dtype, shape and alias:
+// the same output whatever else the worker put in the entry.
+TEST_F(TensorRefTest, AnEntrysOffsetSizeAndUnknownFieldsDoNotReachTheOutput) {
+  std::string outputs[2];
+  for (int extra = 0; extra < 2; ++extra) {
+    ASSERT_EQ(ftruncate(out_fd_, 0), 0);
+    ASSERT_EQ(lseek(out_fd_, 0, SEEK_SET), 0);
+    Stream s;
+    s.Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
+    worker::WorkerHeader h;
+    h.set_source_format("npy");
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name("t");
+    t->set_dtype(v1::U8);
+    t->add_shape(kTensorBytes);
+    if (extra == 1) {  // what the parent must drop
+      t->set_offset(4096);
+      t->set_nbytes(7);
+      t->GetReflection()->MutableUnknownFields(t)->AddVarint(999, 12345);
+    }
+    s.Frame(FrameType::kHeader, wire::SerializeDeterministic(h));
+    s.Frame(FrameType::kTensorData, std::string(reinterpret_cast<const char*>(input_.data()), kTensorBytes));
+    s.Done(kTensorBytes);
+    StreamOutcome st = Read(s, input_fd_);
+    ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
+    ASSERT_TRUE(st.writer->Finish(std::string(32, '\0')).ok());
+    outputs[extra] = Output();
+  }
+  EXPECT_GT(outputs[0].size(), kTensorBytes);
+  EXPECT_EQ(outputs[0], outputs[1]);
+}
+
 }  // namespace
 }  // namespace safemodel

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <cstring>
 #include <optional>
 
@@ -199,6 +200,52 @@ TEST(Format, WriterRefusesBytesATensorDoesNotNeed) {
   EXPECT_FALSE((*w)->Append(AsBytes(std::string(1, 'x'))).ok()) << "after the last tensor";
   EXPECT_TRUE((*w)->Finish(std::string(32, '\0')).ok());
   close(fd);
+}
+
+// Small appends are gathered in the writer's buffer: 5,000 small tensors
+// (with their padding), a large one among them, appended in pieces of a few
+// bytes, must land where the layout puts them, with their digests.
+TEST(Format, WriterGathersManySmallAppendsIntoTheRightPlaces) {
+  std::vector<TensorSpec> specs;
+  for (int i = 0; i < 5000; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "t%05d", i);
+    const uint64_t n = i == 2500 ? (1u << 18) : static_cast<uint64_t>(i % 17);
+    specs.push_back({name, v1::U8, {n}, ""});
+  }
+  TempDir dir;
+  const std::string path = dir.File("m.safemodel");
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  auto w = SafemodelWriter::Begin(fd, MakeHeader(specs));
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  std::vector<std::string> contents;
+  while (!(*w)->complete()) {
+    const std::string bytes = Pattern((*w)->current_remaining(), static_cast<char>(contents.size()));
+    for (size_t at = 0; at < bytes.size(); at += 5) {
+      ASSERT_TRUE((*w)->Append(AsBytes(std::string_view(bytes).substr(at, 5))).ok());
+    }
+    contents.push_back(bytes);
+  }
+  ASSERT_TRUE((*w)->Finish(std::string(32, '\x5a')).ok());
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), (*w)->file_size()) << "every buffered byte is in the file";
+  close(fd);
+  const std::string file = ReadFile(path);  // the model views these bytes
+  auto m = FromBytes(file);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE(m->Verify().ok());
+  size_t k = 0;
+  for (const TensorSpec& spec : specs) {
+    if (spec.shape[0] == 0) continue;
+    const TensorInfo* t = m->Find(spec.name);
+    ASSERT_NE(t, nullptr);
+    auto d = m->Data(*t);
+    ASSERT_EQ(std::string(reinterpret_cast<const char*>(d.data()), d.size()), contents[k]) << spec.name;
+    ++k;
+  }
+  EXPECT_EQ(k, contents.size());
 }
 
 // Plan writes nothing (the pipeline reserves planned_file_size() first) and
