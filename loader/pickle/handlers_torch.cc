@@ -90,15 +90,15 @@ Status TensorDType(Builder& m, GlobalKind kind, const char* name, const StorageI
     return Status::Ok();
   }
   Ref dt = args[6];
-  if (dt.kind != Kind::kGlobal || g.at(dt).global.kind != GlobalKind::kTorchDType) {
+  if (dt.kind != Kind::kGlobal || g.global(dt).kind != GlobalKind::kTorchDType) {
     return Status::Malformed(std::string(name) + ": dtype must be a torch dtype" + m.At());
   }
-  if (g.at(dt).global.dtype == DType::kInvalid || g.at(dt).global.quantized) {
-    return Status::Unsupported("tensor dtype " + g.at(dt).name + " is not supported" + m.At());
+  if (g.global(dt).dtype == DType::kInvalid || g.global(dt).quantized) {
+    return Status::Unsupported("tensor dtype " + g.name(dt) + " is not supported" + m.At());
   }
-  t->dtype = g.at(dt).global.dtype;
+  t->dtype = g.global(dt).dtype;
   if (s.dtype != DType::kInvalid && s.dtype != t->dtype) {
-    return Status::Malformed("tensor dtype " + g.at(dt).name + " differs from its storage type " +
+    return Status::Malformed("tensor dtype " + g.name(dt) + " differs from its storage type " +
                              s.type_name + m.At());
   }
   return Status::Ok();
@@ -109,11 +109,11 @@ Status TensorDType(Builder& m, GlobalKind kind, const char* name, const StorageI
 Status ReadQuantizer(Builder& m, Ref q, TensorInfo* t) {
   const Graph& g = m.graph();
   if (q.kind != Kind::kTuple || g.at(q).items.empty() || g.at(q).items[0].kind != Kind::kGlobal ||
-      g.at(g.at(q).items[0]).global.kind != GlobalKind::kQScheme) {
+      g.global(g.at(q).items[0]).kind != GlobalKind::kQScheme) {
     return Status::Malformed("quantizer parameters must start with a qscheme" + m.At());
   }
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> qp, m.CopyItems(q));
-  const std::string scheme = g.at(qp[0]).name.substr(std::string_view("torch.").size());
+  const std::string scheme = g.name(qp[0]).substr(std::string_view("torch.").size());
   t->qscheme = scheme;
   if (scheme == "per_tensor_affine" || scheme == "per_tensor_symmetric") {
     if (qp.size() != 3 || (qp[1].kind != Kind::kFloat && qp[1].kind != Kind::kInt)) {
@@ -247,7 +247,7 @@ Result<Ref> ReduceRebuildSparse(Builder& m, const Call& call) {
       g.at(args[0]).record != RecordKind::kLayout || args[1].kind != Kind::kTuple) {
     return Status::Malformed("a sparse tensor rebuild expects (layout, data)" + m.At());
   }
-  const std::string layout = g.at(args[0]).name;
+  const std::string layout = g.name(args[0]);
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> data, m.CopyItems(args[1]));
   std::vector<std::string> roles;
   if (layout == "torch.sparse_coo") {
@@ -287,20 +287,20 @@ Result<Ref> ReduceRebuildFromTypeV2(Builder& m, const Call& call) {
   if (func.kind != Kind::kGlobal || type.kind != Kind::kGlobal || fargs.kind != Kind::kTuple) {
     return Status::Malformed(name + ": expects (function, type, args, state)" + m.At());
   }
-  const GlobalKind tk = g.at(type).global.kind;
+  const GlobalKind tk = g.global(type).kind;
   if (tk != GlobalKind::kTensorType && tk != GlobalKind::kParameterType) {
-    return Status::Unsupported(name + " to tensor subclass " + g.at(type).name + m.At());
+    return Status::Unsupported(name + " to tensor subclass " + g.name(type) + m.At());
   }
   if (!IsEmptyState(g, state)) {
     return Status::Unsupported(name + ": tensor with extra state" + m.At());
   }
   // The inner function is one of the rebuild functions, never this one:
   // one level of recursion at most.
-  const GlobalKind fk = g.at(func).global.kind;
+  const GlobalKind fk = g.global(func).kind;
   if (fk != GlobalKind::kRebuildTensor && fk != GlobalKind::kRebuildTensorV2 &&
       fk != GlobalKind::kRebuildTensorV3 && fk != GlobalKind::kRebuildParameter &&
       fk != GlobalKind::kRebuildQTensor && fk != GlobalKind::kRebuildSparseTensor) {
-    return Status::Unsupported(name + " with function " + g.at(func).name + m.At());
+    return Status::Unsupported(name + " with function " + g.name(func) + m.At());
   }
   SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> inner, m.CopyItems(fargs));
   SAFEMODEL_ASSIGN_OR_RETURN(Ref t, Reduce(m, func, inner));
@@ -335,7 +335,7 @@ Result<Ref> ReduceTorchDevice(Builder& m, const Call& call) {
     device += ":" + std::to_string(index);
   }
   SAFEMODEL_ASSIGN_OR_RETURN(Ref d, m.NewRecord(RecordKind::kDevice));
-  g.at(d).name = device;
+  g.SetName(d.id, device);
   return d;
 }
 
@@ -344,7 +344,7 @@ Result<Ref> ReduceGetLayout(Builder& m, const Call& call) {
   Graph& g = m.graph();
   SAFEMODEL_ASSIGN_OR_RETURN(std::string_view layout, AsStr(g, call.args[0], "layout name"));
   SAFEMODEL_ASSIGN_OR_RETURN(Ref l, m.NewRecord(RecordKind::kLayout));
-  g.at(l).name = std::string(layout);
+  g.SetName(l.id, std::string(layout));
   return l;
 }
 

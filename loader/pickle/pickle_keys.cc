@@ -61,7 +61,7 @@ std::optional<uint64_t> ScalarHash(Ref r) {
 }
 
 // The hash of a heap object other than a tuple; nullopt if it is unhashable.
-std::optional<uint64_t> LeafHash(const Object& o, Ref r) {
+std::optional<uint64_t> LeafHash(const Graph& g, const Object& o, Ref r) {
   switch (r.kind) {
     case Kind::kStr:
       return NonZero(KeyedHash(o.data.data(), o.data.size(), kHashStr));
@@ -70,7 +70,7 @@ std::optional<uint64_t> LeafHash(const Object& o, Ref r) {
     case Kind::kBigInt:
       return NonZero(KeyedHash(o.data.data(), o.data.size(), kHashBigInt));
     case Kind::kGlobal:
-      return NonZero(KeyedHash(o.name, kHashGlobal));
+      return NonZero(KeyedHash(g.name(r), kHashGlobal));
     case Kind::kRecord:
     case Kind::kOpaque:
       return NonZero(KeyedHashU64(r.id, kHashIdentity));
@@ -115,7 +115,7 @@ bool HeapStepEqual(const Graph& g, Ref a, Ref b, std::vector<std::pair<Ref, Ref>
       return x.data.size() == y.data.size() &&
              (x.data.empty() || std::memcmp(x.data.data(), y.data.data(), x.data.size()) == 0);
     case Kind::kGlobal:
-      return x.name == y.name;
+      return g.name(a) == g.name(b);
     case Kind::kTuple:
       if (x.items.size() != y.items.size()) return false;
       for (size_t i = 0; i < x.items.size(); ++i) work->push_back({x.items[i], y.items[i]});
@@ -141,7 +141,7 @@ Result<uint64_t> KeyHash(Builder& m, Ref root) {
     Object& o = g.at(r);
     if (o.hash != 0) continue;
     if (r.kind != Kind::kTuple) {
-      std::optional<uint64_t> h = LeafHash(o, r);
+      std::optional<uint64_t> h = LeafHash(g, o, r);
       if (!h) {
         return Status::Malformed("unhashable dict key or set item (" + KindName(g, r) + ")" +
                                  m.At());
