@@ -389,17 +389,17 @@ Value TensorRef(const std::string& name) {
 Status Converter::VisitSparse(const Work& w, const TensorInfo& t) {
   Value& slot = *w.slot;
   slot = Value::Map();
-  slot.mutable_entries().emplace_back("$sparse", Value::String(t.sparse_layout));
+  slot.mutable_entries().emplace_back("$sparse", Value::String(t.extra->sparse_layout));
   std::vector<Value> size;
   for (uint64_t d : t.shape) size.push_back(Value::Int(static_cast<int64_t>(d)));
   slot.mutable_entries().emplace_back("size", Value::List(std::move(size)));
-  for (const auto& [role, part] : t.components) {
+  for (const auto& [role, part] : t.extra->components) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(part.id, JoinName(w.name, role)));
     slot.mutable_entries().emplace_back(role, TensorRef(name));
   }
-  nodes_ += 2 + 2 * t.components.size();
+  nodes_ += 2 + 2 * t.extra->components.size();
   ctx_.Note("pickle.sparse", s_.where,
-            "sparse tensor '" + Printable(w.name) + "' (" + t.sparse_layout +
+            "sparse tensor '" + Printable(w.name) + "' (" + t.extra->sparse_layout +
                 ") is stored as its component tensors; its layout and size are in the metadata");
   return Status::Ok();
 }
@@ -407,25 +407,25 @@ Status Converter::VisitSparse(const Work& w, const TensorInfo& t) {
 // A quantized tensor's parameters, added to its reference in `slot`.
 Status Converter::AddQuantized(const Work& w, const TensorInfo& t, const std::string& name) {
   Value q = Value::Map();
-  q.mutable_entries().emplace_back("dtype", Value::String(t.qdtype));
-  q.mutable_entries().emplace_back("scheme", Value::String(t.qscheme));
-  if (t.scales.kind == Kind::kRecord) {
+  q.mutable_entries().emplace_back("dtype", Value::String(t.extra->qdtype));
+  q.mutable_entries().emplace_back("scheme", Value::String(t.extra->qscheme));
+  if (t.extra->scales.kind == Kind::kRecord) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string sn,
-                               RegisterTensor(t.scales.id, JoinName(w.name, "q_scales")));
-    SAFEMODEL_ASSIGN_OR_RETURN(std::string zn,
-                               RegisterTensor(t.zero_points.id, JoinName(w.name, "q_zero_points")));
+                               RegisterTensor(t.extra->scales.id, JoinName(w.name, "q_scales")));
+    SAFEMODEL_ASSIGN_OR_RETURN(
+        std::string zn, RegisterTensor(t.extra->zero_points.id, JoinName(w.name, "q_zero_points")));
     q.mutable_entries().emplace_back("scales", TensorRef(sn));
     q.mutable_entries().emplace_back("zero_points", TensorRef(zn));
-    q.mutable_entries().emplace_back("axis", Value::Int(t.axis));
+    q.mutable_entries().emplace_back("axis", Value::Int(t.extra->axis));
   } else {
-    q.mutable_entries().emplace_back("scale", Value::Double(t.scale));
-    q.mutable_entries().emplace_back("zero_point", Value::Int(t.zero_point));
+    q.mutable_entries().emplace_back("scale", Value::Double(t.extra->scale));
+    q.mutable_entries().emplace_back("zero_point", Value::Int(t.extra->zero_point));
   }
   w.slot->mutable_entries().emplace_back("$quantized", std::move(q));
   nodes_ += 8;
   ctx_.Note("pickle.quantized", s_.where,
             "quantized tensor '" + Printable(name) + "' is stored as its integer representation (" +
-                t.qdtype + " as " + std::string(DTypeName(t.dtype)) +
+                t.extra->qdtype + " as " + std::string(DTypeName(t.dtype)) +
                 "); scheme, scale and zero point are in the metadata");
   return Status::Ok();
 }
@@ -688,7 +688,8 @@ Status Converter::Visit(const Work& w) {
       return Status::Ok();
     case Kind::kBigInt:
       slot = Value::Map();
-      slot.mutable_entries().emplace_back("$int", Value::String(TwosComplementToDecimal(g_.at(r).data)));
+      slot.mutable_entries().emplace_back("$int",
+                                          Value::String(TwosComplementToDecimal(g_.at(r).data)));
       return Status::Ok();
     case Kind::kStr:
       slot = Value::String(std::string(g_.text(r)));

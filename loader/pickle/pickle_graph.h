@@ -106,17 +106,9 @@ enum class RecordKind : uint8_t {
   kJoblibArray,  // a NumpyArrayWrapper waiting for its BUILD
 };
 
-// A torch tensor: a strided view of a storage, in elements.
-struct TensorInfo {
-  enum class Layout : uint8_t { kStrided, kQuantized, kSparse };
-  Layout layout = Layout::kStrided;
-  ObjId storage = kNoObj;  // kStorage record (strided, quantized)
-  DType dtype = DType::kInvalid;
-  uint64_t offset = 0;  // storage offset in elements
-  std::vector<uint64_t> shape;
-  std::vector<int64_t> strides;
-  bool requires_grad = false;
-  bool parameter = false;
+// What only quantized and sparse tensors carry (kept apart so that the
+// common dense tensor record stays small).
+struct TensorExtra {
   // Quantized: the scheme (e.g. "per_tensor_affine"), the element type name
   // ("quint8"), scale/zero point, or per-channel tensors and axis.
   std::string qscheme;
@@ -129,6 +121,20 @@ struct TensorInfo {
   // (coo: indices, values; compressed: compressed, plain indices, values).
   std::string sparse_layout;
   std::vector<std::pair<std::string, Ref>> components;
+};
+
+// A torch tensor: a strided view of a storage, in elements.
+struct TensorInfo {
+  enum class Layout : uint8_t { kStrided, kQuantized, kSparse };
+  Layout layout = Layout::kStrided;
+  ObjId storage = kNoObj;  // kStorage record (strided, quantized)
+  DType dtype = DType::kInvalid;
+  uint64_t offset = 0;  // storage offset in elements
+  std::vector<uint64_t> shape;
+  std::vector<int64_t> strides;
+  bool requires_grad = false;
+  bool parameter = false;
+  std::unique_ptr<TensorExtra> extra;  // set for kQuantized and kSparse
 };
 
 // A torch storage: `numel` elements of `dtype` (or bytes when untyped) found
@@ -189,6 +195,8 @@ struct Object {
   uint64_t hash = 0;    // cached hash of a kStr/kBytes/kBigInt key
   std::unique_ptr<std::unordered_multimap<uint64_t, uint32_t>> index;  // dict/set keys
 };
+// A file of n tensors holds ~10n objects: keep them small (LP64).
+static_assert(sizeof(Object) <= 80, "Object grew: memory per tensor grows with it");
 
 // The name of a kGlobal ("module.name") and its table entry, or the text
 // payload of a record (a torch.device, a layout).
