@@ -179,7 +179,7 @@ struct InstanceInfo {
   bool built = false;
 };
 
-// One heap object. Kept small (80 bytes): a checkpoint of n tensors holds
+// One heap object. Kept small (72 bytes): a checkpoint of n tensors holds
 // about 10n of them. What few objects carry (the name of a kGlobal or a
 // record's text, a dict's BUILD attributes) lives in Graph side tables.
 struct Object {
@@ -189,14 +189,14 @@ struct Object {
   RecordKind record = RecordKind::kTensor;
   uint32_t aux = UINT32_MAX;    // index into the Graph side table of `record`
   uint32_t named = UINT32_MAX;  // kGlobal, text records: index into Graph::named
+  uint32_t keys = UINT32_MAX;   // kDict, kSet once large: index into Graph::key_index
   ByteView data;                // kStr, kBytes, kByteArray, kBigInt
   std::vector<Ref> items;
   uint64_t offset = 0;  // byte offset of the opcode that made it
   uint64_t hash = 0;    // cached hash of a kStr/kBytes/kBigInt key
-  std::unique_ptr<std::unordered_multimap<uint64_t, uint32_t>> index;  // dict/set keys
 };
 // A file of n tensors holds ~10n objects: keep them small (LP64).
-static_assert(sizeof(Object) <= 80, "Object grew: memory per tensor grows with it");
+static_assert(sizeof(Object) <= 72, "Object grew: memory per tensor grows with it");
 
 // The name of a kGlobal ("module.name") and its table entry, or the text
 // payload of a record (a torch.device, a layout).
@@ -212,6 +212,9 @@ struct Graph {
   std::deque<std::string> owned;  // bytes the machine decoded (never moves)
   std::deque<Named> named;  // Object::named indexes it (never moves: names are held by reference)
   std::unordered_map<ObjId, Ref> attrs;  // kDict: attributes set by BUILD (OrderedDict)
+  // Key hash -> position, for dicts and sets of kIndexThreshold or more keys
+  // (Object::keys indexes it; a deque: an index is never moved).
+  std::deque<std::unordered_multimap<uint64_t, uint32_t>> key_index;
   std::vector<TensorInfo> tensors;
   std::vector<StorageInfo> storages;
   std::vector<ArrayInfo> arrays;

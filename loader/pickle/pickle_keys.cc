@@ -192,21 +192,23 @@ Result<bool> KeysEqual(Builder& m, Ref a0, Ref b0) {
 Result<std::optional<size_t>> FindKey(Builder& m, Object& c, Ref key, size_t stride) {
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
   const size_t n = c.items.size() / stride;
-  if (n < kIndexThreshold && !c.index) {
+  if (n < kIndexThreshold && c.keys == UINT32_MAX) {
     for (size_t i = 0; i < n; ++i) {
       SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items[i * stride], key));
       if (eq) return std::optional<size_t>(i);
     }
     return std::optional<size_t>();
   }
-  if (!c.index) {
-    c.index = std::make_unique<std::unordered_multimap<uint64_t, uint32_t>>();
+  Graph& g = m.graph();
+  if (c.keys == UINT32_MAX) {
+    g.key_index.emplace_back();
+    c.keys = static_cast<uint32_t>(g.key_index.size() - 1);
     for (size_t i = 0; i < n; ++i) {
       SAFEMODEL_ASSIGN_OR_RETURN(uint64_t ih, KeyHash(m, c.items[i * stride]));
-      c.index->emplace(ih, static_cast<uint32_t>(i));
+      g.key_index[c.keys].emplace(ih, static_cast<uint32_t>(i));
     }
   }
-  auto [lo, hi] = c.index->equal_range(h);
+  auto [lo, hi] = g.key_index[c.keys].equal_range(h);
   for (auto it = lo; it != hi; ++it) {
     SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items[it->second * stride], key));
     if (eq) return std::optional<size_t>(it->second);
@@ -228,9 +230,9 @@ Status SetItem(Builder& m, Ref dict, Ref key, Ref value) {
   SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(d.items.size() / 2 + 1, "dict"));
   d.items.push_back(key);
   d.items.push_back(value);
-  if (d.index) {
+  if (d.keys != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
-    d.index->emplace(h, static_cast<uint32_t>(d.items.size() / 2 - 1));
+    g.key_index[d.keys].emplace(h, static_cast<uint32_t>(d.items.size() / 2 - 1));
   }
   return Status::Ok();
 }
@@ -243,9 +245,9 @@ Status AddItem(Builder& m, Ref set, Ref item) {
   Object& s = g.at(set);
   SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(s.items.size() + 1, "set"));
   s.items.push_back(item);
-  if (s.index) {
+  if (s.keys != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, item));
-    s.index->emplace(h, static_cast<uint32_t>(s.items.size() - 1));
+    g.key_index[s.keys].emplace(h, static_cast<uint32_t>(s.items.size() - 1));
   }
   return Status::Ok();
 }
