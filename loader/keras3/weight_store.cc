@@ -182,13 +182,15 @@ Status ReadNpzMember(ByteView member, const std::string& where, const std::strin
   pickle::Machine machine(ctx, *graph, opts);
   uint64_t end = 0;
   Result<pickle::Ref> root = machine.Run(data, 0, &end);
-  for (const pickle::Object& o : graph->objects) {
-    if (o.kind == pickle::Kind::kGlobal && !IsNumpyDataGlobal(o.name)) {
+  for (pickle::ObjId id = 0; id < graph->objects.size(); ++id) {
+    const pickle::Object& o = graph->objects[id];
+    const std::string& name = graph->name(id);
+    if (o.kind == pickle::Kind::kGlobal && !IsNumpyDataGlobal(name)) {
       ctx.Refuse("pickle.global", where + " byte " + Num(h.data_offset + o.offset),
-                 "the npz store's pickle names '" + Printable(o.name) +
+                 "the npz store's pickle names '" + Printable(name) +
                      "', which is not one of numpy's array constructors; np.load(allow_pickle="
                      "True) would import and call it",
-                 {o.name});
+                 {name});
     }
   }
   if (ctx.refused()) return ctx.RefusedStatus();

@@ -112,7 +112,7 @@ Result<Ref> ReduceReconstructor(Builder& m, const Call& call) {
   SAFEMODEL_RETURN_IF_ERROR(call.Arity(m, 3, 3));
   const Graph& g = m.graph();
   const std::vector<Ref>& args = call.args;
-  if (args[1].kind != Kind::kGlobal || g.at(args[1]).global.kind != GlobalKind::kObject ||
+  if (args[1].kind != Kind::kGlobal || g.global(args[1]).kind != GlobalKind::kObject ||
       args[2].kind != Kind::kNone) {
     return Status::Unsupported("copyreg._reconstructor with a base other than object" + m.At());
   }

@@ -73,7 +73,7 @@ Result<Ref> ReduceNpReconstruct(Builder& m, const Call& call) {
   SAFEMODEL_RETURN_IF_ERROR(call.Arity(m, 3, 3));
   const Graph& g = m.graph();
   const Ref cls = call.args[0];
-  if (cls.kind != Kind::kGlobal || g.at(cls).global.kind != GlobalKind::kNpNdarray) {
+  if (cls.kind != Kind::kGlobal || g.global(cls).kind != GlobalKind::kNpNdarray) {
     return Status::Unsupported(call.name + " of a numpy subclass (" + KindName(g, cls) + ")" +
                                m.At());
   }

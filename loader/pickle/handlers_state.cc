@@ -97,8 +97,8 @@ Status CheckState(Builder& m, Ref dict, const std::string& cls, bool setattr, bo
 Status BuildInstance(Builder& m, Ref obj, Ref state) {
   Graph& g = m.graph();
   const uint32_t aux = g.at(obj).aux;
-  const std::string cls = g.objects[g.instances[aux].cls].name;
-  const bool module = g.objects[g.instances[aux].cls].global.kind == GlobalKind::kNnModule;
+  const std::string cls = g.name(g.instances[aux].cls);
+  const bool module = g.global(g.instances[aux].cls).kind == GlobalKind::kNnModule;
   Ref dict = state, slots = Ref::None();
   if (state.kind == Kind::kTuple && g.at(state).items.size() == 2) {
     if (module) {
@@ -151,9 +151,9 @@ Status BuildOrderedDict(Builder& m, Ref obj, Ref state) {
   }
   if (dict.kind != Kind::kDict) return Status::Ok();
   SAFEMODEL_RETURN_IF_ERROR(CheckState(m, dict, "collections.OrderedDict", false, false));
-  Ref current = g.at(obj).attrs;
+  Ref current = g.attrs_of(obj.id);
   SAFEMODEL_RETURN_IF_ERROR(Update(m, &current, dict));
-  g.at(obj).attrs = current;
+  g.attrs[obj.id] = current;
   return Status::Ok();
 }
 

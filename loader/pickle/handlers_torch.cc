@@ -90,15 +90,15 @@ Status TensorDType(Builder& m, GlobalKind kind, const char* name, const StorageI
     return Status::Ok();
   }
   Ref dt = args[6];
-  if (dt.kind != Kind::kGlobal || g.at(dt).global.kind != GlobalKind::kTorchDType) {
+  if (dt.kind != Kind::kGlobal || g.global(dt).kind != GlobalKind::kTorchDType) {
     return Status::Malformed(std::string(name) + ": dtype must be a torch dtype" + m.At());
   }
-  if (g.at(dt).global.dtype == DType::kInvalid || g.at(dt).global.quantized) {
-    return Status::Unsupported("tensor dtype " + g.at(dt).name + " is not supported" + m.At());
+  if (g.global(dt).dtype == DType::kInvalid || g.global(dt).quantized) {
+    return Status::Unsupported("tensor dtype " + g.name(dt) + " is not supported" + m.At());
   }
-  t->dtype = g.at(dt).global.dtype;
+  t->dtype = g.global(dt).dtype;
   if (s.dtype != DType::kInvalid && s.dtype != t->dtype) {
-    return Status::Malformed("tensor dtype " + g.at(dt).name + " differs from its storage type " +
+    return Status::Malformed("tensor dtype " + g.name(dt) + " differs from its storage type " +
                              s.type_name + m.At());
   }
   return Status::Ok();
@@ -109,29 +109,29 @@ Status TensorDType(Builder& m, GlobalKind kind, const char* name, const StorageI
 Status ReadQuantizer(Builder& m, Ref q, TensorInfo* t) {
   const Graph& g = m.graph();
   if (q.kind != Kind::kTuple || g.at(q).items.empty() || g.at(q).items[0].kind != Kind::kGlobal ||
-      g.at(g.at(q).items[0]).global.kind != GlobalKind::kQScheme) {
+      g.global(g.at(q).items[0]).kind != GlobalKind::kQScheme) {
     return Status::Malformed("quantizer parameters must start with a qscheme" + m.At());
   }
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> qp, m.CopyItems(q));
-  const std::string scheme = g.at(qp[0]).name.substr(std::string_view("torch.").size());
-  t->qscheme = scheme;
+  const std::string scheme = g.name(qp[0]).substr(std::string_view("torch.").size());
+  t->extra->qscheme = scheme;
   if (scheme == "per_tensor_affine" || scheme == "per_tensor_symmetric") {
     if (qp.size() != 3 || (qp[1].kind != Kind::kFloat && qp[1].kind != Kind::kInt)) {
       return Status::Malformed("per-tensor quantizer expects (scheme, scale, zero_point)" + m.At());
     }
-    t->scale = qp[1].kind == Kind::kFloat ? qp[1].f : static_cast<double>(qp[1].i);
-    SAFEMODEL_ASSIGN_OR_RETURN(t->zero_point, AsInt(g, qp[2], "zero point"));
+    t->extra->scale = qp[1].kind == Kind::kFloat ? qp[1].f : static_cast<double>(qp[1].i);
+    SAFEMODEL_ASSIGN_OR_RETURN(t->extra->zero_point, AsInt(g, qp[2], "zero point"));
     return Status::Ok();
   }
   if (scheme == "per_channel_affine" || scheme == "per_channel_symmetric" ||
       scheme == "per_channel_affine_float_qparams") {
     if (qp.size() != 4 || !IsDenseTensor(g, qp[1]) || !IsDenseTensor(g, qp[2])) {
-      return Status::Malformed(
-          "per-channel quantizer expects (scheme, scales, zero_points, axis)" + m.At());
+      return Status::Malformed("per-channel quantizer expects (scheme, scales, zero_points, axis)" +
+                               m.At());
     }
-    t->scales = qp[1];
-    t->zero_points = qp[2];
-    SAFEMODEL_ASSIGN_OR_RETURN(t->axis, AsInt(g, qp[3], "axis"));
+    t->extra->scales = qp[1];
+    t->extra->zero_points = qp[2];
+    SAFEMODEL_ASSIGN_OR_RETURN(t->extra->axis, AsInt(g, qp[3], "axis"));
     return Status::Ok();
   }
   return Status::Unsupported("quantization scheme " + scheme + m.At());
@@ -152,8 +152,8 @@ Result<Ref> ReduceRebuildTensor(Builder& m, const Call& call) {
   size_t lo = kind == GlobalKind::kRebuildTensor ? 4 : kind == GlobalKind::kRebuildTensorV2 ? 6 : 7;
   size_t hi = kind == GlobalKind::kRebuildTensor ? 4 : lo + 1;
   if (args.size() < lo || args.size() > hi) {
-    return Status::Malformed(std::string(name) + " called with " + Num(args.size()) +
-                             " arguments" + m.At());
+    return Status::Malformed(std::string(name) + " called with " + Num(args.size()) + " arguments" +
+                             m.At());
   }
   Ref storage = args[0];
   if (!IsStorage(g, storage)) {
@@ -184,9 +184,8 @@ Result<Ref> ReduceRebuildTensor(Builder& m, const Call& call) {
 // _rebuild_parameter(data, requires_grad, backward_hooks)
 // _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state)
 Result<Ref> ReduceRebuildParameter(Builder& m, const Call& call) {
-  SAFEMODEL_RETURN_IF_ERROR(call.entry.kind == GlobalKind::kRebuildParameter
-                                ? call.Arity(m, 3, 3)
-                                : call.Arity(m, 4, 4));
+  SAFEMODEL_RETURN_IF_ERROR(call.entry.kind == GlobalKind::kRebuildParameter ? call.Arity(m, 3, 3)
+                                                                             : call.Arity(m, 4, 4));
   Graph& g = m.graph();
   const std::vector<Ref>& args = call.args;
   Ref t = args[0];
@@ -222,9 +221,10 @@ Result<Ref> ReduceRebuildQTensor(Builder& m, const Call& call) {
   }
   TensorInfo t;
   t.layout = TensorInfo::Layout::kQuantized;
+  t.extra = std::make_unique<TensorExtra>();
   t.storage = storage.id;
   t.dtype = s.dtype;
-  t.qdtype = s.dtype == DType::kU8 ? "quint8" : s.dtype == DType::kI8 ? "qint8" : "qint32";
+  t.extra->qdtype = s.dtype == DType::kU8 ? "quint8" : s.dtype == DType::kI8 ? "qint8" : "qint32";
   SAFEMODEL_RETURN_IF_ERROR(
       ReadView(m, "torch._utils._rebuild_qtensor", args[1], args[2], args[3], &t));
   if (t.strides.size() != t.shape.size()) {
@@ -232,8 +232,8 @@ Result<Ref> ReduceRebuildQTensor(Builder& m, const Call& call) {
   }
   SAFEMODEL_RETURN_IF_ERROR(ReadQuantizer(m, args[4], &t));
   // Quantized dtypes are integers to torch: requires_grad must be False.
-  SAFEMODEL_ASSIGN_OR_RETURN(
-      t.requires_grad, RequiresGrad(m, args[5], DType::kI8, "torch._utils._rebuild_qtensor"));
+  SAFEMODEL_ASSIGN_OR_RETURN(t.requires_grad,
+                             RequiresGrad(m, args[5], DType::kI8, "torch._utils._rebuild_qtensor"));
   SAFEMODEL_RETURN_IF_ERROR(CheckEmptyHooks(g, args[6]));
   return NewTensor(m, std::move(t));
 }
@@ -247,7 +247,7 @@ Result<Ref> ReduceRebuildSparse(Builder& m, const Call& call) {
       g.at(args[0]).record != RecordKind::kLayout || args[1].kind != Kind::kTuple) {
     return Status::Malformed("a sparse tensor rebuild expects (layout, data)" + m.At());
   }
-  const std::string layout = g.at(args[0]).name;
+  const std::string layout = g.name(args[0]);
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> data, m.CopyItems(args[1]));
   std::vector<std::string> roles;
   if (layout == "torch.sparse_coo") {
@@ -265,13 +265,14 @@ Result<Ref> ReduceRebuildSparse(Builder& m, const Call& call) {
   }
   TensorInfo t;
   t.layout = TensorInfo::Layout::kSparse;
-  t.sparse_layout = layout.substr(std::string_view("torch.").size());
+  t.extra = std::make_unique<TensorExtra>();
+  t.extra->sparse_layout = layout.substr(std::string_view("torch.").size());
   for (size_t i = 0; i < roles.size(); ++i) {
     if (!IsDenseTensor(g, data[i])) {
       return Status::Malformed("sparse tensor part '" + roles[i] + "' must be a dense tensor" +
                                m.At());
     }
-    t.components.emplace_back(roles[i], data[i]);
+    t.extra->components.emplace_back(roles[i], data[i]);
   }
   SAFEMODEL_ASSIGN_OR_RETURN(t.shape, ShapeArg(m, data[roles.size()], "sparse tensor size"));
   return NewTensor(m, std::move(t));
@@ -287,20 +288,20 @@ Result<Ref> ReduceRebuildFromTypeV2(Builder& m, const Call& call) {
   if (func.kind != Kind::kGlobal || type.kind != Kind::kGlobal || fargs.kind != Kind::kTuple) {
     return Status::Malformed(name + ": expects (function, type, args, state)" + m.At());
   }
-  const GlobalKind tk = g.at(type).global.kind;
+  const GlobalKind tk = g.global(type).kind;
   if (tk != GlobalKind::kTensorType && tk != GlobalKind::kParameterType) {
-    return Status::Unsupported(name + " to tensor subclass " + g.at(type).name + m.At());
+    return Status::Unsupported(name + " to tensor subclass " + g.name(type) + m.At());
   }
   if (!IsEmptyState(g, state)) {
     return Status::Unsupported(name + ": tensor with extra state" + m.At());
   }
   // The inner function is one of the rebuild functions, never this one:
   // one level of recursion at most.
-  const GlobalKind fk = g.at(func).global.kind;
+  const GlobalKind fk = g.global(func).kind;
   if (fk != GlobalKind::kRebuildTensor && fk != GlobalKind::kRebuildTensorV2 &&
       fk != GlobalKind::kRebuildTensorV3 && fk != GlobalKind::kRebuildParameter &&
       fk != GlobalKind::kRebuildQTensor && fk != GlobalKind::kRebuildSparseTensor) {
-    return Status::Unsupported(name + " with function " + g.at(func).name + m.At());
+    return Status::Unsupported(name + " with function " + g.name(func) + m.At());
   }
   SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> inner, m.CopyItems(fargs));
   SAFEMODEL_ASSIGN_OR_RETURN(Ref t, Reduce(m, func, inner));
@@ -335,7 +336,7 @@ Result<Ref> ReduceTorchDevice(Builder& m, const Call& call) {
     device += ":" + std::to_string(index);
   }
   SAFEMODEL_ASSIGN_OR_RETURN(Ref d, m.NewRecord(RecordKind::kDevice));
-  g.at(d).name = device;
+  g.SetName(d.id, device);
   return d;
 }
 
@@ -344,7 +345,7 @@ Result<Ref> ReduceGetLayout(Builder& m, const Call& call) {
   Graph& g = m.graph();
   SAFEMODEL_ASSIGN_OR_RETURN(std::string_view layout, AsStr(g, call.args[0], "layout name"));
   SAFEMODEL_ASSIGN_OR_RETURN(Ref l, m.NewRecord(RecordKind::kLayout));
-  g.at(l).name = std::string(layout);
+  g.SetName(l.id, std::string(layout));
   return l;
 }
 

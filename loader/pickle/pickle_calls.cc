@@ -79,18 +79,18 @@ Result<Ref> CallName(Builder& m, Ref callable, Ref args, uint8_t op) {
     return m.Opaque();
   }
   Object& name = g.at(callable);
-  if (name.global.kind == GlobalKind::kUnknown) {
+  if (g.global(callable).kind == GlobalKind::kUnknown) {
     if (name.consumed || m.IsUserGlobal(callable.id)) {
       m.Refuse("pickle.call",
-               name.name + " at byte " + m.OpByte() + ": " + OpName(op) +
+               g.name(callable) + " at byte " + m.OpByte() + ": " + OpName(op) +
                    " calls a user-defined name, which runs its code",
-               {name.name});
+               {g.name(callable)});
       name.consumed = true;  // refused here; not again as a bare name
     }
     return m.Opaque();  // refused when the name was read
   }
   if (args.kind != Kind::kTuple) {
-    return m.Semantic(m.Bad(std::string(OpName(op)) + " of " + name.name +
+    return m.Semantic(m.Bad(std::string(OpName(op)) + " of " + g.name(callable) +
                             ": arguments must be a tuple, not " + KindName(g, args)));
   }
   SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, m.CopyItems(args));
@@ -103,8 +103,8 @@ Result<Ref> CallName(Builder& m, Ref callable, Ref args, uint8_t op) {
 }
 
 Result<Ref> Reduce(Builder& m, Ref callable, const std::vector<Ref>& args) {
-  const Object& g = m.graph().at(callable);
-  const Call call{callable, g.global, g.name, args};
+  const Graph& g = m.graph();
+  const Call call{callable, g.global(callable), g.name(callable), args};
   const Handler handler = kHandlers[static_cast<size_t>(call.entry.kind)];
   if (handler == nullptr) {
     return Status::Unsupported(call.name +
@@ -122,33 +122,33 @@ Result<Ref> NewObject(Builder& m, Ref cls, const std::vector<Ref>& args, uint8_t
     return Status::Malformed(std::string(OpName(op)) + " of " + KindName(g, cls) +
                              ", which is not a class" + m.At());
   }
-  Object& c = g.at(cls);
-  const GlobalKind kind = c.global.kind;
+  const GlobalKind kind = g.global(cls).kind;
+  const std::string& cls_name = g.name(cls);
   const bool user = kind == GlobalKind::kUnknown && m.IsUserGlobal(cls.id);
   if (kind == GlobalKind::kUnknown && !user) return m.Opaque();  // refused when read
   if (kind == GlobalKind::kOrderedDict && args.empty()) return Reduce(m, cls, {});
   if (kind == GlobalKind::kJoblibFileWrapper) {
     m.Refuse("pickle.external_file",
-             c.name + " at byte " + m.OpByte() +
+             cls_name + " at byte " + m.OpByte() +
                  ": the array's data lives in a separate file, which safemodel does not read",
-             {c.name});
+             {cls_name});
     return m.Opaque();
   }
   if (!InstantiableKind(kind) && !user) {
-    return Status::Unsupported(std::string(OpName(op)) + " of " + c.name + m.At());
+    return Status::Unsupported(std::string(OpName(op)) + " of " + cls_name + m.At());
   }
   if (!args.empty()) {
     if (user) {
       m.Refuse("pickle.call",
-               c.name + " at byte " + m.OpByte() + ": " + OpName(op) +
+               cls_name + " at byte " + m.OpByte() + ": " + OpName(op) +
                    " passes arguments to a user-defined class's __new__",
-               {c.name});
+               {cls_name});
       return m.Opaque();
     }
-    return Status::Unsupported(std::string(OpName(op)) + " of " + c.name + " with arguments" +
+    return Status::Unsupported(std::string(OpName(op)) + " of " + cls_name + " with arguments" +
                                m.At());
   }
-  if (user) c.consumed = true;
+  if (user) g.at(cls).consumed = true;
   const RecordKind record =
       kind == GlobalKind::kJoblibArrayWrapper ? RecordKind::kJoblibArray : RecordKind::kInstance;
   return m.NewRecordWith(record, g.instances,
@@ -160,7 +160,7 @@ Status Build(Builder& m, Ref* target, Ref state) {
   if (m.IsOpaque(obj) || m.IsOpaque(state)) return Status::Ok();
   Graph& g = m.graph();
   if (obj.kind == Kind::kGlobal) {
-    const std::string& name = g.at(obj).name;
+    const std::string& name = g.name(obj);
     m.Refuse("pickle.build_global",
              name + " at byte " + m.OpByte() +
                  ": BUILD sets attributes on a module, class or function, which changes what "

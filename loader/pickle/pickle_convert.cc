@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -205,7 +206,7 @@ Result<std::string> Converter::KeyString(Ref key) {
       return s + (items.size() == 1 ? ",)" : ")");
     }
     case Kind::kGlobal:
-      return g_.at(key).name;
+      return g_.name(key);
     default:
       return Status::Unsupported(s_.where + ": a dict key that is " + KindName(g_, key));
   }
@@ -388,17 +389,17 @@ Value TensorRef(const std::string& name) {
 Status Converter::VisitSparse(const Work& w, const TensorInfo& t) {
   Value& slot = *w.slot;
   slot = Value::Map();
-  slot.mutable_entries().emplace_back("$sparse", Value::String(t.sparse_layout));
+  slot.mutable_entries().emplace_back("$sparse", Value::String(t.extra->sparse_layout));
   std::vector<Value> size;
   for (uint64_t d : t.shape) size.push_back(Value::Int(static_cast<int64_t>(d)));
   slot.mutable_entries().emplace_back("size", Value::List(std::move(size)));
-  for (const auto& [role, part] : t.components) {
+  for (const auto& [role, part] : t.extra->components) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string name, RegisterTensor(part.id, JoinName(w.name, role)));
     slot.mutable_entries().emplace_back(role, TensorRef(name));
   }
-  nodes_ += 2 + 2 * t.components.size();
+  nodes_ += 2 + 2 * t.extra->components.size();
   ctx_.Note("pickle.sparse", s_.where,
-            "sparse tensor '" + Printable(w.name) + "' (" + t.sparse_layout +
+            "sparse tensor '" + Printable(w.name) + "' (" + t.extra->sparse_layout +
                 ") is stored as its component tensors; its layout and size are in the metadata");
   return Status::Ok();
 }
@@ -406,25 +407,25 @@ Status Converter::VisitSparse(const Work& w, const TensorInfo& t) {
 // A quantized tensor's parameters, added to its reference in `slot`.
 Status Converter::AddQuantized(const Work& w, const TensorInfo& t, const std::string& name) {
   Value q = Value::Map();
-  q.mutable_entries().emplace_back("dtype", Value::String(t.qdtype));
-  q.mutable_entries().emplace_back("scheme", Value::String(t.qscheme));
-  if (t.scales.kind == Kind::kRecord) {
+  q.mutable_entries().emplace_back("dtype", Value::String(t.extra->qdtype));
+  q.mutable_entries().emplace_back("scheme", Value::String(t.extra->qscheme));
+  if (t.extra->scales.kind == Kind::kRecord) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string sn,
-                               RegisterTensor(t.scales.id, JoinName(w.name, "q_scales")));
-    SAFEMODEL_ASSIGN_OR_RETURN(std::string zn,
-                               RegisterTensor(t.zero_points.id, JoinName(w.name, "q_zero_points")));
+                               RegisterTensor(t.extra->scales.id, JoinName(w.name, "q_scales")));
+    SAFEMODEL_ASSIGN_OR_RETURN(
+        std::string zn, RegisterTensor(t.extra->zero_points.id, JoinName(w.name, "q_zero_points")));
     q.mutable_entries().emplace_back("scales", TensorRef(sn));
     q.mutable_entries().emplace_back("zero_points", TensorRef(zn));
-    q.mutable_entries().emplace_back("axis", Value::Int(t.axis));
+    q.mutable_entries().emplace_back("axis", Value::Int(t.extra->axis));
   } else {
-    q.mutable_entries().emplace_back("scale", Value::Double(t.scale));
-    q.mutable_entries().emplace_back("zero_point", Value::Int(t.zero_point));
+    q.mutable_entries().emplace_back("scale", Value::Double(t.extra->scale));
+    q.mutable_entries().emplace_back("zero_point", Value::Int(t.extra->zero_point));
   }
   w.slot->mutable_entries().emplace_back("$quantized", std::move(q));
   nodes_ += 8;
   ctx_.Note("pickle.quantized", s_.where,
             "quantized tensor '" + Printable(name) + "' is stored as its integer representation (" +
-                t.qdtype + " as " + std::string(DTypeName(t.dtype)) +
+                t.extra->qdtype + " as " + std::string(DTypeName(t.dtype)) +
                 "); scheme, scale and zero point are in the metadata");
   return Status::Ok();
 }
@@ -523,18 +524,19 @@ uint64_t Converter::FortranIndex(const std::vector<uint64_t>& shape, uint64_t fl
 // attributes...}; a module's _parameters/_buffers/_modules add no name part.
 Status Converter::VisitInstance(const Work& w, const InstanceInfo& inst) {
   const Object& cls = g_.objects[inst.cls];
-  const bool user = cls.global.kind == GlobalKind::kUnknown;
-  const bool module = cls.global.kind == GlobalKind::kNnModule || user;
-  if (user && noted_user_classes_.insert(cls.name).second) {
+  const std::string& cls_name = g_.name(inst.cls);
+  const bool user = g_.global(inst.cls).kind == GlobalKind::kUnknown;
+  const bool module = g_.global(inst.cls).kind == GlobalKind::kNnModule || user;
+  if (user && noted_user_classes_.insert(cls_name).second) {
     ctx_.Note("pickle.user_class", s_.where + " byte " + Num(cls.offset),
-              "instance of " + cls.name +
+              "instance of " + cls_name +
                   ", a class defined by the program that saved the file: recorded by name only; "
                   "its code is not in the file and is not part of the output");
   }
   SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
   Value& slot = *w.slot;
   slot = Value::Map();
-  slot.mutable_entries().emplace_back("$class", Value::String(cls.name));
+  slot.mutable_entries().emplace_back("$class", Value::String(cls_name));
   size_t reserved = 1;
   if (user) {
     slot.mutable_entries().emplace_back("$user_class", Value::Bool(true));
@@ -589,7 +591,7 @@ Status Converter::VisitRecord(const Work& w) {
     case RecordKind::kLayout: {
       slot = Value::Map();
       slot.mutable_entries().emplace_back(o.record == RecordKind::kDevice ? "$device" : "$layout",
-                                          Value::String(o.name));
+                                          Value::String(g_.name(w.ref)));
       return Status::Ok();
     }
     case RecordKind::kInstance:
@@ -609,17 +611,18 @@ Status Converter::VisitRecord(const Work& w) {
 // because the same name is instantiated elsewhere.
 Status Converter::VisitGlobal(const Work& w) {
   const Object& g = g_.at(w.ref);
-  if (g.global.kind == GlobalKind::kUnknown) {
+  const std::string& name = g_.name(w.ref);
+  if (g_.global(w.ref).kind == GlobalKind::kUnknown) {
     ctx_.Refuse("pickle.global", s_.where + " byte " + Num(g.offset),
-                g.name + " at byte " + Num(g.offset) + " of " + s_.where +
+                name + " at byte " + Num(g.offset) + " of " + s_.where +
                     ": a name from the user's script is kept as a value (at '" + Printable(w.name) +
                     "'), not only instantiated; loading would resolve it "
                     "and the object would hold it",
-                {g.name});
+                {name});
     return ctx_.RefusedStatus();
   }
   *w.slot = Value::Map();
-  w.slot->mutable_entries().emplace_back("$global", Value::String(g.name));
+  w.slot->mutable_entries().emplace_back("$global", Value::String(name));
   return Status::Ok();
 }
 
@@ -650,15 +653,16 @@ Status Converter::VisitSequence(const Work& w) {
 Status Converter::VisitDict(const Work& w) {
   SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
   const Object& d = g_.at(w.ref);
+  const Ref attrs = g_.attrs_of(w.ref.id);
   Value& slot = *w.slot;
   slot = Value::Map();
   size_t reserved = 0;
-  if (d.attrs.kind == Kind::kDict && !g_.at(d.attrs).items.empty()) {
+  if (attrs.kind == Kind::kDict && !g_.at(attrs).items.empty()) {
     slot.mutable_entries().reserve(1 + d.items.size() / 2);
     slot.mutable_entries().emplace_back("$attrs", Value());
     reserved = 1;
     work_.push_back(
-        {d.attrs, &slot.mutable_entries()[0].second, JoinName(w.name, "$attrs"), w.depth + 1});
+        {attrs, &slot.mutable_entries()[0].second, JoinName(w.name, "$attrs"), w.depth + 1});
   } else {
     slot.mutable_entries().reserve(d.items.size() / 2);
   }
@@ -684,7 +688,8 @@ Status Converter::Visit(const Work& w) {
       return Status::Ok();
     case Kind::kBigInt:
       slot = Value::Map();
-      slot.mutable_entries().emplace_back("$int", Value::String(TwosComplementToDecimal(g_.at(r).data)));
+      slot.mutable_entries().emplace_back("$int",
+                                          Value::String(TwosComplementToDecimal(g_.at(r).data)));
       return Status::Ok();
     case Kind::kStr:
       slot = Value::String(std::string(g_.text(r)));
@@ -905,7 +910,15 @@ Result<Converted> Converter::Run(Ref root) {
     SAFEMODEL_RETURN_IF_ERROR(Visit(w));
   }
   SAFEMODEL_RETURN_IF_ERROR(EmitTensors());
-  out_->keepalive.push_back(keep_);
+  // The tensors only view the input and the bytes the machine decoded
+  // (numpy data, Graph::owned); nothing reads the rest of the graph once
+  // they are emitted. Keeping just those bytes lets the objects and side
+  // tables (hundreds of MB for 100,000 tensors) be freed when the parser
+  // returns, before anything is streamed. Moving a deque keeps its elements
+  // (and so every view of them) in place.
+  if (!g_.owned.empty()) {
+    out_->keepalive.push_back(std::make_shared<std::deque<std::string>>(std::move(g_.owned)));
+  }
   const bool root_module = root.kind == Kind::kRecord &&
                            g_.at(root).record == RecordKind::kInstance && tree.is_map() &&
                            tree.Find("_modules") != nullptr;

@@ -63,8 +63,10 @@ struct Converted {
   Value architecture;  // null unless the root is a module
 };
 
-// Adds the tensors of the graph under `root` to out->tensors (keeping `graph`
-// alive through out->keepalive) and returns the trees.
+// Adds the tensors of the graph under `root` to out->tensors and returns the
+// trees. The tensors view only the input and the bytes the machine decoded:
+// those (Graph::owned) move to out->keepalive, so the caller's graph is
+// emptied of them and the rest of it can be freed before streaming.
 Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
                                const ConvertSettings& settings, ParseContext& ctx,
                                ParsedModel* out);

@@ -31,7 +31,7 @@ std::string KindName(const Graph& graph, Ref r) {
     case Kind::kFrozenSet:
       return "a frozenset";
     case Kind::kGlobal:
-      return "the name " + graph.at(r).name;
+      return "the name " + graph.name(r);
     case Kind::kOpaque:
       return "the result of a refused call";
     case Kind::kRecord:

@@ -106,17 +106,9 @@ enum class RecordKind : uint8_t {
   kJoblibArray,  // a NumpyArrayWrapper waiting for its BUILD
 };
 
-// A torch tensor: a strided view of a storage, in elements.
-struct TensorInfo {
-  enum class Layout : uint8_t { kStrided, kQuantized, kSparse };
-  Layout layout = Layout::kStrided;
-  ObjId storage = kNoObj;  // kStorage record (strided, quantized)
-  DType dtype = DType::kInvalid;
-  uint64_t offset = 0;  // storage offset in elements
-  std::vector<uint64_t> shape;
-  std::vector<int64_t> strides;
-  bool requires_grad = false;
-  bool parameter = false;
+// What only quantized and sparse tensors carry (kept apart so that the
+// common dense tensor record stays small).
+struct TensorExtra {
   // Quantized: the scheme (e.g. "per_tensor_affine"), the element type name
   // ("quint8"), scale/zero point, or per-channel tensors and axis.
   std::string qscheme;
@@ -129,6 +121,20 @@ struct TensorInfo {
   // (coo: indices, values; compressed: compressed, plain indices, values).
   std::string sparse_layout;
   std::vector<std::pair<std::string, Ref>> components;
+};
+
+// A torch tensor: a strided view of a storage, in elements.
+struct TensorInfo {
+  enum class Layout : uint8_t { kStrided, kQuantized, kSparse };
+  Layout layout = Layout::kStrided;
+  ObjId storage = kNoObj;  // kStorage record (strided, quantized)
+  DType dtype = DType::kInvalid;
+  uint64_t offset = 0;  // storage offset in elements
+  std::vector<uint64_t> shape;
+  std::vector<int64_t> strides;
+  bool requires_grad = false;
+  bool parameter = false;
+  std::unique_ptr<TensorExtra> extra;  // set for kQuantized and kSparse
 };
 
 // A torch storage: `numel` elements of `dtype` (or bytes when untyped) found
@@ -173,20 +179,30 @@ struct InstanceInfo {
   bool built = false;
 };
 
+// One heap object. Kept small (72 bytes): a checkpoint of n tensors holds
+// about 10n of them. What few objects carry (the name of a kGlobal or a
+// record's text, a dict's BUILD attributes) lives in Graph side tables.
 struct Object {
   Kind kind = Kind::kNone;
   bool ordered = false;   // kDict: an OrderedDict or Counter
   bool consumed = false;  // kGlobal: a user class instantiated by NEWOBJ
   RecordKind record = RecordKind::kTensor;
-  GlobalEntry global;  // kGlobal
-  std::string name;    // kGlobal: "module.name"; kRecord: text payload
-  ByteView data;       // kStr, kBytes, kByteArray, kBigInt
+  uint32_t aux = UINT32_MAX;    // index into the Graph side table of `record`
+  uint32_t named = UINT32_MAX;  // kGlobal, text records: index into Graph::named
+  uint32_t keys = UINT32_MAX;   // kDict, kSet once large: index into Graph::key_index
+  ByteView data;                // kStr, kBytes, kByteArray, kBigInt
   std::vector<Ref> items;
-  Ref attrs;                  // kDict: attributes set by BUILD (OrderedDict)
-  uint32_t aux = UINT32_MAX;  // index into the Graph side table of `record`
-  uint64_t offset = 0;        // byte offset of the opcode that made it
-  uint64_t hash = 0;          // cached hash of a kStr/kBytes/kBigInt key
-  std::unique_ptr<std::unordered_multimap<uint64_t, uint32_t>> index;  // dict/set keys
+  uint64_t offset = 0;  // byte offset of the opcode that made it
+  uint64_t hash = 0;    // cached hash of a kStr/kBytes/kBigInt key
+};
+// A file of n tensors holds ~10n objects: keep them small (LP64).
+static_assert(sizeof(Object) <= 72, "Object grew: memory per tensor grows with it");
+
+// The name of a kGlobal ("module.name") and its table entry, or the text
+// payload of a record (a torch.device, a layout).
+struct Named {
+  std::string name;
+  GlobalEntry global;  // kGlobal
 };
 
 // The objects of one or more pickle streams (a legacy torch file has five
@@ -194,6 +210,11 @@ struct Object {
 struct Graph {
   std::vector<Object> objects;
   std::deque<std::string> owned;  // bytes the machine decoded (never moves)
+  std::deque<Named> named;  // Object::named indexes it (never moves: names are held by reference)
+  std::unordered_map<ObjId, Ref> attrs;  // kDict: attributes set by BUILD (OrderedDict)
+  // Key hash -> position, for dicts and sets of kIndexThreshold or more keys
+  // (Object::keys indexes it; a deque: an index is never moved).
+  std::deque<std::unordered_multimap<uint64_t, uint32_t>> key_index;
   std::vector<TensorInfo> tensors;
   std::vector<StorageInfo> storages;
   std::vector<ArrayInfo> arrays;
@@ -205,6 +226,34 @@ struct Graph {
   Object& at(Ref r) { return objects[r.id]; }
   // Text of a kStr / kBytes object.
   std::string_view text(Ref r) const { return AsChars(objects[r.id].data); }
+  // The name (kGlobal) or text (record) of an object; empty when it has none.
+  const std::string& name(ObjId id) const {
+    static const std::string kEmpty;
+    const uint32_t n = objects[id].named;
+    return n == UINT32_MAX ? kEmpty : named[n].name;
+  }
+  const std::string& name(Ref r) const { return name(r.id); }
+  // The table entry of a kGlobal (kUnknown for any other object).
+  GlobalEntry global(ObjId id) const {
+    const uint32_t n = objects[id].named;
+    return n == UINT32_MAX ? GlobalEntry{} : named[n].global;
+  }
+  GlobalEntry global(Ref r) const { return global(r.id); }
+  // Sets an object's name (and table entry); at most one entry per object.
+  void SetName(ObjId id, std::string name, GlobalEntry global = {}) {
+    uint32_t& n = objects[id].named;
+    if (n == UINT32_MAX) {
+      n = static_cast<uint32_t>(named.size());
+      named.push_back({std::move(name), global});
+    } else {
+      named[n] = {std::move(name), global};
+    }
+  }
+  // A dict's BUILD attributes, or None.
+  Ref attrs_of(ObjId id) const {
+    auto it = attrs.find(id);
+    return it == attrs.end() ? Ref::None() : it->second;
+  }
 };
 
 // Text for a value's kind in messages ("a tuple", "an int", ...).

@@ -61,7 +61,7 @@ std::optional<uint64_t> ScalarHash(Ref r) {
 }
 
 // The hash of a heap object other than a tuple; nullopt if it is unhashable.
-std::optional<uint64_t> LeafHash(const Object& o, Ref r) {
+std::optional<uint64_t> LeafHash(const Graph& g, const Object& o, Ref r) {
   switch (r.kind) {
     case Kind::kStr:
       return NonZero(KeyedHash(o.data.data(), o.data.size(), kHashStr));
@@ -70,7 +70,7 @@ std::optional<uint64_t> LeafHash(const Object& o, Ref r) {
     case Kind::kBigInt:
       return NonZero(KeyedHash(o.data.data(), o.data.size(), kHashBigInt));
     case Kind::kGlobal:
-      return NonZero(KeyedHash(o.name, kHashGlobal));
+      return NonZero(KeyedHash(g.name(r), kHashGlobal));
     case Kind::kRecord:
     case Kind::kOpaque:
       return NonZero(KeyedHashU64(r.id, kHashIdentity));
@@ -115,7 +115,7 @@ bool HeapStepEqual(const Graph& g, Ref a, Ref b, std::vector<std::pair<Ref, Ref>
       return x.data.size() == y.data.size() &&
              (x.data.empty() || std::memcmp(x.data.data(), y.data.data(), x.data.size()) == 0);
     case Kind::kGlobal:
-      return x.name == y.name;
+      return g.name(a) == g.name(b);
     case Kind::kTuple:
       if (x.items.size() != y.items.size()) return false;
       for (size_t i = 0; i < x.items.size(); ++i) work->push_back({x.items[i], y.items[i]});
@@ -141,7 +141,7 @@ Result<uint64_t> KeyHash(Builder& m, Ref root) {
     Object& o = g.at(r);
     if (o.hash != 0) continue;
     if (r.kind != Kind::kTuple) {
-      std::optional<uint64_t> h = LeafHash(o, r);
+      std::optional<uint64_t> h = LeafHash(g, o, r);
       if (!h) {
         return Status::Malformed("unhashable dict key or set item (" + KindName(g, r) + ")" +
                                  m.At());
@@ -192,21 +192,23 @@ Result<bool> KeysEqual(Builder& m, Ref a0, Ref b0) {
 Result<std::optional<size_t>> FindKey(Builder& m, Object& c, Ref key, size_t stride) {
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
   const size_t n = c.items.size() / stride;
-  if (n < kIndexThreshold && !c.index) {
+  if (n < kIndexThreshold && c.keys == UINT32_MAX) {
     for (size_t i = 0; i < n; ++i) {
       SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items[i * stride], key));
       if (eq) return std::optional<size_t>(i);
     }
     return std::optional<size_t>();
   }
-  if (!c.index) {
-    c.index = std::make_unique<std::unordered_multimap<uint64_t, uint32_t>>();
+  Graph& g = m.graph();
+  if (c.keys == UINT32_MAX) {
+    g.key_index.emplace_back();
+    c.keys = static_cast<uint32_t>(g.key_index.size() - 1);
     for (size_t i = 0; i < n; ++i) {
       SAFEMODEL_ASSIGN_OR_RETURN(uint64_t ih, KeyHash(m, c.items[i * stride]));
-      c.index->emplace(ih, static_cast<uint32_t>(i));
+      g.key_index[c.keys].emplace(ih, static_cast<uint32_t>(i));
     }
   }
-  auto [lo, hi] = c.index->equal_range(h);
+  auto [lo, hi] = g.key_index[c.keys].equal_range(h);
   for (auto it = lo; it != hi; ++it) {
     SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items[it->second * stride], key));
     if (eq) return std::optional<size_t>(it->second);
@@ -228,9 +230,9 @@ Status SetItem(Builder& m, Ref dict, Ref key, Ref value) {
   SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(d.items.size() / 2 + 1, "dict"));
   d.items.push_back(key);
   d.items.push_back(value);
-  if (d.index) {
+  if (d.keys != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
-    d.index->emplace(h, static_cast<uint32_t>(d.items.size() / 2 - 1));
+    g.key_index[d.keys].emplace(h, static_cast<uint32_t>(d.items.size() / 2 - 1));
   }
   return Status::Ok();
 }
@@ -243,9 +245,9 @@ Status AddItem(Builder& m, Ref set, Ref item) {
   Object& s = g.at(set);
   SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(s.items.size() + 1, "set"));
   s.items.push_back(item);
-  if (s.index) {
+  if (s.keys != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, item));
-    s.index->emplace(h, static_cast<uint32_t>(s.items.size() - 1));
+    g.key_index[s.keys].emplace(h, static_cast<uint32_t>(s.items.size() - 1));
   }
   return Status::Ok();
 }

@@ -259,10 +259,10 @@ Status Interpreter::FinishOuter() {
     Object& g = g_.objects[id];
     if (!g.consumed) {
       m_.Refuse("pickle.global", g.offset,
-                g.name + " at byte " + Num(options().base + g.offset) +
+                g_.name(id) + " at byte " + Num(options().base + g.offset) +
                     ": a name from the user's script that is not used as a class to "
                     "instantiate; loading would resolve it",
-                {g.name});
+                {g_.name(id)});
     }
   }
   return Status::Ok();

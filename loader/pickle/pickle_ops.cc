@@ -191,7 +191,7 @@ Status Interpreter::ContainerOp(uint8_t op, Ref target, const std::vector<Ref>& 
   const bool to_dict = op == kSetItem || op == kSetItems;
   // On anything but a container these opcodes call a method.
   if (target.kind == Kind::kRecord && g_.at(target).record == RecordKind::kInstance) {
-    const std::string& cls = g_.objects[g_.instances[g_.at(target).aux].cls].name;
+    const std::string& cls = g_.name(g_.instances[g_.at(target).aux].cls);
     Refuse("pickle.call",
            std::string(OpName(op)) + " at byte " + OpByte() + " on an instance of " + cls +
                " calls its " +
@@ -205,8 +205,8 @@ Status Interpreter::ContainerOp(uint8_t op, Ref target, const std::vector<Ref>& 
   if (target.kind == Kind::kGlobal) {
     Refuse("pickle.call",
            std::string(OpName(op)) + " at byte " + OpByte() + " on the name " +
-               g_.at(target).name + " calls one of its methods",
-           {g_.at(target).name});
+               g_.name(target) + " calls one of its methods",
+           {g_.name(target)});
     return Status::Ok();
   }
   const Kind want = to_list ? Kind::kList : to_dict ? Kind::kDict : Kind::kSet;
@@ -278,8 +278,7 @@ Result<Ref> Interpreter::MakeGlobal(std::string_view module_in, std::string_view
   if (C().proto < 3) std::tie(module, name) = MapPython2Name(module_in, name_in);
   const std::string full = module + "." + name;
   SAFEMODEL_ASSIGN_OR_RETURN(Ref r, New(Kind::kGlobal));
-  Object& o = g_.at(r);
-  o.name = full;
+  g_.SetName(r.id, full);
   const std::string where = full + " at byte " + OpByte();
   if (module.empty() || name.empty() || name.find('.') != std::string::npos) {
     Refuse("pickle.global",
@@ -289,8 +288,9 @@ Result<Ref> Interpreter::MakeGlobal(std::string_view module_in, std::string_view
            {full});
     return r;
   }
-  o.global = LookupGlobal(module, name);
-  if (o.global.kind != GlobalKind::kUnknown) return r;
+  const GlobalEntry entry = LookupGlobal(module, name);
+  g_.SetName(r.id, full, entry);
+  if (entry.kind != GlobalKind::kUnknown) return r;
   if (IsUserModule(module)) {
     AddUserGlobal(r.id);
     return r;
@@ -305,7 +305,7 @@ Result<Ref> Interpreter::MakeGlobal(std::string_view module_in, std::string_view
 
 Result<Ref> Interpreter::Instantiate(Ref cls, std::vector<Ref> args, uint8_t op) {
   if (args.empty() && cls.kind == Kind::kGlobal &&
-      g_.at(cls).global.kind == GlobalKind::kUnknown) {
+      g_.global(cls).kind == GlobalKind::kUnknown) {
     // No arguments is cls.__new__(cls): an instantiation.
     Result<Ref> inst = NewObject(*this, cls, {}, op);
     return inst.ok() ? inst : Semantic(inst.status());
@@ -446,7 +446,7 @@ Status Interpreter::OpExt(uint8_t op) {
 // Reading them is part of the stream syntax, so errors here are structural.
 Status Interpreter::BuildJoblibWrapper(Ref* target, Ref state) {
   const uint32_t aux = g_.at(*target).aux;
-  const std::string cls = g_.objects[g_.instances[aux].cls].name;
+  const std::string cls = g_.name(g_.instances[aux].cls);
   if (contexts_.size() > 1 || !options().joblib) return BuildPlainWrapper(aux, cls, state);
   if (state.kind != Kind::kDict) return Bad("joblib NumpyArrayWrapper state must be a dict");
   SAFEMODEL_RETURN_IF_ERROR(CheckState(*this, state, cls, false, false));
@@ -501,7 +501,7 @@ Status Interpreter::ReadWrapperData(const WrapperFields& f, Ref* target) {
   if (!f.subclass || !f.shape || !f.order || !f.dtype) {
     return Bad("joblib NumpyArrayWrapper state lacks subclass, shape, order or dtype");
   }
-  const GlobalKind sub = f.subclass->kind == Kind::kGlobal ? g_.at(*f.subclass).global.kind
+  const GlobalKind sub = f.subclass->kind == Kind::kGlobal ? g_.global(*f.subclass).kind
                                                            : GlobalKind::kUnknown;
   if (sub != GlobalKind::kNpNdarray && sub != GlobalKind::kNpMemmap) {
     return Status::Unsupported(options().where + ": joblib array of subclass " +

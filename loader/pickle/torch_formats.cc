@@ -63,7 +63,7 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   const std::vector<Ref> f = g.at(pid).items;
   const std::string_view tag = g.text(f[0]);
   if (legacy && tag == "module") {
-    std::string cls = f.size() > 1 && f[1].kind == Kind::kGlobal ? g.at(f[1]).name : "a class";
+    std::string cls = f.size() > 1 && f[1].kind == Kind::kGlobal ? g.name(f[1]) : "a class";
     m.Refuse("torch.module_source", offset,
              "persistent id at byte " + Num(m.options().base + offset) +
                  " carries the source code of " + cls + " (a whole-module legacy save)",
@@ -77,8 +77,8 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   for (Ref r : f) {
     if (r.kind == Kind::kOpaque) return m.New(Kind::kOpaque, offset);
   }
-  if (f[1].kind != Kind::kGlobal || (g.at(f[1]).global.kind != GlobalKind::kStorageType &&
-                                     g.at(f[1]).global.kind != GlobalKind::kUntypedStorage)) {
+  if (f[1].kind != Kind::kGlobal || (g.global(f[1]).kind != GlobalKind::kStorageType &&
+                                     g.global(f[1]).kind != GlobalKind::kUntypedStorage)) {
     return Status::Malformed(where + ": storage type is " + pickle::KindName(g, f[1]));
   }
   SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, f[2], "storage key"));
@@ -91,8 +91,8 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
     return Status::Unsupported(where + ": storage views of torch 0.x files are not supported");
   }
   // Copies: m.New() below may move every object.
-  const pickle::GlobalEntry type = g.at(f[1]).global;
-  const std::string type_name = g.at(f[1]).name;
+  const pickle::GlobalEntry type = g.global(f[1]);
+  const std::string type_name = g.name(f[1]);
   if (type.kind == GlobalKind::kStorageType && type.dtype == DType::kInvalid) {
     return Status::Unsupported(where + ": storage type " + type_name +
                                " (packed sub-byte elements)");

@@ -232,6 +232,35 @@ TEST(PickleOpcodes, NumpyScalarsArraysAndDtypes) {
   EXPECT_CODE(Parse(P2(bad)), StatusCode::kMalformed);
 }
 
+// An array whose data the machine decoded (protocol 2 pickles bytes as
+// _codecs.encode(text, 'latin1')): the tensor views Graph::owned, which the
+// conversion keeps alive on its own while the rest of the graph is freed when
+// the parser returns, before the tensor is streamed. 1 MiB of data: a block
+// malloc maps on its own, so that a dangling view faults even without ASan.
+TEST(PickleOpcodes, DecodedArrayDataOutlivesTheGraph) {
+  auto dtype = [](const std::string& descr, const std::string& order) {
+    return Global("numpy", "dtype") + Str(descr) + B({0x89, 0x88, 0x87}) + "R" + "(" + Int1(3) +
+           Str(order) + "NNN" + "J" + LE(0xFFFFFFFF, 4) + "J" + LE(0xFFFFFFFF, 4) + Int1(0) + "tb";
+  };
+  constexpr size_t kBytes = 1 << 20;
+  // U+00FF U+0002 ... in UTF-8; encoded to latin1: ff 02 ff 02 ...
+  std::string text, expected;
+  for (size_t i = 0; i < kBytes / 2; ++i) {
+    text += "\xc3\xbf\x02";
+    expected += "\xff\x02";
+  }
+  std::string body = "}(" + Short("a") + Global("numpy.core.multiarray", "_reconstruct") +
+                     Global("numpy", "ndarray") + Int1(0) + B({0x85}) + "C" + LE(1, 1) + "b" +
+                     B({0x87}) + "R" + "(" + Int1(1) + "J" + LE(kBytes / 2, 4) + B({0x85}) +
+                     dtype("u2", "<") + B({0x89}) + Global("_codecs", "encode") + Str(text) +
+                     Str("latin1") + B({0x86}) + "R" + "tb" + "u";
+  InProcessResult r = Parse(P2(body));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  ASSERT_EQ(r.tensors.count("a"), 1u);
+  EXPECT_EQ(r.tensors["a"].dtype, DType::kU16);
+  EXPECT_TRUE(r.tensors["a"].bytes == expected);
+}
+
 TEST(PickleOpcodes, UserClassesAreRecordedByNameOnly) {
   // NEWOBJ __main__.Net () + BUILD {'w': [1]}: converted, with a note.
   std::string body =
