@@ -15,53 +15,32 @@
 #include "proto/writer.h"
 #include "safemodel/c_api.h"
 #include "safemodel/reader.h"
+#include "tests/testing/model_writer.h"
 #include "tests/testing/test_util.h"
 
 namespace safemodel::testing {
 namespace {
 
-struct Spec {
-  std::string name;
-  DType dtype;
-  std::vector<uint64_t> shape;
-};
+using Spec = ModelSpec;
 
-// A .safemodel whose tensor i holds bytes (j * 3 + i) & 0xff, or j % 2 for bool.
-void WriteModel(const std::string& path, const std::vector<Spec>& specs) {
-  v1::Header h;
-  for (const Spec& s : specs) {
-    v1::TensorInfo* t = h.add_tensors();
-    // The source listed them in reverse (c_api_test checks it).
-    t->set_source_index(specs.size() - 1 - static_cast<uint64_t>(h.tensors_size() - 1));
-    t->set_name(s.name);
-    t->set_dtype(static_cast<v1::DType>(s.dtype));
-    for (uint64_t d : s.shape) t->add_shape(d);
-  }
-  h.mutable_provenance()->set_source_format("npz");
-  h.mutable_provenance()->set_input_size(1);
-  h.mutable_provenance()->set_converter_version("safemodel test");
-  h.set_digest_algorithm(v1::XXH3_128);
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ASSERT_GE(fd, 0);
-  auto w = SafemodelWriter::Begin(fd, h);
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
-  while (!(*w)->complete()) {
-    const size_t i = static_cast<size_t>((*w)->current_tensor());
-    std::string bytes((*w)->current_remaining(), '\0');
+// A .safemodel whose tensor i holds bytes (j * 3 + i) & 0xff, or j % 2 for
+// bool; the source listed the tensors in reverse (c_api_test checks it).
+void WriteModel(const std::string& path, std::vector<Spec> specs) {
+  for (size_t i = 0; i < specs.size(); ++i) specs[i].source_index = specs.size() - 1 - i;
+  WriteModelFile(path, specs, "npz", [&](size_t i, uint64_t size) {
+    std::string bytes(size, '\0');
     for (size_t j = 0; j < bytes.size(); ++j) {
       bytes[j] = static_cast<char>(specs[i].dtype == DType::kBool ? j % 2 : (j * 3 + i) & 0xff);
     }
-    ASSERT_TRUE((*w)->Append(AsBytes(bytes)).ok());
-  }
-  ASSERT_TRUE((*w)->Finish(std::string(32, '\x11')).ok());
-  close(fd);
+    return bytes;
+  });
 }
 
-const std::vector<Spec> kSpecs = {{"a_f32", DType::kF32, {2, 3}},
-                                  {"b_bf16", DType::kBF16, {4}},
-                                  {"c_bool", DType::kBool, {5}},
-                                  {"d_i64", DType::kI64, {}},
-                                  {"e_empty", DType::kF64, {0, 7}}};
+const std::vector<Spec> kSpecs = {{"a_f32", DType::kF32, {2, 3}, "", {}},
+                                  {"b_bf16", DType::kBF16, {4}, "", {}},
+                                  {"c_bool", DType::kBool, {5}, "", {}},
+                                  {"d_i64", DType::kI64, {}, "", {}},
+                                  {"e_empty", DType::kF64, {0, 7}, "", {}}};
 
 TEST(ReaderApi, TypedViewsCheckTheDtypeAndCountElements) {
   TempDir dir;

@@ -20,17 +20,13 @@
 #include "proto/writer.h"
 #include "safemodel/export_safetensors.h"
 #include "safemodel/reader.h"
+#include "tests/testing/model_writer.h"
 #include "tests/testing/test_util.h"
 
 namespace safemodel::testing {
 namespace {
 
-struct Spec {
-  std::string name;
-  DType dtype;
-  std::vector<uint64_t> shape;
-  std::string alias_of;
-};
+using Spec = ModelSpec;
 
 // Every dtype safetensors can express, an empty tensor, a scalar and a tied
 // weight.
@@ -52,35 +48,16 @@ std::vector<Spec> AllDTypes() {
 // pattern (0/1 for bool).
 std::string WriteModel(const std::string& path, const std::vector<Spec>& specs,
                        const std::string& source_format) {
-  v1::Header h;
-  for (const Spec& s : specs) {
-    v1::TensorInfo* t = h.add_tensors();
-    t->set_name(s.name);
-    t->set_dtype(static_cast<v1::DType>(s.dtype));
-    for (uint64_t d : s.shape) t->add_shape(d);
-    t->set_alias_of(s.alias_of);
-  }
-  h.mutable_provenance()->set_source_format(source_format);
-  h.mutable_provenance()->set_input_size(1);
-  h.mutable_provenance()->set_converter_version("safemodel test");
-  h.set_digest_algorithm(v1::XXH3_128);
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  EXPECT_GE(fd, 0);
-  auto w = SafemodelWriter::Begin(fd, h);
-  EXPECT_TRUE(w.ok()) << w.status().ToString();
-  uint32_t seed = 1;
-  while (!(*w)->complete()) {
-    const bool is_bool = specs[static_cast<size_t>((*w)->current_tensor())].dtype == DType::kBool;
-    std::string bytes((*w)->current_remaining(), '\0');
+  uint32_t seed = 0;
+  return WriteModelFile(path, specs, source_format, [&](size_t t, uint64_t size) {
+    ++seed;
+    const bool is_bool = specs[t].dtype == DType::kBool;
+    std::string bytes(size, '\0');
     for (size_t i = 0; i < bytes.size(); ++i) {
       bytes[i] = static_cast<char>(is_bool ? (i + seed) % 2 : (i * 131 + seed * 7) & 0xff);
     }
-    ++seed;
-    EXPECT_TRUE((*w)->Append(AsBytes(bytes)).ok());
-  }
-  EXPECT_TRUE((*w)->Finish(std::string(32, '\x5a')).ok());
-  close(fd);
-  return ReadFile(path);
+    return bytes;
+  });
 }
 
 std::string Export(const Model& m) {
