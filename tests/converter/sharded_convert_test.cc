@@ -48,6 +48,23 @@ std::string Sha256Hex(std::span<const std::byte> bytes) {
   return ToHex(Sha256(ByteView(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
 }
 
+// Opens the converted unit's index and checks it against the generator's
+// expected.json: three shards, every digest, every tensor's shape and SHA-256.
+void ExpectConvertedAsGenerated(const std::string& out_index, const TempDir& in) {
+  Result<ShardedModel> m = ShardedModel::Open(out_index);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->shard_count(), 3u);
+  EXPECT_TRUE(m->Verify().ok());
+  const nlohmann::json expected = nlohmann::json::parse(ReadFile(in.File("expected.json")));
+  ASSERT_EQ(m->tensor_names().size(), expected.size());
+  for (const auto& [name, e] : expected.items()) {
+    const TensorInfo* t = m->Find(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->shape, e["shape"].get<std::vector<uint64_t>>()) << name;
+    EXPECT_EQ(Sha256Hex(m->Data(name)), e["sha256"]) << name;
+  }
+}
+
 TEST(ShardedConvert, ACheckpointOpensAsOneModelBitExactAgainstTorch) {
   TempDir in, out;
   if (!MakeCheckpoint(in.path())) GTEST_SKIP() << "no torch in /usr/bin/python3";
@@ -64,18 +81,9 @@ TEST(ShardedConvert, ACheckpointOpensAsOneModelBitExactAgainstTorch) {
   EXPECT_EQ(read->shards.size(), 3u);
   EXPECT_EQ(read->weight_map.size(), 7u);
   EXPECT_EQ(r.input_sha256, *ShardedCheckpointSha256(index, read->shards));
+  ExpectConvertedAsGenerated(out_index, in);
   Result<ShardedModel> m = ShardedModel::Open(out_index);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
-  EXPECT_EQ(m->shard_count(), 3u);
-  EXPECT_TRUE(m->Verify().ok());
-  const nlohmann::json expected = nlohmann::json::parse(ReadFile(in.File("expected.json")));
-  ASSERT_EQ(m->tensor_names().size(), expected.size());
-  for (const auto& [name, e] : expected.items()) {
-    const TensorInfo* t = m->Find(name);
-    ASSERT_NE(t, nullptr) << name;
-    EXPECT_EQ(t->shape, e["shape"].get<std::vector<uint64_t>>()) << name;
-    EXPECT_EQ(Sha256Hex(m->Data(name)), e["sha256"]) << name;
-  }
   EXPECT_EQ(m->Find("absent"), nullptr);
   EXPECT_TRUE(m->Data("absent").empty());
 }
@@ -98,18 +106,7 @@ TEST(ShardedConvert, ASafetensorsCheckpointIsOneUnitBitExactAgainstNumpy) {
   for (int i = 1; i <= 3; ++i) {
     EXPECT_TRUE(testing::Exists(out.File("model-0000" + std::to_string(i) + "-of-00003.safetensors.safemodel")));
   }
-  Result<ShardedModel> m = ShardedModel::Open(out_index);
-  ASSERT_TRUE(m.ok()) << m.status().ToString();
-  EXPECT_EQ(m->shard_count(), 3u);
-  EXPECT_TRUE(m->Verify().ok());
-  const nlohmann::json expected = nlohmann::json::parse(ReadFile(in.File("expected.json")));
-  ASSERT_EQ(m->tensor_names().size(), expected.size());
-  for (const auto& [name, e] : expected.items()) {
-    const TensorInfo* t = m->Find(name);
-    ASSERT_NE(t, nullptr) << name;
-    EXPECT_EQ(t->shape, e["shape"].get<std::vector<uint64_t>>()) << name;
-    EXPECT_EQ(Sha256Hex(m->Data(name)), e["sha256"]) << name;
-  }
+  ExpectConvertedAsGenerated(out_index, in);
 }
 
 TEST(ShardedConvert, AShardThatCarriesCodeRefusesTheUnitAndLeavesNothing) {
