@@ -92,6 +92,18 @@ class SourceOrderStreamTest : public ::testing::Test {
     EXPECT_EQ(pread(out_fd_, out.data(), out.size(), 0), static_cast<ssize_t>(out.size()));
     return out;
   }
+  // Streams what Write sent, finishes the output and trims the space reserved
+  // beyond it, as the output's commit does; the file's bytes, "" on failure.
+  std::string StreamedFile() {
+    StreamOutcome st = Read();
+    EXPECT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
+    const bool ok = st.report == StreamOutcome::Report::kDone && st.writer && st.writer->complete() &&
+                    st.writer->Finish(std::string(32, '\x5a')).ok() &&
+                    ftruncate(out_fd_, static_cast<off_t>(st.writer->file_size())) == 0;
+    EXPECT_TRUE(ok) << "the stream did not finish into a file";
+    return ok ? Output() : "";
+  }
+
   int stream_fd_ = -1;
   int input_fd_ = -1;
   int out_fd_ = -1;
@@ -99,13 +111,7 @@ class SourceOrderStreamTest : public ::testing::Test {
 
 TEST_F(SourceOrderStreamTest, APermutationIsWrittenAndReadBackInSourceOrder) {
   Write({2, 0, 1});
-  StreamOutcome st = Read();
-  ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
-  ASSERT_TRUE(st.writer && st.writer->complete());
-  ASSERT_TRUE(st.writer->Finish(std::string(32, '\x5a')).ok());
-  // The space reserved beyond the file goes, as the output's commit does.
-  ASSERT_EQ(ftruncate(out_fd_, static_cast<off_t>(st.writer->file_size())), 0);
-  const std::string out = Output();
+  const std::string out = StreamedFile();
   auto m = Model::FromBuffer(std::as_bytes(std::span(out.data(), out.size())));
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(m->format_minor(), 1u);
@@ -118,13 +124,7 @@ TEST_F(SourceOrderStreamTest, APermutationIsWrittenAndReadBackInSourceOrder) {
 
 TEST_F(SourceOrderStreamTest, NoIndexAtAllIsAFileWithoutARecordedOrder) {
   Write({std::nullopt, std::nullopt, std::nullopt});
-  StreamOutcome st = Read();
-  ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
-  ASSERT_TRUE(st.writer && st.writer->complete());
-  ASSERT_TRUE(st.writer->Finish(std::string(32, '\x5a')).ok());
-  // The space reserved beyond the file goes, as the output's commit does.
-  ASSERT_EQ(ftruncate(out_fd_, static_cast<off_t>(st.writer->file_size())), 0);
-  const std::string out = Output();
+  const std::string out = StreamedFile();
   auto m = Model::FromBuffer(std::as_bytes(std::span(out.data(), out.size())));
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_FALSE(m->has_source_order());
