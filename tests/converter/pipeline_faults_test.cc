@@ -239,24 +239,14 @@ TEST(PipelineFaults, TheOutputIsReservedBeforeItsFirstTensorByte) {
 // every frame to the end never showed), and still fails the conversion
 // exactly as for a small input whose frames never left, leaving nothing.
 TEST(PipelineFaults, ACrcErrorAfterTheFirstTensorWasCopiedLeavesNothing) {
-  auto npy = [](uint64_t n, char fill) {
-    std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (" + std::to_string(n) + ",), }";
-    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-    header += '\n';
-    std::string image = "\x93NUMPY\x01";
-    image += '\0';
-    image += static_cast<char>(header.size() & 0xff);
-    image += static_cast<char>(header.size() >> 8);
-    return image + header + std::string(n, fill);
-  };
   std::vector<std::string> messages;
   for (const uint64_t tensor_bytes : {uint64_t{5} << 20, uint64_t{1} << 20}) {
     SCOPED_TRACE(tensor_bytes);
     TempDir dir;
-    const std::string bad = npy(tensor_bytes, 'b');
+    const std::string member = NpyBytes(tensor_bytes);
     WriteFile(dir.File("m.npz"),
-              BuildZip({{.name = "a.npy", .data = npy(tensor_bytes, 'a')},
-                        {.name = "b.npy", .data = bad, .crc = Crc32Of(bad) ^ 1}}));
+              BuildZip({{.name = "a.npy", .data = member},
+                        {.name = "b.npy", .data = member, .crc = Crc32Of(member) ^ 1}}));
     ConvertOptions opt;
     uint64_t seen = 0;
     opt.progress = [&seen](const ConvertProgress& p) { seen = std::max(seen, p.bytes_written); };
@@ -265,8 +255,7 @@ TEST(PipelineFaults, ACrcErrorAfterTheFirstTensorWasCopiedLeavesNothing) {
     EXPECT_NE(r.status.message().find("CRC mismatch"), std::string::npos) << r.status.ToString();
     EXPECT_EQ(dir.List(), std::vector<std::string>{"m.npz"});
     if (tensor_bytes >= (uint64_t{4} << 20)) {
-      // Progress is reported every 4 MiB (kProgressStepBytes).
-      EXPECT_GE(seen, uint64_t{4} << 20) << "the first tensor was not copied before the error";
+      EXPECT_GE(seen, kProgressStepBytes) << "the first tensor was not copied before the error";
     } else {
       EXPECT_EQ(seen, 0u) << "the frames of a small input leave together";
     }
