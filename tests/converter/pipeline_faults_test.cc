@@ -254,10 +254,14 @@ TEST(PipelineFaults, ACrcErrorAfterTheFirstTensorWasCopiedLeavesNothing) {
     EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << r.status.ToString();
     EXPECT_NE(r.status.message().find("CRC mismatch"), std::string::npos) << r.status.ToString();
     EXPECT_EQ(dir.List(), std::vector<std::string>{"m.npz"});
+    const std::string how = r.status.ToString() + "; worker exit " +
+                            std::to_string(r.worker.exit_code) + ", signal " +
+                            std::to_string(r.worker.signal);
     if (tensor_bytes >= (uint64_t{4} << 20)) {
-      EXPECT_GE(seen, kProgressStepBytes) << "the first tensor was not copied before the error";
+      EXPECT_GE(seen, kProgressStepBytes)
+          << "the first tensor was not copied before the error; " << how;
     } else {
-      EXPECT_EQ(seen, 0u) << "the frames of a small input leave together";
+      EXPECT_EQ(seen, 0u) << "the frames of a small input leave together; " << how;
     }
     // The same message but for the CRC values.
     messages.push_back(r.status.message().substr(0, r.status.message().find("(stored")));
