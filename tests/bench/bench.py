@@ -14,9 +14,10 @@ Prints, in one run (README.md here says what each row means):
    seconds of all processes, and peak RSS (parent + worker from the JSON
    report; the peer's own). "SHA-256 floor" is a plain SHA-256 of the same
    file in this process, the work of safe-convert's hasher thread alone
-   (sha256_floor); "x floor" is a wall time over it. The Python peers load and save as a user would
-   without safemodel: torch.load(weights_only=True) + torch.save, h5py read
-   + write, np.load + np.savez (--peer-runs of them, the first rounds).
+   (sha256_floor); "x floor" is a wall time over it. The Python peers load
+   and save as a user would without safemodel: torch.load(weights_only=True)
+   + torch.save, h5py read + write, np.load + np.savez (--peer-runs of them,
+   the first rounds).
    The kinds: eight equal float32 tensors as .npz, Keras-layout HDF5 and
    PyTorch zip; one big-endian Fortran-order .npy; --many small tensors
    (16 float32 each) as .npz and as a PyTorch zip.
