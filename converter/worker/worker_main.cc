@@ -66,6 +66,14 @@ constexpr uint64_t kReleaseInputBytes = 16 << 20;
 // (100,000 arrays of 64 bytes in a 31 MB .npz) touch a page each for little
 // output. 25 calls for 100,000 tensors.
 constexpr uint64_t kReleaseInputTensors = 4096;
+// The frames gathered so far (the header first) are sent whenever a
+// finished tensor brings the bytes they stand for to this many: the parent
+// copies a tensor's TENSOR_REF while this worker checks the next tensor's
+// CRC-32 (and faults its pages in), instead of waiting for the whole
+// input's (a 1 GiB stored .npz or torch zip: ~0.2 s of serial work,
+// tests/bench/PROFILE.md, branch `datapath`). Small inputs and tensors
+// still leave in 64 KiB writes: at most one extra write per kFlushAfterBytes.
+constexpr uint64_t kFlushAfterBytes = 4 << 20;
 
 Status ParseArgs(int argc, char** argv, Args* a) {
   SAFEMODEL_ASSIGN_OR_RETURN(a->worker, sandbox::ParseWorkerArgs(argc, argv));
@@ -307,6 +315,7 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
   FrameSink sink(maps.size() == 1 && args.worker.input_files == 0 ? maps[0] : ByteView(), &out);
   uint64_t sent = 0;
   uint64_t released = 0;  // sink.bytes() when the input's pages were last released
+  uint64_t flushed = 0;   // sink.bytes() when `out` was last flushed
   for (loader::Tensor& t : model.tensors) {
     if (!t.alias_of.empty()) continue;
     if (!t.source) return Status::Internal("tensor '" + Printable(t.name) + "' has no source");
@@ -316,6 +325,10 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape,
                                                      t.origin.empty() ? t.name : t.origin, sink));
     SAFEMODEL_RETURN_IF_ERROR(sink.Flush());
+    if (sink.bytes() - flushed >= kFlushAfterBytes) {
+      if (!out.Flush()) return Status::IoError("the parent closed the result channel");
+      flushed = sink.bytes();
+    }
     t.source = nullptr;  // frees produced buffers and whatever the source held
     // Pages of the input already converted leave our resident set (they stay
     // in the page cache): memory does not grow with the input size. Done

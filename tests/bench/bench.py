@@ -12,9 +12,12 @@ Prints, in one run (README.md here says what each row means):
    the machine's load: the median wall time as s/GiB, as a ratio to `cp` of
    the same file to the same directory and as microseconds per tensor, CPU
    seconds of all processes, and peak RSS (parent + worker from the JSON
-   report; the peer's own). The Python peers load and save as a user would
-   without safemodel: torch.load(weights_only=True) + torch.save, h5py read
-   + write, np.load + np.savez (--peer-runs of them, the first rounds).
+   report; the peer's own). "SHA-256 floor" is a plain SHA-256 of the same
+   file in this process, the work of safe-convert's hasher thread alone
+   (sha256_floor); "x floor" is a wall time over it. The Python peers load
+   and save as a user would without safemodel: torch.load(weights_only=True)
+   + torch.save, h5py read + write, np.load + np.savez (--peer-runs of them,
+   the first rounds).
    The kinds: eight equal float32 tensors as .npz, Keras-layout HDF5 and
    PyTorch zip; one big-endian Fortran-order .npy; --many small tensors
    (16 float32 each) as .npz and as a PyTorch zip.
@@ -27,6 +30,7 @@ Prints, in one run (README.md here says what each row means):
 The load average is printed with each table.
 """
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -101,6 +105,35 @@ def make_many(workdir, count):
     except ImportError:
         pass
     return cases
+
+
+FLOOR_PIECE = 256 << 10  # the piece of the input's hasher (converter/pipeline.cc, InputHasher)
+
+
+def sha256_floor(path):
+    """SHA-256 of the file as safe-convert's hasher thread computes it, alone: (wall s, CPU s).
+
+    pread into one reused 256 KiB buffer + OpenSSL's SHA-256 (hashlib is
+    built on the same libcrypto.so.3, SHA-NI where the CPU has it), one
+    thread. Every conversion hashes every input byte so on one thread, so
+    its wall time cannot go below this (Python adds ~1 us per piece, ~4 ms
+    per GiB); 1.3x `cp` is out of reach when this alone is above it."""
+    h = hashlib.sha256()
+    buf = bytearray(FLOOR_PIECE)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        t, c = time.perf_counter(), time.thread_time()
+        off = 0
+        while True:
+            n = os.preadv(fd, [buf], off)
+            if n <= 0:
+                break
+            h.update(view[:n])
+            off += n
+        return time.perf_counter() - t, time.thread_time() - c
+    finally:
+        os.close(fd)
 
 
 def run(cmd):
@@ -196,12 +229,13 @@ def measure_case(sc, case, outdir, runs, peer_runs):
     size = os.path.getsize(path)
     dst = os.path.join(outdir, name + ".safemodel")
     peer_dst = os.path.join(outdir, name + ".peer" + os.path.splitext(path)[1])
-    m = {"cp": [], "safe-convert": [], "peer": []}
+    m = {"cp": [], "safe-convert": [], "peer": [], "floor": []}
     ok = True
     for i in range(runs):
         w, c, _, rc, _ = run(["cp", path, dst + ".cp"])
         m["cp"].append((w, c, float("nan")))  # cp's RSS is not of interest
         os.unlink(dst + ".cp")
+        m["floor"].append(sha256_floor(path) + (float("nan"),))
         w, c, r, rc, out = run([sc, path, dst, "--json", "--force", "--no-sync"])
         rep = json.loads(out) if out.strip().startswith(b"{") else {}
         ok = ok and rc == 0
@@ -217,16 +251,18 @@ def measure_case(sc, case, outdir, runs, peer_runs):
             if os.path.exists(peer_dst):
                 os.unlink(peer_dst)
     cp_wall = statistics.median(x[0] for x in m["cp"])
+    floor_wall = statistics.median(x[0] for x in m["floor"])
     rows = []
-    for who, label in (("safe-convert", "safe-convert"), ("cp", "cp"),
+    for who, label in (("safe-convert", "safe-convert"), ("cp", "cp"), ("floor", "SHA-256 floor"),
                        ("peer", "Python %s load + save" % kind)):
         if not m[who]:
             continue
         wall = statistics.median(x[0] for x in m[who])
         rows.append({"input": name if who == "safe-convert" else "", "bytes": size, "program": label,
-                     "wall": wall, "x_cp": wall / cp_wall, "cpu": statistics.median(x[1] for x in m[who]),
+                     "wall": wall, "x_cp": wall / cp_wall, "x_floor": wall / floor_wall,
+                     "cpu": statistics.median(x[1] for x in m[who]),
                      "rss": max(x[2] for x in m[who]), "runs": len(m[who]),
-                     "tensors": None if who == "cp" else tensors,
+                     "tensors": None if who in ("cp", "floor") else tensors,
                      "ok": ok if who == "safe-convert" else all(x[0] == x[0] for x in m[who])})  # NaN: failed
     return rows
 
@@ -240,15 +276,16 @@ def print_table(rows, runs, outdir):
     print("machine: %s, %d CPUs; load average at the end: %s; %d runs each (the peers: the number in "
           "the runs column), medians; outputs in %s" % (os.uname().release, os.cpu_count(), load_average(),
                                                          runs, outdir))
-    print("| input | MiB | program | runs | s/GiB | x cp | \u00b5s/tensor | CPU s | peak RSS MiB | ok |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| input | MiB | program | runs | s/GiB | x cp | x floor | \u00b5s/tensor | CPU s | peak RSS MiB | ok |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mib = r["bytes"] / 2**20
         per_tensor = "" if r["tensors"] is None else "%.1f" % (1e6 * r["wall"] / r["tensors"])
         rss = "" if r["rss"] != r["rss"] else "%.0f" % (r["rss"] / 2**20)  # NaN: not measured
-        print("| %s | %s | %s | %d | %.3f | %.2f | %s | %.2f | %s | %s |" % (
+        x_floor = "" if r.get("x_floor") is None else "%.2f" % r["x_floor"]
+        print("| %s | %s | %s | %d | %.3f | %.2f | %s | %s | %.2f | %s | %s |" % (
             r["input"], "%.0f" % mib if mib >= 10 else "%.2f" % mib, r["program"], r["runs"],
-            r["wall"] / (r["bytes"] / 2**30), r["x_cp"], per_tensor, r["cpu"], rss, "yes" if r["ok"] else "NO"))
+            r["wall"] / (r["bytes"] / 2**30), r["x_cp"], x_floor, per_tensor, r["cpu"], rss, "yes" if r["ok"] else "NO"))
 
 
 def print_tiny(rates, n):

@@ -24,6 +24,7 @@
 #include "safemodel/convert.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
+#include "tests/testing/zip_builder.h"
 
 namespace safemodel::testing {
 namespace {
@@ -227,6 +228,47 @@ TEST(PipelineFaults, TheOutputIsReservedBeforeItsFirstTensorByte) {
   kill(workers[0], SIGKILL);
   conversion.Join();
   EXPECT_EQ(dir.List(), std::vector<std::string>{});
+}
+
+// A stored .npz's member CRC-32 is checked by the worker as it streams each
+// tensor, and the frames gathered so far leave once a finished tensor
+// stands for 4 MiB (worker_main.cc, kFlushAfterBytes): the parent copies
+// the first tensor while the worker checks the second. A CRC error in the
+// second then arrives after the parent received the header and copied the
+// first tensor (the progress hook saw the output, which a worker holding
+// every frame to the end never showed), and still fails the conversion
+// exactly as for a small input whose frames never left, leaving nothing.
+TEST(PipelineFaults, ACrcErrorAfterTheFirstTensorWasCopiedLeavesNothing) {
+  std::vector<std::string> messages;
+  for (const uint64_t tensor_bytes : {uint64_t{5} << 20, uint64_t{1} << 20}) {
+    SCOPED_TRACE(tensor_bytes);
+    TempDir dir;
+    const std::string member = NpyBytes(tensor_bytes);
+    WriteFile(dir.File("m.npz"),
+              BuildZip({{.name = "a.npy", .data = member},
+                        {.name = "b.npy", .data = member, .crc = Crc32Of(member) ^ 1}}));
+    ConvertOptions opt;
+    uint64_t seen = 0;
+    opt.progress = [&seen](const ConvertProgress& p) { seen = std::max(seen, p.bytes_written); };
+    const ConvertReport r = Convert(dir.File("m.npz"), dir.File("m.safemodel"), opt);
+    EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << r.status.ToString();
+    EXPECT_NE(r.status.message().find("CRC mismatch"), std::string::npos) << r.status.ToString();
+    EXPECT_EQ(dir.List(), std::vector<std::string>{"m.npz"});
+    const std::string how = r.status.ToString() + "; worker exit " +
+                            std::to_string(r.worker.exit_code) + ", signal " +
+                            std::to_string(r.worker.signal);
+    if (tensor_bytes >= (uint64_t{4} << 20)) {
+      EXPECT_GE(seen, kProgressStepBytes)
+          << "the first tensor was not copied before the error; " << how;
+    } else {
+      EXPECT_EQ(seen, 0u) << "the frames of a small input leave together; " << how;
+    }
+    // The same message but for the CRC values.
+    messages.push_back(r.status.message().substr(0, r.status.message().find("(stored")));
+  }
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0], "zip entry 'b.npy': CRC mismatch ");
+  EXPECT_EQ(messages[0], messages[1]);
 }
 
 // A full file system, reached through this process's RLIMIT_FSIZE (in a
