@@ -244,6 +244,7 @@ Status ForkServer::Spawn(SpawnOptions options, WorkerArgs args, Worker* worker) 
       if (dead) ++restarts_;
     }
     ++forks_on_current_;
+    ++spawned_;
     zygote = current_;
   }
   args.parent_pid = zygote->pid();
@@ -253,6 +254,31 @@ Status ForkServer::Spawn(SpawnOptions options, WorkerArgs args, Worker* worker) 
   return spawned;
 }
 
+Result<std::shared_ptr<ForkServer>> ForkServer::Companion(const std::string& worker_path) {
+  std::error_code ec;
+  const std::string path = std::filesystem::absolute(worker_path, ec).string();
+  if (ec || worker_path.empty()) return SetupFailed("cannot resolve the worker path '" + worker_path + "'");
+  std::lock_guard<std::mutex> lock(companions_mutex_);
+  std::shared_ptr<ForkServer>& companion = companions_[path];
+  if (!companion) {
+    Result<std::shared_ptr<ForkServer>> started = Start(path);
+    if (!started.ok()) {
+      companions_.erase(path);  // the next conversion tries again
+      return started.status();
+    }
+    companion = *started;
+  }
+  return companion;
+}
+
+size_t ForkServer::companions() const {
+  std::lock_guard<std::mutex> lock(companions_mutex_);
+  return companions_.size();
+}
+uint64_t ForkServer::spawned() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return spawned_;
+}
 uint64_t ForkServer::zygotes_started() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return started_;

@@ -39,6 +39,7 @@ struct Context {
   std::string entry_report;         // fds, environment, signals at exec
   std::string prepared_fds;         // fds after PrepareWorkerProcess
   int dumpable_before_lockdown = -1;
+  std::string program;              // argv[0] (a forked probe: its zygote's)
 };
 
 // The result the "ok" mode sends: one f32 tensor "t" of shape [4].

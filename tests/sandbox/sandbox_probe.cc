@@ -686,6 +686,20 @@ int DoPark(const Context& ctx) {
   Park();
 }
 
+// As the lean worker (any program name but one ending in "hdf5"): a valid
+// hand-off. As the HDF5 worker (a link to the probe named so, given as the
+// HDF5 worker): what the argument says, "park" (sleeps until killed) or "ok"
+// (the valid result). A conversion through both workers, with the probe.
+int DoHandOffThen(const Context& ctx) {
+  if (!ctx.program.ends_with("hdf5")) {
+    Context lean = ctx;
+    lean.argument.clear();
+    return DoHandOff(lean);
+  }
+  if (ctx.argument == "park") Park();
+  return SendValidResult(ctx);
+}
+
 // ---------------------------------------------------------------------------
 // A worker that lies and one that leaves processes behind. These stand for a
 // replaced worker binary (--worker): the parent must not rely on them.
@@ -864,6 +878,7 @@ const Mode kModes[] = {
     {"hostile-error", nullptr, DoHostileError},
     {"hand-off", nullptr, DoHandOff},
     {"hand-off-unlocked", nullptr, DoHandOff, nullptr, /*skip_lockdown=*/true},
+    {"hand-off-then", nullptr, DoHandOffThen},
     {"mmap-fixed", DoMmapFixed, nullptr},
     {"mmap-fixed-noreplace", DoMmapFixedNoreplace, nullptr},
     {"mmap-shared", DoMmapShared, nullptr},
@@ -899,6 +914,7 @@ void WarmUpExceptions() {
 int Main(int argc, char** argv) {
   Context ctx;
   ctx.entry_report = EntryReport();  // first, before anything opens a file
+  ctx.program = argc > 0 ? argv[0] : "";
   if (!ParseArgs(argc, argv, &ctx.args)) {
     SendError(StatusCode::kInvalidArgument, "bad probe arguments", ctx);
     return 2;
