@@ -202,7 +202,12 @@ Result<std::shared_ptr<ZygoteProcess>> ForkServer::StartZygote(const std::string
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
   const std::string flag = std::string(kZygoteFlag) + std::to_string(getpid());
   char* argv[] = {const_cast<char*>(worker_path.c_str()), const_cast<char*>(flag.c_str()), nullptr};
-  char* envp[] = {nullptr};
+  // Every lazy PLT entry of every library bound once, at the zygote's start,
+  // instead of by _dl_fixup in each forked worker on its first call (the
+  // HDF5 worker's 44 libraries bind lazily: tests/bench/PROFILE.md, tinyh5).
+  // The workers inherit the environment; nothing in them reads it.
+  char bind_now[] = "LD_BIND_NOW=1";
+  char* envp[] = {bind_now, nullptr};
   pid_t pid = -1;
   const int rc = posix_spawn(&pid, worker_path.c_str(), &actions, &attr, argv, envp);
   posix_spawn_file_actions_destroy(&actions);
