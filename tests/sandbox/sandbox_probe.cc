@@ -213,23 +213,6 @@ std::string EntryReport() {
          " ignored_signals=" + std::to_string(ignored);
 }
 
-// ---------------------------------------------------------------------------
-// A valid result: one f32 tensor "t" of shape [4] = {1, 2, 3, 4}.
-
-int SendValidResult(const Context& ctx) {
-  if (!SendHeader(HeaderBytes(ctx, {"t"})) || !SendData(kTensor, sizeof kTensor) ||
-      !SendDone(1, sizeof kTensor)) {
-    return 1;
-  }
-  return 0;
-}
-
-// Sleeps forever without a forbidden call (FUTEX_WAIT_PRIVATE is allowed).
-[[noreturn]] void Park() {
-  static int word = 0;
-  for (;;) syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
-}
-
 [[noreturn]] void Spin() {
   volatile uint64_t n = 0;
   for (;;) n = n + 1;
@@ -684,20 +667,6 @@ int DoPark(const Context& ctx) {
   SendError(StatusCode::kUnsupported,
             "parked dumpable=" + std::to_string(ctx.dumpable_before_lockdown), ctx);
   Park();
-}
-
-// As the lean worker (any program name but one ending in "hdf5"): a valid
-// hand-off. As the HDF5 worker (a link to the probe named so, given as the
-// HDF5 worker): what the argument says, "park" (sleeps until killed) or "ok"
-// (the valid result). A conversion through both workers, with the probe.
-int DoHandOffThen(const Context& ctx) {
-  if (!ctx.program.ends_with("hdf5")) {
-    Context lean = ctx;
-    lean.argument.clear();
-    return DoHandOff(lean);
-  }
-  if (ctx.argument == "park") Park();
-  return SendValidResult(ctx);
 }
 
 // ---------------------------------------------------------------------------
