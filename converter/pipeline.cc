@@ -459,10 +459,16 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
     // if the HDF5 worker then hangs or crashes before it says so.
     if (report->source_format.empty()) report->source_format = "hdf5";
     SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5_worker, FindHdf5Worker(opt, worker_path));
+    // With a fork server, the HDF5 worker is forked from its own zygote,
+    // started at the first hand-off (ForkServer::Companion).
+    std::shared_ptr<sandbox::ForkServer> hdf5_server;
+    if (fork_server) {
+      SAFEMODEL_ASSIGN_OR_RETURN(hdf5_server, fork_server->Companion(hdf5_worker));
+    }
     stream = StreamOutcome();
     stream.hash_output_with = hash_output_with;
     SAFEMODEL_RETURN_IF_ERROR(
-        RunWorker(setup, hdf5_worker, /*fork_server=*/nullptr, /*hand_off_allowed=*/false, report,
+        RunWorker(setup, hdf5_worker, hdf5_server.get(), /*hand_off_allowed=*/false, report,
                   &stream, &verdict));
   }
   SAFEMODEL_RETURN_IF_ERROR(verdict.status);

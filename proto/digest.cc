@@ -1,6 +1,13 @@
 #include "proto/digest.h"
 
-#include <openssl/evp.h>
+// SHA256_Init/Update/Final: deprecated in OpenSSL 3 in favour of EVP, kept
+// (not removed) in every 3.x. Used on purpose: the same SHA-NI block
+// function as EVP's SHA-256, without EVP's first-use initialisation, which
+// loads the providers and reads openssl.cnf (0.5-0.8 ms of CPU per process,
+// and a descriptor opened on the hashing thread while the conversion counts
+// its own: tests/bench/PROFILE.md, branch tinyh5).
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
 #include <xxhash.h>
 #if defined(__x86_64__)
 // Debian's libxxhash exports a dispatcher that picks the AVX2 or AVX-512
@@ -35,22 +42,20 @@ class Xxh3Hasher final : public Hasher {
 
 class Sha256Hasher final : public Hasher {
  public:
-  Sha256Hasher() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256Hasher() override { EVP_MD_CTX_free(ctx_); }
+  Sha256Hasher() { SHA256_Init(&ctx_); }
   Sha256Hasher(const Sha256Hasher&) = delete;
   Sha256Hasher& operator=(const Sha256Hasher&) = delete;
 
-  void Update(ByteView bytes) override { EVP_DigestUpdate(ctx_, bytes.data(), bytes.size()); }
+  void Update(ByteView bytes) override { SHA256_Update(&ctx_, bytes.data(), bytes.size()); }
   std::string Finish() override {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_, out, &len);
-    EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
-    return std::string(reinterpret_cast<const char*>(out), len);
+    unsigned char out[SHA256_DIGEST_LENGTH];
+    SHA256_Final(out, &ctx_);
+    SHA256_Init(&ctx_);
+    return std::string(reinterpret_cast<const char*>(out), sizeof out);
   }
 
  private:
-  EVP_MD_CTX* ctx_;
+  SHA256_CTX ctx_;
 };
 
 }  // namespace

@@ -202,7 +202,12 @@ Result<std::shared_ptr<ZygoteProcess>> ForkServer::StartZygote(const std::string
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
   const std::string flag = std::string(kZygoteFlag) + std::to_string(getpid());
   char* argv[] = {const_cast<char*>(worker_path.c_str()), const_cast<char*>(flag.c_str()), nullptr};
-  char* envp[] = {nullptr};
+  // Every lazy PLT entry of every library bound once, at the zygote's start,
+  // instead of by _dl_fixup in each forked worker on its first call (the
+  // HDF5 worker's 44 libraries bind lazily: tests/bench/PROFILE.md, tinyh5).
+  // The workers inherit the environment; nothing in them reads it.
+  char bind_now[] = "LD_BIND_NOW=1";
+  char* envp[] = {bind_now, nullptr};
   pid_t pid = -1;
   const int rc = posix_spawn(&pid, worker_path.c_str(), &actions, &attr, argv, envp);
   posix_spawn_file_actions_destroy(&actions);
@@ -244,6 +249,7 @@ Status ForkServer::Spawn(SpawnOptions options, WorkerArgs args, Worker* worker) 
       if (dead) ++restarts_;
     }
     ++forks_on_current_;
+    ++spawned_;
     zygote = current_;
   }
   args.parent_pid = zygote->pid();
@@ -253,6 +259,31 @@ Status ForkServer::Spawn(SpawnOptions options, WorkerArgs args, Worker* worker) 
   return spawned;
 }
 
+Result<std::shared_ptr<ForkServer>> ForkServer::Companion(const std::string& worker_path) {
+  std::error_code ec;
+  const std::string path = std::filesystem::absolute(worker_path, ec).string();
+  if (ec || worker_path.empty()) return SetupFailed("cannot resolve the worker path '" + worker_path + "'");
+  std::lock_guard<std::mutex> lock(companions_mutex_);
+  std::shared_ptr<ForkServer>& companion = companions_[path];
+  if (!companion) {
+    Result<std::shared_ptr<ForkServer>> started = Start(path);
+    if (!started.ok()) {
+      companions_.erase(path);  // the next conversion tries again
+      return started.status();
+    }
+    companion = *started;
+  }
+  return companion;
+}
+
+size_t ForkServer::companions() const {
+  std::lock_guard<std::mutex> lock(companions_mutex_);
+  return companions_.size();
+}
+uint64_t ForkServer::spawned() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return spawned_;
+}
 uint64_t ForkServer::zygotes_started() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return started_;

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -73,7 +74,17 @@ class ForkServer {
   // kSandboxSetupFailed naming the fork server; nothing falls back.
   Status Spawn(SpawnOptions options, WorkerArgs args, Worker* worker);
 
+  // The fork server of another worker binary that conversions through this
+  // one may need (the HDF5 worker of a hand-off): created, and its zygote
+  // started, on the first call for that path, so that a batch that never
+  // meets such an input never starts it; then the same one, with its own
+  // zygote, rotation and restarts. Dropped with this server. The paths come
+  // from the caller's options, never from an input: one per path, unbounded.
+  Result<std::shared_ptr<ForkServer>> Companion(const std::string& worker_path);
+
   const std::string& worker_path() const { return worker_path_; }
+  uint64_t spawned() const;  // workers forked through this server (not its companions)
+  size_t companions() const;  // companions created so far (for tests)
   uint64_t zygotes_started() const;
   uint64_t restarts() const;  // replacements of a zygote found dead
   // The current zygote's pid (for tests), or -1.
@@ -88,6 +99,9 @@ class ForkServer {
   uint64_t forks_on_current_ = 0;
   uint64_t started_ = 0;
   uint64_t restarts_ = 0;
+  uint64_t spawned_ = 0;
+  mutable std::mutex companions_mutex_;  // not mutex_: a companion's start does not hold up Spawn
+  std::map<std::string, std::shared_ptr<ForkServer>> companions_;
 };
 
 }  // namespace safemodel::sandbox

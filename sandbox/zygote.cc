@@ -188,6 +188,9 @@ int RunZygote(int argc, char** argv, ZygoteInitFn init, WorkerMainFn worker_main
   if (ec != std::errc() || end != digits.data() + digits.size() || parent <= 0) return 2;
   // argc: the flag and at most kReexecutedFlag (EnsureAddressRandomization).
   if (argc > 3 || (argc == 3 && std::string_view(argv[2]) != kReexecutedFlag)) return 2;
+  // Started with LD_BIND_NOW=1 alone (fork_server.cc), which the dynamic
+  // linker has acted on: its workers get no environment, as exec'd ones.
+  clearenv();
   if (!PrepareZygote(parent)) return 3;
   if (init != nullptr) init();
   for (;;) {

@@ -13,7 +13,8 @@ using ZygoteInitFn = void (*)();
 // True if argv asks for the zygote mode.
 bool IsZygoteInvocation(int argc, char** argv);
 
-// The zygote's loop. Before it: checks its parent (it exits when the
+// The zygote's loop. Before it: clears its environment (the parent sets
+// only LD_BIND_NOW, for the dynamic linker), checks its parent (it exits when the
 // parent's end of the socket closes, e.g. when the parent dies), not dumpable (a sibling of the same user cannot ptrace
 // it or read its memory), no core files, a CPU limit, every descriptor but
 // kZygoteFd closed; then `init` (load and initialise libraries; no

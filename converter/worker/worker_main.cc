@@ -502,7 +502,16 @@ static int WorkerMain(int argc, char** argv) {
 // by the exec itself. Not PrepareLibraries(): it draws the process's
 // hash-table key (proto/base/keyed_hash.h), which must differ per worker,
 // so every forked worker draws its own in WorkerMain.
-static void InitZygote() { safemodel::WarmUpExceptions(); }
+// libhdf5's initialisation (H5open, its error and plugin settings, our
+// filter and driver: loader::Hdf5Seam::prepare) is the same in every HDF5
+// worker, reads nothing and holds no secret: done once here, it is
+// inherited by each forked worker, whose PrepareLibraries finds it done
+// (each step is idempotent). The lean worker's seam does nothing. A failure
+// is not fatal here: each worker's own PrepareLibraries reports it.
+static void InitZygote() {
+  safemodel::WarmUpExceptions();
+  (void)safemodel::loader::LinkedHdf5Seam().prepare();
+}
 
 int main(int argc, char** argv) {
   if (safemodel::sandbox::IsZygoteInvocation(argc, argv)) {

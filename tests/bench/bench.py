@@ -24,7 +24,9 @@ Prints, in one run (README.md here says what each row means):
 2. The tiny-file rate: --tiny 192-byte .npy files converted by a shell loop
    of `safe-convert IN OUT` (one loop, and two at once) and by
    `safe-convert batch` at -j 1 and -j 2, a worker exec'd per file and with
-   --fork-server; files/s and CPU ms per file (all processes), interleaved.
+   --fork-server; files/s and CPU ms per file (all processes), interleaved;
+   the batch rows again for as many copies of an 11 KiB Keras .h5 (the HDF5
+   worker's hand-off).
 3. With --linearity-gib N: linearity.py's comparison of an N GiB and a 1 GiB
    PyTorch zip on the disk (s/GiB, ratio to cp, CPU, peak RSS).
 The load average is printed with each table.
@@ -195,6 +197,26 @@ def loop_rate(sc, src, work, n, jobs):
     return wall, children_cpu() - cpu, n // jobs * jobs, ok
 
 
+def write_tiny_keras_h5(path):
+    """One Dense(4) layer on 8 inputs (11 KiB), laid out as Keras 2's model.save() writes a .h5."""
+    import h5py
+    layers = [{"class_name": "InputLayer", "config": {"batch_input_shape": [None, 8], "dtype": "float32",
+                                                      "sparse": False, "ragged": False, "name": "dense_input"}},
+              {"class_name": "Dense", "config": {"name": "dense", "trainable": True, "dtype": "float32",
+                                                 "units": 4, "activation": "relu", "use_bias": True}}]
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"], f.attrs["backend"] = "2.12.0", "tensorflow"
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential",
+                                              "config": {"name": "sequential", "layers": layers}})
+        w = f.create_group("model_weights")
+        w.attrs["layer_names"] = np.array([b"dense"])
+        w.attrs["keras_version"], w.attrs["backend"] = "2.12.0", "tensorflow"
+        d = w.create_group("dense")
+        d.attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/bias:0"])
+        d["dense/kernel:0"] = np.arange(32, dtype=np.float32).reshape(8, 4)
+        d["dense/bias:0"] = np.zeros(4, dtype=np.float32)
+
+
 def tiny_rates(bin_dir, outdir, n, rounds):
     """The tiny-file rates, every way once per round: {(label, jobs): [(wall, CPU, files, ok)]}."""
     sc = os.path.join(bin_dir, "safe-convert")
@@ -204,6 +226,12 @@ def tiny_rates(bin_dir, outdir, n, rounds):
     try:
         # batch.py's set: n files of 16 float32 (192 bytes) in 20 folders.
         tiny_dir, _ = batch.make_sets(work, n, 0, 0)
+        # n copies of a tiny Keras .h5: the HDF5 worker's rows (a hand-off each).
+        h5_dir = os.path.join(work, "h5")
+        write_tiny_keras_h5(os.path.join(work, "tiny.h5"))
+        for i in range(n):
+            os.makedirs(os.path.join(h5_dir, "d%02d" % (i % 20)), exist_ok=True)
+            shutil.copy(os.path.join(work, "tiny.h5"), os.path.join(h5_dir, "d%02d" % (i % 20), "m%05d.h5" % i))
         src = os.path.join(work, "tiny.npy")
         np.save(src, np.arange(SMALL_ELEMS, dtype=np.float32))
         out = {}
@@ -218,6 +246,9 @@ def tiny_rates(bin_dir, outdir, n, rounds):
                     # batch.run exits if any file is not converted.
                     wall, files, _ = batch.run(bin_dir, tiny_dir, os.path.join(work, "out"), jobs, mode)
                     out.setdefault((label, jobs), []).append((wall, batch.run.cpu, files, True))
+                    wall, files, _ = batch.run(bin_dir, h5_dir, os.path.join(work, "out"), jobs, mode)
+                    out.setdefault((label + ", tiny Keras .h5", jobs), []).append(
+                        (wall, batch.run.cpu, files, True))
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -289,7 +320,8 @@ def print_table(rows, runs, outdir):
 
 
 def print_tiny(rates, n):
-    print("\ntiny-file rate: %d .npy files of 192 B, output --no-sync; medians of %d interleaved rounds; "
+    print("\ntiny-file rate: %d .npy files of 192 B (and, where it says so, of an 11 KiB Keras .h5), "
+          "output --no-sync; medians of %d interleaved rounds; "
           "CPU of all processes (RUSAGE_CHILDREN); load average at the end: %s"
           % (n, len(next(iter(rates.values()))), load_average()))
     print("| how | -j | files | wall s | files/s | CPU ms/file | ok |")

@@ -5,14 +5,21 @@
 // one the HDF5 worker gives alone (which is what the single worker gave
 // before the split), and a hand-off outside the rules breaks the protocol.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
+
+#include "sandbox/fork_server.h"
 
 #include "tests/loader/keras3/manifest.h"
 #include "tests/sandbox/probe_util.h"
@@ -321,6 +328,139 @@ TEST(HostileHandOff, BrokenHandOffsBreakTheProtocol) {
     EXPECT_EQ(r.worker.program, "sandbox-probe") << mode;
     EXPECT_TRUE(Leftovers(out).empty()) << mode;
   }
+}
+
+
+// ---------------------------------------------------------------------------
+// With a fork server (ConvertOptions::fork_server): the HDF5 worker of a
+// hand-off is forked from its own zygote (ForkServer::Companion), started at
+// the first hand-off, and the results are those of exec'd workers.
+
+std::shared_ptr<sandbox::ForkServer> StartServer(const ConvertOptions& options) {
+  Result<std::shared_ptr<sandbox::ForkServer>> server = StartForkServer(options);
+  EXPECT_TRUE(server.ok()) << server.status().ToString();
+  return server.ok() ? *server : nullptr;
+}
+
+// The children of `pid` (its main thread's), from /proc.
+std::string ChildrenOf(pid_t pid) {
+  const std::string p = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children";
+  return Exists(p) ? ReadFile(p) : "";
+}
+
+TEST(HandOffForkServer, TheHdf5WorkerIsForkedFromItsOwnZygoteStartedAtTheFirstHandOff) {
+  ConvertOptions o;
+  o.worker_path = LeanWorker();
+  std::shared_ptr<sandbox::ForkServer> server = StartServer(o);
+  ASSERT_NE(server, nullptr);
+  TempDir dir;
+  ConvertOptions forked = o;
+  forked.fork_server = server;
+  // No HDF5 input yet: no second zygote.
+  ConvertReport npy = Convert(Fixture("numpy/f32.npy"), dir.File("npy.safemodel"), forked);
+  ASSERT_TRUE(npy.status.ok()) << Describe(npy);
+  EXPECT_EQ(server->companions(), 0u);
+  const std::vector<std::string> inputs = {
+      SAFEMODEL_SOURCE_DIR "/examples/models/keras_cnn.h5",
+      Fixture("keras_h5/corpus/promptfoo__modelaudit__tests__assets__samples__keras__safe_model.h5"),
+      Fixture("keras_h5/corpus/promptfoo__modelaudit__tests__assets__samples__keras__malicious_lambda.h5"),
+      Fixture("keras_h5/bidi_lambda.h5")};
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    SCOPED_TRACE(inputs[i]);
+    ConvertReport f = Convert(inputs[i], dir.File("fork.safemodel"), forked);
+    ConvertReport e = Convert(inputs[i], dir.File("exec.safemodel"), o);
+    EXPECT_TRUE(f.worker.hand_off);
+    EXPECT_EQ(f.worker.program, "safemodel-worker-hdf5");
+    EXPECT_FALSE(f.worker.isolation.empty()) << "checked in /proc before it read";
+    EXPECT_EQ(f.status.code(), e.status.code()) << Describe(f) << "\n" << Describe(e);
+    EXPECT_EQ(f.status.message(), e.status.message());
+    EXPECT_EQ(f.findings.size(), e.findings.size());
+    EXPECT_EQ(f.source_format, e.source_format);
+    EXPECT_EQ(Exists(dir.File("fork.safemodel")), Exists(dir.File("exec.safemodel")));
+    if (Exists(dir.File("fork.safemodel")) && Exists(dir.File("exec.safemodel"))) {
+      EXPECT_TRUE(ReadFile(dir.File("fork.safemodel")) == ReadFile(dir.File("exec.safemodel")));
+    }
+    std::filesystem::remove(dir.File("fork.safemodel"));
+    std::filesystem::remove(dir.File("exec.safemodel"));
+    // One companion, one zygote, one fork per hand-off.
+    ASSERT_EQ(server->companions(), 1u);
+    Result<std::shared_ptr<sandbox::ForkServer>> hdf5 = server->Companion(Hdf5Worker());
+    ASSERT_TRUE(hdf5.ok());
+    EXPECT_EQ((*hdf5)->spawned(), i + 1);
+    EXPECT_EQ((*hdf5)->zygotes_started(), 1u);
+    EXPECT_EQ((*hdf5)->restarts(), 0u);
+  }
+  // The lean worker's zygote forked every lean worker (one per input).
+  EXPECT_EQ(server->spawned(), 1 + inputs.size());
+  EXPECT_EQ(server->companions(), 1u);
+}
+
+TEST(HandOffForkServer, AKilledHdf5ZygoteIsReplacedAndCounted) {
+  ConvertOptions o;
+  o.worker_path = LeanWorker();
+  o.fork_server = StartServer(o);
+  ASSERT_NE(o.fork_server, nullptr);
+  TempDir dir;
+  const std::string h5 = SAFEMODEL_SOURCE_DIR "/examples/models/keras_cnn.h5";
+  ConvertReport first = Convert(h5, dir.File("a.safemodel"), o);
+  ASSERT_TRUE(first.status.ok()) << Describe(first);
+  std::shared_ptr<sandbox::ForkServer> hdf5 = *o.fork_server->Companion(Hdf5Worker());
+  const pid_t zygote = hdf5->zygote_pid();
+  ASSERT_GT(zygote, 0);
+  ASSERT_EQ(kill(zygote, SIGKILL), 0);
+  usleep(100'000);
+  ConvertReport second = Convert(h5, dir.File("b.safemodel"), o);
+  ASSERT_TRUE(second.status.ok()) << Describe(second);
+  EXPECT_TRUE(second.worker.hand_off);
+  EXPECT_EQ(hdf5->restarts(), 1u);
+  EXPECT_NE(hdf5->zygote_pid(), zygote);
+  EXPECT_EQ(o.fork_server->restarts(), 0u) << "the lean worker's zygote is another";
+  EXPECT_TRUE(ReadFile(dir.File("a.safemodel")) == ReadFile(dir.File("b.safemodel")));
+}
+
+// The HDF5 worker (a link to the probe, named so) parks; its zygote is killed
+// under it: that conversion fails, closed, and the next one, through a new
+// zygote, converts.
+TEST(HandOffForkServer, AnHdf5ZygoteKilledDuringAConversionFailsOnlyThatOne) {
+  TempDir bin, out, out2;
+  const std::string hdf5_probe = bin.File("probe-hdf5");
+  ASSERT_EQ(symlink(ProbePath().c_str(), hdf5_probe.c_str()), 0);
+  ConvertOptions o;
+  o.worker_path = ProbePath();
+  o.hdf5_worker_path = hdf5_probe;
+  o.timeout_ms = 60'000;
+  o.fork_server = StartServer(o);
+  ASSERT_NE(o.fork_server, nullptr);
+  pid_t killed = -1;
+  std::thread killer([&] {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < until) {
+      if (o.fork_server->companions() == 1) {
+        std::shared_ptr<sandbox::ForkServer> hdf5 = *o.fork_server->Companion(hdf5_probe);
+        const pid_t z = hdf5->zygote_pid();
+        if (z > 0 && !ChildrenOf(z).empty()) {
+          usleep(200'000);  // the worker is parked
+          killed = z;
+          kill(z, SIGKILL);
+          return;
+        }
+      }
+      usleep(2'000);
+    }
+  });
+  ConvertReport r = ConvertWithProbe("hand-off-then park", out, o);
+  killer.join();
+  ASSERT_GT(killed, 0) << "the HDF5 worker was never forked";
+  EXPECT_FALSE(r.status.ok()) << Describe(r);
+  EXPECT_NE(r.status.message().find("fork server"), std::string::npos) << Describe(r);
+  EXPECT_TRUE(r.worker.hand_off);
+  EXPECT_TRUE(Leftovers(out).empty());
+  ConvertReport next = ConvertWithProbe("hand-off-then ok", out2, o);
+  EXPECT_TRUE(next.status.ok()) << Describe(next);
+  EXPECT_TRUE(next.worker.hand_off);
+  std::shared_ptr<sandbox::ForkServer> hdf5 = *o.fork_server->Companion(hdf5_probe);
+  EXPECT_EQ(hdf5->restarts(), 1u);
+  EXPECT_NE(hdf5->zygote_pid(), killed);
 }
 
 }  // namespace

@@ -39,10 +39,16 @@ struct Context {
   std::string entry_report;         // fds, environment, signals at exec
   std::string prepared_fds;         // fds after PrepareWorkerProcess
   int dumpable_before_lockdown = -1;
+  std::string program;              // argv[0] (a forked probe: its zygote's)
 };
 
 // The result the "ok" mode sends: one f32 tensor "t" of shape [4].
 inline constexpr float kTensor[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+
+// The "ok" mode's result (kTensor).
+int SendValidResult(const Context& ctx);
+// Sleeps until killed, making no forbidden call.
+[[noreturn]] void Park();
 
 // Reports to the parent in an ERROR frame.
 void SendError(StatusCode code, const std::string& message, const Context& ctx);
@@ -67,6 +73,9 @@ int DoMaxDataFrames(const Context& ctx);
 // A hand-off request (conversion_protocol.h); the argument picks a variant:
 // "" (valid), "twice", "after-header", "with-message", "unknown".
 int DoHandOff(const Context& ctx);
+// A valid hand-off as the lean worker; as the HDF5 worker (a program name
+// ending in "hdf5") "park" or the "ok" result, as the argument says.
+int DoHandOffThen(const Context& ctx);
 
 }  // namespace safemodel::probe
 

@@ -1,6 +1,10 @@
 // sandbox-probe modes that test the parent rather than the sandbox: text
 // that would drive a terminal, and the most each frame kind may carry for
 // the input's size (converter/protocol/stream_limits.h), or a little more ("over").
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -62,6 +66,35 @@ int DoHostileError(const Context& ctx) {
   (void)ctx;
   sandbox::WriteFrame(kOutputFd, FrameType::kError, bytes.data(), bytes.size());
   return 1;
+}
+
+// A valid result: one f32 tensor "t" of shape [4] = {1, 2, 3, 4}.
+int SendValidResult(const Context& ctx) {
+  if (!SendHeader(HeaderBytes(ctx, {"t"})) || !SendData(kTensor, sizeof kTensor) ||
+      !SendDone(1, sizeof kTensor)) {
+    return 1;
+  }
+  return 0;
+}
+
+// Sleeps forever without a forbidden call (FUTEX_WAIT_PRIVATE is allowed).
+[[noreturn]] void Park() {
+  static int word = 0;
+  for (;;) syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
+}
+
+// As the lean worker (any program name but one ending in "hdf5"): a valid
+// hand-off. As the HDF5 worker (a link to the probe named so, given as the
+// HDF5 worker): what the argument says, "park" (sleeps until killed) or "ok"
+// (the valid result). A conversion through both workers, with the probe.
+int DoHandOffThen(const Context& ctx) {
+  if (!ctx.program.ends_with("hdf5")) {
+    Context lean = ctx;
+    lean.argument.clear();
+    return DoHandOff(lean);
+  }
+  if (ctx.argument == "park") Park();
+  return SendValidResult(ctx);
 }
 
 // The lean worker's hand-off request, valid or broken as the argument says.

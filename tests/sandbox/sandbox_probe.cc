@@ -213,23 +213,6 @@ std::string EntryReport() {
          " ignored_signals=" + std::to_string(ignored);
 }
 
-// ---------------------------------------------------------------------------
-// A valid result: one f32 tensor "t" of shape [4] = {1, 2, 3, 4}.
-
-int SendValidResult(const Context& ctx) {
-  if (!SendHeader(HeaderBytes(ctx, {"t"})) || !SendData(kTensor, sizeof kTensor) ||
-      !SendDone(1, sizeof kTensor)) {
-    return 1;
-  }
-  return 0;
-}
-
-// Sleeps forever without a forbidden call (FUTEX_WAIT_PRIVATE is allowed).
-[[noreturn]] void Park() {
-  static int word = 0;
-  for (;;) syscall(SYS_futex, &word, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
-}
-
 [[noreturn]] void Spin() {
   volatile uint64_t n = 0;
   for (;;) n = n + 1;
@@ -864,6 +847,7 @@ const Mode kModes[] = {
     {"hostile-error", nullptr, DoHostileError},
     {"hand-off", nullptr, DoHandOff},
     {"hand-off-unlocked", nullptr, DoHandOff, nullptr, /*skip_lockdown=*/true},
+    {"hand-off-then", nullptr, DoHandOffThen},
     {"mmap-fixed", DoMmapFixed, nullptr},
     {"mmap-fixed-noreplace", DoMmapFixedNoreplace, nullptr},
     {"mmap-shared", DoMmapShared, nullptr},
@@ -899,6 +883,7 @@ void WarmUpExceptions() {
 int Main(int argc, char** argv) {
   Context ctx;
   ctx.entry_report = EntryReport();  // first, before anything opens a file
+  ctx.program = argc > 0 ? argv[0] : "";
   if (!ParseArgs(argc, argv, &ctx.args)) {
     SendError(StatusCode::kInvalidArgument, "bad probe arguments", ctx);
     return 2;

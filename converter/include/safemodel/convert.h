@@ -140,7 +140,9 @@ struct ConvertOptions {
   // workers of up to sandbox::kForkServerRotation conversions (SECURITY.md).
   // Each forked worker still locks itself down and is checked in /proc
   // before it reads its input. The worker is the fork server's (worker_path
-  // is not used); the HDF5 worker of a hand-off is still started by exec.
+  // is not used). The HDF5 worker of a hand-off (hdf5_worker_path, found as
+  // without a fork server) is forked from a second zygote, started at the
+  // first hand-off and kept by this fork server (ForkServer::Companion).
   std::shared_ptr<sandbox::ForkServer> fork_server;
   // If set, called on the calling thread as the output grows: once when its
   // size is known, then after every kProgressStepBytes written. Must return
@@ -259,7 +261,8 @@ ConvertReport ConvertBuffer(std::span<const std::byte> input, const std::string&
 // Starts a fork server of the lean worker that `options` would run (its
 // worker_path, or the same search as ConvertFile), for
 // ConvertOptions::fork_server. kSandboxSetupFailed if it cannot start. The
-// zygote dies with this process, or when the last reference is dropped.
+// zygotes (the lean worker's, and the HDF5 worker's once an input needed
+// it) die with this process, or when the last reference is dropped.
 Result<std::shared_ptr<sandbox::ForkServer>> StartForkServer(const ConvertOptions& options);
 
 // Removes the named temporary files (`.sm-XXXXXX`) of every conversion in
