@@ -5,6 +5,7 @@
 // parent, and no zombies or leaked fds in the parent.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -250,9 +251,28 @@ std::vector<std::string> CoreFiles(const std::string& dir) {
   return out;
 }
 
+// Held while a CoreDump test looks at `/`: the plain and the sandbox.forked.
+// runs of it (ctest -j) would otherwise each see the other's control core
+// appear there. A lock file, not a ctest property, so any runner is covered.
+class CoreScanLock {
+ public:
+  CoreScanLock() : fd_(open("/tmp/safemodel-test-core-scan.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0600)) {
+    if (fd_ >= 0) flock(fd_, LOCK_EX);
+  }
+  ~CoreScanLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+  CoreScanLock(const CoreScanLock&) = delete;
+  CoreScanLock& operator=(const CoreScanLock&) = delete;
+
+ private:
+  int fd_;
+};
+
 // The worker starts in `/` (a core would land there with core_pattern
 // "core"), the helper in its own directory: both are checked.
 TEST(CoreDump, NoCoreFileEvenWithCoreDumpsEnabled) {
+  const CoreScanLock lock;
   TempDir cwd;
   const std::vector<std::string> root_before = CoreFiles("/");
   int rc = InHelper(cwd.path(), [] { return RunProbe("segv").SignaledWith(SIGSEGV) ? 0 : 1; });
