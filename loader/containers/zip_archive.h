@@ -87,6 +87,8 @@ class ZipArchive {
   // The first min(n, size) decompressed bytes, for reading a member's header
   // without inflating all of it.
   Result<std::string> ReadPrefix(const ZipEntry& entry, uint64_t n);
+  // The same bytes: in place when stored (no copy), else in *holder.
+  Result<ByteView> PrefixView(const ZipEntry& entry, uint64_t n, std::string* holder);
 
  private:
   struct LibzipHandle;
