@@ -1,9 +1,11 @@
 #include "loader/containers/zip_archive.h"
 
 #include <libdeflate.h>
+#include <sys/mman.h>
 #include <zip.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <unordered_set>
 
@@ -430,6 +432,73 @@ Status CheckTiling(std::vector<std::pair<uint64_t, uint64_t>> spans, uint64_t cd
   return Status::Ok();
 }
 
+// libzip's view of the image: a read-only, seekable source over the bytes,
+// as zip_source_buffer_create gives, which also drops the droppable map's
+// pages every kZipDropEveryRecords reads (libzip's consistency check reads
+// every local header).
+struct ImageSource {
+  const ZipArchive* archive;
+  ByteView image;
+  uint64_t offset = 0;
+  uint64_t reads = 0;
+  zip_error_t error;
+};
+
+zip_int64_t ImageSourceCallback(void* user, void* data, zip_uint64_t len, zip_source_cmd_t cmd) {
+  auto* src = static_cast<ImageSource*>(user);
+  switch (cmd) {
+    case ZIP_SOURCE_OPEN:
+      src->offset = 0;
+      return 0;
+    case ZIP_SOURCE_READ: {
+      const uint64_t n = std::min<uint64_t>(len, src->image.size() - src->offset);
+      if (n > 0) std::memcpy(data, src->image.data() + src->offset, n);
+      src->offset += n;
+      if (++src->reads % kZipDropEveryRecords == 0) src->archive->DropPages();
+      return static_cast<zip_int64_t>(n);
+    }
+    case ZIP_SOURCE_CLOSE:
+      return 0;
+    case ZIP_SOURCE_STAT: {
+      if (len < sizeof(zip_stat_t)) {
+        zip_error_set(&src->error, ZIP_ER_INVAL, 0);
+        return -1;
+      }
+      auto* st = static_cast<zip_stat_t*>(data);
+      zip_stat_init(st);
+      st->size = src->image.size();
+      st->comp_size = src->image.size();
+      st->comp_method = ZIP_CM_STORE;
+      st->encryption_method = ZIP_EM_NONE;
+      st->valid =
+          ZIP_STAT_SIZE | ZIP_STAT_COMP_SIZE | ZIP_STAT_COMP_METHOD | ZIP_STAT_ENCRYPTION_METHOD;
+      return sizeof(zip_stat_t);
+    }
+    case ZIP_SOURCE_ERROR:
+      return zip_error_to_data(&src->error, data, len);
+    case ZIP_SOURCE_FREE:
+      zip_error_fini(&src->error);
+      delete src;
+      return 0;
+    case ZIP_SOURCE_SEEK: {
+      const zip_int64_t to =
+          zip_source_seek_compute_offset(src->offset, src->image.size(), data, len, &src->error);
+      if (to < 0) return -1;
+      src->offset = static_cast<uint64_t>(to);
+      return 0;
+    }
+    case ZIP_SOURCE_TELL:
+      return static_cast<zip_int64_t>(src->offset);
+    case ZIP_SOURCE_SUPPORTS:
+      return zip_source_make_command_bitmap(
+          ZIP_SOURCE_OPEN, ZIP_SOURCE_READ, ZIP_SOURCE_CLOSE, ZIP_SOURCE_STAT, ZIP_SOURCE_ERROR,
+          ZIP_SOURCE_FREE, ZIP_SOURCE_SEEK, ZIP_SOURCE_TELL, ZIP_SOURCE_SUPPORTS, -1);
+    default:
+      zip_error_set(&src->error, ZIP_ER_OPNOTSUPP, 0);
+      return -1;
+  }
+}
+
 }  // namespace
 
 struct ZipArchive::LibzipHandle {
@@ -441,9 +510,23 @@ struct ZipArchive::LibzipHandle {
 
 ZipArchive::~ZipArchive() = default;
 
-Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image) {
+void ZipArchive::DropPages() const {
+  if (droppable_.empty()) return;
+  madvise(const_cast<uint8_t*>(droppable_.data()), droppable_.size(), MADV_DONTNEED);
+}
+
+Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView droppable_map) {
   std::shared_ptr<ZipArchive> a(new ZipArchive());
   a->image_ = image;
+  // Only an image inside the map: compared as addresses, the image is
+  // either part of the map or unrelated memory, which is never dropped.
+  const auto begin = reinterpret_cast<uintptr_t>(image.data());
+  const auto map_begin = reinterpret_cast<uintptr_t>(droppable_map.data());
+  if (!droppable_map.empty() && !image.empty() && begin >= map_begin &&
+      image.size() <= droppable_map.size() &&
+      begin - map_begin <= droppable_map.size() - image.size()) {
+    a->droppable_ = droppable_map;
+  }
   SAFEMODEL_RETURN_IF_ERROR(a->ParseStructure());
   SAFEMODEL_RETURN_IF_ERROR(a->CrossCheckWithLibzip());
   a->crc_checked_.assign(a->entries_.size(), false);
@@ -470,6 +553,7 @@ Status ZipArchive::ParseStructure() {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t end, CheckLocalEntry(image_, dir.offset, &e));
     spans.emplace_back(e.local_header_offset, end);
     entries_.push_back(std::move(e));
+    if ((i + 1) % kZipDropEveryRecords == 0) DropPages();
   }
   if (!cr.at_end()) {
     return Status::Malformed("zip: " + Num(cr.remaining()) + " bytes after the last central entry");
@@ -481,8 +565,12 @@ Status ZipArchive::CrossCheckWithLibzip() {
   libzip_ = std::make_unique<LibzipHandle>();
   zip_error_t err;
   zip_error_init(&err);
-  zip_source_t* src = zip_source_buffer_create(image_.data(), image_.size(), 0, &err);
+  auto* image = new ImageSource{this, image_, 0, 0, {}};
+  zip_error_init(&image->error);
+  zip_source_t* src = zip_source_function_create(ImageSourceCallback, image, &err);
   if (src == nullptr) {
+    zip_error_fini(&image->error);
+    delete image;
     zip_error_fini(&err);
     return Status::LimitExceeded("libzip could not allocate a source");
   }
