@@ -2,7 +2,6 @@
 
 #include <deque>
 #include <string>
-#include <unordered_set>
 #include <utility>
 
 #include "loader/containers/zip_archive.h"
