@@ -29,6 +29,13 @@ struct ParseOptions {
   bool weights_only = false;
   // Keras: keep optimizer tensors.
   bool keep_optimizer = false;
+  // A read-only private map of a regular file (the worker's input), or
+  // empty: a parser reading an image inside it may drop the map's pages from
+  // the resident set (MADV_DONTNEED): they fault back from the file
+  // unchanged. Memory that is not such a map (an inflated member, a test's
+  // buffer) is never inside it, so it is never dropped. For archives of
+  // many small members, whose directory walk touches every page of the file.
+  ByteView droppable_map;
 };
 
 // Work a parser may spend beyond reading its input once: hash-table

@@ -30,7 +30,7 @@ namespace {
 
 // A zip archive: which container is it? Decided by member names only.
 Status ParseZip(ByteView input, ParseContext& ctx, ParsedModel* out) {
-  Result<std::shared_ptr<ZipArchive>> opened = ZipArchive::Open(input);
+  Result<std::shared_ptr<ZipArchive>> opened = ZipArchive::Open(input, ctx.options().droppable_map);
   if (!opened.ok()) {
     // Rejected archives are still scanned for pickles, so that a payload
     // hidden behind a zip trick is named (refused) rather than only called

@@ -467,6 +467,9 @@ static int WorkerMain(int argc, char** argv) {
   options.memory_limit = args.worker.memory_limit;
   options.weights_only = args.weights_only;
   options.keep_optimizer = args.keep_optimizer;
+  // A single-file input is a PROT_READ, MAP_PRIVATE map of a regular file
+  // (MapFd): its pages may be dropped, as ReleaseMaps does.
+  if (args.worker.input_files == 0 && maps.size() == 1) options.droppable_map = maps[0];
   loader::ParseContext ctx(options);
   Status status;
   std::string detected;

@@ -1,9 +1,11 @@
 #include "loader/containers/zip_archive.h"
 
 #include <libdeflate.h>
+#include <sys/mman.h>
 #include <zip.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <unordered_set>
 
@@ -26,29 +28,33 @@ constexpr uint8_t kMadeByUnix = 3;
 uint32_t Crc32(ByteView bytes) { return libdeflate_crc32(0, bytes.data(), bytes.size()); }
 
 Status CheckName(const std::string& name, uint16_t flags) {
-  const std::string where = "zip entry '" + Printable(name) + "'";
+  const ZipWhere where = ZipWhere::Entry(name);
   if (name.empty() || name.size() > kMaxZipNameBytes) {
-    return Status::Malformed(where + ": name length " + Num(name.size()) + " is outside 1.." +
+    return Status::Malformed(where.str() + ": name length " + Num(name.size()) + " is outside 1.." +
                              Num(kMaxZipNameBytes));
   }
   bool ascii = std::all_of(name.begin(), name.end(),
                            [](char c) { return static_cast<unsigned char>(c) < 0x80; });
   if (!ascii && (!(flags & kFlagUtf8) || !IsValidUtf8(name))) {
-    return Status::Unsupported(where + ": non-ASCII name without valid UTF-8 marking");
+    return Status::Unsupported(where.str() + ": non-ASCII name without valid UTF-8 marking");
   }
   if (name.find('\0') != std::string::npos || name.find('\\') != std::string::npos) {
-    return Status::Malformed(where + ": name contains NUL or a backslash");
+    return Status::Malformed(where.str() + ": name contains NUL or a backslash");
   }
   if (name[0] == '/' || (name.size() >= 2 && name[1] == ':')) {
-    return Status::Malformed(where + ": absolute name");
+    return Status::Malformed(where.str() + ": absolute name");
   }
   size_t start = 0;
   while (start <= name.size()) {
     size_t end = name.find('/', start);
     if (end == std::string::npos) end = name.size();
     std::string_view part(name.data() + start, end - start);
-    if (part == ".." || part == ".") return Status::Malformed(where + ": '.' or '..' component");
-    if (part.empty() && end != name.size()) return Status::Malformed(where + ": empty component");
+    if (part == ".." || part == ".") {
+      return Status::Malformed(where.str() + ": '.' or '..' component");
+    }
+    if (part.empty() && end != name.size()) {
+      return Status::Malformed(where.str() + ": empty component");
+    }
     start = end + 1;
   }
   return Status::Ok();
@@ -61,15 +67,21 @@ struct Zip64Values {
 
 // Finds the zip64 extended-information field in an extra block; the TLVs
 // must fill the block exactly.
-Result<Zip64Values> ParseExtra(ByteView extra, const std::string& where) {
+Result<Zip64Values> ParseExtra(ByteView extra, const ZipWhere& where) {
   Zip64Values out;
   ByteReader r(extra);
   while (!r.at_end()) {
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t id, r.U16LE(where + " extra field id"));
-    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t len, r.U16LE(where + " extra field length"));
-    SAFEMODEL_ASSIGN_OR_RETURN(ByteView body, r.Bytes(len, where + " extra field"));
+    // A field that fits is read without a message; one that does not is
+    // read again with the messages, which name what is cut short.
+    const ByteView rest = r.rest();
+    const bool fits =
+        rest.size() >= 4 && rest.size() - 4 >= (rest[2] | (static_cast<uint64_t>(rest[3]) << 8));
+    const std::string w = fits ? std::string() : where.str();
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t id, r.U16LE(fits ? w : w + " extra field id"));
+    SAFEMODEL_ASSIGN_OR_RETURN(uint16_t len, r.U16LE(fits ? w : w + " extra field length"));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView body, r.Bytes(len, fits ? w : w + " extra field"));
     if (id == kZip64ExtraId) {
-      if (out.present) return Status::Malformed(where + ": two zip64 extra fields");
+      if (out.present) return Status::Malformed(where.str() + ": two zip64 extra fields");
       out.present = true;
       out.data = body;
     }
@@ -163,9 +175,12 @@ Result<Directory> ParseEndRecords(ByteView image) {
 
 // One central-directory entry, checked on its own: name, flags, method, zip64
 // fields, symbolic links, the deflate ratio. The local header comes later.
-Result<ZipEntry> ParseCentralEntry(ByteReader& cr, uint64_t index) {
-  const std::string where = "zip central entry #" + Num(index);
-  SAFEMODEL_ASSIGN_OR_RETURN(ZipCentralHeader h, ReadZipCentralHeader(cr, where));
+// *name_bytes is set to the name in the image (a view that outlives the
+// entry's own copy moving).
+Result<ZipEntry> ParseCentralEntry(ByteReader& cr, uint64_t index, std::string_view* name_bytes) {
+  SAFEMODEL_ASSIGN_OR_RETURN(
+      ZipCentralHeader h,
+      ReadZipCentralHeader(cr, ZipWhere::Numbered("zip central entry #", index)));
   ZipEntry e;
   e.flags = h.flags;
   e.method = h.method;
@@ -174,50 +189,56 @@ Result<ZipEntry> ParseCentralEntry(ByteReader& cr, uint64_t index) {
   const uint32_t lho32 = h.local_header_offset;
   const uint16_t disk_start = h.disk_start;
   e.name.assign(AsChars(h.name));
+  *name_bytes = AsChars(h.name);
   SAFEMODEL_RETURN_IF_ERROR(CheckName(e.name, e.flags));
-  const std::string ewhere = "zip entry '" + Printable(e.name) + "'";
-  if (e.flags & kFlagEncrypted) return Status::Unsupported(ewhere + " is encrypted");
+  // Messages are built only on an error (ZipWhere).
+  const ZipWhere ew = ZipWhere::Entry(e.name);
+  if (e.flags & kFlagEncrypted) return Status::Unsupported(ew.str() + " is encrypted");
   if (const auto unknown = static_cast<uint16_t>(e.flags & ~kAllowedFlags); unknown != 0) {
-    return Status::Unsupported(ewhere + " uses unsupported flag bits (" + Num(unknown) + ")");
+    return Status::Unsupported(ew.str() + " uses unsupported flag bits (" + Num(unknown) + ")");
   }
   if (e.method != 0 && e.method != 8) {
-    return Status::Unsupported(ewhere + " uses compression method " + Num(e.method) +
+    return Status::Unsupported(ew.str() + " uses compression method " + Num(e.method) +
                                " (only stored and deflate are read)");
   }
   if ((h.made_by >> 8) == kMadeByUnix && ((h.external_attributes >> 16) & 0170000) == 0120000) {
-    return Status::Malformed(ewhere + " is a symbolic link");
+    return Status::Malformed(ew.str() + " is a symbolic link");
   }
 
   // zip64 extended information: present values replace saturated fields,
   // in the order uncompressed, compressed, local header offset, disk.
-  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values z, ParseExtra(h.extra, ewhere));
+  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values z, ParseExtra(h.extra, ew));
   ByteReader zr(z.data);
+  // A value that is there is read without a message.
+  auto what = [&](uint64_t n, const char* suffix) {
+    return zr.remaining() >= n ? std::string() : ew.str() + suffix;
+  };
   e.uncompressed_size = usize32;
   e.compressed_size = csize32;
   e.local_header_offset = lho32;
   if (usize32 == kZipMax32) {
-    SAFEMODEL_ASSIGN_OR_RETURN(e.uncompressed_size, zr.U64LE(ewhere + " zip64 size"));
+    SAFEMODEL_ASSIGN_OR_RETURN(e.uncompressed_size, zr.U64LE(what(8, " zip64 size")));
   }
   if (csize32 == kZipMax32) {
-    SAFEMODEL_ASSIGN_OR_RETURN(e.compressed_size, zr.U64LE(ewhere + " zip64 compressed size"));
+    SAFEMODEL_ASSIGN_OR_RETURN(e.compressed_size, zr.U64LE(what(8, " zip64 compressed size")));
   }
   if (lho32 == kZipMax32) {
-    SAFEMODEL_ASSIGN_OR_RETURN(e.local_header_offset, zr.U64LE(ewhere + " zip64 offset"));
+    SAFEMODEL_ASSIGN_OR_RETURN(e.local_header_offset, zr.U64LE(what(8, " zip64 offset")));
   }
   if (disk_start == 0xFFFF) {
-    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t d, zr.U32LE(ewhere + " zip64 disk"));
-    if (d != 0) return Status::Unsupported(ewhere + " starts on another disk");
+    SAFEMODEL_ASSIGN_OR_RETURN(uint32_t d, zr.U32LE(what(4, " zip64 disk")));
+    if (d != 0) return Status::Unsupported(ew.str() + " starts on another disk");
   } else if (disk_start != 0) {
-    return Status::Unsupported(ewhere + " starts on another disk");
+    return Status::Unsupported(ew.str() + " starts on another disk");
   }
-  if (!zr.at_end()) return Status::Malformed(ewhere + ": zip64 extra field has extra bytes");
+  if (!zr.at_end()) return Status::Malformed(ew.str() + ": zip64 extra field has extra bytes");
   if (e.method == 0 && e.compressed_size != e.uncompressed_size) {
-    return Status::Malformed(ewhere + ": stored entry with different compressed and real sizes");
+    return Status::Malformed(ew.str() + ": stored entry with different compressed and real sizes");
   }
   if (e.method == 8) {
     uint64_t cap;
     if (!CheckedMul(e.compressed_size + 16, kMaxDeflateRatio, &cap) || e.uncompressed_size > cap) {
-      return Status::Malformed(ewhere + " claims to inflate " + Num(e.compressed_size) +
+      return Status::Malformed(ew.str() + " claims to inflate " + Num(e.compressed_size) +
                                " bytes into " + Num(e.uncompressed_size) +
                                ", beyond what deflate can do (zip bomb)");
     }
@@ -270,7 +291,7 @@ struct LocalZip64 {
 };
 
 Result<LocalZip64> ReadLocalZip64(const Zip64Values& field, const ZipEntry& e,
-                                  const std::string& where) {
+                                  const ZipWhere& where) {
   LocalZip64 z;
   if (!field.present) return z;
   z.present = true;
@@ -285,7 +306,7 @@ Result<LocalZip64> ReadLocalZip64(const Zip64Values& field, const ZipEntry& e,
     z.has_offset = true;
   } else {
     return Status::Malformed(
-        where + ": local zip64 extra field of " + Num(n) +
+        where.str() + ": local zip64 extra field of " + Num(n) +
         " bytes matches no writer's layout (16: both sizes; 8: the header offset, for a header at "
         "or beyond 4 GiB; 24: sizes and offset, for a member of 4 GiB or more beyond 4 GiB)");
   }
@@ -306,10 +327,10 @@ Result<LocalZip64> ReadLocalZip64(const Zip64Values& field, const ZipEntry& e,
 // present must be the central one; 0xFFFFFFFF in a 32-bit size only says the
 // zip64 field holds it.
 Status CheckLocalValues(const ZipEntry& e, const LocalZip64& z, uint32_t crc, uint32_t csize32,
-                        uint32_t usize32, const std::string& where) {
+                        uint32_t usize32, const ZipWhere& where) {
   const bool descriptor = e.flags & kFlagDescriptor;
   if (z.has_offset && z.offset != e.local_header_offset) {
-    return Status::Malformed(where + ": local zip64 extra field gives header offset " +
+    return Status::Malformed(where.str() + ": local zip64 extra field gives header offset " +
                              Num(z.offset) + " but the header is at " + Num(e.local_header_offset));
   }
   auto agrees = [&](uint64_t local, uint64_t central) {
@@ -317,8 +338,8 @@ Status CheckLocalValues(const ZipEntry& e, const LocalZip64& z, uint32_t crc, ui
   };
   if (z.has_sizes && (!agrees(z.uncompressed_size, e.uncompressed_size) ||
                       !agrees(z.compressed_size, e.compressed_size))) {
-    return Status::Malformed(where + ": local zip64 sizes (" + Num(z.uncompressed_size) + ", " +
-                             Num(z.compressed_size) + ") differ from the central entry's (" +
+    return Status::Malformed(where.str() + ": local zip64 sizes (" + Num(z.uncompressed_size) +
+                             ", " + Num(z.compressed_size) + ") differ from the central entry's (" +
                              Num(e.uncompressed_size) + ", " + Num(e.compressed_size) + ")");
   }
   if (descriptor && crc == 0 && csize32 == 0 && usize32 == 0) return Status::Ok();
@@ -326,7 +347,8 @@ Status CheckLocalValues(const ZipEntry& e, const LocalZip64& z, uint32_t crc, ui
     return v32 == kZipMax32 ? z.has_sizes : v32 == central;
   };
   if (crc != e.crc32 || !fits(csize32, e.compressed_size) || !fits(usize32, e.uncompressed_size)) {
-    return Status::Malformed(where + ": local header CRC or sizes differ from the central entry");
+    return Status::Malformed(where.str() +
+                             ": local header CRC or sizes differ from the central entry");
   }
   return Status::Ok();
 }
@@ -334,9 +356,11 @@ Status CheckLocalValues(const ZipEntry& e, const LocalZip64& z, uint32_t crc, ui
 // The data descriptor at `at`: optional signature, CRC, then 8-byte sizes if
 // the local header has a zip64 field, else 4-byte ones. Returns its end.
 Result<uint64_t> CheckDescriptor(ByteView image, uint64_t at, uint64_t cd_offset, const ZipEntry& e,
-                                 bool zip64, const std::string& where) {
-  const std::string what = where + " data descriptor";
+                                 bool zip64, const ZipWhere& where) {
   ByteReader dr(image.subspan(at, cd_offset - at), at);
+  // The longest descriptor (signature, CRC, 8-byte sizes) fits: no read can
+  // fail and none needs a message.
+  const std::string what = dr.remaining() >= 24 ? std::string() : where.str() + " data descriptor";
   SAFEMODEL_ASSIGN_OR_RETURN(uint32_t first, dr.U32LE(what));
   uint32_t dcrc = first;
   if (first == kZipDescriptorSig) {
@@ -351,7 +375,7 @@ Result<uint64_t> CheckDescriptor(ByteView image, uint64_t at, uint64_t cd_offset
     SAFEMODEL_ASSIGN_OR_RETURN(du, dr.U32LE(what));
   }
   if (dcrc != e.crc32 || dc != e.compressed_size || du != e.uncompressed_size) {
-    return Status::Malformed(where + ": data descriptor differs from the central entry");
+    return Status::Malformed(where.str() + ": data descriptor differs from the central entry");
   }
   return dr.absolute_position();
 }
@@ -360,28 +384,29 @@ Result<uint64_t> CheckDescriptor(ByteView image, uint64_t at, uint64_t cd_offset
 // its data and descriptor, all before the central directory. Sets
 // e->data_offset; returns the end of the entry.
 Result<uint64_t> CheckLocalEntry(ByteView image, uint64_t cd_offset, ZipEntry* e) {
-  const std::string where = "zip entry '" + Printable(e->name) + "'";
+  const ZipWhere where = ZipWhere::Entry(e->name);
   const uint64_t lho = e->local_header_offset;
   if (lho >= cd_offset)
-    return Status::Malformed(where + ": local header is not before the central directory");
+    return Status::Malformed(where.str() + ": local header is not before the central directory");
   ByteReader lr(image.subspan(lho, cd_offset - lho), lho);
   SAFEMODEL_ASSIGN_OR_RETURN(ZipLocalHeader l, ReadZipLocalHeader(lr, where));
   if (AsChars(l.name) != e->name) {
-    return Status::Malformed(where + ": local header names it '" + Printable(AsChars(l.name)) +
-                             "' (central and local names differ)");
+    return Status::Malformed(where.str() + ": local header names it '" +
+                             Printable(AsChars(l.name)) + "' (central and local names differ)");
   }
   if (l.flags != e->flags || l.method != e->method) {
-    return Status::Malformed(where +
+    return Status::Malformed(where.str() +
                              ": local header flags or method differ from the central entry");
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values field, ParseExtra(l.extra, where + " local"));
+  SAFEMODEL_ASSIGN_OR_RETURN(Zip64Values field,
+                             ParseExtra(l.extra, ZipWhere::Entry(e->name, " local")));
   SAFEMODEL_ASSIGN_OR_RETURN(LocalZip64 z, ReadLocalZip64(field, *e, where));
   SAFEMODEL_RETURN_IF_ERROR(
       CheckLocalValues(*e, z, l.crc32, l.compressed_size, l.uncompressed_size, where));
   e->data_offset = lr.absolute_position();
   uint64_t end;
   if (!CheckedAdd(e->data_offset, e->compressed_size, &end) || end > cd_offset) {
-    return Status::Malformed(where + ": data runs past the central directory");
+    return Status::Malformed(where.str() + ": data runs past the central directory");
   }
   if (!(e->flags & kFlagDescriptor)) return end;
   return CheckDescriptor(image, end, cd_offset, *e, z.present, where);
@@ -407,6 +432,73 @@ Status CheckTiling(std::vector<std::pair<uint64_t, uint64_t>> spans, uint64_t cd
   return Status::Ok();
 }
 
+// libzip's view of the image: a read-only, seekable source over the bytes,
+// as zip_source_buffer_create gives, which also drops the droppable map's
+// pages every kZipDropEveryRecords reads (libzip's consistency check reads
+// every local header).
+struct ImageSource {
+  const ZipArchive* archive;
+  ByteView image;
+  uint64_t offset = 0;
+  uint64_t reads = 0;
+  zip_error_t error;
+};
+
+zip_int64_t ImageSourceCallback(void* user, void* data, zip_uint64_t len, zip_source_cmd_t cmd) {
+  auto* src = static_cast<ImageSource*>(user);
+  switch (cmd) {
+    case ZIP_SOURCE_OPEN:
+      src->offset = 0;
+      return 0;
+    case ZIP_SOURCE_READ: {
+      const uint64_t n = std::min<uint64_t>(len, src->image.size() - src->offset);
+      if (n > 0) std::memcpy(data, src->image.data() + src->offset, n);
+      src->offset += n;
+      if (++src->reads % kZipDropEveryRecords == 0) src->archive->DropPages();
+      return static_cast<zip_int64_t>(n);
+    }
+    case ZIP_SOURCE_CLOSE:
+      return 0;
+    case ZIP_SOURCE_STAT: {
+      if (len < sizeof(zip_stat_t)) {
+        zip_error_set(&src->error, ZIP_ER_INVAL, 0);
+        return -1;
+      }
+      auto* st = static_cast<zip_stat_t*>(data);
+      zip_stat_init(st);
+      st->size = src->image.size();
+      st->comp_size = src->image.size();
+      st->comp_method = ZIP_CM_STORE;
+      st->encryption_method = ZIP_EM_NONE;
+      st->valid =
+          ZIP_STAT_SIZE | ZIP_STAT_COMP_SIZE | ZIP_STAT_COMP_METHOD | ZIP_STAT_ENCRYPTION_METHOD;
+      return sizeof(zip_stat_t);
+    }
+    case ZIP_SOURCE_ERROR:
+      return zip_error_to_data(&src->error, data, len);
+    case ZIP_SOURCE_FREE:
+      zip_error_fini(&src->error);
+      delete src;
+      return 0;
+    case ZIP_SOURCE_SEEK: {
+      const zip_int64_t to =
+          zip_source_seek_compute_offset(src->offset, src->image.size(), data, len, &src->error);
+      if (to < 0) return -1;
+      src->offset = static_cast<uint64_t>(to);
+      return 0;
+    }
+    case ZIP_SOURCE_TELL:
+      return static_cast<zip_int64_t>(src->offset);
+    case ZIP_SOURCE_SUPPORTS:
+      return zip_source_make_command_bitmap(
+          ZIP_SOURCE_OPEN, ZIP_SOURCE_READ, ZIP_SOURCE_CLOSE, ZIP_SOURCE_STAT, ZIP_SOURCE_ERROR,
+          ZIP_SOURCE_FREE, ZIP_SOURCE_SEEK, ZIP_SOURCE_TELL, ZIP_SOURCE_SUPPORTS, -1);
+    default:
+      zip_error_set(&src->error, ZIP_ER_OPNOTSUPP, 0);
+      return -1;
+  }
+}
+
 }  // namespace
 
 struct ZipArchive::LibzipHandle {
@@ -418,9 +510,23 @@ struct ZipArchive::LibzipHandle {
 
 ZipArchive::~ZipArchive() = default;
 
-Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image) {
+void ZipArchive::DropPages() const {
+  if (droppable_.empty()) return;
+  madvise(const_cast<uint8_t*>(droppable_.data()), droppable_.size(), MADV_DONTNEED);
+}
+
+Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView droppable_map) {
   std::shared_ptr<ZipArchive> a(new ZipArchive());
   a->image_ = image;
+  // Only an image inside the map: compared as addresses, the image is
+  // either part of the map or unrelated memory, which is never dropped.
+  const auto begin = reinterpret_cast<uintptr_t>(image.data());
+  const auto map_begin = reinterpret_cast<uintptr_t>(droppable_map.data());
+  if (!droppable_map.empty() && !image.empty() && begin >= map_begin &&
+      image.size() <= droppable_map.size() &&
+      begin - map_begin <= droppable_map.size() - image.size()) {
+    a->droppable_ = droppable_map;
+  }
   SAFEMODEL_RETURN_IF_ERROR(a->ParseStructure());
   SAFEMODEL_RETURN_IF_ERROR(a->CrossCheckWithLibzip());
   a->crc_checked_.assign(a->entries_.size(), false);
@@ -433,15 +539,21 @@ Status ZipArchive::ParseStructure() {
   ByteReader cr(image_.subspan(dir.offset, dir.size), dir.offset);
   entries_.reserve(static_cast<size_t>(std::min<uint64_t>(dir.entries, dir.size / 46 + 1)));
   std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
-  KeyedStringSet names;                              // names come from the file: keyed hash
+  spans.reserve(entries_.capacity());
+  // Names come from the file: a keyed hash. The set views the names in the
+  // image (no copy per entry).
+  KeyedStringViewSet names;
+  names.reserve(entries_.capacity());
   for (uint64_t i = 0; i < dir.entries; ++i) {
-    SAFEMODEL_ASSIGN_OR_RETURN(ZipEntry e, ParseCentralEntry(cr, i));
-    if (!names.insert(e.name).second) {
+    std::string_view name_bytes;
+    SAFEMODEL_ASSIGN_OR_RETURN(ZipEntry e, ParseCentralEntry(cr, i, &name_bytes));
+    if (!names.insert(name_bytes).second) {
       return Status::Malformed("zip entry '" + Printable(e.name) + "' appears twice");
     }
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t end, CheckLocalEntry(image_, dir.offset, &e));
     spans.emplace_back(e.local_header_offset, end);
     entries_.push_back(std::move(e));
+    if ((i + 1) % kZipDropEveryRecords == 0) DropPages();
   }
   if (!cr.at_end()) {
     return Status::Malformed("zip: " + Num(cr.remaining()) + " bytes after the last central entry");
@@ -453,8 +565,12 @@ Status ZipArchive::CrossCheckWithLibzip() {
   libzip_ = std::make_unique<LibzipHandle>();
   zip_error_t err;
   zip_error_init(&err);
-  zip_source_t* src = zip_source_buffer_create(image_.data(), image_.size(), 0, &err);
+  auto* image = new ImageSource{this, image_, 0, 0, {}};
+  zip_error_init(&image->error);
+  zip_source_t* src = zip_source_function_create(ImageSourceCallback, image, &err);
   if (src == nullptr) {
+    zip_error_fini(&image->error);
+    delete image;
     zip_error_fini(&err);
     return Status::LimitExceeded("libzip could not allocate a source");
   }
@@ -566,6 +682,14 @@ Result<ByteView> ZipArchive::Contents(const ZipEntry& entry, uint64_t max_bytes,
   if (entry.method == 0) return StoredData(entry);
   SAFEMODEL_ASSIGN_OR_RETURN(*holder, ReadAll(entry, max_bytes));
   return holder->view();
+}
+
+Result<ByteView> ZipArchive::PrefixView(const ZipEntry& entry, uint64_t n, std::string* holder) {
+  if (entry.method == 0) {
+    return image_.subspan(entry.data_offset, std::min(n, entry.uncompressed_size));
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(*holder, ReadPrefix(entry, n));
+  return AsBytes(*holder);
 }
 
 Result<std::string> ZipArchive::ReadPrefix(const ZipEntry& entry, uint64_t n) {

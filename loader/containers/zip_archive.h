@@ -51,6 +51,10 @@ namespace safemodel::loader {
 // More entries than the format's tensor cap plus room for metadata members.
 inline constexpr uint64_t kMaxZipEntries = 2'100'000;
 inline constexpr uint64_t kMaxZipNameBytes = 4096;
+// Records (local headers, reads by libzip) between two drops of a droppable
+// map's pages: each touches at most a page or two, so at most ~8 MiB of the
+// file is resident at once, for ~100 madvise calls per 100,000 members.
+inline constexpr uint64_t kZipDropEveryRecords = 1024;
 
 struct ZipEntry {
   std::string name;
@@ -67,8 +71,13 @@ struct ZipEntry {
 class ZipArchive {
  public:
   // Parses and validates the whole structure of `image` (which must outlive
-  // the archive). Reads no member data.
-  static Result<std::shared_ptr<ZipArchive>> Open(ByteView image);
+  // the archive). Reads no member data. When `image` lies inside
+  // `droppable_map` (ParseOptions::droppable_map: a read-only private file
+  // map), the map's resident pages are dropped every kZipDropEveryRecords
+  // records read, here and by libzip's cross-check: the walk of an archive
+  // of small members touches every page of the file (33 MB for 100,000
+  // float32[16] arrays), and they fault back from the file when read again.
+  static Result<std::shared_ptr<ZipArchive>> Open(ByteView image, ByteView droppable_map = {});
   ~ZipArchive();
   ZipArchive(const ZipArchive&) = delete;
   ZipArchive& operator=(const ZipArchive&) = delete;
@@ -76,6 +85,9 @@ class ZipArchive {
   // In central-directory order.
   const std::vector<ZipEntry>& entries() const { return entries_; }
   const ZipEntry* Find(std::string_view name) const;
+  // Drops the droppable map's resident pages (see Open); nothing when the
+  // image is not in one. For parsers walking many members.
+  void DropPages() const;
 
   // The bytes of a stored entry, in place, after checking its CRC.
   Result<ByteView> StoredData(const ZipEntry& entry);
@@ -87,6 +99,8 @@ class ZipArchive {
   // The first min(n, size) decompressed bytes, for reading a member's header
   // without inflating all of it.
   Result<std::string> ReadPrefix(const ZipEntry& entry, uint64_t n);
+  // The same bytes: in place when stored (no copy), else in *holder.
+  Result<ByteView> PrefixView(const ZipEntry& entry, uint64_t n, std::string* holder);
 
  private:
   struct LibzipHandle;
@@ -96,6 +110,7 @@ class ZipArchive {
   size_t IndexOf(const ZipEntry& entry) const;
 
   ByteView image_;
+  ByteView droppable_;  // the map holding image_, or empty
   std::vector<ZipEntry> entries_;
   std::vector<bool> crc_checked_;
   std::unique_ptr<LibzipHandle> libzip_;

@@ -5,7 +5,7 @@ namespace safemodel::loader {
 namespace {
 
 // Version needed, flags, method, time, date, CRC and sizes.
-Status ReadEntryFields(ByteReader& r, const std::string& where, ZipEntryFields* f) {
+Status ReadEntryFields(ByteReader& r, std::string_view where, ZipEntryFields* f) {
   SAFEMODEL_RETURN_IF_ERROR(r.Skip(2, where));  // version needed
   SAFEMODEL_ASSIGN_OR_RETURN(f->flags, r.U16LE(where));
   SAFEMODEL_ASSIGN_OR_RETURN(f->method, r.U16LE(where));
@@ -16,38 +16,103 @@ Status ReadEntryFields(ByteReader& r, const std::string& where, ZipEntryFields* 
   return Status::Ok();
 }
 
+uint64_t Le16At(ByteView b, uint64_t at) {
+  return static_cast<uint64_t>(b[at]) | (static_cast<uint64_t>(b[at + 1]) << 8);
+}
+
+// Whether a record whose fixed part is `fixed` bytes, with the 16-bit
+// lengths of its variable parts at `lengths_at` (`count` of them), fits in
+// what is left of `r`: then no read of it can fail and its reads need no
+// message.
+bool RecordFits(const ByteReader& r, uint64_t fixed, uint64_t lengths_at, uint64_t count) {
+  const ByteView rest = r.rest();
+  if (rest.size() < fixed) return false;
+  uint64_t variable = 0;
+  for (uint64_t i = 0; i < count; ++i) variable += Le16At(rest, lengths_at + 2 * i);
+  return rest.size() - fixed >= variable;
+}
+
+// The message for one read: empty when the record fits (it cannot be
+// used), else `where` and `suffix`.
+class ReadWhat {
+ public:
+  ReadWhat(const ZipWhere& where, bool fits) : fits_(fits) {
+    if (!fits) where_ = where.str();
+  }
+  std::string_view operator()() const { return where_; }
+  std::string operator()(const char* suffix) const {
+    return fits_ ? std::string() : where_ + suffix;
+  }
+
+ private:
+  bool fits_;
+  std::string where_;
+};
+
 }  // namespace
 
-Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const std::string& where) {
+ZipWhere ZipWhere::Numbered(std::string_view prefix, uint64_t n) {
+  ZipWhere w;
+  w.kind_ = Kind::kNumbered;
+  w.text_ = prefix;
+  w.number_ = n;
+  return w;
+}
+
+ZipWhere ZipWhere::Entry(std::string_view name, std::string_view suffix) {
+  ZipWhere w;
+  w.kind_ = Kind::kEntry;
+  w.text_ = name;
+  w.suffix_ = suffix;
+  return w;
+}
+
+std::string ZipWhere::str() const {
+  switch (kind_) {
+    case Kind::kText:
+      return std::string(text_);
+    case Kind::kNumbered:
+      return std::string(text_) + Num(number_);
+    case Kind::kEntry:
+      return "zip entry '" + Printable(text_) + "'" + std::string(suffix_);
+  }
+  return std::string(text_);
+}
+
+Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const ZipWhere& where) {
+  // The lengths of name, extra and comment are at offsets 28, 30, 32.
+  const ReadWhat what(where, RecordFits(r, kZipCentralHeaderBytes, 28, 3));
   ZipCentralHeader h;
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, r.U32LE(where));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, r.U32LE(what()));
   // The signature first: a record that is not a central header is named as
   // such, whatever follows it.
-  if (sig != kZipCentralSig) return Status::Malformed(where + ": bad signature");
-  SAFEMODEL_ASSIGN_OR_RETURN(h.made_by, r.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(ReadEntryFields(r, where, &h));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, r.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, r.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t comment_len, r.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.disk_start, r.U16LE(where));
-  SAFEMODEL_RETURN_IF_ERROR(r.Skip(2, where));  // internal attributes
-  SAFEMODEL_ASSIGN_OR_RETURN(h.external_attributes, r.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.local_header_offset, r.U32LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.name, r.Bytes(name_len, where + " name"));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.extra, r.Bytes(extra_len, where + " extra"));
-  SAFEMODEL_RETURN_IF_ERROR(r.Skip(comment_len, where + " comment"));
+  if (sig != kZipCentralSig) return Status::Malformed(where.str() + ": bad signature");
+  SAFEMODEL_ASSIGN_OR_RETURN(h.made_by, r.U16LE(what()));
+  SAFEMODEL_RETURN_IF_ERROR(ReadEntryFields(r, what(), &h));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, r.U16LE(what()));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, r.U16LE(what()));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t comment_len, r.U16LE(what()));
+  SAFEMODEL_ASSIGN_OR_RETURN(h.disk_start, r.U16LE(what()));
+  SAFEMODEL_RETURN_IF_ERROR(r.Skip(2, what()));  // internal attributes
+  SAFEMODEL_ASSIGN_OR_RETURN(h.external_attributes, r.U32LE(what()));
+  SAFEMODEL_ASSIGN_OR_RETURN(h.local_header_offset, r.U32LE(what()));
+  SAFEMODEL_ASSIGN_OR_RETURN(h.name, r.Bytes(name_len, what(" name")));
+  SAFEMODEL_ASSIGN_OR_RETURN(h.extra, r.Bytes(extra_len, what(" extra")));
+  SAFEMODEL_RETURN_IF_ERROR(r.Skip(comment_len, what(" comment")));
   return h;
 }
 
-Result<ZipLocalHeader> ReadZipLocalHeader(ByteReader& r, const std::string& where) {
+Result<ZipLocalHeader> ReadZipLocalHeader(ByteReader& r, const ZipWhere& where) {
+  // The lengths of name and extra are at offsets 26, 28.
+  const ReadWhat what(where, RecordFits(r, kZipLocalHeaderBytes, 26, 2));
   ZipLocalHeader h;
-  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, r.U32LE(where + " local header"));
-  if (sig != kZipLocalSig) return Status::Malformed(where + ": bad local header signature");
-  SAFEMODEL_RETURN_IF_ERROR(ReadEntryFields(r, where, &h));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, r.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, r.U16LE(where));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.name, r.Bytes(name_len, where + " local name"));
-  SAFEMODEL_ASSIGN_OR_RETURN(h.extra, r.Bytes(extra_len, where + " local extra"));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, r.U32LE(what(" local header")));
+  if (sig != kZipLocalSig) return Status::Malformed(where.str() + ": bad local header signature");
+  SAFEMODEL_RETURN_IF_ERROR(ReadEntryFields(r, what(), &h));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t name_len, r.U16LE(what()));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint16_t extra_len, r.U16LE(what()));
+  SAFEMODEL_ASSIGN_OR_RETURN(h.name, r.Bytes(name_len, what(" local name")));
+  SAFEMODEL_ASSIGN_OR_RETURN(h.extra, r.Bytes(extra_len, what(" local extra")));
   return h;
 }
 

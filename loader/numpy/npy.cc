@@ -1,10 +1,11 @@
 #include "loader/numpy/npy.h"
 
+#include <deque>
 #include <string>
-#include <unordered_set>
 #include <utility>
 
 #include "loader/containers/zip_archive.h"
+#include "proto/base/keyed_hash.h"
 
 namespace safemodel::loader {
 
@@ -66,18 +67,21 @@ class NpyParser final : public Parser {
 // refused rather than named one way or the other. (Duplicate names, where
 // zipfile takes the last, are refused by ZipArchive.)
 Status CheckNpzNames(const ZipArchive& zip) {
-  std::unordered_set<std::string_view> names;
+  // Names come from the file: a keyed hash.
+  KeyedStringViewSet names;
+  names.reserve(zip.entries().size());
   for (const ZipEntry& entry : zip.entries()) names.insert(entry.name);
   for (const ZipEntry& entry : zip.entries()) {
-    const std::string where = "npz member '" + Printable(entry.name) + "'";
+    // Built only for a message: 100,000 members made 100,000 strings.
+    auto where = [&] { return "npz member '" + Printable(entry.name) + "'"; };
     if (entry.is_directory() || entry.name.size() <= kNpySuffix.size() ||
         !entry.name.ends_with(kNpySuffix)) {
-      return Status::Unsupported(where + " is not a .npy array");
+      return Status::Unsupported(where() + " is not a .npy array");
     }
     const std::string_view key =
         std::string_view(entry.name).substr(0, entry.name.size() - kNpySuffix.size());
     if (names.count(key) > 0) {
-      return Status::Malformed(where + " would be the array '" + Printable(key) +
+      return Status::Malformed(where() + " would be the array '" + Printable(key) +
                                "', but np.load answers that key with the member named exactly '" +
                                Printable(key) + "' (two members answer one key)");
     }
@@ -85,10 +89,36 @@ Status CheckNpzNames(const ZipArchive& zip) {
   return Status::Ok();
 }
 
+// What a numeric member's source needs, one record per member in a deque
+// the model keeps alive: the source captures only a pointer to it, which
+// std::function holds without a heap allocation (the closure that copied
+// the shared_ptr and the whole NpyHeader was 120 bytes on the heap plus a
+// copy of the shape, per tensor).
+struct NpzSource {
+  ZipArchive* zip = nullptr;  // kept alive by ParsedModel::keepalive
+  const ZipEntry* entry = nullptr;
+  uint64_t memory_limit = 0;
+  uint64_t data_offset = 0;
+  uint64_t data_bytes = 0;
+  uint32_t swap_unit = 0;
+  bool fortran_order = false;
+  std::vector<uint64_t> fortran_shape;  // only for Fortran order of rank > 1
+
+  Result<Elements> operator()() const {
+    OwnedBuffer holder;
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView member, zip->Contents(*entry, memory_limit, &holder));
+    Elements el = NpyElements(swap_unit, fortran_order, fortran_shape,
+                              member.subspan(data_offset, data_bytes));
+    el.owned = std::move(holder);
+    return el;
+  }
+};
+using NpzSources = std::deque<NpzSource>;
+
 // A numeric member: a tensor whose bytes are read (inflated) when streamed.
-Status AddNpzTensor(const std::shared_ptr<ZipArchive>& zip, const ZipEntry& entry,
-                    const NpyHeader& h, const std::string& where, ParseContext& ctx,
-                    ParsedModel* out) {
+// The header's shape and the message prefix become the tensor's own.
+Status AddNpzTensor(ZipArchive* zip, const ZipEntry& entry, NpyHeader&& h, std::string&& where,
+                    ParseContext& ctx, NpzSources* sources, ParsedModel* out) {
   uint64_t end;
   if (!CheckedAdd(h.data_offset, h.data_bytes, &end)) {
     return Status::Malformed(where + ": the declared shape overflows 64 bits");
@@ -101,17 +131,19 @@ Status AddNpzTensor(const std::shared_ptr<ZipArchive>& zip, const ZipEntry& entr
   Tensor t;
   t.name = entry.name.substr(0, entry.name.size() - kNpySuffix.size());
   t.dtype = h.dtype;
-  t.shape = h.shape;
-  t.origin = where;
-  const ZipEntry* e = &entry;
-  const uint64_t memory_limit = ctx.options().memory_limit;
-  t.source = [zip, e, h, memory_limit]() -> Result<Elements> {
-    OwnedBuffer holder;
-    SAFEMODEL_ASSIGN_OR_RETURN(ByteView member, zip->Contents(*e, memory_limit, &holder));
-    Elements el = NpyElements(h, member.subspan(h.data_offset, h.data_bytes));
-    el.owned = std::move(holder);
-    return el;
-  };
+  t.origin = std::move(where);
+  NpzSource& src = sources->emplace_back();
+  src.zip = zip;
+  src.entry = &entry;
+  src.memory_limit = ctx.options().memory_limit;
+  src.data_offset = h.data_offset;
+  src.data_bytes = h.data_bytes;
+  src.swap_unit = h.swap_unit;
+  src.fortran_order = h.fortran_order;
+  if (h.fortran_order && h.shape.size() > 1) src.fortran_shape = h.shape;
+  t.shape = std::move(h.shape);
+  const NpzSource* p = &src;  // a deque's elements stay where they are
+  t.source = [p]() { return (*p)(); };
   out->tensors.push_back(std::move(t));
   return Status::Ok();
 }
@@ -145,13 +177,21 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& o
   out->source_format = "npz";
   out->keepalive.push_back(zip);
   SAFEMODEL_RETURN_IF_ERROR(CheckNpzNames(*zip));
+  auto sources = std::make_shared<NpzSources>();
+  out->keepalive.push_back(sources);
   // One tensor per member: grown by doubling, the vector's last copy held
   // the old and the new array at once (31 MB for 100,000 members).
   out->tensors.reserve(zip->entries().size());
+  uint64_t read = 0;
   for (const ZipEntry& entry : zip->entries()) {
-    const std::string where = "npz member '" + Printable(entry.name) + "'";
-    SAFEMODEL_ASSIGN_OR_RETURN(std::string prefix,
-                               zip->ReadPrefix(entry, kMaxNpyHeaderBytes + 12));
+    // Reading every member's header touches every page of an archive of
+    // small arrays again (ZipArchive::Open).
+    if (++read % kZipDropEveryRecords == 0) zip->DropPages();
+    std::string where = "npz member '" + Printable(entry.name) + "'";
+    std::string holder;
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView prefix_bytes,
+                               zip->PrefixView(entry, kMaxNpyHeaderBytes + 12, &holder));
+    const std::string_view prefix = AsChars(prefix_bytes);
     if (!prefix.starts_with(kNpyMagic)) {
       // numpy decides by content, not name: it returns these bytes as raw
       // bytes, not an array.
@@ -163,7 +203,8 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& o
     if (h.is_object) {
       SAFEMODEL_RETURN_IF_ERROR(AddNpzObjectArray(*zip, entry, h, where, objects, ctx, out));
     } else {
-      SAFEMODEL_RETURN_IF_ERROR(AddNpzTensor(zip, entry, h, where, ctx, out));
+      SAFEMODEL_RETURN_IF_ERROR(
+          AddNpzTensor(zip.get(), entry, std::move(h), std::move(where), ctx, sources.get(), out));
     }
   }
   if (ctx.refused()) return ctx.RefusedStatus();

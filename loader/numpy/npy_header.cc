@@ -15,8 +15,8 @@ class LiteralParser {
  public:
   // `python2_longs`: accept an `L` after a shape integer (versions 1.0 and
   // 2.0, where numpy's _filter_header drops it).
-  LiteralParser(std::string_view text, std::string where, bool python2_longs)
-      : s_(text), where_(std::move(where)), python2_longs_(python2_longs) {}
+  LiteralParser(std::string_view text, std::string_view where, bool python2_longs)
+      : s_(text), where_(where), python2_longs_(python2_longs) {}
 
   Status Parse(NpyHeader* h) {
     bool seen_descr = false, seen_fortran = false, seen_shape = false;
@@ -31,7 +31,7 @@ class LiteralParser {
       if (key == "descr" && !seen_descr) {
         seen_descr = true;
         if (Peek() == '[')
-          return Status::Unsupported(where_ + ": structured dtypes are not supported");
+          return Status::Unsupported(std::string(where_) + ": structured dtypes are not supported");
         SAFEMODEL_RETURN_IF_ERROR(String(&h->descr));
       } else if (key == "fortran_order" && !seen_fortran) {
         seen_fortran = true;
@@ -40,8 +40,8 @@ class LiteralParser {
         seen_shape = true;
         SAFEMODEL_RETURN_IF_ERROR(Shape(&h->shape));
       } else {
-        return Status::Malformed(where_ + ": unexpected or repeated header key '" + Printable(key) +
-                                 "'");
+        return Status::Malformed(std::string(where_) + ": unexpected or repeated header key '" +
+                                 Printable(key) + "'");
       }
       SkipSpace();
       if (Peek() == ',') {
@@ -52,12 +52,13 @@ class LiteralParser {
     }
     ++pos_;  // '}'
     if (!seen_descr || !seen_fortran || !seen_shape) {
-      return Status::Malformed(where_ + ": header lacks one of 'descr', 'fortran_order', 'shape'");
+      return Status::Malformed(std::string(where_) +
+                               ": header lacks one of 'descr', 'fortran_order', 'shape'");
     }
     // Only padding may follow: spaces, then the terminating newline.
     while (pos_ < s_.size() && s_[pos_] == ' ') ++pos_;
     if (pos_ + 1 != s_.size() || s_[pos_] != '\n') {
-      return Status::Malformed(where_ +
+      return Status::Malformed(std::string(where_) +
                                ": header is not padded with spaces and ended by a newline");
     }
     return Status::Ok();
@@ -69,8 +70,8 @@ class LiteralParser {
     while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n')) ++pos_;
   }
   Status Error(const char* want) const {
-    return Status::Malformed(where_ + ": header dict: expected " + want + " at character " +
-                             Num(pos_));
+    return Status::Malformed(std::string(where_) + ": header dict: expected " + want +
+                             " at character " + Num(pos_));
   }
   Status Expect(char c) {
     SkipSpace();
@@ -86,7 +87,8 @@ class LiteralParser {
     size_t start = pos_;
     while (pos_ < s_.size() && s_[pos_] != q) {
       if (s_[pos_] == '\\' || s_[pos_] == '\n') {
-        return Status::Unsupported(where_ + ": escapes in header strings are not supported");
+        return Status::Unsupported(std::string(where_) +
+                                   ": escapes in header strings are not supported");
       }
       ++pos_;
     }
@@ -113,7 +115,7 @@ class LiteralParser {
     uint64_t v = 0;
     while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') {
       if (!CheckedMul(v, 10, &v) || !CheckedAdd(v, static_cast<uint64_t>(s_[pos_] - '0'), &v)) {
-        return Status::Malformed(where_ + ": shape dimension overflows 64 bits");
+        return Status::Malformed(std::string(where_) + ": shape dimension overflows 64 bits");
       }
       ++pos_;
     }
@@ -123,7 +125,8 @@ class LiteralParser {
       // Python 2's long suffix, written by old numpy; numpy 1.24 filters it
       // out of 1.0/2.0 headers only and literal_eval rejects it in 3.0.
       if (!python2_longs_) {
-        return Status::Malformed(where_ + ": a Python 2 'L' suffix in a version 3.0 header");
+        return Status::Malformed(std::string(where_) +
+                                 ": a Python 2 'L' suffix in a version 3.0 header");
       }
       ++pos_;
     }
@@ -142,7 +145,8 @@ class LiteralParser {
       uint64_t d = 0;
       SAFEMODEL_RETURN_IF_ERROR(Int(&d));
       if (shape->size() >= kMaxRank) {
-        return Status::LimitExceeded(where_ + ": rank exceeds the limit of " + Num(kMaxRank));
+        return Status::LimitExceeded(std::string(where_) + ": rank exceeds the limit of " +
+                                     Num(kMaxRank));
       }
       shape->push_back(d);
       SkipSpace();
@@ -163,7 +167,7 @@ class LiteralParser {
   }
 
   std::string_view s_;
-  std::string where_;
+  std::string_view where_;  // messages only: built on an error
   bool python2_longs_;
   size_t pos_ = 0;
 };
@@ -176,13 +180,14 @@ uint64_t HeaderChars(std::string_view s, bool utf8) {
       s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
 
-Status ParseDescr(const std::string& descr, NpyHeader* h, const std::string& where) {
+Status ParseDescr(const std::string& descr, NpyHeader* h, std::string_view where) {
   if (descr.size() < 2)
-    return Status::Unsupported(where + ": dtype '" + Printable(descr) + "' is not supported");
+    return Status::Unsupported(std::string(where) + ": dtype '" + Printable(descr) +
+                               "' is not supported");
   char order = descr[0];
   std::string_view code = std::string_view(descr).substr(1);
   if (order != '<' && order != '>' && order != '|') {
-    return Status::Unsupported(where + ": dtype '" + Printable(descr) +
+    return Status::Unsupported(std::string(where) + ": dtype '" + Printable(descr) +
                                "' has no explicit byte order ('<', '>' or '|')");
   }
   if (code == "O" || code == "O8") {
@@ -204,48 +209,56 @@ Status ParseDescr(const std::string& descr, NpyHeader* h, const std::string& whe
     h->dtype = c.dtype;
     uint32_t size = DTypeSize(c.dtype);
     if (size > 1 && order == '|') {
-      return Status::Malformed(where + ": dtype '" + descr + "' needs a byte order");
+      return Status::Malformed(std::string(where) + ": dtype '" + descr + "' needs a byte order");
     }
     h->swap_unit = (order == '>' && size > 1) ? DTypeSwapUnit(c.dtype) : 0;
     return Status::Ok();
   }
-  return Status::Unsupported(where + ": dtype '" + Printable(descr) +
+  return Status::Unsupported(std::string(where) + ": dtype '" + Printable(descr) +
                              "' is not supported (numeric and bool dtypes only)");
 }
 
 }  // namespace
 
-Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where_view) {
-  const std::string where(where_view);
+Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where) {
   ByteReader r(bytes);
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView magic, r.Bytes(kNpyMagic.size(), where + " magic"));
+  // Messages are built only on an error: a .npz of 100,000 members parsed
+  // 100,000 headers, each with eight message strings.
+  auto what = [&](uint64_t n, const char* suffix) {
+    return r.remaining() >= n ? std::string() : std::string(where) + suffix;
+  };
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView magic,
+                             r.Bytes(kNpyMagic.size(), what(kNpyMagic.size(), " magic")));
   if (AsChars(magic) != kNpyMagic) {
-    return Status::Malformed(where + ": not a .npy array (bad magic)");
+    return Status::Malformed(std::string(where) + ": not a .npy array (bad magic)");
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(uint8_t major, r.U8(where + " version"));
-  SAFEMODEL_ASSIGN_OR_RETURN(uint8_t minor, r.U8(where + " version"));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint8_t major, r.U8(what(1, " version")));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint8_t minor, r.U8(what(1, " version")));
   if (major < 1 || major > 3 || minor != 0) {
-    return Status::Unsupported(where + ": .npy format version " + Num(major) + "." + Num(minor) +
-                               " is not supported (1.0, 2.0, 3.0 are)");
+    return Status::Unsupported(std::string(where) + ": .npy format version " + Num(major) + "." +
+                               Num(minor) + " is not supported (1.0, 2.0, 3.0 are)");
   }
   uint64_t header_len;
   if (major == 1) {
-    SAFEMODEL_ASSIGN_OR_RETURN(header_len, r.U16LE(where + " header length"));
+    SAFEMODEL_ASSIGN_OR_RETURN(header_len, r.U16LE(what(2, " header length")));
   } else {
-    SAFEMODEL_ASSIGN_OR_RETURN(header_len, r.U32LE(where + " header length"));
+    SAFEMODEL_ASSIGN_OR_RETURN(header_len, r.U32LE(what(4, " header length")));
   }
-  const std::string too_long = where + ": header longer than numpy's limit of " +
+  auto too_long = [&] {
+    return Status::Unsupported(std::string(where) + ": header longer than numpy's limit of " +
                                Num(kMaxNpyHeaderChars) +
-                               " characters (np.load refuses it without allow_pickle)";
-  if (header_len > kMaxNpyHeaderBytes) return Status::Unsupported(too_long);
-  SAFEMODEL_ASSIGN_OR_RETURN(ByteView text, r.Bytes(header_len, where + " header"));
+                               " characters (np.load refuses it without allow_pickle)");
+  };
+  if (header_len > kMaxNpyHeaderBytes) return too_long();
+  SAFEMODEL_ASSIGN_OR_RETURN(ByteView text, r.Bytes(header_len, what(header_len, " header")));
   std::string_view s = AsChars(text);
   bool ok_text = major == 3 ? IsValidUtf8(s) : std::all_of(s.begin(), s.end(), [](char c) {
     return static_cast<unsigned char>(c) < 0x80;
   });
   if (!ok_text)
-    return Status::Malformed(where + ": header text is not " + (major == 3 ? "UTF-8" : "ASCII"));
-  if (HeaderChars(s, major == 3) > kMaxNpyHeaderChars) return Status::Unsupported(too_long);
+    return Status::Malformed(std::string(where) + ": header text is not " +
+                             (major == 3 ? "UTF-8" : "ASCII"));
+  if (HeaderChars(s, major == 3) > kMaxNpyHeaderChars) return too_long();
   NpyHeader h;
   SAFEMODEL_RETURN_IF_ERROR(LiteralParser(s, where, major < 3).Parse(&h));
   SAFEMODEL_RETURN_IF_ERROR(ParseDescr(h.descr, &h, where));
@@ -260,16 +273,21 @@ Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where_view) {
 }
 
 Elements NpyElements(const NpyHeader& h, ByteView data) {
+  return NpyElements(h.swap_unit, h.fortran_order, h.shape, data);
+}
+
+Elements NpyElements(uint32_t swap_unit, bool fortran_order, std::span<const uint64_t> shape,
+                     ByteView data) {
   Elements e;
   e.view = data;
-  e.swap_unit = h.swap_unit;
-  if (h.fortran_order && h.shape.size() > 1) {
+  e.swap_unit = swap_unit;
+  if (fortran_order && shape.size() > 1) {
     // Fortran order: the first index varies fastest.
-    e.strides.resize(h.shape.size());
+    e.strides.resize(shape.size());
     int64_t stride = 1;
-    for (size_t d = 0; d < h.shape.size(); ++d) {
+    for (size_t d = 0; d < shape.size(); ++d) {
       e.strides[d] = stride;
-      stride *= static_cast<int64_t>(h.shape[d] == 0 ? 1 : h.shape[d]);
+      stride *= static_cast<int64_t>(shape[d] == 0 ? 1 : shape[d]);
     }
   }
   return e;

@@ -19,6 +19,7 @@
 #define SAFEMODEL_LOADER_NUMPY_NPY_HEADER_H_
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -59,6 +60,9 @@ Result<NpyHeader> ParseNpyHeader(ByteView bytes, std::string_view where);
 
 // Element layout of an array's data: swap unit and strides for Fortran order.
 Elements NpyElements(const NpyHeader& header, ByteView data);
+// The same from the few fields it reads.
+Elements NpyElements(uint32_t swap_unit, bool fortran_order, std::span<const uint64_t> shape,
+                     ByteView data);
 
 }  // namespace safemodel::loader
 
