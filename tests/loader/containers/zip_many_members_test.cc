@@ -58,16 +58,11 @@ std::string ManyMembers(size_t n, bool descriptor, bool zip64_extra, const std::
   return BuildZip(members, {.zip64_end = true});
 }
 
-// A 1-byte .npy (uint8, shape (1,)), as numpy writes it.
+// A 1-byte .npy (uint8, shape (1,)) holding `value`.
 std::string TinyNpy(char value) {
-  std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (1,), }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
-  std::string out = "\x93NUMPY\x01";
-  out += '\0';
-  out += static_cast<char>(header.size() & 0xff);
-  out += static_cast<char>(header.size() >> 8);
-  return out + header + value;
+  std::string npy = NpyBytes(1);
+  npy.back() = value;
+  return npy;
 }
 
 TEST(ZipManyMembers, HundredThousandMembersAreCrossCheckedWithFewAllocationsEach) {
