@@ -323,6 +323,7 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
   pickle::ConvertSettings settings;
   settings.where = where;
   settings.storages = ZipStorages(zip, layout, big_endian, ctx.options().memory_limit);
+  settings.release_objects = true;
   SAFEMODEL_ASSIGN_OR_RETURN(pickle::Converted c,
                              pickle::ConvertGraph(graph, root, settings, ctx, out));
   out->keepalive.push_back(zip);
@@ -488,6 +489,7 @@ Status ParseLegacyTorch(ByteView input, uint64_t pos, std::shared_ptr<Graph> gra
   ConvertSettings settings;
   settings.where = where;
   settings.storages = LegacyStorages(std::move(data), little_endian);
+  settings.release_objects = true;
   SAFEMODEL_ASSIGN_OR_RETURN(Converted c, ConvertGraph(graph, root, settings, ctx, out));
   StoreTrees(std::move(c), out);
   return Status::Ok();
