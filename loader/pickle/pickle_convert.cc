@@ -151,7 +151,7 @@ class Converter {
   };
   Result<const StorageData*> StorageFor(ObjId sid, uint32_t storage_aux);
   Tensor NumpyTensor(const Pending& p);
-  Status AddTorchTensor(const Pending& p);
+  Status AddTorchTensor(Pending& p);
   bool PureStateDict(Ref root);
   Status RunPureStateDict(Ref root);
   void ReleaseObjects();
@@ -778,10 +778,8 @@ Tensor Converter::NumpyTensor(const Pending& p) {
 
 // A torch tensor (strided or quantized) or a bare storage: a view of its
 // storage's bytes, read when streamed, after a bounds proof now.
-Status Converter::AddTorchTensor(const Pending& p) {
+Status Converter::AddTorchTensor(Pending& p) {
   Tensor t;
-  t.name = p.name;
-  const std::string& name = p.name;
   const ObjId sid = p.storage;
   std::vector<int64_t> strides;
   uint64_t offset = 0;
@@ -798,7 +796,11 @@ Status Converter::AddTorchTensor(const Pending& p) {
   }
   SAFEMODEL_ASSIGN_OR_RETURN(const StorageData* sd, StorageFor(sid, p.link));
   const uint64_t elem = DTypeSize(t.dtype);
-  t.origin = s_.where + " tensor '" + name + "' (" + sd->origin + ")";
+  // One allocation per tensor, not one per '+'.
+  t.origin.reserve(s_.where.size() + p.name.size() + sd->origin.size() + 12);
+  t.origin.append(s_.where).append(" tensor '").append(p.name).append("' (");
+  t.origin.append(sd->origin).append(")");
+  t.name = std::move(p.name);  // tensors_ is not read after EmitTensors
   if (strides.empty() && !t.shape.empty()) {
     int64_t stride = 1;
     strides.resize(t.shape.size());
@@ -814,8 +816,8 @@ Status Converter::AddTorchTensor(const Pending& p) {
     ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
   }
   views_[ViewKey{sid, t.dtype, offset, t.shape, strides}].push_back(out_->tensors.size());
-  auto fetch = sd->fetch;
-  t.source = [fetch, strides, offset, swap]() -> Result<Elements> {
+  t.source = [fetch = sd->fetch, strides = std::move(strides), offset,
+              swap]() -> Result<Elements> {
     SAFEMODEL_ASSIGN_OR_RETURN(Elements e, fetch());
     e.strides = strides;
     e.offset = offset;
@@ -850,7 +852,7 @@ void Converter::TieViews() {
 
 // Turns every registered tensor-like object into a Tensor with a lazy source.
 Status Converter::EmitTensors() {
-  for (const Pending& p : tensors_) {
+  for (Pending& p : tensors_) {
     if (p.record == RecordKind::kNdArray) {
       out_->tensors.push_back(NumpyTensor(p));
     } else {
@@ -956,17 +958,14 @@ bool Converter::PureStateDict(Ref root) {
 }
 
 // The walk's steps for a pure state_dict (Visit of the dict, then of each
-// value), in its order: the dict's keys are checked for duplicates first
-// (AddMapChildren), then each entry is counted and named (VisitTensor).
+// value), in its order: each entry is counted and named (VisitTensor). The
+// walk's checks for two keys rendering alike (AddMapChildren) and for two
+// tensors named alike (UniqueName) cannot fire: every dict the machine
+// builds holds its keys once as Python compares them (pickle_keys.h), and
+// str keys compare by their bytes, which are the names.
 Status Converter::RunPureStateDict(Ref root) {
   SAFEMODEL_RETURN_IF_ERROR(Count(1));
   const std::vector<Ref>& items = g_.at(root).items;
-  for (size_t i = 0; i + 1 < items.size(); i += 2) {
-    if (!used_names_.emplace(g_.text(items[i])).second) {
-      return Status::Unsupported(s_.where + ": two dict keys render as '" +
-                                 Printable(g_.text(items[i])) + "' at ''");
-    }
-  }
   tensors_.reserve(items.size() / 2);
   for (size_t i = 0; i + 1 < items.size(); i += 2) {
     SAFEMODEL_RETURN_IF_ERROR(Count(2));
