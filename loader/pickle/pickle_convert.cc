@@ -984,7 +984,7 @@ Status Converter::RunPureStateDict(Ref root) {
 // pending: EmitTensors reads the side tables only.
 void Converter::ReleaseObjects() {
   if (!s_.release_objects) return;
-  std::vector<Object>().swap(g_.objects);
+  g_.objects.clear();
   std::vector<uint8_t>().swap(on_path_);
   std::unordered_map<ObjId, size_t>().swap(tensor_names_);
   KeyedStringSet().swap(used_names_);
