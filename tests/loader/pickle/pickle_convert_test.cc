@@ -163,6 +163,8 @@ TEST(PickleConvert, AlmostPureStateDictsKeepTheirTree) {
       {"a list value", Str("list") + "]" + Int1(1) + "a", "", "list"},
       {"a key with a NUL", Str(std::string("nul\0key", 7)) + Tensor(Storage("extra", 99999)), "",
        nullptr},
+      {"an empty key (its tensor is named 'tensor')", Str("") + Tensor(Storage("extra", 99999)),
+       "", ""},
       {"OrderedDict attributes", Str("last") + Tensor(Storage("extra", 99999)), metadata,
        "$attrs"},
   };
