@@ -282,7 +282,11 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
   // 100,000 tensors) is freed but its pages stay resident between the
   // model's allocations; hand the free pages back before streaming, where a
   // large tensor adds its own (mixed.pt: worker peak 430 -> 393 MiB).
+  // Not in sanitizer builds: their allocator is not glibc's, whose first
+  // use would initialise it (getrandom, outside the policy).
+#if !defined(SAFEMODEL_SANITIZER_BUILD)
   malloc_trim(0);
+#endif
 
   // The parser listed the tensors in the source's order: record it, then
   // sort into the canonical order, bytewise by name. Names must be unique.

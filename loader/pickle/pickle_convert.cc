@@ -237,11 +237,11 @@ void Converter::AddPending(ObjId id, std::string name) {
   const Object& o = g_.objects[id];
   Pending p{id, o.record, o.aux, id, UINT32_MAX, std::move(name)};
   if (o.record == RecordKind::kTensor) p.storage = g_.tensors[o.aux].storage;
-  if (o.record == RecordKind::kNdArray) {
-    p.link = g_.objects[g_.arrays[o.aux].dtype].aux;
-  } else {
-    p.link = g_.objects[p.storage].aux;
-  }
+  // The handlers give every strided and quantized tensor a storage and every
+  // array a dtype; a record without one keeps no link and StorageFor
+  // refuses it rather than reading outside the tables.
+  const ObjId linked = o.record == RecordKind::kNdArray ? g_.arrays[o.aux].dtype : p.storage;
+  if (linked < g_.objects.size()) p.link = g_.objects[linked].aux;
   tensors_.push_back(std::move(p));
 }
 
@@ -696,6 +696,9 @@ Result<const StorageData*> Converter::StorageFor(ObjId sid, uint32_t storage_aux
   if (it != storage_data_.end()) return &it->second;
   if (!s_.storages)
     return Status::Malformed(s_.where + ": a torch storage in a file that has none");
+  if (storage_aux >= g_.storages.size()) {
+    return Status::Internal(s_.where + ": a tensor without a storage record");
+  }
   SAFEMODEL_ASSIGN_OR_RETURN(StorageData d, s_.storages(g_.storages[storage_aux]));
   return &storage_data_.emplace(sid, std::move(d)).first->second;
 }
