@@ -14,6 +14,7 @@
 #include "safemodel/limits.h"
 
 #include "loader/pickle/pickle_run.h"
+#include "loader/pickle/pickle_tree.h"
 #include "loader/pickle/text_codecs.h"
 #include "loader/stream.h"
 #include "proto/base/keyed_hash.h"
@@ -25,58 +26,6 @@ namespace {
 // Bytes values larger than this are not scanned for an embedded pickle: the
 // note is advice, and large blobs are data (images, buffers), not payloads.
 constexpr uint64_t kMaxEmbeddedScanBytes = 16 << 20;
-
-std::string FloatRepr(double f) {
-  if (std::isnan(f)) return "nan";
-  if (std::isinf(f)) return f > 0 ? "inf" : "-inf";
-  char buf[64];
-  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, f);
-  std::string s(buf, p);
-  if (s.find_first_of(".e") == std::string::npos) s += ".0";
-  return s;
-}
-
-double HalfToDouble(uint16_t h) {
-  int exp = (h >> 10) & 0x1F;
-  int mant = h & 0x3FF;
-  double v;
-  if (exp == 0) {
-    v = std::ldexp(mant, -24);
-  } else if (exp == 31) {
-    v = mant ? std::nan("") : INFINITY;
-  } else {
-    v = std::ldexp(mant + 1024, exp - 25);
-  }
-  return (h & 0x8000) ? -v : v;
-}
-
-// A cheap bounds proof for a strided view (element units), done at parse
-// time so that a bad view is reported before anything is streamed
-// (StreamElements repeats it on the real bytes).
-Status CheckView(const std::vector<uint64_t>& shape, const std::vector<int64_t>& strides,
-                 uint64_t offset, uint64_t capacity, const std::string& what) {
-  uint64_t count = 1;
-  for (uint64_t d : shape) {
-    if (!CheckedMul(count, d, &count)) return Status::Malformed(what + ": element count overflows");
-  }
-  if (count == 0) return Status::Ok();
-  __extension__ using Int128 = __int128;
-  Int128 hi = offset;
-  for (size_t d = 0; d < shape.size(); ++d) {
-    Int128 span = static_cast<Int128>(shape[d] - 1) * strides[d];
-    if (span > static_cast<Int128>(capacity)) {
-      return Status::Malformed(what + ": stride " + std::to_string(strides[d]) + " of dimension " +
-                               Num(d) + " reaches outside its storage");
-    }
-    hi += span;
-  }
-  if (hi >= static_cast<Int128>(capacity)) {
-    return Status::Malformed(what + ": offset " + Num(offset) + " and strides reach element " +
-                             std::to_string(static_cast<int64_t>(hi)) + " of a storage of " +
-                             Num(capacity) + " elements");
-  }
-  return Status::Ok();
-}
 
 class Converter {
  public:
@@ -135,14 +84,27 @@ class Converter {
   Status VisitSequence(const Work& w);
   Status VisitDict(const Work& w);
   Result<std::string> RegisterTensor(ObjId id, const std::string& name);
+  void AddPending(ObjId id, std::string name);
   Result<Value> ScalarValue(const ArrayInfo& a);
   std::string UniqueName(std::string name);
   Status EmitTensors();
-  Result<const StorageData*> StorageFor(ObjId sid);
-  Tensor NumpyTensor(const Object& o, const std::string& name);
-  Status AddTorchTensor(ObjId id, const Object& o, const std::string& name);
+  // A tensor-like object as EmitTensors needs it: what it is and where its
+  // side-table entries are, so that the objects can be freed before.
+  struct Pending {
+    ObjId id;
+    RecordKind record;
+    uint32_t aux;      // the record's side-table index
+    ObjId storage;     // kTensor: its storage record; kStorage: itself
+    uint32_t link;     // the storage's (or numpy dtype's) side-table index
+    std::string name;
+  };
+  Result<const StorageData*> StorageFor(ObjId sid, uint32_t storage_aux);
+  Tensor NumpyTensor(const Pending& p);
+  Status AddTorchTensor(Pending& p);
+  bool PureStateDict(Ref root);
+  Status RunPureStateDict(Ref root);
+  void ReleaseObjects();
   void TieViews();
-  Value Architecture(const Value& module);
 
   std::shared_ptr<Graph> keep_;
   Graph& g_;
@@ -154,8 +116,8 @@ class Converter {
   uint64_t nodes_ = 0;
   // Tensor-like objects (tensor, storage and numpy array records) in the
   // order they were first reached, with their names.
-  std::vector<std::pair<ObjId, std::string>> tensors_;
-  std::unordered_map<ObjId, std::string> tensor_names_;
+  std::vector<Pending> tensors_;
+  std::unordered_map<ObjId, size_t> tensor_names_;  // -> index into tensors_
   KeyedStringSet used_names_;
   std::set<std::string> noted_user_classes_;
   // Views of a storage already emitted, for tied weights: -> indices into
@@ -259,16 +221,28 @@ std::string Converter::UniqueName(std::string name) {
 
 Result<std::string> Converter::RegisterTensor(ObjId id, const std::string& name) {
   auto it = tensor_names_.find(id);
-  if (it != tensor_names_.end()) return it->second;
+  if (it != tensor_names_.end()) return tensors_[it->second].name;
   std::string full = UniqueName(
       s_.prefix.empty() ? name : JoinName(s_.prefix, name.empty() ? s_.root_name : name));
   if (full.size() > kMaxNameBytes) {
     return Status::LimitExceeded(s_.where + ": tensor name of " + Num(full.size()) +
                                  " bytes exceeds " + Num(kMaxNameBytes));
   }
-  tensor_names_.emplace(id, full);
-  tensors_.emplace_back(id, full);
+  tensor_names_.emplace(id, tensors_.size());
+  AddPending(id, full);
   return full;
+}
+
+void Converter::AddPending(ObjId id, std::string name) {
+  const Object& o = g_.objects[id];
+  Pending p{id, o.record, o.aux, id, UINT32_MAX, std::move(name)};
+  if (o.record == RecordKind::kTensor) p.storage = g_.tensors[o.aux].storage;
+  // The handlers give every strided and quantized tensor a storage and every
+  // array a dtype; a record without one keeps no link and StorageFor
+  // refuses it rather than reading outside the tables.
+  const ObjId linked = o.record == RecordKind::kNdArray ? g_.arrays[o.aux].dtype : p.storage;
+  if (linked < g_.objects.size()) p.link = g_.objects[linked].aux;
+  tensors_.push_back(std::move(p));
 }
 
 Result<Value> Converter::ScalarValue(const ArrayInfo& a) {
@@ -717,22 +691,26 @@ Status Converter::Visit(const Work& w) {
 }
 
 // The storage data of storage record `sid`, resolved once by the container.
-Result<const StorageData*> Converter::StorageFor(ObjId sid) {
+Result<const StorageData*> Converter::StorageFor(ObjId sid, uint32_t storage_aux) {
   auto it = storage_data_.find(sid);
   if (it != storage_data_.end()) return &it->second;
   if (!s_.storages)
     return Status::Malformed(s_.where + ": a torch storage in a file that has none");
-  SAFEMODEL_ASSIGN_OR_RETURN(StorageData d, s_.storages(g_.storages[g_.objects[sid].aux]));
+  if (storage_aux >= g_.storages.size()) {
+    return Status::Internal(s_.where + ": a tensor without a storage record");
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(StorageData d, s_.storages(g_.storages[storage_aux]));
   return &storage_data_.emplace(sid, std::move(d)).first->second;
 }
 
 // A numeric numpy array: a view of the stream (Fortran order as strides,
 // big-endian data swapped when streamed).
-Tensor Converter::NumpyTensor(const Object& o, const std::string& name) {
+Tensor Converter::NumpyTensor(const Pending& p) {
   Tensor t;
-  t.name = name;
-  const ArrayInfo& a = g_.arrays[o.aux];
-  const NpDtypeInfo& dt = g_.dtypes[g_.objects[a.dtype].aux];
+  t.name = p.name;
+  const std::string& name = p.name;
+  const ArrayInfo& a = g_.arrays[p.aux];
+  const NpDtypeInfo& dt = g_.dtypes[p.link];
   t.dtype = dt.dtype;
   t.shape = a.shape;
   t.origin = s_.where + " numpy array '" + name + "'";
@@ -751,28 +729,29 @@ Tensor Converter::NumpyTensor(const Object& o, const std::string& name) {
 
 // A torch tensor (strided or quantized) or a bare storage: a view of its
 // storage's bytes, read when streamed, after a bounds proof now.
-Status Converter::AddTorchTensor(ObjId id, const Object& o, const std::string& name) {
+Status Converter::AddTorchTensor(Pending& p) {
   Tensor t;
-  t.name = name;
-  ObjId sid;
+  const ObjId sid = p.storage;
   std::vector<int64_t> strides;
   uint64_t offset = 0;
-  if (o.record == RecordKind::kStorage) {
-    sid = id;
-    const StorageInfo& s = g_.storages[o.aux];
+  if (p.record == RecordKind::kStorage) {
+    const StorageInfo& s = g_.storages[p.aux];
     t.dtype = s.dtype == DType::kInvalid ? DType::kU8 : s.dtype;
     t.shape = {s.numel};
   } else {
-    const TensorInfo& ti = g_.tensors[o.aux];
-    sid = ti.storage;
+    const TensorInfo& ti = g_.tensors[p.aux];
     t.dtype = ti.dtype;
     t.shape = ti.shape;
     strides = ti.strides;
     offset = ti.offset;
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(const StorageData* sd, StorageFor(sid));
+  SAFEMODEL_ASSIGN_OR_RETURN(const StorageData* sd, StorageFor(sid, p.link));
   const uint64_t elem = DTypeSize(t.dtype);
-  t.origin = s_.where + " tensor '" + name + "' (" + sd->origin + ")";
+  // One allocation per tensor, not one per '+'.
+  t.origin.reserve(s_.where.size() + p.name.size() + sd->origin.size() + 12);
+  t.origin.append(s_.where).append(" tensor '").append(p.name).append("' (");
+  t.origin.append(sd->origin).append(")");
+  t.name = std::move(p.name);  // tensors_ is not read after EmitTensors
   if (strides.empty() && !t.shape.empty()) {
     int64_t stride = 1;
     strides.resize(t.shape.size());
@@ -788,8 +767,8 @@ Status Converter::AddTorchTensor(ObjId id, const Object& o, const std::string& n
     ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
   }
   views_[ViewKey{sid, t.dtype, offset, t.shape, strides}].push_back(out_->tensors.size());
-  auto fetch = sd->fetch;
-  t.source = [fetch, strides, offset, swap]() -> Result<Elements> {
+  t.source = [fetch = sd->fetch, strides = std::move(strides), offset,
+              swap]() -> Result<Elements> {
     SAFEMODEL_ASSIGN_OR_RETURN(Elements e, fetch());
     e.strides = strides;
     e.offset = offset;
@@ -824,80 +803,99 @@ void Converter::TieViews() {
 
 // Turns every registered tensor-like object into a Tensor with a lazy source.
 Status Converter::EmitTensors() {
-  for (const auto& [id, name] : tensors_) {
-    const Object& o = g_.objects[id];
-    if (o.record == RecordKind::kNdArray) {
-      out_->tensors.push_back(NumpyTensor(o, name));
+  for (Pending& p : tensors_) {
+    if (p.record == RecordKind::kNdArray) {
+      out_->tensors.push_back(NumpyTensor(p));
     } else {
-      SAFEMODEL_RETURN_IF_ERROR(AddTorchTensor(id, o, name));
+      SAFEMODEL_RETURN_IF_ERROR(AddTorchTensor(p));
     }
   }
   TieViews();
   return Status::Ok();
 }
 
-// The architecture of a module tree: {class, training, config, parameters,
-// buffers, children}. Works on the metadata Value (iteratively).
-Value Converter::Architecture(const Value& root) {
-  struct Item {
-    const Value* module;
-    Value* out;
-  };
-  Value result;
-  std::vector<Item> work{{&root, &result}};
-  while (!work.empty()) {
-    Item it = work.back();
-    work.pop_back();
-    const Value& m = *it.module;
-    Value a = Value::Map();
-    Value config = Value::Map(), params = Value::Map(), buffers = Value::Map(),
-          children = Value::Map();
-    std::vector<std::pair<std::string, const Value*>> child_modules;
-    for (const auto& [k, v] : m.entries()) {
-      if (k == "$class") {
-        a.mutable_entries().emplace_back("class", v);
-      } else if (k == "$user_class") {
-        a.mutable_entries().emplace_back("user_class", v);
-      } else if (k == "training") {
-        a.mutable_entries().emplace_back("training", v);
-      } else if ((k == "_parameters" || k == "_buffers") && v.is_map()) {
-        Value& dst = k == "_parameters" ? params : buffers;
-        for (const auto& [pk, pv] : v.entries()) {
-          if (pk == "$attrs") continue;
-          const Value* ref = pv.is_map() ? pv.Find("$tensor") : nullptr;
-          dst.mutable_entries().emplace_back(pk, ref ? *ref : Value::Null());
-        }
-      } else if (k == "_modules" && v.is_map()) {
-        for (const auto& [ck, cv] : v.entries()) {
-          if (ck == "$attrs") continue;
-          if (cv.is_map() && cv.Find("$class")) {
-            child_modules.emplace_back(ck, &cv);
-          } else {
-            children.mutable_entries().emplace_back(ck, Value::Null());
-          }
-        }
-      } else if (!k.empty() && k[0] != '_' && k[0] != '$') {
-        config.mutable_entries().emplace_back(k, v);
-      }
+// A pure state_dict: a dict (without BUILD attributes) of str keys, each
+// naming a distinct plain tensor (strided), storage or numeric numpy array,
+// no key empty or holding a NUL (UniqueName would rewrite it), no name
+// prefix. Its
+// tree would be {key: {"$tensor": key}, ...}, which Run drops as saying
+// nothing the tensor list does not; RunPureStateDict registers the same
+// tensors, in the same order, with the same checks and node count, without
+// building the tree (~350 bytes per tensor). Anything else takes the walk.
+bool Converter::PureStateDict(Ref root) {
+  if (root.kind != Kind::kDict || !s_.prefix.empty()) return false;
+  const std::vector<Ref>& items = g_.at(root).items;
+  if (items.empty()) return false;
+  const Ref attrs = g_.attrs_of(root.id);
+  if (attrs.kind == Kind::kDict && !g_.at(attrs).items.empty()) return false;
+  bool pure = true;
+  size_t i = 0;
+  for (; pure && i + 1 < items.size(); i += 2) {
+    const Ref k = items[i], v = items[i + 1];
+    if (k.kind != Kind::kStr || v.kind != Kind::kRecord || on_path_[v.id]) break;
+    const std::string_view key = g_.text(k);
+    if (key.empty() || key.find('\0') != std::string_view::npos) break;
+    const Object& o = g_.at(v);
+    if (o.record == RecordKind::kTensor) {
+      pure = g_.tensors[o.aux].layout == TensorInfo::Layout::kStrided;
+    } else if (o.record == RecordKind::kNdArray) {
+      pure = g_.arrays[o.aux].built && g_.arrays[o.aux].items.kind != Kind::kList;
+    } else {
+      pure = o.record == RecordKind::kStorage;
     }
-    a.mutable_entries().emplace_back("config", std::move(config));
-    a.mutable_entries().emplace_back("parameters", std::move(params));
-    a.mutable_entries().emplace_back("buffers", std::move(buffers));
-    children.mutable_entries().reserve(children.entries().size() + child_modules.size());
-    for (const auto& [ck, cv] : child_modules) children.mutable_entries().emplace_back(ck, Value());
-    a.mutable_entries().emplace_back("children", std::move(children));
-    *it.out = std::move(a);
-    Value& kids = it.out->mutable_entries().back().second;
-    size_t base = kids.entries().size() - child_modules.size();
-    for (size_t i = 0; i < child_modules.size(); ++i) {
-      work.push_back({child_modules[i].second, &kids.mutable_entries()[base + i].second});
-    }
+    on_path_[v.id] = 1;  // a tensor reached twice is named once: not pure
   }
-  return result;
+  pure = pure && i + 1 >= items.size();
+  for (size_t j = 1; j < i + 1 && j < items.size(); j += 2) on_path_[items[j].id] = 0;
+  return pure;
+}
+
+// The walk's steps for a pure state_dict (Visit of the dict, then of each
+// value), in its order: each entry is counted and named (VisitTensor). The
+// walk's checks for two keys rendering alike (AddMapChildren) and for two
+// tensors named alike (UniqueName) cannot fire: every dict the machine
+// builds holds its keys once as Python compares them (pickle_keys.h), and
+// str keys compare by their bytes, which are the names.
+Status Converter::RunPureStateDict(Ref root) {
+  SAFEMODEL_RETURN_IF_ERROR(Count(1));
+  const std::vector<Ref>& items = g_.at(root).items;
+  tensors_.reserve(items.size() / 2);
+  for (size_t i = 0; i + 1 < items.size(); i += 2) {
+    SAFEMODEL_RETURN_IF_ERROR(Count(2));
+    std::string name(g_.text(items[i]));
+    if (name.size() > kMaxNameBytes) {
+      return Status::LimitExceeded(s_.where + ": tensor name of " + Num(name.size()) +
+                                   " bytes exceeds " + Num(kMaxNameBytes));
+    }
+    AddPending(items[i + 1].id, std::move(name));
+    ++nodes_;
+  }
+  return Status::Ok();
+}
+
+// Frees the objects (and what only the walk needs) once every tensor is
+// pending: EmitTensors reads the side tables only.
+void Converter::ReleaseObjects() {
+  if (!s_.release_objects) return;
+  g_.objects.clear();
+  std::vector<uint8_t>().swap(on_path_);
+  std::unordered_map<ObjId, size_t>().swap(tensor_names_);
+  KeyedStringSet().swap(used_names_);
+  g_.attrs.clear();
+  g_.key_index.clear();
 }
 
 Result<Converted> Converter::Run(Ref root) {
   Converted result;
+  if (PureStateDict(root)) {
+    SAFEMODEL_RETURN_IF_ERROR(RunPureStateDict(root));
+    ReleaseObjects();
+    SAFEMODEL_RETURN_IF_ERROR(EmitTensors());
+    if (!g_.owned.empty()) {
+      out_->keepalive.push_back(std::make_shared<std::deque<std::string>>(std::move(g_.owned)));
+    }
+    return result;
+  }
   Value tree;
   work_.push_back({root, &tree, "", 1});
   while (!work_.empty()) {
@@ -909,6 +907,9 @@ Result<Converted> Converter::Run(Ref root) {
     }
     SAFEMODEL_RETURN_IF_ERROR(Visit(w));
   }
+  const bool root_instance =
+      root.kind == Kind::kRecord && g_.at(root).record == RecordKind::kInstance;
+  ReleaseObjects();
   SAFEMODEL_RETURN_IF_ERROR(EmitTensors());
   // The tensors only view the input and the bytes the machine decoded
   // (numpy data, Graph::owned); nothing reads the rest of the graph once
@@ -919,11 +920,9 @@ Result<Converted> Converter::Run(Ref root) {
   if (!g_.owned.empty()) {
     out_->keepalive.push_back(std::make_shared<std::deque<std::string>>(std::move(g_.owned)));
   }
-  const bool root_module = root.kind == Kind::kRecord &&
-                           g_.at(root).record == RecordKind::kInstance && tree.is_map() &&
-                           tree.Find("_modules") != nullptr;
+  const bool root_module = root_instance && tree.is_map() && tree.Find("_modules") != nullptr;
   if (root_module && s_.architecture_from_root_module) {
-    result.architecture = Architecture(tree);
+    result.architecture = ModuleArchitecture(tree);
     return result;
   }
   // A root that is just a tensor, or a map of tensors with nothing else,

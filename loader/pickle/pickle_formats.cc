@@ -85,6 +85,7 @@ Status ParsePickleStream(ByteView input, const std::string& format, ParseContext
   out->source_format = graph->joblib ? "joblib" : format;
   pickle::ConvertSettings settings;
   settings.where = opts.where;
+  settings.release_objects = true;
   SAFEMODEL_ASSIGN_OR_RETURN(pickle::Converted c,
                              pickle::ConvertGraph(graph, *root, settings, ctx, out));
   pickle::StoreTrees(std::move(c), out);

@@ -198,6 +198,42 @@ struct Object {
 // A file of n tensors holds ~10n objects: keep them small (LP64).
 static_assert(sizeof(Object) <= 72, "Object grew: memory per tensor grows with it");
 
+// The objects of a graph, by id, in chunks of kChunk that never move: a
+// vector grown by doubling would move every object (a million for 100,000
+// tensors, each with its item vector) some twenty times, and hold both
+// copies at once while it does.
+class ObjectStore {
+ public:
+  static constexpr size_t kChunkBits = 15;  // 32,768 objects (2.3 MB) a chunk
+  static constexpr size_t kChunk = size_t{1} << kChunkBits;
+
+  Object& operator[](ObjId id) { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
+  const Object& operator[](ObjId id) const {
+    return chunks_[id >> kChunkBits][id & (kChunk - 1)];
+  }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // Appends a default object; references to the others stay valid.
+  Object& emplace_back() {
+    if ((size_ & (kChunk - 1)) == 0) {
+      chunks_.emplace_back();
+      chunks_.back().reserve(kChunk);
+    }
+    ++size_;
+    return chunks_.back().emplace_back();
+  }
+  Object& back() { return chunks_.back().back(); }
+  // Frees every object.
+  void clear() {
+    std::vector<std::vector<Object>>().swap(chunks_);
+    size_ = 0;
+  }
+
+ private:
+  std::vector<std::vector<Object>> chunks_;
+  size_t size_ = 0;
+};
+
 // The name of a kGlobal ("module.name") and its table entry, or the text
 // payload of a record (a torch.device, a layout).
 struct Named {
@@ -208,7 +244,7 @@ struct Named {
 // The objects of one or more pickle streams (a legacy torch file has five
 // sharing one graph).
 struct Graph {
-  std::vector<Object> objects;
+  ObjectStore objects;
   std::deque<std::string> owned;  // bytes the machine decoded (never moves)
   std::deque<Named> named;  // Object::named indexes it (never moves: names are held by reference)
   std::unordered_map<ObjId, Ref> attrs;  // kDict: attributes set by BUILD (OrderedDict)

@@ -1,6 +1,7 @@
 #include "loader/pickle/torch_formats.h"
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <set>
 
@@ -54,47 +55,53 @@ struct StorageTable {
 // the source code of a module class.
 Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, StorageTable* table) {
   Graph& g = m.graph();
-  const std::string where = "persistent id at " + m.Location(offset);
+  // Built only for a message: a checkpoint has one persistent id per storage.
+  auto where = [&m, offset] { return "persistent id at " + m.Location(offset); };
   if (pid.kind != Kind::kTuple || g.at(pid).items.empty() ||
       g.at(pid).items[0].kind != Kind::kStr) {
-    return Status::Malformed(where + " is " + pickle::KindName(g, pid) +
+    return Status::Malformed(where() + " is " + pickle::KindName(g, pid) +
                              ", not a ('storage', ...) tuple");
   }
-  const std::vector<Ref> f = g.at(pid).items;
+  // A copy of the (at most six) fields used: m.New() below may move every
+  // object.
+  const size_t nf = g.at(pid).items.size();
+  std::array<Ref, 6> f;
+  std::copy_n(g.at(pid).items.begin(), std::min<size_t>(nf, f.size()), f.begin());
   const std::string_view tag = g.text(f[0]);
   if (legacy && tag == "module") {
-    std::string cls = f.size() > 1 && f[1].kind == Kind::kGlobal ? g.name(f[1]) : "a class";
+    std::string cls = nf > 1 && f[1].kind == Kind::kGlobal ? g.name(f[1]) : "a class";
     m.Refuse("torch.module_source", offset,
              "persistent id at byte " + Num(m.options().base + offset) +
                  " carries the source code of " + cls + " (a whole-module legacy save)",
              {cls});
     return m.New(Kind::kOpaque, offset);
   }
-  if (tag != "storage" || f.size() != (legacy ? 6u : 5u)) {
-    return Status::Malformed(where + ": expected ('storage', type, key, location, size" +
+  if (tag != "storage" || nf != (legacy ? 6u : 5u)) {
+    return Status::Malformed(where() + ": expected ('storage', type, key, location, size" +
                              std::string(legacy ? ", view)" : ")"));
   }
-  for (Ref r : f) {
-    if (r.kind == Kind::kOpaque) return m.New(Kind::kOpaque, offset);
+  for (size_t i = 0; i < nf; ++i) {
+    if (f[i].kind == Kind::kOpaque) return m.New(Kind::kOpaque, offset);
   }
   if (f[1].kind != Kind::kGlobal || (g.global(f[1]).kind != GlobalKind::kStorageType &&
                                      g.global(f[1]).kind != GlobalKind::kUntypedStorage)) {
-    return Status::Malformed(where + ": storage type is " + pickle::KindName(g, f[1]));
+    return Status::Malformed(where() + ": storage type is " + pickle::KindName(g, f[1]));
   }
   SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, f[2], "storage key"));
   SAFEMODEL_ASSIGN_OR_RETURN(std::string_view location, pickle::AsStr(g, f[3], "storage location"));
   SAFEMODEL_ASSIGN_OR_RETURN(int64_t numel, pickle::AsInt(g, f[4], "storage size"));
   if (!ValidKey(key))
-    return Status::Malformed(where + ": storage key '" + Printable(key) + "' is not a key");
-  if (numel < 0) return Status::Malformed(where + ": negative storage size");
+    return Status::Malformed(where() + ": storage key '" + Printable(key) + "' is not a key");
+  if (numel < 0) return Status::Malformed(where() + ": negative storage size");
   if (legacy && f[5].kind != Kind::kNone) {
-    return Status::Unsupported(where + ": storage views of torch 0.x files are not supported");
+    return Status::Unsupported(where() + ": storage views of torch 0.x files are not supported");
   }
-  // Copies: m.New() below may move every object.
+  // A copy and a reference into Graph::named (a deque): m.New() below may
+  // move every object, not the names.
   const pickle::GlobalEntry type = g.global(f[1]);
-  const std::string type_name = g.name(f[1]);
+  const std::string& type_name = g.name(f[1]);
   if (type.kind == GlobalKind::kStorageType && type.dtype == DType::kInvalid) {
-    return Status::Unsupported(where + ": storage type " + type_name +
+    return Status::Unsupported(where() + ": storage type " + type_name +
                                " (packed sub-byte elements)");
   }
   const DType dtype = type.kind == GlobalKind::kUntypedStorage ? DType::kInvalid : type.dtype;
@@ -102,7 +109,7 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   if (it != table->by_key.end()) {
     const StorageInfo& s = g.storages[g.objects[it->second].aux];
     if (s.dtype != dtype || s.numel != static_cast<uint64_t>(numel)) {
-      return Status::Malformed(where + ": storage '" + std::string(key) + "' was " + s.type_name +
+      return Status::Malformed(where() + ": storage '" + std::string(key) + "' was " + s.type_name +
                                " of size " + Num(s.numel) + " before, now " + type_name +
                                " of size " + Num(static_cast<uint64_t>(numel)));
     }
@@ -255,12 +262,15 @@ Status ReadTorchRecords(ZipArchive& zip, const TorchLayout& layout, bool* big_en
 
 // Where each storage's bytes are: the member data/<key>, which must hold
 // exactly the storage's bytes; read (inflated) when its tensor is streamed.
+// The resolver refers to `layout` (a copy of its map would cost an
+// allocation per storage): it is used by the conversion only, while the
+// layout lives.
 pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const TorchLayout& layout,
                                     bool big_endian, uint64_t memory_limit) {
-  return [zip, layout_storages = layout.storages, big_endian,
+  return [zip, layout_storages = &layout.storages, big_endian,
           memory_limit](const StorageInfo& s) -> Result<pickle::StorageData> {
-    auto it = layout_storages.find(s.key);
-    if (it == layout_storages.end()) {
+    auto it = layout_storages->find(s.key);
+    if (it == layout_storages->end()) {
       return Status::Malformed("storage '" + s.key + "' (" + s.type_name + ") has no record data/" +
                                s.key);
     }
@@ -323,6 +333,7 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
   pickle::ConvertSettings settings;
   settings.where = where;
   settings.storages = ZipStorages(zip, layout, big_endian, ctx.options().memory_limit);
+  settings.release_objects = true;
   SAFEMODEL_ASSIGN_OR_RETURN(pickle::Converted c,
                              pickle::ConvertGraph(graph, root, settings, ctx, out));
   out->keepalive.push_back(zip);
@@ -488,6 +499,7 @@ Status ParseLegacyTorch(ByteView input, uint64_t pos, std::shared_ptr<Graph> gra
   ConvertSettings settings;
   settings.where = where;
   settings.storages = LegacyStorages(std::move(data), little_endian);
+  settings.release_objects = true;
   SAFEMODEL_ASSIGN_OR_RETURN(Converted c, ConvertGraph(graph, root, settings, ctx, out));
   StoreTrees(std::move(c), out);
   return Status::Ok();

@@ -93,7 +93,8 @@ def make_big(workdir, size_mib):
 
 
 def make_many(workdir, count):
-    """count small tensors as .npz and as a PyTorch zip: the per-tensor costs."""
+    """count small tensors as .npz and as a PyTorch zip (also beside one 256 MiB tensor):
+    the per-tensor costs."""
     rng = np.random.default_rng(1)
     small = {"w%06d" % i: rng.standard_normal(SMALL_ELEMS, dtype=np.float32) for i in range(count)}
     path = os.path.join(workdir, "many_small.npz")
@@ -102,8 +103,15 @@ def make_many(workdir, count):
     try:
         import torch
         path = os.path.join(workdir, "many_small.pt")
-        torch.save({k: torch.from_numpy(v) for k, v in small.items()}, path)
+        tensors = {k: torch.from_numpy(v) for k, v in small.items()}
+        torch.save(tensors, path)
         cases.append(("pt_%d_small" % count, path, "torch", count))
+        # The same beside one 256 MiB tensor (mixed.pt): the peak should be
+        # that tensor plus a constant, not the small tensors' cost added.
+        tensors["big"] = torch.zeros(64 << 20, dtype=torch.float32)
+        path = os.path.join(workdir, "many_small_big.pt")
+        torch.save(tensors, path)
+        cases.append(("pt_%d_small_256mib" % count, path, "torch", count + 1))
     except ImportError:
         pass
     return cases

@@ -1,0 +1,40 @@
+// Value-side pieces of the graph conversion (pickle_convert.cc): how a
+// float key is rendered, half floats, the bounds proof of a strided view,
+// and the architecture tree of a pickled nn.Module. None of them reads the
+// graph.
+//
+// Worst case: CheckView is O(rank); ModuleArchitecture is O(nodes of the
+// metadata tree), iterative.
+//
+// Trust: shapes, strides and trees come from an untrusted file; they are
+// already bounded by the conversion's limits (kMaxValueNodes, ranks).
+#ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_TREE_H_
+#define SAFEMODEL_LOADER_PICKLE_PICKLE_TREE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "safemodel/status.h"
+#include "safemodel/value.h"
+
+namespace safemodel::loader::pickle {
+
+// Python's repr of a float ("1.0", "nan", "-inf").
+std::string FloatRepr(double f);
+
+// An IEEE half as a double.
+double HalfToDouble(uint16_t h);
+
+// Malformed (naming `what`) unless every element of the view of `shape`
+// and `strides` (elements) from `offset` lies inside `capacity` elements.
+Status CheckView(const std::vector<uint64_t>& shape, const std::vector<int64_t>& strides,
+                 uint64_t offset, uint64_t capacity, const std::string& what);
+
+// The architecture of a module tree: {class, training, config, parameters,
+// buffers, children}, from the metadata Value of a root nn.Module.
+Value ModuleArchitecture(const Value& root);
+
+}  // namespace safemodel::loader::pickle
+
+#endif  // SAFEMODEL_LOADER_PICKLE_PICKLE_TREE_H_

@@ -1,0 +1,249 @@
+// The conversion of a torch state_dict (pickle_convert.cc): a pure
+// state_dict is registered without its Value tree and the graph's objects
+// are freed before the tensors are emitted. These tests pin down that the
+// result is the walk's result in every case the shortcut could get wrong:
+// objects reached through the memo long after they were made, a storage
+// shared by tensors far apart, and dicts that are almost, but not quite, a
+// pure state_dict. The inputs are legacy torch.save streams (the same
+// conversion as the zip format's data.pkl), built opcode by opcode.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "safemodel/limits.h"
+
+#include "loader/parser.h"
+#include "loader/pickle/pickle_convert.h"
+#include "loader/pickle/pickle_machine.h"
+
+#include "tests/loader/pickle/pickle_bytes.h"
+#include "tests/testing/loader_util.h"
+
+namespace safemodel::testing {
+namespace {
+
+constexpr int kEntries = 3000;  // past the memo's one-byte BINPUT keys
+
+const std::string kFalse = B({0x89});
+const std::string kHooks = Global("collections", "OrderedDict") + ")R";
+
+// LONG_BINPUT / LONG_BINGET of memo slot `slot`.
+std::string Put(uint32_t slot) { return "r" + LE(slot, 4); }
+std::string Get(uint32_t slot) { return "j" + LE(slot, 4); }
+
+// The persistent id of float storage `key` (2 elements), memoized in `slot`.
+std::string Storage(const std::string& key, uint32_t slot) {
+  return "(" + Str("storage") + Global("torch", "FloatStorage") + Str(key) + Str("cpu") + Int1(2) +
+         "NtQ" + Put(slot);
+}
+
+// _rebuild_tensor_v2 over `storage` (an expression leaving the storage on
+// the stack): shape (2,), stride (1,), offset 0.
+std::string Tensor(const std::string& storage) {
+  return Global("torch._utils", "_rebuild_tensor_v2") + "(" + storage + Int1(0) + "(" + Int1(2) +
+         "t(" + Int1(1) + "t" + kFalse + kHooks + "tR";
+}
+
+// A legacy torch.save stream of the dict whose SETITEMS body is `items`,
+// over the storages `keys` (each 2 float32 elements: i, i + 0.5).
+// `dict_open` makes the empty dict, `after` follows its SETITEMS.
+std::string Legacy(const std::string& items, const std::vector<std::string>& keys,
+                   const std::string& dict_open = "}", const std::string& after = "") {
+  const std::string magic =
+      P2(B({0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19}));
+  const std::string version = P2("M" + LE(1001, 2));
+  const std::string sys_info = P2("}(X" + LE(13, 4) + "little_endian" + B({0x88}) + "u");
+  std::string key_list = "](";
+  std::string data;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    key_list += Str(keys[i]);
+    const float v[2] = {static_cast<float>(i), static_cast<float>(i) + 0.5f};
+    data += LE(2, 8) + std::string(reinterpret_cast<const char*>(v), sizeof v);
+  }
+  return magic + version + sys_info + P2(dict_open + "(" + items + "u" + after) + P2(key_list + "e") +
+         data;
+}
+
+std::string Name(int i) { return "layer." + std::to_string(i) + ".weight"; }
+std::string Key(int i) { return "s" + std::to_string(i); }
+
+// kEntries tensors, entry i over storage i.
+struct StateDict {
+  std::string items;
+  std::vector<std::string> keys;
+};
+StateDict Plain(int n) {
+  StateDict d;
+  for (int i = 0; i < n; ++i) {
+    d.items += Str(Name(i)) + Tensor(Storage(Key(i), static_cast<uint32_t>(2 * i)));
+    d.keys.push_back(Key(i));
+  }
+  return d;
+}
+
+std::string Floats(float a, float b) {
+  const float v[2] = {a, b};
+  return std::string(reinterpret_cast<const char*>(v), sizeof v);
+}
+
+TEST(PickleConvert, PureStateDictHasEveryTensorAndNoMetadata) {
+  StateDict d = Plain(kEntries);
+  InProcessResult r = ParseInProcess(Legacy(d.items, d.keys));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_TRUE(r.metadata.is_null());
+  ASSERT_EQ(r.tensors.size(), static_cast<size_t>(kEntries));
+  for (int i : {0, 1, kEntries / 2, kEntries - 1}) {
+    const ParsedTensor& t = r.tensors.at(Name(i));
+    EXPECT_EQ(t.shape, std::vector<uint64_t>{2});
+    EXPECT_EQ(t.bytes, Floats(static_cast<float>(i), static_cast<float>(i) + 0.5f)) << i;
+  }
+}
+
+// The last entry fetches the first entry's tensor from the memo: one tensor
+// object under two keys is one tensor, so the dict is not a plain list of
+// tensors and its tree is the metadata, the last key naming the first
+// tensor.
+TEST(PickleConvert, TensorRefetchedFromTheMemoAfterManyEntriesKeepsTheTree) {
+  StateDict d;
+  d.items = Str(Name(0)) + Tensor(Storage(Key(0), 0)) + Put(1);
+  d.keys.push_back(Key(0));
+  for (int i = 1; i < kEntries - 1; ++i) {
+    d.items += Str(Name(i)) + Tensor(Storage(Key(i), static_cast<uint32_t>(2 * i)));
+    d.keys.push_back(Key(i));
+  }
+  d.items += Str("again") + Get(1);
+  InProcessResult r = ParseInProcess(Legacy(d.items, d.keys));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.tensors.size(), static_cast<size_t>(kEntries - 1));
+  EXPECT_EQ(r.tensors.count("again"), 0u);
+  ASSERT_TRUE(r.metadata.is_map());
+  ASSERT_EQ(r.metadata.entries().size(), static_cast<size_t>(kEntries));
+  const Value* again = r.metadata.Find("again");
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->is_map());
+  ASSERT_NE(again->Find("$tensor"), nullptr);
+  EXPECT_EQ(again->Find("$tensor")->string_value(), Name(0));
+  const Value* last = r.metadata.Find(Name(kEntries - 2));
+  ASSERT_NE(last, nullptr);
+  EXPECT_EQ(last->Find("$tensor")->string_value(), Name(kEntries - 2));
+}
+
+// Two distinct tensor objects, the first and the last, view one storage
+// (its persistent id fetched from the memo thousands of entries later): tied
+// weights, the bytewise-smaller name keeps the bytes, the other is an alias.
+// Still a pure state_dict: no metadata.
+TEST(PickleConvert, StorageSharedByTensorsFarApartIsOneTensorAndAnAlias) {
+  StateDict d = Plain(kEntries - 1);
+  d.items += Str("zz.tied") + Tensor(Get(0));
+  InProcessResult r = ParseInProcess(Legacy(d.items, d.keys));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_TRUE(r.metadata.is_null());
+  ASSERT_EQ(r.tensors.size(), static_cast<size_t>(kEntries));
+  EXPECT_EQ(r.tensors.at("zz.tied").alias_of, Name(0));
+  EXPECT_EQ(r.tensors.at(Name(0)).alias_of, "");
+  EXPECT_EQ(r.tensors.at(Name(0)).bytes, Floats(0.0f, 0.5f));
+  bool noted = false;
+  for (const Finding& f : r.findings) noted = noted || f.rule == "torch.shared_storage";
+  EXPECT_TRUE(noted);
+}
+
+// Dicts that are a state_dict but for one thing keep their whole tree.
+TEST(PickleConvert, AlmostPureStateDictsKeepTheirTree) {
+  struct Case {
+    const char* what;
+    std::string last;   // the last key and value
+    std::string after;  // after the dict's SETITEMS
+    const char* probe;  // a metadata key that must be there
+  };
+  const std::string ordered = Global("collections", "OrderedDict") + ")R";
+  const std::string metadata = "}(" + Str("_metadata") + "}(" + Str("") + "}uub";
+  const Case cases[] = {
+      {"an int value", Str("step") + Int1(7), "", "step"},
+      {"a list value", Str("list") + "]" + Int1(1) + "a", "", "list"},
+      {"a key with a NUL", Str(std::string("nul\0key", 7)) + Tensor(Storage("extra", 99999)), "",
+       nullptr},
+      {"an empty key (its tensor is named 'tensor')", Str("") + Tensor(Storage("extra", 99999)),
+       "", ""},
+      {"OrderedDict attributes", Str("last") + Tensor(Storage("extra", 99999)), metadata,
+       "$attrs"},
+  };
+  for (const Case& c : cases) {
+    StateDict d = Plain(kEntries - 1);
+    d.items += c.last;
+    if (c.last.find("extra") != std::string::npos) d.keys.push_back("extra");
+    const bool attrs = !c.after.empty();
+    InProcessResult r = ParseInProcess(Legacy(d.items, d.keys, attrs ? ordered : "}", c.after));
+    ASSERT_TRUE(r.status.ok()) << c.what << ": " << r.status.ToString();
+    ASSERT_TRUE(r.metadata.is_map()) << c.what;
+    EXPECT_EQ(r.metadata.entries().size(), static_cast<size_t>(kEntries + (attrs ? 1 : 0)))
+        << c.what;
+    if (c.probe != nullptr) {
+      EXPECT_NE(r.metadata.Find(c.probe), nullptr) << c.what;
+    }
+    const Value* first = r.metadata.Find(Name(0));
+    ASSERT_NE(first, nullptr) << c.what;
+    EXPECT_EQ(first->Find("$tensor")->string_value(), Name(0)) << c.what;
+  }
+  // A non-str key is left to the walk, which renders it as its repr and
+  // finds the dict a plain list of tensors all the same.
+  {
+    StateDict d = Plain(kEntries - 1);
+    d.items += Int1(5) + Tensor(Storage("extra", 99999));
+    d.keys.push_back("extra");
+    InProcessResult r = ParseInProcess(Legacy(d.items, d.keys));
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_TRUE(r.metadata.is_null());
+    EXPECT_EQ(r.tensors.count("5"), 1u);
+  }
+  // An OrderedDict without attributes is a pure state_dict.
+  StateDict d = Plain(kEntries);
+  InProcessResult plain = ParseInProcess(Legacy(d.items, d.keys, ordered));
+  ASSERT_TRUE(plain.status.ok()) << plain.status.ToString();
+  EXPECT_TRUE(plain.metadata.is_null());
+  EXPECT_EQ(plain.tensors.size(), static_cast<size_t>(kEntries));
+}
+
+// A too-long name in a pure state_dict fails exactly as the walk does.
+TEST(PickleConvert, OverlongNameInAPureStateDictIsRefusedAsBefore) {
+  StateDict d = Plain(10);
+  d.items += Str(std::string(kMaxNameBytes + 1, 'n')) + Tensor(Storage("extra", 99));
+  d.keys.push_back("extra");
+  InProcessResult r = ParseInProcess(Legacy(d.items, d.keys));
+  EXPECT_EQ(r.status.code(), StatusCode::kLimitExceeded) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("tensor name of " + std::to_string(kMaxNameBytes + 1) + " bytes exceeds"), std::string::npos)
+      << r.status.message();
+}
+
+// ConvertGraph frees the graph's objects before emitting the tensors when
+// the caller says it will not read them (the torch and pickle parsers), and
+// leaves them otherwise (the Keras 3 weight store reads the dict after).
+TEST(PickleConvert, ReleaseObjectsFreesTheGraphOnlyWhenAsked) {
+  // {'a': b'xy', 'n': 1}: not a state_dict (the walk), bytes the machine
+  // decoded stay alive for the model.
+  const std::string p = B({0x80, 2}) + "}(" + Short("a") + "U" + LE(2, 1) + "xy" + Short("n") +
+                        Int1(1) + "u.";
+  for (bool release : {false, true}) {
+    loader::ParseContext ctx(loader::ParseOptions{});
+    auto graph = std::make_shared<loader::pickle::Graph>();
+    loader::pickle::Machine machine(ctx, *graph, loader::pickle::MachineOptions{});
+    uint64_t end = 0;
+    Result<loader::pickle::Ref> root = machine.Run(AsBytes(p), 0, &end);
+    ASSERT_TRUE(root.ok()) << root.status().ToString();
+    const size_t objects = graph->objects.size();
+    ASSERT_GT(objects, 0u);
+    loader::pickle::ConvertSettings settings;
+    settings.release_objects = release;
+    loader::ParsedModel out;
+    Result<loader::pickle::Converted> c =
+        loader::pickle::ConvertGraph(graph, *root, settings, ctx, &out);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ(graph->objects.size(), release ? 0u : objects);
+    ASSERT_TRUE(c->metadata.is_map());
+    EXPECT_EQ(c->metadata.Find("a")->string_value(), "xy");
+    EXPECT_EQ(c->metadata.Find("n")->int_value(), 1);
+  }
+}
+
+}  // namespace
+}  // namespace safemodel::testing
