@@ -2,6 +2,7 @@
 
 #include <libdeflate.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <zip.h>
 
 #include <algorithm>
@@ -515,6 +516,15 @@ void ZipArchive::DropPages() const {
   madvise(const_cast<uint8_t*>(droppable_.data()), droppable_.size(), MADV_DONTNEED);
 }
 
+void ZipArchive::DropRange(ByteView bytes) const {
+  if (droppable_.empty()) return;
+  // Whole pages inside `bytes` only (the image is inside the map, Open).
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(bytes.data()) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size()) & ~(page - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView droppable_map) {
   std::shared_ptr<ZipArchive> a(new ZipArchive());
   a->image_ = image;
@@ -623,7 +633,12 @@ Result<ByteView> ZipArchive::StoredData(const ZipEntry& entry) {
   ByteView data = image_.subspan(entry.data_offset, entry.compressed_size);
   size_t idx = IndexOf(entry);
   if (!crc_checked_[idx]) {
-    uint32_t crc = Crc32(data);
+    uint32_t crc = 0;
+    for (uint64_t at = 0; at < data.size(); at += kZipCrcPieceBytes) {
+      const ByteView piece = data.subspan(at, std::min<uint64_t>(kZipCrcPieceBytes, data.size() - at));
+      crc = libdeflate_crc32(crc, piece.data(), piece.size());
+      DropRange(piece);
+    }
     if (crc != entry.crc32) {
       return Status::Malformed("zip entry '" + Printable(entry.name) + "': CRC mismatch (stored " +
                                Num(entry.crc32) + ", computed " + Num(crc) + ")");

@@ -55,6 +55,12 @@ inline constexpr uint64_t kMaxZipNameBytes = 4096;
 // map's pages: each touches at most a page or two, so at most ~8 MiB of the
 // file is resident at once, for ~100 madvise calls per 100,000 members.
 inline constexpr uint64_t kZipDropEveryRecords = 1024;
+// A stored member's CRC-32 over a droppable map is computed in pieces of this
+// size, each piece's pages dropped after it: checking a 256 MiB tensor that
+// then leaves by reference (TENSOR_REF) would otherwise keep all of it
+// resident in the worker. L2-sized would cost a madvise per 256 KiB for
+// nothing: a few MiB resident is the constant the memory target allows.
+inline constexpr uint64_t kZipCrcPieceBytes = 8 << 20;
 
 struct ZipEntry {
   std::string name;
@@ -89,7 +95,8 @@ class ZipArchive {
   // image is not in one. For parsers walking many members.
   void DropPages() const;
 
-  // The bytes of a stored entry, in place, after checking its CRC.
+  // The bytes of a stored entry, in place, after checking its CRC (inside a
+  // droppable map, the pages the check touched are dropped again).
   Result<ByteView> StoredData(const ZipEntry& entry);
   // The whole decompressed member (stored: a copy) in a new buffer of at most
   // `max_bytes`, CRC checked.
@@ -108,6 +115,8 @@ class ZipArchive {
   Status ParseStructure();
   Status CrossCheckWithLibzip();
   size_t IndexOf(const ZipEntry& entry) const;
+  // Drops the whole pages of `bytes` (a part of image_) when in a droppable map.
+  void DropRange(ByteView bytes) const;
 
   ByteView image_;
   ByteView droppable_;  // the map holding image_, or empty
