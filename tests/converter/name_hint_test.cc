@@ -132,6 +132,29 @@ TEST(NameHint, NotHdf5AtAllNamedH5) {
   ExpectSameWithAndWithoutHint(std::string(4096, '\0'), "x.h5");
 }
 
+// The one result field that can differ: an input that hangs (or crashes)
+// the HDF5 worker before it says what it read. After a hand-off the format
+// is "hdf5" (the lean worker found a superblock); with the hint no worker
+// said anything, so it is unknown. Status and message are the same.
+TEST(NameHint, AHangingH5HasTheSameStatusButNoFormat) {
+  TempDir in, out;
+  WriteFile(in.File("hang.h5"), Bytes(Fixture("library_hangs/hang_global_heap.h5")));
+  ConvertOptions o;
+  o.timeout_ms = 2000;
+  ConvertReport hinted = Convert(in.File("hang.h5"), out.File("a.safemodel"), o);
+  o.hdf5_name_hint = false;
+  ConvertReport plain = Convert(in.File("hang.h5"), out.File("b.safemodel"), o);
+  EXPECT_EQ(hinted.status.code(), StatusCode::kTimeout) << Describe(hinted);
+  EXPECT_EQ(hinted.status.code(), plain.status.code());
+  EXPECT_EQ(hinted.status.message(), plain.status.message());
+  EXPECT_EQ(hinted.input_sha256, plain.input_sha256);
+  EXPECT_TRUE(hinted.worker.name_hint);
+  EXPECT_EQ(plain.source_format, "hdf5");
+  EXPECT_EQ(hinted.source_format, "unknown");
+  EXPECT_FALSE(Exists(out.File("a.safemodel")));
+  EXPECT_FALSE(Exists(out.File("b.safemodel")));
+}
+
 // Which names are hints; a Keras file named otherwise goes lean -> hand-off.
 TEST(NameHint, WhichNamesAreHints) {
   const std::string h5 = Bytes(kKerasH5);
