@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "sandbox/fork_server.h"
+#include "sandbox/observe.h"
 
 #include "tests/testing/test_util.h"
 
@@ -130,6 +131,25 @@ TEST(NameHint, PolyglotsNamedH5) {
 TEST(NameHint, NotHdf5AtAllNamedH5) {
   ExpectSameWithAndWithoutHint("not a model, just text\n", "x.h5");
   ExpectSameWithAndWithoutHint(std::string(4096, '\0'), "x.h5");
+}
+
+// --require-isolation applies to the hinted worker as to the lean one:
+// every layer the parent can observe, required, gives the same outcome
+// (converted where all are there, refused before the worker reads where
+// one is missing), and so does an unknown layer.
+TEST(NameHint, RequiredIsolationAppliesTheSame) {
+  ConvertOptions o;
+  o.required_isolation = sandbox::ObservableLayers();
+  for (const char* f : {"pickle/torch/dtypes_legacy.pt", "keras_h5/bidi_lambda.h5"}) {
+    ExpectSameWithAndWithoutHint(Bytes(Fixture(f)), "x.h5", o);
+  }
+  ExpectSameWithAndWithoutHint(Bytes(kKerasH5), "x.h5", o);
+  o.required_isolation = {"no_such_layer"};
+  TempDir in, out;
+  WriteFile(in.File("x.h5"), Bytes(kKerasH5));
+  ConvertReport r = Convert(in.File("x.h5"), out.File("o.safemodel"), o);
+  EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument) << Describe(r);
+  EXPECT_EQ(r.worker.program, "");
 }
 
 // The one result field that can differ: an input that hangs (or crashes)
