@@ -365,6 +365,77 @@ Status RunWorker(const RunSetup& setup, const std::string& path, sandbox::ForkSe
   return Status::Ok();
 }
 
+// Whether the input is one file named as HDF5 files are: .h5 (h5py, Keras
+// 2's model.save, Keras 3's *.weights.h5), .hdf5 (h5py, Keras
+// checkpoints), .he5 (HDF-EOS5), ASCII case-insensitive. Not .keras (a zip
+// that may hold HDF5 weights: the lean worker reads the zip) nor .hdf (HDF4
+// as often as HDF5). Only the name is looked at, never a byte: it picks
+// which of the two equally confined workers starts first, nothing else.
+// ConvertFd's and ConvertBuffer's labels ("descriptor 5") never match.
+bool NameSuggestsHdf5(const InputSet& input, std::string_view path) {
+  if (input.multi_file()) return false;
+  const size_t dot = path.rfind('.');
+  if (dot == std::string_view::npos || path.find('/', dot) != std::string_view::npos) return false;
+  std::string ext(path.substr(dot + 1));
+  for (char& c : ext) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return ext == "h5" || ext == "hdf5" || ext == "he5";
+}
+
+// Runs the workers of one conversion: the lean worker, and the HDF5 worker
+// if the lean one hands the input off; or, for an input whose name says
+// HDF5 (NameSuggestsHdf5, ConvertOptions::hdf5_name_hint), the HDF5 worker
+// alone, which detects the format itself as the lean one does, so that the
+// result does not depend on the name. Where the HDF5 worker cannot be
+// found or forked, the lean worker runs as without the hint (and hands off,
+// and fails there, exactly as it would have). A non-OK return: a worker
+// did not start.
+Status RunWorkers(const RunSetup& setup, const ConvertOptions& opt, const std::string& worker_path,
+                  bool named_hdf5, const SafemodelWriter::InputSha256Source& hash_output_with,
+                  ConvertReport* report, StreamOutcome* stream, Verdict* verdict) {
+  const std::shared_ptr<sandbox::ForkServer>& fork_server = opt.fork_server;
+  // The HDF5 worker, and with a fork server its zygote, started at the
+  // first input that needs it (ForkServer::Companion).
+  const auto hdf5_worker = [&](std::shared_ptr<sandbox::ForkServer>* server) -> Result<std::string> {
+    SAFEMODEL_ASSIGN_OR_RETURN(const std::string path, FindHdf5Worker(opt, worker_path));
+    if (fork_server) {
+      SAFEMODEL_ASSIGN_OR_RETURN(*server, fork_server->Companion(path));
+    }
+    return path;
+  };
+  stream->hash_output_with = hash_output_with;
+  if (named_hdf5 && opt.hdf5_name_hint) {
+    std::shared_ptr<sandbox::ForkServer> hdf5_server;
+    Result<std::string> hdf5 = hdf5_worker(&hdf5_server);
+    if (hdf5.ok() && access(hdf5->c_str(), X_OK) == 0) {
+      report->worker.name_hint = true;
+      Status started = RunWorker(setup, *hdf5, hdf5_server.get(), /*hand_off_allowed=*/false,
+                                 report, stream, verdict);
+      if (started.ok()) return started;
+      report->worker = WorkerOutcome();
+      *stream = StreamOutcome();
+      stream->hash_output_with = hash_output_with;
+    }
+  }
+  SAFEMODEL_RETURN_IF_ERROR(RunWorker(setup, worker_path, fork_server.get(),
+                                      /*hand_off_allowed=*/true, report, stream, verdict));
+  if (!verdict->hand_off) return Status::Ok();
+  // The lean worker sent nothing but the request (the stream reader saw
+  // to it): the HDF5 worker converts the whole input (every file of a
+  // multi-file one, and their list) from the start, and may not hand it
+  // off again.
+  report->worker = WorkerOutcome();
+  report->worker.hand_off = true;
+  // A hand-off means libhdf5 finds a superblock: the format is known even
+  // if the HDF5 worker then hangs or crashes before it says so.
+  if (report->source_format.empty()) report->source_format = "hdf5";
+  std::shared_ptr<sandbox::ForkServer> hdf5_server;
+  SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5, hdf5_worker(&hdf5_server));
+  *stream = StreamOutcome();
+  stream->hash_output_with = hash_output_with;
+  return RunWorker(setup, hdf5, hdf5_server.get(), /*hand_off_allowed=*/false, report, stream,
+                   verdict);
+}
+
 }  // namespace
 
 uint64_t EffectiveTimeoutMs(const ConvertOptions& options, uint64_t input_bytes) {
@@ -424,10 +495,9 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
   }
   const RunSetup setup{&input, limits, options, required_layers, deadline, timeout_ms, out->fd(),
                        opt.digest, opt.max_output_bytes, progress};
-  const std::shared_ptr<sandbox::ForkServer> fork_server = opt.fork_server;
   std::string worker_path;
-  if (fork_server) {
-    worker_path = fork_server->worker_path();
+  if (opt.fork_server) {
+    worker_path = opt.fork_server->worker_path();
   } else {
     SAFEMODEL_ASSIGN_OR_RETURN(worker_path, FindWorker(opt));
   }
@@ -443,34 +513,9 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
     };
   }
   StreamOutcome stream;
-  stream.hash_output_with = hash_output_with;
   Verdict verdict;
-  SAFEMODEL_RETURN_IF_ERROR(
-      RunWorker(setup, worker_path, fork_server.get(), /*hand_off_allowed=*/true, report, &stream,
-                &verdict));
-  if (verdict.hand_off) {
-    // The lean worker sent nothing but the request (the stream reader saw
-    // to it): the HDF5 worker converts the whole input (every file of a
-    // multi-file one, and their list) from the start, and may not hand it
-    // off again.
-    report->worker = WorkerOutcome();
-    report->worker.hand_off = true;
-    // A hand-off means libhdf5 finds a superblock: the format is known even
-    // if the HDF5 worker then hangs or crashes before it says so.
-    if (report->source_format.empty()) report->source_format = "hdf5";
-    SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5_worker, FindHdf5Worker(opt, worker_path));
-    // With a fork server, the HDF5 worker is forked from its own zygote,
-    // started at the first hand-off (ForkServer::Companion).
-    std::shared_ptr<sandbox::ForkServer> hdf5_server;
-    if (fork_server) {
-      SAFEMODEL_ASSIGN_OR_RETURN(hdf5_server, fork_server->Companion(hdf5_worker));
-    }
-    stream = StreamOutcome();
-    stream.hash_output_with = hash_output_with;
-    SAFEMODEL_RETURN_IF_ERROR(
-        RunWorker(setup, hdf5_worker, hdf5_server.get(), /*hand_off_allowed=*/false, report,
-                  &stream, &verdict));
-  }
+  SAFEMODEL_RETURN_IF_ERROR(RunWorkers(setup, opt, worker_path, NameSuggestsHdf5(input, in_path),
+                                       hash_output_with, report, &stream, &verdict));
   SAFEMODEL_RETURN_IF_ERROR(verdict.status);
   if (report->source_format == "hf_index" && !opt.read_checkpoint_index) {
     return Status::Unsupported(

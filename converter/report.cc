@@ -22,6 +22,7 @@ std::string ConvertReport::ToJson() const {
   nlohmann::ordered_json w = {{"outcome", WorkerOutcomeName(worker.kind)},
                               {"program", worker.program},
                               {"hand_off", worker.hand_off},
+                              {"name_hint", worker.name_hint},
                               {"exit_code", worker.exit_code},
                               {"signal", worker.signal},
                               {"max_rss_bytes", worker.max_rss_bytes},

@@ -1,6 +1,6 @@
 // The two workers and the hand-off between them (converter/pipeline.cc,
-// converter/protocol/conversion_protocol.h). Every conversion starts the
-// lean worker (no libhdf5); an input that needs libhdf5 is converted again,
+// converter/protocol/conversion_protocol.h). Every conversion (with the
+// name hint off) starts the lean worker (no libhdf5); an input that needs libhdf5 is converted again,
 // from the start, by safemodel-worker-hdf5. The result must be exactly the
 // one the HDF5 worker gives alone (which is what the single worker gave
 // before the split), and a hand-off outside the rules breaks the protocol.
@@ -27,6 +27,14 @@
 
 namespace safemodel::testing {
 namespace {
+
+// Every test here is of the hand-off, so the lean worker must run first:
+// the HDF5 name hint (ConvertOptions::hdf5_name_hint, which would start the
+// HDF5 worker alone for a .h5) is off. name_hint_test.cc tests the hint.
+ConvertReport Convert(const std::string& in, const std::string& out, ConvertOptions options = {}) {
+  options.hdf5_name_hint = false;
+  return safemodel::testing::Convert(in, out, options);
+}
 
 std::string LeanWorker() { return BinDir() + "/safemodel-worker"; }
 std::string Hdf5Worker() { return BinDir() + "/safemodel-worker-hdf5"; }

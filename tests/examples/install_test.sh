@@ -59,14 +59,18 @@ echo "$out" | grep -q "^out.kernel\[0\] = "
 "$tmp_prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/cli.safemodel" --no-sync
 cmp "$tmp/mlp.safemodel" "$tmp/cli.safemodel"
 # The two workers are a pair: the installed CLI starts the lean one, which
-# hands a Keras .h5 to the HDF5 worker beside it; an .npz stays in the lean
-# one.
+# hands a Keras file to the HDF5 worker beside it (or, for a file named
+# .h5, starts that one directly); an .npz stays in the lean one.
 "$tmp_prefix/bin/safe-convert" "$src/examples/models/mlp.npz" "$tmp/mlp2.safemodel" --no-sync \
   --json | grep -q '"hand_off": false'
 "$tmp_prefix/bin/safe-convert" "$src/examples/models/keras_cnn.h5" "$tmp/cnn.safemodel" --no-sync \
   --json >"$tmp/cnn.json"
-grep -q '"hand_off": true' "$tmp/cnn.json"
+grep -q '"name_hint": true' "$tmp/cnn.json"
 grep -q '"program": "safemodel-worker-hdf5"' "$tmp/cnn.json"
+cp "$src/examples/models/keras_cnn.h5" "$tmp/keras_cnn.bin"
+"$tmp_prefix/bin/safe-convert" "$tmp/keras_cnn.bin" "$tmp/cnnb.safemodel" --no-sync \
+  --json | grep -q '"hand_off": true'
+cmp "$tmp/cnn.safemodel" "$tmp/cnnb.safemodel"
 # SAFEMODEL_WORKER names the lean worker; the HDF5 worker is the one beside
 # it (none here: exit 70, naming the directory), or SAFEMODEL_HDF5_WORKER.
 mkdir "$tmp/workers"

@@ -126,6 +126,19 @@ struct ConvertOptions {
   // worker that ran, however that one was found (the two are built and
   // installed side by side).
   std::string hdf5_worker_path;
+  // When the input is one file whose name ends in .h5, .hdf5 or .he5 (ASCII
+  // case-insensitive; not .keras, a zip), start the HDF5 worker directly
+  // instead of the lean one and its hand-off: one worker instead of two.
+  // The name is a hint, never a verdict: this process reads no byte of the
+  // input to decide, and the HDF5 worker detects the format itself exactly
+  // as the lean one does (it links every parser, runs the same lockdown,
+  // limits and isolation checks), so the result (status, message, findings,
+  // format, output bytes) is the same with the hint as without it; only
+  // the worker fields of the report differ (worker.name_hint). An input
+  // named otherwise, a descriptor or a buffer goes through the lean worker.
+  // If the HDF5 worker cannot be found or its zygote cannot start, the
+  // lean worker runs as without the hint.
+  bool hdf5_name_hint = true;
   // Isolation layers the parent must see in the locked-down worker's /proc
   // entry before it reads a single result frame, on top of the ones always
   // required ("seccomp", "no_new_privs", "no_capabilities", "rlimits").
@@ -182,6 +195,10 @@ struct WorkerOutcome {
   // which then converted the input from the start; every other field is
   // the HDF5 worker's.
   bool hand_off = false;
+  // The HDF5 worker was started directly, without the lean one, because the
+  // input's name ends in .h5, .hdf5 or .he5 (ConvertOptions::hdf5_name_hint);
+  // every field is that worker's.
+  bool name_hint = false;
   int exit_code = 0;
   int signal = 0;
   int syscall_nr = -1;       // on a seccomp violation

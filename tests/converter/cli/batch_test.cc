@@ -288,7 +288,11 @@ TEST(BatchCli, AHangingWorkerIsTimedOutWithoutStallingTheRest) {
   EXPECT_EQ(last["status"], "limit");
   EXPECT_EQ(last["worker"], "timeout");
   EXPECT_EQ(last["input"]["sha256"], Sha256Sum(in.File("a_hang.h5")));
-  EXPECT_EQ(last["input"]["format"], "hdf5");
+  // Named .h5, it ran in the HDF5 worker alone (the name hint): no lean
+  // worker's hand-off said "hdf5" before the hang, and the HDF5 worker said
+  // nothing, so the format is unknown (batch_test.cc's library test has the
+  // hand-off's "hdf5"; README "HDF5 files by name").
+  EXPECT_EQ(last["input"]["format"], "unknown");
   for (size_t i = 0; i + 1 < lines.size(); ++i) EXPECT_EQ(Json::parse(lines[i])["status"], "converted");
   // Not a terminal: a plain line per input, naming it.
   EXPECT_NE(err.find(in.File("f32.npy") + ": converted"), std::string::npos) << err;

@@ -41,7 +41,9 @@ class ConvertTest(common.TempDirTest):
     def test_hdf5_input_is_handed_to_the_hdf5_worker(self):
         r = safemodel.convert(H5, self.path("cnn.safemodel"), check=True)
         self.assertEqual(r.source_format, "keras_h5")
-        self.assertTrue(r.worker["hand_off"])
+        # Named .h5: the HDF5 worker is started directly (no hand-off).
+        self.assertTrue(r.worker["name_hint"])
+        self.assertFalse(r.worker["hand_off"])
         self.assertEqual(r.worker["program"], "safemodel-worker-hdf5")
         # The optimizer state is dropped, and says so.
         self.assertTrue(any(f["severity"] == "dropped" for f in r.findings), r.findings)

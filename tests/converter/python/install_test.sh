@@ -51,7 +51,7 @@ r = safemodel.convert(os.path.join(models, "mlp.npz"), os.path.join(tmp, "mlp.sa
 assert r.worker["program"] == "safemodel-worker" and not r.worker["hand_off"], r.worker
 r = safemodel.convert(os.path.join(models, "keras_cnn.h5"), os.path.join(tmp, "cnn.safemodel"),
                       check=True)
-assert r.worker["hand_off"] and r.worker["program"] == "safemodel-worker-hdf5", r.worker
+assert r.worker["name_hint"] and r.worker["program"] == "safemodel-worker-hdf5", r.worker
 with safemodel.safe_open(os.path.join(tmp, "cnn.safemodel")) as f:
     assert "conv/kernel:0" in f.keys()
     f.verify()
