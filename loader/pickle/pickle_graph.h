@@ -144,7 +144,9 @@ struct StorageInfo {
   std::string location;
   DType dtype = DType::kInvalid;  // kInvalid: untyped (bytes)
   bool quantized = false;
-  std::string type_name;  // e.g. "torch.FloatStorage", for messages
+  // e.g. "torch.FloatStorage", for messages: one of Graph::storage_types
+  // (a checkpoint names one or two types for 100,000 storages).
+  std::string_view type_name;
   uint64_t numel = 0;     // elements of dtype, or bytes when untyped
   uint64_t offset = 0;    // the persistent-id offset, for messages
 };
@@ -253,6 +255,10 @@ struct Graph {
   std::deque<std::unordered_multimap<uint64_t, uint32_t>> key_index;
   std::vector<TensorInfo> tensors;
   std::vector<StorageInfo> storages;
+  // The distinct storage type names StorageInfo::type_name refers to (a
+  // deque: they never move). Only names of the global table's storage
+  // types are interned, so there are a few dozen at most.
+  std::deque<std::string> storage_types;
   std::vector<ArrayInfo> arrays;
   std::vector<NpDtypeInfo> dtypes;
   std::vector<InstanceInfo> instances;
@@ -284,6 +290,13 @@ struct Graph {
     } else {
       named[n] = {std::move(name), global};
     }
+  }
+  // `name` as one of storage_types (added on first use).
+  std::string_view InternStorageType(std::string_view name) {
+    for (const std::string& t : storage_types) {
+      if (t == name) return t;
+    }
+    return storage_types.emplace_back(name);
   }
   // A dict's BUILD attributes, or None.
   Ref attrs_of(ObjId id) const {

@@ -109,9 +109,10 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   if (it != table->by_key.end()) {
     const StorageInfo& s = g.storages[g.objects[it->second].aux];
     if (s.dtype != dtype || s.numel != static_cast<uint64_t>(numel)) {
-      return Status::Malformed(where() + ": storage '" + std::string(key) + "' was " + s.type_name +
-                               " of size " + Num(s.numel) + " before, now " + type_name +
-                               " of size " + Num(static_cast<uint64_t>(numel)));
+      return Status::Malformed(where() + ": storage '" + std::string(key) + "' was " +
+                               std::string(s.type_name) + " of size " + Num(s.numel) +
+                               " before, now " + type_name + " of size " +
+                               Num(static_cast<uint64_t>(numel)));
     }
     return Ref::Heap(Kind::kRecord, it->second);
   }
@@ -123,7 +124,7 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   info.location = std::string(location);
   info.dtype = dtype;
   info.quantized = type.quantized;
-  info.type_name = type_name;
+  info.type_name = g.InternStorageType(type_name);
   info.numel = static_cast<uint64_t>(numel);
   info.offset = offset;
   g.storages.push_back(std::move(info));
@@ -271,15 +272,16 @@ pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const Torch
           memory_limit](const StorageInfo& s) -> Result<pickle::StorageData> {
     auto it = layout_storages->find(s.key);
     if (it == layout_storages->end()) {
-      return Status::Malformed("storage '" + s.key + "' (" + s.type_name + ") has no record data/" +
-                               s.key);
+      return Status::Malformed("storage '" + s.key + "' (" + std::string(s.type_name) +
+                               ") has no record data/" + s.key);
     }
     const ZipEntry* e = it->second;
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, StorageBytes(s));
     if (e->uncompressed_size != bytes) {
       return Status::Malformed("zip member '" + Printable(e->name) + "' holds " +
                                Num(e->uncompressed_size) + " bytes but its storage (" +
-                               s.type_name + " of " + Num(s.numel) + ") needs " + Num(bytes));
+                               std::string(s.type_name) + " of " + Num(s.numel) + ") needs " +
+                               Num(bytes));
     }
     pickle::StorageData d;
     d.nbytes = bytes;

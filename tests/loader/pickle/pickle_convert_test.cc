@@ -38,6 +38,12 @@ std::string Storage(const std::string& key, uint32_t slot) {
          "NtQ" + Put(slot);
 }
 
+// The same with the storage type `type` ("FloatStorage", ...).
+std::string TypedStorage(const std::string& type, const std::string& key, uint32_t slot) {
+  return "(" + Str("storage") + Global("torch", type) + Str(key) + Str("cpu") + Int1(2) + "NtQ" +
+         Put(slot);
+}
+
 // _rebuild_tensor_v2 over `storage` (an expression leaving the storage on
 // the stack): shape (2,), stride (1,), offset 0.
 std::string Tensor(const std::string& storage) {
@@ -243,6 +249,19 @@ TEST(PickleConvert, ReleaseObjectsFreesTheGraphOnlyWhenAsked) {
     EXPECT_EQ(c->metadata.Find("a")->string_value(), "xy");
     EXPECT_EQ(c->metadata.Find("n")->int_value(), 1);
   }
+}
+
+// Storages keep their type's name as one shared string per type: the
+// message about a storage read again as another type still names both.
+TEST(PickleConvert, AStorageReadAgainAsAnotherTypeNamesBothTypes) {
+  StateDict d = Plain(3);
+  d.items += Str("again") + Tensor(TypedStorage("DoubleStorage", Key(1), 100));
+  InProcessResult r = ParseInProcess(Legacy(d.items, d.keys));
+  EXPECT_EQ(r.status.code(), StatusCode::kMalformed) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("storage 's1' was torch.FloatStorage of size 2 before, now "
+                                    "torch.DoubleStorage of size 2"),
+            std::string::npos)
+      << r.status.ToString();
 }
 
 }  // namespace
