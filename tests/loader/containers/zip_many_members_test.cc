@@ -95,21 +95,45 @@ uint64_t ResidentFileBytes() {
   return 0;
 }
 
+// `image` written to a file in a new temporary directory and mapped the way
+// the worker maps its input (read-only, private); unmapped at the end.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& image) : size_(image.size()) {
+    WriteFile(dir_.File("image.zip"), image);
+    const int fd = open(dir_.File("image.zip").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p != MAP_FAILED) data_ = p;
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) munmap(data_, size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  bool ok() const { return data_ != nullptr; }
+  ByteView view() const { return ByteView(static_cast<const uint8_t*>(data_), size_); }
+  // Drops the map's resident pages, as a fresh map would have none.
+  void Drop() const { madvise(data_, size_, MADV_DONTNEED); }
+
+ private:
+  TempDir dir_;
+  size_t size_;
+  void* data_ = nullptr;
+};
+
 TEST(ZipManyMembers, ADroppableMapKeepsFewPagesResidentWhileTheArchiveIsChecked) {
   // 100,000 members of 300 bytes: 38 MB, and the walk of the directory and
   // of every local header (ours and libzip's) touches every page.
   const std::string image = ManyMembers(100'000, false, true, "", std::string(300, 'p'));
-  TempDir dir;
-  WriteFile(dir.File("many.zip"), image);
-  const int fd = open(dir.File("many.zip").c_str(), O_RDONLY | O_CLOEXEC);
-  ASSERT_GE(fd, 0);
-  void* p = mmap(nullptr, image.size(), PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  ASSERT_NE(p, MAP_FAILED);
-  const ByteView map(static_cast<const uint8_t*>(p), image.size());
+  const MappedFile file(image);
+  ASSERT_TRUE(file.ok());
+  const ByteView map = file.view();
 
   // Not droppable: every page stays resident.
-  madvise(p, image.size(), MADV_DONTNEED);
+  file.Drop();
   uint64_t before = ResidentFileBytes();
   {
     auto z = ZipArchive::Open(map);
@@ -118,7 +142,7 @@ TEST(ZipManyMembers, ADroppableMapKeepsFewPagesResidentWhileTheArchiveIsChecked)
   }
   // Droppable: at most about kZipDropEveryRecords records' pages at a time
   // (1,024 x 4 KiB plus libzip's reads), and the archive reads the same.
-  madvise(p, image.size(), MADV_DONTNEED);
+  file.Drop();
   before = ResidentFileBytes();
   auto z = ZipArchive::Open(map, map);
   ASSERT_TRUE(z.ok()) << z.status().ToString();
@@ -137,7 +161,6 @@ TEST(ZipManyMembers, ADroppableMapKeepsFewPagesResidentWhileTheArchiveIsChecked)
   auto heap = ZipArchive::Open(AsBytes(copy), map);
   ASSERT_TRUE(heap.ok()) << heap.status().ToString();
   EXPECT_EQ(copy, image);
-  munmap(p, image.size());
 }
 
 // A large stored member's CRC-32 over a droppable map leaves at most a piece
@@ -152,17 +175,12 @@ TEST(ZipManyMembers, AStoredMembersCrcCheckDropsThePagesItRead) {
     SCOPED_TRACE(corrupt);
     std::string image = BuildZip({{.name = "big.bin", .data = big}});
     if (corrupt) image[image.find(big.substr(kBytes - 64)) + 10] ^= 1;
-    TempDir dir;
-    WriteFile(dir.File("big.zip"), image);
-    const int fd = open(dir.File("big.zip").c_str(), O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    void* p = mmap(nullptr, image.size(), PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    ASSERT_NE(p, MAP_FAILED);
-    const ByteView map(static_cast<const uint8_t*>(p), image.size());
+    const MappedFile file(image);
+    ASSERT_TRUE(file.ok());
+    const ByteView map = file.view();
     for (const bool droppable : {false, true}) {
       SCOPED_TRACE(droppable);
-      madvise(p, image.size(), MADV_DONTNEED);
+      file.Drop();
       const uint64_t before = ResidentFileBytes();
       auto z = droppable ? ZipArchive::Open(map, map) : ZipArchive::Open(map);
       ASSERT_TRUE(z.ok()) << z.status().ToString();
@@ -184,7 +202,6 @@ TEST(ZipManyMembers, AStoredMembersCrcCheckDropsThePagesItRead) {
         EXPECT_EQ(AsChars(*data), big);  // the dropped pages read back the same
       }
     }
-    munmap(p, image.size());
   }
 }
 
