@@ -376,8 +376,7 @@ bool NameSuggestsHdf5(const InputSet& input, std::string_view path) {
   if (input.multi_file()) return false;
   const size_t dot = path.rfind('.');
   if (dot == std::string_view::npos || path.find('/', dot) != std::string_view::npos) return false;
-  std::string ext(path.substr(dot + 1));
-  for (char& c : ext) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  const std::string ext = AsciiLower(path.substr(dot + 1));
   return ext == "h5" || ext == "hdf5" || ext == "he5";
 }
 
@@ -402,7 +401,12 @@ Status RunWorkers(const RunSetup& setup, const ConvertOptions& opt, const std::s
     }
     return path;
   };
-  stream->hash_output_with = hash_output_with;
+  // Each worker's stream starts empty, with the output hashed as written.
+  const auto fresh_stream = [&] {
+    *stream = StreamOutcome();
+    stream->hash_output_with = hash_output_with;
+  };
+  fresh_stream();
   if (named_hdf5 && opt.hdf5_name_hint) {
     std::shared_ptr<sandbox::ForkServer> hdf5_server;
     Result<std::string> hdf5 = hdf5_worker(&hdf5_server);
@@ -412,8 +416,7 @@ Status RunWorkers(const RunSetup& setup, const ConvertOptions& opt, const std::s
                                  report, stream, verdict);
       if (started.ok()) return started;
       report->worker = WorkerOutcome();
-      *stream = StreamOutcome();
-      stream->hash_output_with = hash_output_with;
+      fresh_stream();
     }
   }
   SAFEMODEL_RETURN_IF_ERROR(RunWorker(setup, worker_path, fork_server.get(),
@@ -430,8 +433,7 @@ Status RunWorkers(const RunSetup& setup, const ConvertOptions& opt, const std::s
   if (report->source_format.empty()) report->source_format = "hdf5";
   std::shared_ptr<sandbox::ForkServer> hdf5_server;
   SAFEMODEL_ASSIGN_OR_RETURN(const std::string hdf5, hdf5_worker(&hdf5_server));
-  *stream = StreamOutcome();
-  stream->hash_output_with = hash_output_with;
+  fresh_stream();
   return RunWorker(setup, hdf5, hdf5_server.get(), /*hand_off_allowed=*/false, report, stream,
                    verdict);
 }

@@ -9,6 +9,7 @@
 #include "loader/pickle/pickle_convert.h"
 #include "loader/pickle/pickle_run.h"
 #include "proto/base/keyed_hash.h"
+#include "proto/base/text.h"
 
 namespace safemodel::loader {
 
@@ -184,9 +185,7 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
   // which one it reads depends on their number and order.
   KeyedStringMap<const ZipEntry*> folded;
   for (const ZipEntry& e : entries) {
-    std::string key = e.name;
-    for (char& c : key) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-    auto [it, fresh] = folded.emplace(std::move(key), &e);
+    auto [it, fresh] = folded.emplace(AsciiLower(e.name), &e);
     if (!fresh) {
       l.problem = "members '" + Printable(it->second->name) + "' and '" + Printable(e.name) +
                   "' differ only in case, and torch's record lookup ignores case (it would read "

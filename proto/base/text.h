@@ -19,6 +19,10 @@ std::string Count(uint64_t n, std::string_view one, std::string_view many);
 // 1536 -> "1.5 KiB"; below 1 KiB "N bytes". Binary units, one decimal.
 std::string HumanBytes(uint64_t n);
 
+// `s` with A-Z mapped to a-z and every other byte unchanged (no locale):
+// for names compared the way ASCII case-insensitive readers do.
+std::string AsciiLower(std::string_view s);
+
 // The longest identifier a worker may send (a source format, an isolation
 // layer): the longest real one is 16 characters.
 inline constexpr size_t kMaxIdentifierBytes = 32;
