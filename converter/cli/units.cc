@@ -1,7 +1,8 @@
 #include "converter/cli/units.h"
 
-#include <cctype>
 #include <string>
+
+#include "proto/base/text.h"
 
 namespace safemodel::cli {
 
@@ -14,8 +15,7 @@ std::optional<uint64_t> SplitNumber(std::string_view text, std::string* unit) {
   if (digits == 0 || digits > 19) return std::nullopt;  // 19 digits always fit 64 bits
   uint64_t v = 0;
   for (size_t i = 0; i < digits; ++i) v = v * 10 + static_cast<uint64_t>(text[i] - '0');
-  unit->clear();
-  for (char c : text.substr(digits)) unit->push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  *unit = AsciiLower(text.substr(digits));  // "10M" and "10m" alike, no locale
   return v;
 }
 
