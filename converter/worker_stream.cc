@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 
+#include "converter/input_transform.h"
 #include "converter/output_file.h"
 #include "converter/protocol/conversion_protocol.h"
 #include "converter/protocol/worker.pb.h"
@@ -167,6 +168,7 @@ class StreamReader {
         case FrameType::kHeader: go_on = OnHeader(fh.length); break;
         case FrameType::kTensorData: go_on = OnData(fh.length); break;
         case FrameType::kTensorRef: go_on = OnRef(fh.length); break;
+        case FrameType::kTensorXform: go_on = OnXform(fh.length); break;
         case FrameType::kDone: go_on = OnDone(fh.length); break;
         case FrameType::kError: go_on = OnError(fh.length); break;
         case FrameType::kViolation: go_on = OnViolation(); break;
@@ -317,6 +319,70 @@ class StreamReader {
     st_->data_bytes += ref.length;
     return true;
   }
+
+  // A whole tensor as a transform of a range of the input
+  // (converter/protocol/tensor_xform.h): every field checked, the tensor
+  // not started, its size and element size the record's; then read, turned
+  // into C-order little-endian bytes and appended like data.
+  bool OnXform(uint64_t length) {
+    if (!st_->writer) return Fail("a tensor transform before the header");
+    if (input_fd_ < 0) return Fail("a tensor transform for an input of several files");
+    if (length != protocol::kTensorXformPayloadBytes) return Fail("a tensor transform of the wrong size");
+    uint8_t payload[protocol::kTensorXformPayloadBytes];
+    if (reader_.ReadExact(payload, sizeof payload) != sandbox::FrameReader::Result::kOk) {
+      return Fail("reading a tensor transform: " + reader_.error());
+    }
+    const protocol::TensorXform x = protocol::DecodeTensorXform(payload);
+    auto plan = protocol::CheckTensorXform(x, input_size_);
+    if (!plan.ok()) return Fail(plan.status().message());
+    SafemodelWriter& w = *st_->writer;
+    if (w.complete()) return Fail("a tensor transform after the last tensor");
+    if (w.current_remaining() != w.current_size()) {
+      return Fail("a tensor transform in the middle of tensor #" + Num(static_cast<uint64_t>(w.current_tensor())));
+    }
+    if (plan->bytes != w.current_size()) {
+      return Fail("a tensor transform of " + Num(plan->bytes) + " bytes for tensor #" +
+                  Num(static_cast<uint64_t>(w.current_tensor())) + " of " + Num(w.current_size()));
+    }
+    const auto dtype = static_cast<DType>(w.current_dtype());
+    if (dtype == DType::kBool) return Fail("a tensor transform for a bool tensor");
+    if (DTypeSize(dtype) != x.elem_size) {
+      return Fail("a tensor transform of " + Num(x.elem_size) + "-byte elements for a tensor of " +
+                  Num(DTypeSize(dtype)) + "-byte elements");
+    }
+    XformSink sink(this);
+    Status s = StreamInputTransform(input_fd_, x, *plan, dtype, sink);
+    if (sink.ended) return false;  // cancelled, or the output failed: already recorded
+    if (!s.ok()) {
+      // The input shrank or failed under us: not the worker's doing.
+      if (s.code() == StatusCode::kIoError) return st_->End(StreamEnd::kOutputIoError, std::move(s));
+      return Fail(s.message());
+    }
+    st_->data_bytes += plan->bytes;
+    return true;
+  }
+
+  // Appends a transform's bytes as data, asking for progress as it goes.
+  struct XformSink final : loader::ChunkSink {
+    explicit XformSink(StreamReader* r) : reader(r) {}
+    Status Write(ByteView chunk) override {
+      Status s = reader->st_->writer->Append(chunk);
+      if (!s.ok()) {
+        if (s.code() == StatusCode::kIoError) {
+          ended = true;
+          reader->st_->End(StreamEnd::kOutputIoError, s);
+        }
+        return s;
+      }
+      if (!reader->Progress(/*force=*/false)) {
+        ended = true;
+        return Status::IoError("cancelled");
+      }
+      return Status::Ok();
+    }
+    StreamReader* reader;
+    bool ended = false;
+  };
 
   bool OnDone(uint64_t length) {
     if (!st_->writer) return Fail("done before the header");
