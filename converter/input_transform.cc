@@ -36,16 +36,15 @@ Status PreadFull(int fd, uint8_t* out, uint64_t n, uint64_t offset) {
 constexpr std::string_view kWhat = "the transformed tensor";
 
 Status StreamContiguous(int fd, const protocol::TensorXform& x, const protocol::XformPlan& plan, DType dtype,
-                        loader::ChunkSink& sink) {
+                        XformBuffers& buffers, loader::ChunkSink& sink) {
   const uint64_t start = x.region_offset + x.first * x.elem_size;
   const uint64_t piece = std::min(plan.bytes, kXformPieceBytes);  // a multiple of every element size
-  // Not zeroed: only bytes a read filled reach the sink.
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[piece]);
+  uint8_t* buf = buffers.Get(0, piece);
   for (uint64_t done = 0; done < plan.bytes;) {
     const uint64_t n = std::min(piece, plan.bytes - done);
-    SAFEMODEL_RETURN_IF_ERROR(PreadFull(fd, buf.get(), n, start + done));
+    SAFEMODEL_RETURN_IF_ERROR(PreadFull(fd, buf, n, start + done));
     loader::Elements e;
-    e.view = ByteView(buf.get(), n);
+    e.view = ByteView(buf, n);
     e.swap_unit = x.swap_unit;
     const uint64_t count = n / x.elem_size;
     SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(e, dtype, std::span<const uint64_t>(&count, 1), kWhat, sink));
@@ -132,22 +131,20 @@ class BandPrefetch {
 };
 
 Status StreamBands(int fd, const protocol::TensorXform& x, const protocol::XformPlan& plan, DType dtype,
-                   loader::ChunkSink& sink) {
+                   XformBuffers& buffers, loader::ChunkSink& sink) {
   const uint64_t band_bytes = plan.band_rows * plan.row_elements * x.elem_size;
-  // Not zeroed: every rows x row_elements element of a band is read before
-  // it is sent.
-  std::unique_ptr<uint8_t[]> bufs[2] = {std::unique_ptr<uint8_t[]>(new uint8_t[band_bytes]),
-                                        std::unique_ptr<uint8_t[]>(new uint8_t[band_bytes])};
+  // Every rows x row_elements element of a band is read before it is sent.
+  uint8_t* const bufs[2] = {buffers.Get(0, band_bytes), buffers.Get(1, band_bytes)};
   const BandReader reader(fd, x, plan);
   BandPrefetch next;  // declared after what its thread uses: joined first
-  SAFEMODEL_RETURN_IF_ERROR(reader.Read(0, bufs[0].get()));
+  SAFEMODEL_RETURN_IF_ERROR(reader.Read(0, bufs[0]));
   int cur = 0;
   for (uint64_t b0 = 0; b0 < x.shape[0]; b0 += plan.band_rows) {
     const uint64_t rows = reader.Rows(b0);
     const uint64_t b1 = b0 + plan.band_rows;
-    if (b1 < x.shape[0]) next.Start(reader, b1, bufs[1 - cur].get());
+    if (b1 < x.shape[0]) next.Start(reader, b1, bufs[1 - cur]);
     loader::Elements band;
-    band.view = ByteView(bufs[cur].get(), rows * plan.row_elements * x.elem_size);
+    band.view = ByteView(bufs[cur], rows * plan.row_elements * x.elem_size);
     band.swap_unit = x.swap_unit;
     band.strides = {1, static_cast<int64_t>(rows)};
     const uint64_t shape[2] = {rows, plan.row_elements};
@@ -160,13 +157,26 @@ Status StreamBands(int fd, const protocol::TensorXform& x, const protocol::Xform
 
 }  // namespace
 
+uint8_t* XformBuffers::Get(int i, uint64_t bytes) {
+  if (bytes > size_) {
+    bufs_[0].reset();
+    bufs_[1].reset();
+    bufs_[0].reset(new uint8_t[bytes]);
+    bufs_[1].reset(new uint8_t[bytes]);
+    size_ = bytes;
+  }
+  return bufs_[i].get();
+}
+
 Status StreamInputTransform(int input_fd, const protocol::TensorXform& x, const protocol::XformPlan& plan,
-                            DType dtype, loader::ChunkSink& sink) {
+                            DType dtype, XformBuffers& buffers, loader::ChunkSink& sink) {
   if (DTypeSize(dtype) != x.elem_size || dtype == DType::kBool) {
     return Status::Internal("a tensor transform for the wrong dtype");
   }
-  if (plan.layout == protocol::XformLayout::kContiguous) return StreamContiguous(input_fd, x, plan, dtype, sink);
-  return StreamBands(input_fd, x, plan, dtype, sink);
+  if (plan.layout == protocol::XformLayout::kContiguous) {
+    return StreamContiguous(input_fd, x, plan, dtype, buffers, sink);
+  }
+  return StreamBands(input_fd, x, plan, dtype, buffers, sink);
 }
 
 }  // namespace safemodel

@@ -11,6 +11,7 @@
 #define SAFEMODEL_CONVERTER_INPUT_TRANSFORM_H_
 
 #include <cstdint>
+#include <memory>
 
 #include "converter/protocol/tensor_xform.h"
 #include "loader/stream.h"
@@ -23,12 +24,25 @@ namespace safemodel {
 // while it is swapped, digested and written (as TENSOR_REF's pieces).
 inline constexpr uint64_t kXformPieceBytes = 256 << 10;
 
+// The read buffers, kept from one tensor to the next (a checkpoint of many
+// transposed weights allocates and faults them in once). Not zeroed: only
+// bytes a read filled are ever used.
+class XformBuffers {
+ public:
+  // Two buffers of at least `bytes` each.
+  uint8_t* Get(int i, uint64_t bytes);
+
+ private:
+  std::unique_ptr<uint8_t[]> bufs_[2];
+  uint64_t size_ = 0;
+};
+
 // `x` and `plan` come from protocol::CheckTensorXform for this input's
 // size; `dtype` is the tensor's (its size is x.elem_size, not bool: the
 // caller checks both). A failed or short read of the input is kIoError
 // naming the byte; the sink's errors are returned as they are.
 Status StreamInputTransform(int input_fd, const protocol::TensorXform& x, const protocol::XformPlan& plan,
-                            DType dtype, loader::ChunkSink& sink);
+                            DType dtype, XformBuffers& buffers, loader::ChunkSink& sink);
 
 }  // namespace safemodel
 

@@ -351,7 +351,7 @@ class StreamReader {
                   Num(DTypeSize(dtype)) + "-byte elements");
     }
     XformSink sink(this);
-    Status s = StreamInputTransform(input_fd_, x, *plan, dtype, sink);
+    Status s = StreamInputTransform(input_fd_, x, *plan, dtype, xform_buffers_, sink);
     if (sink.ended) return false;  // cancelled, or the output failed: already recorded
     if (!s.ok()) {
       // The input shrank or failed under us: not the worker's doing.
@@ -474,6 +474,7 @@ class StreamReader {
   const bool hand_off_allowed_;
   std::unique_ptr<uint8_t[]> data_buf_;
   uint64_t data_buf_size_ = 0;
+  XformBuffers xform_buffers_;
   const ProgressHook& on_progress_;
   uint64_t last_progress_ = 0;
 };

@@ -73,7 +73,7 @@ class InputTransformTest : public ::testing::Test {
     EXPECT_EQ(plan->layout, layout);
     const DType dtype = DTypeOfSize(x.elem_size);
     Collect parent;
-    Status s = StreamInputTransform(fd_, x, *plan, dtype, parent);
+    Status s = StreamInputTransform(fd_, x, *plan, dtype, buffers_, parent);
     ASSERT_TRUE(s.ok()) << s.ToString();
     loader::Elements e;
     e.view = ByteView(input_.data() + x.region_offset, x.region_length);
@@ -90,6 +90,7 @@ class InputTransformTest : public ::testing::Test {
 
   int fd_ = -1;
   std::vector<uint8_t> input_;
+  XformBuffers buffers_;  // reused from case to case, as the parent does
 };
 
 // A Fortran-order array (strides 1, d0, d0*d1, ...) at `offset`.
@@ -178,7 +179,8 @@ TEST_F(InputTransformTest, AnInputThatShrankIsAnIoErrorNamingTheByte) {
   ASSERT_TRUE(plan.ok());
   ASSERT_EQ(ftruncate(fd_, (1 << 20) + 4096 * 4 * 10), 0);  // ten columns left
   Collect sink;
-  Status s = StreamInputTransform(fd_, x, *plan, DType::kF32, sink);
+  XformBuffers buffers;
+  Status s = StreamInputTransform(fd_, x, *plan, DType::kF32, buffers, sink);
   EXPECT_EQ(s.code(), StatusCode::kIoError) << s.ToString();
   EXPECT_NE(s.message().find("shrank"), std::string::npos) << s.ToString();
   EXPECT_TRUE(sink.bytes.empty());
