@@ -25,22 +25,26 @@ namespace safemodel {
 inline constexpr uint64_t kXformPieceBytes = 256 << 10;
 
 // The read buffers, kept from one tensor to the next (a checkpoint of many
-// transposed weights allocates and faults them in once). Not zeroed: only
-// bytes a read filled are ever used.
+// transposed weights allocates and faults them in once). Only bytes a read
+// filled are ever used.
 class XformBuffers {
  public:
-  // Two buffers of at least `bytes` each.
+  // Two buffers of at least `bytes` each; nullptr if memory is short.
   uint8_t* Get(int i, uint64_t bytes);
 
  private:
-  std::unique_ptr<uint8_t[]> bufs_[2];
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t, Free> bufs_[2];
   uint64_t size_ = 0;
 };
 
 // `x` and `plan` come from protocol::CheckTensorXform for this input's
 // size; `dtype` is the tensor's (its size is x.elem_size, not bool: the
 // caller checks both). A failed or short read of the input is kIoError
-// naming the byte; the sink's errors are returned as they are.
+// naming the byte; buffers that cannot be allocated, kLimitExceeded; the
+// sink's errors are returned as they are.
 Status StreamInputTransform(int input_fd, const protocol::TensorXform& x, const protocol::XformPlan& plan,
                             DType dtype, XformBuffers& buffers, loader::ChunkSink& sink);
 

@@ -354,8 +354,10 @@ class StreamReader {
     Status s = StreamInputTransform(input_fd_, x, *plan, dtype, xform_buffers_, sink);
     if (sink.ended) return false;  // cancelled, or the output failed: already recorded
     if (!s.ok()) {
-      // The input shrank or failed under us: not the worker's doing.
+      // The input shrank or failed under us, or the parent's own buffers
+      // could not be had: not the worker's doing.
       if (s.code() == StatusCode::kIoError) return st_->End(StreamEnd::kOutputIoError, std::move(s));
+      if (s.code() == StatusCode::kLimitExceeded) return st_->End(StreamEnd::kOutputLimit, std::move(s));
       return Fail(s.message());
     }
     st_->data_bytes += plan->bytes;
