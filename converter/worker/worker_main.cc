@@ -170,23 +170,29 @@ class FrameSink final : public loader::ChunkSink {
   // data or references. Only for a view into the single input's map, of at
   // least kMinTensorRefBytes, not bool (the bool check and its message stay
   // here), that needs a transform (a contiguous little-endian view is a
-  // TENSOR_REF) in a layout the parent executes. `e` is checked
-  // (loader::CheckElements).
+  // TENSOR_REF) in a layout the parent executes and that passes
+  // loader::CheckElements (a view that does not is streamed, which reports
+  // it as before). The cheap tests come first: most tensors are small.
   std::optional<protocol::TensorXform> XformFor(const loader::Elements& e, DType dtype,
-                                                std::span<const uint64_t> shape) const {
+                                                std::span<const uint64_t> shape, std::string_view what) const {
     const auto base = reinterpret_cast<uintptr_t>(input_.data());
     const auto at = reinterpret_cast<uintptr_t>(e.view.data());
     if (input_.empty() || dtype == DType::kBool || shape.empty() || shape.size() > protocol::kMaxXformRank ||
         e.view.empty() || at < base || at - base > input_.size() || e.view.size() > input_.size() - (at - base)) {
       return std::nullopt;
     }
+    const uint32_t elem = DTypeSize(dtype);
+    if (elem == 0) return std::nullopt;
     auto count = ElementCount(shape, "");
-    if (!count.ok() || *count * DTypeSize(dtype) < protocol::kMinTensorRefBytes) return std::nullopt;
+    if (!count.ok() || *count < protocol::kMinTensorRefBytes / elem ||
+        !loader::CheckElements(e, dtype, shape, what).ok()) {
+      return std::nullopt;
+    }
     protocol::TensorXform x;
     x.region_offset = at - base;
     x.region_length = e.view.size();
     x.first = e.offset;
-    x.elem_size = DTypeSize(dtype);
+    x.elem_size = elem;
     x.swap_unit = e.swap_unit > 1 ? e.swap_unit : 0;
     x.rank = static_cast<uint32_t>(shape.size());
     int64_t c_stride = 1;  // C order when the view has no strides; bounded by the count
@@ -384,10 +390,7 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     const std::string_view what = t.origin.empty() ? t.name : t.origin;
     // A transposed or big-endian view of the input: the parent reads and
     // transforms it itself; this worker never touches those bytes.
-    std::optional<protocol::TensorXform> xform;
-    if (loader::CheckElements(elements, t.dtype, t.shape, what).ok()) {
-      xform = sink.XformFor(elements, t.dtype, t.shape);
-    }
+    const std::optional<protocol::TensorXform> xform = sink.XformFor(elements, t.dtype, t.shape, what);
     if (xform) {
       SAFEMODEL_RETURN_IF_ERROR(sink.SendXform(*xform, *ElementCount(t.shape, what) * DTypeSize(t.dtype)));
     } else {
