@@ -402,5 +402,39 @@ TEST_F(TensorRefTest, ATransformOfAnInputThatShrankFailsAsTheParentsIoError) {
   EXPECT_NE(st.cause().message().find("shrank"), std::string::npos) << st.cause().ToString();
 }
 
+// The caller's cancel is asked inside a transform of several bands, as
+// inside a reference: the stream ends as the caller's, the band being read
+// on its thread is waited for, and the tensor is not counted.
+TEST_F(TensorRefTest, ATransformIsCancelledBetweenItsBands) {
+  constexpr uint64_t kRows = uint64_t{1} << 21;  // (2^21, 3) float32: 24 MiB, two bands
+  const int big = memfd_create("big", MFD_CLOEXEC);
+  ASSERT_GE(big, 0);
+  ASSERT_EQ(ftruncate(big, static_cast<off_t>(kRows * 3 * 4)), 0);
+  protocol::TensorXform x;
+  x.region_length = kRows * 3 * 4;
+  x.elem_size = 4;
+  x.rank = 2;
+  x.shape[0] = kRows;
+  x.shape[1] = 3;
+  x.strides[0] = 1;
+  x.strides[1] = static_cast<int64_t>(kRows);
+  Stream s;
+  s.StartWith({{"t", v1::F32, {kRows, 3}}});
+  s.Xform(x);
+  s.Done(kRows * 3 * 4);
+  ASSERT_EQ(lseek(s.fd(), 0, SEEK_SET), 0);
+  sandbox::FrameReader reader(s.fd(), std::chrono::steady_clock::now() + std::chrono::seconds(30));
+  ConvertReport report;
+  StreamOutcome st;
+  int calls = 0;
+  ReadWorkerStream(reader, out_fd_, kRows * 3 * 4, big, {}, DigestAlgorithm::kXxh3_128, 0, nullptr, &report,
+                   &st, false, [&](const ConvertProgress&) { return ++calls < 2; });
+  close(big);
+  EXPECT_EQ(st.end(), StreamEnd::kOutputIoError) << st.cause().ToString();
+  EXPECT_NE(st.cause().message().find("cancelled by the caller"), std::string::npos) << st.cause().ToString();
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(st.data_bytes, 0u);
+}
+
 }  // namespace
 }  // namespace safemodel
