@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 
+#include "converter/input_transform.h"
 #include "converter/output_file.h"
 #include "converter/protocol/conversion_protocol.h"
 #include "converter/protocol/worker.pb.h"
@@ -167,6 +168,7 @@ class StreamReader {
         case FrameType::kHeader: go_on = OnHeader(fh.length); break;
         case FrameType::kTensorData: go_on = OnData(fh.length); break;
         case FrameType::kTensorRef: go_on = OnRef(fh.length); break;
+        case FrameType::kTensorXform: go_on = OnXform(fh.length); break;
         case FrameType::kDone: go_on = OnDone(fh.length); break;
         case FrameType::kError: go_on = OnError(fh.length); break;
         case FrameType::kViolation: go_on = OnViolation(); break;
@@ -318,6 +320,72 @@ class StreamReader {
     return true;
   }
 
+  // A whole tensor as a transform of a range of the input
+  // (converter/protocol/tensor_xform.h): every field checked, the tensor
+  // not started, its size and element size the record's; then read, turned
+  // into C-order little-endian bytes and appended like data.
+  bool OnXform(uint64_t length) {
+    if (!st_->writer) return Fail("a tensor transform before the header");
+    if (input_fd_ < 0) return Fail("a tensor transform for an input of several files");
+    if (length != protocol::kTensorXformPayloadBytes) return Fail("a tensor transform of the wrong size");
+    uint8_t payload[protocol::kTensorXformPayloadBytes];
+    if (reader_.ReadExact(payload, sizeof payload) != sandbox::FrameReader::Result::kOk) {
+      return Fail("reading a tensor transform: " + reader_.error());
+    }
+    const protocol::TensorXform x = protocol::DecodeTensorXform(payload);
+    auto plan = protocol::CheckTensorXform(x, input_size_);
+    if (!plan.ok()) return Fail(plan.status().message());
+    SafemodelWriter& w = *st_->writer;
+    if (w.complete()) return Fail("a tensor transform after the last tensor");
+    if (w.current_remaining() != w.current_size()) {
+      return Fail("a tensor transform in the middle of tensor #" + Num(static_cast<uint64_t>(w.current_tensor())));
+    }
+    if (plan->bytes != w.current_size()) {
+      return Fail("a tensor transform of " + Num(plan->bytes) + " bytes for tensor #" +
+                  Num(static_cast<uint64_t>(w.current_tensor())) + " of " + Num(w.current_size()));
+    }
+    const auto dtype = static_cast<DType>(w.current_dtype());
+    if (dtype == DType::kBool) return Fail("a tensor transform for a bool tensor");
+    if (DTypeSize(dtype) != x.elem_size) {
+      return Fail("a tensor transform of " + Num(x.elem_size) + "-byte elements for a tensor of " +
+                  Num(DTypeSize(dtype)) + "-byte elements");
+    }
+    XformSink sink(this);
+    Status s = StreamInputTransform(input_fd_, x, *plan, dtype, xform_buffers_, sink);
+    if (sink.ended) return false;  // cancelled, or the output failed: already recorded
+    if (!s.ok()) {
+      // The input shrank or failed under us, or the parent's own buffers
+      // could not be had: not the worker's doing.
+      if (s.code() == StatusCode::kIoError) return st_->End(StreamEnd::kOutputIoError, std::move(s));
+      if (s.code() == StatusCode::kLimitExceeded) return st_->End(StreamEnd::kOutputLimit, std::move(s));
+      return Fail(s.message());
+    }
+    st_->data_bytes += plan->bytes;
+    return true;
+  }
+
+  // Appends a transform's bytes as data, asking for progress as it goes.
+  struct XformSink final : loader::ChunkSink {
+    explicit XformSink(StreamReader* r) : reader(r) {}
+    Status Write(ByteView chunk) override {
+      Status s = reader->st_->writer->Append(chunk);
+      if (!s.ok()) {
+        if (s.code() == StatusCode::kIoError) {
+          ended = true;
+          reader->st_->End(StreamEnd::kOutputIoError, s);
+        }
+        return s;
+      }
+      if (!reader->Progress(/*force=*/false)) {
+        ended = true;
+        return Status::IoError("cancelled");
+      }
+      return Status::Ok();
+    }
+    StreamReader* reader;
+    bool ended = false;
+  };
+
   bool OnDone(uint64_t length) {
     if (!st_->writer) return Fail("done before the header");
     if (!st_->writer->complete()) {
@@ -408,6 +476,7 @@ class StreamReader {
   const bool hand_off_allowed_;
   std::unique_ptr<uint8_t[]> data_buf_;
   uint64_t data_buf_size_ = 0;
+  XformBuffers xform_buffers_;
   const ProgressHook& on_progress_;
   uint64_t last_progress_ = 0;
 };

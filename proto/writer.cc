@@ -230,7 +230,8 @@ Status SafemodelWriter::WriteHeader() {
   while (!entries->empty()) {
     std::unique_ptr<v1::TensorInfo> t(entries->ReleaseLast());
     tensors_.push_front({t->offset(), t->nbytes(), static_cast<uint32_t>(t->name().size()),
-                         !t->alias_of().empty(), t->dtype() == v1::BOOL});
+                         !t->alias_of().empty(), t->dtype() == v1::BOOL,
+                         static_cast<uint8_t>(t->dtype())});
     names_.insert(names_.begin(), t->name().begin(), t->name().end());
   }
   header.reset();  // frees the rest (trees, findings) now

@@ -50,6 +50,10 @@ class SafemodelWriter {
   // many bytes it still needs; index == tensor count when all are complete.
   int current_tensor() const { return current_; }
   uint64_t current_remaining() const { return remaining_; }
+  // The current tensor's size and dtype (its number in proto/safemodel.proto);
+  // 0 once every tensor is complete.
+  uint64_t current_size() const { return current_ < 0 || complete() ? 0 : tensors_[static_cast<size_t>(current_)].nbytes; }
+  uint32_t current_dtype() const { return current_ < 0 || complete() ? 0 : tensors_[static_cast<size_t>(current_)].dtype; }
   bool complete() const { return static_cast<size_t>(current_) == tensors_.size(); }
   size_t tensor_count() const { return tensor_count_; }
   // Tensors with bytes of their own (not aliases); known after WriteHeader.
@@ -91,6 +95,7 @@ class SafemodelWriter {
     uint32_t name_len;  // names_ holds the names one after the other
     bool alias;
     bool is_bool;
+    uint8_t dtype;  // every DType fits (kMaxDType)
   };
   SafemodelWriter(int fd, DigestAlgorithm algorithm) : fd_(fd), algorithm_(algorithm) {}
   // Writes at the file position through a buffer of kOutBufferBytes;

@@ -89,8 +89,9 @@ enum class FrameType : uint32_t {
   kViolation = 5,   // the SIGSYS reporter's Violation (below)
   kLocked = 6,      // the worker is locked down; payload: its claim (below)
   kTensorRef = 7,   // the current tensor's next bytes, as a range of the input (converter/protocol)
+  kTensorXform = 8, // the current tensor, as a transform of a range of the input (converter/protocol)
 };
-inline constexpr uint32_t kMaxFrameType = 7;
+inline constexpr uint32_t kMaxFrameType = 8;
 
 struct FrameHeader {
   FrameType type;

@@ -2,7 +2,8 @@
 // (sandbox/worker_protocol.h), defined once for the worker
 // (converter/worker/) and the parent (converter/worker_stream.cc):
 //
-//   LOCKED (the sandbox's)  HEADER (WorkerHeader)  (TENSOR_DATA | TENSOR_REF)*  DONE (WorkerDone)
+//   LOCKED (the sandbox's)  HEADER (WorkerHeader)  (TENSOR_DATA | TENSOR_REF | TENSOR_XFORM)*
+//   DONE (WorkerDone)
 //   or, at any point, ERROR (WorkerError) and the end of the stream;
 //   or LOCKED  ERROR (a hand-off) and the end of the stream.
 //
@@ -33,6 +34,10 @@
 // the same bytes as data; it can name no byte outside the input the user
 // gave. The input's SHA-256 and the "input unchanged" check cover both reads.
 //
+// TENSOR_XFORM: a whole tensor as a checked transform (transpose, byte
+// swap) of a range of a single-file input, which the parent reads and
+// transforms itself: converter/protocol/tensor_xform.h.
+//
 // The messages are in worker.proto; the size of what a worker may send for
 // an input of a given size is in stream_limits.h; the caps on each frame,
 // the conversion options the worker receives (as sandbox flags) and the
@@ -44,6 +49,7 @@
 #include <string_view>
 
 #include "converter/protocol/stream_limits.h"
+#include "converter/protocol/tensor_xform.h"
 #include "safemodel/status.h"
 #include "sandbox/worker_protocol.h"
 
@@ -96,6 +102,7 @@ inline void FrameCapsFor(const StreamLimits& limits, sandbox::FrameCaps* caps) {
   (*caps)[static_cast<uint32_t>(FrameType::kViolation)] = sandbox::kViolationPayloadBytes;
   (*caps)[static_cast<uint32_t>(FrameType::kLocked)] = sandbox::kMaxLockedPayloadBytes;
   (*caps)[static_cast<uint32_t>(FrameType::kTensorRef)] = kTensorRefPayloadBytes;
+  (*caps)[static_cast<uint32_t>(FrameType::kTensorXform)] = kTensorXformPayloadBytes;
 }
 
 // The two workers, as installed and built (next to each other).

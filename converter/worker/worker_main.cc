@@ -24,6 +24,8 @@
 #include <cstring>
 #include <functional>
 #include <new>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -160,6 +162,59 @@ class FrameSink final : public loader::ChunkSink {
       }
     }
     bytes_ += chunk.size();
+    return Status::Ok();
+  }
+
+  // The record that lets the parent read and transform the tensor itself
+  // (converter/protocol/tensor_xform.h), or nothing: the tensor goes as
+  // data or references. Only for a view into the single input's map, of at
+  // least kMinTensorRefBytes, not bool (the bool check and its message stay
+  // here), that needs a transform (a contiguous little-endian view is a
+  // TENSOR_REF) in a layout the parent executes and that passes
+  // loader::CheckElements (a view that does not is streamed, which reports
+  // it as before). The cheap tests come first: most tensors are small.
+  std::optional<protocol::TensorXform> XformFor(const loader::Elements& e, DType dtype,
+                                                std::span<const uint64_t> shape, std::string_view what) const {
+    const auto base = reinterpret_cast<uintptr_t>(input_.data());
+    const auto at = reinterpret_cast<uintptr_t>(e.view.data());
+    if (input_.empty() || dtype == DType::kBool || shape.empty() || shape.size() > protocol::kMaxXformRank ||
+        e.view.empty() || at < base || at - base > input_.size() || e.view.size() > input_.size() - (at - base)) {
+      return std::nullopt;
+    }
+    const uint32_t elem = DTypeSize(dtype);
+    if (elem == 0) return std::nullopt;
+    auto count = ElementCount(shape, "");
+    if (!count.ok() || *count < protocol::kMinTensorRefBytes / elem ||
+        !loader::CheckElements(e, dtype, shape, what).ok()) {
+      return std::nullopt;
+    }
+    protocol::TensorXform x;
+    x.region_offset = at - base;
+    x.region_length = e.view.size();
+    x.first = e.offset;
+    x.elem_size = elem;
+    x.swap_unit = e.swap_unit > 1 ? e.swap_unit : 0;
+    x.rank = static_cast<uint32_t>(shape.size());
+    int64_t c_stride = 1;  // C order when the view has no strides; bounded by the count
+    for (size_t d = shape.size(); d-- > 0;) {
+      x.shape[d] = shape[d];
+      x.strides[d] = e.strides.empty() ? c_stride : e.strides[d];
+      c_stride *= static_cast<int64_t>(shape[d]);
+    }
+    auto plan = protocol::CheckTensorXform(x, input_.size());
+    if (!plan.ok() || (plan->layout == protocol::XformLayout::kContiguous && x.swap_unit == 0)) {
+      return std::nullopt;
+    }
+    return x;
+  }
+
+  // Sends a whole tensor of `bytes` as `x`.
+  Status SendXform(const protocol::TensorXform& x, uint64_t bytes) {
+    SAFEMODEL_RETURN_IF_ERROR(Flush());
+    uint8_t payload[protocol::kTensorXformPayloadBytes];
+    protocol::EncodeTensorXform(x, payload);
+    if (!out_->Write(sandbox::FrameType::kTensorXform, payload, sizeof payload)) return Closed();
+    bytes_ += bytes;
     return Status::Ok();
   }
 
@@ -332,8 +387,15 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     // The elements are the input map or a buffer zero-filled before any
     // library wrote into it (loader/model.h): no other worker memory is sent.
     SAFEMODEL_ASSIGN_OR_RETURN(loader::Elements elements, t.source());
-    SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape,
-                                                     t.origin.empty() ? t.name : t.origin, sink));
+    const std::string_view what = t.origin.empty() ? t.name : t.origin;
+    // A transposed or big-endian view of the input: the parent reads and
+    // transforms it itself; this worker never touches those bytes.
+    const std::optional<protocol::TensorXform> xform = sink.XformFor(elements, t.dtype, t.shape, what);
+    if (xform) {
+      SAFEMODEL_RETURN_IF_ERROR(sink.SendXform(*xform, *ElementCount(t.shape, what) * DTypeSize(t.dtype)));
+    } else {
+      SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape, what, sink));
+    }
     SAFEMODEL_RETURN_IF_ERROR(sink.Flush());
     if (sink.bytes() - flushed >= kFlushAfterBytes) {
       if (!out.Flush()) return Status::IoError("the parent closed the result channel");

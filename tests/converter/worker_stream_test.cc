@@ -1,7 +1,9 @@
-// The parent's reading of TENSOR_REF frames (converter/worker_stream.cc,
-// converter/protocol/conversion_protocol.h): a range of the input stands for
-// tensor bytes. Every range is checked against the input's size and the
-// current tensor before a byte is read; the bytes written are the input's.
+// The parent's reading of TENSOR_REF and TENSOR_XFORM frames
+// (converter/worker_stream.cc, converter/protocol/conversion_protocol.h,
+// tensor_xform.h): a range of the input, or a transform of one, stands for
+// tensor bytes. Every range and every field of a transform is checked
+// against the input's size and the current tensor before a byte is read; the
+// bytes written are the input's (transposed and swapped as described).
 // The stream is written by hand into a memory file, as a hostile worker
 // could write it.
 #include <fcntl.h>
@@ -12,6 +14,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,20 +44,34 @@ class Stream {
     protocol::EncodeTensorRef({offset, length}, p);
     Frame(FrameType::kTensorRef, std::string(reinterpret_cast<char*>(p), sizeof p));
   }
+  void Xform(const protocol::TensorXform& x) {
+    uint8_t p[protocol::kTensorXformPayloadBytes];
+    protocol::EncodeTensorXform(x, p);
+    Frame(FrameType::kTensorXform, std::string(reinterpret_cast<char*>(p), sizeof p));
+  }
   // LOCKED and a header of one uint8 tensor of `bytes`.
-  void Start(uint64_t bytes = kTensorBytes) {
+  void Start(uint64_t bytes = kTensorBytes) { StartWith({{"t", v1::U8, {bytes}}}); }
+  struct Entry {
+    std::string name;
+    v1::DType dtype;
+    std::vector<uint64_t> shape;
+  };
+  // LOCKED and a header of these tensors (sorted by name).
+  void StartWith(const std::vector<Entry>& entries) {
     Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
     worker::WorkerHeader h;
     h.set_source_format("npy");
-    v1::TensorInfo* t = h.add_tensors();
-    t->set_name("t");
-    t->set_dtype(v1::U8);
-    t->add_shape(bytes);
+    for (const Entry& e : entries) {
+      v1::TensorInfo* t = h.add_tensors();
+      t->set_name(e.name);
+      t->set_dtype(e.dtype);
+      for (uint64_t d : e.shape) t->add_shape(d);
+    }
     Frame(FrameType::kHeader, wire::SerializeDeterministic(h));
   }
-  void Done(uint64_t bytes) {
+  void Done(uint64_t bytes, uint64_t tensors = 1) {
     worker::WorkerDone d;
-    d.set_tensors_sent(1);
+    d.set_tensors_sent(tensors);
     d.set_bytes_sent(bytes);
     Frame(FrameType::kDone, wire::SerializeDeterministic(d));
   }
@@ -235,6 +252,188 @@ TEST_F(TensorRefTest, AnEntrysOffsetSizeAndUnknownFieldsDoNotReachTheOutput) {
   }
   EXPECT_GT(outputs[0].size(), kTensorBytes);
   EXPECT_EQ(outputs[0], outputs[1]);
+}
+
+// --- TENSOR_XFORM (converter/protocol/tensor_xform.h) -----------------------
+
+// A (256, 64) float32 array, big-endian, in Fortran order at byte 1000 of
+// the input: 64 KiB.
+protocol::TensorXform Fortran256x64() {
+  protocol::TensorXform x;
+  x.region_offset = 1000;
+  x.region_length = 256 * 64 * 4;
+  x.elem_size = 4;
+  x.swap_unit = 4;
+  x.rank = 2;
+  x.shape[0] = 256;
+  x.shape[1] = 64;
+  x.strides[0] = 1;
+  x.strides[1] = 256;
+  return x;
+}
+constexpr uint64_t kXformBytes = 256 * 64 * 4;
+const Stream::Entry kF32Entry{"t", v1::F32, {256, 64}};
+
+TEST_F(TensorRefTest, ATransformWritesTheInputTransposedAndSwapped) {
+  Stream s;
+  s.StartWith({kF32Entry});
+  s.Xform(Fortran256x64());
+  s.Done(kXformBytes);
+  StreamOutcome st = Read(s, input_fd_);
+  ASSERT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
+  ASSERT_TRUE(st.writer && st.writer->complete());
+  EXPECT_EQ(st.data_bytes, kXformBytes);
+  std::string want(kXformBytes, '\0');
+  for (uint64_t r = 0; r < 256; ++r) {
+    for (uint64_t c = 0; c < 64; ++c) {
+      const uint8_t* from = input_.data() + 1000 + 4 * (c * 256 + r);
+      for (uint64_t b = 0; b < 4; ++b) want[4 * (r * 64 + c) + b] = static_cast<char>(from[3 - b]);
+    }
+  }
+  ASSERT_TRUE(st.writer->Finish(std::string(32, '\0')).ok());  // the writer's buffer reaches the file
+  EXPECT_NE(Output().find(want), std::string::npos);
+}
+
+// Every field CheckTensorXform checks, broken at the stream: refused with
+// its rule before a byte is read or written.
+TEST_F(TensorRefTest, EveryBadTransformFieldIsRefusedBeforeAnyRead) {
+  const std::vector<std::pair<std::function<void(protocol::TensorXform&)>, std::string>> cases = {
+      {[](auto& x) { x.elem_size = 3; }, "element size 3 (not 1, 2, 4, 8 or 16)"},
+      {[](auto& x) { x.swap_unit = 8; }, "swap unit 8 for 4-byte elements"},
+      {[](auto& x) { x.reserved = 7; }, "reserved word set"},
+      {[](auto& x) { x.rank = 9; }, "of rank 9 (1 to 8)"},
+      {[](auto& x) { x.shape[3] = 2; }, "dimension 3 set beyond its rank 2"},
+      {[](auto& x) { x.region_offset = kInputBytes - 10; }, "outside the 1048576-byte input"},
+      {[](auto& x) { x.region_length = ~0ull; }, "outside the 1048576-byte input"},
+      {[](auto& x) { x.shape[1] = 0; }, "dimension 1 of size 0"},
+      {[](auto& x) { x.strides[1] = 1 << 20; }, "reaches outside its region of 16384 elements"},
+      {[](auto& x) { x.first = 1; }, "reach outside its region of 16384 elements"},
+      {[](auto& x) { x.strides[0] = 2; x.strides[1] = 1; x.shape[0] = 128; x.shape[1] = 128; },
+       "unsupported layout"},
+  };
+  for (const auto& [breaks, why] : cases) {
+    SCOPED_TRACE(why);
+    Stream s;
+    s.StartWith({kF32Entry});
+    protocol::TensorXform x = Fortran256x64();
+    breaks(x);
+    s.Xform(x);
+    ExpectRefused(s, why);
+  }
+}
+
+TEST_F(TensorRefTest, ATransformThatIsNotTheCurrentTensorIsRefused) {
+  {  // another size than the tensor's
+    Stream s;
+    s.StartWith({{"t", v1::F32, {256, 65}}});
+    s.Xform(Fortran256x64());
+    ExpectRefused(s, "a tensor transform of 65536 bytes for tensor #0 of 66560");
+  }
+  {  // elements of another size than the dtype's (the same byte count)
+    Stream s;
+    s.StartWith({{"t", v1::F64, {256, 32}}});
+    s.Xform(Fortran256x64());
+    ExpectRefused(s, "a tensor transform of 4-byte elements for a tensor of 8-byte elements");
+  }
+  {  // a bool tensor: its 0/1 check and message stay in the worker
+    Stream s;
+    s.StartWith({{"t", v1::BOOL, {kXformBytes}}});
+    protocol::TensorXform x = Fortran256x64();
+    x.elem_size = 1;
+    x.swap_unit = 0;
+    x.shape[0] = 1024;
+    x.strides[1] = 1024;
+    s.Xform(x);
+    ExpectRefused(s, "a tensor transform for a bool tensor");
+  }
+  {  // in the middle of a tensor
+    Stream s;
+    s.StartWith({{"t", v1::F32, {256, 65}}});
+    s.Ref(0, 1024);
+    s.Xform(Fortran256x64());
+    StreamOutcome st = Read(s, input_fd_);
+    EXPECT_EQ(st.end(), StreamEnd::kProtocolError);
+    EXPECT_NE(st.cause().message().find("a tensor transform in the middle of tensor #0"), std::string::npos)
+        << st.cause().ToString();
+  }
+  {  // after the last tensor
+    Stream s;
+    s.StartWith({kF32Entry});
+    s.Xform(Fortran256x64());
+    s.Xform(Fortran256x64());
+    StreamOutcome st = Read(s, input_fd_);
+    EXPECT_EQ(st.end(), StreamEnd::kProtocolError);
+    EXPECT_NE(st.cause().message().find("a tensor transform after the last tensor"), std::string::npos)
+        << st.cause().ToString();
+  }
+}
+
+TEST_F(TensorRefTest, ATransformBeforeTheHeaderOrOfAnotherSizeIsRefused) {
+  {
+    Stream s;
+    s.Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
+    s.Xform(Fortran256x64());
+    ExpectRefused(s, "a tensor transform before the header");
+  }
+  {
+    Stream s;
+    s.StartWith({kF32Entry});
+    s.Frame(FrameType::kTensorXform, std::string(protocol::kTensorXformPayloadBytes - 1, '\0'));
+    StreamOutcome st = Read(s, input_fd_);
+    EXPECT_EQ(st.end(), StreamEnd::kProtocolError);
+    EXPECT_EQ(st.data_bytes, 0u);
+  }
+  {
+    Stream s;
+    s.StartWith({kF32Entry});
+    s.Xform(Fortran256x64());
+    ExpectRefused(s, "a tensor transform for an input of several files", /*input_fd=*/-1);
+  }
+}
+
+TEST_F(TensorRefTest, ATransformOfAnInputThatShrankFailsAsTheParentsIoError) {
+  Stream s;
+  s.StartWith({kF32Entry});
+  s.Xform(Fortran256x64());
+  s.Done(kXformBytes);
+  ASSERT_EQ(ftruncate(input_fd_, 1000 + 4096), 0);
+  StreamOutcome st = Read(s, input_fd_);
+  EXPECT_EQ(st.end(), StreamEnd::kOutputIoError) << st.cause().ToString();
+  EXPECT_NE(st.cause().message().find("shrank"), std::string::npos) << st.cause().ToString();
+}
+
+// The caller's cancel is asked inside a transform of several bands, as
+// inside a reference: the stream ends as the caller's, the band being read
+// on its thread is waited for, and the tensor is not counted.
+TEST_F(TensorRefTest, ATransformIsCancelledBetweenItsBands) {
+  constexpr uint64_t kRows = uint64_t{1} << 21;  // (2^21, 3) float32: 24 MiB, two bands
+  const int big = memfd_create("big", MFD_CLOEXEC);
+  ASSERT_GE(big, 0);
+  ASSERT_EQ(ftruncate(big, static_cast<off_t>(kRows * 3 * 4)), 0);
+  protocol::TensorXform x;
+  x.region_length = kRows * 3 * 4;
+  x.elem_size = 4;
+  x.rank = 2;
+  x.shape[0] = kRows;
+  x.shape[1] = 3;
+  x.strides[0] = 1;
+  x.strides[1] = static_cast<int64_t>(kRows);
+  Stream s;
+  s.StartWith({{"t", v1::F32, {kRows, 3}}});
+  s.Xform(x);
+  s.Done(kRows * 3 * 4);
+  ASSERT_EQ(lseek(s.fd(), 0, SEEK_SET), 0);
+  sandbox::FrameReader reader(s.fd(), std::chrono::steady_clock::now() + std::chrono::seconds(30));
+  ConvertReport report;
+  StreamOutcome st;
+  int calls = 0;
+  ReadWorkerStream(reader, out_fd_, kRows * 3 * 4, big, {}, DigestAlgorithm::kXxh3_128, 0, nullptr, &report,
+                   &st, false, [&](const ConvertProgress&) { return ++calls < 2; });
+  close(big);
+  EXPECT_EQ(st.end(), StreamEnd::kOutputIoError) << st.cause().ToString();
+  EXPECT_NE(st.cause().message().find("cancelled by the caller"), std::string::npos) << st.cause().ToString();
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(st.data_bytes, 0u);
 }
 
 }  // namespace

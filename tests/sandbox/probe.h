@@ -68,6 +68,7 @@ int DoMaxObjects(const Context& ctx);
 int DoMaxHeaderBytes(const Context& ctx);
 int DoMaxFindings(const Context& ctx);
 int DoMaxErrorFindings(const Context& ctx);
+int DoBadXform(const Context& ctx);
 int DoMaxAll(const Context& ctx);
 int DoMaxDataFrames(const Context& ctx);
 // A hand-off request (conversion_protocol.h); the argument picks a variant:

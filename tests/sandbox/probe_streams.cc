@@ -10,6 +10,7 @@
 #include <string>
 
 #include "converter/protocol/stream_limits.h"
+#include "converter/protocol/tensor_xform.h"
 #include "converter/protocol/worker.pb.h"
 #include "proto/wire/wire.h"
 #include "sandbox/frame_io.h"
@@ -282,6 +283,28 @@ int DoMaxDataFrames(const Context& ctx) {
     if (!SendData(frame.data(), frame.size())) return 1;
   }
   return SendDone(1, kTotal) ? 0 : 1;
+}
+
+// A TENSOR_XFORM (converter/protocol/tensor_xform.h) for the 16-byte float32
+// tensor, one field wrong (the argument): a region past the end of the
+// input (the probe's input is a few dozen bytes), an element size of 3, a
+// stride reaching past the region.
+int DoBadXform(const Context& ctx) {
+  SendHeader(HeaderBytes(ctx, {"t"}));
+  protocol::TensorXform x;
+  x.region_length = 16;
+  x.elem_size = 4;
+  x.swap_unit = 4;
+  x.rank = 1;
+  x.shape[0] = 4;
+  x.strides[0] = 1;
+  if (ctx.argument == "outside") x.region_offset = uint64_t{1} << 40;
+  if (ctx.argument == "elem") x.elem_size = 3;
+  if (ctx.argument == "stride") x.strides[0] = 2;
+  uint8_t payload[protocol::kTensorXformPayloadBytes];
+  protocol::EncodeTensorXform(x, payload);
+  sandbox::WriteFrame(kOutputFd, FrameType::kTensorXform, payload, sizeof payload);
+  return SendDone(1, 16) ? 0 : 1;
 }
 
 }  // namespace safemodel::probe

@@ -816,6 +816,7 @@ const Mode kModes[] = {
     {"flood", nullptr, DoFlood},
     {"partial-frame", nullptr, DoPartialFrame},
     {"empty-data", nullptr, DoEmptyData},
+    {"bad-xform", nullptr, DoBadXform},
     {"header-then-crash", nullptr, DoHeaderThenCrash},
     {"header-then-exit", nullptr, DoHeaderThenExit},
     {"done-early", nullptr, DoDoneEarly},
