@@ -273,6 +273,14 @@ bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes
   return true;
 }
 
+// protobuf's own parse of the whole of `bytes`, nested at most
+// `recursion_limit` messages deep.
+bool ParseWhole(ByteView bytes, google::protobuf::MessageLite* out, int recursion_limit) {
+  google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
+  in.SetRecursionLimit(recursion_limit);
+  return out->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
+}
+
 }  // namespace
 
 bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t max_objects) {
@@ -284,9 +292,74 @@ bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t m
       return false;
     }
   }
+  return ParseWhole(bytes, out, kMaxMessageNesting);
+}
+
+namespace {
+
+// The top level of a message that passed WithinObjectBudget: calls
+// on_entry(payload) for each length-delimited occurrence of `field` and
+// on_other(bytes) with each other field's bytes (tag included), in order.
+// False if a field does not skip (not reached after the budget walk).
+template <typename OnEntry, typename OnOther>
+bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other) {
+  using google::protobuf::internal::WireFormatLite;
   google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
-  in.SetRecursionLimit(kMaxMessageNesting);
-  return out->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
+  for (;;) {
+    const int start = in.CurrentPosition();
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) {
+      // The end, or a zero or truncated tag, which the budget walk lets
+      // through at the very end: handed on with whatever follows, for
+      // protobuf's parse to refuse as it refuses it in the whole.
+      if (start != static_cast<int>(bytes.size())) on_other(bytes.subspan(static_cast<size_t>(start)));
+      return true;
+    }
+    if (static_cast<int>(tag >> 3) == field &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length;
+      if (!in.ReadVarint32(&length) || length > static_cast<uint32_t>(INT32_MAX)) return false;
+      const int at = in.CurrentPosition();
+      if (!in.Skip(static_cast<int>(length))) return false;
+      if (!on_entry(bytes.subspan(static_cast<size_t>(at), length))) return false;
+      continue;
+    }
+    if (!WireFormatLite::SkipField(&in, tag)) return false;
+    on_other(bytes.subspan(static_cast<size_t>(start), static_cast<size_t>(in.CurrentPosition() - start)));
+  }
+}
+
+}  // namespace
+
+bool ParseBoundedEntries(ByteView bytes, google::protobuf::Message* out, int field,
+                         google::protobuf::Message* entry, EntrySink* sink, uint64_t max_objects) {
+  if (bytes.size() > kMaxHeaderBytes) return false;
+  if (!WithinObjectBudget(out->GetDescriptor(), bytes, max_objects, /*check_text=*/true)) return false;
+  // Pass 1 counts the entries and the other fields' bytes; pass 2 parses
+  // the entries and gathers the other fields, in their order, to be parsed
+  // as one message: a repeated message field's occurrences are independent
+  // of each other and of every other field, so this is the whole's parse.
+  uint64_t entries = 0, other_bytes = 0;
+  if (!WalkTopLevel(
+          bytes, field, [&](ByteView) { return ++entries, true; },
+          [&](ByteView b) { other_bytes += b.size(); })) {
+    return false;
+  }
+  sink->Reserve(entries);
+  std::string other;
+  other.reserve(static_cast<size_t>(other_bytes));
+  if (!WalkTopLevel(
+          bytes, field,
+          [&](ByteView payload) {
+            // One level below the top: the budget the entry has inside `out`.
+            if (!ParseWhole(payload, entry, kMaxMessageNesting - 1)) return false;
+            sink->Add(*entry);
+            return true;
+          },
+          [&](ByteView b) { other.append(AsChars(b)); })) {
+    return false;
+  }
+  return ParseWhole(AsBytes(other), out, kMaxMessageNesting);
 }
 
 uint64_t CountParsedObjects(const google::protobuf::Message& message, ByteView bytes) {
