@@ -82,18 +82,28 @@ void TensorTable::Add(const v1::TensorInfo& t) {
   uint64_t nbytes = 0;
   first_error_ = Check(t, i, &nbytes);
   if (!first_error_.ok()) return;
-  Entry e{};
-  e.nbytes = t.alias_of().empty() ? nbytes : 0;
-  e.source_index = t.has_source_index() ? t.source_index() : 0;
-  e.has_source_index = t.has_source_index() ? 1 : 0;
-  e.dtype = static_cast<uint8_t>(t.dtype());  // checked: a DType value
-  e.at = arena_.size();
-  e.name_len = static_cast<uint16_t>(t.name().size());
   // An alias_of longer than any name names no tensor; what Layout says of
   // it shows at most its first 80 bytes (Printable), so no more than
   // kMaxNameBytes + 1 of them are kept.
   const std::string_view alias(t.alias_of().data(),
                                std::min<size_t>(t.alias_of().size(), kMaxNameBytes + 1));
+  // Name, alias and at most kMaxRank ten-byte varints.
+  if (arena_.size() + t.name().size() + alias.size() + kMaxRank * 10 > UINT32_MAX) {
+    first_error_ = Status::LimitExceeded("the tensor names and shapes exceed 4 GiB (tensor #" + Num(i) + ")");
+    return;
+  }
+  Entry e{};
+  e.nbytes = t.alias_of().empty() ? nbytes : 0;
+  e.has_source_index = t.has_source_index() ? 1 : 0;
+  if (t.has_source_index() && t.source_index() >= kBigSourceIndex) {
+    e.source_index = kBigSourceIndex;
+    big_source_indices_.emplace_back(i, t.source_index());
+  } else {
+    e.source_index = static_cast<uint32_t>(t.source_index());
+  }
+  e.dtype = static_cast<uint8_t>(t.dtype());  // checked: a DType value
+  e.at = static_cast<uint32_t>(arena_.size());
+  e.name_len = static_cast<uint16_t>(t.name().size());
   e.alias_len = static_cast<uint16_t>(alias.size());
   arena_.append(t.name());
   arena_.append(alias);
@@ -101,6 +111,14 @@ void TensorTable::Add(const v1::TensorInfo& t) {
   for (uint64_t d : t.shape()) PutVarint(&arena_, d);
   e.shape_len = static_cast<uint16_t>(arena_.size() - shape_at);
   entries_.push_back(e);
+}
+
+uint64_t TensorTable::SourceIndex(uint64_t i) const {
+  if (entries_[i].source_index != kBigSourceIndex) return entries_[i].source_index;
+  for (const auto& [entry, value] : big_source_indices_) {
+    if (entry == i) return value;
+  }
+  return kBigSourceIndex;  // not reached: Add records every one
 }
 
 Status TensorTable::CheckSourceOrder() const {
@@ -124,7 +142,7 @@ Status TensorTable::CheckSourceOrder() const {
                                "(all tensors or none record the source order)");
     }
     if (e.source_index >= count_) {
-      return Status::Malformed(where() + ": source_index " + Num(e.source_index) +
+      return Status::Malformed(where() + ": source_index " + Num(SourceIndex(i)) +
                                " is not below the tensor count " + Num(count_));
     }
     if (seen[e.source_index] != 0) {
@@ -165,7 +183,6 @@ Status TensorTable::CheckAliases() {
       return Status::Malformed(where() + ": alias differs in dtype or shape from '" +
                                Printable(target) + "'");
     }
-    e.offset = 0;
     e.nbytes = 0;
   }
   return Status::Ok();
@@ -180,16 +197,16 @@ Result<uint64_t> TensorTable::Layout() {
   SAFEMODEL_RETURN_IF_ERROR(first_error_);
   SAFEMODEL_RETURN_IF_ERROR(CheckSourceOrder());
   SAFEMODEL_RETURN_IF_ERROR(CheckAliases());
-  // LayoutTensors' third pass: canonical offsets in table order.
+  // LayoutTensors' third pass: canonical offsets in table order (checked
+  // here, computed again by NextOffset where they are needed).
   uint64_t cursor = 0;
-  for (Entry& e : entries_) {
+  for (const Entry& e : entries_) {
     if (e.alias_len != 0) continue;
     uint64_t offset, end;
     if (!AlignUp(cursor, TensorAlignmentFor(e.nbytes), &offset) || !CheckedAdd(offset, e.nbytes, &end) ||
         end > kMaxFileBytes) {
       return Status::LimitExceeded("tensor data exceeds the maximum file size");
     }
-    e.offset = offset;
     cursor = end;
   }
   arena_.shrink_to_fit();
@@ -198,21 +215,32 @@ Result<uint64_t> TensorTable::Layout() {
 
 // Fields in number order, each only when protobuf (proto3) would write it:
 // a non-empty string or array, a non-zero number, source_index when set.
-uint64_t TensorTable::BodyBytes(const Entry& e) const {
+uint64_t TensorTable::NextOffset(uint64_t end, uint64_t nbytes) {
+  uint64_t offset = 0;
+  (void)AlignUp(end, TensorAlignmentFor(nbytes), &offset);  // Layout checked it
+  return offset;
+}
+
+uint64_t TensorTable::BodyBytes(const Entry& e, uint64_t offset) const {
   uint64_t n = 1 + VarintBytes(e.name_len) + e.name_len;  // names are never empty
   if (e.dtype != 0) n += 1 + VarintBytes(e.dtype);
   if (e.shape_len != 0) n += 1 + VarintBytes(e.shape_len) + e.shape_len;
-  if (e.offset != 0) n += 1 + VarintBytes(e.offset);
+  if (offset != 0) n += 1 + VarintBytes(offset);
   if (e.nbytes != 0) n += 1 + VarintBytes(e.nbytes);
   if (e.alias_len != 0) n += 1 + VarintBytes(e.alias_len) + e.alias_len;
-  if (e.has_source_index != 0) n += 1 + VarintBytes(e.source_index);
+  if (e.has_source_index != 0) n += 1 + VarintBytes(e.source_index);  // valid: below 2^32
   return n;
 }
 
 uint64_t TensorTable::SerializedBytes() const {
-  uint64_t n = 0;
+  uint64_t n = 0, end = 0;
   for (const Entry& e : entries_) {
-    const uint64_t body = BodyBytes(e);
+    uint64_t offset = 0;
+    if (e.alias_len == 0) {
+      offset = NextOffset(end, e.nbytes);
+      end = offset + e.nbytes;
+    }
+    const uint64_t body = BodyBytes(e, offset);
     n += 1 + VarintBytes(body) + body;
   }
   return n;
@@ -228,12 +256,18 @@ void TensorTable::Serialize(CodedOutputStream* out) const {
     out->WriteTag(tag);
     out->WriteVarint64(v);
   };
+  uint64_t end = 0;
   for (const Entry& e : entries_) {
-    number(kHeaderTensorTag, BodyBytes(e));
+    uint64_t offset = 0;
+    if (e.alias_len == 0) {
+      offset = NextOffset(end, e.nbytes);
+      end = offset + e.nbytes;
+    }
+    number(kHeaderTensorTag, BodyBytes(e, offset));
     bytes(kNameTag, std::string_view(arena_.data() + e.at, e.name_len));
     if (e.dtype != 0) number(kDTypeTag, e.dtype);
     if (e.shape_len != 0) bytes(kShapeTag, packed_shape(e));
-    if (e.offset != 0) number(kOffsetTag, e.offset);
+    if (offset != 0) number(kOffsetTag, offset);
     if (e.nbytes != 0) number(kNbytesTag, e.nbytes);
     if (e.alias_len != 0) bytes(kAliasTag, alias_of(e));
     if (e.has_source_index != 0) number(kSourceIndexTag, e.source_index);

@@ -1,7 +1,8 @@
 // The tensor entries of a header that SafemodelWriter lays out and writes,
-// kept compactly: a fixed-size record per tensor (40 bytes) and one byte
+// kept compactly: a fixed-size record per tensor (24 bytes) and one byte
 // arena holding every name, alias target and shape (the shape as the
-// packed varints it is serialised as). A parsed v1::TensorInfo costs ~96
+// packed varints it is serialised as). Offsets are not stored: they follow
+// from the sizes in table order (NextOffset). A parsed v1::TensorInfo costs ~96
 // bytes plus a heap string and a heap array; for 100,000 tensors the
 // parent held ~15 MB of them (tests/bench/PROFILE.md, branch parenthdr).
 //
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "proto/safemodel.pb.h"
@@ -39,6 +41,9 @@ class TensorTable {
   // name, as LayoutTensors' first pass does. offset and nbytes of `t` are
   // ignored (Layout assigns them), and so are its unknown fields. After the
   // first failure entries are only counted, not kept: Layout reports it.
+  // One rule LayoutTensors does not have: the arena's offsets are 32 bits,
+  // so names and shapes over 4 GiB in all are refused (a header that holds
+  // them is over kMaxHeaderBytes anyway).
   void Add(const v1::TensorInfo& t);
 
   // Entries added (kept or not).
@@ -55,10 +60,15 @@ class TensorTable {
   uint64_t SerializedBytes() const;
   void Serialize(google::protobuf::io::CodedOutputStream* out) const;
 
+  // After Layout: the offset of a tensor of `nbytes` (not an alias) whose
+  // bytes follow data that ends at `end` (0 for the first): walking the
+  // table in order from 0 gives each tensor's canonical offset.
+  static uint64_t NextOffset(uint64_t end, uint64_t nbytes);
+
   std::string_view name(uint64_t i) const {
     return std::string_view(arena_.data() + entries_[i].at, entries_[i].name_len);
   }
-  uint64_t offset(uint64_t i) const { return entries_[i].offset; }
+  // nbytes is 0 for an alias.
   uint64_t nbytes(uint64_t i) const { return entries_[i].nbytes; }
   bool alias(uint64_t i) const { return entries_[i].alias_len != 0; }
   bool is_bool(uint64_t i) const { return entries_[i].dtype == v1::BOOL; }
@@ -67,21 +77,24 @@ class TensorTable {
   // One tensor. The arena holds, from `at`: the name, alias_of, the shape.
   struct Entry {
     uint64_t nbytes;
-    uint64_t offset;
-    uint64_t source_index;
-    uint64_t at;
+    uint32_t at;
+    // kBigSourceIndex: the value is in big_source_indices_ (no valid one
+    // is: the count is at most kMaxTensorCount).
+    uint32_t source_index;
     uint16_t name_len;   // <= kMaxNameBytes (checked before it is kept)
     uint16_t alias_len;  // at most kMaxNameBytes + 1 bytes kept: see Add
     uint16_t shape_len;  // packed varints, <= kMaxRank * 10 bytes
     uint8_t dtype;
     uint8_t has_source_index;
   };
-  static_assert(sizeof(Entry) == 40);
+  static_assert(sizeof(Entry) == 24);
+  static constexpr uint32_t kBigSourceIndex = UINT32_MAX;
 
   Status Check(const v1::TensorInfo& t, uint64_t i, uint64_t* nbytes) const;
   Status CheckSourceOrder() const;
   Status CheckAliases();
-  uint64_t BodyBytes(const Entry& e) const;
+  uint64_t SourceIndex(uint64_t i) const;
+  uint64_t BodyBytes(const Entry& e, uint64_t offset) const;
   std::string_view alias_of(const Entry& e) const {
     return std::string_view(arena_.data() + e.at + e.name_len, e.alias_len);
   }
@@ -91,6 +104,9 @@ class TensorTable {
 
   std::vector<Entry> entries_;
   std::string arena_;
+  // (entry, value) of the source indices of kBigSourceIndex or more: only
+  // a hostile proposal has any, and each is an error Layout reports.
+  std::vector<std::pair<uint64_t, uint64_t>> big_source_indices_;
   uint64_t count_ = 0;
   Status first_error_;
   bool laid_out_ = false;

@@ -277,7 +277,9 @@ Status SafemodelWriter::Advance() {
   while (static_cast<uint64_t>(++current_) < tensors_.size()) {
     const auto i = static_cast<uint64_t>(current_);
     if (tensors_.alias(i)) continue;
-    SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off + tensors_.offset(i) - written_));
+    const uint64_t offset = format::TensorTable::NextOffset(data_end_, tensors_.nbytes(i));
+    data_end_ = offset + tensors_.nbytes(i);
+    SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off + offset - written_));
     remaining_ = tensors_.nbytes(i);
     if (remaining_ > 0) return Status::Ok();
     finish_digest();

@@ -85,10 +85,15 @@ void ExpectSameBytes(const std::vector<Spec>& specs) {
   EXPECT_EQ(table.SerializedBytes(), got.size());
   EXPECT_EQ(got, want);
   ASSERT_EQ(table.size(), static_cast<uint64_t>(entries.size()));
+  uint64_t end = 0;
   for (int i = 0; i < entries.size(); ++i) {
     const auto k = static_cast<uint64_t>(i);
     EXPECT_EQ(table.name(k), entries[i].name());
-    EXPECT_EQ(table.offset(k), entries[i].offset());
+    if (!table.alias(k)) {
+      const uint64_t offset = format::TensorTable::NextOffset(end, table.nbytes(k));
+      EXPECT_EQ(offset, entries[i].offset());
+      end = offset + table.nbytes(k);
+    }
     EXPECT_EQ(table.nbytes(k), entries[i].nbytes());
     EXPECT_EQ(table.alias(k), !entries[i].alias_of().empty());
     EXPECT_EQ(table.is_bool(k), entries[i].dtype() == v1::BOOL);
@@ -177,6 +182,10 @@ TEST(TensorTable, EveryRuleFailsAsLayoutTensorsDoes) {
   ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 2}});
   ExpectSameError({{"a", v1::F32, {2}, "", 1}, {"b", v1::F32, {2}, "", 1}});
   ExpectSameError({{"a", v1::F32, {2}, "", 1ll << 40}, {"b", v1::F32, {2}, "", 0}});
+  ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 4294967295ll}});
+  ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 1}, {"c", v1::F32, {2}, "", 4294967296ll},
+                   {"d", v1::F32, {2}, "", 4294967297ll}});
+  ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 0}, {"c", v1::F32, {2}, "", 1ll << 50}});
   ExpectSameError({ok, {"p", v1::F32, {2}, "nothing"}});
   ExpectSameError({{"a", v1::F32, {2}, "ok"}, ok, {"z", v1::F32, {2}, "a"}});  // alias of an alias
   ExpectSameError({ok, {"p", v1::F64, {2}, "ok"}});
