@@ -269,9 +269,9 @@ uint64_t SafemodelWriter::planned_file_size() const {
 Status SafemodelWriter::Advance() {
   // Close the current tensor, then skip aliases and open the next one.
   auto finish_digest = [&] {
-    const std::string d = hasher_->Finish();
-    std::copy(d.begin(), d.end(),
-              digests_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(current_) * digest_size_));
+    uint8_t d[Hasher::kMaxDigestBytes];
+    const size_t n = hasher_->FinishInto(d);
+    std::memcpy(digests_.data() + static_cast<size_t>(current_) * digest_size_, d, n);
   };
   if (current_ >= 0 && static_cast<uint64_t>(current_) < tensors_.size()) finish_digest();
   while (static_cast<uint64_t>(++current_) < tensors_.size()) {
@@ -414,8 +414,7 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
       chunk.push_back('\0');
     } else {
       chunk.push_back(static_cast<char>(digest_size_));
-      auto first = digests_.begin() + static_cast<std::ptrdiff_t>(i * digest_size_);
-      chunk.append(first, first + static_cast<std::ptrdiff_t>(digest_size_));
+      chunk.append(digests_.data() + i * digest_size_, digest_size_);
     }
     if (chunk.size() >= kChunkBytes) {
       SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(chunk)));
