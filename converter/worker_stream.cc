@@ -112,7 +112,7 @@ Status ReadMessage(sandbox::FrameReader& reader, uint64_t length, google::protob
 // The HEADER frame: read into a transient buffer and parsed as
 // ReadMessage would, except that each tensor entry is parsed on its own
 // into one reused message and added to `tensors` (the writer's compact
-// table) rather than kept as a message: ~40 bytes plus name and shape per
+// table) rather than kept as a message: 24 bytes plus name and shape per
 // tensor instead of ~130. The raw bytes are freed on return.
 class TableSink : public wire::EntrySink {
  public:
