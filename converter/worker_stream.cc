@@ -116,7 +116,8 @@ Status ReadMessage(sandbox::FrameReader& reader, uint64_t length, google::protob
 // tensor instead of ~130. The raw bytes are freed on return.
 class TableSink : public wire::EntrySink {
  public:
-  TableSink(format::TensorTable* tensors, uint64_t max_tensors) : tensors_(tensors), max_(max_tensors) {}
+  TableSink(format::TensorTable* tensors, uint64_t max_tensors)
+      : tensors_(tensors), max_(max_tensors) {}
   void Reserve(uint64_t count) override { tensors_->Reserve(std::min(count, max_)); }
   void Add(const google::protobuf::Message& entry) override {
     tensors_->Add(static_cast<const v1::TensorInfo&>(entry));
@@ -135,8 +136,8 @@ Status ReadHeaderFrame(sandbox::FrameReader& reader, uint64_t length, worker::Wo
   }
   v1::TensorInfo entry;
   TableSink sink(tensors, limits.tensors);
-  if (!wire::ParseBoundedEntries(AsBytes(buf), msg, worker::WorkerHeader::kTensorsFieldNumber, &entry,
-                                 &sink, limits.header_objects)) {
+  if (!wire::ParseBoundedEntries(AsBytes(buf), msg, worker::WorkerHeader::kTensorsFieldNumber,
+                                 &entry, &sink, limits.header_objects)) {
     return Status::Malformed("the worker's header frame is not valid");
   }
   return Status::Ok();
@@ -230,7 +231,8 @@ class StreamReader {
       worker::WorkerHeader wh;
       Status s = ReadHeaderFrame(reader_, length, &wh, &tensors, limits_);
       if (!s.ok()) return Fail(s.message());
-      auto built = BuildHeader(std::move(wh), tensors.size(), input_size_, limits_, options_, digest_, report_);
+      auto built = BuildHeader(std::move(wh), tensors.size(), input_size_, limits_, options_,
+                               digest_, report_);
       if (!built.ok()) return Fail("invalid header from the worker: " + built.status().ToString());
       header.emplace(std::move(*built));
     }  // what is left of the proposal is freed here, before the writer serialises

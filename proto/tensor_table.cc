@@ -59,7 +59,8 @@ Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, uint64_t* nbytes)
     }
   }
   if (!IsValidDType(static_cast<uint32_t>(t.dtype()))) {
-    return Status::Unsupported(where() + ": unknown dtype value " + Num(static_cast<uint32_t>(t.dtype())));
+    return Status::Unsupported(where() + ": unknown dtype value " +
+                               Num(static_cast<uint32_t>(t.dtype())));
   }
   if (static_cast<uint64_t>(t.shape_size()) > kMaxRank) {
     return Status::LimitExceeded(where() + ": rank " + Num(static_cast<uint64_t>(t.shape_size())) +
@@ -89,7 +90,8 @@ void TensorTable::Add(const v1::TensorInfo& t) {
                                std::min<size_t>(t.alias_of().size(), kMaxNameBytes + 1));
   // Name, alias and at most kMaxRank ten-byte varints.
   if (arena_.size() + t.name().size() + alias.size() + kMaxRank * 10 > UINT32_MAX) {
-    first_error_ = Status::LimitExceeded("the tensor names and shapes exceed 4 GiB (tensor #" + Num(i) + ")");
+    first_error_ =
+        Status::LimitExceeded("the tensor names and shapes exceed 4 GiB (tensor #" + Num(i) + ")");
     return;
   }
   Entry e{};
@@ -138,7 +140,8 @@ Status TensorTable::CheckSourceOrder() const {
     const Entry& e = entries_[i];
     auto where = [&] { return "tensor '" + Printable(name(i)) + "'"; };
     if (e.has_source_index == 0) {
-      return Status::Malformed(where() + " has no source_index but the first tensor has one "
+      return Status::Malformed(where() +
+                               " has no source_index but the first tensor has one "
                                "(all tensors or none record the source order)");
     }
     if (e.source_index >= count_) {
@@ -173,11 +176,13 @@ Status TensorTable::CheckAliases() {
     }
     auto where = [&] { return "tensor '" + Printable(name(i)) + "'"; };
     if (lo == count_ || name(lo) != target) {
-      return Status::Malformed(where() + ": alias_of names no tensor ('" + Printable(target) + "')");
+      return Status::Malformed(where() + ": alias_of names no tensor ('" + Printable(target) +
+                               "')");
     }
     const Entry& t = entries_[lo];
     if (t.alias_len != 0) {
-      return Status::Malformed(where() + ": alias_of names another alias ('" + Printable(target) + "')");
+      return Status::Malformed(where() + ": alias_of names another alias ('" + Printable(target) +
+                               "')");
     }
     if (t.dtype != e.dtype || packed_shape(t) != packed_shape(e)) {
       return Status::Malformed(where() + ": alias differs in dtype or shape from '" +
@@ -192,7 +197,8 @@ Result<uint64_t> TensorTable::Layout() {
   if (laid_out_) return Status::Internal("the tensor table was laid out twice");
   laid_out_ = true;
   if (count_ > kMaxTensorCount) {
-    return Status::LimitExceeded(Num(count_) + " tensors exceed the limit of " + Num(kMaxTensorCount));
+    return Status::LimitExceeded(Num(count_) + " tensors exceed the limit of " +
+                                 Num(kMaxTensorCount));
   }
   SAFEMODEL_RETURN_IF_ERROR(first_error_);
   SAFEMODEL_RETURN_IF_ERROR(CheckSourceOrder());
@@ -203,8 +209,8 @@ Result<uint64_t> TensorTable::Layout() {
   for (const Entry& e : entries_) {
     if (e.alias_len != 0) continue;
     uint64_t offset, end;
-    if (!AlignUp(cursor, TensorAlignmentFor(e.nbytes), &offset) || !CheckedAdd(offset, e.nbytes, &end) ||
-        end > kMaxFileBytes) {
+    if (!AlignUp(cursor, TensorAlignmentFor(e.nbytes), &offset) ||
+        !CheckedAdd(offset, e.nbytes, &end) || end > kMaxFileBytes) {
       return Status::LimitExceeded("tensor data exceeds the maximum file size");
     }
     cursor = end;

@@ -185,7 +185,8 @@ Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, v1::Heade
 
 Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, format::TensorTable tensors,
                                                                v1::Header rest) {
-  if (rest.tensors_size() != 0) return Status::Internal("tensor entries both in a table and in the header");
+  if (rest.tensors_size() != 0)
+    return Status::Internal("tensor entries both in a table and in the header");
   // Fields 1 and 2 come before the tensors in the serialised header; the
   // rest, after them, is streamed from `tail`. On the heap from here on:
   // the sizes ByteSizeLong caches are what WriteHeader streams with, and a
@@ -383,7 +384,8 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
   head.push_back(static_cast<char>(kAlgorithmTag));
   PutVarint(&head, static_cast<uint64_t>(algorithm_));
   uint64_t trailer_len = head.size() + 2 + digest_size_;  // + header digest
-  for (uint64_t i = 0; i < tensors_.size(); ++i) trailer_len += 2 + (tensors_.alias(i) ? 0 : digest_size_);
+  for (uint64_t i = 0; i < tensors_.size(); ++i)
+    trailer_len += 2 + (tensors_.alias(i) ? 0 : digest_size_);
   if (trailer_len != TrailerLen()) return Status::Internal("the trailer's length is computed two ways");
   // The header digest covers the final prefix, whose trailer_len depends on
   // the trailer, which holds the header digest: the digest's size is fixed

@@ -143,7 +143,7 @@ class SafemodelWriter {
   size_t out_used_ = 0;
   int current_ = -1;
   uint64_t remaining_ = 0;
-  uint64_t data_end_ = 0;     // where the last opened tensor's bytes end, in the data region
+  uint64_t data_end_ = 0;  // where the last opened tensor's bytes end, in the data region
 };
 
 }  // namespace safemodel

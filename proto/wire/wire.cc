@@ -312,7 +312,8 @@ bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other)
       // The end, or a zero or truncated tag, which the budget walk lets
       // through at the very end: handed on with whatever follows, for
       // protobuf's parse to refuse as it refuses it in the whole.
-      if (start != static_cast<int>(bytes.size())) on_other(bytes.subspan(static_cast<size_t>(start)));
+      if (start != static_cast<int>(bytes.size()))
+        on_other(bytes.subspan(static_cast<size_t>(start)));
       return true;
     }
     if (static_cast<int>(tag >> 3) == field &&
@@ -325,7 +326,8 @@ bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other)
       continue;
     }
     if (!WireFormatLite::SkipField(&in, tag)) return false;
-    on_other(bytes.subspan(static_cast<size_t>(start), static_cast<size_t>(in.CurrentPosition() - start)));
+    on_other(bytes.subspan(static_cast<size_t>(start),
+                           static_cast<size_t>(in.CurrentPosition() - start)));
   }
 }
 
@@ -334,7 +336,8 @@ bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other)
 bool ParseBoundedEntries(ByteView bytes, google::protobuf::Message* out, int field,
                          google::protobuf::Message* entry, EntrySink* sink, uint64_t max_objects) {
   if (bytes.size() > kMaxHeaderBytes) return false;
-  if (!WithinObjectBudget(out->GetDescriptor(), bytes, max_objects, /*check_text=*/true)) return false;
+  if (!WithinObjectBudget(out->GetDescriptor(), bytes, max_objects, /*check_text=*/true))
+    return false;
   // Pass 1 counts the entries and the other fields' bytes; pass 2 parses
   // the entries and gathers the other fields, in their order, to be parsed
   // as one message: a repeated message field's occurrences are independent

@@ -255,8 +255,9 @@ TEST_F(TensorRefTest, AHeadersFailuresAreReportedInTheirOrder) {
     return wire::SerializeDeterministic(h);
   };
   const std::string cases[][2] = {
-      {header(false), "invalid header from the worker: malformed: tensor #1 'a': names are not sorted "
-                      "and unique (previous is 'b')"},
+      {header(false),
+       "invalid header from the worker: malformed: tensor #1 'a': names are not sorted "
+       "and unique (previous is 'b')"},
       {header(true), "the worker converted with options [--not-requested], not the requested []"},
       // A truncated field at the end: the frame does not parse.
       {header(true) + std::string("\xc8", 1), "the worker's header frame is not valid"},

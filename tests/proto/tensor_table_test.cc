@@ -137,7 +137,8 @@ TEST(TensorTable, MaxRankBigDimensionsAndOffsets) {
 TEST(TensorTable, EveryDtypeAndSourceIndices) {
   std::vector<Spec> specs;
   for (int d = 1; d <= static_cast<int>(v1::DType_MAX); ++d) {
-    specs.push_back({"t" + std::to_string(100 + d), d, {3, 5}, "", static_cast<int64_t>(v1::DType_MAX - d)});
+    specs.push_back(
+        {"t" + std::to_string(100 + d), d, {3, 5}, "", static_cast<int64_t>(v1::DType_MAX - d)});
   }
   ExpectSameBytes(specs);
   // A permutation of 0..n-1 over 300 tensors: source indices of two bytes,
@@ -169,23 +170,26 @@ TEST(TensorTable, EveryRuleFailsAsLayoutTensorsDoes) {
   ExpectSameError({{std::string(kMaxNameBytes + 1, 'a'), v1::F32, {2}, ""}});
   ExpectSameError({{std::string("a\0b", 3), v1::F32, {2}, ""}});
   ExpectSameError({{"a\xff", v1::F32, {2}, ""}});
-  ExpectSameError({ok, {"a", v1::F32, {2}, ""}});     // not sorted
-  ExpectSameError({ok, {"ok", v1::F32, {2}, ""}});    // not unique
-  ExpectSameError({{"a", 99, {2}, ""}});              // unknown dtype
+  ExpectSameError({ok, {"a", v1::F32, {2}, ""}});   // not sorted
+  ExpectSameError({ok, {"ok", v1::F32, {2}, ""}});  // not unique
+  ExpectSameError({{"a", 99, {2}, ""}});            // unknown dtype
   ExpectSameError({{"a", -1, {2}, ""}});
   ExpectSameError({{"a", 0, {2}, ""}});
   ExpectSameError({{"a", v1::F32, std::vector<uint64_t>(kMaxRank + 1, 1), ""}});
-  ExpectSameError({{"a", v1::F32, {1ull << 62, 4}, ""}});       // product overflows
-  ExpectSameError({{"a", v1::U8, {(1ull << 62) + 1}, ""}});     // larger than any file
-  ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, ""}});   // source index on some
+  ExpectSameError({{"a", v1::F32, {1ull << 62, 4}, ""}});                  // product overflows
+  ExpectSameError({{"a", v1::U8, {(1ull << 62) + 1}, ""}});                // larger than any file
+  ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, ""}});  // source index on some
   ExpectSameError({{"a", v1::F32, {2}, ""}, {"b", v1::F32, {2}, "", 0}});
   ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 2}});
   ExpectSameError({{"a", v1::F32, {2}, "", 1}, {"b", v1::F32, {2}, "", 1}});
   ExpectSameError({{"a", v1::F32, {2}, "", 1ll << 40}, {"b", v1::F32, {2}, "", 0}});
   ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 4294967295ll}});
-  ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 1}, {"c", v1::F32, {2}, "", 4294967296ll},
+  ExpectSameError({{"a", v1::F32, {2}, "", 0},
+                   {"b", v1::F32, {2}, "", 1},
+                   {"c", v1::F32, {2}, "", 4294967296ll},
                    {"d", v1::F32, {2}, "", 4294967297ll}});
-  ExpectSameError({{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 0}, {"c", v1::F32, {2}, "", 1ll << 50}});
+  ExpectSameError(
+      {{"a", v1::F32, {2}, "", 0}, {"b", v1::F32, {2}, "", 0}, {"c", v1::F32, {2}, "", 1ll << 50}});
   ExpectSameError({ok, {"p", v1::F32, {2}, "nothing"}});
   ExpectSameError({{"a", v1::F32, {2}, "ok"}, ok, {"z", v1::F32, {2}, "a"}});  // alias of an alias
   ExpectSameError({ok, {"p", v1::F64, {2}, "ok"}});
@@ -194,8 +198,8 @@ TEST(TensorTable, EveryRuleFailsAsLayoutTensorsDoes) {
   ExpectSameError({ok, {"p", v1::F32, {2}, std::string(kMaxNameBytes + 500, 'o')}});
   ExpectSameError({ok, {"p", v1::F32, {2}, "ok" + std::string(kMaxNameBytes - 2, 'k')}});
   // Past the largest file, laid out.
-  ExpectSameError({{"a", v1::U8, {1ull << 61}, ""}, {"b", v1::U8, {1ull << 61}, ""},
-                   {"c", v1::U8, {64}, ""}});
+  ExpectSameError(
+      {{"a", v1::U8, {1ull << 61}, ""}, {"b", v1::U8, {1ull << 61}, ""}, {"c", v1::U8, {64}, ""}});
   // The first failure wins: a later entry's, and source order and aliases
   // (checked after every entry), wait for it.
   ExpectSameError({{"a", v1::F32, {2}, "", 5}, {"b", 99, {2}, "x"}, {"a", v1::F32, {2}, ""}});
@@ -213,7 +217,8 @@ TEST(TensorTable, TooManyTensorsIsTheFirstFailure) {
   auto got = table.Layout();
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), StatusCode::kLimitExceeded);
-  EXPECT_EQ(got.status().message(), std::to_string(kMaxTensorCount + 1) + " tensors exceed the limit of " +
+  EXPECT_EQ(got.status().message(), std::to_string(kMaxTensorCount + 1) +
+                                        " tensors exceed the limit of " +
                                         std::to_string(kMaxTensorCount));
 }
 
@@ -223,7 +228,8 @@ TEST(TensorTable, WrittenHeaderIsTheMessageSerialised) {
   for (int variant = 0; variant < 3; ++variant) {
     std::vector<Spec> specs;
     if (variant >= 1) {
-      specs = {{"a", v1::F32, {3}, "", 2}, {"b\xc3\xa9", v1::BOOL, {}, "", 0},
+      specs = {{"a", v1::F32, {3}, "", 2},
+               {"b\xc3\xa9", v1::BOOL, {}, "", 0},
                {"c", v1::F32, {3}, "a", 1}};
     }
     if (variant == 2) {

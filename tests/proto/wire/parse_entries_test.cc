@@ -53,9 +53,9 @@ std::string ValidHeader() {
     if (i % 2 == 0) t.set_source_index(static_cast<uint64_t>(i));
     if (i == 3) t.set_alias_of("t0");
     std::string body = wire::SerializeDeterministic(t);
-    if (i == 1) body += std::string("\x78\x05", 2);               // unknown field 15, varint
+    if (i == 1) body += std::string("\x78\x05", 2);                  // unknown field 15, varint
     if (i == 2) body += std::string("\x83\x01\x08\x01\x84\x01", 6);  // unknown group 16
-    if (i == 4) body += std::string("\x18\x07", 2);               // shape unpacked, appended
+    if (i == 4) body += std::string("\x18\x07", 2);                  // shape unpacked, appended
     PutField(&out, 0x1a, body);
     if (i == 2) {  // fields between the entries
       v1::Header a;
@@ -109,8 +109,8 @@ TEST(ParseBoundedEntries, ValidHeaderAsParseBounded) {
   v1::Header rest;
   v1::TensorInfo scratch;
   Collect sink;
-  ASSERT_TRUE(wire::ParseBoundedEntries(AsBytes(bytes), &rest, v1::Header::kTensorsFieldNumber, &scratch,
-                                        &sink));
+  ASSERT_TRUE(wire::ParseBoundedEntries(AsBytes(bytes), &rest, v1::Header::kTensorsFieldNumber,
+                                        &scratch, &sink));
   ASSERT_EQ(sink.entries.size(), 6u);
   EXPECT_FALSE(sink.entries[1].has_source_index());
   EXPECT_EQ(sink.entries[4].shape_size(), 6);
@@ -130,10 +130,18 @@ TEST(ParseBoundedEntries, MutationsAsParseBounded) {
     for (int e = 0; e < edits && !bytes.empty(); ++e) {
       const size_t at = rng() % bytes.size();
       switch (rng() % 4) {
-        case 0: bytes[at] = static_cast<char>(rng()); break;
-        case 1: bytes.insert(at, 1, static_cast<char>(rng())); break;
-        case 2: bytes.erase(at, 1); break;
-        case 3: bytes.resize(at); break;
+        case 0:
+          bytes[at] = static_cast<char>(rng());
+          break;
+        case 1:
+          bytes.insert(at, 1, static_cast<char>(rng()));
+          break;
+        case 2:
+          bytes.erase(at, 1);
+          break;
+        case 3:
+          bytes.resize(at);
+          break;
       }
     }
     ExpectSame(bytes, wire::kMaxParsedObjects, &accepted);
