@@ -281,6 +281,13 @@ bool ParseWhole(ByteView bytes, google::protobuf::MessageLite* out, int recursio
   return out->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
 }
 
+// The same, merged into what `out` holds already.
+bool MergeWhole(ByteView bytes, google::protobuf::MessageLite* out, int recursion_limit) {
+  google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
+  in.SetRecursionLimit(recursion_limit);
+  return out->MergeFromCodedStream(&in) && in.ConsumedEntireMessage();
+}
+
 }  // namespace
 
 bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t max_objects) {
@@ -299,8 +306,9 @@ namespace {
 
 // The top level of a message that passed WithinObjectBudget: calls
 // on_entry(payload) for each length-delimited occurrence of `field` and
-// on_other(bytes) with each other field's bytes (tag included), in order.
-// False if a field does not skip (not reached after the budget walk).
+// on_other(bytes) with each other field's bytes (tag included), in order;
+// false if a call returns false or a field does not skip (not reached
+// after the budget walk).
 template <typename OnEntry, typename OnOther>
 bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other) {
   using google::protobuf::internal::WireFormatLite;
@@ -312,9 +320,8 @@ bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other)
       // The end, or a zero or truncated tag, which the budget walk lets
       // through at the very end: handed on with whatever follows, for
       // protobuf's parse to refuse as it refuses it in the whole.
-      if (start != static_cast<int>(bytes.size()))
-        on_other(bytes.subspan(static_cast<size_t>(start)));
-      return true;
+      return start == static_cast<int>(bytes.size()) ||
+             on_other(bytes.subspan(static_cast<size_t>(start)));
     }
     if (static_cast<int>(tag >> 3) == field &&
         WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
@@ -326,8 +333,10 @@ bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other)
       continue;
     }
     if (!WireFormatLite::SkipField(&in, tag)) return false;
-    on_other(bytes.subspan(static_cast<size_t>(start),
-                           static_cast<size_t>(in.CurrentPosition() - start)));
+    if (!on_other(bytes.subspan(static_cast<size_t>(start),
+                                static_cast<size_t>(in.CurrentPosition() - start)))) {
+      return false;
+    }
   }
 }
 
@@ -338,31 +347,28 @@ bool ParseBoundedEntries(ByteView bytes, google::protobuf::Message* out, int fie
   if (bytes.size() > kMaxHeaderBytes) return false;
   if (!WithinObjectBudget(out->GetDescriptor(), bytes, max_objects, /*check_text=*/true))
     return false;
-  // Pass 1 counts the entries and the other fields' bytes; pass 2 parses
-  // the entries and gathers the other fields, in their order, to be parsed
-  // as one message: a repeated message field's occurrences are independent
-  // of each other and of every other field, so this is the whole's parse.
-  uint64_t entries = 0, other_bytes = 0;
+  // Pass 1 counts the entries; pass 2 parses each entry on its own and
+  // merges every other field into `out` in their order, in place: a
+  // repeated message field's occurrences are independent of each other and
+  // of every other field, and parsing fields one after the other into the
+  // same message is parsing them together (protobuf's merge rule), so this
+  // is the whole's parse.
+  uint64_t entries = 0;
   if (!WalkTopLevel(
-          bytes, field, [&](ByteView) { return ++entries, true; },
-          [&](ByteView b) { other_bytes += b.size(); })) {
+          bytes, field, [&](ByteView) { return ++entries, true; }, [](ByteView) { return true; })) {
     return false;
   }
   sink->Reserve(entries);
-  std::string other;
-  other.reserve(static_cast<size_t>(other_bytes));
-  if (!WalkTopLevel(
-          bytes, field,
-          [&](ByteView payload) {
-            // One level below the top: the budget the entry has inside `out`.
-            if (!ParseWhole(payload, entry, kMaxMessageNesting - 1)) return false;
-            sink->Add(*entry);
-            return true;
-          },
-          [&](ByteView b) { other.append(AsChars(b)); })) {
-    return false;
-  }
-  return ParseWhole(AsBytes(other), out, kMaxMessageNesting);
+  out->Clear();
+  return WalkTopLevel(
+      bytes, field,
+      [&](ByteView payload) {
+        // One level below the top: the budget the entry has inside `out`.
+        if (!ParseWhole(payload, entry, kMaxMessageNesting - 1)) return false;
+        sink->Add(*entry);
+        return true;
+      },
+      [&](ByteView other) { return MergeWhole(other, out, kMaxMessageNesting); });
 }
 
 uint64_t CountParsedObjects(const google::protobuf::Message& message, ByteView bytes) {
