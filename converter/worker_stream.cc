@@ -45,20 +45,21 @@ Status CheckEchoedOptions(const google::protobuf::RepeatedPtrField<std::string>&
                            ", not the requested " + list(given));
 }
 
-// Builds the output header from the worker's proposal. Nothing unvalidated
-// reaches the file: tensor entries keep name, dtype, shape and alias only
-// (no unknown fields; the writer checks them all and lays them out), the
-// trees are checked and canonicalised (wire::SanitizeValue), findings are
-// re-encoded field by field, and the envelope (source format, options,
-// provenance) is the parent's own. Entries and trees are handed over, not
-// copied, so the parent holds one copy of the header at a time.
-Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
+// Builds the output header, but for its tensor entries, from the worker's
+// proposal (`count` entries went to the writer's table: ReadHeaderFrame).
+// Nothing unvalidated reaches the file: the table keeps name, dtype, shape,
+// alias and source index of each entry (no unknown fields; the writer
+// checks them all and lays them out), the trees are checked and
+// canonicalised (wire::SanitizeValue), findings are re-encoded field by
+// field, and the envelope (source format, options, provenance) is the
+// parent's own. Trees are handed over, not copied, so the parent holds one
+// copy of the header at a time.
+Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t count, uint64_t input_size,
                                const StreamLimits& limits, const std::vector<std::string>& options,
                                DigestAlgorithm digest, ConvertReport* report) {
   SAFEMODEL_RETURN_IF_ERROR(CheckIdentifier(in.source_format(), "source format"));
   report->source_format = in.source_format();
   SAFEMODEL_RETURN_IF_ERROR(CheckEchoedOptions(in.options(), options));
-  const auto count = static_cast<uint64_t>(in.tensors_size());
   if (count > kMaxTensorCount) {
     return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " + Num(kMaxTensorCount));
   }
@@ -70,19 +71,6 @@ Result<v1::Header> BuildHeader(worker::WorkerHeader&& in, uint64_t input_size,
   SAFEMODEL_RETURN_IF_ERROR(CheckFindingsBudget(in.findings(), limits));
   v1::Header out;
   out.set_digest_algorithm(static_cast<v1::DigestAlgorithm>(digest));
-  // Each entry keeps name, dtype, shape and alias; offset and size are the
-  // writer's to assign, and unknown fields go. Done in place and the list
-  // handed over whole: the entries are the bulk of a header.
-  for (v1::TensorInfo& t : *in.mutable_tensors()) {
-    t.clear_offset();
-    t.clear_nbytes();
-    // Asked first: MutableUnknownFields allocates a set for every entry
-    // (3 MB for 100,000 tensors), and an honest worker sends none.
-    if (!t.GetReflection()->GetUnknownFields(t).empty()) {
-      t.GetReflection()->MutableUnknownFields(&t)->Clear();
-    }
-  }
-  out.mutable_tensors()->Swap(in.mutable_tensors());
   if (in.has_architecture()) {
     out.set_allocated_architecture(in.release_architecture());
     SAFEMODEL_RETURN_IF_ERROR(wire::SanitizeValue(out.mutable_architecture(), "architecture"));
@@ -118,6 +106,40 @@ Status ReadMessage(sandbox::FrameReader& reader, uint64_t length, google::protob
   }
   if (!wire::ParseBounded(AsBytes(buf), msg, max_objects)) {
     return Status::Malformed(std::string("the worker's ") + what + " frame is not valid");
+  }
+  return Status::Ok();
+}
+
+// The HEADER frame: read into a transient buffer and parsed as
+// ReadMessage would, except that each tensor entry is parsed on its own
+// into one reused message and added to `tensors` (the writer's compact
+// table) rather than kept as a message: 24 bytes plus name and shape per
+// tensor instead of ~130. The raw bytes are freed on return.
+class TableSink : public wire::EntrySink {
+ public:
+  TableSink(format::TensorTable* tensors, uint64_t max_tensors)
+      : tensors_(tensors), max_(max_tensors) {}
+  void Reserve(uint64_t count) override { tensors_->Reserve(std::min(count, max_)); }
+  void Add(const google::protobuf::Message& entry) override {
+    tensors_->Add(static_cast<const v1::TensorInfo&>(entry));
+  }
+
+ private:
+  format::TensorTable* tensors_;
+  uint64_t max_;
+};
+
+Status ReadHeaderFrame(sandbox::FrameReader& reader, uint64_t length, worker::WorkerHeader* msg,
+                       format::TensorTable* tensors, const StreamLimits& limits) {
+  std::string buf(length, '\0');
+  if (reader.ReadExact(buf.data(), length) != sandbox::FrameReader::Result::kOk) {
+    return Status::Malformed("reading the header frame: " + reader.error());
+  }
+  v1::TensorInfo entry;
+  TableSink sink(tensors, limits.tensors);
+  if (!wire::ParseBoundedEntries(AsBytes(buf), msg, worker::WorkerHeader::kTensorsFieldNumber,
+                                 &entry, &sink, limits.header_objects)) {
+    return Status::Malformed("the worker's header frame is not valid");
   }
   return Status::Ok();
 }
@@ -206,15 +228,17 @@ class StreamReader {
     if (st_->header_seen) return Fail("second header frame");
     st_->header_seen = true;
     std::optional<v1::Header> header;
+    format::TensorTable tensors;
     {
       worker::WorkerHeader wh;
-      Status s = ReadMessage(reader_, length, &wh, "header", limits_.header_objects);
+      Status s = ReadHeaderFrame(reader_, length, &wh, &tensors, limits_);
       if (!s.ok()) return Fail(s.message());
-      auto built = BuildHeader(std::move(wh), input_size_, limits_, options_, digest_, report_);
+      auto built = BuildHeader(std::move(wh), tensors.size(), input_size_, limits_, options_,
+                               digest_, report_);
       if (!built.ok()) return Fail("invalid header from the worker: " + built.status().ToString());
       header.emplace(std::move(*built));
     }  // what is left of the proposal is freed here, before the writer serialises
-    auto writer = SafemodelWriter::Plan(out_fd_, std::move(*header));
+    auto writer = SafemodelWriter::Plan(out_fd_, std::move(tensors), std::move(*header));
     header.reset();
     if (!writer.ok()) return Fail("invalid header from the worker: " + writer.status().ToString());
     st_->writer = std::move(*writer);

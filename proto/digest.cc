@@ -9,6 +9,8 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 #include <xxhash.h>
+
+#include <cstring>
 #if defined(__x86_64__)
 // Debian's libxxhash exports a dispatcher that picks the AVX2 or AVX-512
 // kernel at run time (the plain entry points are its SSE2 build): including
@@ -30,10 +32,16 @@ class Xxh3Hasher final : public Hasher {
 
   void Update(ByteView bytes) override { XXH3_128bits_update(state_, bytes.data(), bytes.size()); }
   std::string Finish() override {
+    uint8_t out[kMaxDigestBytes];
+    return std::string(reinterpret_cast<const char*>(out), FinishInto(out));
+  }
+  size_t FinishInto(uint8_t* out) override {
     XXH128_canonical_t canonical;
     XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(state_));
     XXH3_128bits_reset(state_);
-    return std::string(reinterpret_cast<const char*>(canonical.digest), sizeof canonical.digest);
+    static_assert(sizeof canonical.digest <= kMaxDigestBytes);
+    std::memcpy(out, canonical.digest, sizeof canonical.digest);
+    return sizeof canonical.digest;
   }
 
  private:
@@ -48,10 +56,14 @@ class Sha256Hasher final : public Hasher {
 
   void Update(ByteView bytes) override { SHA256_Update(&ctx_, bytes.data(), bytes.size()); }
   std::string Finish() override {
-    unsigned char out[SHA256_DIGEST_LENGTH];
+    uint8_t out[kMaxDigestBytes];
+    return std::string(reinterpret_cast<const char*>(out), FinishInto(out));
+  }
+  size_t FinishInto(uint8_t* out) override {
+    static_assert(SHA256_DIGEST_LENGTH <= kMaxDigestBytes);
     SHA256_Final(out, &ctx_);
     SHA256_Init(&ctx_);
-    return std::string(reinterpret_cast<const char*>(out), sizeof out);
+    return SHA256_DIGEST_LENGTH;
   }
 
  private:

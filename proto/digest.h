@@ -3,6 +3,8 @@
 #ifndef SAFEMODEL_PROTO_DIGEST_H_
 #define SAFEMODEL_PROTO_DIGEST_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -18,6 +20,10 @@ class Hasher {
   // The digest bytes (16 for XXH3-128 in canonical big-endian form, 32 for
   // SHA-256). The hasher is reset afterwards and can be reused.
   virtual std::string Finish() = 0;
+  // The same into `out`, which has room for kMaxDigestBytes; returns the
+  // digest's size. No string per digest: the writer finishes one per tensor.
+  static constexpr size_t kMaxDigestBytes = 32;
+  virtual size_t FinishInto(uint8_t* out) = 0;
 };
 
 std::unique_ptr<Hasher> MakeHasher(DigestAlgorithm algorithm);

@@ -142,16 +142,23 @@ Status SafemodelWriter::PreadAll(uint8_t* out, uint64_t n, uint64_t offset) {
 }
 
 // Streams the header into the file rather than holding its serialisation:
-// it can be as large as the header limit.
-Status SafemodelWriter::StreamHeader(const v1::Header& header, uint64_t header_len) {
+// it can be as large as the header limit. Protobuf writes a message's
+// fields in number order, so head_, the entries and the tail, one after
+// the other, are the whole header's deterministic serialisation.
+Status SafemodelWriter::StreamHeader(const v1::Header& tail, uint64_t header_len) {
   SAFEMODEL_RETURN_IF_ERROR(FlushOut());  // buffered bytes reach the file first
   {
     google::protobuf::io::FileOutputStream stream(fd_);
     {
       google::protobuf::io::CodedOutputStream coded(&stream);
       coded.SetSerializationDeterministic(true);
-      header.SerializeWithCachedSizes(&coded);
+      coded.WriteRaw(head_.data(), static_cast<int>(head_.size()));
+      tensors_.Serialize(&coded);
+      tail.SerializeWithCachedSizes(&coded);
       if (coded.HadError()) return Status::IoError("writing the output header failed");
+      if (static_cast<uint64_t>(coded.ByteCount()) != header_len) {
+        return Status::Internal("the header written is not the size planned");
+      }
     }
     if (!stream.Flush() || stream.GetErrno() != 0) {
       return Status::IoError(std::string("writing the output failed: ") +
@@ -168,25 +175,41 @@ Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Begin(int fd, v1::Head
   return w;
 }
 
-Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, v1::Header header_value) {
-  // On the heap from here on: the sizes ByteSizeLong caches are what
-  // WriteHeader streams with, and a moved message does not carry its own.
-  auto header = std::make_unique<v1::Header>(std::move(header_value));
-  header->set_format_major(format::kMajorVersion);
-  header->set_format_minor(format::kMinorVersion);
-  if (header->digest_algorithm() == v1::DIGEST_INVALID) header->set_digest_algorithm(v1::XXH3_128);
-  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t data_len,
-                             format::LayoutTensors(header->mutable_tensors(), true));
+Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, v1::Header header) {
+  format::TensorTable tensors;
+  tensors.Reserve(static_cast<uint64_t>(header.tensors_size()));
+  for (const v1::TensorInfo& t : header.tensors()) tensors.Add(t);
+  header.clear_tensors();
+  return Plan(fd, std::move(tensors), std::move(header));
+}
+
+Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, format::TensorTable tensors,
+                                                               v1::Header rest) {
+  if (rest.tensors_size() != 0)
+    return Status::Internal("tensor entries both in a table and in the header");
+  // Fields 1 and 2 come before the tensors in the serialised header; the
+  // rest, after them, is streamed from `tail`. On the heap from here on:
+  // the sizes ByteSizeLong caches are what WriteHeader streams with, and a
+  // moved message does not carry its own.
+  v1::Header head;
+  head.set_format_major(format::kMajorVersion);
+  head.set_format_minor(format::kMinorVersion);
+  auto tail = std::make_unique<v1::Header>(std::move(rest));
+  tail->clear_format_major();
+  tail->clear_format_minor();
+  if (tail->digest_algorithm() == v1::DIGEST_INVALID) tail->set_digest_algorithm(v1::XXH3_128);
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t data_len, tensors.Layout());
   // A placeholder of the final size: Finish() writes the real digest over it.
-  header->mutable_provenance()->set_input_sha256(std::string(32, '\0'));
-  const uint64_t header_len = header->ByteSizeLong();
+  tail->mutable_provenance()->set_input_sha256(std::string(32, '\0'));
+  std::string head_bytes = wire::SerializeDeterministic(head);
+  const uint64_t header_len = head_bytes.size() + tensors.SerializedBytes() + tail->ByteSizeLong();
   if (header_len > kMaxHeaderBytes) {
     return Status::LimitExceeded("the header would be " + std::to_string(header_len) +
                                  " bytes, over the limit of " + std::to_string(kMaxHeaderBytes));
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(ShaPlace place, LocateSha256(*header, header_len));
+  SAFEMODEL_ASSIGN_OR_RETURN(ShaPlace place, LocateSha256(*tail, header_len));
 
-  const auto algorithm = static_cast<DigestAlgorithm>(header->digest_algorithm());
+  const auto algorithm = static_cast<DigestAlgorithm>(tail->digest_algorithm());
   std::unique_ptr<SafemodelWriter> w(new SafemodelWriter(fd, algorithm));
   w->sha_at_ = place.sha_at;
   w->provenance_at_ = place.provenance_at;
@@ -196,10 +219,11 @@ Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, v1::Heade
   SAFEMODEL_ASSIGN_OR_RETURN(p.data_off, format::DataOffsetFor(p.header_len));
   p.data_len = data_len;
   p.trailer_off = p.data_off + data_len;
-  w->tensor_count_ = static_cast<size_t>(header->tensors_size());
   w->hasher_ = MakeHasher(algorithm);
   w->digest_size_ = w->hasher_->Finish().size();
-  w->pending_ = std::move(header);
+  w->tensors_ = std::move(tensors);
+  w->head_ = std::move(head_bytes);
+  w->pending_ = std::move(tail);
   return w;
 }
 
@@ -207,12 +231,12 @@ Status SafemodelWriter::WriteHeader() {
   if (!pending_ || current_ != -1 || written_ != 0) {
     return Status::Internal("the header was already written");
   }
-  std::unique_ptr<v1::Header> header = std::move(pending_);
+  std::unique_ptr<v1::Header> tail = std::move(pending_);
   // trailer_len is known only at Finish(); the prefix is rewritten then.
   uint8_t prefix_bytes[format::kPrefixBytes];
   format::EncodePrefix(prefix_, prefix_bytes);
   SAFEMODEL_RETURN_IF_ERROR(WriteAll(ByteView(prefix_bytes, sizeof prefix_bytes)));
-  SAFEMODEL_RETURN_IF_ERROR(StreamHeader(*header, prefix_.header_len));
+  SAFEMODEL_RETURN_IF_ERROR(StreamHeader(*tail, prefix_.header_len));
   // The provenance is where it was computed to be.
   std::string check(provenance_.size(), '\0');
   SAFEMODEL_RETURN_IF_ERROR(PreadAll(reinterpret_cast<uint8_t*>(check.data()), check.size(),
@@ -222,57 +246,42 @@ Status SafemodelWriter::WriteHeader() {
   }
   provenance_ = std::string();
 
-  // What the data stream needs of each tensor, while the parsed entries are
-  // freed one by one (from the back, the only end a RepeatedPtrField
-  // releases). Both tables are deques, allocated in small blocks that reuse
-  // the memory the entries free, so the two never both exist in full.
-  auto* entries = header->mutable_tensors();
-  while (!entries->empty()) {
-    std::unique_ptr<v1::TensorInfo> t(entries->ReleaseLast());
-    tensors_.push_front({t->offset(), t->nbytes(), static_cast<uint32_t>(t->name().size()),
-                         !t->alias_of().empty(), t->dtype() == v1::BOOL,
-                         static_cast<uint8_t>(t->dtype())});
-    names_.insert(names_.begin(), t->name().begin(), t->name().end());
-  }
-  header.reset();  // frees the rest (trees, findings) now
-  digests_.resize(tensors_.size() * digest_size_);
+  tail.reset();  // frees the trees and findings now
+  head_ = std::string();
+  digests_.resize(static_cast<size_t>(tensors_.size()) * digest_size_);
   SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off - written_));
   return Advance();
 }
 
 size_t SafemodelWriter::data_tensor_count() const {
   size_t n = 0;
-  for (const Tensor& t : tensors_) n += t.alias ? 0 : 1;
+  for (uint64_t i = 0; i < tensors_.size(); ++i) n += tensors_.alias(i) ? 0u : 1u;
   return n;
 }
 
-// For error messages only: a linear walk is fine.
-std::string SafemodelWriter::Name(size_t i) const {
-  uint64_t at = 0;
-  for (size_t k = 0; k < i; ++k) at += tensors_[k].name_len;
-  auto first = names_.begin() + static_cast<std::ptrdiff_t>(at);
-  return std::string(first, first + tensors_[i].name_len);
-}
+std::string SafemodelWriter::Name(size_t i) const { return std::string(tensors_.name(i)); }
 
 uint64_t SafemodelWriter::planned_file_size() const {
   // A trailer entry is a tag, a length and at most a 32-byte digest.
   constexpr uint64_t kTrailerBytesPerTensor = 2 + 1 + 32;
-  return prefix_.trailer_off + 64 + kTrailerBytesPerTensor * static_cast<uint64_t>(tensor_count_);
+  return prefix_.trailer_off + 64 + kTrailerBytesPerTensor * tensors_.size();
 }
 
 Status SafemodelWriter::Advance() {
   // Close the current tensor, then skip aliases and open the next one.
   auto finish_digest = [&] {
-    const std::string d = hasher_->Finish();
-    std::copy(d.begin(), d.end(),
-              digests_.begin() + static_cast<std::ptrdiff_t>(static_cast<size_t>(current_) * digest_size_));
+    uint8_t d[Hasher::kMaxDigestBytes];
+    const size_t n = hasher_->FinishInto(d);
+    std::memcpy(digests_.data() + static_cast<size_t>(current_) * digest_size_, d, n);
   };
-  if (current_ >= 0 && static_cast<size_t>(current_) < tensors_.size()) finish_digest();
-  while (static_cast<size_t>(++current_) < tensors_.size()) {
-    const Tensor& t = tensors_[static_cast<size_t>(current_)];
-    if (t.alias) continue;
-    SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off + t.offset - written_));
-    remaining_ = t.nbytes;
+  if (current_ >= 0 && static_cast<uint64_t>(current_) < tensors_.size()) finish_digest();
+  while (static_cast<uint64_t>(++current_) < tensors_.size()) {
+    const auto i = static_cast<uint64_t>(current_);
+    if (tensors_.alias(i)) continue;
+    const uint64_t offset = format::TensorTable::NextOffset(data_end_, tensors_.nbytes(i));
+    data_end_ = offset + tensors_.nbytes(i);
+    SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off + offset - written_));
+    remaining_ = tensors_.nbytes(i);
     if (remaining_ > 0) return Status::Ok();
     finish_digest();
   }
@@ -294,7 +303,7 @@ uint64_t SafemodelWriter::TrailerLen() const {
     ++len;
     if (v < 0x80) break;
   }
-  for (const Tensor& t : tensors_) len += 2 + (t.alias ? 0 : digest_size_);
+  for (uint64_t i = 0; i < tensors_.size(); ++i) len += 2 + (tensors_.alias(i) ? 0 : digest_size_);
   return len;
 }
 
@@ -339,7 +348,7 @@ Status SafemodelWriter::Append(ByteView bytes) {
     return Status::Malformed("tensor '" + Printable(Name(i)) + "' got " + std::to_string(bytes.size()) +
                              " bytes but needs only " + std::to_string(remaining_) + " more");
   }
-  if (tensors_[i].is_bool) {
+  if (tensors_.is_bool(i)) {
     // The worker checks this too; the parent does not rely on it.
     if (size_t k = FirstNonBool(bytes); k < bytes.size()) {
       return Status::Malformed("tensor '" + Printable(Name(i)) + "': a bool byte is " +
@@ -375,7 +384,8 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
   head.push_back(static_cast<char>(kAlgorithmTag));
   PutVarint(&head, static_cast<uint64_t>(algorithm_));
   uint64_t trailer_len = head.size() + 2 + digest_size_;  // + header digest
-  for (const Tensor& t : tensors_) trailer_len += 2 + (t.alias ? 0 : digest_size_);
+  for (uint64_t i = 0; i < tensors_.size(); ++i)
+    trailer_len += 2 + (tensors_.alias(i) ? 0 : digest_size_);
   if (trailer_len != TrailerLen()) return Status::Internal("the trailer's length is computed two ways");
   // The header digest covers the final prefix, whose trailer_len depends on
   // the trailer, which holds the header digest: the digest's size is fixed
@@ -400,14 +410,13 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
   SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(head)));
   std::string chunk;
   constexpr size_t kChunkBytes = 64 * 1024;
-  for (size_t i = 0; i < tensors_.size(); ++i) {
+  for (uint64_t i = 0; i < tensors_.size(); ++i) {
     chunk.push_back(static_cast<char>(kDigestTag));
-    if (tensors_[i].alias) {
+    if (tensors_.alias(i)) {
       chunk.push_back('\0');
     } else {
       chunk.push_back(static_cast<char>(digest_size_));
-      auto first = digests_.begin() + static_cast<std::ptrdiff_t>(i * digest_size_);
-      chunk.append(first, first + static_cast<std::ptrdiff_t>(digest_size_));
+      chunk.append(digests_.data() + i * digest_size_, digest_size_);
     }
     if (chunk.size() >= kChunkBytes) {
       SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(chunk)));

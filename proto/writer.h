@@ -9,16 +9,17 @@
 #ifndef SAFEMODEL_PROTO_WRITER_H_
 #define SAFEMODEL_PROTO_WRITER_H_
 
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "proto/base/byte_reader.h"
 #include "proto/digest.h"
 #include "proto/format.h"
 #include "proto/safemodel.pb.h"
+#include "proto/tensor_table.h"
 
 namespace safemodel {
 
@@ -26,9 +27,9 @@ class SafemodelWriter {
  public:
   // `header` holds sorted tensors, architecture, metadata and provenance
   // (input_sha256 is filled in by Finish). Offsets are assigned here. The
-  // header is streamed into the file, and only what the data stream needs is
-  // kept of it (per tensor: offset, size, kind, name and digest; ~40 bytes
-  // plus the name): its parsed form is freed before Begin returns.
+  // tensor entries are kept as a format::TensorTable (24 bytes per tensor
+  // plus its name and shape, and its digest once written), the rest of the
+  // header as a message until it is streamed into the file.
   // Begin is Plan followed by WriteHeader.
   static Result<std::unique_ptr<SafemodelWriter>> Begin(int fd, v1::Header header);
 
@@ -37,8 +38,15 @@ class SafemodelWriter {
   // about the header only, never I/O. The parsed header is kept until
   // WriteHeader.
   static Result<std::unique_ptr<SafemodelWriter>> Plan(int fd, v1::Header header);
+  // The same with the tensor entries given as a table (every entry added,
+  // not yet laid out) and `rest` the header without them (its tensors
+  // empty): the parent builds the table entry by entry from the worker's
+  // frame and never holds the entries as messages. The file is byte for
+  // byte the one Plan(fd, header) writes for the same entries.
+  static Result<std::unique_ptr<SafemodelWriter>> Plan(int fd, format::TensorTable tensors,
+                                                       v1::Header rest);
   // Writes the prefix, the header and the padding before the first tensor,
-  // and frees the parsed header (keeping the compact per-tensor tables).
+  // and frees the header's message part (keeping the tensor table).
   // Once only, after Plan; Append and Finish need it first.
   Status WriteHeader();
 
@@ -52,10 +60,10 @@ class SafemodelWriter {
   uint64_t current_remaining() const { return remaining_; }
   // The current tensor's size and dtype (its number in proto/safemodel.proto);
   // 0 once every tensor is complete.
-  uint64_t current_size() const { return current_ < 0 || complete() ? 0 : tensors_[static_cast<size_t>(current_)].nbytes; }
-  uint32_t current_dtype() const { return current_ < 0 || complete() ? 0 : tensors_[static_cast<size_t>(current_)].dtype; }
-  bool complete() const { return static_cast<size_t>(current_) == tensors_.size(); }
-  size_t tensor_count() const { return tensor_count_; }
+  uint64_t current_size() const { return current_ < 0 || complete() ? 0 : tensors_.nbytes(static_cast<uint64_t>(current_)); }
+  uint32_t current_dtype() const { return current_ < 0 || complete() ? 0 : tensors_.dtype(static_cast<uint64_t>(current_)); }
+  bool complete() const { return static_cast<uint64_t>(current_) == tensors_.size(); }
+  size_t tensor_count() const { return static_cast<size_t>(tensors_.size()); }
   // Tensors with bytes of their own (not aliases); known after WriteHeader.
   size_t data_tensor_count() const;
 
@@ -89,14 +97,6 @@ class SafemodelWriter {
   uint64_t file_size() const { return written_; }
 
  private:
-  struct Tensor {
-    uint64_t offset;
-    uint64_t nbytes;
-    uint32_t name_len;  // names_ holds the names one after the other
-    bool alias;
-    bool is_bool;
-    uint8_t dtype;  // every DType fits (kMaxDType)
-  };
   SafemodelWriter(int fd, DigestAlgorithm algorithm) : fd_(fd), algorithm_(algorithm) {}
   // Writes at the file position through a buffer of kOutBufferBytes;
   // FlushOut() empties it (done before every positional read or write and
@@ -105,7 +105,9 @@ class SafemodelWriter {
   Status FlushOut();
   Status WriteDirect(ByteView bytes);
   Status WriteZeros(uint64_t n);
-  Status StreamHeader(const v1::Header& header, uint64_t header_len);
+  // The header as protobuf would serialise it: head_ (fields 1 and 2), the
+  // tensor entries (field 3), `tail` (fields 4 to 7).
+  Status StreamHeader(const v1::Header& tail, uint64_t header_len);
   Status PwriteAll(ByteView bytes, uint64_t offset);
   Status PreadAll(uint8_t* out, uint64_t n, uint64_t offset);
   // The trailer's exact size (known once WriteHeader ran).
@@ -120,20 +122,18 @@ class SafemodelWriter {
   int fd_;
   DigestAlgorithm algorithm_;
   size_t digest_size_ = 0;
-  // Deques: allocated in small blocks, which reuse what the parsed header
-  // freed instead of adding fresh pages (writer.cc, Begin).
-  std::deque<Tensor> tensors_;
-  std::deque<char> names_;
-  std::deque<char> digests_;  // digest_size_ bytes per tensor (unused for aliases)
+  format::TensorTable tensors_;
+  std::vector<char> digests_;  // digest_size_ bytes per tensor (unused for aliases)
   format::Prefix prefix_;
   std::unique_ptr<Hasher> hasher_;
   uint64_t sha_at_ = 0;       // where provenance.input_sha256's bytes are in the header
-  // Between Plan and WriteHeader: the parsed header, and its serialised
-  // provenance with where it must land (checked after streaming).
+  // Between Plan and WriteHeader: the header's serialised fields 1 and 2,
+  // its fields 4 to 7 (tensors aside), and its serialised provenance with
+  // where it must land (checked after streaming).
+  std::string head_;
   std::unique_ptr<v1::Header> pending_;
   std::string provenance_;
   uint64_t provenance_at_ = 0;
-  size_t tensor_count_ = 0;
   uint64_t written_ = 0;      // bytes written so far (file position, buffered ones included)
   // HashFile: wanted, the source asked, the running SHA-256 (set once the
   // input digest is known), the digest it started with, the result.
@@ -147,6 +147,7 @@ class SafemodelWriter {
   size_t out_used_ = 0;
   int current_ = -1;
   uint64_t remaining_ = 0;
+  uint64_t data_end_ = 0;  // where the last opened tensor's bytes end, in the data region
 };
 
 }  // namespace safemodel

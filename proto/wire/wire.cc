@@ -273,6 +273,21 @@ bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes
   return true;
 }
 
+// protobuf's own parse of the whole of `bytes`, nested at most
+// `recursion_limit` messages deep.
+bool ParseWhole(ByteView bytes, google::protobuf::MessageLite* out, int recursion_limit) {
+  google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
+  in.SetRecursionLimit(recursion_limit);
+  return out->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
+}
+
+// The same, merged into what `out` holds already.
+bool MergeWhole(ByteView bytes, google::protobuf::MessageLite* out, int recursion_limit) {
+  google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
+  in.SetRecursionLimit(recursion_limit);
+  return out->MergeFromCodedStream(&in) && in.ConsumedEntireMessage();
+}
+
 }  // namespace
 
 bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t max_objects) {
@@ -284,9 +299,76 @@ bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t m
       return false;
     }
   }
+  return ParseWhole(bytes, out, kMaxMessageNesting);
+}
+
+namespace {
+
+// The top level of a message that passed WithinObjectBudget: calls
+// on_entry(payload) for each length-delimited occurrence of `field` and
+// on_other(bytes) with each other field's bytes (tag included), in order;
+// false if a call returns false or a field does not skip (not reached
+// after the budget walk).
+template <typename OnEntry, typename OnOther>
+bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other) {
+  using google::protobuf::internal::WireFormatLite;
   google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
-  in.SetRecursionLimit(kMaxMessageNesting);
-  return out->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
+  for (;;) {
+    const int start = in.CurrentPosition();
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) {
+      // The end, or a zero or truncated tag, which the budget walk lets
+      // through at the very end: handed on with whatever follows, for
+      // protobuf's parse to refuse as it refuses it in the whole.
+      return start == static_cast<int>(bytes.size()) ||
+             on_other(bytes.subspan(static_cast<size_t>(start)));
+    }
+    if (static_cast<int>(tag >> 3) == field &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length;
+      if (!in.ReadVarint32(&length) || length > static_cast<uint32_t>(INT32_MAX)) return false;
+      const int at = in.CurrentPosition();
+      if (!in.Skip(static_cast<int>(length))) return false;
+      if (!on_entry(bytes.subspan(static_cast<size_t>(at), length))) return false;
+      continue;
+    }
+    if (!WireFormatLite::SkipField(&in, tag)) return false;
+    if (!on_other(bytes.subspan(static_cast<size_t>(start),
+                                static_cast<size_t>(in.CurrentPosition() - start)))) {
+      return false;
+    }
+  }
+}
+
+}  // namespace
+
+bool ParseBoundedEntries(ByteView bytes, google::protobuf::Message* out, int field,
+                         google::protobuf::Message* entry, EntrySink* sink, uint64_t max_objects) {
+  if (bytes.size() > kMaxHeaderBytes) return false;
+  if (!WithinObjectBudget(out->GetDescriptor(), bytes, max_objects, /*check_text=*/true))
+    return false;
+  // Pass 1 counts the entries; pass 2 parses each entry on its own and
+  // merges every other field into `out` in their order, in place: a
+  // repeated message field's occurrences are independent of each other and
+  // of every other field, and parsing fields one after the other into the
+  // same message is parsing them together (protobuf's merge rule), so this
+  // is the whole's parse.
+  uint64_t entries = 0;
+  if (!WalkTopLevel(
+          bytes, field, [&](ByteView) { return ++entries, true; }, [](ByteView) { return true; })) {
+    return false;
+  }
+  sink->Reserve(entries);
+  out->Clear();
+  return WalkTopLevel(
+      bytes, field,
+      [&](ByteView payload) {
+        // One level below the top: the budget the entry has inside `out`.
+        if (!ParseWhole(payload, entry, kMaxMessageNesting - 1)) return false;
+        sink->Add(*entry);
+        return true;
+      },
+      [&](ByteView other) { return MergeWhole(other, out, kMaxMessageNesting); });
 }
 
 uint64_t CountParsedObjects(const google::protobuf::Message& message, ByteView bytes) {

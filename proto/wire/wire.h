@@ -57,6 +57,29 @@ inline constexpr uint64_t kMaxParsedObjects = kMaxTensorCount + 6 * kMaxValueNod
 bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out,
                   uint64_t max_objects = kMaxParsedObjects);
 
+// Where ParseBoundedEntries hands the entries of the field it streams.
+class EntrySink {
+ public:
+  virtual ~EntrySink() = default;
+  // Once, before the first entry: how many entries there are.
+  virtual void Reserve(uint64_t count) = 0;
+  // Each entry, in the order of the bytes. The whole message may still
+  // turn out not to parse (then ParseBoundedEntries returns false).
+  virtual void Add(const google::protobuf::Message& entry) = 0;
+};
+
+// ParseBounded, except that the occurrences of `field`, a repeated message
+// field of `out`'s type (a header's tensor entries), are not stored in
+// `out`: each is parsed on its own into `entry` (cleared each time, with
+// the nesting budget it has inside `out`) and handed to `sink`, so that the
+// caller keeps a compact form of them instead of one message each. Accepts
+// exactly the bytes ParseBounded accepts (the same budget walk over the
+// whole, then protobuf's own parse of every part), and leaves `out` as
+// ParseBounded would with that field empty.
+bool ParseBoundedEntries(ByteView bytes, google::protobuf::Message* out, int field,
+                         google::protobuf::Message* entry, EntrySink* sink,
+                         uint64_t max_objects = kMaxParsedObjects);
+
 // The number of objects parsing `bytes` as `message`'s type would allocate
 // (as ParseBounded counts them), or UINT64_MAX if the bytes are not
 // well-formed or nest too deeply.

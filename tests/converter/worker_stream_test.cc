@@ -436,5 +436,41 @@ TEST_F(TensorRefTest, ATransformIsCancelledBetweenItsBands) {
   EXPECT_EQ(st.data_bytes, 0u);
 }
 
+// The HEADER's tensor entries are checked one by one as they are parsed
+// (format::TensorTable) but reported in the order of before: a frame that
+// does not parse first, then the envelope's checks (here the echoed
+// options), then the first entry that fails.
+TEST_F(TensorRefTest, AHeadersFailuresAreReportedInTheirOrder) {
+  auto header = [](bool bad_options) {
+    worker::WorkerHeader h;
+    h.set_source_format("npy");
+    for (const char* name : {"b", "a"}) {  // not sorted
+      v1::TensorInfo* t = h.add_tensors();
+      t->set_name(name);
+      t->set_dtype(v1::U8);
+      t->add_shape(1);
+    }
+    if (bad_options) h.add_options("--not-requested");
+    return wire::SerializeDeterministic(h);
+  };
+  const std::string cases[][2] = {
+      {header(false),
+       "invalid header from the worker: malformed: tensor #1 'a': names are not sorted "
+       "and unique (previous is 'b')"},
+      {header(true), "the worker converted with options [--not-requested], not the requested []"},
+      // A truncated field at the end: the frame does not parse.
+      {header(true) + std::string("\xc8", 1), "the worker's header frame is not valid"},
+  };
+  for (const auto& [frame, why] : cases) {
+    Stream s;
+    s.Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
+    s.Frame(FrameType::kHeader, frame);
+    StreamOutcome st = Read(s, input_fd_);
+    EXPECT_EQ(st.end(), StreamEnd::kProtocolError) << st.cause().ToString();
+    EXPECT_NE(st.cause().message().find(why), std::string::npos) << st.cause().ToString();
+    EXPECT_EQ(st.writer, nullptr);
+  }
+}
+
 }  // namespace
 }  // namespace safemodel

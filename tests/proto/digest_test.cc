@@ -1,5 +1,5 @@
 // The digests (proto/digest.h): known answers, streaming in pieces equal to
-// one call, a hasher reused after Finish, and the SHA-256's first use
+// one call, a hasher reused after Finish (and FinishInto), and the SHA-256's first use
 // touching no file (the parent hashes the input on a thread while the
 // conversion counts and opens its descriptors: a file opened there, as
 // OpenSSL's EVP layer does with openssl.cnf on first use, once took the
@@ -43,6 +43,15 @@ TEST(Digest, PiecesEqualOneCallAndAHasherIsReusedAfterFinish) {
     EXPECT_EQ(h->Finish(), whole);
     h->Update(View("abc"));
     EXPECT_EQ(h->Finish(), Digest(algorithm, View("abc"))) << "Finish starts the next digest afresh";
+    // FinishInto: the same bytes, and the hasher reset as well.
+    uint8_t out[Hasher::kMaxDigestBytes + 1];
+    out[whole.size()] = 0xa5;
+    h->Update(View(data));
+    ASSERT_EQ(h->FinishInto(out), whole.size());
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(out), whole.size()), whole);
+    EXPECT_EQ(out[whole.size()], 0xa5) << "nothing written past the digest";
+    h->Update(View("abc"));
+    EXPECT_EQ(h->Finish(), Digest(algorithm, View("abc")));
   }
 }
 

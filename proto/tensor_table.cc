@@ -1,0 +1,283 @@
+#include "proto/tensor_table.h"
+
+#include <algorithm>
+#include <array>
+#include <span>
+
+#include "proto/base/byte_reader.h"
+#include "proto/base/text.h"
+#include "proto/format.h"
+#include "safemodel/dtype.h"
+#include "safemodel/limits.h"
+
+namespace safemodel::format {
+
+namespace {
+
+using google::protobuf::io::CodedOutputStream;
+
+// Field tags of v1::TensorInfo and of Header.tensors (safemodel.proto):
+// (field number << 3) | wire type (0 varint, 2 length-delimited).
+constexpr uint8_t kNameTag = 0x0a, kDTypeTag = 0x10, kShapeTag = 0x1a, kOffsetTag = 0x20,
+                  kNbytesTag = 0x28, kAliasTag = 0x32, kSourceIndexTag = 0x38;
+constexpr uint8_t kHeaderTensorTag = 0x1a;
+
+uint64_t VarintBytes(uint64_t v) { return CodedOutputStream::VarintSize64(v); }
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+}  // namespace
+
+void TensorTable::Reserve(uint64_t count) {
+  entries_.reserve(static_cast<size_t>(std::min<uint64_t>(count, kMaxTensorCount)));
+}
+
+// LayoutTensors' first pass for entry #i. The message prefix is put
+// together only when a check fails: building it for every entry was a
+// string per tensor.
+Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, uint64_t* nbytes) const {
+  const std::string& name = t.name();
+  auto where = [&] { return "tensor #" + Num(i) + " '" + Printable(name) + "'"; };
+  if (name.empty() || name.size() > kMaxNameBytes) {
+    return Status::Malformed(where() + ": name length " + Num(name.size()) + " is outside 1.." +
+                             Num(kMaxNameBytes));
+  }
+  if (name.find('\0') != std::string::npos || !IsValidUtf8(name)) {
+    return Status::Malformed(where() + ": name is not NUL-free UTF-8");
+  }
+  if (i > 0) {
+    const std::string_view previous = this->name(i - 1);
+    if (!(previous < std::string_view(name))) {
+      return Status::Malformed(where() + ": names are not sorted and unique (previous is '" +
+                               Printable(previous) + "')");
+    }
+  }
+  if (!IsValidDType(static_cast<uint32_t>(t.dtype()))) {
+    return Status::Unsupported(where() + ": unknown dtype value " +
+                               Num(static_cast<uint32_t>(t.dtype())));
+  }
+  if (static_cast<uint64_t>(t.shape_size()) > kMaxRank) {
+    return Status::LimitExceeded(where() + ": rank " + Num(static_cast<uint64_t>(t.shape_size())) +
+                                 " exceeds the limit of " + Num(kMaxRank));
+  }
+  const std::span<const uint64_t> shape(t.shape().data(), static_cast<size_t>(t.shape_size()));
+  Result<uint64_t> size = TensorByteSize(shape, static_cast<DType>(t.dtype()), "");
+  if (!size.ok()) size = TensorByteSize(shape, static_cast<DType>(t.dtype()), where());
+  if (!size.ok()) return size.status();
+  if (*size > kMaxFileBytes) {
+    return Status::LimitExceeded(where() + ": " + Num(*size) + " bytes is larger than any file");
+  }
+  *nbytes = *size;
+  return Status::Ok();
+}
+
+void TensorTable::Add(const v1::TensorInfo& t) {
+  const uint64_t i = count_++;
+  if (!first_error_.ok()) return;
+  uint64_t nbytes = 0;
+  first_error_ = Check(t, i, &nbytes);
+  if (!first_error_.ok()) return;
+  // An alias_of longer than any name names no tensor; what Layout says of
+  // it shows at most its first 80 bytes (Printable), so no more than
+  // kMaxNameBytes + 1 of them are kept.
+  const std::string_view alias(t.alias_of().data(),
+                               std::min<size_t>(t.alias_of().size(), kMaxNameBytes + 1));
+  // Name, alias and at most kMaxRank ten-byte varints.
+  if (arena_.size() + t.name().size() + alias.size() + kMaxRank * 10 > UINT32_MAX) {
+    first_error_ =
+        Status::LimitExceeded("the tensor names and shapes exceed 4 GiB (tensor #" + Num(i) + ")");
+    return;
+  }
+  Entry e{};
+  e.nbytes = t.alias_of().empty() ? nbytes : 0;
+  e.has_source_index = t.has_source_index() ? 1 : 0;
+  if (t.has_source_index() && t.source_index() >= kBigSourceIndex) {
+    e.source_index = kBigSourceIndex;
+    big_source_indices_.emplace_back(i, t.source_index());
+  } else {
+    e.source_index = static_cast<uint32_t>(t.source_index());
+  }
+  e.dtype = static_cast<uint8_t>(t.dtype());  // checked: a DType value
+  e.at = static_cast<uint32_t>(arena_.size());
+  e.name_len = static_cast<uint16_t>(t.name().size());
+  e.alias_len = static_cast<uint16_t>(alias.size());
+  arena_.append(t.name());
+  arena_.append(alias);
+  const size_t shape_at = arena_.size();
+  for (uint64_t d : t.shape()) PutVarint(&arena_, d);
+  e.shape_len = static_cast<uint16_t>(arena_.size() - shape_at);
+  entries_.push_back(e);
+}
+
+uint64_t TensorTable::SourceIndex(uint64_t i) const {
+  if (entries_[i].source_index != kBigSourceIndex) return entries_[i].source_index;
+  for (const auto& [entry, value] : big_source_indices_) {
+    if (entry == i) return value;
+  }
+  return kBigSourceIndex;  // not reached: Add records every one
+}
+
+Status TensorTable::CheckSourceOrder() const {
+  if (count_ == 0 || entries_[0].has_source_index == 0) {
+    for (uint64_t i = 0; i < count_; ++i) {
+      if (entries_[i].has_source_index != 0) {
+        return Status::Malformed("tensor '" + Printable(name(i)) +
+                                 "' has a source_index but the first tensor has none "
+                                 "(all tensors or none record the source order)");
+      }
+    }
+    return Status::Ok();
+  }
+  // One byte per tensor: at most kMaxTensorCount (2 MB), checked before.
+  std::vector<uint8_t> seen(count_, 0);
+  for (uint64_t i = 0; i < count_; ++i) {
+    const Entry& e = entries_[i];
+    auto where = [&] { return "tensor '" + Printable(name(i)) + "'"; };
+    if (e.has_source_index == 0) {
+      return Status::Malformed(where() +
+                               " has no source_index but the first tensor has one "
+                               "(all tensors or none record the source order)");
+    }
+    if (e.source_index >= count_) {
+      return Status::Malformed(where() + ": source_index " + Num(SourceIndex(i)) +
+                               " is not below the tensor count " + Num(count_));
+    }
+    if (seen[e.source_index] != 0) {
+      return Status::Malformed(where() + ": source_index " + Num(e.source_index) +
+                               " is used twice (not a permutation of 0.." + Num(count_ - 1) + ")");
+    }
+    seen[e.source_index] = 1;
+  }
+  return Status::Ok();
+}
+
+// LayoutTensors' second pass: an alias names a real tensor of the same
+// dtype and shape (the packed shapes are equal exactly when the shapes are:
+// Add encodes them canonically).
+Status TensorTable::CheckAliases() {
+  for (uint64_t i = 0; i < count_; ++i) {
+    Entry& e = entries_[i];
+    if (e.alias_len == 0) continue;
+    const std::string_view target = alias_of(e);
+    uint64_t lo = 0, hi = count_;
+    while (lo < hi) {
+      const uint64_t mid = lo + (hi - lo) / 2;
+      if (name(mid) < target) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    auto where = [&] { return "tensor '" + Printable(name(i)) + "'"; };
+    if (lo == count_ || name(lo) != target) {
+      return Status::Malformed(where() + ": alias_of names no tensor ('" + Printable(target) +
+                               "')");
+    }
+    const Entry& t = entries_[lo];
+    if (t.alias_len != 0) {
+      return Status::Malformed(where() + ": alias_of names another alias ('" + Printable(target) +
+                               "')");
+    }
+    if (t.dtype != e.dtype || packed_shape(t) != packed_shape(e)) {
+      return Status::Malformed(where() + ": alias differs in dtype or shape from '" +
+                               Printable(target) + "'");
+    }
+    e.nbytes = 0;
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> TensorTable::Layout() {
+  if (laid_out_) return Status::Internal("the tensor table was laid out twice");
+  laid_out_ = true;
+  if (count_ > kMaxTensorCount) {
+    return Status::LimitExceeded(Num(count_) + " tensors exceed the limit of " +
+                                 Num(kMaxTensorCount));
+  }
+  SAFEMODEL_RETURN_IF_ERROR(first_error_);
+  SAFEMODEL_RETURN_IF_ERROR(CheckSourceOrder());
+  SAFEMODEL_RETURN_IF_ERROR(CheckAliases());
+  // LayoutTensors' third pass: canonical offsets in table order (checked
+  // here, computed again by NextOffset where they are needed).
+  uint64_t cursor = 0;
+  for (const Entry& e : entries_) {
+    if (e.alias_len != 0) continue;
+    uint64_t offset, end;
+    if (!AlignUp(cursor, TensorAlignmentFor(e.nbytes), &offset) ||
+        !CheckedAdd(offset, e.nbytes, &end) || end > kMaxFileBytes) {
+      return Status::LimitExceeded("tensor data exceeds the maximum file size");
+    }
+    cursor = end;
+  }
+  arena_.shrink_to_fit();
+  return cursor;
+}
+
+// Fields in number order, each only when protobuf (proto3) would write it:
+// a non-empty string or array, a non-zero number, source_index when set.
+uint64_t TensorTable::NextOffset(uint64_t end, uint64_t nbytes) {
+  uint64_t offset = 0;
+  (void)AlignUp(end, TensorAlignmentFor(nbytes), &offset);  // Layout checked it
+  return offset;
+}
+
+uint64_t TensorTable::BodyBytes(const Entry& e, uint64_t offset) const {
+  uint64_t n = 1 + VarintBytes(e.name_len) + e.name_len;  // names are never empty
+  if (e.dtype != 0) n += 1 + VarintBytes(e.dtype);
+  if (e.shape_len != 0) n += 1 + VarintBytes(e.shape_len) + e.shape_len;
+  if (offset != 0) n += 1 + VarintBytes(offset);
+  if (e.nbytes != 0) n += 1 + VarintBytes(e.nbytes);
+  if (e.alias_len != 0) n += 1 + VarintBytes(e.alias_len) + e.alias_len;
+  if (e.has_source_index != 0) n += 1 + VarintBytes(e.source_index);  // valid: below 2^32
+  return n;
+}
+
+uint64_t TensorTable::SerializedBytes() const {
+  uint64_t n = 0, end = 0;
+  for (const Entry& e : entries_) {
+    uint64_t offset = 0;
+    if (e.alias_len == 0) {
+      offset = NextOffset(end, e.nbytes);
+      end = offset + e.nbytes;
+    }
+    const uint64_t body = BodyBytes(e, offset);
+    n += 1 + VarintBytes(body) + body;
+  }
+  return n;
+}
+
+void TensorTable::Serialize(CodedOutputStream* out) const {
+  auto bytes = [out](uint8_t tag, std::string_view s) {
+    out->WriteTag(tag);
+    out->WriteVarint32(static_cast<uint32_t>(s.size()));
+    out->WriteRaw(s.data(), static_cast<int>(s.size()));
+  };
+  auto number = [out](uint8_t tag, uint64_t v) {
+    out->WriteTag(tag);
+    out->WriteVarint64(v);
+  };
+  uint64_t end = 0;
+  for (const Entry& e : entries_) {
+    uint64_t offset = 0;
+    if (e.alias_len == 0) {
+      offset = NextOffset(end, e.nbytes);
+      end = offset + e.nbytes;
+    }
+    number(kHeaderTensorTag, BodyBytes(e, offset));
+    bytes(kNameTag, std::string_view(arena_.data() + e.at, e.name_len));
+    if (e.dtype != 0) number(kDTypeTag, e.dtype);
+    if (e.shape_len != 0) bytes(kShapeTag, packed_shape(e));
+    if (offset != 0) number(kOffsetTag, offset);
+    if (e.nbytes != 0) number(kNbytesTag, e.nbytes);
+    if (e.alias_len != 0) bytes(kAliasTag, alias_of(e));
+    if (e.has_source_index != 0) number(kSourceIndexTag, e.source_index);
+  }
+}
+
+}  // namespace safemodel::format

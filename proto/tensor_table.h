@@ -1,0 +1,119 @@
+// The tensor entries of a header that SafemodelWriter lays out and writes,
+// kept compactly: a fixed-size record per tensor (24 bytes) and one byte
+// arena holding every name, alias target and shape (the shape as the
+// packed varints it is serialised as). Offsets are not stored: they follow
+// from the sizes in table order (NextOffset). A parsed v1::TensorInfo costs ~96
+// bytes plus a heap string and a heap array; for 100,000 tensors the
+// parent held ~15 MB of them (tests/bench/PROFILE.md, branch parenthdr).
+//
+// Entries are added one at a time, in header order, from a TensorInfo the
+// caller may reuse (the parent parses the worker's entries one by one into
+// the same message: wire::ParseBoundedEntries). The checks are
+// format::LayoutTensors' with assign_offsets, rule for rule and message for
+// message; the serialisation is, byte for byte, what protobuf's
+// deterministic serialisation of the same entries as field 3 of a
+// v1::Header gives (tests/proto/tensor_table_test.cc checks both).
+//
+// Trust: the entries are untrusted until Layout() succeeded.
+#ifndef SAFEMODEL_PROTO_TENSOR_TABLE_H_
+#define SAFEMODEL_PROTO_TENSOR_TABLE_H_
+
+#include <google/protobuf/io/coded_stream.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "proto/safemodel.pb.h"
+#include "safemodel/status.h"
+
+namespace safemodel::format {
+
+class TensorTable {
+ public:
+  // Room for `count` records (a count the caller has bounded), so that the
+  // record array is not grown by doubling.
+  void Reserve(uint64_t count);
+
+  // Adds the next entry and checks it on its own and against the previous
+  // name, as LayoutTensors' first pass does. offset and nbytes of `t` are
+  // ignored (Layout assigns them), and so are its unknown fields. After the
+  // first failure entries are only counted, not kept: Layout reports it.
+  // One rule LayoutTensors does not have: the arena's offsets are 32 bits,
+  // so names and shapes over 4 GiB in all are refused (a header that holds
+  // them is over kMaxHeaderBytes anyway).
+  void Add(const v1::TensorInfo& t);
+
+  // Entries added (kept or not).
+  uint64_t size() const { return count_; }
+
+  // Once, after the last Add: the count limit, the first failure of Add,
+  // then the source order, the aliases and the canonical offsets, as
+  // LayoutTensors(..., true). Returns the data region's length.
+  Result<uint64_t> Layout();
+
+  // After Layout: the entries as protobuf serialises them as field 3 of a
+  // v1::Header (tag, length and body each), their total size, and what one
+  // entry needs. Serialize writes exactly SerializedBytes() bytes.
+  uint64_t SerializedBytes() const;
+  void Serialize(google::protobuf::io::CodedOutputStream* out) const;
+
+  // After Layout: the offset of a tensor of `nbytes` (not an alias) whose
+  // bytes follow data that ends at `end` (0 for the first): walking the
+  // table in order from 0 gives each tensor's canonical offset.
+  static uint64_t NextOffset(uint64_t end, uint64_t nbytes);
+
+  std::string_view name(uint64_t i) const {
+    return std::string_view(arena_.data() + entries_[i].at, entries_[i].name_len);
+  }
+  // nbytes is 0 for an alias.
+  uint64_t nbytes(uint64_t i) const { return entries_[i].nbytes; }
+  bool alias(uint64_t i) const { return entries_[i].alias_len != 0; }
+  bool is_bool(uint64_t i) const { return entries_[i].dtype == v1::BOOL; }
+  // The dtype's number in proto/safemodel.proto.
+  uint8_t dtype(uint64_t i) const { return entries_[i].dtype; }
+
+ private:
+  // One tensor. The arena holds, from `at`: the name, alias_of, the shape.
+  struct Entry {
+    uint64_t nbytes;
+    uint32_t at;
+    // kBigSourceIndex: the value is in big_source_indices_ (no valid one
+    // is: the count is at most kMaxTensorCount).
+    uint32_t source_index;
+    uint16_t name_len;   // <= kMaxNameBytes (checked before it is kept)
+    uint16_t alias_len;  // at most kMaxNameBytes + 1 bytes kept: see Add
+    uint16_t shape_len;  // packed varints, <= kMaxRank * 10 bytes
+    uint8_t dtype;
+    uint8_t has_source_index;
+  };
+  static_assert(sizeof(Entry) == 24);
+  static constexpr uint32_t kBigSourceIndex = UINT32_MAX;
+
+  Status Check(const v1::TensorInfo& t, uint64_t i, uint64_t* nbytes) const;
+  Status CheckSourceOrder() const;
+  Status CheckAliases();
+  uint64_t SourceIndex(uint64_t i) const;
+  uint64_t BodyBytes(const Entry& e, uint64_t offset) const;
+  std::string_view alias_of(const Entry& e) const {
+    return std::string_view(arena_.data() + e.at + e.name_len, e.alias_len);
+  }
+  std::string_view packed_shape(const Entry& e) const {
+    return std::string_view(arena_.data() + e.at + e.name_len + e.alias_len, e.shape_len);
+  }
+
+  std::vector<Entry> entries_;
+  std::string arena_;
+  // (entry, value) of the source indices of kBigSourceIndex or more: only
+  // a hostile proposal has any, and each is an error Layout reports.
+  std::vector<std::pair<uint64_t, uint64_t>> big_source_indices_;
+  uint64_t count_ = 0;
+  Status first_error_;
+  bool laid_out_ = false;
+};
+
+}  // namespace safemodel::format
+
+#endif  // SAFEMODEL_PROTO_TENSOR_TABLE_H_

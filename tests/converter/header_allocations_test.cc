@@ -1,0 +1,110 @@
+// The parent's cost per tensor of a worker's proposal (issue 15, a
+// checkpoint of 100,000 small tensors): reading the HEADER frame, laying the
+// tensors out, writing the header, the data and the trailer make a bounded
+// number of heap allocations whatever the tensor count. Each entry is parsed
+// into one reused message and kept in the writer's compact table
+// (format::TensorTable); before, the parent held every entry as a
+// TensorInfo message (with its name and shape on the heap) and finished a
+// digest string per tensor: ~8 allocations per tensor.
+//
+// This binary counts `operator new`. The counts are exact properties of the
+// code, not timings.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <string>
+
+#include "converter/protocol/worker.pb.h"
+#include "converter/worker_stream.h"
+#include "proto/wire/wire.h"
+#include "sandbox/frame_io.h"
+
+namespace {
+std::atomic<uint64_t> g_news{0};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace safemodel {
+namespace {
+
+using sandbox::FrameType;
+
+// A worker's whole stream for `count` uint8[4] tensors (names longer than
+// a short string's inline buffer), with source indices, written to a
+// memory file; returns the allocations ReadWorkerStream and Finish made.
+uint64_t AllocationsFor(int count) {
+  const int in = memfd_create("stream", MFD_CLOEXEC);
+  const int out = open(::testing::TempDir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  EXPECT_GE(in, 0);
+  EXPECT_GE(out, 0);
+  auto frame = [&](FrameType type, const std::string& payload) {
+    EXPECT_TRUE(sandbox::WriteFrame(in, type, payload.data(), payload.size()));
+  };
+  frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
+  {
+    worker::WorkerHeader h;
+    h.set_source_format("npz");
+    for (int i = 0; i < count; ++i) {
+      char name[32];
+      std::snprintf(name, sizeof name, "layer.%06d.weight", i);
+      v1::TensorInfo* t = h.add_tensors();
+      t->set_name(name);
+      t->set_dtype(v1::U8);
+      t->add_shape(4);
+      t->set_source_index(static_cast<uint64_t>(count - 1 - i));
+    }
+    frame(FrameType::kHeader, wire::SerializeDeterministic(h));
+  }
+  for (int i = 0; i < count; ++i) frame(FrameType::kTensorData, std::string(4, '\1'));
+  worker::WorkerDone done;
+  done.set_tensors_sent(static_cast<uint64_t>(count));
+  done.set_bytes_sent(4 * static_cast<uint64_t>(count));
+  frame(FrameType::kDone, wire::SerializeDeterministic(done));
+  EXPECT_EQ(lseek(in, 0, SEEK_SET), 0);
+
+  const uint64_t before = g_news.load();
+  uint64_t after = before;
+  {
+    sandbox::FrameReader reader(in, std::chrono::steady_clock::now() + std::chrono::seconds(60));
+    ConvertReport report;
+    StreamOutcome st;
+    ReadWorkerStream(reader, out, 1 << 30, -1, {}, DigestAlgorithm::kXxh3_128, 0, nullptr, &report,
+                     &st);
+    EXPECT_EQ(st.report, StreamOutcome::Report::kDone) << st.cause().ToString();
+    if (st.writer) {
+      EXPECT_TRUE(st.writer->Finish(std::string(32, '\0')).ok());
+      EXPECT_EQ(st.writer->tensor_count(), static_cast<size_t>(count));
+    }
+    after = g_news.load();
+  }
+  close(in);
+  close(out);
+  return after - before;
+}
+
+TEST(HeaderAllocations, BoundedWhateverTheTensorCount) {
+  (void)AllocationsFor(10);  // what is set up once per process (descriptors, tables)
+  const uint64_t small = AllocationsFor(100);
+  const uint64_t large = AllocationsFor(20'000);
+  // The same handful of buffers and messages for both, give or take the
+  // containers that grow by doubling: not one per tensor.
+  EXPECT_LT(small, 200u);
+  EXPECT_LT(large, small + 50) << small << " allocations for 100 tensors";
+}
+
+}  // namespace
+}  // namespace safemodel

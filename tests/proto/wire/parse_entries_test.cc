@@ -1,0 +1,156 @@
+// wire::ParseBoundedEntries against wire::ParseBounded: the same bytes are
+// accepted and refused (a valid header with unknown fields, unknown
+// groups, a tensor field of the wrong wire type and a tree given in two
+// parts, then thousands of mutations of it: flipped, inserted and removed
+// bytes, truncations), and what is accepted comes out the same (the rest
+// of the message, and the entries in order, each without a trace of the
+// previous one parsed into the same message).
+#include "proto/wire/wire.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+namespace safemodel::testing {
+namespace {
+
+class Collect : public wire::EntrySink {
+ public:
+  void Reserve(uint64_t count) override { reserved = count; }
+  void Add(const google::protobuf::Message& entry) override {
+    entries.push_back(static_cast<const v1::TensorInfo&>(entry));
+  }
+  uint64_t reserved = UINT64_MAX;
+  std::vector<v1::TensorInfo> entries;
+};
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+void PutField(std::string* out, uint32_t tag, const std::string& payload) {
+  PutVarint(out, tag);
+  PutVarint(out, payload.size());
+  *out += payload;
+}
+
+std::string ValidHeader() {
+  std::string out;
+  v1::Header h;
+  h.set_format_major(1);
+  out += wire::SerializeDeterministic(h);
+  for (int i = 0; i < 6; ++i) {
+    v1::TensorInfo t;
+    t.set_name("t" + std::to_string(i));
+    t.set_dtype(static_cast<v1::DType>(i % 3 == 0 ? 12 : 99));
+    for (int d = 0; d <= i; ++d) t.add_shape(static_cast<uint64_t>(d + 1));
+    if (i % 2 == 0) t.set_source_index(static_cast<uint64_t>(i));
+    if (i == 3) t.set_alias_of("t0");
+    std::string body = wire::SerializeDeterministic(t);
+    if (i == 1) body += std::string("\x78\x05", 2);                  // unknown field 15, varint
+    if (i == 2) body += std::string("\x83\x01\x08\x01\x84\x01", 6);  // unknown group 16
+    if (i == 4) body += std::string("\x18\x07", 2);                  // shape unpacked, appended
+    PutField(&out, 0x1a, body);
+    if (i == 2) {  // fields between the entries
+      v1::Header a;
+      a.mutable_architecture()->mutable_map_value()->add_entries()->set_key("k1");
+      out += wire::SerializeDeterministic(a);
+      out += std::string("\x18\x05", 2);  // field 3 as a varint: an unknown field, not an entry
+    }
+  }
+  v1::Header rest;
+  rest.mutable_architecture()->mutable_map_value()->add_entries()->set_key("k2");  // merged
+  rest.mutable_metadata()->set_string_value("m\xc3\xa9");
+  rest.mutable_provenance()->set_source_format("npz");
+  rest.mutable_provenance()->add_findings()->set_rule("r");
+  rest.set_digest_algorithm(v1::SHA256);
+  out += wire::SerializeDeterministic(rest);
+  out += std::string("\xc8\x3e\x01", 3);  // unknown top-level field 1001
+  return out;
+}
+
+// Both parses of `bytes`: the same verdict, and if accepted the same message.
+void ExpectSame(const std::string& bytes, uint64_t max_objects, int* accepted) {
+  v1::Header whole;
+  const bool want = wire::ParseBounded(AsBytes(bytes), &whole, max_objects);
+  v1::Header rest;
+  v1::TensorInfo scratch;
+  Collect sink;
+  const bool got = wire::ParseBoundedEntries(AsBytes(bytes), &rest, v1::Header::kTensorsFieldNumber,
+                                             &scratch, &sink, max_objects);
+  std::string hex;
+  for (char c : bytes) {
+    const auto u = static_cast<unsigned char>(c);
+    hex += "0123456789abcdef"[u >> 4];
+    hex += "0123456789abcdef"[u & 15];
+  }
+  ASSERT_EQ(got, want) << "bytes " << hex;
+  if (!got) return;
+  ++*accepted;
+  EXPECT_EQ(rest.tensors_size(), 0);
+  EXPECT_EQ(sink.reserved, static_cast<uint64_t>(sink.entries.size()));
+  for (const v1::TensorInfo& t : sink.entries) *rest.add_tensors() = t;
+  EXPECT_EQ(wire::SerializeDeterministic(rest), wire::SerializeDeterministic(whole));
+}
+
+TEST(ParseBoundedEntries, ValidHeaderAsParseBounded) {
+  int accepted = 0;
+  const std::string bytes = ValidHeader();
+  ExpectSame(bytes, wire::kMaxParsedObjects, &accepted);
+  EXPECT_EQ(accepted, 1);
+  // The entries come out with their unknown fields and without the
+  // previous entry's fields.
+  v1::Header rest;
+  v1::TensorInfo scratch;
+  Collect sink;
+  ASSERT_TRUE(wire::ParseBoundedEntries(AsBytes(bytes), &rest, v1::Header::kTensorsFieldNumber,
+                                        &scratch, &sink));
+  ASSERT_EQ(sink.entries.size(), 6u);
+  EXPECT_FALSE(sink.entries[1].has_source_index());
+  EXPECT_EQ(sink.entries[4].shape_size(), 6);
+  EXPECT_TRUE(sink.entries[4].alias_of().empty());
+  EXPECT_EQ(rest.architecture().map_value().entries_size(), 2);
+  // Too few objects allowed: both refuse.
+  for (uint64_t budget : {1u, 5u, 10u, 15u, 20u}) ExpectSame(bytes, budget, &accepted);
+}
+
+TEST(ParseBoundedEntries, MutationsAsParseBounded) {
+  const std::string valid = ValidHeader();
+  std::mt19937 rng(15);
+  int accepted = 0;
+  for (int round = 0; round < 6000; ++round) {
+    std::string bytes = valid;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !bytes.empty(); ++e) {
+      const size_t at = rng() % bytes.size();
+      switch (rng() % 4) {
+        case 0:
+          bytes[at] = static_cast<char>(rng());
+          break;
+        case 1:
+          bytes.insert(at, 1, static_cast<char>(rng()));
+          break;
+        case 2:
+          bytes.erase(at, 1);
+          break;
+        case 3:
+          bytes.resize(at);
+          break;
+      }
+    }
+    ExpectSame(bytes, wire::kMaxParsedObjects, &accepted);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  // Both sides of the verdict were reached.
+  EXPECT_GT(accepted, 100);
+  EXPECT_LT(accepted, 5900);
+}
+
+}  // namespace
+}  // namespace safemodel::testing
