@@ -333,7 +333,7 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     // library wrote into it (loader/model.h): no other worker memory is sent.
     SAFEMODEL_ASSIGN_OR_RETURN(loader::Elements elements, t.source());
     SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape,
-                                                     t.origin.empty() ? t.name : t.origin, sink));
+                                                     t.Where(t.name), sink));
     SAFEMODEL_RETURN_IF_ERROR(sink.Flush());
     if (sink.bytes() - flushed >= kFlushAfterBytes) {
       if (!out.Flush()) return Status::IoError("the parent closed the result channel");

@@ -732,41 +732,45 @@ Tensor Converter::NumpyTensor(const Pending& p) {
 Status Converter::AddTorchTensor(Pending& p) {
   Tensor t;
   const ObjId sid = p.storage;
+  std::vector<uint64_t> shape;
   std::vector<int64_t> strides;
   uint64_t offset = 0;
   if (p.record == RecordKind::kStorage) {
     const StorageInfo& s = g_.storages[p.aux];
     t.dtype = s.dtype == DType::kInvalid ? DType::kU8 : s.dtype;
-    t.shape = {s.numel};
+    shape = {s.numel};
   } else {
     const TensorInfo& ti = g_.tensors[p.aux];
     t.dtype = ti.dtype;
-    t.shape = ti.shape;
+    shape = ti.shape;
     strides = ti.strides;
     offset = ti.offset;
   }
   SAFEMODEL_ASSIGN_OR_RETURN(const StorageData* sd, StorageFor(sid, p.link));
   const uint64_t elem = DTypeSize(t.dtype);
   // One allocation per tensor, not one per '+'.
-  t.origin.reserve(s_.where.size() + p.name.size() + sd->origin.size() + 12);
-  t.origin.append(s_.where).append(" tensor '").append(p.name).append("' (");
-  t.origin.append(sd->origin).append(")");
+  std::string origin;
+  origin.reserve(s_.where.size() + p.name.size() + sd->origin.size() + 12);
+  origin.append(s_.where).append(" tensor '").append(p.name).append("' (");
+  origin.append(sd->origin).append(")");
   t.name = std::move(p.name);  // tensors_ is not read after EmitTensors
-  if (strides.empty() && !t.shape.empty()) {
+  if (strides.empty() && !shape.empty()) {
     int64_t stride = 1;
-    strides.resize(t.shape.size());
-    for (size_t d = t.shape.size(); d-- > 0;) {
+    strides.resize(shape.size());
+    for (size_t d = shape.size(); d-- > 0;) {
       strides[d] = stride;
-      stride *= static_cast<int64_t>(t.shape[d] == 0 ? 1 : t.shape[d]);
+      stride *= static_cast<int64_t>(shape[d] == 0 ? 1 : shape[d]);
     }
   }
-  SAFEMODEL_RETURN_IF_ERROR(CheckView(t.shape, strides, offset, sd->nbytes / elem, t.origin));
+  SAFEMODEL_RETURN_IF_ERROR(CheckView(shape, strides, offset, sd->nbytes / elem, origin));
+  t.origin = std::move(origin);
+  t.shape = shape;
   const uint32_t swap = sd->big_endian ? DTypeSwapUnit(t.dtype) : 0;
   if (swap > 1 && !big_endian_noted_) {
     big_endian_noted_ = true;
     ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
   }
-  views_[ViewKey{sid, t.dtype, offset, t.shape, strides}].push_back(out_->tensors.size());
+  views_[ViewKey{sid, t.dtype, offset, std::move(shape), strides}].push_back(out_->tensors.size());
   t.source = [fetch = sd->fetch, strides = std::move(strides), offset,
               swap]() -> Result<Elements> {
     SAFEMODEL_ASSIGN_OR_RETURN(Elements e, fetch());
