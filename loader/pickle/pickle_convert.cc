@@ -16,6 +16,7 @@
 #include "loader/pickle/pickle_run.h"
 #include "loader/pickle/pickle_tree.h"
 #include "loader/pickle/text_codecs.h"
+#include "loader/pickle/torch_sources.h"
 #include "loader/stream.h"
 #include "proto/base/keyed_hash.h"
 
@@ -26,59 +27,6 @@ namespace {
 // Bytes values larger than this are not scanned for an embedded pickle: the
 // note is advice, and large blobs are data (images, buffers), not payloads.
 constexpr uint64_t kMaxEmbeddedScanBytes = 16 << 20;
-
-// The sources and origins of a conversion's torch tensors: the storages'
-// data (fetch and origin, resolved once each) and the strides of the views
-// that are not C-contiguous. One object per conversion, in
-// ParsedModel::keepalive; a tensor holds its storage's slot, its offset, swap
-// unit and strides slot (ElementSource's words), not a heap closure with a
-// copy of the storage's fetch and of its strides, and not its origin text.
-class TorchSources final : public ElementProducer, public OriginTeller {
- public:
-  explicit TorchSources(std::string where) : where_(std::move(where)) {}
-
-  // Stable: a deque's elements do not move.
-  uint32_t AddStorage(StorageData d) {
-    storages_.push_back(std::move(d));
-    return static_cast<uint32_t>(storages_.size() - 1);
-  }
-  const StorageData& storage(uint32_t slot) const { return storages_[slot]; }
-  // 0 for C-contiguous strides (the tensor's shape implies them), else a slot + 1.
-  uint32_t AddStrides(std::vector<int64_t> strides) {
-    strides_.push_back(std::move(strides));
-    return static_cast<uint32_t>(strides_.size());
-  }
-
-  // a = the storage's slot, b = the element offset, c = the swap unit,
-  // d = the strides' slot + 1 or 0 (C-contiguous: Elements' empty strides).
-  Result<Elements> Produce(const SourceArgs& args) const override {
-    SAFEMODEL_ASSIGN_OR_RETURN(Elements e, storages_[args.a].fetch());
-    if (args.d != 0) e.strides = strides_[args.d - 1];
-    e.offset = args.b;
-    e.swap_unit = args.c;
-    return e;
-  }
-
-  // arg = the storage's slot. The name is the tensor's: a converted torch
-  // tensor keeps the name it was given (no caller of ConvertGraph with
-  // storages renames its tensors).
-  std::string Tell(uint64_t arg, std::string_view tensor_name) const override {
-    return Origin(storages_[arg], tensor_name);
-  }
-
-  std::string Origin(const StorageData& sd, std::string_view tensor_name) const {
-    std::string origin;  // one allocation, not one per '+'
-    origin.reserve(where_.size() + tensor_name.size() + sd.origin.size() + 12);
-    origin.append(where_).append(" tensor '").append(tensor_name).append("' (");
-    origin.append(sd.origin).append(")");
-    return origin;
-  }
-
- private:
-  const std::string where_;
-  std::deque<StorageData> storages_;
-  std::deque<std::vector<int64_t>> strides_;
-};
 
 class Converter {
  public:
