@@ -91,6 +91,11 @@ ElementSource ViewSource(ByteView bytes, uint32_t swap_unit, std::vector<int64_t
   };
 }
 
+const std::string& OptionalName::str() const {
+  static const std::string kNone;
+  return name_ == nullptr ? kNone : *name_;
+}
+
 // A fixed text, owned by the Origin.
 struct Origin::Fixed final : OriginTeller {
   explicit Fixed(std::string t) : text(std::move(t)) {}

@@ -233,12 +233,39 @@ class Origin {
   std::unique_ptr<OriginTeller> owned_;  // a fixed text's
 };
 
+// A name that few tensors have (an alias's target): one pointer when
+// absent, not an empty 32-byte string per tensor.
+class OptionalName {
+ public:
+  OptionalName() = default;
+  OptionalName(const OptionalName& other) { *this = other.str(); }
+  OptionalName(OptionalName&&) noexcept = default;
+  OptionalName& operator=(const OptionalName& other) {
+    if (this != &other) *this = other.str();
+    return *this;
+  }
+  OptionalName& operator=(OptionalName&&) noexcept = default;
+  // An empty name is none.
+  OptionalName& operator=(std::string name) {
+    name_ = name.empty() ? nullptr : std::make_unique<std::string>(std::move(name));
+    return *this;
+  }
+
+  bool empty() const { return name_ == nullptr; }
+  // The name, "" when there is none.
+  const std::string& str() const;
+  friend bool operator==(const OptionalName& a, std::string_view b) { return a.str() == b; }
+
+ private:
+  std::unique_ptr<std::string> name_;
+};
+
 struct Tensor {
   std::string name;  // unique within the model; the parser makes it so
   DType dtype = DType::kInvalid;
   Shape shape;
   // Non-empty: the same bytes as the named tensor (tied weights); no source.
-  std::string alias_of;
+  OptionalName alias_of;
   ElementSource source;
   // Where the tensor is in the input, for messages ("npz member 'w.npy'").
   Origin origin;

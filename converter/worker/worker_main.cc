@@ -220,7 +220,7 @@ Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& 
       o.set_name(t.name);
       o.set_dtype(static_cast<v1::DType>(t.dtype));
       for (uint64_t d : t.shape) o.add_shape(d);
-      o.set_alias_of(t.alias_of);
+      o.set_alias_of(t.alias_of.str());
       o.set_source_index(t.source_index);
       entry.clear();
       if (!o.SerializeToString(&entry)) return Status::Internal("cannot encode a tensor entry");

@@ -159,12 +159,29 @@ TEST(Origin, AFixedTextOrNoneAtAll) {
   EXPECT_EQ(moved.Text("w"), "npy array");
 }
 
+TEST(Tensor, AnAliasNameIsAbsentUntilSet) {
+  Tensor t;
+  EXPECT_TRUE(t.alias_of.empty());
+  EXPECT_EQ(t.alias_of.str(), "");
+  t.alias_of = std::string("embed.weight");
+  EXPECT_FALSE(t.alias_of.empty());
+  EXPECT_EQ(t.alias_of, "embed.weight");
+  OptionalName copy = t.alias_of;
+  EXPECT_EQ(copy.str(), "embed.weight");
+  Tensor moved = std::move(t);
+  EXPECT_EQ(moved.alias_of.str(), "embed.weight");
+  moved.alias_of = std::string();  // an empty name is none
+  EXPECT_TRUE(moved.alias_of.empty());
+}
+
 TEST(Tensor, StaysCompact) {
   // The bytes per tensor the worker holds for a model of many small
   // tensors, beside a name longer than the string's inline capacity.
   EXPECT_LE(sizeof(Shape), 40u);
   EXPECT_LE(sizeof(ElementSource), 40u);
   EXPECT_LE(sizeof(Origin), 24u);
+  EXPECT_LE(sizeof(OptionalName), 8u);
+  EXPECT_LE(sizeof(Tensor), 160u);  // 168 with a vector shape, a heap closure and string origin
 }
 
 }  // namespace
