@@ -1,6 +1,8 @@
 #include "loader/model.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 namespace safemodel::loader {
 
@@ -19,8 +21,66 @@ Result<OwnedBuffer> OwnedBuffer::Allocate(uint64_t size, std::string_view what) 
   return b;
 }
 
+void Shape::Assign(std::span<const uint64_t> dims) {
+  Free();
+  if (dims.size() > kInlineRank) {
+    heap_ = new uint64_t[dims.size()];
+    std::copy(dims.begin(), dims.end(), heap_);
+  } else {
+    std::copy(dims.begin(), dims.end(), inline_);
+  }
+  rank_ = dims.size();
+}
+
+void Shape::Free() {
+  if (rank_ > kInlineRank) delete[] heap_;
+  rank_ = 0;
+}
+
+Shape::Shape(Shape&& other) noexcept { *this = std::move(other); }
+
+Shape& Shape::operator=(const Shape& other) {
+  if (this != &other) Assign(other.span());
+  return *this;
+}
+
+Shape& Shape::operator=(Shape&& other) noexcept {
+  if (this == &other) return *this;
+  Free();
+  if (other.rank_ > kInlineRank) {
+    heap_ = other.heap_;  // taken over; `other` becomes rank 0
+  } else {
+    std::copy(other.inline_, other.inline_ + other.rank_, inline_);
+  }
+  rank_ = other.rank_;
+  other.rank_ = 0;
+  return *this;
+}
+
+namespace {
+
+// A view with neither strides nor offset: a = the first byte's address,
+// b = the byte count, c = the swap unit.
+class ViewProducer final : public ElementProducer {
+ public:
+  Result<Elements> Produce(const SourceArgs& args) const override {
+    Elements e;
+    e.view = ByteView(reinterpret_cast<const uint8_t*>(args.a), args.b);
+    e.swap_unit = args.c;
+    return e;
+  }
+};
+
+const ViewProducer kViewProducer;
+
+}  // namespace
+
 ElementSource ViewSource(ByteView bytes, uint32_t swap_unit, std::vector<int64_t> strides,
                          uint64_t offset) {
+  if (strides.empty() && offset == 0) {
+    return ElementSource(&kViewProducer,
+                         SourceArgs{reinterpret_cast<uint64_t>(bytes.data()), bytes.size(), swap_unit});
+  }
   return [bytes, swap_unit, strides = std::move(strides), offset]() -> Result<Elements> {
     Elements e;
     e.view = bytes;
@@ -29,6 +89,24 @@ ElementSource ViewSource(ByteView bytes, uint32_t swap_unit, std::vector<int64_t
     e.offset = offset;
     return e;
   };
+}
+
+const std::string& OptionalName::str() const {
+  static const std::string kNone;
+  return name_ == nullptr ? kNone : *name_;
+}
+
+// A fixed text, owned by the Origin.
+struct Origin::Fixed final : OriginTeller {
+  explicit Fixed(std::string t) : text(std::move(t)) {}
+  std::string Tell(uint64_t, std::string_view) const override { return text; }
+  std::string text;
+};
+
+Origin::Origin(std::string text) {
+  if (text.empty()) return;
+  owned_ = std::make_unique<Fixed>(std::move(text));
+  teller_ = owned_.get();
 }
 
 }  // namespace safemodel::loader

@@ -14,10 +14,15 @@
 #ifndef SAFEMODEL_LOADER_MODEL_H_
 #define SAFEMODEL_LOADER_MODEL_H_
 
+#include <algorithm>
 #include <cstdint>
-#include <functional>
+#include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "proto/base/byte_reader.h"
@@ -74,26 +79,205 @@ struct Elements {
   uint64_t offset = 0;
 };
 
+// The shape of a tensor: up to kInlineRank dimensions held in the object
+// itself, more on the heap. 100,000 small tensors made 100,000 heap vectors
+// of one or two dimensions (tests/bench/PROFILE.md, branch `workertensor`).
+class Shape {
+ public:
+  // Ranks up to this need no allocation (a 5-D convolution kernel spills).
+  static constexpr size_t kInlineRank = 4;
+  using value_type = uint64_t;
+  using const_iterator = const uint64_t*;
+  using iterator = const uint64_t*;
+
+  Shape() = default;
+  Shape(std::initializer_list<uint64_t> dims) { Assign(std::span<const uint64_t>(dims.begin(), dims.size())); }
+  Shape(std::span<const uint64_t> dims) { Assign(dims); }  // NOLINT: a shape is its dimensions
+  Shape(const std::vector<uint64_t>& dims) { Assign(dims); }  // NOLINT
+  Shape(const Shape& other) { Assign(other.span()); }
+  Shape(Shape&& other) noexcept;
+  Shape& operator=(const Shape& other);
+  Shape& operator=(Shape&& other) noexcept;
+  ~Shape() { Free(); }
+
+  size_t size() const { return rank_; }
+  bool empty() const { return rank_ == 0; }
+  const uint64_t* data() const { return rank_ <= kInlineRank ? inline_ : heap_; }
+  const uint64_t* begin() const { return data(); }
+  const uint64_t* end() const { return data() + rank_; }
+  uint64_t operator[](size_t i) const { return data()[i]; }
+  std::span<const uint64_t> span() const { return {data(), rank_}; }
+  std::vector<uint64_t> ToVector() const { return {begin(), end()}; }
+
+  friend bool operator==(const Shape& a, const Shape& b) { return std::ranges::equal(a.span(), b.span()); }
+  friend bool operator==(const Shape& a, const std::vector<uint64_t>& b) {
+    return std::ranges::equal(a.span(), b);
+  }
+
+ private:
+  void Assign(std::span<const uint64_t> dims);
+  void Free();
+
+  size_t rank_ = 0;
+  union {
+    uint64_t inline_[kInlineRank];
+    uint64_t* heap_;  // rank_ > kInlineRank: new[]-allocated
+  };
+};
+
+// The plain per-tensor words a producer reads (see ElementProducer); what
+// they mean is the producer's.
+struct SourceArgs {
+  uint64_t a = 0;
+  uint64_t b = 0;
+  uint32_t c = 0;
+  uint32_t d = 0;
+};
+
+// Produces tensors' elements from plain descriptors. One producer serves all
+// tensors of a parse (it lives in ParsedModel::keepalive, or is static), so
+// that a tensor's source is a pointer and a few words, not a heap closure.
+class ElementProducer {
+ public:
+  virtual ~ElementProducer() = default;
+  virtual Result<Elements> Produce(const SourceArgs& args) const = 0;
+};
+
 // Produces a tensor's elements. Called once, when the tensor is streamed.
-using ElementSource = std::function<Result<Elements>()>;
+// Either a producer with its words (no allocation) or, for formats whose
+// tensors need more state than that, any callable (held on the heap).
+// Move-only.
+class ElementSource {
+ public:
+  ElementSource() = default;
+  ElementSource(std::nullptr_t) {}  // NOLINT: `source = nullptr` drops it
+  // `producer` outlives the source (keepalive or static).
+  ElementSource(const ElementProducer* producer, SourceArgs args) : producer_(producer), args_(args) {}
+  template <typename F>
+    requires std::is_invocable_r_v<Result<Elements>, const F&> &&
+             (!std::is_same_v<std::decay_t<F>, ElementSource>)
+  ElementSource(F fn)  // NOLINT: a lambda is a source
+      : owned_(std::make_unique<Callable<std::decay_t<F>>>(std::move(fn))) {
+    producer_ = owned_.get();
+  }
+  // A moved-from source is empty, as a moved-from std::function was.
+  ElementSource(ElementSource&& other) noexcept
+      : producer_(std::exchange(other.producer_, nullptr)), args_(other.args_), owned_(std::move(other.owned_)) {}
+  ElementSource& operator=(ElementSource&& other) noexcept {
+    if (this != &other) {
+      producer_ = std::exchange(other.producer_, nullptr);
+      args_ = other.args_;
+      owned_ = std::move(other.owned_);
+    }
+    return *this;
+  }
+
+  Result<Elements> operator()() const { return producer_->Produce(args_); }
+  explicit operator bool() const { return producer_ != nullptr; }
+
+ private:
+  template <typename F>
+  struct Callable final : ElementProducer {
+    explicit Callable(F f) : fn(std::move(f)) {}
+    Result<Elements> Produce(const SourceArgs&) const override { return fn(); }
+    F fn;
+  };
+  const ElementProducer* producer_ = nullptr;
+  SourceArgs args_;
+  std::unique_ptr<ElementProducer> owned_;  // a callable's
+};
 
 // A source over bytes that are already in memory (typically the input map).
+// Without strides or offset it is a plain descriptor (no allocation).
 ElementSource ViewSource(ByteView bytes, uint32_t swap_unit = 0,
                          std::vector<int64_t> strides = {}, uint64_t offset = 0);
+
+// Tells where tensors are in the input, for messages, built only when a
+// message needs it. Like ElementProducer, one teller serves many tensors.
+class OriginTeller {
+ public:
+  virtual ~OriginTeller() = default;
+  virtual std::string Tell(uint64_t arg, std::string_view tensor_name) const = 0;
+};
+
+// Where a tensor is in the input ("npz member 'w.npy'"), for messages: a
+// fixed text or a teller and its word. Empty when the parser gave none
+// (callers then name the tensor). Move-only.
+class Origin {
+ public:
+  Origin() = default;
+  Origin(std::string text);        // NOLINT: a text is an origin
+  Origin(const char* text) : Origin(std::string(text)) {}  // NOLINT
+  Origin(const OriginTeller* teller, uint64_t arg) : teller_(teller), arg_(arg) {}
+  Origin(Origin&& other) noexcept
+      : teller_(std::exchange(other.teller_, nullptr)), arg_(other.arg_), owned_(std::move(other.owned_)) {}
+  Origin& operator=(Origin&& other) noexcept {
+    if (this != &other) {
+      teller_ = std::exchange(other.teller_, nullptr);
+      arg_ = other.arg_;
+      owned_ = std::move(other.owned_);
+    }
+    return *this;
+  }
+
+  bool empty() const { return teller_ == nullptr; }
+  // The text ("" when empty); `tensor_name` is the tensor's name.
+  std::string Text(std::string_view tensor_name) const {
+    return teller_ == nullptr ? std::string() : teller_->Tell(arg_, tensor_name);
+  }
+
+ private:
+  struct Fixed;
+  const OriginTeller* teller_ = nullptr;
+  uint64_t arg_ = 0;
+  std::unique_ptr<OriginTeller> owned_;  // a fixed text's
+};
+
+// A name that few tensors have (an alias's target): one pointer when
+// absent, not an empty 32-byte string per tensor.
+class OptionalName {
+ public:
+  OptionalName() = default;
+  OptionalName(const OptionalName& other) { *this = other.str(); }
+  OptionalName(OptionalName&&) noexcept = default;
+  OptionalName& operator=(const OptionalName& other) {
+    if (this != &other) *this = other.str();
+    return *this;
+  }
+  OptionalName& operator=(OptionalName&&) noexcept = default;
+  // An empty name is none.
+  OptionalName& operator=(std::string name) {
+    name_ = name.empty() ? nullptr : std::make_unique<std::string>(std::move(name));
+    return *this;
+  }
+
+  bool empty() const { return name_ == nullptr; }
+  // The name, "" when there is none.
+  const std::string& str() const;
+  friend bool operator==(const OptionalName& a, std::string_view b) { return a.str() == b; }
+
+ private:
+  std::unique_ptr<std::string> name_;
+};
 
 struct Tensor {
   std::string name;  // unique within the model; the parser makes it so
   DType dtype = DType::kInvalid;
-  std::vector<uint64_t> shape;
+  Shape shape;
   // Non-empty: the same bytes as the named tensor (tied weights); no source.
-  std::string alias_of;
+  OptionalName alias_of;
   ElementSource source;
   // Where the tensor is in the input, for messages ("npz member 'w.npy'").
-  std::string origin;
+  Origin origin;
   // Position in ParsedModel::tensors as the parser produced it, which is the
   // source's order (the order the format's real loader lists the tensors;
   // loader/README.md per format). Set by the worker before it sorts by name.
   uint64_t source_index = 0;
+
+  // origin's text, or `fallback` when the parser gave none.
+  std::string Where(std::string_view fallback) const {
+    return origin.empty() ? std::string(fallback) : origin.Text(name);
+  }
 };
 
 struct ParsedModel {

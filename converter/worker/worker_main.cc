@@ -275,7 +275,7 @@ Status SendHeader(const loader::ParsedModel& model, const loader::ParseContext& 
       o.set_name(t.name);
       o.set_dtype(static_cast<v1::DType>(t.dtype));
       for (uint64_t d : t.shape) o.add_shape(d);
-      o.set_alias_of(t.alias_of);
+      o.set_alias_of(t.alias_of.str());
       o.set_source_index(t.source_index);
       entry.clear();
       if (!o.SerializeToString(&entry)) return Status::Internal("cannot encode a tensor entry");
@@ -387,7 +387,7 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     // The elements are the input map or a buffer zero-filled before any
     // library wrote into it (loader/model.h): no other worker memory is sent.
     SAFEMODEL_ASSIGN_OR_RETURN(loader::Elements elements, t.source());
-    const std::string_view what = t.origin.empty() ? t.name : t.origin;
+    const std::string what = t.Where(t.name);  // built here: the transform and the walk both name it
     // A transposed or big-endian view of the input: the parent reads and
     // transforms it itself; this worker never touches those bytes.
     const std::optional<protocol::TensorXform> xform = sink.XformFor(elements, t.dtype, t.shape, what);

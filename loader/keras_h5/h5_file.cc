@@ -785,19 +785,20 @@ Result<Tensor> File::MakeTensor(const Node& node, std::string name, uint64_t mem
   t.name = std::move(name);
   t.dtype = info.dtype;
   t.shape = info.shape;
-  t.origin = "HDF5 dataset '" + Printable(node.path) + "'";
+  const std::string origin = "HDF5 dataset '" + Printable(node.path) + "'";
+  t.origin = origin;
   if ((info.in_place && !info.widen_bf16) || info.byte_size == 0) {
     SAFEMODEL_ASSIGN_OR_RETURN(
         ByteView bytes,
-        SubView(image_, info.in_place ? info.image_offset : 0, info.byte_size, t.origin));
+        SubView(image_, info.in_place ? info.image_offset : 0, info.byte_size, origin));
     t.source = ViewSource(bytes, info.swap_unit);
     return t;
   }
   // The bytes of the tensor as h5py returns it: the stored elements, or
   // float32 for a widened bfloat16 layout.
-  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t out_bytes, TensorByteSize(info.shape, info.dtype, t.origin));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t out_bytes, TensorByteSize(info.shape, info.dtype, origin));
   if (out_bytes > memory_limit) {
-    return Status::LimitExceeded(t.origin + " needs " + Num(out_bytes) +
+    return Status::LimitExceeded(origin + " needs " + Num(out_bytes) +
                                  " bytes to read, over the memory limit of " + Num(memory_limit));
   }
   // Filtered, chunked, compact, unallocated or widened: libhdf5 reads (and
@@ -808,7 +809,6 @@ Result<Tensor> File::MakeTensor(const Node& node, std::string name, uint64_t mem
   std::shared_ptr<const File> self = self_.lock();
   if (self == nullptr) return Status::Internal("HDF5 file is not owned by a shared_ptr");
   const haddr_t address = node.address;
-  const std::string origin = t.origin;
   const uint32_t swap_unit = info.widen_bf16 ? 0 : info.swap_unit;
   const bool widen = info.widen_bf16;
   t.source = [self, address, origin, out_bytes, swap_unit, widen]() -> Result<Elements> {

@@ -1,6 +1,5 @@
 #include "loader/numpy/npy.h"
 
-#include <deque>
 #include <string>
 #include <utility>
 
@@ -89,36 +88,48 @@ Status CheckNpzNames(const ZipArchive& zip) {
   return Status::Ok();
 }
 
-// What a numeric member's source needs, one record per member in a deque
-// the model keeps alive: the source captures only a pointer to it, which
-// std::function holds without a heap allocation (the closure that copied
-// the shared_ptr and the whole NpyHeader was 120 bytes on the heap plus a
-// copy of the shape, per tensor).
-struct NpzSource {
-  ZipArchive* zip = nullptr;  // kept alive by ParsedModel::keepalive
-  const ZipEntry* entry = nullptr;
-  uint64_t memory_limit = 0;
-  uint64_t data_offset = 0;
-  uint64_t data_bytes = 0;
-  uint32_t swap_unit = 0;
-  bool fortran_order = false;
-  std::vector<uint64_t> fortran_shape;  // only for Fortran order of rank > 1
+// The sources and origins of an archive's numeric members: one object per
+// archive, in ParsedModel::keepalive; each tensor holds a pointer to it and
+// its member's entry, data offset and swap unit (ElementSource's words), not
+// a record or a closure of its own (a record and a heap origin string per
+// member were ~100 bytes of 100,000 small tensors, PROFILE.md).
+class NpzMembers final : public ElementProducer, public OriginTeller {
+ public:
+  NpzMembers(ZipArchive* zip, uint64_t memory_limit) : zip_(zip), memory_limit_(memory_limit) {}
 
-  Result<Elements> operator()() const {
+  // a = the member's ZipEntry, b = the data offset, c = the swap unit. The
+  // data runs to the member's end (AddNpzTensor checked it).
+  static SourceArgs Args(const ZipEntry& entry, uint64_t data_offset, uint32_t swap_unit) {
+    return SourceArgs{reinterpret_cast<uint64_t>(&entry), data_offset, swap_unit};
+  }
+
+  Result<Elements> Produce(const SourceArgs& args) const override {
+    const ZipEntry& entry = *reinterpret_cast<const ZipEntry*>(args.a);
     OwnedBuffer holder;
-    SAFEMODEL_ASSIGN_OR_RETURN(ByteView member, zip->Contents(*entry, memory_limit, &holder));
-    Elements el = NpyElements(swap_unit, fortran_order, fortran_shape,
-                              member.subspan(data_offset, data_bytes));
+    SAFEMODEL_ASSIGN_OR_RETURN(ByteView member, zip_->Contents(entry, memory_limit_, &holder));
+    Elements el = NpyElements(args.c, false, {}, member.subspan(args.b, entry.uncompressed_size - args.b));
     el.owned = std::move(holder);
     return el;
   }
+
+  // arg = the member's ZipEntry.
+  std::string Tell(uint64_t arg, std::string_view) const override {
+    return MemberWhere(*reinterpret_cast<const ZipEntry*>(arg));
+  }
+
+  static std::string MemberWhere(const ZipEntry& entry) {
+    return "npz member '" + Printable(entry.name) + "'";
+  }
+
+ private:
+  ZipArchive* const zip_;  // kept alive by ParsedModel::keepalive
+  const uint64_t memory_limit_;
 };
-using NpzSources = std::deque<NpzSource>;
 
 // A numeric member: a tensor whose bytes are read (inflated) when streamed.
-// The header's shape and the message prefix become the tensor's own.
-Status AddNpzTensor(ZipArchive* zip, const ZipEntry& entry, NpyHeader&& h, std::string&& where,
-                    ParseContext& ctx, NpzSources* sources, ParsedModel* out) {
+// The header's shape becomes the tensor's own.
+Status AddNpzTensor(ZipArchive* zip, const ZipEntry& entry, NpyHeader&& h, const std::string& where,
+                    ParseContext& ctx, const NpzMembers* members, ParsedModel* out) {
   uint64_t end;
   if (!CheckedAdd(h.data_offset, h.data_bytes, &end)) {
     return Status::Malformed(where + ": the declared shape overflows 64 bits");
@@ -131,19 +142,23 @@ Status AddNpzTensor(ZipArchive* zip, const ZipEntry& entry, NpyHeader&& h, std::
   Tensor t;
   t.name = entry.name.substr(0, entry.name.size() - kNpySuffix.size());
   t.dtype = h.dtype;
-  t.origin = std::move(where);
-  NpzSource& src = sources->emplace_back();
-  src.zip = zip;
-  src.entry = &entry;
-  src.memory_limit = ctx.options().memory_limit;
-  src.data_offset = h.data_offset;
-  src.data_bytes = h.data_bytes;
-  src.swap_unit = h.swap_unit;
-  src.fortran_order = h.fortran_order;
-  if (h.fortran_order && h.shape.size() > 1) src.fortran_shape = h.shape;
-  t.shape = std::move(h.shape);
-  const NpzSource* p = &src;  // a deque's elements stay where they are
-  t.source = [p]() { return (*p)(); };
+  t.origin = Origin(members, reinterpret_cast<uint64_t>(&entry));
+  if (h.fortran_order && h.shape.size() > 1) {
+    // Rare: the source needs the shape as well, and holds its own.
+    const uint64_t memory_limit = ctx.options().memory_limit;
+    t.source = [zip, e = &entry, memory_limit, data_offset = h.data_offset,
+                data_bytes = h.data_bytes, swap_unit = h.swap_unit,
+                shape = h.shape]() -> Result<Elements> {
+      OwnedBuffer holder;
+      SAFEMODEL_ASSIGN_OR_RETURN(ByteView member, zip->Contents(*e, memory_limit, &holder));
+      Elements el = NpyElements(swap_unit, true, shape, member.subspan(data_offset, data_bytes));
+      el.owned = std::move(holder);
+      return el;
+    };
+  } else {
+    t.source = ElementSource(members, NpzMembers::Args(entry, h.data_offset, h.swap_unit));
+  }
+  t.shape = h.shape;
   out->tensors.push_back(std::move(t));
   return Status::Ok();
 }
@@ -177,8 +192,8 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& o
   out->source_format = "npz";
   out->keepalive.push_back(zip);
   SAFEMODEL_RETURN_IF_ERROR(CheckNpzNames(*zip));
-  auto sources = std::make_shared<NpzSources>();
-  out->keepalive.push_back(sources);
+  auto members = std::make_shared<NpzMembers>(zip.get(), ctx.options().memory_limit);
+  out->keepalive.push_back(members);
   // One tensor per member: grown by doubling, the vector's last copy held
   // the old and the new array at once (31 MB for 100,000 members).
   out->tensors.reserve(zip->entries().size());
@@ -187,7 +202,7 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& o
     // Reading every member's header touches every page of an archive of
     // small arrays again (ZipArchive::Open).
     if (++read % kZipDropEveryRecords == 0) zip->DropPages();
-    std::string where = "npz member '" + Printable(entry.name) + "'";
+    const std::string where = NpzMembers::MemberWhere(entry);
     std::string holder;
     SAFEMODEL_ASSIGN_OR_RETURN(ByteView prefix_bytes,
                                zip->PrefixView(entry, kMaxNpyHeaderBytes + 12, &holder));
@@ -204,7 +219,7 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& o
       SAFEMODEL_RETURN_IF_ERROR(AddNpzObjectArray(*zip, entry, h, where, objects, ctx, out));
     } else {
       SAFEMODEL_RETURN_IF_ERROR(
-          AddNpzTensor(zip.get(), entry, std::move(h), std::move(where), ctx, sources.get(), out));
+          AddNpzTensor(zip.get(), entry, std::move(h), where, ctx, members.get(), out));
     }
   }
   if (ctx.refused()) return ctx.RefusedStatus();

@@ -16,6 +16,7 @@
 #include "loader/pickle/pickle_run.h"
 #include "loader/pickle/pickle_tree.h"
 #include "loader/pickle/text_codecs.h"
+#include "loader/pickle/torch_sources.h"
 #include "loader/stream.h"
 #include "proto/base/keyed_hash.h"
 
@@ -98,7 +99,7 @@ class Converter {
     uint32_t link;     // the storage's (or numpy dtype's) side-table index
     std::string name;
   };
-  Result<const StorageData*> StorageFor(ObjId sid, uint32_t storage_aux);
+  Result<uint32_t> StorageFor(ObjId sid, uint32_t storage_aux);
   Tensor NumpyTensor(const Pending& p);
   Status AddTorchTensor(Pending& p);
   bool PureStateDict(Ref root);
@@ -134,7 +135,8 @@ class Converter {
     }
   };
   std::map<ViewKey, std::vector<size_t>> views_;
-  std::unordered_map<ObjId, StorageData> storage_data_;
+  std::unordered_map<ObjId, uint32_t> storage_slots_;  // -> TorchSources' storage slot
+  std::shared_ptr<TorchSources> torch_sources_;  // made by the first torch tensor
   bool big_endian_noted_ = false;
 };
 
@@ -690,17 +692,24 @@ Status Converter::Visit(const Work& w) {
   return Status::Internal("unknown kind");
 }
 
-// The storage data of storage record `sid`, resolved once by the container.
-Result<const StorageData*> Converter::StorageFor(ObjId sid, uint32_t storage_aux) {
-  auto it = storage_data_.find(sid);
-  if (it != storage_data_.end()) return &it->second;
+// The slot in torch_sources_ of storage record `sid`'s data, resolved once
+// by the container.
+Result<uint32_t> Converter::StorageFor(ObjId sid, uint32_t storage_aux) {
+  auto it = storage_slots_.find(sid);
+  if (it != storage_slots_.end()) return it->second;
   if (!s_.storages)
     return Status::Malformed(s_.where + ": a torch storage in a file that has none");
   if (storage_aux >= g_.storages.size()) {
     return Status::Internal(s_.where + ": a tensor without a storage record");
   }
   SAFEMODEL_ASSIGN_OR_RETURN(StorageData d, s_.storages(g_.storages[storage_aux]));
-  return &storage_data_.emplace(sid, std::move(d)).first->second;
+  if (torch_sources_ == nullptr) {
+    torch_sources_ = std::make_shared<TorchSources>(s_.where);
+    out_->keepalive.push_back(torch_sources_);
+  }
+  const uint32_t slot = torch_sources_->AddStorage(std::move(d));
+  storage_slots_.emplace(sid, slot);
+  return slot;
 }
 
 // A numeric numpy array: a view of the stream (Fortran order as strides,
@@ -732,49 +741,47 @@ Tensor Converter::NumpyTensor(const Pending& p) {
 Status Converter::AddTorchTensor(Pending& p) {
   Tensor t;
   const ObjId sid = p.storage;
+  std::vector<uint64_t> shape;
   std::vector<int64_t> strides;
   uint64_t offset = 0;
   if (p.record == RecordKind::kStorage) {
     const StorageInfo& s = g_.storages[p.aux];
     t.dtype = s.dtype == DType::kInvalid ? DType::kU8 : s.dtype;
-    t.shape = {s.numel};
+    shape = {s.numel};
   } else {
     const TensorInfo& ti = g_.tensors[p.aux];
     t.dtype = ti.dtype;
-    t.shape = ti.shape;
+    shape = ti.shape;
     strides = ti.strides;
     offset = ti.offset;
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(const StorageData* sd, StorageFor(sid, p.link));
+  SAFEMODEL_ASSIGN_OR_RETURN(const uint32_t slot, StorageFor(sid, p.link));
+  const StorageData* sd = &torch_sources_->storage(slot);
   const uint64_t elem = DTypeSize(t.dtype);
-  // One allocation per tensor, not one per '+'.
-  t.origin.reserve(s_.where.size() + p.name.size() + sd->origin.size() + 12);
-  t.origin.append(s_.where).append(" tensor '").append(p.name).append("' (");
-  t.origin.append(sd->origin).append(")");
   t.name = std::move(p.name);  // tensors_ is not read after EmitTensors
-  if (strides.empty() && !t.shape.empty()) {
-    int64_t stride = 1;
-    strides.resize(t.shape.size());
-    for (size_t d = t.shape.size(); d-- > 0;) {
-      strides[d] = stride;
-      stride *= static_cast<int64_t>(t.shape[d] == 0 ? 1 : t.shape[d]);
-    }
+  // C-contiguous strides, which a tensor without strides has and most
+  // tensors state: the source then holds none (Elements' empty strides).
+  std::vector<int64_t> c_strides(shape.size());
+  int64_t stride = 1;
+  for (size_t d = shape.size(); d-- > 0;) {
+    c_strides[d] = stride;
+    stride *= static_cast<int64_t>(shape[d] == 0 ? 1 : shape[d]);
   }
-  SAFEMODEL_RETURN_IF_ERROR(CheckView(t.shape, strides, offset, sd->nbytes / elem, t.origin));
+  if (strides.empty()) strides = c_strides;
+  if (!CheckView(shape, strides, offset, sd->nbytes / elem, "").ok()) {
+    // The message's prefix only for a view that fails.
+    return CheckView(shape, strides, offset, sd->nbytes / elem, torch_sources_->Origin(*sd, t.name));
+  }
+  t.origin = Origin(torch_sources_.get(), slot);
+  t.shape = shape;
   const uint32_t swap = sd->big_endian ? DTypeSwapUnit(t.dtype) : 0;
   if (swap > 1 && !big_endian_noted_) {
     big_endian_noted_ = true;
     ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
   }
-  views_[ViewKey{sid, t.dtype, offset, t.shape, strides}].push_back(out_->tensors.size());
-  t.source = [fetch = sd->fetch, strides = std::move(strides), offset,
-              swap]() -> Result<Elements> {
-    SAFEMODEL_ASSIGN_OR_RETURN(Elements e, fetch());
-    e.strides = strides;
-    e.offset = offset;
-    e.swap_unit = swap;
-    return e;
-  };
+  const uint32_t strides_slot = strides == c_strides ? 0 : torch_sources_->AddStrides(strides);
+  views_[ViewKey{sid, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(out_->tensors.size());
+  t.source = ElementSource(torch_sources_.get(), SourceArgs{slot, offset, swap, strides_slot});
   out_->tensors.push_back(std::move(t));
   return Status::Ok();
 }

@@ -341,11 +341,11 @@ Tensor MakeBundleTensor(const Bundle& bundle, const BundleTensor& t, std::string
   out.name = std::move(name);
   out.dtype = t.dtype;
   out.shape = t.shape;
-  out.origin = "bundle entry '" + Printable(t.key) + "'";
+  std::string origin = "bundle entry '" + Printable(t.key) + "'";
+  out.origin = origin;
   const ByteView bytes = bundle.shards[t.shard].subspan(t.offset, t.size);
   const uint32_t crc = t.crc;
   const uint32_t swap = bundle.big_endian ? DTypeSwapUnit(t.dtype) : 0;
-  std::string origin = out.origin;
   out.source = [bytes, crc, swap, origin]() -> Result<Elements> {
     const uint32_t computed = Crc32c(bytes);
     if (computed != crc) {

@@ -40,7 +40,7 @@ InProcessResult Run(loader::ParseOptions options, Parse parse) {
   r.architecture = model.architecture;
   r.metadata = model.metadata;
   for (loader::Tensor& t : model.tensors) {
-    ParsedTensor pt{t.dtype, t.shape, t.alias_of, {}};
+    ParsedTensor pt{t.dtype, t.shape.ToVector(), t.alias_of.str(), {}};
     if (t.alias_of.empty()) {
       auto elements = t.source();
       if (!elements.ok()) {

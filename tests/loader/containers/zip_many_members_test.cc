@@ -243,16 +243,18 @@ TEST(ZipManyMembers, NpzOfManyArraysParsesWithFewAllocationsEach) {
   const uint64_t news = g_news.load() - before;
   ASSERT_TRUE(s.ok()) << s.ToString();
   ASSERT_EQ(model.tensors.size(), kMembers);
-  // Per member (8 now): the zip entry's name and the name set's node, the
+  // Per member (7 now): the zip entry's name and the name set's node, the
   // npz name check's node, the .npy header's shape and the message prefix
-  // (which become the tensor's shape and origin), the tensor's name, the
-  // source record (a deque block per few). The closure that copied the
-  // header and the per-member message strings made it 31.
-  EXPECT_LE(news, 10 * kMembers) << news << " allocations for " << kMembers << " members";
+  // (both dropped: the tensor's shape is inline, its origin told when a
+  // message needs it), the tensor's name. The closure that copied the
+  // header and the per-member message strings made it 31; a source record
+  // and the kept origin string 8.
+  EXPECT_LE(news, 7 * kMembers) << news << " allocations for " << kMembers << " members";
   // Every source still yields its member's byte.
   for (size_t i : {size_t{0}, kMembers / 2, kMembers - 1}) {
     const loader::Tensor& t = model.tensors[i];
     EXPECT_EQ(t.name, "layer." + std::to_string(i) + ".weight");
+    EXPECT_EQ(t.origin.Text(t.name), "npz member 'layer." + std::to_string(i) + ".weight.npy'");
     auto el = t.source();
     ASSERT_TRUE(el.ok()) << el.status().ToString();
     ASSERT_EQ(el->view.size(), 1u);

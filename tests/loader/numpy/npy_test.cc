@@ -328,6 +328,35 @@ TEST(NpzArchive, Issue16KeyThatTwoMembersAnswerIsMalformed) {
   EXPECT_EQ(fine.tensors.at("a.np").bytes, std::string("\x02\x02", 2));
 }
 
+// Members whose tensors need more than the archive's shared source (a
+// Fortran-order array keeps its own shape) beside plain ones: a scalar
+// (empty shape), a rank above loader::Shape's inline limit, big-endian and
+// deflated members. Each yields its bytes in C order, little-endian.
+TEST(NpzArchive, ScalarHighRankFortranAndBigEndianMembersStreamRight) {
+  const std::string scalar = Npy("{'descr': '<u2', 'fortran_order': False, 'shape': (), }", "\x01\x02");
+  const std::string rank6 = Npy(
+      "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 2, 1, 3, 1, 2), }", "abcdefghijkl");
+  // Fortran order, shape (2, 3): memory holds columns; C order reads rows.
+  const std::string fortran = Npy("{'descr': '|u1', 'fortran_order': True, 'shape': (2, 3), }", "adbecf");
+  const std::string big = Npy("{'descr': '>u2', 'fortran_order': False, 'shape': (2,), }",
+                              std::string("\x01\x02\x03\x04", 4));
+  for (bool deflate : {false, true}) {
+    SCOPED_TRACE(deflate);
+    auto r = ParseInProcess(BuildZip({{"s.npy", scalar, deflate},
+                                      {"r6.npy", rank6, deflate},
+                                      {"f.npy", fortran, deflate},
+                                      {"b.npy", big, deflate}}));
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_TRUE(r.tensors.at("s").shape.empty());
+    EXPECT_EQ(r.tensors.at("s").bytes, "\x01\x02");
+    EXPECT_EQ(r.tensors.at("r6").shape, (std::vector<uint64_t>{1, 2, 1, 3, 1, 2}));
+    EXPECT_EQ(r.tensors.at("r6").bytes, "abcdefghijkl");
+    EXPECT_EQ(r.tensors.at("f").shape, (std::vector<uint64_t>{2, 3}));
+    EXPECT_EQ(r.tensors.at("f").bytes, "abcdef");
+    EXPECT_EQ(r.tensors.at("b").bytes, std::string("\x02\x01\x04\x03", 4));
+  }
+}
+
 TEST(NpzArchive, Issue16MemberContentNotNameDecides) {
   const std::string arr = Npy("{'descr': '|u1', 'fortran_order': False, 'shape': (1,), }", "\x01");
   // 'w.npy' without the magic: numpy returns its raw bytes.

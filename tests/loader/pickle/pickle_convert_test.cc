@@ -154,6 +154,32 @@ TEST(PickleConvert, StorageSharedByTensorsFarApartIsOneTensorAndAnAlias) {
   EXPECT_TRUE(noted);
 }
 
+// _rebuild_tensor_v2 over `storage` with offset `offset`, shape (2,) and
+// stride (`stride`,).
+std::string View(const std::string& storage, int offset, int stride) {
+  return Global("torch._utils", "_rebuild_tensor_v2") + "(" + storage + Int1(offset) + "(" +
+         Int1(2) + "t(" + Int1(stride) + "t" + kFalse + kHooks + "tR";
+}
+
+// A tensor's source holds its strides only when they are not C-contiguous
+// (loader/pickle: TorchSources): an expanded view (stride 0) beside a plain
+// one over the same storage, each with its own bytes; a view that reaches
+// outside its storage is named by its origin, told only for the message.
+TEST(PickleConvert, StridedViewsKeepTheirStridesAndABadViewItsOrigin) {
+  InProcessResult r = ParseInProcess(
+      Legacy(Str("plain") + View(Storage("s0", 0), 0, 1) + Str("expanded") + View(Get(0), 1, 0),
+             {"s0"}));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.tensors.at("plain").bytes, Floats(0.0f, 0.5f));
+  EXPECT_EQ(r.tensors.at("expanded").bytes, Floats(0.5f, 0.5f));
+  EXPECT_EQ(r.tensors.at("expanded").alias_of, "");
+
+  InProcessResult bad = ParseInProcess(Legacy(Str("w") + View(Storage("s0", 0), 1, 1), {"s0"}));
+  EXPECT_EQ(bad.status.code(), StatusCode::kMalformed);
+  EXPECT_NE(bad.status.message().find(" tensor 'w' (storage 's0'): "), std::string::npos)
+      << bad.status.message();
+}
+
 // Dicts that are a state_dict but for one thing keep their whole tree.
 TEST(PickleConvert, AlmostPureStateDictsKeepTheirTree) {
   struct Case {
