@@ -14,29 +14,16 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <new>
 #include <string>
 
+#include "tests/testing/allocation_counter.h"
 #include "converter/protocol/worker.pb.h"
 #include "converter/worker_stream.h"
 #include "proto/wire/wire.h"
 #include "sandbox/frame_io.h"
-
-namespace {
-std::atomic<uint64_t> g_news{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  g_news.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace safemodel {
 namespace {
@@ -76,7 +63,7 @@ uint64_t AllocationsFor(int count) {
   frame(FrameType::kDone, wire::SerializeDeterministic(done));
   EXPECT_EQ(lseek(in, 0, SEEK_SET), 0);
 
-  const uint64_t before = g_news.load();
+  const uint64_t before = testing::AllocationCount();
   uint64_t after = before;
   {
     sandbox::FrameReader reader(in, std::chrono::steady_clock::now() + std::chrono::seconds(60));
@@ -89,7 +76,7 @@ uint64_t AllocationsFor(int count) {
       EXPECT_TRUE(st.writer->Finish(std::string(32, '\0')).ok());
       EXPECT_EQ(st.writer->tensor_count(), static_cast<size_t>(count));
     }
-    after = g_news.load();
+    after = testing::AllocationCount();
   }
   close(in);
   close(out);

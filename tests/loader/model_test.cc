@@ -6,29 +6,12 @@
 
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <cstdlib>
-#include <new>
 #include <string>
 #include <utility>
 #include <vector>
 
-namespace {
-std::atomic<uint64_t> g_news{0};
-}  // namespace
-
-// Counts this binary's heap allocations (the inline shape and the plain
-// source must make none). GCC, seeing Shape's new[] inlined beside this
-// free, takes them for a mismatched pair; operator new[] calls this
-// operator new, so they match.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void* operator new(std::size_t n) {
-  g_news.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#include "tests/testing/allocation_counter.h"
 
 namespace safemodel::loader {
 namespace {
@@ -37,11 +20,11 @@ TEST(Shape, RanksUpToTheInlineLimitAllocateNothing) {
   for (size_t rank = 0; rank <= Shape::kInlineRank; ++rank) {
     std::vector<uint64_t> dims;
     for (size_t d = 0; d < rank; ++d) dims.push_back(d + 2);
-    const uint64_t before = g_news.load();
+    const uint64_t before = testing::AllocationCount();
     Shape s(std::span<const uint64_t>(dims.data(), dims.size()));
     Shape copy = s;
     Shape moved = std::move(copy);
-    const uint64_t news = g_news.load() - before;
+    const uint64_t news = testing::AllocationCount() - before;
     EXPECT_EQ(news, 0u) << "rank " << rank;
     EXPECT_EQ(s.size(), rank);
     EXPECT_EQ(s, dims);
@@ -89,10 +72,10 @@ TEST(Shape, ARankAboveTheInlineLimitSpillsAndKeepsEveryDimension) {
 TEST(ElementSource, AViewIsAPlainDescriptor) {
   const std::string bytes = "abcdefgh";
   const ByteView view = AsBytes(bytes);
-  const uint64_t before = g_news.load();
+  const uint64_t before = testing::AllocationCount();
   ElementSource source = ViewSource(view.subspan(2, 4), 2);
   ElementSource moved = std::move(source);
-  EXPECT_EQ(g_news.load() - before, 0u);
+  EXPECT_EQ(testing::AllocationCount() - before, 0u);
   EXPECT_FALSE(source);  // NOLINT: moved-from
   ASSERT_TRUE(moved);
   Result<Elements> e = moved();

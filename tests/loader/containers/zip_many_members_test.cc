@@ -13,29 +13,16 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <new>
 
+#include "tests/testing/allocation_counter.h"
 #include "tests/testing/test_util.h"
 #include "tests/testing/zip_builder.h"
 
 #include "loader/containers/zip_archive.h"
 #include "loader/registry.h"
-
-namespace {
-std::atomic<uint64_t> g_news{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  g_news.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace safemodel::testing {
 namespace {
@@ -70,9 +57,9 @@ TEST(ZipManyMembers, HundredThousandMembersAreCrossCheckedWithFewAllocationsEach
   for (bool descriptor : {true, false}) {
     SCOPED_TRACE(descriptor ? "torch.save layout" : "np.savez layout");
     const std::string image = ManyMembers(kMembers, descriptor, !descriptor, "", "x");
-    const uint64_t before = g_news.load();
+    const uint64_t before = testing::AllocationCount();
     auto z = ZipArchive::Open(AsBytes(image));
-    const uint64_t news = g_news.load() - before;
+    const uint64_t news = testing::AllocationCount() - before;
     ASSERT_TRUE(z.ok()) << z.status().ToString();
     ASSERT_EQ((*z)->entries().size(), kMembers);
     // Each entry's name (1: over the inline buffer), the entry table, the
@@ -238,9 +225,9 @@ TEST(ZipManyMembers, NpzOfManyArraysParsesWithFewAllocationsEach) {
   const std::string image = BuildZip(members, {.zip64_end = true});
   loader::ParseContext ctx({});
   loader::ParsedModel model;
-  const uint64_t before = g_news.load();
+  const uint64_t before = testing::AllocationCount();
   Status s = loader::ParseModel(AsBytes(image), ctx, &model);
-  const uint64_t news = g_news.load() - before;
+  const uint64_t news = testing::AllocationCount() - before;
   ASSERT_TRUE(s.ok()) << s.ToString();
   ASSERT_EQ(model.tensors.size(), kMembers);
   // Per member (7 now): the zip entry's name and the name set's node, the
