@@ -1,5 +1,7 @@
 #include "proto/format.h"
 
+#include "proto/tensor_table.h"
+
 #include <cstring>
 #include <vector>
 
@@ -116,130 +118,19 @@ Result<Prefix> DecodePrefix(ByteView bytes, uint64_t file_size) {
   return p;
 }
 
-Status CheckSourceOrder(const google::protobuf::RepeatedPtrField<v1::TensorInfo>& tensors) {
+Result<uint64_t> CheckTensorLayout(
+    const google::protobuf::RepeatedPtrField<v1::TensorInfo>& tensors) {
   const auto count = static_cast<uint64_t>(tensors.size());
-  if (count == 0 || !tensors[0].has_source_index()) {
-    for (const v1::TensorInfo& t : tensors) {
-      if (t.has_source_index()) {
-        return Status::Malformed("tensor '" + Printable(t.name()) +
-                                 "' has a source_index but the first tensor has none "
-                                 "(all tensors or none record the source order)");
-      }
-    }
-    return Status::Ok();
-  }
-  // One byte per tensor: at most kMaxTensorCount (2 MB), checked by the caller.
-  std::vector<uint8_t> seen(count, 0);
+  SAFEMODEL_RETURN_IF_ERROR(TensorTable::CheckCount(count));  // before allocating
+  TensorTable table;
+  table.Reserve(count);
+  std::vector<uint64_t> offsets;
+  offsets.reserve(static_cast<size_t>(count));
   for (const v1::TensorInfo& t : tensors) {
-    const std::string where = "tensor '" + Printable(t.name()) + "'";
-    if (!t.has_source_index()) {
-      return Status::Malformed(where + " has no source_index but the first tensor has one "
-                               "(all tensors or none record the source order)");
-    }
-    if (t.source_index() >= count) {
-      return Status::Malformed(where + ": source_index " + Num(t.source_index()) +
-                               " is not below the tensor count " + Num(count));
-    }
-    if (seen[t.source_index()] != 0) {
-      return Status::Malformed(where + ": source_index " + Num(t.source_index()) +
-                               " is used twice (not a permutation of 0.." + Num(count - 1) + ")");
-    }
-    seen[t.source_index()] = 1;
+    table.AddStored(t);
+    offsets.push_back(t.offset());
   }
-  return Status::Ok();
-}
-
-Result<uint64_t> LayoutTensors(google::protobuf::RepeatedPtrField<v1::TensorInfo>* tensors,
-                               bool assign_offsets) {
-  const uint64_t count = static_cast<uint64_t>(tensors->size());
-  if (count > kMaxTensorCount) {
-    return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " +
-                                 Num(kMaxTensorCount));
-  }
-  // Pass 1: each tensor on its own, and the sort order.
-  for (int i = 0; i < tensors->size(); ++i) {
-    v1::TensorInfo& t = (*tensors)[i];
-    const std::string& name = t.name();
-    const std::string where = "tensor #" + Num(static_cast<uint64_t>(i)) + " '" +
-                              Printable(name) + "'";
-    if (name.empty() || name.size() > kMaxNameBytes) {
-      return Status::Malformed(where + ": name length " + Num(name.size()) +
-                               " is outside 1.." + Num(kMaxNameBytes));
-    }
-    if (name.find('\0') != std::string::npos || !IsValidUtf8(name)) {
-      return Status::Malformed(where + ": name is not NUL-free UTF-8");
-    }
-    if (i > 0 && !((*tensors)[i - 1].name() < name)) {
-      return Status::Malformed(where + ": names are not sorted and unique (previous is '" +
-                               Printable((*tensors)[i - 1].name()) + "')");
-    }
-    if (!IsValidDType(static_cast<uint32_t>(t.dtype()))) {
-      return Status::Unsupported(where + ": unknown dtype value " +
-                                 Num(static_cast<uint32_t>(t.dtype())));
-    }
-    if (static_cast<uint64_t>(t.shape_size()) > kMaxRank) {
-      return Status::LimitExceeded(where + ": rank " + Num(static_cast<uint64_t>(t.shape_size())) +
-                                   " exceeds the limit of " + Num(kMaxRank));
-    }
-    std::vector<uint64_t> shape(t.shape().begin(), t.shape().end());
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t nbytes,
-                               TensorByteSize(shape, static_cast<DType>(t.dtype()), where));
-    if (nbytes > kMaxFileBytes) {
-      return Status::LimitExceeded(where + ": " + Num(nbytes) + " bytes is larger than any file");
-    }
-    if (t.alias_of().empty()) {
-      if (!assign_offsets && t.nbytes() != nbytes) {
-        return Status::Malformed(where + ": nbytes " + Num(t.nbytes()) + " != shape x dtype = " +
-                                 Num(nbytes));
-      }
-      t.set_nbytes(nbytes);
-    } else if (!assign_offsets && (t.nbytes() != 0 || t.offset() != 0)) {
-      return Status::Malformed(where + ": an alias must have offset 0 and nbytes 0");
-    }
-  }
-  SAFEMODEL_RETURN_IF_ERROR(CheckSourceOrder(*tensors));
-  // Pass 2: aliases point at real tensors of the same dtype and shape.
-  for (v1::TensorInfo& t : *tensors) {
-    if (t.alias_of().empty()) continue;
-    auto it = std::lower_bound(
-        tensors->begin(), tensors->end(), t.alias_of(),
-        [](const v1::TensorInfo& a, const std::string& key) { return a.name() < key; });
-    const std::string where = "tensor '" + Printable(t.name()) + "'";
-    if (it == tensors->end() || it->name() != t.alias_of()) {
-      return Status::Malformed(where + ": alias_of names no tensor ('" +
-                               Printable(t.alias_of()) + "')");
-    }
-    if (!it->alias_of().empty()) {
-      return Status::Malformed(where + ": alias_of names another alias ('" +
-                               Printable(t.alias_of()) + "')");
-    }
-    if (it->dtype() != t.dtype() ||
-        !std::equal(it->shape().begin(), it->shape().end(), t.shape().begin(), t.shape().end())) {
-      return Status::Malformed(where + ": alias differs in dtype or shape from '" +
-                               Printable(t.alias_of()) + "'");
-    }
-    t.set_offset(0);
-    t.set_nbytes(0);
-  }
-  // Pass 3: canonical offsets in table order.
-  uint64_t cursor = 0;
-  for (v1::TensorInfo& t : *tensors) {
-    if (!t.alias_of().empty()) continue;
-    uint64_t offset, end;
-    if (!AlignUp(cursor, TensorAlignmentFor(t.nbytes()), &offset) ||
-        !CheckedAdd(offset, t.nbytes(), &end) || end > kMaxFileBytes) {
-      return Status::LimitExceeded("tensor data exceeds the maximum file size");
-    }
-    if (assign_offsets) {
-      t.set_offset(offset);
-    } else if (t.offset() != offset) {
-      return Status::Malformed("tensor '" + Printable(t.name()) + "': offset " + Num(t.offset()) +
-                               " is not the canonical offset " + Num(offset) +
-                               " (overlap, hole or misalignment)");
-    }
-    cursor = end;
-  }
-  return cursor;
+  return table.Layout(offsets);
 }
 
 }  // namespace safemodel::format

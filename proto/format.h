@@ -59,17 +59,14 @@ inline uint64_t TensorAlignmentFor(uint64_t nbytes) {
 // data_off for a header of `header_len` bytes.
 Result<uint64_t> DataOffsetFor(uint64_t header_len);
 
-// Checks the tensor table (count, names sorted and unique, dtypes, ranks,
-// aliases, source indices: on no tensor or on all, a permutation of 0..n-1)
-// and recomputes nbytes. With `assign_offsets` it then assigns the
-// canonical offsets and returns data_len; otherwise it checks that the stored
-// offsets and nbytes are exactly the canonical ones.
-// The source-order rule alone (FORMAT.md section 4): either no tensor has a
-// source_index, or every tensor has one and they are a permutation of 0..n-1.
-Status CheckSourceOrder(const google::protobuf::RepeatedPtrField<v1::TensorInfo>& tensors);
-
-Result<uint64_t> LayoutTensors(google::protobuf::RepeatedPtrField<v1::TensorInfo>* tensors,
-                               bool assign_offsets);
+// Checks a file's tensor entries (FORMAT.md section 4) with TensorTable,
+// the one implementation of their rules: the count, each entry (name
+// length, NUL-free UTF-8, names sorted and unique, dtype, rank, size, stored
+// nbytes = shape x dtype, an alias's offset and nbytes 0), source indices (on
+// no tensor or on all, a permutation of 0..n-1), aliases (a real tensor of
+// the same dtype and shape), and every stored offset the canonical one.
+// Returns data_len. The reader calls it; the writer lays out with the table.
+Result<uint64_t> CheckTensorLayout(const google::protobuf::RepeatedPtrField<v1::TensorInfo>& tensors);
 
 }  // namespace safemodel::format
 

@@ -66,7 +66,7 @@ Status Model::Impl::Load() {
   }
   algorithm = static_cast<DigestAlgorithm>(header.digest_algorithm());
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t data_len,
-                             format::LayoutTensors(header.mutable_tensors(), false));
+                             format::CheckTensorLayout(header.tensors()));
   if (data_len != prefix.data_len) {
     return Status::Malformed("data_len " + std::to_string(prefix.data_len) +
                              " differs from the tensor layout's " + std::to_string(data_len));
@@ -122,7 +122,7 @@ Status Model::Impl::Load() {
     info.offset = prefix.data_off + t.offset();
     info.nbytes = t.nbytes();
     info.digest = trailer.tensor_digests(i);
-    // A permutation of 0..n-1 on every tensor or on none (LayoutTensors).
+    // A permutation of 0..n-1 on every tensor or on none (CheckTensorLayout).
     if (t.has_source_index()) info.source_index = t.source_index();
     if (info.digest.size() != (info.alias_of.empty() ? dsize : 0)) {
       return Status::Malformed("tensor '" + Printable(info.name) + "' has a digest of " +
@@ -130,7 +130,7 @@ Status Model::Impl::Load() {
     }
     tensors.push_back(std::move(info));
   }
-  // Aliases take the location of their target (validated by LayoutTensors).
+  // Aliases take the location of their target (validated by CheckTensorLayout).
   for (TensorInfo& t : tensors) {
     if (t.alias_of.empty()) continue;
     auto it = std::lower_bound(tensors.begin(), tensors.end(), t.alias_of,

@@ -38,10 +38,10 @@ void TensorTable::Reserve(uint64_t count) {
   entries_.reserve(static_cast<size_t>(std::min<uint64_t>(count, kMaxTensorCount)));
 }
 
-// LayoutTensors' first pass for entry #i. The message prefix is put
-// together only when a check fails: building it for every entry was a
+// Entry #i on its own and against the previous name. The message prefix is
+// put together only when a check fails: building it for every entry was a
 // string per tensor.
-Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, uint64_t* nbytes) const {
+Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, bool stored, uint64_t* nbytes) const {
   const std::string& name = t.name();
   auto where = [&] { return "tensor #" + Num(i) + " '" + Printable(name) + "'"; };
   if (name.empty() || name.size() > kMaxNameBytes) {
@@ -73,15 +73,26 @@ Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, uint64_t* nbytes)
   if (*size > kMaxFileBytes) {
     return Status::LimitExceeded(where() + ": " + Num(*size) + " bytes is larger than any file");
   }
+  if (stored && t.alias_of().empty() && t.nbytes() != *size) {
+    return Status::Malformed(where() + ": nbytes " + Num(t.nbytes()) + " != shape x dtype = " +
+                             Num(*size));
+  }
+  if (stored && !t.alias_of().empty() && (t.nbytes() != 0 || t.offset() != 0)) {
+    return Status::Malformed(where() + ": an alias must have offset 0 and nbytes 0");
+  }
   *nbytes = *size;
   return Status::Ok();
 }
 
-void TensorTable::Add(const v1::TensorInfo& t) {
+void TensorTable::Add(const v1::TensorInfo& t) { AddChecked(t, false); }
+
+void TensorTable::AddStored(const v1::TensorInfo& t) { AddChecked(t, true); }
+
+void TensorTable::AddChecked(const v1::TensorInfo& t, bool stored) {
   const uint64_t i = count_++;
   if (!first_error_.ok()) return;
   uint64_t nbytes = 0;
-  first_error_ = Check(t, i, &nbytes);
+  first_error_ = Check(t, i, stored, &nbytes);
   if (!first_error_.ok()) return;
   // An alias_of longer than any name names no tensor; what Layout says of
   // it shows at most its first 80 bytes (Printable), so no more than
@@ -157,7 +168,7 @@ Status TensorTable::CheckSourceOrder() const {
   return Status::Ok();
 }
 
-// LayoutTensors' second pass: an alias names a real tensor of the same
+// After every entry: an alias names a real tensor of the same
 // dtype and shape (the packed shapes are equal exactly when the shapes are:
 // Add encodes them canonically).
 Status TensorTable::CheckAliases() {
@@ -193,25 +204,41 @@ Status TensorTable::CheckAliases() {
   return Status::Ok();
 }
 
-Result<uint64_t> TensorTable::Layout() {
-  if (laid_out_) return Status::Internal("the tensor table was laid out twice");
-  laid_out_ = true;
-  if (count_ > kMaxTensorCount) {
-    return Status::LimitExceeded(Num(count_) + " tensors exceed the limit of " +
+Status TensorTable::CheckCount(uint64_t count) {
+  if (count > kMaxTensorCount) {
+    return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " +
                                  Num(kMaxTensorCount));
   }
+  return Status::Ok();
+}
+
+Result<uint64_t> TensorTable::Layout(std::span<const uint64_t> stored_offsets) {
+  if (laid_out_) return Status::Internal("the tensor table was laid out twice");
+  laid_out_ = true;
+  SAFEMODEL_RETURN_IF_ERROR(CheckCount(count_));
   SAFEMODEL_RETURN_IF_ERROR(first_error_);
+  if (!stored_offsets.empty() && stored_offsets.size() != count_) {
+    return Status::Internal("stored offsets for " + Num(stored_offsets.size()) + " of " +
+                            Num(count_) + " tensors");
+  }
   SAFEMODEL_RETURN_IF_ERROR(CheckSourceOrder());
   SAFEMODEL_RETURN_IF_ERROR(CheckAliases());
-  // LayoutTensors' third pass: canonical offsets in table order (checked
-  // here, computed again by NextOffset where they are needed).
+  // Canonical offsets in table order (checked here, computed again by
+  // NextOffset where they are needed), and a file's stored ones against
+  // them, tensor by tensor.
   uint64_t cursor = 0;
-  for (const Entry& e : entries_) {
+  for (uint64_t i = 0; i < count_; ++i) {
+    const Entry& e = entries_[i];
     if (e.alias_len != 0) continue;
     uint64_t offset, end;
     if (!AlignUp(cursor, TensorAlignmentFor(e.nbytes), &offset) ||
         !CheckedAdd(offset, e.nbytes, &end) || end > kMaxFileBytes) {
       return Status::LimitExceeded("tensor data exceeds the maximum file size");
+    }
+    if (!stored_offsets.empty() && stored_offsets[i] != offset) {
+      return Status::Malformed("tensor '" + Printable(name(i)) + "': offset " +
+                               Num(stored_offsets[i]) + " is not the canonical offset " +
+                               Num(offset) + " (overlap, hole or misalignment)");
     }
     cursor = end;
   }

@@ -8,11 +8,13 @@
 //
 // Entries are added one at a time, in header order, from a TensorInfo the
 // caller may reuse (the parent parses the worker's entries one by one into
-// the same message: wire::ParseBoundedEntries). The checks are
-// format::LayoutTensors' with assign_offsets, rule for rule and message for
-// message; the serialisation is, byte for byte, what protobuf's
-// deterministic serialisation of the same entries as field 3 of a
-// v1::Header gives (tests/proto/tensor_table_test.cc checks both).
+// the same message: wire::ParseBoundedEntries). This is the one place the
+// rules of a header's tensor entries are checked (FORMAT.md section 4): the
+// writer lays out a proposal with it, and the reader checks a file's stored
+// layout with it (format::CheckTensorLayout). The serialisation is, byte for
+// byte, what protobuf's deterministic serialisation of the same entries as
+// field 3 of a v1::Header gives (tests/proto/tensor_table_test.cc checks it,
+// and checks the rules against a reference implementation of them).
 //
 // Trust: the entries are untrusted until Layout() succeeded.
 #ifndef SAFEMODEL_PROTO_TENSOR_TABLE_H_
@@ -23,6 +25,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -45,14 +48,25 @@ class TensorTable {
   // so names and shapes over 4 GiB in all are refused (a header that holds
   // them is over kMaxHeaderBytes anyway).
   void Add(const v1::TensorInfo& t);
+  // The same for an entry read from a file (the reader): its stored nbytes
+  // must also be shape x dtype (an alias's nbytes and offset 0), checked
+  // with the entry's other rules. Layout(stored_offsets) then checks the
+  // stored offsets.
+  void AddStored(const v1::TensorInfo& t);
 
   // Entries added (kept or not).
   uint64_t size() const { return count_; }
 
   // Once, after the last Add: the count limit, the first failure of Add,
-  // then the source order, the aliases and the canonical offsets, as
-  // LayoutTensors(..., true). Returns the data region's length.
-  Result<uint64_t> Layout();
+  // then the source order, the aliases and the canonical offsets. With
+  // `stored_offsets` (one per entry, in order: a file's), each tensor's
+  // stored offset must be its canonical one. Returns the data region's
+  // length.
+  Result<uint64_t> Layout(std::span<const uint64_t> stored_offsets = {});
+
+  // The count limit alone, for a caller that knows the count before adding
+  // (the reader checks it before allocating): Layout's first rule.
+  static Status CheckCount(uint64_t count);
 
   // After Layout: the entries as protobuf serialises them as field 3 of a
   // v1::Header (tag, length and body each), their total size, and what one
@@ -92,7 +106,8 @@ class TensorTable {
   static_assert(sizeof(Entry) == 24);
   static constexpr uint32_t kBigSourceIndex = UINT32_MAX;
 
-  Status Check(const v1::TensorInfo& t, uint64_t i, uint64_t* nbytes) const;
+  void AddChecked(const v1::TensorInfo& t, bool stored);
+  Status Check(const v1::TensorInfo& t, uint64_t i, bool stored, uint64_t* nbytes) const;
   Status CheckSourceOrder() const;
   Status CheckAliases();
   uint64_t SourceIndex(uint64_t i) const;

@@ -13,6 +13,7 @@
 
 #include "proto/digest.h"
 #include "proto/format.h"
+#include "proto/tensor_table.h"
 #include "proto/wire/wire.h"
 #include "proto/writer.h"
 #include "safemodel/limits.h"
@@ -479,13 +480,24 @@ TEST(Format, LaysOutModelsFarBeyondFourGigabytes) {
     t->add_shape(1000);
     t->add_shape(1'000'000);
   }
-  auto data_len = format::LayoutTensors(h.mutable_tensors(), true);
+  format::TensorTable table;
+  for (const v1::TensorInfo& t : h.tensors()) table.Add(t);
+  auto data_len = table.Layout();
   ASSERT_TRUE(data_len.ok()) << data_len.status().ToString();
+  uint64_t end = 0;
+  for (int i = 0; i < h.tensors_size(); ++i) {
+    v1::TensorInfo* t = h.mutable_tensors(i);
+    t->set_nbytes(table.nbytes(static_cast<uint64_t>(i)));
+    t->set_offset(format::TensorTable::NextOffset(end, t->nbytes()));
+    end = t->offset() + t->nbytes();
+  }
   EXPECT_EQ(*data_len, 50ull * 2'000'000'000ull + 49ull * (4096 - 2'000'000'000ull % 4096));
   EXPECT_GT(h.tensors(49).offset(), 1ull << 36);
   EXPECT_EQ(h.tensors(49).offset() % 4096, 0u);
   // The reader accepts the same table (it checks offsets against the layout).
-  EXPECT_TRUE(format::LayoutTensors(h.mutable_tensors(), false).ok());
+  auto checked = format::CheckTensorLayout(h.tensors());
+  ASSERT_TRUE(checked.ok()) << checked.status().ToString();
+  EXPECT_EQ(*checked, *data_len);
 }
 
 TEST(Format, RejectsHugeCountsBeforeAllocating) {

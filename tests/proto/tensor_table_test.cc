@@ -6,8 +6,11 @@
 //   every dtype, page-aligned large tensors);
 // - a whole header written by SafemodelWriter is protobuf's serialisation
 //   of the v1::Header it was given (input digest still the placeholder);
-// - Layout() fails exactly as format::LayoutTensors(..., true) does (code
-//   and message), first failure first, for every rule.
+// - Layout() fails exactly as a reference implementation of the rules
+//   (ReferenceLayout, the code TensorTable replaced) does, code and
+//   message, first failure first, for every rule; and so does
+//   format::CheckTensorLayout, the reader's check through the table, on
+//   entries as stored in a file.
 #include "proto/tensor_table.h"
 
 #include <fcntl.h>
@@ -16,6 +19,7 @@
 #include <gtest/gtest.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -63,11 +67,143 @@ format::TensorTable Table(const RepeatedPtrField<v1::TensorInfo>& entries) {
   return table;
 }
 
-// Protobuf's bytes for the entries (after LayoutTensors) and the table's.
+// The rules of a header's tensor entries as format::LayoutTensors checked
+// them before TensorTable replaced it (8ce5f5c), message for message: an
+// independent reference the table must agree with, on messages rather than
+// packed records. With `assign_offsets` it lays a proposal out (the
+// writer's case); without, it checks stored nbytes and offsets (the
+// reader's, format::CheckTensorLayout).
+Status ReferenceSourceOrder(const google::protobuf::RepeatedPtrField<v1::TensorInfo>& tensors) {
+  const auto count = static_cast<uint64_t>(tensors.size());
+  if (count == 0 || !tensors[0].has_source_index()) {
+    for (const v1::TensorInfo& t : tensors) {
+      if (t.has_source_index()) {
+        return Status::Malformed("tensor '" + Printable(t.name()) +
+                                 "' has a source_index but the first tensor has none "
+                                 "(all tensors or none record the source order)");
+      }
+    }
+    return Status::Ok();
+  }
+  // One byte per tensor: at most kMaxTensorCount (2 MB), checked by the caller.
+  std::vector<uint8_t> seen(count, 0);
+  for (const v1::TensorInfo& t : tensors) {
+    const std::string where = "tensor '" + Printable(t.name()) + "'";
+    if (!t.has_source_index()) {
+      return Status::Malformed(where + " has no source_index but the first tensor has one "
+                               "(all tensors or none record the source order)");
+    }
+    if (t.source_index() >= count) {
+      return Status::Malformed(where + ": source_index " + Num(t.source_index()) +
+                               " is not below the tensor count " + Num(count));
+    }
+    if (seen[t.source_index()] != 0) {
+      return Status::Malformed(where + ": source_index " + Num(t.source_index()) +
+                               " is used twice (not a permutation of 0.." + Num(count - 1) + ")");
+    }
+    seen[t.source_index()] = 1;
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> ReferenceLayout(google::protobuf::RepeatedPtrField<v1::TensorInfo>* tensors,
+                               bool assign_offsets) {
+  const uint64_t count = static_cast<uint64_t>(tensors->size());
+  if (count > kMaxTensorCount) {
+    return Status::LimitExceeded(Num(count) + " tensors exceed the limit of " +
+                                 Num(kMaxTensorCount));
+  }
+  // Pass 1: each tensor on its own, and the sort order.
+  for (int i = 0; i < tensors->size(); ++i) {
+    v1::TensorInfo& t = (*tensors)[i];
+    const std::string& name = t.name();
+    const std::string where = "tensor #" + Num(static_cast<uint64_t>(i)) + " '" +
+                              Printable(name) + "'";
+    if (name.empty() || name.size() > kMaxNameBytes) {
+      return Status::Malformed(where + ": name length " + Num(name.size()) +
+                               " is outside 1.." + Num(kMaxNameBytes));
+    }
+    if (name.find('\0') != std::string::npos || !IsValidUtf8(name)) {
+      return Status::Malformed(where + ": name is not NUL-free UTF-8");
+    }
+    if (i > 0 && !((*tensors)[i - 1].name() < name)) {
+      return Status::Malformed(where + ": names are not sorted and unique (previous is '" +
+                               Printable((*tensors)[i - 1].name()) + "')");
+    }
+    if (!IsValidDType(static_cast<uint32_t>(t.dtype()))) {
+      return Status::Unsupported(where + ": unknown dtype value " +
+                                 Num(static_cast<uint32_t>(t.dtype())));
+    }
+    if (static_cast<uint64_t>(t.shape_size()) > kMaxRank) {
+      return Status::LimitExceeded(where + ": rank " + Num(static_cast<uint64_t>(t.shape_size())) +
+                                   " exceeds the limit of " + Num(kMaxRank));
+    }
+    std::vector<uint64_t> shape(t.shape().begin(), t.shape().end());
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t nbytes,
+                               TensorByteSize(shape, static_cast<DType>(t.dtype()), where));
+    if (nbytes > kMaxFileBytes) {
+      return Status::LimitExceeded(where + ": " + Num(nbytes) + " bytes is larger than any file");
+    }
+    if (t.alias_of().empty()) {
+      if (!assign_offsets && t.nbytes() != nbytes) {
+        return Status::Malformed(where + ": nbytes " + Num(t.nbytes()) + " != shape x dtype = " +
+                                 Num(nbytes));
+      }
+      t.set_nbytes(nbytes);
+    } else if (!assign_offsets && (t.nbytes() != 0 || t.offset() != 0)) {
+      return Status::Malformed(where + ": an alias must have offset 0 and nbytes 0");
+    }
+  }
+  SAFEMODEL_RETURN_IF_ERROR(ReferenceSourceOrder(*tensors));
+  // Pass 2: aliases point at real tensors of the same dtype and shape.
+  for (v1::TensorInfo& t : *tensors) {
+    if (t.alias_of().empty()) continue;
+    auto it = std::lower_bound(
+        tensors->begin(), tensors->end(), t.alias_of(),
+        [](const v1::TensorInfo& a, const std::string& key) { return a.name() < key; });
+    const std::string where = "tensor '" + Printable(t.name()) + "'";
+    if (it == tensors->end() || it->name() != t.alias_of()) {
+      return Status::Malformed(where + ": alias_of names no tensor ('" +
+                               Printable(t.alias_of()) + "')");
+    }
+    if (!it->alias_of().empty()) {
+      return Status::Malformed(where + ": alias_of names another alias ('" +
+                               Printable(t.alias_of()) + "')");
+    }
+    if (it->dtype() != t.dtype() ||
+        !std::equal(it->shape().begin(), it->shape().end(), t.shape().begin(), t.shape().end())) {
+      return Status::Malformed(where + ": alias differs in dtype or shape from '" +
+                               Printable(t.alias_of()) + "'");
+    }
+    t.set_offset(0);
+    t.set_nbytes(0);
+  }
+  // Pass 3: canonical offsets in table order.
+  uint64_t cursor = 0;
+  for (v1::TensorInfo& t : *tensors) {
+    if (!t.alias_of().empty()) continue;
+    uint64_t offset, end;
+    if (!AlignUp(cursor, format::TensorAlignmentFor(t.nbytes()), &offset) ||
+        !CheckedAdd(offset, t.nbytes(), &end) || end > kMaxFileBytes) {
+      return Status::LimitExceeded("tensor data exceeds the maximum file size");
+    }
+    if (assign_offsets) {
+      t.set_offset(offset);
+    } else if (t.offset() != offset) {
+      return Status::Malformed("tensor '" + Printable(t.name()) + "': offset " + Num(t.offset()) +
+                               " is not the canonical offset " + Num(offset) +
+                               " (overlap, hole or misalignment)");
+    }
+    cursor = end;
+  }
+  return cursor;
+}
+
+// Protobuf's bytes for the entries (after ReferenceLayout) and the table's.
 void ExpectSameBytes(const std::vector<Spec>& specs) {
   RepeatedPtrField<v1::TensorInfo> entries = Entries(specs);
   format::TensorTable table = Table(entries);
-  auto want_len = format::LayoutTensors(&entries, true);
+  auto want_len = ReferenceLayout(&entries, true);
   ASSERT_TRUE(want_len.ok()) << want_len.status().ToString();
   auto got_len = table.Layout();
   ASSERT_TRUE(got_len.ok()) << got_len.status().ToString();
@@ -152,19 +288,36 @@ TEST(TensorTable, EveryDtypeAndSourceIndices) {
   ExpectSameBytes(specs);
 }
 
-// Layout fails where LayoutTensors does, with the same code and message.
+// format::CheckTensorLayout (the reader's check, through the table) gives
+// the reference's verdict on entries as a file stores them: the same data
+// length, or the same code and message.
+void ExpectSameStoredVerdict(const RepeatedPtrField<v1::TensorInfo>& stored) {
+  RepeatedPtrField<v1::TensorInfo> copy = stored;
+  auto want = ReferenceLayout(&copy, false);
+  auto got = format::CheckTensorLayout(stored);
+  ASSERT_EQ(got.ok(), want.ok()) << (got.ok() ? want.status() : got.status()).ToString();
+  if (want.ok()) {
+    EXPECT_EQ(*got, *want);
+    return;
+  }
+  EXPECT_EQ(got.status().code(), want.status().code());
+  EXPECT_EQ(got.status().message(), want.status().message());
+}
+
+// Layout fails where ReferenceLayout does, with the same code and message.
 void ExpectSameError(const std::vector<Spec>& specs) {
   RepeatedPtrField<v1::TensorInfo> entries = Entries(specs);
   format::TensorTable table = Table(entries);
-  auto want = format::LayoutTensors(&entries, true);
+  auto want = ReferenceLayout(&entries, true);
   ASSERT_FALSE(want.ok()) << "the case is valid";
   auto got = table.Layout();
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), want.status().code());
   EXPECT_EQ(got.status().message(), want.status().message());
+  ExpectSameStoredVerdict(Entries(specs));  // the same entries read from a file
 }
 
-TEST(TensorTable, EveryRuleFailsAsLayoutTensorsDoes) {
+TEST(TensorTable, EveryRuleFailsAsTheReferenceDoes) {
   const Spec ok{"ok", v1::F32, {2}, ""};
   ExpectSameError({ok, {"", v1::F32, {2}, ""}});
   ExpectSameError({{std::string(kMaxNameBytes + 1, 'a'), v1::F32, {2}, ""}});
@@ -206,8 +359,38 @@ TEST(TensorTable, EveryRuleFailsAsLayoutTensorsDoes) {
   ExpectSameError({{"a", v1::F32, {2}, "x", 5}, {"b", v1::F32, {2}, "y"}});
 }
 
+// A file's stored layout: valid, then each stored field wrong on its own
+// and with an earlier entry's failure beside it (the first failure wins).
+TEST(TensorTable, AStoredLayoutIsCheckedAsTheReferenceChecksIt) {
+  RepeatedPtrField<v1::TensorInfo> valid = Entries({{"a", v1::F32, {3}, "", 2},
+                                                    {"b", v1::U8, {5000}, "", 0},
+                                                    {"c", v1::F32, {3}, "a", 3},
+                                                    {"d", v1::F64, {1 << 20}, "", 1}});
+  ASSERT_TRUE(ReferenceLayout(&valid, true).ok());
+  ExpectSameStoredVerdict(valid);
+  const std::vector<std::function<void(RepeatedPtrField<v1::TensorInfo>&)>> breaks = {
+      [](auto& e) { e[1].set_nbytes(e[1].nbytes() + 1); },
+      [](auto& e) { e[0].set_nbytes(0); },
+      [](auto& e) { e[2].set_nbytes(12); },                        // an alias with bytes
+      [](auto& e) { e[2].set_offset(64); },                        // an alias with an offset
+      [](auto& e) { e[1].set_offset(e[1].offset() + 64); },        // a hole
+      [](auto& e) { e[3].set_offset(e[3].offset() - 4096); },      // an overlap
+      [](auto& e) { e[3].set_offset(e[3].offset() + 1); },         // misaligned
+      [](auto& e) { e[1].set_offset(0); e[3].set_nbytes(1); },     // both: the entry's first
+      [](auto& e) { e[1].set_offset(0); e[2].set_alias_of("z"); },  // both: the alias first
+      [](auto& e) { e[3].set_offset(0); e[0].set_source_index(7); },
+  };
+  for (size_t i = 0; i < breaks.size(); ++i) {
+    SCOPED_TRACE(i);
+    RepeatedPtrField<v1::TensorInfo> stored = valid;
+    breaks[i](stored);
+    ExpectSameStoredVerdict(stored);
+    EXPECT_FALSE(format::CheckTensorLayout(stored).ok());
+  }
+}
+
 TEST(TensorTable, TooManyTensorsIsTheFirstFailure) {
-  // LayoutTensors checks the count before any entry; so does Layout. The
+  // The reference checks the count before any entry; so does Layout. The
   // entries are bad too (unsorted) so that the order shows.
   format::TensorTable table;
   v1::TensorInfo t;
@@ -257,7 +440,7 @@ TEST(TensorTable, WrittenHeaderIsTheMessageSerialised) {
     v1::Header want = h;
     want.set_format_major(format::kMajorVersion);
     want.set_format_minor(format::kMinorVersion);
-    ASSERT_TRUE(format::LayoutTensors(want.mutable_tensors(), true).ok());
+    ASSERT_TRUE(ReferenceLayout(want.mutable_tensors(), true).ok());
     want.mutable_provenance()->set_input_sha256(std::string(32, '\0'));
     const std::string want_bytes = wire::SerializeDeterministic(want);
 
