@@ -115,8 +115,16 @@ class BandPrefetch {
   // Starts reading band b0 into buf; reads it here if no thread can start.
   void Start(const BandReader& reader, uint64_t b0, uint8_t* buf) {
     try {
-      thread_ = std::thread([this, &reader, b0, buf] { status_ = reader.Read(b0, buf); });
-    } catch (const std::system_error&) {
+      thread_ = std::thread([this, &reader, b0, buf] {
+        // An exception must not leave the thread (std::terminate): a
+        // message string that cannot be allocated ends as a limit.
+        try {
+          status_ = reader.Read(b0, buf);
+        } catch (...) {
+          status_ = Status::LimitExceeded("out of memory while reading a band of the input");
+        }
+      });
+    } catch (...) {  // no thread (std::system_error) or no memory for one (std::bad_alloc)
       status_ = reader.Read(b0, buf);
     }
   }

@@ -90,7 +90,9 @@ void TensorTable::AddStored(const v1::TensorInfo& t) { AddChecked(t, true); }
 
 void TensorTable::AddChecked(const v1::TensorInfo& t, bool stored) {
   const uint64_t i = count_++;
-  if (!first_error_.ok()) return;
+  // Past the count limit nothing more is kept: Layout refuses the count
+  // first, and a hostile header stops costing memory here (review).
+  if (!first_error_.ok() || count_ > kMaxTensorCount) return;
   uint64_t nbytes = 0;
   first_error_ = Check(t, i, stored, &nbytes);
   if (!first_error_.ok()) return;

@@ -110,7 +110,12 @@ Result<XformPlan> CheckTensorXform(const TensorXform& x, uint64_t input_size) {
   Int128 lo = x.first, hi = x.first;
   for (uint32_t d = 0; d < x.rank; ++d) {
     const Int128 span = static_cast<Int128>(x.shape[d] - 1) * x.strides[d];
-    if (span > static_cast<Int128>(capacity) || -span > static_cast<Int128>(capacity)) {
+    // The stride itself too: a dimension of size 1 spans nothing whatever
+    // its stride, but the parent's walk still adds it once (and takes it
+    // back), which must not overflow (review, 2026-12-05).
+    const Int128 stride = x.strides[d];
+    if (span > static_cast<Int128>(capacity) || -span > static_cast<Int128>(capacity) ||
+        stride > static_cast<Int128>(capacity) || -stride > static_cast<Int128>(capacity)) {
       return Bad("whose stride " + std::to_string(x.strides[d]) + " of dimension " + N(d) +
                  " reaches outside its region of " + N(capacity) + " elements");
     }

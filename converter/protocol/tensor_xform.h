@@ -15,7 +15,8 @@
 // tensor, from its first byte to its last. A hostile worker gains nothing: it
 // could send the same bytes (or any others) as data; it can name no byte
 // outside the input the user gave, and the checks below bound the parent's
-// work per output byte (reads of at least kMinXformRunBytes each).
+// work per output byte (reads of at least kMinXformRunBytes each, but for a
+// last short band: see kMinXformRunBytes).
 //
 // Layouts the parent executes (anything else is refused; the worker sends it
 // through the pipe instead):
@@ -45,9 +46,11 @@ inline constexpr uint64_t kTensorXformPayloadBytes = 40 + kMaxXformRank * 16;
 // most this: the parent's memory for a transform is this constant, not the
 // tensor (a 1 GiB Fortran array: 64 bands of 16 MiB).
 inline constexpr uint64_t kXformBandBytes = 16ull << 20;
-// Each read of a band is at least this long (or the whole band in one read):
-// fewer would cost the parent a system call per few elements. Views that
-// cannot meet it go through the pipe.
+// Each read of a full band is at least this long (or the whole band in one
+// read): fewer would cost the parent a system call per few elements. Views
+// that cannot meet it go through the pipe. The last band of a tensor may be
+// shorter (shape[0] % band_rows indices): at most row_elements short reads,
+// once per tensor, after at least as many full-length ones.
 inline constexpr uint64_t kMinXformRunBytes = 4096;
 
 struct TensorXform {

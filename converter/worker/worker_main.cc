@@ -198,7 +198,10 @@ class FrameSink final : public loader::ChunkSink {
     int64_t c_stride = 1;  // C order when the view has no strides; bounded by the count
     for (size_t d = shape.size(); d-- > 0;) {
       x.shape[d] = shape[d];
-      x.strides[d] = e.strides.empty() ? c_stride : e.strides[d];
+      // A dimension of size 1 is never stepped: its stride is 0 here, so
+      // that an arbitrary one (torch keeps any) does not make the parent
+      // refuse the record (CheckTensorXform bounds every stride).
+      x.strides[d] = shape[d] == 1 ? 0 : e.strides.empty() ? c_stride : e.strides[d];
       c_stride *= static_cast<int64_t>(shape[d]);
     }
     auto plan = protocol::CheckTensorXform(x, input_.size());

@@ -159,6 +159,26 @@ TEST(TensorXform, RefusesEveryBadFieldWithItsOwnMessage) {
        "stride 9223372036854775807 of dimension 1 reaches outside"},
       {"a huge negative stride", [](TensorXform& x) { x.strides[1] = std::numeric_limits<int64_t>::min(); },
        "stride -9223372036854775808 of dimension 1 reaches outside"},
+      // A dimension of size 1 spans nothing, but the parent's walk adds its
+      // stride once: a huge one would overflow there (review, 2026-12-05).
+      {"a huge stride on a dimension of size 1",
+       [](TensorXform& x) {
+         x.rank = 3;
+         x.shape[1] = 32;
+         x.strides[1] = 256;
+         x.shape[2] = 1;
+         x.strides[2] = std::numeric_limits<int64_t>::max();
+       },
+       "stride 9223372036854775807 of dimension 2 reaches outside"},
+      {"a huge negative stride on a dimension of size 1",
+       [](TensorXform& x) {
+         x.rank = 3;
+         x.shape[1] = 32;
+         x.strides[1] = 256;
+         x.shape[2] = 1;
+         x.strides[2] = std::numeric_limits<int64_t>::min();
+       },
+       "stride -9223372036854775808 of dimension 2 reaches outside"},
       {"a negative stride from element 0", [](TensorXform& x) { x.strides[1] = -256; },
        "reach outside its region"},
       {"a first element past the region", [](TensorXform& x) { x.first = 1; }, "reach outside its region"},
