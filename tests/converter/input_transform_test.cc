@@ -188,17 +188,6 @@ TEST_F(InputTransformTest, AnInputThatShrankIsAnIoErrorNamingTheByte) {
 
 // --- End to end, through the real worker ------------------------------------
 
-std::string Npy(const std::string& descr, bool fortran, const std::string& shape, const std::string& data) {
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") +
-                       ", 'shape': (" + shape + "), }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
-  std::string image = "\x93NUMPY\x01";
-  image += '\0';
-  image += static_cast<char>(header.size() & 0xff);
-  image += static_cast<char>(header.size() >> 8);
-  return image + header + data;
-}
 
 // A (rows, cols) int32 array with element (r, c) = r * cols + c, stored
 // big-endian in Fortran order or in C order: the output is the C-order
@@ -216,7 +205,7 @@ TEST(InputTransformEndToEnd, FortranAndBigEndianNpyConvertToCOrderLittleEndian) 
         for (uint32_t b = 0; b < 4; ++b) data[at + b] = static_cast<char>(v >> (8 * (3 - b)));
       }
     }
-    testing::WriteFile(dir.File("a.npy"), Npy(">i4", fortran, std::to_string(rows) + ", " + std::to_string(cols), data));
+    testing::WriteFile(dir.File("a.npy"), testing::NpyImage(">i4", fortran, std::to_string(rows) + ", " + std::to_string(cols), data));
     ConvertReport r = testing::Convert(dir.File("a.npy"), dir.File("a.safemodel"));
     ASSERT_TRUE(r.status.ok()) << r.status.ToString();
     auto m = Model::Open(dir.File("a.safemodel"));

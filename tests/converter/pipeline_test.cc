@@ -150,15 +150,7 @@ TEST(Pipeline, TheWorkerMemoryLimitIsEnforcedCleanly) {
   pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    const std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (67108864,), }";
-    std::string padded = header;
-    while ((10 + padded.size() + 1) % 64 != 0) padded += ' ';
-    padded += '\n';
-    std::string image = "\x93NUMPY\x01";
-    image += '\0';
-    image += static_cast<char>(padded.size() & 0xff);
-    image += static_cast<char>(padded.size() >> 8);
-    image += padded + std::string(64 << 20, '\0');
+    const std::string image = NpyImage("|u1", false, "67108864,", std::string(64 << 20, '\0'));
     WriteFile(dir.File("big.npz"), BuildZip({{.name = "w.npy", .data = image, .deflate = true}}));
     _exit(0);
   }
@@ -187,15 +179,7 @@ TEST(Pipeline, TheWorkerMemoryLimitIsEnforcedCleanly) {
 TEST(Pipeline, StoredTensorsCopiedFromTheInputAreTheInputsBytes) {
   TempDir dir;
   auto npy = [](const std::string& data) {
-    std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (" +
-                         std::to_string(data.size()) + ",), }";
-    while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-    header += '\n';
-    std::string image = "\x93NUMPY\x01";
-    image += '\0';
-    image += static_cast<char>(header.size() & 0xff);
-    image += static_cast<char>(header.size() >> 8);
-    return image + header + data;
+    return NpyImage("|u1", false, std::to_string(data.size()) + ",", data);
   };
   std::string big((3 << 20) + 5, '\0');
   uint32_t x = 7;
@@ -227,15 +211,7 @@ TEST(Pipeline, StoredTensorsCopiedFromTheInputAreTheInputsBytes) {
 // conversion that did not hash. Without the option there is no digest.
 TEST(Pipeline, TheOutputSha256IsComputedAsWrittenAndIsTheFilesSha256) {
   TempDir dir;
-  std::string big = "\x93NUMPY\x01";
-  big += '\0';
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (12582912,), }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
-  big += static_cast<char>(header.size() & 0xff);
-  big += static_cast<char>(header.size() >> 8);
-  big += header;
-  big.resize(big.size() + (48u << 20), '\x3f');
+  const std::string big = NpyImage("<f4", false, "12582912,", std::string(48u << 20, '\x3f'));
   WriteFile(dir.File("big.npy"), big);
   ConvertOptions hashed;
   hashed.hash_output = true;

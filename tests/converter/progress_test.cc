@@ -14,14 +14,7 @@ namespace {
 
 // A .npy of `n` float32 zeros (format 1.0, header padded to 64 bytes).
 std::string ZerosNpy(uint64_t n) {
-  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(n) + ",), }";
-  while ((10 + dict.size() + 1) % 64 != 0) dict += ' ';
-  dict += '\n';
-  std::string out = "\x93NUMPY\x01";
-  out += '\0';
-  out += static_cast<char>(dict.size() & 0xff);
-  out += static_cast<char>(dict.size() >> 8);
-  return out + dict + std::string(n * 4, '\0');
+  return NpyImage("<f4", false, std::to_string(n) + ",", std::string(n * 4, '\0'));
 }
 
 TEST(ConvertProgress, GrowsToTheOutputSize) {

@@ -195,18 +195,25 @@ std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& comm) {
   return out;
 }
 
-std::string NpyBytes(uint64_t n) {
-  std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': (" + std::to_string(n) + ",), }";
+std::string NpyImage(const std::string& descr, bool fortran, const std::string& shape,
+                     const std::string& data) {
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") +
+                       ", 'shape': (" + shape + "), }";
   while ((10 + header.size() + 1) % 64 != 0) header += ' ';
   header += '\n';
   std::string out = "\x93NUMPY\x01";
   out += '\0';
   out += static_cast<char>(header.size() & 0xff);
   out += static_cast<char>(header.size() >> 8);
-  out += header;
-  out.reserve(out.size() + n);
-  for (uint64_t i = 0; i < n; ++i) out += static_cast<char>(i % 251);
-  return out;
+  out.reserve(out.size() + header.size() + data.size());
+  return out + header + data;
+}
+
+std::string NpyBytes(uint64_t n) {
+  std::string data;
+  data.reserve(n);
+  for (uint64_t i = 0; i < n; ++i) data += static_cast<char>(i % 251);
+  return NpyImage("|u1", false, std::to_string(n) + ",", data);
 }
 
 namespace {

@@ -85,6 +85,12 @@ int64_t OpenOutputSize(pid_t pid, const std::string& dir);
 // The pids of the processes whose parent is `parent` and whose name is `comm`.
 std::vector<pid_t> ChildrenNamed(pid_t parent, const std::string& comm);
 
+// A NumPy .npy file, format 1.0, header padded to 64 bytes as NumPy writes
+// it: `descr` ("<f4"), the order, `shape` as the tuple's inside ("3, 4",
+// "12,"), then `data` as it is.
+std::string NpyImage(const std::string& descr, bool fortran, const std::string& shape,
+                     const std::string& data);
+
 // A NumPy .npy file holding `n` u8 values i % 251.
 std::string NpyBytes(uint64_t n);
 
