@@ -9,16 +9,6 @@ namespace safemodel::sandbox {
 
 namespace {
 
-void PutLE(uint8_t* p, uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
-uint64_t GetLE(const uint8_t* p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
-
 // Decimal digits only, at most 20 of them, no overflow.
 bool ParseU64(std::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 20) return false;
@@ -117,15 +107,15 @@ Result<WorkerArgs> ParseWorkerArgs(int argc, const char* const* argv) {
 }
 
 void EncodeFrameHeader(FrameType type, uint64_t length, uint8_t* out) {
-  PutLE(out, kFrameMagic, 4);
-  PutLE(out + 4, static_cast<uint32_t>(type), 4);
-  PutLE(out + 8, length, 8);
+  StoreLE(out, kFrameMagic, 4);
+  StoreLE(out + 4, static_cast<uint32_t>(type), 4);
+  StoreLE(out + 8, length, 8);
 }
 
 Result<FrameHeader> DecodeFrameHeader(const uint8_t* in, const FrameCaps& caps) {
-  if (GetLE(in, 4) != kFrameMagic) return Status::Malformed("bad frame magic from the worker");
-  const uint64_t type = GetLE(in + 4, 4);
-  const uint64_t length = GetLE(in + 8, 8);
+  if (LoadLE(in, 4) != kFrameMagic) return Status::Malformed("bad frame magic from the worker");
+  const uint64_t type = LoadLE(in + 4, 4);
+  const uint64_t length = LoadLE(in + 8, 8);
   if (type == 0 || type > kMaxFrameType) {
     return Status::Malformed("unknown frame type " + Num(type) + " from the worker");
   }
@@ -160,16 +150,16 @@ Result<std::vector<std::string>> DecodeLockedClaim(std::string_view payload) {
 }
 
 void EncodeViolation(const Violation& v, uint8_t* out) {
-  PutLE(out, v.syscall_nr, 4);
-  PutLE(out + 4, v.arch, 4);
-  PutLE(out + 8, v.instruction_pointer, 8);
+  StoreLE(out, v.syscall_nr, 4);
+  StoreLE(out + 4, v.arch, 4);
+  StoreLE(out + 8, v.instruction_pointer, 8);
 }
 
 Violation DecodeViolation(const uint8_t* in) {
   Violation v;
-  v.syscall_nr = static_cast<uint32_t>(GetLE(in, 4));
-  v.arch = static_cast<uint32_t>(GetLE(in + 4, 4));
-  v.instruction_pointer = GetLE(in + 8, 8);
+  v.syscall_nr = static_cast<uint32_t>(LoadLE(in, 4));
+  v.arch = static_cast<uint32_t>(LoadLE(in + 4, 4));
+  v.instruction_pointer = LoadLE(in + 8, 8);
   return v;
 }
 

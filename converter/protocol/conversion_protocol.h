@@ -50,6 +50,7 @@
 
 #include "converter/protocol/stream_limits.h"
 #include "converter/protocol/tensor_xform.h"
+#include "proto/base/byte_reader.h"  // StoreLE, LoadLE
 #include "safemodel/status.h"
 #include "sandbox/worker_protocol.h"
 
@@ -76,19 +77,12 @@ struct TensorRef {
 };
 
 inline void EncodeTensorRef(const TensorRef& ref, uint8_t out[kTensorRefPayloadBytes]) {
-  for (int i = 0; i < 8; ++i) {
-    out[i] = static_cast<uint8_t>(ref.offset >> (8 * i));
-    out[8 + i] = static_cast<uint8_t>(ref.length >> (8 * i));
-  }
+  StoreLE(out, ref.offset, 8);
+  StoreLE(out + 8, ref.length, 8);
 }
 
 inline TensorRef DecodeTensorRef(const uint8_t in[kTensorRefPayloadBytes]) {
-  TensorRef ref;
-  for (int i = 0; i < 8; ++i) {
-    ref.offset |= static_cast<uint64_t>(in[i]) << (8 * i);
-    ref.length |= static_cast<uint64_t>(in[8 + i]) << (8 * i);
-  }
-  return ref;
+  return TensorRef{LoadLE(in, 8), LoadLE(in + 8, 8)};
 }
 
 // The payload cap of every frame type for an input with `limits`.

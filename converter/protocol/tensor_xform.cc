@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <string>
 
+#include "proto/base/byte_reader.h"
+
 namespace safemodel::protocol {
 
 namespace {
@@ -10,16 +12,6 @@ namespace {
 // Wide enough for any sum of kMaxXformRank terms of (dimension - 1) x stride,
 // each first bounded by the region's element count (< 2^64).
 __extension__ using Int128 = __int128;
-
-void Put(uint8_t* out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
-uint64_t Get(const uint8_t* in, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(in[i]) << (8 * i);
-  return v;
-}
 
 std::string N(uint64_t v) { return std::to_string(v); }
 
@@ -40,31 +32,31 @@ bool IsCContiguous(const TensorXform& x) {
 }  // namespace
 
 void EncodeTensorXform(const TensorXform& x, uint8_t out[kTensorXformPayloadBytes]) {
-  Put(out, x.region_offset, 8);
-  Put(out + 8, x.region_length, 8);
-  Put(out + 16, x.first, 8);
-  Put(out + 24, x.elem_size, 4);
-  Put(out + 28, x.swap_unit, 4);
-  Put(out + 32, x.rank, 4);
-  Put(out + 36, x.reserved, 4);
+  StoreLE(out, x.region_offset, 8);
+  StoreLE(out + 8, x.region_length, 8);
+  StoreLE(out + 16, x.first, 8);
+  StoreLE(out + 24, x.elem_size, 4);
+  StoreLE(out + 28, x.swap_unit, 4);
+  StoreLE(out + 32, x.rank, 4);
+  StoreLE(out + 36, x.reserved, 4);
   for (uint32_t d = 0; d < kMaxXformRank; ++d) {
-    Put(out + 40 + 8 * d, x.shape[d], 8);
-    Put(out + 40 + 8 * kMaxXformRank + 8 * d, static_cast<uint64_t>(x.strides[d]), 8);
+    StoreLE(out + 40 + 8 * d, x.shape[d], 8);
+    StoreLE(out + 40 + 8 * kMaxXformRank + 8 * d, static_cast<uint64_t>(x.strides[d]), 8);
   }
 }
 
 TensorXform DecodeTensorXform(const uint8_t in[kTensorXformPayloadBytes]) {
   TensorXform x;
-  x.region_offset = Get(in, 8);
-  x.region_length = Get(in + 8, 8);
-  x.first = Get(in + 16, 8);
-  x.elem_size = static_cast<uint32_t>(Get(in + 24, 4));
-  x.swap_unit = static_cast<uint32_t>(Get(in + 28, 4));
-  x.rank = static_cast<uint32_t>(Get(in + 32, 4));
-  x.reserved = static_cast<uint32_t>(Get(in + 36, 4));
+  x.region_offset = LoadLE(in, 8);
+  x.region_length = LoadLE(in + 8, 8);
+  x.first = LoadLE(in + 16, 8);
+  x.elem_size = static_cast<uint32_t>(LoadLE(in + 24, 4));
+  x.swap_unit = static_cast<uint32_t>(LoadLE(in + 28, 4));
+  x.rank = static_cast<uint32_t>(LoadLE(in + 32, 4));
+  x.reserved = static_cast<uint32_t>(LoadLE(in + 36, 4));
   for (uint32_t d = 0; d < kMaxXformRank; ++d) {
-    x.shape[d] = Get(in + 40 + 8 * d, 8);
-    x.strides[d] = static_cast<int64_t>(Get(in + 40 + 8 * kMaxXformRank + 8 * d, 8));
+    x.shape[d] = LoadLE(in + 40 + 8 * d, 8);
+    x.strides[d] = static_cast<int64_t>(LoadLE(in + 40 + 8 * kMaxXformRank + 8 * d, 8));
   }
   return x;
 }

@@ -43,6 +43,18 @@ inline bool CheckedMul(uint64_t a, uint64_t b, uint64_t* out) {
   return !__builtin_mul_overflow(a, b, out);
 }
 
+// The low `n` bytes (n <= 8) of `v` little-endian at `out`, and back: for
+// the fixed-size records of the process protocols, whose payload size the
+// frame layer has checked before they are decoded.
+inline void StoreLE(uint8_t* out, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline uint64_t LoadLE(const uint8_t* in, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(in[i]) << (8 * i);
+  return v;
+}
+
 // Rounds `v` up to a multiple of `align` (a power of two); false on overflow.
 bool AlignUp(uint64_t v, uint64_t align, uint64_t* out);
 
