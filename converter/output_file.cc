@@ -492,9 +492,14 @@ Status ReserveOutputSpace(int fd, uint64_t planned, uint64_t max_output_bytes) {
   }
   // Free space first: a header declaring terabytes must not make fallocate
   // take every free block from concurrent conversions, even for a moment.
+  // A file system of no stated size (f_blocks 0: a memfd, tmpfs or a FUSE
+  // mount without a limit) says nothing about its free space: fallocate
+  // alone decides there (a memfd read as "0 bytes free" refused every
+  // output; found by the worker-stream fuzzer).
   struct statvfs fs;
   uint64_t free_bytes = 0;
-  if (fstatvfs(fd, &fs) == 0 && CheckedMul(fs.f_bavail, fs.f_frsize, &free_bytes) && planned > free_bytes) {
+  if (fstatvfs(fd, &fs) == 0 && fs.f_blocks != 0 && CheckedMul(fs.f_bavail, fs.f_frsize, &free_bytes) &&
+      planned > free_bytes) {
     return Status::LimitExceeded("the output would be " + Num(planned) +
                                  " bytes but its file system has only " + Num(free_bytes) + " bytes free");
   }

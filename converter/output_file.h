@@ -105,7 +105,8 @@ class OutputFile {
 // system's free space: kLimitExceeded when the output cannot fit, so that
 // concurrent conversions into a nearly full file system fail early and
 // cleanly or succeed. File systems without fallocate get the free-space
-// check only. The file's size becomes `planned`; Commit trims it.
+// check only, file systems of no stated size (statvfs f_blocks 0) fallocate
+// only. The file's size becomes `planned`; Commit trims it.
 Status ReserveOutputSpace(int fd, uint64_t planned, uint64_t max_output_bytes);
 
 }  // namespace safemodel

@@ -242,7 +242,10 @@ Status StreamChecked(const Elements& e, DType dtype, std::span<const uint64_t> s
 
   const size_t rank = shape.size();
   const uint64_t inner = shape[rank - 1];
-  const int64_t inner_stride = e.strides[rank - 1];
+  // A last dimension of size 1 is never stepped: its stride (any value for
+  // such a dimension, INT64_MAX in a real torch.as_strided file) must not be
+  // added after the element (signed overflow; found by the loader fuzzer).
+  const int64_t inner_stride = inner == 1 ? 1 : e.strides[rank - 1];
   if (rank >= 2 && inner_stride != 1 && shape[rank - 2] > 1 && inner * elem <= kTileBytes) {
     return StreamTiled(e, elem, swap, shape, sink);
   }

@@ -127,6 +127,27 @@ TEST(StreamElements, StridedViewsMatchTheNaiveWalk) {
   }
 }
 
+// Dimensions of size 1 are never stepped, so torch keeps any stride for
+// them: torch.as_strided(torch.arange(6.), (3, 1, 1), (2, 1, 2**63 - 1))
+// loads. The walk must not add such a stride (signed overflow under UBSan;
+// found by the loader fuzzer).
+TEST(StreamElements, ASizeOneDimensionsHugeStrideIsNeverAdded) {
+  std::string data(6 * 4, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i);
+  for (const std::vector<int64_t>& strides :
+       {std::vector<int64_t>{2, 1, INT64_MAX}, std::vector<int64_t>{2, INT64_MAX, INT64_MIN},
+        std::vector<int64_t>{2, INT64_MIN, 1}}) {
+    Elements e;
+    e.view = ByteView(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+    e.strides = strides;
+    Collect sink;
+    const std::vector<uint64_t> shape = {3, 1, 1};
+    Status st = StreamElements(e, DType::kF32, shape, "t", sink);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(sink.bytes, data.substr(0, 4) + data.substr(8, 4) + data.substr(16, 4));
+  }
+}
+
 TEST(StreamElements, LargeTransposeStreamsInBoundedChunks) {
   // 1100 x 1300 f32, transposed: rows of 4400 bytes, several tiles, and
   // more than one chunk of output.
