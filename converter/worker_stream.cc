@@ -294,14 +294,22 @@ class StreamReader {
   // (conversion_protocol.h): checked against the input's size and the
   // tensor's remaining bytes, then read from our own descriptor of the input
   // and appended like data, in pieces of kRefReadBytes.
-  bool OnRef(uint64_t length) {
-    if (!st_->writer) return Fail("a tensor reference before the header");
-    if (input_fd_ < 0) return Fail("a tensor reference for an input of several files");
-    if (length != protocol::kTensorRefPayloadBytes) return Fail("a tensor reference of the wrong size");
-    uint8_t payload[protocol::kTensorRefPayloadBytes];
-    if (reader_.ReadExact(payload, sizeof payload) != sandbox::FrameReader::Result::kOk) {
-      return Fail("reading a tensor reference: " + reader_.error());
+  // The fixed-size payload of a record that names bytes of the one input
+  // (a tensor reference or transform, `what`): only after the header, only
+  // for a single-file input, exactly `size` bytes.
+  bool ReadInputRecord(uint64_t length, uint8_t* payload, size_t size, const char* what) {
+    if (!st_->writer) return Fail(std::string(what) + " before the header");
+    if (input_fd_ < 0) return Fail(std::string(what) + " for an input of several files");
+    if (length != size) return Fail(std::string(what) + " of the wrong size");
+    if (reader_.ReadExact(payload, size) != sandbox::FrameReader::Result::kOk) {
+      return Fail("reading " + std::string(what) + ": " + reader_.error());
     }
+    return true;
+  }
+
+  bool OnRef(uint64_t length) {
+    uint8_t payload[protocol::kTensorRefPayloadBytes];
+    if (!ReadInputRecord(length, payload, sizeof payload, "a tensor reference")) return false;
     const protocol::TensorRef ref = protocol::DecodeTensorRef(payload);
     if (ref.length == 0) return Fail("an empty tensor reference");
     if (ref.offset > input_size_ || ref.length > input_size_ - ref.offset) {
@@ -349,13 +357,8 @@ class StreamReader {
   // not started, its size and element size the record's; then read, turned
   // into C-order little-endian bytes and appended like data.
   bool OnXform(uint64_t length) {
-    if (!st_->writer) return Fail("a tensor transform before the header");
-    if (input_fd_ < 0) return Fail("a tensor transform for an input of several files");
-    if (length != protocol::kTensorXformPayloadBytes) return Fail("a tensor transform of the wrong size");
     uint8_t payload[protocol::kTensorXformPayloadBytes];
-    if (reader_.ReadExact(payload, sizeof payload) != sandbox::FrameReader::Result::kOk) {
-      return Fail("reading a tensor transform: " + reader_.error());
-    }
+    if (!ReadInputRecord(length, payload, sizeof payload, "a tensor transform")) return false;
     const protocol::TensorXform x = protocol::DecodeTensorXform(payload);
     auto plan = protocol::CheckTensorXform(x, input_size_);
     if (!plan.ok()) return Fail(plan.status().message());

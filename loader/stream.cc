@@ -85,24 +85,25 @@ class ChunkBuffer {
 
 Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> shape,
                      std::string_view what) {
-  const std::string w(what);
+  // The message text only on a failure: this runs for every tensor.
+  auto w = [what] { return std::string(what); };
   const uint64_t elem = DTypeSize(dtype);
-  if (elem == 0) return Status::Internal(w + ": invalid dtype");
+  if (elem == 0) return Status::Internal(w() + ": invalid dtype");
   if (e.swap_unit > 1 &&
       ((e.swap_unit != 2 && e.swap_unit != 4 && e.swap_unit != 8) || elem % e.swap_unit != 0)) {
-    return Status::Internal(w + ": swap unit " + Num(e.swap_unit) + " does not fit the dtype");
+    return Status::Internal(w() + ": swap unit " + Num(e.swap_unit) + " does not fit the dtype");
   }
   if (!e.strides.empty() && e.strides.size() != shape.size()) {
-    return Status::Malformed(w + ": " + Num(e.strides.size()) + " strides for rank " +
+    return Status::Malformed(w() + ": " + Num(e.strides.size()) + " strides for rank " +
                              Num(shape.size()));
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(shape, w));
+  SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(shape, what));
   if (count == 0) return Status::Ok();
   const uint64_t capacity = e.view.size() / elem;
   if (e.strides.empty()) {
     uint64_t end;
     if (!CheckedAdd(e.offset, count, &end) || end > capacity) {
-      return Status::Malformed(w + ": needs " + Num(count) + " elements from element " +
+      return Status::Malformed(w() + ": needs " + Num(count) + " elements from element " +
                                Num(e.offset) + " but the data holds only " + Num(capacity));
     }
     return Status::Ok();
@@ -112,13 +113,13 @@ Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> s
   for (size_t d = 0; d < shape.size(); ++d) {
     Int128 span = static_cast<Int128>(shape[d] - 1) * e.strides[d];
     if (span > static_cast<Int128>(capacity) || -span > static_cast<Int128>(capacity)) {
-      return Status::Malformed(w + ": stride " + std::to_string(e.strides[d]) + " of dimension " +
+      return Status::Malformed(w() + ": stride " + std::to_string(e.strides[d]) + " of dimension " +
                                Num(d) + " reaches outside the data");
     }
     (span > 0 ? hi : lo) += span;
   }
   if (lo < 0 || hi >= static_cast<Int128>(capacity)) {
-    return Status::Malformed(w + ": offset and strides reach outside the " + Num(capacity) +
+    return Status::Malformed(w() + ": offset and strides reach outside the " + Num(capacity) +
                              " elements of the data");
   }
   return Status::Ok();
