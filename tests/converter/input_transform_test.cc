@@ -24,6 +24,7 @@
 #include "loader/stream.h"
 #include "safemodel/convert.h"
 #include "safemodel/reader.h"
+#include "tests/converter/protocol/xform_testing.h"
 #include "tests/testing/test_util.h"
 
 namespace safemodel {
@@ -93,22 +94,7 @@ class InputTransformTest : public ::testing::Test {
   XformBuffers buffers_;  // reused from case to case, as the parent does
 };
 
-// A Fortran-order array (strides 1, d0, d0*d1, ...) at `offset`.
-protocol::TensorXform FortranAt(uint64_t offset, uint32_t elem, uint32_t swap, std::vector<uint64_t> shape) {
-  protocol::TensorXform x;
-  x.region_offset = offset;
-  x.elem_size = elem;
-  x.swap_unit = swap;
-  x.rank = static_cast<uint32_t>(shape.size());
-  int64_t stride = 1;
-  for (uint32_t d = 0; d < x.rank; ++d) {
-    x.shape[d] = shape[d];
-    x.strides[d] = stride;
-    stride *= static_cast<int64_t>(shape[d]);
-  }
-  x.region_length = static_cast<uint64_t>(stride) * elem;
-  return x;
-}
+using testing::FortranAt;
 
 TEST_F(InputTransformTest, FortranOrderOfEveryElementSizeIsTheWorkersTranspose) {
   using protocol::XformLayout;

@@ -23,6 +23,7 @@
 #include "converter/worker_stream.h"
 #include "proto/wire/wire.h"
 #include "sandbox/frame_io.h"
+#include "tests/converter/protocol/xform_testing.h"
 
 namespace safemodel {
 namespace {
@@ -258,19 +259,7 @@ TEST_F(TensorRefTest, AnEntrysOffsetSizeAndUnknownFieldsDoNotReachTheOutput) {
 
 // A (256, 64) float32 array, big-endian, in Fortran order at byte 1000 of
 // the input: 64 KiB.
-protocol::TensorXform Fortran256x64() {
-  protocol::TensorXform x;
-  x.region_offset = 1000;
-  x.region_length = 256 * 64 * 4;
-  x.elem_size = 4;
-  x.swap_unit = 4;
-  x.rank = 2;
-  x.shape[0] = 256;
-  x.shape[1] = 64;
-  x.strides[0] = 1;
-  x.strides[1] = 256;
-  return x;
-}
+protocol::TensorXform Fortran256x64() { return testing::FortranAt(1000, 4, 4, {256, 64}); }
 constexpr uint64_t kXformBytes = 256 * 64 * 4;
 const Stream::Entry kF32Entry{"t", v1::F32, {256, 64}};
 

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/converter/protocol/xform_testing.h"
+
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -17,19 +19,7 @@ namespace {
 constexpr uint64_t kInput = 1 << 20;
 
 // A (256, 64) float32 array in Fortran order at byte 128 of the input.
-TensorXform Fortran() {
-  TensorXform x;
-  x.region_offset = 128;
-  x.region_length = 256 * 64 * 4;
-  x.elem_size = 4;
-  x.swap_unit = 4;
-  x.rank = 2;
-  x.shape[0] = 256;
-  x.shape[1] = 64;
-  x.strides[0] = 1;
-  x.strides[1] = 256;
-  return x;
-}
+TensorXform Fortran() { return testing::FortranAt(128, 4, 4, {256, 64}); }
 
 TEST(TensorXform, EncodesEveryFieldLittleEndian) {
   TensorXform x = Fortran();
