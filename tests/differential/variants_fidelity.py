@@ -348,10 +348,20 @@ def _torch_variants(rng, nrng, outdir):
     base = torch.from_numpy(_values(nrng, rng.choice(["<f4", "<f8", "<i8", "<i2"]), (6, 5)).copy())
     views = {"base": base, "rows": base[2:], "cols": base[:, 1::2], "t": base.t(),
              "tail": base.view(-1)[7:19], "one": base[4, 3]}
+    # Dimensions of size 1 keep whatever stride torch gives them (here
+    # 2**63 - 1): never stepped, they must not change the tensor.
+    views["size1_strides"] = torch.as_strided(base.view(-1), (3, 1, 1), (2, 1, 2 ** 63 - 1))
     path = os.path.join(outdir, "torch_views.pt")
     torch.save(views, path)
     out.append({"name": "torch_views", "path": path, "kind": "torch", "expect": "convert",
                 "note": "views with offsets and strides into one storage"})
+    # Transposed views of at least 64 KiB: the parent reads and transposes
+    # them itself from the worker's TENSOR_XFORM record.
+    big = torch.from_numpy(_values(nrng, rng.choice(["<f4", "<f8", "<i2"]), (300, 120)).copy())
+    path = os.path.join(outdir, "torch_big_views.pt")
+    torch.save({"t": big.t(), "t_unsqueezed": big.t().unsqueeze(1), "rows": big[7:].t()}, path)
+    out.append({"name": "torch_big_views", "path": path, "kind": "torch", "expect": "convert",
+                "note": "transposed views the parent transforms (TENSOR_XFORM)"})
     f = torch.arange(4, dtype=torch.float32)
     i = torch.arange(4, dtype=torch.int16)
     hooks = collections.OrderedDict()
