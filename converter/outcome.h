@@ -58,6 +58,9 @@ struct StreamOutcome {
   // Set by the caller: the writer computes the output's SHA-256 as it
   // writes (SafemodelWriter::HashFile), asking this for the input's.
   SafemodelWriter::InputSha256Source hash_output_with;
+  // Set by the caller: the output will be fsynced, so the writer writes it
+  // behind (SafemodelWriter::WriteBehind).
+  bool write_behind = false;
 
  private:
   bool ended_ = false;

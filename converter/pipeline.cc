@@ -310,6 +310,7 @@ struct RunSetup {
   DigestAlgorithm digest;
   uint64_t max_output_bytes;
   ProgressHook progress;  // output bytes so far, for a progress display
+  bool write_behind;      // the output is fsynced at commit and not read back whole
 };
 
 // Runs one worker on the whole input (every file of a multi-file one, with
@@ -405,6 +406,7 @@ Status RunWorkers(const RunSetup& setup, const ConvertOptions& opt, const std::s
   const auto fresh_stream = [&] {
     *stream = StreamOutcome();
     stream->hash_output_with = hash_output_with;
+    stream->write_behind = setup.write_behind;
   };
   fresh_stream();
   if (named_hdf5 && opt.hdf5_name_hint) {
@@ -495,8 +497,11 @@ Status ConvertOpened(InputSet& input, InputHasher& hasher, const std::string& in
       return !(opt.cancel && opt.cancel());
     };
   }
+  // A spool is read back whole at commit: written behind, it would be read
+  // from the disk.
+  const bool write_behind = opt.sync_output && out->kind() != TempKind::kSpool;
   const RunSetup setup{&input, limits, options, required_layers, deadline, timeout_ms, out->fd(),
-                       opt.digest, opt.max_output_bytes, progress};
+                       opt.digest, opt.max_output_bytes, progress, write_behind};
   std::string worker_path;
   if (opt.fork_server) {
     worker_path = opt.fork_server->worker_path();

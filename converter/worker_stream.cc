@@ -243,6 +243,7 @@ class StreamReader {
     if (!writer.ok()) return Fail("invalid header from the worker: " + writer.status().ToString());
     st_->writer = std::move(*writer);
     if (st_->hash_output_with) st_->writer->HashFile(st_->hash_output_with);
+    if (st_->write_behind) st_->writer->WriteBehind();
     // The whole output's space is reserved before its first byte, so that a
     // full file system fails here, as a limit (exit 4).
     Status reserved = ReserveOutputSpace(out_fd_, st_->writer->planned_file_size(), max_output_bytes_);

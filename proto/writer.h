@@ -91,6 +91,21 @@ class SafemodelWriter {
   // called and Finish succeeded.
   const std::string& file_sha256() const { return file_sha256_; }
 
+  // For an output that will be made durable (fsynced before it is named):
+  // every `window` bytes written are handed to the kernel's write-back at
+  // once and, when the next window is full, the one before is waited for
+  // and dropped from the page cache. A large output then occupies about two
+  // windows of page cache instead of its whole size, the page cache's pages
+  // are reused instead of fresh ones taken for every byte, and the final
+  // fsync finds little left to write. The bytes written do not change; a
+  // write-back error fails the write as the fsync would have. A descriptor
+  // without sync_file_range (ESPIPE, EINVAL, ENOSYS) just stops doing it.
+  // Nothing is dropped while HashFile still has to read the file back.
+  // Not for a file read in full after it is written (a spool copied to its
+  // descriptor): it would be read from the disk again.
+  static constexpr uint64_t kWriteBehindBytes = 64 << 20;
+  void WriteBehind(uint64_t window = kWriteBehindBytes) { write_behind_ = window; }
+
   // The size the finished file will have at most (the trailer's exact size
   // is known only at Finish).
   uint64_t planned_file_size() const;
@@ -104,6 +119,8 @@ class SafemodelWriter {
   Status WriteAll(ByteView bytes);
   Status FlushOut();
   Status WriteDirect(ByteView bytes);
+  // WriteBehind's step, after every write at the file position.
+  Status StepWriteBehind();
   Status WriteZeros(uint64_t n);
   // The header as protobuf would serialise it: head_ (fields 1 and 2), the
   // tensor entries (field 3), `tail` (fields 4 to 7).
@@ -145,6 +162,11 @@ class SafemodelWriter {
   static constexpr size_t kOutBufferBytes = 64 << 10;
   std::unique_ptr<uint8_t[]> out_buf_;
   size_t out_used_ = 0;
+  // WriteBehind: the window (0: off); write-back started for [0, started),
+  // [0, dropped) on the disk and out of the page cache.
+  uint64_t write_behind_ = 0;
+  uint64_t behind_started_ = 0;
+  uint64_t behind_dropped_ = 0;
   int current_ = -1;
   uint64_t remaining_ = 0;
   uint64_t data_end_ = 0;  // where the last opened tensor's bytes end, in the data region

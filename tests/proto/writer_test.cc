@@ -4,10 +4,15 @@
 // first tensor byte, in the middle, never before Finish), whatever the
 // digest algorithm (the trailer's length differs), with aliases and empty
 // tensors; and a digest at Finish other than the one hashing started with
-// is refused.
+// is refused. SafemodelWriter::WriteBehind: the same bytes, the same file
+// digest, and the windows behind the last two out of the page cache.
 #include "proto/writer.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -63,12 +68,14 @@ const std::string kInputSha(32, '\x5a');
 // Writes the file in 64 KiB appends; the input digest becomes known after
 // `known_after` appends (-1: never before Finish). Returns the writer's
 // file SHA-256 (hex), "" on failure.
+// `behind`: SafemodelWriter::WriteBehind's window (0: not written behind).
 std::string WriteHashed(const std::string& path, v1::DigestAlgorithm algo, int known_after,
-                        const std::string& finish_sha = kInputSha) {
+                        const std::string& finish_sha = kInputSha, uint64_t behind = 0) {
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   EXPECT_GE(fd, 0);
   auto w = SafemodelWriter::Plan(fd, MakeHeader(algo));
   EXPECT_TRUE(w.ok()) << w.status().ToString();
+  if (behind != 0) (*w)->WriteBehind(behind);
   int appends = 0, asked = 0;
   (*w)->HashFile([&]() -> std::optional<std::string> {
     ++asked;
@@ -123,6 +130,63 @@ TEST(WriterFileHash, NotAskedNoDigest) {
   ASSERT_TRUE((*w)->Finish(kInputSha).ok());
   close(fd);
   EXPECT_EQ((*w)->file_sha256(), "");
+}
+
+// Pages of [from, to) of the file that are in the page cache.
+size_t ResidentPages(const std::string& path, uint64_t from, uint64_t to) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0);
+  const auto size = static_cast<size_t>(lseek(fd, 0, SEEK_END));
+  void* map = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  EXPECT_NE(map, MAP_FAILED);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in((size + page - 1) / page);
+  EXPECT_EQ(mincore(map, size, in.data()), 0);
+  munmap(map, size);
+  size_t n = 0;
+  for (uint64_t p = from / page; p < to / page && p < in.size(); ++p) n += (in[p] & 1u) != 0 ? 1u : 0u;
+  return n;
+}
+
+TEST(WriterWriteBehind, WritesTheSameFileWithTheSameDigest) {
+  TempDir dir;
+  for (int known_after : {0, 20, -1}) {
+    SCOPED_TRACE("known after " + std::to_string(known_after));
+    const std::string plain = dir.File("plain.safemodel"), behind = dir.File("behind.safemodel");
+    const std::string want = WriteHashed(plain, v1::XXH3_128, known_after);
+    const std::string got = WriteHashed(behind, v1::XXH3_128, known_after, kInputSha, 256 << 10);
+    ASSERT_EQ(got.size(), 64u);
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(got, Sha256Sum(behind));
+    EXPECT_EQ(ReadFile(behind), ReadFile(plain));
+  }
+}
+
+TEST(WriterWriteBehind, LeavesOnlyTheLastWindowsInThePageCache) {
+  TempDir dir;
+  struct statfs fs{};
+  ASSERT_EQ(statfs(dir.path().c_str(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC) {
+    GTEST_SKIP() << "the temporary directory is in memory: its pages cannot be dropped";
+  }
+  constexpr uint64_t kWindow = 256 << 10;
+  const std::string plain = dir.File("plain.safemodel"), behind = dir.File("behind.safemodel");
+  // The input digest known at once: the file hash never reads back.
+  ASSERT_FALSE(WriteHashed(plain, v1::XXH3_128, 0).empty());
+  ASSERT_FALSE(WriteHashed(behind, v1::XXH3_128, 0, kInputSha, kWindow).empty());
+  // The data region up to three windows before the end: every page was
+  // written behind, waited for and dropped (Finish rewrites only the prefix
+  // and the header and reads the header back, which come before it).
+  // (Nothing may read the files before: a read brings the pages back.)
+  struct stat st{};
+  ASSERT_EQ(stat(behind.c_str(), &st), 0);
+  const auto size = static_cast<uint64_t>(st.st_size);
+  ASSERT_GT(size, 8 * kWindow);
+  const uint64_t from = 2 * kWindow, to = size - 3 * kWindow;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  EXPECT_EQ(ResidentPages(behind, from, to), 0u);
+  EXPECT_EQ(ResidentPages(plain, from, to), (to - from) / page);
 }
 
 }  // namespace
