@@ -4,7 +4,7 @@
   tests/bench/bench.py BIN_DIR [--size-mib N ...] [--runs N] [--workdir DIR]
                        [--outdir DIR] [--tiny N] [--many N] [--no-peers]
                        [--peer-runs N] [--linearity-gib N] [--linearity-dir DIR]
-                       [--linearity-runs N] [--linearity-only]
+                       [--linearity-runs N] [--linearity-only] [--linearity-durable]
 
 Prints, in one run (README.md here says what each row means):
 1. A table. For each input kind and size, per round and interleaved (cp,
@@ -363,6 +363,8 @@ def parse_args():
     ap.add_argument("--linearity-warm", action="store_true",
                     help="do not drop the linearity inputs' pages from the page cache before each run")
     ap.add_argument("--linearity-only", action="store_true", help="only the linearity case")
+    ap.add_argument("--linearity-durable", action="store_true",
+                    help="make both outputs durable (cp + sync FILE; safe-convert's fsync) in the linearity case")
     a = ap.parse_args()
     a.peer_runs = 0 if a.no_peers else min(a.peer_runs, a.runs)
     return a
@@ -390,7 +392,7 @@ def main():
     if a.linearity_gib:
         import linearity
         linearity.run(a.bin_dir, a.linearity_dir or os.path.join(a.workdir, "linearity"), a.linearity_gib,
-                      a.runs, a.linearity_runs, cold=not a.linearity_warm)
+                      a.runs, a.linearity_runs, cold=not a.linearity_warm, durable=a.linearity_durable)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ element set to its index), so the only difference is their number. Input and
 output are on the disk file system of --linearity-dir (tmpfs cannot hold both
 at 16 GiB). For each size, per round: `sync`, `cp` of the input to the same
 directory, `sync`, `safe-convert --no-sync --json`; the copy and the output are
-deleted after each run. Checks: the 1 GiB file loads with torch.load with
+deleted after each run. With durable=True both are made durable instead (`cp`
+then `sync FILE`; safe-convert's default fsync): on a disk whose write-back
+cannot absorb the big output, only that compares the sizes on equal terms. Checks: the 1 GiB file loads with torch.load with
 every tensor's bytes as written, and each .safemodel's tensors have the
 generator's SHA-256, dtype and shape (tests/tools/safemodel_reader.py).
 """
@@ -53,7 +55,7 @@ def settle(src, cold):
             os.close(fd)
 
 
-def measure(bin_dir, src, runs, cold):
+def measure(bin_dir, src, runs, cold, durable):
     """Interleaved cp and safe-convert runs on src's file system: [(cp wall, cp CPU), ...],
     [(wall, CPU, worker RSS, parent RSS), ...], and the last output's path."""
     out = os.path.splitext(src)[0] + ".safemodel"
@@ -62,21 +64,21 @@ def measure(bin_dir, src, runs, cold):
         if os.path.exists(out):  # never input + output + copy on the disk at once
             os.unlink(out)
         settle(src, cold)
-        cps.append(big_checkpoint.copy_time(src, out + ".cp", sync=False))
+        cps.append(big_checkpoint.copy_time(src, out + ".cp", sync=durable))
         settle(src, cold)
-        wall, rep = big_checkpoint.convert(bin_dir, src, out, sync=False)
+        wall, rep = big_checkpoint.convert(bin_dir, src, out, sync=durable)
         convs.append((wall, rep["cpu_total_seconds"], rep["worker"]["max_rss_bytes"],
                       rep["parent_max_rss_bytes"]))
     return cps, convs, out
 
 
-def one_size(bin_dir, workdir, gib, runs, verify_load, cold):
+def one_size(bin_dir, workdir, gib, runs, verify_load, cold, durable):
     """Generates, measures, checks and deletes a gib GiB checkpoint: (cps, convs, bytes, tensors)."""
     src = os.path.join(workdir, "lin_%dgib.pt" % gib)
     try:
         expected = make(src, gib)
         size = os.path.getsize(src)
-        cps, convs, out = measure(bin_dir, src, runs, cold)
+        cps, convs, out = measure(bin_dir, src, runs, cold, durable)
         if verify_load:
             if big_checkpoint.loader_digests("torch", src) != expected:
                 sys.exit("torch.load of %s differs from what was written" % src)
@@ -101,7 +103,7 @@ def walls(cps, convs):
     return "; ".join("%.2f / %.2f" % (c[0], v[0]) for c, v in zip(cps, convs))
 
 
-def print_runs(workdir, cold, rows):
+def print_runs(workdir, cold, durable, rows):
     """The linearity table: one row per size."""
     with open("/proc/meminfo") as f:
         ram = int(f.readline().split()[1]) / 2**20
@@ -109,13 +111,15 @@ def print_runs(workdir, cold, rows):
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     print("\nlinearity: torch.save-layout zip of %d MiB float32 tensors (tests/bench/torch_zip.py), input "
-          "and output in %s (%s); per round `sync`%s, cp, the same, safe-convert --no-sync (the output "
-          "is left in the page cache, not fsynced, as cp's); the 1 GiB rounds half before and half after "
+          "and output in %s (%s); per round `sync`%s, %s; the 1 GiB rounds half before and half after "
           "the big one; medians; RAM %.0f GiB (an input larger than the free page cache is read from the "
           "disk, by cp as well); load average at the end: %s"
           % (TENSOR_MIB, workdir, fs,
              " + the input's pages dropped (posix_fadvise DONTNEED: a cold read)" if cold
-             else " (input as cached as it happens to be)", ram, load))
+             else " (input as cached as it happens to be)",
+             "cp + `sync FILE`, the same, safe-convert (its fsync): both outputs durable" if durable
+             else "cp, the same, safe-convert --no-sync (the output is left in the page cache, not fsynced, "
+                  "as cp's)", ram, load))
     print("| GiB | tensors | runs | safe-convert s/GiB | cp s/GiB | x cp | CPU s/GiB | cp CPU s/GiB "
           "| worker peak MiB | parent peak MiB | peak MiB (sum) | tensors checked against |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -127,7 +131,7 @@ def print_runs(workdir, cold, rows):
                  r["peak_rss"] / MIB, r["checked"]))
 
 
-def run(bin_dir, workdir, big_gib, runs_small, runs_big, cold=True):
+def run(bin_dir, workdir, big_gib, runs_small, runs_big, cold=True, durable=False):
     """Converts a 1 GiB and a big_gib GiB checkpoint; prints the comparison."""
     os.makedirs(workdir, exist_ok=True)
     torch_zip.template_check(workdir)
@@ -137,15 +141,15 @@ def run(bin_dir, workdir, big_gib, runs_small, runs_big, cold=True):
                  % (workdir, shutil.disk_usage(workdir).free / 2**30, need / 2**30))
     # The 1 GiB runs bracket the big one in time (half before, half after),
     # so that both see the same phases of the machine's load.
-    before = one_size(bin_dir, workdir, 1, (runs_small + 1) // 2, True, cold)
-    big = one_size(bin_dir, workdir, big_gib, runs_big, False, cold)
+    before = one_size(bin_dir, workdir, 1, (runs_small + 1) // 2, True, cold, durable)
+    big = one_size(bin_dir, workdir, big_gib, runs_big, False, cold, durable)
     after = ([], [], 0, 0)
     if runs_small > 1:
-        after = one_size(bin_dir, workdir, 1, runs_small // 2, True, cold)
+        after = one_size(bin_dir, workdir, 1, runs_small // 2, True, cold, durable)
     rows = [summary(before[0] + after[0], before[1] + after[1], before[2], before[3],
                     "torch.load + .safemodel"),
             summary(*big, ".safemodel")]
-    print_runs(workdir, cold, rows)
+    print_runs(workdir, cold, durable, rows)
     print("every run, wall s (cp / safe-convert): 1 GiB %s; %d GiB %s"
           % (walls(before[0] + after[0], before[1] + after[1]), big_gib, walls(big[0], big[1])))
     lo, hi = rows
