@@ -243,6 +243,28 @@ TEST(Pipeline, TheOutputSha256IsComputedAsWrittenAndIsTheFilesSha256) {
   }
 }
 
+// A durable output (the default) is written behind: once the conversion
+// has written its third 64 MiB window, the first is on the disk and out of
+// the page cache (SafemodelWriter::WriteBehind); with sync_output off the
+// whole output stays cached, as cp's would. The bytes are the same.
+TEST(Pipeline, ADurableOutputLeavesThePageCacheBehindItAsItIsWritten) {
+  TempDir dir;
+  if (InMemoryFileSystem(dir.path())) GTEST_SKIP() << "the temporary directory is in memory";
+  WriteFile(dir.File("big.npy"), NpyBytes(160u << 20));
+  ConvertOptions synced;  // Convert() turns the fsync off, to spare the test suite's disk
+  synced.timeout_ms = 60'000;
+  const ConvertReport durable = ConvertFile(dir.File("big.npy"), dir.File("d.safemodel"), synced);
+  ASSERT_TRUE(durable.status.ok()) << durable.status.ToString();
+  const ConvertReport cached = Convert(dir.File("big.npy"), dir.File("c.safemodel"));
+  ASSERT_TRUE(cached.status.ok()) << cached.status.ToString();
+  // The first window but its first and last MiB (the header is read back and rewritten).
+  const uint64_t from = 1u << 20, to = 63u << 20;
+  const auto pages = static_cast<int64_t>((to - from) / static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
+  EXPECT_EQ(ResidentPages(dir.File("d.safemodel"), from, to), 0);
+  EXPECT_EQ(ResidentPages(dir.File("c.safemodel"), from, to), pages);
+  EXPECT_EQ(ReadFile(dir.File("d.safemodel")), ReadFile(dir.File("c.safemodel")));
+}
+
 TEST(Pipeline, TheOutputSizeCapIsCheckedBeforeWriting) {
   TempDir dir;
   ConvertOptions opt;

@@ -9,10 +9,7 @@
 #include "proto/writer.h"
 
 #include <fcntl.h>
-#include <linux/magic.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -132,23 +129,6 @@ TEST(WriterFileHash, NotAskedNoDigest) {
   EXPECT_EQ((*w)->file_sha256(), "");
 }
 
-// Pages of [from, to) of the file that are in the page cache.
-size_t ResidentPages(const std::string& path, uint64_t from, uint64_t to) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  EXPECT_GE(fd, 0);
-  const auto size = static_cast<size_t>(lseek(fd, 0, SEEK_END));
-  void* map = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-  close(fd);
-  EXPECT_NE(map, MAP_FAILED);
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> in((size + page - 1) / page);
-  EXPECT_EQ(mincore(map, size, in.data()), 0);
-  munmap(map, size);
-  size_t n = 0;
-  for (uint64_t p = from / page; p < to / page && p < in.size(); ++p) n += (in[p] & 1u) != 0 ? 1u : 0u;
-  return n;
-}
-
 TEST(WriterWriteBehind, WritesTheSameFileWithTheSameDigest) {
   TempDir dir;
   for (int known_after : {0, 20, -1}) {
@@ -165,9 +145,7 @@ TEST(WriterWriteBehind, WritesTheSameFileWithTheSameDigest) {
 
 TEST(WriterWriteBehind, LeavesOnlyTheLastWindowsInThePageCache) {
   TempDir dir;
-  struct statfs fs{};
-  ASSERT_EQ(statfs(dir.path().c_str(), &fs), 0);
-  if (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC) {
+  if (InMemoryFileSystem(dir.path())) {
     GTEST_SKIP() << "the temporary directory is in memory: its pages cannot be dropped";
   }
   constexpr uint64_t kWindow = 256 << 10;
@@ -185,8 +163,8 @@ TEST(WriterWriteBehind, LeavesOnlyTheLastWindowsInThePageCache) {
   ASSERT_GT(size, 8 * kWindow);
   const uint64_t from = 2 * kWindow, to = size - 3 * kWindow;
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  EXPECT_EQ(ResidentPages(behind, from, to), 0u);
-  EXPECT_EQ(ResidentPages(plain, from, to), (to - from) / page);
+  EXPECT_EQ(ResidentPages(behind, from, to), 0);
+  EXPECT_EQ(ResidentPages(plain, from, to), static_cast<int64_t>((to - from) / page));
 }
 
 }  // namespace

@@ -1,9 +1,12 @@
 #include "tests/testing/test_util.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -214,6 +217,30 @@ std::string NpyBytes(uint64_t n) {
   data.reserve(n);
   for (uint64_t i = 0; i < n; ++i) data += static_cast<char>(i % 251);
   return NpyImage("|u1", false, std::to_string(n) + ",", data);
+}
+
+int64_t ResidentPages(const std::string& path, uint64_t from, uint64_t to) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat st{};
+  const bool sized = fstat(fd, &st) == 0 && st.st_size > 0;
+  const auto size = sized ? static_cast<size_t>(st.st_size) : 0;
+  void* map = sized ? mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+  close(fd);
+  if (map == MAP_FAILED) return -1;
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in((size + page - 1) / page);
+  const bool told = mincore(map, size, in.data()) == 0;
+  munmap(map, size);
+  if (!told) return -1;
+  int64_t n = 0;
+  for (uint64_t p = from / page; p < to / page && p < in.size(); ++p) n += (in[p] & 1u) != 0 ? 1 : 0;
+  return n;
+}
+
+bool InMemoryFileSystem(const std::string& dir) {
+  struct statfs fs{};
+  return statfs(dir.c_str(), &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
 }
 
 namespace {

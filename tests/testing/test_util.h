@@ -94,6 +94,12 @@ std::string NpyImage(const std::string& descr, bool fortran, const std::string& 
 // A NumPy .npy file holding `n` u8 values i % 251.
 std::string NpyBytes(uint64_t n);
 
+// How many pages of bytes [from, to) of the file at `path` are in the page
+// cache (mincore; the file is mapped, never read). -1 if it cannot tell.
+int64_t ResidentPages(const std::string& path, uint64_t from, uint64_t to);
+// Whether `dir` is on tmpfs or ramfs, whose pages cannot be dropped.
+bool InMemoryFileSystem(const std::string& dir);
+
 // Runs a command line through /bin/sh; returns its exit code. Its stdout (and
 // stderr too, unless `stderr_too` is false) goes to *output.
 int RunCommand(const std::string& command, std::string* output = nullptr, bool stderr_too = true);
