@@ -5,6 +5,7 @@
                        [--outdir DIR] [--tiny N] [--many N] [--no-peers]
                        [--peer-runs N] [--linearity-gib N] [--linearity-dir DIR]
                        [--linearity-runs N] [--linearity-only] [--linearity-durable]
+                       [--durable]
 
 Prints, in one run (README.md here says what each row means):
 1. A table. For each input kind and size, per round and interleaved (cp,
@@ -262,8 +263,9 @@ def tiny_rates(bin_dir, outdir, n, rounds):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def measure_case(sc, case, outdir, runs, peer_runs):
-    """Interleaved runs of one input; its table rows."""
+def measure_case(sc, case, outdir, runs, peer_runs, durable=False):
+    """Interleaved runs of one input; its table rows. durable: both outputs
+    reach the disk (cp + `sync FILE`, safe-convert's default fsync)."""
     name, path, kind, tensors = case
     size = os.path.getsize(path)
     dst = os.path.join(outdir, name + ".safemodel")
@@ -271,18 +273,19 @@ def measure_case(sc, case, outdir, runs, peer_runs):
     m = {"cp": [], "safe-convert": [], "peer": [], "floor": []}
     ok = True
     for i in range(runs):
-        w, c, _, rc, _ = run(["cp", path, dst + ".cp"])
+        w, c, _, rc, _ = run(["/bin/sh", "-c", 'cp "$0" "$1" && sync "$1"', path, dst + ".cp"] if durable
+                             else ["cp", path, dst + ".cp"])
         m["cp"].append((w, c, float("nan")))  # cp's RSS is not of interest
         os.unlink(dst + ".cp")
         m["floor"].append(sha256_floor(path) + (float("nan"),))
-        w, c, r, rc, out = run([sc, path, dst, "--json", "--force", "--no-sync"])
+        w, c, r, rc, out = run([sc, path, dst, "--json", "--force"] + ([] if durable else ["--no-sync"]))
         rep = json.loads(out) if out.strip().startswith(b"{") else {}
         ok = ok and rc == 0
         rss = rep.get("worker", {}).get("max_rss_bytes", 0) + rep.get("parent_max_rss_bytes", 0)
         m["safe-convert"].append((w, c, rss))
         if os.path.exists(dst):
             os.unlink(dst)
-        if i < peer_runs:
+        if i < peer_runs and not durable:  # the peers do not fsync
             # Its own peak RSS, which it prints: the shell's would include
             # this process's (the shell starts as a copy of it).
             w, c, _, rc, out = run(["/usr/bin/python3", "-c", PEER, kind, path, peer_dst])
@@ -311,10 +314,13 @@ def load_average():
         return " ".join(f.read().split()[:3])
 
 
-def print_table(rows, runs, outdir):
+def print_table(rows, runs, outdir, durable=False):
     print("machine: %s, %d CPUs; load average at the end: %s; %d runs each (the peers: the number in "
-          "the runs column), medians; outputs in %s" % (os.uname().release, os.cpu_count(), load_average(),
-                                                         runs, outdir))
+          "the runs column), medians; outputs in %s (%s)%s" % (
+              os.uname().release, os.cpu_count(), load_average(), runs, outdir,
+              subprocess.run(["stat", "-f", "-c", "%T", outdir], capture_output=True, text=True).stdout.strip(),
+              "; durable: cp + `sync FILE` against safe-convert's fsync, no peers" if durable
+              else "; --no-sync, cp without sync"))
     print("| input | MiB | program | runs | s/GiB | x cp | x floor | \u00b5s/tensor | CPU s | peak RSS MiB | ok |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -355,6 +361,9 @@ def parse_args():
     ap.add_argument("--no-peers", action="store_true", help="skip the Python peers")
     ap.add_argument("--peer-runs", type=int, default=1,
                     help="runs of each Python peer, in the first rounds (they are slow)")
+    ap.add_argument("--durable", action="store_true",
+                    help="the table with durable outputs: cp + sync FILE, safe-convert with its fsync "
+                         "(--outdir on a disk; no peers)")
     ap.add_argument("--linearity-gib", type=int, default=0,
                     help="also compare an N GiB PyTorch zip with a 1 GiB one (linearity.py)")
     ap.add_argument("--linearity-dir", default=None,
@@ -383,9 +392,9 @@ def main():
             if i == 0 and a.many:
                 cases += make_many(a.workdir, a.many)
             for case in cases:
-                rows += measure_case(sc, case, outdir, a.runs, a.peer_runs)
+                rows += measure_case(sc, case, outdir, a.runs, a.peer_runs, a.durable)
                 os.unlink(case[1])
-        print_table(rows, a.runs, outdir)
+        print_table(rows, a.runs, outdir, a.durable)
         if a.tiny:
             print_tiny(tiny_rates(a.bin_dir, outdir, a.tiny, a.runs), a.tiny)
         sys.stdout.flush()
