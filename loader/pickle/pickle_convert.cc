@@ -70,7 +70,7 @@ class Converter {
   void NoteEmbeddedPickle(ByteView bytes, const std::string& name);
   Status Visit(const Work& w);
   Status EnterContainer(ObjId id, const Work& w);
-  Status AddMapChildren(Value* slot, const std::vector<Ref>& items, const Work& w,
+  Status AddMapChildren(Value* slot, std::span<const Ref> items, const Work& w,
                         bool module_state, size_t reserved);
   Status VisitRecord(const Work& w);
   Status VisitTensor(const Work& w, const Object& o);
@@ -153,12 +153,12 @@ Result<std::string> Converter::KeyString(Ref key) {
     case Kind::kFloat:
       return FloatRepr(key.f);
     case Kind::kBigInt:
-      return TwosComplementToDecimal(g_.at(key).data);
+      return TwosComplementToDecimal(g_.at(key).data());
     case Kind::kBytes:
       return "b'" + Printable(g_.text(key), 4096) + "'";
     case Kind::kTuple: {
       std::string s = "(";
-      const auto& items = g_.at(key).items;
+      const std::span<const Ref> items = g_.at(key).items();
       for (size_t i = 0; i < items.size(); ++i) {
         Ref item = items[i];
         if (item.kind == Kind::kTuple)
@@ -327,7 +327,7 @@ Status Converter::EnterContainer(ObjId id, const Work& w) {
 // entries of a dict's items (k0, v0, k1, v1, ...) and queues the values.
 // For a module's state, the _parameters/_buffers/_modules entries do not add
 // a component to tensor names (state_dict naming).
-Status Converter::AddMapChildren(Value* slot, const std::vector<Ref>& items, const Work& w,
+Status Converter::AddMapChildren(Value* slot, std::span<const Ref> items, const Work& w,
                                  bool module_state, size_t reserved) {
   auto& entries = slot->mutable_entries();
   KeyedStringSet keys;
@@ -434,9 +434,11 @@ Status Converter::VisitArray(const Work& w, const ArrayInfo& a) {
     return Status::Ok();
   }
   SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
-  const std::vector<Ref>& elems = g_.at(a.items).items;
+  const std::span<const Ref> elems = g_.at(a.items).items();
   if (a.shape.empty()) {
-    work_.push_back({elems.at(0), w.slot, w.name, w.depth});
+    // BUILD checked the count (1); a list only grows.
+    if (elems.empty()) return Status::Internal(s_.where + ": numpy scalar object array lost its item");
+    work_.push_back({elems[0], w.slot, w.name, w.depth});
     return Status::Ok();
   }
   if (a.shape.size() + w.depth > kMaxValueDepth) {
@@ -524,7 +526,7 @@ Status Converter::VisitInstance(const Work& w, const InstanceInfo& inst) {
     work_.push_back({inst.slots, &slot.mutable_entries().back().second, w.name, w.depth + 1});
   }
   if (inst.state.kind != Kind::kDict) return Status::Ok();
-  const std::vector<Ref>& state = g_.at(inst.state).items;
+  const std::span<const Ref> state = g_.at(inst.state).items();
   // Reserve all entries before taking pointers into the vector.
   slot.mutable_entries().reserve(reserved + state.size() / 2);
   if (inst.slots.kind == Kind::kDict)
@@ -559,7 +561,7 @@ Status Converter::VisitRecord(const Work& w) {
     case RecordKind::kComplex: {
       slot = Value::Map();
       slot.mutable_entries().emplace_back(
-          "$complex", Value::List({Value::Double(o.items[0].f), Value::Double(o.items[1].f)}));
+          "$complex", Value::List({Value::Double(o.items()[0].f), Value::Double(o.items()[1].f)}));
       nodes_ += 3;
       return Status::Ok();
     }
@@ -607,7 +609,7 @@ Status Converter::VisitSequence(const Work& w) {
   const Ref r = w.ref;
   SAFEMODEL_RETURN_IF_ERROR(EnterContainer(r.id, w));
   Value& slot = *w.slot;
-  const std::vector<Ref>& items = g_.at(r).items;
+  const std::span<const Ref> items = g_.at(r).items();
   Value list = Value::List(std::vector<Value>(items.size()));
   Value* target;
   if (r.kind == Kind::kSet || r.kind == Kind::kFrozenSet) {
@@ -633,16 +635,16 @@ Status Converter::VisitDict(const Work& w) {
   Value& slot = *w.slot;
   slot = Value::Map();
   size_t reserved = 0;
-  if (attrs.kind == Kind::kDict && !g_.at(attrs).items.empty()) {
-    slot.mutable_entries().reserve(1 + d.items.size() / 2);
+  if (attrs.kind == Kind::kDict && !g_.at(attrs).items().empty()) {
+    slot.mutable_entries().reserve(1 + d.items().size() / 2);
     slot.mutable_entries().emplace_back("$attrs", Value());
     reserved = 1;
     work_.push_back(
         {attrs, &slot.mutable_entries()[0].second, JoinName(w.name, "$attrs"), w.depth + 1});
   } else {
-    slot.mutable_entries().reserve(d.items.size() / 2);
+    slot.mutable_entries().reserve(d.items().size() / 2);
   }
-  return AddMapChildren(&slot, d.items, w, false, reserved);
+  return AddMapChildren(&slot, d.items(), w, false, reserved);
 }
 
 Status Converter::Visit(const Work& w) {
@@ -665,7 +667,7 @@ Status Converter::Visit(const Work& w) {
     case Kind::kBigInt:
       slot = Value::Map();
       slot.mutable_entries().emplace_back("$int",
-                                          Value::String(TwosComplementToDecimal(g_.at(r).data)));
+                                          Value::String(TwosComplementToDecimal(g_.at(r).data())));
       return Status::Ok();
     case Kind::kStr:
       slot = Value::String(std::string(g_.text(r)));
@@ -673,7 +675,7 @@ Status Converter::Visit(const Work& w) {
     case Kind::kBytes:
     case Kind::kByteArray:
       slot = Value::Bytes(std::string(g_.text(r)));
-      NoteEmbeddedPickle(g_.at(r).data, w.name);
+      NoteEmbeddedPickle(g_.at(r).data(), w.name);
       return Status::Ok();
     case Kind::kGlobal:
       return VisitGlobal(w);
@@ -831,10 +833,10 @@ Status Converter::EmitTensors() {
 // building the tree (~350 bytes per tensor). Anything else takes the walk.
 bool Converter::PureStateDict(Ref root) {
   if (root.kind != Kind::kDict || !s_.prefix.empty()) return false;
-  const std::vector<Ref>& items = g_.at(root).items;
+  const std::span<const Ref> items = g_.at(root).items();
   if (items.empty()) return false;
   const Ref attrs = g_.attrs_of(root.id);
-  if (attrs.kind == Kind::kDict && !g_.at(attrs).items.empty()) return false;
+  if (attrs.kind == Kind::kDict && !g_.at(attrs).items().empty()) return false;
   bool pure = true;
   size_t i = 0;
   for (; pure && i + 1 < items.size(); i += 2) {
@@ -865,7 +867,7 @@ bool Converter::PureStateDict(Ref root) {
 // str keys compare by their bytes, which are the names.
 Status Converter::RunPureStateDict(Ref root) {
   SAFEMODEL_RETURN_IF_ERROR(Count(1));
-  const std::vector<Ref>& items = g_.at(root).items;
+  const std::span<const Ref> items = g_.at(root).items();
   tensors_.reserve(items.size() / 2);
   for (size_t i = 0; i + 1 < items.size(); i += 2) {
     SAFEMODEL_RETURN_IF_ERROR(Count(2));
@@ -884,7 +886,7 @@ Status Converter::RunPureStateDict(Ref root) {
 // pending: EmitTensors reads the side tables only.
 void Converter::ReleaseObjects() {
   if (!s_.release_objects) return;
-  g_.objects.clear();
+  g_.ClearObjects();
   std::vector<uint8_t>().swap(on_path_);
   std::unordered_map<ObjId, size_t>().swap(tensor_names_);
   KeyedStringSet().swap(used_names_);

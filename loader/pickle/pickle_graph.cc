@@ -1,6 +1,69 @@
 #include "loader/pickle/pickle_graph.h"
 
+#include <algorithm>
+
+#include "loader/pickle/pickle_machine.h"
+
 namespace safemodel::loader::pickle {
+
+// Object::items() keeps an item count in 32 bits.
+static_assert(kMaxStackDepth < (uint64_t{1} << 32) && kMaxContainerItems < (uint64_t{1} << 32),
+              "item counts must fit Object's 32-bit count");
+
+const Ref* ItemArena::Copy(std::span<const Ref> items) {
+  if (items.empty()) return nullptr;
+  Ref* out;
+  if (items.size() > kOwnBlockItems) {
+    blocks_.push_back(std::make_unique<Ref[]>(items.size()));
+    out = blocks_.back().get();
+  } else {
+    if (items.size() > left_) {
+      blocks_.push_back(std::make_unique<Ref[]>(kChunkItems));
+      next_ = blocks_.back().get();
+      left_ = kChunkItems;
+    }
+    out = next_;
+    next_ += items.size();
+    left_ -= items.size();
+  }
+  std::copy(items.begin(), items.end(), out);
+  return out;
+}
+
+void ItemArena::clear() {
+  std::vector<std::unique_ptr<Ref[]>>().swap(blocks_);
+  next_ = nullptr;
+  left_ = 0;
+}
+
+void Graph::SetItems(ObjId id, std::span<const Ref> items) {
+  Object& o = objects[id];
+  if (IsByteKind(o.kind)) return;
+  if (o.hi_ == Object::kGrown) {
+    auto* v = static_cast<std::vector<Ref>*>(const_cast<void*>(o.ptr_));
+    v->assign(items.begin(), items.end());
+    return;
+  }
+  o.ptr_ = item_arena.Copy(items);
+  o.lo_ = static_cast<uint32_t>(items.size());
+}
+
+std::vector<Ref>& Graph::GrowItems(ObjId id) {
+  Object& o = objects[id];
+  if (IsByteKind(o.kind)) {  // no items: what is added is dropped
+    discarded_items.clear();
+    return discarded_items;
+  }
+  if (o.hi_ == Object::kGrown) {
+    return *static_cast<std::vector<Ref>*>(const_cast<void*>(o.ptr_));
+  }
+  const std::span<const Ref> now = o.items();
+  std::vector<Ref>& v = grown.emplace_back(now.begin(), now.end());
+  o.ptr_ = &v;
+  o.lo_ = 0;
+  o.hi_ = Object::kGrown;
+  return v;
+}
 
 std::string KindName(const Graph& graph, Ref r) {
   switch (r.kind) {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -181,9 +182,13 @@ struct InstanceInfo {
   bool built = false;
 };
 
-// One heap object. Kept small (72 bytes): a checkpoint of n tensors holds
+inline bool IsByteKind(Kind k) { return k >= Kind::kBigInt && k <= Kind::kByteArray; }
+
+// One heap object. Kept small (48 bytes): a checkpoint of n tensors holds
 // about 10n of them. What few objects carry (the name of a kGlobal or a
-// record's text, a dict's BUILD attributes) lives in Graph side tables.
+// record's text, a dict's BUILD attributes) lives in Graph side tables; a
+// container's items live in the Graph's item storage (Graph::SetItems,
+// Graph::GrowItems), not in a vector of their own.
 struct Object {
   Kind kind = Kind::kNone;
   bool ordered = false;   // kDict: an OrderedDict or Counter
@@ -192,21 +197,82 @@ struct Object {
   uint32_t aux = UINT32_MAX;    // index into the Graph side table of `record`
   uint32_t named = UINT32_MAX;  // kGlobal, text records: index into Graph::named
   uint32_t keys = UINT32_MAX;   // kDict, kSet once large: index into Graph::key_index
-  ByteView data;                // kStr, kBytes, kByteArray, kBigInt
-  std::vector<Ref> items;
   uint64_t offset = 0;  // byte offset of the opcode that made it
   uint64_t hash = 0;    // cached hash of a kStr/kBytes/kBigInt key
+
+  // The bytes of a kStr, kBytes, kByteArray or kBigInt; empty for any other
+  // kind.
+  ByteView data() const {
+    if (!IsByteKind(kind)) return {};
+    return {static_cast<const uint8_t*>(ptr_), uint64_t{lo_} | (uint64_t{hi_} << 32)};
+  }
+  // Sets the bytes of an object of a byte kind (IsByteKind); ignored for any
+  // other kind, whose payload is items.
+  void set_data(ByteView d) {
+    if (!IsByteKind(kind)) return;
+    ptr_ = d.data();
+    lo_ = static_cast<uint32_t>(d.size());
+    hi_ = static_cast<uint32_t>(static_cast<uint64_t>(d.size()) >> 32);
+  }
+  // The items of any other kind (a tuple's, a list's, a dict's k0, v0, ...,
+  // a record's parts); empty for the byte kinds. Valid until the object's
+  // items are set or grown again (Graph::SetItems, Graph::GrowItems); the
+  // items of other objects may change meanwhile.
+  std::span<const Ref> items() const {
+    if (IsByteKind(kind)) return {};
+    if (hi_ == kGrown) {
+      const auto* v = static_cast<const std::vector<Ref>*>(ptr_);
+      return {v->data(), v->size()};
+    }
+    return {static_cast<const Ref*>(ptr_), lo_};
+  }
+
+ private:
+  friend struct Graph;
+  // hi_ of an object whose items are a growable vector.
+  static constexpr uint32_t kGrown = 1;
+
+  // Byte kinds: ptr_ the bytes, hi_:lo_ their size. Other kinds: ptr_ the
+  // first of lo_ items in Graph::item_arena (hi_ 0), or the
+  // std::vector<Ref> in Graph::grown that holds them (hi_ kGrown).
+  const void* ptr_ = nullptr;
+  uint32_t lo_ = 0;
+  uint32_t hi_ = 0;
 };
 // A file of n tensors holds ~10n objects: keep them small (LP64).
-static_assert(sizeof(Object) <= 72, "Object grew: memory per tensor grows with it");
+static_assert(sizeof(Object) <= 48, "Object grew: memory per tensor grows with it");
+
+// The items of containers that are complete when they are built (tuples,
+// the arguments of a call, a record's parts), copied into chunks of
+// kChunkItems that never move and are never freed one by one: one
+// allocation per megabyte instead of one per tuple, and no vector header per
+// object. A span longer than kOwnBlockItems gets a block of its own, so a
+// chunk wastes less than a quarter of its size at its end.
+class ItemArena {
+ public:
+  static constexpr size_t kChunkItems = size_t{1} << 16;  // 65,536 items (1 MiB) a chunk
+  static constexpr size_t kOwnBlockItems = kChunkItems / 4;
+
+  // A copy of `items` that stays where it is until clear(); null when empty.
+  const Ref* Copy(std::span<const Ref> items);
+  // Blocks allocated so far (chunks and own blocks).
+  size_t blocks() const { return blocks_.size(); }
+  // Frees every copy.
+  void clear();
+
+ private:
+  std::vector<std::unique_ptr<Ref[]>> blocks_;
+  Ref* next_ = nullptr;  // free space in the last chunk
+  size_t left_ = 0;
+};
 
 // The objects of a graph, by id, in chunks of kChunk that never move: a
 // vector grown by doubling would move every object (a million for 100,000
-// tensors, each with its item vector) some twenty times, and hold both
+// tensors) some twenty times, and hold both
 // copies at once while it does.
 class ObjectStore {
  public:
-  static constexpr size_t kChunkBits = 15;  // 32,768 objects (2.3 MB) a chunk
+  static constexpr size_t kChunkBits = 15;  // 32,768 objects (1.5 MB) a chunk
   static constexpr size_t kChunk = size_t{1} << kChunkBits;
 
   Object& operator[](ObjId id) { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
@@ -247,6 +313,11 @@ struct Named {
 // sharing one graph).
 struct Graph {
   ObjectStore objects;
+  // Items of objects (Object::items): fixed spans in the arena, growable
+  // vectors for containers that grow after they are built (lists, dicts,
+  // sets; a deque: a vector is never moved, Object points to it).
+  ItemArena item_arena;
+  std::deque<std::vector<Ref>> grown;
   std::deque<std::string> owned;  // bytes the machine decoded (never moves)
   std::deque<Named> named;  // Object::named indexes it (never moves: names are held by reference)
   std::unordered_map<ObjId, Ref> attrs;  // kDict: attributes set by BUILD (OrderedDict)
@@ -267,7 +338,27 @@ struct Graph {
   const Object& at(Ref r) const { return objects[r.id]; }
   Object& at(Ref r) { return objects[r.id]; }
   // Text of a kStr / kBytes object.
-  std::string_view text(Ref r) const { return AsChars(objects[r.id].data); }
+  std::string_view text(Ref r) const { return AsChars(objects[r.id].data()); }
+  // The items of an object (see Object::items).
+  std::span<const Ref> items(Ref r) const { return objects[r.id].items(); }
+  // Sets the items of object `id` (not of a byte kind) to a copy of `items`:
+  // in the arena, or in its vector if it has grown before (a set replaces
+  // what any holder of the object sees, as before).
+  void SetItems(ObjId id, std::span<const Ref> items);
+  // The items of object `id` (not of a byte kind) as a vector to append to or
+  // change in place: an object's items move into one the first time it is
+  // asked for. Every holder of the object sees the changes (Python's
+  // reference semantics); spans from Object::items() of this object are
+  // invalidated by them.
+  std::vector<Ref>& GrowItems(ObjId id);
+  // Frees the objects and their items.
+  void ClearObjects() {
+    objects.clear();
+    item_arena.clear();
+    std::deque<std::vector<Ref>>().swap(grown);
+  }
+  // What GrowItems returns for an object of a byte kind (never kept).
+  std::vector<Ref> discarded_items;
   // The name (kGlobal) or text (record) of an object; empty when it has none.
   const std::string& name(ObjId id) const {
     static const std::string kEmpty;

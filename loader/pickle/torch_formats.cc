@@ -58,16 +58,16 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   Graph& g = m.graph();
   // Built only for a message: a checkpoint has one persistent id per storage.
   auto where = [&m, offset] { return "persistent id at " + m.Location(offset); };
-  if (pid.kind != Kind::kTuple || g.at(pid).items.empty() ||
-      g.at(pid).items[0].kind != Kind::kStr) {
+  if (pid.kind != Kind::kTuple || g.at(pid).items().empty() ||
+      g.at(pid).items()[0].kind != Kind::kStr) {
     return Status::Malformed(where() + " is " + pickle::KindName(g, pid) +
                              ", not a ('storage', ...) tuple");
   }
   // A copy of the (at most six) fields used: m.New() below may move every
   // object.
-  const size_t nf = g.at(pid).items.size();
+  const size_t nf = g.at(pid).items().size();
   std::array<Ref, 6> f;
-  std::copy_n(g.at(pid).items.begin(), std::min<size_t>(nf, f.size()), f.begin());
+  std::copy_n(g.at(pid).items().begin(), std::min<size_t>(nf, f.size()), f.begin());
   const std::string_view tag = g.text(f[0]);
   if (legacy && tag == "module") {
     std::string cls = nf > 1 && f[1].kind == Kind::kGlobal ? g.name(f[1]) : "a class";
@@ -350,7 +350,7 @@ Status CheckSysInfo(const Graph& g, Ref info, bool* little_endian) {
                              ", not a literal dict");
   }
   bool have_endian = false;
-  const auto& items = g.at(info).items;
+  const std::span<const Ref> items = g.at(info).items();
   for (size_t i = 0; i + 1 < items.size(); i += 2) {
     if (items[i].kind != Kind::kStr)
       return Status::Malformed("legacy torch sys_info has a non-str key");
@@ -387,7 +387,7 @@ Result<LegacyData> ReadLegacyStorages(ByteView rest, uint64_t base, const Graph&
   const std::string where = "legacy torch stream";
   LegacyData data;
   ByteReader r(rest, base);
-  for (Ref k : g.at(keys).items) {
+  for (Ref k : g.at(keys).items()) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, k, "storage key"));
     auto it = table.by_key.find(std::string(key));
     if (it == table.by_key.end()) {
@@ -445,7 +445,7 @@ namespace pickle {
 
 bool IsLegacyTorchMagic(const Graph& graph, Ref root) {
   if (root.kind != Kind::kBigInt) return false;
-  ByteView b = graph.at(root).data;
+  ByteView b = graph.at(root).data();
   return b.size() == sizeof kLegacyMagic && std::equal(b.begin(), b.end(), kLegacyMagic);
 }
 

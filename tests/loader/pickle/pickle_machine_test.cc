@@ -115,6 +115,21 @@ TEST(PickleOpcodes, ContainersAndTheirOpcodes) {
             "\"set\":{\"$set\":[1,2]},\"frozen\":{\"$set\":[7]}}");
 }
 
+TEST(PickleOpcodes, AContainerChangedAfterItWasSharedChangesForEveryHolder) {
+  // A list built complete by LIST, memoized, held by a tuple, fetched, then
+  // APPENDS: Python's reference semantics show [1, 2, 3, 4] everywhere.
+  std::string list = "(" + Int1(1) + Int1(2) + "l" + "q" + B({0}) + "h" + B({0}) + B({0x85}) +
+                     "h" + B({0}) + "(" + Int1(3) + Int1(4) + "e";
+  // A dict built by DICT, shared the same way, then SETITEMS replacing a
+  // value and adding a key.
+  std::string dict = "(" + Short("k") + Int1(1) + "d" + "q" + B({1}) + B({0x85}) + "h" + B({1}) +
+                     "(" + Short("k") + Int1(5) + Short("m") + Int1(6) + "u";
+  InProcessResult r = Parse(kProto4 + "](" + list + dict + "e.");
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(Json(r.metadata),
+            "[[1,2,3,4],[[1,2,3,4]],[1,2,3,4],[{\"k\":5,\"m\":6}],{\"k\":5,\"m\":6}]");
+}
+
 TEST(PickleOpcodes, SetItemFollowsPythonKeyEquality) {
   // {1: 'a', True: 'b', 1.0: 'c', (1, 'x'): 'd', None: 'e'} is {1: 'c', (1, 'x'): 'd', None: 'e'}.
   std::string body = "}(" + Int1(1) + Short("a") + B({0x88}) + Short("b") + "G" +

@@ -1,0 +1,151 @@
+// The pickle graph's item storage: the arena of fixed spans (chunk
+// boundaries, blocks of their own, no move), and objects whose items are set
+// once, grown in place, or bytes (the payload a kind decides).
+#include "loader/pickle/pickle_graph.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace safemodel::loader::pickle {
+namespace {
+
+// n distinct items starting at `first`.
+std::vector<Ref> Items(size_t n, int64_t first) {
+  std::vector<Ref> v;
+  for (size_t i = 0; i < n; ++i) v.push_back(Ref::Int(first + static_cast<int64_t>(i)));
+  return v;
+}
+
+bool SameItems(std::span<const Ref> got, const std::vector<Ref>& want) {
+  if (got.size() != want.size()) return false;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].kind != want[i].kind || got[i].i != want[i].i) return false;
+  }
+  return true;
+}
+
+TEST(ItemArena, SpansAcrossChunksNeverMoveAndKeepTheirItems) {
+  ItemArena arena;
+  EXPECT_EQ(arena.Copy({}), nullptr);
+  EXPECT_EQ(arena.blocks(), 0u);
+  // Spans of 1..7 items until well past three chunks: every span lies in one
+  // chunk (the tail that does not fit starts a new chunk).
+  struct Span {
+    const Ref* at;
+    std::vector<Ref> want;
+  };
+  std::vector<Span> spans;
+  size_t total = 0;
+  int64_t next = 0;
+  for (size_t i = 0; total < 3 * ItemArena::kChunkItems + 100; ++i) {
+    std::vector<Ref> v = Items(1 + i % 7, next);
+    next += static_cast<int64_t>(v.size());
+    total += v.size();
+    const Ref* at = arena.Copy(v);
+    ASSERT_NE(at, nullptr);
+    spans.push_back({at, std::move(v)});
+  }
+  EXPECT_EQ(arena.blocks(), 4u);
+  for (const Span& s : spans) {
+    ASSERT_TRUE(SameItems({s.at, s.want.size()}, s.want)) << s.want[0].i;
+  }
+}
+
+TEST(ItemArena, AChunkIsFilledExactlyAndLongSpansGetABlockOfTheirOwn) {
+  ItemArena arena;
+  // Fill the first chunk to its last item with spans of the largest size a
+  // chunk takes, then one of exactly what is left.
+  const size_t big = ItemArena::kOwnBlockItems;
+  const Ref* first = arena.Copy(Items(big, 0));
+  const Ref* second = arena.Copy(Items(big, 1000000));
+  const Ref* third = arena.Copy(Items(big, 2000000));
+  const Ref* last = arena.Copy(Items(ItemArena::kChunkItems - 3 * big, 3000000));
+  EXPECT_EQ(arena.blocks(), 1u);
+  EXPECT_EQ(second, first + big);
+  EXPECT_EQ(third, second + big);
+  EXPECT_EQ(last, third + big);
+  // One item more starts a second chunk.
+  const Ref* one = arena.Copy(Items(1, 7));
+  EXPECT_EQ(arena.blocks(), 2u);
+  // A span one past kOwnBlockItems gets its own block and leaves the
+  // current chunk's free space to the next small span.
+  const Ref* own = arena.Copy(Items(big + 1, 5000000));
+  EXPECT_EQ(arena.blocks(), 3u);
+  const Ref* two = arena.Copy(Items(2, 9));
+  EXPECT_EQ(arena.blocks(), 3u);
+  EXPECT_EQ(two, one + 1);
+  EXPECT_TRUE(SameItems({first, big}, Items(big, 0)));
+  EXPECT_TRUE(SameItems({last, ItemArena::kChunkItems - 3 * big},
+                        Items(ItemArena::kChunkItems - 3 * big, 3000000)));
+  EXPECT_TRUE(SameItems({own, big + 1}, Items(big + 1, 5000000)));
+  EXPECT_TRUE(SameItems({two, 2}, Items(2, 9)));
+  arena.clear();
+  EXPECT_EQ(arena.blocks(), 0u);
+}
+
+// Adds an object of `kind` to `g`.
+ObjId Add(Graph& g, Kind kind) {
+  g.objects.emplace_back().kind = kind;
+  return static_cast<ObjId>(g.objects.size() - 1);
+}
+
+TEST(GraphItems, FixedItemsThenGrownAreSeenThroughEveryHolder) {
+  Graph g;
+  const ObjId list = Add(g, Kind::kList);
+  const ObjId tuple = Add(g, Kind::kTuple);
+  EXPECT_TRUE(g.objects[list].items().empty());
+  g.SetItems(list, Items(2, 1));  // LIST: complete when built, in the arena
+  const Ref held = Ref::Heap(Kind::kList, list);
+  const Ref parts[] = {held, held};
+  g.SetItems(tuple, parts);  // a tuple holding the list twice
+  // APPENDS after the list was shared: it moves to a vector, keeping its items.
+  std::vector<Ref>& grown = g.GrowItems(list);
+  EXPECT_TRUE(SameItems(grown, Items(2, 1)));
+  grown.push_back(Ref::Int(3));
+  EXPECT_EQ(&g.GrowItems(list), &grown);  // once grown, always the same vector
+  g.GrowItems(list).push_back(Ref::Int(4));
+  for (Ref r : g.items(Ref::Heap(Kind::kTuple, tuple))) {
+    EXPECT_EQ(r.id, list);
+    EXPECT_TRUE(SameItems(g.items(r), Items(4, 1)));
+  }
+  // A set of a grown object's items replaces them in its vector.
+  g.SetItems(list, Items(1, 9));
+  EXPECT_TRUE(SameItems(g.objects[list].items(), Items(1, 9)));
+  EXPECT_EQ(g.grown.size(), 1u);
+  // Objects added after do not move the others' items.
+  for (int i = 0; i < 100000; ++i) g.SetItems(Add(g, Kind::kTuple), Items(3, i));
+  EXPECT_TRUE(SameItems(g.objects[list].items(), Items(1, 9)));
+  EXPECT_TRUE(SameItems(g.objects[99999 + 2].items(), Items(3, 99999)));
+  g.ClearObjects();
+  EXPECT_EQ(g.objects.size(), 0u);
+  EXPECT_EQ(g.item_arena.blocks(), 0u);
+  EXPECT_TRUE(g.grown.empty());
+}
+
+TEST(GraphItems, AByteKindKeepsItsBytesAndHasNoItems) {
+  Graph g;
+  const std::string text = "layer.0.weight";
+  const ObjId str = Add(g, Kind::kStr);
+  g.objects[str].set_data(AsBytes(text));
+  EXPECT_EQ(g.text(Ref::Heap(Kind::kStr, str)), text);
+  EXPECT_TRUE(g.objects[str].items().empty());
+  // Items given to a byte kind are dropped; its bytes stay.
+  g.SetItems(str, Items(2, 0));
+  g.GrowItems(str).push_back(Ref::Int(1));
+  EXPECT_EQ(g.text(Ref::Heap(Kind::kStr, str)), text);
+  EXPECT_TRUE(g.objects[str].items().empty());
+  // Bytes given to any other kind are dropped; its items stay.
+  const ObjId tuple = Add(g, Kind::kTuple);
+  g.SetItems(tuple, Items(2, 5));
+  g.objects[tuple].set_data(AsBytes(text));
+  EXPECT_TRUE(g.objects[tuple].data().empty());
+  EXPECT_TRUE(SameItems(g.objects[tuple].items(), Items(2, 5)));
+}
+
+}  // namespace
+}  // namespace safemodel::loader::pickle
