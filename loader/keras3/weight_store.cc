@@ -226,7 +226,8 @@ Status ReadNpzMember(ByteView member, const std::string& where, const std::strin
   KeyedStringMap<size_t> by_name;
   for (size_t i = 0; i < scratch.tensors.size(); ++i) by_name.emplace(scratch.tensors[i].name, i);
   for (size_t k = 0; k + 1 < dict->items().size(); k += 2) {
-    if (dict->items()[k].kind != pickle::Kind::kStr) return Bad(where + ": a variable key is not a string");
+    if (dict->items()[k].kind != pickle::Kind::kStr)
+      return Bad(where + ": a variable key is not a string");
     const std::string key(g.text(dict->items()[k]));
     auto t = by_name.find(key);
     if (t == by_name.end() || !scratch.tensors[t->second].alias_of.empty()) {

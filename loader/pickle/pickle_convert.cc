@@ -70,8 +70,8 @@ class Converter {
   void NoteEmbeddedPickle(ByteView bytes, const std::string& name);
   Status Visit(const Work& w);
   Status EnterContainer(ObjId id, const Work& w);
-  Status AddMapChildren(Value* slot, std::span<const Ref> items, const Work& w,
-                        bool module_state, size_t reserved);
+  Status AddMapChildren(Value* slot, std::span<const Ref> items, const Work& w, bool module_state,
+                        size_t reserved);
   Status VisitRecord(const Work& w);
   Status VisitTensor(const Work& w, const Object& o);
   Status VisitSparse(const Work& w, const TensorInfo& t);
@@ -437,7 +437,8 @@ Status Converter::VisitArray(const Work& w, const ArrayInfo& a) {
   const std::span<const Ref> elems = g_.at(a.items).items();
   if (a.shape.empty()) {
     // BUILD checked the count (1); a list only grows.
-    if (elems.empty()) return Status::Internal(s_.where + ": numpy scalar object array lost its item");
+    if (elems.empty())
+      return Status::Internal(s_.where + ": numpy scalar object array lost its item");
     work_.push_back({elems[0], w.slot, w.name, w.depth});
     return Status::Ok();
   }

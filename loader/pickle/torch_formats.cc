@@ -8,6 +8,7 @@
 #include "loader/pickle/archive_scan.h"
 #include "loader/pickle/pickle_convert.h"
 #include "loader/pickle/pickle_run.h"
+#include "loader/pickle/storage_keys.h"
 #include "proto/base/keyed_hash.h"
 #include "proto/base/text.h"
 
@@ -22,6 +23,8 @@ using pickle::ObjId;
 using pickle::RecordKind;
 using pickle::Ref;
 using pickle::StorageInfo;
+using pickle::StorageKeys;
+using pickle::StorageTable;
 
 namespace {
 
@@ -44,11 +47,6 @@ bool ValidKey(std::string_view key) {
                   c == '_';
          });
 }
-
-// The storages of one checkpoint, by key.
-struct StorageTable {
-  std::map<std::string, ObjId> by_key;
-};
 
 // Resolves a persistent id ('storage', type, key, location, numel[, view]).
 // Legacy ids have the sixth field (None unless the file is from torch 0.x);
@@ -106,16 +104,15 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
                                " (packed sub-byte elements)");
   }
   const DType dtype = type.kind == GlobalKind::kUntypedStorage ? DType::kInvalid : type.dtype;
-  auto it = table->by_key.find(std::string(key));
-  if (it != table->by_key.end()) {
-    const StorageInfo& s = g.storages[g.objects[it->second].aux];
+  if (const ObjId seen = table->Find(key); seen != pickle::kNoObj) {
+    const StorageInfo& s = g.storages[g.objects[seen].aux];
     if (s.dtype != dtype || s.numel != static_cast<uint64_t>(numel)) {
       return Status::Malformed(where() + ": storage '" + std::string(key) + "' was " +
                                std::string(s.type_name) + " of size " + Num(s.numel) +
                                " before, now " + type_name + " of size " +
                                Num(static_cast<uint64_t>(numel)));
     }
-    return Ref::Heap(Kind::kRecord, it->second);
+    return Ref::Heap(Kind::kRecord, seen);
   }
   SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, offset));
   g.at(r).record = RecordKind::kStorage;
@@ -129,7 +126,7 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   info.numel = static_cast<uint64_t>(numel);
   info.offset = offset;
   g.storages.push_back(std::move(info));
-  table->by_key.emplace(std::string(key), r.id);
+  table->Insert(key, r.id);
   return r;
 }
 
@@ -149,7 +146,7 @@ struct TorchLayout {
   const ZipEntry* data_pkl = nullptr;
   const ZipEntry* version = nullptr;
   const ZipEntry* byteorder = nullptr;
-  std::map<std::string, const ZipEntry*> storages;  // key -> data/<key>
+  StorageKeys storages;                             // key -> data/<key>
   std::vector<std::string> torchscript;             // members that are code
   std::vector<std::string> unknown;
   std::string problem;  // why this is not a torch layout (empty if it is)
@@ -210,13 +207,14 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
                rel == ".storage_alignment") {
       // Informational records of newer torch versions.
     } else if (rel.substr(0, 5) == "data/" && ValidKey(rel.substr(5))) {
-      l.storages.emplace(std::string(rel.substr(5)), &e);
+      l.storages.Add(rel.substr(5), &e);
     } else if (IsTorchScriptRecord(rel)) {
       l.torchscript.push_back(e.name);
     } else {
       l.unknown.push_back(e.name);
     }
   }
+  l.storages.Seal();
   if (l.data_pkl == nullptr && l.torchscript.empty()) l.problem = "there is no data.pkl";
   return l;
 }
@@ -269,12 +267,11 @@ pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const Torch
                                     bool big_endian, uint64_t memory_limit) {
   return [zip, layout_storages = &layout.storages, big_endian,
           memory_limit](const StorageInfo& s) -> Result<pickle::StorageData> {
-    auto it = layout_storages->find(s.key);
-    if (it == layout_storages->end()) {
+    const ZipEntry* e = layout_storages->Find(s.key);
+    if (e == nullptr) {
       return Status::Malformed("storage '" + s.key + "' (" + std::string(s.type_name) +
                                ") has no record data/" + s.key);
     }
-    const ZipEntry* e = it->second;
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, StorageBytes(s));
     if (e->uncompressed_size != bytes) {
       return Status::Malformed("zip member '" + Printable(e->name) + "' holds " +
@@ -314,7 +311,7 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
   SAFEMODEL_ASSIGN_OR_RETURN(ByteView pkl,
                              zip->Contents(*layout.data_pkl, ctx.options().memory_limit, &holder));
   auto graph = std::make_shared<Graph>();
-  auto table = std::make_shared<StorageTable>();
+  auto table = std::make_shared<StorageTable>(&layout.storages);
   MachineOptions opts;
   opts.where = where;
   opts.persistent_load = [table](Machine& m, Ref pid, uint64_t offset) {
@@ -324,9 +321,10 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
   SAFEMODEL_ASSIGN_OR_RETURN(const Ref root,
                              pickle::RunWholePickle(machine, pkl, where, "the pickle's STOP", ctx));
   // Every storage record must be one data.pkl refers to.
-  for (const auto& [key, entry] : layout.storages) {
-    if (table->by_key.count(key) == 0) {
-      return Status::Malformed("PyTorch archive member '" + Printable(entry->name) +
+  for (size_t i = 0; i < layout.storages.size(); ++i) {
+    if (!table->Referenced(i)) {
+      return Status::Malformed("PyTorch archive member '" +
+                               Printable(layout.storages.entry(i)->name) +
                                "' is not referred to by data.pkl (hidden data)");
     }
   }
@@ -389,15 +387,15 @@ Result<LegacyData> ReadLegacyStorages(ByteView rest, uint64_t base, const Graph&
   ByteReader r(rest, base);
   for (Ref k : g.at(keys).items()) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, k, "storage key"));
-    auto it = table.by_key.find(std::string(key));
-    if (it == table.by_key.end()) {
+    const ObjId seen = table.Find(key);
+    if (seen == pickle::kNoObj) {
       return Status::Malformed(where + ": storage '" + Printable(key) +
                                "' in the key list is not used");
     }
     if (data.count(std::string(key))) {
       return Status::Malformed(where + ": storage '" + Printable(key) + "' is listed twice");
     }
-    const StorageInfo& st = g.storages[g.objects[it->second].aux];
+    const StorageInfo& st = g.storages[g.objects[seen].aux];
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count_le, r.U64LE(where + " storage size"));
     uint64_t count = little_endian ? count_le : __builtin_bswap64(count_le);
     if (count != st.numel) {
@@ -409,8 +407,8 @@ Result<LegacyData> ReadLegacyStorages(ByteView rest, uint64_t base, const Graph&
                                r.Bytes(bytes, where + " storage '" + std::string(key) + "'"));
     data.emplace(std::string(key), b);
   }
-  if (data.size() != table.by_key.size()) {
-    return Status::Malformed(where + ": " + Num(table.by_key.size() - data.size()) +
+  if (data.size() != table.size()) {
+    return Status::Malformed(where + ": " + Num(table.size() - data.size()) +
                              " storages used by the pickle are not in the key list");
   }
   if (!r.at_end()) {

@@ -118,8 +118,8 @@ TEST(PickleOpcodes, ContainersAndTheirOpcodes) {
 TEST(PickleOpcodes, AContainerChangedAfterItWasSharedChangesForEveryHolder) {
   // A list built complete by LIST, memoized, held by a tuple, fetched, then
   // APPENDS: Python's reference semantics show [1, 2, 3, 4] everywhere.
-  std::string list = "(" + Int1(1) + Int1(2) + "l" + "q" + B({0}) + "h" + B({0}) + B({0x85}) +
-                     "h" + B({0}) + "(" + Int1(3) + Int1(4) + "e";
+  std::string list = "(" + Int1(1) + Int1(2) + "l" + "q" + B({0}) + "h" + B({0}) + B({0x85}) + "h" +
+                     B({0}) + "(" + Int1(3) + Int1(4) + "e";
   // A dict built by DICT, shared the same way, then SETITEMS replacing a
   // value and adding a key.
   std::string dict = "(" + Short("k") + Int1(1) + "d" + "q" + B({1}) + B({0x85}) + "h" + B({1}) +
@@ -584,6 +584,55 @@ TEST(TorchZip, LayoutRules) {
       Parse(
           Zip({{"a/data.pkl", pkl}, {"a/data/0", data}, {"a/version", "3"}, {"a/notes.txt", "x"}})),
       StatusCode::kUnsupported);
+}
+
+TEST(TorchZip, StorageKeysAreFoundInAnyMemberOrder) {
+  // Records in an order that is neither the keys' nor data.pkl's; key "1"
+  // used by two tensors (one storage, an alias); "10" a prefix of none.
+  const std::string four = "\x01\x02\x03\x04";
+  auto pkl = [](const std::string& last_key) {
+    return Pkl("}(" + Short("a") + TensorV2("IntStorage", "10", 1, 0, {1}, {1}) + Short("b") +
+               TensorV2("IntStorage", "1", 1, 0, {1}, {1}) + Short("c") +
+               TensorV2("IntStorage", "2", 1, 0, {1}, {1}) + Short("d") +
+               TensorV2("IntStorage", last_key, 1, 0, {1}, {1}) + "u");
+  };
+  InProcessResult r = Parse(Zip({{"a/data.pkl", pkl("1")},
+                                 {"a/data/2", "\x03\x03\x03\x03"},
+                                 {"a/data/10", four},
+                                 {"a/data/1", "\x02\x02\x02\x02"},
+                                 {"a/version", "3"}}));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.tensors["a"].bytes, four);
+  EXPECT_EQ(r.tensors["b"].bytes, "\x02\x02\x02\x02");
+  EXPECT_EQ(r.tensors["c"].bytes, "\x03\x03\x03\x03");
+  EXPECT_EQ(r.tensors["d"].alias_of, "b");  // one storage, one view: tied
+  // A key with no record (a miss between, and past, the layout's keys).
+  for (const char* missing : {"11", "3"}) {
+    InProcessResult m = Parse(Zip({{"a/data.pkl", pkl(missing)},
+                                   {"a/data/2", four},
+                                   {"a/data/10", four},
+                                   {"a/data/1", four},
+                                   {"a/version", "3"}}));
+    EXPECT_CODE(m, StatusCode::kMalformed);
+    EXPECT_NE(m.status.message().find("storage '" + std::string(missing) +
+                                      "' (torch.IntStorage) has no record data/" + missing),
+              std::string::npos)
+        << m.status.ToString();
+  }
+  // Two records no tensor refers to: the first in key order is named ("10"
+  // before "9", as strings), whatever the members' order.
+  InProcessResult hidden = Parse(Zip({{"a/data.pkl", pkl("1")},
+                                      {"a/data/9", four},
+                                      {"a/data/2", four},
+                                      {"a/data/1", four},
+                                      {"a/data/10", four},
+                                      {"a/data/11", four},
+                                      {"a/version", "3"}}));
+  EXPECT_CODE(hidden, StatusCode::kMalformed);
+  EXPECT_NE(hidden.status.message().find(
+                "PyTorch archive member 'a/data/11' is not referred to by data.pkl (hidden data)"),
+            std::string::npos)
+      << hidden.status.ToString();
 }
 
 TEST(TorchZip, TorchScriptArchivesAreRefused) {
