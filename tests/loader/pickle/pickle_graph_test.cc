@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "loader/pickle/pickle_interpreter.h"
+
 namespace safemodel::loader::pickle {
 namespace {
 
@@ -145,6 +147,52 @@ TEST(GraphItems, AByteKindKeepsItsBytesAndHasNoItems) {
   g.objects[tuple].set_data(AsBytes(text));
   EXPECT_TRUE(g.objects[tuple].data().empty());
   EXPECT_TRUE(SameItems(g.objects[tuple].items(), Items(2, 5)));
+}
+
+// The memo's 8-byte slots give back exactly the Ref stored: a heap object's
+// kind and id (the largest id too), an inline value's every bit.
+TEST(Memo, SlotsGiveBackEveryKindOfValue) {
+  Memo memo;
+  const double neg_zero = -0.0;
+  const std::vector<Ref> values = {
+      Ref::Heap(Kind::kStr, 0),
+      Ref::Heap(Kind::kOpaque, 0xFFFFFFFE),
+      Ref::Heap(Kind::kRecord, 123456),
+      Ref::Heap(Kind::kBigInt, 7),
+      Ref::None(),
+      Ref::Bool(true),
+      Ref::Int(INT64_MIN),
+      Ref::Int(-1),
+      Ref::Float(neg_zero),
+      Ref::Float(1e308),
+  };
+  for (size_t k = 0; k < values.size(); ++k) ASSERT_TRUE(memo.Put(k, values[k]));
+  EXPECT_EQ(memo.size(), values.size());
+  EXPECT_EQ(memo.inline_values(), 6u);
+  for (size_t k = 0; k < values.size(); ++k) {
+    const std::optional<Ref> got = memo.Find(k);
+    ASSERT_TRUE(got.has_value()) << k;
+    EXPECT_EQ(got->kind, values[k].kind) << k;
+    if (values[k].is_heap()) {
+      EXPECT_EQ(got->id, values[k].id) << k;
+    } else {
+      EXPECT_EQ(got->i, values[k].i) << k;  // the float's bits too
+    }
+  }
+  EXPECT_FALSE(memo.Find(values.size()).has_value());
+  EXPECT_FALSE(memo.Find(uint64_t{1} << 40).has_value());
+  // Replacing: heap -> inline -> heap -> inline, many times, in one slot:
+  // the slot's inline value is reused, nothing accumulates.
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(memo.Put(0, Ref::Int(i)));
+    ASSERT_TRUE(memo.Put(0, Ref::Heap(Kind::kTuple, static_cast<ObjId>(i))));
+    ASSERT_TRUE(memo.Put(4, Ref::Float(i)));
+  }
+  EXPECT_EQ(memo.size(), values.size());
+  EXPECT_EQ(memo.inline_values(), 7u);
+  EXPECT_EQ(memo.Find(0)->kind, Kind::kTuple);
+  EXPECT_EQ(memo.Find(0)->id, 999u);
+  EXPECT_EQ(memo.Find(4)->f, 999.0);
 }
 
 }  // namespace
