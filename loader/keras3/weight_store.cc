@@ -186,7 +186,7 @@ Status ReadNpzMember(ByteView member, const std::string& where, const std::strin
     const pickle::Object& o = graph->objects[id];
     const std::string& name = graph->name(id);
     if (o.kind == pickle::Kind::kGlobal && !IsNumpyDataGlobal(name)) {
-      ctx.Refuse("pickle.global", where + " byte " + Num(h.data_offset + o.offset),
+      ctx.Refuse("pickle.global", where + " byte " + Num(h.data_offset + graph->offset(id)),
                  "the npz store's pickle names '" + Printable(name) +
                      "', which is not one of numpy's array constructors; np.load(allow_pickle="
                      "True) would import and call it",

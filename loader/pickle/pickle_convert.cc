@@ -502,12 +502,11 @@ uint64_t Converter::FortranIndex(const std::vector<uint64_t>& shape, uint64_t fl
 // An instance: {"$class": name, ["$user_class": true,] ["$slots": {...},]
 // attributes...}; a module's _parameters/_buffers/_modules add no name part.
 Status Converter::VisitInstance(const Work& w, const InstanceInfo& inst) {
-  const Object& cls = g_.objects[inst.cls];
   const std::string& cls_name = g_.name(inst.cls);
   const bool user = g_.global(inst.cls).kind == GlobalKind::kUnknown;
   const bool module = g_.global(inst.cls).kind == GlobalKind::kNnModule || user;
   if (user && noted_user_classes_.insert(cls_name).second) {
-    ctx_.Note("pickle.user_class", s_.where + " byte " + Num(cls.offset),
+    ctx_.Note("pickle.user_class", s_.where + " byte " + Num(g_.offset(inst.cls)),
               "instance of " + cls_name +
                   ", a class defined by the program that saved the file: recorded by name only; "
                   "its code is not in the file and is not part of the output");
@@ -589,11 +588,10 @@ Status Converter::VisitRecord(const Work& w) {
 // would hold and could call the user's code. The machine has let it through
 // because the same name is instantiated elsewhere.
 Status Converter::VisitGlobal(const Work& w) {
-  const Object& g = g_.at(w.ref);
   const std::string& name = g_.name(w.ref);
   if (g_.global(w.ref).kind == GlobalKind::kUnknown) {
-    ctx_.Refuse("pickle.global", s_.where + " byte " + Num(g.offset),
-                name + " at byte " + Num(g.offset) + " of " + s_.where +
+    ctx_.Refuse("pickle.global", s_.where + " byte " + Num(g_.offset(w.ref.id)),
+                name + " at byte " + Num(g_.offset(w.ref.id)) + " of " + s_.where +
                     ": a name from the user's script is kept as a value (at '" + Printable(w.name) +
                     "'), not only instantiated; loading would resolve it "
                     "and the object would hold it",

@@ -184,9 +184,10 @@ struct InstanceInfo {
 
 inline bool IsByteKind(Kind k) { return k >= Kind::kBigInt && k <= Kind::kByteArray; }
 
-// One heap object. Kept small (48 bytes): a checkpoint of n tensors holds
+// One heap object. Kept small (40 bytes): a checkpoint of n tensors holds
 // about 10n of them. What few objects carry (the name of a kGlobal or a
-// record's text, a dict's BUILD attributes) lives in Graph side tables; a
+// record's text and a kGlobal's offset, a dict's BUILD attributes) lives in
+// Graph side tables; a
 // container's items live in the Graph's item storage (Graph::SetItems,
 // Graph::GrowItems), not in a vector of their own.
 struct Object {
@@ -197,8 +198,7 @@ struct Object {
   uint32_t aux = UINT32_MAX;    // index into the Graph side table of `record`
   uint32_t named = UINT32_MAX;  // kGlobal, text records: index into Graph::named
   uint32_t keys = UINT32_MAX;   // kDict, kSet once large: index into Graph::key_index
-  uint64_t offset = 0;  // byte offset of the opcode that made it
-  uint64_t hash = 0;    // cached hash of a kStr/kBytes/kBigInt key
+  uint64_t hash = 0;            // cached hash of a kStr/kBytes/kBigInt key
 
   // The bytes of a kStr, kBytes, kByteArray or kBigInt; empty for any other
   // kind.
@@ -240,7 +240,7 @@ struct Object {
   uint32_t hi_ = 0;
 };
 // A file of n tensors holds ~10n objects: keep them small (LP64).
-static_assert(sizeof(Object) <= 48, "Object grew: memory per tensor grows with it");
+static_assert(sizeof(Object) <= 40, "Object grew: memory per tensor grows with it");
 
 // The items of containers that are complete when they are built (tuples,
 // the arguments of a call, a record's parts), copied into chunks of
@@ -272,7 +272,7 @@ class ItemArena {
 // copies at once while it does.
 class ObjectStore {
  public:
-  static constexpr size_t kChunkBits = 15;  // 32,768 objects (1.5 MB) a chunk
+  static constexpr size_t kChunkBits = 15;  // 32,768 objects (1.3 MB) a chunk
   static constexpr size_t kChunk = size_t{1} << kChunkBits;
 
   Object& operator[](ObjId id) { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
@@ -306,7 +306,8 @@ class ObjectStore {
 // payload of a record (a torch.device, a layout).
 struct Named {
   std::string name;
-  GlobalEntry global;  // kGlobal
+  GlobalEntry global;   // kGlobal
+  uint64_t offset = 0;  // kGlobal: byte offset of the opcode that made it
 };
 
 // The objects of one or more pickle streams (a legacy torch file has five
@@ -379,8 +380,20 @@ struct Graph {
       n = static_cast<uint32_t>(named.size());
       named.push_back({std::move(name), global});
     } else {
-      named[n] = {std::move(name), global};
+      named[n].name = std::move(name);
+      named[n].global = global;
     }
+  }
+  // Records where a kGlobal was made (its entry made now, named later).
+  void SetOffset(ObjId id, uint64_t offset) {
+    SetName(id, "");
+    named[objects[id].named].offset = offset;
+  }
+  // The byte offset of the opcode that made a kGlobal (0 for other objects:
+  // only names are located in messages).
+  uint64_t offset(ObjId id) const {
+    const uint32_t n = objects[id].named;
+    return n == UINT32_MAX ? 0 : named[n].offset;
   }
   // `name` as one of storage_types (added on first use).
   std::string_view InternStorageType(std::string_view name) {

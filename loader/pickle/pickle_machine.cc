@@ -71,11 +71,10 @@ Result<Ref> Machine::New(Kind kind, uint64_t offset) {
     return Status::LimitExceeded(options_.where + ": more than " + Num(kMaxObjects) +
                                  " objects (limit)");
   }
-  graph_.objects.emplace_back();
-  Object& o = graph_.objects.back();
-  o.kind = kind;
-  o.offset = offset;
-  return Ref::Heap(kind, static_cast<ObjId>(graph_.objects.size() - 1));
+  graph_.objects.emplace_back().kind = kind;
+  const ObjId id = static_cast<ObjId>(graph_.objects.size() - 1);
+  if (kind == Kind::kGlobal) graph_.SetOffset(id, offset);
+  return Ref::Heap(kind, id);
 }
 
 Result<Ref> Machine::Run(ByteView data, uint64_t start, uint64_t* end) {
@@ -276,8 +275,8 @@ Status Interpreter::FinishOuter() {
   for (ObjId id : user_globals()) {
     Object& g = g_.objects[id];
     if (!g.consumed) {
-      m_.Refuse("pickle.global", g.offset,
-                g_.name(id) + " at byte " + Num(options().base + g.offset) +
+      m_.Refuse("pickle.global", g_.offset(id),
+                g_.name(id) + " at byte " + Num(options().base + g_.offset(id)) +
                     ": a name from the user's script that is not used as a class to "
                     "instantiate; loading would resolve it",
                 {g_.name(id)});

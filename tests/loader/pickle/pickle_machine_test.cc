@@ -285,6 +285,9 @@ TEST(PickleOpcodes, UserClassesAreRecordedByNameOnly) {
   EXPECT_EQ(Json(r.metadata), "{\"$class\":\"__main__.Net\",\"$user_class\":true,\"w\":[1]}");
   EXPECT_EQ(Rules(r.findings, Finding::Severity::kNote),
             (std::vector<std::string>{"pickle.user_class"}));
+  // Each finding is located at the name's GLOBAL opcode (byte 2, after PROTO).
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].location, "pickle byte 2");
   // Calling it (REDUCE) runs its code: refused.
   InProcessResult call = Parse(P2(Global("__main__", "Net") + ")R"));
   EXPECT_REFUSED(call, "pickle.call");
@@ -292,6 +295,10 @@ TEST(PickleOpcodes, UserClassesAreRecordedByNameOnly) {
   InProcessResult bare = Parse(P2(Global("__main__", "helper")));
   EXPECT_REFUSED(bare, "pickle.global");
   EXPECT_EQ(Refs(bare), (std::vector<std::string>{"__main__.helper"}));
+  ASSERT_EQ(bare.findings.size(), 1u);
+  EXPECT_EQ(bare.findings[0].location, "pickle byte 2");
+  EXPECT_NE(bare.findings[0].message.find("__main__.helper at byte 2:"), std::string::npos)
+      << bare.findings[0].message;
   // Instantiated once and also kept as a value through the memo
   // ({'obj': Evil(), 'cls': <Evil>}): the value is refused, not rendered.
   InProcessResult memo = Parse(P2("}(" + Short("obj") + Global("__main__", "Evil") + "q" +
@@ -299,6 +306,11 @@ TEST(PickleOpcodes, UserClassesAreRecordedByNameOnly) {
                                   "u"));
   EXPECT_REFUSED(memo, "pickle.global");
   EXPECT_EQ(Refs(memo), (std::vector<std::string>{"__main__.Evil"}));
+  for (const Finding& f : memo.findings) {
+    if (f.severity != Finding::Severity::kRefused) continue;
+    EXPECT_EQ(f.location, "pickle byte 9");  // after PROTO, EMPTY_DICT, MARK, 'obj'
+    EXPECT_NE(f.message.find("at byte 9 of pickle"), std::string::npos) << f.message;
+  }
 }
 
 // ---- Refusal rules ------------------------------------------------------------------
