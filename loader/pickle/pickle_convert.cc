@@ -135,6 +135,10 @@ class Converter {
     }
   };
   std::map<ViewKey, std::vector<size_t>> views_;
+  // Per storage (side-table index): how many tensors view it, up to 2. Only
+  // a storage viewed twice or more can hold tied views, so only its views
+  // go into views_ (a map node and three small vectors per tensor).
+  std::vector<uint8_t> views_of_storage_;
   std::unordered_map<ObjId, uint32_t> storage_slots_;  // -> TorchSources' storage slot
   std::shared_ptr<TorchSources> torch_sources_;  // made by the first torch tensor
   bool big_endian_noted_ = false;
@@ -781,7 +785,10 @@ Status Converter::AddTorchTensor(Pending& p) {
     ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
   }
   const uint32_t strides_slot = strides == c_strides ? 0 : torch_sources_->AddStrides(strides);
-  views_[ViewKey{sid, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(out_->tensors.size());
+  if (p.link < views_of_storage_.size() && views_of_storage_[p.link] >= 2) {
+    views_[ViewKey{sid, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(
+        out_->tensors.size());
+  }
   t.source = ElementSource(torch_sources_.get(), SourceArgs{slot, offset, swap, strides_slot});
   out_->tensors.push_back(std::move(t));
   return Status::Ok();
@@ -811,6 +818,17 @@ void Converter::TieViews() {
 
 // Turns every registered tensor-like object into a Tensor with a lazy source.
 Status Converter::EmitTensors() {
+  views_of_storage_.assign(g_.storages.size(), 0);
+  for (const Pending& p : tensors_) {
+    if (p.record != RecordKind::kNdArray && p.link < views_of_storage_.size() &&
+        views_of_storage_[p.link] < 2) {
+      ++views_of_storage_[p.link];
+    }
+  }
+  // One allocation of the final size: grown by doubling, the list (160
+  // bytes a tensor) would hold its old and new buffers at once at the
+  // conversion's peak.
+  out_->tensors.reserve(out_->tensors.size() + tensors_.size());
   for (Pending& p : tensors_) {
     if (p.record == RecordKind::kNdArray) {
       out_->tensors.push_back(NumpyTensor(p));

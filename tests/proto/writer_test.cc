@@ -8,17 +8,18 @@
 #include "proto/writer.h"
 
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "proto/digest.h"
-#include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
+
+#include "safemodel/reader.h"
+
+#include "proto/digest.h"
 
 namespace safemodel::testing {
 namespace {
