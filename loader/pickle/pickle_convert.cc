@@ -99,7 +99,7 @@ class Converter {
     uint32_t link;     // the storage's (or numpy dtype's) side-table index
     std::string name;
   };
-  Result<uint32_t> StorageFor(ObjId sid, uint32_t storage_aux);
+  Result<uint32_t> StorageFor(uint32_t storage_aux);
   Tensor NumpyTensor(const Pending& p);
   Status AddTorchTensor(Pending& p);
   bool PureStateDict(Ref root);
@@ -139,7 +139,8 @@ class Converter {
   // a storage viewed twice or more can hold tied views, so only its views
   // go into views_ (a map node and three small vectors per tensor).
   std::vector<uint8_t> views_of_storage_;
-  std::unordered_map<ObjId, uint32_t> storage_slots_;  // -> TorchSources' storage slot
+  // Per storage (side-table index): its TorchSources slot + 1, or 0.
+  std::vector<uint32_t> storage_slots_;
   std::shared_ptr<TorchSources> torch_sources_;  // made by the first torch tensor
   bool big_endian_noted_ = false;
 };
@@ -697,11 +698,12 @@ Status Converter::Visit(const Work& w) {
   return Status::Internal("unknown kind");
 }
 
-// The slot in torch_sources_ of storage record `sid`'s data, resolved once
-// by the container.
-Result<uint32_t> Converter::StorageFor(ObjId sid, uint32_t storage_aux) {
-  auto it = storage_slots_.find(sid);
-  if (it != storage_slots_.end()) return it->second;
+// The slot in torch_sources_ of the data of the storage record at side-table
+// index `storage_aux` (one record per index), resolved once by the container.
+Result<uint32_t> Converter::StorageFor(uint32_t storage_aux) {
+  if (storage_aux < storage_slots_.size() && storage_slots_[storage_aux] != 0) {
+    return storage_slots_[storage_aux] - 1;
+  }
   if (!s_.storages)
     return Status::Malformed(s_.where + ": a torch storage in a file that has none");
   if (storage_aux >= g_.storages.size()) {
@@ -713,7 +715,8 @@ Result<uint32_t> Converter::StorageFor(ObjId sid, uint32_t storage_aux) {
     out_->keepalive.push_back(torch_sources_);
   }
   const uint32_t slot = torch_sources_->AddStorage(std::move(d));
-  storage_slots_.emplace(sid, slot);
+  if (storage_slots_.size() < g_.storages.size()) storage_slots_.resize(g_.storages.size(), 0);
+  storage_slots_[storage_aux] = slot + 1;
   return slot;
 }
 
@@ -760,7 +763,7 @@ Status Converter::AddTorchTensor(Pending& p) {
     strides = ti.strides;
     offset = ti.offset;
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(const uint32_t slot, StorageFor(sid, p.link));
+  SAFEMODEL_ASSIGN_OR_RETURN(const uint32_t slot, StorageFor(p.link));
   const StorageData* sd = &torch_sources_->storage(slot);
   const uint64_t elem = DTypeSize(t.dtype);
   t.name = std::move(p.name);  // tensors_ is not read after EmitTensors

@@ -263,10 +263,40 @@ Status ReadTorchRecords(ZipArchive& zip, const TorchLayout& layout, bool* big_en
 // The resolver refers to `layout` (a copy of its map would cost an
 // allocation per storage): it is used by the conversion only, while the
 // layout lives.
+// The data/<key> members of a torch zip, by their index in the archive's
+// entries.
+class ZipStorageMembers final : public pickle::StorageMembers {
+ public:
+  ZipStorageMembers(std::shared_ptr<ZipArchive> zip, uint64_t memory_limit)
+      : zip_(std::move(zip)), memory_limit_(memory_limit) {}
+  uint64_t IndexOf(const ZipEntry* e) const {
+    return static_cast<uint64_t>(e - zip_->entries().data());
+  }
+  Result<Elements> Fetch(uint64_t member) const override {
+    const ZipEntry& e = zip_->entries()[member];
+    Elements el;
+    if (e.method == 0) {
+      SAFEMODEL_ASSIGN_OR_RETURN(el.view, zip_->StoredData(e));
+      return el;
+    }
+    SAFEMODEL_ASSIGN_OR_RETURN(el.owned, zip_->ReadAll(e, memory_limit_));
+    el.view = el.owned.view();
+    return el;
+  }
+  std::string Origin(uint64_t member) const override {
+    return "zip member '" + Printable(zip_->entries()[member].name) + "'";
+  }
+
+ private:
+  std::shared_ptr<ZipArchive> zip_;
+  uint64_t memory_limit_;
+};
+
 pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const TorchLayout& layout,
                                     bool big_endian, uint64_t memory_limit) {
-  return [zip, layout_storages = &layout.storages, big_endian,
-          memory_limit](const StorageInfo& s) -> Result<pickle::StorageData> {
+  auto members = std::make_shared<const ZipStorageMembers>(std::move(zip), memory_limit);
+  return [members, layout_storages = &layout.storages,
+          big_endian](const StorageInfo& s) -> Result<pickle::StorageData> {
     const ZipEntry* e = layout_storages->Find(s.key);
     if (e == nullptr) {
       return Status::Malformed("storage '" + s.key + "' (" + std::string(s.type_name) +
@@ -282,17 +312,8 @@ pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const Torch
     pickle::StorageData d;
     d.nbytes = bytes;
     d.big_endian = big_endian;
-    d.origin = "zip member '" + Printable(e->name) + "'";
-    d.fetch = [zip, e, memory_limit]() -> Result<Elements> {
-      Elements el;
-      if (e->method == 0) {
-        SAFEMODEL_ASSIGN_OR_RETURN(el.view, zip->StoredData(*e));
-        return el;
-      }
-      SAFEMODEL_ASSIGN_OR_RETURN(el.owned, zip->ReadAll(*e, memory_limit));
-      el.view = el.owned.view();
-      return el;
-    };
+    d.members = members;
+    d.member = members->IndexOf(e);
     return d;
   };
 }
