@@ -631,6 +631,15 @@ TEST(TorchZip, StorageKeysAreFoundInAnyMemberOrder) {
               std::string::npos)
         << m.status.ToString();
   }
+  // A view past its storage names the storage's member.
+  InProcessResult oob = Parse(Zip(
+      {{"a/data.pkl", Pkl("}(" + Short("w") + TensorV2("IntStorage", "10", 1, 0, {2}, {1}) + "u")},
+       {"a/data/10", four},
+       {"a/version", "3"}}));
+  EXPECT_CODE(oob, StatusCode::kMalformed);
+  EXPECT_NE(oob.status.message().find("data.pkl' tensor 'w' (zip member 'a/data/10')"),
+            std::string::npos)
+      << oob.status.ToString();
   // Two records no tensor refers to: the first in key order is named ("10"
   // before "9", as strings), whatever the members' order.
   InProcessResult hidden = Parse(Zip({{"a/data.pkl", pkl("1")},
