@@ -242,6 +242,16 @@ struct Object {
 // A file of n tensors holds ~10n objects: keep them small (LP64).
 static_assert(sizeof(Object) <= 40, "Object grew: memory per tensor grows with it");
 
+// Memory for the graph's chunks (objects, items): pages mapped for the
+// chunk alone, so that freeing the graph before the conversion returns them
+// at once. Taken from malloc's heap, chunks freed in the middle of it stay
+// resident as holes that the conversion's own large blocks (its tensor list)
+// do not fit, and the conversion's peak sits on top of them. Sanitizer builds
+// take the chunks from the sanitizer's allocator, which checks their bounds.
+// Throws std::bad_alloc when the memory is not there (as operator new).
+void* AllocateChunk(size_t bytes);
+void FreeChunk(void* chunk, size_t bytes);
+
 // The items of containers that are complete when they are built (tuples,
 // the arguments of a call, a record's parts), copied into chunks of
 // kChunkItems that never move and are never freed one by one: one
@@ -253,6 +263,11 @@ class ItemArena {
   static constexpr size_t kChunkItems = size_t{1} << 16;  // 65,536 items (1 MiB) a chunk
   static constexpr size_t kOwnBlockItems = kChunkItems / 4;
 
+  ItemArena() = default;
+  ItemArena(const ItemArena&) = delete;
+  ItemArena& operator=(const ItemArena&) = delete;
+  ~ItemArena() { clear(); }
+
   // A copy of `items` that stays where it is until clear(); null when empty.
   const Ref* Copy(std::span<const Ref> items);
   // Blocks allocated so far (chunks and own blocks).
@@ -261,19 +276,27 @@ class ItemArena {
   void clear();
 
  private:
-  std::vector<std::unique_ptr<Ref[]>> blocks_;
+  struct Block {
+    Ref* items;
+    size_t count;
+  };
+  std::vector<Block> blocks_;
   Ref* next_ = nullptr;  // free space in the last chunk
   size_t left_ = 0;
 };
 
 // The objects of a graph, by id, in chunks of kChunk that never move: a
 // vector grown by doubling would move every object (a million for 100,000
-// tensors) some twenty times, and hold both
-// copies at once while it does.
+// tensors) some twenty times, and hold both copies at once while it does.
 class ObjectStore {
  public:
   static constexpr size_t kChunkBits = 15;  // 32,768 objects (1.3 MB) a chunk
   static constexpr size_t kChunk = size_t{1} << kChunkBits;
+
+  ObjectStore() = default;
+  ObjectStore(const ObjectStore&) = delete;
+  ObjectStore& operator=(const ObjectStore&) = delete;
+  ~ObjectStore() { clear(); }
 
   Object& operator[](ObjId id) { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
   const Object& operator[](ObjId id) const {
@@ -282,23 +305,13 @@ class ObjectStore {
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   // Appends a default object; references to the others stay valid.
-  Object& emplace_back() {
-    if ((size_ & (kChunk - 1)) == 0) {
-      chunks_.emplace_back();
-      chunks_.back().reserve(kChunk);
-    }
-    ++size_;
-    return chunks_.back().emplace_back();
-  }
-  Object& back() { return chunks_.back().back(); }
+  Object& emplace_back();
+  Object& back() { return (*this)[static_cast<ObjId>(size_ - 1)]; }
   // Frees every object.
-  void clear() {
-    std::vector<std::vector<Object>>().swap(chunks_);
-    size_ = 0;
-  }
+  void clear();
 
  private:
-  std::vector<std::vector<Object>> chunks_;
+  std::vector<Object*> chunks_;
   size_t size_ = 0;
 };
 
