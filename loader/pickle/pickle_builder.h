@@ -78,8 +78,8 @@ class Builder {
   }
   // A record whose data is `info`, appended to the graph's side table
   // `table` (tensors, arrays, dtypes, instances), which Object::aux indexes.
-  template <typename Info>
-  Result<Ref> NewRecordWith(RecordKind record, std::vector<Info>& table, Info info) {
+  template <typename Table, typename Info>
+  Result<Ref> NewRecordWith(RecordKind record, Table& table, Info info) {
     SAFEMODEL_ASSIGN_OR_RETURN(Ref r, NewRecord(record));
     g_.at(r).aux = static_cast<uint32_t>(table.size());
     table.push_back(std::move(info));

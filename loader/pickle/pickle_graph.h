@@ -315,6 +315,34 @@ class ObjectStore {
   size_t size_ = 0;
 };
 
+// A side table indexed by position, in chunks of 2^kChunkBits entries that
+// never move: grown by doubling, a table of 100,000 tensor or storage records
+// (~10 MB) would hold its old and new buffers at once and keep up to half
+// its capacity unused.
+template <typename T, size_t kChunkBits>
+class ChunkedTable {
+ public:
+  static constexpr size_t kChunk = size_t{1} << kChunkBits;
+
+  T& operator[](size_t i) { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
+  const T& operator[](size_t i) const { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // Appends `value`; references to the others stay valid.
+  void push_back(T value) {
+    if ((size_ & (kChunk - 1)) == 0) {
+      chunks_.emplace_back();
+      chunks_.back().reserve(kChunk);
+    }
+    ++size_;
+    chunks_.back().push_back(std::move(value));
+  }
+
+ private:
+  std::vector<std::vector<T>> chunks_;
+  size_t size_ = 0;
+};
+
 // The name of a kGlobal ("module.name") and its table entry, or the text
 // payload of a record (a torch.device, a layout).
 struct Named {
@@ -338,8 +366,8 @@ struct Graph {
   // Key hash -> position, for dicts and sets of kIndexThreshold or more keys
   // (Object::keys indexes it; a deque: an index is never moved).
   std::deque<std::unordered_multimap<uint64_t, uint32_t>> key_index;
-  std::vector<TensorInfo> tensors;
-  std::vector<StorageInfo> storages;
+  ChunkedTable<TensorInfo, 12> tensors;    // 4,096 a chunk (360 KB)
+  ChunkedTable<StorageInfo, 12> storages;  // 4,096 a chunk (430 KB)
   // The distinct storage type names StorageInfo::type_name refers to (a
   // deque: they never move). Only names of the global table's storage
   // types are interned, so there are a few dozen at most.
