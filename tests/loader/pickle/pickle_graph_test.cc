@@ -149,6 +149,46 @@ TEST(GraphItems, AByteKindKeepsItsBytesAndHasNoItems) {
   EXPECT_TRUE(SameItems(g.objects[tuple].items(), Items(2, 5)));
 }
 
+TEST(ObjectStore, ChunksNeverMoveAndObjectsStartDefault) {
+  ObjectStore store;
+  std::vector<Object*> seen;
+  for (size_t i = 0; i < 2 * ObjectStore::kChunk + 3; ++i) {
+    Object& o = store.emplace_back();
+    EXPECT_EQ(o.kind, Kind::kNone);
+    EXPECT_EQ(o.aux, UINT32_MAX);
+    EXPECT_TRUE(o.items().empty());
+    o.aux = static_cast<uint32_t>(i);
+    seen.push_back(&o);
+  }
+  ASSERT_EQ(store.size(), 2 * ObjectStore::kChunk + 3);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    ASSERT_EQ(&store[static_cast<ObjId>(i)], seen[i]) << i;  // never moved
+    ASSERT_EQ(store[static_cast<ObjId>(i)].aux, i) << i;
+  }
+  EXPECT_EQ(&store.back(), seen.back());
+  store.clear();
+  EXPECT_TRUE(store.empty());
+  EXPECT_EQ(store.emplace_back().aux, UINT32_MAX);  // usable again
+}
+
+TEST(ChunkedTable, RecordsAcrossChunksKeepTheirPlaceAndValue) {
+  ChunkedTable<StorageInfo, 3> table;  // 8 a chunk
+  std::vector<const StorageInfo*> seen;
+  for (int i = 0; i < 30; ++i) {
+    StorageInfo s;
+    s.key = "storage-key-long-enough-for-the-heap-" + std::to_string(i);
+    s.numel = static_cast<uint64_t>(i);
+    table.push_back(std::move(s));
+    seen.push_back(&table[static_cast<size_t>(i)]);
+  }
+  ASSERT_EQ(table.size(), 30u);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    ASSERT_EQ(&table[i], seen[i]) << i;
+    EXPECT_EQ(table[i].numel, i);
+    EXPECT_EQ(table[i].key, "storage-key-long-enough-for-the-heap-" + std::to_string(i));
+  }
+}
+
 // The memo's 8-byte slots give back exactly the Ref stored: a heap object's
 // kind and id (the largest id too), an inline value's every bit.
 TEST(Memo, SlotsGiveBackEveryKindOfValue) {
