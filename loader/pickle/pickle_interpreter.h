@@ -169,6 +169,7 @@ class Interpreter : public Builder {
   uint64_t frame_end_ = 0;
   std::vector<Context> contexts_;
   bool noted_mmap_ = false;
+  Ref empty_tuple_;  // every EMPTY_TUPLE of this run, once made
 };
 
 }  // namespace safemodel::loader::pickle

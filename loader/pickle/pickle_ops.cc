@@ -115,14 +115,18 @@ Status Interpreter::OpReadOnlyBuffer() {
 // Building tuples, lists, dicts and sets.
 Status Interpreter::StepContainer(uint8_t op) {
   switch (op) {
-    case kEmptyList:
     case kEmptyTuple:
+      // Python's () is one object: an empty tuple can never change, so
+      // every EMPTY_TUPLE of a run is one object too (torch.save writes one
+      // per tensor, the arguments of its OrderedDict()).
+      if (empty_tuple_.kind != Kind::kTuple) {
+        SAFEMODEL_ASSIGN_OR_RETURN(empty_tuple_, New(Kind::kTuple));
+      }
+      return Push(empty_tuple_);
+    case kEmptyList:
     case kEmptyDict:
     case kEmptySet: {
-      const Kind k = op == kEmptyList    ? Kind::kList
-                     : op == kEmptyTuple ? Kind::kTuple
-                     : op == kEmptyDict  ? Kind::kDict
-                                         : Kind::kSet;
+      const Kind k = op == kEmptyList ? Kind::kList : op == kEmptyDict ? Kind::kDict : Kind::kSet;
       SAFEMODEL_ASSIGN_OR_RETURN(Ref r, New(k));
       return Push(r);
     }

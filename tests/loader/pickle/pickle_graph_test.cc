@@ -11,7 +11,9 @@
 #include <utility>
 #include <vector>
 
+#include "loader/parser.h"
 #include "loader/pickle/pickle_interpreter.h"
+#include "loader/pickle/pickle_machine.h"
 
 namespace safemodel::loader::pickle {
 namespace {
@@ -187,6 +189,27 @@ TEST(ChunkedTable, RecordsAcrossChunksKeepTheirPlaceAndValue) {
     EXPECT_EQ(table[i].numel, i);
     EXPECT_EQ(table[i].key, "storage-key-long-enough-for-the-heap-" + std::to_string(i));
   }
+}
+
+// Python's () is one object: every EMPTY_TUPLE of a run is one graph
+// object; a TUPLE of no items and other tuples are objects of their own.
+TEST(GraphItems, EveryEmptyTupleOfARunIsOneObject) {
+  // PROTO 2, MARK, EMPTY_TUPLE x3, MARK TUPLE (empty), TUPLE, STOP.
+  const std::string p = std::string("\x80\x02(") + ")))" + "(t" + "t.";
+  ParseContext ctx(ParseOptions{});
+  Graph g;
+  Machine m(ctx, g, MachineOptions{});
+  uint64_t end = 0;
+  Result<Ref> root = m.Run(AsBytes(p), 0, &end);
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  EXPECT_EQ(end, p.size());
+  ASSERT_EQ(root->kind, Kind::kTuple);
+  const std::span<const Ref> items = g.items(*root);
+  ASSERT_EQ(items.size(), 4u);
+  EXPECT_EQ(items[0].id, items[1].id);
+  EXPECT_EQ(items[1].id, items[2].id);
+  EXPECT_NE(items[3].id, items[0].id);  // made by TUPLE
+  EXPECT_EQ(g.objects.size(), 3u);      // (), the TUPLE's (), the root
 }
 
 // The memo's 8-byte slots give back exactly the Ref stored: a heap object's
