@@ -759,8 +759,8 @@ Status Converter::AddTorchTensor(Pending& p) {
   } else {
     const TensorInfo& ti = g_.tensors[p.aux];
     t.dtype = ti.dtype;
-    shape = ti.shape;
-    strides = ti.strides;
+    shape = ti.shape.ToVector();
+    strides = ti.strides.ToVector();
     offset = ti.offset;
   }
   SAFEMODEL_ASSIGN_OR_RETURN(const uint32_t slot, StorageFor(p.link));

@@ -13,6 +13,7 @@
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_GRAPH_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_GRAPH_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -124,6 +125,75 @@ struct TensorExtra {
   std::vector<std::pair<std::string, Ref>> components;
 };
 
+// A tensor's sizes or strides: up to kInline values in the object (ranks
+// 1-3: biases, linear weights, embeddings), more in a heap block. A vector
+// would put even one value in a heap block of its own, two per tensor.
+template <typename T>
+class Dims {
+ public:
+  static constexpr size_t kInline = 3;
+
+  Dims() = default;
+  Dims(const Dims& other) { Assign(other.data(), other.size_); }
+  Dims(Dims&& other) noexcept { Take(other); }
+  Dims& operator=(const Dims& other) {
+    if (this != &other) Assign(other.data(), other.size_);
+    return *this;
+  }
+  Dims& operator=(Dims&& other) noexcept {
+    if (this != &other) {
+      Free();
+      Take(other);
+    }
+    return *this;
+  }
+  Dims& operator=(const std::vector<T>& v) {
+    Assign(v.data(), static_cast<uint32_t>(v.size()));
+    return *this;
+  }
+  ~Dims() { Free(); }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  const T* data() const { return size_ <= kInline ? inline_ : heap_; }
+  const T* begin() const { return data(); }
+  const T* end() const { return data() + size_; }
+  T operator[](size_t i) const { return data()[i]; }
+  std::vector<T> ToVector() const { return {begin(), end()}; }
+
+ private:
+  // `n` is bounded by the callers' rank limit (kMaxRank).
+  void Assign(const T* values, uint32_t n) {
+    Free();
+    T* to = inline_;
+    if (n > kInline) {
+      heap_ = new T[n];
+      to = heap_;
+    }
+    std::copy(values, values + n, to);
+    size_ = n;
+  }
+  void Take(Dims& other) {
+    size_ = other.size_;
+    if (size_ <= kInline) {
+      std::copy(other.inline_, other.inline_ + size_, inline_);
+    } else {
+      heap_ = other.heap_;
+    }
+    other.size_ = 0;
+  }
+  void Free() {
+    if (size_ > kInline) delete[] heap_;
+    size_ = 0;
+  }
+
+  uint32_t size_ = 0;
+  union {
+    T inline_[kInline];
+    T* heap_;
+  };
+};
+
 // A torch tensor: a strided view of a storage, in elements.
 struct TensorInfo {
   enum class Layout : uint8_t { kStrided, kQuantized, kSparse };
@@ -131,8 +201,8 @@ struct TensorInfo {
   ObjId storage = kNoObj;  // kStorage record (strided, quantized)
   DType dtype = DType::kInvalid;
   uint64_t offset = 0;  // storage offset in elements
-  std::vector<uint64_t> shape;
-  std::vector<int64_t> strides;
+  Dims<uint64_t> shape;
+  Dims<int64_t> strides;
   bool requires_grad = false;
   bool parameter = false;
   std::unique_ptr<TensorExtra> extra;  // set for kQuantized and kSparse
