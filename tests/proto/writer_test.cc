@@ -8,18 +8,17 @@
 #include "proto/writer.h"
 
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "tests/testing/test_util.h"
-
-#include "safemodel/reader.h"
-
 #include "proto/digest.h"
+#include "safemodel/reader.h"
+#include "tests/testing/test_util.h"
 
 namespace safemodel::testing {
 namespace {
