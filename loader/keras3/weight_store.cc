@@ -186,7 +186,7 @@ Status ReadNpzMember(ByteView member, const std::string& where, const std::strin
     const pickle::Object& o = graph->objects[id];
     const std::string& name = graph->name(id);
     if (o.kind == pickle::Kind::kGlobal && !IsNumpyDataGlobal(name)) {
-      ctx.Refuse("pickle.global", where + " byte " + Num(h.data_offset + o.offset),
+      ctx.Refuse("pickle.global", where + " byte " + Num(h.data_offset + graph->offset(id)),
                  "the npz store's pickle names '" + Printable(name) +
                      "', which is not one of numpy's array constructors; np.load(allow_pickle="
                      "True) would import and call it",
@@ -200,13 +200,13 @@ Status ReadNpzMember(ByteView member, const std::string& where, const std::strin
   const pickle::Object* dict = nullptr;
   if (root->kind == pickle::Kind::kRecord && g.at(*root).record == pickle::RecordKind::kNdArray) {
     const pickle::ArrayInfo& a = g.arrays[g.at(*root).aux];
-    if (a.built && a.items.kind == pickle::Kind::kList && g.at(a.items).items.size() == 1 &&
-        g.at(a.items).items[0].kind == pickle::Kind::kDict) {
-      dict = &g.at(g.at(a.items).items[0]);
+    if (a.built && a.items.kind == pickle::Kind::kList && g.at(a.items).items().size() == 1 &&
+        g.at(a.items).items()[0].kind == pickle::Kind::kDict) {
+      dict = &g.at(g.at(a.items).items()[0]);
     }
   }
   if (dict == nullptr) return Bad(where + ": the object array does not hold a dict of variables");
-  const pickle::Ref dict_ref = g.at(g.arrays[g.at(*root).aux].items).items[0];
+  const pickle::Ref dict_ref = g.at(g.arrays[g.at(*root).aux].items).items()[0];
   ParsedModel scratch;
   pickle::ConvertSettings settings;
   settings.where = where;
@@ -225,9 +225,10 @@ Status ReadNpzMember(ByteView member, const std::string& where, const std::strin
   const std::string prefix = path.empty() ? "vars/" : path + "/vars/";
   KeyedStringMap<size_t> by_name;
   for (size_t i = 0; i < scratch.tensors.size(); ++i) by_name.emplace(scratch.tensors[i].name, i);
-  for (size_t k = 0; k + 1 < dict->items.size(); k += 2) {
-    if (dict->items[k].kind != pickle::Kind::kStr) return Bad(where + ": a variable key is not a string");
-    const std::string key(g.text(dict->items[k]));
+  for (size_t k = 0; k + 1 < dict->items().size(); k += 2) {
+    if (dict->items()[k].kind != pickle::Kind::kStr)
+      return Bad(where + ": a variable key is not a string");
+    const std::string key(g.text(dict->items()[k]));
     auto t = by_name.find(key);
     if (t == by_name.end() || !scratch.tensors[t->second].alias_of.empty()) {
       return Bad(where + ": variable '" + Printable(key) + "' is not a numeric array of its own");

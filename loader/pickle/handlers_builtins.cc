@@ -31,10 +31,10 @@ Status FillFromPairs(Builder& m, const Call& call, Ref d, Ref src) {
   }
   SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> pairs, m.CopyItems(src));
   for (Ref p : pairs) {
-    if ((p.kind != Kind::kList && p.kind != Kind::kTuple) || g.at(p).items.size() != 2) {
+    if ((p.kind != Kind::kList && p.kind != Kind::kTuple) || g.at(p).items().size() != 2) {
       return Status::Malformed(call.name + " argument must be a list of pairs" + m.At());
     }
-    Ref k = g.at(p).items[0], v = g.at(p).items[1];
+    Ref k = g.at(p).items()[0], v = g.at(p).items()[1];
     SAFEMODEL_RETURN_IF_ERROR(SetItem(m, d, k, v));
   }
   return Status::Ok();
@@ -98,12 +98,14 @@ Result<Ref> ReduceCodecsEncode(Builder& m, const Call& call) {
 Result<Ref> ReduceComplex(Builder& m, const Call& call) {
   SAFEMODEL_RETURN_IF_ERROR(call.Arity(m, 1, 2));
   SAFEMODEL_ASSIGN_OR_RETURN(Ref c, m.NewRecord(RecordKind::kComplex));
+  Ref parts[2];
   for (size_t i = 0; i < 2; ++i) {
     Ref v = i < call.args.size() ? call.args[i] : Ref::Float(0);
     if (v.kind == Kind::kInt || v.kind == Kind::kBool) v = Ref::Float(static_cast<double>(v.i));
     if (v.kind != Kind::kFloat) return Status::Malformed("complex parts must be numbers" + m.At());
-    m.graph().at(c).items.push_back(v);
+    parts[i] = v;
   }
+  m.graph().SetItems(c.id, parts);
   return c;
 }
 

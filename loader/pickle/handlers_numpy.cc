@@ -209,7 +209,7 @@ Status BuildNpArray(Builder& m, Object& obj, Ref state) {
   const NpDtypeInfo& info = g.dtypes[g.at(dt).aux];
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(a.shape, "numpy shape"));
   if (info.object) {
-    if (s[3].kind != Kind::kList || g.at(s[3]).items.size() != count) {
+    if (s[3].kind != Kind::kList || g.at(s[3]).items().size() != count) {
       return Status::Malformed("numpy object array state must list its " + Num(count) +
                                " elements" + m.At());
     }

@@ -51,7 +51,7 @@ Status Update(Builder& m, Ref* current, Ref part) {
 Result<Ref> Snapshot(Builder& m, Ref d) {
   SAFEMODEL_ASSIGN_OR_RETURN(std::vector<Ref> items, m.CopyItems(d));
   SAFEMODEL_ASSIGN_OR_RETURN(Ref copy, m.New(Kind::kDict));
-  m.graph().at(copy).items = std::move(items);
+  m.graph().GrowItems(copy.id) = std::move(items);
   return copy;
 }
 
@@ -100,14 +100,14 @@ Status BuildInstance(Builder& m, Ref obj, Ref state) {
   const std::string cls = g.name(g.instances[aux].cls);
   const bool module = g.global(g.instances[aux].cls).kind == GlobalKind::kNnModule;
   Ref dict = state, slots = Ref::None();
-  if (state.kind == Kind::kTuple && g.at(state).items.size() == 2) {
+  if (state.kind == Kind::kTuple && g.at(state).items().size() == 2) {
     if (module) {
       // Module.__setstate__ does self.__dict__.update(state): a tuple fails.
       return Status::Malformed("BUILD state of " + cls +
                                " is a tuple; torch.nn.Module.__setstate__ takes a dict" + m.At());
     }
-    dict = g.at(state).items[0];
-    slots = g.at(state).items[1];
+    dict = g.at(state).items()[0];
+    slots = g.at(state).items()[1];
     if (slots.kind != Kind::kNone && slots.kind != Kind::kDict) {
       return Status::Malformed("instance slot state must be a dict" + m.At());
     }
@@ -139,9 +139,9 @@ Status BuildInstance(Builder& m, Ref obj, Ref state) {
 Status BuildOrderedDict(Builder& m, Ref obj, Ref state) {
   Graph& g = m.graph();
   Ref dict = state;
-  if (state.kind == Kind::kTuple && g.at(state).items.size() == 2) {
-    dict = g.at(state).items[0];
-    if (!IsEmptyState(g, g.at(state).items[1])) {
+  if (state.kind == Kind::kTuple && g.at(state).items().size() == 2) {
+    dict = g.at(state).items()[0];
+    if (!IsEmptyState(g, g.at(state).items()[1])) {
       return Status::Unsupported("OrderedDict BUILD with slot state (setattr on the dict)" +
                                  m.At());
     }

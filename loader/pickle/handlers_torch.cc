@@ -109,8 +109,9 @@ Status TensorDType(Builder& m, GlobalKind kind, const char* name, const StorageI
 // (scheme, scales, zero_points, axis) per channel with dense tensors.
 Status ReadQuantizer(Builder& m, Ref q, TensorInfo* t) {
   const Graph& g = m.graph();
-  if (q.kind != Kind::kTuple || g.at(q).items.empty() || g.at(q).items[0].kind != Kind::kGlobal ||
-      g.global(g.at(q).items[0]).kind != GlobalKind::kQScheme) {
+  if (q.kind != Kind::kTuple || g.at(q).items().empty() ||
+      g.at(q).items()[0].kind != Kind::kGlobal ||
+      g.global(g.at(q).items()[0]).kind != GlobalKind::kQScheme) {
     return Status::Malformed("quantizer parameters must start with a qscheme" + m.At());
   }
   SAFEMODEL_ASSIGN_OR_RETURN(const std::vector<Ref> qp, m.CopyItems(q));

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,7 +57,7 @@ class Builder {
   Result<Ref> New(Kind kind) { return m_.New(kind, op_offset_); }
   Result<Ref> NewData(Kind kind, ByteView data) {
     SAFEMODEL_ASSIGN_OR_RETURN(Ref r, New(kind));
-    g_.at(r).data = data;
+    g_.at(r).set_data(data);
     return r;
   }
   // Bytes the machine decoded: kept in the graph (they never move).
@@ -64,9 +65,10 @@ class Builder {
     g_.owned.push_back(std::move(bytes));
     return NewData(kind, AsBytes(g_.owned.back()));
   }
-  Result<Ref> NewContainer(Kind kind, std::vector<Ref> items) {
+  // A container holding a copy of `items` (Graph::SetItems).
+  Result<Ref> NewContainer(Kind kind, std::span<const Ref> items) {
     SAFEMODEL_ASSIGN_OR_RETURN(Ref r, New(kind));
-    g_.at(r).items = std::move(items);
+    g_.SetItems(r.id, items);
     return r;
   }
   Result<Ref> NewRecord(RecordKind record) {
@@ -76,8 +78,8 @@ class Builder {
   }
   // A record whose data is `info`, appended to the graph's side table
   // `table` (tensors, arrays, dtypes, instances), which Object::aux indexes.
-  template <typename Info>
-  Result<Ref> NewRecordWith(RecordKind record, std::vector<Info>& table, Info info) {
+  template <typename Table, typename Info>
+  Result<Ref> NewRecordWith(RecordKind record, Table& table, Info info) {
     SAFEMODEL_ASSIGN_OR_RETURN(Ref r, NewRecord(record));
     g_.at(r).aux = static_cast<uint32_t>(table.size());
     table.push_back(std::move(info));
@@ -116,8 +118,9 @@ class Builder {
   // The items of a container, copied (the caller may allocate, which moves
   // objects); the copy is charged as work.
   Result<std::vector<Ref>> CopyItems(Ref r) {
-    SAFEMODEL_RETURN_IF_ERROR(Spend(g_.at(r).items.size()));
-    return g_.at(r).items;
+    const std::span<const Ref> items = g_.items(r);
+    SAFEMODEL_RETURN_IF_ERROR(Spend(items.size()));
+    return std::vector<Ref>(items.begin(), items.end());
   }
   // A container about to hold `size` items.
   Status CheckGrowth(uint64_t size, const char* what) const {

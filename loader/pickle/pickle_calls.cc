@@ -192,7 +192,7 @@ Result<std::vector<uint64_t>> ShapeArg(Builder& m, Ref r, const char* what) {
     return Status::Malformed(std::string(what) + " must be a tuple of ints, not " +
                              KindName(g, r));
   }
-  const auto& items = g.at(r).items;
+  const std::span<const Ref> items = g.at(r).items();
   if (items.size() > kMaxRank) {
     return Status::LimitExceeded(std::string(what) + " has rank " + Num(items.size()) +
                                  ", over the limit of " + Num(kMaxRank));
@@ -214,7 +214,7 @@ Result<std::vector<int64_t>> StridesArg(Builder& m, Ref r, const char* what) {
                              KindName(g, r));
   }
   std::vector<int64_t> out;
-  for (Ref d : g.at(r).items) {
+  for (Ref d : g.at(r).items()) {
     // torch never writes negative strides; a negative one is a crafted file.
     if (d.kind != Kind::kInt || d.i < 0) {
       return Status::Malformed(std::string(what) + " must hold non-negative ints");
@@ -226,18 +226,18 @@ Result<std::vector<int64_t>> StridesArg(Builder& m, Ref r, const char* what) {
 
 Result<ByteView> BytesArg(Builder& m, Ref r, const char* what) {
   const Graph& g = m.graph();
-  if (r.kind == Kind::kBytes || r.kind == Kind::kByteArray) return g.at(r).data;
+  if (r.kind == Kind::kBytes || r.kind == Kind::kByteArray) return g.at(r).data();
   // Python 2 str data (BINSTRING) that was ASCII decodes to str; its bytes
   // are the same.
   if (r.kind == Kind::kStr) {
-    ByteView d = g.at(r).data;
+    ByteView d = g.at(r).data();
     if (std::all_of(d.begin(), d.end(), [](uint8_t c) { return c < 0x80; })) return d;
   }
   return Status::Malformed(std::string(what) + " must be bytes, not " + KindName(g, r));
 }
 
 bool IsEmptyState(const Graph& g, Ref r) {
-  return r.kind == Kind::kNone || (r.kind == Kind::kDict && g.at(r).items.empty());
+  return r.kind == Kind::kNone || (r.kind == Kind::kDict && g.at(r).items().empty());
 }
 
 }  // namespace safemodel::loader::pickle

@@ -70,8 +70,8 @@ class Converter {
   void NoteEmbeddedPickle(ByteView bytes, const std::string& name);
   Status Visit(const Work& w);
   Status EnterContainer(ObjId id, const Work& w);
-  Status AddMapChildren(Value* slot, const std::vector<Ref>& items, const Work& w,
-                        bool module_state, size_t reserved);
+  Status AddMapChildren(Value* slot, std::span<const Ref> items, const Work& w, bool module_state,
+                        size_t reserved);
   Status VisitRecord(const Work& w);
   Status VisitTensor(const Work& w, const Object& o);
   Status VisitSparse(const Work& w, const TensorInfo& t);
@@ -99,7 +99,7 @@ class Converter {
     uint32_t link;     // the storage's (or numpy dtype's) side-table index
     std::string name;
   };
-  Result<uint32_t> StorageFor(ObjId sid, uint32_t storage_aux);
+  Result<uint32_t> StorageFor(uint32_t storage_aux);
   Tensor NumpyTensor(const Pending& p);
   Status AddTorchTensor(Pending& p);
   bool PureStateDict(Ref root);
@@ -135,7 +135,12 @@ class Converter {
     }
   };
   std::map<ViewKey, std::vector<size_t>> views_;
-  std::unordered_map<ObjId, uint32_t> storage_slots_;  // -> TorchSources' storage slot
+  // Per storage (side-table index): how many tensors view it, up to 2. Only
+  // a storage viewed twice or more can hold tied views, so only its views
+  // go into views_ (a map node and three small vectors per tensor).
+  std::vector<uint8_t> views_of_storage_;
+  // Per storage (side-table index): its TorchSources slot + 1, or 0.
+  std::vector<uint32_t> storage_slots_;
   std::shared_ptr<TorchSources> torch_sources_;  // made by the first torch tensor
   bool big_endian_noted_ = false;
 };
@@ -153,12 +158,12 @@ Result<std::string> Converter::KeyString(Ref key) {
     case Kind::kFloat:
       return FloatRepr(key.f);
     case Kind::kBigInt:
-      return TwosComplementToDecimal(g_.at(key).data);
+      return TwosComplementToDecimal(g_.at(key).data());
     case Kind::kBytes:
       return "b'" + Printable(g_.text(key), 4096) + "'";
     case Kind::kTuple: {
       std::string s = "(";
-      const auto& items = g_.at(key).items;
+      const std::span<const Ref> items = g_.at(key).items();
       for (size_t i = 0; i < items.size(); ++i) {
         Ref item = items[i];
         if (item.kind == Kind::kTuple)
@@ -327,7 +332,7 @@ Status Converter::EnterContainer(ObjId id, const Work& w) {
 // entries of a dict's items (k0, v0, k1, v1, ...) and queues the values.
 // For a module's state, the _parameters/_buffers/_modules entries do not add
 // a component to tensor names (state_dict naming).
-Status Converter::AddMapChildren(Value* slot, const std::vector<Ref>& items, const Work& w,
+Status Converter::AddMapChildren(Value* slot, std::span<const Ref> items, const Work& w,
                                  bool module_state, size_t reserved) {
   auto& entries = slot->mutable_entries();
   KeyedStringSet keys;
@@ -434,9 +439,12 @@ Status Converter::VisitArray(const Work& w, const ArrayInfo& a) {
     return Status::Ok();
   }
   SAFEMODEL_RETURN_IF_ERROR(EnterContainer(w.ref.id, w));
-  const std::vector<Ref>& elems = g_.at(a.items).items;
+  const std::span<const Ref> elems = g_.at(a.items).items();
   if (a.shape.empty()) {
-    work_.push_back({elems.at(0), w.slot, w.name, w.depth});
+    // BUILD checked the count (1); a list only grows.
+    if (elems.empty())
+      return Status::Internal(s_.where + ": numpy scalar object array lost its item");
+    work_.push_back({elems[0], w.slot, w.name, w.depth});
     return Status::Ok();
   }
   if (a.shape.size() + w.depth > kMaxValueDepth) {
@@ -499,12 +507,11 @@ uint64_t Converter::FortranIndex(const std::vector<uint64_t>& shape, uint64_t fl
 // An instance: {"$class": name, ["$user_class": true,] ["$slots": {...},]
 // attributes...}; a module's _parameters/_buffers/_modules add no name part.
 Status Converter::VisitInstance(const Work& w, const InstanceInfo& inst) {
-  const Object& cls = g_.objects[inst.cls];
   const std::string& cls_name = g_.name(inst.cls);
   const bool user = g_.global(inst.cls).kind == GlobalKind::kUnknown;
   const bool module = g_.global(inst.cls).kind == GlobalKind::kNnModule || user;
   if (user && noted_user_classes_.insert(cls_name).second) {
-    ctx_.Note("pickle.user_class", s_.where + " byte " + Num(cls.offset),
+    ctx_.Note("pickle.user_class", s_.where + " byte " + Num(g_.offset(inst.cls)),
               "instance of " + cls_name +
                   ", a class defined by the program that saved the file: recorded by name only; "
                   "its code is not in the file and is not part of the output");
@@ -524,7 +531,7 @@ Status Converter::VisitInstance(const Work& w, const InstanceInfo& inst) {
     work_.push_back({inst.slots, &slot.mutable_entries().back().second, w.name, w.depth + 1});
   }
   if (inst.state.kind != Kind::kDict) return Status::Ok();
-  const std::vector<Ref>& state = g_.at(inst.state).items;
+  const std::span<const Ref> state = g_.at(inst.state).items();
   // Reserve all entries before taking pointers into the vector.
   slot.mutable_entries().reserve(reserved + state.size() / 2);
   if (inst.slots.kind == Kind::kDict)
@@ -559,7 +566,7 @@ Status Converter::VisitRecord(const Work& w) {
     case RecordKind::kComplex: {
       slot = Value::Map();
       slot.mutable_entries().emplace_back(
-          "$complex", Value::List({Value::Double(o.items[0].f), Value::Double(o.items[1].f)}));
+          "$complex", Value::List({Value::Double(o.items()[0].f), Value::Double(o.items()[1].f)}));
       nodes_ += 3;
       return Status::Ok();
     }
@@ -586,11 +593,10 @@ Status Converter::VisitRecord(const Work& w) {
 // would hold and could call the user's code. The machine has let it through
 // because the same name is instantiated elsewhere.
 Status Converter::VisitGlobal(const Work& w) {
-  const Object& g = g_.at(w.ref);
   const std::string& name = g_.name(w.ref);
   if (g_.global(w.ref).kind == GlobalKind::kUnknown) {
-    ctx_.Refuse("pickle.global", s_.where + " byte " + Num(g.offset),
-                name + " at byte " + Num(g.offset) + " of " + s_.where +
+    ctx_.Refuse("pickle.global", s_.where + " byte " + Num(g_.offset(w.ref.id)),
+                name + " at byte " + Num(g_.offset(w.ref.id)) + " of " + s_.where +
                     ": a name from the user's script is kept as a value (at '" + Printable(w.name) +
                     "'), not only instantiated; loading would resolve it "
                     "and the object would hold it",
@@ -607,7 +613,7 @@ Status Converter::VisitSequence(const Work& w) {
   const Ref r = w.ref;
   SAFEMODEL_RETURN_IF_ERROR(EnterContainer(r.id, w));
   Value& slot = *w.slot;
-  const std::vector<Ref>& items = g_.at(r).items;
+  const std::span<const Ref> items = g_.at(r).items();
   Value list = Value::List(std::vector<Value>(items.size()));
   Value* target;
   if (r.kind == Kind::kSet || r.kind == Kind::kFrozenSet) {
@@ -633,16 +639,16 @@ Status Converter::VisitDict(const Work& w) {
   Value& slot = *w.slot;
   slot = Value::Map();
   size_t reserved = 0;
-  if (attrs.kind == Kind::kDict && !g_.at(attrs).items.empty()) {
-    slot.mutable_entries().reserve(1 + d.items.size() / 2);
+  if (attrs.kind == Kind::kDict && !g_.at(attrs).items().empty()) {
+    slot.mutable_entries().reserve(1 + d.items().size() / 2);
     slot.mutable_entries().emplace_back("$attrs", Value());
     reserved = 1;
     work_.push_back(
         {attrs, &slot.mutable_entries()[0].second, JoinName(w.name, "$attrs"), w.depth + 1});
   } else {
-    slot.mutable_entries().reserve(d.items.size() / 2);
+    slot.mutable_entries().reserve(d.items().size() / 2);
   }
-  return AddMapChildren(&slot, d.items, w, false, reserved);
+  return AddMapChildren(&slot, d.items(), w, false, reserved);
 }
 
 Status Converter::Visit(const Work& w) {
@@ -665,7 +671,7 @@ Status Converter::Visit(const Work& w) {
     case Kind::kBigInt:
       slot = Value::Map();
       slot.mutable_entries().emplace_back("$int",
-                                          Value::String(TwosComplementToDecimal(g_.at(r).data)));
+                                          Value::String(TwosComplementToDecimal(g_.at(r).data())));
       return Status::Ok();
     case Kind::kStr:
       slot = Value::String(std::string(g_.text(r)));
@@ -673,7 +679,7 @@ Status Converter::Visit(const Work& w) {
     case Kind::kBytes:
     case Kind::kByteArray:
       slot = Value::Bytes(std::string(g_.text(r)));
-      NoteEmbeddedPickle(g_.at(r).data, w.name);
+      NoteEmbeddedPickle(g_.at(r).data(), w.name);
       return Status::Ok();
     case Kind::kGlobal:
       return VisitGlobal(w);
@@ -692,11 +698,12 @@ Status Converter::Visit(const Work& w) {
   return Status::Internal("unknown kind");
 }
 
-// The slot in torch_sources_ of storage record `sid`'s data, resolved once
-// by the container.
-Result<uint32_t> Converter::StorageFor(ObjId sid, uint32_t storage_aux) {
-  auto it = storage_slots_.find(sid);
-  if (it != storage_slots_.end()) return it->second;
+// The slot in torch_sources_ of the data of the storage record at side-table
+// index `storage_aux` (one record per index), resolved once by the container.
+Result<uint32_t> Converter::StorageFor(uint32_t storage_aux) {
+  if (storage_aux < storage_slots_.size() && storage_slots_[storage_aux] != 0) {
+    return storage_slots_[storage_aux] - 1;
+  }
   if (!s_.storages)
     return Status::Malformed(s_.where + ": a torch storage in a file that has none");
   if (storage_aux >= g_.storages.size()) {
@@ -708,7 +715,8 @@ Result<uint32_t> Converter::StorageFor(ObjId sid, uint32_t storage_aux) {
     out_->keepalive.push_back(torch_sources_);
   }
   const uint32_t slot = torch_sources_->AddStorage(std::move(d));
-  storage_slots_.emplace(sid, slot);
+  if (storage_slots_.size() < g_.storages.size()) storage_slots_.resize(g_.storages.size(), 0);
+  storage_slots_[storage_aux] = slot + 1;
   return slot;
 }
 
@@ -751,11 +759,11 @@ Status Converter::AddTorchTensor(Pending& p) {
   } else {
     const TensorInfo& ti = g_.tensors[p.aux];
     t.dtype = ti.dtype;
-    shape = ti.shape;
-    strides = ti.strides;
+    shape = ti.shape.ToVector();
+    strides = ti.strides.ToVector();
     offset = ti.offset;
   }
-  SAFEMODEL_ASSIGN_OR_RETURN(const uint32_t slot, StorageFor(sid, p.link));
+  SAFEMODEL_ASSIGN_OR_RETURN(const uint32_t slot, StorageFor(p.link));
   const StorageData* sd = &torch_sources_->storage(slot);
   const uint64_t elem = DTypeSize(t.dtype);
   t.name = std::move(p.name);  // tensors_ is not read after EmitTensors
@@ -780,7 +788,10 @@ Status Converter::AddTorchTensor(Pending& p) {
     ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
   }
   const uint32_t strides_slot = strides == c_strides ? 0 : torch_sources_->AddStrides(strides);
-  views_[ViewKey{sid, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(out_->tensors.size());
+  if (p.link < views_of_storage_.size() && views_of_storage_[p.link] >= 2) {
+    views_[ViewKey{sid, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(
+        out_->tensors.size());
+  }
   t.source = ElementSource(torch_sources_.get(), SourceArgs{slot, offset, swap, strides_slot});
   out_->tensors.push_back(std::move(t));
   return Status::Ok();
@@ -810,6 +821,17 @@ void Converter::TieViews() {
 
 // Turns every registered tensor-like object into a Tensor with a lazy source.
 Status Converter::EmitTensors() {
+  views_of_storage_.assign(g_.storages.size(), 0);
+  for (const Pending& p : tensors_) {
+    if (p.record != RecordKind::kNdArray && p.link < views_of_storage_.size() &&
+        views_of_storage_[p.link] < 2) {
+      ++views_of_storage_[p.link];
+    }
+  }
+  // One allocation of the final size: grown by doubling, the list (160
+  // bytes a tensor) would hold its old and new buffers at once at the
+  // conversion's peak.
+  out_->tensors.reserve(out_->tensors.size() + tensors_.size());
   for (Pending& p : tensors_) {
     if (p.record == RecordKind::kNdArray) {
       out_->tensors.push_back(NumpyTensor(p));
@@ -831,10 +853,10 @@ Status Converter::EmitTensors() {
 // building the tree (~350 bytes per tensor). Anything else takes the walk.
 bool Converter::PureStateDict(Ref root) {
   if (root.kind != Kind::kDict || !s_.prefix.empty()) return false;
-  const std::vector<Ref>& items = g_.at(root).items;
+  const std::span<const Ref> items = g_.at(root).items();
   if (items.empty()) return false;
   const Ref attrs = g_.attrs_of(root.id);
-  if (attrs.kind == Kind::kDict && !g_.at(attrs).items.empty()) return false;
+  if (attrs.kind == Kind::kDict && !g_.at(attrs).items().empty()) return false;
   bool pure = true;
   size_t i = 0;
   for (; pure && i + 1 < items.size(); i += 2) {
@@ -865,7 +887,7 @@ bool Converter::PureStateDict(Ref root) {
 // str keys compare by their bytes, which are the names.
 Status Converter::RunPureStateDict(Ref root) {
   SAFEMODEL_RETURN_IF_ERROR(Count(1));
-  const std::vector<Ref>& items = g_.at(root).items;
+  const std::span<const Ref> items = g_.at(root).items();
   tensors_.reserve(items.size() / 2);
   for (size_t i = 0; i + 1 < items.size(); i += 2) {
     SAFEMODEL_RETURN_IF_ERROR(Count(2));
@@ -884,7 +906,7 @@ Status Converter::RunPureStateDict(Ref root) {
 // pending: EmitTensors reads the side tables only.
 void Converter::ReleaseObjects() {
   if (!s_.release_objects) return;
-  g_.objects.clear();
+  g_.ClearObjects();
   std::vector<uint8_t>().swap(on_path_);
   std::unordered_map<ObjId, size_t>().swap(tensor_names_);
   KeyedStringSet().swap(used_names_);

@@ -35,14 +35,33 @@
 
 namespace safemodel::loader::pickle {
 
-// Where a torch storage's bytes are (decided by the container).
+// Storages that are members of one container (a zip's data/<key>
+// records): one object fetches any member's bytes and tells where it is, so
+// that a storage holds a word for it instead of a closure and a text of its
+// own (two heap blocks per storage; a checkpoint has one storage a tensor).
+class StorageMembers {
+ public:
+  virtual ~StorageMembers() = default;
+  // Member `member`'s bytes (Elements.view = all of them).
+  virtual Result<Elements> Fetch(uint64_t member) const = 0;
+  // Where member `member` is, e.g. "zip member 'archive/data/0'".
+  virtual std::string Origin(uint64_t member) const = 0;
+};
+
+// Where a torch storage's bytes are (decided by the container): a member of
+// `members`, or a fixed origin text and a fetch of its own.
 struct StorageData {
   uint64_t nbytes = 0;  // bytes the storage holds
   bool big_endian = false;
-  std::string origin;  // e.g. "zip entry 'archive/data/0'"
-  // Produces the storage's bytes (Elements.view = all of them); called
-  // lazily when a tensor is streamed.
+  std::shared_ptr<const StorageMembers> members;
+  uint64_t member = 0;
+  std::string origin;  // without members: e.g. "storage '140234'"
+  // Without members: produces the storage's bytes (Elements.view = all of
+  // them); called lazily when a tensor is streamed.
   std::function<Result<Elements>()> fetch;
+
+  Result<Elements> Fetch() const { return members ? members->Fetch(member) : fetch(); }
+  std::string Origin() const { return members ? members->Origin(member) : origin; }
 };
 using StorageResolver = std::function<Result<StorageData>(const StorageInfo& storage)>;
 

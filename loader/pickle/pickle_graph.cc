@@ -1,6 +1,113 @@
 #include "loader/pickle/pickle_graph.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <memory>
+#include <new>
+#include <type_traits>
+
+#include "loader/pickle/pickle_machine.h"
+
 namespace safemodel::loader::pickle {
+
+// Object::items() keeps an item count in 32 bits.
+static_assert(kMaxStackDepth < (uint64_t{1} << 32) && kMaxContainerItems < (uint64_t{1} << 32),
+              "item counts must fit Object's 32-bit count");
+
+void* AllocateChunk(size_t bytes) {
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+  return ::operator new(bytes);
+#else
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return p;
+#endif
+}
+
+void FreeChunk(void* chunk, size_t bytes) {
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+  (void)bytes;
+  ::operator delete(chunk);
+#else
+  munmap(chunk, bytes);
+#endif
+}
+
+// Objects and items are plain words: a chunk is freed without running
+// destructors.
+static_assert(std::is_trivially_destructible_v<Object> && std::is_trivially_destructible_v<Ref>);
+
+const Ref* ItemArena::Copy(std::span<const Ref> items) {
+  if (items.empty()) return nullptr;
+  Ref* out;
+  if (items.size() > kOwnBlockItems) {
+    out = static_cast<Ref*>(AllocateChunk(items.size() * sizeof(Ref)));
+    blocks_.push_back({out, items.size()});
+  } else {
+    if (items.size() > left_) {
+      next_ = static_cast<Ref*>(AllocateChunk(kChunkItems * sizeof(Ref)));
+      blocks_.push_back({next_, kChunkItems});
+      left_ = kChunkItems;
+    }
+    out = next_;
+    next_ += items.size();
+    left_ -= items.size();
+  }
+  std::uninitialized_copy(items.begin(), items.end(), out);
+  return out;
+}
+
+void ItemArena::clear() {
+  for (const Block& b : blocks_) FreeChunk(b.items, b.count * sizeof(Ref));
+  std::vector<Block>().swap(blocks_);
+  next_ = nullptr;
+  left_ = 0;
+}
+
+Object& ObjectStore::emplace_back() {
+  if ((size_ & (kChunk - 1)) == 0) {
+    chunks_.push_back(static_cast<Object*>(AllocateChunk(kChunk * sizeof(Object))));
+  }
+  Object* o = new (&chunks_.back()[size_ & (kChunk - 1)]) Object();
+  ++size_;
+  return *o;
+}
+
+void ObjectStore::clear() {
+  for (Object* c : chunks_) FreeChunk(c, kChunk * sizeof(Object));
+  std::vector<Object*>().swap(chunks_);
+  size_ = 0;
+}
+
+void Graph::SetItems(ObjId id, std::span<const Ref> items) {
+  Object& o = objects[id];
+  if (IsByteKind(o.kind)) return;
+  if (o.hi_ == Object::kGrown) {
+    auto* v = static_cast<std::vector<Ref>*>(const_cast<void*>(o.ptr_));
+    v->assign(items.begin(), items.end());
+    return;
+  }
+  o.ptr_ = item_arena.Copy(items);
+  o.lo_ = static_cast<uint32_t>(items.size());
+}
+
+std::vector<Ref>& Graph::GrowItems(ObjId id) {
+  Object& o = objects[id];
+  if (IsByteKind(o.kind)) {  // no items: what is added is dropped
+    discarded_items.clear();
+    return discarded_items;
+  }
+  if (o.hi_ == Object::kGrown) {
+    return *static_cast<std::vector<Ref>*>(const_cast<void*>(o.ptr_));
+  }
+  const std::span<const Ref> now = o.items();
+  std::vector<Ref>& v = grown.emplace_back(now.begin(), now.end());
+  o.ptr_ = &v;
+  o.lo_ = 0;
+  o.hi_ = Object::kGrown;
+  return v;
+}
 
 std::string KindName(const Graph& graph, Ref r) {
   switch (r.kind) {

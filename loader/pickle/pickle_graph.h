@@ -13,9 +13,11 @@
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_GRAPH_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_GRAPH_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -123,6 +125,75 @@ struct TensorExtra {
   std::vector<std::pair<std::string, Ref>> components;
 };
 
+// A tensor's sizes or strides: up to kInline values in the object (ranks
+// 1-3: biases, linear weights, embeddings), more in a heap block. A vector
+// would put even one value in a heap block of its own, two per tensor.
+template <typename T>
+class Dims {
+ public:
+  static constexpr size_t kInline = 3;
+
+  Dims() = default;
+  Dims(const Dims& other) { Assign(other.data(), other.size_); }
+  Dims(Dims&& other) noexcept { Take(other); }
+  Dims& operator=(const Dims& other) {
+    if (this != &other) Assign(other.data(), other.size_);
+    return *this;
+  }
+  Dims& operator=(Dims&& other) noexcept {
+    if (this != &other) {
+      Free();
+      Take(other);
+    }
+    return *this;
+  }
+  Dims& operator=(const std::vector<T>& v) {
+    Assign(v.data(), static_cast<uint32_t>(v.size()));
+    return *this;
+  }
+  ~Dims() { Free(); }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  const T* data() const { return size_ <= kInline ? inline_ : heap_; }
+  const T* begin() const { return data(); }
+  const T* end() const { return data() + size_; }
+  T operator[](size_t i) const { return data()[i]; }
+  std::vector<T> ToVector() const { return {begin(), end()}; }
+
+ private:
+  // `n` is bounded by the callers' rank limit (kMaxRank).
+  void Assign(const T* values, uint32_t n) {
+    Free();
+    T* to = inline_;
+    if (n > kInline) {
+      heap_ = new T[n];
+      to = heap_;
+    }
+    std::copy(values, values + n, to);
+    size_ = n;
+  }
+  void Take(Dims& other) {
+    size_ = other.size_;
+    if (size_ <= kInline) {
+      std::copy(other.inline_, other.inline_ + size_, inline_);
+    } else {
+      heap_ = other.heap_;
+    }
+    other.size_ = 0;
+  }
+  void Free() {
+    if (size_ > kInline) delete[] heap_;
+    size_ = 0;
+  }
+
+  uint32_t size_ = 0;
+  union {
+    T inline_[kInline];
+    T* heap_;
+  };
+};
+
 // A torch tensor: a strided view of a storage, in elements.
 struct TensorInfo {
   enum class Layout : uint8_t { kStrided, kQuantized, kSparse };
@@ -130,8 +201,8 @@ struct TensorInfo {
   ObjId storage = kNoObj;  // kStorage record (strided, quantized)
   DType dtype = DType::kInvalid;
   uint64_t offset = 0;  // storage offset in elements
-  std::vector<uint64_t> shape;
-  std::vector<int64_t> strides;
+  Dims<uint64_t> shape;
+  Dims<int64_t> strides;
   bool requires_grad = false;
   bool parameter = false;
   std::unique_ptr<TensorExtra> extra;  // set for kQuantized and kSparse
@@ -181,9 +252,14 @@ struct InstanceInfo {
   bool built = false;
 };
 
-// One heap object. Kept small (72 bytes): a checkpoint of n tensors holds
+inline bool IsByteKind(Kind k) { return k >= Kind::kBigInt && k <= Kind::kByteArray; }
+
+// One heap object. Kept small (40 bytes): a checkpoint of n tensors holds
 // about 10n of them. What few objects carry (the name of a kGlobal or a
-// record's text, a dict's BUILD attributes) lives in Graph side tables.
+// record's text and a kGlobal's offset, a dict's BUILD attributes) lives in
+// Graph side tables; a
+// container's items live in the Graph's item storage (Graph::SetItems,
+// Graph::GrowItems), not in a vector of their own.
 struct Object {
   Kind kind = Kind::kNone;
   bool ordered = false;   // kDict: an OrderedDict or Counter
@@ -192,22 +268,105 @@ struct Object {
   uint32_t aux = UINT32_MAX;    // index into the Graph side table of `record`
   uint32_t named = UINT32_MAX;  // kGlobal, text records: index into Graph::named
   uint32_t keys = UINT32_MAX;   // kDict, kSet once large: index into Graph::key_index
-  ByteView data;                // kStr, kBytes, kByteArray, kBigInt
-  std::vector<Ref> items;
-  uint64_t offset = 0;  // byte offset of the opcode that made it
-  uint64_t hash = 0;    // cached hash of a kStr/kBytes/kBigInt key
+  uint64_t hash = 0;            // cached hash of a kStr/kBytes/kBigInt key
+
+  // The bytes of a kStr, kBytes, kByteArray or kBigInt; empty for any other
+  // kind.
+  ByteView data() const {
+    if (!IsByteKind(kind)) return {};
+    return {static_cast<const uint8_t*>(ptr_), uint64_t{lo_} | (uint64_t{hi_} << 32)};
+  }
+  // Sets the bytes of an object of a byte kind (IsByteKind); ignored for any
+  // other kind, whose payload is items.
+  void set_data(ByteView d) {
+    if (!IsByteKind(kind)) return;
+    ptr_ = d.data();
+    lo_ = static_cast<uint32_t>(d.size());
+    hi_ = static_cast<uint32_t>(static_cast<uint64_t>(d.size()) >> 32);
+  }
+  // The items of any other kind (a tuple's, a list's, a dict's k0, v0, ...,
+  // a record's parts); empty for the byte kinds. Valid until the object's
+  // items are set or grown again (Graph::SetItems, Graph::GrowItems); the
+  // items of other objects may change meanwhile.
+  std::span<const Ref> items() const {
+    if (IsByteKind(kind)) return {};
+    if (hi_ == kGrown) {
+      const auto* v = static_cast<const std::vector<Ref>*>(ptr_);
+      return {v->data(), v->size()};
+    }
+    return {static_cast<const Ref*>(ptr_), lo_};
+  }
+
+ private:
+  friend struct Graph;
+  // hi_ of an object whose items are a growable vector.
+  static constexpr uint32_t kGrown = 1;
+
+  // Byte kinds: ptr_ the bytes, hi_:lo_ their size. Other kinds: ptr_ the
+  // first of lo_ items in Graph::item_arena (hi_ 0), or the
+  // std::vector<Ref> in Graph::grown that holds them (hi_ kGrown).
+  const void* ptr_ = nullptr;
+  uint32_t lo_ = 0;
+  uint32_t hi_ = 0;
 };
 // A file of n tensors holds ~10n objects: keep them small (LP64).
-static_assert(sizeof(Object) <= 72, "Object grew: memory per tensor grows with it");
+static_assert(sizeof(Object) <= 40, "Object grew: memory per tensor grows with it");
+
+// Memory for the graph's chunks (objects, items): pages mapped for the
+// chunk alone, so that freeing the graph before the conversion returns them
+// at once. Taken from malloc's heap, chunks freed in the middle of it stay
+// resident as holes that the conversion's own large blocks (its tensor list)
+// do not fit, and the conversion's peak sits on top of them. Sanitizer builds
+// take the chunks from the sanitizer's allocator, which checks their bounds.
+// Throws std::bad_alloc when the memory is not there (as operator new).
+void* AllocateChunk(size_t bytes);
+void FreeChunk(void* chunk, size_t bytes);
+
+// The items of containers that are complete when they are built (tuples,
+// the arguments of a call, a record's parts), copied into chunks of
+// kChunkItems that never move and are never freed one by one: one
+// allocation per megabyte instead of one per tuple, and no vector header per
+// object. A span longer than kOwnBlockItems gets a block of its own, so a
+// chunk wastes less than a quarter of its size at its end.
+class ItemArena {
+ public:
+  static constexpr size_t kChunkItems = size_t{1} << 16;  // 65,536 items (1 MiB) a chunk
+  static constexpr size_t kOwnBlockItems = kChunkItems / 4;
+
+  ItemArena() = default;
+  ItemArena(const ItemArena&) = delete;
+  ItemArena& operator=(const ItemArena&) = delete;
+  ~ItemArena() { clear(); }
+
+  // A copy of `items` that stays where it is until clear(); null when empty.
+  const Ref* Copy(std::span<const Ref> items);
+  // Blocks allocated so far (chunks and own blocks).
+  size_t blocks() const { return blocks_.size(); }
+  // Frees every copy.
+  void clear();
+
+ private:
+  struct Block {
+    Ref* items;
+    size_t count;
+  };
+  std::vector<Block> blocks_;
+  Ref* next_ = nullptr;  // free space in the last chunk
+  size_t left_ = 0;
+};
 
 // The objects of a graph, by id, in chunks of kChunk that never move: a
 // vector grown by doubling would move every object (a million for 100,000
-// tensors, each with its item vector) some twenty times, and hold both
-// copies at once while it does.
+// tensors) some twenty times, and hold both copies at once while it does.
 class ObjectStore {
  public:
-  static constexpr size_t kChunkBits = 15;  // 32,768 objects (2.3 MB) a chunk
+  static constexpr size_t kChunkBits = 15;  // 32,768 objects (1.3 MB) a chunk
   static constexpr size_t kChunk = size_t{1} << kChunkBits;
+
+  ObjectStore() = default;
+  ObjectStore(const ObjectStore&) = delete;
+  ObjectStore& operator=(const ObjectStore&) = delete;
+  ~ObjectStore() { clear(); }
 
   Object& operator[](ObjId id) { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
   const Object& operator[](ObjId id) const {
@@ -216,23 +375,41 @@ class ObjectStore {
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   // Appends a default object; references to the others stay valid.
-  Object& emplace_back() {
+  Object& emplace_back();
+  Object& back() { return (*this)[static_cast<ObjId>(size_ - 1)]; }
+  // Frees every object.
+  void clear();
+
+ private:
+  std::vector<Object*> chunks_;
+  size_t size_ = 0;
+};
+
+// A side table indexed by position, in chunks of 2^kChunkBits entries that
+// never move: grown by doubling, a table of 100,000 tensor or storage records
+// (~10 MB) would hold its old and new buffers at once and keep up to half
+// its capacity unused.
+template <typename T, size_t kChunkBits>
+class ChunkedTable {
+ public:
+  static constexpr size_t kChunk = size_t{1} << kChunkBits;
+
+  T& operator[](size_t i) { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
+  const T& operator[](size_t i) const { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // Appends `value`; references to the others stay valid.
+  void push_back(T value) {
     if ((size_ & (kChunk - 1)) == 0) {
       chunks_.emplace_back();
       chunks_.back().reserve(kChunk);
     }
     ++size_;
-    return chunks_.back().emplace_back();
-  }
-  Object& back() { return chunks_.back().back(); }
-  // Frees every object.
-  void clear() {
-    std::vector<std::vector<Object>>().swap(chunks_);
-    size_ = 0;
+    chunks_.back().push_back(std::move(value));
   }
 
  private:
-  std::vector<std::vector<Object>> chunks_;
+  std::vector<std::vector<T>> chunks_;
   size_t size_ = 0;
 };
 
@@ -240,21 +417,27 @@ class ObjectStore {
 // payload of a record (a torch.device, a layout).
 struct Named {
   std::string name;
-  GlobalEntry global;  // kGlobal
+  GlobalEntry global;   // kGlobal
+  uint64_t offset = 0;  // kGlobal: byte offset of the opcode that made it
 };
 
 // The objects of one or more pickle streams (a legacy torch file has five
 // sharing one graph).
 struct Graph {
   ObjectStore objects;
+  // Items of objects (Object::items): fixed spans in the arena, growable
+  // vectors for containers that grow after they are built (lists, dicts,
+  // sets; a deque: a vector is never moved, Object points to it).
+  ItemArena item_arena;
+  std::deque<std::vector<Ref>> grown;
   std::deque<std::string> owned;  // bytes the machine decoded (never moves)
   std::deque<Named> named;  // Object::named indexes it (never moves: names are held by reference)
   std::unordered_map<ObjId, Ref> attrs;  // kDict: attributes set by BUILD (OrderedDict)
   // Key hash -> position, for dicts and sets of kIndexThreshold or more keys
   // (Object::keys indexes it; a deque: an index is never moved).
   std::deque<std::unordered_multimap<uint64_t, uint32_t>> key_index;
-  std::vector<TensorInfo> tensors;
-  std::vector<StorageInfo> storages;
+  ChunkedTable<TensorInfo, 12> tensors;    // 4,096 a chunk (360 KB)
+  ChunkedTable<StorageInfo, 12> storages;  // 4,096 a chunk (430 KB)
   // The distinct storage type names StorageInfo::type_name refers to (a
   // deque: they never move). Only names of the global table's storage
   // types are interned, so there are a few dozen at most.
@@ -267,7 +450,27 @@ struct Graph {
   const Object& at(Ref r) const { return objects[r.id]; }
   Object& at(Ref r) { return objects[r.id]; }
   // Text of a kStr / kBytes object.
-  std::string_view text(Ref r) const { return AsChars(objects[r.id].data); }
+  std::string_view text(Ref r) const { return AsChars(objects[r.id].data()); }
+  // The items of an object (see Object::items).
+  std::span<const Ref> items(Ref r) const { return objects[r.id].items(); }
+  // Sets the items of object `id` (not of a byte kind) to a copy of `items`:
+  // in the arena, or in its vector if it has grown before (a set replaces
+  // what any holder of the object sees, as before).
+  void SetItems(ObjId id, std::span<const Ref> items);
+  // The items of object `id` (not of a byte kind) as a vector to append to or
+  // change in place: an object's items move into one the first time it is
+  // asked for. Every holder of the object sees the changes (Python's
+  // reference semantics); spans from Object::items() of this object are
+  // invalidated by them.
+  std::vector<Ref>& GrowItems(ObjId id);
+  // Frees the objects and their items.
+  void ClearObjects() {
+    objects.clear();
+    item_arena.clear();
+    std::deque<std::vector<Ref>>().swap(grown);
+  }
+  // What GrowItems returns for an object of a byte kind (never kept).
+  std::vector<Ref> discarded_items;
   // The name (kGlobal) or text (record) of an object; empty when it has none.
   const std::string& name(ObjId id) const {
     static const std::string kEmpty;
@@ -288,8 +491,20 @@ struct Graph {
       n = static_cast<uint32_t>(named.size());
       named.push_back({std::move(name), global});
     } else {
-      named[n] = {std::move(name), global};
+      named[n].name = std::move(name);
+      named[n].global = global;
     }
+  }
+  // Records where a kGlobal was made (its entry made now, named later).
+  void SetOffset(ObjId id, uint64_t offset) {
+    SetName(id, "");
+    named[objects[id].named].offset = offset;
+  }
+  // The byte offset of the opcode that made a kGlobal (0 for other objects:
+  // only names are located in messages).
+  uint64_t offset(ObjId id) const {
+    const uint32_t n = objects[id].named;
+    return n == UINT32_MAX ? 0 : named[n].offset;
   }
   // `name` as one of storage_types (added on first use).
   std::string_view InternStorageType(std::string_view name) {

@@ -30,21 +30,42 @@ namespace safemodel::loader::pickle {
 // hash map). Any other key goes to a keyed hash map. A key joins the vector
 // only while it is below twice the entry count plus kDenseSlack, so one large
 // key cannot make the vector large; each key lives in exactly one of the two.
+// A vector slot is 8 bytes, not a 16-byte Ref (torch.save memoizes ~8
+// objects per tensor): a heap object's kind and id, or the position of an
+// inline value (None, bool, int, float: rarely memoized) in inline_, or 0
+// for a key not stored.
 class Memo {
  public:
-  const Ref* Find(uint64_t key) const {
-    if (key < dense_.size() && present_[key]) return &dense_[key];
+  // The value stored under `key`, if any.
+  std::optional<Ref> Find(uint64_t key) const {
+    if (key < dense_.size() && dense_[key] != 0) return Unpack(dense_[key]);
     auto it = sparse_.find(key);
-    return it == sparse_.end() ? nullptr : &it->second;
+    if (it == sparse_.end()) return std::nullopt;
+    return it->second;
   }
   // Stores or replaces; false if a new key would exceed kMaxMemoEntries.
   bool Put(uint64_t key, Ref r);
   uint64_t size() const { return count_; }
+  // Places for inline values (at most the vector slots that held one at
+  // once; for tests).
+  size_t inline_values() const { return inline_.size(); }
 
  private:
   static constexpr uint64_t kDenseSlack = 1024;
-  std::vector<Ref> dense_;
-  std::vector<bool> present_;
+  // A slot holding a heap object: the flag, the kind (8 bits), the id.
+  static constexpr uint64_t kHeapSlot = uint64_t{1} << 63;
+  Ref Unpack(uint64_t slot) const {
+    if (slot & kHeapSlot) {
+      return Ref::Heap(static_cast<Kind>((slot >> 32) & 0xFF), static_cast<ObjId>(slot));
+    }
+    return inline_[slot - 1];
+  }
+  // Stores `r` in vector slot `key`, reusing the slot's inline value.
+  void SetSlot(uint64_t key, Ref r);
+
+  std::vector<uint64_t> dense_;
+  std::vector<Ref> inline_;
+  std::vector<uint64_t> free_inline_;  // slots of inline_ no key holds
   KeyedIntMap<uint64_t, Ref> sparse_;
   uint64_t count_ = 0;
 };
@@ -148,6 +169,7 @@ class Interpreter : public Builder {
   uint64_t frame_end_ = 0;
   std::vector<Context> contexts_;
   bool noted_mmap_ = false;
+  Ref empty_tuple_;  // every EMPTY_TUPLE of this run, once made
 };
 
 }  // namespace safemodel::loader::pickle

@@ -64,11 +64,11 @@ std::optional<uint64_t> ScalarHash(Ref r) {
 std::optional<uint64_t> LeafHash(const Graph& g, const Object& o, Ref r) {
   switch (r.kind) {
     case Kind::kStr:
-      return NonZero(KeyedHash(o.data.data(), o.data.size(), kHashStr));
+      return NonZero(KeyedHash(o.data().data(), o.data().size(), kHashStr));
     case Kind::kBytes:
-      return NonZero(KeyedHash(o.data.data(), o.data.size(), kHashBytes));
+      return NonZero(KeyedHash(o.data().data(), o.data().size(), kHashBytes));
     case Kind::kBigInt:
-      return NonZero(KeyedHash(o.data.data(), o.data.size(), kHashBigInt));
+      return NonZero(KeyedHash(o.data().data(), o.data().size(), kHashBigInt));
     case Kind::kGlobal:
       return NonZero(KeyedHash(g.name(r), kHashGlobal));
     case Kind::kRecord:
@@ -83,8 +83,8 @@ std::optional<uint64_t> LeafHash(const Graph& g, const Object& o, Ref r) {
 // again, so a tuple's hash is as unpredictable as its items'.
 uint64_t TupleHash(const Graph& g, const Object& o) {
   std::vector<uint64_t> hashes;
-  hashes.reserve(o.items.size());
-  for (Ref item : o.items) hashes.push_back(item.is_heap() ? g.at(item).hash : *ScalarHash(item));
+  hashes.reserve(o.items().size());
+  for (Ref item : o.items()) hashes.push_back(item.is_heap() ? g.at(item).hash : *ScalarHash(item));
   return NonZero(KeyedHash(hashes.data(), hashes.size() * sizeof(uint64_t), kHashTuple));
 }
 
@@ -111,15 +111,19 @@ bool HeapStepEqual(const Graph& g, Ref a, Ref b, std::vector<std::pair<Ref, Ref>
   switch (a.kind) {
     case Kind::kStr:
     case Kind::kBytes:
-    case Kind::kBigInt:
-      return x.data.size() == y.data.size() &&
-             (x.data.empty() || std::memcmp(x.data.data(), y.data.data(), x.data.size()) == 0);
+    case Kind::kBigInt: {
+      const ByteView xd = x.data(), yd = y.data();
+      return xd.size() == yd.size() &&
+             (xd.empty() || std::memcmp(xd.data(), yd.data(), xd.size()) == 0);
+    }
     case Kind::kGlobal:
       return g.name(a) == g.name(b);
-    case Kind::kTuple:
-      if (x.items.size() != y.items.size()) return false;
-      for (size_t i = 0; i < x.items.size(); ++i) work->push_back({x.items[i], y.items[i]});
+    case Kind::kTuple: {
+      const std::span<const Ref> xi = x.items(), yi = y.items();
+      if (xi.size() != yi.size()) return false;
+      for (size_t i = 0; i < xi.size(); ++i) work->push_back({xi[i], yi[i]});
       return true;
+    }
     default:
       return false;  // identity, and the ids differ
   }
@@ -149,7 +153,7 @@ Result<uint64_t> KeyHash(Builder& m, Ref root) {
       o.hash = *h;
     } else if (!expanded) {
       work.push_back({r, true});
-      for (Ref item : o.items) work.push_back({item, false});
+      for (Ref item : o.items()) work.push_back({item, false});
     } else {
       o.hash = TupleHash(g, o);
     }
@@ -191,10 +195,10 @@ Result<bool> KeysEqual(Builder& m, Ref a0, Ref b0) {
 
 Result<std::optional<size_t>> FindKey(Builder& m, Object& c, Ref key, size_t stride) {
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
-  const size_t n = c.items.size() / stride;
+  const size_t n = c.items().size() / stride;
   if (n < kIndexThreshold && c.keys == UINT32_MAX) {
     for (size_t i = 0; i < n; ++i) {
-      SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items[i * stride], key));
+      SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items()[i * stride], key));
       if (eq) return std::optional<size_t>(i);
     }
     return std::optional<size_t>();
@@ -204,13 +208,13 @@ Result<std::optional<size_t>> FindKey(Builder& m, Object& c, Ref key, size_t str
     g.key_index.emplace_back();
     c.keys = static_cast<uint32_t>(g.key_index.size() - 1);
     for (size_t i = 0; i < n; ++i) {
-      SAFEMODEL_ASSIGN_OR_RETURN(uint64_t ih, KeyHash(m, c.items[i * stride]));
+      SAFEMODEL_ASSIGN_OR_RETURN(uint64_t ih, KeyHash(m, c.items()[i * stride]));
       g.key_index[c.keys].emplace(ih, static_cast<uint32_t>(i));
     }
   }
   auto [lo, hi] = g.key_index[c.keys].equal_range(h);
   for (auto it = lo; it != hi; ++it) {
-    SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items[it->second * stride], key));
+    SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items()[it->second * stride], key));
     if (eq) return std::optional<size_t>(it->second);
   }
   return std::optional<size_t>();
@@ -222,17 +226,18 @@ Status SetItem(Builder& m, Ref dict, Ref key, Ref value) {
   // FindKey may add heap objects (hash caches only), never new objects, so
   // the reference stays valid.
   SAFEMODEL_ASSIGN_OR_RETURN(std::optional<size_t> pos, FindKey(m, g.at(dict), key, 2));
-  Object& d = g.at(dict);
+  const Object& d = g.at(dict);
   if (pos) {
-    d.items[*pos * 2 + 1] = value;  // Python keeps the first key object
+    g.GrowItems(dict.id)[*pos * 2 + 1] = value;  // Python keeps the first key object
     return Status::Ok();
   }
-  SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(d.items.size() / 2 + 1, "dict"));
-  d.items.push_back(key);
-  d.items.push_back(value);
+  SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(d.items().size() / 2 + 1, "dict"));
+  std::vector<Ref>& items = g.GrowItems(dict.id);
+  items.push_back(key);
+  items.push_back(value);
   if (d.keys != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
-    g.key_index[d.keys].emplace(h, static_cast<uint32_t>(d.items.size() / 2 - 1));
+    g.key_index[d.keys].emplace(h, static_cast<uint32_t>(items.size() / 2 - 1));
   }
   return Status::Ok();
 }
@@ -242,12 +247,13 @@ Status AddItem(Builder& m, Ref set, Ref item) {
   SAFEMODEL_RETURN_IF_ERROR(m.Spend(1));
   SAFEMODEL_ASSIGN_OR_RETURN(std::optional<size_t> pos, FindKey(m, g.at(set), item, 1));
   if (pos) return Status::Ok();
-  Object& s = g.at(set);
-  SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(s.items.size() + 1, "set"));
-  s.items.push_back(item);
+  const Object& s = g.at(set);
+  SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(s.items().size() + 1, "set"));
+  std::vector<Ref>& items = g.GrowItems(set.id);
+  items.push_back(item);
   if (s.keys != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, item));
-    g.key_index[s.keys].emplace(h, static_cast<uint32_t>(s.items.size() - 1));
+    g.key_index[s.keys].emplace(h, static_cast<uint32_t>(items.size() - 1));
   }
   return Status::Ok();
 }

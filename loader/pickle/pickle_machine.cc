@@ -71,11 +71,10 @@ Result<Ref> Machine::New(Kind kind, uint64_t offset) {
     return Status::LimitExceeded(options_.where + ": more than " + Num(kMaxObjects) +
                                  " objects (limit)");
   }
-  graph_.objects.emplace_back();
-  Object& o = graph_.objects.back();
-  o.kind = kind;
-  o.offset = offset;
-  return Ref::Heap(kind, static_cast<ObjId>(graph_.objects.size() - 1));
+  graph_.objects.emplace_back().kind = kind;
+  const ObjId id = static_cast<ObjId>(graph_.objects.size() - 1);
+  if (kind == Kind::kGlobal) graph_.SetOffset(id, offset);
+  return Ref::Heap(kind, id);
 }
 
 Result<Ref> Machine::Run(ByteView data, uint64_t start, uint64_t* end) {
@@ -87,9 +86,29 @@ Result<Ref> Machine::Run(ByteView data, uint64_t start, uint64_t* end) {
 
 // ---- Memo ---------------------------------------------------------------------------
 
+void Memo::SetSlot(uint64_t key, Ref r) {
+  uint64_t& slot = dense_[key];
+  const bool had_inline = slot != 0 && (slot & kHeapSlot) == 0;
+  if (r.is_heap()) {
+    // A replaced inline value's place is free for the next one: inline_
+    // never holds more than the slots that hold inline values at once.
+    if (had_inline) free_inline_.push_back(slot);
+    slot = kHeapSlot | (uint64_t{static_cast<uint8_t>(r.kind)} << 32) | r.id;
+  } else if (had_inline) {
+    inline_[slot - 1] = r;
+  } else if (!free_inline_.empty()) {
+    slot = free_inline_.back();
+    free_inline_.pop_back();
+    inline_[slot - 1] = r;
+  } else {
+    inline_.push_back(r);
+    slot = inline_.size();
+  }
+}
+
 bool Memo::Put(uint64_t key, Ref r) {
-  if (key < dense_.size() && present_[key]) {
-    dense_[key] = r;
+  if (key < dense_.size() && dense_[key] != 0) {
+    SetSlot(key, r);
     return true;
   }
   auto it = sparse_.find(key);
@@ -103,11 +122,9 @@ bool Memo::Put(uint64_t key, Ref r) {
     if (key >= dense_.size()) {
       const uint64_t grown = std::max<uint64_t>(key + 1, dense_.size() * 2);
       const uint64_t cap = std::max<uint64_t>(key + 1, 2 * count_ + kDenseSlack);
-      dense_.resize(std::min(grown, cap));
-      present_.resize(dense_.size(), false);
+      dense_.resize(std::min(grown, cap), 0);
     }
-    dense_[key] = r;
-    present_[key] = true;
+    SetSlot(key, r);
   } else {
     sparse_.emplace(key, r);  // keys chosen by the file: keyed hash
   }
@@ -258,8 +275,8 @@ Status Interpreter::FinishOuter() {
   for (ObjId id : user_globals()) {
     Object& g = g_.objects[id];
     if (!g.consumed) {
-      m_.Refuse("pickle.global", g.offset,
-                g_.name(id) + " at byte " + Num(options().base + g.offset) +
+      m_.Refuse("pickle.global", g_.offset(id),
+                g_.name(id) + " at byte " + Num(options().base + g_.offset(id)) +
                     ": a name from the user's script that is not used as a class to "
                     "instantiate; loading would resolve it",
                 {g_.name(id)});
@@ -441,8 +458,8 @@ Status Interpreter::StepMemo(uint8_t op) {
       } else {
         SAFEMODEL_ASSIGN_OR_RETURN(key, ReadUInt(op == kBinGet ? 1 : 4, "BINGET"));
       }
-      const Ref* found = c.memo.Find(key);
-      if (found == nullptr) return Bad("memo key " + Num(key) + " was never stored");
+      const std::optional<Ref> found = c.memo.Find(key);
+      if (!found) return Bad("memo key " + Num(key) + " was never stored");
       return Push(*found);
     }
     case kPut:

@@ -103,7 +103,7 @@ Status Interpreter::OpUnicode() {
 Status Interpreter::OpReadOnlyBuffer() {
   SAFEMODEL_ASSIGN_OR_RETURN(Ref * top, Top("READONLY_BUFFER"));
   if (top->kind == Kind::kByteArray) {
-    SAFEMODEL_ASSIGN_OR_RETURN(*top, NewData(Kind::kBytes, g_.at(*top).data));
+    SAFEMODEL_ASSIGN_OR_RETURN(*top, NewData(Kind::kBytes, g_.at(*top).data()));
   } else if (top->kind != Kind::kBytes && !IsOpaque(*top)) {
     SAFEMODEL_ASSIGN_OR_RETURN(*top, Semantic(Bad("READONLY_BUFFER on " + KindName(g_, *top))));
   }
@@ -115,14 +115,18 @@ Status Interpreter::OpReadOnlyBuffer() {
 // Building tuples, lists, dicts and sets.
 Status Interpreter::StepContainer(uint8_t op) {
   switch (op) {
-    case kEmptyList:
     case kEmptyTuple:
+      // Python's () is one object: an empty tuple can never change, so
+      // every EMPTY_TUPLE of a run is one object too (torch.save writes one
+      // per tensor, the arguments of its OrderedDict()).
+      if (empty_tuple_.kind != Kind::kTuple) {
+        SAFEMODEL_ASSIGN_OR_RETURN(empty_tuple_, New(Kind::kTuple));
+      }
+      return Push(empty_tuple_);
+    case kEmptyList:
     case kEmptyDict:
     case kEmptySet: {
-      const Kind k = op == kEmptyList    ? Kind::kList
-                     : op == kEmptyTuple ? Kind::kTuple
-                     : op == kEmptyDict  ? Kind::kDict
-                                         : Kind::kSet;
+      const Kind k = op == kEmptyList ? Kind::kList : op == kEmptyDict ? Kind::kDict : Kind::kSet;
       SAFEMODEL_ASSIGN_OR_RETURN(Ref r, New(k));
       return Push(r);
     }
@@ -130,11 +134,11 @@ Status Interpreter::StepContainer(uint8_t op) {
     case kTuple2:
     case kTuple3: {
       const size_t n = op - kTuple1 + 1;
-      std::vector<Ref> items(n);
+      Ref items[3];
       for (size_t i = n; i-- > 0;) {
         SAFEMODEL_ASSIGN_OR_RETURN(items[i], Pop("TUPLE"));
       }
-      SAFEMODEL_ASSIGN_OR_RETURN(Ref r, NewContainer(Kind::kTuple, std::move(items)));
+      SAFEMODEL_ASSIGN_OR_RETURN(Ref r, NewContainer(Kind::kTuple, std::span<const Ref>(items, n)));
       return Push(r);
     }
     case kTuple:
@@ -217,8 +221,8 @@ Status Interpreter::ContainerOp(uint8_t op, Ref target, const std::vector<Ref>& 
     return Status::Ok();
   }
   if (to_list) {
-    auto& list = g_.at(target).items;
-    SAFEMODEL_RETURN_IF_ERROR(CheckGrowth(list.size() + items.size(), "list"));
+    SAFEMODEL_RETURN_IF_ERROR(CheckGrowth(g_.items(target).size() + items.size(), "list"));
+    std::vector<Ref>& list = g_.GrowItems(target.id);
     list.insert(list.end(), items.begin(), items.end());
     return Status::Ok();
   }
@@ -374,7 +378,7 @@ Status Interpreter::OpNewObj(uint8_t op) {
   if (IsOpaque(cls) || IsOpaque(args) || IsOpaque(kwargs)) {
     SAFEMODEL_ASSIGN_OR_RETURN(r, Opaque());
   } else if (args.kind != Kind::kTuple ||
-             (op == kNewObjEx && (kwargs.kind != Kind::kDict || !g_.at(kwargs).items.empty()))) {
+             (op == kNewObjEx && (kwargs.kind != Kind::kDict || !g_.at(kwargs).items().empty()))) {
     SAFEMODEL_ASSIGN_OR_RETURN(
         r, Semantic(Bad(std::string(OpName(op)) + " arguments must be a tuple (and no keywords)")));
   } else {
@@ -469,9 +473,9 @@ Status Interpreter::BuildJoblibWrapper(Ref* target, Ref state) {
 // wrapper's attributes; nothing follows in the stream.
 Status Interpreter::BuildPlainWrapper(uint32_t aux, const std::string& cls, Ref state) {
   Ref dict = state;
-  if (state.kind == Kind::kTuple && g_.at(state).items.size() == 2) {
-    dict = g_.at(state).items[0];
-    SAFEMODEL_RETURN_IF_ERROR(CheckState(*this, g_.at(state).items[1], cls, true, false));
+  if (state.kind == Kind::kTuple && g_.at(state).items().size() == 2) {
+    dict = g_.at(state).items()[0];
+    SAFEMODEL_RETURN_IF_ERROR(CheckState(*this, g_.at(state).items()[1], cls, true, false));
   }
   SAFEMODEL_RETURN_IF_ERROR(CheckState(*this, dict, cls, false, false));
   if (dict.kind == Kind::kDict) {
@@ -484,7 +488,7 @@ Status Interpreter::BuildPlainWrapper(uint32_t aux, const std::string& cls, Ref 
 
 Interpreter::WrapperFields Interpreter::ReadWrapperFields(Ref state) {
   auto field = [&](std::string_view key) -> std::optional<Ref> {
-    const auto& items = g_.at(state).items;
+    const std::span<const Ref> items = g_.at(state).items();
     for (size_t i = 0; i + 1 < items.size(); i += 2) {
       if (items[i].kind == Kind::kStr && g_.text(items[i]) == key) return items[i + 1];
     }
@@ -576,8 +580,8 @@ Status Interpreter::FinishNested(Ref result) {
     return Bad("joblib object array data is not an object array");
   }
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(a.shape, "joblib array shape"));
-  if (g_.at(inner.items).items.size() != count) {
-    return Bad("joblib object array holds " + Num(g_.at(inner.items).items.size()) +
+  if (g_.at(inner.items).items().size() != count) {
+    return Bad("joblib object array holds " + Num(g_.at(inner.items).items().size()) +
                " elements, its shape needs " + Num(count));
   }
   a.items = inner.items;

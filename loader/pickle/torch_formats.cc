@@ -8,6 +8,7 @@
 #include "loader/pickle/archive_scan.h"
 #include "loader/pickle/pickle_convert.h"
 #include "loader/pickle/pickle_run.h"
+#include "loader/pickle/storage_keys.h"
 #include "proto/base/keyed_hash.h"
 #include "proto/base/text.h"
 
@@ -22,6 +23,8 @@ using pickle::ObjId;
 using pickle::RecordKind;
 using pickle::Ref;
 using pickle::StorageInfo;
+using pickle::StorageKeys;
+using pickle::StorageTable;
 
 namespace {
 
@@ -45,11 +48,6 @@ bool ValidKey(std::string_view key) {
          });
 }
 
-// The storages of one checkpoint, by key.
-struct StorageTable {
-  std::map<std::string, ObjId> by_key;
-};
-
 // Resolves a persistent id ('storage', type, key, location, numel[, view]).
 // Legacy ids have the sixth field (None unless the file is from torch 0.x);
 // legacy files may also hold ('module', cls, file, source) ids, which carry
@@ -58,16 +56,16 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   Graph& g = m.graph();
   // Built only for a message: a checkpoint has one persistent id per storage.
   auto where = [&m, offset] { return "persistent id at " + m.Location(offset); };
-  if (pid.kind != Kind::kTuple || g.at(pid).items.empty() ||
-      g.at(pid).items[0].kind != Kind::kStr) {
+  if (pid.kind != Kind::kTuple || g.at(pid).items().empty() ||
+      g.at(pid).items()[0].kind != Kind::kStr) {
     return Status::Malformed(where() + " is " + pickle::KindName(g, pid) +
                              ", not a ('storage', ...) tuple");
   }
   // A copy of the (at most six) fields used: m.New() below may move every
   // object.
-  const size_t nf = g.at(pid).items.size();
+  const size_t nf = g.at(pid).items().size();
   std::array<Ref, 6> f;
-  std::copy_n(g.at(pid).items.begin(), std::min<size_t>(nf, f.size()), f.begin());
+  std::copy_n(g.at(pid).items().begin(), std::min<size_t>(nf, f.size()), f.begin());
   const std::string_view tag = g.text(f[0]);
   if (legacy && tag == "module") {
     std::string cls = nf > 1 && f[1].kind == Kind::kGlobal ? g.name(f[1]) : "a class";
@@ -106,16 +104,15 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
                                " (packed sub-byte elements)");
   }
   const DType dtype = type.kind == GlobalKind::kUntypedStorage ? DType::kInvalid : type.dtype;
-  auto it = table->by_key.find(std::string(key));
-  if (it != table->by_key.end()) {
-    const StorageInfo& s = g.storages[g.objects[it->second].aux];
+  if (const ObjId seen = table->Find(key); seen != pickle::kNoObj) {
+    const StorageInfo& s = g.storages[g.objects[seen].aux];
     if (s.dtype != dtype || s.numel != static_cast<uint64_t>(numel)) {
       return Status::Malformed(where() + ": storage '" + std::string(key) + "' was " +
                                std::string(s.type_name) + " of size " + Num(s.numel) +
                                " before, now " + type_name + " of size " +
                                Num(static_cast<uint64_t>(numel)));
     }
-    return Ref::Heap(Kind::kRecord, it->second);
+    return Ref::Heap(Kind::kRecord, seen);
   }
   SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, offset));
   g.at(r).record = RecordKind::kStorage;
@@ -129,7 +126,7 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   info.numel = static_cast<uint64_t>(numel);
   info.offset = offset;
   g.storages.push_back(std::move(info));
-  table->by_key.emplace(std::string(key), r.id);
+  table->Insert(key, r.id);
   return r;
 }
 
@@ -149,7 +146,7 @@ struct TorchLayout {
   const ZipEntry* data_pkl = nullptr;
   const ZipEntry* version = nullptr;
   const ZipEntry* byteorder = nullptr;
-  std::map<std::string, const ZipEntry*> storages;  // key -> data/<key>
+  StorageKeys storages;                             // key -> data/<key>
   std::vector<std::string> torchscript;             // members that are code
   std::vector<std::string> unknown;
   std::string problem;  // why this is not a torch layout (empty if it is)
@@ -210,13 +207,14 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
                rel == ".storage_alignment") {
       // Informational records of newer torch versions.
     } else if (rel.substr(0, 5) == "data/" && ValidKey(rel.substr(5))) {
-      l.storages.emplace(std::string(rel.substr(5)), &e);
+      l.storages.Add(rel.substr(5), &e);
     } else if (IsTorchScriptRecord(rel)) {
       l.torchscript.push_back(e.name);
     } else {
       l.unknown.push_back(e.name);
     }
   }
+  l.storages.Seal();
   if (l.data_pkl == nullptr && l.torchscript.empty()) l.problem = "there is no data.pkl";
   return l;
 }
@@ -265,16 +263,45 @@ Status ReadTorchRecords(ZipArchive& zip, const TorchLayout& layout, bool* big_en
 // The resolver refers to `layout` (a copy of its map would cost an
 // allocation per storage): it is used by the conversion only, while the
 // layout lives.
+// The data/<key> members of a torch zip, by their index in the archive's
+// entries.
+class ZipStorageMembers final : public pickle::StorageMembers {
+ public:
+  ZipStorageMembers(std::shared_ptr<ZipArchive> zip, uint64_t memory_limit)
+      : zip_(std::move(zip)), memory_limit_(memory_limit) {}
+  uint64_t IndexOf(const ZipEntry* e) const {
+    return static_cast<uint64_t>(e - zip_->entries().data());
+  }
+  Result<Elements> Fetch(uint64_t member) const override {
+    const ZipEntry& e = zip_->entries()[member];
+    Elements el;
+    if (e.method == 0) {
+      SAFEMODEL_ASSIGN_OR_RETURN(el.view, zip_->StoredData(e));
+      return el;
+    }
+    SAFEMODEL_ASSIGN_OR_RETURN(el.owned, zip_->ReadAll(e, memory_limit_));
+    el.view = el.owned.view();
+    return el;
+  }
+  std::string Origin(uint64_t member) const override {
+    return "zip member '" + Printable(zip_->entries()[member].name) + "'";
+  }
+
+ private:
+  std::shared_ptr<ZipArchive> zip_;
+  uint64_t memory_limit_;
+};
+
 pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const TorchLayout& layout,
                                     bool big_endian, uint64_t memory_limit) {
-  return [zip, layout_storages = &layout.storages, big_endian,
-          memory_limit](const StorageInfo& s) -> Result<pickle::StorageData> {
-    auto it = layout_storages->find(s.key);
-    if (it == layout_storages->end()) {
+  auto members = std::make_shared<const ZipStorageMembers>(std::move(zip), memory_limit);
+  return [members, layout_storages = &layout.storages,
+          big_endian](const StorageInfo& s) -> Result<pickle::StorageData> {
+    const ZipEntry* e = layout_storages->Find(s.key);
+    if (e == nullptr) {
       return Status::Malformed("storage '" + s.key + "' (" + std::string(s.type_name) +
                                ") has no record data/" + s.key);
     }
-    const ZipEntry* e = it->second;
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, StorageBytes(s));
     if (e->uncompressed_size != bytes) {
       return Status::Malformed("zip member '" + Printable(e->name) + "' holds " +
@@ -285,17 +312,8 @@ pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const Torch
     pickle::StorageData d;
     d.nbytes = bytes;
     d.big_endian = big_endian;
-    d.origin = "zip member '" + Printable(e->name) + "'";
-    d.fetch = [zip, e, memory_limit]() -> Result<Elements> {
-      Elements el;
-      if (e->method == 0) {
-        SAFEMODEL_ASSIGN_OR_RETURN(el.view, zip->StoredData(*e));
-        return el;
-      }
-      SAFEMODEL_ASSIGN_OR_RETURN(el.owned, zip->ReadAll(*e, memory_limit));
-      el.view = el.owned.view();
-      return el;
-    };
+    d.members = members;
+    d.member = members->IndexOf(e);
     return d;
   };
 }
@@ -314,7 +332,7 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
   SAFEMODEL_ASSIGN_OR_RETURN(ByteView pkl,
                              zip->Contents(*layout.data_pkl, ctx.options().memory_limit, &holder));
   auto graph = std::make_shared<Graph>();
-  auto table = std::make_shared<StorageTable>();
+  auto table = std::make_shared<StorageTable>(&layout.storages);
   MachineOptions opts;
   opts.where = where;
   opts.persistent_load = [table](Machine& m, Ref pid, uint64_t offset) {
@@ -324,9 +342,10 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
   SAFEMODEL_ASSIGN_OR_RETURN(const Ref root,
                              pickle::RunWholePickle(machine, pkl, where, "the pickle's STOP", ctx));
   // Every storage record must be one data.pkl refers to.
-  for (const auto& [key, entry] : layout.storages) {
-    if (table->by_key.count(key) == 0) {
-      return Status::Malformed("PyTorch archive member '" + Printable(entry->name) +
+  for (size_t i = 0; i < layout.storages.size(); ++i) {
+    if (!table->Referenced(i)) {
+      return Status::Malformed("PyTorch archive member '" +
+                               Printable(layout.storages.entry(i)->name) +
                                "' is not referred to by data.pkl (hidden data)");
     }
   }
@@ -350,7 +369,7 @@ Status CheckSysInfo(const Graph& g, Ref info, bool* little_endian) {
                              ", not a literal dict");
   }
   bool have_endian = false;
-  const auto& items = g.at(info).items;
+  const std::span<const Ref> items = g.at(info).items();
   for (size_t i = 0; i + 1 < items.size(); i += 2) {
     if (items[i].kind != Kind::kStr)
       return Status::Malformed("legacy torch sys_info has a non-str key");
@@ -387,17 +406,17 @@ Result<LegacyData> ReadLegacyStorages(ByteView rest, uint64_t base, const Graph&
   const std::string where = "legacy torch stream";
   LegacyData data;
   ByteReader r(rest, base);
-  for (Ref k : g.at(keys).items) {
+  for (Ref k : g.at(keys).items()) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, k, "storage key"));
-    auto it = table.by_key.find(std::string(key));
-    if (it == table.by_key.end()) {
+    const ObjId seen = table.Find(key);
+    if (seen == pickle::kNoObj) {
       return Status::Malformed(where + ": storage '" + Printable(key) +
                                "' in the key list is not used");
     }
     if (data.count(std::string(key))) {
       return Status::Malformed(where + ": storage '" + Printable(key) + "' is listed twice");
     }
-    const StorageInfo& st = g.storages[g.objects[it->second].aux];
+    const StorageInfo& st = g.storages[g.objects[seen].aux];
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count_le, r.U64LE(where + " storage size"));
     uint64_t count = little_endian ? count_le : __builtin_bswap64(count_le);
     if (count != st.numel) {
@@ -409,8 +428,8 @@ Result<LegacyData> ReadLegacyStorages(ByteView rest, uint64_t base, const Graph&
                                r.Bytes(bytes, where + " storage '" + std::string(key) + "'"));
     data.emplace(std::string(key), b);
   }
-  if (data.size() != table.by_key.size()) {
-    return Status::Malformed(where + ": " + Num(table.by_key.size() - data.size()) +
+  if (data.size() != table.size()) {
+    return Status::Malformed(where + ": " + Num(table.size() - data.size()) +
                              " storages used by the pickle are not in the key list");
   }
   if (!r.at_end()) {
@@ -445,7 +464,7 @@ namespace pickle {
 
 bool IsLegacyTorchMagic(const Graph& graph, Ref root) {
   if (root.kind != Kind::kBigInt) return false;
-  ByteView b = graph.at(root).data;
+  ByteView b = graph.at(root).data();
   return b.size() == sizeof kLegacyMagic && std::equal(b.begin(), b.end(), kLegacyMagic);
 }
 

@@ -115,6 +115,21 @@ TEST(PickleOpcodes, ContainersAndTheirOpcodes) {
             "\"set\":{\"$set\":[1,2]},\"frozen\":{\"$set\":[7]}}");
 }
 
+TEST(PickleOpcodes, AContainerChangedAfterItWasSharedChangesForEveryHolder) {
+  // A list built complete by LIST, memoized, held by a tuple, fetched, then
+  // APPENDS: Python's reference semantics show [1, 2, 3, 4] everywhere.
+  std::string list = "(" + Int1(1) + Int1(2) + "l" + "q" + B({0}) + "h" + B({0}) + B({0x85}) + "h" +
+                     B({0}) + "(" + Int1(3) + Int1(4) + "e";
+  // A dict built by DICT, shared the same way, then SETITEMS replacing a
+  // value and adding a key.
+  std::string dict = "(" + Short("k") + Int1(1) + "d" + "q" + B({1}) + B({0x85}) + "h" + B({1}) +
+                     "(" + Short("k") + Int1(5) + Short("m") + Int1(6) + "u";
+  InProcessResult r = Parse(kProto4 + "](" + list + dict + "e.");
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(Json(r.metadata),
+            "[[1,2,3,4],[[1,2,3,4]],[1,2,3,4],[{\"k\":5,\"m\":6}],{\"k\":5,\"m\":6}]");
+}
+
 TEST(PickleOpcodes, SetItemFollowsPythonKeyEquality) {
   // {1: 'a', True: 'b', 1.0: 'c', (1, 'x'): 'd', None: 'e'} is {1: 'c', (1, 'x'): 'd', None: 'e'}.
   std::string body = "}(" + Int1(1) + Short("a") + B({0x88}) + Short("b") + "G" +
@@ -270,6 +285,9 @@ TEST(PickleOpcodes, UserClassesAreRecordedByNameOnly) {
   EXPECT_EQ(Json(r.metadata), "{\"$class\":\"__main__.Net\",\"$user_class\":true,\"w\":[1]}");
   EXPECT_EQ(Rules(r.findings, Finding::Severity::kNote),
             (std::vector<std::string>{"pickle.user_class"}));
+  // Each finding is located at the name's GLOBAL opcode (byte 2, after PROTO).
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].location, "pickle byte 2");
   // Calling it (REDUCE) runs its code: refused.
   InProcessResult call = Parse(P2(Global("__main__", "Net") + ")R"));
   EXPECT_REFUSED(call, "pickle.call");
@@ -277,6 +295,10 @@ TEST(PickleOpcodes, UserClassesAreRecordedByNameOnly) {
   InProcessResult bare = Parse(P2(Global("__main__", "helper")));
   EXPECT_REFUSED(bare, "pickle.global");
   EXPECT_EQ(Refs(bare), (std::vector<std::string>{"__main__.helper"}));
+  ASSERT_EQ(bare.findings.size(), 1u);
+  EXPECT_EQ(bare.findings[0].location, "pickle byte 2");
+  EXPECT_NE(bare.findings[0].message.find("__main__.helper at byte 2:"), std::string::npos)
+      << bare.findings[0].message;
   // Instantiated once and also kept as a value through the memo
   // ({'obj': Evil(), 'cls': <Evil>}): the value is refused, not rendered.
   InProcessResult memo = Parse(P2("}(" + Short("obj") + Global("__main__", "Evil") + "q" +
@@ -284,6 +306,11 @@ TEST(PickleOpcodes, UserClassesAreRecordedByNameOnly) {
                                   "u"));
   EXPECT_REFUSED(memo, "pickle.global");
   EXPECT_EQ(Refs(memo), (std::vector<std::string>{"__main__.Evil"}));
+  for (const Finding& f : memo.findings) {
+    if (f.severity != Finding::Severity::kRefused) continue;
+    EXPECT_EQ(f.location, "pickle byte 9");  // after PROTO, EMPTY_DICT, MARK, 'obj'
+    EXPECT_NE(f.message.find("at byte 9 of pickle"), std::string::npos) << f.message;
+  }
 }
 
 // ---- Refusal rules ------------------------------------------------------------------
@@ -569,6 +596,64 @@ TEST(TorchZip, LayoutRules) {
       Parse(
           Zip({{"a/data.pkl", pkl}, {"a/data/0", data}, {"a/version", "3"}, {"a/notes.txt", "x"}})),
       StatusCode::kUnsupported);
+}
+
+TEST(TorchZip, StorageKeysAreFoundInAnyMemberOrder) {
+  // Records in an order that is neither the keys' nor data.pkl's; key "1"
+  // used by two tensors (one storage, an alias); "10" a prefix of none.
+  const std::string four = "\x01\x02\x03\x04";
+  auto pkl = [](const std::string& last_key) {
+    return Pkl("}(" + Short("a") + TensorV2("IntStorage", "10", 1, 0, {1}, {1}) + Short("b") +
+               TensorV2("IntStorage", "1", 1, 0, {1}, {1}) + Short("c") +
+               TensorV2("IntStorage", "2", 1, 0, {1}, {1}) + Short("d") +
+               TensorV2("IntStorage", last_key, 1, 0, {1}, {1}) + "u");
+  };
+  InProcessResult r = Parse(Zip({{"a/data.pkl", pkl("1")},
+                                 {"a/data/2", "\x03\x03\x03\x03"},
+                                 {"a/data/10", four},
+                                 {"a/data/1", "\x02\x02\x02\x02"},
+                                 {"a/version", "3"}}));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.tensors["a"].bytes, four);
+  EXPECT_EQ(r.tensors["b"].bytes, "\x02\x02\x02\x02");
+  EXPECT_EQ(r.tensors["c"].bytes, "\x03\x03\x03\x03");
+  EXPECT_EQ(r.tensors["d"].alias_of, "b");  // one storage, one view: tied
+  // A key with no record (a miss between, and past, the layout's keys).
+  for (const char* missing : {"11", "3"}) {
+    InProcessResult m = Parse(Zip({{"a/data.pkl", pkl(missing)},
+                                   {"a/data/2", four},
+                                   {"a/data/10", four},
+                                   {"a/data/1", four},
+                                   {"a/version", "3"}}));
+    EXPECT_CODE(m, StatusCode::kMalformed);
+    EXPECT_NE(m.status.message().find("storage '" + std::string(missing) +
+                                      "' (torch.IntStorage) has no record data/" + missing),
+              std::string::npos)
+        << m.status.ToString();
+  }
+  // A view past its storage names the storage's member.
+  InProcessResult oob = Parse(Zip(
+      {{"a/data.pkl", Pkl("}(" + Short("w") + TensorV2("IntStorage", "10", 1, 0, {2}, {1}) + "u")},
+       {"a/data/10", four},
+       {"a/version", "3"}}));
+  EXPECT_CODE(oob, StatusCode::kMalformed);
+  EXPECT_NE(oob.status.message().find("data.pkl' tensor 'w' (zip member 'a/data/10')"),
+            std::string::npos)
+      << oob.status.ToString();
+  // Two records no tensor refers to: the first in key order is named ("10"
+  // before "9", as strings), whatever the members' order.
+  InProcessResult hidden = Parse(Zip({{"a/data.pkl", pkl("1")},
+                                      {"a/data/9", four},
+                                      {"a/data/2", four},
+                                      {"a/data/1", four},
+                                      {"a/data/10", four},
+                                      {"a/data/11", four},
+                                      {"a/version", "3"}}));
+  EXPECT_CODE(hidden, StatusCode::kMalformed);
+  EXPECT_NE(hidden.status.message().find(
+                "PyTorch archive member 'a/data/11' is not referred to by data.pkl (hidden data)"),
+            std::string::npos)
+      << hidden.status.ToString();
 }
 
 TEST(TorchZip, TorchScriptArchivesAreRefused) {

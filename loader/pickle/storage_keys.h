@@ -1,0 +1,83 @@
+// The storage keys of a torch checkpoint, held once: the data/<key> records
+// of a zip layout in one sorted vector of views (of the members' names), and
+// the storage records data.pkl made, one slot per layout key. A checkpoint
+// of 100,000 tensors held these keys in two node maps (layout and storage
+// table, ~7 MB each) beside the zip's own entry table.
+//
+// Worst case: Find is O(log n) string comparisons; Seal O(n log n).
+//
+// Trust: the keys are members' names and persistent-id strings from an
+// untrusted file; nothing here reads bytes, it compares and stores views.
+#ifndef SAFEMODEL_LOADER_PICKLE_STORAGE_KEYS_H_
+#define SAFEMODEL_LOADER_PICKLE_STORAGE_KEYS_H_
+
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "loader/containers/zip_archive.h"
+#include "loader/pickle/pickle_graph.h"
+
+namespace safemodel::loader::pickle {
+
+// The data/<key> records of a zip layout, by key (in std::string order).
+class StorageKeys {
+ public:
+  static constexpr size_t kNone = static_cast<size_t>(-1);
+
+  // Adds a record; `key` is a view of `entry`'s name (it must live as long
+  // as this table). Of equal keys the first added is kept (as a map's
+  // emplace would). Seal() after the last Add, before any lookup.
+  void Add(std::string_view key, const ZipEntry* entry) { entries_.push_back({key, entry}); }
+  void Seal();
+
+  // The position of `key` in key order, or kNone.
+  size_t IndexOf(std::string_view key) const;
+  // The record of `key`, or null.
+  const ZipEntry* Find(std::string_view key) const {
+    const size_t i = IndexOf(key);
+    return i == kNone ? nullptr : entries_[i].entry;
+  }
+  size_t size() const { return entries_.size(); }
+  std::string_view key(size_t i) const { return entries_[i].key; }
+  const ZipEntry* entry(size_t i) const { return entries_[i].entry; }
+
+ private:
+  struct Entry {
+    std::string_view key;
+    const ZipEntry* entry;
+  };
+  std::vector<Entry> entries_;
+};
+
+// The storage record data.pkl made for each key: a slot per key of the
+// layout (when there is one), a map for any other key (a key with no record,
+// which the conversion refuses; every key of a legacy file).
+class StorageTable {
+ public:
+  // `layout` (may be null) must be sealed and outlive the table.
+  explicit StorageTable(const StorageKeys* layout = nullptr)
+      : layout_(layout), of_layout_(layout ? layout->size() : 0, kNoObj) {}
+
+  // The record made for `key` before, or kNoObj.
+  ObjId Find(std::string_view key) const;
+  // Records `id` for `key`, which Find did not know.
+  void Insert(std::string_view key, ObjId id);
+  // Keys with a record.
+  size_t size() const { return count_; }
+  // Whether layout key i has a record.
+  bool Referenced(size_t i) const { return of_layout_[i] != kNoObj; }
+
+ private:
+  const StorageKeys* layout_;
+  std::vector<ObjId> of_layout_;
+  std::map<std::string, ObjId, std::less<>> others_;
+  size_t count_ = 0;
+};
+
+}  // namespace safemodel::loader::pickle
+
+#endif  // SAFEMODEL_LOADER_PICKLE_STORAGE_KEYS_H_

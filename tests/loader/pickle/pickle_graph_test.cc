@@ -1,0 +1,298 @@
+// The pickle graph's item storage: the arena of fixed spans (chunk
+// boundaries, blocks of their own, no move), and objects whose items are set
+// once, grown in place, or bytes (the payload a kind decides).
+#include "loader/pickle/pickle_graph.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "loader/parser.h"
+#include "loader/pickle/pickle_interpreter.h"
+#include "loader/pickle/pickle_machine.h"
+
+namespace safemodel::loader::pickle {
+namespace {
+
+// n distinct items starting at `first`.
+std::vector<Ref> Items(size_t n, int64_t first) {
+  std::vector<Ref> v;
+  for (size_t i = 0; i < n; ++i) v.push_back(Ref::Int(first + static_cast<int64_t>(i)));
+  return v;
+}
+
+bool SameItems(std::span<const Ref> got, const std::vector<Ref>& want) {
+  if (got.size() != want.size()) return false;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].kind != want[i].kind || got[i].i != want[i].i) return false;
+  }
+  return true;
+}
+
+TEST(ItemArena, SpansAcrossChunksNeverMoveAndKeepTheirItems) {
+  ItemArena arena;
+  EXPECT_EQ(arena.Copy({}), nullptr);
+  EXPECT_EQ(arena.blocks(), 0u);
+  // Spans of 1..7 items until well past three chunks: every span lies in one
+  // chunk (the tail that does not fit starts a new chunk).
+  struct Span {
+    const Ref* at;
+    std::vector<Ref> want;
+  };
+  std::vector<Span> spans;
+  size_t total = 0;
+  int64_t next = 0;
+  for (size_t i = 0; total < 3 * ItemArena::kChunkItems + 100; ++i) {
+    std::vector<Ref> v = Items(1 + i % 7, next);
+    next += static_cast<int64_t>(v.size());
+    total += v.size();
+    const Ref* at = arena.Copy(v);
+    ASSERT_NE(at, nullptr);
+    spans.push_back({at, std::move(v)});
+  }
+  EXPECT_EQ(arena.blocks(), 4u);
+  for (const Span& s : spans) {
+    ASSERT_TRUE(SameItems({s.at, s.want.size()}, s.want)) << s.want[0].i;
+  }
+}
+
+TEST(ItemArena, AChunkIsFilledExactlyAndLongSpansGetABlockOfTheirOwn) {
+  ItemArena arena;
+  // Fill the first chunk to its last item with spans of the largest size a
+  // chunk takes, then one of exactly what is left.
+  const size_t big = ItemArena::kOwnBlockItems;
+  const Ref* first = arena.Copy(Items(big, 0));
+  const Ref* second = arena.Copy(Items(big, 1000000));
+  const Ref* third = arena.Copy(Items(big, 2000000));
+  const Ref* last = arena.Copy(Items(ItemArena::kChunkItems - 3 * big, 3000000));
+  EXPECT_EQ(arena.blocks(), 1u);
+  EXPECT_EQ(second, first + big);
+  EXPECT_EQ(third, second + big);
+  EXPECT_EQ(last, third + big);
+  // One item more starts a second chunk.
+  const Ref* one = arena.Copy(Items(1, 7));
+  EXPECT_EQ(arena.blocks(), 2u);
+  // A span one past kOwnBlockItems gets its own block and leaves the
+  // current chunk's free space to the next small span.
+  const Ref* own = arena.Copy(Items(big + 1, 5000000));
+  EXPECT_EQ(arena.blocks(), 3u);
+  const Ref* two = arena.Copy(Items(2, 9));
+  EXPECT_EQ(arena.blocks(), 3u);
+  EXPECT_EQ(two, one + 1);
+  EXPECT_TRUE(SameItems({first, big}, Items(big, 0)));
+  EXPECT_TRUE(SameItems({last, ItemArena::kChunkItems - 3 * big},
+                        Items(ItemArena::kChunkItems - 3 * big, 3000000)));
+  EXPECT_TRUE(SameItems({own, big + 1}, Items(big + 1, 5000000)));
+  EXPECT_TRUE(SameItems({two, 2}, Items(2, 9)));
+  arena.clear();
+  EXPECT_EQ(arena.blocks(), 0u);
+}
+
+// Adds an object of `kind` to `g`.
+ObjId Add(Graph& g, Kind kind) {
+  g.objects.emplace_back().kind = kind;
+  return static_cast<ObjId>(g.objects.size() - 1);
+}
+
+TEST(GraphItems, FixedItemsThenGrownAreSeenThroughEveryHolder) {
+  Graph g;
+  const ObjId list = Add(g, Kind::kList);
+  const ObjId tuple = Add(g, Kind::kTuple);
+  EXPECT_TRUE(g.objects[list].items().empty());
+  g.SetItems(list, Items(2, 1));  // LIST: complete when built, in the arena
+  const Ref held = Ref::Heap(Kind::kList, list);
+  const Ref parts[] = {held, held};
+  g.SetItems(tuple, parts);  // a tuple holding the list twice
+  // APPENDS after the list was shared: it moves to a vector, keeping its items.
+  std::vector<Ref>& grown = g.GrowItems(list);
+  EXPECT_TRUE(SameItems(grown, Items(2, 1)));
+  grown.push_back(Ref::Int(3));
+  EXPECT_EQ(&g.GrowItems(list), &grown);  // once grown, always the same vector
+  g.GrowItems(list).push_back(Ref::Int(4));
+  for (Ref r : g.items(Ref::Heap(Kind::kTuple, tuple))) {
+    EXPECT_EQ(r.id, list);
+    EXPECT_TRUE(SameItems(g.items(r), Items(4, 1)));
+  }
+  // A set of a grown object's items replaces them in its vector.
+  g.SetItems(list, Items(1, 9));
+  EXPECT_TRUE(SameItems(g.objects[list].items(), Items(1, 9)));
+  EXPECT_EQ(g.grown.size(), 1u);
+  // Objects added after do not move the others' items.
+  for (int i = 0; i < 100000; ++i) g.SetItems(Add(g, Kind::kTuple), Items(3, i));
+  EXPECT_TRUE(SameItems(g.objects[list].items(), Items(1, 9)));
+  EXPECT_TRUE(SameItems(g.objects[99999 + 2].items(), Items(3, 99999)));
+  g.ClearObjects();
+  EXPECT_EQ(g.objects.size(), 0u);
+  EXPECT_EQ(g.item_arena.blocks(), 0u);
+  EXPECT_TRUE(g.grown.empty());
+}
+
+TEST(GraphItems, AByteKindKeepsItsBytesAndHasNoItems) {
+  Graph g;
+  const std::string text = "layer.0.weight";
+  const ObjId str = Add(g, Kind::kStr);
+  g.objects[str].set_data(AsBytes(text));
+  EXPECT_EQ(g.text(Ref::Heap(Kind::kStr, str)), text);
+  EXPECT_TRUE(g.objects[str].items().empty());
+  // Items given to a byte kind are dropped; its bytes stay.
+  g.SetItems(str, Items(2, 0));
+  g.GrowItems(str).push_back(Ref::Int(1));
+  EXPECT_EQ(g.text(Ref::Heap(Kind::kStr, str)), text);
+  EXPECT_TRUE(g.objects[str].items().empty());
+  // Bytes given to any other kind are dropped; its items stay.
+  const ObjId tuple = Add(g, Kind::kTuple);
+  g.SetItems(tuple, Items(2, 5));
+  g.objects[tuple].set_data(AsBytes(text));
+  EXPECT_TRUE(g.objects[tuple].data().empty());
+  EXPECT_TRUE(SameItems(g.objects[tuple].items(), Items(2, 5)));
+}
+
+TEST(ObjectStore, ChunksNeverMoveAndObjectsStartDefault) {
+  ObjectStore store;
+  std::vector<Object*> seen;
+  for (size_t i = 0; i < 2 * ObjectStore::kChunk + 3; ++i) {
+    Object& o = store.emplace_back();
+    EXPECT_EQ(o.kind, Kind::kNone);
+    EXPECT_EQ(o.aux, UINT32_MAX);
+    EXPECT_TRUE(o.items().empty());
+    o.aux = static_cast<uint32_t>(i);
+    seen.push_back(&o);
+  }
+  ASSERT_EQ(store.size(), 2 * ObjectStore::kChunk + 3);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    ASSERT_EQ(&store[static_cast<ObjId>(i)], seen[i]) << i;  // never moved
+    ASSERT_EQ(store[static_cast<ObjId>(i)].aux, i) << i;
+  }
+  EXPECT_EQ(&store.back(), seen.back());
+  store.clear();
+  EXPECT_TRUE(store.empty());
+  EXPECT_EQ(store.emplace_back().aux, UINT32_MAX);  // usable again
+}
+
+TEST(ChunkedTable, RecordsAcrossChunksKeepTheirPlaceAndValue) {
+  ChunkedTable<StorageInfo, 3> table;  // 8 a chunk
+  std::vector<const StorageInfo*> seen;
+  for (int i = 0; i < 30; ++i) {
+    StorageInfo s;
+    s.key = "storage-key-long-enough-for-the-heap-" + std::to_string(i);
+    s.numel = static_cast<uint64_t>(i);
+    table.push_back(std::move(s));
+    seen.push_back(&table[static_cast<size_t>(i)]);
+  }
+  ASSERT_EQ(table.size(), 30u);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    ASSERT_EQ(&table[i], seen[i]) << i;
+    EXPECT_EQ(table[i].numel, i);
+    EXPECT_EQ(table[i].key, "storage-key-long-enough-for-the-heap-" + std::to_string(i));
+  }
+}
+
+// A tensor's sizes and strides: inline up to kInline, on the heap past it,
+// through copies, moves and assignments across the limit (ASan checks the
+// heap blocks).
+TEST(Dims, InlineUpToTheLimitAndOnTheHeapPastIt) {
+  static_assert(Dims<int64_t>::kInline == 3);
+  Dims<int64_t> d;
+  EXPECT_TRUE(d.empty());
+  for (size_t n : {size_t{1}, size_t{3}, size_t{4}, size_t{9}, size_t{2}, size_t{0}, size_t{5}}) {
+    std::vector<int64_t> v;
+    for (size_t i = 0; i < n; ++i) v.push_back(-static_cast<int64_t>(i) - 1);
+    d = v;
+    ASSERT_EQ(d.size(), n);
+    EXPECT_EQ(d.ToVector(), v);
+    const bool inline_data =
+        reinterpret_cast<const char*>(d.data()) >= reinterpret_cast<const char*>(&d) &&
+        reinterpret_cast<const char*>(d.data()) < reinterpret_cast<const char*>(&d) + sizeof(d);
+    EXPECT_EQ(inline_data, n <= Dims<int64_t>::kInline) << n;
+    Dims<int64_t> copy(d);
+    EXPECT_EQ(copy.ToVector(), v);
+    if (n > Dims<int64_t>::kInline) {
+      EXPECT_NE(copy.data(), d.data());  // a block of its own
+    }
+    Dims<int64_t> moved(std::move(copy));
+    EXPECT_EQ(moved.ToVector(), v);
+    EXPECT_TRUE(copy.empty());  // NOLINT: moved-from is empty
+    Dims<int64_t> assigned;
+    assigned = moved;
+    Dims<int64_t>& same = assigned;
+    assigned = same;  // self-assignment keeps the values
+    EXPECT_EQ(assigned.ToVector(), v);
+    assigned = std::move(moved);
+    EXPECT_EQ(assigned.ToVector(), v);
+  }
+  static_assert(sizeof(TensorInfo) <= 104, "TensorInfo grew");
+}
+
+// Python's () is one object: every EMPTY_TUPLE of a run is one graph
+// object; a TUPLE of no items and other tuples are objects of their own.
+TEST(GraphItems, EveryEmptyTupleOfARunIsOneObject) {
+  // PROTO 2, MARK, EMPTY_TUPLE x3, MARK TUPLE (empty), TUPLE, STOP.
+  const std::string p = std::string("\x80\x02(") + ")))" + "(t" + "t.";
+  ParseContext ctx(ParseOptions{});
+  Graph g;
+  Machine m(ctx, g, MachineOptions{});
+  uint64_t end = 0;
+  Result<Ref> root = m.Run(AsBytes(p), 0, &end);
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  EXPECT_EQ(end, p.size());
+  ASSERT_EQ(root->kind, Kind::kTuple);
+  const std::span<const Ref> items = g.items(*root);
+  ASSERT_EQ(items.size(), 4u);
+  EXPECT_EQ(items[0].id, items[1].id);
+  EXPECT_EQ(items[1].id, items[2].id);
+  EXPECT_NE(items[3].id, items[0].id);  // made by TUPLE
+  EXPECT_EQ(g.objects.size(), 3u);      // (), the TUPLE's (), the root
+}
+
+// The memo's 8-byte slots give back exactly the Ref stored: a heap object's
+// kind and id (the largest id too), an inline value's every bit.
+TEST(Memo, SlotsGiveBackEveryKindOfValue) {
+  Memo memo;
+  const double neg_zero = -0.0;
+  const std::vector<Ref> values = {
+      Ref::Heap(Kind::kStr, 0),
+      Ref::Heap(Kind::kOpaque, 0xFFFFFFFE),
+      Ref::Heap(Kind::kRecord, 123456),
+      Ref::Heap(Kind::kBigInt, 7),
+      Ref::None(),
+      Ref::Bool(true),
+      Ref::Int(INT64_MIN),
+      Ref::Int(-1),
+      Ref::Float(neg_zero),
+      Ref::Float(1e308),
+  };
+  for (size_t k = 0; k < values.size(); ++k) ASSERT_TRUE(memo.Put(k, values[k]));
+  EXPECT_EQ(memo.size(), values.size());
+  EXPECT_EQ(memo.inline_values(), 6u);
+  for (size_t k = 0; k < values.size(); ++k) {
+    const std::optional<Ref> got = memo.Find(k);
+    ASSERT_TRUE(got.has_value()) << k;
+    EXPECT_EQ(got->kind, values[k].kind) << k;
+    if (values[k].is_heap()) {
+      EXPECT_EQ(got->id, values[k].id) << k;
+    } else {
+      EXPECT_EQ(got->i, values[k].i) << k;  // the float's bits too
+    }
+  }
+  EXPECT_FALSE(memo.Find(values.size()).has_value());
+  EXPECT_FALSE(memo.Find(uint64_t{1} << 40).has_value());
+  // Replacing: heap -> inline -> heap -> inline, many times, in one slot:
+  // the slot's inline value is reused, nothing accumulates.
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(memo.Put(0, Ref::Int(i)));
+    ASSERT_TRUE(memo.Put(0, Ref::Heap(Kind::kTuple, static_cast<ObjId>(i))));
+    ASSERT_TRUE(memo.Put(4, Ref::Float(i)));
+  }
+  EXPECT_EQ(memo.size(), values.size());
+  EXPECT_EQ(memo.inline_values(), 7u);
+  EXPECT_EQ(memo.Find(0)->kind, Kind::kTuple);
+  EXPECT_EQ(memo.Find(0)->id, 999u);
+  EXPECT_EQ(memo.Find(4)->f, 999.0);
+}
+
+}  // namespace
+}  // namespace safemodel::loader::pickle

@@ -1,0 +1,67 @@
+// The storage keys of a torch checkpoint: the layout's sorted records
+// (duplicates, misses) and the storage table's slots and other keys.
+#include "loader/pickle/storage_keys.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <string>
+
+namespace safemodel::loader::pickle {
+namespace {
+
+// Records named `names` (views of their names stay valid: a deque).
+struct Records {
+  std::deque<ZipEntry> entries;
+  StorageKeys keys;
+  Records(std::initializer_list<const char*> names) {
+    for (const char* n : names) {
+      ZipEntry& e = entries.emplace_back();
+      e.name = n;
+      keys.Add(e.name, &e);
+    }
+    keys.Seal();
+  }
+};
+
+TEST(StorageKeys, SortedWithTheFirstOfEqualKeysAndMissesFound) {
+  Records r({"9", "10", "2", "10", "1"});
+  ASSERT_EQ(r.keys.size(), 4u);  // one "10" dropped
+  EXPECT_EQ(r.keys.key(0), "1");
+  EXPECT_EQ(r.keys.key(1), "10");
+  EXPECT_EQ(r.keys.key(2), "2");
+  EXPECT_EQ(r.keys.key(3), "9");
+  EXPECT_EQ(r.keys.Find("10"), &r.entries[1]);  // the first "10" added
+  EXPECT_EQ(r.keys.Find("9"), &r.entries[0]);
+  for (const char* miss : {"", "0", "100", "11", "3", "99", "1 "}) {
+    EXPECT_EQ(r.keys.IndexOf(miss), StorageKeys::kNone) << miss;
+    EXPECT_EQ(r.keys.Find(miss), nullptr) << miss;
+  }
+  Records empty({});
+  EXPECT_EQ(empty.keys.Find("0"), nullptr);
+}
+
+TEST(StorageTable, LayoutKeysHaveSlotsAndOtherKeysAMap) {
+  Records r({"0", "1", "2"});
+  StorageTable t(&r.keys);
+  EXPECT_EQ(t.Find("1"), kNoObj);
+  t.Insert("1", 7);
+  t.Insert("x", 8);  // no record: kept apart, still found
+  EXPECT_EQ(t.Find("1"), 7u);
+  EXPECT_EQ(t.Find("x"), 8u);
+  EXPECT_EQ(t.Find("0"), kNoObj);
+  EXPECT_EQ(t.Find("y"), kNoObj);
+  EXPECT_EQ(t.size(), 2u);
+  EXPECT_FALSE(t.Referenced(0));
+  EXPECT_TRUE(t.Referenced(1));
+  EXPECT_FALSE(t.Referenced(2));
+  // No layout (a legacy file): every key in the map.
+  StorageTable legacy;
+  legacy.Insert("140234", 3);
+  EXPECT_EQ(legacy.Find("140234"), 3u);
+  EXPECT_EQ(legacy.Find("1402"), kNoObj);
+  EXPECT_EQ(legacy.size(), 1u);
+}
+
+}  // namespace
+}  // namespace safemodel::loader::pickle
