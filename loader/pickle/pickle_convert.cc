@@ -828,10 +828,9 @@ Status Converter::EmitTensors() {
       ++views_of_storage_[p.link];
     }
   }
-  // One allocation of the final size: grown by doubling, the list (160
-  // bytes a tensor) would hold its old and new buffers at once at the
-  // conversion's peak.
-  out_->tensors.reserve(out_->tensors.size() + tensors_.size());
+  // Grown by doubling, the list (160 bytes a tensor) would hold its old and
+  // new buffers at once at the conversion's peak.
+  ReserveForMore(out_->tensors, tensors_.size());
   for (Pending& p : tensors_) {
     if (p.record == RecordKind::kNdArray) {
       out_->tensors.push_back(NumpyTensor(p));

@@ -25,9 +25,11 @@
 #ifndef SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_CONVERT_H_
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "loader/model.h"
 #include "loader/parser.h"
@@ -97,6 +99,18 @@ Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
 // Sets out->metadata / out->architecture from a conversion (the parts that
 // are not null).
 void StoreTrees(Converted converted, ParsedModel* out);
+
+// Makes room in `v` for `more` elements: exactly as many into an empty
+// vector (one conversion of one pickle: no second buffer at its peak), at
+// least twice the capacity otherwise (many conversions into one list, as an
+// .npz of object arrays does per member: growth stays geometric, so the
+// elements move O(log n) times, not once per conversion).
+template <typename T>
+void ReserveForMore(std::vector<T>& v, size_t more) {
+  const size_t need = v.size() + more;
+  if (need <= v.capacity()) return;
+  v.reserve(v.empty() ? need : std::max(need, 2 * v.capacity()));
+}
 
 }  // namespace safemodel::loader::pickle
 

@@ -15,23 +15,27 @@ namespace safemodel::loader::pickle {
 static_assert(kMaxStackDepth < (uint64_t{1} << 32) && kMaxContainerItems < (uint64_t{1} << 32),
               "item counts must fit Object's 32-bit count");
 
-void* AllocateChunk(size_t bytes) {
+namespace {
 #if defined(SAFEMODEL_SANITIZER_BUILD)
-  return ::operator new(bytes);
+constexpr bool kSanitizer = true;
 #else
+constexpr bool kSanitizer = false;
+#endif
+}  // namespace
+
+void* AllocateChunk(size_t bytes, bool first) {
+  if (kSanitizer || first) return ::operator new(bytes);
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   return p;
-#endif
 }
 
-void FreeChunk(void* chunk, size_t bytes) {
-#if defined(SAFEMODEL_SANITIZER_BUILD)
-  (void)bytes;
-  ::operator delete(chunk);
-#else
-  munmap(chunk, bytes);
-#endif
+void FreeChunk(void* chunk, size_t bytes, bool first) {
+  if (kSanitizer || first) {
+    ::operator delete(chunk);
+  } else {
+    munmap(chunk, bytes);
+  }
 }
 
 // Objects and items are plain words: a chunk is freed without running
@@ -41,12 +45,12 @@ static_assert(std::is_trivially_destructible_v<Object> && std::is_trivially_dest
 const Ref* ItemArena::Copy(std::span<const Ref> items) {
   if (items.empty()) return nullptr;
   Ref* out;
-  if (items.size() > kOwnBlockItems) {
-    out = static_cast<Ref*>(AllocateChunk(items.size() * sizeof(Ref)));
+  if (kSanitizer || items.size() > kOwnBlockItems) {
+    out = static_cast<Ref*>(AllocateChunk(items.size() * sizeof(Ref), blocks_.empty()));
     blocks_.push_back({out, items.size()});
   } else {
     if (items.size() > left_) {
-      next_ = static_cast<Ref*>(AllocateChunk(kChunkItems * sizeof(Ref)));
+      next_ = static_cast<Ref*>(AllocateChunk(kChunkItems * sizeof(Ref), blocks_.empty()));
       blocks_.push_back({next_, kChunkItems});
       left_ = kChunkItems;
     }
@@ -59,7 +63,7 @@ const Ref* ItemArena::Copy(std::span<const Ref> items) {
 }
 
 void ItemArena::clear() {
-  for (const Block& b : blocks_) FreeChunk(b.items, b.count * sizeof(Ref));
+  for (size_t i = 0; i < blocks_.size(); ++i) FreeChunk(blocks_[i].items, blocks_[i].count * sizeof(Ref), i == 0);
   std::vector<Block>().swap(blocks_);
   next_ = nullptr;
   left_ = 0;
@@ -67,7 +71,7 @@ void ItemArena::clear() {
 
 Object& ObjectStore::emplace_back() {
   if ((size_ & (kChunk - 1)) == 0) {
-    chunks_.push_back(static_cast<Object*>(AllocateChunk(kChunk * sizeof(Object))));
+    chunks_.push_back(static_cast<Object*>(AllocateChunk(kChunk * sizeof(Object), chunks_.empty())));
   }
   Object* o = new (&chunks_.back()[size_ & (kChunk - 1)]) Object();
   ++size_;
@@ -75,7 +79,7 @@ Object& ObjectStore::emplace_back() {
 }
 
 void ObjectStore::clear() {
-  for (Object* c : chunks_) FreeChunk(c, kChunk * sizeof(Object));
+  for (size_t i = 0; i < chunks_.size(); ++i) FreeChunk(chunks_[i], kChunk * sizeof(Object), i == 0);
   std::vector<Object*>().swap(chunks_);
   size_ = 0;
 }

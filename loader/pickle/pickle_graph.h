@@ -312,22 +312,27 @@ struct Object {
 // A file of n tensors holds ~10n objects: keep them small (LP64).
 static_assert(sizeof(Object) <= 40, "Object grew: memory per tensor grows with it");
 
-// Memory for the graph's chunks (objects, items): pages mapped for the
-// chunk alone, so that freeing the graph before the conversion returns them
-// at once. Taken from malloc's heap, chunks freed in the middle of it stay
-// resident as holes that the conversion's own large blocks (its tensor list)
-// do not fit, and the conversion's peak sits on top of them. Sanitizer builds
-// take the chunks from the sanitizer's allocator, which checks their bounds.
-// Throws std::bad_alloc when the memory is not there (as operator new).
-void* AllocateChunk(size_t bytes);
-void FreeChunk(void* chunk, size_t bytes);
+// Memory for the graph's chunks (objects, items). A store's first chunk
+// comes from malloc's heap: a small graph (one of the many pickles of an
+// .npz of object arrays) then costs no system call. Every later chunk is
+// pages mapped for it alone, so that freeing a large graph before the
+// conversion returns them at once: taken from malloc's heap, chunks freed in
+// the middle of it stay resident as holes that the conversion's own large
+// blocks (its tensor list) do not fit, and the conversion's peak sits on top
+// of them. Sanitizer builds take every chunk from the sanitizer's allocator.
+// `first` must be the same at FreeChunk as at AllocateChunk. Throws
+// std::bad_alloc when the memory is not there (as operator new).
+void* AllocateChunk(size_t bytes, bool first);
+void FreeChunk(void* chunk, size_t bytes, bool first);
 
 // The items of containers that are complete when they are built (tuples,
 // the arguments of a call, a record's parts), copied into chunks of
 // kChunkItems that never move and are never freed one by one: one
 // allocation per megabyte instead of one per tuple, and no vector header per
 // object. A span longer than kOwnBlockItems gets a block of its own, so a
-// chunk wastes less than a quarter of its size at its end.
+// chunk wastes less than a quarter of its size at its end. In sanitizer
+// builds every span gets a block of its own, so that reading past a
+// container's items is caught there rather than landing in the next one's.
 class ItemArena {
  public:
   static constexpr size_t kChunkItems = size_t{1} << 16;  // 65,536 items (1 MiB) a chunk

@@ -290,5 +290,25 @@ TEST(PickleConvert, AStorageReadAgainAsAnotherTypeNamesBothTypes) {
       << r.status.ToString();
 }
 
+// The tensor list of a model that many pickles convert into (an .npz of
+// object arrays: one conversion per member) grows geometrically, while one
+// conversion into an empty list reserves exactly what it needs.
+TEST(PickleConvert, ReservingForManyConversionsStaysGeometric) {
+  std::vector<int> one;
+  loader::pickle::ReserveForMore(one, 100'000);
+  EXPECT_EQ(one.capacity(), 100'000u);
+  std::vector<int> many;
+  size_t moves = 0;
+  for (int member = 0; member < 100'000; ++member) {
+    const size_t before = many.capacity();
+    loader::pickle::ReserveForMore(many, 2);
+    many.push_back(member);
+    many.push_back(member);
+    moves += many.capacity() != before ? 1u : 0u;
+  }
+  EXPECT_EQ(many.size(), 200'000u);
+  EXPECT_LE(moves, 20u);  // log2(200,000) ~ 18: an exact reserve per member moved 100,000 times
+}
+
 }  // namespace
 }  // namespace safemodel::testing

@@ -446,6 +446,26 @@ TEST(PickleMalformed, StructuralErrors) {
               StatusCode::kMalformed);  // negative BINSTRING
 }
 
+// kMaxObjects counts every heap object a stream makes (here one list per
+// EMPTY_LIST, popped at once: the limit is on what is made, not on what is
+// kept), but EMPTY_TUPLE makes none past the first of a run: every () is the
+// same object, as in Python, whose pickle.loads takes the second stream.
+TEST(PickleMalformed, TheObjectLimitCountsEveryObjectMadeButTheOneEmptyTuple) {
+  const uint64_t n = loader::pickle::kMaxObjects + 1;
+  std::string lists = kProto2, tuples = kProto2;
+  lists.reserve(2 * n + 4);
+  tuples.reserve(2 * n + 4);
+  for (uint64_t i = 0; i < n; ++i) {
+    lists += "]0";
+    tuples += ")0";
+  }
+  const InProcessResult refused = Parse(lists + "N.");
+  EXPECT_CODE(refused, StatusCode::kLimitExceeded);
+  EXPECT_NE(refused.status.message().find("more than 8388608 objects (limit)"), std::string::npos)
+      << refused.status.ToString();
+  EXPECT_NE(Parse(tuples + "N.").status.code(), StatusCode::kLimitExceeded);
+}
+
 TEST(PickleMalformed, LimitsAreEnforcedWithoutRecursion) {
   // More open marks than allowed.
   EXPECT_CODE(Parse(kProto2 + std::string(kMaxMarks + 1, '(')), StatusCode::kLimitExceeded);
