@@ -345,7 +345,7 @@ Status RunWorker(const RunSetup& setup, const std::string& path, sandbox::ForkSe
   if (stream->end() != StreamEnd::kEof && !exiting) worker.Kill();
   RunOutcome run;
   run.stream = stream;
-  run.exit = worker.Wait(setup.deadline);
+  run.exit = worker.Wait(reader.deadline());  // moved by the parent's own output waits
   report->worker.max_rss_bytes = run.exit.max_rss_bytes;
   report->worker.cpu_seconds = run.exit.cpu_seconds;
   report->worker.exit_code = run.exit.exit_code;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <optional>
 
@@ -259,6 +260,13 @@ class StreamReader {
   // Reports the output's growth every kProgressStepBytes; false once the
   // hook asked to cancel (the stream has then ended).
   bool Progress(bool force) {
+    if (st_->writer) {
+      // The parent's waits for its own disk (SafemodelWriter::WriteBehind)
+      // are not the worker's time.
+      const auto waited = st_->writer->behind_waited();
+      reader_.Extend(waited - credited_);
+      credited_ = waited;
+    }
     if (!on_progress_ || !st_->writer) return true;
     const uint64_t written = st_->writer->file_size();
     if (!force && written - last_progress_ < kProgressStepBytes) return true;
@@ -507,6 +515,7 @@ class StreamReader {
   XformBuffers xform_buffers_;
   const ProgressHook& on_progress_;
   uint64_t last_progress_ = 0;
+  std::chrono::nanoseconds credited_{0};  // of the writer's write-behind waits, added to the deadline
 };
 
 }  // namespace

@@ -61,26 +61,34 @@ Status SafemodelWriter::WriteAll(ByteView bytes) {
 Status SafemodelWriter::StepWriteBehind() {
   const uint64_t end = written_ - out_used_;  // what the file holds
   if (end - behind_started_ < write_behind_) return Status::Ok();
-  auto failed = [this](int err) {
-    if (err == ESPIPE || err == EINVAL || err == ENOSYS) {
+  auto failed = [](int err) {
+    return Status::IoError(std::string("writing the output failed: ") + std::strerror(err));
+  };
+  // Only this first call, which starts write-back and reports no earlier
+  // error, may say the descriptor does not support it (or a policy forbids
+  // it). A waiting call's error is the file's write-back error, which it
+  // consumes for this descriptor: it always fails the write, or Commit's
+  // fsync would no longer see it.
+  if (sync_file_range(fd_, static_cast<off_t>(behind_started_), static_cast<off_t>(end - behind_started_),
+                      SYNC_FILE_RANGE_WRITE) != 0) {
+    const int err = errno;
+    if (err == ESPIPE || err == EINVAL || err == ENOSYS || err == EPERM) {
       write_behind_ = 0;  // not a file the kernel writes back this way
       return Status::Ok();
     }
-    return Status::IoError(std::string("writing the output failed: ") + std::strerror(err));
-  };
-  if (sync_file_range(fd_, static_cast<off_t>(behind_started_), static_cast<off_t>(end - behind_started_),
-                      SYNC_FILE_RANGE_WRITE) != 0) {
-    return failed(errno);
+    return failed(err);
   }
   // HashFile reads back what was written before the input digest is known.
   const bool read_back = hash_file_ && !file_hasher_;
   if (!read_back && behind_started_ > behind_dropped_) {
     const auto from = static_cast<off_t>(behind_dropped_);
     const auto len = static_cast<off_t>(behind_started_ - behind_dropped_);
-    if (sync_file_range(fd_, from, len,
-                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
-      return failed(errno);
-    }
+    const auto start = std::chrono::steady_clock::now();
+    const int waited = sync_file_range(fd_, from, len,
+                                       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    const int err = errno;
+    behind_waited_ += std::chrono::steady_clock::now() - start;
+    if (waited != 0) return failed(err);
     // Clean now, so dropped; a failure here only leaves them cached.
     (void)posix_fadvise(fd_, from, len, POSIX_FADV_DONTNEED);
     behind_dropped_ = behind_started_;

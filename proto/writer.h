@@ -9,6 +9,7 @@
 #ifndef SAFEMODEL_PROTO_WRITER_H_
 #define SAFEMODEL_PROTO_WRITER_H_
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -99,12 +100,18 @@ class SafemodelWriter {
   // are reused instead of fresh ones taken for every byte, and the final
   // fsync finds little left to write. The bytes written do not change; a
   // write-back error fails the write as the fsync would have. A descriptor
-  // without sync_file_range (ESPIPE, EINVAL, ENOSYS) just stops doing it.
+  // whose first sync_file_range fails with ESPIPE, EINVAL, ENOSYS or EPERM
+  // (no such support, or a policy against it) just stops doing it; an error
+  // from a call that waits always fails the write. On tmpfs and overlayfs
+  // the calls succeed and the pages stay cached.
   // Nothing is dropped while HashFile still has to read the file back.
   // Not for a file read in full after it is written (a spool copied to its
   // descriptor): it would be read from the disk again.
   static constexpr uint64_t kWriteBehindBytes = 64 << 20;
   void WriteBehind(uint64_t window = kWriteBehindBytes) { write_behind_ = window; }
+  // Time spent waiting for the disk in WriteBehind so far: the caller's own
+  // output, which a deadline meant for the worker should not count.
+  std::chrono::nanoseconds behind_waited() const { return behind_waited_; }
 
   // The size the finished file will have at most (the trailer's exact size
   // is known only at Finish).
@@ -167,6 +174,7 @@ class SafemodelWriter {
   uint64_t write_behind_ = 0;
   uint64_t behind_started_ = 0;
   uint64_t behind_dropped_ = 0;
+  std::chrono::nanoseconds behind_waited_{0};
   int current_ = -1;
   uint64_t remaining_ = 0;
   uint64_t data_end_ = 0;  // where the last opened tensor's bytes end, in the data region

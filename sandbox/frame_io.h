@@ -81,6 +81,10 @@ class FrameReader {
   Result ReadExact(void* buf, size_t n);
 
   const std::string& error() const { return error_; }
+  Clock::time_point deadline() const { return deadline_; }
+  // Moves the deadline later by `d`: time the caller spent on its own work
+  // (waiting for its output's disk), which the worker should not be charged.
+  void Extend(Clock::duration d) { deadline_ += d; }
   // Bytes taken from the channel (some may still wait in the buffer).
   uint64_t bytes_read() const { return bytes_read_; }
 

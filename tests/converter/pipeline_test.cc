@@ -249,7 +249,9 @@ TEST(Pipeline, TheOutputSha256IsComputedAsWrittenAndIsTheFilesSha256) {
 // whole output stays cached, as cp's would. The bytes are the same.
 TEST(Pipeline, ADurableOutputLeavesThePageCacheBehindItAsItIsWritten) {
   TempDir dir;
-  if (InMemoryFileSystem(dir.path())) GTEST_SKIP() << "the temporary directory is in memory";
+  if (!PageCacheDropWorks(dir.path())) {
+    GTEST_SKIP() << "the temporary directory's file system keeps written pages cached (tmpfs, overlayfs)";
+  }
   WriteFile(dir.File("big.npy"), NpyBytes(160u << 20));
   ConvertOptions synced;  // Convert() turns the fsync off, to spare the test suite's disk
   synced.timeout_ms = 60'000;
@@ -261,8 +263,8 @@ TEST(Pipeline, ADurableOutputLeavesThePageCacheBehindItAsItIsWritten) {
   const uint64_t from = 1u << 20, to = 63u << 20;
   const auto pages = static_cast<int64_t>((to - from) / static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
   EXPECT_EQ(ResidentPages(dir.File("d.safemodel"), from, to), 0);
-  EXPECT_EQ(ResidentPages(dir.File("c.safemodel"), from, to), pages);
-  EXPECT_EQ(ReadFile(dir.File("d.safemodel")), ReadFile(dir.File("c.safemodel")));
+  EXPECT_GT(ResidentPages(dir.File("c.safemodel"), from, to), pages / 2);  // memory pressure may take some
+  EXPECT_EQ(RunCommand("cmp -s '" + dir.File("d.safemodel") + "' '" + dir.File("c.safemodel") + "'"), 0);
 }
 
 TEST(Pipeline, TheOutputSizeCapIsCheckedBeforeWriting) {

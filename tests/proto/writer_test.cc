@@ -145,8 +145,8 @@ TEST(WriterWriteBehind, WritesTheSameFileWithTheSameDigest) {
 
 TEST(WriterWriteBehind, LeavesOnlyTheLastWindowsInThePageCache) {
   TempDir dir;
-  if (InMemoryFileSystem(dir.path())) {
-    GTEST_SKIP() << "the temporary directory is in memory: its pages cannot be dropped";
+  if (!PageCacheDropWorks(dir.path())) {
+    GTEST_SKIP() << "the temporary directory's file system keeps written pages cached (tmpfs, overlayfs)";
   }
   constexpr uint64_t kWindow = 256 << 10;
   const std::string plain = dir.File("plain.safemodel"), behind = dir.File("behind.safemodel");
@@ -164,7 +164,9 @@ TEST(WriterWriteBehind, LeavesOnlyTheLastWindowsInThePageCache) {
   const uint64_t from = 2 * kWindow, to = size - 3 * kWindow;
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   EXPECT_EQ(ResidentPages(behind, from, to), 0);
-  EXPECT_EQ(ResidentPages(plain, from, to), static_cast<int64_t>((to - from) / page));
+  // The control: written plainly, most of it is still cached (memory
+  // pressure may have taken some).
+  EXPECT_GT(ResidentPages(plain, from, to), static_cast<int64_t>((to - from) / page / 2));
 }
 
 }  // namespace

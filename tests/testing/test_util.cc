@@ -1,12 +1,10 @@
 #include "tests/testing/test_util.h"
 
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,9 +236,21 @@ int64_t ResidentPages(const std::string& path, uint64_t from, uint64_t to) {
   return n;
 }
 
-bool InMemoryFileSystem(const std::string& dir) {
-  struct statfs fs{};
-  return statfs(dir.c_str(), &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+bool PageCacheDropWorks(const std::string& dir) {
+  const std::string path = dir + "/page-cache-probe";
+  constexpr size_t kBytes = 1 << 20;
+  WriteFile(path, std::string(kBytes, '\x5a'));
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  bool dropped = false;
+  if (fd >= 0) {
+    dropped = sync_file_range(fd, 0, kBytes,
+                              SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0 &&
+              posix_fadvise(fd, 0, kBytes, POSIX_FADV_DONTNEED) == 0;
+    close(fd);
+  }
+  dropped = dropped && ResidentPages(path, 0, kBytes) == 0;
+  unlink(path.c_str());
+  return dropped;
 }
 
 namespace {

@@ -97,8 +97,12 @@ std::string NpyBytes(uint64_t n);
 // How many pages of bytes [from, to) of the file at `path` are in the page
 // cache (mincore; the file is mapped, never read). -1 if it cannot tell.
 int64_t ResidentPages(const std::string& path, uint64_t from, uint64_t to);
-// Whether `dir` is on tmpfs or ramfs, whose pages cannot be dropped.
-bool InMemoryFileSystem(const std::string& dir);
+// Whether a file written in `dir`, written back and dropped the way
+// SafemodelWriter::WriteBehind does (sync_file_range, then
+// posix_fadvise(DONTNEED)), really leaves the page cache there: not on
+// tmpfs, nor on overlayfs, whose sync_file_range writes nothing back.
+// Probed with a file of its own, so it cannot hide a bug of the writer.
+bool PageCacheDropWorks(const std::string& dir);
 
 // Runs a command line through /bin/sh; returns its exit code. Its stdout (and
 // stderr too, unless `stderr_too` is false) goes to *output.

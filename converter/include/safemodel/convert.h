@@ -90,9 +90,11 @@ struct ConvertOptions {
   bool keep_optimizer = false;
   // fsync the output and its directory before reporting success. A synced
   // output is also written behind as it grows: every 64 MiB goes to the
-  // disk at once and leaves the page cache once there, so a large output
-  // does not fill the page cache (a caller that maps it right after reads it
-  // from the disk, but for its last ~128 MiB). Off: the output stays cached.
+  // disk at once and leaves the page cache once there (on file systems that
+  // write back this way; not tmpfs or overlayfs), so a large output does not
+  // fill the page cache; a caller that maps it right after reads it from
+  // the disk, but for its last ~128 MiB. The time waited for the disk is
+  // added to timeout_ms. Off: the output stays cached.
   bool sync_output = true;
   // Replace an existing output file (only ever a regular file); without it an
   // existing output is refused (kInvalidArgument, exit 2), as zstd and gzip do.
