@@ -45,7 +45,7 @@ static_assert(std::is_trivially_destructible_v<Object> && std::is_trivially_dest
 const Ref* ItemArena::Copy(std::span<const Ref> items) {
   if (items.empty()) return nullptr;
   Ref* out;
-  if (kSanitizer || items.size() > kOwnBlockItems) {
+  if (kBlockPerSpan || items.size() > kOwnBlockItems) {
     out = static_cast<Ref*>(AllocateChunk(items.size() * sizeof(Ref), blocks_.empty()));
     blocks_.push_back({out, items.size()});
   } else {

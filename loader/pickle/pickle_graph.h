@@ -337,6 +337,11 @@ class ItemArena {
  public:
   static constexpr size_t kChunkItems = size_t{1} << 16;  // 65,536 items (1 MiB) a chunk
   static constexpr size_t kOwnBlockItems = kChunkItems / 4;
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+  static constexpr bool kBlockPerSpan = true;  // every span its own block (see above)
+#else
+  static constexpr bool kBlockPerSpan = false;
+#endif
 
   ItemArena() = default;
   ItemArena(const ItemArena&) = delete;
