@@ -21,42 +21,6 @@ Result<OwnedBuffer> OwnedBuffer::Allocate(uint64_t size, std::string_view what) 
   return b;
 }
 
-void Shape::Assign(std::span<const uint64_t> dims) {
-  Free();
-  if (dims.size() > kInlineRank) {
-    heap_ = new uint64_t[dims.size()];
-    std::copy(dims.begin(), dims.end(), heap_);
-  } else {
-    std::copy(dims.begin(), dims.end(), inline_);
-  }
-  rank_ = dims.size();
-}
-
-void Shape::Free() {
-  if (rank_ > kInlineRank) delete[] heap_;
-  rank_ = 0;
-}
-
-Shape::Shape(Shape&& other) noexcept { *this = std::move(other); }
-
-Shape& Shape::operator=(const Shape& other) {
-  if (this != &other) Assign(other.span());
-  return *this;
-}
-
-Shape& Shape::operator=(Shape&& other) noexcept {
-  if (this == &other) return *this;
-  Free();
-  if (other.rank_ > kInlineRank) {
-    heap_ = other.heap_;  // taken over; `other` becomes rank 0
-  } else {
-    std::copy(other.inline_, other.inline_ + other.rank_, inline_);
-  }
-  rank_ = other.rank_;
-  other.rank_ = 0;
-  return *this;
-}
-
 namespace {
 
 // A view with neither strides nor offset: a = the first byte's address,

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "loader/inline_dims.h"
 #include "proto/base/byte_reader.h"
 #include "safemodel/dtype.h"
 #include "safemodel/finding.h"
@@ -79,51 +80,9 @@ struct Elements {
   uint64_t offset = 0;
 };
 
-// The shape of a tensor: up to kInlineRank dimensions held in the object
-// itself, more on the heap. 100,000 small tensors made 100,000 heap vectors
-// of one or two dimensions (tests/bench/PROFILE.md, branch `workertensor`).
-class Shape {
- public:
-  // Ranks up to this need no allocation (a 5-D convolution kernel spills).
-  static constexpr size_t kInlineRank = 4;
-  using value_type = uint64_t;
-  using const_iterator = const uint64_t*;
-  using iterator = const uint64_t*;
-
-  Shape() = default;
-  Shape(std::initializer_list<uint64_t> dims) { Assign(std::span<const uint64_t>(dims.begin(), dims.size())); }
-  Shape(std::span<const uint64_t> dims) { Assign(dims); }  // NOLINT: a shape is its dimensions
-  Shape(const std::vector<uint64_t>& dims) { Assign(dims); }  // NOLINT
-  Shape(const Shape& other) { Assign(other.span()); }
-  Shape(Shape&& other) noexcept;
-  Shape& operator=(const Shape& other);
-  Shape& operator=(Shape&& other) noexcept;
-  ~Shape() { Free(); }
-
-  size_t size() const { return rank_; }
-  bool empty() const { return rank_ == 0; }
-  const uint64_t* data() const { return rank_ <= kInlineRank ? inline_ : heap_; }
-  const uint64_t* begin() const { return data(); }
-  const uint64_t* end() const { return data() + rank_; }
-  uint64_t operator[](size_t i) const { return data()[i]; }
-  std::span<const uint64_t> span() const { return {data(), rank_}; }
-  std::vector<uint64_t> ToVector() const { return {begin(), end()}; }
-
-  friend bool operator==(const Shape& a, const Shape& b) { return std::ranges::equal(a.span(), b.span()); }
-  friend bool operator==(const Shape& a, const std::vector<uint64_t>& b) {
-    return std::ranges::equal(a.span(), b);
-  }
-
- private:
-  void Assign(std::span<const uint64_t> dims);
-  void Free();
-
-  size_t rank_ = 0;
-  union {
-    uint64_t inline_[kInlineRank];
-    uint64_t* heap_;  // rank_ > kInlineRank: new[]-allocated
-  };
-};
+// The shape of a tensor: up to four dimensions held in the object itself
+// (a 5-D convolution kernel spills to the heap); see inline_dims.h.
+using Shape = InlineDims<uint64_t, 4>;
 
 // The plain per-tensor words a producer reads (see ElementProducer); what
 // they mean is the producer's.

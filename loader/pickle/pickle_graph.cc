@@ -15,23 +15,15 @@ namespace safemodel::loader::pickle {
 static_assert(kMaxStackDepth < (uint64_t{1} << 32) && kMaxContainerItems < (uint64_t{1} << 32),
               "item counts must fit Object's 32-bit count");
 
-namespace {
-#if defined(SAFEMODEL_SANITIZER_BUILD)
-constexpr bool kSanitizer = true;
-#else
-constexpr bool kSanitizer = false;
-#endif
-}  // namespace
-
 void* AllocateChunk(size_t bytes, bool first) {
-  if (kSanitizer || first) return ::operator new(bytes);
+  if (kSanitizerBuild || first) return ::operator new(bytes);
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   return p;
 }
 
 void FreeChunk(void* chunk, size_t bytes, bool first) {
-  if (kSanitizer || first) {
+  if (kSanitizerBuild || first) {
     ::operator delete(chunk);
   } else {
     munmap(chunk, bytes);

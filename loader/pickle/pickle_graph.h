@@ -27,6 +27,7 @@
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
+#include "loader/inline_dims.h"
 #include "loader/pickle/pickle_globals.h"
 #include "proto/base/byte_reader.h"
 
@@ -125,74 +126,10 @@ struct TensorExtra {
   std::vector<std::pair<std::string, Ref>> components;
 };
 
-// A tensor's sizes or strides: up to kInline values in the object (ranks
-// 1-3: biases, linear weights, embeddings), more in a heap block. A vector
-// would put even one value in a heap block of its own, two per tensor.
+// A tensor's sizes or strides: ranks 1-3 (biases, linear weights,
+// embeddings) in the record itself (inline_dims.h).
 template <typename T>
-class Dims {
- public:
-  static constexpr size_t kInline = 3;
-
-  Dims() = default;
-  Dims(const Dims& other) { Assign(other.data(), other.size_); }
-  Dims(Dims&& other) noexcept { Take(other); }
-  Dims& operator=(const Dims& other) {
-    if (this != &other) Assign(other.data(), other.size_);
-    return *this;
-  }
-  Dims& operator=(Dims&& other) noexcept {
-    if (this != &other) {
-      Free();
-      Take(other);
-    }
-    return *this;
-  }
-  Dims& operator=(const std::vector<T>& v) {
-    Assign(v.data(), static_cast<uint32_t>(v.size()));
-    return *this;
-  }
-  ~Dims() { Free(); }
-
-  size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
-  const T* data() const { return size_ <= kInline ? inline_ : heap_; }
-  const T* begin() const { return data(); }
-  const T* end() const { return data() + size_; }
-  T operator[](size_t i) const { return data()[i]; }
-  std::vector<T> ToVector() const { return {begin(), end()}; }
-
- private:
-  // `n` is bounded by the callers' rank limit (kMaxRank).
-  void Assign(const T* values, uint32_t n) {
-    Free();
-    T* to = inline_;
-    if (n > kInline) {
-      heap_ = new T[n];
-      to = heap_;
-    }
-    std::copy(values, values + n, to);
-    size_ = n;
-  }
-  void Take(Dims& other) {
-    size_ = other.size_;
-    if (size_ <= kInline) {
-      std::copy(other.inline_, other.inline_ + size_, inline_);
-    } else {
-      heap_ = other.heap_;
-    }
-    other.size_ = 0;
-  }
-  void Free() {
-    if (size_ > kInline) delete[] heap_;
-    size_ = 0;
-  }
-
-  uint32_t size_ = 0;
-  union {
-    T inline_[kInline];
-    T* heap_;
-  };
-};
+using Dims = InlineDims<T, 3>;
 
 // A torch tensor: a strided view of a storage, in elements.
 struct TensorInfo {
@@ -312,6 +249,15 @@ struct Object {
 // A file of n tensors holds ~10n objects: keep them small (LP64).
 static_assert(sizeof(Object) <= 40, "Object grew: memory per tensor grows with it");
 
+// Whether this is a sanitizer build (SAFEMODEL_SANITIZER_BUILD, set by the
+// sanitizer presets): the graph then takes its memory from the sanitizer's
+// allocator, in blocks the sanitizer can bound (AllocateChunk, ItemArena).
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+inline constexpr bool kSanitizerBuild = true;
+#else
+inline constexpr bool kSanitizerBuild = false;
+#endif
+
 // Memory for the graph's chunks (objects, items). A store's first chunk
 // comes from malloc's heap: a small graph (one of the many pickles of an
 // .npz of object arrays) then costs no system call. Every later chunk is
@@ -337,11 +283,7 @@ class ItemArena {
  public:
   static constexpr size_t kChunkItems = size_t{1} << 16;  // 65,536 items (1 MiB) a chunk
   static constexpr size_t kOwnBlockItems = kChunkItems / 4;
-#if defined(SAFEMODEL_SANITIZER_BUILD)
-  static constexpr bool kBlockPerSpan = true;  // every span its own block (see above)
-#else
-  static constexpr bool kBlockPerSpan = false;
-#endif
+  static constexpr bool kBlockPerSpan = kSanitizerBuild;  // every span its own block (see above)
 
   ItemArena() = default;
   ItemArena(const ItemArena&) = delete;

@@ -1,7 +1,7 @@
-// The parsed model's compact per-tensor parts (loader/model.h): Shape holds
-// up to kInlineRank dimensions without an allocation and spills beyond; an
-// ElementSource is a producer and its words or a held callable; an Origin is
-// a fixed text or a teller asked only when a message needs the text.
+// The parsed model's compact per-tensor parts (loader/model.h; Shape is
+// tested with its template in inline_dims_test.cc): an ElementSource is a
+// producer and its words or a held callable; an Origin is a fixed text or a
+// teller asked only when a message needs the text.
 #include "loader/model.h"
 
 #include <gtest/gtest.h>
@@ -15,59 +15,6 @@
 
 namespace safemodel::loader {
 namespace {
-
-TEST(Shape, RanksUpToTheInlineLimitAllocateNothing) {
-  for (size_t rank = 0; rank <= Shape::kInlineRank; ++rank) {
-    std::vector<uint64_t> dims;
-    for (size_t d = 0; d < rank; ++d) dims.push_back(d + 2);
-    const uint64_t before = testing::AllocationCount();
-    Shape s(std::span<const uint64_t>(dims.data(), dims.size()));
-    Shape copy = s;
-    Shape moved = std::move(copy);
-    const uint64_t news = testing::AllocationCount() - before;
-    EXPECT_EQ(news, 0u) << "rank " << rank;
-    EXPECT_EQ(s.size(), rank);
-    EXPECT_EQ(s, dims);
-    EXPECT_EQ(moved, dims);
-    EXPECT_EQ(moved.ToVector(), dims);
-  }
-}
-
-TEST(Shape, AnEmptyShapeIsAScalar) {
-  Shape s;
-  EXPECT_TRUE(s.empty());
-  EXPECT_EQ(s.size(), 0u);
-  EXPECT_EQ(s.begin(), s.end());
-  EXPECT_EQ(s, std::vector<uint64_t>{});
-  Shape from_empty = std::vector<uint64_t>{};
-  EXPECT_TRUE(from_empty.empty());
-  EXPECT_EQ(std::span<const uint64_t>(s).size(), 0u);
-}
-
-TEST(Shape, ARankAboveTheInlineLimitSpillsAndKeepsEveryDimension) {
-  std::vector<uint64_t> dims;
-  for (size_t d = 0; d < Shape::kInlineRank + 3; ++d) dims.push_back(100 + d);
-  Shape s = dims;
-  ASSERT_EQ(s.size(), dims.size());
-  for (size_t d = 0; d < dims.size(); ++d) EXPECT_EQ(s[d], dims[d]);
-  Shape copy = s;
-  EXPECT_EQ(copy, s);
-  EXPECT_NE(copy.data(), s.data());  // a copy of its own, not a shared pointer
-  Shape moved = std::move(copy);
-  EXPECT_EQ(moved, dims);
-  EXPECT_TRUE(copy.empty());  // NOLINT: moved-from is empty, by contract of this class
-  // Assignments across the limit both ways, and onto itself.
-  Shape small = {7};
-  small = s;
-  EXPECT_EQ(small, dims);
-  small = Shape{1, 2};
-  EXPECT_EQ(small, (std::vector<uint64_t>{1, 2}));
-  Shape& alias = small;
-  small = alias;
-  EXPECT_EQ(small, (std::vector<uint64_t>{1, 2}));
-  moved = std::move(moved);
-  EXPECT_EQ(moved, dims);
-}
 
 TEST(ElementSource, AViewIsAPlainDescriptor) {
   const std::string bytes = "abcdefgh";
