@@ -1,7 +1,6 @@
 #include "loader/containers/zip_archive.h"
 
 #include <libdeflate.h>
-#include <sys/mman.h>
 #include <unistd.h>
 #include <zip.h>
 
@@ -434,14 +433,13 @@ Status CheckTiling(std::vector<std::pair<uint64_t, uint64_t>> spans, uint64_t cd
 }
 
 // libzip's view of the image: a read-only, seekable source over the bytes,
-// as zip_source_buffer_create gives, which also drops the droppable map's
-// pages every kZipDropEveryRecords reads (libzip's consistency check reads
-// every local header).
+// as zip_source_buffer_create gives, which also notes what libzip reads
+// with the archive's MapResidency (its consistency check reads every local
+// header).
 struct ImageSource {
-  const ZipArchive* archive;
+  MapResidency* residency;
   ByteView image;
   uint64_t offset = 0;
-  uint64_t reads = 0;
   zip_error_t error;
 };
 
@@ -453,9 +451,11 @@ zip_int64_t ImageSourceCallback(void* user, void* data, zip_uint64_t len, zip_so
       return 0;
     case ZIP_SOURCE_READ: {
       const uint64_t n = std::min<uint64_t>(len, src->image.size() - src->offset);
-      if (n > 0) std::memcpy(data, src->image.data() + src->offset, n);
+      if (n > 0) {
+        std::memcpy(data, src->image.data() + src->offset, n);
+        src->residency->Touch(src->image.subspan(src->offset, n));
+      }
       src->offset += n;
-      if (++src->reads % kZipDropEveryRecords == 0) src->archive->DropPages();
       return static_cast<zip_int64_t>(n);
     }
     case ZIP_SOURCE_CLOSE:
@@ -511,20 +511,6 @@ struct ZipArchive::LibzipHandle {
 
 ZipArchive::~ZipArchive() = default;
 
-void ZipArchive::DropPages() const {
-  if (droppable_.empty()) return;
-  madvise(const_cast<uint8_t*>(droppable_.data()), droppable_.size(), MADV_DONTNEED);
-}
-
-void ZipArchive::DropRange(ByteView bytes) const {
-  if (droppable_.empty()) return;
-  // Whole pages inside `bytes` only (the image is inside the map, Open).
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(bytes.data()) + page - 1) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size()) & ~(page - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
 Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView droppable_map) {
   std::shared_ptr<ZipArchive> a(new ZipArchive());
   a->image_ = image;
@@ -535,10 +521,11 @@ Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView dr
   if (!droppable_map.empty() && !image.empty() && begin >= map_begin &&
       image.size() <= droppable_map.size() &&
       begin - map_begin <= droppable_map.size() - image.size()) {
-    a->droppable_ = droppable_map;
+    a->residency_ = MapResidency(droppable_map);
   }
   SAFEMODEL_RETURN_IF_ERROR(a->ParseStructure());
   SAFEMODEL_RETURN_IF_ERROR(a->CrossCheckWithLibzip());
+  a->residency_.DropAll();
   a->crc_checked_.assign(a->entries_.size(), false);
   return a;
 }
@@ -556,14 +543,16 @@ Status ZipArchive::ParseStructure() {
   names.reserve(entries_.capacity());
   for (uint64_t i = 0; i < dir.entries; ++i) {
     std::string_view name_bytes;
+    const uint64_t central_at = cr.position();
     SAFEMODEL_ASSIGN_OR_RETURN(ZipEntry e, ParseCentralEntry(cr, i, &name_bytes));
+    residency_.Touch(image_.subspan(dir.offset + central_at, cr.position() - central_at));
     if (!names.insert(name_bytes).second) {
       return Status::Malformed("zip entry '" + Printable(e.name) + "' appears twice");
     }
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t end, CheckLocalEntry(image_, dir.offset, &e));
+    residency_.Touch(image_.subspan(e.local_header_offset, e.data_offset - e.local_header_offset));
     spans.emplace_back(e.local_header_offset, end);
     entries_.push_back(std::move(e));
-    if ((i + 1) % kZipDropEveryRecords == 0) DropPages();
   }
   if (!cr.at_end()) {
     return Status::Malformed("zip: " + Num(cr.remaining()) + " bytes after the last central entry");
@@ -575,7 +564,7 @@ Status ZipArchive::CrossCheckWithLibzip() {
   libzip_ = std::make_unique<LibzipHandle>();
   zip_error_t err;
   zip_error_init(&err);
-  auto* image = new ImageSource{this, image_, 0, 0, {}};
+  auto* image = new ImageSource{&residency_, image_, 0, {}};
   zip_error_init(&image->error);
   zip_source_t* src = zip_source_function_create(ImageSourceCallback, image, &err);
   if (src == nullptr) {
@@ -637,7 +626,7 @@ Result<ByteView> ZipArchive::StoredData(const ZipEntry& entry) {
     for (uint64_t at = 0; at < data.size(); at += kZipCrcPieceBytes) {
       const ByteView piece = data.subspan(at, std::min<uint64_t>(kZipCrcPieceBytes, data.size() - at));
       crc = libdeflate_crc32(crc, piece.data(), piece.size());
-      DropRange(piece);
+      residency_.Drop(piece);
     }
     if (crc != entry.crc32) {
       return Status::Malformed("zip entry '" + Printable(entry.name) + "': CRC mismatch (stored " +
@@ -701,7 +690,9 @@ Result<ByteView> ZipArchive::Contents(const ZipEntry& entry, uint64_t max_bytes,
 
 Result<ByteView> ZipArchive::PrefixView(const ZipEntry& entry, uint64_t n, std::string* holder) {
   if (entry.method == 0) {
-    return image_.subspan(entry.data_offset, std::min(n, entry.uncompressed_size));
+    const ByteView prefix = image_.subspan(entry.data_offset, std::min(n, entry.uncompressed_size));
+    residency_.Touch(prefix);
+    return prefix;
   }
   SAFEMODEL_ASSIGN_OR_RETURN(*holder, ReadPrefix(entry, n));
   return AsBytes(*holder);

@@ -43,6 +43,7 @@
 
 #include "loader/containers/inflate.h"
 #include "loader/containers/zip_records.h"
+#include "loader/map_residency.h"
 #include "loader/model.h"
 #include "proto/base/byte_reader.h"
 
@@ -51,10 +52,6 @@ namespace safemodel::loader {
 // More entries than the format's tensor cap plus room for metadata members.
 inline constexpr uint64_t kMaxZipEntries = 2'100'000;
 inline constexpr uint64_t kMaxZipNameBytes = 4096;
-// Records (local headers, reads by libzip) between two drops of a droppable
-// map's pages: each touches at most a page or two, so at most ~8 MiB of the
-// file is resident at once, for ~100 madvise calls per 100,000 members.
-inline constexpr uint64_t kZipDropEveryRecords = 1024;
 // A stored member's CRC-32 over a droppable map is computed in pieces of this
 // size, each piece's pages dropped after it: checking a 256 MiB tensor that
 // then leaves by reference (TENSOR_REF) would otherwise keep all of it
@@ -79,10 +76,11 @@ class ZipArchive {
   // Parses and validates the whole structure of `image` (which must outlive
   // the archive). Reads no member data. When `image` lies inside
   // `droppable_map` (ParseOptions::droppable_map: a read-only private file
-  // map), the map's resident pages are dropped every kZipDropEveryRecords
-  // records read, here and by libzip's cross-check: the walk of an archive
-  // of small members touches every page of the file (33 MB for 100,000
-  // float32[16] arrays), and they fault back from the file when read again.
+  // map), the records read here, by libzip's cross-check and by PrefixView
+  // keep at most a few blocks of the map resident (map_residency.h), and
+  // none once Open returns: the walk of an archive touches every member's
+  // local header (33 MB of pages for 100,000 float32[16] arrays, 2 MiB a
+  // member for a file read before into large page-cache folios).
   static Result<std::shared_ptr<ZipArchive>> Open(ByteView image, ByteView droppable_map = {});
   ~ZipArchive();
   ZipArchive(const ZipArchive&) = delete;
@@ -91,10 +89,6 @@ class ZipArchive {
   // In central-directory order.
   const std::vector<ZipEntry>& entries() const { return entries_; }
   const ZipEntry* Find(std::string_view name) const;
-  // Drops the droppable map's resident pages (see Open); nothing when the
-  // image is not in one. For parsers walking many members.
-  void DropPages() const;
-
   // The bytes of a stored entry, in place, after checking its CRC (inside a
   // droppable map, the pages the check touched are dropped again).
   Result<ByteView> StoredData(const ZipEntry& entry);
@@ -106,7 +100,8 @@ class ZipArchive {
   // The first min(n, size) decompressed bytes, for reading a member's header
   // without inflating all of it.
   Result<std::string> ReadPrefix(const ZipEntry& entry, uint64_t n);
-  // The same bytes: in place when stored (no copy), else in *holder.
+  // The same bytes: in place when stored (no copy), else in *holder. Reads
+  // of many members' prefixes keep only a few blocks resident (see Open).
   Result<ByteView> PrefixView(const ZipEntry& entry, uint64_t n, std::string* holder);
 
  private:
@@ -115,11 +110,8 @@ class ZipArchive {
   Status ParseStructure();
   Status CrossCheckWithLibzip();
   size_t IndexOf(const ZipEntry& entry) const;
-  // Drops the whole pages of `bytes` (a part of image_) when in a droppable map.
-  void DropRange(ByteView bytes) const;
-
   ByteView image_;
-  ByteView droppable_;  // the map holding image_, or empty
+  MapResidency residency_;  // over the map holding image_, or inactive
   std::vector<ZipEntry> entries_;
   std::vector<bool> crc_checked_;
   std::unique_ptr<LibzipHandle> libzip_;

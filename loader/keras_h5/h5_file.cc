@@ -200,7 +200,8 @@ Result<std::shared_ptr<File>> File::Open(ByteView image, ParseContext& ctx) {
   if (!f->fapl_.valid() || !f->lapl_.valid()) {
     return Status::Internal("cannot create HDF5 property lists (" + TakeHdf5Error() + ")");
   }
-  SAFEMODEL_RETURN_IF_ERROR(SetMemoryDriver(f->fapl_.get(), image));
+  f->residency_ = MapResidency(ctx.options().droppable_map);
+  SAFEMODEL_RETURN_IF_ERROR(SetMemoryDriver(f->fapl_.get(), image, &f->residency_));
   // Belt and braces for links: never traverse an external link, and allow
   // the smallest soft-link budget libhdf5 accepts.
   if (H5Pset_elink_cb(f->lapl_.get(), RefuseExternalLink, nullptr) < 0 ||
@@ -211,6 +212,7 @@ Result<std::shared_ptr<File>> File::Open(ByteView image, ParseContext& ctx) {
   if (!f->file_.valid()) return Hdf5Malformed("not a readable HDF5 file");
   SAFEMODEL_ASSIGN_OR_RETURN(f->base_address_, MemoryFileBaseAddress(f->file_.get()));
   SAFEMODEL_RETURN_IF_ERROR(f->Walk(ctx));
+  f->residency_.DropAll();
   return f;
 }
 

@@ -40,6 +40,7 @@
 #include "safemodel/dtype.h"
 #include "safemodel/status.h"
 
+#include "loader/map_residency.h"
 #include "loader/model.h"
 #include "loader/parser.h"
 #include "proto/base/byte_reader.h"
@@ -204,6 +205,9 @@ class File {
   std::weak_ptr<File> self_;
   ByteView image_;
   uint64_t base_address_ = 0;
+  // The driver's reads of a droppable input map; before the handles, which
+  // read through it until they are closed.
+  MapResidency residency_;
   Handle fapl_;
   Handle lapl_;
   Handle file_;

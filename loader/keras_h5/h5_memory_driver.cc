@@ -16,6 +16,7 @@ constexpr haddr_t kMaxAddress = (static_cast<haddr_t>(1) << 63) - 1;
 struct DriverConfig {
   const uint8_t* data;
   uint64_t size;
+  MapResidency* residency;  // notes every read, or null (SetMemoryDriver)
 };
 
 // One open file. libhdf5 requires the public H5FD_t to be the first member.
@@ -94,7 +95,10 @@ herr_t Read(H5FD_t* f, H5FD_mem_t /*type*/, hid_t /*dxpl*/, haddr_t addr, size_t
   // which is the contract of libhdf5's own drivers.
   uint64_t available = addr < file->config.size ? file->config.size - addr : 0;
   uint64_t n = size < available ? size : available;
-  if (n > 0) std::memcpy(out, file->config.data + addr, n);
+  if (n > 0) {
+    std::memcpy(out, file->config.data + addr, n);
+    if (file->config.residency != nullptr) file->config.residency->Touch(ByteView(file->config.data + addr, n));
+  }
   if (n < size) std::memset(out + n, 0, size - n);
   return 0;
 }
@@ -135,9 +139,9 @@ Result<hid_t> RegisterMemoryDriver() {
   return id;
 }
 
-Status SetMemoryDriver(hid_t fapl, ByteView image) {
+Status SetMemoryDriver(hid_t fapl, ByteView image, MapResidency* residency) {
   SAFEMODEL_ASSIGN_OR_RETURN(hid_t driver, RegisterMemoryDriver());
-  DriverConfig config{image.data(), image.size()};
+  DriverConfig config{image.data(), image.size(), residency};
   if (H5Pset_driver(fapl, driver, &config) < 0) {
     return Status::Internal("cannot select the in-memory HDF5 driver");
   }

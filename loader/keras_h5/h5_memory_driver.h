@@ -22,6 +22,7 @@
 
 #include "safemodel/status.h"
 
+#include "loader/map_residency.h"
 #include "proto/base/byte_reader.h"
 
 namespace safemodel::loader::h5 {
@@ -36,8 +37,10 @@ inline constexpr char kMemoryImageName[] = "/safemodel/input.h5";
 Result<hid_t> RegisterMemoryDriver();
 
 // Sets `fapl` to read `image` through this driver. `image` must outlive
-// every file opened with the property list.
-Status SetMemoryDriver(hid_t fapl, ByteView image);
+// every file opened with the property list, and so must `residency` if not
+// null: every read is noted with it (libhdf5 reads object headers and
+// B-tree nodes all over the file; see map_residency.h).
+Status SetMemoryDriver(hid_t fapl, ByteView image, MapResidency* residency = nullptr);
 
 // The base address of a file opened through this driver: HDF5 addresses
 // (dataset offsets included) are relative to it. An error if `file` was not

@@ -197,11 +197,8 @@ Status ParseNpzArchive(std::shared_ptr<ZipArchive> zip, const NpyObjectReader& o
   // One tensor per member: grown by doubling, the vector's last copy held
   // the old and the new array at once (31 MB for 100,000 members).
   out->tensors.reserve(zip->entries().size());
-  uint64_t read = 0;
   for (const ZipEntry& entry : zip->entries()) {
-    // Reading every member's header touches every page of an archive of
-    // small arrays again (ZipArchive::Open).
-    if (++read % kZipDropEveryRecords == 0) zip->DropPages();
+    // PrefixView keeps few of the members' pages resident (ZipArchive::Open).
     const std::string where = NpzMembers::MemberWhere(entry);
     std::string holder;
     SAFEMODEL_ASSIGN_OR_RETURN(ByteView prefix_bytes,

@@ -26,7 +26,7 @@ foreach(entry ${entries})
     endif()
     set(allowed ${below_${entry}})
     file(GLOB_RECURSE sources ${SOURCE_DIR}/loader/${entry}/*.h ${SOURCE_DIR}/loader/${entry}/*.cc)
-  elseif(entry MATCHES "^(model|parser|stream|inline_dims)\\.(h|cc)$")
+  elseif(entry MATCHES "^(model|parser|stream|inline_dims|map_residency)\\.(h|cc)$")
     set(allowed ${below_base})  # the base: only files/, the names of a multi-file model
     set(sources ${SOURCE_DIR}/loader/${entry})
   else()

@@ -236,6 +236,18 @@ int64_t ResidentPages(const std::string& path, uint64_t from, uint64_t to) {
   return n;
 }
 
+int MappedHere(const void* address) {
+  const int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uint64_t entry = 0;
+  const auto at = static_cast<off_t>(reinterpret_cast<uintptr_t>(address) / page * sizeof(entry));
+  const bool read = pread(fd, &entry, sizeof(entry), at) == static_cast<ssize_t>(sizeof(entry));
+  close(fd);
+  if (!read) return -1;
+  return (entry >> 63) != 0 ? 1 : 0;  // bit 63: page present
+}
+
 bool PageCacheDropWorks(const std::string& dir) {
   const std::string path = dir + "/page-cache-probe";
   constexpr size_t kBytes = 1 << 20;

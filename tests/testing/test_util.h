@@ -97,6 +97,10 @@ std::string NpyBytes(uint64_t n);
 // How many pages of bytes [from, to) of the file at `path` are in the page
 // cache (mincore; the file is mapped, never read). -1 if it cannot tell.
 int64_t ResidentPages(const std::string& path, uint64_t from, uint64_t to);
+// Whether the page holding `address` is mapped in this process's page tables
+// (/proc/self/pagemap's "present" bit): 1 or 0, -1 if it cannot tell. Unlike
+// ResidentPages (the page cache), this is what counts in the process's RSS.
+int MappedHere(const void* address);
 // Whether a file written in `dir`, written back and dropped the way
 // SafemodelWriter::WriteBehind does (sync_file_range, then
 // posix_fadvise(DONTNEED)), really leaves the page cache there: not on

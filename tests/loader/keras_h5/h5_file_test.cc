@@ -2,7 +2,11 @@
 #include "loader/keras_h5/h5_file.h"
 
 #include <H5PLpublic.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -74,6 +78,39 @@ TEST_F(H5FileTest, WalksEveryObjectByPath) {
   EXPECT_EQ(*resolved, kernel);
   EXPECT_EQ(f.Resolve(f.root(), "model_weights/../x").status().code(), StatusCode::kMalformed);
   EXPECT_EQ(*f.Resolve(f.root(), "missing/path"), nullptr);
+}
+
+// Inside a droppable input map (the worker's), the walk's reads go through
+// a MapResidency (loader/map_residency.h) and leave no page of the map
+// mapped once it is over; the file still reads the same afterwards (its
+// pages fault back). Outside one (the control), the pages read stay mapped.
+TEST_F(H5FileTest, ADroppableInputMapIsLeftUnmappedAfterTheWalk) {
+  const testing::TempDir dir;
+  testing::WriteFile(dir.File("in.h5"), testing::ReadFile(testing::Fixture("keras_h5/functional_graph.h5")));
+  const int fd = open(dir.File("in.h5").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  struct stat st{};
+  ASSERT_EQ(fstat(fd, &st), 0);
+  const auto size = static_cast<size_t>(st.st_size);
+  void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  const ByteView map(static_cast<const uint8_t*>(p), size);
+  ASSERT_NE(testing::MappedHere(map.data()), -1) << "no /proc/self/pagemap";
+  for (const bool droppable : {false, true}) {
+    SCOPED_TRACE(droppable);
+    madvise(p, size, MADV_DONTNEED);
+    ParseOptions options;
+    if (droppable) options.droppable_map = map;
+    ParseContext ctx(options);
+    auto file = File::Open(map, ctx);
+    ASSERT_TRUE(file.ok()) << file.status().ToString();
+    EXPECT_EQ(testing::MappedHere(map.data()), droppable ? 0 : 1) << "the superblock's page";
+    const Node* kernel = (*file)->Find("/model_weights/tower_a/tower_a/kernel:0");
+    ASSERT_NE(kernel, nullptr);
+    EXPECT_EQ(kernel->dataset.shape, (std::vector<uint64_t>{4, 6}));
+  }
+  munmap(p, size);
 }
 
 TEST_F(H5FileTest, ReadsStringAttributesInEveryEncoding) {
