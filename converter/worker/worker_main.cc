@@ -35,6 +35,7 @@
 #include "converter/protocol/worker.pb.h"
 #include "loader/files/model_files.h"
 #include "loader/hdf5_seam.h"
+#include "loader/map_residency.h"
 #include "loader/model.h"
 #include "loader/parser.h"
 #include "loader/registry.h"
@@ -159,6 +160,8 @@ class FrameSink final : public loader::ChunkSink {
         pending_ = {start, chunk.size()};
       } else if (!out_->Write(sandbox::FrameType::kTensorData, chunk.data(), chunk.size())) {
         return Closed();
+      } else {
+        data_bytes_ += chunk.size();
       }
     }
     bytes_ += chunk.size();
@@ -231,7 +234,10 @@ class FrameSink final : public loader::ChunkSink {
     }
     return Status::Ok();
   }
+  // Bytes sent so far, as data or by reference.
   uint64_t bytes() const { return bytes_; }
+  // Of them, the bytes sent as data (TENSOR_DATA).
+  uint64_t data_bytes() const { return data_bytes_; }
 
  private:
   static Status Closed() { return Status::IoError("the parent closed the result channel"); }
@@ -239,6 +245,7 @@ class FrameSink final : public loader::ChunkSink {
   sandbox::FrameWriter* const out_;
   protocol::TensorRef pending_;
   uint64_t bytes_ = 0;
+  uint64_t data_bytes_ = 0;
 };
 
 // Drops the input's pages from the resident set (they stay in the page
@@ -380,7 +387,14 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
 
   // References only into the one file of a single-file input: the parent
   // reads them from its one input descriptor.
-  FrameSink sink(maps.size() == 1 && args.worker.input_files == 0 ? maps[0] : ByteView(), &out);
+  const ByteView single_map = maps.size() == 1 && args.worker.input_files == 0 ? maps[0] : ByteView();
+  FrameSink sink(single_map, &out);
+  // The input pages that tensors sent as data were read from: a few small
+  // tensors between large ones (a norm's weights between two matrices) each
+  // map a 2 MiB folio of a file read before (loader/map_residency.h), which
+  // ReleaseMaps' counts of bytes sent and tensors did not bound (200 such
+  // pairs: a worker peak of 367-403 MiB).
+  loader::MapResidency streamed(single_map);
   uint64_t sent = 0;
   uint64_t released = 0;  // sink.bytes() when the input's pages were last released
   uint64_t flushed = 0;   // sink.bytes() when `out` was last flushed
@@ -397,7 +411,9 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     if (xform) {
       SAFEMODEL_RETURN_IF_ERROR(sink.SendXform(*xform, *ElementCount(t.shape, what) * DTypeSize(t.dtype)));
     } else {
+      const uint64_t data_before = sink.data_bytes();
       SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape, what, sink));
+      if (sink.data_bytes() != data_before) streamed.Touch(elements.view);
     }
     SAFEMODEL_RETURN_IF_ERROR(sink.Flush());
     if (sink.bytes() - flushed >= kFlushAfterBytes) {
