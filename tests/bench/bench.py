@@ -20,7 +20,8 @@ Prints, in one run (README.md here says what each row means):
    + torch.save, h5py read + write, np.load + np.savez (--peer-runs of them,
    the first rounds).
    The kinds: eight equal float32 tensors as .npz, Keras-layout HDF5 and
-   PyTorch zip; one big-endian Fortran-order .npy; --many small tensors
+   PyTorch zip; the same bytes as 256 PyTorch tensors each followed by one
+   of 16 KiB; one big-endian Fortran-order .npy; --many small tensors
    (16 float32 each) as .npz and as a PyTorch zip.
 2. The tiny-file rate: --tiny 192-byte .npy files converted by a shell loop
    of `safe-convert IN OUT` (one loop, and two at once) and by
@@ -88,6 +89,20 @@ def make_big(workdir, size_mib):
         path = os.path.join(workdir, "big.pt")
         torch.save({k: torch.from_numpy(v) for k, v in parts.items()}, path)
         cases.append(("pt_zip_8x", path, "torch", 8))
+        # The same bytes as 256 tensors, each followed by a 16 KiB one (a
+        # norm's weights after a matrix): every member header and small
+        # tensor lies in a 2 MiB block of its own, which the kernel maps
+        # whole for a file read before (the floor's SHA-256 pass reads it).
+        path = os.path.join(workdir, "big_256x.pt")
+        flat = np.concatenate(list(parts.values()))
+        pieces = {}
+        for i, chunk in enumerate(np.split(flat[: flat.size // 256 * 256], 256)):
+            pieces["w%03d" % i] = torch.from_numpy(chunk)
+            pieces["w%03d_norm" % i] = torch.from_numpy(chunk[:4096].copy())
+        del flat
+        torch.save(pieces, path)
+        del pieces
+        cases.append(("pt_zip_256x_mixed", path, "torch", 512))
     except ImportError:
         pass
     return cases

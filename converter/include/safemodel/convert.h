@@ -209,6 +209,9 @@ struct WorkerOutcome {
   int signal = 0;
   int syscall_nr = -1;       // on a seccomp violation
   std::string syscall_name;  // e.g. "openat"
+  // The kernel's peak resident size of the worker; it includes this
+  // process's resident size when it spawned the worker (the kernel folds the
+  // spawner's in at exec; REPORT.md).
   uint64_t max_rss_bytes = 0;
   double cpu_seconds = 0;
   // Isolation layers this process saw in the worker's /proc entry after the
