@@ -385,7 +385,7 @@ def parse_args():
                     help="disk directory for the linearity case (default: WORKDIR/linearity)")
     ap.add_argument("--linearity-runs", type=int, default=1, help="runs of the N GiB case (1 GiB: --runs)")
     ap.add_argument("--linearity-warm", action="store_true",
-                    help="do not drop the linearity inputs' pages from the page cache before each run")
+                    help="read the linearity inputs once before each run (warm) instead of dropping their pages (cold)")
     ap.add_argument("--linearity-only", action="store_true", help="only the linearity case")
     ap.add_argument("--linearity-durable", action="store_true",
                     help="make both outputs durable (cp + sync FILE; safe-convert's fsync) in the linearity case")

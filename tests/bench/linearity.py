@@ -43,16 +43,21 @@ def make(path, gib):
 
 
 def settle(src, cold):
-    """Before a timed run: `sync` (no writeback of earlier runs left pending) and, if cold,
+    """Before a timed run: `sync` (no writeback of earlier runs left pending); then, if cold,
     drop src's own pages from the page cache (only that file's; nothing else is dropped),
-    so that a 1 GiB input is read from the disk as a 16 GiB one must be."""
+    so that a 1 GiB input is read from the disk as a 16 GiB one must be; if warm, read src
+    once, so that all of it is in the page cache (as a file just downloaded or hashed would
+    be: the run before, cp's copy, may have pushed part of a large input out)."""
     subprocess.run(["sync"], check=True)
-    if cold:
-        fd = os.open(src, os.O_RDONLY)
-        try:
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        if cold:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        else:
+            while os.read(fd, 16 << 20):
+                pass
+    finally:
+        os.close(fd)
 
 
 def measure(bin_dir, src, runs, cold, durable):
@@ -116,7 +121,7 @@ def print_runs(workdir, cold, durable, rows):
           "disk, by cp as well); load average at the end: %s"
           % (TENSOR_MIB, workdir, fs,
              " + the input's pages dropped (posix_fadvise DONTNEED: a cold read)" if cold
-             else " (input as cached as it happens to be)",
+             else " + the input read once (all of it in the page cache: a warm read)",
              "cp + `sync FILE`, the same, safe-convert (its fsync): both outputs durable" if durable
              else "cp, the same, safe-convert --no-sync (the output is left in the page cache, not fsynced, "
                   "as cp's)", ram, load))
