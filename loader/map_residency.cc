@@ -37,9 +37,18 @@ void MapResidency::Touch(ByteView bytes) {
   if (first < begin_ || first >= end_) return;
   if (++reads_ == kMapResidencyReads) DropTouched();
   const uintptr_t last = std::min<uintptr_t>(first + (bytes.size() - 1), end_ - 1);
-  for (uintptr_t block = first / kMapResidencyBlock; block <= last / kMapResidencyBlock; ++block) {
-    Note(block);
+  const uintptr_t first_block = first / kMapResidencyBlock;
+  const uintptr_t last_block = last / kMapResidencyBlock;
+  if (last_block - first_block >= kMapResidencyBlocks) {
+    // A read this long would push every remembered block out on its own:
+    // drop them and its whole span now, with one call for the span (a
+    // tensor of a gigabyte is 512 blocks).
+    DropTouched();
+    DropPageRange(std::max(first_block * kMapResidencyBlock, begin_),
+                  std::min((last_block + 1) * kMapResidencyBlock, end_));
+    return;
   }
+  for (uintptr_t block = first_block; block <= last_block; ++block) Note(block);
 }
 
 void MapResidency::Note(uintptr_t block) {

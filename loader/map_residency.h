@@ -13,7 +13,8 @@
 // Contract: call Touch(bytes) once `bytes` have been read. The blocks touched
 // are remembered; a read in a block beyond the last kMapResidencyBlocks, or
 // the kMapResidencyReads-th read since the last drop, drops those blocks'
-// pages from the resident set (MADV_DONTNEED). Scattered reads then keep at
+// pages from the resident set (MADV_DONTNEED); a read spanning more blocks
+// than that drops them and its own blocks at once. Scattered reads then keep at
 // most (kMapResidencyBlocks + 1) * kMapResidencyBlock bytes of the map
 // resident, dense ones (a walk of 100,000 adjacent small members) the pages
 // of kMapResidencyReads records. Dropped pages fault back from the file

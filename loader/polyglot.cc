@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "loader/map_residency.h"
 #include "loader/pickle/archive_scan.h"
 
 namespace safemodel::loader {
@@ -15,17 +16,26 @@ constexpr uint64_t kHdf5SignatureBytes = sizeof kHdf5Signature;
 
 }  // namespace
 
-std::optional<uint64_t> FindHdf5Signature(ByteView input) {
+std::optional<uint64_t> FindHdf5Signature(ByteView input, ByteView droppable_map) {
   const uint64_t eof = input.size();
   unsigned maxpow = 0;
   for (uint64_t a = eof; a; a >>= 1) ++maxpow;
   maxpow = std::max(maxpow, 9u);
+  MapResidency probed(droppable_map);
+  std::optional<uint64_t> found;
   for (unsigned n = 8; n < maxpow && n < 64; ++n) {
     const uint64_t addr = n == 8 ? 0 : uint64_t{1} << n;
     if (addr + kHdf5SignatureBytes > eof) break;
-    if (std::memcmp(input.data() + addr, kHdf5Signature, kHdf5SignatureBytes) == 0) return addr;
+    const ByteView probe = input.subspan(addr, kHdf5SignatureBytes);
+    const bool match = std::memcmp(probe.data(), kHdf5Signature, kHdf5SignatureBytes) == 0;
+    probed.Touch(probe);
+    if (match) {
+      found = addr;
+      break;
+    }
   }
-  return std::nullopt;
+  probed.DropTouched();
+  return found;
 }
 
 void ScanTarReading(ByteView input, ParseContext& ctx) {

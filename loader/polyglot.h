@@ -38,7 +38,10 @@ namespace safemodel::loader {
 
 // Where libhdf5 finds its superblock signature (H5FD_locate_signature: 0,
 // then 2^k for k >= 9, the first match whose 8 bytes lie inside the file).
-std::optional<uint64_t> FindHdf5Signature(ByteView input);
+// The probes lie in a 2 MiB block each past the first few (a whole folio
+// may be mapped for each: map_residency.h); inside `droppable_map`
+// (ParseOptions::droppable_map) they are dropped again.
+std::optional<uint64_t> FindHdf5Signature(ByteView input, ByteView droppable_map = {});
 
 // Scans a tar archive as tarfile lists it for pickles in member data (a zip
 // in a member is scanned as a damaged zip, one level), and refuses link

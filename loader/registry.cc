@@ -201,8 +201,9 @@ bool SafetensorsReadsAsPickle(ByteView input) {
   return s.ok() || s.code() == StatusCode::kRefused;
 }
 
-// The readings other than the first-bytes one (polyglot.h).
-std::vector<Reading> SecondReadings(ByteView input, Primary primary) {
+// The readings other than the first-bytes one (polyglot.h); `droppable_map`
+// is ParseOptions::droppable_map, for the HDF5 signature probes.
+std::vector<Reading> SecondReadings(ByteView input, Primary primary, ByteView droppable_map) {
   std::vector<Reading> out;
   // safetensors has no magic: its length prefix may also be the first
   // opcodes of a pickle (a GLOBAL whose lines run into the header) that
@@ -222,7 +223,7 @@ std::vector<Reading> SecondReadings(ByteView input, Primary primary) {
                      return c.refused() ? c.RefusedStatus() : Status::Ok();
                    }});
   }
-  std::optional<uint64_t> hdf5 = FindHdf5Signature(input);
+  std::optional<uint64_t> hdf5 = FindHdf5Signature(input, droppable_map);
   if (hdf5 && *hdf5 > 0) {
     out.push_back({"an HDF5 file after a user block of " + std::to_string(*hdf5) +
                        " bytes (h5py, Keras)",
@@ -324,11 +325,11 @@ namespace {
 Status ParseByFormat(ByteView input, ParseContext& ctx, ParsedModel* out) {
   const Primary primary = Detect(input);
   out->source_format = FormatId(primary, input);
-  std::vector<Reading> second = SecondReadings(input, primary);
+  std::vector<Reading> second = SecondReadings(input, primary, ctx.options().droppable_map);
   if (second.empty()) return ParsePrimary(primary, input, ctx, out);
   // An HDF5 file with a user block that is nothing else: h5py reads it, and
   // so does the Keras parser (libhdf5 finds the same superblock).
-  std::optional<uint64_t> hdf5 = FindHdf5Signature(input);
+  std::optional<uint64_t> hdf5 = FindHdf5Signature(input, ctx.options().droppable_map);
   if (primary == Primary::kUnknown && second.size() == 1 && hdf5 && *hdf5 > 0) {
     ctx.Note("hdf5.user_block", "file",
              "the HDF5 superblock is at byte " + std::to_string(*hdf5) +
@@ -412,7 +413,7 @@ Status ParseModel(ByteView input, ParseContext& ctx, ParsedModel* out) {
   // program without libhdf5 says so at once (hdf5_seam.h), before it
   // spends time on the other readings, whose result would be void anyway.
   const Hdf5Seam& hdf5 = LinkedHdf5Seam();
-  if (!hdf5.available && FindHdf5Signature(input)) {
+  if (!hdf5.available && FindHdf5Signature(input, ctx.options().droppable_map)) {
     return hdf5.new_keras_h5_parser()->Parse(input, ctx, out);
   }
   SAFEMODEL_RETURN_IF_ERROR(ParseByFormat(input, ctx, out));

@@ -393,8 +393,11 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
   // tensors between large ones (a norm's weights between two matrices) each
   // map a 2 MiB folio of a file read before (loader/map_residency.h), which
   // ReleaseMaps' counts of bytes sent and tensors did not bound (200 such
-  // pairs: a worker peak of 367-403 MiB).
-  loader::MapResidency streamed(single_map);
+  // pairs: a worker peak of 367-403 MiB). Every map, a multi-file model's
+  // too: all are read-only private file maps (MapFd), as ReleaseMaps knows.
+  std::vector<loader::MapResidency> streamed;
+  streamed.reserve(maps.size());
+  for (ByteView map : maps) streamed.emplace_back(map);
   uint64_t sent = 0;
   uint64_t released = 0;  // sink.bytes() when the input's pages were last released
   uint64_t flushed = 0;   // sink.bytes() when `out` was last flushed
@@ -413,7 +416,9 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     } else {
       const uint64_t data_before = sink.data_bytes();
       SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape, what, sink));
-      if (sink.data_bytes() != data_before) streamed.Touch(elements.view);
+      if (sink.data_bytes() != data_before) {
+        for (loader::MapResidency& residency : streamed) residency.Touch(elements.view);
+      }
     }
     SAFEMODEL_RETURN_IF_ERROR(sink.Flush());
     if (sink.bytes() - flushed >= kFlushAfterBytes) {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 
+#include "loader/polyglot.h"
 #include "tests/testing/test_util.h"
 
 namespace safemodel::loader {
@@ -114,6 +115,23 @@ TEST(MapResidency, ManyReadsInOneBlockAreDroppedEveryReadLimit) {
   EXPECT_TRUE(map.Mapped(page));
 }
 
+TEST(MapResidency, ALongReadIsDroppedWithTheBlocksBeforeIt) {
+  const SparseMap map;
+  ASSERT_TRUE(map.ok());
+  MapResidency residency(map.view());
+  residency.Touch(map.Read(20 * kMapResidencyBlock));
+  // Blocks 2-9 read through (a tensor of 16 MiB), then noted as one read.
+  for (uint64_t b = 2; b < 10; ++b) map.Read(b * kMapResidencyBlock + 100);
+  residency.Touch(map.view().subspan(2 * kMapResidencyBlock, 8 * kMapResidencyBlock));
+  EXPECT_EQ(map.BlocksMapped(), 0u);
+  // A read of a few blocks is remembered as usual.
+  map.Read(12 * kMapResidencyBlock + 100);
+  map.Read(13 * kMapResidencyBlock + 100);
+  residency.Touch(map.view().subspan(12 * kMapResidencyBlock, 2 * kMapResidencyBlock));
+  EXPECT_TRUE(map.Mapped(12 * kMapResidencyBlock + 100));
+  EXPECT_TRUE(map.Mapped(13 * kMapResidencyBlock + 100));
+}
+
 TEST(MapResidency, DropTakesTheWholePagesInsideItsBytesOnly) {
   const SparseMap map;
   ASSERT_TRUE(map.ok());
@@ -123,6 +141,25 @@ TEST(MapResidency, DropTakesTheWholePagesInsideItsBytesOnly) {
   // From the middle of page 1 to the middle of page 6: pages 2-5 go.
   residency.Drop(map.view().subspan(page + page / 2, 5 * page));
   for (uint64_t p = 0; p < 8; ++p) EXPECT_EQ(map.Mapped(p * page), p < 2 || p > 5) << "page " << p;
+}
+
+// libhdf5's superblock search probes 8 bytes at 0 and every 2^k: a probe in
+// a 2 MiB block of its own past the first few, ~13 of them for a 16 GiB
+// input (its worker's peak was 8 MiB above a 1 GiB one's for that alone).
+TEST(MapResidency, TheHdf5SignatureProbesOfADroppableMapAreDroppedAgain) {
+  const SparseMap map;
+  ASSERT_TRUE(map.ok());
+  for (const bool droppable : {false, true}) {
+    SCOPED_TRACE(droppable);
+    madvise(const_cast<uint8_t*>(map.view().data()), kBytes, MADV_DONTNEED);
+    EXPECT_EQ(FindHdf5Signature(map.view(), droppable ? map.view() : ByteView()), std::nullopt);
+    size_t probes = 0, probes_mapped = 0;
+    for (uint64_t at = kMapResidencyBlock; at < kBytes; at *= 2, ++probes) {
+      probes_mapped += map.Mapped(at) ? 1u : 0u;
+    }
+    EXPECT_EQ(probes, 5u);  // 2, 4, 8, 16 and 32 MiB
+    EXPECT_EQ(probes_mapped, droppable ? 0u : probes);
+  }
 }
 
 TEST(MapResidency, MemoryOutsideTheMapIsNeverDropped) {
