@@ -14,12 +14,15 @@
 #include <cstddef>
 #include <initializer_list>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 namespace safemodel::loader {
 
 template <typename T, size_t N>
 class InlineDims {
+  static_assert(std::is_trivially_copyable_v<T>, "values are copied and freed without constructors");
+
  public:
   static constexpr size_t kInline = N;
   using value_type = T;

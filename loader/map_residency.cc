@@ -30,25 +30,28 @@ MapResidency::MapResidency(ByteView map) {
   end_ = (begin_ + map.size() + page - 1) & ~(page - 1);
 }
 
-void MapResidency::Touch(ByteView bytes) {
-  if (!active() || bytes.empty()) return;
+bool MapResidency::Touch(ByteView bytes) {
+  if (!active() || bytes.empty()) return false;
   const auto first = reinterpret_cast<uintptr_t>(bytes.data());
   // Compared as addresses: `bytes` is inside the map or unrelated memory.
-  if (first < begin_ || first >= end_) return;
+  if (first < begin_ || first >= end_) return false;
   if (++reads_ == kMapResidencyReads) DropTouched();
   const uintptr_t last = std::min<uintptr_t>(first + (bytes.size() - 1), end_ - 1);
-  const uintptr_t first_block = first / kMapResidencyBlock;
-  const uintptr_t last_block = last / kMapResidencyBlock;
+  // Blocks of the file, not of the address space: the page cache's folios
+  // start at file offsets that are multiples of their size, wherever the
+  // map starts.
+  const uintptr_t first_block = (first - begin_) / kMapResidencyBlock;
+  const uintptr_t last_block = (last - begin_) / kMapResidencyBlock;
   if (last_block - first_block >= kMapResidencyBlocks) {
     // A read this long would push every remembered block out on its own:
     // drop them and its whole span now, with one call for the span (a
     // tensor of a gigabyte is 512 blocks).
     DropTouched();
-    DropPageRange(std::max(first_block * kMapResidencyBlock, begin_),
-                  std::min((last_block + 1) * kMapResidencyBlock, end_));
-    return;
+    DropBlocks(first_block, last_block + 1);
+    return true;
   }
   for (uintptr_t block = first_block; block <= last_block; ++block) Note(block);
+  return true;
 }
 
 void MapResidency::Note(uintptr_t block) {
@@ -64,11 +67,12 @@ void MapResidency::Note(uintptr_t block) {
   blocks_[count_++] = block;
 }
 
+void MapResidency::DropBlocks(uintptr_t from, uintptr_t to) const {
+  DropPageRange(begin_ + from * kMapResidencyBlock, std::min(begin_ + to * kMapResidencyBlock, end_));
+}
+
 void MapResidency::DropTouched() {
-  for (size_t i = 0; i < count_; ++i) {
-    const uintptr_t at = blocks_[i] * kMapResidencyBlock;
-    DropPageRange(std::max(at, begin_), std::min(at + kMapResidencyBlock, end_));
-  }
+  for (size_t i = 0; i < count_; ++i) DropBlocks(blocks_[i], blocks_[i] + 1);
   count_ = 0;
   reads_ = 0;
   last_ = UINTPTR_MAX;

@@ -10,7 +10,8 @@
 // 508 MiB (tests/bench/PROFILE.md, "Warm inputs"). Counting records read
 // does not bound that; counting the distinct 2 MiB blocks they fall in does.
 //
-// Contract: call Touch(bytes) once `bytes` have been read. The blocks touched
+// Contract: call Touch(bytes) when `bytes` have been read or are about to be
+// (pages dropped under a reader only fault back in). The blocks touched
 // are remembered; a read in a block beyond the last kMapResidencyBlocks, or
 // the kMapResidencyReads-th read since the last drop, drops those blocks'
 // pages from the resident set (MADV_DONTNEED); a read spanning more blocks
@@ -33,7 +34,9 @@
 namespace safemodel::loader {
 
 // The largest unit the kernel maps at once for a file-backed read: a PMD's
-// span with 4 KiB pages (x86-64, arm64), the largest page-cache folio.
+// span with 4 KiB pages (x86-64, arm64), the largest page-cache folio. Blocks
+// are counted from the map's start, which is the file's (folios are aligned
+// to their size in the file).
 inline constexpr uint64_t kMapResidencyBlock = uint64_t{2} << 20;
 // Blocks remembered between two drops: a zip walk alternates between the
 // central directory and a local header, libzip's check reads a third place;
@@ -51,8 +54,9 @@ class MapResidency {
   explicit MapResidency(ByteView map);
 
   bool active() const { return begin_ != end_; }
-  // Notes that `bytes` were read (see the contract above).
-  void Touch(ByteView bytes);
+  // Notes a read of `bytes` (see the contract above); false, doing nothing,
+  // if they do not start inside the map.
+  bool Touch(ByteView bytes);
   // Drops the whole pages inside `bytes` now (a range read once, e.g. a
   // member whose CRC was just checked).
   void Drop(ByteView bytes);
@@ -63,7 +67,9 @@ class MapResidency {
   void DropAll();
 
  private:
+  // Block numbers count kMapResidencyBlock bytes from the map's start.
   void Note(uintptr_t block);
+  void DropBlocks(uintptr_t from, uintptr_t to) const;  // [from, to)
 
   uintptr_t begin_ = 0;  // the map, its end rounded up to a page
   uintptr_t end_ = 0;

@@ -31,10 +31,11 @@ struct ParseOptions {
   bool keep_optimizer = false;
   // A read-only private map of a regular file (the worker's input), or
   // empty: a parser reading an image inside it may drop the map's pages from
-  // the resident set (MADV_DONTNEED): they fault back from the file
-  // unchanged. Memory that is not such a map (an inflated member, a test's
-  // buffer) is never inside it, so it is never dropped. For archives of
-  // many small members, whose directory walk touches every page of the file.
+  // the resident set (MADV_DONTNEED, through a MapResidency): they fault
+  // back from the file unchanged. Memory that is not such a map (an inflated
+  // member, a test's buffer) is never inside it, so it is never dropped. For
+  // walks that touch much of the file (a directory of many small members)
+  // or many places of it (each may map a 2 MiB page-cache folio).
   ByteView droppable_map;
 };
 

@@ -83,8 +83,8 @@ class ChunkBuffer {
 
 }  // namespace
 
-Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> shape,
-                     std::string_view what) {
+Result<ByteView> ElementBytes(const Elements& e, DType dtype, std::span<const uint64_t> shape,
+                              std::string_view what) {
   // The message text only on a failure: this runs for every tensor.
   auto w = [what] { return std::string(what); };
   const uint64_t elem = DTypeSize(dtype);
@@ -98,7 +98,7 @@ Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> s
                              Num(shape.size()));
   }
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count, ElementCount(shape, what));
-  if (count == 0) return Status::Ok();
+  if (count == 0) return ByteView();
   const uint64_t capacity = e.view.size() / elem;
   if (e.strides.empty()) {
     uint64_t end;
@@ -106,7 +106,7 @@ Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> s
       return Status::Malformed(w() + ": needs " + Num(count) + " elements from element " +
                                Num(e.offset) + " but the data holds only " + Num(capacity));
     }
-    return Status::Ok();
+    return e.view.subspan(e.offset * elem, count * elem);
   }
   // The lowest and highest element index any multi-index can reach.
   Int128 lo = e.offset, hi = e.offset;
@@ -122,7 +122,13 @@ Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> s
     return Status::Malformed(w() + ": offset and strides reach outside the " + Num(capacity) +
                              " elements of the data");
   }
-  return Status::Ok();
+  // Inside the view: 0 <= lo <= hi < capacity.
+  return e.view.subspan(static_cast<uint64_t>(lo) * elem, static_cast<uint64_t>(hi - lo + 1) * elem);
+}
+
+Status CheckElements(const Elements& e, DType dtype, std::span<const uint64_t> shape,
+                     std::string_view what) {
+  return ElementBytes(e, dtype, shape, what).status();
 }
 
 namespace {

@@ -35,6 +35,11 @@ class ChunkSink {
 // `dtype` (bounds, swap unit, stride count). Cheap; reads no element.
 Status CheckElements(const Elements& elements, DType dtype, std::span<const uint64_t> shape,
                      std::string_view what);
+// The same checks; then the bytes of `elements.view` from its lowest to its
+// highest element (empty for no element): what streaming the tensor reads,
+// which is less than the view when the view is a shared storage.
+Result<ByteView> ElementBytes(const Elements& elements, DType dtype, std::span<const uint64_t> shape,
+                              std::string_view what);
 
 // Streams the tensor in chunks of at most kChunkBytes. Contiguous little-endian
 // sources are passed through without a copy.

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <new>
 
 namespace safemodel::loader::h5 {
@@ -60,6 +61,9 @@ int Compare(const H5FD_t* a, const H5FD_t* b) {
   const DriverConfig& y = AsFile(b)->config;
   if (x.data != y.data) return x.data < y.data ? -1 : 1;
   if (x.size != y.size) return x.size < y.size ? -1 : 1;
+  // libhdf5 shares one open file between two opens that compare equal: each
+  // File's reads must go to its own MapResidency, which dies with it.
+  if (x.residency != y.residency) return std::less<>()(x.residency, y.residency) ? -1 : 1;
   return 0;
 }
 

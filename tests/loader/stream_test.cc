@@ -127,6 +127,42 @@ TEST(StreamElements, StridedViewsMatchTheNaiveWalk) {
   }
 }
 
+// The bytes a tensor's elements span inside its view, from the lowest to
+// the highest element: what the worker notes as read (a small tensor's view
+// may be a storage of gigabytes). Out of bounds is CheckElements' error.
+TEST(ElementBytes, SpanFromTheLowestToTheHighestElement) {
+  const std::string data(100 * 4, 'x');
+  const ByteView view(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  const auto bytes = [&](uint64_t offset, std::vector<int64_t> strides, std::vector<uint64_t> shape) {
+    Elements e;
+    e.view = view;
+    e.offset = offset;
+    e.strides = std::move(strides);
+    return ElementBytes(e, DType::kF32, shape, "t");
+  };
+  // Contiguous: elements 10..15 of the view.
+  auto r = bytes(10, {}, {2, 3});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->data(), view.data() + 40);
+  EXPECT_EQ(r->size(), 24u);
+  // Transposed 3x4 from element 7: strides (1, 3) reach 7..7+2+9.
+  r = bytes(7, {1, 3}, {3, 4});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->data(), view.data() + 28);
+  EXPECT_EQ(r->size(), 12u * 4);
+  // A negative stride reaches below the offset: 50 - 4*5 .. 50.
+  r = bytes(50, {-5}, {5});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->data(), view.data() + 30 * 4);
+  EXPECT_EQ(r->size(), 21u * 4);
+  // No element: nothing; past the view: CheckElements' error.
+  r = bytes(99, {}, {0, 4});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->empty());
+  EXPECT_EQ(bytes(98, {}, {3}).status().code(), StatusCode::kMalformed);
+  EXPECT_EQ(bytes(0, {60}, {3}).status().code(), StatusCode::kMalformed);
+}
+
 // Dimensions of size 1 are never stepped, so torch keeps any stride for
 // them: torch.as_strided(torch.arange(6.), (3, 1, 1), (2, 1, 2**63 - 1))
 // loads. The walk must not add such a stride (signed overflow under UBSan;

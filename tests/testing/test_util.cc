@@ -248,6 +248,22 @@ int MappedHere(const void* address) {
   return (entry >> 63) != 0 ? 1 : 0;  // bit 63: page present
 }
 
+uint64_t PeakRssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+bool ResetPeakRss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
+}
+
 bool PageCacheDropWorks(const std::string& dir) {
   const std::string path = dir + "/page-cache-probe";
   constexpr size_t kBytes = 1 << 20;

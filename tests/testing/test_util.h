@@ -101,6 +101,10 @@ int64_t ResidentPages(const std::string& path, uint64_t from, uint64_t to);
 // (/proc/self/pagemap's "present" bit): 1 or 0, -1 if it cannot tell. Unlike
 // ResidentPages (the page cache), this is what counts in the process's RSS.
 int MappedHere(const void* address);
+// This process's peak resident size (VmHWM), and its reset to the current
+// resident size (/proc/self/clear_refs, "5"): false if it cannot be reset.
+uint64_t PeakRssBytes();
+bool ResetPeakRss();
 // Whether a file written in `dir`, written back and dropped the way
 // SafemodelWriter::WriteBehind does (sync_file_range, then
 // posix_fadvise(DONTNEED)), really leaves the page cache there: not on

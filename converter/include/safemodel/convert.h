@@ -209,9 +209,10 @@ struct WorkerOutcome {
   int signal = 0;
   int syscall_nr = -1;       // on a seccomp violation
   std::string syscall_name;  // e.g. "openat"
-  // The kernel's peak resident size of the worker; it includes this
-  // process's resident size when it spawned the worker (the kernel folds the
-  // spawner's in at exec; REPORT.md).
+  // The kernel's peak resident size of the worker; for a worker this process
+  // spawned it includes this process's resident size at that moment (the
+  // kernel folds the spawner's in at exec; REPORT.md); a fork server's worker
+  // is counted from the small zygote.
   uint64_t max_rss_bytes = 0;
   double cpu_seconds = 0;
   // Isolation layers this process saw in the worker's /proc entry after the
