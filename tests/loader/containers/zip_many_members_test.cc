@@ -156,6 +156,11 @@ TEST(ZipManyMembers, ADroppableMapKeepsFewPagesResidentWhileTheArchiveIsChecked)
 // drop; the walk's MapResidency keeps it to a few blocks (map_residency.h).
 // Measured as the growth of this process's peak resident size, reset before.
 TEST(ZipManyMembers, TheWalkItselfKeepsFewPagesMapped) {
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+  // The peak counts all memory, and a sanitizer's shadow and quarantine grow
+  // by tens of MiB over one walk (45 MB here under ASan, 3 MB without).
+  GTEST_SKIP() << "the peak resident size is the sanitizer's here";
+#endif
   std::vector<ZipMember> members;
   for (int i = 0; i < 2000; ++i) members.push_back({.name = "m" + std::to_string(i), .data = std::string(30 << 10, 'w')});
   const std::string image = BuildZip(members);

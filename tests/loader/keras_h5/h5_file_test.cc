@@ -120,6 +120,11 @@ TEST_F(H5FileTest, ADroppableInputMapIsLeftUnmappedAfterTheWalk) {
 // one (the control) most of the file ends up mapped. Measured as the growth
 // of this process's peak resident size, reset before.
 TEST_F(H5FileTest, TheWalksReadsKeepFewPagesOfADroppableMapMapped) {
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+  // The peak counts all memory, and a sanitizer's shadow and quarantine grow
+  // by tens of MiB over one walk (45 MB here under ASan, 3 MB without).
+  GTEST_SKIP() << "the peak resident size is the sanitizer's here";
+#endif
   const testing::TempDir dir;
   const std::string path = dir.File("many.h5");
   {
