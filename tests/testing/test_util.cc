@@ -248,11 +248,12 @@ int MappedHere(const void* address) {
   return (entry >> 63) != 0 ? 1 : 0;  // bit 63: page present
 }
 
-uint64_t PeakRssBytes() {
+uint64_t ProcStatusBytes(const std::string& field) {
   std::ifstream status("/proc/self/status");
+  const std::string prefix = field + ":";
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    if (line.rfind(prefix, 0) == 0) return std::stoull(line.substr(prefix.size())) * 1024;  // kB
   }
   return 0;
 }
@@ -263,6 +264,21 @@ bool ResetPeakRss() {
   clear.flush();
   return static_cast<bool>(clear);
 }
+
+MappedFile::MappedFile(const std::string& image) : size_(image.size()) {
+  WriteFile(dir_.File("image"), image);
+  const int fd = open(dir_.File("image").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (p != MAP_FAILED) data_ = p;
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) munmap(data_, size_);
+}
+
+void MappedFile::Drop() const { madvise(data_, size_, MADV_DONTNEED); }
 
 bool PageCacheDropWorks(const std::string& dir) {
   const std::string path = dir + "/page-cache-probe";

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "proto/base/byte_reader.h"
 #include "safemodel/convert.h"
 
 namespace safemodel::testing {
@@ -101,10 +102,33 @@ int64_t ResidentPages(const std::string& path, uint64_t from, uint64_t to);
 // (/proc/self/pagemap's "present" bit): 1 or 0, -1 if it cannot tell. Unlike
 // ResidentPages (the page cache), this is what counts in the process's RSS.
 int MappedHere(const void* address);
+// A size field of /proc/self/status ("VmHWM", "RssFile", ...) in bytes; 0
+// if absent.
+uint64_t ProcStatusBytes(const std::string& field);
 // This process's peak resident size (VmHWM), and its reset to the current
 // resident size (/proc/self/clear_refs, "5"): false if it cannot be reset.
-uint64_t PeakRssBytes();
+inline uint64_t PeakRssBytes() { return ProcStatusBytes("VmHWM"); }
 bool ResetPeakRss();
+
+// `image` written to a file in a new temporary directory and mapped the way
+// the worker maps its input (read-only, private); unmapped at the end.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& image);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  bool ok() const { return data_ != nullptr; }
+  ByteView view() const { return ByteView(static_cast<const uint8_t*>(data_), size_); }
+  // Drops the map's resident pages, as a fresh map would have none.
+  void Drop() const;
+
+ private:
+  TempDir dir_;
+  size_t size_;
+  void* data_ = nullptr;
+};
 // Whether a file written in `dir`, written back and dropped the way
 // SafemodelWriter::WriteBehind does (sync_file_range, then
 // posix_fadvise(DONTNEED)), really leaves the page cache there: not on

@@ -72,44 +72,8 @@ TEST(ZipManyMembers, HundredThousandMembersAreCrossCheckedWithFewAllocationsEach
   }
 }
 
-// The process's resident pages of file maps (RssFile in /proc/self/status).
-uint64_t ResidentFileBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("RssFile:", 0) == 0) return std::stoull(line.substr(8)) * 1024;
-  }
-  return 0;
-}
-
-// `image` written to a file in a new temporary directory and mapped the way
-// the worker maps its input (read-only, private); unmapped at the end.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& image) : size_(image.size()) {
-    WriteFile(dir_.File("image.zip"), image);
-    const int fd = open(dir_.File("image.zip").c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (p != MAP_FAILED) data_ = p;
-  }
-  ~MappedFile() {
-    if (data_ != nullptr) munmap(data_, size_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-
-  bool ok() const { return data_ != nullptr; }
-  ByteView view() const { return ByteView(static_cast<const uint8_t*>(data_), size_); }
-  // Drops the map's resident pages, as a fresh map would have none.
-  void Drop() const { madvise(data_, size_, MADV_DONTNEED); }
-
- private:
-  TempDir dir_;
-  size_t size_;
-  void* data_ = nullptr;
-};
+// The process's resident pages of file maps.
+uint64_t ResidentFileBytes() { return ProcStatusBytes("RssFile"); }
 
 TEST(ZipManyMembers, ADroppableMapKeepsFewPagesResidentWhileTheArchiveIsChecked) {
   // 100,000 members of 300 bytes: 38 MB, and the walk of the directory and

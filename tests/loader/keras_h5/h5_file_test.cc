@@ -2,11 +2,7 @@
 #include "loader/keras_h5/h5_file.h"
 
 #include <H5PLpublic.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -34,6 +30,15 @@ class H5FileTest : public ::testing::Test {
       if (f.severity == Finding::Severity::kRefused) out.push_back(f.rule);
     }
     return out;
+  }
+
+  // Before opening `input`'s map as the worker would: none of it mapped, and
+  // ctx_ with the map as the droppable one or not.
+  void PrepareMapped(const testing::MappedFile& input, bool droppable) {
+    input.Drop();
+    ParseOptions options;
+    if (droppable) options.droppable_map = input.view();
+    ctx_ = ParseContext(options);
   }
 
   std::string image_;
@@ -85,32 +90,20 @@ TEST_F(H5FileTest, WalksEveryObjectByPath) {
 // mapped once it is over; the file still reads the same afterwards (its
 // pages fault back). Outside one (the control), the pages read stay mapped.
 TEST_F(H5FileTest, ADroppableInputMapIsLeftUnmappedAfterTheWalk) {
-  const testing::TempDir dir;
-  testing::WriteFile(dir.File("in.h5"), testing::ReadFile(testing::Fixture("keras_h5/functional_graph.h5")));
-  const int fd = open(dir.File("in.h5").c_str(), O_RDONLY | O_CLOEXEC);
-  ASSERT_GE(fd, 0);
-  struct stat st{};
-  ASSERT_EQ(fstat(fd, &st), 0);
-  const auto size = static_cast<size_t>(st.st_size);
-  void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  ASSERT_NE(p, MAP_FAILED);
-  const ByteView map(static_cast<const uint8_t*>(p), size);
+  const testing::MappedFile input(testing::ReadFile(testing::Fixture("keras_h5/functional_graph.h5")));
+  ASSERT_TRUE(input.ok());
+  const ByteView map = input.view();
   if (testing::MappedHere(map.data()) == -1) GTEST_SKIP() << "no /proc/self/pagemap";
   for (const bool droppable : {false, true}) {
     SCOPED_TRACE(droppable);
-    madvise(p, size, MADV_DONTNEED);
-    ParseOptions options;
-    if (droppable) options.droppable_map = map;
-    ParseContext ctx(options);
-    auto file = File::Open(map, ctx);
+    PrepareMapped(input, droppable);
+    auto file = File::Open(map, ctx_);
     ASSERT_TRUE(file.ok()) << file.status().ToString();
     EXPECT_EQ(testing::MappedHere(map.data()), droppable ? 0 : 1) << "the superblock's page";
     const Node* kernel = (*file)->Find("/model_weights/tower_a/tower_a/kernel:0");
     ASSERT_NE(kernel, nullptr);
     EXPECT_EQ(kernel->dataset.shape, (std::vector<uint64_t>{4, 6}));
   }
-  munmap(p, size);
 }
 
 // While the walk runs, not only after it: libhdf5 reads every object header
@@ -144,25 +137,17 @@ TEST_F(H5FileTest, TheWalksReadsKeepFewPagesOfADroppableMapMapped) {
     H5Sclose(space);
     H5Fclose(file);
   }
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  ASSERT_GE(fd, 0);
-  struct stat st{};
-  ASSERT_EQ(fstat(fd, &st), 0);
-  const auto size = static_cast<size_t>(st.st_size);
-  void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
-  ASSERT_NE(p, MAP_FAILED);
-  const ByteView map(static_cast<const uint8_t*>(p), size);
+  const testing::MappedFile input(testing::ReadFile(path));
+  ASSERT_TRUE(input.ok());
+  const ByteView map = input.view();
+  const size_t size = map.size();
   if (!testing::ResetPeakRss()) GTEST_SKIP() << "no /proc/self/clear_refs";
   for (const bool droppable : {false, true}) {
     SCOPED_TRACE(droppable);
-    madvise(p, size, MADV_DONTNEED);
-    ParseOptions options;
-    if (droppable) options.droppable_map = map;
-    ParseContext ctx(options);
+    PrepareMapped(input, droppable);
     ASSERT_TRUE(testing::ResetPeakRss());
     const uint64_t before = testing::PeakRssBytes();
-    auto file = File::Open(map, ctx);
+    auto file = File::Open(map, ctx_);
     ASSERT_TRUE(file.ok()) << file.status().ToString();
     const uint64_t grown = testing::PeakRssBytes() - before;
     ASSERT_NE((*file)->Find("/d1999"), nullptr);
@@ -172,7 +157,6 @@ TEST_F(H5FileTest, TheWalksReadsKeepFewPagesOfADroppableMapMapped) {
       EXPECT_GE(grown, size / 4) << grown << " bytes";  // the control: 26 MB here
     }
   }
-  munmap(p, size);
 }
 
 TEST_F(H5FileTest, ReadsStringAttributesInEveryEncoding) {
