@@ -416,12 +416,12 @@ Status Convert(const ParseFn& parse, const std::vector<ByteView>& maps, const Ar
     } else {
       const uint64_t data_before = sink.data_bytes();
       SAFEMODEL_RETURN_IF_ERROR(loader::StreamElements(elements, t.dtype, t.shape, what, sink));
-      // Only the bytes the elements span: a small tensor's view may be a
-      // storage of gigabytes, whose pages it never read.
-      const Result<ByteView> read = loader::ElementBytes(elements, t.dtype, t.shape, what);
-      if (sink.data_bytes() != data_before && read.ok()) {
+      if (sink.data_bytes() != data_before) {
+        // Only the bytes the elements span: a small tensor's view may be a
+        // storage of gigabytes, whose pages it never read.
+        const Result<ByteView> read = loader::ElementBytes(elements, t.dtype, t.shape, what);
         for (loader::MapResidency& residency : streamed) {
-          if (residency.Touch(*read)) break;  // the one map it is in
+          if (!read.ok() || residency.Touch(*read)) break;  // the one map it is in
         }
       }
     }
