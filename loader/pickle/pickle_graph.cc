@@ -37,7 +37,10 @@ static_assert(std::is_trivially_destructible_v<Object> && std::is_trivially_dest
 const Ref* ItemArena::Copy(std::span<const Ref> items) {
   if (items.empty()) return nullptr;
   Ref* out;
-  if (kBlockPerSpan || items.size() > kOwnBlockItems) {
+  if (items.size() <= kReuseItems && !free_[items.size()].empty()) {
+    out = free_[items.size()].back();
+    free_[items.size()].pop_back();
+  } else if (kBlockPerSpan || items.size() > kOwnBlockItems) {
     out = static_cast<Ref*>(AllocateChunk(items.size() * sizeof(Ref), blocks_.empty()));
     blocks_.push_back({out, items.size()});
   } else {
@@ -54,7 +57,13 @@ const Ref* ItemArena::Copy(std::span<const Ref> items) {
   return out;
 }
 
+void ItemArena::Free(const Ref* items, size_t count) {
+  if (items == nullptr || count == 0 || count > kReuseItems) return;
+  free_[count].push_back(const_cast<Ref*>(items));
+}
+
 void ItemArena::clear() {
+  for (std::vector<Ref*>& f : free_) std::vector<Ref*>().swap(f);
   for (size_t i = 0; i < blocks_.size(); ++i) FreeChunk(blocks_[i].items, blocks_[i].count * sizeof(Ref), i == 0);
   std::vector<Block>().swap(blocks_);
   next_ = nullptr;
@@ -103,6 +112,28 @@ std::vector<Ref>& Graph::GrowItems(ObjId id) {
   o.lo_ = 0;
   o.hi_ = Object::kGrown;
   return v;
+}
+
+bool Graph::Releasable(ObjId id) const {
+  const Object& o = objects[id];
+  if (o.shared) return false;
+  if (o.kind == Kind::kTuple) return o.hi_ != Object::kGrown && o.lo_ > 0;
+  if (o.kind == Kind::kDict) {
+    return o.items().empty() && o.keys == UINT32_MAX && o.named == UINT32_MAX &&
+           attrs.find(id) == attrs.end();
+  }
+  return false;
+}
+
+void Graph::Release(ObjId id) {
+  Object& o = objects[id];
+  if (o.hi_ == Object::kGrown) {
+    std::vector<Ref>().swap(*static_cast<std::vector<Ref>*>(const_cast<void*>(o.ptr_)));
+  } else if (!IsByteKind(o.kind)) {
+    item_arena.Free(static_cast<const Ref*>(o.ptr_), o.lo_);
+  }
+  o = Object();
+  free_ids.push_back(id);
 }
 
 std::string KindName(const Graph& graph, Ref r) {

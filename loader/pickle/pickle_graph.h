@@ -199,10 +199,17 @@ inline bool IsByteKind(Kind k) { return k >= Kind::kBigInt && k <= Kind::kByteAr
 // Graph::GrowItems), not in a vector of their own.
 struct Object {
   Kind kind = Kind::kNone;
-  bool ordered = false;   // kDict: an OrderedDict or Counter
-  bool consumed = false;  // kGlobal: a user class instantiated by NEWOBJ
+  bool ordered : 1 = false;   // kDict: an OrderedDict or Counter
+  bool consumed : 1 = false;  // kGlobal: a user class instantiated by NEWOBJ
+  // A second reference to the object exists or may exist (fetched from the
+  // memo, DUP'd, or memoized under a key Object::aux cannot record): it is
+  // never released (Graph::Release).
+  bool shared : 1 = false;
   RecordKind record = RecordKind::kTensor;
-  uint32_t aux = UINT32_MAX;    // index into the Graph side table of `record`
+  // Records: index into the Graph side table of `record`. kTuple and kDict:
+  // the memo key the object was stored under, or UINT32_MAX (never
+  // memoized), so that a release can void that key.
+  uint32_t aux = UINT32_MAX;
   uint32_t named = UINT32_MAX;  // kGlobal, text records: index into Graph::named
   uint32_t keys = UINT32_MAX;   // kDict, kSet once large: index into Graph::key_index
   uint64_t hash = 0;            // cached hash of a kStr/kBytes/kBigInt key
@@ -290,8 +297,14 @@ class ItemArena {
   ItemArena& operator=(const ItemArena&) = delete;
   ~ItemArena() { clear(); }
 
-  // A copy of `items` that stays where it is until clear(); null when empty.
+  // A copy of `items` that stays where it is until clear() or Free();
+  // null when empty. A span of up to kReuseItems items takes the place of
+  // one freed before, if any.
   const Ref* Copy(std::span<const Ref> items);
+  // Gives back the `count` items at `items` (from Copy) for reuse by a later
+  // Copy of as many. Spans longer than kReuseItems stay where they are.
+  void Free(const Ref* items, size_t count);
+  static constexpr size_t kReuseItems = 8;  // a tensor's arguments: 6-8 items
   // Blocks allocated so far (chunks and own blocks).
   size_t blocks() const { return blocks_.size(); }
   // Frees every copy.
@@ -305,6 +318,7 @@ class ItemArena {
   std::vector<Block> blocks_;
   Ref* next_ = nullptr;  // free space in the last chunk
   size_t left_ = 0;
+  std::vector<Ref*> free_[kReuseItems + 1];  // freed spans, by item count
 };
 
 // The objects of a graph, by id, in chunks of kChunk that never move: a
@@ -420,7 +434,20 @@ struct Graph {
     objects.clear();
     item_arena.clear();
     std::deque<std::vector<Ref>>().swap(grown);
+    std::vector<ObjId>().swap(free_ids);
   }
+  // Whether object `id` may be released: a tuple with items, or an empty
+  // dict with no BUILD attributes, that no one else refers to (not
+  // Object::shared). Strings, names and records are never released: torch
+  // refers back to a storage key or a tensor from later entries.
+  bool Releasable(ObjId id) const;
+  // Releases object `id` (Releasable): its items go back to the arena and
+  // its id to free_ids, which Machine::New takes before growing the store.
+  // The caller has voided the memo key (Object::aux) that held it and owns
+  // the only reference, which it drops.
+  void Release(ObjId id);
+  // Ids of released objects, reused last in, first out.
+  std::vector<ObjId> free_ids;
   // What GrowItems returns for an object of a byte kind (never kept).
   std::vector<Ref> discarded_items;
   // The name (kGlobal) or text (record) of an object; empty when it has none.

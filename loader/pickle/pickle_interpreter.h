@@ -36,7 +36,8 @@ namespace safemodel::loader::pickle {
 // for a key not stored.
 class Memo {
  public:
-  // The value stored under `key`, if any.
+  // The value stored under `key`, if any (not for a key Release voided:
+  // see Released).
   std::optional<Ref> Find(uint64_t key) const {
     if (key < dense_.size() && dense_[key] != 0) return Unpack(dense_[key]);
     auto it = sparse_.find(key);
@@ -45,6 +46,18 @@ class Memo {
   }
   // Stores or replaces; false if a new key would exceed kMaxMemoEntries.
   bool Put(uint64_t key, Ref r);
+  // Voids `key` if it holds heap object `id` (about to be released): a later
+  // Find must not return the id, which a new object may take. Only keys in
+  // the vector are voided; the caller never releases an object stored
+  // under any other key (Interpreter::NoteMemoized).
+  void Release(uint64_t key, ObjId id) {
+    if (key < dense_.size() && dense_[key] == HeapSlot(Kind::kTuple, id)) dense_[key] = kReleased;
+    if (key < dense_.size() && dense_[key] == HeapSlot(Kind::kDict, id)) dense_[key] = kReleased;
+  }
+  // Whether `key` was voided by Release (and not stored again since).
+  bool Released(uint64_t key) const { return key < dense_.size() && dense_[key] == kReleased; }
+  // Whether `key` is one the vector holds (so Release can void it).
+  bool Dense(uint64_t key) const { return key < dense_.size() && dense_[key] != 0; }
   uint64_t size() const { return count_; }
   // Places for inline values (at most the vector slots that held one at
   // once; for tests).
@@ -54,6 +67,12 @@ class Memo {
   static constexpr uint64_t kDenseSlack = 1024;
   // A slot holding a heap object: the flag, the kind (8 bits), the id.
   static constexpr uint64_t kHeapSlot = uint64_t{1} << 63;
+  static uint64_t HeapSlot(Kind kind, ObjId id) {
+    return kHeapSlot | (uint64_t{static_cast<uint8_t>(kind)} << 32) | id;
+  }
+  // A voided key: a heap slot of kind 0xFF, which no Kind has; Put replaces
+  // it as any heap value.
+  static constexpr uint64_t kReleased = kHeapSlot | (uint64_t{0xFF} << 32) | UINT32_MAX;
   Ref Unpack(uint64_t slot) const {
     if (slot & kHeapSlot) {
       return Ref::Heap(static_cast<Kind>((slot >> 32) & 0xFF), static_cast<ObjId>(slot));
@@ -135,6 +154,18 @@ class Interpreter : public Builder {
   Status StepName(uint8_t op);                      // pickle_ops.cc
   // Checks at the outer STOP, then names the user globals never used.
   Status FinishOuter();
+
+  // ---- Releasing consumed arguments (MachineOptions::release_consumed) ----------
+  // After PUT/MEMOIZE of `r` under `key`: a tuple or dict remembers the key
+  // (Object::aux) so that a release can void it; memoized a second time, in
+  // a nested pickle or under a key the memo's vector does not hold, it is
+  // marked shared instead (pickle_machine.cc).
+  void NoteMemoized(uint64_t key, Ref r);
+  // After REDUCE of `callable` on `args` built `result`: releases the
+  // arguments of a tensor rebuild (pickle_ops.cc).
+  void ReleaseArguments(Ref callable, Ref args, Ref result);
+  // Releases `r` if Graph::Releasable, voiding its memo key first.
+  void ReleaseOne(Ref r);
 
   // ---- Opcodes with more to them (pickle_ops.cc) -----------------------------------
   Status OpString();

@@ -67,6 +67,14 @@ void Machine::Refuse(std::string rule, uint64_t offset, std::string message,
 }
 
 Result<Ref> Machine::New(Kind kind, uint64_t offset) {
+  if (!graph_.free_ids.empty()) {
+    // A released object's place (Graph::Release left it default).
+    const ObjId id = graph_.free_ids.back();
+    graph_.free_ids.pop_back();
+    graph_.objects[id].kind = kind;
+    if (kind == Kind::kGlobal) graph_.SetOffset(id, offset);
+    return Ref::Heap(kind, id);
+  }
   if (graph_.objects.size() >= kMaxObjects) {
     return Status::LimitExceeded(options_.where + ": more than " + Num(kMaxObjects) +
                                  " objects (limit)");
@@ -93,7 +101,7 @@ void Memo::SetSlot(uint64_t key, Ref r) {
     // A replaced inline value's place is free for the next one: inline_
     // never holds more than the slots that hold inline values at once.
     if (had_inline) free_inline_.push_back(slot);
-    slot = kHeapSlot | (uint64_t{static_cast<uint8_t>(r.kind)} << 32) | r.id;
+    slot = HeapSlot(r.kind, r.id);
   } else if (had_inline) {
     inline_[slot - 1] = r;
   } else if (!free_inline_.empty()) {
@@ -129,6 +137,16 @@ bool Memo::Put(uint64_t key, Ref r) {
     sparse_.emplace(key, r);  // keys chosen by the file: keyed hash
   }
   return true;
+}
+
+void Interpreter::NoteMemoized(uint64_t key, Ref r) {
+  if (r.kind != Kind::kTuple && r.kind != Kind::kDict) return;
+  Object& o = g_.at(r);
+  if (o.aux == UINT32_MAX && contexts_.size() == 1 && key < UINT32_MAX && C().memo.Dense(key)) {
+    o.aux = static_cast<uint32_t>(key);
+  } else {
+    o.shared = true;
+  }
 }
 
 // ---- Reading ------------------------------------------------------------------------
@@ -438,6 +456,7 @@ Status Interpreter::StepMemo(uint8_t op) {
       return Status::Ok();
     case kDup: {
       SAFEMODEL_ASSIGN_OR_RETURN(Ref * t, Top("DUP"));
+      if (t->is_heap()) g_.at(*t).shared = true;  // two references now
       return Push(*t);
     }
     case kMark:
@@ -458,8 +477,16 @@ Status Interpreter::StepMemo(uint8_t op) {
       } else {
         SAFEMODEL_ASSIGN_OR_RETURN(key, ReadUInt(op == kBinGet ? 1 : 4, "BINGET"));
       }
+      if (c.memo.Released(key)) {
+        return Status::Unsupported(
+            options().where + ": memo key " + Num(key) +
+            " refers back to the arguments of a tensor or storage already built, which are "
+            "released as they are used (torch.save makes them afresh for each tensor)" +
+            At());
+      }
       const std::optional<Ref> found = c.memo.Find(key);
       if (!found) return Bad("memo key " + Num(key) + " was never stored");
+      if (found->is_heap()) g_.at(*found).shared = true;  // two references now
       return Push(*found);
     }
     case kPut:
@@ -479,6 +506,7 @@ Status Interpreter::StepMemo(uint8_t op) {
         return Status::LimitExceeded(options().where + ": more than " + Num(kMaxMemoEntries) +
                                      " memo entries" + At());
       }
+      NoteMemoized(key, *t);
       return Status::Ok();
     }
     default:

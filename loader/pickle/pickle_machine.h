@@ -69,9 +69,10 @@ inline constexpr uint64_t kMaxMarks = 4096;
 // tensors; the hash map (not an array indexed by the key) keeps
 // LONG_BINPUT 0xFFFFFFFF from costing memory.
 inline constexpr uint64_t kMaxMemoEntries = 1u << 22;
-// Heap objects (strings, containers, records) made per file: 8 M objects
-// is ~360 MB of bookkeeping (8 M empty lists, measured); real checkpoints
-// need ~10 per tensor. Every EMPTY_TUPLE of a run is one object.
+// Heap objects (strings, containers, records) of a file alive at once (a
+// released object's place is taken again, MachineOptions::release_consumed):
+// 8 M objects is ~360 MB of bookkeeping (8 M empty lists, measured); real
+// checkpoints need ~10 per tensor. Every EMPTY_TUPLE of a run is one object.
 inline constexpr uint64_t kMaxObjects = 1u << 23;
 // Integers wider than this many bytes are refused: the largest real one is
 // the legacy torch magic number (10 bytes); sizes and offsets need 8.
@@ -103,6 +104,15 @@ struct MachineOptions {
   // allows mmap is noted, since joblib.load(mmap_mode=...) would map the
   // compressed file at the decompressed offset.
   bool compressed = false;
+  // torch.save's data.pkl: the arguments a tensor is rebuilt from (the
+  // argument tuple of _rebuild_tensor*/_rebuild_parameter, its size and
+  // stride tuples and empty hook dict, the persistent-id tuple of a storage)
+  // are released once the tensor or storage record is built, unless a second
+  // reference to them exists (Object::shared): a checkpoint of n tensors then
+  // holds ~4n objects instead of ~9n while it is read. A later GET of a
+  // released object's memo key is refused (Unsupported): torch.save never
+  // writes one, since every such object is made afresh for its one tensor.
+  bool release_consumed = false;
 };
 
 class Machine {

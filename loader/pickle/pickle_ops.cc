@@ -254,6 +254,7 @@ Status Interpreter::StepName(uint8_t op) {
       SAFEMODEL_ASSIGN_OR_RETURN(Ref args, Pop("REDUCE"));
       SAFEMODEL_ASSIGN_OR_RETURN(Ref callable, Pop("REDUCE"));
       SAFEMODEL_ASSIGN_OR_RETURN(Ref r, CallName(*this, callable, args, op));
+      ReleaseArguments(callable, args, r);
       return Push(r);
     }
     case kObj:
@@ -428,8 +429,43 @@ Status Interpreter::OpBinPersId() {
   } else {
     Result<Ref> loaded = options().persistent_load(m_, pid, op_offset_);
     SAFEMODEL_ASSIGN_OR_RETURN(r, loaded.ok() ? loaded : Semantic(loaded.status()));
+    // The storage record holds what it needs of the id (its key, type,
+    // location and size are copied): the tuple is spent.
+    if (loaded.ok() && options().release_consumed && contexts_.size() == 1) ReleaseOne(pid);
   }
   return Push(r);
+}
+
+// A tensor rebuild keeps from its arguments only the storage record
+// (TensorInfo::storage) or, for a parameter, the tensor record: the argument
+// tuple, the size and stride tuples and the empty hook dict are spent once
+// the record is built. Records, names and strings are never released
+// (Graph::Releasable), and neither is anything a second reference may reach.
+void Interpreter::ReleaseArguments(Ref callable, Ref args, Ref result) {
+  if (!options().release_consumed || contexts_.size() != 1) return;
+  if (result.kind != Kind::kRecord || callable.kind != Kind::kGlobal) return;  // an error
+  const GlobalKind kind = g_.global(callable).kind;
+  if (kind != GlobalKind::kRebuildTensor && kind != GlobalKind::kRebuildTensorV2 &&
+      kind != GlobalKind::kRebuildTensorV3 && kind != GlobalKind::kRebuildParameter) {
+    return;
+  }
+  if (args.kind != Kind::kTuple || !g_.Releasable(args.id)) return;
+  // Copied first: releasing the tuple gives its items back to the arena.
+  const std::span<const Ref> items = g_.items(args);
+  Ref spent[ItemArena::kReuseItems];
+  size_t n = 0;
+  for (Ref a : items) {
+    if (a.is_heap() && n < ItemArena::kReuseItems) spent[n++] = a;
+  }
+  ReleaseOne(args);
+  for (size_t i = 0; i < n; ++i) ReleaseOne(spent[i]);
+}
+
+void Interpreter::ReleaseOne(Ref r) {
+  if (!r.is_heap() || r.id == empty_tuple_.id || !g_.Releasable(r.id)) return;
+  const uint32_t key = g_.at(r).aux;
+  if (key != UINT32_MAX) C().memo.Release(key, r.id);
+  g_.Release(r.id);
 }
 
 Status Interpreter::OpExt(uint8_t op) {

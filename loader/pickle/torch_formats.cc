@@ -338,6 +338,10 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
   opts.persistent_load = [table](Machine& m, Ref pid, uint64_t offset) {
     return LoadStorage(m, pid, offset, /*legacy=*/false, table.get());
   };
+  // torch.save's writer makes a tensor's arguments afresh for each tensor:
+  // releasing them as they are used keeps a checkpoint of many small
+  // tensors from holding them all (tests/bench/PROFILE.md).
+  opts.release_consumed = true;
   Machine machine(ctx, *graph, opts);
   SAFEMODEL_ASSIGN_OR_RETURN(const Ref root,
                              pickle::RunWholePickle(machine, pkl, where, "the pickle's STOP", ctx));

@@ -1,0 +1,221 @@
+// MachineOptions::release_consumed: the arguments a torch tensor is rebuilt
+// from are released once its record is built (pickle_ops.cc), so that a
+// checkpoint of many small tensors does not hold them all; anything a second
+// reference may reach is kept, and a later GET of a released object's memo
+// key is refused.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/loader/pickle/pickle_bytes.h"
+#include "tests/testing/loader_util.h"
+#include "tests/testing/test_util.h"
+#include "tests/testing/zip_builder.h"
+
+#include "loader/parser.h"
+#include "loader/pickle/pickle_graph.h"
+#include "loader/pickle/pickle_machine.h"
+
+namespace safemodel::testing {
+namespace {
+
+using loader::ParseContext;
+using loader::ParseOptions;
+using loader::pickle::Graph;
+using loader::pickle::Kind;
+using loader::pickle::Machine;
+using loader::pickle::MachineOptions;
+using loader::pickle::Ref;
+using loader::pickle::RecordKind;
+using loader::pickle::StorageInfo;
+
+std::string Put(uint32_t key) { return "r" + LE(key, 4); }  // LONG_BINPUT
+std::string Get(uint32_t key) { return "j" + LE(key, 4); }  // LONG_BINGET
+
+// A protocol-2 state_dict of `n` float tensors of 2 elements, each over its
+// own storage, written as torch.save writes it: every object memoized, the
+// names and strings used again fetched from the memo.
+std::string TorchSaveLike(int n) {
+  uint32_t key = 0;
+  std::string s = "}" + Put(key++) + "(";
+  uint32_t k_rebuild = 0, k_storage = 0, k_float = 0, k_cpu = 0, k_hooks = 0;
+  for (int i = 0; i < n; ++i) {
+    s += Str("w" + std::to_string(i)) + Put(key++);
+    if (i == 0) {
+      k_rebuild = key;
+      s += Global("torch._utils", "_rebuild_tensor_v2") + Put(key++);
+    } else {
+      s += Get(k_rebuild);
+    }
+    s += "((";
+    if (i == 0) {
+      k_storage = key;
+      s += Str("storage") + Put(key++);
+      k_float = key;
+      s += Global("torch", "FloatStorage") + Put(key++);
+    } else {
+      s += Get(k_storage) + Get(k_float);
+    }
+    s += Str(std::to_string(i)) + Put(key++);
+    if (i == 0) {
+      k_cpu = key;
+      s += Str("cpu") + Put(key++);
+    } else {
+      s += Get(k_cpu);
+    }
+    // Each Put in a statement of its own: the keys follow the stream.
+    s += Int1(2) + "t" + Put(key++);
+    s += "Q" + Int1(0) + "(" + Int1(2) + "t" + Put(key++);
+    s += "(" + Int1(1) + "t" + Put(key++);
+    s += B({0x89});
+    if (i == 0) {
+      k_hooks = key;
+      s += Global("collections", "OrderedDict") + Put(key++);
+    } else {
+      s += Get(k_hooks);
+    }
+    s += ")R" + Put(key++);
+    s += "t" + Put(key++);
+    s += "R" + Put(key++);
+  }
+  return P2(s + "u");
+}
+
+// Runs `pickle` with a persistent_load that makes a float storage record
+// per id (as torch_formats.cc's LoadStorage does, without the archive).
+Result<Ref> RunWithStorages(const std::string& pickle, bool release, Graph* g) {
+  ParseContext ctx(ParseOptions{});
+  MachineOptions o;
+  o.release_consumed = release;
+  o.persistent_load = [](Machine& m, Ref pid, uint64_t) -> Result<Ref> {
+    Graph& graph = m.graph();
+    SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, 0));
+    graph.at(r).record = RecordKind::kStorage;
+    graph.at(r).aux = static_cast<uint32_t>(graph.storages.size());
+    StorageInfo s;
+    s.key = std::string(graph.text(graph.items(pid)[2]));
+    s.dtype = DType::kF32;
+    s.numel = 2;
+    graph.storages.push_back(std::move(s));
+    return r;
+  };
+  Machine m(ctx, *g, o);
+  uint64_t end = 0;
+  return m.Run(AsBytes(pickle), 0, &end);
+}
+
+TEST(ReleaseConsumed, ATensorsArgumentsAreReleasedAndTheirPlacesTakenAgain) {
+  const int n = 1000;
+  const std::string p = TorchSaveLike(n);
+  Graph kept, released;
+  Result<Ref> a = RunWithStorages(p, false, &kept);
+  Result<Ref> b = RunWithStorages(p, true, &released);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  // Kept: per tensor its name, the id tuple, the storage key, the storage,
+  // size, stride, hooks, the argument tuple and the tensor (9). Released:
+  // the name, the storage key, the storage and the tensor stay (4); the
+  // other five places are taken again by the next tensor.
+  EXPECT_GE(kept.objects.size(), 9u * n);
+  EXPECT_LE(released.objects.size(), 4u * n + 16);
+  // The same tensors either way.
+  ASSERT_EQ(released.tensors.size(), kept.tensors.size());
+  ASSERT_EQ(released.tensors.size(), static_cast<size_t>(n));
+  for (size_t i = 0; i < released.tensors.size(); ++i) {
+    EXPECT_EQ(released.tensors[i].shape.size(), 1u);
+    EXPECT_EQ(released.tensors[i].shape[0], 2u);
+    EXPECT_EQ(released.tensors[i].strides[0], 1);
+    EXPECT_EQ(released.storages[released.objects[released.tensors[i].storage].aux].key,
+              std::to_string(i));
+  }
+  // The root's names and tensors are the live objects they were.
+  const std::span<const Ref> items = released.items(*b);
+  ASSERT_EQ(items.size(), 2u * n);
+  for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
+    EXPECT_EQ(released.text(items[2 * i]), "w" + std::to_string(i));
+    ASSERT_EQ(items[2 * i + 1].kind, Kind::kRecord);
+    EXPECT_EQ(released.at(items[2 * i + 1]).record, RecordKind::kTensor);
+  }
+}
+
+// The 1-element size tuple, stored under key 7 by the first tensor, fetched
+// again by a later one: torch.save never writes this (each tensor's size is
+// a new object), and the first tensor's arguments are released by then.
+TEST(ReleaseConsumed, AGetOfAReleasedArgumentIsRefused) {
+  const std::string storage0 = "((" + Str("storage") + Global("torch", "FloatStorage") + Str("0") +
+                               Str("cpu") + Int1(2) + "tQ";
+  const std::string storage1 = "((" + Str("storage") + Global("torch", "FloatStorage") + Str("1") +
+                               Str("cpu") + Int1(2) + "tQ";
+  const std::string hooks = Global("collections", "OrderedDict") + ")R";
+  const std::string rebuild = Global("torch._utils", "_rebuild_tensor_v2");
+  const std::string first = Str("a") + rebuild + storage0 + Int1(0) + "(" + Int1(2) + "t" + Put(7) +
+                            "(" + Int1(1) + "t" + B({0x89}) + hooks + "tR";
+  const std::string later = Str("b") + rebuild + storage1 + Int1(0) + Get(7) + "(" + Int1(1) + "t" +
+                            B({0x89}) + hooks + "tR";
+  const std::string p = P2("}(" + first + later + "u");
+  Graph g;
+  Result<Ref> r = RunWithStorages(p, true, &g);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(r.status().message().find("memo key 7 refers back to the arguments of a tensor"),
+            std::string::npos)
+      << r.status().ToString();
+  // Without releasing (every other pickle), the same stream reads.
+  Graph kept;
+  EXPECT_TRUE(RunWithStorages(p, false, &kept).ok());
+
+  // Through the torch zip reader, with its byte offset.
+  const std::string data(8, '\0');
+  InProcessResult z = ParseInProcess(BuildZip({{"a/data.pkl", p},
+                                              {"a/data/0", data},
+                                              {"a/data/1", data},
+                                              {"a/version", "3"}}));
+  EXPECT_EQ(z.status.code(), StatusCode::kUnsupported) << z.status.ToString();
+  EXPECT_NE(z.status.message().find("memo key 7 refers back"), std::string::npos);
+}
+
+// An argument that has a second reference before its tensor is built (the
+// same tuple as size and stride through GET, an argument tuple DUP'd into
+// two rebuilds) is kept, and the stream reads as it would without releasing.
+TEST(ReleaseConsumed, AnArgumentWithASecondReferenceIsKept) {
+  const std::string pid = "((" + Str("storage") + Global("torch", "FloatStorage") + Str("0") +
+                          Str("cpu") + Int1(2) + "tQ";
+  const std::string hooks = Global("collections", "OrderedDict") + ")R";
+  const std::string rebuild = Global("torch._utils", "_rebuild_tensor_v2");
+  // Size (2,) under key 3, its stride the same tuple: a contiguous (2,)
+  // view. Then key 3 once more, for a second tensor's size and stride.
+  const std::string shared_size = Str("a") + rebuild + pid + Int1(0) + "(" + Int1(2) + "t" +
+                                  Put(3) + Get(3) + B({0x89}) + hooks + "tR";
+  const std::string again = Str("b") + rebuild + pid + Int1(0) + Get(3) + Get(3) + B({0x89}) +
+                            hooks + "tR";
+  // An argument tuple DUP'd: two tensors from one tuple (DUP is opcode 2).
+  const std::string dup = rebuild + Put(9) + "0" + Str("c") + rebuild + pid + Int1(0) + "(" +
+                          Int1(2) + "t(" + Int1(1) + "t" + B({0x89}) + hooks + "t2" + Put(10) +
+                          "0" + "R" + Str("d") + Get(9) + Get(10) + "R";
+  for (const std::string& body : {shared_size + again, dup}) {
+    const std::string p = P2("}(" + body + "u");
+    Graph kept, released;
+    Result<Ref> a = RunWithStorages(p, false, &kept);
+    Result<Ref> b = RunWithStorages(p, true, &released);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    ASSERT_EQ(released.tensors.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+      EXPECT_EQ(released.tensors[i].shape.size(), kept.tensors[i].shape.size());
+      EXPECT_EQ(released.tensors[i].shape[0], 2u);
+    }
+  }
+}
+
+// Only the torch zip reader releases; a tensor in a plain pickle keeps its
+// arguments (nothing here reads them again, but nothing needs the memory).
+TEST(ReleaseConsumed, OffUnlessAsked) {
+  Graph g;
+  ASSERT_TRUE(RunWithStorages(TorchSaveLike(10), false, &g).ok());
+  EXPECT_TRUE(g.free_ids.empty());
+  EXPECT_GE(g.objects.size(), 90u);
+}
+
+}  // namespace
+}  // namespace safemodel::testing
