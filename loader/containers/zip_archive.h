@@ -103,6 +103,11 @@ class ZipArchive {
   // The same bytes: in place when stored (no copy), else in *holder. Reads
   // of many members' prefixes keep only a few blocks resident (see Open).
   Result<ByteView> PrefixView(const ZipEntry& entry, uint64_t n, std::string* holder);
+  // The caller is done, for now, with `bytes` of a stored member's view
+  // (Contents, StoredData): inside a droppable map (see Open) their whole
+  // pages leave the resident set; views stay valid, and pages read again
+  // fault back from the file. Nothing happens to other bytes.
+  void DropPages(ByteView bytes) { residency_.Drop(bytes); }
 
  private:
   struct LibzipHandle;

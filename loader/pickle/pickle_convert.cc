@@ -911,6 +911,7 @@ void Converter::ReleaseObjects() {
   KeyedStringSet().swap(used_names_);
   g_.attrs.clear();
   g_.key_index.clear();
+  if (s_.after_walk) s_.after_walk();
 }
 
 Result<Converted> Converter::Run(Ref root) {

@@ -81,6 +81,11 @@ struct ConvertSettings {
   // are freed before the tensors are emitted (for 100,000 tensors, ~100 MB
   // less at the parser's peak). The side tables and Graph::owned stay.
   bool release_objects = false;
+  // With release_objects: called once the objects are freed, before the
+  // tensors are emitted, when nothing reads the stream's bytes any more
+  // (the tensors' names are copied): the caller may drop the pages of a
+  // mapped stream, which the walk's reading of every name brought back.
+  std::function<void()> after_walk;
 };
 
 struct Converted {

@@ -91,7 +91,8 @@ class Memo {
 
 class Interpreter : public Builder {
  public:
-  Interpreter(Machine& m, ByteView data, uint64_t start) : Builder(m, start), data_(data) {}
+  Interpreter(Machine& m, ByteView data, uint64_t start)
+      : Builder(m, start), data_(data), behind_(start) {}
 
   // Reads one pickle up to and including its STOP (see Machine::Run).
   Result<Ref> Run(uint64_t* end);
@@ -195,6 +196,7 @@ class Interpreter : public Builder {
   Status FinishNested(Ref result);
 
   ByteView data_;
+  uint64_t behind_;  // where the bytes not yet given to read_behind start
   uint64_t limit_ = 0;
   bool in_frame_ = false;
   uint64_t frame_end_ = 0;

@@ -263,6 +263,10 @@ Result<Ref> Interpreter::Run(uint64_t* end) {
     uint8_t op = data_[pos_++];
     bool stop = false;
     SAFEMODEL_ASSIGN_OR_RETURN(Ref result, Step(op, &stop));
+    if (pos_ - behind_ >= kReadBehindBytes && options().read_behind) {
+      options().read_behind(data_.subspan(behind_, pos_ - behind_));
+      behind_ = pos_;
+    }
     if (!stop) continue;
     if (contexts_.size() > 1) {
       if (!C().stack.empty() || !C().marks.empty()) {

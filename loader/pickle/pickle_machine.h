@@ -83,6 +83,10 @@ inline constexpr uint64_t kMaxFindingsListed = 256;
 // references; the largest real containers (vocabularies, index lists) hold
 // a few million.
 inline constexpr uint64_t kMaxContainerItems = 1u << 24;
+// How far the machine reads between two MachineOptions::read_behind calls:
+// a 2 MiB page-cache folio, the unit the kernel maps a file read in; a few
+// dozen calls for the 10 MB data.pkl of 100,000 tensors.
+inline constexpr uint64_t kReadBehindBytes = uint64_t{2} << 20;
 // joblib object arrays hold one nested pickle; nothing nests deeper.
 inline constexpr uint32_t kMaxNestedPickles = 1;
 
@@ -113,6 +117,11 @@ struct MachineOptions {
   // released object's memo key is refused (Unsupported): torch.save never
   // writes one, since every such object is made afresh for its one tensor.
   bool release_consumed = false;
+  // Called with each run of at least kReadBehindBytes of the stream once the
+  // machine has read past it: a caller whose stream lies in a file map can
+  // drop those pages from the resident set (views into them stay valid and
+  // fault back in when read). Null: nothing is called.
+  std::function<void(ByteView read)> read_behind;
 };
 
 class Machine {

@@ -1,8 +1,10 @@
-// MachineOptions::release_consumed: the arguments a torch tensor is rebuilt
-// from are released once its record is built (pickle_ops.cc), so that a
-// checkpoint of many small tensors does not hold them all; anything a second
-// reference may reach is kept, and a later GET of a released object's memo
-// key is refused.
+// What the pickle machine keeps in memory (issue 15). release_consumed:
+// the arguments a torch tensor is rebuilt from are released once its record
+// is built (pickle_ops.cc), so that a checkpoint of many small tensors does
+// not hold them all; anything a second reference may reach is kept, and a
+// later GET of a released object's memo key is refused. read_behind: the
+// stream's bytes are given back as they are read, so that a mapped data.pkl
+// does not stay resident (torch_formats.cc drops its pages).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -16,6 +18,7 @@
 #include "loader/parser.h"
 #include "loader/pickle/pickle_graph.h"
 #include "loader/pickle/pickle_machine.h"
+#include "loader/registry.h"
 
 namespace safemodel::testing {
 namespace {
@@ -215,6 +218,79 @@ TEST(ReleaseConsumed, OffUnlessAsked) {
   ASSERT_TRUE(RunWithStorages(TorchSaveLike(10), false, &g).ok());
   EXPECT_TRUE(g.free_ids.empty());
   EXPECT_GE(g.objects.size(), 90u);
+}
+
+// The stream comes back to read_behind in order, every byte once, in runs
+// of at least kReadBehindBytes, and only bytes already read.
+TEST(ReadBehind, GivesTheStreamBackInOrderInRunsOfAFolio) {
+  std::string body = "](";
+  for (int i = 0; i < 70; ++i) body += "B" + LE(100 << 10, 4) + std::string(100 << 10, 'x');
+  const std::string p = P2(body + "e");
+  std::vector<ByteView> runs;
+  ParseContext ctx(ParseOptions{});
+  Graph g;
+  MachineOptions o;
+  o.read_behind = [&runs](ByteView read) { runs.push_back(read); };
+  Machine m(ctx, g, o);
+  uint64_t end = 0;
+  const ByteView data = AsBytes(p);
+  ASSERT_TRUE(m.Run(data, 0, &end).ok());
+  ASSERT_GE(runs.size(), 3u);
+  const uint8_t* next = data.data();
+  for (const ByteView& r : runs) {
+    EXPECT_EQ(r.data(), next);
+    EXPECT_GE(r.size(), loader::pickle::kReadBehindBytes);
+    next = r.data() + r.size();
+  }
+  EXPECT_LE(next, data.data() + end);
+  EXPECT_GE(next + loader::pickle::kReadBehindBytes + (100 << 10) + 5, data.data() + end);
+}
+
+// A torch checkpoint whose data.pkl (3 MB here) lies in the worker's map: once
+// parsed, its pages are not left mapped (read behind as the machine reads,
+// and again after the walk has copied the names). Without a droppable map,
+// the control, they are.
+TEST(ReadBehind, ATorchDataPklLeavesFewPagesMapped) {
+  std::string body = "}(";
+  for (int i = 0; i < 30000; ++i) {
+    body += Str("layer." + std::to_string(i) + ".weight") +
+            Global("torch._utils", "_rebuild_tensor_v2") + "((" + Str("storage") +
+            Global("torch", "FloatStorage") + Str(std::to_string(i)) + Str("cpu") + Int1(1) +
+            "tQ" + Int1(0) + "(" + Int1(1) + "t(" + Int1(1) + "t" + B({0x89}) +
+            Global("collections", "OrderedDict") + ")Rt" + "R";
+    if (i % 1000 == 999) body += "u(";
+  }
+  const std::string pkl = P2(body + "u");
+  std::vector<ZipMember> members = {{.name = "a/data.pkl", .data = pkl}};
+  for (int i = 0; i < 30000; ++i) members.push_back({.name = "a/data/" + std::to_string(i), .data = "\x01\x02\x03\x04"});
+  members.push_back({.name = "a/version", .data = "3"});
+  const std::string image = BuildZip(members);
+  members.clear();
+  const size_t at = image.find(pkl);
+  ASSERT_NE(at, std::string::npos);
+  const MappedFile file(image);
+  ASSERT_TRUE(file.ok());
+  if (MappedHere(file.view().data()) < 0) GTEST_SKIP() << "no /proc/self/pagemap";
+  for (const bool droppable : {false, true}) {
+    SCOPED_TRACE(droppable);
+    file.Drop();
+    ParseOptions options;
+    if (droppable) options.droppable_map = file.view();
+    ParseContext ctx(options);
+    loader::ParsedModel model;
+    ASSERT_TRUE(loader::ParseModel(file.view(), ctx, &model).ok());
+    ASSERT_EQ(model.tensors.size(), 30000u);
+    size_t pages = 0, mapped = 0;
+    for (size_t off = (at + 4095) / 4096 * 4096; off + 4096 <= at + pkl.size(); off += 4096) {
+      ++pages;
+      if (MappedHere(file.view().data() + off) == 1) ++mapped;
+    }
+    if (droppable) {
+      EXPECT_LE(mapped, 8u) << "of " << pages;
+    } else {
+      EXPECT_GE(mapped, pages / 2) << "of " << pages;  // the control
+    }
+  }
 }
 
 }  // namespace
