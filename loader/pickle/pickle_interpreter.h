@@ -51,8 +51,9 @@ class Memo {
   // the vector are voided; the caller never releases an object stored
   // under any other key (Interpreter::NoteMemoized).
   void Release(uint64_t key, ObjId id) {
-    if (key < dense_.size() && dense_[key] == HeapSlot(Kind::kTuple, id)) dense_[key] = kReleased;
-    if (key < dense_.size() && dense_[key] == HeapSlot(Kind::kDict, id)) dense_[key] = kReleased;
+    if (key >= dense_.size()) return;
+    uint64_t& slot = dense_[key];
+    if (slot == HeapSlot(Kind::kTuple, id) || slot == HeapSlot(Kind::kDict, id)) slot = kReleased;
   }
   // Whether `key` was voided by Release (and not stored again since).
   bool Released(uint64_t key) const { return key < dense_.size() && dense_[key] == kReleased; }

@@ -272,5 +272,30 @@ TEST(Memo, SlotsGiveBackEveryKindOfValue) {
   EXPECT_EQ(memo.Find(4)->f, 999.0);
 }
 
+// A key is voided only while it holds the object being released; a voided
+// key is not found, says so, and takes a new value like any other.
+TEST(Memo, ReleaseVoidsOnlyTheKeyThatHoldsTheObject) {
+  Memo memo;
+  ASSERT_TRUE(memo.Put(0, Ref::Heap(Kind::kTuple, 5)));
+  ASSERT_TRUE(memo.Put(1, Ref::Heap(Kind::kDict, 6)));
+  ASSERT_TRUE(memo.Put(2, Ref::Int(7)));
+  memo.Release(0, 4);  // another object: nothing happens
+  memo.Release(2, 7);  // an inline value: nothing happens
+  memo.Release(9, 5);  // no such key
+  EXPECT_FALSE(memo.Released(0));
+  EXPECT_FALSE(memo.Released(2));
+  EXPECT_EQ(memo.Find(0)->id, 5u);
+  memo.Release(0, 5);
+  memo.Release(1, 6);
+  EXPECT_TRUE(memo.Released(0));
+  EXPECT_TRUE(memo.Released(1));
+  EXPECT_FALSE(memo.Released(2));
+  EXPECT_EQ(memo.size(), 3u);
+  ASSERT_TRUE(memo.Put(0, Ref::Int(1)));
+  EXPECT_FALSE(memo.Released(0));
+  EXPECT_EQ(memo.Find(0)->i, 1);
+  EXPECT_EQ(memo.size(), 3u);
+}
+
 }  // namespace
 }  // namespace safemodel::loader::pickle
