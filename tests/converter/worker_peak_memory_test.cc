@@ -71,6 +71,7 @@ void ExpectTheWorkersOwnPeak(bool fork_server) {
   EXPECT_GT(peak, 0u);
   EXPECT_LT(peak, kTinyWorkerBound) << "the worker's peak includes the caller's " << (kCallerBytes >> 20)
                                     << " MiB: " << j["worker"].dump();
+  EXPECT_EQ(j["worker"]["max_rss_source"], "vmhwm") << "read in /proc while the worker waited";
 }
 
 TEST(WorkerPeakMemory, AnExecdWorkersPeakIsItsOwnNotTheLargeCallers) { ExpectTheWorkersOwnPeak(false); }
