@@ -180,6 +180,14 @@ class StreamReader {
         return;
       }
       if (r == sandbox::FrameReader::Result::kError) return Protocol(reader_.error());
+      // A small result arrives whole: with its last frame already read
+      // behind this one, the released worker is dismissed now, and exits
+      // while the frames ahead are handled rather than after them (the
+      // hook only records its peak memory; every frame is still checked).
+      if (st_->locked && (reader_.FreshFillHolds(FrameType::kDone) ||
+                          reader_.FreshFillHolds(FrameType::kError))) {
+        LastFrame();
+      }
       if (!st_->locked && fh.type != FrameType::kLocked && fh.type != FrameType::kError) {
         return Protocol("a frame of type " + Num(static_cast<uint32_t>(fh.type)) +
                         " before the worker reported its lockdown");
@@ -202,13 +210,17 @@ class StreamReader {
       if (!go_on) return;
       // The worker's last frame, accepted: it now waits for its dismissal,
       // and the channel's end follows it (or frames it may not send).
-      if (!had_last_frame && st_->report != StreamOutcome::Report::kNone && on_last_frame_) {
-        on_last_frame_();
-      }
+      if (!had_last_frame && st_->report != StreamOutcome::Report::kNone) LastFrame();
     }
   }
 
  private:
+  void LastFrame() {
+    if (last_frame_called_ || !on_last_frame_) return;
+    last_frame_called_ = true;
+    on_last_frame_();
+  }
+
   void Protocol(std::string msg) {
     st_->End(StreamEnd::kProtocolError, Status::Malformed(std::move(msg)));
   }
@@ -523,6 +535,7 @@ class StreamReader {
   XformBuffers xform_buffers_;
   const ProgressHook& on_progress_;
   const LastFrameHook& on_last_frame_;
+  bool last_frame_called_ = false;
   uint64_t last_progress_ = 0;
   std::chrono::nanoseconds credited_{0};  // of the writer's write-behind waits, added to the deadline
 };

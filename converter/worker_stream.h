@@ -41,9 +41,12 @@ using LockedHook = std::function<Status(const std::vector<std::string>& claimed)
 using ProgressHook = std::function<bool(const ConvertProgress&)>;
 
 // Called once, when the stream's last frame (DONE, ERROR or a hand-off) has
-// been read and accepted: the worker has nothing more to send and waits
-// until it is dismissed (sandbox::Worker::Dismiss). The stream is still
-// read to its end after it; may be empty.
+// arrived: the worker has nothing more to send and waits until it is
+// dismissed (sandbox::Worker::Dismiss). Called as soon as that frame is in
+// the reader's buffer, once the worker was released (a small result comes
+// whole, and its worker then exits while the frames ahead of the last are
+// handled), else when it is accepted. Nothing is decided on it: the stream
+// is still read and checked to its end after it. May be empty.
 using LastFrameHook = std::function<void()>;
 
 // Reads frames until EOF, a protocol error, a timeout or an I/O error on the
