@@ -196,6 +196,7 @@ std::string BatchResultJson(const BatchResult& result, const std::vector<std::st
   j["wall_seconds"] = r.wall_seconds;
   j["cpu_seconds"] = r.worker.cpu_seconds;
   j["peak_memory_bytes"] = r.worker.max_rss_bytes;
+  j["peak_memory_source"] = r.worker.max_rss_source;
   j["worker"] = WorkerOutcomeName(r.worker.kind);
   return Dump(j, fingerprint);
 }
@@ -212,6 +213,7 @@ std::string BatchSkipJson(const BatchItem& item, const std::string& status, int 
   j["wall_seconds"] = 0;
   j["cpu_seconds"] = 0;
   j["peak_memory_bytes"] = 0;
+  j["peak_memory_source"] = "";
   j["worker"] = WorkerOutcomeName(WorkerOutcome::Kind::kNotStarted);
   return Dump(j, fingerprint);
 }

@@ -332,10 +332,14 @@ Status RunWorker(const RunSetup& setup, const std::string& path, sandbox::ForkSe
   const LockedHook on_locked = [&](const std::vector<std::string>&) {
     return VerifyIsolation(worker, setup.required_layers, report);
   };
+  // Its last frame in, the worker waits to be dismissed: its peak memory is
+  // read from /proc first (sandbox::Worker::Dismiss), and the stream is read
+  // on to its end, which the worker's exit brings.
+  const LastFrameHook on_last_frame = [&] { worker.Dismiss(); };
   const int input_fd = setup.input->multi_file() ? -1 : setup.input->primary().fd();
   ReadWorkerStream(reader, setup.out_fd, input_size, input_fd, setup.options, setup.digest,
                    setup.max_output_bytes, on_locked, report, stream, hand_off_allowed,
-                   setup.progress);
+                   setup.progress, on_last_frame);
   // A worker whose channel is closed is already exiting (after lockdown it
   // cannot close fd 3): it is left to end, so that a signal from outside
   // (the out-of-memory killer's SIGKILL) is reported as that, not as the cut
@@ -347,6 +351,8 @@ Status RunWorker(const RunSetup& setup, const std::string& path, sandbox::ForkSe
   run.stream = stream;
   run.exit = worker.Wait(reader.deadline());  // moved by the parent's own output waits
   report->worker.max_rss_bytes = run.exit.max_rss_bytes;
+  report->worker.max_rss_source =
+      run.exit.max_rss_source == sandbox::Worker::PeakSource::kVmHwm ? "vmhwm" : "rusage";
   report->worker.cpu_seconds = run.exit.cpu_seconds;
   report->worker.exit_code = run.exit.exit_code;
   report->worker.signal = run.exit.signal;

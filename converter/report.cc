@@ -26,6 +26,7 @@ std::string ConvertReport::ToJson() const {
                               {"exit_code", worker.exit_code},
                               {"signal", worker.signal},
                               {"max_rss_bytes", worker.max_rss_bytes},
+                              {"max_rss_source", worker.max_rss_source},
                               {"cpu_seconds", worker.cpu_seconds},
                               {"isolation", worker.isolation},
                               {"claimed_isolation", worker.claimed_isolation}};

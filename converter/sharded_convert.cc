@@ -142,7 +142,11 @@ void Fold(const std::string& where, const ConvertReport& r, ConvertReport* unit)
   unit->tensor_bytes += r.tensor_bytes;
   unit->output_bytes += r.output_bytes;
   unit->worker.cpu_seconds += r.worker.cpu_seconds;
-  unit->worker.max_rss_bytes = std::max(unit->worker.max_rss_bytes, r.worker.max_rss_bytes);
+  if (r.worker.max_rss_bytes >= unit->worker.max_rss_bytes) {
+    // The largest conversion's peak, with where that figure comes from.
+    unit->worker.max_rss_bytes = r.worker.max_rss_bytes;
+    unit->worker.max_rss_source = r.worker.max_rss_source;
+  }
   unit->worker.kind = r.worker.kind;
   unit->worker.program = r.worker.program;
   if (unit->source_format.empty() && r.source_format != "unknown" && r.source_format != "hf_index") {

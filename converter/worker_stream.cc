@@ -152,12 +152,14 @@ class StreamReader {
   StreamReader(sandbox::FrameReader& reader, int out_fd, uint64_t input_size, int input_fd,
                const std::vector<std::string>& options, DigestAlgorithm digest,
                uint64_t max_output_bytes, const LockedHook& on_locked, ConvertReport* report,
-               StreamOutcome* st, bool hand_off_allowed, const ProgressHook& on_progress)
+               StreamOutcome* st, bool hand_off_allowed, const ProgressHook& on_progress,
+               const LastFrameHook& on_last_frame)
       : reader_(reader), out_fd_(out_fd), input_size_(input_size), input_fd_(input_fd),
         options_(options),
         digest_(digest), max_output_bytes_(max_output_bytes), on_locked_(on_locked),
         report_(report), st_(st), limits_(StreamLimitsFor(input_size)),
-        hand_off_allowed_(hand_off_allowed), on_progress_(on_progress) {}
+        hand_off_allowed_(hand_off_allowed), on_progress_(on_progress),
+        on_last_frame_(on_last_frame) {}
 
   void Run() {
     sandbox::FrameCaps caps;
@@ -178,6 +180,14 @@ class StreamReader {
         return;
       }
       if (r == sandbox::FrameReader::Result::kError) return Protocol(reader_.error());
+      // A small result arrives whole: with its last frame already read
+      // behind this one, the released worker is dismissed now, and exits
+      // while the frames ahead are handled rather than after them (the
+      // hook only records its peak memory; every frame is still checked).
+      if (st_->locked && (reader_.FreshFillHolds(FrameType::kDone) ||
+                          reader_.FreshFillHolds(FrameType::kError))) {
+        LastFrame();
+      }
       if (!st_->locked && fh.type != FrameType::kLocked && fh.type != FrameType::kError) {
         return Protocol("a frame of type " + Num(static_cast<uint32_t>(fh.type)) +
                         " before the worker reported its lockdown");
@@ -185,6 +195,7 @@ class StreamReader {
       if (fh.type != FrameType::kViolation && st_->report != StreamOutcome::Report::kNone) {
         return Protocol("frame after the end of the result");
       }
+      const bool had_last_frame = st_->report != StreamOutcome::Report::kNone;
       bool go_on = false;
       switch (fh.type) {
         case FrameType::kLocked: go_on = OnLocked(fh.length); break;
@@ -197,10 +208,19 @@ class StreamReader {
         case FrameType::kViolation: go_on = OnViolation(); break;
       }
       if (!go_on) return;
+      // The worker's last frame, accepted: it now waits for its dismissal,
+      // and the channel's end follows it (or frames it may not send).
+      if (!had_last_frame && st_->report != StreamOutcome::Report::kNone) LastFrame();
     }
   }
 
  private:
+  void LastFrame() {
+    if (last_frame_called_ || !on_last_frame_) return;
+    last_frame_called_ = true;
+    on_last_frame_();
+  }
+
   void Protocol(std::string msg) {
     st_->End(StreamEnd::kProtocolError, Status::Malformed(std::move(msg)));
   }
@@ -514,6 +534,8 @@ class StreamReader {
   uint64_t data_buf_size_ = 0;
   XformBuffers xform_buffers_;
   const ProgressHook& on_progress_;
+  const LastFrameHook& on_last_frame_;
+  bool last_frame_called_ = false;
   uint64_t last_progress_ = 0;
   std::chrono::nanoseconds credited_{0};  // of the writer's write-behind waits, added to the deadline
 };
@@ -524,9 +546,9 @@ void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_s
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
                       ConvertReport* report, StreamOutcome* st, bool hand_off_allowed,
-                      const ProgressHook& on_progress) {
+                      const ProgressHook& on_progress, const LastFrameHook& on_last_frame) {
   StreamReader(reader, out_fd, input_size, input_fd, options, digest, max_output_bytes, on_locked, report, st,
-               hand_off_allowed, on_progress)
+               hand_off_allowed, on_progress, on_last_frame)
       .Run();
 }
 

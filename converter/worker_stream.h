@@ -40,6 +40,15 @@ using LockedHook = std::function<Status(const std::vector<std::string>& claimed)
 // (StreamEnd::kOutputIoError), so the worker is killed and nothing is kept.
 using ProgressHook = std::function<bool(const ConvertProgress&)>;
 
+// Called once, when the stream's last frame (DONE, ERROR or a hand-off) has
+// arrived: the worker has nothing more to send and waits until it is
+// dismissed (sandbox::Worker::Dismiss). Called as soon as that frame is in
+// the reader's buffer, once the worker was released (a small result comes
+// whole, and its worker then exits while the frames ahead of the last are
+// handled), else when it is accepted. Nothing is decided on it: the stream
+// is still read and checked to its end after it. May be empty.
+using LastFrameHook = std::function<void()>;
+
 // Reads frames until EOF, a protocol error, a timeout or an I/O error on the
 // output (the first of them recorded in *st), writing a valid result to
 // `out_fd` through SafemodelWriter. Findings, source format and the
@@ -53,12 +62,13 @@ using ProgressHook = std::function<bool(const ConvertProgress&)>;
 // otherwise a hand-off is a protocol error. `input_fd`: the input of a
 // single-file conversion, from which TENSOR_REF ranges are read
 // (conversion_protocol.h); -1 for several files, where a reference is a
-// protocol error.
+// protocol error. `on_last_frame`: see LastFrameHook.
 void ReadWorkerStream(sandbox::FrameReader& reader, int out_fd, uint64_t input_size, int input_fd,
                       const std::vector<std::string>& options, DigestAlgorithm digest,
                       uint64_t max_output_bytes, const LockedHook& on_locked,
                       ConvertReport* report, StreamOutcome* st, bool hand_off_allowed = false,
-                      const ProgressHook& on_progress = ProgressHook());
+                      const ProgressHook& on_progress = ProgressHook(),
+                      const LastFrameHook& on_last_frame = LastFrameHook());
 
 }  // namespace safemodel
 

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "proto/base/byte_reader.h"
+
 namespace safemodel::sandbox {
 
 namespace {
@@ -138,12 +140,28 @@ FrameReader::Result FrameReader::ReadExact(void* buf, size_t n) {
   return Result::kOk;
 }
 
+bool FrameReader::FreshFillHolds(FrameType type) const {
+  if (!fresh_fill_) return false;
+  size_t at = 0;
+  while (buf_end_ - at >= kFrameHeaderBytes) {
+    const uint8_t* h = buf_.get() + at;
+    const uint64_t length = LoadLE(h + 8, 8);
+    if (LoadLE(h, 4) != kFrameMagic || length > buf_end_ - at - kFrameHeaderBytes) return false;
+    if (LoadLE(h + 4, 4) == static_cast<uint32_t>(type)) return true;
+    at += kFrameHeaderBytes + static_cast<size_t>(length);
+  }
+  return false;
+}
+
 FrameReader::Result FrameReader::Next(FrameHeader* out, const FrameCaps& max_length) {
   uint8_t h[kFrameHeaderBytes];
   size_t got = 0;
+  const bool empty = buf_pos_ == buf_end_;
+  fresh_fill_ = false;
   Result r = ReadSome(h, sizeof h, &got);
   if (r != Result::kOk) return r;
   if (got == 0) return Result::kEof;
+  fresh_fill_ = empty && got == sizeof h && buf_pos_ == sizeof h;
   if (got < sizeof h) {
     r = ReadExact(h + got, sizeof h - got);
     if (r != Result::kOk) return r;

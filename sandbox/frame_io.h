@@ -88,6 +88,15 @@ class FrameReader {
   // Bytes taken from the channel (some may still wait in the buffer).
   uint64_t bytes_read() const { return bytes_read_; }
 
+  // A look ahead: whether the frame Next() last returned began a fresh
+  // fill of the buffer and, behind it, the bytes already read hold a whole
+  // frame of `type`. Nothing is consumed or checked beyond each header's
+  // magic and type; false wherever the frames leave the buffer. Answers
+  // once per buffer fill (one walk of at most kBufferBytes), so that a
+  // caller can act on a worker's last frame as soon as it has arrived,
+  // before the frames ahead of it are handled.
+  bool FreshFillHolds(FrameType type) const;
+
   // The channel is read in pieces of up to this many bytes into one buffer,
   // so that many small frames cost one poll and one read together (a model
   // of 100,000 small tensors: 400,000 system calls before). A request of at
@@ -109,6 +118,7 @@ class FrameReader {
   std::unique_ptr<uint8_t[]> buf_;  // allocated on the first small read
   size_t buf_pos_ = 0;
   size_t buf_end_ = 0;
+  bool fresh_fill_ = false;  // the last header Next() returned is at offset 0 of a new fill
 };
 
 }  // namespace safemodel::sandbox

@@ -233,4 +233,12 @@ Status LockDown(const LockdownOptions& options, std::vector<std::string>* layers
   return Status::Ok();
 }
 
+void AwaitDismissal() {
+  // kDismiss is the only byte the parent sends after the go-ahead; whatever
+  // comes, or the channel's end, ends the wait: nothing is decided on it.
+  char bye;
+  while (read(kControlFd, &bye, 1) < 0 && errno == EINTR) {
+  }
+}
+
 }  // namespace safemodel::sandbox

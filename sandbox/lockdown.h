@@ -59,6 +59,19 @@ Status PrepareWorkerProcess(pid_t expected_parent, uint32_t file_count = 0);
 // not give the go-ahead on fd 5, this fails.
 Status LockDown(const LockdownOptions& options, std::vector<std::string>* layers);
 
+// After the worker's last frame (its result, an error report or a
+// hand-off) has reached the result channel: waits for the parent's
+// dismissal on the control channel (fd 5, kDismiss; sandbox::Worker::
+// Dismiss), so that the parent can read this process's peak memory in
+// /proc while it is still alive (an exited process has none to read, and
+// wait4's figure includes the parent's own peak: observe.h). Returns at
+// any byte, at the channel's end or on an error; a parent that never
+// dismisses the worker kills it at its deadline.
+// Uses only read on fd 5, which the policy allows (policy.cc). Call only
+// once the last frame is written: a worker that waits without one is
+// waited for in turn, until the deadline.
+void AwaitDismissal();
+
 }  // namespace safemodel::sandbox
 
 #endif  // SAFEMODEL_SANDBOX_LOCKDOWN_H_

@@ -111,6 +111,33 @@ bool IsolationObservation::Has(std::string_view layer) const {
   return std::find(layers.begin(), layers.end(), layer) != layers.end();
 }
 
+std::optional<uint64_t> ParseVmHwmBytes(std::string_view status) {
+  // The key at the start of a line, never inside another field's value.
+  constexpr std::string_view kKey = "VmHWM:";
+  size_t at = 0;
+  if (status.substr(0, kKey.size()) != kKey) {
+    at = status.find("\nVmHWM:");
+    if (at == std::string_view::npos) return std::nullopt;
+    ++at;
+  }
+  at += kKey.size();
+  while (at < status.size() && (status[at] == ' ' || status[at] == '\t')) ++at;
+  uint64_t kib = 0;
+  size_t digits = 0;
+  for (; at < status.size() && status[at] >= '0' && status[at] <= '9'; ++at) {
+    if (++digits > kMaxVmHwmDigits) return std::nullopt;
+    kib = kib * 10 + static_cast<uint64_t>(status[at] - '0');
+  }
+  if (digits == 0 || status.substr(at, 3) != " kB") return std::nullopt;
+  return kib * 1024;
+}
+
+std::optional<uint64_t> ObservePeakResidentBytes(pid_t pid) {
+  std::string status;
+  if (pid <= 0 || !ReadProcFile("/proc/" + std::to_string(pid) + "/status", &status)) return std::nullopt;
+  return ParseVmHwmBytes(status);
+}
+
 IsolationObservation ObserveIsolation(pid_t pid) {
   IsolationObservation obs;
   const std::string proc = "/proc/" + std::to_string(pid);

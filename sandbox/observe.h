@@ -12,6 +12,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,6 +54,22 @@ struct IsolationObservation {
 // Reads /proc/<pid> of `pid`, which must be an unreaped child of this
 // process (so that the pid cannot have been reused).
 IsolationObservation ObserveIsolation(pid_t pid);
+
+// The peak resident size of `pid`'s own memory, in bytes: VmHWM of
+// /proc/<pid>/status, which the kernel keeps per address space, so that it
+// starts afresh at exec (unlike wait4's ru_maxrss, which folds in the peak
+// of the process that called exec: a posix_spawn child runs on its
+// caller's memory until then). `pid` must be an unreaped child of this
+// process or of its fork server's zygote (so that the pid cannot have been
+// reused) and still alive: an exited process has no memory and no VmHWM.
+// nullopt if it cannot be read. For the report only: nothing is decided on it.
+std::optional<uint64_t> ObservePeakResidentBytes(pid_t pid);
+
+// The VmHWM of a /proc/<pid>/status text, in bytes: "VmHWM:" then spaces,
+// at most kMaxVmHwmDigits decimal digits and " kB". nullopt for anything
+// else.
+inline constexpr size_t kMaxVmHwmDigits = 15;  // 10^15 KiB (~1 EiB) fits u64 bytes
+std::optional<uint64_t> ParseVmHwmBytes(std::string_view status);
 
 }  // namespace safemodel::sandbox
 

@@ -41,8 +41,10 @@ const std::vector<PolicyRule>& Allowlist() {
       {"futex", {{1, Op::kEqual, 0, FUTEX_WAKE_PRIVATE}},
        "C++ runtime one-time initialisation (pthread_once), process-private only"},
       {"read", {{0, Op::kEqual, 0, static_cast<uint64_t>(kControlFd)}},
-       "the parent's one-byte go-ahead after it checked the locked-down worker in /proc; "
-       "no other fd may be read (the input is mapped before lockdown)"},
+       "the parent's one-byte go-ahead after it checked the locked-down worker in /proc, and "
+       "after the last frame its one-byte dismissal (AwaitDismissal), so that the parent "
+       "reads the worker's peak memory while it is alive; no other fd may be read (the "
+       "input is mapped before lockdown)"},
       {"prctl", {{0, Op::kEqual, 0, PR_SET_DUMPABLE}, {1, Op::kEqual, 0, 0}},
        "becoming non-dumpable again once the parent has read /proc/<pid>/ns; only the value 0"},
       {"exit_group", {}, "the worker's normal end"},

@@ -19,6 +19,7 @@
 
 #include "sandbox/fork_server.h"
 #include "sandbox/frame_io.h"
+#include "sandbox/observe.h"
 
 namespace safemodel::sandbox {
 
@@ -53,6 +54,8 @@ Worker& Worker::operator=(Worker&& o) noexcept {
     control_fd_ = o.control_fd_;
     reaped_ = o.reaped_;
     killed_ = o.killed_;
+    peak_sampled_ = o.peak_sampled_;
+    peak_bytes_ = o.peak_bytes_;
     zygote_ = std::move(o.zygote_);
     o.pid_ = -1;
     o.pidfd_ = -1;
@@ -87,9 +90,27 @@ bool Worker::Release() {
   ssize_t n;
   while ((n = send(control_fd_, &go, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
   }
+  // The channel stays open for the worker's dismissal (Dismiss).
+  return n == 1;
+}
+
+void Worker::SamplePeak() {
+  if (peak_sampled_ || pid_ <= 0 || reaped_) return;
+  peak_sampled_ = true;
+  peak_bytes_ = ObservePeakResidentBytes(pid_);
+}
+
+void Worker::Dismiss() {
+  // First the figure, then the byte: a worker waiting on the channel exits
+  // as soon as it reads it, and its memory goes with it. One byte fits any
+  // socket buffer; a worker already gone makes it fail, harmlessly.
+  SamplePeak();
+  if (control_fd_ < 0) return;
+  const char bye = kDismiss;
+  while (send(control_fd_, &bye, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {
+  }
   close(control_fd_);
   control_fd_ = -1;
-  return n == 1;
 }
 
 void Worker::KillGroup() {
@@ -111,6 +132,7 @@ void Worker::Kill() {
               : waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
                     info.si_pid == pid_;
   if (!already_dead) {
+    SamplePeak();
     killed_ = true;
     if (pidfd_ >= 0) {
       syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
@@ -164,7 +186,11 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
   } else {
     reaped_ = true;
   }
-  out.max_rss_bytes = static_cast<uint64_t>(usage.ru_maxrss) * 1024;
+  // The worker's own peak where it was read from /proc; else the kernel's
+  // rusage figure, which for an exec'd worker includes this process's peak
+  // (the kernel folds the old memory's peak in at exec).
+  out.max_rss_bytes = peak_bytes_ ? *peak_bytes_ : static_cast<uint64_t>(usage.ru_maxrss) * 1024;
+  out.max_rss_source = peak_bytes_ ? PeakSource::kVmHwm : PeakSource::kRusage;
   out.cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
                     static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
   out.killed_by_us = killed_;

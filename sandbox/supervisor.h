@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,14 +55,35 @@ class Worker {
   int exit_fd() const { return pidfd_; }
 
   // Lets a locked-down worker go on (writes the go-ahead byte on the control
-  // channel, then closes it). Call only after checking the worker in /proc
-  // (observe.h). Returns false if the worker is gone.
+  // channel, which stays open until Dismiss). Call only after checking the
+  // worker in /proc (observe.h). Returns false if the worker is gone.
   bool Release();
+
+  // The worker's result is in (its stream's last frame was read): records
+  // its peak memory from /proc while it is still alive (PeakSource below),
+  // then sends kDismiss on the control channel and closes it: the worker's
+  // cue to exit (AwaitDismissal, lockdown.h). Nothing here waits for the
+  // worker, and a worker that does not exit is still ended by Wait's
+  // deadline. Idempotent.
+  void Dismiss();
 
   // SIGKILL to the worker through the pidfd (no PID-reuse race) and to its
   // whole process group, while the worker is not yet reaped (so its pid,
-  // which is the group's id, cannot have been reused). Idempotent.
+  // which is the group's id, cannot have been reused). A worker still
+  // alive has its peak memory recorded first, as Dismiss does. Idempotent.
   void Kill();
+
+  // Where Exit::max_rss_bytes comes from.
+  enum class PeakSource {
+    // VmHWM of /proc/<pid>/status, read by Dismiss or Kill while the worker
+    // was alive: its own address space's peak (observe.h).
+    kVmHwm,
+    // wait4's ru_maxrss (the zygote's, for a forked worker): the fallback
+    // where /proc could not be read, e.g. a worker that exited or crashed
+    // before its result was in. For an exec'd worker it includes the peak
+    // of this process until the spawn; the kernel folds it in at exec.
+    kRusage,
+  };
 
   struct Exit {
     enum class Kind { kExited, kSignaled, kTimeout, kWaitFailed };
@@ -70,6 +92,7 @@ class Worker {
     int signal = 0;      // kSignaled
     bool killed_by_us = false;
     uint64_t max_rss_bytes = 0;
+    PeakSource max_rss_source = PeakSource::kRusage;
     double cpu_seconds = 0;
     std::string error;   // kWaitFailed
   };
@@ -87,12 +110,16 @@ class Worker {
   // The reap: wait4 for our own child, the zygote's report for a forked one.
   bool Reap(int* status, struct rusage* usage, std::string* error);
   void KillGroup();
+  // VmHWM into peak_bytes_, once, if the worker is still there to read.
+  void SamplePeak();
   pid_t pid_ = -1;
   int pidfd_ = -1;
   int channel_fd_ = -1;
   int control_fd_ = -1;
   bool reaped_ = false;
   bool killed_ = false;
+  bool peak_sampled_ = false;  // SamplePeak ran (whether or not it read a value)
+  std::optional<uint64_t> peak_bytes_;
   std::shared_ptr<ZygoteProcess> zygote_;  // set for a forked worker
 };
 

@@ -29,8 +29,12 @@ namespace safemodel::sandbox {
 // --- File descriptors -------------------------------------------------------
 // The worker starts with exactly these open: the result channel (worker ->
 // parent, frames), the input file (read-only) and the control channel
-// (parent -> worker), which carries exactly one byte, kGoAhead, once the
-// parent has checked the locked-down worker in /proc.
+// (parent -> worker), which carries two bytes: kGoAhead, once the parent has
+// checked the locked-down worker in /proc, and kDismiss, once the parent
+// has read the worker's last frame and its peak memory (a worker waits for
+// it before it exits: AwaitDismissal, lockdown.h). A byte rather than the
+// channel's close: a process the host forks while a conversion runs holds a
+// copy of the parent's end, and the close would not reach the worker.
 inline constexpr int kOutputFd = 3;
 inline constexpr int kInputFd = 4;
 inline constexpr int kControlFd = 5;
@@ -38,6 +42,7 @@ inline constexpr int kControlFd = 5;
 // message) and the files are fds 6, 7, ..., one each, read-only.
 inline constexpr int kFirstFileFd = 6;
 inline constexpr char kGoAhead = 'G';
+inline constexpr char kDismiss = 'D';
 
 // --- Arguments --------------------------------------------------------------
 // argv[1..] of the worker: `--parent-pid=N --input-size=N --address-space=N

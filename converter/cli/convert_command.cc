@@ -116,7 +116,10 @@ void PrintDetails(const ConvertReport& r) {
   char rss[64];
   std::snprintf(rss, sizeof rss, "%.3f s wall, %.3f s worker CPU", r.wall_seconds, r.worker.cpu_seconds);
   what = std::string("worker ") + WorkerOutcomeName(r.worker.kind) + ", " + rss + ", " +
-         HumanBytes(r.worker.max_rss_bytes) + " worker peak memory";
+         HumanBytes(r.worker.max_rss_bytes) + " worker peak memory" +
+         // wait4's figure (the worker was gone before it could be read in
+         // /proc) includes this process's own peak: say so.
+         (r.worker.max_rss_source == "rusage" ? " (from wait4: it may include this process's own peak)" : "");
   std::cerr << FileLine(r.input_path, what);
   std::string layers;
   for (const std::string& l : r.worker.isolation) layers += (layers.empty() ? "" : ", ") + E(l);

@@ -106,6 +106,11 @@ Status ParseArgs(int argc, char** argv, Args* a) {
 // The size of the input, for the stream limits (converter/protocol/stream_limits.h);
 // 0 until the arguments are parsed (then the base limits apply).
 uint64_t g_input_size = 0;
+// Whether the stream's last frame (DONE, an ERROR or a hand-off) reached the
+// parent: only then does the worker wait for its dismissal before it exits
+// (sandbox::AwaitDismissal). Without one the parent reads on until the
+// channel ends, so a worker that waited would wait for its deadline.
+bool g_last_frame_sent = false;
 
 // Error frames are best effort: if the parent is gone there is nobody to tell.
 void SendError(const Status& status, std::vector<Finding> findings,
@@ -122,7 +127,8 @@ void SendError(const Status& status, std::vector<Finding> findings,
   TrimFindings(&findings, StreamLimitsFor(g_input_size));
   for (const Finding& f : findings) wire::FindingToProto(f, e.add_findings());
   std::string bytes = wire::SerializeDeterministic(e);
-  sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
+  g_last_frame_sent =
+      sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
 }
 
 // The lean worker's request to have the input converted by the HDF5 worker:
@@ -131,7 +137,8 @@ void SendHandOff() {
   worker::WorkerError e;
   e.set_hand_off(worker::HAND_OFF_HDF5_WORKER);
   std::string bytes = wire::SerializeDeterministic(e);
-  sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
+  g_last_frame_sent =
+      sandbox::WriteFrame(sandbox::kOutputFd, sandbox::FrameType::kError, bytes.data(), bytes.size());
 }
 
 // Sends a tensor's bytes to the parent: as TENSOR_DATA, or, for a run of at
@@ -519,7 +526,7 @@ static void WarmUpExceptions() {
   }
 }
 
-static int WorkerMain(int argc, char** argv) {
+static int Work(int argc, char** argv) {
   Args args;
   std::vector<std::string> layers;
   // Before anything else: a worker started with ASLR off re-executes itself.
@@ -590,13 +597,25 @@ static int WorkerMain(int argc, char** argv) {
     SendHandOff();
     return 1;
   }
-  if (status.ok()) return 0;
+  if (status.ok()) {
+    g_last_frame_sent = true;  // Convert wrote and flushed DONE
+    return 0;
+  }
   try {
     SendError(status, ctx.findings(), detected);
   } catch (...) {
     return 4;  // out of memory even for the error report
   }
   return 1;
+}
+
+// The worker, exec'd or forked (the zygote runs this in each child): its
+// stream, then, once the last frame is out, the wait that lets the parent
+// read its peak memory in /proc while it is alive (sandbox/lockdown.h).
+static int WorkerMain(int argc, char** argv) {
+  const int code = Work(argc, argv);
+  if (g_last_frame_sent) sandbox::AwaitDismissal();
+  return code;
 }
 
 }  // namespace safemodel

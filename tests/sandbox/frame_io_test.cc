@@ -186,6 +186,48 @@ TEST(FrameReaderTest, FramesSplitAcrossBufferBoundaries) {
   writer.join();
 }
 
+// The look ahead for a worker's last frame: answered for the first frame
+// of a fill, from the bytes already read, and never past them.
+TEST(FrameReaderTest, AFreshFillTellsWhetherItHoldsAFrameAhead) {
+  FrameCaps caps;
+  Caps(&caps, 1 << 20);
+  {
+    Pipe p;
+    const std::string stream = Frame(FrameType::kHeader, "h") + Frame(FrameType::kTensorData, Payload(100, 1)) +
+                               Frame(FrameType::kDone, "d");
+    ASSERT_EQ(write(p.w(), stream.data(), stream.size()), static_cast<ssize_t>(stream.size()));
+    FrameReader reader(p.r(), Clock::now() + std::chrono::seconds(30));
+    EXPECT_FALSE(reader.FreshFillHolds(FrameType::kDone)) << "nothing read yet";
+    ExpectFrame(reader, caps, FrameType::kHeader, "h");
+    EXPECT_TRUE(reader.FreshFillHolds(FrameType::kDone));
+    EXPECT_TRUE(reader.FreshFillHolds(FrameType::kHeader)) << "the frame just returned counts";
+    EXPECT_FALSE(reader.FreshFillHolds(FrameType::kError));
+    ExpectFrame(reader, caps, FrameType::kTensorData, Payload(100, 1));
+    EXPECT_FALSE(reader.FreshFillHolds(FrameType::kDone)) << "answered once per fill";
+  }
+  {
+    // The last frame's payload not yet read whole: not there.
+    Pipe p;
+    const std::string stream = Frame(FrameType::kHeader, "h") + Frame(FrameType::kDone, "done");
+    ASSERT_EQ(write(p.w(), stream.data(), stream.size() - 1), static_cast<ssize_t>(stream.size() - 1));
+    FrameReader reader(p.r(), Clock::now() + std::chrono::seconds(30));
+    ExpectFrame(reader, caps, FrameType::kHeader, "h");
+    EXPECT_FALSE(reader.FreshFillHolds(FrameType::kDone));
+  }
+  {
+    // A frame whose length leaves the buffer ends the walk, whatever follows.
+    Pipe p;
+    std::string stream = Frame(FrameType::kHeader, "h");
+    std::string lying(kFrameHeaderBytes, '\0');
+    EncodeFrameHeader(FrameType::kTensorData, 1ull << 40, reinterpret_cast<uint8_t*>(lying.data()));
+    stream += lying + Frame(FrameType::kDone, "d");
+    ASSERT_EQ(write(p.w(), stream.data(), stream.size()), static_cast<ssize_t>(stream.size()));
+    FrameReader reader(p.r(), Clock::now() + std::chrono::seconds(30));
+    ExpectFrame(reader, caps, FrameType::kHeader, "h");
+    EXPECT_FALSE(reader.FreshFillHolds(FrameType::kDone));
+  }
+}
+
 TEST(FrameReaderTest, LengthOverTheCapIsRefusedFromTheHeaderAlone) {
   Pipe p;
   // The header announces 2^40 bytes; none follow. The buffered bytes after

@@ -61,6 +61,13 @@ bool SendDone(uint64_t tensors, uint64_t bytes);
 void AppendVarint(std::string* out, uint64_t v);
 
 // probe_streams.cc
+// As the real worker ends (converter/worker/worker_main.cc): first makes
+// its peak `argument` MiB (at most 1024; touched, then freed), then sends
+// the "ok" result and waits for the parent to dismiss it before it exits.
+int DoOkThenWait(const Context& ctx);
+// Sends the "ok" result, then neither waits for the parent nor exits: the
+// deadline must still end it.
+[[noreturn]] void DoOkThenPark(const Context& ctx);
 int DoHostileText(const Context& ctx);
 int DoHostileError(const Context& ctx);
 int DoMaxTensors(const Context& ctx);

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
+#include <cstring>
+#include <memory>
 #include <string>
 
 #include "converter/protocol/stream_limits.h"
@@ -14,9 +17,32 @@
 #include "converter/protocol/worker.pb.h"
 #include "proto/wire/wire.h"
 #include "sandbox/frame_io.h"
+#include "sandbox/lockdown.h"
 #include "tests/sandbox/probe.h"
 
 namespace safemodel::probe {
+
+// Keeps DoOkThenWait's stores: the block's address escapes through it.
+char* volatile touched_block = nullptr;
+
+int DoOkThenWait(const Context& ctx) {
+  uint64_t mib = 0;
+  const char* end = ctx.argument.data() + ctx.argument.size();
+  if (std::from_chars(ctx.argument.data(), end, mib).ptr != end || mib > 1024) return 1;
+  if (mib > 0) {
+    std::unique_ptr<char[]> block(new char[mib << 20]);
+    touched_block = block.get();
+    std::memset(block.get(), 0x5a, mib << 20);
+  }
+  const int code = SendValidResult(ctx);
+  sandbox::AwaitDismissal();
+  return code;
+}
+
+void DoOkThenPark(const Context& ctx) {
+  SendValidResult(ctx);
+  Park();
+}
 
 using sandbox::FrameType;
 using sandbox::kOutputFd;

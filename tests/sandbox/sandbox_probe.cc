@@ -783,6 +783,8 @@ const Mode kModes[] = {
     {"allowed", nullptr, DoAllowed},
     {"allowed-cold", nullptr, DoAllowed},  // without the exception warm-up
     {"ok", nullptr, SendValidResult},
+    {"ok-then-wait", nullptr, DoOkThenWait},
+    {"ok-then-park", nullptr, [](const Context& c) -> int { DoOkThenPark(c); }},
 
     {"spin", nullptr, [](const Context&) -> int { Spin(); }},
     {"park", nullptr, DoPark},

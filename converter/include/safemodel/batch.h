@@ -147,7 +147,7 @@ inline constexpr int kBatchResultsSchemaVersion = 1;
 // One results line (no newline): a JSON object with schema_version, id,
 // input {path, bytes, sha256, format}, status, exit_code, message, findings,
 // output {path, bytes, sha256, tensors}, wall_seconds, cpu_seconds,
-// peak_memory_bytes, worker outcome, converter, options.
+// peak_memory_bytes and peak_memory_source, worker outcome, converter, options.
 std::string BatchResultJson(const BatchResult& result, const std::vector<std::string>& fingerprint);
 
 // A results line for an input that was not converted because the lister

@@ -209,11 +209,19 @@ struct WorkerOutcome {
   int signal = 0;
   int syscall_nr = -1;       // on a seccomp violation
   std::string syscall_name;  // e.g. "openat"
-  // The kernel's peak resident size of the worker; for a worker this process
-  // spawned it includes this process's resident size at that moment (the
-  // kernel folds the spawner's in at exec; REPORT.md); a fork server's worker
-  // is counted from the small zygote.
+  // The peak resident size of the worker, bytes; where it comes from is
+  // max_rss_source (converter/REPORT.md):
+  //   "vmhwm"   the worker's own: VmHWM of /proc/<pid>/status, read by this
+  //             process while the worker was alive, after its last frame
+  //             (or just before this process killed it);
+  //   "rusage"  wait4's ru_maxrss, where /proc could not be read (the worker
+  //             died before its result was in). For a worker started by
+  //             exec it includes this process's peak until the spawn: the
+  //             kernel folds the spawner's in at exec. A fork server's
+  //             worker is counted from the small zygote.
+  //   ""        no worker ran.
   uint64_t max_rss_bytes = 0;
+  std::string max_rss_source;
   double cpu_seconds = 0;
   // Isolation layers this process saw in the worker's /proc entry after the
   // worker locked itself down and before it read its input (the evidence).

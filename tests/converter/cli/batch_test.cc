@@ -178,6 +178,13 @@ TEST(BatchCli, AForkServerGivesTheSameStatusesAndBytes) {
     EXPECT_EQ(f.at(id)["message"], e.at(id)["message"]) << id;
     EXPECT_EQ(f.at(id)["findings"], e.at(id)["findings"]) << id;
     EXPECT_EQ(f.at(id)["output"]["sha256"], e.at(id)["output"]["sha256"]) << id;
+    // Every worker that ended by itself sent its last frame and waited for
+    // its dismissal: its peak is its own, read in /proc, forked or exec'd.
+    for (const Json* line : {&e.at(id), &f.at(id)}) {
+      if ((*line)["worker"] != "exited") continue;
+      EXPECT_EQ((*line)["peak_memory_source"], "vmhwm") << id;
+      EXPECT_GT((*line)["peak_memory_bytes"].get<uint64_t>(), 0u) << id;
+    }
   }
   EXPECT_EQ(Outputs(dir.File("fork"), nullptr), Outputs(dir.File("exec"), nullptr));
 }
