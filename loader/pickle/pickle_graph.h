@@ -149,7 +149,6 @@ struct TensorInfo {
 // under `key`. The container resolves `bytes` after the pickle is read.
 struct StorageInfo {
   std::string key;
-  std::string location;
   DType dtype = DType::kInvalid;  // kInvalid: untyped (bytes)
   bool quantized = false;
   // e.g. "torch.FloatStorage", for messages: one of Graph::storage_types
@@ -403,7 +402,7 @@ struct Graph {
   // (Object::keys indexes it; a deque: an index is never moved).
   std::deque<std::unordered_multimap<uint64_t, uint32_t>> key_index;
   ChunkedTable<TensorInfo, 12> tensors;    // 4,096 a chunk (360 KB)
-  ChunkedTable<StorageInfo, 12> storages;  // 4,096 a chunk (430 KB)
+  ChunkedTable<StorageInfo, 12> storages;  // 4,096 a chunk (300 KB)
   // The distinct storage type names StorageInfo::type_name refers to (a
   // deque: they never move). Only names of the global table's storage
   // types are interned, so there are a few dozen at most.

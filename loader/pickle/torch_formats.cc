@@ -87,7 +87,9 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
     return Status::Malformed(where() + ": storage type is " + pickle::KindName(g, f[1]));
   }
   SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, f[2], "storage key"));
-  SAFEMODEL_ASSIGN_OR_RETURN(std::string_view location, pickle::AsStr(g, f[3], "storage location"));
+  // The location ("cpu", "cuda:0") must be a str; it is not kept: the bytes
+  // are the same wherever torch would place the storage.
+  SAFEMODEL_RETURN_IF_ERROR(pickle::AsStr(g, f[3], "storage location").status());
   SAFEMODEL_ASSIGN_OR_RETURN(int64_t numel, pickle::AsInt(g, f[4], "storage size"));
   if (!ValidKey(key))
     return Status::Malformed(where() + ": storage key '" + Printable(key) + "' is not a key");
@@ -119,7 +121,6 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   g.at(r).aux = static_cast<uint32_t>(g.storages.size());
   StorageInfo info;
   info.key = std::string(key);
-  info.location = std::string(location);
   info.dtype = dtype;
   info.quantized = type.quantized;
   info.type_name = g.InternStorageType(type_name);

@@ -203,6 +203,7 @@ TEST(ChunkedTable, RecordsAcrossChunksKeepTheirPlaceAndValue) {
 // tensors (its sizes and strides are inline_dims_test.cc's).
 TEST(TensorInfo, StaysSmall) {
   static_assert(sizeof(TensorInfo) <= 104, "TensorInfo grew");
+  static_assert(sizeof(StorageInfo) <= 72, "StorageInfo grew");  // one per storage too
 }
 
 // Python's () is one object: every EMPTY_TUPLE of a run is one graph
