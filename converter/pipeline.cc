@@ -351,8 +351,11 @@ Status RunWorker(const RunSetup& setup, const std::string& path, sandbox::ForkSe
   run.stream = stream;
   run.exit = worker.Wait(reader.deadline());  // moved by the parent's own output waits
   report->worker.max_rss_bytes = run.exit.max_rss_bytes;
-  report->worker.max_rss_source =
-      run.exit.max_rss_source == sandbox::Worker::PeakSource::kVmHwm ? "vmhwm" : "rusage";
+  switch (run.exit.max_rss_source) {
+    case sandbox::Worker::PeakSource::kVmHwm: report->worker.max_rss_source = "vmhwm"; break;
+    case sandbox::Worker::PeakSource::kRusage: report->worker.max_rss_source = "rusage"; break;
+    case sandbox::Worker::PeakSource::kNone: report->worker.max_rss_source = ""; break;
+  }
   report->worker.cpu_seconds = run.exit.cpu_seconds;
   report->worker.exit_code = run.exit.exit_code;
   report->worker.signal = run.exit.signal;

@@ -182,7 +182,14 @@ Worker::Exit Worker::Wait(std::chrono::steady_clock::time_point deadline) {
     // Exited (or killed): take down whatever it left in its process group
     // before the reap frees the group id.
     KillGroup();
-    if (!Reap(&status, &usage, &out.error)) return out;
+    if (!Reap(&status, &usage, &out.error)) {
+      // A figure read from /proc before the end is still the worker's own.
+      if (peak_bytes_) {
+        out.max_rss_bytes = *peak_bytes_;
+        out.max_rss_source = PeakSource::kVmHwm;
+      }
+      return out;
+    }
   } else {
     reaped_ = true;
   }

@@ -83,6 +83,9 @@ class Worker {
     // before its result was in. For an exec'd worker it includes the peak
     // of this process until the spawn; the kernel folds it in at exec.
     kRusage,
+    // No figure: the wait failed before the worker was reaped, and /proc
+    // was not read before it ended.
+    kNone,
   };
 
   struct Exit {
@@ -92,7 +95,7 @@ class Worker {
     int signal = 0;      // kSignaled
     bool killed_by_us = false;
     uint64_t max_rss_bytes = 0;
-    PeakSource max_rss_source = PeakSource::kRusage;
+    PeakSource max_rss_source = PeakSource::kNone;
     double cpu_seconds = 0;
     std::string error;   // kWaitFailed
   };

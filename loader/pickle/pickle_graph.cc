@@ -9,6 +9,17 @@
 
 #include "loader/pickle/pickle_machine.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+// A freed span is poisoned until Copy reuses it: a stale reference's read of
+// its items is then ASan's report, not a quiet read of another object's.
+#define SAFEMODEL_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define SAFEMODEL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define SAFEMODEL_POISON(p, n) (static_cast<void>(p), static_cast<void>(n))
+#define SAFEMODEL_UNPOISON(p, n) (static_cast<void>(p), static_cast<void>(n))
+#endif
+
 namespace safemodel::loader::pickle {
 
 // Object::items() keeps an item count in 32 bits.
@@ -40,6 +51,7 @@ const Ref* ItemArena::Copy(std::span<const Ref> items) {
   if (items.size() <= kReuseItems && !free_[items.size()].empty()) {
     out = free_[items.size()].back();
     free_[items.size()].pop_back();
+    SAFEMODEL_UNPOISON(out, items.size() * sizeof(Ref));
   } else if (kBlockPerSpan || items.size() > kOwnBlockItems) {
     out = static_cast<Ref*>(AllocateChunk(items.size() * sizeof(Ref), blocks_.empty()));
     blocks_.push_back({out, items.size()});
@@ -60,10 +72,14 @@ const Ref* ItemArena::Copy(std::span<const Ref> items) {
 void ItemArena::Free(const Ref* items, size_t count) {
   if (items == nullptr || count == 0 || count > kReuseItems) return;
   free_[count].push_back(const_cast<Ref*>(items));
+  SAFEMODEL_POISON(items, count * sizeof(Ref));
 }
 
 void ItemArena::clear() {
-  for (std::vector<Ref*>& f : free_) std::vector<Ref*>().swap(f);
+  for (size_t n = 0; n <= kReuseItems; ++n) {
+    for (Ref* span : free_[n]) SAFEMODEL_UNPOISON(span, n * sizeof(Ref));
+    std::vector<Ref*>().swap(free_[n]);
+  }
   for (size_t i = 0; i < blocks_.size(); ++i) FreeChunk(blocks_[i].items, blocks_[i].count * sizeof(Ref), i == 0);
   std::vector<Block>().swap(blocks_);
   next_ = nullptr;

@@ -230,7 +230,8 @@ struct Object {
   // The items of any other kind (a tuple's, a list's, a dict's k0, v0, ...,
   // a record's parts); empty for the byte kinds. Valid until the object's
   // items are set or grown again (Graph::SetItems, Graph::GrowItems); the
-  // items of other objects may change meanwhile.
+  // items of other objects may change meanwhile, and a released object's
+  // span is another object's once it is reused (Graph::Release).
   std::span<const Ref> items() const {
     if (IsByteKind(kind)) return {};
     if (hi_ == kGrown) {
@@ -279,7 +280,8 @@ void FreeChunk(void* chunk, size_t bytes, bool first);
 
 // The items of containers that are complete when they are built (tuples,
 // the arguments of a call, a record's parts), copied into chunks of
-// kChunkItems that never move and are never freed one by one: one
+// kChunkItems that never move and are freed all at once (a released
+// object's span is only reused, Free): one
 // allocation per megabyte instead of one per tuple, and no vector header per
 // object. A span longer than kOwnBlockItems gets a block of its own, so a
 // chunk wastes less than a quarter of its size at its end. In sanitizer
@@ -412,12 +414,33 @@ struct Graph {
   std::vector<InstanceInfo> instances;
   bool joblib = false;  // a NumpyArrayWrapper's inline data was read
 
-  const Object& at(Ref r) const { return objects[r.id]; }
-  Object& at(Ref r) { return objects[r.id]; }
+  const Object& at(Ref r) const {
+    CheckKind(r);
+    return objects[r.id];
+  }
+  Object& at(Ref r) {
+    CheckKind(r);
+    return objects[r.id];
+  }
   // Text of a kStr / kBytes object.
-  std::string_view text(Ref r) const { return AsChars(objects[r.id].data()); }
+  std::string_view text(Ref r) const {
+    CheckKind(r);
+    return AsChars(objects[r.id].data());
+  }
   // The items of an object (see Object::items).
-  std::span<const Ref> items(Ref r) const { return objects[r.id].items(); }
+  std::span<const Ref> items(Ref r) const {
+    CheckKind(r);
+    return objects[r.id].items();
+  }
+  // Sanitizer builds: a reference whose object is of another kind can only
+  // be a stale one, to an object released and its place taken again
+  // (MachineOptions::release_consumed): stop there, as on a use after free.
+  // An object's kind is set once, when it is made (Machine::New).
+  void CheckKind(Ref r) const {
+    if constexpr (kSanitizerBuild) {
+      if (objects[r.id].kind != r.kind) __builtin_trap();
+    }
+  }
   // Sets the items of object `id` (not of a byte kind) to a copy of `items`:
   // in the arena, or in its vector if it has grown before (a set replaces
   // what any holder of the object sees, as before).

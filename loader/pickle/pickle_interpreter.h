@@ -36,10 +36,13 @@ namespace safemodel::loader::pickle {
 // for a key not stored.
 class Memo {
  public:
-  // The value stored under `key`, if any (not for a key Release voided:
-  // see Released).
+  // The value stored under `key`, if any; none for a key Release voided
+  // (Released says which).
   std::optional<Ref> Find(uint64_t key) const {
-    if (key < dense_.size() && dense_[key] != 0) return Unpack(dense_[key]);
+    if (key < dense_.size() && dense_[key] != 0) {
+      if (dense_[key] == kReleased) return std::nullopt;
+      return Unpack(dense_[key]);
+    }
     auto it = sparse_.find(key);
     if (it == sparse_.end()) return std::nullopt;
     return it->second;

@@ -451,6 +451,8 @@ void Interpreter::ReleaseArguments(Ref callable, Ref args, Ref result) {
   }
   if (args.kind != Kind::kTuple || !g_.Releasable(args.id)) return;
   // Copied first: releasing the tuple gives its items back to the arena.
+  // (A rebuild takes at most 8 arguments; heap items past the 8th of a
+  // longer tuple are left as they are, merely not reused.)
   const std::span<const Ref> items = g_.items(args);
   Ref spent[ItemArena::kReuseItems];
   size_t n = 0;

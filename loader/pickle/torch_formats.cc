@@ -61,8 +61,8 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
     return Status::Malformed(where() + " is " + pickle::KindName(g, pid) +
                              ", not a ('storage', ...) tuple");
   }
-  // A copy of the (at most six) fields used: m.New() below may move every
-  // object.
+  // A copy of the (at most six) fields used: the items are read after
+  // m.New() below, which may hand out a released object's place.
   const size_t nf = g.at(pid).items().size();
   std::array<Ref, 6> f;
   std::copy_n(g.at(pid).items().begin(), std::min<size_t>(nf, f.size()), f.begin());
@@ -97,8 +97,8 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   if (legacy && f[5].kind != Kind::kNone) {
     return Status::Unsupported(where() + ": storage views of torch 0.x files are not supported");
   }
-  // A copy and a reference into Graph::named (a deque): m.New() below may
-  // move every object, not the names.
+  // A copy and a reference into Graph::named (a deque, whose entries never
+  // move), read after m.New() below.
   const pickle::GlobalEntry type = g.global(f[1]);
   const std::string& type_name = g.name(f[1]);
   if (type.kind == GlobalKind::kStorageType && type.dtype == DType::kInvalid) {

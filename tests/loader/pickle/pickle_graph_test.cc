@@ -290,6 +290,8 @@ TEST(Memo, ReleaseVoidsOnlyTheKeyThatHoldsTheObject) {
   memo.Release(1, 6);
   EXPECT_TRUE(memo.Released(0));
   EXPECT_TRUE(memo.Released(1));
+  EXPECT_FALSE(memo.Find(0).has_value());  // never the id, which a new object may take
+  EXPECT_FALSE(memo.Find(1).has_value());
   EXPECT_FALSE(memo.Released(2));
   EXPECT_EQ(memo.size(), 3u);
   ASSERT_TRUE(memo.Put(0, Ref::Int(1)));

@@ -211,6 +211,69 @@ TEST(ReleaseConsumed, AnArgumentWithASecondReferenceIsKept) {
   }
 }
 
+// More ways a second reference is made before the release, each kept: a
+// tuple memoized twice (then fetched by its first key), one memoized under
+// a key outside the memo's vector (then fetched). And a parameter's
+// arguments are released like a tensor's, with the same tensors read.
+TEST(ReleaseConsumed, MemoizedTwiceOrSparselyIsKeptAndParametersRelease) {
+  const std::string pid = "((" + Str("storage") + Global("torch", "FloatStorage") + Str("0") +
+                          Str("cpu") + Int1(2) + "tQ";
+  const std::string hooks = Global("collections", "OrderedDict") + ")R";
+  const std::string rebuild = Global("torch._utils", "_rebuild_tensor_v2");
+  const std::string twice = Str("a") + rebuild + pid + Int1(0) + "(" + Int1(2) + "t" + Put(3) +
+                            Put(4) + "(" + Int1(1) + "t" + B({0x89}) + hooks + "tR" + Str("b") +
+                            rebuild + pid + Int1(0) + Get(3) + "(" + Int1(1) + "t" + B({0x89}) +
+                            hooks + "tR";
+  const std::string sparse = Str("a") + rebuild + pid + Int1(0) + "(" + Int1(2) + "t" +
+                             Put(0x7FFFFFF0) + "(" + Int1(1) + "t" + B({0x89}) + hooks + "tR" +
+                             Str("b") + rebuild + pid + Int1(0) + Get(0x7FFFFFF0) + "(" + Int1(1) +
+                             "t" + B({0x89}) + hooks + "tR";
+  const std::string tensor = rebuild + pid + Int1(0) + "(" + Int1(2) + "t(" + Int1(1) + "t" +
+                             B({0x89}) + hooks + "tR";
+  std::string params;
+  for (int i = 0; i < 2; ++i) {
+    params += Str(i == 0 ? "a" : "b") + Global("torch._utils", "_rebuild_parameter") + "(" +
+              tensor + B({0x88}) + hooks + "tR";
+  }
+  for (const std::string& body : {twice, sparse, params}) {
+    const std::string p = P2("}(" + body + "u");
+    Graph kept, released;
+    Result<Ref> a = RunWithStorages(p, false, &kept);
+    Result<Ref> b = RunWithStorages(p, true, &released);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    ASSERT_EQ(released.tensors.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+      EXPECT_EQ(released.tensors[i].shape[0], 2u);
+      EXPECT_EQ(released.tensors[i].parameter, kept.tensors[i].parameter);
+      EXPECT_EQ(released.tensors[i].requires_grad, kept.tensors[i].requires_grad);
+    }
+    EXPECT_LT(released.objects.size(), kept.objects.size()) << "something is released";
+  }
+}
+
+// A storage's persistent-id tuple, released once its storage record is
+// built, fetched again: refused like any released argument.
+TEST(ReleaseConsumed, AGetOfAReleasedPersistentIdIsRefused) {
+  const std::string hooks = Global("collections", "OrderedDict") + ")R";
+  const std::string rebuild = Global("torch._utils", "_rebuild_tensor_v2");
+  const std::string first = Str("a") + rebuild + "((" + Str("storage") +
+                            Global("torch", "FloatStorage") + Str("0") + Str("cpu") + Int1(2) +
+                            "t" + Put(5) + "Q" + Int1(0) + "(" + Int1(2) + "t(" + Int1(1) + "t" +
+                            B({0x89}) + hooks + "tR";
+  const std::string later = Str("b") + rebuild + "(" + Get(5) + "Q" + Int1(0) + "(" + Int1(2) +
+                            "t(" + Int1(1) + "t" + B({0x89}) + hooks + "tR";
+  const std::string p = P2("}(" + first + later + "u");
+  Graph g;
+  Result<Ref> r = RunWithStorages(p, true, &g);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(r.status().message().find("memo key 5 refers back"), std::string::npos)
+      << r.status().ToString();
+  Graph kept;
+  EXPECT_TRUE(RunWithStorages(p, false, &kept).ok());
+}
+
 // Only the torch zip reader releases; a tensor in a plain pickle keeps its
 // arguments (nothing here reads them again, but nothing needs the memory).
 TEST(ReleaseConsumed, OffUnlessAsked) {
