@@ -7,7 +7,9 @@
 // does not stay resident (torch_formats.cc drops its pages).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/loader/pickle/pickle_bytes.h"
@@ -108,6 +110,35 @@ Result<Ref> RunWithStorages(const std::string& pickle, bool release, Graph* g) {
   return m.Run(AsBytes(pickle), 0, &end);
 }
 
+// Pieces of the streams below: storage '0' (2 floats) as a persistent id
+// and BINPERSID, an empty OrderedDict of hooks, the rebuild function.
+const std::string kPid = "((" + Str("storage") + Global("torch", "FloatStorage") + Str("0") +
+                         Str("cpu") + Int1(2) + "tQ";
+const std::string kHooks = Global("collections", "OrderedDict") + ")R";
+const std::string kRebuild = Global("torch._utils", "_rebuild_tensor_v2");
+
+// Reads the state_dict with `body` as its entries with and without release:
+// both read, two tensors of 2 elements, alike in every field that counts.
+// Returns how many objects each left (released, kept).
+std::pair<size_t, size_t> ExpectReadsAsWithoutRelease(const std::string& body) {
+  const std::string p = P2("}(" + body + "u");
+  Graph kept, released;
+  Result<Ref> a = RunWithStorages(p, false, &kept);
+  Result<Ref> b = RunWithStorages(p, true, &released);
+  EXPECT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(released.tensors.size(), 2u);
+  EXPECT_EQ(kept.tensors.size(), 2u);
+  const size_t n = std::min(released.tensors.size(), kept.tensors.size());
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(released.tensors[i].shape.size(), kept.tensors[i].shape.size());
+    EXPECT_EQ(released.tensors[i].shape[0], 2u);
+    EXPECT_EQ(released.tensors[i].parameter, kept.tensors[i].parameter);
+    EXPECT_EQ(released.tensors[i].requires_grad, kept.tensors[i].requires_grad);
+  }
+  return {released.objects.size(), kept.objects.size()};
+}
+
 TEST(ReleaseConsumed, ATensorsArgumentsAreReleasedAndTheirPlacesTakenAgain) {
   const int n = 1000;
   const std::string p = TorchSaveLike(n);
@@ -117,7 +148,7 @@ TEST(ReleaseConsumed, ATensorsArgumentsAreReleasedAndTheirPlacesTakenAgain) {
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   // Kept: per tensor its name, the id tuple, the storage key, the storage,
-  // size, stride, hooks, the argument tuple and the tensor (9). Released:
+  // size, stride, kHooks, the argument tuple and the tensor (9). Released:
   // the name, the storage key, the storage and the tensor stay (4); the
   // other five places are taken again by the next tensor.
   EXPECT_GE(kept.objects.size(), 9u * n);
@@ -150,12 +181,10 @@ TEST(ReleaseConsumed, AGetOfAReleasedArgumentIsRefused) {
                                Str("cpu") + Int1(2) + "tQ";
   const std::string storage1 = "((" + Str("storage") + Global("torch", "FloatStorage") + Str("1") +
                                Str("cpu") + Int1(2) + "tQ";
-  const std::string hooks = Global("collections", "OrderedDict") + ")R";
-  const std::string rebuild = Global("torch._utils", "_rebuild_tensor_v2");
-  const std::string first = Str("a") + rebuild + storage0 + Int1(0) + "(" + Int1(2) + "t" + Put(7) +
-                            "(" + Int1(1) + "t" + B({0x89}) + hooks + "tR";
-  const std::string later = Str("b") + rebuild + storage1 + Int1(0) + Get(7) + "(" + Int1(1) + "t" +
-                            B({0x89}) + hooks + "tR";
+  const std::string first = Str("a") + kRebuild + storage0 + Int1(0) + "(" + Int1(2) + "t" + Put(7) +
+                            "(" + Int1(1) + "t" + B({0x89}) + kHooks + "tR";
+  const std::string later = Str("b") + kRebuild + storage1 + Int1(0) + Get(7) + "(" + Int1(1) + "t" +
+                            B({0x89}) + kHooks + "tR";
   const std::string p = P2("}(" + first + later + "u");
   Graph g;
   Result<Ref> r = RunWithStorages(p, true, &g);
@@ -182,33 +211,17 @@ TEST(ReleaseConsumed, AGetOfAReleasedArgumentIsRefused) {
 // same tuple as size and stride through GET, an argument tuple DUP'd into
 // two rebuilds) is kept, and the stream reads as it would without releasing.
 TEST(ReleaseConsumed, AnArgumentWithASecondReferenceIsKept) {
-  const std::string pid = "((" + Str("storage") + Global("torch", "FloatStorage") + Str("0") +
-                          Str("cpu") + Int1(2) + "tQ";
-  const std::string hooks = Global("collections", "OrderedDict") + ")R";
-  const std::string rebuild = Global("torch._utils", "_rebuild_tensor_v2");
   // Size (2,) under key 3, its stride the same tuple: a contiguous (2,)
   // view. Then key 3 once more, for a second tensor's size and stride.
-  const std::string shared_size = Str("a") + rebuild + pid + Int1(0) + "(" + Int1(2) + "t" +
-                                  Put(3) + Get(3) + B({0x89}) + hooks + "tR";
-  const std::string again = Str("b") + rebuild + pid + Int1(0) + Get(3) + Get(3) + B({0x89}) +
-                            hooks + "tR";
+  const std::string shared_size = Str("a") + kRebuild + kPid + Int1(0) + "(" + Int1(2) + "t" +
+                                  Put(3) + Get(3) + B({0x89}) + kHooks + "tR";
+  const std::string again = Str("b") + kRebuild + kPid + Int1(0) + Get(3) + Get(3) + B({0x89}) +
+                            kHooks + "tR";
   // An argument tuple DUP'd: two tensors from one tuple (DUP is opcode 2).
-  const std::string dup = rebuild + Put(9) + "0" + Str("c") + rebuild + pid + Int1(0) + "(" +
-                          Int1(2) + "t(" + Int1(1) + "t" + B({0x89}) + hooks + "t2" + Put(10) +
+  const std::string dup = kRebuild + Put(9) + "0" + Str("c") + kRebuild + kPid + Int1(0) + "(" +
+                          Int1(2) + "t(" + Int1(1) + "t" + B({0x89}) + kHooks + "t2" + Put(10) +
                           "0" + "R" + Str("d") + Get(9) + Get(10) + "R";
-  for (const std::string& body : {shared_size + again, dup}) {
-    const std::string p = P2("}(" + body + "u");
-    Graph kept, released;
-    Result<Ref> a = RunWithStorages(p, false, &kept);
-    Result<Ref> b = RunWithStorages(p, true, &released);
-    ASSERT_TRUE(a.ok()) << a.status().ToString();
-    ASSERT_TRUE(b.ok()) << b.status().ToString();
-    ASSERT_EQ(released.tensors.size(), 2u);
-    for (size_t i = 0; i < 2; ++i) {
-      EXPECT_EQ(released.tensors[i].shape.size(), kept.tensors[i].shape.size());
-      EXPECT_EQ(released.tensors[i].shape[0], 2u);
-    }
-  }
+  for (const std::string& body : {shared_size + again, dup}) ExpectReadsAsWithoutRelease(body);
 }
 
 // More ways a second reference is made before the release, each kept: a
@@ -216,53 +229,36 @@ TEST(ReleaseConsumed, AnArgumentWithASecondReferenceIsKept) {
 // a key outside the memo's vector (then fetched). And a parameter's
 // arguments are released like a tensor's, with the same tensors read.
 TEST(ReleaseConsumed, MemoizedTwiceOrSparselyIsKeptAndParametersRelease) {
-  const std::string pid = "((" + Str("storage") + Global("torch", "FloatStorage") + Str("0") +
-                          Str("cpu") + Int1(2) + "tQ";
-  const std::string hooks = Global("collections", "OrderedDict") + ")R";
-  const std::string rebuild = Global("torch._utils", "_rebuild_tensor_v2");
-  const std::string twice = Str("a") + rebuild + pid + Int1(0) + "(" + Int1(2) + "t" + Put(3) +
-                            Put(4) + "(" + Int1(1) + "t" + B({0x89}) + hooks + "tR" + Str("b") +
-                            rebuild + pid + Int1(0) + Get(3) + "(" + Int1(1) + "t" + B({0x89}) +
-                            hooks + "tR";
-  const std::string sparse = Str("a") + rebuild + pid + Int1(0) + "(" + Int1(2) + "t" +
-                             Put(0x7FFFFFF0) + "(" + Int1(1) + "t" + B({0x89}) + hooks + "tR" +
-                             Str("b") + rebuild + pid + Int1(0) + Get(0x7FFFFFF0) + "(" + Int1(1) +
-                             "t" + B({0x89}) + hooks + "tR";
-  const std::string tensor = rebuild + pid + Int1(0) + "(" + Int1(2) + "t(" + Int1(1) + "t" +
-                             B({0x89}) + hooks + "tR";
+  const std::string twice = Str("a") + kRebuild + kPid + Int1(0) + "(" + Int1(2) + "t" + Put(3) +
+                            Put(4) + "(" + Int1(1) + "t" + B({0x89}) + kHooks + "tR" + Str("b") +
+                            kRebuild + kPid + Int1(0) + Get(3) + "(" + Int1(1) + "t" + B({0x89}) +
+                            kHooks + "tR";
+  const std::string sparse = Str("a") + kRebuild + kPid + Int1(0) + "(" + Int1(2) + "t" +
+                             Put(0x7FFFFFF0) + "(" + Int1(1) + "t" + B({0x89}) + kHooks + "tR" +
+                             Str("b") + kRebuild + kPid + Int1(0) + Get(0x7FFFFFF0) + "(" + Int1(1) +
+                             "t" + B({0x89}) + kHooks + "tR";
+  const std::string tensor = kRebuild + kPid + Int1(0) + "(" + Int1(2) + "t(" + Int1(1) + "t" +
+                             B({0x89}) + kHooks + "tR";
   std::string params;
   for (int i = 0; i < 2; ++i) {
     params += Str(i == 0 ? "a" : "b") + Global("torch._utils", "_rebuild_parameter") + "(" +
-              tensor + B({0x88}) + hooks + "tR";
+              tensor + B({0x88}) + kHooks + "tR";
   }
   for (const std::string& body : {twice, sparse, params}) {
-    const std::string p = P2("}(" + body + "u");
-    Graph kept, released;
-    Result<Ref> a = RunWithStorages(p, false, &kept);
-    Result<Ref> b = RunWithStorages(p, true, &released);
-    ASSERT_TRUE(a.ok()) << a.status().ToString();
-    ASSERT_TRUE(b.ok()) << b.status().ToString();
-    ASSERT_EQ(released.tensors.size(), 2u);
-    for (size_t i = 0; i < 2; ++i) {
-      EXPECT_EQ(released.tensors[i].shape[0], 2u);
-      EXPECT_EQ(released.tensors[i].parameter, kept.tensors[i].parameter);
-      EXPECT_EQ(released.tensors[i].requires_grad, kept.tensors[i].requires_grad);
-    }
-    EXPECT_LT(released.objects.size(), kept.objects.size()) << "something is released";
+    const auto [released, kept] = ExpectReadsAsWithoutRelease(body);
+    EXPECT_LT(released, kept) << "something is released";
   }
 }
 
 // A storage's persistent-id tuple, released once its storage record is
 // built, fetched again: refused like any released argument.
 TEST(ReleaseConsumed, AGetOfAReleasedPersistentIdIsRefused) {
-  const std::string hooks = Global("collections", "OrderedDict") + ")R";
-  const std::string rebuild = Global("torch._utils", "_rebuild_tensor_v2");
-  const std::string first = Str("a") + rebuild + "((" + Str("storage") +
+  const std::string first = Str("a") + kRebuild + "((" + Str("storage") +
                             Global("torch", "FloatStorage") + Str("0") + Str("cpu") + Int1(2) +
                             "t" + Put(5) + "Q" + Int1(0) + "(" + Int1(2) + "t(" + Int1(1) + "t" +
-                            B({0x89}) + hooks + "tR";
-  const std::string later = Str("b") + rebuild + "(" + Get(5) + "Q" + Int1(0) + "(" + Int1(2) +
-                            "t(" + Int1(1) + "t" + B({0x89}) + hooks + "tR";
+                            B({0x89}) + kHooks + "tR";
+  const std::string later = Str("b") + kRebuild + "(" + Get(5) + "Q" + Int1(0) + "(" + Int1(2) +
+                            "t(" + Int1(1) + "t" + B({0x89}) + kHooks + "tR";
   const std::string p = P2("}(" + first + later + "u");
   Graph g;
   Result<Ref> r = RunWithStorages(p, true, &g);
