@@ -108,6 +108,11 @@ class ZipArchive {
   // pages leave the resident set; views stay valid, and pages read again
   // fault back from the file. Nothing happens to other bytes.
   void DropPages(ByteView bytes) { residency_.Drop(bytes); }
+  // `bytes` of a stored member's view are being read (scattered small reads,
+  // such as the names of a walk over data.pkl): inside a droppable map,
+  // counted as the archive's own reads are, so that the pages they map back
+  // in stay a few blocks (map_residency.h). Nothing happens to other bytes.
+  void TouchPages(ByteView bytes) { residency_.Touch(bytes); }
 
  private:
   struct LibzipHandle;

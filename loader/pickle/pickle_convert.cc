@@ -67,6 +67,12 @@ class Converter {
     return Status::Ok();
   }
   Result<std::string> KeyString(Ref key);
+  // The text of a kStr the walk reads, told to ConvertSettings::name_read.
+  std::string_view NameText(Ref str) {
+    const std::string_view text = g_.text(str);
+    if (s_.name_read) s_.name_read(AsBytes(text));
+    return text;
+  }
   void NoteEmbeddedPickle(ByteView bytes, const std::string& name);
   Status Visit(const Work& w);
   Status EnterContainer(ObjId id, const Work& w);
@@ -148,7 +154,7 @@ class Converter {
 Result<std::string> Converter::KeyString(Ref key) {
   switch (key.kind) {
     case Kind::kStr:
-      return std::string(g_.text(key));
+      return std::string(NameText(key));
     case Kind::kNone:
       return std::string("None");
     case Kind::kBool:
@@ -674,7 +680,7 @@ Status Converter::Visit(const Work& w) {
                                           Value::String(TwosComplementToDecimal(g_.at(r).data())));
       return Status::Ok();
     case Kind::kStr:
-      slot = Value::String(std::string(g_.text(r)));
+      slot = Value::String(std::string(NameText(r)));
       return Status::Ok();
     case Kind::kBytes:
     case Kind::kByteArray:
@@ -861,7 +867,7 @@ bool Converter::PureStateDict(Ref root) {
   for (; pure && i + 1 < items.size(); i += 2) {
     const Ref k = items[i], v = items[i + 1];
     if (k.kind != Kind::kStr || v.kind != Kind::kRecord || on_path_[v.id]) break;
-    const std::string_view key = g_.text(k);
+    const std::string_view key = NameText(k);
     if (key.empty() || key.find('\0') != std::string_view::npos) break;
     const Object& o = g_.at(v);
     if (o.record == RecordKind::kTensor) {
@@ -890,7 +896,7 @@ Status Converter::RunPureStateDict(Ref root) {
   tensors_.reserve(items.size() / 2);
   for (size_t i = 0; i + 1 < items.size(); i += 2) {
     SAFEMODEL_RETURN_IF_ERROR(Count(2));
-    std::string name(g_.text(items[i]));
+    std::string name(NameText(items[i]));
     if (name.size() > kMaxNameBytes) {
       return Status::LimitExceeded(s_.where + ": tensor name of " + Num(name.size()) +
                                    " bytes exceeds " + Num(kMaxNameBytes));

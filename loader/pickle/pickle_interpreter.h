@@ -166,6 +166,9 @@ class Interpreter : public Builder {
   // a nested pickle or under a key the memo's vector does not hold, it is
   // marked shared instead (pickle_machine.cc).
   void NoteMemoized(uint64_t key, Ref r);
+  // A GET's str or bytes object of up to kCopyOnGetBytes whose bytes lie in
+  // the stream: its bytes move into Graph::owned (MachineOptions::read_behind).
+  void CopyOutOfStream(Ref r);
   // After REDUCE of `callable` on `args` built `result`: releases the
   // arguments of a tensor rebuild (pickle_ops.cc).
   void ReleaseArguments(Ref callable, Ref args, Ref result);

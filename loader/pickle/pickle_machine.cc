@@ -149,6 +149,20 @@ void Interpreter::NoteMemoized(uint64_t key, Ref r) {
   }
 }
 
+void Interpreter::CopyOutOfStream(Ref r) {
+  if (!IsByteKind(r.kind)) return;
+  Object& o = g_.at(r);
+  const ByteView d = o.data();
+  if (d.empty() || d.size() > kCopyOnGetBytes) return;
+  // Compared as addresses: the bytes are in the stream or elsewhere (owned
+  // already, decoded, or copied by an earlier GET: each object once).
+  const auto at = reinterpret_cast<uintptr_t>(d.data());
+  const auto begin = reinterpret_cast<uintptr_t>(data_.data());
+  if (at < begin || at - begin >= data_.size()) return;
+  g_.owned.emplace_back(AsChars(d));
+  o.set_data(AsBytes(g_.owned.back()));
+}
+
 // ---- Reading ------------------------------------------------------------------------
 
 Status Interpreter::Truncated(uint64_t need, const char* what) const {
@@ -263,9 +277,10 @@ Result<Ref> Interpreter::Run(uint64_t* end) {
     uint8_t op = data_[pos_++];
     bool stop = false;
     SAFEMODEL_ASSIGN_OR_RETURN(Ref result, Step(op, &stop));
-    if (pos_ - behind_ >= kReadBehindBytes && options().read_behind) {
-      options().read_behind(data_.subspan(behind_, pos_ - behind_));
-      behind_ = pos_;
+    if (pos_ - behind_ >= 2 * kReadBehindBytes && options().read_behind) {
+      const uint64_t upto = pos_ - kReadBehindBytes;  // the lag: kReadBehindBytes
+      options().read_behind(data_.subspan(behind_, upto - behind_));
+      behind_ = upto;
     }
     if (!stop) continue;
     if (contexts_.size() > 1) {
@@ -490,7 +505,10 @@ Status Interpreter::StepMemo(uint8_t op) {
       }
       const std::optional<Ref> found = c.memo.Find(key);
       if (!found) return Bad("memo key " + Num(key) + " was never stored");
-      if (found->is_heap()) g_.at(*found).shared = true;  // two references now
+      if (found->is_heap()) {
+        g_.at(*found).shared = true;  // two references now
+        if (options().read_behind) CopyOutOfStream(*found);
+      }
       return Push(*found);
     }
     case kPut:

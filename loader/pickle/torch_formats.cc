@@ -363,6 +363,7 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
   settings.storages = ZipStorages(zip, layout, big_endian, ctx.options().memory_limit);
   settings.release_objects = true;
   settings.after_walk = [zip, pkl] { zip->DropPages(pkl); };
+  settings.name_read = [zip](ByteView name) { zip->TouchPages(name); };
   SAFEMODEL_ASSIGN_OR_RETURN(pickle::Converted c,
                              pickle::ConvertGraph(graph, root, settings, ctx, out));
   out->keepalive.push_back(zip);

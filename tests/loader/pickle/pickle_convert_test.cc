@@ -8,6 +8,7 @@
 // conversion as the zip format's data.pkl), built opcode by opcode.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -275,6 +276,35 @@ TEST(PickleConvert, ReleaseObjectsFreesTheGraphOnlyWhenAsked) {
     EXPECT_EQ(c->metadata.Find("a")->string_value(), "xy");
     EXPECT_EQ(c->metadata.Find("n")->int_value(), 1);
   }
+}
+
+// The walk tells ConvertSettings::name_read of every str it reads, as the
+// view it reads (so that a caller can count reads of its map): here the
+// keys and the str value of a dict that is not a state_dict.
+TEST(PickleConvert, TheWalkTellsEveryNameItReads) {
+  const std::string p = B({0x80, 2}) + "}(" + Short("alpha") + Short("text") + Short("n") +
+                        Int1(1) + "u.";
+  loader::ParseContext ctx(loader::ParseOptions{});
+  auto graph = std::make_shared<loader::pickle::Graph>();
+  loader::pickle::Machine machine(ctx, *graph, loader::pickle::MachineOptions{});
+  uint64_t end = 0;
+  const ByteView stream = AsBytes(p);
+  Result<loader::pickle::Ref> root = machine.Run(stream, 0, &end);
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  std::vector<std::string> told;
+  loader::pickle::ConvertSettings settings;
+  settings.name_read = [&](ByteView name) {
+    EXPECT_TRUE(name.data() >= stream.data() && name.data() + name.size() <= stream.data() + stream.size());
+    told.emplace_back(AsChars(name));
+  };
+  loader::ParsedModel out;
+  Result<loader::pickle::Converted> c = loader::pickle::ConvertGraph(graph, *root, settings, ctx, &out);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  for (const char* name : {"alpha", "text", "n"}) {
+    EXPECT_NE(std::find(told.begin(), told.end(), name), told.end()) << name;
+  }
+  ASSERT_TRUE(c->metadata.is_map());
+  EXPECT_EQ(c->metadata.Find("alpha")->string_value(), "text");
 }
 
 // Storages keep their type's name as one shared string per type: the
