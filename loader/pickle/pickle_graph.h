@@ -134,16 +134,19 @@ using Dims = InlineDims<T, 3>;
 // A torch tensor: a strided view of a storage, in elements.
 struct TensorInfo {
   enum class Layout : uint8_t { kStrided, kQuantized, kSparse };
+  // The small fields together: spread between the 8-byte ones they padded
+  // each record by 8 bytes (0.8 MB for a checkpoint of 100,000 tensors).
   Layout layout = Layout::kStrided;
-  ObjId storage = kNoObj;  // kStorage record (strided, quantized)
+  bool requires_grad = false;
+  bool parameter = false;
   DType dtype = DType::kInvalid;
+  ObjId storage = kNoObj;  // kStorage record (strided, quantized)
   uint64_t offset = 0;  // storage offset in elements
   Dims<uint64_t> shape;
   Dims<int64_t> strides;
-  bool requires_grad = false;
-  bool parameter = false;
   std::unique_ptr<TensorExtra> extra;  // set for kQuantized and kSparse
 };
+static_assert(sizeof(TensorInfo) <= 96, "TensorInfo grew: memory per tensor grows with it");
 
 // A torch storage: `numel` elements of `dtype` (or bytes when untyped) found
 // under `key`. The container resolves `bytes` after the pickle is read.
