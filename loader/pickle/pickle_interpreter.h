@@ -30,10 +30,11 @@ namespace safemodel::loader::pickle {
 // hash map). Any other key goes to a keyed hash map. A key joins the vector
 // only while it is below twice the entry count plus kDenseSlack, so one large
 // key cannot make the vector large; each key lives in exactly one of the two.
-// A vector slot is 8 bytes, not a 16-byte Ref (torch.save memoizes ~8
-// objects per tensor): a heap object's kind and id, or the position of an
-// inline value (None, bool, int, float: rarely memoized) in inline_, or 0
-// for a key not stored.
+// A vector slot is 4 bytes, not a 16-byte Ref (torch.save memoizes ~8
+// objects per tensor: 3.2 MB for 100,000 tensors, not 6.4): a heap object's
+// kind and id (an id has kObjIdBits: kMaxObjects bounds them), or the
+// position of an inline value (None, bool, int, float: rarely memoized) in
+// inline_, or 0 for a key not stored.
 class Memo {
  public:
   // The value stored under `key`, if any; none for a key Release voided
@@ -55,7 +56,7 @@ class Memo {
   // under any other key (Interpreter::NoteMemoized).
   void Release(uint64_t key, ObjId id) {
     if (key >= dense_.size()) return;
-    uint64_t& slot = dense_[key];
+    uint32_t& slot = dense_[key];
     if (slot == HeapSlot(Kind::kTuple, id) || slot == HeapSlot(Kind::kDict, id)) slot = kReleased;
   }
   // Whether `key` was voided by Release (and not stored again since).
@@ -69,26 +70,31 @@ class Memo {
 
  private:
   static constexpr uint64_t kDenseSlack = 1024;
-  // A slot holding a heap object: the flag, the kind (8 bits), the id.
-  static constexpr uint64_t kHeapSlot = uint64_t{1} << 63;
-  static uint64_t HeapSlot(Kind kind, ObjId id) {
-    return kHeapSlot | (uint64_t{static_cast<uint8_t>(kind)} << 32) | id;
+  // A slot holding a heap object: the flag (bit 31), the kind (bits 23-30),
+  // the id (bits 0-22).
+  static constexpr unsigned kObjIdBits = 23;
+  static_assert(kMaxObjects <= (uint64_t{1} << kObjIdBits), "an object id must fit a memo slot");
+  static constexpr uint32_t kHeapSlot = uint32_t{1} << 31;
+  static_assert(kMaxMemoEntries < kHeapSlot, "an inline value's position must fit a memo slot");
+  static uint32_t HeapSlot(Kind kind, ObjId id) {
+    return kHeapSlot | (uint32_t{static_cast<uint8_t>(kind)} << kObjIdBits) | id;
   }
   // A voided key: a heap slot of kind 0xFF, which no Kind has; Put replaces
   // it as any heap value.
-  static constexpr uint64_t kReleased = kHeapSlot | (uint64_t{0xFF} << 32) | UINT32_MAX;
-  Ref Unpack(uint64_t slot) const {
+  static constexpr uint32_t kReleased = UINT32_MAX;
+  Ref Unpack(uint32_t slot) const {
     if (slot & kHeapSlot) {
-      return Ref::Heap(static_cast<Kind>((slot >> 32) & 0xFF), static_cast<ObjId>(slot));
+      return Ref::Heap(static_cast<Kind>((slot >> kObjIdBits) & 0xFF),
+                       static_cast<ObjId>(slot & ((uint32_t{1} << kObjIdBits) - 1)));
     }
     return inline_[slot - 1];
   }
   // Stores `r` in vector slot `key`, reusing the slot's inline value.
   void SetSlot(uint64_t key, Ref r);
 
-  std::vector<uint64_t> dense_;
+  std::vector<uint32_t> dense_;
   std::vector<Ref> inline_;
-  std::vector<uint64_t> free_inline_;  // slots of inline_ no key holds
+  std::vector<uint32_t> free_inline_;  // slots of inline_ no key holds
   KeyedIntMap<uint64_t, Ref> sparse_;
   uint64_t count_ = 0;
 };

@@ -95,7 +95,7 @@ Result<Ref> Machine::Run(ByteView data, uint64_t start, uint64_t* end) {
 // ---- Memo ---------------------------------------------------------------------------
 
 void Memo::SetSlot(uint64_t key, Ref r) {
-  uint64_t& slot = dense_[key];
+  uint32_t& slot = dense_[key];
   const bool had_inline = slot != 0 && (slot & kHeapSlot) == 0;
   if (r.is_heap()) {
     // A replaced inline value's place is free for the next one: inline_
@@ -109,8 +109,10 @@ void Memo::SetSlot(uint64_t key, Ref r) {
     free_inline_.pop_back();
     inline_[slot - 1] = r;
   } else {
+    // At most one inline value per key of the vector, which kMaxMemoEntries
+    // bounds far below kHeapSlot.
     inline_.push_back(r);
-    slot = inline_.size();
+    slot = static_cast<uint32_t>(inline_.size());
   }
 }
 

@@ -234,7 +234,8 @@ TEST(Memo, SlotsGiveBackEveryKindOfValue) {
   const double neg_zero = -0.0;
   const std::vector<Ref> values = {
       Ref::Heap(Kind::kStr, 0),
-      Ref::Heap(Kind::kOpaque, 0xFFFFFFFE),
+      // The largest id a graph holds (kMaxObjects), with the last kind.
+      Ref::Heap(Kind::kOpaque, static_cast<loader::pickle::ObjId>(loader::pickle::kMaxObjects - 1)),
       Ref::Heap(Kind::kRecord, 123456),
       Ref::Heap(Kind::kBigInt, 7),
       Ref::None(),
