@@ -1,6 +1,7 @@
 #include "loader/containers/zip_archive.h"
 
 #include <libdeflate.h>
+#include <malloc.h>
 #include <unistd.h>
 #include <zip.h>
 
@@ -602,6 +603,9 @@ Status ZipArchive::CrossCheckWithLibzip() {
   // per entry, 26 MB of the worker's peak for 100,000 arrays.
   if (std::none_of(entries_.begin(), entries_.end(), [](const ZipEntry& e) { return e.method != 0; })) {
     libzip_.reset();
+    // Its small blocks leave the heap resident as free space unless given
+    // back; what the parse allocates next would otherwise sit on top of them.
+    if (entries_.size() >= kZipTrimAfterEntries) malloc_trim(0);
   }
   return Status::Ok();
 }
