@@ -377,6 +377,13 @@ class ChunkedTable {
     ++size_;
     chunks_.back().push_back(std::move(value));
   }
+  // The chunk entry i is in, and the number of chunks.
+  static size_t ChunkOf(size_t i) { return i >> kChunkBits; }
+  size_t chunks() const { return chunks_.size(); }
+  // Frees chunk c's entries for good (the conversion is done with them):
+  // size() stays, and reading an entry of the chunk again is an error the
+  // caller rules out (the vector is empty: its data is null).
+  void FreeChunk(size_t c) { std::vector<T>().swap(chunks_[c]); }
 
  private:
   std::vector<std::vector<T>> chunks_;

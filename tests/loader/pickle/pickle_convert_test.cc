@@ -155,6 +155,27 @@ TEST(PickleConvert, StorageSharedByTensorsFarApartIsOneTensorAndAnAlias) {
   EXPECT_TRUE(noted);
 }
 
+// The side tables' chunks (4,096 records) are freed as the tensors are
+// emitted: a storage of the first chunk used again after two more, by a
+// tensor and as a bare storage, is still read right, and the middle
+// entries' bytes are their own.
+TEST(PickleConvert, AStorageUsedAgainChunksLaterIsStillRead) {
+  constexpr int kMany = 9000;
+  StateDict d = Plain(kMany);
+  d.items += Str("zz.tied") + Tensor(Get(0)) + Str("zz.storage") + Get(0);
+  InProcessResult r = ParseInProcess(Legacy(d.items, d.keys));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  ASSERT_EQ(r.tensors.size(), static_cast<size_t>(kMany + 2));
+  EXPECT_EQ(r.tensors.at("zz.tied").alias_of, Name(0));
+  const ParsedTensor& bare = r.tensors.at("zz.storage");
+  EXPECT_EQ(bare.shape, std::vector<uint64_t>{2});
+  const std::string& bare_bytes = bare.alias_of.empty() ? bare.bytes : r.tensors.at(bare.alias_of).bytes;
+  EXPECT_EQ(bare_bytes, Floats(0.0f, 0.5f));
+  for (int i : {0, 4095, 4096, 8191, 8192, kMany - 1}) {
+    EXPECT_EQ(r.tensors.at(Name(i)).bytes, Floats(static_cast<float>(i), static_cast<float>(i) + 0.5f)) << i;
+  }
+}
+
 // _rebuild_tensor_v2 over `storage` with offset `offset`, shape (2,) and
 // stride (`stride`,).
 std::string View(const std::string& storage, int offset, int stride) {
