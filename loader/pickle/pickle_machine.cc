@@ -279,8 +279,8 @@ Result<Ref> Interpreter::Run(uint64_t* end) {
     uint8_t op = data_[pos_++];
     bool stop = false;
     SAFEMODEL_ASSIGN_OR_RETURN(Ref result, Step(op, &stop));
-    if (pos_ - behind_ >= 2 * kReadBehindBytes && options().read_behind) {
-      const uint64_t upto = pos_ - kReadBehindBytes;  // the lag: kReadBehindBytes
+    if (pos_ - behind_ >= kReadBehindLag + kReadBehindBytes && options().read_behind) {
+      const uint64_t upto = pos_ - kReadBehindLag;
       options().read_behind(data_.subspan(behind_, upto - behind_));
       behind_ = upto;
     }

@@ -83,15 +83,17 @@ inline constexpr uint64_t kMaxFindingsListed = 256;
 // references; the largest real containers (vocabularies, index lists) hold
 // a few million.
 inline constexpr uint64_t kMaxContainerItems = 1u << 24;
-// How far behind the read position MachineOptions::read_behind gives bytes
-// away, and how much it gives at once: a 2 MiB page-cache folio, the unit the
-// kernel maps a file read in (a few dozen calls for the 10 MB data.pkl of
-// 100,000 tensors). The lag is there because a container reads its items
-// again when it is built: SETITEMS hashes the keys of its batch, which
-// torch.save makes 1,000 entries (~100 KB) long. A key read behind the
-// dropped point maps its whole folio back in, so without the lag every
-// dropped block came back while the next one was read.
+// How much MachineOptions::read_behind gives back at once: a 2 MiB
+// page-cache folio, the unit the kernel maps a file read in (a few dozen
+// calls for the 10 MB data.pkl of 100,000 tensors).
 inline constexpr uint64_t kReadBehindBytes = uint64_t{2} << 20;
+// How far behind the read position read_behind's bytes end. A container
+// reads its items again when it is built: SETITEMS hashes the keys of its
+// batch, which torch.save makes 1,000 entries (~100 KB; ~200 KB with long
+// names) long. A key read behind the dropped point maps its whole folio back
+// in: without the lag every dropped block came back while the next one was
+// read. Larger batches only fault a few pages back.
+inline constexpr uint64_t kReadBehindLag = uint64_t{512} << 10;
 // The longest str or bytes object that a GET copies out of the stream when
 // read_behind is set (Machine: "copy on GET"). torch.save refers back to
 // the same few strings ('storage', the location 'cpu') for every tensor;
@@ -131,7 +133,7 @@ struct MachineOptions {
   // writes one, since every such object is made afresh for its one tensor.
   bool release_consumed = false;
   // Called with each run of at least kReadBehindBytes of the stream once the
-  // machine has read kReadBehindBytes past its end: a caller whose stream
+  // machine has read kReadBehindLag past its end: a caller whose stream
   // lies in a file map can drop those pages from the resident set (views
   // into them stay valid and fault back in when read). Set, a GET of a str
   // or bytes object of up to kCopyOnGetBytes that lies in the stream also

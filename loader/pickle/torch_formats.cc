@@ -358,6 +358,10 @@ Status ParseTorchZip(const std::shared_ptr<ZipArchive>& zip, const TorchLayout& 
     }
   }
   if (holder.size() > 0) out->keepalive.push_back(std::make_shared<OwnedBuffer>(std::move(holder)));
+  // What read_behind has not given back yet (its lag, the last run) goes
+  // now: the walk reads the names again from the start, counted in the
+  // archive's residency (name_read).
+  zip->DropPages(pkl);
   pickle::ConvertSettings settings;
   settings.where = where;
   settings.storages = ZipStorages(zip, layout, big_endian, ctx.options().memory_limit);

@@ -284,7 +284,7 @@ TEST(ReleaseConsumed, OffUnlessAsked) {
 }
 
 // The stream comes back to read_behind in order, every byte once, in runs
-// of at least kReadBehindBytes, and only bytes read kReadBehindBytes ago
+// of at least kReadBehindBytes, and only bytes read kReadBehindLag ago
 // (the lag: a SETITEMS reads its batch's keys again).
 TEST(ReadBehind, GivesTheStreamBackInOrderInRunsOfAFolio) {
   std::string body = "](";
@@ -306,9 +306,10 @@ TEST(ReadBehind, GivesTheStreamBackInOrderInRunsOfAFolio) {
     EXPECT_GE(r.size(), loader::pickle::kReadBehindBytes);
     next = r.data() + r.size();
   }
-  EXPECT_LE(next + loader::pickle::kReadBehindBytes, data.data() + end);
+  EXPECT_LE(next + loader::pickle::kReadBehindLag, data.data() + end);
   // What is not given back is the lag and less than a run, plus one opcode.
-  EXPECT_GE(next + 2 * loader::pickle::kReadBehindBytes + (100 << 10) + 5, data.data() + end);
+  EXPECT_GE(next + loader::pickle::kReadBehindLag + loader::pickle::kReadBehindBytes + (100 << 10) + 5,
+            data.data() + end);
 }
 
 // torch.save's data.pkl read from a file map, its pages dropped as the
