@@ -17,7 +17,7 @@ namespace {
 // storage offset (an int to torch's set_(), not a bool), the size and the
 // stride, of one rank.
 Status ReadView(Builder& m, const std::string& function, Ref offset, Ref size, Ref stride,
-                TensorInfo* t) {
+                TensorInfo* t, std::vector<int64_t>* strides) {
   if (offset.kind != Kind::kInt) {
     return Status::Malformed(function + ": storage offset must be an int, not " +
                              KindName(m.graph(), offset) + m.At());
@@ -26,8 +26,27 @@ Status ReadView(Builder& m, const std::string& function, Ref offset, Ref size, R
   if (off < 0) return Status::Malformed("negative storage offset" + m.At());
   t->offset = static_cast<uint64_t>(off);
   SAFEMODEL_ASSIGN_OR_RETURN(t->shape, ShapeArg(m, size, "tensor size"));
-  SAFEMODEL_ASSIGN_OR_RETURN(t->strides, StridesArg(m, stride, "tensor stride"));
+  SAFEMODEL_ASSIGN_OR_RETURN(*strides, StridesArg(m, stride, "tensor stride"));
   return Status::Ok();
+}
+
+// Keeps `strides` (as many as the shape has dimensions) with the tensor
+// unless they are the C-contiguous ones its shape implies, which the
+// conversion computes again (pickle_convert.cc, AddTorchTensor: the last
+// dimension's stride 1, each other the product of the sizes after it, a size
+// 0 counting as 1). A product past int64 keeps the strides as given.
+void StoreStrides(Graph& g, std::vector<int64_t> strides, TensorInfo* t) {
+  bool contiguous = true;
+  int64_t expected = 1;
+  for (size_t d = strides.size(); contiguous && d-- > 0;) {
+    contiguous = strides[d] == expected;
+    const uint64_t size = t->shape[d] == 0 ? 1 : t->shape[d];
+    contiguous = contiguous && size <= static_cast<uint64_t>(INT64_MAX) &&
+                 !__builtin_mul_overflow(expected, static_cast<int64_t>(size), &expected);
+  }
+  if (contiguous) return;
+  g.tensor_strides.emplace_back(strides);
+  t->strides = static_cast<uint32_t>(g.tensor_strides.size());
 }
 
 // A record for a tensor built by a handler.
@@ -165,10 +184,11 @@ Result<Ref> ReduceRebuildTensor(Builder& m, const Call& call) {
   TensorInfo t;
   t.storage = storage.id;
   const StorageInfo& s = g.storages[g.at(storage).aux];
-  SAFEMODEL_RETURN_IF_ERROR(ReadView(m, name, args[1], args[2], args[3], &t));
-  if (t.strides.size() != t.shape.size()) {
+  std::vector<int64_t> strides;
+  SAFEMODEL_RETURN_IF_ERROR(ReadView(m, name, args[1], args[2], args[3], &t, &strides));
+  if (strides.size() != t.shape.size()) {
     return Status::Malformed("tensor has " + Num(t.shape.size()) + " sizes but " +
-                             Num(t.strides.size()) + " strides" + m.At());
+                             Num(strides.size()) + " strides" + m.At());
   }
   const size_t meta_index = kind == GlobalKind::kRebuildTensorV2 ? 6 : 7;
   if (args.size() > meta_index && !IsEmptyState(g, args[meta_index])) {
@@ -180,6 +200,7 @@ Result<Ref> ReduceRebuildTensor(Builder& m, const Call& call) {
     SAFEMODEL_ASSIGN_OR_RETURN(t.requires_grad, RequiresGrad(m, args[4], t.dtype, name));
     SAFEMODEL_RETURN_IF_ERROR(CheckEmptyHooks(g, args[5]));
   }
+  StoreStrides(m.graph(), std::move(strides), &t);
   return NewTensor(m, std::move(t));
 }
 
@@ -227,9 +248,10 @@ Result<Ref> ReduceRebuildQTensor(Builder& m, const Call& call) {
   t.storage = storage.id;
   t.dtype = s.dtype;
   t.extra->qdtype = s.dtype == DType::kU8 ? "quint8" : s.dtype == DType::kI8 ? "qint8" : "qint32";
+  std::vector<int64_t> strides;
   SAFEMODEL_RETURN_IF_ERROR(
-      ReadView(m, "torch._utils._rebuild_qtensor", args[1], args[2], args[3], &t));
-  if (t.strides.size() != t.shape.size()) {
+      ReadView(m, "torch._utils._rebuild_qtensor", args[1], args[2], args[3], &t, &strides));
+  if (strides.size() != t.shape.size()) {
     return Status::Malformed("sizes and strides differ in rank" + m.At());
   }
   SAFEMODEL_RETURN_IF_ERROR(ReadQuantizer(m, args[4], &t));
@@ -237,6 +259,7 @@ Result<Ref> ReduceRebuildQTensor(Builder& m, const Call& call) {
   SAFEMODEL_ASSIGN_OR_RETURN(t.requires_grad,
                              RequiresGrad(m, args[5], DType::kI8, "torch._utils._rebuild_qtensor"));
   SAFEMODEL_RETURN_IF_ERROR(CheckEmptyHooks(g, args[6]));
+  StoreStrides(m.graph(), std::move(strides), &t);
   return NewTensor(m, std::move(t));
 }
 

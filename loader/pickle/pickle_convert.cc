@@ -775,7 +775,7 @@ Status Converter::AddTorchTensor(Pending& p) {
     const TensorInfo& ti = g_.tensors[p.aux];
     t.dtype = ti.dtype;
     shape = ti.shape.ToVector();
-    strides = ti.strides.ToVector();
+    strides = g_.StridesOf(ti);
     offset = ti.offset;
   }
   SAFEMODEL_ASSIGN_OR_RETURN(const uint32_t slot, StorageFor(p.link));
@@ -889,7 +889,7 @@ void Converter::DoneWithSideTables(const Pending& p, SideTableUses* uses) {
   auto done = [](auto& table, std::vector<uint32_t>& counts, size_t index) {
     if (index >= table.size() || counts.empty()) return;
     const size_t c = table.ChunkOf(index);
-    if (--counts[c] == 0) table.FreeChunk(c);
+    if (--counts[c] == 0) table.DropChunk(c);
   };
   if (p.record == RecordKind::kTensor) done(g_.tensors, uses->tensors, p.aux);
   if (p.record == RecordKind::kStorage) done(g_.storages, uses->storages, p.aux);

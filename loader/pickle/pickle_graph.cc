@@ -41,6 +41,27 @@ void FreeChunk(void* chunk, size_t bytes, bool first) {
   }
 }
 
+void KeyIndex::Place(Slot s) {
+  size_t i = s.tag & mask_;
+  while (slots_[i].pos != kEmpty) i = (i + 1) & mask_;
+  slots_[i] = s;
+}
+
+void KeyIndex::Add(uint64_t hash, uint32_t pos) {
+  if (2 * (count_ + 1) > slots_.size()) {
+    // Doubled (16 slots at first): the slots move to their places in the
+    // larger table, found again from the tags.
+    std::vector<Slot> old(std::max<size_t>(16, 2 * slots_.size()));
+    old.swap(slots_);
+    mask_ = slots_.size() - 1;
+    for (const Slot& s : old) {
+      if (s.pos != kEmpty) Place(s);
+    }
+  }
+  Place({pos, static_cast<uint32_t>(hash)});
+  ++count_;
+}
+
 // Objects and items are plain words: a chunk is freed without running
 // destructors.
 static_assert(std::is_trivially_destructible_v<Object> && std::is_trivially_destructible_v<Ref>);

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -141,12 +143,15 @@ struct TensorInfo {
   bool parameter = false;
   DType dtype = DType::kInvalid;
   ObjId storage = kNoObj;  // kStorage record (strided, quantized)
+  // The strides: 0 for the C-contiguous ones the shape implies (most
+  // tensors: no 32 bytes of them per record), else their place in
+  // Graph::tensor_strides + 1 (Graph::StridesOf).
+  uint32_t strides = 0;
   uint64_t offset = 0;  // storage offset in elements
   Dims<uint64_t> shape;
-  Dims<int64_t> strides;
   std::unique_ptr<TensorExtra> extra;  // set for kQuantized and kSparse
 };
-static_assert(sizeof(TensorInfo) <= 96, "TensorInfo grew: memory per tensor grows with it");
+static_assert(sizeof(TensorInfo) <= 64, "TensorInfo grew: memory per tensor grows with it");
 
 // A torch storage: `numel` elements of `dtype` (or bytes when untyped) found
 // under `key`. The container resolves `bytes` after the pickle is read.
@@ -358,36 +363,91 @@ class ObjectStore {
 // A side table indexed by position, in chunks of 2^kChunkBits entries that
 // never move: grown by doubling, a table of 100,000 tensor or storage records
 // (~10 MB) would hold its old and new buffers at once and keep up to half
-// its capacity unused.
+// its capacity unused. Chunks come from AllocateChunk: a chunk freed before
+// the table (DropChunk) gives its pages back at once, where a heap block
+// would stay resident as free space under the blocks allocated after it.
 template <typename T, size_t kChunkBits>
 class ChunkedTable {
  public:
   static constexpr size_t kChunk = size_t{1} << kChunkBits;
 
+  ChunkedTable() = default;
+  ChunkedTable(const ChunkedTable&) = delete;
+  ChunkedTable& operator=(const ChunkedTable&) = delete;
+  ~ChunkedTable() {
+    for (size_t c = 0; c < chunks_.size(); ++c) DropChunk(c);
+  }
+
   T& operator[](size_t i) { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
   const T& operator[](size_t i) const { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
-  // Appends `value`; references to the others stay valid.
+  // Appends `value`; references to the others stay valid. Throws
+  // std::bad_alloc when the memory is not there (as a vector would).
   void push_back(T value) {
     if ((size_ & (kChunk - 1)) == 0) {
-      chunks_.emplace_back();
-      chunks_.back().reserve(kChunk);
+      chunks_.push_back(nullptr);
+      chunks_.back() = static_cast<T*>(AllocateChunk(kChunkBytes, chunks_.size() == 1));
     }
+    new (&chunks_.back()[size_ & (kChunk - 1)]) T(std::move(value));
     ++size_;
-    chunks_.back().push_back(std::move(value));
   }
   // The chunk entry i is in, and the number of chunks.
   static size_t ChunkOf(size_t i) { return i >> kChunkBits; }
   size_t chunks() const { return chunks_.size(); }
   // Frees chunk c's entries for good (the conversion is done with them):
   // size() stays, and reading an entry of the chunk again is an error the
-  // caller rules out (the vector is empty: its data is null).
-  void FreeChunk(size_t c) { std::vector<T>().swap(chunks_[c]); }
+  // caller rules out (its pointer is null). Dropping it twice does nothing.
+  void DropChunk(size_t c) {
+    T* chunk = chunks_[c];
+    if (chunk == nullptr) return;
+    const size_t n = c + 1 < chunks_.size() ? kChunk : size_ - c * kChunk;
+    std::destroy_n(chunk, n);
+    FreeChunk(chunk, kChunkBytes, c == 0);
+    chunks_[c] = nullptr;
+  }
 
  private:
-  std::vector<std::vector<T>> chunks_;
+  static constexpr size_t kChunkBytes = kChunk * sizeof(T);
+  std::vector<T*> chunks_;
   size_t size_ = 0;
+};
+
+// Key hash -> position of a key in a large dict or set (Object::keys): open
+// addressing over 8-byte slots (the position and the hash's low 32 bits,
+// which also place the slot), at most half full. A node map took ~40 bytes
+// a key (a node, its bucket), 4 MB for a state_dict of 100,000 tensors,
+// live while the whole pickle is. The hashes are keyed (keyed_hash.h), so a
+// file cannot choose keys that crowd one run of slots. Positions are below
+// kMaxContainerItems (2^24).
+class KeyIndex {
+ public:
+  // Adds position `pos` for a key of hash `hash` (equal hashes may repeat).
+  void Add(uint64_t hash, uint32_t pos);
+  // Calls `match(pos)` for each position added with a hash whose low 32
+  // bits are `hash`'s, until it returns true (then returns that position).
+  template <typename Match>
+  std::optional<uint32_t> Find(uint64_t hash, Match match) const {
+    if (slots_.empty()) return std::nullopt;
+    const auto tag = static_cast<uint32_t>(hash);
+    for (size_t i = tag & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.pos == kEmpty) return std::nullopt;
+      if (s.tag == tag && match(s.pos)) return s.pos;
+    }
+  }
+  size_t size() const { return count_; }
+
+ private:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+  struct Slot {
+    uint32_t pos = kEmpty;
+    uint32_t tag = 0;
+  };
+  void Place(Slot s);
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t count_ = 0;
 };
 
 // The name of a kGlobal ("module.name") and its table entry, or the text
@@ -412,17 +472,26 @@ struct Graph {
   std::unordered_map<ObjId, Ref> attrs;  // kDict: attributes set by BUILD (OrderedDict)
   // Key hash -> position, for dicts and sets of kIndexThreshold or more keys
   // (Object::keys indexes it; a deque: an index is never moved).
-  std::deque<std::unordered_multimap<uint64_t, uint32_t>> key_index;
+  std::deque<KeyIndex> key_index;
   ChunkedTable<TensorInfo, 12> tensors;    // 4,096 a chunk (360 KB)
   ChunkedTable<StorageInfo, 12> storages;  // 4,096 a chunk (300 KB)
   // The distinct storage type names StorageInfo::type_name refers to (a
   // deque: they never move). Only names of the global table's storage
   // types are interned, so there are a few dozen at most.
   std::deque<std::string> storage_types;
+  // The strides of tensors whose strides are not the C-contiguous ones
+  // (TensorInfo::strides).
+  std::deque<Dims<int64_t>> tensor_strides;
   std::vector<ArrayInfo> arrays;
   std::vector<NpDtypeInfo> dtypes;
   std::vector<InstanceInfo> instances;
   bool joblib = false;  // a NumpyArrayWrapper's inline data was read
+
+  // A tensor's strides as the file gave them; empty for C-contiguous ones
+  // (the shape's rank of them, implied by it).
+  std::vector<int64_t> StridesOf(const TensorInfo& t) const {
+    return t.strides == 0 ? std::vector<int64_t>() : tensor_strides[t.strides - 1].ToVector();
+  }
 
   const Object& at(Ref r) const {
     CheckKind(r);

@@ -209,14 +209,18 @@ Result<std::optional<size_t>> FindKey(Builder& m, Object& c, Ref key, size_t str
     c.keys = static_cast<uint32_t>(g.key_index.size() - 1);
     for (size_t i = 0; i < n; ++i) {
       SAFEMODEL_ASSIGN_OR_RETURN(uint64_t ih, KeyHash(m, c.items()[i * stride]));
-      g.key_index[c.keys].emplace(ih, static_cast<uint32_t>(i));
+      g.key_index[c.keys].Add(ih, static_cast<uint32_t>(i));
     }
   }
-  auto [lo, hi] = g.key_index[c.keys].equal_range(h);
-  for (auto it = lo; it != hi; ++it) {
-    SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items()[it->second * stride], key));
-    if (eq) return std::optional<size_t>(it->second);
-  }
+  // Each candidate is compared in full (a 32-bit tag can match another key).
+  Status failed = Status::Ok();
+  const std::optional<uint32_t> found = g.key_index[c.keys].Find(h, [&](uint32_t pos) {
+    Result<bool> eq = KeysEqual(m, c.items()[pos * stride], key);
+    if (!eq.ok()) failed = eq.status();
+    return !eq.ok() || *eq;
+  });
+  if (!failed.ok()) return failed;
+  if (found) return std::optional<size_t>(*found);
   return std::optional<size_t>();
 }
 
@@ -237,7 +241,7 @@ Status SetItem(Builder& m, Ref dict, Ref key, Ref value) {
   items.push_back(value);
   if (d.keys != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
-    g.key_index[d.keys].emplace(h, static_cast<uint32_t>(items.size() / 2 - 1));
+    g.key_index[d.keys].Add(h, static_cast<uint32_t>(items.size() / 2 - 1));
   }
   return Status::Ok();
 }
@@ -253,7 +257,7 @@ Status AddItem(Builder& m, Ref set, Ref item) {
   items.push_back(item);
   if (s.keys != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, item));
-    g.key_index[s.keys].emplace(h, static_cast<uint32_t>(items.size() - 1));
+    g.key_index[s.keys].Add(h, static_cast<uint32_t>(items.size() - 1));
   }
   return Status::Ok();
 }

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -199,10 +200,64 @@ TEST(ChunkedTable, RecordsAcrossChunksKeepTheirPlaceAndValue) {
   }
 }
 
+// A chunk dropped before the table (the conversion is done with it) frees
+// its records; the others keep their place and value, and the table's
+// destructor frees the rest (a sanitizer build sees both).
+TEST(ChunkedTable, ADroppedChunkGoesAndTheOthersStay) {
+  ChunkedTable<StorageInfo, 3> table;  // 8 a chunk
+  for (int i = 0; i < 30; ++i) {
+    StorageInfo s;
+    s.key = "storage-key-long-enough-for-the-heap-" + std::to_string(i);
+    table.push_back(std::move(s));
+  }
+  ASSERT_EQ(table.chunks(), 4u);
+  EXPECT_EQ(table.ChunkOf(15), 1u);
+  table.DropChunk(1);
+  table.DropChunk(1);  // twice: nothing more
+  table.DropChunk(3);  // the last, partly filled
+  EXPECT_EQ(table.size(), 30u);
+  for (size_t i : {0u, 7u, 16u, 23u}) {
+    EXPECT_EQ(table[i].key, "storage-key-long-enough-for-the-heap-" + std::to_string(i));
+  }
+}
+
+// The index of a large dict's keys: every position added under a hash is
+// offered to the match (also positions of other hashes with the same low
+// 32 bits, the slot's tag), the first accepted is returned, and the
+// positions survive the table's doubling.
+TEST(KeyIndex, OffersEveryPositionOfAHashUntilOneMatches) {
+  KeyIndex index;
+  constexpr uint32_t kKeys = 5000;
+  for (uint32_t i = 0; i < kKeys; ++i) index.Add(uint64_t{i} * 0x9E3779B97F4A7C15ULL, i);
+  // Three more under one tag: two with that hash, one differing above bit 32.
+  const uint64_t h = 0xABCDEF0112345678ULL;
+  index.Add(h, kKeys);
+  index.Add(h ^ (uint64_t{1} << 40), kKeys + 1);
+  index.Add(h, kKeys + 2);
+  EXPECT_EQ(index.size(), kKeys + 3u);
+  for (uint32_t i = 0; i < kKeys; i += 7) {
+    const auto found = index.Find(uint64_t{i} * 0x9E3779B97F4A7C15ULL, [&](uint32_t pos) { return pos == i; });
+    ASSERT_TRUE(found.has_value()) << i;
+    EXPECT_EQ(*found, i);
+  }
+  std::vector<uint32_t> offered;
+  const auto none = index.Find(h, [&](uint32_t pos) {
+    offered.push_back(pos);
+    return false;
+  });
+  EXPECT_FALSE(none.has_value());
+  std::sort(offered.begin(), offered.end());
+  EXPECT_EQ(offered, (std::vector<uint32_t>{kKeys, kKeys + 1, kKeys + 2}));
+  EXPECT_EQ(index.Find(h, [&](uint32_t pos) { return pos == kKeys + 2; }), kKeys + 2);
+  EXPECT_FALSE(index.Find(0x1111111122222222ULL, [](uint32_t) { return true; }).has_value());
+  EXPECT_FALSE(KeyIndex().Find(h, [](uint32_t) { return true; }).has_value());
+}
+
 // A tensor record stays small: 100,000 of them for a checkpoint of 100,000
-// tensors (its sizes and strides are inline_dims_test.cc's).
+// tensors (its sizes are inline_dims_test.cc's; its strides are kept apart
+// only when they are not the C-contiguous ones).
 TEST(TensorInfo, StaysSmall) {
-  static_assert(sizeof(TensorInfo) <= 104, "TensorInfo grew");
+  static_assert(sizeof(TensorInfo) <= 64, "TensorInfo grew");
   static_assert(sizeof(StorageInfo) <= 72, "StorageInfo grew");  // one per storage too
 }
 
