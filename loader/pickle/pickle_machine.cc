@@ -129,11 +129,7 @@ bool Memo::Put(uint64_t key, Ref r) {
   if (count_ >= kMaxMemoEntries) return false;
   ++count_;
   if (key < dense_.size() || key < 2 * count_ + kDenseSlack) {
-    if (key >= dense_.size()) {
-      const uint64_t grown = std::max<uint64_t>(key + 1, dense_.size() * 2);
-      const uint64_t cap = std::max<uint64_t>(key + 1, 2 * count_ + kDenseSlack);
-      dense_.resize(std::min(grown, cap), 0);
-    }
+    dense_.Cover(key);
     SetSlot(key, r);
   } else {
     sparse_.emplace(key, r);  // keys chosen by the file: keyed hash
