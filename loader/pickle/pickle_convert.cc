@@ -13,6 +13,7 @@
 
 #include "safemodel/limits.h"
 
+#include "loader/pickle/pickle_converter.h"
 #include "loader/pickle/pickle_run.h"
 #include "loader/pickle/pickle_tree.h"
 #include "loader/pickle/text_codecs.h"
@@ -28,137 +29,16 @@ namespace {
 // note is advice, and large blobs are data (images, buffers), not payloads.
 constexpr uint64_t kMaxEmbeddedScanBytes = 16 << 20;
 
-class Converter {
- public:
-  Converter(std::shared_ptr<Graph> graph, const ConvertSettings& settings, ParseContext& ctx,
-            ParsedModel* out)
-      : keep_(std::move(graph)),
-        g_(*keep_),
-        s_(settings),
-        ctx_(ctx),
-        out_(out),
-        on_path_(g_.objects.size(), 0) {}
+// A tensor's reference: {"$tensor": name}.
+Value TensorRef(const std::string& name) {
+  Value ref = Value::Map();
+  ref.mutable_entries().emplace_back("$tensor", Value::String(name));
+  return ref;
+}
 
-  Result<Converted> Run(Ref root);
+}  // namespace
 
- private:
-  struct Work {
-    Ref ref;
-    Value* slot;
-    std::string name;  // tensor-name path
-    uint32_t depth;
-    bool exit = false;  // leaving a container: clear its on-path mark
-  };
-
-  std::string JoinName(const std::string& base, std::string_view part) const {
-    if (base.empty()) return std::string(part);
-    return base + "." + std::string(part);
-  }
-  Status Count(uint32_t depth) {
-    if (++nodes_ > kMaxValueNodes) {
-      return Status::LimitExceeded(s_.where + ": the data expands to more than " +
-                                   Num(kMaxValueNodes) +
-                                   " values (shared objects are expanded each time they are used)");
-    }
-    if (depth > kMaxValueDepth) {
-      return Status::LimitExceeded(s_.where + ": the data nests deeper than " +
-                                   Num(kMaxValueDepth) + " levels");
-    }
-    return Status::Ok();
-  }
-  Result<std::string> KeyString(Ref key);
-  // The text of a kStr the walk reads, told to ConvertSettings::name_read.
-  std::string_view NameText(Ref str) {
-    const std::string_view text = g_.text(str);
-    if (s_.name_read) s_.name_read(AsBytes(text));
-    return text;
-  }
-  void NoteEmbeddedPickle(ByteView bytes, const std::string& name);
-  Status Visit(const Work& w);
-  Status EnterContainer(ObjId id, const Work& w);
-  Status AddMapChildren(Value* slot, std::span<const Ref> items, const Work& w, bool module_state,
-                        size_t reserved);
-  Status VisitRecord(const Work& w);
-  Status VisitTensor(const Work& w, const Object& o);
-  Status VisitSparse(const Work& w, const TensorInfo& t);
-  Status AddQuantized(const Work& w, const TensorInfo& t, const std::string& name);
-  Status VisitArray(const Work& w, const ArrayInfo& a);
-  Status NestedLists(const Work& w, const std::vector<uint64_t>& shape, std::vector<Value*>* leaves,
-                     std::vector<std::string>* names);
-  static uint64_t FortranIndex(const std::vector<uint64_t>& shape, uint64_t flat);
-  Status VisitInstance(const Work& w, const InstanceInfo& inst);
-  Status VisitGlobal(const Work& w);
-  Status VisitSequence(const Work& w);
-  Status VisitDict(const Work& w);
-  Result<std::string> RegisterTensor(ObjId id, const std::string& name);
-  void AddPending(ObjId id, std::string name);
-  Result<Value> ScalarValue(const ArrayInfo& a);
-  std::string UniqueName(std::string name);
-  Status EmitTensors();
-  // Per chunk of the torch side tables (Graph::tensors, Graph::storages):
-  // the pending tensors that still read it (EmitTensors frees it after the
-  // last).
-  struct SideTableUses {
-    std::vector<uint32_t> tensors;
-    std::vector<uint32_t> storages;
-  };
-  // A tensor-like object as EmitTensors needs it: what it is and where its
-  // side-table entries are, so that the objects can be freed before.
-  struct Pending {
-    ObjId id;
-    RecordKind record;
-    uint32_t aux;      // the record's side-table index
-    ObjId storage;     // kTensor: its storage record; kStorage: itself
-    uint32_t link;     // the storage's (or numpy dtype's) side-table index
-    std::string name;
-  };
-  Result<uint32_t> StorageFor(uint32_t storage_aux);
-  Tensor NumpyTensor(const Pending& p);
-  Status AddTorchTensor(Pending& p);
-  bool PureStateDict(Ref root);
-  Status RunPureStateDict(Ref root);
-  void ReleaseObjects();
-  SideTableUses CountSideTableUses() const;
-  void DoneWithSideTables(const Pending& p, SideTableUses* uses);
-  void TieViews();
-
-  std::shared_ptr<Graph> keep_;
-  Graph& g_;
-  const ConvertSettings& s_;
-  ParseContext& ctx_;
-  ParsedModel* out_;
-  std::vector<uint8_t> on_path_;
-  std::vector<Work> work_;
-  uint64_t nodes_ = 0;
-  // Tensor-like objects (tensor, storage and numpy array records) in the
-  // order they were first reached, with their names.
-  std::vector<Pending> tensors_;
-  std::unordered_map<ObjId, size_t> tensor_names_;  // -> index into tensors_
-  KeyedStringSet used_names_;
-  std::set<std::string> noted_user_classes_;
-  // Views of a storage already emitted, for tied weights: -> indices into
-  // out_->tensors.
-  struct ViewKey {
-    ObjId storage;
-    DType dtype;
-    uint64_t offset;
-    std::vector<uint64_t> shape;
-    std::vector<int64_t> strides;
-    bool operator<(const ViewKey& o) const {
-      return std::tie(storage, dtype, offset, shape, strides) <
-             std::tie(o.storage, o.dtype, o.offset, o.shape, o.strides);
-    }
-  };
-  std::map<ViewKey, std::vector<size_t>> views_;
-  // Per storage (side-table index): how many tensors view it, up to 2. Only
-  // a storage viewed twice or more can hold tied views, so only its views
-  // go into views_ (a map node and three small vectors per tensor).
-  std::vector<uint8_t> views_of_storage_;
-  // Per storage (side-table index): its TorchSources slot + 1, or 0.
-  std::vector<uint32_t> storage_slots_;
-  std::shared_ptr<TorchSources> torch_sources_;  // made by the first torch tensor
-  bool big_endian_noted_ = false;
-};
+namespace internal {
 
 Result<std::string> Converter::KeyString(Ref key) {
   switch (key.kind) {
@@ -371,13 +251,6 @@ Status Converter::AddMapChildren(Value* slot, std::span<const Ref> items, const 
         {items[2 * i + 1], &entries[reserved + i].second, std::move(names[i]), w.depth + 1});
   }
   return Status::Ok();
-}
-
-// A tensor's reference: {"$tensor": name}.
-Value TensorRef(const std::string& name) {
-  Value ref = Value::Map();
-  ref.mutable_entries().emplace_back("$tensor", Value::String(name));
-  return ref;
 }
 
 // A sparse tensor: its component tensors under their roles, its layout and
@@ -713,189 +586,6 @@ Status Converter::Visit(const Work& w) {
   return Status::Internal("unknown kind");
 }
 
-// The slot in torch_sources_ of the data of the storage record at side-table
-// index `storage_aux` (one record per index), resolved once by the container.
-Result<uint32_t> Converter::StorageFor(uint32_t storage_aux) {
-  if (storage_aux < storage_slots_.size() && storage_slots_[storage_aux] != 0) {
-    return storage_slots_[storage_aux] - 1;
-  }
-  if (!s_.storages)
-    return Status::Malformed(s_.where + ": a torch storage in a file that has none");
-  if (storage_aux >= g_.storages.size()) {
-    return Status::Internal(s_.where + ": a tensor without a storage record");
-  }
-  SAFEMODEL_ASSIGN_OR_RETURN(StorageData d, s_.storages(g_.storages[storage_aux]));
-  if (torch_sources_ == nullptr) {
-    torch_sources_ = std::make_shared<TorchSources>(s_.where);
-    out_->keepalive.push_back(torch_sources_);
-  }
-  const uint32_t slot = torch_sources_->AddStorage(std::move(d));
-  if (storage_slots_.size() < g_.storages.size()) storage_slots_.resize(g_.storages.size(), 0);
-  storage_slots_[storage_aux] = slot + 1;
-  return slot;
-}
-
-// A numeric numpy array: a view of the stream (Fortran order as strides,
-// big-endian data swapped when streamed).
-Tensor Converter::NumpyTensor(const Pending& p) {
-  Tensor t;
-  t.name = p.name;
-  const std::string& name = p.name;
-  const ArrayInfo& a = g_.arrays[p.aux];
-  const NpDtypeInfo& dt = g_.dtypes[p.link];
-  t.dtype = dt.dtype;
-  t.shape = a.shape;
-  t.origin = s_.where + " numpy array '" + name + "'";
-  std::vector<int64_t> strides;
-  if (a.fortran && a.shape.size() > 1) {
-    int64_t stride = 1;
-    for (uint64_t d : a.shape) {
-      strides.push_back(stride);
-      stride *= static_cast<int64_t>(d == 0 ? 1 : d);
-    }
-  }
-  const uint32_t swap = dt.byteorder == '>' ? DTypeSwapUnit(dt.dtype) : 0;
-  t.source = ViewSource(a.data, swap, std::move(strides), 0);
-  return t;
-}
-
-// A torch tensor (strided or quantized) or a bare storage: a view of its
-// storage's bytes, read when streamed, after a bounds proof now.
-Status Converter::AddTorchTensor(Pending& p) {
-  Tensor t;
-  const ObjId sid = p.storage;
-  std::vector<uint64_t> shape;
-  std::vector<int64_t> strides;
-  uint64_t offset = 0;
-  if (p.record == RecordKind::kStorage) {
-    const StorageInfo& s = g_.storages[p.aux];
-    t.dtype = s.dtype == DType::kInvalid ? DType::kU8 : s.dtype;
-    shape = {s.numel};
-  } else {
-    const TensorInfo& ti = g_.tensors[p.aux];
-    t.dtype = ti.dtype;
-    shape = ti.shape.ToVector();
-    strides = g_.StridesOf(ti);
-    offset = ti.offset;
-  }
-  SAFEMODEL_ASSIGN_OR_RETURN(const uint32_t slot, StorageFor(p.link));
-  const uint64_t storage_bytes = torch_sources_->nbytes(slot);
-  const uint64_t elem = DTypeSize(t.dtype);
-  t.name = std::move(p.name);  // tensors_ is not read after EmitTensors
-  // C-contiguous strides, which a tensor without strides has and most
-  // tensors state: the source then holds none (Elements' empty strides).
-  std::vector<int64_t> c_strides(shape.size());
-  int64_t stride = 1;
-  for (size_t d = shape.size(); d-- > 0;) {
-    c_strides[d] = stride;
-    stride *= static_cast<int64_t>(shape[d] == 0 ? 1 : shape[d]);
-  }
-  if (strides.empty()) strides = c_strides;
-  if (!CheckView(shape, strides, offset, storage_bytes / elem, "").ok()) {
-    // The message's prefix only for a view that fails.
-    return CheckView(shape, strides, offset, storage_bytes / elem, torch_sources_->Origin(slot, t.name));
-  }
-  t.origin = Origin(torch_sources_.get(), slot);
-  t.shape = shape;
-  const uint32_t swap = torch_sources_->big_endian(slot) ? DTypeSwapUnit(t.dtype) : 0;
-  if (swap > 1 && !big_endian_noted_) {
-    big_endian_noted_ = true;
-    ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
-  }
-  const uint32_t strides_slot = strides == c_strides ? 0 : torch_sources_->AddStrides(strides);
-  if (p.link < views_of_storage_.size() && views_of_storage_[p.link] >= 2) {
-    views_[ViewKey{sid, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(
-        out_->tensors.size());
-  }
-  t.source = ElementSource(torch_sources_.get(), SourceArgs{slot, offset, swap, strides_slot});
-  out_->tensors.push_back(std::move(t));
-  return Status::Ok();
-}
-
-// Identical views of one storage are one tensor (tied weights): the
-// bytewise-smallest name keeps the bytes, the others are aliases of it.
-void Converter::TieViews() {
-  for (auto& [key, members] : views_) {
-    if (members.size() < 2) continue;
-    size_t keep = members[0];
-    for (size_t i : members) {
-      if (out_->tensors[i].name < out_->tensors[keep].name) keep = i;
-    }
-    for (size_t i : members) {
-      if (i == keep) continue;
-      out_->tensors[i].alias_of = out_->tensors[keep].name;
-      out_->tensors[i].source = nullptr;
-    }
-    ctx_.Note("torch.shared_storage", s_.where,
-              Num(members.size()) +
-                  " tensors are the same view of one storage (tied weights): stored once "
-                  "as '" +
-                  Printable(out_->tensors[keep].name) + "', the others are aliases");
-  }
-}
-
-// Turns every registered tensor-like object into a Tensor with a lazy source.
-Status Converter::EmitTensors() {
-  views_of_storage_.assign(g_.storages.size(), 0);
-  for (const Pending& p : tensors_) {
-    if (p.record != RecordKind::kNdArray && p.link < views_of_storage_.size() &&
-        views_of_storage_[p.link] < 2) {
-      ++views_of_storage_[p.link];
-    }
-  }
-  // Grown by doubling, the list (160 bytes a tensor) would hold its old and
-  // new buffers at once at the conversion's peak.
-  ReserveForMore(out_->tensors, tensors_.size());
-  SideTableUses uses = CountSideTableUses();
-  for (Pending& p : tensors_) {
-    if (p.record == RecordKind::kNdArray) {
-      out_->tensors.push_back(NumpyTensor(p));
-    } else {
-      SAFEMODEL_RETURN_IF_ERROR(AddTorchTensor(p));
-      DoneWithSideTables(p, &uses);
-    }
-  }
-  TieViews();
-  return Status::Ok();
-}
-
-// With release_objects, the torch side tables' chunks that pending torch
-// tensors still read (AddTorchTensor: a tensor's TensorInfo, its storage's
-// StorageInfo through StorageFor, a bare storage's own); without, none are
-// counted and nothing is freed.
-Converter::SideTableUses Converter::CountSideTableUses() const {
-  SideTableUses uses;
-  if (!s_.release_objects) return uses;
-  uses.tensors.assign(g_.tensors.chunks(), 0);
-  uses.storages.assign(g_.storages.chunks(), 0);
-  for (const Pending& p : tensors_) {
-    if (p.record == RecordKind::kNdArray) continue;
-    if (p.record == RecordKind::kTensor && p.aux < g_.tensors.size()) {
-      ++uses.tensors[g_.tensors.ChunkOf(p.aux)];
-    }
-    if (p.record == RecordKind::kStorage && p.aux < g_.storages.size()) {
-      ++uses.storages[g_.storages.ChunkOf(p.aux)];
-    }
-    if (p.link < g_.storages.size()) ++uses.storages[g_.storages.ChunkOf(p.link)];
-  }
-  return uses;
-}
-
-// Pending torch tensor `p` is emitted: a chunk of the side tables no later
-// one reads is freed now, so that the records (168 bytes a tensor) leave as
-// the tensors (160) and their sources arrive, rather than all at once after
-// the last (16.8 MB at the conversion's peak for 100,000 tensors).
-void Converter::DoneWithSideTables(const Pending& p, SideTableUses* uses) {
-  auto done = [](auto& table, std::vector<uint32_t>& counts, size_t index) {
-    if (index >= table.size() || counts.empty()) return;
-    const size_t c = table.ChunkOf(index);
-    if (--counts[c] == 0) table.DropChunk(c);
-  };
-  if (p.record == RecordKind::kTensor) done(g_.tensors, uses->tensors, p.aux);
-  if (p.record == RecordKind::kStorage) done(g_.storages, uses->storages, p.aux);
-  done(g_.storages, uses->storages, p.link);
-}
-
 // A pure state_dict: a dict (without BUILD attributes) of str keys, each
 // naming a distinct plain tensor (strided), storage or numeric numpy array,
 // no key empty or holding a NUL (UniqueName would rewrite it), no name
@@ -1026,12 +716,12 @@ Result<Converted> Converter::Run(Ref root) {
   return result;
 }
 
-}  // namespace
+}  // namespace internal
 
 Result<Converted> ConvertGraph(std::shared_ptr<Graph> graph, Ref root,
                                const ConvertSettings& settings, ParseContext& ctx,
                                ParsedModel* out) {
-  Converter c(std::move(graph), settings, ctx, out);
+  internal::Converter c(std::move(graph), settings, ctx, out);
   return c.Run(root);
 }
 
