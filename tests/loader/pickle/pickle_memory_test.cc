@@ -91,24 +91,31 @@ std::string TorchSaveLike(int n, int batch = 0) {
   return P2(s + "u");
 }
 
-// Runs `pickle` with a persistent_load that makes a float storage record
-// per id (as torch_formats.cc's LoadStorage does, without the archive).
+// A persistent_load that makes a float storage record of 2 elements per id
+// (as torch_formats.cc's LoadStorage does, without the archive), reading
+// the id's tag and location as LoadStorage does.
+Result<Ref> LoadFloatStorage(Machine& m, Ref pid, uint64_t) {
+  Graph& graph = m.graph();
+  if (graph.text(graph.items(pid)[0]) != "storage" || graph.text(graph.items(pid)[3]) != "cpu") {
+    return Status::Malformed("not a storage id");
+  }
+  SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, 0));
+  graph.at(r).record = RecordKind::kStorage;
+  graph.at(r).aux = static_cast<uint32_t>(graph.storages.size());
+  StorageInfo s;
+  s.key = std::string(graph.text(graph.items(pid)[2]));
+  s.dtype = DType::kF32;
+  s.numel = 2;
+  graph.storages.push_back(std::move(s));
+  return r;
+}
+
+// Runs `pickle` with LoadFloatStorage.
 Result<Ref> RunWithStorages(const std::string& pickle, bool release, Graph* g) {
   ParseContext ctx(ParseOptions{});
   MachineOptions o;
   o.release_consumed = release;
-  o.persistent_load = [](Machine& m, Ref pid, uint64_t) -> Result<Ref> {
-    Graph& graph = m.graph();
-    SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, 0));
-    graph.at(r).record = RecordKind::kStorage;
-    graph.at(r).aux = static_cast<uint32_t>(graph.storages.size());
-    StorageInfo s;
-    s.key = std::string(graph.text(graph.items(pid)[2]));
-    s.dtype = DType::kF32;
-    s.numel = 2;
-    graph.storages.push_back(std::move(s));
-    return r;
-  };
+  o.persistent_load = LoadFloatStorage;
   Machine m(ctx, *g, o);
   uint64_t end = 0;
   return m.Run(AsBytes(pickle), 0, &end);
@@ -334,22 +341,7 @@ TEST(ReadBehind, WhatWasDroppedIsNotReadAgain) {
   Graph g;
   MachineOptions o;
   o.release_consumed = true;
-  o.persistent_load = [](Machine& m, Ref pid, uint64_t) -> Result<Ref> {
-    Graph& graph = m.graph();
-    SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, 0));
-    graph.at(r).record = RecordKind::kStorage;
-    graph.at(r).aux = static_cast<uint32_t>(graph.storages.size());
-    StorageInfo info;
-    info.key = std::string(graph.text(graph.items(pid)[2]));
-    info.dtype = DType::kF32;
-    info.numel = 2;
-    // Read as LoadStorage reads them: the tag and the location.
-    if (graph.text(graph.items(pid)[0]) != "storage" || graph.text(graph.items(pid)[3]) != "cpu") {
-      return Status::Malformed("not a storage id");
-    }
-    graph.storages.push_back(std::move(info));
-    return r;
-  };
+  o.persistent_load = LoadFloatStorage;
   o.read_behind = [&](ByteView read) {
     residency.Drop(read);
     dropped_to = read.data() + read.size();
