@@ -386,8 +386,10 @@ class ChunkedTable {
   // std::bad_alloc when the memory is not there (as a vector would).
   void push_back(T value) {
     if ((size_ & (kChunk - 1)) == 0) {
-      chunks_.push_back(nullptr);
-      chunks_.back() = static_cast<T*>(AllocateChunk(kChunkBytes, chunks_.size() == 1));
+      // The list has room first, so that a failed allocation leaves the
+      // table as it was (no null chunk).
+      if (chunks_.size() == chunks_.capacity()) chunks_.reserve(2 * chunks_.size() + 1);
+      chunks_.push_back(static_cast<T*>(AllocateChunk(kChunkBytes, chunks_.empty())));
     }
     new (&chunks_.back()[size_ & (kChunk - 1)]) T(std::move(value));
     ++size_;

@@ -76,9 +76,12 @@ class Memo {
   // doubling, the 800,000 keys of a torch.save of 100,000 tensors took up to
   // twice the slots they need, and 1.5 times that while the last doubling
   // copied them (9.6 MB at the end of the pickle run, the worker's peak).
+  // Small chunks: every pickle run that memoizes anything zeroes one (an
+  // .npz of object arrays runs one per member, a scan of embedded pickles
+  // many).
   class DenseSlots {
    public:
-    static constexpr unsigned kChunkBits = 14;  // 16,384 slots (64 KiB) a chunk
+    static constexpr unsigned kChunkBits = 10;  // 1,024 slots (4 KiB) a chunk
     static constexpr uint64_t kChunkSlots = uint64_t{1} << kChunkBits;
     uint64_t size() const { return chunks_.size() * kChunkSlots; }
     uint32_t& operator[](uint64_t i) { return chunks_[i >> kChunkBits][i & (kChunkSlots - 1)]; }
@@ -114,6 +117,11 @@ class Memo {
   void SetSlot(uint64_t key, Ref r);
 
   DenseSlots dense_;
+  // The keys the vector admits without the growth rule: below this, as the
+  // doubling vector's size was (dense_ holds at least as many slots, in
+  // whole chunks). Admission must not depend on the chunk size: a key in
+  // the vector may be voided (Release), one in the map never is.
+  uint64_t dense_limit_ = 0;
   std::vector<Ref> inline_;
   std::vector<uint32_t> free_inline_;  // slots of inline_ no key holds
   KeyedIntMap<uint64_t, Ref> sparse_;
@@ -193,8 +201,9 @@ class Interpreter : public Builder {
   // a nested pickle or under a key the memo's vector does not hold, it is
   // marked shared instead (pickle_machine.cc).
   void NoteMemoized(uint64_t key, Ref r);
-  // A GET's str or bytes object of up to kCopyOnGetBytes whose bytes lie in
-  // the stream: its bytes move into Graph::owned (MachineOptions::read_behind).
+  // A GET's str of up to kCopyOnGetBytes whose bytes lie in the stream: its
+  // bytes move into Graph::owned, within kMaxCopyOnGetTotal
+  // (MachineOptions::read_behind).
   void CopyOutOfStream(Ref r);
   // After REDUCE of `callable` on `args` built `result`: releases the
   // arguments of a tensor rebuild (pickle_ops.cc).
@@ -236,6 +245,7 @@ class Interpreter : public Builder {
   uint64_t frame_end_ = 0;
   std::vector<Context> contexts_;
   bool noted_mmap_ = false;
+  uint64_t copied_on_get_ = 0;  // bytes CopyOutOfStream copied (kMaxCopyOnGetTotal)
   Ref empty_tuple_;  // every EMPTY_TUPLE of this run, once made
 };
 

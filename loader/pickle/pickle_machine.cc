@@ -128,7 +128,12 @@ bool Memo::Put(uint64_t key, Ref r) {
   }
   if (count_ >= kMaxMemoEntries) return false;
   ++count_;
-  if (key < dense_.size() || key < 2 * count_ + kDenseSlack) {
+  if (key < dense_limit_ || key < 2 * count_ + kDenseSlack) {
+    if (key >= dense_limit_) {
+      const uint64_t grown = std::max<uint64_t>(key + 1, dense_limit_ * 2);
+      const uint64_t cap = std::max<uint64_t>(key + 1, 2 * count_ + kDenseSlack);
+      dense_limit_ = std::min(grown, cap);
+    }
     dense_.Cover(key);
     SetSlot(key, r);
   } else {
@@ -148,10 +153,11 @@ void Interpreter::NoteMemoized(uint64_t key, Ref r) {
 }
 
 void Interpreter::CopyOutOfStream(Ref r) {
-  if (!IsByteKind(r.kind)) return;
+  if (r.kind != Kind::kStr) return;
   Object& o = g_.at(r);
   const ByteView d = o.data();
   if (d.empty() || d.size() > kCopyOnGetBytes) return;
+  if (copied_on_get_ + d.size() > kMaxCopyOnGetTotal) return;
   // Compared as addresses: the bytes are in the stream or elsewhere (owned
   // already, decoded, or copied by an earlier GET: each object once).
   const auto at = reinterpret_cast<uintptr_t>(d.data());
@@ -159,6 +165,7 @@ void Interpreter::CopyOutOfStream(Ref r) {
   if (at < begin || at - begin >= data_.size()) return;
   g_.owned.emplace_back(AsChars(d));
   o.set_data(AsBytes(g_.owned.back()));
+  copied_on_get_ += d.size();
 }
 
 // ---- Reading ------------------------------------------------------------------------

@@ -94,14 +94,19 @@ inline constexpr uint64_t kReadBehindBytes = uint64_t{2} << 20;
 // in: without the lag every dropped block came back while the next one was
 // read. Larger batches only fault a few pages back.
 inline constexpr uint64_t kReadBehindLag = uint64_t{512} << 10;
-// The longest str or bytes object that a GET copies out of the stream when
-// read_behind is set (Machine: "copy on GET"). torch.save refers back to
-// the same few strings ('storage', the location 'cpu') for every tensor;
-// reading them where they were first written maps the stream's first folio
-// back in after every drop. Each object is copied at most once, so the
-// copies are bounded by the objects' own bytes; longer objects are read where
-// they are (a fault-in, not a copy of a large text).
+// The longest str that a GET copies out of the stream when read_behind is
+// set (Machine: "copy on GET"). torch.save refers back to the same few
+// strings ('storage', the location 'cpu') for every tensor; reading them
+// where they were first written maps the stream's first folio back in after
+// every drop. Longer ones are read where they are (a fault-in, not a copy
+// of a large text).
 inline constexpr uint64_t kCopyOnGetBytes = 256;
+// All copies on GET of one stream together: each str is copied once, but
+// many objects can view the same bytes (bytes(b), bytearray(b) make new
+// ones; only str is copied, and this bounds whatever else may), so the copies
+// are bounded here and not by the stream's size. torch.save's need is two
+// short strings.
+inline constexpr uint64_t kMaxCopyOnGetTotal = uint64_t{1} << 20;
 // joblib object arrays hold one nested pickle; nothing nests deeper.
 inline constexpr uint32_t kMaxNestedPickles = 1;
 
@@ -136,8 +141,9 @@ struct MachineOptions {
   // machine has read kReadBehindLag past its end: a caller whose stream
   // lies in a file map can drop those pages from the resident set (views
   // into them stay valid and fault back in when read). Set, a GET of a str
-  // or bytes object of up to kCopyOnGetBytes that lies in the stream also
-  // moves its bytes into Graph::owned, once. Null: nothing is called.
+  // of up to kCopyOnGetBytes that lies in the stream also moves its bytes
+  // into Graph::owned, once, up to kMaxCopyOnGetTotal for the stream. Null:
+  // nothing is called.
   std::function<void(ByteView read)> read_behind;
 };
 

@@ -331,6 +331,28 @@ TEST(Memo, SlotsGiveBackEveryKindOfValue) {
 
 // A key is voided only while it holds the object being released; a voided
 // key is not found, says so, and takes a new value like any other.
+// A key joins the vector while it is below twice the entries plus the
+// slack, or inside what the vector has grown to (as a doubling vector
+// would): never merely because its slot's chunk exists. Only a key of the
+// vector may be voided by a release.
+TEST(Memo, AKeyJoinsTheVectorByTheRuleNotTheChunk) {
+  Memo memo;
+  ASSERT_TRUE(memo.Put(0, Ref::Heap(Kind::kTuple, 1)));
+  ASSERT_TRUE(memo.Put(1027, Ref::Heap(Kind::kTuple, 2)));  // below 2 * 2 + 1024: joins
+  // In the chunk that key 1027 made (1,024 slots a chunk), past the rule.
+  ASSERT_TRUE(memo.Put(2000, Ref::Heap(Kind::kTuple, 3)));
+  ASSERT_TRUE(memo.Put(5000, Ref::Heap(Kind::kTuple, 4)));
+  EXPECT_TRUE(memo.Dense(0));
+  EXPECT_TRUE(memo.Dense(1027));
+  EXPECT_FALSE(memo.Dense(2000));
+  EXPECT_FALSE(memo.Dense(5000));
+  memo.Release(2000, 3);
+  EXPECT_FALSE(memo.Released(2000));
+  EXPECT_EQ(memo.Find(2000)->id, 3u);
+  memo.Release(1027, 2);
+  EXPECT_TRUE(memo.Released(1027));
+}
+
 TEST(Memo, ReleaseVoidsOnlyTheKeyThatHoldsTheObject) {
   Memo memo;
   ASSERT_TRUE(memo.Put(0, Ref::Heap(Kind::kTuple, 5)));
