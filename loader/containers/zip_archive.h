@@ -65,7 +65,11 @@ inline constexpr uint64_t kZipCrcPieceBytes = 8 << 20;
 inline constexpr uint64_t kZipTrimAfterEntries = 4096;
 
 struct ZipEntry {
-  std::string name;
+  // The name's bytes, in the archive's name arena (ZipArchive: one block for
+  // every name, valid as long as the archive). A string per entry scattered a
+  // heap block per name past 15 bytes (torch.save's "<stem>/data/<key>")
+  // among libzip's, whose freed pages they then kept resident.
+  std::string_view name;
   uint16_t method = 0;  // 0 stored, 8 deflated
   uint16_t flags = 0;
   uint32_t crc32 = 0;
@@ -127,6 +131,10 @@ class ZipArchive {
   size_t IndexOf(const ZipEntry& entry) const;
   ByteView image_;
   MapResidency residency_;  // over the map holding image_, or inactive
+  // Every entry's name, end to end, reserved once for the whole central
+  // directory (which holds them all), so that it never moves under the
+  // entries' views.
+  std::string names_;
   std::vector<ZipEntry> entries_;
   std::vector<bool> crc_checked_;
   std::unique_ptr<LibzipHandle> libzip_;

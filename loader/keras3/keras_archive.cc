@@ -182,14 +182,14 @@ class ArchiveReader {
                  e.name == "model.weights.json") {
         stores_.push_back(&e);
       } else if (StartsWith(e.name, "assets/")) {
-        if (!e.is_directory()) assets_.push_back(e.name);
+        if (!e.is_directory()) assets_.emplace_back(e.name);
       } else {
         others_.push_back(&e);
       }
     }
     if (stores_.size() > 1) {
       std::vector<std::string> names;
-      for (const ZipEntry* e : stores_) names.push_back(e->name);
+      for (const ZipEntry* e : stores_) names.emplace_back(e->name);
       return Status::Malformed("the archive holds " + ListNames(names) +
                                ": two weight stores, two answers to what the weights are "
                                "(Keras reads the first it finds) [keras.weight_store]");
@@ -288,7 +288,7 @@ class ArchiveReader {
     }
     const ZipEntry& e = *stores_[0];
     SAFEMODEL_ASSIGN_OR_RETURN(ByteView bytes, Contents(e));
-    const std::string where = "'" + e.name + "'";
+    const std::string where = "'" + std::string(e.name) + "'";
     if (e.name == "model.weights.h5") {
       SAFEMODEL_ASSIGN_OR_RETURN(store_, open_h5_(bytes, where, ctx_));
     } else if (e.name == "model.weights.npz") {
@@ -298,7 +298,7 @@ class ArchiveReader {
       for (const ZipEntry* o : others_) {
         if (o->name.find('/') != std::string::npos) continue;  // not a plain member name
         SAFEMODEL_ASSIGN_OR_RETURN(ByteView b, Contents(*o));
-        shards.push_back({o->name, b});
+        shards.push_back({std::string(o->name), b});
       }
       SAFEMODEL_ASSIGN_OR_RETURN(store_, keras3::OpenShardedStore(bytes, where, shards, open_h5_, ctx_));
       for (const std::string& n : store_.used_files) shard_names_.insert(n);
@@ -315,8 +315,8 @@ class ArchiveReader {
   Status ScanUnknownMembers() {
     std::vector<std::string> unknown;
     for (const ZipEntry* e : others_) {
-      if (shard_names_.count(e->name)) continue;
-      unknown.push_back(e->name);
+      if (shard_names_.count(std::string(e->name))) continue;
+      unknown.emplace_back(e->name);
       OwnedBuffer holder;  // released after the scan: nothing of it is output
       Result<ByteView> bytes = zip_->Contents(*e, ctx_.options().memory_limit, &holder);
       if (!bytes.ok()) continue;
@@ -339,7 +339,7 @@ class ArchiveReader {
   Status Assemble(ParsedModel* out) {
     out->source_format = "keras_v3";
     StoreOutput result;
-    const std::string where = "'" + stores_[0]->name + "'";
+    const std::string where = "'" + std::string(stores_[0]->name) + "'";
     Value arch = Value::Map();
     arch.Set("schema", Value::String(kSchema));
     if (!model_.is_null()) {

@@ -268,7 +268,7 @@ Result<WeightStore> OpenNpzStore(ByteView npz, std::string_view where, ParseCont
     SAFEMODEL_ASSIGN_OR_RETURN(ByteView bytes,
                                (*zip)->Contents(e, ctx.options().memory_limit, holder.get()));
     store.keepalive.push_back(holder);
-    std::string path = e.name.substr(0, e.name.size() - kNpy.size());
+    std::string path(e.name.substr(0, e.name.size() - kNpy.size()));
     if (path == "__root__") path.clear();
     // Every member is read before an error is returned, so that code in a
     // later member is still refused (findings win over breakage).

@@ -210,9 +210,9 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
     } else if (rel.substr(0, 5) == "data/" && ValidKey(rel.substr(5))) {
       l.storages.Add(rel.substr(5), &e);
     } else if (IsTorchScriptRecord(rel)) {
-      l.torchscript.push_back(e.name);
+      l.torchscript.emplace_back(e.name);
     } else {
-      l.unknown.push_back(e.name);
+      l.unknown.emplace_back(e.name);
     }
   }
   l.storages.Seal();
