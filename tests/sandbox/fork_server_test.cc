@@ -50,14 +50,28 @@ bool MemoryContains(pid_t pid, const std::string& needle, std::string* error) {
   }
   std::string line;
   bool found = false;
+  // Read a window at a time, each overlapping the one before by the needle's
+  // length less one: a mapping's worth at once (256 MiB regions in a
+  // sanitizer build) cost the test ~1 s of zero-filling per conversion.
+  constexpr size_t kWindow = size_t{1} << 20;
+  std::string window;
   while (!found && std::getline(maps, line)) {
     unsigned long start = 0, end = 0;
     char perms[5] = {};
     if (std::sscanf(line.c_str(), "%lx-%lx %4s", &start, &end, perms) != 3 || perms[0] != 'r') continue;
     if (line.find("[vvar") != std::string::npos || end - start > (256ul << 20)) continue;
-    std::string bytes(end - start, '\0');
-    const ssize_t n = pread(mem, bytes.data(), bytes.size(), static_cast<off_t>(start));
-    if (n > 0) found = bytes.substr(0, static_cast<size_t>(n)).find(needle) != std::string::npos;
+    window.clear();
+    for (unsigned long at = start; at < end && !found;) {
+      const size_t keep = std::min(window.size(), needle.empty() ? 0 : needle.size() - 1);
+      window.erase(0, window.size() - keep);
+      const size_t want = std::min<size_t>(kWindow, end - at);
+      window.resize(keep + want);
+      const ssize_t n = pread(mem, window.data() + keep, want, static_cast<off_t>(at));
+      if (n <= 0) break;
+      window.resize(keep + static_cast<size_t>(n));
+      found = window.find(needle) != std::string::npos;
+      at += static_cast<unsigned long>(n);
+    }
   }
   close(mem);
   return found;

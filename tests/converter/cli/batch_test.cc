@@ -128,9 +128,26 @@ TEST(BatchCli, ZooStatusesEqualSingleFileResultsAndJobsDoNotChangeTheBytes) {
   EXPECT_EQ(others, std::vector<std::string>{"results.jsonl"});
   EXPECT_EQ(o1, Outputs(dir.File("out4"), nullptr)) << "-j 1 and -j 4 wrote different bytes";
   std::map<std::string, int> statuses;
-  for (const std::string& id : ids) {
+  // Each result against a single-file conversion of the same input; in a
+  // sanitizer build every fourth (an instrumented safe-convert costs ~0.3 s
+  // a run there, and both batches above still convert the whole zoo).
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+  constexpr size_t kEvery = 4;
+#else
+  constexpr size_t kEvery = 1;
+#endif
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string& id = ids[i];
     const Json& line = r1.at(id);
     ++statuses[line["status"]];
+    EXPECT_EQ(r4.at(id)["status"], line["status"]) << id;
+    EXPECT_EQ(line["input"]["sha256"], Sha256Sum(zoo + "/" + id)) << id;
+    if (line["status"] == "converted") {
+      EXPECT_EQ(line["output"]["sha256"], Sha256Sum(dir.File("out1/" + id + ".safemodel"))) << id;
+    } else {
+      EXPECT_EQ(o1.count(id + ".safemodel"), 0u) << id;
+    }
+    if (i % kEvery != 0) continue;
     // The single-file conversion of the same input.
     const std::string single_out = dir.File("single.safemodel");
     std::string report;
@@ -138,17 +155,12 @@ TEST(BatchCli, ZooStatusesEqualSingleFileResultsAndJobsDoNotChangeTheBytes) {
     const Json single = Json::parse(report);
     EXPECT_EQ(line["status"], BatchStatusOf(single["status"])) << id;
     EXPECT_EQ(line["exit_code"], rc) << id;
-    EXPECT_EQ(line["input"]["sha256"], Sha256Sum(zoo + "/" + id)) << id;
     EXPECT_EQ(line["input"]["sha256"], single["input"]["sha256"]) << id;
     EXPECT_EQ(line["input"]["format"], single["input"]["format"]) << id;
     EXPECT_EQ(line["findings"].size(), single["findings"].size()) << id;
-    EXPECT_EQ(r4.at(id)["status"], line["status"]) << id;
     if (line["status"] == "converted") {
       EXPECT_EQ(o1.at(id + ".safemodel"), ReadFile(single_out)) << id;
-      EXPECT_EQ(line["output"]["sha256"], Sha256Sum(single_out)) << id;
       EXPECT_EQ(line["output"]["bytes"], fs::file_size(single_out)) << id;
-    } else {
-      EXPECT_EQ(o1.count(id + ".safemodel"), 0u) << id;
     }
     fs::remove(single_out);
   }
