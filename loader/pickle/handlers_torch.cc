@@ -100,7 +100,7 @@ Status TensorDType(Builder& m, GlobalKind kind, const char* name, const StorageI
   const Graph& g = m.graph();
   if (kind != GlobalKind::kRebuildTensorV3) {
     if (s.quantized) {
-      return Status::Malformed("a plain tensor over quantized storage " + std::string(s.type_name) +
+      return Status::Malformed("a plain tensor over quantized storage " + std::string(s.type_name()) +
                                m.At());
     }
     if (s.dtype == DType::kInvalid) {
@@ -119,7 +119,7 @@ Status TensorDType(Builder& m, GlobalKind kind, const char* name, const StorageI
   t->dtype = g.global(dt).dtype;
   if (s.dtype != DType::kInvalid && s.dtype != t->dtype) {
     return Status::Malformed("tensor dtype " + g.name(dt) + " differs from its storage type " +
-                             std::string(s.type_name) + m.At());
+                             std::string(s.type_name()) + m.At());
   }
   return Status::Ok();
 }
@@ -239,7 +239,7 @@ Result<Ref> ReduceRebuildQTensor(Builder& m, const Call& call) {
   }
   const StorageInfo& s = g.storages[g.at(storage).aux];
   if (!s.quantized || s.dtype == DType::kInvalid) {
-    return Status::Unsupported("quantized tensor over storage " + std::string(s.type_name) +
+    return Status::Unsupported("quantized tensor over storage " + std::string(s.type_name()) +
                                " (quint8, qint8 and qint32 are converted)" + m.At());
   }
   TensorInfo t;

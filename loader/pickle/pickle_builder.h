@@ -56,6 +56,11 @@ class Builder {
   // ---- Objects ---------------------------------------------------------------
   Result<Ref> New(Kind kind) { return m_.New(kind, op_offset_); }
   Result<Ref> NewData(Kind kind, ByteView data) {
+    if (data.size() > Object::kMaxDataBytes) {
+      return Status::LimitExceeded("a pickled string or bytes object of " + Num(data.size()) +
+                                   " bytes (the limit is " + Num(Object::kMaxDataBytes) + ")" +
+                                   At());
+    }
     SAFEMODEL_ASSIGN_OR_RETURN(Ref r, New(kind));
     g_.at(r).set_data(data);
     return r;

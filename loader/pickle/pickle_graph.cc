@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -151,12 +152,23 @@ std::vector<Ref>& Graph::GrowItems(ObjId id) {
   return v;
 }
 
+const char* TextArena::Copy(std::string_view text) {
+  if (text.size() > kChunkBytes - used_) {
+    chunks_.push_back(std::make_unique_for_overwrite<char[]>(kChunkBytes));
+    used_ = 0;
+  }
+  char* at = chunks_.back().get() + used_;
+  if (!text.empty()) std::memcpy(at, text.data(), text.size());
+  used_ += text.size();
+  return at;
+}
+
 bool Graph::Releasable(ObjId id) const {
   const Object& o = objects[id];
   if (o.shared) return false;
   if (o.kind == Kind::kTuple) return o.hi_ != Object::kGrown && o.lo_ > 0;
   if (o.kind == Kind::kDict) {
-    return o.items().empty() && o.keys == UINT32_MAX && o.named == UINT32_MAX &&
+    return o.items().empty() && o.side == UINT32_MAX &&
            attrs.find(id) == attrs.end();
   }
   return false;

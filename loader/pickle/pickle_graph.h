@@ -154,16 +154,42 @@ struct TensorInfo {
 static_assert(sizeof(TensorInfo) <= 64, "TensorInfo grew: memory per tensor grows with it");
 
 // A torch storage: `numel` elements of `dtype` (or bytes when untyped) found
-// under `key`. The container resolves `bytes` after the pickle is read.
+// under key(). The container resolves the bytes after the pickle is read.
+// 40 bytes (a checkpoint holds one per tensor): the key's text is a copy in
+// Graph::storage_key_text (Graph::SetStorageKey), not a string of its own,
+// and the type name is one of Graph::storage_types.
 struct StorageInfo {
-  std::string key;
-  DType dtype = DType::kInvalid;  // kInvalid: untyped (bytes)
-  bool quantized = false;
+  const char* key_data = nullptr;  // key_size bytes, never moved
   // e.g. "torch.FloatStorage", for messages: one of Graph::storage_types
   // (a checkpoint names one or two types for 100,000 storages).
-  std::string_view type_name;
-  uint64_t numel = 0;     // elements of dtype, or bytes when untyped
-  uint64_t offset = 0;    // the persistent-id offset, for messages
+  const std::string* type = nullptr;
+  uint64_t numel = 0;   // elements of dtype, or bytes when untyped
+  uint64_t offset = 0;  // the persistent-id offset, for messages
+  DType dtype = DType::kInvalid;  // kInvalid: untyped (bytes)
+  uint8_t key_size = 0;           // keys are at most kMaxStorageKeyBytes
+  bool quantized = false;
+
+  std::string_view key() const { return {key_data, key_size}; }
+  std::string_view type_name() const { return type == nullptr ? std::string_view() : *type; }
+};
+static_assert(sizeof(StorageInfo) <= 40, "StorageInfo grew: memory per tensor grows with it");
+// The longest storage key a StorageInfo holds: keys are decimal numbers
+// (zip: 0, 1, ...; legacy: a pointer value), anything longer is not a key
+// torch writes (the torch formats refuse it).
+inline constexpr size_t kMaxStorageKeyBytes = 64;
+
+// Short strings copied into chunks that never move and are freed together:
+// a std::string each would cost 32 bytes (and a heap block past 15 bytes)
+// for a 1-6 byte storage key, 100,000 times in a large checkpoint.
+class TextArena {
+ public:
+  static constexpr size_t kChunkBytes = size_t{1} << 16;
+  // A copy of `text` (at most kChunkBytes bytes), valid as long as the arena.
+  const char* Copy(std::string_view text);
+
+ private:
+  std::vector<std::unique_ptr<char[]>> chunks_;
+  size_t used_ = kChunkBytes;  // in the last chunk
 };
 
 // A numpy array or scalar. Numeric data is `data` (a view of the input or of
@@ -198,7 +224,7 @@ struct InstanceInfo {
 
 inline bool IsByteKind(Kind k) { return k >= Kind::kBigInt && k <= Kind::kByteArray; }
 
-// One heap object. Kept small (40 bytes): a checkpoint of n tensors holds
+// One heap object. Kept small (32 bytes): a checkpoint of n tensors holds
 // about 10n of them. What few objects carry (the name of a kGlobal or a
 // record's text and a kGlobal's offset, a dict's BUILD attributes) lives in
 // Graph side tables; a
@@ -213,13 +239,31 @@ struct Object {
   // never released (Graph::Release).
   bool shared : 1 = false;
   RecordKind record = RecordKind::kTensor;
+
+ private:
+  // (Declared here so that the object packs into 32 bytes: see below.)
+  uint8_t hi_ = 0;
+
+ public:
   // Records: index into the Graph side table of `record`. kTuple and kDict:
   // the memo key the object was stored under, or UINT32_MAX (never
   // memoized), so that a release can void that key.
   uint32_t aux = UINT32_MAX;
-  uint32_t named = UINT32_MAX;  // kGlobal, text records: index into Graph::named
-  uint32_t keys = UINT32_MAX;   // kDict, kSet once large: index into Graph::key_index
-  uint64_t hash = 0;            // cached hash of a kStr/kBytes/kBigInt key
+  // kGlobal and text records: index into Graph::named (Graph::name). kDict
+  // and kSet once large: index into Graph::key_index. (One field: no object
+  // has both.)
+  uint32_t side = UINT32_MAX;
+
+ private:
+  uint32_t lo_ = 0;
+
+ public:
+  uint64_t hash = 0;  // cached hash of a kStr/kBytes/kBigInt key
+
+  // The largest byte object (kStr, kBytes, ...): its size is 40 bits of the
+  // object (Builder::NewData refuses a larger one; no model file holds a
+  // single pickled string of a terabyte).
+  static constexpr uint64_t kMaxDataBytes = (uint64_t{1} << 40) - 1;
 
   // The bytes of a kStr, kBytes, kByteArray or kBigInt; empty for any other
   // kind.
@@ -227,13 +271,13 @@ struct Object {
     if (!IsByteKind(kind)) return {};
     return {static_cast<const uint8_t*>(ptr_), uint64_t{lo_} | (uint64_t{hi_} << 32)};
   }
-  // Sets the bytes of an object of a byte kind (IsByteKind); ignored for any
-  // other kind, whose payload is items.
+  // Sets the bytes (at most kMaxDataBytes) of an object of a byte kind
+  // (IsByteKind); ignored for any other kind, whose payload is items.
   void set_data(ByteView d) {
     if (!IsByteKind(kind)) return;
     ptr_ = d.data();
     lo_ = static_cast<uint32_t>(d.size());
-    hi_ = static_cast<uint32_t>(static_cast<uint64_t>(d.size()) >> 32);
+    hi_ = static_cast<uint8_t>(static_cast<uint64_t>(d.size()) >> 32);
   }
   // The items of any other kind (a tuple's, a list's, a dict's k0, v0, ...,
   // a record's parts); empty for the byte kinds. Valid until the object's
@@ -252,17 +296,17 @@ struct Object {
  private:
   friend struct Graph;
   // hi_ of an object whose items are a growable vector.
-  static constexpr uint32_t kGrown = 1;
+  static constexpr uint8_t kGrown = 1;
 
   // Byte kinds: ptr_ the bytes, hi_:lo_ their size. Other kinds: ptr_ the
   // first of lo_ items in Graph::item_arena (hi_ 0), or the
-  // std::vector<Ref> in Graph::grown that holds them (hi_ kGrown).
+  // std::vector<Ref> in Graph::grown that holds them (hi_ kGrown). hi_ and
+  // lo_ sit in the gaps the 1-byte and 4-byte fields above leave before the
+  // 8-byte ones.
   const void* ptr_ = nullptr;
-  uint32_t lo_ = 0;
-  uint32_t hi_ = 0;
 };
 // A file of n tensors holds ~10n objects: keep them small (LP64).
-static_assert(sizeof(Object) <= 40, "Object grew: memory per tensor grows with it");
+static_assert(sizeof(Object) <= 32, "Object grew: memory per tensor grows with it");
 
 // Whether this is a sanitizer build (SAFEMODEL_SANITIZER_BUILD, set by the
 // sanitizer presets): the graph then takes its memory from the sanitizer's
@@ -335,7 +379,7 @@ class ItemArena {
 // tensors) some twenty times, and hold both copies at once while it does.
 class ObjectStore {
  public:
-  static constexpr size_t kChunkBits = 15;  // 32,768 objects (1.3 MB) a chunk
+  static constexpr size_t kChunkBits = 15;  // 32,768 objects (1 MiB) a chunk
   static constexpr size_t kChunk = size_t{1} << kChunkBits;
 
   ObjectStore() = default;
@@ -415,7 +459,7 @@ class ChunkedTable {
   size_t size_ = 0;
 };
 
-// Key hash -> position of a key in a large dict or set (Object::keys): open
+// Key hash -> position of a key in a large dict or set (Object::side): open
 // addressing over 8-byte slots (the position and the hash's low 32 bits,
 // which also place the slot), at most half full. A node map took ~40 bytes
 // a key (a node, its bucket), 4 MB for a state_dict of 100,000 tensors,
@@ -470,17 +514,19 @@ struct Graph {
   ItemArena item_arena;
   std::deque<std::vector<Ref>> grown;
   std::deque<std::string> owned;  // bytes the machine decoded (never moves)
-  std::deque<Named> named;  // Object::named indexes it (never moves: names are held by reference)
+  std::deque<Named> named;  // Object::side indexes it (never moves: names are held by reference)
   std::unordered_map<ObjId, Ref> attrs;  // kDict: attributes set by BUILD (OrderedDict)
   // Key hash -> position, for dicts and sets of kIndexThreshold or more keys
-  // (Object::keys indexes it; a deque: an index is never moved).
+  // (Object::side indexes it; a deque: an index is never moved).
   std::deque<KeyIndex> key_index;
   ChunkedTable<TensorInfo, 12> tensors;    // 4,096 a chunk (360 KB)
   ChunkedTable<StorageInfo, 12> storages;  // 4,096 a chunk (300 KB)
-  // The distinct storage type names StorageInfo::type_name refers to (a
+  // The distinct storage type names StorageInfo::type refers to (a
   // deque: they never move). Only names of the global table's storage
   // types are interned, so there are a few dozen at most.
   std::deque<std::string> storage_types;
+  // The text of the storages' keys (StorageInfo::key_data).
+  TextArena storage_key_text;
   // The strides of tensors whose strides are not the C-contiguous ones
   // (TensorInfo::strides).
   std::deque<Dims<int64_t>> tensor_strides;
@@ -553,22 +599,31 @@ struct Graph {
   std::vector<ObjId> free_ids;
   // What GrowItems returns for an object of a byte kind (never kept).
   std::vector<Ref> discarded_items;
+  // The index into `named` of object `id`, or UINT32_MAX: only names and
+  // records have one (a dict's or set's Object::side is its key index).
+  uint32_t NamedIndex(ObjId id) const {
+    const Object& o = objects[id];
+    return o.kind == Kind::kGlobal || o.kind == Kind::kRecord ? o.side : UINT32_MAX;
+  }
   // The name (kGlobal) or text (record) of an object; empty when it has none.
   const std::string& name(ObjId id) const {
     static const std::string kEmpty;
-    const uint32_t n = objects[id].named;
+    const uint32_t n = NamedIndex(id);
     return n == UINT32_MAX ? kEmpty : named[n].name;
   }
   const std::string& name(Ref r) const { return name(r.id); }
   // The table entry of a kGlobal (kUnknown for any other object).
   GlobalEntry global(ObjId id) const {
-    const uint32_t n = objects[id].named;
+    const uint32_t n = NamedIndex(id);
     return n == UINT32_MAX ? GlobalEntry{} : named[n].global;
   }
   GlobalEntry global(Ref r) const { return global(r.id); }
-  // Sets an object's name (and table entry); at most one entry per object.
+  // Sets the name (and table entry) of a kGlobal or a record (the kinds
+  // with a name; ignored for any other); at most one entry per object.
   void SetName(ObjId id, std::string name, GlobalEntry global = {}) {
-    uint32_t& n = objects[id].named;
+    const Kind kind = objects[id].kind;
+    if (kind != Kind::kGlobal && kind != Kind::kRecord) return;
+    uint32_t& n = objects[id].side;
     if (n == UINT32_MAX) {
       n = static_cast<uint32_t>(named.size());
       named.push_back({std::move(name), global});
@@ -580,20 +635,26 @@ struct Graph {
   // Records where a kGlobal was made (its entry made now, named later).
   void SetOffset(ObjId id, uint64_t offset) {
     SetName(id, "");
-    named[objects[id].named].offset = offset;
+    if (const uint32_t n = NamedIndex(id); n != UINT32_MAX) named[n].offset = offset;
   }
   // The byte offset of the opcode that made a kGlobal (0 for other objects:
   // only names are located in messages).
   uint64_t offset(ObjId id) const {
-    const uint32_t n = objects[id].named;
+    const uint32_t n = NamedIndex(id);
     return n == UINT32_MAX ? 0 : named[n].offset;
   }
   // `name` as one of storage_types (added on first use).
-  std::string_view InternStorageType(std::string_view name) {
+  const std::string* InternStorageType(std::string_view name) {
     for (const std::string& t : storage_types) {
-      if (t == name) return t;
+      if (t == name) return &t;
     }
-    return storage_types.emplace_back(name);
+    return &storage_types.emplace_back(name);
+  }
+  // Sets `s`'s key to a copy of `key` (at most kMaxStorageKeyBytes bytes).
+  void SetStorageKey(StorageInfo* s, std::string_view key) {
+    key = key.substr(0, kMaxStorageKeyBytes);
+    s->key_data = storage_key_text.Copy(key);
+    s->key_size = static_cast<uint8_t>(key.size());
   }
   // A dict's BUILD attributes, or None.
   Ref attrs_of(ObjId id) const {

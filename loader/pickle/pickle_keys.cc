@@ -196,7 +196,7 @@ Result<bool> KeysEqual(Builder& m, Ref a0, Ref b0) {
 Result<std::optional<size_t>> FindKey(Builder& m, Object& c, Ref key, size_t stride) {
   SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
   const size_t n = c.items().size() / stride;
-  if (n < kIndexThreshold && c.keys == UINT32_MAX) {
+  if (n < kIndexThreshold && c.side == UINT32_MAX) {
     for (size_t i = 0; i < n; ++i) {
       SAFEMODEL_ASSIGN_OR_RETURN(bool eq, KeysEqual(m, c.items()[i * stride], key));
       if (eq) return std::optional<size_t>(i);
@@ -204,17 +204,17 @@ Result<std::optional<size_t>> FindKey(Builder& m, Object& c, Ref key, size_t str
     return std::optional<size_t>();
   }
   Graph& g = m.graph();
-  if (c.keys == UINT32_MAX) {
+  if (c.side == UINT32_MAX) {
     g.key_index.emplace_back();
-    c.keys = static_cast<uint32_t>(g.key_index.size() - 1);
+    c.side = static_cast<uint32_t>(g.key_index.size() - 1);
     for (size_t i = 0; i < n; ++i) {
       SAFEMODEL_ASSIGN_OR_RETURN(uint64_t ih, KeyHash(m, c.items()[i * stride]));
-      g.key_index[c.keys].Add(ih, static_cast<uint32_t>(i));
+      g.key_index[c.side].Add(ih, static_cast<uint32_t>(i));
     }
   }
   // Each candidate is compared in full (a 32-bit tag can match another key).
   Status failed = Status::Ok();
-  const std::optional<uint32_t> found = g.key_index[c.keys].Find(h, [&](uint32_t pos) {
+  const std::optional<uint32_t> found = g.key_index[c.side].Find(h, [&](uint32_t pos) {
     Result<bool> eq = KeysEqual(m, c.items()[pos * stride], key);
     if (!eq.ok()) failed = eq.status();
     return !eq.ok() || *eq;
@@ -239,9 +239,9 @@ Status SetItem(Builder& m, Ref dict, Ref key, Ref value) {
   std::vector<Ref>& items = g.GrowItems(dict.id);
   items.push_back(key);
   items.push_back(value);
-  if (d.keys != UINT32_MAX) {
+  if (d.side != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, key));
-    g.key_index[d.keys].Add(h, static_cast<uint32_t>(items.size() / 2 - 1));
+    g.key_index[d.side].Add(h, static_cast<uint32_t>(items.size() / 2 - 1));
   }
   return Status::Ok();
 }
@@ -255,9 +255,9 @@ Status AddItem(Builder& m, Ref set, Ref item) {
   SAFEMODEL_RETURN_IF_ERROR(m.CheckGrowth(s.items().size() + 1, "set"));
   std::vector<Ref>& items = g.GrowItems(set.id);
   items.push_back(item);
-  if (s.keys != UINT32_MAX) {
+  if (s.side != UINT32_MAX) {
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t h, KeyHash(m, item));
-    g.key_index[s.keys].Add(h, static_cast<uint32_t>(items.size() - 1));
+    g.key_index[s.side].Add(h, static_cast<uint32_t>(items.size() - 1));
   }
   return Status::Ok();
 }

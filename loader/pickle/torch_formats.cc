@@ -22,6 +22,7 @@ using pickle::MachineOptions;
 using pickle::ObjId;
 using pickle::RecordKind;
 using pickle::Ref;
+using pickle::kMaxStorageKeyBytes;
 using pickle::StorageInfo;
 using pickle::StorageKeys;
 using pickle::StorageTable;
@@ -31,9 +32,6 @@ namespace {
 // torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION.
 constexpr uint8_t kLegacyMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
 constexpr int64_t kLegacyProtocolVersion = 1001;
-// Storage keys are decimal numbers (zip: 0, 1, ...; legacy: a pointer
-// value); anything longer is not a key torch writes.
-constexpr size_t kMaxStorageKeyBytes = 64;
 // version and byteorder records are a few ASCII characters.
 constexpr uint64_t kMaxSmallRecordBytes = 64;
 // Highest zip format version torch writes today is 3 (records "version"
@@ -110,7 +108,7 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
     const StorageInfo& s = g.storages[g.objects[seen].aux];
     if (s.dtype != dtype || s.numel != static_cast<uint64_t>(numel)) {
       return Status::Malformed(where() + ": storage '" + std::string(key) + "' was " +
-                               std::string(s.type_name) + " of size " + Num(s.numel) +
+                               std::string(s.type_name()) + " of size " + Num(s.numel) +
                                " before, now " + type_name + " of size " +
                                Num(static_cast<uint64_t>(numel)));
     }
@@ -120,10 +118,10 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
   g.at(r).record = RecordKind::kStorage;
   g.at(r).aux = static_cast<uint32_t>(g.storages.size());
   StorageInfo info;
-  info.key = std::string(key);
+  g.SetStorageKey(&info, key);
   info.dtype = dtype;
   info.quantized = type.quantized;
-  info.type_name = g.InternStorageType(type_name);
+  info.type = g.InternStorageType(type_name);
   info.numel = static_cast<uint64_t>(numel);
   info.offset = offset;
   g.storages.push_back(std::move(info));
@@ -134,7 +132,7 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
 Result<uint64_t> StorageBytes(const StorageInfo& s) {
   uint64_t n = s.numel;
   if (s.dtype != DType::kInvalid && !CheckedMul(n, DTypeSize(s.dtype), &n)) {
-    return Status::Malformed("storage '" + s.key + "' size overflows");
+    return Status::Malformed("storage '" + std::string(s.key()) + "' size overflows");
   }
   return n;
 }
@@ -298,16 +296,17 @@ pickle::StorageResolver ZipStorages(std::shared_ptr<ZipArchive> zip, const Torch
   auto members = std::make_shared<const ZipStorageMembers>(std::move(zip), memory_limit);
   return [members, layout_storages = &layout.storages,
           big_endian](const StorageInfo& s) -> Result<pickle::StorageData> {
-    const ZipEntry* e = layout_storages->Find(s.key);
+    const ZipEntry* e = layout_storages->Find(s.key());
     if (e == nullptr) {
-      return Status::Malformed("storage '" + s.key + "' (" + std::string(s.type_name) +
-                               ") has no record data/" + s.key);
+      return Status::Malformed("storage '" + std::string(s.key()) + "' (" +
+                               std::string(s.type_name()) + ") has no record data/" +
+                               std::string(s.key()));
     }
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t bytes, StorageBytes(s));
     if (e->uncompressed_size != bytes) {
       return Status::Malformed("zip member '" + Printable(e->name) + "' holds " +
                                Num(e->uncompressed_size) + " bytes but its storage (" +
-                               std::string(s.type_name) + " of " + Num(s.numel) + ") needs " +
+                               std::string(s.type_name()) + " of " + Num(s.numel) + ") needs " +
                                Num(bytes));
     }
     pickle::StorageData d;
@@ -410,7 +409,7 @@ Status CheckSysInfo(const Graph& g, Ref info, bool* little_endian) {
 }
 
 // The raw storages after a legacy stream's pickles, by key.
-using LegacyData = std::map<std::string, ByteView>;
+using LegacyData = std::map<std::string, ByteView, std::less<>>;
 
 // The raw storages in `rest` (at file offset `base`), in the key list's
 // order: an int64 element count (in the stream's byte order), then the
@@ -456,12 +455,14 @@ Result<LegacyData> ReadLegacyStorages(ByteView rest, uint64_t base, const Graph&
 pickle::StorageResolver LegacyStorages(LegacyData data, bool little_endian) {
   return [data = std::move(data),
           little_endian](const StorageInfo& st) -> Result<pickle::StorageData> {
-    auto it = data.find(st.key);
-    if (it == data.end()) return Status::Malformed("storage '" + st.key + "' has no data");
+    auto it = data.find(st.key());
+    if (it == data.end()) {
+      return Status::Malformed("storage '" + std::string(st.key()) + "' has no data");
+    }
     pickle::StorageData d;
     d.nbytes = it->second.size();
     d.big_endian = !little_endian;
-    d.origin = "storage '" + st.key + "'";
+    d.origin = "storage '" + std::string(st.key()) + "'";
     ByteView view = it->second;
     d.fetch = [view]() -> Result<Elements> {
       Elements e;

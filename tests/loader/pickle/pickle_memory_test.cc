@@ -103,7 +103,7 @@ Result<Ref> LoadFloatStorage(Machine& m, Ref pid, uint64_t) {
   graph.at(r).record = RecordKind::kStorage;
   graph.at(r).aux = static_cast<uint32_t>(graph.storages.size());
   StorageInfo s;
-  s.key = std::string(graph.text(graph.items(pid)[2]));
+  graph.SetStorageKey(&s, graph.text(graph.items(pid)[2]));
   s.dtype = DType::kF32;
   s.numel = 2;
   graph.storages.push_back(std::move(s));
@@ -173,7 +173,7 @@ TEST(ReleaseConsumed, ATensorsArgumentsAreReleasedAndTheirPlacesTakenAgain) {
     // Stride (1,): the C-contiguous ones, implied by the shape, not kept.
     EXPECT_EQ(released.tensors[i].strides, 0u);
     EXPECT_TRUE(released.StridesOf(released.tensors[i]).empty());
-    EXPECT_EQ(released.storages[released.objects[released.tensors[i].storage].aux].key,
+    EXPECT_EQ(released.storages[released.objects[released.tensors[i].storage].aux].key(),
               std::to_string(i));
   }
   // The root's names and tensors are the live objects they were.
