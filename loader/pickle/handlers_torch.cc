@@ -3,11 +3,14 @@
 // sparse tensors), torch.Size, torch.device and layouts. Arguments are
 // checked as those functions check them: what torch would reject is an
 // error, never a guess.
+#include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "loader/pickle/pickle_handlers.h"
+#include "loader/pickle/pickle_tree.h"
 
 namespace safemodel::loader::pickle {
 
@@ -31,20 +34,13 @@ Status ReadView(Builder& m, const std::string& function, Ref offset, Ref size, R
 }
 
 // Keeps `strides` (as many as the shape has dimensions) with the tensor
-// unless they are the C-contiguous ones its shape implies, which the
-// conversion computes again (pickle_convert.cc, AddTorchTensor: the last
-// dimension's stride 1, each other the product of the sizes after it, a size
-// 0 counting as 1). A product past int64 keeps the strides as given.
+// unless they are the C-contiguous ones its shape implies
+// (CContiguousStrides), which the emission fills in again (pickle_emit.cc,
+// AddTorchTensor). A shape whose product passes int64 keeps them as given.
 void StoreStrides(Graph& g, std::vector<int64_t> strides, TensorInfo* t) {
-  bool contiguous = true;
-  int64_t expected = 1;
-  for (size_t d = strides.size(); contiguous && d-- > 0;) {
-    contiguous = strides[d] == expected;
-    const uint64_t size = t->shape[d] == 0 ? 1 : t->shape[d];
-    contiguous = contiguous && size <= static_cast<uint64_t>(INT64_MAX) &&
-                 !__builtin_mul_overflow(expected, static_cast<int64_t>(size), &expected);
-  }
-  if (contiguous) return;
+  const std::optional<std::vector<int64_t>> c =
+      CContiguousStrides(std::span<const uint64_t>(t->shape.data(), t->shape.size()));
+  if (c && *c == strides) return;
   g.tensor_strides.emplace_back(strides);
   t->strides = static_cast<uint32_t>(g.tensor_strides.size());
 }

@@ -5,6 +5,7 @@
 #include "loader/pickle/pickle_converter.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -85,13 +86,16 @@ Status Converter::AddTorchTensor(Pending& p) {
   t.name = std::move(p.name);  // tensors_ is not read after EmitTensors
   // C-contiguous strides, which a tensor without strides has and most
   // tensors state: the source then holds none (Elements' empty strides).
-  std::vector<int64_t> c_strides(shape.size());
-  int64_t stride = 1;
-  for (size_t d = shape.size(); d-- > 0;) {
-    c_strides[d] = stride;
-    stride *= static_cast<int64_t>(shape[d] == 0 ? 1 : shape[d]);
+  // The handlers dropped a tensor's strides only when they were these, so a
+  // shape past int64 has its strides.
+  const std::optional<std::vector<int64_t>> c_strides = CContiguousStrides(shape);
+  if (strides.empty()) {
+    if (!c_strides) {
+      return Status::Malformed(torch_sources_->Origin(slot, t.name) +
+                               ": the shape's element count passes int64");
+    }
+    strides = *c_strides;
   }
-  if (strides.empty()) strides = c_strides;
   if (!CheckView(shape, strides, offset, storage_bytes / elem, "").ok()) {
     // The message's prefix only for a view that fails.
     return CheckView(shape, strides, offset, storage_bytes / elem, torch_sources_->Origin(slot, t.name));
@@ -103,7 +107,8 @@ Status Converter::AddTorchTensor(Pending& p) {
     big_endian_noted_ = true;
     ctx_.Note("torch.byte_order", s_.where, "big-endian storages converted to little-endian");
   }
-  const uint32_t strides_slot = strides == c_strides ? 0 : torch_sources_->AddStrides(strides);
+  const uint32_t strides_slot =
+      c_strides && strides == *c_strides ? 0 : torch_sources_->AddStrides(strides);
   if (p.link < views_of_storage_.size() && views_of_storage_[p.link] >= 2) {
     views_[ViewKey{sid, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(
         out_->tensors.size());

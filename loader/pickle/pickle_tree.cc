@@ -36,6 +36,20 @@ double HalfToDouble(uint16_t h) {
 // A cheap bounds proof for a strided view (element units), done at parse
 // time so that a bad view is reported before anything is streamed
 // (StreamElements repeats it on the real bytes).
+std::optional<std::vector<int64_t>> CContiguousStrides(std::span<const uint64_t> shape) {
+  std::vector<int64_t> strides(shape.size());
+  int64_t stride = 1;
+  for (size_t d = shape.size(); d-- > 0;) {
+    strides[d] = stride;
+    const uint64_t size = shape[d] == 0 ? 1 : shape[d];
+    if (size > static_cast<uint64_t>(INT64_MAX) ||
+        __builtin_mul_overflow(stride, static_cast<int64_t>(size), &stride)) {
+      return std::nullopt;
+    }
+  }
+  return strides;
+}
+
 Status CheckView(const std::vector<uint64_t>& shape, const std::vector<int64_t>& strides,
                  uint64_t offset, uint64_t capacity, const std::string& what) {
   uint64_t count = 1;

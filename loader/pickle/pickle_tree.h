@@ -12,6 +12,8 @@
 #define SAFEMODEL_LOADER_PICKLE_PICKLE_TREE_H_
 
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,14 @@ std::string FloatRepr(double f);
 
 // An IEEE half as a double.
 double HalfToDouble(uint16_t h);
+
+// The C-contiguous strides (elements) of `shape`, which a tensor saved
+// without strides has and most tensors state: the last dimension's 1, each
+// other the product of the sizes after it, a size 0 counting as 1. nullopt
+// when a product (the whole shape's included) passes int64. The
+// one definition both the handlers (which keep a tensor's strides only when
+// they differ from these) and the emission (which fills them in) use.
+std::optional<std::vector<int64_t>> CContiguousStrides(std::span<const uint64_t> shape);
 
 // Malformed (naming `what`) unless every element of the view of `shape`
 // and `strides` (elements) from `offset` lies inside `capacity` elements.
