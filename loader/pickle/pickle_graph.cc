@@ -153,7 +153,7 @@ std::vector<Ref>& Graph::GrowItems(ObjId id) {
 }
 
 const char* TextArena::Copy(std::string_view text) {
-  if (text.size() > kChunkBytes - used_) {
+  if (chunks_.empty() || text.size() > kChunkBytes - used_) {
     chunks_.push_back(std::make_unique_for_overwrite<char[]>(kChunkBytes));
     used_ = 0;
   }

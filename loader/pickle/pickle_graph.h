@@ -189,7 +189,7 @@ class TextArena {
 
  private:
   std::vector<std::unique_ptr<char[]>> chunks_;
-  size_t used_ = kChunkBytes;  // in the last chunk
+  size_t used_ = 0;  // bytes of the last chunk in use
 };
 
 // A numpy array or scalar. Numeric data is `data` (a view of the input or of

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -180,6 +181,35 @@ TEST(ObjectStore, ChunksNeverMoveAndObjectsStartDefault) {
   store.clear();
   EXPECT_TRUE(store.empty());
   EXPECT_EQ(store.emplace_back().aux, UINT32_MAX);  // usable again
+}
+
+// Storage keys' text: every copy keeps its bytes where it was put while
+// later ones fill chunk after chunk (a copy never straddles two).
+TEST(TextArena, CopiesStayWhereTheyArePutAcrossChunks) {
+  TextArena arena;
+  EXPECT_NE(arena.Copy(""), nullptr);  // the first copy may be empty
+  std::vector<std::pair<const char*, std::string>> copies;
+  for (int i = 0; i < 30000; ++i) {  // ~0.2 MB: four 64 KiB chunks
+    const std::string text = "k" + std::to_string(i) + (i % 7 == 0 ? std::string(40, 'x') : "");
+    copies.emplace_back(arena.Copy(text), text);
+  }
+  for (const auto& [at, text] : copies) ASSERT_EQ(std::string_view(at, text.size()), text);
+  EXPECT_NE(arena.Copy(""), nullptr);
+}
+
+// Keys are copied up to the longest a storage key may be; the record holds
+// a view of the copy.
+TEST(StorageInfo, KeepsAViewOfItsKeysCopy) {
+  Graph g;
+  StorageInfo s;
+  std::string key = "12345";
+  g.SetStorageKey(&s, key);
+  key[0] = 'x';  // the caller's bytes may change: the record has its own
+  EXPECT_EQ(s.key(), "12345");
+  EXPECT_EQ(s.type_name(), "");
+  s.type = g.InternStorageType("torch.FloatStorage");
+  EXPECT_EQ(s.type_name(), "torch.FloatStorage");
+  EXPECT_EQ(g.InternStorageType("torch.FloatStorage"), s.type);  // one copy a name
 }
 
 // A record that owns heap memory, so that a sanitizer build sees the
