@@ -32,9 +32,9 @@ MapResidency::MapResidency(ByteView map) {
 
 bool MapResidency::Touch(ByteView bytes) {
   if (!active() || bytes.empty()) return false;
+  // `bytes` is inside the map or unrelated memory.
+  if (!AddressInside(bytes.data(), Range())) return false;
   const auto first = reinterpret_cast<uintptr_t>(bytes.data());
-  // Compared as addresses: `bytes` is inside the map or unrelated memory.
-  if (first < begin_ || first >= end_) return false;
   if (++reads_ == kMapResidencyReads) DropTouched();
   const uintptr_t last = std::min<uintptr_t>(first + (bytes.size() - 1), end_ - 1);
   // Blocks of the file, not of the address space: the page cache's folios
@@ -88,8 +88,8 @@ void MapResidency::DropAll() {
 
 void MapResidency::Drop(ByteView bytes) {
   if (!active() || bytes.empty()) return;
+  if (!AddressInside(bytes.data(), Range())) return;
   const auto first = reinterpret_cast<uintptr_t>(bytes.data());
-  if (first < begin_ || first >= end_) return;
   // Whole pages inside `bytes` only: the pages at its ends may hold bytes
   // still in use.
   const uintptr_t page = PageSize();

@@ -73,6 +73,7 @@ class MapResidency {
 
   uintptr_t begin_ = 0;  // the map, its end rounded up to a page
   uintptr_t end_ = 0;
+  ByteView Range() const { return {reinterpret_cast<const uint8_t*>(begin_), end_ - begin_}; }
   std::array<uintptr_t, kMapResidencyBlocks> blocks_{};
   size_t count_ = 0;
   uint64_t reads_ = 0;  // Touch calls since the last drop

@@ -517,11 +517,7 @@ Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView dr
   a->image_ = image;
   // Only an image inside the map: compared as addresses, the image is
   // either part of the map or unrelated memory, which is never dropped.
-  const auto begin = reinterpret_cast<uintptr_t>(image.data());
-  const auto map_begin = reinterpret_cast<uintptr_t>(droppable_map.data());
-  if (!droppable_map.empty() && !image.empty() && begin >= map_begin &&
-      image.size() <= droppable_map.size() &&
-      begin - map_begin <= droppable_map.size() - image.size()) {
+  if (!droppable_map.empty() && !image.empty() && SpanInside(image, droppable_map)) {
     a->residency_ = MapResidency(droppable_map);
   }
   SAFEMODEL_RETURN_IF_ERROR(a->ParseStructure());

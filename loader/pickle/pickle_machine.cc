@@ -158,11 +158,9 @@ void Interpreter::CopyOutOfStream(Ref r) {
   const ByteView d = o.data();
   if (d.empty() || d.size() > kCopyOnGetBytes) return;
   if (copied_on_get_ + d.size() > kMaxCopyOnGetTotal) return;
-  // Compared as addresses: the bytes are in the stream or elsewhere (owned
-  // already, decoded, or copied by an earlier GET: each object once).
-  const auto at = reinterpret_cast<uintptr_t>(d.data());
-  const auto begin = reinterpret_cast<uintptr_t>(data_.data());
-  if (at < begin || at - begin >= data_.size()) return;
+  // The bytes are in the stream or elsewhere (owned already, decoded, or
+  // copied by an earlier GET: each object once).
+  if (!AddressInside(d.data(), data_)) return;
   g_.owned.emplace_back(AsChars(d));
   o.set_data(AsBytes(g_.owned.back()));
   copied_on_get_ += d.size();

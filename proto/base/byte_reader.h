@@ -29,6 +29,20 @@ inline ByteView AsBytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+// Whether `p` points into `span`, and whether all of `inner` lies inside
+// `outer`: compared as addresses, for memory that is either part of a known
+// buffer (a file map, a stream) or unrelated (an owned copy), to tell which.
+inline bool AddressInside(const void* p, ByteView span) {
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  const auto begin = reinterpret_cast<uintptr_t>(span.data());
+  return at >= begin && at - begin < span.size();
+}
+inline bool SpanInside(ByteView inner, ByteView outer) {
+  const auto at = reinterpret_cast<uintptr_t>(inner.data());
+  const auto begin = reinterpret_cast<uintptr_t>(outer.data());
+  return at >= begin && inner.size() <= outer.size() && at - begin <= outer.size() - inner.size();
+}
+
 // True if `input` begins with the bytes of `magic`.
 inline bool StartsWith(ByteView input, std::string_view magic) {
   return input.size() >= magic.size() && AsChars(input.subspan(0, magic.size())) == magic;
