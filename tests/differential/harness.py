@@ -18,6 +18,10 @@ safemodel_canary, whose import writes a marker file. It fails when
     for h5py every converted tensor must be one of the file's datasets);
   - safe-convert crashed (exit 5, 70) or contradicted the variant's "expect".
 
+A variant may carry "loaders_read": [loader, ...]: those loaders must read
+the file without running the canary, whatever safe-convert does (a refusal
+that is deliberate, where the real loader reads the file, is shown so).
+
 A variant may carry "known": "<why, which issue>": its failures are printed
 as KNOWN and do not fail the run (a differential found, owned elsewhere).
 
@@ -181,6 +185,14 @@ def judge(v, sc, results):
         fails.append("expected a refusal, safe-convert converted")
     if v.get("expect") == "convert" and sc["exit"] != 0:
         fails.append("expected a conversion, safe-convert exited %d (%s)" % (sc["exit"], sc["message"]))
+    for r in results:
+        if r["loader"] in v.get("loaders_read", ()) and (not r["ok"] or r["canary"]):
+            fails.append("%s was to read the file: %s" % (
+                r["loader"], "it ran the canary" if r["canary"] else "it failed"))
+    missing = set(v.get("loaders_read", ())) - {r["loader"] for r in results}
+    if missing:
+        fails.append("loaders_read names loaders not run for kind %s: %s" %
+                     (v["kind"], sorted(missing)))
     if sc["exit"] != 0:
         return fails
     primary = LOADERS[v["kind"]][1]

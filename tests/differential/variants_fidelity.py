@@ -338,6 +338,36 @@ class _Rebuild:
         return self.function, self.args
 
 
+def _released_get(outdir):
+    """A torch zip whose second tensor fetches the first one's size tuple from
+    the memo (LONG_BINGET 7): torch.save never writes it (a new tuple per
+    tensor), torch.load reads it, and safe-convert refuses it, a deliberate
+    limit (loader/README.md: a tensor's spent arguments are released as the
+    pickle is read, and a later GET of one is refused)."""
+    def s(text):
+        return b"X" + struct.pack("<I", len(text)) + text.encode()
+
+    def storage(key):
+        return (b"((" + s("storage") + b"ctorch\nFloatStorage\n" + s(key) + s("cpu") +
+                b"K\x02tQ")
+    rebuild = b"ctorch._utils\n_rebuild_tensor_v2\n"
+    hooks = b"ccollections\nOrderedDict\n)R"
+    first = (s("a") + rebuild + storage("0") + b"K\x00(K\x02t" + b"r" + struct.pack("<I", 7) +
+             b"(K\x01t\x89" + hooks + b"tR")
+    later = (s("b") + rebuild + storage("1") + b"K\x00" + b"j" + struct.pack("<I", 7) +
+             b"(K\x01t\x89" + hooks + b"tR")
+    pkl = b"\x80\x02}(" + first + later + b"u."
+    path = os.path.join(outdir, "torch_released_get.pt")
+    data = struct.pack("<2f", 1.0, 2.0)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, body in (("a/data.pkl", pkl), ("a/data/0", data), ("a/data/1", data),
+                           ("a/version", b"3")):
+            z.writestr(name, body)
+    return {"name": "torch_released_get", "path": path, "kind": "torch", "expect": "refuse",
+            "loaders_read": ["torch", "torch_weights_only"],
+            "note": "a GET of a released tensor argument: torch reads it, we refuse (deliberate)"}
+
+
 def _torch_variants(rng, nrng, outdir):
     try:
         import torch
@@ -378,6 +408,7 @@ def _torch_variants(rng, nrng, outdir):
         path = os.path.join(outdir, "torch_%s.pt" % name)
         torch.save({"w": _Rebuild(function, args)}, path)
         out.append({"name": "torch_" + name, "path": path, "kind": "torch", "expect": expect})
+    out.append(_released_get(outdir))
     param = _Rebuild(_rebuild_parameter, (f, rng.choice([1, None]), hooks))
     path = os.path.join(outdir, "torch_param_rg_not_bool.pt")
     torch.save({"p": param}, path)
