@@ -14,8 +14,11 @@
 #include <vector>
 
 #include "loader/parser.h"
+#include "loader/pickle/pickle_builder.h"
+#include "loader/pickle/pickle_keys.h"
 #include "loader/pickle/pickle_interpreter.h"
 #include "loader/pickle/pickle_machine.h"
+#include "tests/loader/pickle/pickle_bytes.h"
 
 namespace safemodel::loader::pickle {
 namespace {
@@ -193,6 +196,9 @@ TEST(TextArena, CopiesStayWhereTheyArePutAcrossChunks) {
     const std::string text = "k" + std::to_string(i) + (i % 7 == 0 ? std::string(40, 'x') : "");
     copies.emplace_back(arena.Copy(text), text);
   }
+  const std::string big(TextArena::kChunkBytes + 7, 'b');  // a block of its own
+  copies.emplace_back(arena.Copy(big), big);
+  copies.emplace_back(arena.Copy("after"), "after");
   for (const auto& [at, text] : copies) ASSERT_EQ(std::string_view(at, text.size()), text);
   EXPECT_NE(arena.Copy(""), nullptr);
 }
@@ -295,7 +301,78 @@ TEST(KeyIndex, OffersEveryPositionOfAHashUntilOneMatches) {
 // only when they are not the C-contiguous ones).
 TEST(TensorInfo, StaysSmall) {
   static_assert(sizeof(TensorInfo) <= 64, "TensorInfo grew");
-  static_assert(sizeof(StorageInfo) <= 72, "StorageInfo grew");  // one per storage too
+  static_assert(sizeof(StorageInfo) <= 40, "StorageInfo grew");  // one per storage too
+  static_assert(sizeof(Object) <= 32, "Object grew");
+}
+
+// A byte object's size is 40 bits of the object: sizes past 32 bits and
+// the largest one come back whole. (The pointer is never read.)
+TEST(Object, AByteObjectsSizeComesBackWhole) {
+  const auto* p = reinterpret_cast<const uint8_t*>(uintptr_t{4096});
+  for (uint64_t size : {uint64_t{0}, uint64_t{5}, (uint64_t{1} << 32) + 5, uint64_t{1} << 33,
+                        Object::kMaxDataBytes}) {
+    Object o;
+    o.kind = Kind::kBytes;
+    o.set_data(ByteView(p, size));
+    EXPECT_EQ(o.data().size(), size);
+    EXPECT_EQ(o.data().data(), p);
+    EXPECT_TRUE(o.items().empty());
+  }
+}
+
+// Builder::NewData refuses a byte object past kMaxDataBytes and makes no
+// object; at the limit it makes one. (The bytes are never read.)
+TEST(Object, NewDataRefusesABytesObjectPastTheLimit) {
+  ParseContext ctx(ParseOptions{});
+  Graph g;
+  Machine m(ctx, g, MachineOptions{});
+  Builder b(m, 0);
+  const auto* p = reinterpret_cast<const uint8_t*>(uintptr_t{4096});
+  Result<Ref> over = b.NewData(Kind::kBytes, ByteView(p, Object::kMaxDataBytes + 1));
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), StatusCode::kLimitExceeded);
+  EXPECT_EQ(g.objects.size(), 0u);
+  Result<Ref> at = b.NewData(Kind::kBytes, ByteView(p, Object::kMaxDataBytes));
+  ASSERT_TRUE(at.ok()) << at.status().ToString();
+  EXPECT_EQ(g.at(*at).data().size(), Object::kMaxDataBytes);
+}
+
+// A dict's or frozenset's key index shares its field with a name's index:
+// a large one is no name (empty name, no table entry, offset 0), SetName
+// leaves it alone, and the dict stays in use (not releasable).
+TEST(Object, ALargeContainersKeyIndexIsNoName) {
+  using testing::B;
+  using testing::Int1;
+  using testing::P2;
+  using testing::Str;
+  std::string dict_items, set_items;
+  for (int i = 0; i < 2 * static_cast<int>(kIndexThreshold); ++i) {
+    dict_items += Str("k" + std::to_string(i)) + Int1(i);
+    set_items += Str("f" + std::to_string(i));
+  }
+  // PROTO 2, ({k0: 0, ...}, frozenset({f0, ...})): EMPTY_DICT MARK ...
+  // SETITEMS, MARK ... FROZENSET, TUPLE2.
+  const std::string p = P2("}(" + dict_items + "u(" + set_items + B({0x91, 0x86}));
+  ParseContext ctx(ParseOptions{});
+  Graph g;
+  Machine m(ctx, g, MachineOptions{});
+  uint64_t end = 0;
+  Result<Ref> root = m.Run(AsBytes(p), 0, &end);
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  const std::span<const Ref> top = g.items(*root);
+  ASSERT_EQ(top.size(), 2u);
+  EXPECT_EQ(top[0].kind, Kind::kDict);
+  EXPECT_EQ(top[1].kind, Kind::kFrozenSet);
+  for (Ref c : {top[0], top[1]}) {
+    ASSERT_NE(g.at(c).side, UINT32_MAX) << "no key index was built";
+    EXPECT_EQ(g.name(c), "");
+    EXPECT_EQ(g.global(c).kind, GlobalEntry{}.kind);
+    EXPECT_EQ(g.offset(c.id), 0u);
+    const uint32_t side = g.at(c).side;
+    g.SetName(c.id, "not a name");
+    EXPECT_EQ(g.at(c).side, side);
+    EXPECT_FALSE(g.Releasable(c.id));
+  }
 }
 
 // Python's () is one object: every EMPTY_TUPLE of a run is one graph
