@@ -20,7 +20,9 @@ safemodel_canary, whose import writes a marker file. It fails when
 
 A variant may carry "loaders_read": [loader, ...]: those loaders must read
 the file without running the canary, whatever safe-convert does (a refusal
-that is deliberate, where the real loader reads the file, is shown so).
+that is deliberate, where the real loader reads the file, is shown so), and
+"refuse_message": a text safe-convert's refusal must contain (that it is
+the refusal the variant is about).
 
 A variant may carry "known": "<why, which issue>": its failures are printed
 as KNOWN and do not fail the run (a differential found, owned elsewhere).
@@ -185,10 +187,14 @@ def judge(v, sc, results):
         fails.append("expected a refusal, safe-convert converted")
     if v.get("expect") == "convert" and sc["exit"] != 0:
         fails.append("expected a conversion, safe-convert exited %d (%s)" % (sc["exit"], sc["message"]))
+    if v.get("refuse_message") and (sc["exit"] == 0 or v["refuse_message"] not in sc["message"]):
+        fails.append("expected the refusal %r, safe-convert exited %d (%s)" %
+                     (v["refuse_message"], sc["exit"], sc["message"][:200]))
     for r in results:
         if r["loader"] in v.get("loaders_read", ()) and (not r["ok"] or r["canary"]):
             fails.append("%s was to read the file: %s" % (
-                r["loader"], "it ran the canary" if r["canary"] else "it failed"))
+                r["loader"], "it ran the canary" if r["canary"] else
+                "it failed (%s)" % str(r.get("error", ""))[:200]))
     missing = set(v.get("loaders_read", ())) - {r["loader"] for r in results}
     if missing:
         fails.append("loaders_read names loaders not run for kind %s: %s" %

@@ -365,6 +365,7 @@ def _released_get(outdir):
             z.writestr(name, body)
     return {"name": "torch_released_get", "path": path, "kind": "torch", "expect": "refuse",
             "loaders_read": ["torch", "torch_weights_only"],
+            "refuse_message": "memo key 7 refers back to the arguments of a tensor",
             "note": "a GET of a released tensor argument: torch reads it, we refuse (deliberate)"}
 
 
