@@ -188,7 +188,7 @@ Converter::SideTableUses Converter::CountSideTableUses() const {
 }
 
 // Pending torch tensor `p` is emitted: a chunk of the side tables no later
-// one reads is freed now, so that the records (168 bytes a tensor) leave as
+// one reads is freed now, so that the records (104 bytes a tensor) leave as
 // the tensors (160) and their sources arrive, rather than all at once after
 // the last (16.8 MB at the conversion's peak for 100,000 tensors).
 void Converter::DoneWithSideTables(const Pending& p, SideTableUses* uses) {

@@ -153,6 +153,11 @@ std::vector<Ref>& Graph::GrowItems(ObjId id) {
 }
 
 const char* TextArena::Copy(std::string_view text) {
+  if (text.size() > kChunkBytes) {
+    char* own = own_.emplace_back(std::make_unique_for_overwrite<char[]>(text.size())).get();
+    std::memcpy(own, text.data(), text.size());
+    return own;
+  }
   if (chunks_.empty() || text.size() > kChunkBytes - used_) {
     chunks_.push_back(std::make_unique_for_overwrite<char[]>(kChunkBytes));
     used_ = 0;
@@ -176,9 +181,11 @@ bool Graph::Releasable(ObjId id) const {
 
 void Graph::Release(ObjId id) {
   Object& o = objects[id];
-  if (o.hi_ == Object::kGrown) {
+  if (IsByteKind(o.kind)) {
+    // Nothing of its own: the bytes are the stream's or Graph::owned's.
+  } else if (o.hi_ == Object::kGrown) {
     std::vector<Ref>().swap(*static_cast<std::vector<Ref>*>(const_cast<void*>(o.ptr_)));
-  } else if (!IsByteKind(o.kind)) {
+  } else {
     item_arena.Free(static_cast<const Ref*>(o.ptr_), o.lo_);
   }
   o = Object();

@@ -177,6 +177,7 @@ static_assert(sizeof(StorageInfo) <= 40, "StorageInfo grew: memory per tensor gr
 // (zip: 0, 1, ...; legacy: a pointer value), anything longer is not a key
 // torch writes (the torch formats refuse it).
 inline constexpr size_t kMaxStorageKeyBytes = 64;
+static_assert(kMaxStorageKeyBytes <= UINT8_MAX, "StorageInfo::key_size is one byte");
 
 // Short strings copied into chunks that never move and are freed together:
 // a std::string each would cost 32 bytes (and a heap block past 15 bytes)
@@ -184,12 +185,14 @@ inline constexpr size_t kMaxStorageKeyBytes = 64;
 class TextArena {
  public:
   static constexpr size_t kChunkBytes = size_t{1} << 16;
-  // A copy of `text` (at most kChunkBytes bytes), valid as long as the arena.
+  // A copy of `text`, valid as long as the arena (a text longer than
+  // kChunkBytes gets a chunk of its own).
   const char* Copy(std::string_view text);
 
  private:
   std::vector<std::unique_ptr<char[]>> chunks_;
   size_t used_ = 0;  // bytes of the last chunk in use
+  std::vector<std::unique_ptr<char[]>> own_;  // texts longer than a chunk
 };
 
 // A numpy array or scalar. Numeric data is `data` (a view of the input or of
@@ -249,9 +252,9 @@ struct Object {
   // the memo key the object was stored under, or UINT32_MAX (never
   // memoized), so that a release can void that key.
   uint32_t aux = UINT32_MAX;
-  // kGlobal and text records: index into Graph::named (Graph::name). kDict
-  // and kSet once large: index into Graph::key_index. (One field: no object
-  // has both.)
+  // kGlobal and text records: index into Graph::named (Graph::name). kDict,
+  // kSet and kFrozenSet once large: index into Graph::key_index. (One field:
+  // no object has both; Graph::NamedIndex reads it for names only.)
   uint32_t side = UINT32_MAX;
 
  private:
@@ -520,7 +523,7 @@ struct Graph {
   // (Object::side indexes it; a deque: an index is never moved).
   std::deque<KeyIndex> key_index;
   ChunkedTable<TensorInfo, 12> tensors;    // 4,096 a chunk (360 KB)
-  ChunkedTable<StorageInfo, 12> storages;  // 4,096 a chunk (300 KB)
+  ChunkedTable<StorageInfo, 12> storages;  // 4,096 a chunk (160 KiB)
   // The distinct storage type names StorageInfo::type refers to (a
   // deque: they never move). Only names of the global table's storage
   // types are interned, so there are a few dozen at most.
@@ -650,9 +653,11 @@ struct Graph {
     }
     return &storage_types.emplace_back(name);
   }
-  // Sets `s`'s key to a copy of `key` (at most kMaxStorageKeyBytes bytes).
+  // Sets `s`'s key to a copy of `key`, which the caller has checked is at
+  // most kMaxStorageKeyBytes long (ValidKey); a longer one is a bug, and
+  // stops the process rather than becoming another, shorter key.
   void SetStorageKey(StorageInfo* s, std::string_view key) {
-    key = key.substr(0, kMaxStorageKeyBytes);
+    if (key.size() > kMaxStorageKeyBytes) __builtin_trap();
     s->key_data = storage_key_text.Copy(key);
     s->key_size = static_cast<uint8_t>(key.size());
   }

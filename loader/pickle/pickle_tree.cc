@@ -33,9 +33,6 @@ double HalfToDouble(uint16_t h) {
   return (h & 0x8000) ? -v : v;
 }
 
-// A cheap bounds proof for a strided view (element units), done at parse
-// time so that a bad view is reported before anything is streamed
-// (StreamElements repeats it on the real bytes).
 std::optional<std::vector<int64_t>> CContiguousStrides(std::span<const uint64_t> shape) {
   std::vector<int64_t> strides(shape.size());
   int64_t stride = 1;
@@ -50,6 +47,9 @@ std::optional<std::vector<int64_t>> CContiguousStrides(std::span<const uint64_t>
   return strides;
 }
 
+// A cheap bounds proof for a strided view (element units), done at parse
+// time so that a bad view is reported before anything is streamed
+// (StreamElements repeats it on the real bytes).
 Status CheckView(const std::vector<uint64_t>& shape, const std::vector<int64_t>& strides,
                  uint64_t offset, uint64_t capacity, const std::string& what) {
   uint64_t count = 1;
