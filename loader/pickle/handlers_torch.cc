@@ -38,9 +38,7 @@ Status ReadView(Builder& m, const std::string& function, Ref offset, Ref size, R
 // (CContiguousStrides), which the emission fills in again (pickle_emit.cc,
 // AddTorchTensor). A shape whose product passes int64 keeps them as given.
 void StoreStrides(Graph& g, std::vector<int64_t> strides, TensorInfo* t) {
-  const std::optional<std::vector<int64_t>> c =
-      CContiguousStrides(std::span<const uint64_t>(t->shape.data(), t->shape.size()));
-  if (c && *c == strides) return;
+  if (IsCContiguous(std::span<const uint64_t>(t->shape.data(), t->shape.size()), strides)) return;
   g.tensor_strides.emplace_back(strides);
   t->strides = static_cast<uint32_t>(g.tensor_strides.size());
 }

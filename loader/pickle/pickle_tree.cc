@@ -33,18 +33,37 @@ double HalfToDouble(uint16_t h) {
   return (h & 0x8000) ? -v : v;
 }
 
-std::optional<std::vector<int64_t>> CContiguousStrides(std::span<const uint64_t> shape) {
-  std::vector<int64_t> strides(shape.size());
+namespace {
+
+// The one rule of CContiguousStrides: calls visit(d, stride) from the last
+// dimension to the first; false when a product passes int64 or visit does.
+template <typename Visit>
+bool ForEachCStride(std::span<const uint64_t> shape, Visit visit) {
   int64_t stride = 1;
   for (size_t d = shape.size(); d-- > 0;) {
-    strides[d] = stride;
+    if (!visit(d, stride)) return false;
     const uint64_t size = shape[d] == 0 ? 1 : shape[d];
     if (size > static_cast<uint64_t>(INT64_MAX) ||
         __builtin_mul_overflow(stride, static_cast<int64_t>(size), &stride)) {
-      return std::nullopt;
+      return false;
     }
   }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::vector<int64_t>> CContiguousStrides(std::span<const uint64_t> shape) {
+  std::vector<int64_t> strides(shape.size());
+  if (!ForEachCStride(shape, [&](size_t d, int64_t s) { return strides[d] = s, true; })) {
+    return std::nullopt;
+  }
   return strides;
+}
+
+bool IsCContiguous(std::span<const uint64_t> shape, std::span<const int64_t> strides) {
+  return strides.size() == shape.size() &&
+         ForEachCStride(shape, [&](size_t d, int64_t s) { return strides[d] == s; });
 }
 
 // A cheap bounds proof for a strided view (element units), done at parse

@@ -35,6 +35,9 @@ double HalfToDouble(uint16_t h);
 // one definition both the handlers (which keep a tensor's strides only when
 // they differ from these) and the emission (which fills them in) use.
 std::optional<std::vector<int64_t>> CContiguousStrides(std::span<const uint64_t> shape);
+// Whether `strides` are CContiguousStrides(shape), without making them (the
+// handlers ask once per tensor).
+bool IsCContiguous(std::span<const uint64_t> shape, std::span<const int64_t> strides);
 
 // Malformed (naming `what`) unless every element of the view of `shape`
 // and `strides` (elements) from `offset` lies inside `capacity` elements.

@@ -36,5 +36,17 @@ TEST(CContiguousStrides, AProductPastInt64HasNone) {
   EXPECT_EQ(Strides({1, uint64_t{1} << 62}), (std::vector<int64_t>{int64_t{1} << 62, 1}));
 }
 
+// The check without the vector agrees with the strides made.
+TEST(CContiguousStrides, IsCContiguousAgreesWithTheStridesMade) {
+  const std::vector<uint64_t> shape = {3, 0, 2};
+  EXPECT_TRUE(IsCContiguous(shape, std::vector<int64_t>{2, 2, 1}));
+  EXPECT_FALSE(IsCContiguous(shape, std::vector<int64_t>{2, 1, 1}));
+  EXPECT_FALSE(IsCContiguous(shape, std::vector<int64_t>{2, 1}));  // rank differs
+  const std::vector<uint64_t> empty;
+  EXPECT_TRUE(IsCContiguous(empty, std::vector<int64_t>{}));
+  const std::vector<uint64_t> huge = {2, uint64_t{1} << 62};
+  EXPECT_FALSE(IsCContiguous(huge, std::vector<int64_t>{int64_t{1} << 62, 1}));  // past int64
+}
+
 }  // namespace
 }  // namespace safemodel::loader::pickle
