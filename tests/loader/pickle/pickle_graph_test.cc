@@ -337,6 +337,13 @@ TEST(Object, NewDataRefusesABytesObjectPastTheLimit) {
   EXPECT_EQ(g.at(*at).data().size(), Object::kMaxDataBytes);
 }
 
+// Runs pickle `p` into `g` with no handlers' options; *end is where it stopped.
+Result<Ref> RunPickle(const std::string& p, Graph* g, uint64_t* end) {
+  ParseContext ctx(ParseOptions{});
+  Machine m(ctx, *g, MachineOptions{});
+  return m.Run(AsBytes(p), 0, end);
+}
+
 // A dict's or frozenset's key index shares its field with a name's index:
 // a large one is no name (empty name, no table entry, offset 0), SetName
 // leaves it alone, and the dict stays in use (not releasable).
@@ -353,11 +360,9 @@ TEST(Object, ALargeContainersKeyIndexIsNoName) {
   // PROTO 2, ({k0: 0, ...}, frozenset({f0, ...})): EMPTY_DICT MARK ...
   // SETITEMS, MARK ... FROZENSET, TUPLE2.
   const std::string p = P2("}(" + dict_items + "u(" + set_items + B({0x91, 0x86}));
-  ParseContext ctx(ParseOptions{});
   Graph g;
-  Machine m(ctx, g, MachineOptions{});
   uint64_t end = 0;
-  Result<Ref> root = m.Run(AsBytes(p), 0, &end);
+  Result<Ref> root = RunPickle(p, &g, &end);
   ASSERT_TRUE(root.ok()) << root.status().ToString();
   const std::span<const Ref> top = g.items(*root);
   ASSERT_EQ(top.size(), 2u);
@@ -380,11 +385,9 @@ TEST(Object, ALargeContainersKeyIndexIsNoName) {
 TEST(GraphItems, EveryEmptyTupleOfARunIsOneObject) {
   // PROTO 2, MARK, EMPTY_TUPLE x3, MARK TUPLE (empty), TUPLE, STOP.
   const std::string p = std::string("\x80\x02(") + ")))" + "(t" + "t.";
-  ParseContext ctx(ParseOptions{});
   Graph g;
-  Machine m(ctx, g, MachineOptions{});
   uint64_t end = 0;
-  Result<Ref> root = m.Run(AsBytes(p), 0, &end);
+  Result<Ref> root = RunPickle(p, &g, &end);
   ASSERT_TRUE(root.ok()) << root.status().ToString();
   EXPECT_EQ(end, p.size());
   ASSERT_EQ(root->kind, Kind::kTuple);
