@@ -6,7 +6,9 @@
 #include <google/protobuf/message.h>
 #include <google/protobuf/wire_format_lite.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 #include <unordered_set>
 #include <vector>
 
@@ -219,21 +221,29 @@ bool IsTextField(const google::protobuf::FieldDescriptor* f) {
   return kBinary->count(f) == 0;
 }
 
-// Walks the wire format of `bytes` as message `type` without allocating, and
-// counts what parsing it would allocate. False if over `max_objects` or not
+// A message level of WithinObjectBudget's walk. The stack is explicit
+// (nesting is attacker-controlled), and a caller that walks many small
+// messages passes its own, so that each walk does not allocate one.
+struct BudgetLevel {
+  const google::protobuf::Descriptor* type;
+  google::protobuf::io::CodedInputStream::Limit limit;
+};
+
+// Walks the wire format of `bytes` as message `type` without allocating
+// (but for the stack of levels: `scratch`, or its own), and counts what
+// parsing it would allocate. False if over `max_objects` or not
 // well-formed (parsing would fail too), or, with `check_text`, if a text
 // field is not UTF-8: the schemas declare text as `bytes` so that protobuf
 // neither logs about it nor checks it, and this is the check.
 bool WithinObjectBudget(const google::protobuf::Descriptor* type, ByteView bytes,
-                        uint64_t max_objects, bool check_text, uint64_t* counted = nullptr) {
+                        uint64_t max_objects, bool check_text, uint64_t* counted = nullptr,
+                        std::vector<BudgetLevel>* scratch = nullptr) {
   using google::protobuf::FieldDescriptor;
   using google::protobuf::internal::WireFormatLite;
   google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
-  struct Level {
-    const google::protobuf::Descriptor* type;
-    google::protobuf::io::CodedInputStream::Limit limit;
-  };
-  std::vector<Level> stack;  // explicit: nesting is attacker-controlled
+  std::vector<BudgetLevel> own;
+  std::vector<BudgetLevel>& stack = scratch != nullptr ? *scratch : own;
+  stack.clear();
   stack.push_back({type, in.PushLimit(static_cast<int>(bytes.size()))});
   uint64_t objects = 0;
   while (!stack.empty()) {
@@ -304,71 +314,142 @@ bool ParseBounded(ByteView bytes, google::protobuf::MessageLite* out, uint64_t m
 
 namespace {
 
-// The top level of a message that passed WithinObjectBudget: calls
-// on_entry(payload) for each length-delimited occurrence of `field` and
-// on_other(bytes) with each other field's bytes (tag included), in order;
-// false if a call returns false or a field does not skip (not reached
-// after the budget walk).
-template <typename OnEntry, typename OnOther>
-bool WalkTopLevel(ByteView bytes, int field, OnEntry on_entry, OnOther on_other) {
-  using google::protobuf::internal::WireFormatLite;
-  google::protobuf::io::CodedInputStream in(bytes.data(), static_cast<int>(bytes.size()));
-  for (;;) {
-    const int start = in.CurrentPosition();
-    const uint32_t tag = in.ReadTag();
-    if (tag == 0) {
-      // The end, or a zero or truncated tag, which the budget walk lets
-      // through at the very end: handed on with whatever follows, for
-      // protobuf's parse to refuse as it refuses it in the whole.
-      return start == static_cast<int>(bytes.size()) ||
-             on_other(bytes.subspan(static_cast<size_t>(start)));
+// The bytes of a streamed parse not yet consumed: those read ahead, in one
+// buffer, and a count of those still in the source.
+class Window {
+ public:
+  Window(ByteSource& source, uint64_t length) : source_(source), unread_(length) {}
+
+  // Makes the next min(n, Remaining()) bytes contiguous, reading at least
+  // kParseWindowBytes at a time while the source has them; false if the
+  // source failed. The buffer grows only for a field larger than it.
+  bool Fill(uint64_t n) {
+    const size_t have = end_ - pos_;
+    if (have >= n || unread_ == 0) return true;
+    const uint64_t want = std::min<uint64_t>(std::max<uint64_t>(n, kParseWindowBytes) - have, unread_);
+    if (pos_ != 0) {
+      std::memmove(buf_.data(), buf_.data() + pos_, have);
+      pos_ = 0;
+      end_ = have;
     }
-    if (static_cast<int>(tag >> 3) == field &&
-        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+    if (buf_.size() < have + want) buf_.resize(static_cast<size_t>(have + want));
+    if (!source_.Read(buf_.data() + have, static_cast<size_t>(want))) return false;
+    end_ += static_cast<size_t>(want);
+    unread_ -= want;
+    return true;
+  }
+  ByteView Available() const { return ByteView(buf_.data() + pos_, end_ - pos_); }
+  // Whether every byte left is in the buffer.
+  bool AllIn() const { return unread_ == 0; }
+  uint64_t Remaining() const { return end_ - pos_ + unread_; }
+  void Consume(size_t n) { pos_ += n; }
+
+ private:
+  ByteSource& source_;
+  uint64_t unread_;
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0, end_ = 0;
+};
+
+// Room for a tag and a varint (at most ten bytes each) or a fixed64.
+constexpr uint64_t kFieldHeadBytes = 32;
+
+// The size of the top-level field at the start of `w` (tag included), with
+// at least kFieldHeadBytes of it (or all that is left) in the buffer, and
+// whether it is an occurrence of `field` (its payload then follows
+// *head bytes). False if it is not well-formed or cannot be complete, as
+// the whole's budget walk would find it; a group is read ahead until it
+// ends. Leaves the field whole in the buffer.
+bool MeasureField(Window& w, int field, uint64_t* size, bool* is_entry, uint64_t* head) {
+  using google::protobuf::internal::WireFormatLite;
+  for (;;) {
+    const ByteView avail = w.Available();
+    google::protobuf::io::CodedInputStream in(avail.data(), static_cast<int>(avail.size()));
+    const uint32_t tag = in.ReadTag();
+    // A zero tag where bytes remain (or one that does not read) ends the
+    // whole's walk with bytes left over: refused.
+    if (tag == 0) return false;
+    const auto wire_type = WireFormatLite::GetTagWireType(tag);
+    if (wire_type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
       uint32_t length;
       if (!in.ReadVarint32(&length) || length > static_cast<uint32_t>(INT32_MAX)) return false;
-      const int at = in.CurrentPosition();
-      if (!in.Skip(static_cast<int>(length))) return false;
-      if (!on_entry(bytes.subspan(static_cast<size_t>(at), length))) return false;
-      continue;
+      *head = static_cast<uint64_t>(in.CurrentPosition());
+      *size = *head + length;
+      *is_entry = static_cast<int>(tag >> 3) == field;
+      return *size <= w.Remaining() && w.Fill(*size);
     }
-    if (!WireFormatLite::SkipField(&in, tag)) return false;
-    if (!on_other(bytes.subspan(static_cast<size_t>(start),
-                                static_cast<size_t>(in.CurrentPosition() - start)))) {
-      return false;
+    *is_entry = false;
+    if (WireFormatLite::SkipField(&in, tag)) {
+      *size = static_cast<uint64_t>(in.CurrentPosition());
+      return true;
     }
+    // Only a group can be longer than the head bytes: read on, doubling.
+    if (wire_type != WireFormatLite::WIRETYPE_START_GROUP || w.AllIn()) return false;
+    if (!w.Fill(2 * avail.size())) return false;
   }
 }
 
 }  // namespace
 
+bool ParseBoundedEntries(ByteSource& source, uint64_t length, google::protobuf::Message* out,
+                         int field, google::protobuf::Message* entry, EntrySink* sink,
+                         uint64_t max_objects) {
+  if (length > kMaxHeaderBytes) return false;
+  // Field by field, each whole in the window: its budget walk as part of
+  // the top level (the objects of all fields so far within `max_objects`),
+  // then an entry parsed on its own and handed over, or any other field
+  // merged into `out`. A repeated message field's occurrences are
+  // independent of each other and of every other field, and parsing fields
+  // one after the other into the same message is parsing them together
+  // (protobuf's merge rule), so this is the whole's parse.
+  out->Clear();
+  Window w(source, length);
+  uint64_t objects = 0;
+  std::vector<BudgetLevel> levels;  // reused by every field's budget walk
+  for (;;) {
+    if (!w.Fill(kFieldHeadBytes)) return false;
+    if (w.Remaining() == 0) return true;
+    uint64_t size = 0, head = 0;
+    bool is_entry = false;
+    if (!MeasureField(w, field, &size, &is_entry, &head)) return false;
+    const ByteView bytes = w.Available().first(static_cast<size_t>(size));
+    uint64_t counted = 0;
+    if (!WithinObjectBudget(out->GetDescriptor(), bytes, max_objects - objects, /*check_text=*/true,
+                            &counted, &levels)) {
+      return false;
+    }
+    objects += counted;
+    if (is_entry) {
+      // One level below the top: the budget the entry has inside `out`.
+      if (!ParseWhole(bytes.subspan(static_cast<size_t>(head)), entry, kMaxMessageNesting - 1)) {
+        return false;
+      }
+      sink->Add(*entry);
+    } else if (!MergeWhole(bytes, out, kMaxMessageNesting)) {
+      return false;
+    }
+    w.Consume(static_cast<size_t>(size));
+  }
+}
+
 bool ParseBoundedEntries(ByteView bytes, google::protobuf::Message* out, int field,
                          google::protobuf::Message* entry, EntrySink* sink, uint64_t max_objects) {
-  if (bytes.size() > kMaxHeaderBytes) return false;
-  if (!WithinObjectBudget(out->GetDescriptor(), bytes, max_objects, /*check_text=*/true))
-    return false;
-  // Pass 1 counts the entries; pass 2 parses each entry on its own and
-  // merges every other field into `out` in their order, in place: a
-  // repeated message field's occurrences are independent of each other and
-  // of every other field, and parsing fields one after the other into the
-  // same message is parsing them together (protobuf's merge rule), so this
-  // is the whole's parse.
-  uint64_t entries = 0;
-  if (!WalkTopLevel(
-          bytes, field, [&](ByteView) { return ++entries, true; }, [](ByteView) { return true; })) {
-    return false;
-  }
-  sink->Reserve(entries);
-  out->Clear();
-  return WalkTopLevel(
-      bytes, field,
-      [&](ByteView payload) {
-        // One level below the top: the budget the entry has inside `out`.
-        if (!ParseWhole(payload, entry, kMaxMessageNesting - 1)) return false;
-        sink->Add(*entry);
-        return true;
-      },
-      [&](ByteView other) { return MergeWhole(other, out, kMaxMessageNesting); });
+  class ViewSource final : public ByteSource {
+   public:
+    explicit ViewSource(ByteView bytes) : bytes_(bytes) {}
+    bool Read(uint8_t* out, size_t n) override {
+      if (n > bytes_.size() - at_) return false;
+      std::memcpy(out, bytes_.data() + at_, n);
+      at_ += n;
+      return true;
+    }
+
+   private:
+    ByteView bytes_;
+    size_t at_ = 0;
+  };
+  ViewSource source(bytes);
+  return ParseBoundedEntries(source, bytes.size(), out, field, entry, sink, max_objects);
 }
 
 uint64_t CountParsedObjects(const google::protobuf::Message& message, ByteView bytes) {

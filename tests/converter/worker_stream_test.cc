@@ -13,12 +13,14 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "converter/protocol/conversion_protocol.h"
+#include "converter/protocol/stream_limits.h"
 #include "converter/protocol/worker.pb.h"
 #include "converter/worker_stream.h"
 #include "proto/wire/wire.h"
@@ -457,6 +459,51 @@ TEST_F(TensorRefTest, AHeadersFailuresAreReportedInTheirOrder) {
     StreamOutcome st = Read(s, input_fd_);
     EXPECT_EQ(st.end(), StreamEnd::kProtocolError) << st.cause().ToString();
     EXPECT_NE(st.cause().message().find(why), std::string::npos) << st.cause().ToString();
+    EXPECT_EQ(st.writer, nullptr);
+  }
+}
+
+// The HEADER frame is parsed as it is read. Entries past the tensor limit
+// for the input's size are counted, not kept, and the header is refused
+// for their number, whatever they hold (the last one here has no name); a
+// frame cut short is a read failure, not a parse failure, even when it is
+// many windows long.
+TEST_F(TensorRefTest, AStreamedHeadersCountAndEndAreChecked) {
+  const uint64_t limit = StreamLimitsFor(kInputBytes).tensors;
+  worker::WorkerHeader h;
+  h.set_source_format("npy");
+  for (uint64_t i = 0; i <= limit; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "t%07llu", static_cast<unsigned long long>(i));
+    v1::TensorInfo* t = h.add_tensors();
+    t->set_name(i == limit ? "" : name);
+    t->set_dtype(v1::U8);
+    t->add_shape(1);
+  }
+  const std::string frame = wire::SerializeDeterministic(h);
+  ASSERT_GT(frame.size(), 4 * wire::kParseWindowBytes);
+  {
+    Stream s;
+    s.Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
+    s.Frame(FrameType::kHeader, frame);
+    StreamOutcome st = Read(s, input_fd_);
+    EXPECT_EQ(st.end(), StreamEnd::kProtocolError) << st.cause().ToString();
+    EXPECT_NE(st.cause().message().find(std::to_string(limit + 1) + " tensors exceed the limit of " +
+                                        std::to_string(limit) + " for an input of " +
+                                        std::to_string(kInputBytes) + " bytes"),
+              std::string::npos)
+        << st.cause().ToString();
+  }
+  {
+    Stream s;
+    s.Frame(FrameType::kLocked, sandbox::EncodeLockedClaim({"seccomp"}));
+    s.Frame(FrameType::kHeader, frame);
+    const off_t end = lseek(s.fd(), 0, SEEK_END);
+    ASSERT_EQ(ftruncate(s.fd(), end - 1000), 0);
+    StreamOutcome st = Read(s, input_fd_);
+    EXPECT_EQ(st.end(), StreamEnd::kProtocolError) << st.cause().ToString();
+    EXPECT_NE(st.cause().message().find("reading the header frame"), std::string::npos)
+        << st.cause().ToString();
     EXPECT_EQ(st.writer, nullptr);
   }
 }

@@ -4,11 +4,15 @@
 // parts, then thousands of mutations of it: flipped, inserted and removed
 // bytes, truncations), and what is accepted comes out the same (the rest
 // of the message, and the entries in order, each without a trace of the
-// previous one parsed into the same message).
+// previous one parsed into the same message); both from memory and
+// streamed from a source that gives its bytes in pieces, with a header
+// many times the window's size.
 #include "proto/wire/wire.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,12 +22,40 @@ namespace {
 
 class Collect : public wire::EntrySink {
  public:
-  void Reserve(uint64_t count) override { reserved = count; }
   void Add(const google::protobuf::Message& entry) override {
     entries.push_back(static_cast<const v1::TensorInfo&>(entry));
   }
-  uint64_t reserved = UINT64_MAX;
   std::vector<v1::TensorInfo> entries;
+};
+
+// Gives the bytes in pieces of the sizes `pieces` cycles through, as a
+// frame reader does (counting the reads), or fails at byte `fail_at`.
+class PieceSource : public wire::ByteSource {
+ public:
+  PieceSource(const std::string& bytes, std::vector<size_t> pieces, size_t fail_at = SIZE_MAX)
+      : bytes_(bytes), pieces_(std::move(pieces)), fail_at_(fail_at) {}
+  bool Read(uint8_t* out, size_t n) override {
+    ++reads;
+    largest = std::max(largest, n);
+    if (n == 0 || n > bytes_.size() - at_ || at_ + n > fail_at_) return false;
+    // In pieces, as a short read from a pipe would come.
+    for (size_t done = 0; done < n;) {
+      const size_t piece = std::min(n - done, pieces_[next_++ % pieces_.size()]);
+      std::memcpy(out + done, bytes_.data() + at_, piece);
+      at_ += piece;
+      done += piece;
+    }
+    return true;
+  }
+  size_t reads = 0;
+  size_t largest = 0;
+
+ private:
+  const std::string& bytes_;
+  std::vector<size_t> pieces_;
+  size_t fail_at_;
+  size_t at_ = 0;
+  size_t next_ = 0;
 };
 
 void PutVarint(std::string* out, uint64_t v) {
@@ -72,6 +104,7 @@ std::string ValidHeader() {
   rest.set_digest_algorithm(v1::SHA256);
   out += wire::SerializeDeterministic(rest);
   out += std::string("\xc8\x3e\x01", 3);  // unknown top-level field 1001
+  out += std::string("\x8b\x01\x08\x02\x8c\x01", 6);  // unknown top-level group 17
   return out;
 }
 
@@ -84,6 +117,13 @@ void ExpectSame(const std::string& bytes, uint64_t max_objects, int* accepted) {
   Collect sink;
   const bool got = wire::ParseBoundedEntries(AsBytes(bytes), &rest, v1::Header::kTensorsFieldNumber,
                                              &scratch, &sink, max_objects);
+  // Streamed from a source that gives odd pieces, as a frame reader would.
+  v1::Header streamed;
+  Collect streamed_sink;
+  PieceSource source(bytes, {1, 7, 3});
+  const bool streamed_got =
+      wire::ParseBoundedEntries(source, bytes.size(), &streamed, v1::Header::kTensorsFieldNumber,
+                                &scratch, &streamed_sink, max_objects);
   std::string hex;
   for (char c : bytes) {
     const auto u = static_cast<unsigned char>(c);
@@ -91,12 +131,15 @@ void ExpectSame(const std::string& bytes, uint64_t max_objects, int* accepted) {
     hex += "0123456789abcdef"[u & 15];
   }
   ASSERT_EQ(got, want) << "bytes " << hex;
+  ASSERT_EQ(streamed_got, want) << "bytes " << hex;
   if (!got) return;
   ++*accepted;
   EXPECT_EQ(rest.tensors_size(), 0);
-  EXPECT_EQ(sink.reserved, static_cast<uint64_t>(sink.entries.size()));
+  EXPECT_EQ(streamed.tensors_size(), 0);
   for (const v1::TensorInfo& t : sink.entries) *rest.add_tensors() = t;
+  for (const v1::TensorInfo& t : streamed_sink.entries) *streamed.add_tensors() = t;
   EXPECT_EQ(wire::SerializeDeterministic(rest), wire::SerializeDeterministic(whole));
+  EXPECT_EQ(wire::SerializeDeterministic(streamed), wire::SerializeDeterministic(whole));
 }
 
 TEST(ParseBoundedEntries, ValidHeaderAsParseBounded) {
@@ -118,6 +161,60 @@ TEST(ParseBoundedEntries, ValidHeaderAsParseBounded) {
   EXPECT_EQ(rest.architecture().map_value().entries_size(), 2);
   // Too few objects allowed: both refuse.
   for (uint64_t budget : {1u, 5u, 10u, 15u, 20u}) ExpectSame(bytes, budget, &accepted);
+}
+
+// A header larger than the window: read a window at a time, never as a
+// whole, with entries on both sides of window boundaries, a tree field
+// larger than the window (which the window grows for), and the same result
+// as ParseBounded. A source that fails stops the parse, wherever it fails.
+TEST(ParseBoundedEntries, StreamedAWindowAtATime) {
+  std::string bytes;
+  for (int i = 0; i < 20000; ++i) {
+    v1::TensorInfo t;
+    t.set_name("layer." + std::to_string(100000 + i) + ".weight");
+    t.set_dtype(v1::F32);
+    t.add_shape(static_cast<uint64_t>(i % 9));
+    t.set_source_index(static_cast<uint64_t>(i));
+    PutField(&bytes, 0x1a, wire::SerializeDeterministic(t));
+    if (i == 9000) {
+      v1::Header tree;
+      auto* entries = tree.mutable_architecture()->mutable_map_value();
+      for (int k = 0; k < 5000; ++k) {
+        auto* e = entries->add_entries();
+        e->set_key("key" + std::to_string(k) + std::string(20, 'k'));
+        e->mutable_value()->set_string_value(std::string(10, 'v'));
+      }
+      bytes += wire::SerializeDeterministic(tree);
+    }
+    if (i == 15000) {  // an unknown group longer than the window: read on until it ends
+      bytes += "\x8b\x01";
+      for (int k = 0; k < 40; ++k) PutField(&bytes, 0x0a, std::string(5000, 'g'));
+      bytes += "\x8c\x01";
+    }
+  }
+  ASSERT_GT(bytes.size(), 8 * wire::kParseWindowBytes);
+  v1::Header whole;
+  ASSERT_TRUE(wire::ParseBounded(AsBytes(bytes), &whole));
+  v1::Header rest;
+  v1::TensorInfo scratch;
+  Collect sink;
+  PieceSource source(bytes, {4096, 13, 65536});
+  ASSERT_TRUE(wire::ParseBoundedEntries(source, bytes.size(), &rest,
+                                        v1::Header::kTensorsFieldNumber, &scratch, &sink));
+  EXPECT_EQ(sink.entries.size(), 20000u);
+  for (const v1::TensorInfo& t : sink.entries) *rest.add_tensors() = t;
+  EXPECT_EQ(wire::SerializeDeterministic(rest), wire::SerializeDeterministic(whole));
+  // Reads of a window each, but for the tree, which is read whole.
+  EXPECT_LT(source.largest, whole.architecture().ByteSizeLong() + wire::kParseWindowBytes);
+  EXPECT_GE(source.reads, bytes.size() / (2 * wire::kParseWindowBytes));
+  for (size_t fail_at : {size_t{0}, size_t{5}, bytes.size() / 2, bytes.size() - 1}) {
+    v1::Header h;
+    Collect s;
+    PieceSource failing(bytes, {65536}, fail_at);
+    EXPECT_FALSE(wire::ParseBoundedEntries(failing, bytes.size(), &h,
+                                           v1::Header::kTensorsFieldNumber, &scratch, &s))
+        << fail_at;
+  }
 }
 
 TEST(ParseBoundedEntries, MutationsAsParseBounded) {
