@@ -123,7 +123,6 @@ Result<uint64_t> CheckTensorLayout(
   const auto count = static_cast<uint64_t>(tensors.size());
   SAFEMODEL_RETURN_IF_ERROR(TensorTable::CheckCount(count));  // before allocating
   TensorTable table;
-  table.Reserve(count);
   std::vector<uint64_t> offsets;
   offsets.reserve(static_cast<size_t>(count));
   for (const v1::TensorInfo& t : tensors) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <span>
 
 #include "proto/base/byte_reader.h"
@@ -24,24 +25,45 @@ constexpr uint8_t kHeaderTensorTag = 0x1a;
 
 uint64_t VarintBytes(uint64_t v) { return CodedOutputStream::VarintSize64(v); }
 
-void PutVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
 }  // namespace
 
-void TensorTable::Reserve(uint64_t count) {
-  entries_.reserve(static_cast<size_t>(std::min<uint64_t>(count, kMaxTensorCount)));
+uint32_t TensorTable::AllocateText(uint32_t bytes) {
+  if (arena_blocks_.empty() || arena_used_ + bytes > kArenaBlockBytes) {
+    // The rest of the current block stays unused.
+    arena_blocks_.emplace_back(new char[kArenaBlockBytes]);
+    arena_used_ = 0;
+  }
+  const auto at = static_cast<uint32_t>(((arena_blocks_.size() - 1) << kArenaBlockShift) | arena_used_);
+  arena_used_ += bytes;
+  return at;
+}
+
+// Shape x dtype from the packed shape: Add checked the product of the
+// non-zero dimensions and the element size (TensorByteSize), so no partial
+// product here overflows, and a zero dimension makes the size 0.
+uint64_t TensorTable::Nbytes(const Entry& e) const {
+  if (e.alias_len != 0) return 0;
+  uint64_t n = DTypeSize(static_cast<DType>(e.dtype));
+  const std::string_view packed = packed_shape(e);
+  uint64_t dim = 0;
+  unsigned shift = 0;
+  for (const char c : packed) {
+    const auto b = static_cast<uint8_t>(c);
+    dim |= static_cast<uint64_t>(b & 0x7f) << shift;
+    shift += 7;
+    if ((b & 0x80) != 0) continue;
+    if (dim == 0) return 0;
+    n *= dim;
+    dim = 0;
+    shift = 0;
+  }
+  return n;
 }
 
 // Entry #i on its own and against the previous name. The message prefix is
 // put together only when a check fails: building it for every entry was a
 // string per tensor.
-Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, bool stored, uint64_t* nbytes) const {
+Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, bool stored) const {
   const std::string& name = t.name();
   auto where = [&] { return "tensor #" + Num(i) + " '" + Printable(name) + "'"; };
   if (name.empty() || name.size() > kMaxNameBytes) {
@@ -80,7 +102,6 @@ Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, bool stored, uint
   if (stored && !t.alias_of().empty() && (t.nbytes() != 0 || t.offset() != 0)) {
     return Status::Malformed(where() + ": an alias must have offset 0 and nbytes 0");
   }
-  *nbytes = *size;
   return Status::Ok();
 }
 
@@ -93,22 +114,28 @@ void TensorTable::AddChecked(const v1::TensorInfo& t, bool stored) {
   // Past the count limit nothing more is kept: Layout refuses the count
   // first, and a hostile header stops costing memory here (review).
   if (!first_error_.ok() || count_ > kMaxTensorCount) return;
-  uint64_t nbytes = 0;
-  first_error_ = Check(t, i, stored, &nbytes);
+  first_error_ = Check(t, i, stored);
   if (!first_error_.ok()) return;
   // An alias_of longer than any name names no tensor; what Layout says of
   // it shows at most its first 80 bytes (Printable), so no more than
   // kMaxNameBytes + 1 of them are kept.
   const std::string_view alias(t.alias_of().data(),
                                std::min<size_t>(t.alias_of().size(), kMaxNameBytes + 1));
-  // Name, alias and at most kMaxRank ten-byte varints.
-  if (arena_.size() + t.name().size() + alias.size() + kMaxRank * 10 > UINT32_MAX) {
+  char shape[kMaxRank * 10];
+  size_t shape_len = 0;
+  for (uint64_t d : t.shape()) {  // at most kMaxRank dimensions (Check)
+    for (; d >= 0x80; d >>= 7) shape[shape_len++] = static_cast<char>((d & 0x7f) | 0x80);
+    shape[shape_len++] = static_cast<char>(d);
+  }
+  const auto text = static_cast<uint32_t>(t.name().size() + alias.size() + shape_len);
+  // The arena's positions are 32 bits: every block, the next one included,
+  // starts below 4 GiB.
+  if (arena_blocks_.size() >= kMaxArenaBlocks) {
     first_error_ =
         Status::LimitExceeded("the tensor names and shapes exceed 4 GiB (tensor #" + Num(i) + ")");
     return;
   }
   Entry e{};
-  e.nbytes = t.alias_of().empty() ? nbytes : 0;
   e.has_source_index = t.has_source_index() ? 1 : 0;
   if (t.has_source_index() && t.source_index() >= kBigSourceIndex) {
     e.source_index = kBigSourceIndex;
@@ -117,19 +144,20 @@ void TensorTable::AddChecked(const v1::TensorInfo& t, bool stored) {
     e.source_index = static_cast<uint32_t>(t.source_index());
   }
   e.dtype = static_cast<uint8_t>(t.dtype());  // checked: a DType value
-  e.at = static_cast<uint32_t>(arena_.size());
   e.name_len = static_cast<uint16_t>(t.name().size());
   e.alias_len = static_cast<uint16_t>(alias.size());
-  arena_.append(t.name());
-  arena_.append(alias);
-  const size_t shape_at = arena_.size();
-  for (uint64_t d : t.shape()) PutVarint(&arena_, d);
-  e.shape_len = static_cast<uint16_t>(arena_.size() - shape_at);
-  entries_.push_back(e);
+  e.shape_len = static_cast<uint16_t>(shape_len);
+  e.at = AllocateText(text);
+  char* to = arena_blocks_.back().get() + (e.at & (kArenaBlockBytes - 1));
+  std::memcpy(to, t.name().data(), t.name().size());
+  std::memcpy(to + t.name().size(), alias.data(), alias.size());
+  std::memcpy(to + t.name().size() + alias.size(), shape, shape_len);
+  if ((kept_ & (kEntriesPerBlock - 1)) == 0) entry_blocks_.emplace_back(new Entry[kEntriesPerBlock]);
+  entry(kept_++) = e;
 }
 
 uint64_t TensorTable::SourceIndex(uint64_t i) const {
-  if (entries_[i].source_index != kBigSourceIndex) return entries_[i].source_index;
+  if (entry(i).source_index != kBigSourceIndex) return entry(i).source_index;
   for (const auto& [entry, value] : big_source_indices_) {
     if (entry == i) return value;
   }
@@ -137,9 +165,9 @@ uint64_t TensorTable::SourceIndex(uint64_t i) const {
 }
 
 Status TensorTable::CheckSourceOrder() const {
-  if (count_ == 0 || entries_[0].has_source_index == 0) {
+  if (count_ == 0 || entry(0).has_source_index == 0) {
     for (uint64_t i = 0; i < count_; ++i) {
-      if (entries_[i].has_source_index != 0) {
+      if (entry(i).has_source_index != 0) {
         return Status::Malformed("tensor '" + Printable(name(i)) +
                                  "' has a source_index but the first tensor has none "
                                  "(all tensors or none record the source order)");
@@ -150,7 +178,7 @@ Status TensorTable::CheckSourceOrder() const {
   // One byte per tensor: at most kMaxTensorCount (2 MB), checked before.
   std::vector<uint8_t> seen(count_, 0);
   for (uint64_t i = 0; i < count_; ++i) {
-    const Entry& e = entries_[i];
+    const Entry& e = entry(i);
     auto where = [&] { return "tensor '" + Printable(name(i)) + "'"; };
     if (e.has_source_index == 0) {
       return Status::Malformed(where() +
@@ -173,9 +201,9 @@ Status TensorTable::CheckSourceOrder() const {
 // After every entry: an alias names a real tensor of the same
 // dtype and shape (the packed shapes are equal exactly when the shapes are:
 // Add encodes them canonically).
-Status TensorTable::CheckAliases() {
+Status TensorTable::CheckAliases() const {
   for (uint64_t i = 0; i < count_; ++i) {
-    Entry& e = entries_[i];
+    const Entry& e = entry(i);
     if (e.alias_len == 0) continue;
     const std::string_view target = alias_of(e);
     uint64_t lo = 0, hi = count_;
@@ -192,7 +220,7 @@ Status TensorTable::CheckAliases() {
       return Status::Malformed(where() + ": alias_of names no tensor ('" + Printable(target) +
                                "')");
     }
-    const Entry& t = entries_[lo];
+    const Entry& t = entry(lo);
     if (t.alias_len != 0) {
       return Status::Malformed(where() + ": alias_of names another alias ('" + Printable(target) +
                                "')");
@@ -201,7 +229,6 @@ Status TensorTable::CheckAliases() {
       return Status::Malformed(where() + ": alias differs in dtype or shape from '" +
                                Printable(target) + "'");
     }
-    e.nbytes = 0;
   }
   return Status::Ok();
 }
@@ -230,11 +257,12 @@ Result<uint64_t> TensorTable::Layout(std::span<const uint64_t> stored_offsets) {
   // them, tensor by tensor.
   uint64_t cursor = 0;
   for (uint64_t i = 0; i < count_; ++i) {
-    const Entry& e = entries_[i];
+    const Entry& e = entry(i);
     if (e.alias_len != 0) continue;
+    const uint64_t nbytes = Nbytes(e);
     uint64_t offset, end;
-    if (!AlignUp(cursor, TensorAlignmentFor(e.nbytes), &offset) ||
-        !CheckedAdd(offset, e.nbytes, &end) || end > kMaxFileBytes) {
+    if (!AlignUp(cursor, TensorAlignmentFor(nbytes), &offset) ||
+        !CheckedAdd(offset, nbytes, &end) || end > kMaxFileBytes) {
       return Status::LimitExceeded("tensor data exceeds the maximum file size");
     }
     if (!stored_offsets.empty() && stored_offsets[i] != offset) {
@@ -244,7 +272,6 @@ Result<uint64_t> TensorTable::Layout(std::span<const uint64_t> stored_offsets) {
     }
     cursor = end;
   }
-  arena_.shrink_to_fit();
   return cursor;
 }
 
@@ -256,12 +283,12 @@ uint64_t TensorTable::NextOffset(uint64_t end, uint64_t nbytes) {
   return offset;
 }
 
-uint64_t TensorTable::BodyBytes(const Entry& e, uint64_t offset) const {
+uint64_t TensorTable::BodyBytes(const Entry& e, uint64_t offset, uint64_t nbytes) const {
   uint64_t n = 1 + VarintBytes(e.name_len) + e.name_len;  // names are never empty
   if (e.dtype != 0) n += 1 + VarintBytes(e.dtype);
   if (e.shape_len != 0) n += 1 + VarintBytes(e.shape_len) + e.shape_len;
   if (offset != 0) n += 1 + VarintBytes(offset);
-  if (e.nbytes != 0) n += 1 + VarintBytes(e.nbytes);
+  if (nbytes != 0) n += 1 + VarintBytes(nbytes);
   if (e.alias_len != 0) n += 1 + VarintBytes(e.alias_len) + e.alias_len;
   if (e.has_source_index != 0) n += 1 + VarintBytes(e.source_index);  // valid: below 2^32
   return n;
@@ -269,13 +296,15 @@ uint64_t TensorTable::BodyBytes(const Entry& e, uint64_t offset) const {
 
 uint64_t TensorTable::SerializedBytes() const {
   uint64_t n = 0, end = 0;
-  for (const Entry& e : entries_) {
+  for (uint64_t i = 0; i < kept_; ++i) {
+    const Entry& e = entry(i);
+    const uint64_t nbytes = Nbytes(e);
     uint64_t offset = 0;
     if (e.alias_len == 0) {
-      offset = NextOffset(end, e.nbytes);
-      end = offset + e.nbytes;
+      offset = NextOffset(end, nbytes);
+      end = offset + nbytes;
     }
-    const uint64_t body = BodyBytes(e, offset);
+    const uint64_t body = BodyBytes(e, offset, nbytes);
     n += 1 + VarintBytes(body) + body;
   }
   return n;
@@ -292,18 +321,20 @@ void TensorTable::Serialize(CodedOutputStream* out) const {
     out->WriteVarint64(v);
   };
   uint64_t end = 0;
-  for (const Entry& e : entries_) {
+  for (uint64_t i = 0; i < kept_; ++i) {
+    const Entry& e = entry(i);
+    const uint64_t nbytes = Nbytes(e);
     uint64_t offset = 0;
     if (e.alias_len == 0) {
-      offset = NextOffset(end, e.nbytes);
-      end = offset + e.nbytes;
+      offset = NextOffset(end, nbytes);
+      end = offset + nbytes;
     }
-    number(kHeaderTensorTag, BodyBytes(e, offset));
-    bytes(kNameTag, std::string_view(arena_.data() + e.at, e.name_len));
+    number(kHeaderTensorTag, BodyBytes(e, offset, nbytes));
+    bytes(kNameTag, std::string_view(Text(e.at), e.name_len));
     if (e.dtype != 0) number(kDTypeTag, e.dtype);
     if (e.shape_len != 0) bytes(kShapeTag, packed_shape(e));
     if (offset != 0) number(kOffsetTag, offset);
-    if (e.nbytes != 0) number(kNbytesTag, e.nbytes);
+    if (nbytes != 0) number(kNbytesTag, nbytes);
     if (e.alias_len != 0) bytes(kAliasTag, alias_of(e));
     if (e.has_source_index != 0) number(kSourceIndexTag, e.source_index);
   }

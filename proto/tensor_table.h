@@ -1,10 +1,15 @@
 // The tensor entries of a header that SafemodelWriter lays out and writes,
-// kept compactly: a fixed-size record per tensor (24 bytes) and one byte
+// kept compactly: a fixed-size record per tensor (16 bytes) and a byte
 // arena holding every name, alias target and shape (the shape as the
-// packed varints it is serialised as). Offsets are not stored: they follow
-// from the sizes in table order (NextOffset). A parsed v1::TensorInfo costs ~96
-// bytes plus a heap string and a heap array; for 100,000 tensors the
+// packed varints it is serialised as). Neither offsets nor sizes are
+// stored: a size follows from the packed shape and the dtype, an offset
+// from the sizes in table order (NextOffset). A parsed v1::TensorInfo costs
+// ~96 bytes plus a heap string and a heap array; for 100,000 tensors the
 // parent held ~15 MB of them (tests/bench/PROFILE.md, branch parenthdr).
+// Records and arena are kept in fixed-size blocks that never move, so that
+// the table grows without a copy of itself (a doubling vector and string
+// held 1.5 times their contents while they grew, and the arena's final
+// shrink copied it once more: tests/bench/PROFILE.md, eleventh round).
 //
 // Entries are added one at a time, in header order, from a TensorInfo the
 // caller may reuse (the parent parses the worker's entries one by one into
@@ -23,6 +28,7 @@
 #include <google/protobuf/io/coded_stream.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <span>
@@ -30,16 +36,13 @@
 #include <vector>
 
 #include "proto/safemodel.pb.h"
+#include "safemodel/limits.h"
 #include "safemodel/status.h"
 
 namespace safemodel::format {
 
 class TensorTable {
  public:
-  // Room for `count` records (a count the caller has bounded), so that the
-  // record array is not grown by doubling.
-  void Reserve(uint64_t count);
-
   // Adds the next entry and checks it on its own and against the previous
   // name, as LayoutTensors' first pass does. offset and nbytes of `t` are
   // ignored (Layout assigns them), and so are its unknown fields. After the
@@ -80,19 +83,20 @@ class TensorTable {
   static uint64_t NextOffset(uint64_t end, uint64_t nbytes);
 
   std::string_view name(uint64_t i) const {
-    return std::string_view(arena_.data() + entries_[i].at, entries_[i].name_len);
+    const Entry& e = entry(i);
+    return std::string_view(Text(e.at), e.name_len);
   }
-  // nbytes is 0 for an alias.
-  uint64_t nbytes(uint64_t i) const { return entries_[i].nbytes; }
-  bool alias(uint64_t i) const { return entries_[i].alias_len != 0; }
-  bool is_bool(uint64_t i) const { return entries_[i].dtype == v1::BOOL; }
+  // The tensor's size in bytes (shape x dtype, as checked by Add); 0 for an
+  // alias.
+  uint64_t nbytes(uint64_t i) const { return Nbytes(entry(i)); }
+  bool alias(uint64_t i) const { return entry(i).alias_len != 0; }
+  bool is_bool(uint64_t i) const { return entry(i).dtype == v1::BOOL; }
   // The dtype's number in proto/safemodel.proto.
-  uint8_t dtype(uint64_t i) const { return entries_[i].dtype; }
+  uint8_t dtype(uint64_t i) const { return entry(i).dtype; }
 
  private:
   // One tensor. The arena holds, from `at`: the name, alias_of, the shape.
   struct Entry {
-    uint64_t nbytes;
     uint32_t at;
     // kBigSourceIndex: the value is in big_source_indices_ (no valid one
     // is: the count is at most kMaxTensorCount).
@@ -103,24 +107,50 @@ class TensorTable {
     uint8_t dtype;
     uint8_t has_source_index;
   };
-  static_assert(sizeof(Entry) == 24);
+  static_assert(sizeof(Entry) == 16);
   static constexpr uint32_t kBigSourceIndex = UINT32_MAX;
+  // Records per block: 64 KiB blocks, a few allocations per 100,000 tensors.
+  static constexpr uint64_t kEntryBlockShift = 12;
+  static constexpr uint64_t kEntriesPerBlock = uint64_t{1} << kEntryBlockShift;
+  // Arena bytes per block; an entry's text (name, alias, shape: at most
+  // kMaxNameBytes + kMaxNameBytes + 1 + kMaxRank * 10 bytes) never spans
+  // two blocks, and at most a seventh of a block is left unused at its end.
+  static constexpr uint32_t kArenaBlockShift = 16;
+  static constexpr uint32_t kArenaBlockBytes = uint32_t{1} << kArenaBlockShift;
+  static constexpr uint64_t kMaxArenaBlocks = (uint64_t{1} << 32) >> kArenaBlockShift;
+  static_assert((uint64_t{kMaxNameBytes} * 2 + 1 + uint64_t{kMaxRank} * 10) * 7 <= kArenaBlockBytes);
+
+  const Entry& entry(uint64_t i) const {
+    return entry_blocks_[i >> kEntryBlockShift][i & (kEntriesPerBlock - 1)];
+  }
+  Entry& entry(uint64_t i) {
+    return entry_blocks_[i >> kEntryBlockShift][i & (kEntriesPerBlock - 1)];
+  }
+  const char* Text(uint32_t at) const {
+    return arena_blocks_[at >> kArenaBlockShift].get() + (at & (kArenaBlockBytes - 1));
+  }
+  // Room for `bytes` (at most a block) of text, in the current block or a
+  // new one; returns where it starts.
+  uint32_t AllocateText(uint32_t bytes);
+  uint64_t Nbytes(const Entry& e) const;
 
   void AddChecked(const v1::TensorInfo& t, bool stored);
-  Status Check(const v1::TensorInfo& t, uint64_t i, bool stored, uint64_t* nbytes) const;
+  Status Check(const v1::TensorInfo& t, uint64_t i, bool stored) const;
   Status CheckSourceOrder() const;
-  Status CheckAliases();
+  Status CheckAliases() const;
   uint64_t SourceIndex(uint64_t i) const;
-  uint64_t BodyBytes(const Entry& e, uint64_t offset) const;
+  uint64_t BodyBytes(const Entry& e, uint64_t offset, uint64_t nbytes) const;
   std::string_view alias_of(const Entry& e) const {
-    return std::string_view(arena_.data() + e.at + e.name_len, e.alias_len);
+    return std::string_view(Text(e.at) + e.name_len, e.alias_len);
   }
   std::string_view packed_shape(const Entry& e) const {
-    return std::string_view(arena_.data() + e.at + e.name_len + e.alias_len, e.shape_len);
+    return std::string_view(Text(e.at) + e.name_len + e.alias_len, e.shape_len);
   }
 
-  std::vector<Entry> entries_;
-  std::string arena_;
+  std::vector<std::unique_ptr<Entry[]>> entry_blocks_;
+  uint64_t kept_ = 0;  // entries in entry_blocks_
+  std::vector<std::unique_ptr<char[]>> arena_blocks_;
+  uint32_t arena_used_ = 0;  // bytes of the last block in use
   // (entry, value) of the source indices of kBigSourceIndex or more: only
   // a hostile proposal has any, and each is an error Layout reports.
   std::vector<std::pair<uint64_t, uint64_t>> big_source_indices_;

@@ -222,7 +222,6 @@ Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Begin(int fd, v1::Head
 
 Result<std::unique_ptr<SafemodelWriter>> SafemodelWriter::Plan(int fd, v1::Header header) {
   format::TensorTable tensors;
-  tensors.Reserve(static_cast<uint64_t>(header.tensors_size()));
   for (const v1::TensorInfo& t : header.tensors()) tensors.Add(t);
   header.clear_tensors();
   return Plan(fd, std::move(tensors), std::move(header));

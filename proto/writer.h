@@ -28,7 +28,7 @@ class SafemodelWriter {
  public:
   // `header` holds sorted tensors, architecture, metadata and provenance
   // (input_sha256 is filled in by Finish). Offsets are assigned here. The
-  // tensor entries are kept as a format::TensorTable (24 bytes per tensor
+  // tensor entries are kept as a format::TensorTable (16 bytes per tensor
   // plus its name and shape, and its digest once written), the rest of the
   // header as a message until it is streamed into the file.
   // Begin is Plan followed by WriteHeader.

@@ -57,7 +57,6 @@ RepeatedPtrField<v1::TensorInfo> Entries(const std::vector<Spec>& specs) {
 
 format::TensorTable Table(const RepeatedPtrField<v1::TensorInfo>& entries) {
   format::TensorTable table;
-  table.Reserve(static_cast<uint64_t>(entries.size()));
   // One reused message, as the parent adds them.
   v1::TensorInfo scratch;
   for (const v1::TensorInfo& t : entries) {
@@ -284,6 +283,25 @@ TEST(TensorTable, EveryDtypeAndSourceIndices) {
     char name[16];
     std::snprintf(name, sizeof name, "w%04d", i);
     specs.push_back({name, v1::F32, {static_cast<uint64_t>(i)}, "", (i * 7) % 300});
+  }
+  ExpectSameBytes(specs);
+}
+
+// Records and text are kept in blocks (4,096 records, 64 KiB of text) that
+// an entry's text never spans: thousands of entries of names from 7 bytes
+// to kMaxNameBytes fill dozens of text blocks, each with an unused end, and
+// aliases in later blocks name tensors in earlier ones.
+TEST(TensorTable, ManyBlocksOfRecordsAndText) {
+  std::vector<Spec> specs;
+  for (int i = 0; i < 9000; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "n%05d", i);
+    const size_t pad = i % 1000 == 999 ? kMaxNameBytes - 6 : static_cast<size_t>(i * 37 % 600);
+    const uint64_t dim = static_cast<uint64_t>(i % 7) + 1;
+    // 4,200 is a multiple of 7 and 20: the target has the same shape.
+    const bool alias = i % 500 == 499 && i >= 4200;
+    specs.push_back({name + std::string(pad, 'p'), v1::F32, {dim, 1ull << (i % 20)},
+                     alias ? specs[static_cast<size_t>(i - 4200)].name : "", -1});
   }
   ExpectSameBytes(specs);
 }
