@@ -18,6 +18,9 @@ namespace safemodel {
 namespace {
 constexpr size_t kZeroBlock = 4096;
 const uint8_t kZeros[kZeroBlock] = {};
+// v1::Trailer's field tags: the algorithm (field 1, varint), a tensor's
+// digest (field 2) and the header's (field 3), both length-delimited.
+constexpr uint8_t kAlgorithmTag = 0x08, kDigestTag = 0x12, kHeaderDigestTag = 0x1a;
 }  // namespace
 
 Status SafemodelWriter::WriteDirect(ByteView bytes) {
@@ -159,6 +162,10 @@ Result<ShaPlace> LocateSha256(const v1::Header& header, uint64_t header_len) {
 
 Status SafemodelWriter::PwriteAll(ByteView bytes, uint64_t offset) {
   SAFEMODEL_RETURN_IF_ERROR(FlushOut());  // buffered bytes reach the file first
+  return PwriteAt(bytes, offset);
+}
+
+Status SafemodelWriter::PwriteAt(ByteView bytes, uint64_t offset) {
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
@@ -292,7 +299,7 @@ Status SafemodelWriter::WriteHeader() {
 
   tail.reset();  // frees the trees and findings now
   head_ = std::string();
-  digests_.resize(static_cast<size_t>(tensors_.size()) * digest_size_);
+  spill_at_ = prefix_.trailer_off + TrailerHeadBytes();
   SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off - written_));
   return Advance();
 }
@@ -312,25 +319,57 @@ uint64_t SafemodelWriter::planned_file_size() const {
 }
 
 Status SafemodelWriter::Advance() {
-  // Close the current tensor, then skip aliases and open the next one.
+  // Close the current tensor, then skip aliases (an empty digest each) and
+  // open the next one.
   auto finish_digest = [&] {
     uint8_t d[Hasher::kMaxDigestBytes];
     const size_t n = hasher_->FinishInto(d);
-    std::memcpy(digests_.data() + static_cast<size_t>(current_) * digest_size_, d, n);
+    return AddTrailerEntry(ByteView(d, n));
   };
-  if (current_ >= 0 && static_cast<uint64_t>(current_) < tensors_.size()) finish_digest();
+  if (current_ >= 0 && static_cast<uint64_t>(current_) < tensors_.size()) {
+    SAFEMODEL_RETURN_IF_ERROR(finish_digest());
+  }
   while (static_cast<uint64_t>(++current_) < tensors_.size()) {
     const auto i = static_cast<uint64_t>(current_);
-    if (tensors_.alias(i)) continue;
-    const uint64_t offset = format::TensorTable::NextOffset(data_end_, tensors_.nbytes(i));
-    data_end_ = offset + tensors_.nbytes(i);
+    if (tensors_.alias(i)) {
+      SAFEMODEL_RETURN_IF_ERROR(AddTrailerEntry(ByteView()));
+      continue;
+    }
+    const uint64_t nbytes = tensors_.nbytes(i);
+    const uint64_t offset = format::TensorTable::NextOffset(data_end_, nbytes);
+    data_end_ = offset + nbytes;
     SAFEMODEL_RETURN_IF_ERROR(WriteZeros(prefix_.data_off + offset - written_));
-    remaining_ = tensors_.nbytes(i);
+    remaining_ = nbytes;
     if (remaining_ > 0) return Status::Ok();
-    finish_digest();
+    SAFEMODEL_RETURN_IF_ERROR(finish_digest());
   }
   remaining_ = 0;
+  return FlushTrailerEntries();
+}
+
+// Digests are 16 or 32 bytes a tensor; for 100,000 small tensors they were
+// 1.6 MB of the parent's peak (tests/bench/PROFILE.md, eleventh round).
+Status SafemodelWriter::AddTrailerEntry(ByteView digest) {
+  if (!spill_buf_) spill_buf_.reset(new uint8_t[kSpillBytes]);
+  if (spill_used_ + 2 + digest.size() > kSpillBytes) SAFEMODEL_RETURN_IF_ERROR(FlushTrailerEntries());
+  spill_buf_[spill_used_++] = kDigestTag;
+  spill_buf_[spill_used_++] = static_cast<uint8_t>(digest.size());
+  if (!digest.empty()) std::memcpy(spill_buf_.get() + spill_used_, digest.data(), digest.size());
+  spill_used_ += digest.size();
   return Status::Ok();
+}
+
+Status SafemodelWriter::FlushTrailerEntries() {
+  if (spill_used_ == 0) return Status::Ok();
+  // Past every byte written so far: nothing buffered needs to go first.
+  SAFEMODEL_RETURN_IF_ERROR(PwriteAt(ByteView(spill_buf_.get(), spill_used_), spill_at_));
+  spill_at_ += spill_used_;
+  spill_used_ = 0;
+  return Status::Ok();
+}
+
+uint64_t SafemodelWriter::TrailerHeadBytes() const {
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(static_cast<uint64_t>(algorithm_));
 }
 
 void SafemodelWriter::HashFile(InputSha256Source input_sha256) {
@@ -342,11 +381,7 @@ uint64_t SafemodelWriter::TrailerLen() const {
   // v1::Trailer as Finish writes it: the algorithm (tag, varint), a digest
   // entry per tensor (tag, length, digest; empty for an alias), the header
   // digest (tag, length, digest).
-  uint64_t len = 1 + 2 + digest_size_;
-  for (uint64_t v = static_cast<uint64_t>(algorithm_); ; v >>= 7) {
-    ++len;
-    if (v < 0x80) break;
-  }
+  uint64_t len = TrailerHeadBytes() + 2 + digest_size_;
   for (uint64_t i = 0; i < tensors_.size(); ++i) len += 2 + (tensors_.alias(i) ? 0 : digest_size_);
   return len;
 }
@@ -421,9 +456,9 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
   SAFEMODEL_RETURN_IF_ERROR(PwriteAll(AsBytes(input_sha256), format::kPrefixBytes + sha_at_));
 
   // The trailer (v1::Trailer) serialised as protobuf would, field by field
-  // and in field order, streamed to the file: one std::string per digest in
-  // a message would cost ~80 bytes per tensor. Aliases have an empty digest.
-  const uint8_t kAlgorithmTag = 0x08, kDigestTag = 0x12, kHeaderDigestTag = 0x1a;
+  // and in field order: one std::string per digest in a message would cost
+  // ~80 bytes per tensor. Aliases have an empty digest. The tensors'
+  // entries are in the file already (AddTrailerEntry), where they belong.
   std::string head;
   head.push_back(static_cast<char>(kAlgorithmTag));
   PutVarint(&head, static_cast<uint64_t>(algorithm_));
@@ -431,6 +466,10 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
   for (uint64_t i = 0; i < tensors_.size(); ++i)
     trailer_len += 2 + (tensors_.alias(i) ? 0 : digest_size_);
   if (trailer_len != TrailerLen()) return Status::Internal("the trailer's length is computed two ways");
+  const uint64_t entries_at = prefix_.trailer_off + head.size();
+  if (spill_used_ != 0 || spill_at_ != prefix_.trailer_off + trailer_len - 2 - digest_size_) {
+    return Status::Internal("the tensors' digests are not all in the trailer");
+  }
   // The header digest covers the final prefix, whose trailer_len depends on
   // the trailer, which holds the header digest: the digest's size is fixed
   // per algorithm, so the length is known before the digest.
@@ -439,34 +478,28 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
   format::EncodePrefix(prefix_, prefix_bytes);
   auto hasher = MakeHasher(algorithm_);
   hasher->Update(ByteView(prefix_bytes, sizeof prefix_bytes));
-  // The header as it is in the file now, read back in blocks.
-  {
-    constexpr uint64_t kBlock = 256 * 1024;
-    std::unique_ptr<uint8_t[]> block(new uint8_t[kBlock]);
-    for (uint64_t off = 0; off < prefix_.header_len; off += kBlock) {
-      const uint64_t n = std::min(kBlock, prefix_.header_len - off);
-      SAFEMODEL_RETURN_IF_ERROR(PreadAll(block.get(), n, format::kPrefixBytes + off));
-      hasher->Update(ByteView(block.get(), n));
-    }
+  // The header as it is in the file now, read back in blocks (through the
+  // trailer's buffer, free now: a block of its own was 256 KiB of the
+  // parent's peak for 100,000 small tensors).
+  if (!spill_buf_) spill_buf_.reset(new uint8_t[kSpillBytes]);
+  for (uint64_t off = 0; off < prefix_.header_len; off += kSpillBytes) {
+    const uint64_t n = std::min<uint64_t>(kSpillBytes, prefix_.header_len - off);
+    SAFEMODEL_RETURN_IF_ERROR(PreadAll(spill_buf_.get(), n, format::kPrefixBytes + off));
+    hasher->Update(ByteView(spill_buf_.get(), static_cast<size_t>(n)));
   }
   const std::string header_digest = hasher->Finish();
 
+  // The tensors' entries are read back and written again where they are,
+  // so that the trailer, like every other byte, is written in order (the
+  // file's running SHA-256 and the write-behind see it as they see data).
   SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(head)));
-  std::string chunk;
-  constexpr size_t kChunkBytes = 64 * 1024;
-  for (uint64_t i = 0; i < tensors_.size(); ++i) {
-    chunk.push_back(static_cast<char>(kDigestTag));
-    if (tensors_.alias(i)) {
-      chunk.push_back('\0');
-    } else {
-      chunk.push_back(static_cast<char>(digest_size_));
-      chunk.append(digests_.data() + i * digest_size_, digest_size_);
-    }
-    if (chunk.size() >= kChunkBytes) {
-      SAFEMODEL_RETURN_IF_ERROR(WriteAll(AsBytes(chunk)));
-      chunk.clear();
-    }
+  for (uint64_t off = entries_at; off < spill_at_;) {
+    const uint64_t n = std::min<uint64_t>(kSpillBytes, spill_at_ - off);
+    SAFEMODEL_RETURN_IF_ERROR(PreadAll(spill_buf_.get(), n, off));
+    SAFEMODEL_RETURN_IF_ERROR(WriteAll(ByteView(spill_buf_.get(), static_cast<size_t>(n))));
+    off += n;
   }
+  std::string chunk;
   chunk.push_back(static_cast<char>(kHeaderDigestTag));
   chunk.push_back(static_cast<char>(header_digest.size()));
   chunk += header_digest;

@@ -29,8 +29,11 @@ class SafemodelWriter {
   // `header` holds sorted tensors, architecture, metadata and provenance
   // (input_sha256 is filled in by Finish). Offsets are assigned here. The
   // tensor entries are kept as a format::TensorTable (16 bytes per tensor
-  // plus its name and shape, and its digest once written), the rest of the
-  // header as a message until it is streamed into the file.
+  // plus its name and shape), the rest of the header as a message until it
+  // is streamed into the file. Each tensor's digest goes to its place in
+  // the trailer as soon as it is computed (ahead of the data still to come:
+  // `fd` must be a regular file, or a memory file, open for reading and
+  // writing).
   // Begin is Plan followed by WriteHeader.
   static Result<std::unique_ptr<SafemodelWriter>> Begin(int fd, v1::Header header);
 
@@ -133,6 +136,8 @@ class SafemodelWriter {
   // tensor entries (field 3), `tail` (fields 4 to 7).
   Status StreamHeader(const v1::Header& tail, uint64_t header_len);
   Status PwriteAll(ByteView bytes, uint64_t offset);
+  // The same without FlushOut first: for bytes past every one written.
+  Status PwriteAt(ByteView bytes, uint64_t offset);
   Status PreadAll(uint8_t* out, uint64_t n, uint64_t offset);
   // The trailer's exact size (known once WriteHeader ran).
   uint64_t TrailerLen() const;
@@ -141,13 +146,26 @@ class SafemodelWriter {
   Status StartFileHash(std::string_view input_sha256);
   // Moves to the next tensor that needs bytes, writing padding for it.
   Status Advance();
+  // The trailer's entry for the next tensor (its digest; empty for an
+  // alias), gathered in spill_buf_ and written into the trailer's place in
+  // the file (fallocated, or a hole until then) a buffer at a time, rather
+  // than kept for Finish: the entries' offsets are known from the layout.
+  // Finish writes them again, in order, from the file.
+  Status AddTrailerEntry(ByteView digest);
+  Status FlushTrailerEntries();
+  // The trailer's algorithm field (tag and varint): where its entries start.
+  uint64_t TrailerHeadBytes() const;
   std::string Name(size_t i) const;
 
   int fd_;
   DigestAlgorithm algorithm_;
   size_t digest_size_ = 0;
   format::TensorTable tensors_;
-  std::vector<char> digests_;  // digest_size_ bytes per tensor (unused for aliases)
+  // AddTrailerEntry: entries not yet in the file, and where they go.
+  static constexpr size_t kSpillBytes = 64 << 10;
+  std::unique_ptr<uint8_t[]> spill_buf_;
+  size_t spill_used_ = 0;
+  uint64_t spill_at_ = 0;
   format::Prefix prefix_;
   std::unique_ptr<Hasher> hasher_;
   uint64_t sha_at_ = 0;       // where provenance.input_sha256's bytes are in the header

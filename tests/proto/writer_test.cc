@@ -5,7 +5,11 @@
 // digest algorithm (the trailer's length differs), with aliases and empty
 // tensors; and a digest at Finish other than the one hashing started with
 // is refused. SafemodelWriter::WriteBehind: the same bytes, the same file
-// digest, and the windows behind the last two out of the page cache.
+// digest, and the windows behind the last two out of the page cache. The
+// tensors' digests, written into the trailer's place as they are computed
+// (a buffer of them at a time, ahead of the data), make the trailer
+// protobuf's serialisation of the v1::Trailer of those digests, however the
+// entries fall across the buffers.
 #include "proto/writer.h"
 
 #include <fcntl.h>
@@ -14,11 +18,14 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "proto/digest.h"
+#include "proto/format.h"
+#include "proto/wire/wire.h"
 #include "safemodel/reader.h"
 #include "tests/testing/test_util.h"
 
@@ -127,6 +134,77 @@ TEST(WriterFileHash, NotAskedNoDigest) {
   ASSERT_TRUE((*w)->Finish(kInputSha).ok());
   close(fd);
   EXPECT_EQ((*w)->file_sha256(), "");
+}
+
+// 10,000 tensors (several buffers of trailer entries, of 18 or 34 bytes
+// each): aliases (empty entries) and empty tensors among them.
+TEST(WriterTrailer, DigestsWrittenAheadAreTheTrailerMessage) {
+  TempDir dir;
+  for (v1::DigestAlgorithm algo : {v1::XXH3_128, v1::SHA256}) {
+    for (int known_after : {0, 5000, -1}) {
+      SCOPED_TRACE("algorithm " + std::to_string(algo) + ", known after " + std::to_string(known_after));
+      v1::Header h = MakeHeader(algo);
+      h.clear_tensors();
+      for (int i = 0; i < 10000; ++i) {
+        char name[16];
+        std::snprintf(name, sizeof name, "t%05d", i);
+        v1::TensorInfo* t = h.add_tensors();
+        t->set_name(name);
+        t->set_dtype(v1::U8);
+        if (i % 7 == 6) {  // the same shape as the tensor before it
+          *t->mutable_shape() = h.tensors(i - 1).shape();
+          t->set_alias_of(h.tensors(i - 1).name());
+        } else {
+          t->add_shape(i % 11 == 0 ? 0 : static_cast<uint64_t>(i % 13 + 1));
+        }
+      }
+      const std::string path = dir.File("many.safemodel");
+      const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      ASSERT_GE(fd, 0);
+      auto w = SafemodelWriter::Plan(fd, h);
+      ASSERT_TRUE(w.ok()) << w.status().ToString();
+      int appends = 0;
+      (*w)->HashFile([&]() -> std::optional<std::string> {
+        if (known_after >= 0 && appends >= known_after) return kInputSha;
+        return std::nullopt;
+      });
+      ASSERT_TRUE((*w)->WriteHeader().ok());
+      v1::Trailer want;
+      want.set_digest_algorithm(algo);
+      for (int i = 0; i < h.tensors_size(); ++i) {
+        if (!h.tensors(i).alias_of().empty()) {
+          want.add_tensor_digests("");
+          continue;
+        }
+        // An empty tensor is complete as soon as the writer reaches it.
+        const bool empty = h.tensors(i).shape(0) == 0;
+        const std::string bytes(empty ? 0 : (*w)->current_remaining(), static_cast<char>('a' + i % 26));
+        if (!empty) {
+          ASSERT_EQ((*w)->current_tensor(), i);
+          ASSERT_TRUE((*w)->Append(AsBytes(bytes)).ok());
+          ++appends;
+        }
+        auto hasher = MakeHasher(static_cast<DigestAlgorithm>(algo));
+        hasher->Update(AsBytes(bytes));
+        want.add_tensor_digests(hasher->Finish());
+      }
+      ASSERT_TRUE((*w)->complete());
+      ASSERT_TRUE((*w)->Finish(kInputSha).ok());
+      close(fd);
+      const std::string file = ReadFile(path);
+      auto prefix = format::DecodePrefix(AsBytes(file).first(format::kPrefixBytes), file.size());
+      ASSERT_TRUE(prefix.ok()) << prefix.status().ToString();
+      v1::Trailer got;
+      const std::string trailer = file.substr(prefix->trailer_off);
+      ASSERT_TRUE(got.ParseFromString(trailer));
+      want.set_header_digest(got.header_digest());  // checked by Verify below
+      EXPECT_EQ(trailer, wire::SerializeDeterministic(want));
+      EXPECT_EQ(ToHex((*w)->file_sha256()), Sha256Sum(path));
+      auto model = Model::Open(path);
+      ASSERT_TRUE(model.ok()) << model.status().ToString();
+      EXPECT_TRUE(model->Verify().ok());
+    }
+  }
 }
 
 TEST(WriterWriteBehind, WritesTheSameFileWithTheSameDigest) {
