@@ -7,8 +7,15 @@
 // TensorInfo message (with its name and shape on the heap) and finished a
 // digest string per tensor: ~8 allocations per tensor.
 //
-// This binary counts `operator new`. The counts are exact properties of the
-// code, not timings.
+// And the bytes the parent holds per tensor at its peak (the eleventh
+// round, tests/bench/PROFILE.md): the frame is parsed as it is read, not
+// held whole; the table keeps 16 bytes a tensor and its name and shape; the
+// digests go to the output file as they are computed. The header's frame,
+// a digest per tensor and tables that grew by doubling made it ~90 bytes
+// for these names.
+//
+// This binary counts `operator new` and the bytes it holds. The counts are
+// exact properties of the code, not timings.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -30,10 +37,16 @@ namespace {
 
 using sandbox::FrameType;
 
+struct Cost {
+  uint64_t allocations = 0;
+  uint64_t peak_bytes = 0;  // the most held at once, above what was held before
+};
+
 // A worker's whole stream for `count` uint8[4] tensors (names longer than
 // a short string's inline buffer), with source indices, written to a
-// memory file; returns the allocations ReadWorkerStream and Finish made.
-uint64_t AllocationsFor(int count) {
+// memory file; returns the allocations ReadWorkerStream and Finish made,
+// and the most they held at once.
+Cost CostFor(int count) {
   const int in = memfd_create("stream", MFD_CLOEXEC);
   const int out = open(::testing::TempDir().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   EXPECT_GE(in, 0);
@@ -64,6 +77,8 @@ uint64_t AllocationsFor(int count) {
   EXPECT_EQ(lseek(in, 0, SEEK_SET), 0);
 
   const uint64_t before = testing::AllocationCount();
+  const uint64_t live_before = testing::LiveBytes();
+  testing::ResetPeakLiveBytes();
   uint64_t after = before;
   {
     sandbox::FrameReader reader(in, std::chrono::steady_clock::now() + std::chrono::seconds(60));
@@ -80,17 +95,31 @@ uint64_t AllocationsFor(int count) {
   }
   close(in);
   close(out);
-  return after - before;
+  return {after - before, testing::PeakLiveBytes() - live_before};
 }
 
 TEST(HeaderAllocations, BoundedWhateverTheTensorCount) {
-  (void)AllocationsFor(10);  // what is set up once per process (descriptors, tables)
-  const uint64_t small = AllocationsFor(100);
-  const uint64_t large = AllocationsFor(20'000);
+  (void)CostFor(10);  // what is set up once per process (descriptors, tables)
+  const uint64_t small = CostFor(100).allocations;
+  const uint64_t large = CostFor(20'000).allocations;
   // The same handful of buffers and messages for both, give or take the
   // containers that grow by doubling: not one per tensor.
   EXPECT_LT(small, 200u);
   EXPECT_LT(large, small + 50) << small << " allocations for 100 tensors";
+}
+
+// What 30,000 more tensors add to the peak, per tensor: the table's record
+// (16 bytes) and its text (an 18-byte name, a 1-byte shape), give or take
+// the blocks they are kept in (64 KiB each). Fixed buffers (the parse's
+// window, the output's, the trailer's) are in both and cancel out.
+TEST(HeaderAllocations, PeakBytesPerTensorAreTheTablesOnly) {
+  (void)CostFor(10);
+  const Cost small = CostFor(10'000);
+  const Cost large = CostFor(40'000);
+  const double per_tensor = static_cast<double>(large.peak_bytes - small.peak_bytes) / 30'000.0;
+  EXPECT_LT(per_tensor, 40.0) << small.peak_bytes << " bytes at the peak for 10,000 tensors, "
+                              << large.peak_bytes << " for 40,000";
+  EXPECT_GT(per_tensor, 30.0);  // the measure measures: the table is there
 }
 
 }  // namespace
