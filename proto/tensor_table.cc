@@ -73,12 +73,9 @@ Status TensorTable::Check(const v1::TensorInfo& t, uint64_t i, bool stored) cons
   if (name.find('\0') != std::string::npos || !IsValidUtf8(name)) {
     return Status::Malformed(where() + ": name is not NUL-free UTF-8");
   }
-  if (i > 0) {
-    const std::string_view previous = this->name(i - 1);
-    if (!(previous < std::string_view(name))) {
-      return Status::Malformed(where() + ": names are not sorted and unique (previous is '" +
-                               Printable(previous) + "')");
-    }
+  if (i > 0 && !(std::string_view(last_name_) < std::string_view(name))) {
+    return Status::Malformed(where() + ": names are not sorted and unique (previous is '" +
+                             Printable(last_name_) + "')");
   }
   if (!IsValidDType(static_cast<uint32_t>(t.dtype()))) {
     return Status::Unsupported(where() + ": unknown dtype value " +
@@ -127,7 +124,16 @@ void TensorTable::AddChecked(const v1::TensorInfo& t, bool stored) {
     for (; d >= 0x80; d >>= 7) shape[shape_len++] = static_cast<char>((d & 0x7f) | 0x80);
     shape[shape_len++] = static_cast<char>(d);
   }
-  const auto text = static_cast<uint32_t>(t.name().size() + alias.size() + shape_len);
+  // What the name shares with the previous one is not kept again, but for
+  // every kRestartEvery-th entry.
+  const std::string& name = t.name();
+  size_t prefix = 0;
+  if (kept_ % kRestartEvery != 0) {
+    const size_t most = std::min(name.size(), last_name_.size());
+    while (prefix < most && name[prefix] == last_name_[prefix]) ++prefix;
+  }
+  const std::string_view rest = std::string_view(name).substr(prefix);
+  const auto text = static_cast<uint32_t>(rest.size() + alias.size() + shape_len);
   // The arena's positions are 32 bits: every block, the next one included,
   // starts below 4 GiB.
   if (arena_blocks_.size() >= kMaxArenaBlocks) {
@@ -143,17 +149,53 @@ void TensorTable::AddChecked(const v1::TensorInfo& t, bool stored) {
   } else {
     e.source_index = static_cast<uint32_t>(t.source_index());
   }
-  e.dtype = static_cast<uint8_t>(t.dtype());  // checked: a DType value
-  e.name_len = static_cast<uint16_t>(t.name().size());
+  e.dtype = static_cast<uint16_t>(t.dtype()) & 0x3f;  // checked: a DType value
+  e.prefix_len = static_cast<uint16_t>(prefix);
+  e.suffix_len = static_cast<uint16_t>(rest.size());
   e.alias_len = static_cast<uint16_t>(alias.size());
-  e.shape_len = static_cast<uint16_t>(shape_len);
+  e.shape_len = static_cast<uint16_t>(shape_len) & 0x1ff;
   e.at = AllocateText(text);
   char* to = arena_blocks_.back().get() + (e.at & (kArenaBlockBytes - 1));
-  std::memcpy(to, t.name().data(), t.name().size());
-  std::memcpy(to + t.name().size(), alias.data(), alias.size());
-  std::memcpy(to + t.name().size() + alias.size(), shape, shape_len);
+  std::memcpy(to, rest.data(), rest.size());
+  std::memcpy(to + rest.size(), alias.data(), alias.size());
+  std::memcpy(to + rest.size() + alias.size(), shape, shape_len);
   if ((kept_ & (kEntriesPerBlock - 1)) == 0) entry_blocks_.emplace_back(new Entry[kEntriesPerBlock]);
   entry(kept_++) = e;
+  last_name_ = name;
+}
+
+std::string TensorTable::name(uint64_t i) const {
+  std::string out;
+  for (uint64_t k = i - i % kRestartEvery; k <= i; ++k) {
+    const Entry& e = entry(k);
+    out.resize(e.prefix_len);
+    out += suffix(e);
+  }
+  return out;
+}
+
+// Among the whole names first (every kRestartEvery-th), then in the block
+// of the last one not after `target`.
+uint64_t TensorTable::Find(std::string_view target) const {
+  if (kept_ == 0) return kept_;
+  uint64_t lo = 0, hi = (kept_ - 1) / kRestartEvery + 1;  // blocks; find the last whose first <= target
+  while (hi - lo > 1) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    if (suffix(entry(mid * kRestartEvery)) <= target) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  std::string name;
+  for (uint64_t k = lo * kRestartEvery; k < kept_ && k < (lo + 1) * kRestartEvery; ++k) {
+    const Entry& e = entry(k);
+    name.resize(e.prefix_len);
+    name += suffix(e);
+    if (name == target) return k;
+    if (std::string_view(name) > target) break;
+  }
+  return kept_;
 }
 
 uint64_t TensorTable::SourceIndex(uint64_t i) const {
@@ -175,8 +217,8 @@ Status TensorTable::CheckSourceOrder() const {
     }
     return Status::Ok();
   }
-  // One byte per tensor: at most kMaxTensorCount (2 MB), checked before.
-  std::vector<uint8_t> seen(count_, 0);
+  // One bit per tensor: at most kMaxTensorCount, checked before.
+  std::vector<bool> seen(count_, false);
   for (uint64_t i = 0; i < count_; ++i) {
     const Entry& e = entry(i);
     auto where = [&] { return "tensor '" + Printable(name(i)) + "'"; };
@@ -189,11 +231,11 @@ Status TensorTable::CheckSourceOrder() const {
       return Status::Malformed(where() + ": source_index " + Num(SourceIndex(i)) +
                                " is not below the tensor count " + Num(count_));
     }
-    if (seen[e.source_index] != 0) {
+    if (seen[e.source_index]) {
       return Status::Malformed(where() + ": source_index " + Num(e.source_index) +
                                " is used twice (not a permutation of 0.." + Num(count_ - 1) + ")");
     }
-    seen[e.source_index] = 1;
+    seen[e.source_index] = true;
   }
   return Status::Ok();
 }
@@ -206,21 +248,13 @@ Status TensorTable::CheckAliases() const {
     const Entry& e = entry(i);
     if (e.alias_len == 0) continue;
     const std::string_view target = alias_of(e);
-    uint64_t lo = 0, hi = count_;
-    while (lo < hi) {
-      const uint64_t mid = lo + (hi - lo) / 2;
-      if (name(mid) < target) {
-        lo = mid + 1;
-      } else {
-        hi = mid;
-      }
-    }
+    const uint64_t found = Find(target);
     auto where = [&] { return "tensor '" + Printable(name(i)) + "'"; };
-    if (lo == count_ || name(lo) != target) {
+    if (found == kept_) {
       return Status::Malformed(where() + ": alias_of names no tensor ('" + Printable(target) +
                                "')");
     }
-    const Entry& t = entry(lo);
+    const Entry& t = entry(found);
     if (t.alias_len != 0) {
       return Status::Malformed(where() + ": alias_of names another alias ('" + Printable(target) +
                                "')");
@@ -284,7 +318,7 @@ uint64_t TensorTable::NextOffset(uint64_t end, uint64_t nbytes) {
 }
 
 uint64_t TensorTable::BodyBytes(const Entry& e, uint64_t offset, uint64_t nbytes) const {
-  uint64_t n = 1 + VarintBytes(e.name_len) + e.name_len;  // names are never empty
+  uint64_t n = 1 + VarintBytes(NameBytes(e)) + NameBytes(e);  // names are never empty
   if (e.dtype != 0) n += 1 + VarintBytes(e.dtype);
   if (e.shape_len != 0) n += 1 + VarintBytes(e.shape_len) + e.shape_len;
   if (offset != 0) n += 1 + VarintBytes(offset);
@@ -321,6 +355,7 @@ void TensorTable::Serialize(CodedOutputStream* out) const {
     out->WriteVarint64(v);
   };
   uint64_t end = 0;
+  std::string name;  // put together entry by entry
   for (uint64_t i = 0; i < kept_; ++i) {
     const Entry& e = entry(i);
     const uint64_t nbytes = Nbytes(e);
@@ -329,8 +364,10 @@ void TensorTable::Serialize(CodedOutputStream* out) const {
       offset = NextOffset(end, nbytes);
       end = offset + nbytes;
     }
+    name.resize(e.prefix_len);
+    name += suffix(e);
     number(kHeaderTensorTag, BodyBytes(e, offset, nbytes));
-    bytes(kNameTag, std::string_view(Text(e.at), e.name_len));
+    bytes(kNameTag, name);
     if (e.dtype != 0) number(kDTypeTag, e.dtype);
     if (e.shape_len != 0) bytes(kShapeTag, packed_shape(e));
     if (offset != 0) number(kOffsetTag, offset);

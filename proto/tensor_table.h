@@ -1,7 +1,8 @@
 // The tensor entries of a header that SafemodelWriter lays out and writes,
 // kept compactly: a fixed-size record per tensor (16 bytes) and a byte
-// arena holding every name, alias target and shape (the shape as the
-// packed varints it is serialised as). Neither offsets nor sizes are
+// arena holding every name (front-coded: what it does not share with the
+// name before it), alias target and shape (the shape as the packed varints
+// it is serialised as). Neither offsets nor sizes are
 // stored: a size follows from the packed shape and the dtype, an offset
 // from the sizes in table order (NextOffset). A parsed v1::TensorInfo costs
 // ~96 bytes plus a heap string and a heap array; for 100,000 tensors the
@@ -36,6 +37,7 @@
 #include <vector>
 
 #include "proto/safemodel.pb.h"
+#include "safemodel/dtype.h"
 #include "safemodel/limits.h"
 #include "safemodel/status.h"
 
@@ -82,10 +84,9 @@ class TensorTable {
   // table in order from 0 gives each tensor's canonical offset.
   static uint64_t NextOffset(uint64_t end, uint64_t nbytes);
 
-  std::string_view name(uint64_t i) const {
-    const Entry& e = entry(i);
-    return std::string_view(Text(e.at), e.name_len);
-  }
+  // The name of entry `i`, put together from its block of kRestartEvery
+  // (names are kept front-coded).
+  std::string name(uint64_t i) const;
   // The tensor's size in bytes (shape x dtype, as checked by Add); 0 for an
   // alias.
   uint64_t nbytes(uint64_t i) const { return Nbytes(entry(i)); }
@@ -95,20 +96,30 @@ class TensorTable {
   uint8_t dtype(uint64_t i) const { return entry(i).dtype; }
 
  private:
-  // One tensor. The arena holds, from `at`: the name, alias_of, the shape.
+  // One tensor. The arena holds, from `at`: the name's bytes after the
+  // `prefix_len` it shares with the previous entry's (names are sorted, so
+  // they share much: "w000123" after "w000122" keeps "3"; a real
+  // checkpoint's "model.layers.7.mlp.up_proj.weight" keeps "up_proj.weight"),
+  // then alias_of, then the shape.
   struct Entry {
     uint32_t at;
     // kBigSourceIndex: the value is in big_source_indices_ (no valid one
     // is: the count is at most kMaxTensorCount).
     uint32_t source_index;
-    uint16_t name_len;   // <= kMaxNameBytes (checked before it is kept)
-    uint16_t alias_len;  // at most kMaxNameBytes + 1 bytes kept: see Add
-    uint16_t shape_len;  // packed varints, <= kMaxRank * 10 bytes
-    uint8_t dtype;
-    uint8_t has_source_index;
+    uint16_t prefix_len;  // 0 for every kRestartEvery-th entry
+    uint16_t suffix_len;  // prefix_len + suffix_len <= kMaxNameBytes (checked before)
+    uint16_t alias_len;   // at most kMaxNameBytes + 1 bytes kept: see Add
+    uint16_t shape_len : 9;  // packed varints, <= kMaxRank * 10 bytes
+    uint16_t dtype : 6;
+    uint16_t has_source_index : 1;
   };
   static_assert(sizeof(Entry) == 16);
   static constexpr uint32_t kBigSourceIndex = UINT32_MAX;
+  static_assert(kMaxRank * 10 < (1 << 9) && kMaxDType < (1 << 6));
+  // Every kRestartEvery-th name is kept whole, so that a name is put
+  // together from at most that many pieces and a name can be searched for
+  // among the whole ones first.
+  static constexpr uint64_t kRestartEvery = 16;
   // Records per block: 64 KiB blocks, a few allocations per 100,000 tensors.
   static constexpr uint64_t kEntryBlockShift = 12;
   static constexpr uint64_t kEntriesPerBlock = uint64_t{1} << kEntryBlockShift;
@@ -140,17 +151,22 @@ class TensorTable {
   Status CheckAliases() const;
   uint64_t SourceIndex(uint64_t i) const;
   uint64_t BodyBytes(const Entry& e, uint64_t offset, uint64_t nbytes) const;
+  std::string_view suffix(const Entry& e) const { return std::string_view(Text(e.at), e.suffix_len); }
   std::string_view alias_of(const Entry& e) const {
-    return std::string_view(Text(e.at) + e.name_len, e.alias_len);
+    return std::string_view(Text(e.at) + e.suffix_len, e.alias_len);
   }
   std::string_view packed_shape(const Entry& e) const {
-    return std::string_view(Text(e.at) + e.name_len + e.alias_len, e.shape_len);
+    return std::string_view(Text(e.at) + e.suffix_len + e.alias_len, e.shape_len);
   }
+  static uint64_t NameBytes(const Entry& e) { return uint64_t{e.prefix_len} + e.suffix_len; }
+  // The index of the entry named `target`, or kept_ if none is.
+  uint64_t Find(std::string_view target) const;
 
   std::vector<std::unique_ptr<Entry[]>> entry_blocks_;
   uint64_t kept_ = 0;  // entries in entry_blocks_
   std::vector<std::unique_ptr<char[]>> arena_blocks_;
   uint32_t arena_used_ = 0;  // bytes of the last block in use
+  std::string last_name_;    // the last kept entry's name
   // (entry, value) of the source indices of kBigSourceIndex or more: only
   // a hostile proposal has any, and each is an error Layout reports.
   std::vector<std::pair<uint64_t, uint64_t>> big_source_indices_;

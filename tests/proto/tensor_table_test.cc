@@ -335,6 +335,45 @@ void ExpectSameError(const std::vector<Spec>& specs) {
   ExpectSameStoredVerdict(Entries(specs));  // the same entries read from a file
 }
 
+// Names are kept front-coded, whole every 16th: names that are prefixes of
+// the next, shared prefixes that end inside a UTF-8 character, and aliases
+// found (or not) at, around and between the whole ones, before the first
+// name and after the last; sorting errors against a name put together.
+TEST(TensorTable, FrontCodedNamesAndTheirSearch) {
+  std::vector<Spec> specs;
+  const char* stems[] = {"a", "ab", "abc", "abd", "b", "b\xc3\xa9", "b\xc3\xa9z", "b\xc3\xaa"};
+  for (int block = 0; block < 3; ++block) {
+    for (const char* stem : stems) {
+      const std::string name = std::string(1, static_cast<char>('c' + block)) + stem;
+      specs.push_back({name, v1::F32, {2}, ""});
+      specs.push_back({name + ".w", v1::F32, {2}, ""});
+    }
+  }
+  // 48 entries: whole names at 0, 16 and 32. Aliases of entries 0, 15,
+  // 16, 17, 31, 32 and 47, sorted after every other name.
+  const std::vector<std::string> targets = {specs[0].name,  specs[15].name, specs[16].name,
+                                            specs[17].name, specs[31].name, specs[32].name,
+                                            specs[47].name};
+  for (size_t k = 0; k < targets.size(); ++k) {
+    specs.push_back({"z" + std::to_string(k), v1::F32, {2}, targets[k]});
+  }
+  ExpectSameBytes(specs);
+  // Names that are not there, between and around the kept ones.
+  for (const std::string& missing :
+       {std::string("a"), std::string("c"), std::string("caa"), std::string("cb\xc3"),
+        specs[16].name + "x", std::string("d"), std::string("y"), std::string("zz")}) {
+    std::vector<Spec> bad = specs;
+    bad.back().alias_of = missing;
+    ExpectSameError(bad);
+  }
+  // Out of order after a front-coded name and after a whole one.
+  for (size_t at : {size_t{5}, size_t{16}, size_t{17}}) {
+    std::vector<Spec> bad(specs.begin(), specs.begin() + static_cast<long>(at) + 1);
+    bad.push_back({specs[at - 1].name, v1::F32, {2}, ""});
+    ExpectSameError(bad);
+  }
+}
+
 TEST(TensorTable, EveryRuleFailsAsTheReferenceDoes) {
   const Spec ok{"ok", v1::F32, {2}, ""};
   ExpectSameError({ok, {"", v1::F32, {2}, ""}});
