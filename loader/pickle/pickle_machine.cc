@@ -143,6 +143,13 @@ bool Memo::Put(uint64_t key, Ref r) {
 }
 
 void Interpreter::NoteMemoized(uint64_t key, Ref r) {
+  if (r.kind == Kind::kRecord) {
+    // A storage record's aux is its side-table index, not a memo key the
+    // release could void: memoized, it is kept (torch.save never memoizes
+    // one).
+    if (g_.at(r).record == RecordKind::kStorage) g_.at(r).shared = true;
+    return;
+  }
   if (r.kind != Kind::kTuple && r.kind != Kind::kDict) return;
   Object& o = g_.at(r);
   if (o.aux == UINT32_MAX && contexts_.size() == 1 && key < UINT32_MAX && C().memo.Dense(key)) {

@@ -436,11 +436,12 @@ Status Interpreter::OpBinPersId() {
   return Push(r);
 }
 
-// A tensor rebuild keeps from its arguments only the storage record
-// (TensorInfo::storage) or, for a parameter, the tensor record: the argument
-// tuple, the size and stride tuples and the empty hook dict are spent once
-// the record is built. Records, names and strings are never released
-// (Graph::Releasable), and neither is anything a second reference may reach.
+// A tensor rebuild keeps from its arguments only the storage's index
+// (TensorInfo::storage_index) or, for a parameter, the tensor record: the
+// argument tuple, the storage record, the size and stride tuples and the
+// empty hook dict are spent once the record is built. Other records, names
+// and strings are never released (Graph::Releasable), and neither is
+// anything a second reference may reach.
 void Interpreter::ReleaseArguments(Ref callable, Ref args, Ref result) {
   if (!options().release_consumed || contexts_.size() != 1) return;
   if (result.kind != Kind::kRecord || callable.kind != Kind::kGlobal) return;  // an error
@@ -465,8 +466,10 @@ void Interpreter::ReleaseArguments(Ref callable, Ref args, Ref result) {
 
 void Interpreter::ReleaseOne(Ref r) {
   if (!r.is_heap() || r.id == empty_tuple_.id || !g_.Releasable(r.id)) return;
+  // A tuple's or dict's aux is its memo key; a record's is not (and a
+  // releasable record was never memoized: NoteMemoized).
   const uint32_t key = g_.at(r).aux;
-  if (key != UINT32_MAX) C().memo.Release(key, r.id);
+  if (key != UINT32_MAX && r.kind != Kind::kRecord) C().memo.Release(key, r.id);
   g_.Release(r.id);
 }
 
