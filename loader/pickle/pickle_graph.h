@@ -606,7 +606,8 @@ struct Graph {
   // released: torch refers back to a storage key or a tensor from later
   // entries.
   bool Releasable(ObjId id) const;
-  // Releases object `id` (Releasable): its items go back to the arena and
+  // Releases object `id` (Releasable, or a str whose one holder, the memo,
+  // gave it up: Interpreter::ReleasePersistentId): its items go back to the arena and
   // its id to free_ids, which Machine::New takes before growing the store
   // (a storage record's StorageInfo::object is cleared). The caller has
   // voided the memo key (a tuple's or dict's Object::aux) that held it and
