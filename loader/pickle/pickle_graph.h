@@ -258,9 +258,10 @@ struct Object {
   uint8_t hi_ = 0;
 
  public:
-  // Records: index into the Graph side table of `record`. kTuple and kDict:
-  // the memo key the object was stored under, or UINT32_MAX (never
-  // memoized), so that a release can void that key.
+  // Records: index into the Graph side table of `record`. kTuple, kDict and
+  // kStr: the memo key the object was stored under, or UINT32_MAX (never
+  // memoized), so that a release can void that key (a str's: keep its
+  // storage's key text there instead, Interpreter::ReleasePersistentId).
   uint32_t aux = UINT32_MAX;
   // kGlobal and text records: index into Graph::named (Graph::name). kDict,
   // kSet and kFrozenSet once large: index into Graph::key_index. (One field:
@@ -607,11 +608,11 @@ struct Graph {
   // entries.
   bool Releasable(ObjId id) const;
   // Releases object `id` (Releasable, or a str whose one holder, the memo,
-  // gave it up: Interpreter::ReleasePersistentId): its items go back to the arena and
-  // its id to free_ids, which Machine::New takes before growing the store
-  // (a storage record's StorageInfo::object is cleared). The caller has
-  // voided the memo key (a tuple's or dict's Object::aux) that held it and
-  // owns the only reference, which it drops.
+  // gave it up: Interpreter::ReleasePersistentId): its items go back to the
+  // arena and its id to free_ids, which Machine::New takes before growing
+  // the store (a storage record's StorageInfo::object is cleared). The
+  // caller has voided the memo key (Object::aux) that held it and owns the
+  // only reference, which it drops.
   void Release(ObjId id);
   // Ids of released objects, reused last in, first out.
   std::vector<ObjId> free_ids;

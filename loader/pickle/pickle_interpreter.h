@@ -34,9 +34,10 @@ namespace safemodel::loader::pickle {
 // key lives in exactly one of the two.
 // A vector slot is 4 bytes, not a 16-byte Ref (torch.save memoizes ~8
 // objects per tensor: 3.2 MB for 100,000 tensors, not 6.4): a heap object's
-// kind and id (an id has kObjIdBits: kMaxObjects bounds them), or the
-// position of an inline value (None, bool, int, float: rarely memoized) in
-// inline_, or 0 for a key not stored.
+// kind and id (an id has kObjIdBits: kMaxObjects bounds them), a storage's
+// index standing for its key str (KeepAsStorageKey), or the position of an
+// inline value (None, bool, int, float: rarely memoized) in inline_, or 0
+// for a key not stored.
 class Memo {
  public:
   // The value stored under `key`, if any; none for a key Release voided
