@@ -66,10 +66,10 @@ class NpyParser final : public Parser {
 // refused rather than named one way or the other. (Duplicate names, where
 // zipfile takes the last, are refused by ZipArchive.)
 Status CheckNpzNames(const ZipArchive& zip) {
-  // Names come from the file: a keyed hash.
-  KeyedStringViewSet names;
-  names.reserve(zip.entries().size());
-  for (const ZipEntry& entry : zip.entries()) names.insert(entry.name);
+  // Names come from the file: a keyed hash (one block: no holes left).
+  KeyedViewSet names;
+  names.Reserve(zip.entries().size());
+  for (const ZipEntry& entry : zip.entries()) names.Insert(entry.name);
   for (const ZipEntry& entry : zip.entries()) {
     // Built only for a message: 100,000 members made 100,000 strings.
     auto where = [&] { return "npz member '" + Printable(entry.name) + "'"; };
@@ -79,7 +79,7 @@ Status CheckNpzNames(const ZipArchive& zip) {
     }
     const std::string_view key =
         std::string_view(entry.name).substr(0, entry.name.size() - kNpySuffix.size());
-    if (names.count(key) > 0) {
+    if (names.Contains(key)) {
       return Status::Malformed(where() + " would be the array '" + Printable(key) +
                                "', but np.load answers that key with the member named exactly '" +
                                Printable(key) + "' (two members answer one key)");

@@ -176,8 +176,8 @@ Result<Ref> ReduceRebuildTensor(Builder& m, const Call& call) {
                              KindName(g, storage) + m.At());
   }
   TensorInfo t;
-  t.storage = storage.id;
-  const StorageInfo& s = g.storages[g.at(storage).aux];
+  t.storage_index = g.at(storage).aux;
+  const StorageInfo& s = g.storages[t.storage_index];
   std::vector<int64_t> strides;
   SAFEMODEL_RETURN_IF_ERROR(ReadView(m, name, args[1], args[2], args[3], &t, &strides));
   if (strides.size() != t.shape.size()) {
@@ -239,7 +239,7 @@ Result<Ref> ReduceRebuildQTensor(Builder& m, const Call& call) {
   TensorInfo t;
   t.layout = TensorInfo::Layout::kQuantized;
   t.extra = std::make_unique<TensorExtra>();
-  t.storage = storage.id;
+  t.storage_index = g.at(storage).aux;
   t.dtype = s.dtype;
   t.extra->qdtype = s.dtype == DType::kU8 ? "quint8" : s.dtype == DType::kI8 ? "qint8" : "qint32";
   std::vector<int64_t> strides;

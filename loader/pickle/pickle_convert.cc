@@ -137,13 +137,19 @@ Result<std::string> Converter::RegisterTensor(ObjId id, const std::string& name)
 
 void Converter::AddPending(ObjId id, std::string name) {
   const Object& o = g_.objects[id];
-  Pending p{id, o.record, o.aux, id, UINT32_MAX, std::move(name)};
-  if (o.record == RecordKind::kTensor) p.storage = g_.tensors[o.aux].storage;
+  Pending p{id, o.record, o.aux, UINT32_MAX, std::move(name)};
   // The handlers give every strided and quantized tensor a storage and every
   // array a dtype; a record without one keeps no link and StorageFor
   // refuses it rather than reading outside the tables.
-  const ObjId linked = o.record == RecordKind::kNdArray ? g_.arrays[o.aux].dtype : p.storage;
-  if (linked < g_.objects.size()) p.link = g_.objects[linked].aux;
+  if (o.record == RecordKind::kTensor) {
+    p.link = g_.tensors[o.aux].storage_index;
+  } else if (o.record == RecordKind::kStorage) {
+    p.link = o.aux;
+  } else if (o.record == RecordKind::kNdArray) {
+    if (const ObjId dtype = g_.arrays[o.aux].dtype; dtype < g_.objects.size()) {
+      p.link = g_.objects[dtype].aux;
+    }
+  }
   tensors_.push_back(std::move(p));
 }
 
@@ -654,12 +660,15 @@ void Converter::ReleaseObjects() {
   std::unordered_map<ObjId, size_t>().swap(tensor_names_);
   KeyedStringSet().swap(used_names_);
   g_.attrs.clear();
-  g_.key_index.clear();
   if (s_.after_walk) s_.after_walk();
 }
 
 Result<Converted> Converter::Run(Ref root) {
   Converted result;
+  // The dicts' key indices serve the machine's lookups (SETITEM) only: the
+  // walk reads items in order. Freed before it adds its pending list (2 MB
+  // for a state_dict of 100,000 tensors, at the walk's peak).
+  if (s_.release_objects) std::deque<KeyIndex>().swap(g_.key_index);
   if (PureStateDict(root)) {
     SAFEMODEL_RETURN_IF_ERROR(RunPureStateDict(root));
     ReleaseObjects();

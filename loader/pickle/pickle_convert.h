@@ -77,9 +77,11 @@ struct ConvertSettings {
   StorageResolver storages;  // null when the input has no torch storages
   // A root nn.Module becomes the architecture tree (and no metadata).
   bool architecture_from_root_module = true;
-  // The caller does not read the graph's objects after the conversion: they
-  // are freed before the tensors are emitted (for 100,000 tensors, ~100 MB
-  // less at the parser's peak). The side tables and Graph::owned stay.
+  // The caller does not read the graph's objects after the conversion, nor
+  // runs the machine on it again: the dicts' key indices are freed before
+  // the walk, the objects before the tensors are emitted (for 100,000
+  // tensors, ~100 MB less at the parser's peak). The side tables and
+  // Graph::owned stay.
   bool release_objects = false;
   // With release_objects: called once the objects are freed, before the
   // tensors are emitted, when nothing reads the stream's bytes any more

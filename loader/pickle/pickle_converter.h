@@ -105,7 +105,6 @@ class Converter {
     ObjId id;
     RecordKind record;
     uint32_t aux;      // the record's side-table index
-    ObjId storage;     // kTensor: its storage record; kStorage: itself
     uint32_t link;     // the storage's (or numpy dtype's) side-table index
     std::string name;
   };
@@ -136,7 +135,7 @@ class Converter {
   // Views of a storage already emitted, for tied weights: -> indices into
   // out_->tensors.
   struct ViewKey {
-    ObjId storage;
+    uint32_t storage;  // side-table index
     DType dtype;
     uint64_t offset;
     std::vector<uint64_t> shape;

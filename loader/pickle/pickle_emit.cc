@@ -65,7 +65,6 @@ Tensor Converter::NumpyTensor(const Pending& p) {
 // storage's bytes, read when streamed, after a bounds proof now.
 Status Converter::AddTorchTensor(Pending& p) {
   Tensor t;
-  const ObjId sid = p.storage;
   std::vector<uint64_t> shape;
   std::vector<int64_t> strides;
   uint64_t offset = 0;
@@ -110,7 +109,7 @@ Status Converter::AddTorchTensor(Pending& p) {
   const uint32_t strides_slot =
       c_strides && strides == *c_strides ? 0 : torch_sources_->AddStrides(strides);
   if (p.link < views_of_storage_.size() && views_of_storage_[p.link] >= 2) {
-    views_[ViewKey{sid, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(
+    views_[ViewKey{p.link, t.dtype, offset, std::move(shape), std::move(strides)}].push_back(
         out_->tensors.size());
   }
   t.source = ElementSource(torch_sources_.get(), SourceArgs{slot, offset, swap, strides_slot});

@@ -176,11 +176,17 @@ bool Graph::Releasable(ObjId id) const {
     return o.items().empty() && o.side == UINT32_MAX &&
            attrs.find(id) == attrs.end();
   }
-  return false;
+  // Its StorageInfo is what the tensors read (TensorInfo::storage_index).
+  return o.kind == Kind::kRecord && o.record == RecordKind::kStorage;
 }
 
 void Graph::Release(ObjId id) {
   Object& o = objects[id];
+  // A storage (Releasable): a later persistent id of its key makes a new
+  // record for the same StorageInfo.
+  if (o.kind == Kind::kRecord && o.record == RecordKind::kStorage && o.aux < storages.size()) {
+    storages[o.aux].object = kNoObj;
+  }
   if (IsByteKind(o.kind)) {
     // Nothing of its own: the bytes are the stream's or Graph::owned's.
   } else if (o.hi_ == Object::kGrown) {

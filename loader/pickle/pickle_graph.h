@@ -133,6 +133,9 @@ struct TensorExtra {
 template <typename T>
 using Dims = InlineDims<T, 3>;
 
+// No storage (an index into Graph::storages).
+inline constexpr uint32_t kNoStorage = UINT32_MAX;
+
 // A torch tensor: a strided view of a storage, in elements.
 struct TensorInfo {
   enum class Layout : uint8_t { kStrided, kQuantized, kSparse };
@@ -142,7 +145,10 @@ struct TensorInfo {
   bool requires_grad = false;
   bool parameter = false;
   DType dtype = DType::kInvalid;
-  ObjId storage = kNoObj;  // kStorage record (strided, quantized)
+  // Strided and quantized: the storage's index in Graph::storages (not the
+  // storage record's object, which is released with the tensor's
+  // arguments: Graph::Releasable).
+  uint32_t storage_index = kNoStorage;
   // The strides: 0 for the C-contiguous ones the shape implies (most
   // tensors: no 32 bytes of them per record), else their place in
   // Graph::tensor_strides + 1 (Graph::StridesOf).
@@ -163,8 +169,12 @@ struct StorageInfo {
   // e.g. "torch.FloatStorage", for messages: one of Graph::storage_types
   // (a checkpoint names one or two types for 100,000 storages).
   const std::string* type = nullptr;
-  uint64_t numel = 0;   // elements of dtype, or bytes when untyped
-  uint64_t offset = 0;  // the persistent-id offset, for messages
+  uint64_t numel = 0;  // elements of dtype, or bytes when untyped
+  // The kStorage record that stands for this storage now, or kNoObj: one
+  // at a time, made by the persistent id that first names the key (or the
+  // first one after the last was released) and handed to every later one
+  // while it lives (Graph::Release clears it).
+  ObjId object = kNoObj;
   DType dtype = DType::kInvalid;  // kInvalid: untyped (bytes)
   uint8_t key_size = 0;           // keys are at most kMaxStorageKeyBytes
   bool quantized = false;
@@ -248,9 +258,10 @@ struct Object {
   uint8_t hi_ = 0;
 
  public:
-  // Records: index into the Graph side table of `record`. kTuple and kDict:
-  // the memo key the object was stored under, or UINT32_MAX (never
-  // memoized), so that a release can void that key.
+  // Records: index into the Graph side table of `record`. kTuple, kDict and
+  // kStr: the memo key the object was stored under, or UINT32_MAX (never
+  // memoized), so that a release can void that key (a str's: keep its
+  // storage's key text there instead, Interpreter::ReleasePersistentId).
   uint32_t aux = UINT32_MAX;
   // kGlobal and text records: index into Graph::named (Graph::name). kDict,
   // kSet and kFrozenSet once large: index into Graph::key_index. (One field:
@@ -588,15 +599,20 @@ struct Graph {
     std::deque<std::vector<Ref>>().swap(grown);
     std::vector<ObjId>().swap(free_ids);
   }
-  // Whether object `id` may be released: a tuple with items, or an empty
-  // dict with no BUILD attributes, that no one else refers to (not
-  // Object::shared). Strings, names and records are never released: torch
-  // refers back to a storage key or a tensor from later entries.
+  // Whether object `id` may be released: a tuple with items, an empty dict
+  // with no BUILD attributes, or a storage record, that no one else refers
+  // to (not Object::shared). A storage record's StorageInfo stays (its
+  // tensors refer to it by index); a later persistent id of the same key
+  // gets a new record for it. Strings, names and other records are never
+  // released: torch refers back to a storage key or a tensor from later
+  // entries.
   bool Releasable(ObjId id) const;
-  // Releases object `id` (Releasable): its items go back to the arena and
-  // its id to free_ids, which Machine::New takes before growing the store.
-  // The caller has voided the memo key (Object::aux) that held it and owns
-  // the only reference, which it drops.
+  // Releases object `id` (Releasable, or a str whose one holder, the memo,
+  // gave it up: Interpreter::ReleasePersistentId): its items go back to the
+  // arena and its id to free_ids, which Machine::New takes before growing
+  // the store (a storage record's StorageInfo::object is cleared). The
+  // caller has voided the memo key (Object::aux) that held it and owns the
+  // only reference, which it drops.
   void Release(ObjId id);
   // Ids of released objects, reused last in, first out.
   std::vector<ObjId> free_ids;

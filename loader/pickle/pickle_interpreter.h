@@ -34,16 +34,17 @@ namespace safemodel::loader::pickle {
 // key lives in exactly one of the two.
 // A vector slot is 4 bytes, not a 16-byte Ref (torch.save memoizes ~8
 // objects per tensor: 3.2 MB for 100,000 tensors, not 6.4): a heap object's
-// kind and id (an id has kObjIdBits: kMaxObjects bounds them), or the
-// position of an inline value (None, bool, int, float: rarely memoized) in
-// inline_, or 0 for a key not stored.
+// kind and id (an id has kObjIdBits: kMaxObjects bounds them), a storage's
+// index standing for its key str (KeepAsStorageKey), or the position of an
+// inline value (None, bool, int, float: rarely memoized) in inline_, or 0
+// for a key not stored.
 class Memo {
  public:
   // The value stored under `key`, if any; none for a key Release voided
   // (Released says which).
   std::optional<Ref> Find(uint64_t key) const {
     if (key < dense_.size() && dense_[key] != 0) {
-      if (dense_[key] == kReleased) return std::nullopt;
+      if (dense_[key] == kReleased || IsStorageKeySlot(dense_[key])) return std::nullopt;
       return Unpack(dense_[key]);
     }
     auto it = sparse_.find(key);
@@ -60,6 +61,23 @@ class Memo {
     if (key >= dense_.size()) return;
     uint32_t& slot = dense_[key];
     if (slot == HeapSlot(Kind::kTuple, id) || slot == HeapSlot(Kind::kDict, id)) slot = kReleased;
+  }
+  // Stores, under `key`, storage `storage`'s key text in place of the str
+  // object `id` that holds it (a GET then makes a new str of that text,
+  // StorageKeyAt), if `key` is in the vector and holds that object and the
+  // index fits a slot: then true, and the caller may release the object.
+  bool KeepAsStorageKey(uint64_t key, ObjId id, uint32_t storage) {
+    if (key >= dense_.size() || dense_[key] != HeapSlot(Kind::kStr, id) ||
+        storage >= (uint32_t{1} << kObjIdBits)) {
+      return false;
+    }
+    dense_[key] = kHeapSlot | (kStorageKeyKind << kObjIdBits) | storage;
+    return true;
+  }
+  // The storage whose key text `key` holds (KeepAsStorageKey), if any.
+  std::optional<uint32_t> StorageKeyAt(uint64_t key) const {
+    if (key >= dense_.size() || !IsStorageKeySlot(dense_[key])) return std::nullopt;
+    return dense_[key] & ((uint32_t{1} << kObjIdBits) - 1);
   }
   // Whether `key` was voided by Release (and not stored again since).
   bool Released(uint64_t key) const { return key < dense_.size() && dense_[key] == kReleased; }
@@ -106,6 +124,12 @@ class Memo {
   // A voided key: a heap slot of kind 0xFF, which no Kind has; Put replaces
   // it as any heap value.
   static constexpr uint32_t kReleased = UINT32_MAX;
+  // A storage's key text (KeepAsStorageKey): a heap slot of kind 0xFE,
+  // which no Kind has either, holding the storage's index.
+  static constexpr uint32_t kStorageKeyKind = 0xFE;
+  static bool IsStorageKeySlot(uint32_t slot) {
+    return slot != kReleased && (slot & kHeapSlot) && ((slot >> kObjIdBits) & 0xFF) == kStorageKeyKind;
+  }
   Ref Unpack(uint32_t slot) const {
     if (slot & kHeapSlot) {
       return Ref::Heap(static_cast<Kind>((slot >> kObjIdBits) & 0xFF),
@@ -205,6 +229,11 @@ class Interpreter : public Builder {
   // bytes move into Graph::owned, within kMaxCopyOnGetTotal
   // (MachineOptions::read_behind).
   void CopyOutOfStream(Ref r);
+  // After BINPERSID of `pid` loaded `loaded`: releases the id's tuple and,
+  // when `loaded` is a storage record, the key str in it that only the memo
+  // still holds, whose memo key then holds the storage's key text instead
+  // (Memo::KeepAsStorageKey; pickle_ops.cc).
+  void ReleasePersistentId(Ref pid, Ref loaded);
   // After REDUCE of `callable` on `args` built `result`: releases the
   // arguments of a tensor rebuild (pickle_ops.cc).
   void ReleaseArguments(Ref callable, Ref args, Ref result);

@@ -143,6 +143,24 @@ bool Memo::Put(uint64_t key, Ref r) {
 }
 
 void Interpreter::NoteMemoized(uint64_t key, Ref r) {
+  if (r.kind == Kind::kStr) {
+    // A str remembers its one memo key, for ReleasePersistentId; memoized
+    // again, it is kept as it is.
+    Object& o = g_.at(r);
+    if (o.aux == UINT32_MAX && contexts_.size() == 1 && key < UINT32_MAX && C().memo.Dense(key)) {
+      o.aux = static_cast<uint32_t>(key);
+    } else {
+      o.shared = true;
+    }
+    return;
+  }
+  if (r.kind == Kind::kRecord) {
+    // A storage record's aux is its side-table index, not a memo key the
+    // release could void: memoized, it is kept (torch.save never memoizes
+    // one).
+    if (g_.at(r).record == RecordKind::kStorage) g_.at(r).shared = true;
+    return;
+  }
   if (r.kind != Kind::kTuple && r.kind != Kind::kDict) return;
   Object& o = g_.at(r);
   if (o.aux == UINT32_MAX && contexts_.size() == 1 && key < UINT32_MAX && C().memo.Dense(key)) {
@@ -505,6 +523,13 @@ Status Interpreter::StepMemo(uint8_t op) {
             " refers back to the arguments of a tensor or storage already built, which are "
             "released as they are used (torch.save makes them afresh for each tensor)" +
             At());
+      }
+      if (const std::optional<uint32_t> storage = c.memo.StorageKeyAt(key)) {
+        // A storage's key str, kept as its text (ReleasePersistentId): a new
+        // str of it, which only the stack holds (the memo keeps the text).
+        SAFEMODEL_ASSIGN_OR_RETURN(Ref str, New(Kind::kStr));
+        g_.at(str).set_data(AsBytes(g_.storages[*storage].key()));
+        return Push(str);
       }
       const std::optional<Ref> found = c.memo.Find(key);
       if (!found) return Bad("memo key " + Num(key) + " was never stored");

@@ -429,18 +429,49 @@ Status Interpreter::OpBinPersId() {
   } else {
     Result<Ref> loaded = options().persistent_load(m_, pid, op_offset_);
     SAFEMODEL_ASSIGN_OR_RETURN(r, loaded.ok() ? loaded : Semantic(loaded.status()));
-    // The storage record holds what it needs of the id (its key, type,
-    // location and size are copied): the tuple is spent.
-    if (loaded.ok() && options().release_consumed && contexts_.size() == 1) ReleaseOne(pid);
+    if (loaded.ok() && options().release_consumed && contexts_.size() == 1) {
+      ReleasePersistentId(pid, r);
+    }
   }
   return Push(r);
 }
 
-// A tensor rebuild keeps from its arguments only the storage record
-// (TensorInfo::storage) or, for a parameter, the tensor record: the argument
-// tuple, the size and stride tuples and the empty hook dict are spent once
-// the record is built. Records, names and strings are never released
-// (Graph::Releasable), and neither is anything a second reference may reach.
+// The storage record holds what it needs of the id (its key, type, location
+// and size are copied): the tuple is spent. torch.save memoizes the key str
+// and fetches it again only for a second tensor over the same storage; kept
+// as the storage's text in the memo, it costs no object per storage (3.2 MB
+// for 100,000 tensors), and such a GET makes a str of the same text.
+void Interpreter::ReleasePersistentId(Ref pid, Ref loaded) {
+  ObjId key_str = kNoObj;
+  uint32_t storage = kNoStorage;
+  if (pid.kind == Kind::kTuple && g_.Releasable(pid.id) && loaded.kind == Kind::kRecord &&
+      g_.at(loaded).record == RecordKind::kStorage) {
+    storage = g_.at(loaded).aux;
+    const std::string_view key = g_.storages[storage].key();
+    for (Ref item : g_.items(pid)) {
+      // Not shared and memoized once (Object::aux, NoteMemoized): the memo
+      // and this tuple are its only holders.
+      if (item.kind == Kind::kStr && !g_.at(item).shared && g_.at(item).aux != UINT32_MAX &&
+          g_.text(item) == key) {
+        key_str = item.id;
+        break;
+      }
+    }
+  }
+  ReleaseOne(pid);
+  // The tuple is gone: the memo holds the str alone, and no longer once its
+  // key holds the text.
+  if (key_str != kNoObj && C().memo.KeepAsStorageKey(g_.objects[key_str].aux, key_str, storage)) {
+    g_.Release(key_str);
+  }
+}
+
+// A tensor rebuild keeps from its arguments only the storage's index
+// (TensorInfo::storage_index) or, for a parameter, the tensor record: the
+// argument tuple, the storage record, the size and stride tuples and the
+// empty hook dict are spent once the record is built. Other records, names
+// and strings are never released (Graph::Releasable), and neither is
+// anything a second reference may reach.
 void Interpreter::ReleaseArguments(Ref callable, Ref args, Ref result) {
   if (!options().release_consumed || contexts_.size() != 1) return;
   if (result.kind != Kind::kRecord || callable.kind != Kind::kGlobal) return;  // an error
@@ -465,8 +496,12 @@ void Interpreter::ReleaseArguments(Ref callable, Ref args, Ref result) {
 
 void Interpreter::ReleaseOne(Ref r) {
   if (!r.is_heap() || r.id == empty_tuple_.id || !g_.Releasable(r.id)) return;
+  // A tuple's or dict's aux is its memo key; a record's is not (and a
+  // releasable record was never memoized: NoteMemoized).
   const uint32_t key = g_.at(r).aux;
-  if (key != UINT32_MAX) C().memo.Release(key, r.id);
+  if (key != UINT32_MAX && (r.kind == Kind::kTuple || r.kind == Kind::kDict)) {
+    C().memo.Release(key, r.id);
+  }
   g_.Release(r.id);
 }
 

@@ -21,25 +21,25 @@ size_t StorageKeys::IndexOf(std::string_view key) const {
   return static_cast<size_t>(it - entries_.begin());
 }
 
-ObjId StorageTable::Find(std::string_view key) const {
+uint32_t StorageTable::Find(std::string_view key) const {
   if (layout_ != nullptr) {
     const size_t i = layout_->IndexOf(key);
     if (i != StorageKeys::kNone) return of_layout_[i];
   }
   auto it = others_.find(key);
-  return it == others_.end() ? kNoObj : it->second;
+  return it == others_.end() ? kNoStorage : it->second;
 }
 
-void StorageTable::Insert(std::string_view key, ObjId id) {
+void StorageTable::Insert(std::string_view key, uint32_t index) {
   ++count_;
   if (layout_ != nullptr) {
     const size_t i = layout_->IndexOf(key);
     if (i != StorageKeys::kNone) {
-      of_layout_[i] = id;
+      of_layout_[i] = index;
       return;
     }
   }
-  others_.emplace(std::string(key), id);
+  others_.emplace(std::string(key), index);
 }
 
 }  // namespace safemodel::loader::pickle

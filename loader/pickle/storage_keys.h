@@ -53,28 +53,30 @@ class StorageKeys {
   std::vector<Entry> entries_;
 };
 
-// The storage record data.pkl made for each key: a slot per key of the
-// layout (when there is one), a map for any other key (a key with no record,
-// which the conversion refuses; every key of a legacy file).
+// The storage data.pkl made for each key, as its index in Graph::storages
+// (its StorageInfo outlives the record objects, which are released with
+// their tensors' arguments): a slot per key of the layout (when there is
+// one), a map for any other key (a key with no record, which the conversion
+// refuses; every key of a legacy file).
 class StorageTable {
  public:
   // `layout` (may be null) must be sealed and outlive the table.
   explicit StorageTable(const StorageKeys* layout = nullptr)
-      : layout_(layout), of_layout_(layout ? layout->size() : 0, kNoObj) {}
+      : layout_(layout), of_layout_(layout ? layout->size() : 0, kNoStorage) {}
 
-  // The record made for `key` before, or kNoObj.
-  ObjId Find(std::string_view key) const;
-  // Records `id` for `key`, which Find did not know.
-  void Insert(std::string_view key, ObjId id);
-  // Keys with a record.
+  // The storage made for `key` before, or kNoStorage.
+  uint32_t Find(std::string_view key) const;
+  // Records storage `index` for `key`, which Find did not know.
+  void Insert(std::string_view key, uint32_t index);
+  // Keys with a storage.
   size_t size() const { return count_; }
-  // Whether layout key i has a record.
-  bool Referenced(size_t i) const { return of_layout_[i] != kNoObj; }
+  // Whether layout key i has a storage.
+  bool Referenced(size_t i) const { return of_layout_[i] != kNoStorage; }
 
  private:
   const StorageKeys* layout_;
-  std::vector<ObjId> of_layout_;
-  std::map<std::string, ObjId, std::less<>> others_;
+  std::vector<uint32_t> of_layout_;
+  std::map<std::string, uint32_t, std::less<>> others_;
   size_t count_ = 0;
 };
 

@@ -104,28 +104,39 @@ Result<Ref> LoadStorage(Machine& m, Ref pid, uint64_t offset, bool legacy, Stora
                                " (packed sub-byte elements)");
   }
   const DType dtype = type.kind == GlobalKind::kUntypedStorage ? DType::kInvalid : type.dtype;
-  if (const ObjId seen = table->Find(key); seen != pickle::kNoObj) {
-    const StorageInfo& s = g.storages[g.objects[seen].aux];
+  uint32_t index = table->Find(key);
+  if (index != pickle::kNoStorage) {
+    StorageInfo& s = g.storages[index];
     if (s.dtype != dtype || s.numel != static_cast<uint64_t>(numel)) {
       return Status::Malformed(where() + ": storage '" + std::string(key) + "' was " +
                                std::string(s.type_name()) + " of size " + Num(s.numel) +
                                " before, now " + type_name + " of size " +
                                Num(static_cast<uint64_t>(numel)));
     }
-    return Ref::Heap(Kind::kRecord, seen);
+    if (s.object != pickle::kNoObj) {
+      // One record per storage while it lives, as torch hands out one
+      // storage object per key: this is a second reference to it.
+      g.objects[s.object].shared = true;
+      return Ref::Heap(Kind::kRecord, s.object);
+    }
+  } else {
+    index = static_cast<uint32_t>(g.storages.size());
+    StorageInfo info;
+    g.SetStorageKey(&info, key);
+    info.dtype = dtype;
+    info.quantized = type.quantized;
+    info.type = g.InternStorageType(type_name);
+    info.numel = static_cast<uint64_t>(numel);
+    g.storages.push_back(std::move(info));
+    table->Insert(key, index);
   }
+  // The storage's first record, or a new one for a storage whose record was
+  // released with the arguments of the tensors that used it (no reference
+  // to it is left, so the two are never told apart).
   SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, offset));
   g.at(r).record = RecordKind::kStorage;
-  g.at(r).aux = static_cast<uint32_t>(g.storages.size());
-  StorageInfo info;
-  g.SetStorageKey(&info, key);
-  info.dtype = dtype;
-  info.quantized = type.quantized;
-  info.type = g.InternStorageType(type_name);
-  info.numel = static_cast<uint64_t>(numel);
-  info.offset = offset;
-  g.storages.push_back(std::move(info));
-  table->Insert(key, r.id);
+  g.at(r).aux = index;
+  g.storages[index].object = r.id;
   return r;
 }
 
@@ -421,15 +432,15 @@ Result<LegacyData> ReadLegacyStorages(ByteView rest, uint64_t base, const Graph&
   ByteReader r(rest, base);
   for (Ref k : g.at(keys).items()) {
     SAFEMODEL_ASSIGN_OR_RETURN(std::string_view key, pickle::AsStr(g, k, "storage key"));
-    const ObjId seen = table.Find(key);
-    if (seen == pickle::kNoObj) {
+    const uint32_t seen = table.Find(key);
+    if (seen == pickle::kNoStorage) {
       return Status::Malformed(where + ": storage '" + Printable(key) +
                                "' in the key list is not used");
     }
     if (data.count(std::string(key))) {
       return Status::Malformed(where + ": storage '" + Printable(key) + "' is listed twice");
     }
-    const StorageInfo& st = g.storages[g.objects[seen].aux];
+    const StorageInfo& st = g.storages[seen];
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t count_le, r.U64LE(where + " storage size"));
     uint64_t count = little_endian ? count_le : __builtin_bswap64(count_le);
     if (count != st.numel) {

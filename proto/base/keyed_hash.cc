@@ -4,6 +4,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -150,6 +151,50 @@ uint64_t KeyedHashU64(uint64_t v, uint64_t domain) {
   uint8_t b[8];
   for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
   return KeyedHash(b, sizeof b, domain);
+}
+
+void KeyedViewSet::Reserve(size_t n) {
+  size_t slots = 16;
+  while (slots < 2 * n) slots *= 2;
+  if (slots > slots_.size()) Grow(slots);
+}
+
+size_t KeyedViewSet::Probe(std::string_view view, uint64_t hash) const {
+  const size_t mask = slots_.size() - 1;
+  const auto tag = static_cast<uint32_t>(hash);
+  for (size_t i = static_cast<size_t>(hash >> 32) & mask;; i = (i + 1) & mask) {
+    const Slot& s = slots_[i];
+    if (s.data == nullptr) return i;
+    if (s.tag == tag && std::string_view(s.data, s.size) == view) return i;
+  }
+}
+
+void KeyedViewSet::Grow(size_t slots) {
+  std::vector<Slot> old(slots);
+  old.swap(slots_);
+  for (const Slot& s : old) {
+    if (s.data == nullptr) continue;
+    const std::string_view view(s.data, s.size);
+    slots_[Probe(view, KeyedHash(view))] = s;
+  }
+}
+
+bool KeyedViewSet::Insert(std::string_view view) {
+  // Views longer than 4 GiB are not names; the size is kept in 32 bits.
+  if (view.size() > UINT32_MAX) __builtin_trap();
+  if (2 * (count_ + 1) > slots_.size()) Grow(std::max<size_t>(16, 2 * slots_.size()));
+  const uint64_t hash = KeyedHash(view);
+  Slot& s = slots_[Probe(view, hash)];
+  if (s.data != nullptr) return false;
+  s = {view.data() == nullptr ? "" : view.data(), static_cast<uint32_t>(view.size()),
+       static_cast<uint32_t>(hash)};
+  ++count_;
+  return true;
+}
+
+bool KeyedViewSet::Contains(std::string_view view) const {
+  if (slots_.empty()) return false;
+  return slots_[Probe(view, KeyedHash(view))].data != nullptr;
 }
 
 }  // namespace safemodel

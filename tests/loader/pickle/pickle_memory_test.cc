@@ -106,6 +106,7 @@ Result<Ref> LoadFloatStorage(Machine& m, Ref pid, uint64_t) {
   graph.SetStorageKey(&s, graph.text(graph.items(pid)[2]));
   s.dtype = DType::kF32;
   s.numel = 2;
+  s.object = r.id;
   graph.storages.push_back(std::move(s));
   return r;
 }
@@ -160,10 +161,11 @@ TEST(ReleaseConsumed, ATensorsArgumentsAreReleasedAndTheirPlacesTakenAgain) {
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   // Kept: per tensor its name, the id tuple, the storage key, the storage,
   // size, stride, kHooks, the argument tuple and the tensor (9). Released:
-  // the name, the storage key, the storage and the tensor stay (4); the
-  // other five places are taken again by the next tensor.
+  // the name and the tensor stay (2; the tensor holds its storage's index,
+  // the memo the storage key's text); the other seven places are taken
+  // again by the next tensor.
   EXPECT_GE(kept.objects.size(), 9u * n);
-  EXPECT_LE(released.objects.size(), 4u * n + 16);
+  EXPECT_LE(released.objects.size(), 2u * n + 16);
   // The same tensors either way.
   ASSERT_EQ(released.tensors.size(), kept.tensors.size());
   ASSERT_EQ(released.tensors.size(), static_cast<size_t>(n));
@@ -173,8 +175,8 @@ TEST(ReleaseConsumed, ATensorsArgumentsAreReleasedAndTheirPlacesTakenAgain) {
     // Stride (1,): the C-contiguous ones, implied by the shape, not kept.
     EXPECT_EQ(released.tensors[i].strides, 0u);
     EXPECT_TRUE(released.StridesOf(released.tensors[i]).empty());
-    EXPECT_EQ(released.storages[released.objects[released.tensors[i].storage].aux].key(),
-              std::to_string(i));
+    EXPECT_EQ(released.storages[released.tensors[i].storage_index].key(), std::to_string(i));
+    EXPECT_EQ(released.storages[released.tensors[i].storage_index].object, loader::pickle::kNoObj);
   }
   // The root's names and tensors are the live objects they were.
   const std::span<const Ref> items = released.items(*b);
@@ -286,6 +288,44 @@ TEST(ReleaseConsumed, AGetOfAReleasedPersistentIdIsRefused) {
       << r.status().ToString();
   Graph kept;
   EXPECT_TRUE(RunWithStorages(p, false, &kept).ok());
+}
+
+// A storage's record is released with the arguments of the tensor it was
+// made for; its StorageInfo stays. Through the torch zip reader: a later
+// tensor over the same key gets a new record for the same storage (read at
+// its own offset); a record memoized (torch.save never does) is kept, so a
+// bare storage in the dict and a GET of it into another tensor's arguments
+// stay one storage, and identical views of it are tied as before. The key
+// str, memoized as torch.save memoizes it, is kept as the storage's text
+// once its id tuple is spent: a GET of it (torch.save's way to name the
+// storage of a second tensor) still names the same storage.
+TEST(ReleaseConsumed, AStorageRecordGoesWithItsTensorAndItsKeyIsMadeAgain) {
+  const std::string a = Str("a") + kRebuild + "((" + Str("storage") + Global("torch", "FloatStorage") +
+                        Str("0") + Put(60) + Str("cpu") + Int1(2) + "tQ" + Int1(0) + "(" + Int1(2) +
+                        "t(" + Int1(1) + "t" + B({0x89}) + kHooks + "tR";
+  const std::string f = Str("f") + kRebuild + "((" + Str("storage") + Global("torch", "FloatStorage") +
+                        Get(60) + Str("cpu") + Int1(2) + "tQ" + Int1(0) + "(" + Int1(2) + "t(" +
+                        Int1(1) + "t" + B({0x89}) + kHooks + "tR";
+  const std::string b = Str("b") + kRebuild + kPid + Int1(1) + "(" + Int1(1) + "t(" + Int1(1) + "t" +
+                        B({0x89}) + kHooks + "tR";
+  const std::string pid_memoized = "(" + Str("storage") + Global("torch", "FloatStorage") +
+                                   Str("0") + Str("cpu") + Int1(2) + "tQ" + Put(50);
+  const std::string c = Str("c") + pid_memoized;
+  const std::string e = Str("e") + kRebuild + "(" + Get(50) + Int1(0) + "(" + Int1(2) + "t(" +
+                        Int1(1) + "t" + B({0x89}) + kHooks + "tR";
+  const std::string data("\x00\x00\x80\x3f\x00\x00\x00\x40", 8);  // 1.0f, 2.0f
+  InProcessResult r = ParseInProcess(BuildZip(
+      {{"a/data.pkl", P2("}(" + a + b + c + e + f + "u")}, {"a/data/0", data}, {"a/version", "3"}}));
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  ASSERT_EQ(r.tensors.size(), 5u);
+  EXPECT_EQ(r.tensors["f"].alias_of, "a");
+  EXPECT_EQ(r.tensors["b"].bytes, data.substr(4));
+  EXPECT_EQ(r.tensors["b"].alias_of, "");
+  // a, c (the bare storage: 2 floats) and e: one view of one storage.
+  EXPECT_EQ(r.tensors["a"].alias_of, "");
+  EXPECT_EQ(r.tensors["a"].bytes, data);
+  EXPECT_EQ(r.tensors["c"].alias_of, "a");
+  EXPECT_EQ(r.tensors["e"].alias_of, "a");
 }
 
 // Only the torch zip reader releases; a tensor in a plain pickle keeps its

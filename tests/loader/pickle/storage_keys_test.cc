@@ -44,13 +44,13 @@ TEST(StorageKeys, SortedWithTheFirstOfEqualKeysAndMissesFound) {
 TEST(StorageTable, LayoutKeysHaveSlotsAndOtherKeysAMap) {
   Records r({"0", "1", "2"});
   StorageTable t(&r.keys);
-  EXPECT_EQ(t.Find("1"), kNoObj);
+  EXPECT_EQ(t.Find("1"), kNoStorage);
   t.Insert("1", 7);
   t.Insert("x", 8);  // no record: kept apart, still found
   EXPECT_EQ(t.Find("1"), 7u);
   EXPECT_EQ(t.Find("x"), 8u);
-  EXPECT_EQ(t.Find("0"), kNoObj);
-  EXPECT_EQ(t.Find("y"), kNoObj);
+  EXPECT_EQ(t.Find("0"), kNoStorage);
+  EXPECT_EQ(t.Find("y"), kNoStorage);
   EXPECT_EQ(t.size(), 2u);
   EXPECT_FALSE(t.Referenced(0));
   EXPECT_TRUE(t.Referenced(1));
@@ -59,7 +59,7 @@ TEST(StorageTable, LayoutKeysHaveSlotsAndOtherKeysAMap) {
   StorageTable legacy;
   legacy.Insert("140234", 3);
   EXPECT_EQ(legacy.Find("140234"), 3u);
-  EXPECT_EQ(legacy.Find("1402"), kNoObj);
+  EXPECT_EQ(legacy.Find("1402"), kNoStorage);
   EXPECT_EQ(legacy.size(), 1u);
 }
 
