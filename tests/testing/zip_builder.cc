@@ -56,6 +56,8 @@ std::string BuildZip(const std::vector<ZipMember>& members, const ZipLayout& lay
       Put(&cextra, csize, 8);
       Put(&cextra, offset, 8);
     }
+    lextra += m.extra;
+    cextra += m.extra;
     const uint32_t u32 = m.zip64_extra ? 0xFFFFFFFFu : static_cast<uint32_t>(usize);
     const uint32_t c32 = m.zip64_extra ? 0xFFFFFFFFu : static_cast<uint32_t>(csize);
     // Local header (CRC and sizes zero when a descriptor follows).
@@ -63,7 +65,8 @@ std::string BuildZip(const std::vector<ZipMember>& members, const ZipLayout& lay
     Put(&out, 20, 2);
     Put(&out, flags, 2);
     Put(&out, method, 2);
-    Put(&out, 0, 4);
+    Put(&out, m.local_mod_time, 2);
+    Put(&out, 0, 2);
     Put(&out, m.descriptor ? 0 : crc, 4);
     Put(&out, m.descriptor && !m.zip64_extra ? 0 : c32, 4);
     Put(&out, m.descriptor && !m.zip64_extra ? 0 : u32, 4);

@@ -22,6 +22,8 @@ struct ZipMember {
   std::optional<uint64_t> uncompressed_size;   // override the declared size
   std::optional<uint16_t> method;              // override the method number
   uint16_t made_by = 0x031e;   // Unix, version 3.0
+  std::string extra;           // extra fields, after any zip64 field, in both headers
+  uint16_t local_mod_time = 0;  // the local header's DOS time (the central one is 0)
   uint32_t external_attr = 0100644u << 16;
 };
 
