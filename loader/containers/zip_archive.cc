@@ -501,17 +501,171 @@ zip_int64_t ImageSourceCallback(void* user, void* data, zip_uint64_t len, zip_so
   }
 }
 
+// Reads every central entry in order, as ParseCentralEntry does, and calls
+// visit(index, entry) with each (its name a view of the image): true if
+// every entry parsed and was visited, false at the first that fails to parse
+// or for which visit returns false. No table is built.
+template <typename Visit>
+bool ForEachCentralEntry(ByteView image, const Directory& dir, MapResidency* residency,
+                         Visit visit) {
+  ByteReader cr(image.subspan(dir.offset, dir.size), dir.offset);
+  for (uint64_t i = 0; i < dir.entries; ++i) {
+    std::string_view name_bytes;
+    const uint64_t central_at = cr.position();
+    Result<ZipEntry> e = ParseCentralEntry(cr, i, &name_bytes);
+    if (!e.ok()) return false;
+    residency->Touch(image.subspan(dir.offset + central_at, cr.position() - central_at));
+    if (!visit(i, *e)) return false;
+  }
+  return true;
+}
+
+// Whether every central entry passes the checks ParseEntries makes of it
+// alone (not of its local header, which libzip compares with it too; nor the
+// names' uniqueness and the tiling, which need tables). libzip reads an
+// archive only when they pass: it used to come after the whole parse.
+bool CentralEntriesPassAlone(ByteView image, const Directory& dir, MapResidency* residency) {
+  return ForEachCentralEntry(image, dir, residency, [](uint64_t, const ZipEntry&) { return true; });
+}
+
+// Every entry, checked and copied into `entries` (names end to end in
+// `names_arena`, reserved here for the whole central directory so that it
+// never moves under the entries' views), then the names' uniqueness and the
+// tiling.
+Status ParseEntries(ByteView image, const Directory& dir, MapResidency* residency,
+                    std::string* names_arena, std::vector<ZipEntry>* entries) {
+  ByteReader cr(image.subspan(dir.offset, dir.size), dir.offset);
+  entries->reserve(static_cast<size_t>(std::min<uint64_t>(dir.entries, dir.size / 46 + 1)));
+  std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
+  spans.reserve(entries->capacity());
+  // Names come from the file: a keyed hash. The set views the names in the
+  // image (no copy per entry).
+  KeyedStringViewSet names;
+  names.reserve(entries->capacity());
+  names_arena->reserve(static_cast<size_t>(dir.size));
+  for (uint64_t i = 0; i < dir.entries; ++i) {
+    std::string_view name_bytes;
+    const uint64_t central_at = cr.position();
+    SAFEMODEL_ASSIGN_OR_RETURN(ZipEntry e, ParseCentralEntry(cr, i, &name_bytes));
+    // The names are inside the central directory: the arena's reserve holds
+    // them all and it never reallocates.
+    if (names_arena->size() + e.name.size() > names_arena->capacity()) {
+      return Status::Internal("zip: entry names exceed the central directory");
+    }
+    const size_t name_at = names_arena->size();
+    names_arena->append(e.name);
+    e.name = std::string_view(names_arena->data() + name_at, e.name.size());
+    residency->Touch(image.subspan(dir.offset + central_at, cr.position() - central_at));
+    if (!names.insert(name_bytes).second) {
+      return Status::Malformed("zip entry '" + Printable(e.name) + "' appears twice");
+    }
+    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t end, CheckLocalEntry(image, dir.offset, &e));
+    residency->Touch(image.subspan(e.local_header_offset, e.data_offset - e.local_header_offset));
+    spans.emplace_back(e.local_header_offset, end);
+    entries->push_back(std::move(e));
+  }
+  if (!cr.at_end()) {
+    return Status::Malformed("zip: " + Num(cr.remaining()) + " bytes after the last central entry");
+  }
+  return CheckTiling(std::move(spans), dir.offset);
+}
+
+struct ZipDiscard {
+  void operator()(zip_t* za) const { zip_discard(za); }
+};
+using LibzipPtr = std::unique_ptr<zip_t, ZipDiscard>;
+
+constexpr uint64_t kNoEntry = ~uint64_t{0};
+
+// libzip's reading of an archive, taken before any table of ours exists and
+// judged (JudgeLibzipView) only once our parse has accepted the archive: our
+// messages, more precise, come first.
+struct LibzipView {
+  LibzipPtr za;                          // open, unless refused or let go
+  Status refusal;                        // why libzip did not read the archive
+  zip_int64_t entries = 0;               // how many entries it sees
+  uint64_t first_difference = kNoEntry;  // the first entry it sees otherwise
+  bool compared_all = false;             // every central entry was compared
+  bool any_deflated = false;             // libzip will inflate members
+};
+
+// Opens libzip over the image (from memory, never from a path), checking
+// each local header against its central entry (ZIP_CHECKCONS).
+void OpenWithLibzip(ByteView image, MapResidency* residency, LibzipView* view) {
+  zip_error_t err;
+  zip_error_init(&err);
+  auto* source = new ImageSource{residency, image, 0, {}};
+  zip_error_init(&source->error);
+  zip_source_t* src = zip_source_function_create(ImageSourceCallback, source, &err);
+  if (src == nullptr) {
+    zip_error_fini(&source->error);
+    delete source;
+    zip_error_fini(&err);
+    view->refusal = Status::LimitExceeded("libzip could not allocate a source");
+    return;
+  }
+  view->za.reset(zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &err));
+  if (view->za == nullptr) {
+    view->refusal = Status::Malformed(std::string("libzip rejects the archive: ") +
+                                      zip_error_strerror(&err));
+    zip_source_free(src);
+  }
+  zip_error_fini(&err);
+}
+
+// libzip's stat of every entry (name, sizes, CRC, method) against the
+// central directory's record, in order, up to the first that differs.
+void CompareWithLibzip(ByteView image, const Directory& dir, MapResidency* residency,
+                       LibzipView* view) {
+  view->entries = zip_get_num_entries(view->za.get(), 0);
+  if (view->entries < 0 || static_cast<uint64_t>(view->entries) != dir.entries) return;
+  view->compared_all = ForEachCentralEntry(image, dir, residency, [&](uint64_t i, ZipEntry& e) {
+    zip_stat_t sb;
+    zip_stat_init(&sb);
+    if (zip_stat_index(view->za.get(), i, ZIP_FL_ENC_RAW, &sb) != 0 || sb.name == nullptr ||
+        e.name != sb.name || sb.size != e.uncompressed_size || sb.comp_size != e.compressed_size ||
+        sb.crc != e.crc32 || sb.comp_method != static_cast<int32_t>(e.method)) {
+      view->first_difference = i;
+      return false;
+    }
+    view->any_deflated = view->any_deflated || e.method != 0;
+    return true;
+  });
+}
+
+// What libzip's view says of an archive our parse accepted with `entries`.
+Status JudgeLibzipView(const LibzipView& view, const std::vector<ZipEntry>& entries) {
+  SAFEMODEL_RETURN_IF_ERROR(view.refusal);
+  if (view.entries < 0 || static_cast<uint64_t>(view.entries) != entries.size()) {
+    return Status::Malformed("libzip sees " + Num(static_cast<uint64_t>(view.entries)) +
+                             " entries where the central directory has " + Num(entries.size()));
+  }
+  if (view.first_difference < entries.size()) {
+    return Status::Malformed("zip entry '" + Printable(entries[view.first_difference].name) +
+                             "': libzip's view differs from the central directory");
+  }
+  if (!view.compared_all) {
+    return Status::Internal("zip: libzip's view was not compared with every entry");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 struct ZipArchive::LibzipHandle {
-  zip_t* za = nullptr;
-  ~LibzipHandle() {
-    if (za != nullptr) zip_discard(za);
-  }
+  LibzipPtr za;
 };
 
 ZipArchive::~ZipArchive() = default;
 
+// libzip's copy of the directory (~250 bytes an entry, 25 MB for 100,000)
+// and our tables (the entries, the names, the spans and the name set, ~13
+// MB) were alive together when libzip came after our parse. It now comes
+// first, when each entry has passed our checks of it alone, and is compared
+// entry by entry with the central directory without a table; an archive of
+// stored entries (torch.save, np.savez) then lets it go, and the heap is
+// trimmed, before our tables are built. What libzip says is reported only if
+// our parse accepts the archive, so an archive both reject gets our message.
 Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView droppable_map) {
   std::shared_ptr<ZipArchive> a(new ZipArchive());
   a->image_ = image;
@@ -520,104 +674,37 @@ Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView dr
   if (!droppable_map.empty() && !image.empty() && SpanInside(image, droppable_map)) {
     a->residency_ = MapResidency(droppable_map);
   }
-  SAFEMODEL_RETURN_IF_ERROR(a->ParseStructure());
-  SAFEMODEL_RETURN_IF_ERROR(a->CrossCheckWithLibzip());
-  a->residency_.DropAll();
-  a->crc_checked_.assign(a->entries_.size(), false);
-  return a;
-}
-
-Status ZipArchive::ParseStructure() {
-  SAFEMODEL_ASSIGN_OR_RETURN(Directory dir, ParseEndRecords(image_));
-  // Central directory, then each local header.
-  ByteReader cr(image_.subspan(dir.offset, dir.size), dir.offset);
-  entries_.reserve(static_cast<size_t>(std::min<uint64_t>(dir.entries, dir.size / 46 + 1)));
-  std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
-  spans.reserve(entries_.capacity());
-  // Names come from the file: a keyed hash. The set views the names in the
-  // image (no copy per entry).
-  KeyedStringViewSet names;
-  names.reserve(entries_.capacity());
-  names_.reserve(static_cast<size_t>(dir.size));
-  for (uint64_t i = 0; i < dir.entries; ++i) {
-    std::string_view name_bytes;
-    const uint64_t central_at = cr.position();
-    SAFEMODEL_ASSIGN_OR_RETURN(ZipEntry e, ParseCentralEntry(cr, i, &name_bytes));
-    // The names are inside the central directory: the arena's reserve holds
-    // them all and it never reallocates.
-    if (names_.size() + e.name.size() > names_.capacity()) {
-      return Status::Internal("zip: entry names exceed the central directory");
-    }
-    const size_t name_at = names_.size();
-    names_.append(e.name);
-    e.name = std::string_view(names_.data() + name_at, e.name.size());
-    residency_.Touch(image_.subspan(dir.offset + central_at, cr.position() - central_at));
-    if (!names.insert(name_bytes).second) {
-      return Status::Malformed("zip entry '" + Printable(e.name) + "' appears twice");
-    }
-    SAFEMODEL_ASSIGN_OR_RETURN(uint64_t end, CheckLocalEntry(image_, dir.offset, &e));
-    residency_.Touch(image_.subspan(e.local_header_offset, e.data_offset - e.local_header_offset));
-    spans.emplace_back(e.local_header_offset, end);
-    entries_.push_back(std::move(e));
+  SAFEMODEL_ASSIGN_OR_RETURN(const Directory dir, ParseEndRecords(image));
+  LibzipView libzip;
+  libzip.refusal = Status::Internal("zip: an entry failed its own checks but the parse passed");
+  if (CentralEntriesPassAlone(image, dir, &a->residency_)) {
+    libzip.refusal = Status::Ok();
+    OpenWithLibzip(image, &a->residency_, &libzip);
+    if (libzip.za != nullptr) CompareWithLibzip(image, dir, &a->residency_, &libzip);
   }
-  if (!cr.at_end()) {
-    return Status::Malformed("zip: " + Num(cr.remaining()) + " bytes after the last central entry");
-  }
-  return CheckTiling(std::move(spans), dir.offset);
-}
-
-Status ZipArchive::CrossCheckWithLibzip() {
-  libzip_ = std::make_unique<LibzipHandle>();
-  zip_error_t err;
-  zip_error_init(&err);
-  auto* image = new ImageSource{&residency_, image_, 0, {}};
-  zip_error_init(&image->error);
-  zip_source_t* src = zip_source_function_create(ImageSourceCallback, image, &err);
-  if (src == nullptr) {
-    zip_error_fini(&image->error);
-    delete image;
-    zip_error_fini(&err);
-    return Status::LimitExceeded("libzip could not allocate a source");
-  }
-  libzip_->za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &err);
-  if (libzip_->za == nullptr) {
-    std::string msg = zip_error_strerror(&err);
-    zip_source_free(src);
-    zip_error_fini(&err);
-    return Status::Malformed("libzip rejects the archive: " + msg);
-  }
-  zip_error_fini(&err);
-  zip_int64_t n = zip_get_num_entries(libzip_->za, 0);
-  if (n < 0 || static_cast<uint64_t>(n) != entries_.size()) {
-    return Status::Malformed("libzip sees " + Num(static_cast<uint64_t>(n)) +
-                             " entries where the central directory has " + Num(entries_.size()));
-  }
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    const ZipEntry& e = entries_[i];
-    zip_stat_t sb;
-    zip_stat_init(&sb);
-    if (zip_stat_index(libzip_->za, i, ZIP_FL_ENC_RAW, &sb) != 0 || sb.name == nullptr ||
-        e.name != sb.name || sb.size != e.uncompressed_size || sb.comp_size != e.compressed_size ||
-        sb.crc != e.crc32 || sb.comp_method != static_cast<int32_t>(e.method)) {
-      return Status::Malformed("zip entry '" + Printable(e.name) +
-                               "': libzip's view differs from the central directory");
-    }
-  }
-  // libzip is needed afterwards only to inflate. An archive of stored
-  // entries (torch.save, np.savez) lets it go now: it holds about 250 bytes
-  // per entry, 26 MB of the worker's peak for 100,000 arrays.
-  if (std::none_of(entries_.begin(), entries_.end(), [](const ZipEntry& e) { return e.method != 0; })) {
-    libzip_.reset();
+  // libzip is needed afterwards only to inflate members of an archive that
+  // passes.
+  const bool keep = libzip.za != nullptr && libzip.compared_all && libzip.any_deflated;
+  if (libzip.za != nullptr && !keep) {
+    libzip.za.reset();
     // Its small blocks leave the heap resident as free space unless given
-    // back; what the parse allocates next would otherwise sit on top of them.
+    // back; our tables, built next, would otherwise sit on top of them.
     // Not in sanitizer builds: their allocator is not glibc's, whose first
     // use would initialise it (getrandom, outside the worker's policy; as
     // the worker's own trim, worker_main.cc).
 #if !defined(SAFEMODEL_SANITIZER_BUILD)
-    if (entries_.size() >= kZipTrimAfterEntries) malloc_trim(0);
+    if (dir.entries >= kZipTrimAfterEntries) malloc_trim(0);
 #endif
   }
-  return Status::Ok();
+  SAFEMODEL_RETURN_IF_ERROR(ParseEntries(image, dir, &a->residency_, &a->names_, &a->entries_));
+  SAFEMODEL_RETURN_IF_ERROR(JudgeLibzipView(libzip, a->entries_));
+  if (keep) {
+    a->libzip_ = std::make_unique<LibzipHandle>();
+    a->libzip_->za = std::move(libzip.za);
+  }
+  a->residency_.DropAll();
+  a->crc_checked_.assign(a->entries_.size(), false);
+  return a;
 }
 
 const ZipEntry* ZipArchive::Find(std::string_view name) const {
@@ -665,7 +752,7 @@ Result<OwnedBuffer> ZipArchive::ReadAll(const ZipEntry& entry, uint64_t max_byte
     return buf;
   }
   if (!libzip_) return Status::Internal(where + ": deflated, but libzip was released");
-  zip_file_t* f = zip_fopen_index(libzip_->za, IndexOf(entry), 0);
+  zip_file_t* f = zip_fopen_index(libzip_->za.get(), IndexOf(entry), 0);
   if (f == nullptr) return Status::Malformed(where + ": libzip cannot open it");
   uint64_t got = 0;
   Status status;
@@ -720,7 +807,7 @@ Result<std::string> ZipArchive::ReadPrefix(const ZipEntry& entry, uint64_t n) {
   const std::string where = "zip entry '" + Printable(entry.name) + "'";
   std::string out(want, '\0');
   if (!libzip_) return Status::Internal(where + ": deflated, but libzip was released");
-  zip_file_t* f = zip_fopen_index(libzip_->za, IndexOf(entry), 0);
+  zip_file_t* f = zip_fopen_index(libzip_->za.get(), IndexOf(entry), 0);
   if (f == nullptr) return Status::Malformed(where + ": libzip cannot open it");
   uint64_t got = 0;
   while (got < want) {

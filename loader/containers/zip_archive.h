@@ -20,9 +20,11 @@
 //   - symbolic-link entries; sizes over the caps; deflate ratios no deflate
 //     stream can reach.
 // libzip (from memory, never from a path) inflates deflated entries (it is
-// kept open only for an archive that has any); its view
-// of the archive must match ours entry for entry. CRCs are verified on every
-// read.
+// kept open only for an archive that has any); its view of the archive must
+// match ours entry for entry. It reads the archive before our tables are
+// built, once the central entries pass our checks of each alone, and what it
+// says is reported only when all of ours pass: an archive both reject gets
+// our message. CRCs are verified on every read.
 //
 // Worst case: O(e log e + t) for e entries (spans are sorted to find gaps
 // and overlaps; names go through a keyed hash set) and a tail of t <= 64 KiB
@@ -126,8 +128,6 @@ class ZipArchive {
  private:
   struct LibzipHandle;
   ZipArchive() = default;
-  Status ParseStructure();
-  Status CrossCheckWithLibzip();
   size_t IndexOf(const ZipEntry& entry) const;
   ByteView image_;
   MapResidency residency_;  // over the map holding image_, or inactive
