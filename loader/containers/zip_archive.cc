@@ -6,9 +6,9 @@
 #include <zip.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
-#include <unordered_set>
 
 #include "proto/base/keyed_hash.h"
 
@@ -433,6 +433,58 @@ Status CheckTiling(std::vector<std::pair<uint64_t, uint64_t>> spans, uint64_t cd
   return Status::Ok();
 }
 
+// The entries' spans [local header, end of entry), for CheckTiling, without
+// a pair per entry while they come in the order every writer writes them:
+// from offset 0, each where the last ended. That run is kept as one span
+// [0, run_end); the first entry out of it starts a list. CheckTiling's
+// verdict and message are the same as over every span: the run's spans tile
+// it, so the first span out of place conflicts with it at the same offset
+// as with them.
+class EntrySpans {
+ public:
+  void Add(uint64_t begin, uint64_t end) {
+    if (others_.empty() && begin == run_end_) {
+      run_end_ = end;
+    } else {
+      others_.emplace_back(begin, end);
+    }
+  }
+  Status Check(uint64_t cd_offset) && {
+    if (run_end_ > 0) others_.emplace_back(0, run_end_);
+    return CheckTiling(std::move(others_), cd_offset);
+  }
+
+ private:
+  uint64_t run_end_ = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> others_;
+};
+
+// The entries' names, to find one twice: open addressing over entry
+// indices by keyed hash (names come from the file), 4 bytes a slot and at
+// most half full, where a node-based set of views took ~56 bytes an entry.
+class NameIndex {
+ public:
+  explicit NameIndex(uint64_t entries)
+      : slots_(std::bit_ceil(std::max<size_t>(2 * static_cast<size_t>(entries), 2)), kFree) {}
+  // Adds entries[index]'s name; false if an earlier entry has it. `entries`
+  // holds every entry added before (names compared in place).
+  bool Insert(const std::vector<ZipEntry>& entries, uint32_t index, std::string_view name) {
+    const size_t mask = slots_.size() - 1;
+    for (size_t at = static_cast<size_t>(KeyedHash(name)) & mask;; at = (at + 1) & mask) {
+      if (slots_[at] == kFree) {
+        slots_[at] = index;
+        return true;
+      }
+      if (entries[slots_[at]].name == name) return false;
+    }
+  }
+
+ private:
+  static constexpr uint32_t kFree = ~uint32_t{0};
+  static_assert(kMaxZipEntries < kFree, "every entry index fits a slot");
+  std::vector<uint32_t> slots_;
+};
+
 // libzip's view of the image: a read-only, seekable source over the bytes,
 // as zip_source_buffer_create gives, which also notes what libzip reads
 // with the archive's MapResidency (its consistency check reads every local
@@ -536,12 +588,8 @@ Status ParseEntries(ByteView image, const Directory& dir, MapResidency* residenc
                     std::string* names_arena, std::vector<ZipEntry>* entries) {
   ByteReader cr(image.subspan(dir.offset, dir.size), dir.offset);
   entries->reserve(static_cast<size_t>(std::min<uint64_t>(dir.entries, dir.size / 46 + 1)));
-  std::vector<std::pair<uint64_t, uint64_t>> spans;  // [local header, end of entry)
-  spans.reserve(entries->capacity());
-  // Names come from the file: a keyed hash. The set views the names in the
-  // image (no copy per entry).
-  KeyedStringViewSet names;
-  names.reserve(entries->capacity());
+  EntrySpans spans;
+  NameIndex names(entries->capacity());
   names_arena->reserve(static_cast<size_t>(dir.size));
   for (uint64_t i = 0; i < dir.entries; ++i) {
     std::string_view name_bytes;
@@ -556,18 +604,19 @@ Status ParseEntries(ByteView image, const Directory& dir, MapResidency* residenc
     names_arena->append(e.name);
     e.name = std::string_view(names_arena->data() + name_at, e.name.size());
     residency->Touch(image.subspan(dir.offset + central_at, cr.position() - central_at));
-    if (!names.insert(name_bytes).second) {
+    // i < kMaxZipEntries (ParseEndRecords): an index fits 32 bits.
+    if (!names.Insert(*entries, static_cast<uint32_t>(i), e.name)) {
       return Status::Malformed("zip entry '" + Printable(e.name) + "' appears twice");
     }
     SAFEMODEL_ASSIGN_OR_RETURN(uint64_t end, CheckLocalEntry(image, dir.offset, &e));
     residency->Touch(image.subspan(e.local_header_offset, e.data_offset - e.local_header_offset));
-    spans.emplace_back(e.local_header_offset, end);
+    spans.Add(e.local_header_offset, end);
     entries->push_back(std::move(e));
   }
   if (!cr.at_end()) {
     return Status::Malformed("zip: " + Num(cr.remaining()) + " bytes after the last central entry");
   }
-  return CheckTiling(std::move(spans), dir.offset);
+  return std::move(spans).Check(dir.offset);
 }
 
 struct ZipDiscard {

@@ -31,8 +31,9 @@ std::string RawDeflate(const std::string& data) {
 
 std::string BuildZip(const std::vector<ZipMember>& members, const ZipLayout& layout) {
   std::string out = layout.prefix;
-  std::string central;
+  std::vector<std::string> centrals(members.size());
   for (size_t i = 0; i < members.size(); ++i) {
+    std::string& central = centrals[i];
     const ZipMember& m = members[i];
     if (i == 1) out += layout.gap;
     const std::string payload = m.deflate ? RawDeflate(m.data) : m.data;
@@ -97,6 +98,10 @@ std::string BuildZip(const std::vector<ZipMember>& members, const ZipLayout& lay
     Put(&central, m.external_attr, 4);
     Put(&central, m.zip64_extra ? 0xFFFFFFFFu : offset, 4);
     central += m.name + cextra;
+  }
+  std::string central;
+  for (size_t k = 0; k < members.size(); ++k) {
+    central += centrals[layout.central_order.empty() ? k : layout.central_order[k]];
   }
   const uint64_t cd_offset = out.size();
   out += central;

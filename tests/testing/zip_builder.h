@@ -34,6 +34,7 @@ struct ZipLayout {
   bool zip64_end = false;   // write zip64 end record + locator
   uint16_t disk = 0;        // end-record disk number
   std::optional<uint64_t> entry_count;  // override the declared number of entries
+  std::vector<size_t> central_order;    // the members' order in the central directory, if not theirs
 };
 
 std::string BuildZip(const std::vector<ZipMember>& members, const ZipLayout& layout = {});

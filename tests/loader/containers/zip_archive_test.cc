@@ -223,6 +223,57 @@ TEST(ZipArchive, AnEntryLibzipSeesOtherwiseIsNamedInItsMessage) {
   EXPECT_TRUE(Open(image).ok());
 }
 
+// Whatever order the central directory lists the entries in, the tiling
+// check gives the same verdict and message (entries in the data's order are
+// kept as one run: zip_archive.cc, EntrySpans).
+TEST(ZipArchive, TheTilingVerdictDoesNotDependOnTheCentralDirectorysOrder) {
+  const std::vector<ZipMember> members = {
+      {.name = "a", .data = "1"}, {.name = "b", .data = "22"}, {.name = "c", .data = "333"}};
+  // Where each member's local header starts (30-byte header, 1-byte name).
+  const uint64_t b_at = 30 + 1 + 1, c_at = b_at + 30 + 1 + 2;
+  // Grows member `name`'s sizes by one in both headers: its data then runs
+  // one byte into the next member.
+  const auto grow = [](std::string image, char name) {
+    auto add_one = [&image](size_t at) {
+      uint32_t v = 0;
+      for (size_t i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(image[at + i])) << (8 * i);
+      ++v;
+      for (size_t i = 0; i < 4; ++i) image[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    };
+    for (size_t at = 0; (at = image.find("PK\x03\x04", at)) != std::string::npos; ++at) {
+      if (image[at + 30] == name) add_one(at + 18), add_one(at + 22);
+    }
+    for (size_t at = 0; (at = image.find("PK\x01\x02", at)) != std::string::npos; ++at) {
+      if (image[at + 46] == name) add_one(at + 20), add_one(at + 24);
+    }
+    return image;
+  };
+  const std::vector<std::vector<size_t>> orders = {{0, 1, 2}, {1, 0, 2}, {2, 1, 0}, {0, 2, 1}, {2, 0, 1}};
+  for (const auto& order : orders) {
+    SCOPED_TRACE(::testing::PrintToString(order));
+    const std::string fine = BuildZip(members, {.central_order = order});
+    auto z = Open(fine);
+    ASSERT_TRUE(z.ok()) << z.status().ToString();
+    ASSERT_EQ((*z)->entries().size(), 3u);
+    EXPECT_EQ((*z)->entries()[0].name, members[order[0]].name);
+    auto expect = [](const std::string& image, const std::string& message) {
+      auto r = Open(image);
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().message(), message);
+    };
+    expect(BuildZip(members, {.prefix = "JUNK", .central_order = order}),
+           "zip: unaccounted bytes at offset 0 (hidden data or a crafted archive)");
+    expect(BuildZip(members, {.gap = "hidden", .central_order = order}),
+           "zip: unaccounted bytes at offset " + std::to_string(b_at) +
+               " (hidden data or a crafted archive)");
+    expect(grow(fine, 'a'), "zip: overlapping entries at offset " + std::to_string(b_at) +
+                                " (hidden data or a crafted archive)");
+    expect(grow(fine, 'b'), "zip: overlapping entries at offset " + std::to_string(c_at) +
+                                " (hidden data or a crafted archive)");
+    expect(grow(fine, 'c'), "zip entry 'c': data runs past the central directory");
+  }
+}
+
 TEST(ZipArchive, RejectsTruncatedAndEmptyInput) {
   std::string image = BuildZip({{.name = "a", .data = "hello"}});
   for (size_t cut : {size_t{0}, size_t{10}, image.size() / 2, image.size() - 1}) {
