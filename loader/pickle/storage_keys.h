@@ -28,6 +28,16 @@ class StorageKeys {
  public:
   static constexpr size_t kNone = static_cast<size_t>(-1);
 
+  StorageKeys() = default;
+  // Records are entries of the table starting at `entries` (an archive's
+  // entries(), which must outlive this table and not move), each keyed by
+  // its name from byte `key_at` on.
+  StorageKeys(const ZipEntry* entries, size_t key_at) : table_(entries), key_at_(key_at) {}
+
+  // Adds `entry`, one of the table's, whose name is at least `key_at` bytes
+  // long. Of equal keys the first added is kept (as a map's emplace would).
+  // Seal() after the last Add, before any lookup.
+  void Add(const ZipEntry& entry) { Add(entry.name.substr(key_at_), &entry); }
   // Adds a record; `key` is a view of `entry`'s name (it must live as long
   // as this table). Of equal keys the first added is kept (as a map's
   // emplace would). Seal() after the last Add, before any lookup.
@@ -50,6 +60,8 @@ class StorageKeys {
     std::string_view key;
     const ZipEntry* entry;
   };
+  const ZipEntry* table_ = nullptr;
+  size_t key_at_ = 0;
   std::vector<Entry> entries_;
 };
 

@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <string>
+#include <vector>
 
 namespace safemodel::loader::pickle {
 namespace {
@@ -39,6 +40,22 @@ TEST(StorageKeys, SortedWithTheFirstOfEqualKeysAndMissesFound) {
   }
   Records empty({});
   EXPECT_EQ(empty.keys.Find("0"), nullptr);
+}
+
+TEST(StorageKeys, AnEntryOfTheTableIsKeyedByTheEndOfItsName) {
+  std::vector<ZipEntry> entries(3);
+  entries[0].name = "archive/data.pkl";
+  entries[1].name = "archive/data/7";
+  entries[2].name = "archive/data/12";
+  StorageKeys keys(entries.data(), std::string_view("archive/data/").size());
+  keys.Add(entries[1]);
+  keys.Add(entries[2]);
+  keys.Seal();
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_EQ(keys.key(0), "12");
+  EXPECT_EQ(keys.entry(0), &entries[2]);
+  EXPECT_EQ(keys.Find("7"), &entries[1]);
+  EXPECT_EQ(keys.Find("archive/data/7"), nullptr);
 }
 
 TEST(StorageTable, LayoutKeysHaveSlotsAndOtherKeysAMap) {
