@@ -187,6 +187,7 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
   // is read, and the report notes it.
   l.root_layout = slash == std::string::npos;
   if (!l.root_layout) l.prefix = entries[0].name.substr(0, slash + 1);
+  l.storages = StorageKeys(entries.data(), l.prefix.size() + 5);  // "<prefix>data/<key>"
   // torch finds records with miniz's case-insensitive lookup (ASCII): two
   // members whose names differ only in case are one record to torch, and
   // which one it reads depends on their number and order.
@@ -217,7 +218,7 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
                rel == ".storage_alignment") {
       // Informational records of newer torch versions.
     } else if (rel.substr(0, 5) == "data/" && ValidKey(rel.substr(5))) {
-      l.storages.Add(rel.substr(5), &e);
+      l.storages.Add(e);
     } else if (IsTorchScriptRecord(rel)) {
       l.torchscript.emplace_back(e.name);
     } else {
