@@ -1,24 +1,27 @@
 #include "loader/pickle/storage_keys.h"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace safemodel::loader::pickle {
 
+static_assert(kMaxZipEntries <= UINT32_MAX, "an entry index fits a record");
+
 void StorageKeys::Seal() {
   // Stable: of equal keys the first added comes first, and unique keeps it.
-  std::stable_sort(entries_.begin(), entries_.end(),
-                   [](const Entry& a, const Entry& b) { return a.key < b.key; });
-  entries_.erase(std::unique(entries_.begin(), entries_.end(),
-                             [](const Entry& a, const Entry& b) { return a.key == b.key; }),
-                 entries_.end());
-  entries_.shrink_to_fit();
+  std::stable_sort(records_.begin(), records_.end(),
+                   [this](uint32_t a, uint32_t b) { return KeyOf(a) < KeyOf(b); });
+  records_.erase(std::unique(records_.begin(), records_.end(),
+                             [this](uint32_t a, uint32_t b) { return KeyOf(a) == KeyOf(b); }),
+                 records_.end());
+  records_.shrink_to_fit();
 }
 
 size_t StorageKeys::IndexOf(std::string_view key) const {
-  auto it = std::lower_bound(entries_.begin(), entries_.end(), key,
-                             [](const Entry& e, std::string_view k) { return e.key < k; });
-  if (it == entries_.end() || it->key != key) return kNone;
-  return static_cast<size_t>(it - entries_.begin());
+  auto it = std::lower_bound(records_.begin(), records_.end(), key,
+                             [this](uint32_t r, std::string_view k) { return KeyOf(r) < k; });
+  if (it == records_.end() || KeyOf(*it) != key) return kNone;
+  return static_cast<size_t>(it - records_.begin());
 }
 
 uint32_t StorageTable::Find(std::string_view key) const {

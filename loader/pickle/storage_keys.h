@@ -1,5 +1,6 @@
 // The storage keys of a torch checkpoint, held once: the data/<key> records
-// of a zip layout in one sorted vector of views (of the members' names), and
+// of a zip layout in one sorted vector of entry indices (keys are the ends of
+// the members' names), and
 // the storage records data.pkl made, one slot per layout key. A checkpoint
 // of 100,000 tensors held these keys in two node maps (layout and storage
 // table, ~7 MB each) beside the zip's own entry table.
@@ -23,25 +24,27 @@
 
 namespace safemodel::loader::pickle {
 
-// The data/<key> records of a zip layout, by key (in std::string order).
+// The data/<key> records of a zip layout, by key (in std::string order):
+// each is the index of its member in the archive's entry table (4 bytes; a
+// view of the key and a pointer took 24), and its key the end of the
+// member's name.
 class StorageKeys {
  public:
   static constexpr size_t kNone = static_cast<size_t>(-1);
 
+  // An empty table, which takes no Add.
   StorageKeys() = default;
   // Records are entries of the table starting at `entries` (an archive's
   // entries(), which must outlive this table and not move), each keyed by
   // its name from byte `key_at` on.
-  StorageKeys(const ZipEntry* entries, size_t key_at) : table_(entries), key_at_(key_at) {}
+  StorageKeys(const ZipEntry* entries, size_t key_at) : entries_(entries), key_at_(key_at) {}
 
   // Adds `entry`, one of the table's, whose name is at least `key_at` bytes
   // long. Of equal keys the first added is kept (as a map's emplace would).
   // Seal() after the last Add, before any lookup.
-  void Add(const ZipEntry& entry) { Add(entry.name.substr(key_at_), &entry); }
-  // Adds a record; `key` is a view of `entry`'s name (it must live as long
-  // as this table). Of equal keys the first added is kept (as a map's
-  // emplace would). Seal() after the last Add, before any lookup.
-  void Add(std::string_view key, const ZipEntry* entry) { entries_.push_back({key, entry}); }
+  void Add(const ZipEntry& entry) {
+    records_.push_back(static_cast<uint32_t>(&entry - entries_));
+  }
   void Seal();
 
   // The position of `key` in key order, or kNone.
@@ -49,20 +52,20 @@ class StorageKeys {
   // The record of `key`, or null.
   const ZipEntry* Find(std::string_view key) const {
     const size_t i = IndexOf(key);
-    return i == kNone ? nullptr : entries_[i].entry;
+    return i == kNone ? nullptr : entry(i);
   }
-  size_t size() const { return entries_.size(); }
-  std::string_view key(size_t i) const { return entries_[i].key; }
-  const ZipEntry* entry(size_t i) const { return entries_[i].entry; }
+  size_t size() const { return records_.size(); }
+  std::string_view key(size_t i) const { return KeyOf(records_[i]); }
+  const ZipEntry* entry(size_t i) const { return entries_ + records_[i]; }
 
  private:
-  struct Entry {
-    std::string_view key;
-    const ZipEntry* entry;
-  };
-  const ZipEntry* table_ = nullptr;
+  std::string_view KeyOf(uint32_t record) const { return entries_[record].name.substr(key_at_); }
+
+  const ZipEntry* entries_ = nullptr;
   size_t key_at_ = 0;
-  std::vector<Entry> entries_;
+  // Entry indices (an archive has at most kMaxZipEntries), in key order
+  // once sealed.
+  std::vector<uint32_t> records_;
 };
 
 // The storage data.pkl made for each key, as its index in Graph::storages

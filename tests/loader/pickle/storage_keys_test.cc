@@ -11,16 +11,18 @@
 namespace safemodel::loader::pickle {
 namespace {
 
-// Records named `names` (views of their names stay valid: a deque).
+// Records named "data/<key>" for each of `keys`, keyed from byte 5 on (the
+// entries' names are views of `names`, which does not move).
 struct Records {
-  std::deque<ZipEntry> entries;
+  std::deque<std::string> names;
+  std::vector<ZipEntry> entries;
   StorageKeys keys;
-  Records(std::initializer_list<const char*> names) {
-    for (const char* n : names) {
-      ZipEntry& e = entries.emplace_back();
-      e.name = n;
-      keys.Add(e.name, &e);
+  Records(std::initializer_list<const char*> keys_in) {
+    for (const char* k : keys_in) {
+      entries.emplace_back().name = names.emplace_back(std::string("data/") + k);
     }
+    keys = StorageKeys(entries.data(), 5);
+    for (const ZipEntry& e : entries) keys.Add(e);
     keys.Seal();
   }
 };
