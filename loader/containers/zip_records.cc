@@ -19,6 +19,20 @@ Status ReadEntryFields(ByteReader& r, std::string_view where, ZipEntryFields* f)
 uint64_t Le16At(ByteView b, uint64_t at) {
   return static_cast<uint64_t>(b[at]) | (static_cast<uint64_t>(b[at + 1]) << 8);
 }
+uint32_t Le32At(ByteView b, uint64_t at) {
+  return static_cast<uint32_t>(Le16At(b, at) | (Le16At(b, at + 2) << 16));
+}
+uint16_t U16At(ByteView b, uint64_t at) { return static_cast<uint16_t>(Le16At(b, at)); }
+
+// The fields central and local headers share, from `at` (version needed)
+// of a record known to fit (the layout ReadEntryFields reads).
+void EntryFieldsAt(ByteView record, uint64_t at, ZipEntryFields* f) {
+  f->flags = U16At(record, at + 2);
+  f->method = U16At(record, at + 4);
+  f->crc32 = Le32At(record, at + 10);
+  f->compressed_size = Le32At(record, at + 14);
+  f->uncompressed_size = Le32At(record, at + 18);
+}
 
 // Whether a record whose fixed part is `fixed` bytes, with the 16-bit
 // lengths of its variable parts at `lengths_at` (`count` of them), fits in
@@ -32,20 +46,14 @@ bool RecordFits(const ByteReader& r, uint64_t fixed, uint64_t lengths_at, uint64
   return rest.size() - fixed >= variable;
 }
 
-// The message for one read: empty when the record fits (it cannot be
-// used), else `where` and `suffix`.
+// The message for one read of a record cut short: `where`, and `suffix`.
 class ReadWhat {
  public:
-  ReadWhat(const ZipWhere& where, bool fits) : fits_(fits) {
-    if (!fits) where_ = where.str();
-  }
+  explicit ReadWhat(const ZipWhere& where) : where_(where.str()) {}
   std::string_view operator()() const { return where_; }
-  std::string operator()(const char* suffix) const {
-    return fits_ ? std::string() : where_ + suffix;
-  }
+  std::string operator()(const char* suffix) const { return where_ + suffix; }
 
  private:
-  bool fits_;
   std::string where_;
 };
 
@@ -81,8 +89,27 @@ std::string ZipWhere::str() const {
 
 Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const ZipWhere& where) {
   // The lengths of name, extra and comment are at offsets 28, 30, 32.
-  const ReadWhat what(where, RecordFits(r, kZipCentralHeaderBytes, 28, 3));
+  const bool fits = RecordFits(r, kZipCentralHeaderBytes, 28, 3);
   ZipCentralHeader h;
+  if (fits) {
+    // Read in place: no read can fail (the walks of an archive's directory
+    // read each record two or three times; field by field through the
+    // reader was most of their time).
+    const ByteView rec = r.rest();
+    if (Le32At(rec, 0) != kZipCentralSig) return Status::Malformed(where.str() + ": bad signature");
+    h.made_by = U16At(rec, 4);
+    EntryFieldsAt(rec, 6, &h);
+    const uint64_t name_len = Le16At(rec, 28), extra_len = Le16At(rec, 30);
+    h.disk_start = U16At(rec, 34);
+    h.external_attributes = Le32At(rec, 38);
+    h.local_header_offset = Le32At(rec, 42);
+    h.name = rec.subspan(kZipCentralHeaderBytes, name_len);
+    h.extra = rec.subspan(kZipCentralHeaderBytes + name_len, extra_len);
+    (void)r.Skip(kZipCentralHeaderBytes + name_len + extra_len + Le16At(rec, 32), {});
+    return h;
+  }
+  // Cut short: read field by field, for the message naming what is missing.
+  const ReadWhat what(where);
   SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, r.U32LE(what()));
   // The signature first: a record that is not a central header is named as
   // such, whatever follows it.
@@ -104,8 +131,21 @@ Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const ZipWhere& whe
 
 Result<ZipLocalHeader> ReadZipLocalHeader(ByteReader& r, const ZipWhere& where) {
   // The lengths of name and extra are at offsets 26, 28.
-  const ReadWhat what(where, RecordFits(r, kZipLocalHeaderBytes, 26, 2));
+  const bool fits = RecordFits(r, kZipLocalHeaderBytes, 26, 2);
   ZipLocalHeader h;
+  if (fits) {  // read in place, as a central header
+    const ByteView rec = r.rest();
+    if (Le32At(rec, 0) != kZipLocalSig) {
+      return Status::Malformed(where.str() + ": bad local header signature");
+    }
+    EntryFieldsAt(rec, 4, &h);
+    const uint64_t name_len = Le16At(rec, 26), extra_len = Le16At(rec, 28);
+    h.name = rec.subspan(kZipLocalHeaderBytes, name_len);
+    h.extra = rec.subspan(kZipLocalHeaderBytes + name_len, extra_len);
+    (void)r.Skip(kZipLocalHeaderBytes + name_len + extra_len, {});
+    return h;
+  }
+  const ReadWhat what(where);
   SAFEMODEL_ASSIGN_OR_RETURN(uint32_t sig, r.U32LE(what(" local header")));
   if (sig != kZipLocalSig) return Status::Malformed(where.str() + ": bad local header signature");
   SAFEMODEL_RETURN_IF_ERROR(ReadEntryFields(r, what(), &h));
