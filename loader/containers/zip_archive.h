@@ -26,10 +26,10 @@
 // says is reported only when all of ours pass: an archive both reject gets
 // our message. CRCs are verified on every read.
 //
-// Worst case: O(e log e + t) for e entries (spans are sorted to find gaps
-// and overlaps; names go through a keyed hash set) and a tail of t <= 64 KiB
-// searched for the end record; reading a member is O(its bytes) and checks
-// its CRC once.
+// Worst case: O(e log e + t) for e entries (the spans of entries out of
+// their writer's order are sorted to find gaps and overlaps; names go
+// through a keyed hash index) and a tail of t <= 64 KiB searched for the end
+// record; reading a member is O(its bytes) and checks its CRC once.
 //
 // Trust: the image is untrusted; all offsets are checked here.
 #ifndef SAFEMODEL_LOADER_CONTAINERS_ZIP_ARCHIVE_H_
