@@ -607,12 +607,12 @@ struct Graph {
   // released: torch refers back to a storage key or a tensor from later
   // entries.
   bool Releasable(ObjId id) const;
-  // Releases object `id` (Releasable, or a str whose one holder, the memo,
-  // gave it up: Interpreter::ReleasePersistentId): its items go back to the
-  // arena and its id to free_ids, which Machine::New takes before growing
-  // the store (a storage record's StorageInfo::object is cleared). The
-  // caller has voided the memo key (Object::aux) that held it and owns the
-  // only reference, which it drops.
+  // Releases object `id` (Releasable, or a str whose holders, a spent
+  // persistent id and the memo, gave it up: Interpreter::ReleasePersistentId):
+  // its items go back to the arena and its id to free_ids, which
+  // Machine::New takes before growing the store (a storage record's
+  // StorageInfo::object is cleared). The caller has voided the memo key
+  // (Object::aux) that held it and owns the only reference, which it drops.
   void Release(ObjId id);
   // Ids of released objects, reused last in, first out.
   std::vector<ObjId> free_ids;

@@ -48,10 +48,12 @@ struct Call {
 // Contract with MachineOptions::release_consumed (pickle_ops.cc,
 // Interpreter::ReleaseArguments): after a torch tensor rebuild, the argument
 // tuple and its tuple and empty-dict items are released and their places
-// reused. A handler must therefore never return, nor keep in a side table
+// reused, and so is a storage record among them (its StorageInfo stays). A
+// handler must therefore never return, nor keep in a side table
 // (TensorInfo, InstanceInfo, ArrayInfo, Graph::attrs, ...), a tuple or dict
 // it was given or one of their items; it copies what it needs (sizes,
-// strides, keys) or keeps records only. A handler that needs otherwise must
+// strides, keys, a storage's index in Graph::storages) or keeps records
+// other than storages only. A handler that needs otherwise must
 // mark what it keeps Object::shared. Sanitizer builds check every reference
 // against its object's kind (Graph::CheckKind) and poison released spans.
 using Handler = Result<Ref> (*)(Builder& m, const Call& call);

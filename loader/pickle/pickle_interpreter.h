@@ -41,7 +41,8 @@ namespace safemodel::loader::pickle {
 class Memo {
  public:
   // The value stored under `key`, if any; none for a key Release voided
-  // (Released says which).
+  // (Released says which) and for one holding a storage's key text
+  // (StorageKeyAt says which).
   std::optional<Ref> Find(uint64_t key) const {
     if (key < dense_.size() && dense_[key] != 0) {
       if (dense_[key] == kReleased || IsStorageKeySlot(dense_[key])) return std::nullopt;

@@ -204,6 +204,13 @@ Result<std::optional<size_t>> FindKey(Builder& m, Object& c, Ref key, size_t str
     return std::optional<size_t>();
   }
   Graph& g = m.graph();
+  // The conversion frees the key indices (ConvertSettings::release_objects)
+  // and no machine runs on the graph after it; if one did, fail closed
+  // rather than index a freed table. (SetItem and AddItem add to the index
+  // only after this lookup.)
+  if (c.side != UINT32_MAX && c.side >= g.key_index.size()) {
+    return Status::Internal("a dict's key index was freed before the pickle machine was done");
+  }
   if (c.side == UINT32_MAX) {
     g.key_index.emplace_back();
     c.side = static_cast<uint32_t>(g.key_index.size() - 1);

@@ -130,10 +130,13 @@ struct MachineOptions {
   bool compressed = false;
   // torch.save's data.pkl: the arguments a tensor is rebuilt from (the
   // argument tuple of _rebuild_tensor*/_rebuild_parameter, its size and
-  // stride tuples and empty hook dict, the persistent-id tuple of a storage)
-  // are released once the tensor or storage record is built, unless a second
-  // reference to them exists (Object::shared): a checkpoint of n tensors then
-  // holds ~4n objects instead of ~9n while it is read. A later GET of a
+  // stride tuples and empty hook dict, the storage record, the persistent-id
+  // tuple of a storage and the strs only it holds) are released once the
+  // tensor or storage record is built, unless a second reference to them
+  // exists (Object::shared), and a storage's key str that only the memo
+  // still holds is kept there as the storage's text (Memo::KeepAsStorageKey):
+  // a checkpoint of n tensors then holds ~2n objects instead of ~9n while it
+  // is read. A later GET of a
   // released object's memo key is refused (Unsupported): torch.save never
   // writes one, since every such object is made afresh for its one tensor.
   bool release_consumed = false;

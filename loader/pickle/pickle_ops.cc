@@ -458,9 +458,24 @@ void Interpreter::ReleasePersistentId(Ref pid, Ref loaded) {
       }
     }
   }
+  // Strs the tuple alone holds (not shared, never memoized): torch.save's
+  // key str fetched again for a second tensor over a storage (a GET of the
+  // text above makes a new one each time) would otherwise stay, one object
+  // per tensor of a checkpoint whose tensors view a few flat buffers.
+  ObjId spent[ItemArena::kReuseItems];
+  size_t n = 0;
+  if (storage != kNoStorage) {
+    for (Ref item : g_.items(pid)) {
+      if (item.kind == Kind::kStr && !g_.at(item).shared && g_.at(item).aux == UINT32_MAX &&
+          n < ItemArena::kReuseItems) {
+        spent[n++] = item.id;
+      }
+    }
+  }
   ReleaseOne(pid);
-  // The tuple is gone: the memo holds the str alone, and no longer once its
-  // key holds the text.
+  for (size_t i = 0; i < n; ++i) g_.Release(spent[i]);
+  // The tuple is gone: the memo holds the key str alone, and no longer once
+  // its key holds the text.
   if (key_str != kNoObj && C().memo.KeepAsStorageKey(g_.objects[key_str].aux, key_str, storage)) {
     g_.Release(key_str);
   }

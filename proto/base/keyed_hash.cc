@@ -154,7 +154,7 @@ uint64_t KeyedHashU64(uint64_t v, uint64_t domain) {
 }
 
 void KeyedViewSet::Reserve(size_t n) {
-  size_t slots = 16;
+  size_t slots = kMinSlots;
   while (slots < 2 * n) slots *= 2;
   if (slots > slots_.size()) Grow(slots);
 }
@@ -182,7 +182,7 @@ void KeyedViewSet::Grow(size_t slots) {
 bool KeyedViewSet::Insert(std::string_view view) {
   // Views longer than 4 GiB are not names; the size is kept in 32 bits.
   if (view.size() > UINT32_MAX) __builtin_trap();
-  if (2 * (count_ + 1) > slots_.size()) Grow(std::max<size_t>(16, 2 * slots_.size()));
+  if (2 * (count_ + 1) > slots_.size()) Grow(std::max<size_t>(kMinSlots, 2 * slots_.size()));
   const uint64_t hash = KeyedHash(view);
   Slot& s = slots_[Probe(view, hash)];
   if (s.data != nullptr) return false;

@@ -77,6 +77,8 @@ class KeyedViewSet {
   size_t size() const { return count_; }
 
  private:
+  // The smallest table: a few names cost one small block.
+  static constexpr size_t kMinSlots = 16;
   struct Slot {
     const char* data = nullptr;  // null: empty (an empty view is stored as "")
     uint32_t size = 0;

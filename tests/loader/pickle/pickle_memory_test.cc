@@ -43,11 +43,13 @@ std::string Get(uint32_t key) { return "j" + LE(key, 4); }  // LONG_BINGET
 // own storage, written as torch.save writes it: every object memoized, the
 // names and strings used again fetched from the memo; with `batch`, a
 // SETITEMS after every `batch` entries, as pickle's batching writes them
-// (1,000), else one for all.
-std::string TorchSaveLike(int n, int batch = 0) {
+// (1,000), else one for all. With `one_storage`, every tensor views storage
+// "0", whose key str later tensors fetch from the memo (as torch.save names
+// a storage it has written before).
+std::string TorchSaveLike(int n, int batch = 0, bool one_storage = false) {
   uint32_t key = 0;
   std::string s = "}" + Put(key++) + "(";
-  uint32_t k_rebuild = 0, k_storage = 0, k_float = 0, k_cpu = 0, k_hooks = 0;
+  uint32_t k_rebuild = 0, k_storage = 0, k_float = 0, k_cpu = 0, k_hooks = 0, k_key0 = 0;
   for (int i = 0; i < n; ++i) {
     s += Str("w" + std::to_string(i)) + Put(key++);
     if (i == 0) {
@@ -65,7 +67,12 @@ std::string TorchSaveLike(int n, int batch = 0) {
     } else {
       s += Get(k_storage) + Get(k_float);
     }
-    s += Str(std::to_string(i)) + Put(key++);
+    if (one_storage && i > 0) {
+      s += Get(k_key0);
+    } else {
+      k_key0 = key;
+      s += Str(std::to_string(i)) + Put(key++);
+    }
     if (i == 0) {
       k_cpu = key;
       s += Str("cpu") + Put(key++);
@@ -99,15 +106,24 @@ Result<Ref> LoadFloatStorage(Machine& m, Ref pid, uint64_t) {
   if (graph.text(graph.items(pid)[0]) != "storage" || graph.text(graph.items(pid)[3]) != "cpu") {
     return Status::Malformed("not a storage id");
   }
+  // One storage per key, one record for it at a time, as LoadStorage.
+  const std::string key(graph.text(graph.items(pid)[2]));
+  uint32_t index = 0;
+  while (index < graph.storages.size() && graph.storages[index].key() != key) ++index;
+  if (index == graph.storages.size()) {
+    StorageInfo s;
+    graph.SetStorageKey(&s, key);
+    s.dtype = DType::kF32;
+    s.numel = 2;
+    graph.storages.push_back(std::move(s));
+  } else if (graph.storages[index].object != loader::pickle::kNoObj) {
+    graph.at(Ref::Heap(Kind::kRecord, graph.storages[index].object)).shared = true;
+    return Ref::Heap(Kind::kRecord, graph.storages[index].object);
+  }
   SAFEMODEL_ASSIGN_OR_RETURN(Ref r, m.New(Kind::kRecord, 0));
   graph.at(r).record = RecordKind::kStorage;
-  graph.at(r).aux = static_cast<uint32_t>(graph.storages.size());
-  StorageInfo s;
-  graph.SetStorageKey(&s, graph.text(graph.items(pid)[2]));
-  s.dtype = DType::kF32;
-  s.numel = 2;
-  s.object = r.id;
-  graph.storages.push_back(std::move(s));
+  graph.at(r).aux = index;
+  graph.storages[index].object = r.id;
   return r;
 }
 
@@ -186,6 +202,54 @@ TEST(ReleaseConsumed, ATensorsArgumentsAreReleasedAndTheirPlacesTakenAgain) {
     ASSERT_EQ(items[2 * i + 1].kind, Kind::kRecord);
     EXPECT_EQ(released.at(items[2 * i + 1]).record, RecordKind::kTensor);
   }
+}
+
+// Tensors over one storage, whose key str torch.save fetches from the memo
+// for each: a GET of the key's text makes a str that the spent persistent
+// id alone holds, and it goes with it (an object per tensor stayed before).
+TEST(ReleaseConsumed, TensorsOverOneStorageLeaveTwoObjectsEach) {
+  const int n = 1000;
+  Graph g;
+  Result<Ref> r = RunWithStorages(TorchSaveLike(n, 0, /*one_storage=*/true), true, &g);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(g.storages.size(), 1u);
+  ASSERT_EQ(g.tensors.size(), static_cast<size_t>(n));
+  for (size_t i = 0; i < g.tensors.size(); ++i) EXPECT_EQ(g.tensors[i].storage_index, 0u);
+  EXPECT_LE(g.objects.size(), 2u * n + 16);
+}
+
+// The memo slot that holds a storage's key text is a memo slot like any
+// other: a later PUT replaces it. And a key str with a second reference (a
+// GET before its persistent id) is kept as the object it is.
+TEST(ReleaseConsumed, AKeyTextSlotIsReplacedByAPutAndASharedKeyStrIsKept) {
+  const std::string a = Str("a") + kRebuild + "((" + Str("storage") + Global("torch", "FloatStorage") +
+                        Str("0") + Put(60) + Str("cpu") + Int1(2) + "tQ" + Int1(0) + "(" + Int1(2) +
+                        "t(" + Int1(1) + "t" + B({0x89}) + kHooks + "tR";
+  // Key 60 now holds storage 0's text; "x" replaces it.
+  const std::string replaced = Str("y") + Str("x") + Put(60) + Str("z") + Get(60);
+  // Key 61's str is the value of "k" before it names storage 1: shared.
+  const std::string shared = Str("k") + Str("1") + Put(61) + Str("b") + kRebuild + "((" +
+                             Str("storage") + Global("torch", "FloatStorage") + Get(61) +
+                             Str("cpu") + Int1(2) + "tQ" + Int1(0) + "(" + Int1(2) + "t(" +
+                             Int1(1) + "t" + B({0x89}) + kHooks + "tR" + Str("m") + Get(61);
+  Graph g;
+  Result<Ref> r = RunWithStorages(P2("}(" + a + replaced + shared + "u"), true, &g);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const std::span<const Ref> items = g.items(*r);
+  ASSERT_EQ(items.size(), 2u * 6);
+  std::vector<std::pair<std::string, std::string>> strs;
+  for (size_t i = 0; i < items.size(); i += 2) {
+    if (items[i + 1].kind == Kind::kStr) {
+      strs.emplace_back(std::string(g.text(items[i])), std::string(g.text(items[i + 1])));
+    }
+  }
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"y", "x"}, {"z", "x"}, {"k", "1"}, {"m", "1"}};
+  EXPECT_EQ(strs, want);
+  EXPECT_EQ(g.at(items[2 * 5 + 1]).shared, true);  // "m": the same str as "k"'s
+  EXPECT_EQ(items[2 * 5 + 1].id, items[2 * 3 + 1].id);
+  ASSERT_EQ(g.tensors.size(), 2u);
+  EXPECT_EQ(g.storages[g.tensors[1].storage_index].key(), "1");
 }
 
 // The 1-element size tuple, stored under key 7 by the first tensor, fetched
