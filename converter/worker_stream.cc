@@ -151,6 +151,11 @@ class FrameSource final : public wire::ByteSource {
 // table) rather than kept as a message. For 100,000 small tensors the
 // frame was 2 MB beside the table's 2.4 (tests/bench/PROFILE.md, eleventh
 // round). *count: the entries the frame holds.
+// A frame both malformed and cut short reports "not valid", not "reading
+// the header frame": the parse stops at the first malformed field, before
+// the reader reaches the cut (the whole frame used to be read first). The
+// precedence is accepted: both fail closed, and draining the rest of the
+// frame only to report the read failure first would change nothing else.
 Status ReadHeaderFrame(sandbox::FrameReader& reader, uint64_t length, worker::WorkerHeader* msg,
                        format::TensorTable* tensors, uint64_t* count, const StreamLimits& limits) {
   FrameSource source(reader);

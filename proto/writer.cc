@@ -21,6 +21,12 @@ const uint8_t kZeros[kZeroBlock] = {};
 // v1::Trailer's field tags: the algorithm (field 1, varint), a tensor's
 // digest (field 2) and the header's (field 3), both length-delimited.
 constexpr uint8_t kAlgorithmTag = 0x08, kDigestTag = 0x12, kHeaderDigestTag = 0x1a;
+// A trailer digest entry's (a tensor's or the header's) tag and length, one
+// byte each: both field numbers are under 16, and a digest of at most
+// Hasher::kMaxDigestBytes is shorter than 128 bytes, so neither varint
+// needs a second byte.
+constexpr uint64_t kTrailerEntryHeadBytes = 2;
+static_assert(Hasher::kMaxDigestBytes < 128, "a digest's length is one varint byte");
 }  // namespace
 
 Status SafemodelWriter::WriteDirect(ByteView bytes) {
@@ -351,7 +357,7 @@ Status SafemodelWriter::Advance() {
 // 1.6 MB of the parent's peak (tests/bench/PROFILE.md, eleventh round).
 Status SafemodelWriter::AddTrailerEntry(ByteView digest) {
   if (!spill_buf_) spill_buf_.reset(new uint8_t[kSpillBytes]);
-  if (spill_used_ + 2 + digest.size() > kSpillBytes) SAFEMODEL_RETURN_IF_ERROR(FlushTrailerEntries());
+  if (spill_used_ + kTrailerEntryHeadBytes + digest.size() > kSpillBytes) SAFEMODEL_RETURN_IF_ERROR(FlushTrailerEntries());
   spill_buf_[spill_used_++] = kDigestTag;
   spill_buf_[spill_used_++] = static_cast<uint8_t>(digest.size());
   if (!digest.empty()) std::memcpy(spill_buf_.get() + spill_used_, digest.data(), digest.size());
@@ -381,8 +387,9 @@ uint64_t SafemodelWriter::TrailerLen() const {
   // v1::Trailer as Finish writes it: the algorithm (tag, varint), a digest
   // entry per tensor (tag, length, digest; empty for an alias), the header
   // digest (tag, length, digest).
-  uint64_t len = TrailerHeadBytes() + 2 + digest_size_;
-  for (uint64_t i = 0; i < tensors_.size(); ++i) len += 2 + (tensors_.alias(i) ? 0 : digest_size_);
+  uint64_t len = TrailerHeadBytes() + kTrailerEntryHeadBytes + digest_size_;
+  for (uint64_t i = 0; i < tensors_.size(); ++i)
+    len += kTrailerEntryHeadBytes + (tensors_.alias(i) ? 0 : digest_size_);
   return len;
 }
 
@@ -462,12 +469,12 @@ Status SafemodelWriter::Finish(std::string_view input_sha256) {
   std::string head;
   head.push_back(static_cast<char>(kAlgorithmTag));
   PutVarint(&head, static_cast<uint64_t>(algorithm_));
-  uint64_t trailer_len = head.size() + 2 + digest_size_;  // + header digest
+  uint64_t trailer_len = head.size() + kTrailerEntryHeadBytes + digest_size_;  // + header digest
   for (uint64_t i = 0; i < tensors_.size(); ++i)
-    trailer_len += 2 + (tensors_.alias(i) ? 0 : digest_size_);
+    trailer_len += kTrailerEntryHeadBytes + (tensors_.alias(i) ? 0 : digest_size_);
   if (trailer_len != TrailerLen()) return Status::Internal("the trailer's length is computed two ways");
   const uint64_t entries_at = prefix_.trailer_off + head.size();
-  if (spill_used_ != 0 || spill_at_ != prefix_.trailer_off + trailer_len - 2 - digest_size_) {
+  if (spill_used_ != 0 || spill_at_ != prefix_.trailer_off + trailer_len - kTrailerEntryHeadBytes - digest_size_) {
     return Status::Internal("the tensors' digests are not all in the trailer");
   }
   // The header digest covers the final prefix, whose trailer_len depends on

@@ -555,8 +555,9 @@ zip_int64_t ImageSourceCallback(void* user, void* data, zip_uint64_t len, zip_so
 
 // Reads every central entry in order, as ParseCentralEntry does, and calls
 // visit(index, entry) with each (its name a view of the image): true if
-// every entry parsed and was visited, false at the first that fails to parse
-// or for which visit returns false. No table is built.
+// every entry parsed and was visited and the central directory ends with
+// the last, false at the first that fails to parse or for which visit
+// returns false, or for bytes after the last. No table is built.
 template <typename Visit>
 bool ForEachCentralEntry(ByteView image, const Directory& dir, MapResidency* residency,
                          Visit visit) {
@@ -569,15 +570,29 @@ bool ForEachCentralEntry(ByteView image, const Directory& dir, MapResidency* res
     residency->Touch(image.subspan(dir.offset + central_at, cr.position() - central_at));
     if (!visit(i, *e)) return false;
   }
-  return true;
+  return cr.at_end();
 }
 
-// Whether every central entry passes the checks ParseEntries makes of it
-// alone (not of its local header, which libzip compares with it too; nor the
-// names' uniqueness and the tiling, which need tables). libzip reads an
-// archive only when they pass: it used to come after the whole parse.
-bool CentralEntriesPassAlone(ByteView image, const Directory& dir, MapResidency* residency) {
-  return ForEachCentralEntry(image, dir, residency, [](uint64_t, const ZipEntry&) { return true; });
+// Whether the archive passes every check ParseEntries makes but the names'
+// uniqueness: each central entry alone, its local header, data and
+// descriptor (CheckLocalEntry), no bytes after the last central entry, and
+// the tiling. None needs a table (EntrySpans keeps writer-ordered entries as
+// one span). libzip, whose consistency check parses every local header and
+// its extra fields, reads an archive only when they pass, so it never sees
+// one our checks of an entry or of the tiling refuse; it used to come after
+// the whole parse. Only a verdict: ParseEntries runs after it either way
+// and gives the message (its order of checks, the duplicate name first
+// where it comes first).
+bool EntriesPassAllButUniqueness(ByteView image, const Directory& dir, MapResidency* residency) {
+  EntrySpans spans;
+  const bool each = ForEachCentralEntry(image, dir, residency, [&](uint64_t, ZipEntry& e) {
+    Result<uint64_t> end = CheckLocalEntry(image, dir.offset, &e);
+    if (!end.ok()) return false;
+    residency->Touch(image.subspan(e.local_header_offset, e.data_offset - e.local_header_offset));
+    spans.Add(e.local_header_offset, *end);
+    return true;
+  });
+  return each && std::move(spans).Check(dir.offset).ok();
 }
 
 // Every entry, checked and copied into `entries` (names end to end in
@@ -710,11 +725,15 @@ ZipArchive::~ZipArchive() = default;
 // libzip's copy of the directory (~250 bytes an entry, 25 MB for 100,000)
 // and our tables (the entries, the names, the spans and the name set, ~13
 // MB) were alive together when libzip came after our parse. It now comes
-// first, when each entry has passed our checks of it alone, and is compared
-// entry by entry with the central directory without a table; an archive of
+// first, once the archive has passed every check of ours but the names'
+// uniqueness (EntriesPassAllButUniqueness: each entry, its local header
+// included, and the tiling, none needing a table), and is compared entry
+// by entry with the central directory without a table; an archive of
 // stored entries (torch.save, np.savez) then lets it go, and the heap is
-// trimmed, before our tables are built. What libzip says is reported only if
-// our parse accepts the archive, so an archive both reject gets our message.
+// trimmed, before our tables are built. libzip thus never parses an archive
+// our per-entry or tiling checks refuse. What libzip says is reported only
+// if our parse accepts the archive, so an archive both reject gets our
+// message.
 Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView droppable_map) {
   std::shared_ptr<ZipArchive> a(new ZipArchive());
   a->image_ = image;
@@ -726,7 +745,7 @@ Result<std::shared_ptr<ZipArchive>> ZipArchive::Open(ByteView image, ByteView dr
   SAFEMODEL_ASSIGN_OR_RETURN(const Directory dir, ParseEndRecords(image));
   LibzipView libzip;
   libzip.refusal = Status::Internal("zip: an entry failed its own checks but the parse passed");
-  if (CentralEntriesPassAlone(image, dir, &a->residency_)) {
+  if (EntriesPassAllButUniqueness(image, dir, &a->residency_)) {
     libzip.refusal = Status::Ok();
     OpenWithLibzip(image, &a->residency_, &libzip);
     if (libzip.za != nullptr) CompareWithLibzip(image, dir, &a->residency_, &libzip);

@@ -22,9 +22,12 @@
 // libzip (from memory, never from a path) inflates deflated entries (it is
 // kept open only for an archive that has any); its view of the archive must
 // match ours entry for entry. It reads the archive before our tables are
-// built, once the central entries pass our checks of each alone, and what it
-// says is reported only when all of ours pass: an archive both reject gets
-// our message. CRCs are verified on every read.
+// built, and only one that has passed every check of ours but the names'
+// uniqueness: every entry's (central entry, local header, data and
+// descriptor) and the tiling. libzip never parses an archive those refuse;
+// only a duplicate name can reach it. What it says is reported only when
+// all of ours pass: an archive both reject gets our message. CRCs are
+// verified on every read.
 //
 // Worst case: O(e log e + t) for e entries (the spans of entries out of
 // their writer's order are sorted to find gaps and overlaps; names go

@@ -24,14 +24,23 @@ uint32_t Le32At(ByteView b, uint64_t at) {
 }
 uint16_t U16At(ByteView b, uint64_t at) { return static_cast<uint16_t>(Le16At(b, at)); }
 
+// The shared fields' offsets from version needed (the layout
+// ReadEntryFields reads: version 2, flags 2, method 2, time and date 4, CRC
+// 4, sizes 4 and 4).
+constexpr uint64_t kFlagsAt = 2;
+constexpr uint64_t kMethodAt = 4;
+constexpr uint64_t kCrcAt = 10;
+constexpr uint64_t kCompressedSizeAt = 14;
+constexpr uint64_t kUncompressedSizeAt = 18;
+
 // The fields central and local headers share, from `at` (version needed)
 // of a record known to fit (the layout ReadEntryFields reads).
 void EntryFieldsAt(ByteView record, uint64_t at, ZipEntryFields* f) {
-  f->flags = U16At(record, at + 2);
-  f->method = U16At(record, at + 4);
-  f->crc32 = Le32At(record, at + 10);
-  f->compressed_size = Le32At(record, at + 14);
-  f->uncompressed_size = Le32At(record, at + 18);
+  f->flags = U16At(record, at + kFlagsAt);
+  f->method = U16At(record, at + kMethodAt);
+  f->crc32 = Le32At(record, at + kCrcAt);
+  f->compressed_size = Le32At(record, at + kCompressedSizeAt);
+  f->uncompressed_size = Le32At(record, at + kUncompressedSizeAt);
 }
 
 // Whether a record whose fixed part is `fixed` bytes, with the 16-bit
@@ -88,8 +97,10 @@ std::string ZipWhere::str() const {
 }
 
 Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const ZipWhere& where) {
-  // The lengths of name, extra and comment are at offsets 28, 30, 32.
-  const bool fits = RecordFits(r, kZipCentralHeaderBytes, 28, 3);
+  // The lengths of name, extra and comment follow each other.
+  static_assert(kZipCentralExtraLenAt == kZipCentralNameLenAt + 2 &&
+                kZipCentralCommentLenAt == kZipCentralNameLenAt + 4);
+  const bool fits = RecordFits(r, kZipCentralHeaderBytes, kZipCentralNameLenAt, 3);
   ZipCentralHeader h;
   if (fits) {
     // Read in place: no read can fail (the walks of an archive's directory
@@ -97,15 +108,16 @@ Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const ZipWhere& whe
     // reader was most of their time).
     const ByteView rec = r.rest();
     if (Le32At(rec, 0) != kZipCentralSig) return Status::Malformed(where.str() + ": bad signature");
-    h.made_by = U16At(rec, 4);
-    EntryFieldsAt(rec, 6, &h);
-    const uint64_t name_len = Le16At(rec, 28), extra_len = Le16At(rec, 30);
-    h.disk_start = U16At(rec, 34);
-    h.external_attributes = Le32At(rec, 38);
-    h.local_header_offset = Le32At(rec, 42);
+    h.made_by = U16At(rec, kZipCentralMadeByAt);
+    EntryFieldsAt(rec, kZipCentralFieldsAt, &h);
+    const uint64_t name_len = Le16At(rec, kZipCentralNameLenAt);
+    const uint64_t extra_len = Le16At(rec, kZipCentralExtraLenAt);
+    h.disk_start = U16At(rec, kZipCentralDiskStartAt);
+    h.external_attributes = Le32At(rec, kZipCentralExternalAttrAt);
+    h.local_header_offset = Le32At(rec, kZipCentralLocalOffsetAt);
     h.name = rec.subspan(kZipCentralHeaderBytes, name_len);
     h.extra = rec.subspan(kZipCentralHeaderBytes + name_len, extra_len);
-    (void)r.Skip(kZipCentralHeaderBytes + name_len + extra_len + Le16At(rec, 32), {});
+    (void)r.Skip(kZipCentralHeaderBytes + name_len + extra_len + Le16At(rec, kZipCentralCommentLenAt), {});
     return h;
   }
   // Cut short: read field by field, for the message naming what is missing.
@@ -130,16 +142,18 @@ Result<ZipCentralHeader> ReadZipCentralHeader(ByteReader& r, const ZipWhere& whe
 }
 
 Result<ZipLocalHeader> ReadZipLocalHeader(ByteReader& r, const ZipWhere& where) {
-  // The lengths of name and extra are at offsets 26, 28.
-  const bool fits = RecordFits(r, kZipLocalHeaderBytes, 26, 2);
+  // The lengths of name and extra follow each other.
+  static_assert(kZipLocalExtraLenAt == kZipLocalNameLenAt + 2);
+  const bool fits = RecordFits(r, kZipLocalHeaderBytes, kZipLocalNameLenAt, 2);
   ZipLocalHeader h;
   if (fits) {  // read in place, as a central header
     const ByteView rec = r.rest();
     if (Le32At(rec, 0) != kZipLocalSig) {
       return Status::Malformed(where.str() + ": bad local header signature");
     }
-    EntryFieldsAt(rec, 4, &h);
-    const uint64_t name_len = Le16At(rec, 26), extra_len = Le16At(rec, 28);
+    EntryFieldsAt(rec, kZipLocalFieldsAt, &h);
+    const uint64_t name_len = Le16At(rec, kZipLocalNameLenAt);
+    const uint64_t extra_len = Le16At(rec, kZipLocalExtraLenAt);
     h.name = rec.subspan(kZipLocalHeaderBytes, name_len);
     h.extra = rec.subspan(kZipLocalHeaderBytes + name_len, extra_len);
     (void)r.Skip(kZipLocalHeaderBytes + name_len + extra_len, {});

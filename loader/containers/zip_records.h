@@ -39,6 +39,24 @@ inline constexpr uint64_t kZipEndRecordBytes = 22;
 inline constexpr uint64_t kZip64LocatorBytes = 20;
 inline constexpr uint64_t kZipCentralHeaderBytes = 46;
 inline constexpr uint64_t kZipLocalHeaderBytes = 30;
+// Where fields sit in a header's fixed part (APPNOTE 4.3.7, 4.3.12), for
+// reads in place. A central header: version made by, then the fields it
+// shares with a local header (from version needed; ZipEntryFields), the
+// lengths of name, extra and comment, the disk, the external attributes
+// and the local header's offset.
+inline constexpr uint64_t kZipCentralMadeByAt = 4;
+inline constexpr uint64_t kZipCentralFieldsAt = 6;
+inline constexpr uint64_t kZipCentralNameLenAt = 28;
+inline constexpr uint64_t kZipCentralExtraLenAt = 30;
+inline constexpr uint64_t kZipCentralCommentLenAt = 32;
+inline constexpr uint64_t kZipCentralDiskStartAt = 34;
+inline constexpr uint64_t kZipCentralExternalAttrAt = 38;
+inline constexpr uint64_t kZipCentralLocalOffsetAt = 42;
+// A local header: the shared fields after the signature, then the lengths
+// of name and extra.
+inline constexpr uint64_t kZipLocalFieldsAt = 4;
+inline constexpr uint64_t kZipLocalNameLenAt = 26;
+inline constexpr uint64_t kZipLocalExtraLenAt = 28;
 // The end record's comment length is 16 bits.
 inline constexpr uint64_t kMaxZipCommentBytes = 0xFFFF;
 // A 32-bit size or offset of this value means "in the zip64 extra field".

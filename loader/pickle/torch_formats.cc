@@ -37,6 +37,9 @@ constexpr uint64_t kMaxSmallRecordBytes = 64;
 // Highest zip format version torch writes today is 3 (records "version"
 // and ".data/version"); newer ones may change the layout.
 constexpr int64_t kMaxTorchZipVersion = 10;
+// The directory, under the records' prefix, of the storages' members:
+// "<prefix>data/<key>".
+constexpr std::string_view kDataDir = "data/";
 
 bool ValidKey(std::string_view key) {
   return !key.empty() && key.size() <= kMaxStorageKeyBytes &&
@@ -187,7 +190,7 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
   // is read, and the report notes it.
   l.root_layout = slash == std::string::npos;
   if (!l.root_layout) l.prefix = entries[0].name.substr(0, slash + 1);
-  l.storages = StorageKeys(entries.data(), l.prefix.size() + 5);  // "<prefix>data/<key>"
+  l.storages = StorageKeys(entries.data(), l.prefix.size() + kDataDir.size());
   // torch finds records with miniz's case-insensitive lookup (ASCII): two
   // members whose names differ only in case are one record to torch, and
   // which one it reads depends on their number and order.
@@ -217,7 +220,7 @@ TorchLayout ReadLayout(const ZipArchive& zip) {
     } else if (rel == ".data/serialization_id" || rel == ".format_version" ||
                rel == ".storage_alignment") {
       // Informational records of newer torch versions.
-    } else if (rel.substr(0, 5) == "data/" && ValidKey(rel.substr(5))) {
+    } else if (rel.starts_with(kDataDir) && ValidKey(rel.substr(kDataDir.size()))) {
       l.storages.Add(e);
     } else if (IsTorchScriptRecord(rel)) {
       l.torchscript.emplace_back(e.name);

@@ -357,17 +357,24 @@ constexpr uint64_t kFieldHeadBytes = 32;
 // The size of the top-level field at the start of `w` (tag included), with
 // at least kFieldHeadBytes of it (or all that is left) in the buffer, and
 // whether it is an occurrence of `field` (its payload then follows
-// *head bytes). False if it is not well-formed or cannot be complete, as
-// the whole's budget walk would find it; a group is read ahead until it
-// ends. Leaves the field whole in the buffer.
+// *head bytes). False if it is not well-formed or cannot be complete; a
+// group is read ahead until it ends. Leaves the field whole in the buffer.
+// These refusals are the streamed parse's own, not the whole-frame budget
+// walk's: that walk (WithinObjectBudget over the frame) lets through a
+// trailing zero byte or a last tag cut short (it consumes them and finds no
+// bytes left) and a top-level length-delimited field whose length overruns
+// the frame (PushLimit clamps it to the frame's end). ParseWhole then
+// refuses each of them, so the verdicts agree, but through protobuf's parse,
+// not the walk (parse_entries_test compares the two on mutated frames).
 bool MeasureField(Window& w, int field, uint64_t* size, bool* is_entry, uint64_t* head) {
   using google::protobuf::internal::WireFormatLite;
   for (;;) {
     const ByteView avail = w.Available();
     google::protobuf::io::CodedInputStream in(avail.data(), static_cast<int>(avail.size()));
     const uint32_t tag = in.ReadTag();
-    // A zero tag where bytes remain (or one that does not read) ends the
-    // whole's walk with bytes left over: refused.
+    // A zero tag where bytes remain, or one that does not read: refused
+    // here. The whole-frame walk may consume such bytes and pass; its
+    // ParseWhole refuses them, so the verdict is the same.
     if (tag == 0) return false;
     const auto wire_type = WireFormatLite::GetTagWireType(tag);
     if (wire_type == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {

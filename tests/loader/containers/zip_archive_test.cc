@@ -186,8 +186,8 @@ TEST(ZipArchive, AnArchiveOnlyLibzipRejectsGetsLibzipsMessage) {
 }
 
 TEST(ZipArchive, AnArchiveBothRejectGetsOurMessage) {
-  // An entry that fails its own checks (libzip is not run), the names'
-  // uniqueness and the tiling (libzip is run, and refuses first).
+  // An entry that fails its own checks or the tiling (libzip is not run),
+  // the names' uniqueness (libzip is run, and refuses first).
   ExpectRejected(BuildZip({{.name = "a.bin", .data = "x", .local_mod_time = 1},
                            {.name = "b/../c", .data = "y"}}),
                  StatusCode::kMalformed, "'.' or '..' component");

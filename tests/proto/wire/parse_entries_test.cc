@@ -6,7 +6,7 @@
 // of the message, and the entries in order, each without a trace of the
 // previous one parsed into the same message); both from memory and
 // streamed from a source that gives its bytes in pieces, with a header
-// many times the window's size.
+// many times the window's size, valid and mutated near the windows' edges.
 #include "proto/wire/wire.h"
 
 #include <gtest/gtest.h>
@@ -247,6 +247,85 @@ TEST(ParseBoundedEntries, MutationsAsParseBounded) {
   // Both sides of the verdict were reached.
   EXPECT_GT(accepted, 100);
   EXPECT_LT(accepted, 5900);
+}
+
+// A header several windows long, mutated where MeasureField reads a field
+// across a window's edge: edits clustered near multiples of the window,
+// budgets at and around the header's object count, and an unknown group
+// longer than a window (read on until it ends). The single-window mutation
+// test above never reaches MeasureField's partial-window paths.
+TEST(ParseBoundedEntries, MutationsOfAMultiWindowHeaderAsParseBounded) {
+  std::string valid;
+  for (int i = 0; i < 4000; ++i) {
+    v1::TensorInfo t;
+    t.set_name("layer." + std::to_string(100000 + i) + ".weight");
+    t.set_dtype(v1::F32);
+    t.add_shape(static_cast<uint64_t>(i % 9));
+    t.set_source_index(static_cast<uint64_t>(i));
+    PutField(&valid, 0x1a, wire::SerializeDeterministic(t));
+    if (i == 1500) {
+      v1::Header tree;
+      auto* entries = tree.mutable_architecture()->mutable_map_value();
+      for (int k = 0; k < 2000; ++k) {
+        auto* e = entries->add_entries();
+        e->set_key("key" + std::to_string(k) + std::string(20, 'k'));
+        e->mutable_value()->set_string_value(std::string(10, 'v'));
+      }
+      valid += wire::SerializeDeterministic(tree);
+    }
+    if (i == 2500) {  // an unknown group longer than a window
+      valid += "\x8b\x01";
+      for (int k = 0; k < 20; ++k) PutField(&valid, 0x0a, std::string(5000, 'g'));
+      valid += "\x8c\x01";
+    }
+  }
+  const uint64_t window = wire::kParseWindowBytes;
+  ASSERT_GT(valid.size(), 4 * window);
+  // The fewest objects the valid header needs (ParseBounded's budget walk).
+  v1::Header probe;
+  uint64_t low = 1, high = wire::kMaxParsedObjects;
+  ASSERT_TRUE(wire::ParseBounded(AsBytes(valid), &probe, high));
+  while (low < high) {
+    const uint64_t mid = low + (high - low) / 2;
+    if (wire::ParseBounded(AsBytes(valid), &probe, mid)) {
+      high = mid;
+    } else {
+      low = mid + 1;
+    }
+  }
+  const uint64_t need = low;
+  const uint64_t budgets[] = {need - 1, need, need + 1, need + 50, wire::kMaxParsedObjects};
+  std::mt19937 rng(64);
+  int accepted = 0;
+  const uint64_t windows = valid.size() / window;
+  for (int round = 0; round < 600; ++round) {
+    std::string bytes = valid;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !bytes.empty(); ++e) {
+      // Within 40 bytes of a window's edge.
+      const uint64_t edge = (1 + rng() % windows) * window;
+      const uint64_t at = std::min<uint64_t>(edge - 40 + rng() % 80, bytes.size() - 1);
+      switch (rng() % 4) {
+        case 0:
+          bytes[at] = static_cast<char>(rng());
+          break;
+        case 1:
+          bytes.insert(at, 1, static_cast<char>(rng()));
+          break;
+        case 2:
+          bytes.erase(at, 1);
+          break;
+        case 3:
+          bytes.resize(at);
+          break;
+      }
+    }
+    ExpectSame(bytes, budgets[rng() % std::size(budgets)], &accepted);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  // Both sides of the verdict were reached.
+  EXPECT_GT(accepted, 30);
+  EXPECT_LT(accepted, 570);
 }
 
 }  // namespace
