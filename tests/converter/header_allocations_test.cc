@@ -113,6 +113,12 @@ TEST(HeaderAllocations, BoundedWhateverTheTensorCount) {
 // take the blocks they are kept in (64 KiB each). Fixed buffers (the
 // parse's window, the output's, the trailer's) are in both and cancel out.
 TEST(HeaderAllocations, PeakBytesPerTensorAreTheTablesOnly) {
+#if defined(SAFEMODEL_SANITIZER_BUILD)
+  // The byte figures are glibc malloc's (malloc_usable_size of each block);
+  // under the sanitizers' allocator the peak did not follow the tables
+  // (0.0064 bytes a tensor), so the bound is checked in other builds only.
+  GTEST_SKIP() << "byte peaks are measured with glibc's allocator";
+#endif
   (void)CostFor(10);
   const Cost small = CostFor(10'000);
   const Cost large = CostFor(40'000);

@@ -209,8 +209,9 @@ TEST(ReleaseConsumed, ATensorsArgumentsAreReleasedAndTheirPlacesTakenAgain) {
 // id alone holds, and it goes with it (an object per tensor stayed before).
 TEST(ReleaseConsumed, TensorsOverOneStorageLeaveTwoObjectsEach) {
   const int n = 1000;
+  const std::string pickle = TorchSaveLike(n, 0, /*one_storage=*/true);
   Graph g;
-  Result<Ref> r = RunWithStorages(TorchSaveLike(n, 0, /*one_storage=*/true), true, &g);
+  Result<Ref> r = RunWithStorages(pickle, true, &g);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(g.storages.size(), 1u);
   ASSERT_EQ(g.tensors.size(), static_cast<size_t>(n));
@@ -232,8 +233,10 @@ TEST(ReleaseConsumed, AKeyTextSlotIsReplacedByAPutAndASharedKeyStrIsKept) {
                              Str("storage") + Global("torch", "FloatStorage") + Get(61) +
                              Str("cpu") + Int1(2) + "tQ" + Int1(0) + "(" + Int1(2) + "t(" +
                              Int1(1) + "t" + B({0x89}) + kHooks + "tR" + Str("m") + Get(61);
+  // Kept while the graph is read: its strs view the stream's bytes.
+  const std::string pickle = P2("}(" + a + replaced + shared + "u");
   Graph g;
-  Result<Ref> r = RunWithStorages(P2("}(" + a + replaced + shared + "u"), true, &g);
+  Result<Ref> r = RunWithStorages(pickle, true, &g);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const std::span<const Ref> items = g.items(*r);
   ASSERT_EQ(items.size(), 2u * 6);
