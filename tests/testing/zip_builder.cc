@@ -135,4 +135,21 @@ std::string BuildZip(const std::vector<ZipMember>& members, const ZipLayout& lay
   return out;
 }
 
+std::string GrowMemberSizes(std::string image, char name) {
+  auto add_one = [&image](size_t at) {
+    uint32_t v = 0;
+    for (size_t i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(image[at + i])) << (8 * i);
+    ++v;
+    for (size_t i = 0; i < 4; ++i) image[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  };
+  // Local header: name at 30, sizes at 18 and 22; central: name at 46, sizes at 20 and 24.
+  for (size_t at = 0; (at = image.find("PK\x03\x04", at)) != std::string::npos; ++at) {
+    if (image[at + 30] == name) add_one(at + 18), add_one(at + 22);
+  }
+  for (size_t at = 0; (at = image.find("PK\x01\x02", at)) != std::string::npos; ++at) {
+    if (image[at + 46] == name) add_one(at + 20), add_one(at + 24);
+  }
+  return image;
+}
+
 }  // namespace safemodel::testing

@@ -42,6 +42,10 @@ std::string BuildZip(const std::vector<ZipMember>& members, const ZipLayout& lay
 // Raw deflate (no zlib header), as zip method 8 stores it.
 std::string RawDeflate(const std::string& data);
 uint32_t Crc32Of(const std::string& data);
+// `image` with the sizes of the stored member named by the one byte `name`
+// grown by one in its local and central headers: its data then runs one
+// byte into the next member (entries that overlap).
+std::string GrowMemberSizes(std::string image, char name);
 
 }  // namespace safemodel::testing
 

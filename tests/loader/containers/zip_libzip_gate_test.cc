@@ -35,24 +35,6 @@ int LibzipOpensFor(const std::string& image, std::string* message) {
   return g_libzip_opens;
 }
 
-// Member `name`'s sizes grown by one in both headers: its data then runs one
-// byte into the next member (the entries overlap).
-std::string Grow(std::string image, char name) {
-  auto add_one = [&image](size_t at) {
-    uint32_t v = 0;
-    for (size_t i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(image[at + i])) << (8 * i);
-    ++v;
-    for (size_t i = 0; i < 4; ++i) image[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  };
-  for (size_t at = 0; (at = image.find("PK\x03\x04", at)) != std::string::npos; ++at) {
-    if (image[at + 30] == name) add_one(at + 18), add_one(at + 22);
-  }
-  for (size_t at = 0; (at = image.find("PK\x01\x02", at)) != std::string::npos; ++at) {
-    if (image[at + 46] == name) add_one(at + 20), add_one(at + 24);
-  }
-  return image;
-}
-
 TEST(ZipLibzipGate, LibzipReadsAnArchiveThatPassesOurChecks) {
   std::string message;
   EXPECT_EQ(LibzipOpensFor(BuildZip({{.name = "a", .data = "1"}, {.name = "b", .data = "22"}}),
@@ -77,7 +59,7 @@ TEST(ZipLibzipGate, LibzipNeverReadsAnArchiveWithABadLocalHeaderOrTiling) {
   const std::vector<Case> cases = {
       {BuildZip({a, {.name = "b", .data = "22", .local_name = "x"}}),
        "zip entry 'b': local header names it 'x' (central and local names differ)"},
-      {Grow(BuildZip({a, {.name = "b", .data = "22"}}), 'a'),
+      {GrowMemberSizes(BuildZip({a, {.name = "b", .data = "22"}}), 'a'),
        "zip: overlapping entries at offset 32 (hidden data or a crafted archive)"},
       {BuildZip({a, {.name = "b", .data = "22"}}, {.gap = "hidden"}),
        "zip: unaccounted bytes at offset 32 (hidden data or a crafted archive)"},

@@ -163,35 +163,45 @@ TEST(ParseBoundedEntries, ValidHeaderAsParseBounded) {
   for (uint64_t budget : {1u, 5u, 10u, 15u, 20u}) ExpectSame(bytes, budget, &accepted);
 }
 
-// A header larger than the window: read a window at a time, never as a
-// whole, with entries on both sides of window boundaries, a tree field
-// larger than the window (which the window grows for), and the same result
-// as ParseBounded. A source that fails stops the parse, wherever it fails.
-TEST(ParseBoundedEntries, StreamedAWindowAtATime) {
+// A header of `tensors` entries, with a tree of `tree_entries` keys after
+// entry `tree_at` and, after entry `group_at`, an unknown group of
+// `group_fields` 5,000-byte fields (longer than a window: read on until it
+// ends).
+std::string ManyWindowHeader(int tensors, int tree_at, int tree_entries, int group_at,
+                             int group_fields) {
   std::string bytes;
-  for (int i = 0; i < 20000; ++i) {
+  for (int i = 0; i < tensors; ++i) {
     v1::TensorInfo t;
     t.set_name("layer." + std::to_string(100000 + i) + ".weight");
     t.set_dtype(v1::F32);
     t.add_shape(static_cast<uint64_t>(i % 9));
     t.set_source_index(static_cast<uint64_t>(i));
     PutField(&bytes, 0x1a, wire::SerializeDeterministic(t));
-    if (i == 9000) {
+    if (i == tree_at) {
       v1::Header tree;
       auto* entries = tree.mutable_architecture()->mutable_map_value();
-      for (int k = 0; k < 5000; ++k) {
+      for (int k = 0; k < tree_entries; ++k) {
         auto* e = entries->add_entries();
         e->set_key("key" + std::to_string(k) + std::string(20, 'k'));
         e->mutable_value()->set_string_value(std::string(10, 'v'));
       }
       bytes += wire::SerializeDeterministic(tree);
     }
-    if (i == 15000) {  // an unknown group longer than the window: read on until it ends
+    if (i == group_at) {
       bytes += "\x8b\x01";
-      for (int k = 0; k < 40; ++k) PutField(&bytes, 0x0a, std::string(5000, 'g'));
+      for (int k = 0; k < group_fields; ++k) PutField(&bytes, 0x0a, std::string(5000, 'g'));
       bytes += "\x8c\x01";
     }
   }
+  return bytes;
+}
+
+// A header larger than the window: read a window at a time, never as a
+// whole, with entries on both sides of window boundaries, a tree field
+// larger than the window (which the window grows for), and the same result
+// as ParseBounded. A source that fails stops the parse, wherever it fails.
+TEST(ParseBoundedEntries, StreamedAWindowAtATime) {
+  const std::string bytes = ManyWindowHeader(20000, 9000, 5000, 15000, 40);
   ASSERT_GT(bytes.size(), 8 * wire::kParseWindowBytes);
   v1::Header whole;
   ASSERT_TRUE(wire::ParseBounded(AsBytes(bytes), &whole));
@@ -255,30 +265,7 @@ TEST(ParseBoundedEntries, MutationsAsParseBounded) {
 // longer than a window (read on until it ends). The single-window mutation
 // test above never reaches MeasureField's partial-window paths.
 TEST(ParseBoundedEntries, MutationsOfAMultiWindowHeaderAsParseBounded) {
-  std::string valid;
-  for (int i = 0; i < 4000; ++i) {
-    v1::TensorInfo t;
-    t.set_name("layer." + std::to_string(100000 + i) + ".weight");
-    t.set_dtype(v1::F32);
-    t.add_shape(static_cast<uint64_t>(i % 9));
-    t.set_source_index(static_cast<uint64_t>(i));
-    PutField(&valid, 0x1a, wire::SerializeDeterministic(t));
-    if (i == 1500) {
-      v1::Header tree;
-      auto* entries = tree.mutable_architecture()->mutable_map_value();
-      for (int k = 0; k < 2000; ++k) {
-        auto* e = entries->add_entries();
-        e->set_key("key" + std::to_string(k) + std::string(20, 'k'));
-        e->mutable_value()->set_string_value(std::string(10, 'v'));
-      }
-      valid += wire::SerializeDeterministic(tree);
-    }
-    if (i == 2500) {  // an unknown group longer than a window
-      valid += "\x8b\x01";
-      for (int k = 0; k < 20; ++k) PutField(&valid, 0x0a, std::string(5000, 'g'));
-      valid += "\x8c\x01";
-    }
-  }
+  const std::string valid = ManyWindowHeader(4000, 1500, 2000, 2500, 20);
   const uint64_t window = wire::kParseWindowBytes;
   ASSERT_GT(valid.size(), 4 * window);
   // The fewest objects the valid header needs (ParseBounded's budget walk).
